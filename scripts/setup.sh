@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian bookworm machine, run as root: system
+# packages, npm dependencies, the netlink shim and the TypeScript build. Each
+# step is skipped when it is already done, so `npm test` and `npm run demo`
+# can call it every time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# Everything the project runs or tests against, from Debian's packages.
+DEB_PACKAGES=(
+  golang-go golang-github-vishvananda-netlink-dev golang-github-vishvananda-netns-dev
+  golang-github-appc-cni-dev
+  iproute2 iptables util-linux procps iputils-ping kmod
+  etcd-server etcd-client
+  containernetworking-plugins
+)
+
+missing_packages() {
+  local p
+  for p in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"
+  done
+}
+
+install_packages() {
+  local missing
+  missing=$(missing_packages)
+  [ -z "$missing" ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    say "missing Debian packages (run as root to install): $missing"
+    exit 1
+  fi
+  say "installing Debian packages: $(echo $missing)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+install_npm() {
+  # npm ci only when the lock file changed since the last install.
+  if [ -f node_modules/.package-lock.json ] && [ node_modules/.package-lock.json -nt package-lock.json ]; then
+    return 0
+  fi
+  say "installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+}
+
+build_ts() {
+  local stamp=build/.stamp
+  if [ -f "$stamp" ] && [ -z "$(find src tsconfig.json package-lock.json -newer "$stamp" -print -quit)" ]; then
+    return 0
+  fi
+  say "compiling TypeScript"
+  rm -rf build
+  npx --no-install tsc -p tsconfig.json
+  touch "$stamp"
+}
+
+install_packages
+install_npm
+bash scripts/build-native.sh
+build_ts

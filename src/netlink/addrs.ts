@@ -1,0 +1,38 @@
+import { call } from './ffi.js';
+import { isExists, isNotFound } from './errors.js';
+import type { Address, InNetns } from './types.js';
+
+export interface AddrFilter extends InNetns {
+  dev?: string;
+  family?: 'inet' | 'inet6';
+}
+
+export function addrList(filter: AddrFilter = {}): Address[] {
+  return call('addr.list', { ...filter }) as Address[];
+}
+
+/** Adds `cidr` (e.g. 10.244.1.1/24) to `dev`; false when it was already there. */
+export function addrAdd(dev: string, cidr: string, opts: InNetns = {}): boolean {
+  try {
+    call('addr.add', { ...opts, dev, cidr });
+    return true;
+  } catch (err) {
+    if (isExists(err)) return false;
+    throw err;
+  }
+}
+
+export function addrReplace(dev: string, cidr: string, opts: InNetns = {}): void {
+  call('addr.replace', { ...opts, dev, cidr });
+}
+
+/** Removes `cidr` from `dev`; false when it was not there. */
+export function addrDelete(dev: string, cidr: string, opts: InNetns = {}): boolean {
+  try {
+    call('addr.del', { ...opts, dev, cidr });
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
+  }
+}

@@ -1,0 +1,28 @@
+/** Errno names the callers branch on to stay idempotent. */
+export type Errno = 'EEXIST' | 'ENOENT' | 'EBUSY' | 'EPERM' | 'EINVAL' | 'ENODEV' | 'EAGAIN' | 'ERANGE' | string;
+
+/** A kernel or shim failure, keeping the errno so callers can decide. */
+export class NetlinkError extends Error {
+  override readonly name = 'NetlinkError';
+  constructor(
+    readonly op: string,
+    message: string,
+    readonly errno?: Errno,
+    readonly code?: number,
+  ) {
+    super(`${op}: ${message}`);
+  }
+}
+
+export function isErrno(err: unknown, ...names: Errno[]): boolean {
+  return err instanceof NetlinkError && err.errno !== undefined && names.includes(err.errno);
+}
+
+/** Missing link, address, route or neighbour: what an idempotent delete ignores. */
+export function isNotFound(err: unknown): boolean {
+  return isErrno(err, 'ENOENT', 'ENODEV', 'ESRCH', 'EADDRNOTAVAIL');
+}
+
+export function isExists(err: unknown): boolean {
+  return isErrno(err, 'EEXIST');
+}

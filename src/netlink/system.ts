@@ -1,0 +1,47 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { call } from './ffi.js';
+import { isErrno, NetlinkError } from './errors.js';
+import type { InNetns } from './types.js';
+
+/** Reads a sysctl such as net.ipv4.ip_forward, in this or another netns. */
+export function sysctlGet(key: string, opts: InNetns = {}): string {
+  return call('sysctl.get', { ...opts, key }) as string;
+}
+
+/** Writes a sysctl only when its value differs, so read-only /proc/sys is no problem when nothing changes. */
+export function sysctlSet(key: string, value: string, opts: InNetns = {}): void {
+  if (sysctlGet(key, opts) === value) return;
+  call('sysctl.set', { ...opts, key, value });
+}
+
+/** True when `path` is a network namespace handle (not just any file). */
+export function isNetns(path: string): boolean {
+  return (call('netns.check', { path }) as { netns: boolean }).netns;
+}
+
+export type LockMode = 'ex' | 'sh';
+
+/**
+ * Takes a flock(2) on an open descriptor without blocking the event loop:
+ * it polls LOCK_NB with a growing pause and gives up with EAGAIN after
+ * `timeoutMs`, so a stuck holder becomes a "try again later" instead of a hang.
+ */
+export async function flock(fd: number, mode: LockMode, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let pause = 1; ; pause = Math.min(pause * 2, 25)) {
+    try {
+      call('flock', { fd, op: mode, nonblock: true });
+      return;
+    } catch (err) {
+      if (!isErrno(err, 'EAGAIN')) throw err;
+      if (Date.now() >= deadline) {
+        throw new NetlinkError('flock', `lock still held by another process after ${timeoutMs} ms`, 'EAGAIN', 11);
+      }
+    }
+    await sleep(pause);
+  }
+}
+
+export function funlock(fd: number): void {
+  call('flock', { fd, op: 'un' });
+}
