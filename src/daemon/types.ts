@@ -1,0 +1,106 @@
+// Contracts between tsflanneld's parts: the network configuration
+// (flannel's net-conf.json), leases, subnet managers and backends.
+
+export interface VxlanBackendConfig {
+  type: 'vxlan';
+  /** VXLAN network identifier, flannel's default 1 */
+  vni: number;
+  /** UDP destination port, flannel's default 8472 (the Linux kernel default) */
+  port: number;
+  /** use a plain route via the remote public IP when it is on our L2 subnet */
+  directRouting: boolean;
+  /** fixed MTU for flannel.1; absent = underlay MTU - 50 */
+  mtu?: number;
+}
+
+export interface HostGwBackendConfig {
+  type: 'host-gw';
+}
+
+export type BackendConfig = VxlanBackendConfig | HostGwBackendConfig;
+
+/** net-conf.json, validated and with flannel's defaults filled in. */
+export interface NetworkConfig {
+  /** the cluster pod network, e.g. 10.244.0.0/16 */
+  network: string;
+  /** prefix length of each node's subnet, default 24 */
+  subnetLen: number;
+  /** first and last node subnet the etcd manager may hand out */
+  subnetMin: string;
+  subnetMax: string;
+  enableIPv4: boolean;
+  enableIPv6: boolean;
+  ipv6Network?: string;
+  backend: BackendConfig;
+}
+
+/** What the backend publishes about this node (flannel's backend-data). */
+export interface BackendData {
+  VNI?: number;
+  VtepMAC?: string;
+}
+
+export interface LeaseAttrs {
+  publicIP: string;
+  backendType: BackendConfig['type'];
+  backendData: BackendData;
+}
+
+/** One node's subnet lease, as the subnet manager knows it. */
+export interface Lease extends LeaseAttrs {
+  /** the node's subnet, network address form: 10.244.1.0/24 */
+  subnet: string;
+  /** Kubernetes node name, or the etcd key, for logs */
+  nodeName?: string;
+  /** when an etcd lease runs out; absent for Kubernetes leases */
+  expiration?: Date;
+}
+
+/**
+ * Where leases come from: Kubernetes Node objects or etcd. Watching is
+ * level-triggered: `onLeases` always gets the complete current set (this
+ * node's own lease included), so a backend can reconcile exactly.
+ */
+export interface SubnetManager {
+  readonly kind: 'kube' | 'etcd';
+  getNetworkConfig(): Promise<NetworkConfig>;
+  /** Gets (or keeps) this node's lease and publishes the attributes. */
+  acquireLease(attrs: LeaseAttrs, signal?: AbortSignal): Promise<Lease>;
+  /**
+   * Calls `onLeases` with the full set after the first list and after every
+   * change. Errors are retried with backoff and never turn into an empty
+   * set. Resolves once `signal` aborts.
+   */
+  watchLeases(onLeases: (leases: Lease[]) => void, signal: AbortSignal): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The host interface overlay traffic leaves through. */
+export interface ExternalInterface {
+  name: string;
+  index: number;
+  mtu: number;
+  /** the address on `name` used as the node's public IP and VTEP source */
+  ip: string;
+  /** `ip` with its prefix, e.g. 192.168.50.2/24: tells which nodes share our L2 */
+  cidr: string;
+  /** the address advertised to others when --public-ip differs from `ip` */
+  publicIP: string;
+}
+
+export interface ReconcileReport {
+  added: number;
+  updated: number;
+  removed: number;
+  errors: string[];
+}
+
+export interface Backend {
+  readonly type: BackendConfig['type'];
+  /** Creates what must exist before the lease is published (flannel.1) and returns its data. */
+  prepare(ext: ExternalInterface): Promise<BackendData>;
+  /** Our lease is known: address the device and return the pod MTU. */
+  configure(own: Lease): Promise<{ mtu: number }>;
+  /** Makes the kernel match exactly these remote leases (our own excluded). */
+  reconcile(remote: Lease[]): ReconcileReport;
+}
