@@ -1,0 +1,221 @@
+// host-local style IPAM over the reference plugin's on-disk store, so that
+// this code and /usr/lib/cni/host-local can share one data directory.
+import { CniError, ErrorCode } from '../cni/errors.js';
+import { formatIp, type Ip } from './ip.js';
+import {
+  canonicalizeRangeSets,
+  candidates,
+  capacity,
+  rangeIndexOf,
+  rangeSetToString,
+  type IpamRange,
+  type RangeSet,
+} from './range.js';
+import { DiskStore, leaseKey, LINE_BREAK, type StoreEntry } from './store.js';
+
+export interface IpamConfig {
+  dataDir: string;
+  network: string;
+  rangeSets: IpamRange[][];
+  lockTimeoutMs?: number;
+}
+
+export interface Allocation {
+  /** `ip/prefix`, e.g. 10.244.1.5/24. */
+  address: string;
+  gateway: string;
+  rangeSet: number;
+}
+
+export interface LeaseRecord {
+  ip: string;
+  containerId: string;
+  /** Absent for legacy files that hold only the container ID. */
+  ifname?: string;
+}
+
+export interface PoolStats {
+  rangeSet: number;
+  total: number;
+  used: number;
+  free: number;
+}
+
+export const DEFAULT_DATA_DIR = '/var/lib/cni/networks';
+export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
+
+/** libcni's rule for container IDs and network names. */
+const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+function validateNetworkName(network: unknown): string {
+  if (typeof network !== 'string' || !NAME_RE.test(network) || network === '.' || network === '..') {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid network name ${JSON.stringify(network)}`);
+  }
+  return network;
+}
+
+function validateContainerId(id: unknown): string {
+  if (typeof id !== 'string' || id === '') throw new CniError(ErrorCode.UnknownContainer, 'missing containerID');
+  if (!NAME_RE.test(id) || id.includes('..')) {
+    throw new CniError(ErrorCode.InvalidEnvironment, `invalid characters in containerID ${JSON.stringify(id)}`);
+  }
+  return id;
+}
+
+function validateIfname(ifname: unknown): string {
+  if (typeof ifname !== 'string' || ifname === '') throw new CniError(ErrorCode.InvalidEnvironment, 'missing interface name');
+  if (ifname.length > 15) throw new CniError(ErrorCode.InvalidEnvironment, `interface name is too long: ${ifname}`);
+  if (ifname === '.' || ifname === '..' || /[/:\s]/u.test(ifname)) {
+    throw new CniError(ErrorCode.InvalidEnvironment, `invalid interface name ${JSON.stringify(ifname)}`);
+  }
+  return ifname;
+}
+
+function validateTimeout(ms: unknown): number {
+  if (ms === undefined) return DEFAULT_LOCK_TIMEOUT_MS;
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid lockTimeoutMs ${String(ms)}`);
+  }
+  return ms;
+}
+
+function toRecord(entry: StoreEntry): LeaseRecord {
+  const cut = entry.content.indexOf(LINE_BREAK);
+  if (cut < 0) return { ip: entry.name, containerId: entry.content };
+  return { ip: entry.name, containerId: entry.content.slice(0, cut), ifname: entry.content.slice(cut + LINE_BREAK.length) };
+}
+
+/** Files held by (id, ifname); when there are none, the legacy files holding just the id. */
+function matching(entries: StoreEntry[], containerId: string, ifname: string): StoreEntry[] {
+  const key = leaseKey(containerId, ifname);
+  const exact = entries.filter((e) => e.content === key);
+  return exact.length > 0 ? exact : entries.filter((e) => e.content === containerId);
+}
+
+export class HostLocalIpam {
+  readonly rangeSets: readonly RangeSet[];
+  private readonly store: DiskStore;
+
+  constructor(cfg: IpamConfig) {
+    const network = validateNetworkName(cfg?.network);
+    this.rangeSets = canonicalizeRangeSets(cfg.rangeSets);
+    const dataDir = cfg.dataDir === undefined || cfg.dataDir === '' ? DEFAULT_DATA_DIR : cfg.dataDir;
+    if (typeof dataDir !== 'string') throw new CniError(ErrorCode.InvalidNetworkConfig, 'dataDir must be a string');
+    this.store = new DiskStore(dataDir, network, validateTimeout(cfg.lockTimeoutMs));
+  }
+
+  /** The network's directory, <dataDir>/<network>. */
+  get dir(): string {
+    return this.store.dir;
+  }
+
+  /**
+   * One address per range set. A repeated call for the same (id, ifname)
+   * returns the addresses it already holds, so a retried ADD never leaks.
+   */
+  async allocate(containerId: string, ifname: string): Promise<Allocation[]> {
+    const id = validateContainerId(containerId);
+    const dev = validateIfname(ifname);
+    return this.store.withLock(async () => {
+      const entries = await this.store.entries();
+      const created: string[] = [];
+      try {
+        const out: Allocation[] = [];
+        for (const [idx, set] of this.rangeSets.entries()) {
+          out.push(await this.allocateIn(idx, set, entries, leaseKey(id, dev), created));
+        }
+        return out;
+      } catch (err) {
+        // Undo this call's reservations; leases it merely found stay put.
+        for (const name of created) await this.store.remove(name).catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  private async allocateIn(
+    idx: number,
+    set: RangeSet,
+    entries: StoreEntry[],
+    key: string,
+    created: string[],
+  ): Promise<Allocation> {
+    const held = entries.find((e) => e.content === key && rangeIndexOf(set, e.ip) >= 0);
+    if (held) return this.allocation(idx, set, held.ip);
+
+    const taken = new Set(entries.map((e) => e.name));
+    for (const { value } of candidates(set, await this.store.lastReserved(idx))) {
+      const ip: Ip = { family: set[0]!.family, value };
+      if (taken.has(formatIp(ip))) continue;
+      // O_EXCL is the authority: a writer that ignores the lock still cannot double-book.
+      if (!(await this.store.reserve(ip, key))) continue;
+      created.push(formatIp(ip));
+      await this.store.setLastReserved(idx, ip);
+      return this.allocation(idx, set, ip);
+    }
+    throw new CniError(ErrorCode.TryAgainLater, `no IP addresses available in range set: ${rangeSetToString(set)}`);
+  }
+
+  private allocation(idx: number, set: RangeSet, ip: Ip): Allocation {
+    const r = set[rangeIndexOf(set, ip)]!;
+    return {
+      address: `${formatIp(ip)}/${r.prefix}`,
+      gateway: formatIp({ family: r.family, value: r.gateway }),
+      rangeSet: idx,
+    };
+  }
+
+  /** Removes what (id, ifname) holds (or, failing that, legacy id-only leases); nothing to remove is success. */
+  async release(containerId: string, ifname: string): Promise<string[]> {
+    const id = validateContainerId(containerId);
+    const dev = validateIfname(ifname);
+    return this.store.withLock(async () => {
+      const victims = matching(await this.store.entries(), id, dev);
+      for (const e of victims) await this.store.remove(e.name);
+      return victims.map((e) => e.name);
+    });
+  }
+
+  async find(containerId: string, ifname: string): Promise<LeaseRecord[]> {
+    const id = validateContainerId(containerId);
+    const dev = validateIfname(ifname);
+    return this.store.withLock(async () => matching(await this.store.entries(), id, dev).map(toRecord));
+  }
+
+  async list(): Promise<LeaseRecord[]> {
+    return this.store.withLock(async () => (await this.store.entries()).map(toRecord));
+  }
+
+  /**
+   * Removes every lease not held by one of `valid`; legacy id-only leases
+   * survive when their id appears. An empty list means nothing is valid.
+   */
+  async gc(valid: { containerId: string; ifname: string }[]): Promise<LeaseRecord[]> {
+    const keys = new Set(valid.map((v) => leaseKey(v.containerId, v.ifname)));
+    const ids = new Set(valid.map((v) => v.containerId.trim()));
+    return this.store.withLock(async () => {
+      const removed: LeaseRecord[] = [];
+      for (const entry of await this.store.entries()) {
+        const rec = toRecord(entry);
+        const keep = rec.ifname === undefined ? ids.has(rec.containerId) : keys.has(entry.content);
+        if (keep) continue;
+        await this.store.remove(entry.name);
+        removed.push(rec);
+      }
+      return removed;
+    });
+  }
+
+  /** Capacity and use per range set; IPv6 totals beyond 2^53 are approximate. */
+  async stats(): Promise<PoolStats[]> {
+    return this.store.withLock(async () => {
+      const entries = await this.store.entries();
+      return this.rangeSets.map((set, rangeSet) => {
+        const total = capacity(set);
+        const used = BigInt(entries.filter((e) => rangeIndexOf(set, e.ip) >= 0).length);
+        const free = total > used ? total - used : 0n;
+        return { rangeSet, total: Number(total), used: Number(used), free: Number(free) };
+      });
+    });
+  }
+}

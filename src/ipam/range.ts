@@ -1,0 +1,178 @@
+// Pure range math for host-local style allocation: canonicalising the
+// configured ranges with the reference plugin's defaults, and the round-robin
+// candidate order. No I/O here, so all of it is unit-testable.
+import { CniError, ErrorCode } from '../cni/errors.js';
+import { bitsOf, formatIp, isV4Mapped, parseCidr, parseIp, type Family, type Ip } from './ip.js';
+
+export interface IpamRange {
+  subnet: string;
+  rangeStart?: string;
+  rangeEnd?: string;
+  gateway?: string;
+}
+
+/** A validated range with every default filled in, as integers. */
+export interface CanonicalRange {
+  readonly family: Family;
+  readonly network: bigint;
+  readonly prefix: number;
+  /** Last address of the subnet (the IPv4 broadcast). */
+  readonly last: bigint;
+  readonly start: bigint;
+  readonly end: bigint;
+  readonly gateway: bigint;
+}
+
+export type RangeSet = readonly CanonicalRange[];
+
+function invalid(msg: string): CniError {
+  return new CniError(ErrorCode.InvalidNetworkConfig, msg);
+}
+
+function ipText(family: Family, value: bigint): string {
+  return formatIp({ family, value });
+}
+
+function parseMember(text: string | undefined, what: string, family: Family, subnet: string): bigint | undefined {
+  if (text === undefined || text === '') return undefined;
+  const ip = parseIp(text);
+  if (!ip) throw invalid(`invalid ${what} ${JSON.stringify(text)} in range ${subnet}`);
+  if (ip.family !== family) throw invalid(`${what} ${text} is not in the address family of ${subnet}`);
+  return ip.value;
+}
+
+/**
+ * Checks one range and fills the reference defaults: gateway = network+1,
+ * start = network+1, end = broadcast-1 (IPv4) or the last address (IPv6).
+ */
+export function canonicalizeRange(input: IpamRange): CanonicalRange {
+  if (typeof input?.subnet !== 'string') throw invalid('range has no subnet');
+  const cidr = parseCidr(input.subnet);
+  if (!cidr) throw invalid(`invalid subnet ${JSON.stringify(input.subnet)}`);
+  const { ip, prefix } = cidr;
+  if (isV4Mapped(ip)) throw invalid(`IPv4-mapped IPv6 subnet ${input.subnet} is not supported`);
+  const family = ip.family;
+  const hostBits = BigInt(bitsOf(family) - prefix);
+  const hostMask = (1n << hostBits) - 1n;
+  if ((ip.value & hostMask) !== 0n) throw invalid(`network ${input.subnet} has host bits set`);
+  if (hostBits < 2n) throw invalid(`network ${input.subnet} is too small to allocate from`);
+
+  const network = ip.value;
+  const last = network | hostMask;
+  const subnet = `${formatIp(ip)}/${prefix}`;
+  const inSubnet = (v: bigint): boolean => v >= network && v <= last;
+
+  const start = parseMember(input.rangeStart, 'rangeStart', family, subnet) ?? network + 1n;
+  const end = parseMember(input.rangeEnd, 'rangeEnd', family, subnet) ?? (family === 4 ? last - 1n : last);
+  const gateway = parseMember(input.gateway, 'gateway', family, subnet) ?? network + 1n;
+  if (!inSubnet(start)) throw invalid(`rangeStart ${ipText(family, start)} is not in network ${subnet}`);
+  if (!inSubnet(end)) throw invalid(`rangeEnd ${ipText(family, end)} is not in network ${subnet}`);
+  if (!inSubnet(gateway)) throw invalid(`gateway ${ipText(family, gateway)} is not in network ${subnet}`);
+  if (start > end) {
+    throw invalid(`rangeStart ${ipText(family, start)} is after rangeEnd ${ipText(family, end)} in ${subnet}`);
+  }
+  return { family, network, prefix, last, start, end, gateway };
+}
+
+export function rangeToString(r: CanonicalRange): string {
+  return `${ipText(r.family, r.start)}-${ipText(r.family, r.end)}`;
+}
+
+/** The reference's text for a set, used in the "no IP addresses available" message. */
+export function rangeSetToString(set: RangeSet): string {
+  return set.map(rangeToString).join(',');
+}
+
+export function subnetToString(r: CanonicalRange): string {
+  return `${ipText(r.family, r.network)}/${r.prefix}`;
+}
+
+function overlaps(a: CanonicalRange, b: CanonicalRange): boolean {
+  return a.family === b.family && a.start <= b.end && b.start <= a.end;
+}
+
+/**
+ * Canonicalises every range set and enforces: at least one set, no empty set,
+ * one family per set, no overlap inside a set nor between sets.
+ */
+export function canonicalizeRangeSets(input: IpamRange[][]): RangeSet[] {
+  if (!Array.isArray(input) || input.length === 0) throw invalid('no IP ranges specified');
+  const sets = input.map((set, i) => {
+    if (!Array.isArray(set) || set.length === 0) throw invalid(`range set ${i} is empty`);
+    const ranges = set.map(canonicalizeRange);
+    const family = ranges[0]!.family;
+    for (const [j, r] of ranges.entries()) {
+      if (r.family !== family) throw invalid(`range set ${i} mixes address families`);
+      for (const other of ranges.slice(0, j)) {
+        if (overlaps(r, other)) {
+          throw invalid(`range ${rangeToString(r)} overlaps with ${rangeToString(other)} in range set ${i}`);
+        }
+      }
+    }
+    return ranges;
+  });
+  for (const [i, set] of sets.entries()) {
+    for (let j = 0; j < i; j++) {
+      if (set.some((a) => sets[j]!.some((b) => overlaps(a, b)))) throw invalid(`range set ${i} overlaps with range set ${j}`);
+    }
+  }
+  return sets;
+}
+
+/** Index of the range whose start..end holds `ip`, or -1. */
+export function rangeIndexOf(set: RangeSet, ip: Ip): number {
+  return set.findIndex((r) => r.family === ip.family && ip.value >= r.start && ip.value <= r.end);
+}
+
+/**
+ * Never handed out: the network address, the IPv4 broadcast, and any gateway
+ * of the set. The reference skips only the current range's gateway and hands
+ * out a network address given as rangeStart; both are misconfigurations we
+ * refuse to turn into broken pods.
+ */
+export function isReserved(set: RangeSet, r: CanonicalRange, value: bigint): boolean {
+  if (value === r.network) return true;
+  if (r.family === 4 && value === r.last) return true;
+  return set.some((other) => other.gateway === value);
+}
+
+/**
+ * The round-robin candidate order of the reference allocator: start right
+ * after `lastReserved` when it lies inside the set (otherwise at the first
+ * range's start), walk each range to its end, wrap to the next range's start,
+ * and stop after visiting every address once. Reserved addresses are skipped.
+ */
+export function* candidates(set: RangeSet, lastReserved?: Ip): Generator<{ value: bigint; range: number }> {
+  let rangeIdx = 0;
+  let cur = set[0]!.start;
+  const lastIdx = lastReserved ? rangeIndexOf(set, lastReserved) : -1;
+  if (lastIdx >= 0) {
+    rangeIdx = lastIdx;
+    cur = lastReserved!.value;
+    ({ rangeIdx, cur } = step(set, rangeIdx, cur));
+  }
+  const first = { rangeIdx, cur };
+  do {
+    const r = set[rangeIdx]!;
+    if (!isReserved(set, r, cur)) yield { value: cur, range: rangeIdx };
+    ({ rangeIdx, cur } = step(set, rangeIdx, cur));
+  } while (rangeIdx !== first.rangeIdx || cur !== first.cur);
+}
+
+function step(set: RangeSet, rangeIdx: number, cur: bigint): { rangeIdx: number; cur: bigint } {
+  if (cur < set[rangeIdx]!.end) return { rangeIdx, cur: cur + 1n };
+  const next = (rangeIdx + 1) % set.length;
+  return { rangeIdx: next, cur: set[next]!.start };
+}
+
+/** How many addresses of the set can ever be handed out. */
+export function capacity(set: RangeSet): bigint {
+  let total = 0n;
+  for (const r of set) {
+    total += r.end - r.start + 1n;
+    const excluded = new Set<bigint>([r.network, ...set.map((o) => o.gateway)]);
+    if (r.family === 4) excluded.add(r.last);
+    for (const v of excluded) if (v >= r.start && v <= r.end) total -= 1n;
+  }
+  return total;
+}

@@ -1,0 +1,183 @@
+// The on-disk store shared with the reference host-local plugin:
+// <dataDir>/<network>/ holds one file per leased IP (named by the IP, content
+// `<id>\r\n<ifname>`), `last_reserved_ip.<set>` and an empty `lock` file that
+// both implementations flock(2) exclusively.
+import { constants as fsc, promises as fs, type Dirent } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { CniError, ErrorCode } from '../cni/errors.js';
+import { flock, funlock, isErrno } from '../netlink/index.js';
+import { formatIp, parseIp, type Ip } from './ip.js';
+
+export const LINE_BREAK = '\r\n';
+const LOCK_FILE = 'lock';
+const LAST_RESERVED_PREFIX = 'last_reserved_ip.';
+
+/** One lease file: its IP and its content with surrounding whitespace trimmed. */
+export interface StoreEntry {
+  readonly ip: Ip;
+  readonly name: string;
+  readonly content: string;
+}
+
+/** The key a lease file holds for (id, ifname); the legacy form is the bare id. */
+export function leaseKey(containerId: string, ifname: string): string {
+  return `${containerId.trim()}${LINE_BREAK}${ifname}`;
+}
+
+function ioError(what: string, file: string, err: unknown): CniError {
+  const reason = err instanceof Error ? err.message : String(err);
+  return new CniError(ErrorCode.IOFailure, `host-local store: failed to ${what} ${file}: ${reason}`);
+}
+
+function hasCode(err: unknown, code: string): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
+}
+
+export class DiskStore {
+  readonly dir: string;
+
+  constructor(
+    dataDir: string,
+    network: string,
+    private readonly lockTimeoutMs: number,
+  ) {
+    const root = path.resolve(dataDir);
+    this.dir = path.resolve(root, network);
+    if (path.dirname(this.dir) !== root) {
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `network name ${JSON.stringify(network)} escapes ${root}`);
+    }
+  }
+
+  /** Resolves a file of this store, refusing anything that would land outside the network directory. */
+  pathFor(name: string): string {
+    const full = path.resolve(this.dir, name);
+    if (path.dirname(full) !== this.dir || name.includes('/')) {
+      throw new CniError(ErrorCode.InvalidEnvironment, `refusing path ${JSON.stringify(name)} outside ${this.dir}`);
+    }
+    return full;
+  }
+
+  /**
+   * Runs `fn` holding the store's exclusive flock. A holder that does not let
+   * go within the timeout turns into "try again later" rather than a hang.
+   */
+  async withLock<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      await fs.mkdir(this.dir, { recursive: true, mode: 0o755 });
+    } catch (err) {
+      throw ioError('create directory', this.dir, err);
+    }
+    const lockPath = this.pathFor(LOCK_FILE);
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(lockPath, fsc.O_CREAT | fsc.O_RDONLY, 0o750);
+    } catch (err) {
+      throw ioError('open lock', lockPath, err);
+    }
+    try {
+      try {
+        await flock(handle.fd, 'ex', this.lockTimeoutMs);
+      } catch (err) {
+        if (isErrno(err, 'EAGAIN')) {
+          throw new CniError(
+            ErrorCode.TryAgainLater,
+            `host-local store: timed out after ${this.lockTimeoutMs} ms waiting for lock ${lockPath}`,
+          );
+        }
+        throw ioError('lock', lockPath, err);
+      }
+      try {
+        return await fn();
+      } finally {
+        try {
+          funlock(handle.fd);
+        } catch {
+          // Closing the descriptor below drops the lock anyway.
+        }
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Every lease file: regular files whose name is an IP address in canonical form. */
+  async entries(): Promise<StoreEntry[]> {
+    let dirents: Dirent[];
+    try {
+      dirents = await fs.readdir(this.dir, { withFileTypes: true });
+    } catch (err) {
+      if (hasCode(err, 'ENOENT')) return [];
+      throw ioError('read directory', this.dir, err);
+    }
+    const out: StoreEntry[] = [];
+    for (const d of dirents) {
+      if (!d.isFile()) continue;
+      const ip = parseIp(d.name);
+      if (!ip || formatIp(ip) !== d.name) continue;
+      const file = this.pathFor(d.name);
+      try {
+        out.push({ ip, name: d.name, content: (await fs.readFile(file, 'utf8')).trim() });
+      } catch (err) {
+        // Removed between readdir and read by a writer that does not lock.
+        if (hasCode(err, 'ENOENT')) continue;
+        throw ioError('read lease', file, err);
+      }
+    }
+    return out;
+  }
+
+  /** Creates the lease file with O_EXCL; false when the IP is already taken. */
+  async reserve(ip: Ip, key: string): Promise<boolean> {
+    const file = this.pathFor(formatIp(ip));
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    } catch (err) {
+      if (hasCode(err, 'EEXIST')) return false;
+      throw ioError('create lease', file, err);
+    }
+    try {
+      await handle.writeFile(key);
+      await handle.close();
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await fs.rm(file, { force: true }).catch(() => undefined);
+      throw ioError('write lease', file, err);
+    }
+    return true;
+  }
+
+  /** Deletes a lease file; a file that is already gone counts as removed. */
+  async remove(name: string): Promise<void> {
+    const file = this.pathFor(name);
+    try {
+      await fs.unlink(file);
+    } catch (err) {
+      if (!hasCode(err, 'ENOENT')) throw ioError('remove lease', file, err);
+    }
+  }
+
+  /** The last IP handed out from range set `set`; unreadable or garbage means "none" (round-robin just restarts). */
+  async lastReserved(set: number): Promise<Ip | undefined> {
+    try {
+      return parseIp((await fs.readFile(this.pathFor(`${LAST_RESERVED_PREFIX}${set}`), 'utf8')).trim());
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Replaces last_reserved_ip.<set> atomically so no reader sees half an address. */
+  async setLastReserved(set: number, ip: Ip): Promise<void> {
+    const file = this.pathFor(`${LAST_RESERVED_PREFIX}${set}`);
+    // Not an IP and not last_reserved_ip.*, so no reader mistakes it for state.
+    const tmp = this.pathFor(`.${LAST_RESERVED_PREFIX}${set}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    try {
+      await fs.writeFile(tmp, formatIp(ip), { mode: 0o600, flag: 'wx' });
+      await fs.rename(tmp, file);
+    } catch (err) {
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
+      throw ioError('write', file, err);
+    }
+  }
+}
