@@ -1,0 +1,290 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile, open } from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { CniError } from '../../../src/cni/errors.js';
+import { HostLocalIpam, type IpamConfig, type IpamRange } from '../../../src/ipam/index.js';
+import { flock, funlock } from '../../../src/netlink/index.js';
+
+let dataDir: string;
+
+beforeEach(async () => {
+  dataDir = await mkdtemp(path.join(tmpdir(), 'tsf-ipam-'));
+});
+afterEach(async () => {
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+function ipam(rangeSets: IpamRange[][] = [[{ subnet: '10.9.0.0/29' }]], extra: Partial<IpamConfig> = {}): HostLocalIpam {
+  return new HostLocalIpam({ dataDir, network: 'net1', rangeSets, ...extra });
+}
+const netDir = (network = 'net1') => path.join(dataDir, network);
+const ips = (allocs: { address: string }[]) => allocs.map((a) => a.address);
+
+async function cniErr(p: Promise<unknown> | (() => unknown)): Promise<CniError> {
+  try {
+    if (typeof p === 'function') p();
+    else await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(CniError);
+    return err as CniError;
+  }
+  throw new Error('expected a CniError');
+}
+
+describe('HostLocalIpam construction', () => {
+  it.each<[IpamRange[][], RegExp]>([
+    [[[{ subnet: '10.0.0.1/24' }]], /host bits set/],
+    [[[{ subnet: '10.0.0.0/31' }]], /too small/],
+    [[[{ subnet: '10.0.0.0/32' }]], /too small/],
+    [[[{ subnet: '10.0.0.0/24', rangeStart: '10.0.1.5' }]], /rangeStart .* not in network/],
+    [[[{ subnet: '10.0.0.0/24', rangeEnd: '10.0.1.5' }]], /rangeEnd .* not in network/],
+    [[[{ subnet: '10.0.0.0/24', gateway: '10.0.1.1' }]], /gateway .* not in network/],
+    [[[{ subnet: '10.0.0.0/24' }], [{ subnet: '10.0.0.0/16' }]], /overlaps/],
+  ])('rejects bad ranges with code 7 (%j)', async (sets, msg) => {
+    const err = await cniErr(() => ipam(sets));
+    expect(err.code).toBe(7);
+    expect(err.message).toMatch(msg);
+  });
+
+  it.each(['../x', '..', '.', 'a/b', '', '-lead', 'sp ace'])('rejects network name %j with code 7', async (network) => {
+    const err = await cniErr(() => new HostLocalIpam({ dataDir, network, rangeSets: [[{ subnet: '10.0.0.0/24' }]] }));
+    expect(err.code).toBe(7);
+  });
+});
+
+describe('allocate', () => {
+  it('hands out .2, .3, ... skipping the gateway, and writes the reference layout', async () => {
+    const a = ipam();
+    expect(await a.allocate('c1', 'eth0')).toEqual([{ address: '10.9.0.2/29', gateway: '10.9.0.1', rangeSet: 0 }]);
+    expect(ips(await a.allocate('c2', 'eth0'))).toEqual(['10.9.0.3/29']);
+    expect(ips(await a.allocate('c3', 'eth0'))).toEqual(['10.9.0.4/29']);
+
+    const lease = await readFile(path.join(netDir(), '10.9.0.2'));
+    expect(lease.equals(Buffer.from('c1\r\neth0'))).toBe(true);
+    expect(await readFile(path.join(netDir(), 'last_reserved_ip.0'), 'utf8')).toBe('10.9.0.4');
+    expect((await stat(path.join(netDir(), '10.9.0.2'))).mode & 0o777).toBe(0o600);
+    expect((await stat(path.join(netDir(), 'last_reserved_ip.0'))).mode & 0o777).toBe(0o600);
+    expect((await stat(netDir())).mode & 0o777).toBe(0o755);
+    const lock = await stat(path.join(netDir(), 'lock'));
+    expect(lock.isFile()).toBe(true);
+    expect(lock.size).toBe(0);
+    // Only leases, the lock and last_reserved_ip: temp files never stay behind.
+    expect((await readdir(netDir())).sort()).toEqual(['10.9.0.2', '10.9.0.3', '10.9.0.4', 'last_reserved_ip.0', 'lock']);
+  });
+
+  it('continues round-robin after last_reserved_ip even after a release, then wraps', async () => {
+    const a = ipam();
+    await a.allocate('c1', 'eth0');
+    await a.allocate('c2', 'eth0');
+    expect(await a.release('c1', 'eth0')).toEqual(['10.9.0.2']);
+    expect(ips(await a.allocate('c3', 'eth0'))).toEqual(['10.9.0.4/29']);
+    expect(ips(await a.allocate('c4', 'eth0'))).toEqual(['10.9.0.5/29']);
+    expect(ips(await a.allocate('c5', 'eth0'))).toEqual(['10.9.0.6/29']);
+    // End of range: wraps to the start, where .2 was freed.
+    expect(ips(await a.allocate('c6', 'eth0'))).toEqual(['10.9.0.2/29']);
+  });
+
+  it('starts after a last_reserved_ip written by someone else', async () => {
+    const a = ipam();
+    await a.list(); // creates the directory
+    await writeFile(path.join(netDir(), 'last_reserved_ip.0'), '10.9.0.5');
+    expect(ips(await a.allocate('c1', 'eth0'))).toEqual(['10.9.0.6/29']);
+    expect(ips(await a.allocate('c2', 'eth0'))).toEqual(['10.9.0.2/29']);
+  });
+
+  it('fails with code 11 and the reference message when a /29 is exhausted', async () => {
+    const a = ipam();
+    for (let i = 0; i < 5; i++) await a.allocate(`c${i}`, 'eth0');
+    const err = await cniErr(a.allocate('late', 'eth0'));
+    expect(err.code).toBe(11);
+    expect(err.message).toBe('no IP addresses available in range set: 10.9.0.1-10.9.0.6');
+    expect((await a.list()).length).toBe(5);
+  });
+
+  it('is idempotent for the same (id, ifname) and gives a second ifname its own IP', async () => {
+    const a = ipam();
+    const first = await a.allocate('c1', 'eth0');
+    expect(await a.allocate('c1', 'eth0')).toEqual(first);
+    const second = await a.allocate('c1', 'net1');
+    expect(ips(second)).toEqual(['10.9.0.3/29']);
+    expect(await a.allocate('c1', 'net1')).toEqual(second);
+    expect((await a.list()).length).toBe(2);
+    expect(await readFile(path.join(netDir(), 'last_reserved_ip.0'), 'utf8')).toBe('10.9.0.3');
+  });
+
+  it('allocates one IP per range set (dual stack)', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/24' }], [{ subnet: 'fd00:9::/120' }]]);
+    expect(await a.allocate('c1', 'eth0')).toEqual([
+      { address: '10.9.0.2/24', gateway: '10.9.0.1', rangeSet: 0 },
+      { address: 'fd00:9::2/120', gateway: 'fd00:9::1', rangeSet: 1 },
+    ]);
+    expect((await readFile(path.join(netDir(), 'fd00:9::2'))).toString()).toBe('c1\r\neth0');
+    expect(await readFile(path.join(netDir(), 'last_reserved_ip.1'), 'utf8')).toBe('fd00:9::2');
+  });
+
+  it('releases the earlier sets when a later set is exhausted', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/24' }], [{ subnet: '10.10.0.0/30' }]]);
+    expect(ips(await a.allocate('c1', 'eth0'))).toEqual(['10.9.0.2/24', '10.10.0.2/30']);
+    const err = await cniErr(a.allocate('c2', 'eth0'));
+    expect(err.code).toBe(11);
+    expect(err.message).toContain('10.10.0.1-10.10.0.2');
+    expect((await a.list()).map((l) => l.ip).sort()).toEqual(['10.10.0.2', '10.9.0.2']);
+  });
+
+  it('allocates distinct IPs to concurrent callers in one process', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/26' }]]);
+    const results = await Promise.all(Array.from({ length: 30 }, (_, i) => a.allocate(`c${i}`, 'eth0')));
+    const got = results.map((r) => r[0]!.address);
+    expect(new Set(got).size).toBe(30);
+    expect((await a.list()).length).toBe(30);
+  });
+
+  it('times out with code 11 while another holder keeps the lock', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/29' }]], { lockTimeoutMs: 200 });
+    await a.list();
+    const holder = await open(path.join(netDir(), 'lock'), fsc.O_RDONLY);
+    await flock(holder.fd, 'ex', 1000);
+    try {
+      const started = Date.now();
+      const err = await cniErr(a.allocate('c1', 'eth0'));
+      expect(err.code).toBe(11);
+      expect(err.message).toMatch(/lock/);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+    } finally {
+      funlock(holder.fd);
+      await holder.close();
+    }
+    expect(ips(await a.allocate('c1', 'eth0'))).toEqual(['10.9.0.2/29']);
+  });
+
+  it('reports filesystem failures as code 5 naming the path', async () => {
+    const blocker = path.join(dataDir, 'file');
+    await writeFile(blocker, 'x');
+    const a = new HostLocalIpam({ dataDir: blocker, network: 'net1', rangeSets: [[{ subnet: '10.9.0.0/29' }]] });
+    const err = await cniErr(a.allocate('c1', 'eth0'));
+    expect(err.code).toBe(5);
+    expect(err.message).toContain(path.join(blocker, 'net1'));
+  });
+});
+
+describe('release, find, list', () => {
+  it('releases exactly (id, ifname), leaving the other interface', async () => {
+    const a = ipam();
+    await a.allocate('c1', 'eth0');
+    await a.allocate('c1', 'net1');
+    expect(await a.find('c1', 'net1')).toEqual([{ ip: '10.9.0.3', containerId: 'c1', ifname: 'net1' }]);
+    expect(await a.release('c1', 'eth0')).toEqual(['10.9.0.2']);
+    expect(await a.find('c1', 'eth0')).toEqual([]);
+    expect(await a.list()).toEqual([{ ip: '10.9.0.3', containerId: 'c1', ifname: 'net1' }]);
+  });
+
+  it('falls back to legacy id-only files', async () => {
+    const a = ipam();
+    await a.list();
+    await writeFile(path.join(netDir(), '10.9.0.5'), 'old\n');
+    expect(await a.find('old', 'eth0')).toEqual([{ ip: '10.9.0.5', containerId: 'old' }]);
+    expect(await a.release('old', 'eth0')).toEqual(['10.9.0.5']);
+    expect(await readdir(netDir())).not.toContain('10.9.0.5');
+  });
+
+  it('prefers exact matches over legacy ones', async () => {
+    const a = ipam();
+    await a.allocate('c1', 'eth0');
+    await writeFile(path.join(netDir(), '10.9.0.5'), 'c1');
+    expect(await a.release('c1', 'eth0')).toEqual(['10.9.0.2']);
+    expect(await a.release('c1', 'eth0')).toEqual(['10.9.0.5']);
+  });
+
+  it('treats releasing an unknown container as success', async () => {
+    const a = ipam();
+    expect(await a.release('nobody', 'eth0')).toEqual([]);
+  });
+
+  it('lists only lease files', async () => {
+    const a = ipam();
+    await a.allocate('c1', 'eth0');
+    await writeFile(path.join(netDir(), '.last_reserved_ip.0.1.ab.tmp'), '10.9.0.4');
+    await writeFile(path.join(netDir(), 'notes.txt'), 'c9');
+    expect(await a.list()).toEqual([{ ip: '10.9.0.2', containerId: 'c1', ifname: 'eth0' }]);
+  });
+});
+
+describe('gc', () => {
+  it('keeps valid attachments, removes the rest, honours legacy files and skips bookkeeping files', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/28' }]]);
+    await a.allocate('keep', 'eth0');
+    await a.allocate('keep', 'net1');
+    await a.allocate('gone', 'eth0');
+    await writeFile(path.join(netDir(), '10.9.0.10'), 'legacykeep');
+    await writeFile(path.join(netDir(), '10.9.0.11'), 'legacygone');
+
+    const removed = await a.gc([
+      { containerId: 'keep', ifname: 'eth0' },
+      { containerId: 'legacykeep', ifname: 'eth0' },
+    ]);
+    expect(removed.sort((x, y) => x.ip.localeCompare(y.ip))).toEqual([
+      { ip: '10.9.0.11', containerId: 'legacygone' },
+      { ip: '10.9.0.3', containerId: 'keep', ifname: 'net1' },
+      { ip: '10.9.0.4', containerId: 'gone', ifname: 'eth0' },
+    ]);
+    expect((await readdir(netDir())).sort()).toEqual(['10.9.0.10', '10.9.0.2', 'last_reserved_ip.0', 'lock']);
+  });
+
+  it('removes everything for an empty valid list', async () => {
+    const a = ipam();
+    await a.allocate('c1', 'eth0');
+    await a.allocate('c2', 'eth0');
+    expect((await a.gc([])).length).toBe(2);
+    expect(await a.list()).toEqual([]);
+    expect((await readdir(netDir())).sort()).toEqual(['last_reserved_ip.0', 'lock']);
+  });
+});
+
+describe('path safety and validation', () => {
+  it.each(['../../etc', '..', 'a/b', '/etc/passwd', '.hidden', 'x..y'])('rejects container id %j', async (id) => {
+    const a = ipam();
+    for (const op of [a.allocate(id, 'eth0'), a.release(id, 'eth0'), a.find(id, 'eth0')]) {
+      const err = await cniErr(op);
+      expect([3, 4]).toContain(err.code);
+    }
+    expect(await readdir(dataDir)).toEqual([]);
+  });
+
+  it('reports an empty container id as code 3', async () => {
+    expect((await cniErr(ipam().allocate('', 'eth0'))).code).toBe(3);
+  });
+
+  it.each(['', 'a/b', 'eth0\r\nx', 'has space', 'averyveryverylongname', '..'])('rejects ifname %j with code 4', async (ifname) => {
+    expect((await cniErr(ipam().allocate('c1', ifname))).code).toBe(4);
+  });
+
+  it('stays under dataDir for an absolute-looking network path', () => {
+    const err = (() => {
+      try {
+        new HostLocalIpam({ dataDir, network: '/etc', rangeSets: [[{ subnet: '10.0.0.0/24' }]] });
+      } catch (e) {
+        return e as CniError;
+      }
+      return undefined;
+    })();
+    expect(err?.code).toBe(7);
+  });
+});
+
+describe('stats', () => {
+  it('counts capacity and use per range set', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/29' }], [{ subnet: '10.10.0.0/24', rangeStart: '10.10.0.100' }]]);
+    expect(await a.stats()).toEqual([
+      { rangeSet: 0, total: 5, used: 0, free: 5 },
+      { rangeSet: 1, total: 155, used: 0, free: 155 },
+    ]);
+    await a.allocate('c1', 'eth0');
+    await a.allocate('c2', 'eth0');
+    expect(await a.stats()).toEqual([
+      { rangeSet: 0, total: 5, used: 2, free: 3 },
+      { rangeSet: 1, total: 155, used: 2, free: 153 },
+    ]);
+  });
+});
