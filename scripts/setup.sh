@@ -62,4 +62,5 @@ build_ts() {
 install_packages
 install_npm
 bash scripts/build-native.sh
+bash scripts/build-cnitool.sh
 build_ts
