@@ -16,7 +16,12 @@ import { DiskStore, leaseKey, LINE_BREAK, type StoreEntry } from './store.js';
 export interface IpamConfig {
   dataDir: string;
   network: string;
-  rangeSets: IpamRange[][];
+  /**
+   * Needed to allocate and for stats. Without them the store can still be
+   * released, listed and collected: DEL and GC must work when the node's
+   * subnet file is gone.
+   */
+  rangeSets?: IpamRange[][];
   lockTimeoutMs?: number;
 }
 
@@ -98,10 +103,14 @@ export class HostLocalIpam {
 
   constructor(cfg: IpamConfig) {
     const network = validateNetworkName(cfg?.network);
-    this.rangeSets = canonicalizeRangeSets(cfg.rangeSets);
+    this.rangeSets = cfg.rangeSets === undefined ? [] : canonicalizeRangeSets(cfg.rangeSets);
     const dataDir = cfg.dataDir === undefined || cfg.dataDir === '' ? DEFAULT_DATA_DIR : cfg.dataDir;
     if (typeof dataDir !== 'string') throw new CniError(ErrorCode.InvalidNetworkConfig, 'dataDir must be a string');
     this.store = new DiskStore(dataDir, network, validateTimeout(cfg.lockTimeoutMs));
+  }
+
+  private requireRanges(): void {
+    if (this.rangeSets.length === 0) throw new CniError(ErrorCode.InvalidNetworkConfig, 'no IP ranges specified');
   }
 
   /** The network's directory, <dataDir>/<network>. */
@@ -114,6 +123,7 @@ export class HostLocalIpam {
    * returns the addresses it already holds, so a retried ADD never leaks.
    */
   async allocate(containerId: string, ifname: string): Promise<Allocation[]> {
+    this.requireRanges();
     const id = validateContainerId(containerId);
     const dev = validateIfname(ifname);
     return this.store.withLock(async () => {
@@ -208,6 +218,7 @@ export class HostLocalIpam {
 
   /** Capacity and use per range set; IPv6 totals beyond 2^53 are approximate. */
   async stats(): Promise<PoolStats[]> {
+    this.requireRanges();
     return this.store.withLock(async () => {
       const entries = await this.store.entries();
       return this.rangeSets.map((set, rangeSet) => {

@@ -288,3 +288,15 @@ describe('stats', () => {
     ]);
   });
 });
+
+describe('HostLocalIpam without ranges (DEL and GC when the subnet file is gone)', () => {
+  it('releases, lists and collects, but refuses to allocate', async () => {
+    const [lease] = await ipam().allocate('c1', 'eth0');
+    const bare = new HostLocalIpam({ dataDir, network: 'net1' });
+    expect((await bare.list()).map((l) => l.ip)).toEqual([lease.address.split('/')[0]]);
+    expect((await cniErr(bare.allocate('c2', 'eth0'))).code).toBe(7);
+    expect((await cniErr(bare.stats())).code).toBe(7);
+    expect(await bare.release('c1', 'eth0')).toEqual([lease.address.split('/')[0]]);
+    expect(await bare.list()).toEqual([]);
+  });
+});
