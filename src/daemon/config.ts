@@ -1,0 +1,201 @@
+// flannel's net-conf.json: parsed, checked and completed with flannel's
+// defaults (pkg/subnet/config.go: ParseConfig + CheckNetworkConfig), so the
+// same file means the same thing to flanneld and to tsflanneld.
+import { formatIp, parseCidr } from '../ipam/ip.js';
+import type { BackendConfig, NetworkConfig } from './types.js';
+import {
+  blockSize,
+  formatIpv4,
+  formatNet,
+  isAligned,
+  maskNet,
+  netContains,
+  parseIpv4,
+  parseIpv4Net,
+  type Ipv4Net,
+} from './subnet/allocate.js';
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+export const DEFAULT_VNI = 1;
+/** Linux's VXLAN port, what flannel gets by leaving Port at 0. */
+export const DEFAULT_VXLAN_PORT = 8472;
+const MAX_VNI = 2 ** 24 - 1;
+const MIN_MTU = 68;
+const MAX_SUBNET_LEN = 30;
+
+type JsonObject = Record<string, unknown>;
+
+function fail(field: string, problem: string): never {
+  throw new ConfigError(`net-conf.json: "${field}" ${problem}`);
+}
+
+function isObject(v: unknown): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Go's encoding/json matches keys case-insensitively (exact match first),
+ * and flannel's docs spell keys both ways ("VNI" / "vni"), so we do too.
+ * null counts as absent, as it does for Go's non-pointer fields.
+ */
+function field(obj: JsonObject, name: string): unknown {
+  if (Object.hasOwn(obj, name)) return obj[name] ?? undefined;
+  const lower = name.toLowerCase();
+  const key = Object.keys(obj).find((k) => k.toLowerCase() === lower);
+  return key === undefined ? undefined : (obj[key] ?? undefined);
+}
+
+function boolField(obj: JsonObject, name: string, label: string, fallback: boolean): boolean {
+  const v = field(obj, name);
+  if (v === undefined) return fallback;
+  if (typeof v !== 'boolean') fail(label, `must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function intField(obj: JsonObject, name: string, label: string, min: number, max: number): number | undefined {
+  const v = field(obj, name);
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    fail(label, `must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function stringField(obj: JsonObject, name: string, label: string): string | undefined {
+  const v = field(obj, name);
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') fail(label, `must be a string, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function parseIpv4Network(obj: JsonObject): Ipv4Net | undefined {
+  const text = stringField(obj, 'Network', 'Network');
+  if (text === undefined) return undefined;
+  const net = parseIpv4Net(text);
+  if (!net) fail('Network', `must be an IPv4 CIDR such as 10.244.0.0/16, got ${JSON.stringify(text)}`);
+  // flannel keeps only the network part of what was written (Go's ParseCIDR).
+  return maskNet(net);
+}
+
+/** flannel's defaulting: /24 nodes in networks of /22 or larger, else four subnets. */
+function subnetLenFor(obj: JsonObject, network: Ipv4Net): number {
+  const given = intField(obj, 'SubnetLen', 'SubnetLen', 0, 32) ?? 0;
+  if (given === 0) {
+    if (network.prefix > MAX_SUBNET_LEN - 2) {
+      fail('Network', `is too small (/${network.prefix}): the smallest useful network is a /28`);
+    }
+    return network.prefix <= 22 ? 24 : network.prefix + 2;
+  }
+  if (given > MAX_SUBNET_LEN) fail('SubnetLen', `must be at most ${MAX_SUBNET_LEN}, got ${given}`);
+  if (given < network.prefix + 2) {
+    fail('SubnetLen', `must be at least ${network.prefix + 2} so that Network ${formatNet(network)} holds four or more subnets, got ${given}`);
+  }
+  return given;
+}
+
+function boundField(obj: JsonObject, name: 'SubnetMin' | 'SubnetMax', network: Ipv4Net, subnetLen: number, fallback: number): number {
+  const text = stringField(obj, name, name);
+  if (text === undefined) return fallback;
+  const ip = parseIpv4(text);
+  if (ip === undefined) fail(name, `must be an IPv4 address, got ${JSON.stringify(text)}`);
+  if (!netContains(network, ip)) fail(name, `${text} is outside Network ${formatNet(network)}`);
+  if (!isAligned(ip, subnetLen)) fail(name, `${text} is not the start of a /${subnetLen} subnet (SubnetLen)`);
+  return ip;
+}
+
+interface Ipv4Part {
+  network: string;
+  subnetLen: number;
+  subnetMin: string;
+  subnetMax: string;
+}
+
+function parseIpv4Part(obj: JsonObject, enabled: boolean): Ipv4Part {
+  const network = parseIpv4Network(obj);
+  if (!network) {
+    if (enabled) fail('Network', 'is required (an IPv4 CIDR such as 10.244.0.0/16)');
+    return { network: '', subnetLen: 0, subnetMin: '', subnetMax: '' };
+  }
+  const subnetLen = subnetLenFor(obj, network);
+  const size = blockSize(subnetLen);
+  // The first subnet is skipped by default: an interface holding the
+  // network's own address (10.244.0.0) confuses tools.
+  const min = boundField(obj, 'SubnetMin', network, subnetLen, network.ip + size);
+  const max = boundField(obj, 'SubnetMax', network, subnetLen, network.ip + blockSize(network.prefix) - size);
+  if (min > max) fail('SubnetMin', `${formatIpv4(min)} is above SubnetMax ${formatIpv4(max)}`);
+  return { network: formatNet(network), subnetLen, subnetMin: formatIpv4(min), subnetMax: formatIpv4(max) };
+}
+
+function parseIpv6Network(obj: JsonObject, enabled: boolean): string | undefined {
+  const text = stringField(obj, 'IPv6Network', 'IPv6Network');
+  if (text === undefined) {
+    if (enabled) fail('IPv6Network', 'is required when EnableIPv6 is true');
+    return undefined;
+  }
+  const cidr = parseCidr(text);
+  if (!cidr || cidr.ip.family !== 6) fail('IPv6Network', `must be an IPv6 CIDR such as fd00:10:244::/56, got ${JSON.stringify(text)}`);
+  if (cidr.prefix > 124) fail('IPv6Network', `is too small (/${cidr.prefix}): the smallest useful network is a /124`);
+  const len = intField(obj, 'IPv6SubnetLen', 'IPv6SubnetLen', 0, 128) ?? 0;
+  if (len !== 0 && (len > 126 || len < cidr.prefix + 2)) {
+    fail('IPv6SubnetLen', `must be from ${cidr.prefix + 2} to 126, got ${len}`);
+  }
+  const hostBits = BigInt(128 - cidr.prefix);
+  const value = (cidr.ip.value >> hostBits) << hostBits;
+  return `${formatIp({ family: 6, value })}/${cidr.prefix}`;
+}
+
+function rejectEnabled(obj: JsonObject, name: string, type: string): void {
+  if (boolField(obj, name, `Backend.${name}`, false)) {
+    fail(`Backend.${name}`, `is not supported by the ${type} backend of tsflannel (leave it false)`);
+  }
+}
+
+const SUPPORTED_BACKENDS = ['vxlan', 'host-gw'] as const;
+
+function parseBackend(obj: JsonObject): BackendConfig {
+  const raw = field(obj, 'Backend');
+  if (raw !== undefined && !isObject(raw)) fail('Backend', `must be an object such as {"Type": "vxlan"}, got ${JSON.stringify(raw)}`);
+  const backend = raw ?? {};
+  // flannel falls back to "udp" here; vxlan is what its docs promise.
+  const type = stringField(backend, 'Type', 'Backend.Type') ?? 'vxlan';
+  if (type === 'host-gw') return { type };
+  if (type !== 'vxlan') {
+    fail('Backend.Type', `${JSON.stringify(type)} is not supported (supported: ${SUPPORTED_BACKENDS.join(', ')})`);
+  }
+  rejectEnabled(backend, 'GBP', type);
+  rejectEnabled(backend, 'Learning', type);
+  const vni = intField(backend, 'VNI', 'Backend.VNI', 1, MAX_VNI) ?? DEFAULT_VNI;
+  // Port 0 means "kernel default" in flannel, which is 8472.
+  const port = intField(backend, 'Port', 'Backend.Port', 0, 65535) || DEFAULT_VXLAN_PORT;
+  const mtu = intField(backend, 'MTU', 'Backend.MTU', 0, 65535);
+  if (mtu !== undefined && mtu !== 0 && mtu < MIN_MTU) fail('Backend.MTU', `must be at least ${MIN_MTU} (or 0 for automatic), got ${mtu}`);
+  const directRouting = boolField(backend, 'DirectRouting', 'Backend.DirectRouting', false);
+  return { type, vni, port, directRouting, ...(mtu ? { mtu } : {}) };
+}
+
+/** Parses net-conf.json text; throws ConfigError naming the offending field. */
+export function parseNetworkConfig(json: string): NetworkConfig {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch (err) {
+    throw new ConfigError(`net-conf.json: not valid JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(parsed)) throw new ConfigError('net-conf.json: must be a JSON object');
+  const enableIPv4 = boolField(parsed, 'EnableIPv4', 'EnableIPv4', true);
+  const enableIPv6 = boolField(parsed, 'EnableIPv6', 'EnableIPv6', false);
+  if (!enableIPv4 && !enableIPv6) fail('EnableIPv4', 'is false and so is EnableIPv6: at least one family must be enabled');
+  const v4 = parseIpv4Part(parsed, enableIPv4);
+  const ipv6Network = parseIpv6Network(parsed, enableIPv6);
+  const backend = parseBackend(parsed);
+  return {
+    ...v4,
+    enableIPv4,
+    enableIPv6,
+    ...(enableIPv6 && ipv6Network ? { ipv6Network } : {}),
+    backend,
+  };
+}

@@ -1,0 +1,616 @@
+// The etcd subnet manager: flannel's etcd v3 layout, so tsflanneld and
+// flanneld nodes can share one store.
+//   <prefix>/config                     net-conf.json
+//   <prefix>/subnets/10.244.1.0-24      {"PublicIP":...,"BackendType":...,"BackendData":{...}}
+// A node's key hangs on an etcd lease with a TTL; a key without a lease is
+// a reservation made by an operator and is kept without a TTL.
+import { Etcd3, isRecoverableError, type IKeyValue, type IOptions } from 'etcd3';
+import pino from 'pino';
+import { ConfigError, parseNetworkConfig } from '../config.js';
+import type { BackendData, Lease, LeaseAttrs, NetworkConfig, SubnetManager } from '../types.js';
+import {
+  inRange,
+  maskNet,
+  netsOverlap,
+  parseIpv4,
+  parseIpv4Net,
+  parseSubnetKey,
+  pickFreeSubnet,
+  subnetKey,
+} from './allocate.js';
+
+export interface EtcdSubnetManagerOptions {
+  endpoints: string[];
+  /** default /coreos.com/network, as flannel */
+  prefix?: string;
+  /** TTL of this node's key; default 86400 s, as flannel */
+  leaseTtlSeconds?: number;
+  nodeName?: string;
+  logger?: pino.Logger;
+  /** renew at the latest this long before the lease runs out */
+  renewMarginSeconds?: number;
+  /** the subnet this node had before (subnet.env): asked for first when free */
+  previousSubnet?: string;
+  /**
+   * Called when another node has taken our subnet (our key expired while we
+   * were cut off and someone else claimed it). flannel exits then; the agent
+   * should too. Renewal stops.
+   */
+  onLeaseLost?: (reason: string) => void;
+  /** random source for picking among free subnets (tests) */
+  random?: () => number;
+  /** deadline of each etcd request, default 5000 ms */
+  requestTimeoutMs?: number;
+}
+
+/** Our own faults: retrying cannot help, so acquireLease gives up on them. */
+export class SubnetError extends Error {
+  override readonly name = 'SubnetError';
+}
+
+class LeaseLostError extends Error {
+  override readonly name = 'LeaseLostError';
+}
+
+/** Key held by someone else or created meanwhile: look again soon. */
+class ConflictError extends Error {
+  override readonly name = 'ConflictError';
+}
+
+export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
+export const DEFAULT_LEASE_TTL_SECONDS = 24 * 60 * 60;
+/** flannel's AcquireLease gives up after this many lost races. */
+const RACE_RETRIES = 10;
+const MAX_RENEW_INTERVAL_MS = 60_000;
+const MIN_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 5_000;
+const NO_LEASE = '0';
+
+interface StoredLease {
+  key: string;
+  subnet: string;
+  /** undefined when the value cannot be read as LeaseAttrs */
+  attrs: LeaseAttrs | undefined;
+  value: string;
+  modRevision: string;
+  leaseId: string;
+}
+
+interface OwnLease {
+  key: string;
+  subnet: string;
+  attrs: LeaseAttrs;
+  value: string;
+  /** etcd lease ID, NO_LEASE for a reservation */
+  leaseId: string;
+  expiration?: Date;
+  stop: AbortController;
+}
+
+// ---------- value encoding (flannel's LeaseAttrs JSON) ----------
+
+export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
+  return JSON.stringify({
+    PublicIP: attrs.publicIP,
+    PublicIPv6: null,
+    BackendType: attrs.backendType,
+    BackendData: attrs.backendData,
+  });
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function decodeBackendData(raw: unknown): BackendData | undefined {
+  if (raw === undefined || raw === null) return {};
+  if (!isRecord(raw)) return undefined;
+  const data: BackendData = {};
+  if (raw.VNI !== undefined) {
+    if (typeof raw.VNI !== 'number' || !Number.isInteger(raw.VNI)) return undefined;
+    data.VNI = raw.VNI;
+  }
+  if (raw.VtepMAC !== undefined) {
+    if (typeof raw.VtepMAC !== 'string') return undefined;
+    data.VtepMAC = raw.VtepMAC;
+  }
+  return data;
+}
+
+/** LeaseAttrs from a stored value; undefined if it is not one we can use. */
+export function decodeLeaseAttrs(value: string): LeaseAttrs | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(value);
+  } catch {
+    return undefined;
+  }
+  if (!isRecord(raw)) return undefined;
+  const { PublicIP, BackendType } = raw;
+  if (typeof PublicIP !== 'string' || parseIpv4(PublicIP) === undefined) return undefined;
+  if (BackendType !== 'vxlan' && BackendType !== 'host-gw') return undefined;
+  const backendData = decodeBackendData(raw.BackendData);
+  if (!backendData) return undefined;
+  return { publicIP: PublicIP, backendType: BackendType, backendData };
+}
+
+// ---------- small async helpers ----------
+
+/** Resolves true after `ms`, or false as soon as `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      resolve(ok);
+    };
+    const onAbort = () => done(false);
+    const timer = setTimeout(() => done(true), ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function backoffMs(failures: number, maxMs: number): number {
+  const base = Math.min(maxMs, MIN_BACKOFF_MS * 2 ** Math.min(failures - 1, 16));
+  // Jitter so that many agents do not hammer a recovering etcd in step.
+  return Math.round(base * (0.75 + Math.random() * 0.5));
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function anySignal(signals: (AbortSignal | undefined)[]): AbortSignal {
+  return AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined));
+}
+
+/**
+ * Per-endpoint circuit breaker in the shape etcd3 expects. etcd3's own one
+ * keeps an endpoint blocked for 5 s after three failures; with a single etcd
+ * that delays renewal after an outage by as much, which eats into short
+ * TTLs. Blocked calls are refused without calling through, which is what
+ * lets etcd3 move on to the next endpoint.
+ */
+type HostPolicy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
+
+function hostBreaker(halfOpenMs: number): HostPolicy {
+  let failures = 0;
+  let openUntil = 0;
+  const policy = {
+    async execute<T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
+      if (Date.now() < openUntil) throw new Error('etcd endpoint marked down; retrying it shortly');
+      try {
+        const result = await fn({ signal: signal ?? new AbortController().signal });
+        failures = 0;
+        return result;
+      } catch (err) {
+        if (err instanceof Error && isRecoverableError(err) && ++failures >= 3) {
+          openUntil = Date.now() + halfOpenMs;
+          failures = 0;
+        }
+        throw err;
+      }
+    },
+  };
+  // etcd3 only ever calls execute(); the other IPolicy members are events it never reads.
+  return policy as unknown as HostPolicy;
+}
+
+// ---------- the manager ----------
+
+export class EtcdSubnetManager implements SubnetManager {
+  readonly kind = 'etcd' as const;
+  private readonly client: Etcd3;
+  private readonly prefix: string;
+  private readonly subnetsPrefix: string;
+  private readonly ttl: number;
+  private readonly renewIntervalMs: number;
+  private readonly log: pino.Logger;
+  private readonly closing = new AbortController();
+  private own: OwnLease | undefined;
+  private readonly background = new Set<Promise<void>>();
+
+  constructor(private readonly opts: EtcdSubnetManagerOptions) {
+    if (opts.endpoints.length === 0) throw new TypeError('EtcdSubnetManager needs at least one etcd endpoint');
+    this.prefix = (opts.prefix ?? DEFAULT_ETCD_PREFIX).replace(/\/+$/, '');
+    this.subnetsPrefix = `${this.prefix}/subnets/`;
+    this.ttl = opts.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
+    if (!Number.isInteger(this.ttl) || this.ttl < 2) throw new TypeError(`leaseTtlSeconds must be an integer >= 2, got ${this.ttl}`);
+    // flannel renews an hour before expiry; short TTLs renew at a third.
+    const margin = opts.renewMarginSeconds ?? Math.min(3600, (this.ttl * 2) / 3);
+    if (!(margin > 0 && margin < this.ttl)) throw new TypeError(`renewMarginSeconds must be in (0, ${this.ttl}), got ${margin}`);
+    // Renewal also checks that our key still exists, so it runs at least once a minute.
+    this.renewIntervalMs = Math.max(500, Math.min(MAX_RENEW_INTERVAL_MS, (this.ttl - margin) * 1000));
+    this.log = (opts.logger ?? pino({ level: 'info' }, pino.destination(2))).child({ component: 'etcd-subnet' });
+    const timeout = opts.requestTimeoutMs ?? 5000;
+    this.client = new Etcd3({
+      hosts: opts.endpoints,
+      dialTimeout: timeout,
+      // Unary calls get a deadline; streams (watch, keepalive) set their own.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+      faultHandling: { host: () => hostBreaker(Math.min(1000, this.renewIntervalMs)) },
+    });
+  }
+
+  private get configKey(): string {
+    return `${this.prefix}/config`;
+  }
+
+  async getNetworkConfig(): Promise<NetworkConfig> {
+    const text = await this.client.get(this.configKey).string();
+    if (text === null) {
+      throw new SubnetError(`no network configuration in etcd at ${this.configKey} (written with the etcd v3 API?)`);
+    }
+    return parseNetworkConfig(text);
+  }
+
+  async acquireLease(attrs: LeaseAttrs, signal?: AbortSignal): Promise<Lease> {
+    if (parseIpv4(attrs.publicIP) === undefined) throw new TypeError(`publicIP must be an IPv4 address, got ${attrs.publicIP}`);
+    const stop = anySignal([signal, this.closing.signal]);
+    const own = await this.retrying('acquire subnet lease', stop, () => this.acquireOnce(attrs));
+    // The old renewal keeps running until the new lease is safely in place.
+    const previous = this.own;
+    previous?.stop.abort();
+    if (previous && previous.leaseId !== NO_LEASE && previous.leaseId !== own.leaseId) {
+      // Its key now hangs on the new lease, so revoking deletes nothing.
+      this.client.leaseClient.leaseRevoke({ ID: previous.leaseId }).catch(() => undefined);
+    }
+    this.own = own;
+    this.track(this.renewLoop(own));
+    this.log.info({ subnet: own.subnet, key: own.key, ttl: own.leaseId === NO_LEASE ? 0 : this.ttl }, 'acquired subnet lease');
+    return this.toLease(own);
+  }
+
+  async watchLeases(onLeases: (leases: Lease[]) => void, signal: AbortSignal): Promise<void> {
+    const stop = anySignal([signal, this.closing.signal]);
+    let lastEmitted: string | undefined;
+    const emit = (state: Map<string, StoredLease>) => {
+      const leases = this.leasesOf(state);
+      const fingerprint = JSON.stringify(leases);
+      if (fingerprint === lastEmitted) return;
+      lastEmitted = fingerprint;
+      try {
+        onLeases(leases);
+      } catch (err) {
+        this.log.error({ err: errText(err) }, 'lease handler failed');
+      }
+    };
+    let failures = 0;
+    while (!stop.aborted) {
+      try {
+        const snapshot = await this.list();
+        const state = new Map(snapshot.entries.map((e) => [e.key, e]));
+        emit(state);
+        if (failures > 0) this.log.info('watching subnet leases again');
+        failures = 0;
+        await this.watchFrom(snapshot.revision, state, emit, stop);
+      } catch (err) {
+        if (stop.aborted) break;
+        failures++;
+        const log = failures === 1 ? this.log.warn.bind(this.log) : this.log.debug.bind(this.log);
+        log({ err: errText(err), failures }, 'subnet lease watch failed; listing again with backoff');
+        await sleep(backoffMs(failures, MAX_BACKOFF_MS), stop);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    // Like flannel, the key is left in place: a restarted agent finds it again.
+    this.closing.abort();
+    await Promise.allSettled([...this.background]);
+    this.client.close();
+  }
+
+  // ---------- acquisition ----------
+
+  private async acquireOnce(attrs: LeaseAttrs): Promise<OwnLease> {
+    const config = await this.getNetworkConfig();
+    if (!config.enableIPv4) throw new SubnetError('the etcd subnet manager hands out IPv4 subnets only; EnableIPv4 is false');
+    const value = encodeLeaseAttrs(attrs);
+    const grant = this.lazyGrant();
+    try {
+      for (let attempt = 0; attempt < RACE_RETRIES; attempt++) {
+        const own = await this.tryAcquire(config, attrs, value, grant.get);
+        if (own) {
+          if (own.leaseId !== grant.id) await grant.release();
+          return own;
+        }
+        this.log.debug({ attempt }, 'lost a race for a subnet; trying another');
+      }
+    } catch (err) {
+      await grant.release();
+      throw err;
+    }
+    await grant.release();
+    throw new SubnetError(`no subnet acquired after ${RACE_RETRIES} attempts: other nodes keep taking the ones we pick`);
+  }
+
+  /** One etcd lease per acquisition, granted when first needed and reused across lost races. */
+  private lazyGrant(): { get: () => Promise<string>; id: string | undefined; release: () => Promise<void> } {
+    const state = {
+      id: undefined as string | undefined,
+      get: async () => {
+        state.id ??= (await this.client.leaseClient.leaseGrant({ TTL: this.ttl })).ID;
+        return state.id;
+      },
+      release: async () => {
+        if (state.id === undefined) return;
+        const id = state.id;
+        state.id = undefined;
+        await this.client.leaseClient.leaseRevoke({ ID: id }).catch(() => undefined);
+      },
+    };
+    return state;
+  }
+
+  /** One pass of flannel's AcquireLease; undefined when a race was lost. */
+  private async tryAcquire(
+    config: NetworkConfig,
+    attrs: LeaseAttrs,
+    value: string,
+    grant: () => Promise<string>,
+  ): Promise<OwnLease | undefined> {
+    const { entries } = await this.list();
+    let others = entries;
+    const mine = entries.find((e) => e.attrs?.publicIP === attrs.publicIP);
+    if (mine) {
+      if (fitsNetwork(config, mine.subnet)) return this.reuse(mine, value, attrs, grant);
+      this.log.warn({ subnet: mine.subnet, network: config.network, subnetLen: config.subnetLen }, 'our old subnet does not fit the network config; releasing it');
+      await this.client.if(mine.key, 'Mod', '==', mine.modRevision).then(this.client.delete().key(mine.key)).commit();
+      others = entries.filter((e) => e !== mine);
+    }
+    const taken = others.map((e) => e.subnet);
+    const subnet = this.preferredSubnet(config, taken) ?? pickFreeSubnet(config, taken, this.opts.random);
+    if (!subnet) {
+      throw new SubnetError(`out of subnets: all /${config.subnetLen} subnets from ${config.subnetMin} to ${config.subnetMax} are taken`);
+    }
+    const key = this.subnetsPrefix + subnetKey(subnet);
+    const leaseId = await grant();
+    const created = await this.client
+      .if(key, 'Create', '==', 0)
+      .then(this.client.put(key).value(value).lease(leaseId))
+      .commit();
+    if (!created.succeeded) return undefined;
+    return this.ownLease(key, subnet, attrs, value, leaseId);
+  }
+
+  private preferredSubnet(config: NetworkConfig, taken: string[]): string | undefined {
+    const previous = this.opts.previousSubnet;
+    if (!previous || !inRange(config, previous)) return undefined;
+    const net = parseIpv4Net(previous)!;
+    const free = taken.every((t) => {
+      const other = parseIpv4Net(t);
+      return !other || !netsOverlap(net, other);
+    });
+    return free ? previous : undefined;
+  }
+
+  private async reuse(mine: StoredLease, value: string, attrs: LeaseAttrs, grant: () => Promise<string>): Promise<OwnLease | undefined> {
+    // An operator's reservation (no lease) stays without a TTL, as in flannel.
+    const leaseId = mine.leaseId === NO_LEASE ? NO_LEASE : await grant();
+    const put = this.client.put(mine.key).value(value);
+    if (leaseId !== NO_LEASE) put.lease(leaseId);
+    const updated = await this.client.if(mine.key, 'Mod', '==', mine.modRevision).then(put).commit();
+    if (!updated.succeeded) return undefined;
+    return this.ownLease(mine.key, mine.subnet, attrs, value, leaseId);
+  }
+
+  private ownLease(key: string, subnet: string, attrs: LeaseAttrs, value: string, leaseId: string): OwnLease {
+    const own: OwnLease = { key, subnet, attrs, value, leaseId, stop: new AbortController() };
+    if (leaseId !== NO_LEASE) own.expiration = new Date(Date.now() + this.ttl * 1000);
+    return own;
+  }
+
+  // ---------- renewal ----------
+
+  private async renewLoop(own: OwnLease): Promise<void> {
+    const stop = anySignal([own.stop.signal, this.closing.signal]);
+    let failures = 0;
+    let outageSince = 0;
+    const maxBackoff = Math.min(MAX_BACKOFF_MS, this.renewIntervalMs);
+    while (await sleep(failures === 0 ? this.renewIntervalMs : backoffMs(failures, maxBackoff), stop)) {
+      try {
+        await this.renewOnce(own);
+        if (failures > 0) {
+          this.log.info({ subnet: own.subnet, outageMs: Date.now() - outageSince }, 'etcd reachable again; subnet lease renewed');
+        }
+        failures = 0;
+      } catch (err) {
+        if (stop.aborted) return;
+        if (err instanceof LeaseLostError) {
+          this.log.error({ subnet: own.subnet, err: err.message }, 'subnet lease lost; renewal stopped');
+          this.opts.onLeaseLost?.(err.message);
+          return;
+        }
+        if (failures === 0) outageSince = Date.now();
+        failures++;
+        // First failure is a warning; afterwards one line every ~10 attempts.
+        if (failures === 1 || failures % 10 === 0) {
+          this.log.warn({ subnet: own.subnet, err: errText(err), failures }, 'cannot renew subnet lease (etcd unreachable?); retrying with backoff');
+        }
+      }
+    }
+  }
+
+  /** Keeps the lease alive and makes sure our key still exists; recreates it if it expired. */
+  private async renewOnce(own: OwnLease): Promise<void> {
+    const alive = own.leaseId === NO_LEASE ? true : (await this.keepAlive(own.leaseId)) > 0;
+    const kv = (await this.client.get(own.key).exec()).kvs[0];
+    const holder = kv ? decodeLeaseAttrs(kv.value.toString()) : undefined;
+    if (kv && holder?.publicIP === own.attrs.publicIP) {
+      if (alive) {
+        if (own.leaseId !== NO_LEASE) own.expiration = new Date(Date.now() + this.ttl * 1000);
+        return;
+      }
+      // The key is ours but hangs on a lease that is gone: move it to a fresh one.
+      await this.rebind(own, kv);
+      return;
+    }
+    if (kv) {
+      throw new LeaseLostError(`subnet ${own.subnet} now belongs to ${holder?.publicIP ?? 'an unreadable lease'}`);
+    }
+    await this.recreate(own);
+  }
+
+  private async rebind(own: OwnLease, kv: IKeyValue): Promise<void> {
+    const leaseId = (await this.client.leaseClient.leaseGrant({ TTL: this.ttl })).ID;
+    const res = await this.client
+      .if(own.key, 'Mod', '==', kv.mod_revision)
+      .then(this.client.put(own.key).value(own.value).lease(leaseId))
+      .commit();
+    if (!res.succeeded) throw new ConflictError(`subnet ${own.subnet} changed while renewing`);
+    this.adopt(own, leaseId);
+  }
+
+  private async recreate(own: OwnLease): Promise<void> {
+    const leaseId = (await this.client.leaseClient.leaseGrant({ TTL: this.ttl })).ID;
+    const res = await this.client
+      .if(own.key, 'Create', '==', 0)
+      .then(this.client.put(own.key).value(own.value).lease(leaseId))
+      .commit();
+    if (!res.succeeded) {
+      this.client.leaseClient.leaseRevoke({ ID: leaseId }).catch(() => undefined);
+      throw new ConflictError(`subnet ${own.subnet} was created by someone else while we re-acquired it`);
+    }
+    this.adopt(own, leaseId);
+    this.log.warn({ subnet: own.subnet }, 'subnet lease had expired (etcd out of reach for longer than its TTL?); re-acquired the same subnet');
+  }
+
+  private adopt(own: OwnLease, leaseId: string): void {
+    own.leaseId = leaseId;
+    own.expiration = new Date(Date.now() + this.ttl * 1000);
+  }
+
+  /** One LeaseKeepAlive round trip; the remaining TTL, 0 when etcd no longer knows the lease. */
+  private async keepAlive(leaseId: string): Promise<number> {
+    const timeout = this.opts.requestTimeoutMs ?? 5000;
+    const stream = await this.client.leaseClient.leaseKeepAlive({ deadline: Date.now() + timeout });
+    return new Promise<number>((resolve, reject) => {
+      stream.on('data', (res) => {
+        stream.end();
+        resolve(Number(res.TTL));
+      });
+      stream.on('error', reject);
+      stream.on('end', () => reject(new Error('keepalive stream ended without an answer')));
+      stream.write({ ID: leaseId });
+    });
+  }
+
+  // ---------- listing and watching ----------
+
+  private async list(): Promise<{ revision: string; entries: StoredLease[] }> {
+    const res = await this.client.getAll().prefix(this.subnetsPrefix).exec();
+    const entries: StoredLease[] = [];
+    for (const kv of res.kvs) {
+      const entry = this.decode(kv);
+      if (entry) entries.push(entry);
+    }
+    return { revision: res.header.revision, entries };
+  }
+
+  private decode(kv: IKeyValue): StoredLease | undefined {
+    const key = kv.key.toString();
+    const subnet = parseSubnetKey(key.slice(this.subnetsPrefix.length));
+    if (!subnet) return undefined;
+    const value = kv.value.toString();
+    return { key, subnet, attrs: decodeLeaseAttrs(value), value, modRevision: kv.mod_revision, leaseId: kv.lease };
+  }
+
+  /** Applies watch events from `revision + 1` on; rejects when the watch breaks, resolves on stop. */
+  private watchFrom(
+    revision: string,
+    state: Map<string, StoredLease>,
+    emit: (state: Map<string, StoredLease>) => void,
+    stop: AbortSignal,
+  ): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const watcher = this.client
+        .watch()
+        .prefix(this.subnetsPrefix)
+        .startRevision((BigInt(revision) + 1n).toString())
+        .watcher();
+      let finished = false;
+      const finish = (err?: Error) => {
+        if (finished) return;
+        finished = true;
+        stop.removeEventListener('abort', onStop);
+        watcher.removeAllListeners();
+        // etcd3 may still emit errors on a cancelled watcher; an unheard 'error' would crash us.
+        watcher.on('error', () => undefined);
+        watcher.cancel().catch(() => undefined);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onStop = () => finish();
+      stop.addEventListener('abort', onStop, { once: true });
+      watcher.on('data', (res) => {
+        for (const ev of res.events) {
+          const key = ev.kv.key.toString();
+          if (ev.type === 'Delete') {
+            state.delete(key);
+            continue;
+          }
+          const entry = this.decode(ev.kv);
+          if (entry) state.set(key, entry);
+        }
+        emit(state);
+      });
+      watcher.on('disconnected', (err) => finish(err ?? new Error('watch disconnected')));
+      watcher.on('error', (err) => finish(err));
+      watcher.on('end', () => finish(new Error('watch ended')));
+    });
+  }
+
+  private leasesOf(state: Map<string, StoredLease>): Lease[] {
+    const leases: Lease[] = [];
+    for (const entry of state.values()) {
+      if (!entry.attrs) {
+        this.log.debug({ key: entry.key }, 'ignoring a subnet lease we cannot read');
+        continue;
+      }
+      leases.push({ subnet: entry.subnet, ...entry.attrs, nodeName: entry.key.slice(this.subnetsPrefix.length) });
+    }
+    return leases.sort((a, b) => (parseIpv4(a.subnet.split('/')[0]!) ?? 0) - (parseIpv4(b.subnet.split('/')[0]!) ?? 0));
+  }
+
+  private toLease(own: OwnLease): Lease {
+    const lease: Lease = { subnet: own.subnet, ...own.attrs, nodeName: this.opts.nodeName ?? own.key.slice(this.subnetsPrefix.length) };
+    if (own.expiration) lease.expiration = own.expiration;
+    return lease;
+  }
+
+  // ---------- retries ----------
+
+  /** Runs `fn` until it succeeds; etcd trouble is retried with backoff, our own faults are thrown. */
+  private async retrying<T>(what: string, stop: AbortSignal, fn: () => Promise<T>): Promise<T> {
+    for (let failures = 1; ; failures++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (err instanceof SubnetError || err instanceof ConfigError || err instanceof TypeError) throw err;
+        if (stop.aborted) throw stop.reason instanceof Error ? stop.reason : new Error(`${what}: aborted`);
+        const log = failures === 1 || failures % 10 === 0 ? this.log.warn.bind(this.log) : this.log.debug.bind(this.log);
+        log({ err: errText(err), failures }, `cannot ${what} (etcd unreachable?); retrying with backoff`);
+        if (!(await sleep(backoffMs(failures, MAX_BACKOFF_MS), stop))) {
+          throw stop.reason instanceof Error ? stop.reason : new Error(`${what}: aborted`);
+        }
+      }
+    }
+  }
+
+  private track(task: Promise<void>): void {
+    const tracked = task.catch((err: unknown) => this.log.error({ err: errText(err) }, 'background task failed'));
+    this.background.add(tracked);
+    void tracked.finally(() => this.background.delete(tracked));
+  }
+}
+
+/** flannel keeps a node's old subnet only while it still fits Network and SubnetLen. */
+function fitsNetwork(config: NetworkConfig, subnet: string): boolean {
+  const net = parseIpv4Net(subnet);
+  const network = parseIpv4Net(config.network);
+  if (!net || !network || net.prefix !== config.subnetLen) return false;
+  const start = maskNet(network).ip;
+  return net.ip >= start && net.ip < start + 2 ** (32 - network.prefix);
+}
