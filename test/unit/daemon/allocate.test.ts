@@ -1,0 +1,155 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import {
+  candidateSubnets,
+  formatIpv4,
+  freeSubnets,
+  inRange,
+  parseIpv4Net,
+  parseSubnetKey,
+  pickFreeSubnet,
+  subnetKey,
+  type SubnetRange,
+} from '../../../src/daemon/subnet/allocate.js';
+
+const r16: SubnetRange = { network: '10.244.0.0/16', subnetLen: 24, subnetMin: '10.244.1.0', subnetMax: '10.244.255.0' };
+
+function take<T>(it: Iterable<T>, n: number): T[] {
+  const out: T[] = [];
+  for (const x of it) {
+    if (out.length >= n) break;
+    out.push(x);
+  }
+  return out;
+}
+
+/** Independent reference: do two CIDRs share an address? */
+function overlaps(a: string, b: string): boolean {
+  const x = parseIpv4Net(a)!;
+  const y = parseIpv4Net(b)!;
+  const xs = x.ip - (x.ip % 2 ** (32 - x.prefix));
+  const ys = y.ip - (y.ip % 2 ** (32 - y.prefix));
+  return xs < ys + 2 ** (32 - y.prefix) && ys < xs + 2 ** (32 - x.prefix);
+}
+
+describe('candidate subnets', () => {
+  it('walks SubnetMin..SubnetMax in steps of SubnetLen', () => {
+    const all = [...candidateSubnets(r16)];
+    expect(all).toHaveLength(255);
+    expect(all[0]).toBe('10.244.1.0/24');
+    expect(all[1]).toBe('10.244.2.0/24');
+    expect(all.at(-1)).toBe('10.244.255.0/24');
+    expect([...candidateSubnets({ network: '10.0.0.0/28', subnetLen: 30, subnetMin: '10.0.0.4', subnetMax: '10.0.0.12' })]).toEqual([
+      '10.0.0.4/30',
+      '10.0.0.8/30',
+      '10.0.0.12/30',
+    ]);
+  });
+
+  it('reaches the very top of the address space without wrapping', () => {
+    const top = [...candidateSubnets({ network: '255.255.255.0/24', subnetLen: 26, subnetMin: '255.255.255.128', subnetMax: '255.255.255.192' })];
+    expect(top).toEqual(['255.255.255.128/26', '255.255.255.192/26']);
+  });
+
+  it('skips taken subnets, larger reservations and other-length subnets', () => {
+    const taken = ['10.244.1.0/24', '10.244.3.0/24', '10.244.4.0/22', '10.244.9.128/25', '192.168.0.0/16'];
+    expect(take(freeSubnets(r16, taken), 4)).toEqual(['10.244.2.0/24', '10.244.8.0/24', '10.244.10.0/24', '10.244.11.0/24']);
+  });
+
+  it('jumps over a huge reservation without walking it', () => {
+    const range: SubnetRange = { network: '10.0.0.0/8', subnetLen: 30, subnetMin: '10.0.0.4', subnetMax: '10.255.255.252' };
+    const start = Date.now();
+    const first = take(freeSubnets(range, ['10.0.0.0/9', '10.128.0.4/30']), 2);
+    expect(first).toEqual(['10.128.0.0/30', '10.128.0.8/30']);
+    expect(Date.now() - start).toBeLessThan(500);
+  });
+
+  it('never yields a subnet that overlaps a taken one, and stays aligned and in range (property)', () => {
+    const cidr = fc
+      .tuple(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 16, max: 28 }))
+      .map(([a, b, len]) => `10.244.${a}.${b}/${len}`);
+    fc.assert(
+      fc.property(fc.array(cidr, { maxLength: 30 }), fc.integer({ min: 18, max: 26 }), (taken, subnetLen) => {
+        const size = 2 ** (32 - subnetLen);
+        const range: SubnetRange = {
+          network: '10.244.0.0/16',
+          subnetLen,
+          subnetMin: formatIpv4(parseIpv4Net('10.244.0.0/16')!.ip + size),
+          subnetMax: formatIpv4(parseIpv4Net('10.244.0.0/16')!.ip + 65536 - size),
+        };
+        const free = [...freeSubnets(range, taken)];
+        const all = [...candidateSubnets(range)];
+        for (const s of free) {
+          expect(inRange(range, s)).toBe(true);
+          expect(taken.some((t) => overlaps(s, t))).toBe(false);
+        }
+        // Completeness: every candidate not hit by a taken CIDR is offered.
+        expect(free).toEqual(all.filter((s) => !taken.some((t) => overlaps(s, t))));
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
+
+describe('pickFreeSubnet', () => {
+  it('draws among the first 100 free subnets with the given random source', () => {
+    expect(pickFreeSubnet(r16, [], () => 0)).toBe('10.244.1.0/24');
+    expect(pickFreeSubnet(r16, [], () => 0.999999)).toBe('10.244.100.0/24');
+    expect(pickFreeSubnet(r16, [], () => 0.5)).toBe('10.244.51.0/24');
+    expect(pickFreeSubnet(r16, ['10.244.1.0/24'], () => 0)).toBe('10.244.2.0/24');
+    // a random source returning exactly 1 must not run off the end
+    expect(pickFreeSubnet(r16, [], () => 1)).toBe('10.244.100.0/24');
+  });
+
+  it('spreads picks over the pool', () => {
+    let seed = 42;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    const picks = new Set(Array.from({ length: 50 }, () => pickFreeSubnet(r16, [], random)));
+    expect(picks.size).toBeGreaterThan(25);
+  });
+
+  it('returns undefined when the range is full', () => {
+    const small: SubnetRange = { network: '10.0.0.0/28', subnetLen: 30, subnetMin: '10.0.0.4', subnetMax: '10.0.0.12' };
+    expect(pickFreeSubnet(small, ['10.0.0.4/30', '10.0.0.8/30', '10.0.0.12/30'])).toBeUndefined();
+    expect(pickFreeSubnet(small, ['10.0.0.0/28'])).toBeUndefined();
+    expect(pickFreeSubnet(small, ['10.0.0.4/30', '10.0.0.12/30'])).toBe('10.0.0.8/30');
+  });
+});
+
+describe('lease keys', () => {
+  it('formats flannel key names', () => {
+    expect(subnetKey('10.244.1.0/24')).toBe('10.244.1.0-24');
+    expect(subnetKey('10.5.52.128/25')).toBe('10.5.52.128-25');
+    expect(() => subnetKey('10.244.1.1/24')).toThrow(RangeError);
+    expect(() => subnetKey('nonsense')).toThrow(RangeError);
+  });
+
+  it('parses key names back, including dual-stack keys', () => {
+    expect(parseSubnetKey('10.244.1.0-24')).toBe('10.244.1.0/24');
+    expect(parseSubnetKey('10.5.52.0-24&fc00::-64')).toBe('10.5.52.0/24');
+    for (const bad of ['10.244.1.0/24', '10.244.1.0-33', '10.244.1.5-24', '10.244.1-24', 'config', '10.244.1.0-24x', '']) {
+      expect(parseSubnetKey(bad), bad).toBeUndefined();
+    }
+  });
+
+  it('round-trips every aligned subnet (property)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 0, max: 32 }), (ip, len) => {
+        const size = 2 ** (32 - len);
+        const cidr = `${formatIpv4(ip - (ip % size))}/${len}`;
+        expect(parseSubnetKey(subnetKey(cidr))).toBe(cidr);
+      }),
+    );
+  });
+
+  it('inRange checks length, alignment and bounds', () => {
+    expect(inRange(r16, '10.244.1.0/24')).toBe(true);
+    expect(inRange(r16, '10.244.0.0/24')).toBe(false);
+    expect(inRange(r16, '10.244.1.0/25')).toBe(false);
+    expect(inRange(r16, '10.244.1.128/24')).toBe(false);
+    expect(inRange(r16, '10.245.1.0/24')).toBe(false);
+  });
+});
