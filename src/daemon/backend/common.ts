@@ -1,0 +1,131 @@
+// Kernel reads and writes both backends share: owned routes, the report,
+// and a log of skipped leases that only speaks when something changes.
+import pino, { type Logger } from 'pino';
+import * as nl from '../../netlink/index.js';
+import type { ExternalInterface, Lease, ReconcileReport } from '../types.js';
+import {
+  describeLease,
+  ownedRoute,
+  parseIpv4,
+  parseIpv4Cidr,
+  type CurrentRoute,
+  type DesiredRoute,
+  type Ipv4Cidr,
+  type PlanContext,
+  type RouteDiff,
+  type Skipped,
+} from './plan.js';
+
+export const silentLogger: Logger = pino({ level: 'silent' });
+
+export function emptyReport(): ReconcileReport {
+  return { added: 0, updated: 0, removed: 0, errors: [] };
+}
+
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export function netnsOpts(netns: string | undefined): nl.InNetns {
+  return netns ? { netns } : {};
+}
+
+export function requireCidr(text: string, what: string): Ipv4Cidr {
+  const c = parseIpv4Cidr(text);
+  if (!c) throw new Error(`${what} ${JSON.stringify(text)} is not an IPv4 CIDR`);
+  return c;
+}
+
+/** Checks the parts of `ext` a backend relies on, once, at prepare time. */
+export function checkExternal(ext: ExternalInterface): Ipv4Cidr {
+  const cidr = requireCidr(ext.cidr, 'external interface address');
+  if (parseIpv4(ext.ip) === undefined) throw new Error(`external interface IP ${JSON.stringify(ext.ip)} is not IPv4`);
+  if (parseIpv4(ext.publicIP) === undefined) throw new Error(`public IP ${JSON.stringify(ext.publicIP)} is not IPv4`);
+  if (!(ext.mtu > 0)) throw new Error(`external interface ${ext.name} has MTU ${ext.mtu}`);
+  return cidr;
+}
+
+export function planContext(network: Ipv4Cidr, own: Ipv4Cidr, ext: ExternalInterface, extCidr: Ipv4Cidr): PlanContext {
+  return { network, ownSubnet: own, extCidr, ownIPs: [...new Set([ext.ip, ext.publicIP])] };
+}
+
+/** Owned routes leaving through `dev`, tagged with which side they are on. */
+export function readOwnedRoutes(
+  dev: string,
+  via: CurrentRoute['via'],
+  network: Ipv4Cidr,
+  opts: nl.InNetns,
+): CurrentRoute[] {
+  const out: CurrentRoute[] = [];
+  for (const r of nl.routeList({ ...opts, dev, family: 'inet' })) {
+    const cur: CurrentRoute = { dst: r.dst, via, onlink: r.onlink, metric: r.metric, protocol: r.protocol };
+    if (r.gw) cur.gw = r.gw;
+    if (ownedRoute(cur, network)) out.push(cur);
+  }
+  return out;
+}
+
+export interface RouteDevices {
+  overlay?: string;
+  underlay: string;
+}
+
+function devFor(via: CurrentRoute['via'], devs: RouteDevices): string {
+  if (via === 'overlay') {
+    if (!devs.overlay) throw new Error('no overlay device');
+    return devs.overlay;
+  }
+  return devs.underlay;
+}
+
+export function removeRoutes(diff: RouteDiff, devs: RouteDevices, opts: nl.InNetns, report: ReconcileReport): void {
+  for (const r of diff.remove) {
+    try {
+      const spec: nl.RouteSpec = { ...opts, dst: r.dst, dev: devFor(r.via, devs), metric: r.metric };
+      if (r.gw) spec.gw = r.gw;
+      if (nl.routeDelete(spec)) report.removed++;
+    } catch (err) {
+      report.errors.push(`remove route ${r.dst}${r.gw ? ` via ${r.gw}` : ''}: ${errorText(err)}`);
+    }
+  }
+}
+
+/** `ip route replace`: overlay routes are onlink because the gateway is a /32 on a remote VTEP. */
+export function writeRoute(route: DesiredRoute, devs: RouteDevices, opts: nl.InNetns): void {
+  nl.routeReplace({
+    ...opts,
+    dst: route.dst,
+    gw: route.gw,
+    dev: devFor(route.via, devs),
+    ...(route.via === 'overlay' ? { onlink: true } : {}),
+  });
+}
+
+/**
+ * Logs a skipped lease once per distinct reason rather than on every
+ * periodic reconcile, and adds error skips to the report every time.
+ */
+export class SkipLog {
+  private seen = new Set<string>();
+
+  constructor(private readonly log: Logger) {}
+
+  record(skipped: readonly Skipped[], report: ReconcileReport): void {
+    const now = new Set<string>();
+    for (const s of skipped) {
+      const who = describeLease(s.lease);
+      const key = `${who}|${s.reason}`;
+      now.add(key);
+      if (s.error) report.errors.push(`lease ${who}: ${s.reason}`);
+      if (this.seen.has(key)) continue;
+      const fields = { subnet: s.lease.subnet, node: s.lease.nodeName, publicIP: s.lease.publicIP };
+      if (s.error) this.log.warn(fields, `refusing lease ${who}: ${s.reason}`);
+      else this.log.info(fields, `skipping lease ${who}: ${s.reason}`);
+    }
+    this.seen = now;
+  }
+}
+
+export function leaseError(report: ReconcileReport, lease: Lease, what: string, err: unknown): void {
+  report.errors.push(`lease ${describeLease(lease)}: ${what}: ${errorText(err)}`);
+}

@@ -1,0 +1,36 @@
+// Picks the backend named in net-conf.json.
+import type { Logger } from 'pino';
+import type { Backend, BackendConfig } from '../types.js';
+import { HostGwBackend } from './hostgw.js';
+import { VxlanBackend } from './vxlan.js';
+
+export { HostGwBackend, type HostGwBackendOptions } from './hostgw.js';
+export { VxlanBackend, type VxlanBackendOptions, DEFAULT_VXLAN_PORT, VXLAN_OVERHEAD_V4 } from './vxlan.js';
+
+export interface CreateBackendOptions {
+  /** the cluster pod network (NetworkConfig.network): decides which routes a backend owns */
+  network: string;
+  /** node netns path; absent = this process's netns */
+  netns?: string;
+  logger?: Logger;
+  /** vxlan only: the VTEP MAC this node published before, to keep it across restarts */
+  vtepMac?: string;
+}
+
+export function createBackend(cfg: BackendConfig, opts: CreateBackendOptions): Backend {
+  const common = {
+    network: opts.network,
+    ...(opts.netns ? { netns: opts.netns } : {}),
+    ...(opts.logger ? { logger: opts.logger } : {}),
+  };
+  switch (cfg.type) {
+    case 'vxlan':
+      return new VxlanBackend({ config: cfg, ...common, ...(opts.vtepMac ? { vtepMac: opts.vtepMac } : {}) });
+    case 'host-gw':
+      return new HostGwBackend({ config: cfg, ...common });
+    default: {
+      const unknown: never = cfg;
+      throw new Error(`unsupported backend type ${JSON.stringify((unknown as { type?: unknown }).type)}`);
+    }
+  }
+}

@@ -1,0 +1,371 @@
+// Pure decisions shared by the backends: which kernel entries the leases
+// call for, and the difference between that and what the kernel holds. No
+// I/O here, so every rule about ownership and replacement is unit-tested.
+import type { Lease } from '../types.js';
+
+// ---- IPv4 arithmetic on plain numbers (cheap enough for thousands of leases)
+
+export interface Ipv4Cidr {
+  /** address as an unsigned 32-bit number, host bits kept */
+  ip: number;
+  prefix: number;
+}
+
+const OCTET = /^(0|[1-9][0-9]{0,2})$/;
+
+export function parseIpv4(text: string): number | undefined {
+  const parts = text.split('.');
+  if (parts.length !== 4) return undefined;
+  let value = 0;
+  for (const part of parts) {
+    if (!OCTET.test(part)) return undefined;
+    const n = Number(part);
+    if (n > 255) return undefined;
+    value = value * 256 + n;
+  }
+  return value;
+}
+
+export function parseIpv4Cidr(text: string): Ipv4Cidr | undefined {
+  const slash = text.indexOf('/');
+  if (slash < 0) return undefined;
+  const ip = parseIpv4(text.slice(0, slash));
+  const prefixText = text.slice(slash + 1);
+  if (ip === undefined || !/^(0|[1-9][0-9]?)$/.test(prefixText)) return undefined;
+  const prefix = Number(prefixText);
+  return prefix > 32 ? undefined : { ip, prefix };
+}
+
+export function formatIpv4(value: number): string {
+  return [24, 16, 8, 0].map((shift) => String(Math.floor(value / 2 ** shift) % 256)).join('.');
+}
+
+function maskOf(prefix: number): number {
+  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+}
+
+export function networkOf(c: Ipv4Cidr): number {
+  return (c.ip & maskOf(c.prefix)) >>> 0;
+}
+
+/** True when `ip` lies inside `net`. */
+export function cidrContainsIp(net: Ipv4Cidr, ip: number): boolean {
+  return ((ip & maskOf(net.prefix)) >>> 0) === networkOf(net);
+}
+
+/** True when all of `inner` lies inside `outer`. */
+export function cidrContainsCidr(outer: Ipv4Cidr, inner: Ipv4Cidr): boolean {
+  return inner.prefix >= outer.prefix && cidrContainsIp(outer, inner.ip);
+}
+
+export function cidrOverlaps(a: Ipv4Cidr, b: Ipv4Cidr): boolean {
+  return cidrContainsCidr(a, b) || cidrContainsCidr(b, a);
+}
+
+/** `10.244.1.7/24` → `10.244.1.0/24`: the form routes are listed in. */
+export function canonicalCidr(c: Ipv4Cidr): string {
+  return `${formatIpv4(networkOf(c))}/${c.prefix}`;
+}
+
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+/** Lower-case unicast MAC, or undefined when `text` is not one. */
+export function normalizeMac(text: string): string | undefined {
+  const mac = text.trim().toLowerCase();
+  if (!MAC.test(mac)) return undefined;
+  if (parseInt(mac.slice(0, 2), 16) & 1) return undefined; // multicast bit
+  if (mac === '00:00:00:00:00:00') return undefined;
+  return mac;
+}
+
+// ---- desired state
+
+/** A route the backend wants; `via` says which device it leaves through. */
+export interface DesiredRoute {
+  dst: string;
+  gw: string;
+  via: 'overlay' | 'underlay';
+}
+
+export interface DesiredNeigh {
+  ip: string;
+  mac: string;
+}
+
+export interface DesiredFdb {
+  mac: string;
+  dst: string;
+}
+
+/** Everything one remote lease asks of the kernel. */
+export interface LeasePlan {
+  lease: Lease;
+  route: DesiredRoute;
+  neigh?: DesiredNeigh;
+  fdb?: DesiredFdb;
+}
+
+/** A lease that gets nothing; `error` leases also land in the report. */
+export interface Skipped {
+  lease: Lease;
+  reason: string;
+  error: boolean;
+}
+
+export interface PlanContext {
+  network: Ipv4Cidr;
+  ownSubnet: Ipv4Cidr;
+  /** our underlay address with prefix: who shares our L2 */
+  extCidr: Ipv4Cidr;
+  /** our own public IP(s): a remote lease claiming one is refused */
+  ownIPs: string[];
+}
+
+export interface Plan {
+  plans: LeasePlan[];
+  skipped: Skipped[];
+}
+
+export function describeLease(lease: Lease): string {
+  return lease.nodeName ? `${lease.subnet} (${lease.nodeName})` : lease.subnet;
+}
+
+interface Checked {
+  subnet: Ipv4Cidr;
+  publicIP: number;
+}
+
+/** The checks every backend applies before programming a remote lease. */
+function checkCommon(lease: Lease, type: Lease['backendType'], ctx: PlanContext): Checked | Skipped {
+  const skip = (reason: string, error = true): Skipped => ({ lease, reason, error });
+  const subnet = parseIpv4Cidr(lease.subnet);
+  if (!subnet) return skip(`subnet ${JSON.stringify(lease.subnet)} is not an IPv4 CIDR`);
+  if (networkOf(subnet) === networkOf(ctx.ownSubnet) && subnet.prefix === ctx.ownSubnet.prefix) {
+    return skip('is our own subnet', false);
+  }
+  if (lease.backendType !== type) return skip(`backend type ${lease.backendType} is not ${type}`, false);
+  if (!cidrContainsCidr(ctx.network, subnet)) return skip(`subnet lies outside the cluster network ${canonicalCidr(ctx.network)}`);
+  if (cidrOverlaps(subnet, ctx.ownSubnet)) return skip(`subnet overlaps our own subnet ${canonicalCidr(ctx.ownSubnet)}`);
+  const publicIP = parseIpv4(lease.publicIP);
+  if (publicIP === undefined) return skip(`public IP ${JSON.stringify(lease.publicIP)} is not an IPv4 address`);
+  if (ctx.ownIPs.includes(lease.publicIP)) return skip(`public IP ${lease.publicIP} is our own`);
+  return { subnet, publicIP };
+}
+
+/** Drops later leases for a subnet an earlier lease already claimed. */
+function firstPerSubnet(checked: Map<string, true>, subnet: Ipv4Cidr, lease: Lease): Skipped | undefined {
+  const key = canonicalCidr(subnet);
+  if (checked.has(key)) return { lease, reason: `another lease already claims ${key}`, error: true };
+  checked.set(key, true);
+  return undefined;
+}
+
+export interface VxlanPlanOptions {
+  directRouting: boolean;
+}
+
+/**
+ * VXLAN: a same-L2 peer gets a plain route when DirectRouting is on; every
+ * other peer gets route + permanent ARP + FDB towards its VTEP.
+ */
+export function planVxlan(leases: readonly Lease[], ctx: PlanContext, opts: VxlanPlanOptions): Plan {
+  const out: Plan = { plans: [], skipped: [] };
+  const subnets = new Map<string, true>();
+  const macs = new Map<string, string>();
+  for (const lease of leases) {
+    const c = checkCommon(lease, 'vxlan', ctx);
+    if ('reason' in c) {
+      out.skipped.push(c);
+      continue;
+    }
+    const dup = firstPerSubnet(subnets, c.subnet, lease);
+    if (dup) {
+      out.skipped.push(dup);
+      continue;
+    }
+    const dst = canonicalCidr(c.subnet);
+    if (opts.directRouting && cidrContainsIp(ctx.extCidr, c.publicIP)) {
+      out.plans.push({ lease, route: { dst, gw: lease.publicIP, via: 'underlay' } });
+      continue;
+    }
+    const rawMac = lease.backendData?.VtepMAC;
+    const mac = typeof rawMac === 'string' ? normalizeMac(rawMac) : undefined;
+    if (!mac) {
+      out.skipped.push({ lease, reason: rawMac ? `VtepMAC ${JSON.stringify(rawMac)} is not a unicast MAC` : 'has no VtepMAC', error: Boolean(rawMac) });
+      continue;
+    }
+    // The kernel keeps one remote per unicast MAC: a second lease with the
+    // same MAC would silently lose its FDB entry, so it is refused instead.
+    const owner = macs.get(mac);
+    if (owner) {
+      out.skipped.push({ lease, reason: `VtepMAC ${mac} is already used by ${owner}`, error: true });
+      continue;
+    }
+    macs.set(mac, describeLease(lease));
+    const gw = formatIpv4(networkOf(c.subnet));
+    out.plans.push({
+      lease,
+      route: { dst, gw, via: 'overlay' },
+      neigh: { ip: gw, mac },
+      fdb: { mac, dst: lease.publicIP },
+    });
+  }
+  return out;
+}
+
+/** host-gw: a route via the peer's address, which must be on our L2 subnet. */
+export function planHostGw(leases: readonly Lease[], ctx: PlanContext): Plan {
+  const out: Plan = { plans: [], skipped: [] };
+  const subnets = new Map<string, true>();
+  for (const lease of leases) {
+    const c = checkCommon(lease, 'host-gw', ctx);
+    if ('reason' in c) {
+      out.skipped.push(c);
+      continue;
+    }
+    if (!cidrContainsIp(ctx.extCidr, c.publicIP)) {
+      out.skipped.push({
+        lease,
+        reason: `public IP ${lease.publicIP} is not on our L2 subnet ${canonicalCidr(ctx.extCidr)}; host-gw needs every node on one segment`,
+        error: true,
+      });
+      continue;
+    }
+    const dup = firstPerSubnet(subnets, c.subnet, lease);
+    if (dup) {
+      out.skipped.push(dup);
+      continue;
+    }
+    out.plans.push({ lease, route: { dst: canonicalCidr(c.subnet), gw: lease.publicIP, via: 'underlay' } });
+  }
+  return out;
+}
+
+// ---- differences against the kernel
+
+/** A route as read from the kernel, reduced to what ownership needs. */
+export interface CurrentRoute {
+  dst: string;
+  gw?: string;
+  via: 'overlay' | 'underlay';
+  onlink: boolean;
+  metric: number;
+  protocol: number;
+}
+
+export interface RouteDiff {
+  /** desired routes to write with replace; `existed` = a route for dst was replaced */
+  write: { route: DesiredRoute; existed: boolean }[];
+  remove: CurrentRoute[];
+}
+
+const RTPROT_KERNEL = 2;
+
+/**
+ * Which routes the backend owns: everything it can find on the overlay
+ * device, and routes via a gateway on the underlay to a subnet inside the
+ * cluster network. Routes the kernel made for an address are never owned.
+ */
+export function ownedRoute(r: CurrentRoute, network: Ipv4Cidr): boolean {
+  if (r.protocol === RTPROT_KERNEL || r.dst === 'default' || r.dst === '0.0.0.0/0') return false;
+  if (r.via === 'overlay') return true;
+  const dst = parseIpv4Cidr(r.dst);
+  return r.gw !== undefined && dst !== undefined && cidrContainsCidr(network, dst);
+}
+
+function routeMatches(cur: CurrentRoute, want: DesiredRoute): boolean {
+  return (
+    cur.dst === want.dst &&
+    cur.via === want.via &&
+    cur.gw === want.gw &&
+    cur.metric === 0 &&
+    (want.via === 'underlay' || cur.onlink)
+  );
+}
+
+/**
+ * Diffs owned routes against the desired ones. A route with the desired
+ * destination and metric 0 is overwritten in place by a replace (no gap),
+ * so only routes for other destinations or other metrics are deleted.
+ */
+export function diffRoutes(desired: readonly DesiredRoute[], current: readonly CurrentRoute[]): RouteDiff {
+  const byDst = new Map<string, CurrentRoute[]>();
+  for (const r of current) {
+    const list = byDst.get(r.dst);
+    if (list) list.push(r);
+    else byDst.set(r.dst, [r]);
+  }
+  const diff: RouteDiff = { write: [], remove: [] };
+  const wanted = new Set<string>();
+  for (const want of desired) {
+    wanted.add(want.dst);
+    const existing = byDst.get(want.dst) ?? [];
+    const exact = existing.find((r) => routeMatches(r, want));
+    if (exact) {
+      for (const r of existing) if (r !== exact) diff.remove.push(r);
+      continue;
+    }
+    const slot = existing.find((r) => r.metric === 0);
+    diff.write.push({ route: want, existed: slot !== undefined });
+    // Replace takes over the metric-0 slot, whatever device it was on.
+    for (const r of existing) if (r !== slot) diff.remove.push(r);
+  }
+  for (const [dst, list] of byDst) if (!wanted.has(dst)) diff.remove.push(...list);
+  return diff;
+}
+
+export interface CurrentNeigh {
+  ip: string;
+  mac: string;
+  permanent: boolean;
+}
+
+export interface NeighDiff {
+  write: { neigh: DesiredNeigh; existed: boolean }[];
+  remove: CurrentNeigh[];
+}
+
+export function diffNeighs(desired: readonly DesiredNeigh[], current: readonly CurrentNeigh[]): NeighDiff {
+  const byIp = new Map(current.map((n) => [n.ip, n]));
+  const wanted = new Set<string>();
+  const diff: NeighDiff = { write: [], remove: [] };
+  for (const want of desired) {
+    wanted.add(want.ip);
+    const cur = byIp.get(want.ip);
+    if (cur && cur.permanent && cur.mac.toLowerCase() === want.mac) continue;
+    diff.write.push({ neigh: want, existed: cur !== undefined });
+  }
+  for (const n of current) if (!wanted.has(n.ip)) diff.remove.push(n);
+  return diff;
+}
+
+export interface CurrentFdb {
+  mac: string;
+  /** remote VTEP; '' for an entry without one */
+  dst: string;
+}
+
+export interface FdbDiff {
+  add: DesiredFdb[];
+  remove: CurrentFdb[];
+  /** MACs whose remote changes: counted as updates rather than add + remove */
+  moved: Set<string>;
+}
+
+const fdbKey = (mac: string, dst: string): string => `${mac.toLowerCase()} ${dst}`;
+
+/**
+ * FDB entries are keyed by (MAC, remote). The kernel ignores an append of a
+ * new remote to an existing unicast MAC, so a moved MAC must be removed
+ * before it is added again: callers apply `remove` first.
+ */
+export function diffFdb(desired: readonly DesiredFdb[], current: readonly CurrentFdb[]): FdbDiff {
+  const have = new Set(current.map((e) => fdbKey(e.mac, e.dst)));
+  const want = new Set(desired.map((e) => fdbKey(e.mac, e.dst)));
+  const diff: FdbDiff = { add: [], remove: [], moved: new Set() };
+  for (const e of desired) if (!have.has(fdbKey(e.mac, e.dst))) diff.add.push(e);
+  for (const e of current) if (!want.has(fdbKey(e.mac, e.dst))) diff.remove.push(e);
+  const removedMacs = new Set(diff.remove.map((e) => e.mac.toLowerCase()));
+  for (const e of diff.add) if (removedMacs.has(e.mac)) diff.moved.add(e.mac);
+  return diff;
+}

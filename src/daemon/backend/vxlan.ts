@@ -1,0 +1,306 @@
+// The VXLAN backend: one flannel.<VNI> device, and per remote node one
+// onlink route, one permanent ARP entry and one FDB entry (or a plain route
+// with DirectRouting). Reconciliation is exact and level-triggered: what the
+// kernel holds on our devices is read, compared with the leases, and only
+// the difference is written, so an unchanged cluster costs four reads.
+import type { Logger } from 'pino';
+import * as nl from '../../netlink/index.js';
+import type { Backend, BackendData, ExternalInterface, Lease, ReconcileReport, VxlanBackendConfig } from '../types.js';
+import {
+  diffFdb,
+  diffNeighs,
+  diffRoutes,
+  formatIpv4,
+  networkOf,
+  normalizeMac,
+  planVxlan,
+  type CurrentFdb,
+  type CurrentNeigh,
+  type Ipv4Cidr,
+  type LeasePlan,
+} from './plan.js';
+import {
+  checkExternal,
+  emptyReport,
+  errorText,
+  leaseError,
+  netnsOpts,
+  planContext,
+  readOwnedRoutes,
+  removeRoutes,
+  requireCidr,
+  silentLogger,
+  SkipLog,
+  writeRoute,
+  type RouteDevices,
+} from './common.js';
+
+/** The kernel's default VXLAN port, also flannel's. */
+export const DEFAULT_VXLAN_PORT = 8472;
+/** inner Ethernet 14 + outer IPv4 20 + UDP 8 + VXLAN 8 */
+export const VXLAN_OVERHEAD_V4 = 50;
+
+export interface VxlanBackendOptions {
+  config: VxlanBackendConfig;
+  /** the cluster network, e.g. 10.244.0.0/16: which underlay routes are ours */
+  network: string;
+  /** node netns path; absent = this process's netns */
+  netns?: string;
+  logger?: Logger;
+  /** default flannel.<VNI> */
+  deviceName?: string;
+  /** VTEP MAC to create the device with (flannel keeps it across reboots); default random */
+  vtepMac?: string;
+}
+
+export class VxlanBackend implements Backend {
+  readonly type = 'vxlan' as const;
+  readonly deviceName: string;
+  private readonly config: VxlanBackendConfig;
+  private readonly network: Ipv4Cidr;
+  private readonly nsOpts: nl.InNetns;
+  private readonly log: Logger;
+  private readonly skipLog: SkipLog;
+  private ext?: ExternalInterface;
+  private extCidr?: Ipv4Cidr;
+  private vtepMac?: string;
+  private own?: Ipv4Cidr;
+
+  constructor(opts: VxlanBackendOptions) {
+    this.config = opts.config;
+    if (!Number.isInteger(opts.config.vni) || opts.config.vni < 0 || opts.config.vni > 0xffffff) {
+      throw new Error(`VXLAN VNI ${opts.config.vni} is out of range 0..16777215`);
+    }
+    this.network = requireCidr(opts.network, 'cluster network');
+    this.deviceName = opts.deviceName ?? `flannel.${opts.config.vni}`;
+    this.nsOpts = netnsOpts(opts.netns);
+    this.log = (opts.logger ?? silentLogger).child({ backend: 'vxlan', device: this.deviceName });
+    this.skipLog = new SkipLog(this.log);
+    if (opts.vtepMac !== undefined) {
+      const mac = normalizeMac(opts.vtepMac);
+      if (!mac) throw new Error(`VTEP MAC ${JSON.stringify(opts.vtepMac)} is not a unicast MAC`);
+      this.vtepMac = mac;
+    }
+  }
+
+  async prepare(ext: ExternalInterface): Promise<BackendData> {
+    this.extCidr = checkExternal(ext);
+    this.ext = ext;
+    const { config } = this;
+    this.log.info(
+      { vni: config.vni, port: this.port(), directRouting: config.directRouting, iface: ext.name, local: ext.ip },
+      'VXLAN config',
+    );
+    const link = this.ensureDevice();
+    return { VNI: config.vni, VtepMAC: link.mac };
+  }
+
+  async configure(own: Lease): Promise<{ mtu: number }> {
+    this.own = requireCidr(own.subnet, 'own subnet');
+    this.ensureDevice();
+    const link = this.configureDevice();
+    return { mtu: link.mtu };
+  }
+
+  reconcile(remote: Lease[]): ReconcileReport {
+    const { ext, extCidr, own } = this;
+    if (!ext || !extCidr || !own) throw new Error('VxlanBackend.reconcile called before prepare() and configure()');
+    const report = emptyReport();
+    try {
+      this.healDevice();
+    } catch (err) {
+      report.errors.push(`${this.deviceName}: ${errorText(err)}`);
+      return report;
+    }
+    const plan = planVxlan(remote, planContext(this.network, own, ext, extCidr), {
+      directRouting: this.config.directRouting,
+    });
+    this.skipLog.record(plan.skipped, report);
+    this.apply(plan.plans, report);
+    return report;
+  }
+
+  private port(): number {
+    return this.config.port || DEFAULT_VXLAN_PORT;
+  }
+
+  private mtu(ext: ExternalInterface): number {
+    if (this.config.mtu !== undefined) return this.config.mtu;
+    return ext.mtu - VXLAN_OVERHEAD_V4;
+  }
+
+  /**
+   * Creates the device, or adopts an equal one (keeping its MAC and the
+   * peers programmed on it), or recreates one with other attributes. A MAC
+   * we already published is reused so peers need not learn a new one.
+   */
+  private ensureDevice(): nl.Link {
+    const ext = this.ext;
+    if (!ext) throw new Error('VxlanBackend used before prepare()');
+    const mtu = this.mtu(ext);
+    if (!Number.isInteger(mtu) || mtu < 68) throw new Error(`VXLAN MTU ${mtu} is too small (underlay MTU ${ext.mtu})`);
+    const spec: nl.VxlanSpec = {
+      ...this.nsOpts,
+      name: this.deviceName,
+      vni: this.config.vni,
+      local: ext.ip,
+      dev: ext.name,
+      port: this.port(),
+      learning: false,
+      mtu,
+    };
+    if (this.vtepMac) spec.mac = this.vtepMac;
+    const { link, recreated } = nl.ensureVxlan(spec);
+    if (recreated) this.log.warn('device existed with other attributes; recreated it');
+    if (!this.vtepMac) this.vtepMac = link.mac.toLowerCase();
+    if (link.mac.toLowerCase() !== this.vtepMac) {
+      this.log.warn({ want: this.vtepMac, got: link.mac }, 'device MAC differs from the VTEP MAC; setting it back');
+      return nl.linkSet(this.deviceName, { mac: this.vtepMac }, this.nsOpts);
+    }
+    return link;
+  }
+
+  /** Address `<subnet network>/32` (the source for host → remote pod traffic) and nothing else. */
+  private configureDevice(): nl.Link {
+    const own = this.own;
+    if (!own) throw new Error('VxlanBackend used before configure()');
+    const want = `${formatIpv4(networkOf(own))}/32`;
+    const addrs = nl.addrList({ ...this.nsOpts, dev: this.deviceName, family: 'inet' });
+    for (const a of addrs) {
+      if (a.cidr === want) continue;
+      this.log.info({ address: a.cidr }, 'removing foreign address from the device');
+      nl.addrDelete(this.deviceName, a.cidr, this.nsOpts);
+    }
+    if (!addrs.some((a) => a.cidr === want)) nl.addrAdd(this.deviceName, want, this.nsOpts);
+    let link = nl.requireLink(this.deviceName, this.nsOpts);
+    if (!link.up) link = nl.setUp(this.deviceName, this.nsOpts);
+    return link;
+  }
+
+  /**
+   * One cheap look before each reconcile: a device deleted or changed by
+   * someone else is rebuilt with the same MAC and address, after which the
+   * diff below finds it empty and programs every peer again.
+   */
+  private healDevice(): void {
+    const link = nl.linkByName(this.deviceName, this.nsOpts);
+    if (link && link.type === 'vxlan' && link.up && link.mac.toLowerCase() === this.vtepMac) return;
+    this.log.warn({ found: link ? `${link.type}${link.up ? '' : ' (down)'}` : 'nothing' }, 'device missing or changed; rebuilding');
+    this.ensureDevice();
+    this.configureDevice();
+  }
+
+  private readNeighs(): CurrentNeigh[] {
+    const out: CurrentNeigh[] = [];
+    for (const n of nl.neighList({ ...this.nsOpts, dev: this.deviceName, family: 'inet' })) {
+      if (n.ip) out.push({ ip: n.ip, mac: n.mac, permanent: (n.state & nl.NudState.permanent) !== 0 });
+    }
+    return out;
+  }
+
+  private readFdb(): CurrentFdb[] {
+    return nl.fdbList(this.deviceName, this.nsOpts).map((e) => ({ mac: e.mac.toLowerCase(), dst: e.ip ?? '' }));
+  }
+
+  private apply(plans: LeasePlan[], report: ReconcileReport): void {
+    const ext = this.ext!;
+    const devs: RouteDevices = { overlay: this.deviceName, underlay: ext.name };
+    const routes = diffRoutes(
+      plans.map((p) => p.route),
+      [
+        ...readOwnedRoutes(this.deviceName, 'overlay', this.network, this.nsOpts),
+        ...readOwnedRoutes(ext.name, 'underlay', this.network, this.nsOpts),
+      ],
+    );
+    const neighs = diffNeighs(
+      plans.flatMap((p) => (p.neigh ? [p.neigh] : [])),
+      this.readNeighs(),
+    );
+    const fdb = diffFdb(
+      plans.flatMap((p) => (p.fdb ? [p.fdb] : [])),
+      this.readFdb(),
+    );
+    if (routes.write.length + routes.remove.length + neighs.write.length + neighs.remove.length + fdb.add.length + fdb.remove.length === 0) {
+      return;
+    }
+
+    // Departed peers first, routes before their neighbours, so no packet is
+    // sent towards a half-removed peer; FDB removals also make room for MACs
+    // that moved to another remote.
+    removeRoutes(routes, devs, this.nsOpts, report);
+    this.removeNeighs(neighs.remove, report);
+    this.removeFdb(fdb.remove, fdb.moved, report);
+
+    const routeWrites = new Map(routes.write.map((w) => [w.route.dst, w]));
+    const neighWrites = new Map(neighs.write.map((w) => [w.neigh.ip, w]));
+    const fdbAdds = new Set(fdb.add.map((e) => `${e.mac} ${e.dst}`));
+    for (const p of plans) {
+      const r = routeWrites.get(p.route.dst);
+      const n = p.neigh ? neighWrites.get(p.neigh.ip) : undefined;
+      const f = p.fdb && fdbAdds.has(`${p.fdb.mac} ${p.fdb.dst}`) ? p.fdb : undefined;
+      if (!r && !n && !f) continue;
+      this.programLease(p, { route: r, neigh: n, fdb: f, fdbMoved: f ? fdb.moved.has(f.mac) : false }, devs, report);
+    }
+  }
+
+  /**
+   * ARP, then FDB, then the route, as flannel does: the kernel would ARP for
+   * the gateway if the route came first. A failing step stops this lease
+   * only; the next reconcile retries it.
+   */
+  private programLease(
+    p: LeasePlan,
+    w: {
+      route: { existed: boolean } | undefined;
+      neigh: { existed: boolean } | undefined;
+      fdb: { mac: string; dst: string } | undefined;
+      fdbMoved: boolean;
+    },
+    devs: RouteDevices,
+    report: ReconcileReport,
+  ): void {
+    let step = 'neighbour';
+    try {
+      if (w.neigh && p.neigh) {
+        nl.neighSet({ ...this.nsOpts, dev: this.deviceName, ip: p.neigh.ip, mac: p.neigh.mac });
+        if (w.neigh.existed) report.updated++;
+        else report.added++;
+      }
+      step = 'fdb';
+      if (w.fdb) {
+        nl.fdbAppend({ ...this.nsOpts, dev: this.deviceName, mac: w.fdb.mac, dst: w.fdb.dst });
+        if (w.fdbMoved) report.updated++;
+        else report.added++;
+      }
+      step = 'route';
+      if (w.route) {
+        writeRoute(p.route, devs, this.nsOpts);
+        if (w.route.existed) report.updated++;
+        else report.added++;
+      }
+    } catch (err) {
+      leaseError(report, p.lease, step, err);
+    }
+  }
+
+  private removeNeighs(list: CurrentNeigh[], report: ReconcileReport): void {
+    for (const n of list) {
+      try {
+        if (nl.neighDelete({ ...this.nsOpts, dev: this.deviceName, ip: n.ip })) report.removed++;
+      } catch (err) {
+        report.errors.push(`remove neighbour ${n.ip}: ${errorText(err)}`);
+      }
+    }
+  }
+
+  private removeFdb(list: CurrentFdb[], moved: Set<string>, report: ReconcileReport): void {
+    for (const e of list) {
+      try {
+        const gone = nl.fdbDelete({ ...this.nsOpts, dev: this.deviceName, mac: e.mac, dst: e.dst });
+        if (gone && !moved.has(e.mac)) report.removed++;
+      } catch (err) {
+        report.errors.push(`remove fdb ${e.mac} dst ${e.dst}: ${errorText(err)}`);
+      }
+    }
+  }
+}

@@ -1,0 +1,295 @@
+// flannel's iptables rules, byte for byte: FORWARD accepts for the pod
+// network (chain FLANNEL-FWD) and the masquerade set (chain FLANNEL-POSTRTG
+// in nat). Every rule is checked with -C before it is written, rules inside
+// our chains keep flannel's order (a RETURN appended after the MASQUERADE
+// would be useless), and iptables always runs via execFile with an argument
+// array and -w so it waits for the xtables lock instead of failing.
+import { execFile } from 'node:child_process';
+import type { Logger } from 'pino';
+import { canonicalCidr, parseIpv4Cidr } from './backend/plan.js';
+import { silentLogger } from './backend/common.js';
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export type IptablesRunner = (args: string[]) => Promise<RunResult>;
+
+export type IptablesTable = 'filter' | 'nat';
+
+export interface IptablesRule {
+  table: IptablesTable;
+  chain: string;
+  /** match and target arguments, as after `-A <chain>` */
+  spec: string[];
+}
+
+export interface IptablesManagerOptions {
+  /** the cluster network, e.g. 10.244.0.0/16 */
+  network: string;
+  /** this node's lease, e.g. 10.244.1.0/24 */
+  subnet: string;
+  ipMasq: boolean;
+  /** FLANNEL-FWD accept rules (flannel's --iptables-forward-rules, default true) */
+  forwardRules?: boolean;
+  /** MASQUERADE with --random-fully; default: when the iptables version supports it (>= 1.6.2) */
+  randomFully?: boolean;
+  runner?: IptablesRunner;
+  /** command prefix, default ['iptables']; tests use ['ip', 'netns', 'exec', ns, 'iptables'] */
+  binary?: string[];
+  /** seconds to wait for the xtables lock */
+  lockWaitSeconds?: number;
+  logger?: Logger;
+}
+
+export const FORWARD_CHAIN = 'FLANNEL-FWD';
+export const MASQ_CHAIN = 'FLANNEL-POSTRTG';
+const FORWARD_COMMENT = ['-m', 'comment', '--comment', 'flanneld forward'];
+const MASQ_COMMENT = ['-m', 'comment', '--comment', 'flanneld masq'];
+/** kube-proxy marks packets it will masquerade itself */
+export const KUBE_PROXY_MARK = '0x4000/0x4000';
+
+/** One of our chains, the rules inside it in order, and the jump to it. */
+export interface ChainSet {
+  table: IptablesTable;
+  chain: string;
+  rules: IptablesRule[];
+  jump: IptablesRule;
+}
+
+export class IptablesError extends Error {
+  override readonly name = 'IptablesError';
+}
+
+/** flannel's rule sets for a network and own subnet (both canonical CIDRs). */
+export function flannelChains(opts: {
+  network: string;
+  subnet: string;
+  ipMasq: boolean;
+  forwardRules: boolean;
+  randomFully: boolean;
+}): ChainSet[] {
+  const { network: net, subnet: own } = opts;
+  const sets: ChainSet[] = [];
+  if (opts.forwardRules) {
+    const fwd = (spec: string[]): IptablesRule => ({ table: 'filter', chain: FORWARD_CHAIN, spec: [...spec, ...FORWARD_COMMENT, '-j', 'ACCEPT'] });
+    sets.push({
+      table: 'filter',
+      chain: FORWARD_CHAIN,
+      rules: [fwd(['-s', net]), fwd(['-d', net])],
+      jump: { table: 'filter', chain: 'FORWARD', spec: [...FORWARD_COMMENT, '-j', FORWARD_CHAIN] },
+    });
+  }
+  if (opts.ipMasq) {
+    const masq = opts.randomFully ? ['-j', 'MASQUERADE', '--random-fully'] : ['-j', 'MASQUERADE'];
+    const r = (spec: string[], target: string[]): IptablesRule => ({ table: 'nat', chain: MASQ_CHAIN, spec: [...spec, ...MASQ_COMMENT, ...target] });
+    const ret = ['-j', 'RETURN'];
+    sets.push({
+      table: 'nat',
+      chain: MASQ_CHAIN,
+      rules: [
+        // already going to be masqueraded by kube-proxy: do not NAT twice
+        r(['-m', 'mark', '--mark', KUBE_PROXY_MARK], ret),
+        // pod to pod inside the overlay keeps its source
+        r(['-s', own, '-d', net], ret),
+        r(['-s', net, '-d', own], ret),
+        // outside traffic to a local pod keeps the client address (flannel #734)
+        r(['!', '-s', net, '-d', own], ret),
+        // pods reaching outside the cluster network (multicast excepted)
+        r(['-s', net, '!', '-d', '224.0.0.0/4'], masq),
+        // anything else reaching a remote pod, so replies come back through us
+        r(['!', '-s', net, '-d', net], masq),
+      ],
+      jump: { table: 'nat', chain: 'POSTROUTING', spec: [...MASQ_COMMENT, '-j', MASQ_CHAIN] },
+    });
+  }
+  return sets;
+}
+
+function quote(arg: string): string {
+  return /^[A-Za-z0-9_./:!=+-]+$/.test(arg) ? arg : `"${arg.replace(/(["\\$`])/g, '\\$1')}"`;
+}
+
+/** The rule as `iptables -S` would print it, with its table. */
+export function ruleText(rule: IptablesRule): string {
+  return `-t ${rule.table} -A ${rule.chain} ${rule.spec.map(quote).join(' ')}`;
+}
+
+function execRunner(binary: string[]): IptablesRunner {
+  const [file, ...prefix] = binary;
+  if (!file) throw new IptablesError('iptables binary is empty');
+  return (args) =>
+    new Promise((resolve) => {
+      execFile(file, [...prefix, ...args], { encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+        resolve({ code, stdout, stderr: stderr || (err && typeof err.code !== 'number' ? err.message : '') });
+      });
+    });
+}
+
+/** iptables >= 1.6.2 knows --random-fully. */
+export function supportsRandomFully(versionText: string): boolean {
+  const m = /v(\d+)\.(\d+)\.(\d+)/.exec(versionText);
+  if (!m) return false;
+  const [maj, min, patch] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  return maj > 1 || (maj === 1 && (min > 6 || (min === 6 && patch >= 2)));
+}
+
+export class IptablesManager {
+  private readonly network: string;
+  private readonly subnet: string;
+  private readonly opts: IptablesManagerOptions;
+  private readonly run: IptablesRunner;
+  private readonly log: Logger;
+  private chains?: ChainSet[];
+  /** serializes ensure/remove so a slow periodic ensure never races another */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(opts: IptablesManagerOptions) {
+    const network = parseIpv4Cidr(opts.network);
+    const subnet = parseIpv4Cidr(opts.subnet);
+    if (!network) throw new IptablesError(`network ${JSON.stringify(opts.network)} is not an IPv4 CIDR`);
+    if (!subnet) throw new IptablesError(`subnet ${JSON.stringify(opts.subnet)} is not an IPv4 CIDR`);
+    this.network = canonicalCidr(network);
+    this.subnet = canonicalCidr(subnet);
+    this.opts = opts;
+    this.run = opts.runner ?? execRunner(opts.binary ?? ['iptables']);
+    this.log = (opts.logger ?? silentLogger).child({ component: 'iptables' });
+  }
+
+  /** The rules this manager maintains, in order (jumps first per chain). */
+  async rules(): Promise<IptablesRule[]> {
+    return (await this.chainSets()).flatMap((c) => [c.jump, ...c.rules]);
+  }
+
+  /** Installs what is missing and returns the rules it (re)installed. */
+  ensure(): Promise<IptablesRule[]> {
+    return this.serial(async () => {
+      const installed: IptablesRule[] = [];
+      for (const set of await this.chainSets()) installed.push(...(await this.ensureChain(set)));
+      if (installed.length > 0) {
+        this.log.info({ rules: installed.map(ruleText) }, `installed ${installed.length} iptables rule(s)`);
+      }
+      return installed;
+    });
+  }
+
+  /** Rules that are not in place right now; changes nothing. */
+  async listMissing(): Promise<IptablesRule[]> {
+    const missing: IptablesRule[] = [];
+    for (const set of await this.chainSets()) {
+      for (const rule of [set.jump, ...set.rules]) if (!(await this.exists(rule))) missing.push(rule);
+    }
+    return missing;
+  }
+
+  /** Deletes the jumps (every copy) and our chains; absent ones are fine. */
+  remove(): Promise<void> {
+    return this.serial(async () => {
+      for (const set of await this.chainSets()) {
+        for (let i = 0; i < 100 && (await this.exists(set.jump)); i++) {
+          await this.must(['-t', set.table, '-D', set.jump.chain, ...set.jump.spec]);
+        }
+        const t = ['-t', set.table];
+        if ((await this.exec([...t, '-S', set.chain])).code !== 0) continue;
+        await this.must([...t, '-F', set.chain]);
+        await this.must([...t, '-X', set.chain]);
+      }
+      this.log.info('removed flannel iptables rules');
+    });
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async chainSets(): Promise<ChainSet[]> {
+    if (!this.chains) {
+      let randomFully = this.opts.randomFully;
+      if (randomFully === undefined && this.opts.ipMasq) {
+        const v = await this.run(['--version']);
+        randomFully = v.code === 0 && supportsRandomFully(v.stdout + v.stderr);
+      }
+      this.chains = flannelChains({
+        network: this.network,
+        subnet: this.subnet,
+        ipMasq: this.opts.ipMasq,
+        forwardRules: this.opts.forwardRules ?? true,
+        randomFully: randomFully ?? false,
+      });
+    }
+    return this.chains;
+  }
+
+  private waitArgs(): string[] {
+    return ['-w', String(this.opts.lockWaitSeconds ?? 5)];
+  }
+
+  private exec(args: string[]): Promise<RunResult> {
+    return this.run([...this.waitArgs(), ...args]);
+  }
+
+  private async must(args: string[]): Promise<RunResult> {
+    const res = await this.exec(args);
+    if (res.code !== 0) {
+      throw new IptablesError(`iptables ${args.map(quote).join(' ')} failed (exit ${res.code}): ${res.stderr.trim() || res.stdout.trim()}`);
+    }
+    return res;
+  }
+
+  /** `-C`: 1 = no such rule, 2 = no such chain or target; anything else is a real failure. */
+  private async exists(rule: IptablesRule): Promise<boolean> {
+    const args = ['-t', rule.table, '-C', rule.chain, ...rule.spec];
+    const res = await this.exec(args);
+    if (res.code === 0) return true;
+    if (res.code === 1 || res.code === 2) return false;
+    throw new IptablesError(`iptables ${args.map(quote).join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
+  }
+
+  private async ensureChain(set: ChainSet): Promise<IptablesRule[]> {
+    const t = ['-t', set.table];
+    const listing = await this.exec([...t, '-S', set.chain]);
+    let lines = 0;
+    if (listing.code !== 0) {
+      const created = await this.exec([...t, '-N', set.chain]);
+      if (created.code !== 0 && !/exists/i.test(created.stderr)) {
+        throw new IptablesError(`iptables -t ${set.table} -N ${set.chain} failed (exit ${created.code}): ${created.stderr.trim()}`);
+      }
+    } else {
+      lines = listing.stdout.split('\n').filter((l) => l.startsWith('-A ')).length;
+    }
+    const present: boolean[] = [];
+    for (const rule of set.rules) present.push(await this.exists(rule));
+    const installed: IptablesRule[] = [];
+    if (lines > present.filter(Boolean).length) {
+      // Rules we do not expect (a previous subnet, copies, foreign rules)
+      // sit in our chain: rebuild it in order rather than guess positions.
+      this.log.warn({ chain: set.chain, lines }, 'chain holds unexpected rules; rebuilding it');
+      await this.must([...t, '-F', set.chain]);
+      for (const rule of set.rules) {
+        await this.must([...t, '-A', set.chain, ...rule.spec]);
+        installed.push(rule);
+      }
+    } else {
+      // Insert each missing rule right after the present rules before it,
+      // so the RETURNs stay ahead of the MASQUERADEs.
+      let position = 1;
+      for (const [i, rule] of set.rules.entries()) {
+        if (!present[i]) {
+          await this.must([...t, '-I', set.chain, String(position), ...rule.spec]);
+          installed.push(rule);
+        }
+        position++;
+      }
+    }
+    if (!(await this.exists(set.jump))) {
+      await this.must([...t, '-A', set.jump.chain, ...set.jump.spec]);
+      installed.push(set.jump);
+    }
+    return installed;
+  }
+}
