@@ -1,0 +1,254 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import {
+  canonicalCidr,
+  cidrContainsCidr,
+  diffFdb,
+  diffNeighs,
+  diffRoutes,
+  formatIpv4,
+  normalizeMac,
+  ownedRoute,
+  parseIpv4,
+  parseIpv4Cidr,
+  planHostGw,
+  planVxlan,
+  type CurrentFdb,
+  type CurrentRoute,
+  type DesiredRoute,
+  type PlanContext,
+} from '../../../src/daemon/backend/plan.js';
+import type { Lease } from '../../../src/daemon/types.js';
+
+const cidr = (text: string) => {
+  const c = parseIpv4Cidr(text);
+  if (!c) throw new Error(text);
+  return c;
+};
+
+const ctx: PlanContext = {
+  network: cidr('10.244.0.0/16'),
+  ownSubnet: cidr('10.244.1.0/24'),
+  extCidr: cidr('192.168.77.1/24'),
+  ownIPs: ['192.168.77.1'],
+};
+
+function lease(n: number, publicIP: string, mac?: string, extra: Partial<Lease> = {}): Lease {
+  return {
+    subnet: `10.244.${n}.0/24`,
+    publicIP,
+    backendType: 'vxlan',
+    backendData: mac ? { VNI: 1, VtepMAC: mac } : { VNI: 1 },
+    nodeName: `node${n}`,
+    ...extra,
+  };
+}
+
+describe('IPv4 helpers', () => {
+  it('parses, formats and contains', () => {
+    expect(parseIpv4('10.244.1.0')).toBe(0x0af40100);
+    expect(parseIpv4('10.244.01.0')).toBeUndefined();
+    expect(parseIpv4('256.1.1.1')).toBeUndefined();
+    expect(parseIpv4Cidr('10.244.1.7/33')).toBeUndefined();
+    expect(canonicalCidr(cidr('10.244.1.7/24'))).toBe('10.244.1.0/24');
+    expect(cidrContainsCidr(cidr('10.244.0.0/16'), cidr('10.244.9.0/24'))).toBe(true);
+    expect(cidrContainsCidr(cidr('10.244.0.0/16'), cidr('10.0.0.0/8'))).toBe(false);
+    expect(cidrContainsCidr(cidr('10.244.0.0/16'), cidr('10.245.0.0/24'))).toBe(false);
+  });
+
+  it('round-trips every address', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0xffffffff }), (v) => {
+        expect(parseIpv4(formatIpv4(v))).toBe(v);
+      }),
+    );
+  });
+
+  it('accepts only unicast MACs, in lower case', () => {
+    expect(normalizeMac('0A:58:0a:f4:01:01')).toBe('0a:58:0a:f4:01:01');
+    expect(normalizeMac('01:00:5e:00:00:01')).toBeUndefined();
+    expect(normalizeMac('00:00:00:00:00:00')).toBeUndefined();
+    expect(normalizeMac('0a:58:0a:f4:01')).toBeUndefined();
+  });
+});
+
+describe('planVxlan', () => {
+  it('asks for route, ARP and FDB per remote node', () => {
+    const plan = planVxlan([lease(2, '192.168.77.2', '0A:00:00:00:00:02')], ctx, { directRouting: false });
+    expect(plan.skipped).toEqual([]);
+    expect(plan.plans.map(({ route, neigh, fdb }) => ({ route, neigh, fdb }))).toEqual([
+      {
+        route: { dst: '10.244.2.0/24', gw: '10.244.2.0', via: 'overlay' },
+        neigh: { ip: '10.244.2.0', mac: '0a:00:00:00:00:02' },
+        fdb: { mac: '0a:00:00:00:00:02', dst: '192.168.77.2' },
+      },
+    ]);
+  });
+
+  it('uses a plain underlay route with DirectRouting only for same-L2 peers', () => {
+    const plan = planVxlan(
+      [lease(2, '192.168.77.2', '0a:00:00:00:00:02'), lease(3, '192.168.88.3', '0a:00:00:00:00:03')],
+      ctx,
+      { directRouting: true },
+    );
+    expect(plan.plans.map((p) => [p.route, p.neigh !== undefined, p.fdb !== undefined])).toEqual([
+      [{ dst: '10.244.2.0/24', gw: '192.168.77.2', via: 'underlay' }, false, false],
+      [{ dst: '10.244.3.0/24', gw: '10.244.3.0', via: 'overlay' }, true, true],
+    ]);
+  });
+
+  it('skips own subnet, other backends and missing MACs quietly, and refuses bad leases loudly', () => {
+    const plan = planVxlan(
+      [
+        lease(1, '192.168.77.1', '0a:00:00:00:00:01'), // our own
+        lease(4, '192.168.77.4', '0a:00:00:00:00:04', { backendType: 'host-gw' }),
+        lease(5, '192.168.77.5'), // no VtepMAC yet
+        lease(6, '192.168.77.6', 'ff:ff:ff:ff:ff:ff'),
+        lease(7, '192.168.77.7', '0a:00:00:00:00:07', { subnet: '10.99.7.0/24' }),
+        lease(8, 'not-an-ip', '0a:00:00:00:00:08'),
+        lease(9, '192.168.77.1', '0a:00:00:00:00:09'), // claims our public IP
+        lease(10, '192.168.77.10', '0a:00:00:00:00:10'),
+        lease(10, '192.168.77.11', '0a:00:00:00:00:11'), // same subnet again
+        lease(12, '192.168.77.12', '0a:00:00:00:00:10'), // same MAC again
+        lease(13, '192.168.77.13', '0a:00:00:00:00:13', { subnet: '10.244.0.0/23' }), // overlaps ours
+      ],
+      ctx,
+      { directRouting: false },
+    );
+    expect(plan.plans.map((p) => p.lease.subnet)).toEqual(['10.244.10.0/24']);
+    const why = Object.fromEntries(plan.skipped.map((s) => [`${s.lease.nodeName}`, [s.error, s.reason]]));
+    expect(why.node1).toEqual([false, 'is our own subnet']);
+    expect(why.node4).toEqual([false, 'backend type host-gw is not vxlan']);
+    expect(why.node5).toEqual([false, 'has no VtepMAC']);
+    expect(why.node6?.[0]).toBe(true);
+    expect(why.node7?.[1]).toMatch(/outside the cluster network 10\.244\.0\.0\/16/);
+    expect(why.node8?.[1]).toMatch(/not an IPv4 address/);
+    expect(why.node9?.[1]).toMatch(/is our own/);
+    expect(why.node10).toEqual([true, 'another lease already claims 10.244.10.0/24']);
+    expect(why.node12?.[1]).toMatch(/already used by 10\.244\.10\.0\/24 \(node10\)/);
+    expect(why.node13?.[1]).toMatch(/overlaps our own subnet/);
+  });
+});
+
+describe('planHostGw', () => {
+  it('routes same-L2 peers and refuses the others', () => {
+    const hg = (n: number, ip: string): Lease => ({ ...lease(n, ip), backendType: 'host-gw', backendData: {} });
+    const plan = planHostGw([hg(2, '192.168.77.2'), hg(3, '192.168.88.3')], ctx);
+    expect(plan.plans.map((p) => p.route)).toEqual([{ dst: '10.244.2.0/24', gw: '192.168.77.2', via: 'underlay' }]);
+    expect(plan.skipped).toHaveLength(1);
+    expect(plan.skipped[0]?.error).toBe(true);
+    expect(plan.skipped[0]?.reason).toMatch(/192\.168\.88\.3 is not on our L2 subnet 192\.168\.77\.0\/24/);
+  });
+});
+
+describe('route ownership', () => {
+  const r = (over: Partial<CurrentRoute>): CurrentRoute => ({ dst: '10.244.2.0/24', via: 'underlay', onlink: false, metric: 0, protocol: 3, gw: '192.168.77.2', ...over });
+  it('owns gateway routes into the cluster network and everything on the overlay, never kernel or default routes', () => {
+    expect(ownedRoute(r({}), ctx.network)).toBe(true);
+    expect(ownedRoute(r({ dst: '10.0.0.0/8' }), ctx.network)).toBe(false);
+    expect(ownedRoute(r({ dst: '192.168.77.0/24', gw: undefined, protocol: 2 }), ctx.network)).toBe(false);
+    expect(ownedRoute(r({ gw: undefined }), ctx.network)).toBe(false);
+    expect(ownedRoute(r({ dst: 'default' }), ctx.network)).toBe(false);
+    expect(ownedRoute(r({ via: 'overlay', dst: '172.16.0.0/24', gw: '172.16.0.0' }), ctx.network)).toBe(true);
+  });
+});
+
+describe('diffRoutes', () => {
+  const overlay = (n: number): DesiredRoute => ({ dst: `10.244.${n}.0/24`, gw: `10.244.${n}.0`, via: 'overlay' });
+  const cur = (d: DesiredRoute, over: Partial<CurrentRoute> = {}): CurrentRoute => ({ ...d, onlink: d.via === 'overlay', metric: 0, protocol: 3, ...over });
+
+  it('writes nothing when the kernel already matches', () => {
+    const want = [overlay(2), overlay(3)];
+    expect(diffRoutes(want, want.map((d) => cur(d)))).toEqual({ write: [], remove: [] });
+  });
+
+  it('replaces a changed route in place and removes departed and extra ones', () => {
+    const direct: DesiredRoute = { dst: '10.244.2.0/24', gw: '192.168.77.2', via: 'underlay' };
+    const stale = cur(overlay(9));
+    const otherMetric = cur(overlay(3), { metric: 100 });
+    const diff = diffRoutes([direct, overlay(3), overlay(4)], [cur(overlay(2)), cur(overlay(3)), otherMetric, stale, cur(overlay(4), { onlink: false })]);
+    expect(diff.write).toEqual([
+      { route: direct, existed: true },
+      { route: overlay(4), existed: true },
+    ]);
+    expect(diff.remove).toEqual([otherMetric, stale]);
+  });
+
+  it('applied to any kernel state, leaves exactly the desired routes (model check)', () => {
+    const route = fc.record({
+      n: fc.integer({ min: 2, max: 8 }),
+      via: fc.constantFrom<'overlay' | 'underlay'>('overlay', 'underlay'),
+      gwHost: fc.integer({ min: 0, max: 3 }),
+      metric: fc.constantFrom(0, 0, 100),
+      onlink: fc.boolean(),
+    });
+    fc.assert(
+      fc.property(fc.uniqueArray(route, { selector: (r) => `${r.n}/${r.metric}` }), fc.uniqueArray(route, { selector: (r) => r.n }), (curSpec, wantSpec) => {
+        const current: CurrentRoute[] = curSpec.map((s) => ({ dst: `10.244.${s.n}.0/24`, gw: `192.168.77.${s.gwHost}`, via: s.via, onlink: s.onlink, metric: s.metric, protocol: 3 }));
+        const desired: DesiredRoute[] = wantSpec.map((s) => ({ dst: `10.244.${s.n}.0/24`, gw: `192.168.77.${s.gwHost}`, via: s.via }));
+        const diff = diffRoutes(desired, current);
+        // kernel model: routes keyed by (dst, metric); replace overwrites the metric-0 slot
+        const table = new Map(current.map((r) => [`${r.dst}|${r.metric}`, r]));
+        for (const r of diff.remove) table.delete(`${r.dst}|${r.metric}`);
+        for (const w of diff.write) {
+          expect(w.existed).toBe(table.has(`${w.route.dst}|0`));
+          table.set(`${w.route.dst}|0`, { ...w.route, onlink: w.route.via === 'overlay', metric: 0, protocol: 3 });
+        }
+        const result = [...table.values()].map((r) => ({ dst: r.dst, gw: r.gw, via: r.via, metric: r.metric })).sort((a, b) => a.dst.localeCompare(b.dst));
+        expect(result).toEqual(desired.map((d) => ({ ...d, metric: 0 })).sort((a, b) => a.dst.localeCompare(b.dst)));
+        // removals never hit a slot that is about to be replaced
+        for (const r of diff.remove) expect(r.metric !== 0 || !diff.write.some((w) => w.route.dst === r.dst)).toBe(true);
+      }),
+    );
+  });
+});
+
+describe('diffNeighs', () => {
+  it('keeps matching permanent entries, rewrites changed or non-permanent ones, removes the rest', () => {
+    const diff = diffNeighs(
+      [
+        { ip: '10.244.2.0', mac: '0a:00:00:00:00:02' },
+        { ip: '10.244.3.0', mac: '0a:00:00:00:00:33' },
+        { ip: '10.244.4.0', mac: '0a:00:00:00:00:04' },
+        { ip: '10.244.5.0', mac: '0a:00:00:00:00:05' },
+      ],
+      [
+        { ip: '10.244.2.0', mac: '0A:00:00:00:00:02', permanent: true },
+        { ip: '10.244.3.0', mac: '0a:00:00:00:00:03', permanent: true },
+        { ip: '10.244.4.0', mac: '0a:00:00:00:00:04', permanent: false },
+        { ip: '10.244.9.0', mac: '0a:00:00:00:00:09', permanent: true },
+      ],
+    );
+    expect(diff.write.map((w) => [w.neigh.ip, w.existed])).toEqual([
+      ['10.244.3.0', true],
+      ['10.244.4.0', true],
+      ['10.244.5.0', false],
+    ]);
+    expect(diff.remove.map((n) => n.ip)).toEqual(['10.244.9.0']);
+  });
+});
+
+describe('diffFdb', () => {
+  it('treats a MAC that moved to another VTEP as remove-then-add, reported as moved', () => {
+    const current: CurrentFdb[] = [
+      { mac: '0a:00:00:00:00:02', dst: '192.168.77.2' },
+      { mac: '0a:00:00:00:00:03', dst: '192.168.77.3' },
+      { mac: '0a:00:00:00:00:09', dst: '192.168.77.9' },
+      { mac: '00:00:00:00:00:00', dst: '192.168.77.99' },
+    ];
+    const diff = diffFdb(
+      [
+        { mac: '0a:00:00:00:00:02', dst: '192.168.77.2' },
+        { mac: '0a:00:00:00:00:03', dst: '192.168.77.13' },
+        { mac: '0a:00:00:00:00:04', dst: '192.168.77.4' },
+      ],
+      current,
+    );
+    expect(diff.add).toEqual([
+      { mac: '0a:00:00:00:00:03', dst: '192.168.77.13' },
+      { mac: '0a:00:00:00:00:04', dst: '192.168.77.4' },
+    ]);
+    expect(diff.remove).toEqual(current.slice(1));
+    expect([...diff.moved]).toEqual(['0a:00:00:00:00:03']);
+  });
+});
