@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { NetlinkError } from './errors.js';
+import { AssetError, inSea, seaAssetPaths } from '../sea/assets.js';
 
 /** Bumped with native/tsfnl ShimVersion; a mismatch means a stale build. */
 const EXPECTED_SHIM_VERSION = 1;
@@ -13,11 +14,56 @@ type RawCall = (op: string, request: string) => string;
 
 let rawCall: RawCall | undefined;
 
-/** Where the shim is: TSFLANNEL_NETLINK_LIB, else the repository's build. */
+type Koffi = typeof import('koffi');
+
+/**
+ * Names of the native files embedded in the single executable; they must
+ * match the assets scripts/package.sh puts in the SEA blob.
+ */
+export const SEA_KOFFI_ADDON = 'koffi.node';
+export const SEA_NETLINK_SHIM = 'libtsfnl.so';
+
+/** The embedded files, extracted on first use (a SEA cannot dlopen from memory). */
+function seaPaths(): Record<string, string> {
+  try {
+    return seaAssetPaths();
+  } catch (err) {
+    const code = err instanceof AssetError ? err.code : undefined;
+    throw new NetlinkError('load', `cannot extract the embedded netlink libraries: ${(err as Error).message}`, code);
+  }
+}
+
+/**
+ * Where the shim is: TSFLANNEL_NETLINK_LIB, else the copy extracted from the
+ * single executable, else the repository's build.
+ */
 export function shimPath(): string {
   const fromEnv = process.env.TSFLANNEL_NETLINK_LIB;
   if (fromEnv) return fromEnv;
+  if (inSea()) return embedded(SEA_NETLINK_SHIM);
   return fileURLToPath(new URL('../../native/build/libtsfnl.so', import.meta.url));
+}
+
+function embedded(name: string): string {
+  const path = seaPaths()[name];
+  if (!path) throw new NetlinkError('load', `this executable does not embed ${name} (rebuild with npm run package)`);
+  return path;
+}
+
+/**
+ * koffi from node_modules, or in a single executable (whose require sees only
+ * built-ins) its native addon loaded directly: the addon exports the same API
+ * as the package, whose JavaScript part only locates the addon.
+ */
+function loadKoffi(): Koffi {
+  if (!inSea()) {
+    // koffi is CommonJS with a native addon; require keeps it out of
+    // start-up until the first netlink call.
+    return createRequire(import.meta.url)('koffi') as Koffi;
+  }
+  const addon = { exports: {} as Koffi };
+  process.dlopen(addon, embedded(SEA_KOFFI_ADDON));
+  return addon.exports;
 }
 
 function load(): RawCall {
@@ -25,10 +71,7 @@ function load(): RawCall {
   if (!existsSync(path)) {
     throw new NetlinkError('load', `netlink shim not found at ${path} (run scripts/setup.sh)`, 'ENOENT', 2);
   }
-  // koffi is CommonJS with a native addon; require keeps it out of start-up
-  // until the first netlink call.
-  const require = createRequire(import.meta.url);
-  const koffi = require('koffi') as typeof import('koffi');
+  const koffi = loadKoffi();
   const lib = koffi.load(path);
   const free = lib.func('void TsfFree(void *p)');
   const heapStr = koffi.disposable('TsfReply', 'str', free);

@@ -1,0 +1,220 @@
+// `tsflannel install`: what the DaemonSet's init container runs on every
+// node. It puts this very executable into the CNI bin dir and the network
+// config into the CNI conf dir, each with an atomic rename, because the
+// runtime may exec the plugin or read the conf dir at any moment.
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  constants as fsConstants,
+  copyFileSync,
+  chmodSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { Argv } from 'yargs';
+import { inSea, seaTextAsset } from '../sea/assets.js';
+
+export const BINARY_NAME = 'tsflannel';
+export const CONFLIST_NAME = '10-tsflannel.conflist';
+/** The SEA asset holding conf/10-tsflannel.conflist (see scripts/package.sh). */
+export const CONFLIST_ASSET = '10-tsflannel.conflist';
+
+export interface InstallOptions {
+  cniBinDir: string;
+  cniConfDir: string;
+  /** a conflist file to install instead of the built-in one (the ConfigMap's) */
+  conflist?: string;
+  /** the binary to copy; default: this executable, when it is a single executable */
+  source?: string;
+}
+
+export interface InstallResult {
+  binary: { path: string; changed: boolean };
+  conflist: { path: string; changed: boolean };
+  /** conflists that sort before ours: a runtime uses the first one, not ours */
+  shadowedBy: string[];
+}
+
+export class InstallError extends Error {
+  override readonly name = 'InstallError';
+}
+
+/** The conflist shipped with this build: conf/10-tsflannel.conflist. */
+export function defaultConflist(): string {
+  if (inSea()) return seaTextAsset(CONFLIST_ASSET);
+  return readFileSync(new URL('../../conf/10-tsflannel.conflist', import.meta.url), 'utf8');
+}
+
+/**
+ * A broken file in the conf dir takes the node's pod network down, so refuse
+ * anything that is not recognisably a conflist chaining tsflannel.
+ */
+export function checkConflist(text: string, origin: string): void {
+  let conf: unknown;
+  try {
+    conf = JSON.parse(text);
+  } catch (err) {
+    throw new InstallError(`${origin} is not JSON: ${(err as Error).message}`);
+  }
+  const c = conf as { name?: unknown; cniVersion?: unknown; plugins?: unknown } | null;
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new InstallError(`${origin} is not a JSON object`);
+  if (typeof c.name !== 'string' || c.name === '') throw new InstallError(`${origin} has no "name"`);
+  if (typeof c.cniVersion !== 'string') throw new InstallError(`${origin} has no "cniVersion"`);
+  if (!Array.isArray(c.plugins) || c.plugins.length === 0) throw new InstallError(`${origin} has no "plugins" list`);
+  const types = c.plugins.map((p: unknown) => (typeof p === 'object' && p !== null ? (p as { type?: unknown }).type : undefined));
+  if (!types.includes(BINARY_NAME)) throw new InstallError(`${origin} does not use the ${BINARY_NAME} plugin`);
+}
+
+/** The executable to install, or a clear refusal. */
+export function resolveSource(source: string | undefined): string {
+  const path = source ?? (inSea() ? process.execPath : undefined);
+  if (path === undefined) {
+    throw new InstallError(
+      'not running as the single-executable tsflannel, so there is no binary to copy: ' +
+        'pass --source <path to a tsflannel binary> (npm run package builds dist/tsflannel)',
+    );
+  }
+  let st;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    throw new InstallError(`source binary ${path}: ${(err as Error).message}`);
+  }
+  if (!st.isFile()) throw new InstallError(`source binary ${path} is not a regular file`);
+  return path;
+}
+
+function tempName(dest: string): string {
+  return join(dirname(dest), `.${basename(dest)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Fills a temporary file next to `dest`, flushes it, then renames it over
+ * `dest`: a reader sees the old file or the complete new one, never a part.
+ */
+function replaceAtomically(dest: string, fill: (tmp: string) => void, mode: number): void {
+  const tmp = tempName(dest);
+  try {
+    fill(tmp);
+    chmodSync(tmp, mode);
+    fsyncPath(tmp);
+    renameSync(tmp, dest);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  fsyncPath(dirname(dest));
+}
+
+function sameContent(a: string, b: string): boolean {
+  try {
+    const sa = statSync(a);
+    const sb = statSync(b);
+    if (!sa.isFile() || !sb.isFile() || sa.size !== sb.size) return false;
+    // Same size: compare bytes (90 MB reads in well under a second).
+    return readFileSync(a).equals(readFileSync(b));
+  } catch {
+    return false;
+  }
+}
+
+function readOrUndefined(path: string): Buffer | undefined {
+  try {
+    return readFileSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+export function installBinary(source: string, binDir: string): { path: string; changed: boolean } {
+  mkdirSync(binDir, { recursive: true });
+  const dest = join(binDir, BINARY_NAME);
+  if (sameContent(source, dest) && (statSync(dest).mode & 0o111) !== 0) return { path: dest, changed: false };
+  replaceAtomically(dest, (tmp) => copyFileSync(source, tmp, fsConstants.COPYFILE_EXCL), 0o755);
+  return { path: dest, changed: true };
+}
+
+/** Writes the conflist only when its bytes differ, so its mtime means "changed". */
+export function installConflist(text: string, confDir: string): { path: string; changed: boolean } {
+  mkdirSync(confDir, { recursive: true });
+  const dest = join(confDir, CONFLIST_NAME);
+  const want = Buffer.from(text, 'utf8');
+  if (readOrUndefined(dest)?.equals(want)) return { path: dest, changed: false };
+  replaceAtomically(dest, (tmp) => writeFileSync(tmp, want, { flag: 'wx', mode: 0o644 }), 0o644);
+  return { path: dest, changed: true };
+}
+
+/** Runtimes load the first config file in lexical order, as libcni sorts them. */
+export function shadowingConfigs(confDir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(confDir);
+  } catch {
+    return [];
+  }
+  return names
+    .filter((n) => /\.(conflist|conf|json)$/.test(n) && !n.startsWith('.') && n < CONFLIST_NAME)
+    .sort();
+}
+
+export function install(opts: InstallOptions): InstallResult {
+  const source = resolveSource(opts.source);
+  const text = opts.conflist === undefined ? defaultConflist() : readConflistFile(opts.conflist);
+  checkConflist(text, opts.conflist ?? 'the built-in conflist');
+  const binary = installBinary(source, opts.cniBinDir);
+  const conflist = installConflist(text, opts.cniConfDir);
+  return { binary, conflist, shadowedBy: shadowingConfigs(opts.cniConfDir) };
+}
+
+function readConflistFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new InstallError(`cannot read conflist ${path}: ${(err as Error).message}`);
+  }
+}
+
+export function installCommand(cli: Argv): Argv {
+  return cli.command(
+    'install',
+    'copy this binary into the CNI bin dir and write its network config (the DaemonSet init container runs this)',
+    (y) =>
+      y
+        .option('cni-bin-dir', { type: 'string', default: '/opt/cni/bin', describe: 'where the runtime looks for CNI plugins' })
+        .option('cni-conf-dir', { type: 'string', default: '/etc/cni/net.d', describe: 'where the runtime reads network configs' })
+        .option('conflist', { type: 'string', describe: `conflist to install as ${CONFLIST_NAME} (default: the built-in one)` })
+        .option('source', { type: 'string', describe: 'binary to copy (default: this executable)' }),
+    (args) => {
+      const opts: InstallOptions = { cniBinDir: args['cni-bin-dir'], cniConfDir: args['cni-conf-dir'] };
+      if (args.conflist !== undefined) opts.conflist = args.conflist;
+      if (args.source !== undefined) opts.source = args.source;
+      const result = install(opts);
+      const say = (line: string) => process.stdout.write(`${line}\n`);
+      say(`${result.binary.changed ? 'installed' : 'unchanged'} ${result.binary.path}`);
+      say(`${result.conflist.changed ? 'wrote' : 'unchanged'} ${result.conflist.path}`);
+      if (result.shadowedBy.length > 0) {
+        process.stderr.write(
+          `tsflannel: warning: ${result.shadowedBy.join(', ')} in ${opts.cniConfDir} sort before ${CONFLIST_NAME}; ` +
+            'the runtime uses the first config, so remove them for tsflannel to take effect\n',
+        );
+      }
+    },
+  );
+}
