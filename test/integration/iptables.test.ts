@@ -1,0 +1,162 @@
+// flannel's iptables rules installed inside a node netns (never the root
+// namespace): exact rule text, idempotence, repair in order, removal, and
+// real traffic showing what is masqueraded and what keeps its source.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { IptablesManager, ruleText, type IptablesRunner } from '../../src/daemon/iptables.js';
+import { addNetns, cleanupAll, inNs, isRoot } from '../helpers/netns.js';
+
+const NETWORK = '10.244.0.0/16';
+const OWN = '10.244.1.0/24';
+
+function ip(ns: string, args: string[]): void {
+  execFileSync('ip', ['-n', ns, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** A veth between two namespaces, addressed on both ends. */
+function link(a: string, aName: string, aCidr: string, b: string, bCidr: string): void {
+  ip(a, ['link', 'add', aName, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', b]);
+  ip(a, ['addr', 'add', aCidr, 'dev', aName]);
+  ip(a, ['link', 'set', aName, 'up']);
+  ip(b, ['addr', 'add', bCidr, 'dev', 'eth0']);
+  ip(b, ['link', 'set', 'eth0', 'up']);
+}
+
+const SERVER = `const s=require('net').createServer(c=>c.end(c.remoteAddress.replace(/^::ffff:/,'')));s.listen(8080,'0.0.0.0',()=>console.log('ready'))`;
+const CLIENT = `const c=require('net').connect({host:process.argv[1],port:8080});let d='';c.setTimeout(2000,()=>process.exit(2));c.on('data',x=>d+=x);c.on('end',()=>{process.stdout.write(d);process.exit(0)});c.on('error',()=>process.exit(3))`;
+
+/** The source address a TCP server in the target netns saw, or null when the connection failed. */
+function seenSource(fromNs: string, to: string): string | null {
+  const res = spawnSync('ip', ['netns', 'exec', fromNs, process.execPath, '-e', CLIENT, to], { encoding: 'utf8', timeout: 10_000 });
+  return res.status === 0 ? res.stdout.trim() : null;
+}
+
+/** iptables -S output of our chains and jumps, for exact comparison. */
+function flannelLines(ns: string, table: 'nat' | 'filter'): string[] {
+  return inNs(ns, 'iptables', ['-t', table, '-S']).split('\n').filter((l) => l.includes('FLANNEL') || l.includes('flanneld'));
+}
+
+describe.skipIf(!isRoot)('iptables rules in a node netns', () => {
+  let node = '';
+  let pod = '';
+  let remote = '';
+  let outside = '';
+  const servers: ChildProcess[] = [];
+
+  // the production runner (execFile, no shell) pointed into the node netns
+  const manager = (subnet = OWN) =>
+    new IptablesManager({ network: NETWORK, subnet, ipMasq: true, binary: ['ip', 'netns', 'exec', node, 'iptables'] });
+
+  beforeAll(async () => {
+    node = addNetns('iptnode');
+    pod = addNetns('iptpod');
+    remote = addNetns('iptremote');
+    outside = addNetns('iptout');
+    execFileSync('ip', ['netns', 'exec', node, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    // Docker-style DROP policy, so forwarding works only through FLANNEL-FWD
+    inNs(node, 'iptables', ['-P', 'FORWARD', 'DROP']);
+    link(node, 'vpod', '10.244.1.1/24', pod, '10.244.1.2/24');
+    ip(pod, ['route', 'add', 'default', 'via', '10.244.1.1']);
+    // a pod of another node, as the overlay would deliver it
+    link(node, 'vremote', '10.244.2.1/24', remote, '10.244.2.2/24');
+    ip(remote, ['route', 'add', 'default', 'via', '10.244.2.1']);
+    // "the internet": it even has a route back to pods, so without NAT it would see pod addresses
+    link(node, 'vout', '192.168.99.1/24', outside, '192.168.99.2/24');
+    ip(outside, ['route', 'add', '10.244.0.0/16', 'via', '192.168.99.1']);
+
+    for (const ns of [pod, remote, outside]) {
+      const srv = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
+      servers.push(srv);
+      await new Promise<void>((resolve, reject) => {
+        srv.stdout!.once('data', () => resolve());
+        srv.once('exit', (code) => reject(new Error(`server in ${ns} exited ${code}`)));
+      });
+    }
+  });
+  afterAll(() => {
+    for (const srv of servers) if (srv.pid) srv.kill();
+    cleanupAll();
+  });
+
+  it('forwards nothing before the rules exist', () => {
+    expect(seenSource(pod, '192.168.99.2')).toBeNull();
+  });
+
+  it('installs flannel\'s exact rule set', async () => {
+    const installed = await manager().ensure();
+    expect(installed).toHaveLength(10);
+    expect(flannelLines(node, 'nat')).toEqual([
+      '-N FLANNEL-POSTRTG',
+      '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
+      '-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
+      '-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN',
+      '-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment "flanneld masq" -j RETURN',
+      '-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment "flanneld masq" -j RETURN',
+      '-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
+      '-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
+    ]);
+    expect(flannelLines(node, 'filter')).toEqual([
+      '-N FLANNEL-FWD',
+      '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
+      '-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+      '-A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+    ]);
+  });
+
+  it('masquerades pods leaving the network and keeps sources inside it', () => {
+    expect(seenSource(pod, '192.168.99.2')).toBe('192.168.99.1'); // pod → outside: the node's address
+    expect(seenSource(pod, '10.244.2.2')).toBe('10.244.1.2'); // pod → pod on another node: unchanged
+    expect(seenSource(outside, '10.244.1.2')).toBe('192.168.99.2'); // outside → our pod: client kept
+    expect(seenSource(outside, '10.244.2.2')).toBe('10.244.2.1'); // outside → a remote pod: masqueraded
+  });
+
+  it('adds nothing on a second ensure, and waits for the xtables lock on every call', async () => {
+    const before = [...flannelLines(node, 'nat'), ...flannelLines(node, 'filter')];
+    const calls: string[][] = [];
+    const recording: IptablesRunner = async (args) => {
+      calls.push(args);
+      const res = spawnSync('ip', ['netns', 'exec', node, 'iptables', ...args], { encoding: 'utf8' });
+      return { code: res.status ?? -1, stdout: res.stdout, stderr: res.stderr };
+    };
+    const m = new IptablesManager({ network: NETWORK, subnet: OWN, ipMasq: true, runner: recording });
+    expect(await m.ensure()).toEqual([]);
+    expect(calls.filter((a) => a.includes('-A') || a.includes('-I') || a.includes('-N'))).toEqual([]);
+    for (const args of calls.filter((a) => a[0] !== '--version')) expect(args.slice(0, 2)).toEqual(['-w', '5']);
+    expect(await manager().listMissing()).toEqual([]);
+    expect([...flannelLines(node, 'nat'), ...flannelLines(node, 'filter')]).toEqual(before);
+  });
+
+  it('names rules deleted by hand and puts them back in their place', async () => {
+    const before = [...flannelLines(node, 'nat'), ...flannelLines(node, 'filter')];
+    inNs(node, 'iptables', ['-t', 'nat', '-D', 'FLANNEL-POSTRTG', '-s', OWN, '-d', NETWORK, '-m', 'comment', '--comment', 'flanneld masq', '-j', 'RETURN']);
+    inNs(node, 'iptables', ['-D', 'FORWARD', '-m', 'comment', '--comment', 'flanneld forward', '-j', 'FLANNEL-FWD']);
+    const m = manager();
+    expect((await m.listMissing()).map(ruleText)).toEqual([
+      '-t filter -A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
+      '-t nat -A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN',
+    ]);
+    expect(seenSource(pod, '192.168.99.2')).toBeNull(); // forwarding is blocked without the jump
+    expect((await m.ensure()).map(ruleText)).toHaveLength(2);
+    expect([...flannelLines(node, 'nat'), ...flannelLines(node, 'filter')]).toEqual(before);
+    expect(seenSource(pod, '10.244.2.2')).toBe('10.244.1.2');
+  });
+
+  it('rebuilds its chain when rules of a previous subnet are left in it', async () => {
+    expect((await manager('10.244.5.0/24').ensure()).length).toBeGreaterThan(0);
+    const nat = flannelLines(node, 'nat');
+    expect(nat.filter((l) => l.includes('10.244.1.0/24'))).toEqual([]);
+    expect(nat.filter((l) => l.includes('10.244.5.0/24'))).toHaveLength(3);
+    expect(nat.filter((l) => l.startsWith('-A FLANNEL-POSTRTG'))).toHaveLength(6);
+    expect((await manager().ensure()).length).toBe(6); // and back
+    expect(flannelLines(node, 'nat').filter((l) => l.includes('10.244.5.0/24'))).toEqual([]);
+  });
+
+  it('remove() leaves no FLANNEL chains or jumps, and may run twice', async () => {
+    await manager().remove();
+    expect(flannelLines(node, 'nat')).toEqual([]);
+    expect(flannelLines(node, 'filter')).toEqual([]);
+    await manager().remove();
+    expect((await manager().listMissing()).length).toBe(10);
+    expect(seenSource(pod, '192.168.99.2')).toBeNull();
+  });
+});
