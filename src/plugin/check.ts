@@ -1,0 +1,62 @@
+// CHECK: compare the pod's kernel state with what ADD returned, and name
+// exactly what drifted.
+import type { CniEnv } from '../cni/env.js';
+import type { Result } from '../cni/result.js';
+import { CniError, ErrorCode } from '../cni/errors.js';
+import * as nl from '../netlink/index.js';
+import type { HostLocalIpam } from '../ipam/index.js';
+
+export interface CheckInput {
+  env: CniEnv;
+  prev: Result;
+  bridge: string;
+  gatewayCidr: string;
+  hostVeth: string;
+  ipam: HostLocalIpam;
+}
+
+function drift(msg: string): CniError {
+  return new CniError(ErrorCode.Internal, msg);
+}
+
+export async function checkAttachment(input: CheckInput): Promise<void> {
+  const { env, prev } = input;
+  const opts = { netns: env.netns };
+  const ifaces = prev.interfaces ?? [];
+  const podIndex = ifaces.findIndex((i) => i.name === env.ifname && i.sandbox !== undefined);
+  if (podIndex < 0) throw drift(`prevResult has no interface ${env.ifname} in a sandbox`);
+  const want = ifaces[podIndex];
+
+  const pod = nl.linkByName(env.ifname, opts);
+  if (!pod) throw drift(`interface ${env.ifname} not found in ${env.netns}`);
+  if (want.mac && pod.mac !== want.mac) throw drift(`interface ${env.ifname} has MAC ${pod.mac}, expected ${want.mac}`);
+  if (!pod.up) throw drift(`interface ${env.ifname} is down`);
+
+  const have = new Set(nl.addrList({ dev: env.ifname, ...opts }).map((a) => a.cidr));
+  for (const ip of prev.ips ?? []) {
+    if (ip.interface !== undefined && ip.interface !== podIndex) continue;
+    if (!have.has(ip.address)) throw drift(`failed to match addr ${ip.address} on interface ${env.ifname}`);
+  }
+
+  const routes = nl.routeList({ dev: env.ifname, family: 'inet', ...opts });
+  for (const r of prev.routes ?? []) {
+    const dst = r.dst === '0.0.0.0/0' ? 'default' : r.dst;
+    const found = routes.some((k) => k.dst === dst && (r.gw === undefined || k.gw === r.gw));
+    if (!found) throw drift(`route ${r.dst}${r.gw ? ` via ${r.gw}` : ''} missing in ${env.ifname}'s netns`);
+  }
+
+  const host = nl.linkByName(input.hostVeth);
+  if (!host) throw drift(`host veth ${input.hostVeth} not found`);
+  const br = nl.linkByName(input.bridge);
+  if (!br) throw drift(`bridge ${input.bridge} not found`);
+  if (host.masterIndex !== br.index) throw drift(`host veth ${input.hostVeth} is not attached to ${input.bridge}`);
+  if (!nl.addrList({ dev: input.bridge, family: 'inet' }).some((a) => a.cidr === input.gatewayCidr)) {
+    throw drift(`bridge ${input.bridge} does not carry the gateway ${input.gatewayCidr}`);
+  }
+
+  const leases = await input.ipam.find(env.containerId, env.ifname);
+  for (const ip of prev.ips ?? []) {
+    const bare = ip.address.split('/')[0];
+    if (!leases.some((l) => l.ip === bare)) throw drift(`IPAM holds no lease of ${bare} for ${env.containerId}/${env.ifname}`);
+  }
+}

@@ -1,0 +1,174 @@
+// The CNI verbs of tsflannel. Each parses its config, then changes (or
+// inspects) the node; ADD undoes what it did when a later step fails.
+import type { Logger } from 'pino';
+import type { PluginContext } from '../cni/skel.js';
+import type { Result } from '../cni/result.js';
+import { CniError, ErrorCode } from '../cni/errors.js';
+import * as nl from '../netlink/index.js';
+import { readSubnetEnv, SubnetEnvError, type SubnetEnv } from '../flannel/subnet-env.js';
+import { HostLocalIpam, type IpamRange } from '../ipam/index.js';
+import { parsePluginConfig, type PluginConfig } from './config.js';
+import { createLogger } from './log.js';
+import { hostVethName } from './names.js';
+import { splitCidr } from './ipv4.js';
+import { configurePod, createPodVeth, deletePodVeth, ensureBridge, podRoutes, safeIsNetns } from './network.js';
+import { checkAttachment } from './check.js';
+
+interface Prepared {
+  cfg: PluginConfig;
+  log: Logger;
+}
+
+function prepare(ctx: PluginContext): Prepared {
+  const cfg = parsePluginConfig(ctx.conf);
+  const bindings: Record<string, string> = { cmd: ctx.env.command, network: cfg.network };
+  if (ctx.env.containerId) bindings.containerId = ctx.env.containerId;
+  const pod = ctx.env.args.K8S_POD_NAME;
+  if (pod) bindings.pod = `${ctx.env.args.K8S_POD_NAMESPACE ?? ''}/${pod}`;
+  return { cfg, log: createLogger(cfg.logLevel, cfg.logFile, bindings) };
+}
+
+/** The node's subnet file; the agent writes it once it holds a lease. */
+export function loadSubnetEnv(path: string): SubnetEnv {
+  try {
+    return readSubnetEnv(path);
+  } catch (err) {
+    if (err instanceof SubnetEnvError) {
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid subnet file ${path}: ${err.message}`);
+    }
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : String((err as Error).message);
+    throw new CniError(
+      ErrorCode.IOFailure,
+      `failed to load subnet file ${path}: ${reason}`,
+      'tsflanneld writes it once the node has a subnet lease; check that tsflanneld runs on this node and its log',
+    );
+  }
+}
+
+/** The IPAM store; without a subnet (DEL, GC) it can release but not allocate. */
+function ipamFor(cfg: PluginConfig, subnet: SubnetEnv | undefined): HostLocalIpam {
+  let rangeSets: IpamRange[][] | undefined = cfg.ranges;
+  if (!rangeSets && subnet) {
+    const { network, ip } = splitCidr(subnet.subnet);
+    rangeSets = [[{ subnet: network, gateway: ip }]];
+  }
+  return new HostLocalIpam({ dataDir: cfg.dataDir, network: cfg.network, rangeSets, lockTimeoutMs: cfg.lockTimeoutMs });
+}
+
+function requireNetns(netns: string): void {
+  if (!safeIsNetns(netns)) {
+    throw new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS ${netns} is not a network namespace`);
+  }
+}
+
+/** Runs `fn`, and on failure runs the collected undo steps in reverse. */
+async function withRollback<T>(log: Logger, fn: (onUndo: (step: () => unknown) => void) => Promise<T>): Promise<T> {
+  const steps: (() => unknown)[] = [];
+  try {
+    return await fn((step) => steps.push(step));
+  } catch (err) {
+    for (const step of steps.reverse()) {
+      try {
+        await step();
+      } catch (undoErr) {
+        log.error({ err: undoErr }, 'rollback step failed');
+      }
+    }
+    throw err;
+  }
+}
+
+export async function add(ctx: PluginContext): Promise<Result> {
+  const { cfg, log } = prepare(ctx);
+  const { containerId, netns, ifname } = ctx.env;
+  const subnet = loadSubnetEnv(cfg.subnetFile);
+  requireNetns(netns);
+  const mtu = cfg.mtu ?? subnet.mtu;
+  const gateway = splitCidr(subnet.subnet);
+  const ipam = ipamFor(cfg, subnet);
+
+  const bridge = ensureBridge(cfg.bridge, mtu, subnet.subnet, cfg.forceAddress, log);
+  nl.sysctlSet('net.ipv4.ip_forward', '1');
+
+  return withRollback(log, async (onUndo) => {
+    const [alloc] = await ipam.allocate(containerId, ifname);
+    onUndo(() => ipam.release(containerId, ifname));
+    const hostName = hostVethName(containerId, ifname);
+    const veth = createPodVeth(hostName, netns, ifname, mtu, cfg.bridge, cfg.hairpinMode);
+    onUndo(() => nl.linkDelete(hostName));
+    const gw = alloc.gateway || gateway.ip;
+    const routes = podRoutes(subnet.network, gw, cfg.isDefaultGateway, cfg.routes);
+    const pod = configurePod(netns, ifname, { address: alloc.address, gateway: gw, routes });
+    log.info({ ip: alloc.address, veth: hostName }, 'pod attached');
+    const result: Result = {
+      cniVersion: ctx.conf.cniVersion,
+      interfaces: [
+        { name: bridge.name, mac: bridge.mac },
+        { name: veth.host.name, mac: veth.host.mac },
+        { name: ifname, mac: pod.mac, sandbox: netns },
+      ],
+      ips: [{ address: alloc.address, gateway: gw, interface: 2 }],
+      routes,
+    };
+    if (cfg.dns) result.dns = cfg.dns;
+    return result;
+  });
+}
+
+/**
+ * DEL must succeed when anything is already gone: the netns (containerd's
+ * second DEL has none), the veth, the lease, even the subnet file.
+ */
+export async function del(ctx: PluginContext): Promise<void> {
+  const { cfg, log } = prepare(ctx);
+  const { containerId, netns, ifname } = ctx.env;
+  deletePodVeth(hostVethName(containerId, ifname), netns, ifname, log);
+  const released = await ipamFor(cfg, undefined).release(containerId, ifname);
+  if (released.length > 0) log.info({ ips: released }, 'released');
+}
+
+export async function check(ctx: PluginContext): Promise<void> {
+  const { cfg } = prepare(ctx);
+  const prev = ctx.conf.prevResult;
+  if (!prev) throw new CniError(ErrorCode.InvalidNetworkConfig, 'CHECK needs prevResult in the network config');
+  requireNetns(ctx.env.netns);
+  const subnet = loadSubnetEnv(cfg.subnetFile);
+  await checkAttachment({
+    env: ctx.env,
+    prev,
+    bridge: cfg.bridge,
+    gatewayCidr: subnet.subnet,
+    hostVeth: hostVethName(ctx.env.containerId, ctx.env.ifname),
+    ipam: ipamFor(cfg, subnet),
+  });
+}
+
+/** Releases leases, and their host veths, of attachments the runtime no longer knows. */
+export async function gc(ctx: PluginContext): Promise<void> {
+  const { cfg, log } = prepare(ctx);
+  const valid = ctx.conf.validAttachments;
+  if (!valid) {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, 'GC needs "cni.dev/valid-attachments" in the network config');
+  }
+  const removed = await ipamFor(cfg, undefined).gc(valid.map((a) => ({ containerId: a.containerID, ifname: a.ifname })));
+  for (const lease of removed) {
+    if (lease.ifname) nl.linkDelete(hostVethName(lease.containerId, lease.ifname));
+  }
+  if (removed.length > 0) log.info({ removed: removed.map((l) => `${l.ip} ${l.containerId}`) }, 'garbage collected');
+}
+
+/** Ready means: the agent wrote the subnet file and the pool has room. No bridge needed. */
+export async function status(ctx: PluginContext): Promise<void> {
+  const { cfg } = prepare(ctx);
+  let subnet: SubnetEnv;
+  try {
+    subnet = loadSubnetEnv(cfg.subnetFile);
+  } catch (err) {
+    throw new CniError(ErrorCode.PluginNotAvailable, (err as Error).message, 'tsflanneld has not written the subnet file yet');
+  }
+  const stats = await ipamFor(cfg, subnet).stats();
+  const full = stats.find((s) => s.free === 0);
+  if (full) {
+    throw new CniError(ErrorCode.PluginNotAvailable, `no free pod addresses: all ${full.total} addresses of ${subnet.subnet} are leased`);
+  }
+}
