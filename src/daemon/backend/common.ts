@@ -16,7 +16,8 @@ import {
   type Skipped,
 } from './plan.js';
 
-export const silentLogger: Logger = pino({ level: 'silent' });
+/** Used when no logger is given; bound to stderr anyway, since stdout belongs to CNI results. */
+export const silentLogger: Logger = pino({ level: 'silent' }, pino.destination({ fd: 2, sync: true }));
 
 export function emptyReport(): ReconcileReport {
   return { added: 0, updated: 0, removed: 0, errors: [] };

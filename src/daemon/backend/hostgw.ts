@@ -8,6 +8,7 @@ import { diffRoutes, planHostGw, type Ipv4Cidr } from './plan.js';
 import {
   checkExternal,
   emptyReport,
+  errorText,
   leaseError,
   netnsOpts,
   planContext,
@@ -77,7 +78,7 @@ export class HostGwBackend implements Backend {
     try {
       current = readOwnedRoutes(ext.name, 'underlay', this.network, this.nsOpts);
     } catch (err) {
-      report.errors.push(`reading routes on ${ext.name}: ${err instanceof Error ? err.message : String(err)}`);
+      report.errors.push(`reading routes on ${ext.name}: ${errorText(err)}`);
       return report;
     }
     const diff = diffRoutes(plan.plans.map((p) => p.route), current);
