@@ -15,6 +15,7 @@ DEB_PACKAGES=(
   iproute2 iptables util-linux procps iputils-ping kmod
   etcd-server etcd-client
   containernetworking-plugins
+  binutils
 )
 
 missing_packages() {
@@ -64,3 +65,6 @@ install_npm
 bash scripts/build-native.sh
 bash scripts/build-cnitool.sh
 build_ts
+# The single executables dist/tsflannel and dist/tsflanneld (strip comes from
+# binutils); package.sh returns at once when no input changed.
+bash scripts/package.sh

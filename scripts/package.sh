@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Builds dist/tsflannel and dist/tsflanneld as Node single executable
+# applications (SEA): one ELF each holding node itself, an esbuild bundle of
+# the program, and koffi's addon plus the netlink shim as embedded files that
+# src/sea/assets.ts extracts at run time. The result needs only glibc,
+# libstdc++ and libgcc_s on the host: no Node, no node_modules.
+#
+#   bash scripts/package.sh            rebuild only when an input changed
+#   bash scripts/package.sh --force    rebuild
+#
+# Environment:
+#   TSFLANNEL_NODE_BIN        node binary to embed into (default: `command -v node`)
+#   TSFLANNEL_SEA_CODE_CACHE  1 = embed V8's code cache (default), 0 = not
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[package] %s\n' "$*" >&2; }
+
+force=0
+case "${1:-}" in
+  --force) force=1 ;;
+  '') ;;
+  *) echo "usage: $0 [--force]" >&2; exit 2 ;;
+esac
+
+node_bin=${TSFLANNEL_NODE_BIN:-$(command -v node)}
+node_bin=$(readlink -f "$node_bin")
+code_cache=${TSFLANNEL_SEA_CODE_CACHE:-1}
+shim=native/build/libtsfnl.so
+dist=dist
+work=dist/.work
+stamp=dist/.stamp
+# The SEA blob format belongs to one node build, so the node binary is an
+# input too; apt keeps package mtimes, hence its version and size.
+stamp_id="node=$node_bin $("$node_bin" --version) $(stat -c %s "$node_bin") code_cache=$code_cache"
+
+up_to_date() {
+  [ -x "$dist/tsflannel" ] && [ -x "$dist/tsflanneld" ] && [ -f "$stamp" ] || return 1
+  [ "$(cat "$stamp")" = "$stamp_id" ] || return 1
+  [ -z "$(find src conf/10-tsflannel.conflist package-lock.json scripts/package.sh "$shim" -newer "$stamp" -print -quit)" ]
+}
+
+if [ "$force" -eq 0 ] && [ -f "$shim" ] && up_to_date; then
+  exit 0
+fi
+
+[ -f "$shim" ] || bash scripts/build-native.sh
+rm -f "$stamp"
+rm -rf "$work"
+rm -rf "$dist/bundle"
+mkdir -p "$dist/bundle" "$work/assets"
+
+# 1. Bundles and the asset manifest. esbuild does not type-check; `npm run
+#    typecheck` does. What the bundles need that plain esbuild would break:
+#    - import.meta.url (the sources are ESM, the bundles CommonJS, which SEA
+#      requires) becomes the bundle's own file URL;
+#    - koffi stays out: in a SEA its addon is loaded from the extracted copy;
+#    - etcd3 reads its .proto files from disk next to its own sources at load
+#      time, so they are compiled to JSON here and inlined.
+say "bundling with esbuild"
+node --input-type=module - "$work" "$dist/bundle" "$shim" <<'EOF'
+import { build } from 'esbuild';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+
+const [work, bundles, shim] = process.argv.slice(2);
+const require = createRequire(resolve('package.json'));
+
+function koffiAddon() {
+  const koffiDir = dirname(require.resolve('koffi'));
+  const triplet = `${process.platform}_${process.arch}`;
+  const candidates = [join(koffiDir, 'build', 'koffi', triplet, 'koffi.node')];
+  try {
+    const pkg = dirname(require.resolve(`@koromix/koffi-${process.platform}-${process.arch}/package.json`));
+    candidates.push(join(pkg, triplet, 'koffi.node'));
+  } catch {
+    // no prebuilt package: only a source build can provide the addon
+  }
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) throw new Error(`koffi.node not found; looked at ${candidates.join(', ')}`);
+  return found;
+}
+
+// etcd3/lib/connection-pool.js does loadSync(`${__dirname}/../proto/rpc.proto`, {...}).
+const etcdProtoPlugin = {
+  name: 'etcd3-inline-proto',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]etcd3[\\/]lib[\\/]connection-pool\.js$/ }, (args) => {
+      const src = readFileSync(args.path, 'utf8');
+      const call = /\(0, proto_loader_1\.loadSync\)\(`\$\{__dirname\}\/\.\.\/proto\/rpc\.proto`, (\{[^}]*\})\)/;
+      const m = call.exec(src);
+      if (!m) throw new Error(`${args.path}: the proto loading call changed; update scripts/package.sh`);
+      const etcdRequire = createRequire(args.path);
+      const protobuf = createRequire(etcdRequire.resolve('@grpc/proto-loader'))('protobufjs');
+      const root = new protobuf.Root();
+      // keepCase is a parse-time option, so it must be applied here.
+      root.loadSync(join(dirname(args.path), '..', 'proto', 'rpc.proto'), { keepCase: /keepCase:\s*true/.test(m[1]) });
+      root.resolveAll();
+      const inlined = `(0, proto_loader_1.fromJSON)(${JSON.stringify(root.toJSON())}, ${m[1]})`;
+      return { contents: src.replace(call, () => inlined), loader: 'js' };
+    });
+  },
+};
+
+const common = {
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  external: ['koffi'],
+  define: { 'import.meta.url': '__tsf_import_meta_url' },
+  banner: { js: 'var __tsf_import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
+  plugins: [etcdProtoPlugin],
+  legalComments: 'none',
+  logLevel: 'warning',
+};
+await build({ ...common, entryPoints: ['src/sea/main-tsflannel.ts'], outfile: join(bundles, 'tsflannel.cjs') });
+await build({ ...common, entryPoints: ['src/sea/main-tsflanneld.ts'], outfile: join(bundles, 'tsflanneld.cjs') });
+
+// Native files: extracted at run time into a directory named by their hashes
+// (src/sea/assets.ts MANIFEST_ASSET; names as in src/netlink/ffi.ts).
+const natives = { 'koffi.node': koffiAddon(), 'libtsfnl.so': shim };
+const files = {};
+for (const [name, path] of Object.entries(natives)) {
+  const data = readFileSync(path);
+  copyFileSync(path, join(work, 'assets', name));
+  files[name] = { sha256: createHash('sha256').update(data).digest('hex'), size: data.length };
+}
+writeFileSync(join(work, 'assets', 'tsflannel-assets.json'), `${JSON.stringify({ files }, null, 2)}\n`);
+EOF
+
+# 2. One SEA blob per program. The conflist that `tsflannel install` writes
+#    (src/cli/install.ts CONFLIST_ASSET) is embedded as is, never extracted.
+sea_config() {
+  local name=$1 extra=$2
+  cat >"$work/$name.sea.json" <<EOF
+{
+  "main": "$dist/bundle/$name.cjs",
+  "output": "$work/$name.blob",
+  "disableExperimentalSEAWarning": true,
+  "useSnapshot": false,
+  "useCodeCache": $([ "$code_cache" = 1 ] && echo true || echo false),
+  "assets": {
+    "koffi.node": "$work/assets/koffi.node",
+    "libtsfnl.so": "$work/assets/libtsfnl.so",
+    "tsflannel-assets.json": "$work/assets/tsflannel-assets.json"$extra
+  }
+}
+EOF
+  "$node_bin" --experimental-sea-config "$work/$name.sea.json" >/dev/null
+}
+
+# 3. A copy of node (stripped when binutils is there: about 12 MB less) with
+#    the blob injected and the SEA fuse flipped.
+make_sea() {
+  local name=$1 exe="$work/$1"
+  if command -v strip >/dev/null; then
+    strip -o "$exe" "$node_bin"
+  else
+    cp "$node_bin" "$exe"
+  fi
+  chmod u+w "$exe"
+  # postject warns "Can't find string offset for section name '.note.100'"; harmless.
+  npx --no-install postject "$exe" NODE_SEA_BLOB "$work/$name.blob" \
+    --sentinel-fuse NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2 >"$work/$name.postject.log" 2>&1 ||
+    { cat "$work/$name.postject.log" >&2; exit 1; }
+  chmod 755 "$exe"
+  mv -f "$exe" "$dist/$name"
+}
+
+say "building SEA blobs (node $("$node_bin" --version), code cache: $code_cache)"
+sea_config tsflannel ",
+    \"10-tsflannel.conflist\": \"conf/10-tsflannel.conflist\""
+sea_config tsflanneld ""
+say "injecting into copies of $node_bin"
+make_sea tsflannel
+make_sea tsflanneld
+
+# dist/bundle stays: bench/sea-startup.js compares `node <bundle>` to the
+# SEA, and SEA stack traces name these files.
+rm -rf "$work"
+printf '%s\n' "$stamp_id" >"$stamp"
+say "built $(du -h "$dist/tsflannel" | cut -f1) $dist/tsflannel and $(du -h "$dist/tsflanneld" | cut -f1) $dist/tsflanneld"
