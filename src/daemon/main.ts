@@ -1,0 +1,69 @@
+// Entry point of tsflanneld.
+import pino from 'pino';
+import { parseAgentOptions, OptionsError, type AgentOptions } from './options.js';
+import { Agent } from './agent.js';
+import type { SubnetManager } from './types.js';
+
+async function subnetManagerFor(opts: AgentOptions, logger: pino.Logger): Promise<SubnetManager> {
+  if (opts.kubeSubnetMgr) {
+    const { KubeSubnetManager } = await import('./subnet/kube.js');
+    const kubeOpts: ConstructorParameters<typeof KubeSubnetManager>[0] = {
+      nodeName: opts.nodeName,
+      netConfPath: opts.netConfigPath,
+      resyncSeconds: Math.max(opts.resyncSeconds, 30),
+      logger,
+    };
+    if (opts.kubeconfig) kubeOpts.kubeconfig = opts.kubeconfig;
+    if (opts.kubeApiUrl) kubeOpts.apiServerUrl = opts.kubeApiUrl;
+    return new KubeSubnetManager(kubeOpts);
+  }
+  const { EtcdSubnetManager } = await import('./subnet/etcd.js');
+  return new EtcdSubnetManager({
+    endpoints: opts.etcdEndpoints,
+    prefix: opts.etcdPrefix,
+    leaseTtlSeconds: opts.leaseTtlSeconds,
+    nodeName: opts.nodeName,
+    logger,
+  });
+}
+
+export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
+  let opts: AgentOptions;
+  try {
+    opts = parseAgentOptions(argv, process.env);
+  } catch (err) {
+    if (err instanceof OptionsError) {
+      process.stderr.write(`tsflanneld: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+  const logger = pino({ level: opts.logLevel, base: { node: opts.nodeName } }, pino.destination({ fd: 2, sync: true }));
+  const agent = new Agent(opts, { subnetManager: await subnetManagerFor(opts, logger), logger });
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down; routes and leases stay in place');
+    agent.stop(true).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+
+  try {
+    await agent.run();
+  } catch (err) {
+    if (stopping) return;
+    logger.fatal({ err }, 'tsflanneld failed');
+    await agent.stop(false).catch(() => undefined);
+    process.exit(1);
+  }
+}
