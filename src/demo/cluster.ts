@@ -1,0 +1,273 @@
+// A running tsflannel cluster on one machine: the namespace topology, a
+// real etcd, one tsflanneld per node and pods added through the real
+// tsflannel binary exactly as a runtime calls it. Shared by `npm run demo`
+// and the end-to-end tests.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { get } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { addPodNamespace, buildTopology, destroyTopology, type ClusterNode, type NodeSpec, type Topology } from './topology.js';
+import { bridgeUnixToTcp } from './port-bridge.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const PLUGIN_BIN = join(ROOT, 'bin/tsflannel');
+export const AGENT_BIN = join(ROOT, 'bin/tsflanneld');
+const BRIDGE_JS = join(ROOT, 'build/demo/port-bridge.js');
+const ETCD_BIN = '/usr/bin/etcd';
+const ETCDCTL_BIN = '/usr/bin/etcdctl';
+
+export interface ClusterOptions {
+  prefix: string;
+  nodes: NodeSpec[];
+  netConf?: object;
+  ipMasq?: boolean;
+  /** seconds between the agents' full reconciliations */
+  resyncSeconds?: number;
+  extraAgentArgs?: string[];
+  log?: (line: string) => void;
+}
+
+export interface Pod {
+  name: string;
+  node: string;
+  ns: string;
+  containerId: string;
+  ip: string;
+}
+
+export interface AgentProc {
+  node: ClusterNode;
+  child: ChildProcess;
+  logFile: string;
+}
+
+export const DEFAULT_NET_CONF = { Network: '10.244.0.0/16', SubnetLen: 24, Backend: { Type: 'vxlan', VNI: 1, Port: 8472 } };
+
+async function freePort(): Promise<number> {
+  const srv: Server = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const addr = srv.address();
+  await new Promise<void>((r) => srv.close(() => r()));
+  if (addr === null || typeof addr === 'string') throw new Error('no free port');
+  return addr.port;
+}
+
+function httpOk(url: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = get(url, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+    req.setTimeout(1000, () => req.destroy());
+  });
+}
+
+async function waitFor(what: string, timeoutMs: number, check: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+function waitExit(child: ChildProcess): Promise<void> {
+  return child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise((r) => child.once('exit', () => r()));
+}
+
+export class Cluster {
+  readonly dir: string;
+  topo?: Topology;
+  etcdEndpoint = '';
+  readonly agents = new Map<string, AgentProc>();
+  readonly pods: Pod[] = [];
+  private etcd?: ChildProcess;
+  private etcdBridge?: Server;
+  private readonly bridges: ChildProcess[] = [];
+  private readonly log: (line: string) => void;
+  private readonly socket: string;
+
+  constructor(private readonly opts: ClusterOptions) {
+    this.dir = mkdtempSync(join(tmpdir(), `${opts.prefix}-`));
+    this.socket = join(this.dir, 'etcd.sock');
+    this.log = opts.log ?? (() => undefined);
+  }
+
+  node(name: string): ClusterNode {
+    const node = this.topo?.nodes.find((n) => n.name === name);
+    if (!node) throw new Error(`no node ${name}`);
+    return node;
+  }
+
+  nodeDir(name: string): string {
+    return join(this.dir, name);
+  }
+
+  subnetFile(name: string): string {
+    return join(this.nodeDir(name), 'subnet.env');
+  }
+
+  /** Builds the namespaces, starts etcd with the network config, and one agent per node. */
+  async start(): Promise<void> {
+    this.log('building node namespaces');
+    this.topo = buildTopology(this.opts.prefix, this.opts.nodes);
+    await this.startEtcd();
+    for (const node of this.topo.nodes) await this.startAgent(node.name);
+    for (const node of this.topo.nodes) {
+      await waitFor(`${node.name}'s subnet file`, 30_000, () => existsSync(this.subnetFile(node.name)));
+    }
+    this.log('all agents hold a lease');
+  }
+
+  private async startEtcd(): Promise<void> {
+    const port = await freePort();
+    const peer = await freePort();
+    this.etcdEndpoint = `http://127.0.0.1:${port}`;
+    this.log(`starting etcd on ${this.etcdEndpoint}`);
+    this.etcd = spawn(ETCD_BIN, [
+      '--name', 'default', '--data-dir', join(this.dir, 'etcd'),
+      '--listen-client-urls', this.etcdEndpoint, '--advertise-client-urls', this.etcdEndpoint,
+      '--listen-peer-urls', `http://127.0.0.1:${peer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
+      '--initial-cluster', `default=http://127.0.0.1:${peer}`, '--log-level', 'error', '--logger', 'zap',
+    ], { stdio: 'ignore' });
+    await waitFor('etcd', 20_000, () => httpOk(`${this.etcdEndpoint}/health`));
+    const netConf = JSON.stringify(this.opts.netConf ?? DEFAULT_NET_CONF);
+    await this.etcdctl(['put', '/coreos.com/network/config', netConf]);
+    this.etcdBridge = await bridgeUnixToTcp(this.socket, '127.0.0.1', port);
+  }
+
+  /** Runs etcdctl (v3 API) against the cluster's etcd. */
+  etcdctl(args: string[]): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(ETCDCTL_BIN, ['--endpoints', this.etcdEndpoint, ...args], {
+        env: { ...process.env, ETCDCTL_API: '3' },
+      });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`etcdctl ${args[0]}: ${err}`))));
+    });
+  }
+
+  async startAgent(name: string, extraArgs: string[] = []): Promise<AgentProc> {
+    const node = this.node(name);
+    mkdirSync(this.nodeDir(name), { recursive: true });
+    if (!this.agents.size || !this.bridges.some((b) => b.spawnargs.includes(node.ns))) {
+      await this.startBridge(node);
+    }
+    const logFile = join(this.nodeDir(name), 'tsflanneld.log');
+    const args = [
+      'netns', 'exec', node.ns, AGENT_BIN,
+      '--etcd-endpoints', 'http://127.0.0.1:2379',
+      '--iface', node.iface,
+      '--subnet-file', this.subnetFile(name),
+      '--node-name', name,
+      '--resync-period', String(this.opts.resyncSeconds ?? 5),
+      ...(this.opts.ipMasq === false ? [] : ['--ip-masq']),
+      ...(this.opts.extraAgentArgs ?? []),
+      ...extraArgs,
+    ];
+    const child = spawn('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const chunks: string[] = [];
+    child.stderr?.on('data', (d: Buffer) => {
+      chunks.push(d.toString());
+      writeFileSync(logFile, chunks.join(''));
+    });
+    const agent = { node, child, logFile };
+    this.agents.set(name, agent);
+    this.log(`started tsflanneld on ${name}`);
+    return agent;
+  }
+
+  private async startBridge(node: ClusterNode): Promise<void> {
+    const child = spawn('ip', ['netns', 'exec', node.ns, process.execPath, BRIDGE_JS, '127.0.0.1', '2379', this.socket], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    this.bridges.push(child);
+    await new Promise<void>((resolve, reject) => {
+      child.stdout?.once('data', () => resolve());
+      child.once('exit', (code) => reject(new Error(`etcd bridge in ${node.ns} exited ${code}`)));
+    });
+  }
+
+  /** Stops a node's agent with a signal and waits for it to exit. */
+  async stopAgent(name: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const agent = this.agents.get(name);
+    if (!agent) return;
+    agent.child.kill(signal);
+    await waitExit(agent.child);
+    this.agents.delete(name);
+  }
+
+  agentLog(name: string): string {
+    const file = join(this.nodeDir(name), 'tsflanneld.log');
+    return existsSync(file) ? readFileSync(file, 'utf8') : '';
+  }
+
+  private pluginConf(nodeName: string): object {
+    return {
+      cniVersion: '1.0.0', name: 'cbr0', type: 'tsflannel',
+      subnetFile: this.subnetFile(nodeName), dataDir: join(this.nodeDir(nodeName), 'networks'),
+    };
+  }
+
+  /** Runs the plugin inside a node namespace, as a runtime would. */
+  plugin(nodeName: string, env: Record<string, string>, stdin: object = this.pluginConf(nodeName)): Promise<{ code: number; stdout: string; stderr: string }> {
+    const node = this.node(nodeName);
+    return new Promise((resolve, reject) => {
+      const child = spawn('ip', ['netns', 'exec', node.ns, PLUGIN_BIN], {
+        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin', CNI_PATH: '/usr/lib/cni', ...env },
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('error', reject);
+      child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+      child.stdin.end(JSON.stringify(stdin));
+    });
+  }
+
+  async addPod(nodeName: string, podName: string): Promise<Pod> {
+    if (!this.topo) throw new Error('cluster not started');
+    const ns = addPodNamespace(this.topo, `${nodeName}-${podName}`);
+    const containerId = `${nodeName}-${podName}`;
+    const out = await this.plugin(nodeName, {
+      CNI_COMMAND: 'ADD', CNI_CONTAINERID: containerId, CNI_NETNS: `/var/run/netns/${ns}`, CNI_IFNAME: 'eth0',
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${podName}`,
+    });
+    if (out.code !== 0) throw new Error(`ADD ${podName} on ${nodeName} failed: ${out.stdout}${out.stderr}`);
+    const result = JSON.parse(out.stdout) as { ips: { address: string }[] };
+    const pod: Pod = { name: podName, node: nodeName, ns, containerId, ip: result.ips[0].address.split('/')[0] };
+    this.pods.push(pod);
+    return pod;
+  }
+
+  async deletePod(pod: Pod): Promise<void> {
+    const out = await this.plugin(pod.node, {
+      CNI_COMMAND: 'DEL', CNI_CONTAINERID: pod.containerId, CNI_NETNS: `/var/run/netns/${pod.ns}`, CNI_IFNAME: 'eth0',
+    });
+    if (out.code !== 0) throw new Error(`DEL ${pod.name} failed: ${out.stdout}`);
+    this.pods.splice(this.pods.indexOf(pod), 1);
+  }
+
+  /** Stops every process and removes every namespace and file the cluster made. */
+  async stop(): Promise<void> {
+    for (const name of [...this.agents.keys()]) await this.stopAgent(name).catch(() => undefined);
+    for (const b of this.bridges) b.kill('SIGKILL');
+    this.etcdBridge?.close();
+    if (this.etcd) {
+      this.etcd.kill('SIGTERM');
+      await waitExit(this.etcd);
+    }
+    if (this.topo) destroyTopology(this.topo);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

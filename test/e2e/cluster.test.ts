@@ -1,0 +1,125 @@
+// Four node namespaces (three on one L2 segment, one behind a router), a
+// real etcd, tsflanneld on every node, two pods per node through the real
+// tsflannel binary: every pod reaches every pod over flannel.1, pods reach
+// the outside through masquerade, and the overlay follows nodes that leave
+// and agents that restart.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { Cluster, type Pod } from '../../src/demo/cluster.js';
+import { isRoot } from '../helpers/netns.js';
+
+const haveEtcd = existsSync('/usr/bin/etcd');
+
+function ping(fromNs: string, ip: string): boolean {
+  return spawnSync('ip', ['netns', 'exec', fromNs, 'ping', '-c1', '-W3', ip]).status === 0;
+}
+
+function nodeState(ns: string): { routes: string; neigh: string; fdb: string } {
+  const run = (cmd: string, args: string[]) => execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { encoding: 'utf8' });
+  return { routes: run('ip', ['route']), neigh: run('ip', ['neigh', 'show', 'dev', 'flannel.1']), fdb: run('bridge', ['fdb', 'show', 'dev', 'flannel.1']) };
+}
+
+async function eventually(what: string, timeoutMs: number, check: () => boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (check()) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`not converged within ${timeoutMs} ms: ${what}`);
+}
+
+describe.skipIf(!isRoot || !haveEtcd)('a four-node tsflannel cluster', () => {
+  const cluster = new Cluster({
+    prefix: `tsfe2e${randomBytes(2).toString('hex')}`,
+    nodes: [
+      { name: 'n1', segment: 'a' },
+      { name: 'n2', segment: 'a' },
+      { name: 'n3', segment: 'a' },
+      { name: 'n4', segment: 'b' },
+    ],
+    resyncSeconds: 3,
+  });
+  const subnets = new Map<string, string>();
+
+  beforeAll(async () => {
+    await cluster.start();
+    for (const node of ['n1', 'n2', 'n3', 'n4']) {
+      await cluster.addPod(node, 'p1');
+      await cluster.addPod(node, 'p2');
+      const env = readFileSync(cluster.subnetFile(node), 'utf8');
+      subnets.set(node, /FLANNEL_SUBNET=(\S+)/.exec(env)![1]);
+    }
+  }, 120_000);
+  afterAll(async () => {
+    await cluster.stop();
+  }, 60_000);
+
+  it('gives every node its own /24 inside 10.244.0.0/16 and a flannel.1 VTEP', () => {
+    expect(new Set(subnets.values()).size).toBe(4);
+    for (const [node, subnet] of subnets) {
+      expect(subnet).toMatch(/^10\.244\.\d+\.1\/24$/);
+      const link = execFileSync('ip', ['-n', cluster.node(node).ns, '-d', 'link', 'show', 'flannel.1'], { encoding: 'utf8' });
+      expect(link).toMatch(new RegExp(`vxlan id 1 local ${cluster.node(node).ip.replace(/\./g, '\\.')} dev eth0 .*dstport 8472 nolearning`));
+      expect(link).toContain('mtu 1450');
+    }
+  });
+
+  it('programs route, neigh and FDB for every other node', () => {
+    const n1 = nodeState(cluster.node('n1').ns);
+    for (const other of ['n2', 'n3', 'n4']) {
+      const net = subnets.get(other)!.replace(/\.1\/24$/, '.0');
+      expect(n1.routes).toContain(`${net}/24 via ${net} dev flannel.1 onlink`);
+      expect(n1.neigh).toMatch(new RegExp(`${net.replace(/\./g, '\\.')} lladdr [0-9a-f:]{17} PERMANENT`));
+      expect(n1.fdb).toContain(`dst ${cluster.node(other).ip} self permanent`);
+    }
+  });
+
+  it('every pod pings every other pod, in both directions', () => {
+    const failures: string[] = [];
+    for (const from of cluster.pods) {
+      for (const to of cluster.pods) {
+        if (from !== to && !ping(from.ns, to.ip)) failures.push(`${from.containerId} -> ${to.containerId} (${to.ip})`);
+      }
+    }
+    expect(failures).toEqual([]);
+    expect(cluster.pods).toHaveLength(8);
+  });
+
+  it('a pod reaches an address outside the pod network through masquerade', () => {
+    for (const pod of cluster.pods.filter((p) => p.name === 'p1')) {
+      expect(ping(pod.ns, cluster.topo!.outsideIP), `${pod.containerId} -> outside`).toBe(true);
+    }
+  });
+
+  it('drops a node that leaves: its route, neigh and FDB go from the others', async () => {
+    await cluster.stopAgent('n3');
+    const n3net = subnets.get('n3')!.replace(/\.1\/24$/, '.0');
+    await cluster.etcdctl(['del', `/coreos.com/network/subnets/${n3net}-24`]);
+    await eventually('n3 removed from n1, n2, n4', 15_000, () =>
+      ['n1', 'n2', 'n4'].every((n) => {
+        const s = nodeState(cluster.node(n).ns);
+        return !s.routes.includes(`${n3net}/24`) && !s.neigh.includes(`${n3net} `) && !s.fdb.includes(`dst ${cluster.node('n3').ip} `);
+      }),
+    );
+    // The remaining nodes still talk.
+    const p = (node: string) => cluster.pods.find((x) => x.node === node && x.name === 'p1') as Pod;
+    expect(ping(p('n1').ns, p('n4').ip)).toBe(true);
+  });
+
+  it('an agent restart keeps pods talking and keeps its subnet', async () => {
+    const before = nodeState(cluster.node('n1').ns);
+    await cluster.stopAgent('n1');
+    const p = (node: string) => cluster.pods.find((x) => x.node === node && x.name === 'p2') as Pod;
+    expect(ping(p('n1').ns, p('n2').ip)).toBe(true); // routes stay while the agent is down
+    await cluster.startAgent('n1');
+    await new Promise((r) => setTimeout(r, 2000));
+    const env = readFileSync(cluster.subnetFile('n1'), 'utf8');
+    expect(env).toContain(`FLANNEL_SUBNET=${subnets.get('n1')}`);
+    const after = nodeState(cluster.node('n1').ns);
+    expect(after.fdb).toBe(before.fdb);
+    expect(ping(p('n1').ns, p('n4').ip)).toBe(true);
+    expect(ping(p('n4').ns, p('n1').ip)).toBe(true);
+  });
+});
