@@ -34,11 +34,17 @@ export interface InstallOptions {
   conflist?: string;
   /** the binary to copy; default: this executable, when it is a single executable */
   source?: string;
+  /**
+   * other plugins the conflist chains (portmap), copied only where the node
+   * has none: a node's own plugins match its runtime and are left alone
+   */
+  extraPlugins?: string[];
 }
 
 export interface InstallResult {
   binary: { path: string; changed: boolean };
   conflist: { path: string; changed: boolean };
+  extraPlugins: { path: string; changed: boolean }[];
   /** conflists that sort before ours: a runtime uses the first one, not ours */
   shadowedBy: string[];
 }
@@ -151,6 +157,20 @@ export function installBinary(source: string, binDir: string): { path: string; c
   return { path: dest, changed: true };
 }
 
+/** Copies a plugin the chain needs unless the node already has one by that name. */
+export function installIfMissing(source: string, binDir: string): { path: string; changed: boolean } {
+  const dest = join(binDir, basename(source));
+  try {
+    statSync(dest);
+    return { path: dest, changed: false };
+  } catch {
+    // absent: install ours
+  }
+  mkdirSync(binDir, { recursive: true });
+  replaceAtomically(dest, (tmp) => copyFileSync(source, tmp, fsConstants.COPYFILE_EXCL), 0o755);
+  return { path: dest, changed: true };
+}
+
 /** Writes the conflist only when its bytes differ, so its mtime means "changed". */
 export function installConflist(text: string, confDir: string): { path: string; changed: boolean } {
   mkdirSync(confDir, { recursive: true });
@@ -178,9 +198,12 @@ export function install(opts: InstallOptions): InstallResult {
   const source = resolveSource(opts.source);
   const text = opts.conflist === undefined ? defaultConflist() : readConflistFile(opts.conflist);
   checkConflist(text, opts.conflist ?? 'the built-in conflist');
+  const extras = (opts.extraPlugins ?? []).map((p) => resolveSource(p));
+  // Binaries first: the conflist must never name a plugin that is not there yet.
   const binary = installBinary(source, opts.cniBinDir);
+  const extraPlugins = extras.map((p) => installIfMissing(p, opts.cniBinDir));
   const conflist = installConflist(text, opts.cniConfDir);
-  return { binary, conflist, shadowedBy: shadowingConfigs(opts.cniConfDir) };
+  return { binary, conflist, extraPlugins, shadowedBy: shadowingConfigs(opts.cniConfDir) };
 }
 
 function readConflistFile(path: string): string {
@@ -200,14 +223,22 @@ export function installCommand(cli: Argv): Argv {
         .option('cni-bin-dir', { type: 'string', default: '/opt/cni/bin', describe: 'where the runtime looks for CNI plugins' })
         .option('cni-conf-dir', { type: 'string', default: '/etc/cni/net.d', describe: 'where the runtime reads network configs' })
         .option('conflist', { type: 'string', describe: `conflist to install as ${CONFLIST_NAME} (default: the built-in one)` })
-        .option('source', { type: 'string', describe: 'binary to copy (default: this executable)' }),
+        .option('source', { type: 'string', describe: 'binary to copy (default: this executable)' })
+        .option('with-plugin', {
+          type: 'string',
+          array: true,
+          default: [] as string[],
+          describe: 'also install this plugin binary (e.g. portmap), but only where the bin dir has none by that name',
+        }),
     (args) => {
       const opts: InstallOptions = { cniBinDir: args['cni-bin-dir'], cniConfDir: args['cni-conf-dir'] };
       if (args.conflist !== undefined) opts.conflist = args.conflist;
       if (args.source !== undefined) opts.source = args.source;
+      if (args['with-plugin'].length > 0) opts.extraPlugins = args['with-plugin'];
       const result = install(opts);
       const say = (line: string) => process.stdout.write(`${line}\n`);
       say(`${result.binary.changed ? 'installed' : 'unchanged'} ${result.binary.path}`);
+      for (const p of result.extraPlugins) say(`${p.changed ? 'installed' : 'kept the node\'s own'} ${p.path}`);
       say(`${result.conflist.changed ? 'wrote' : 'unchanged'} ${result.conflist.path}`);
       if (result.shadowedBy.length > 0) {
         process.stderr.write(

@@ -1,0 +1,72 @@
+# syntax=docker/dockerfile:1.6
+# tsflannel image: tsflanneld (the entrypoint) and tsflannel (the CNI plugin,
+# which the DaemonSet's init container copies onto the node with
+# `tsflannel install`). Both are Node single executables built by
+# scripts/package.sh, so the runtime image needs no Node.
+#
+#   docker build -t tsflannel:0.1.0 .
+
+# ---- build: the same steps as scripts/setup.sh, then scripts/package.sh ----
+FROM node:20-bookworm AS build
+ENV DEBIAN_FRONTEND=noninteractive
+# Go and the netlink sources come from Debian (GOPATH mode, no module proxy);
+# containernetworking-plugins only to take its portmap binary.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      golang-go golang-github-vishvananda-netlink-dev golang-github-vishvananda-netns-dev \
+      gcc libc6-dev binutils containernetworking-plugins \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY tsconfig.json ./
+COPY scripts/ scripts/
+COPY native/tsfnl/ native/tsfnl/
+RUN bash scripts/build-native.sh
+COPY src/ src/
+COPY conf/ conf/
+RUN npx --no-install tsc -p tsconfig.json --noEmit \
+ && bash scripts/package.sh --force \
+ && ./dist/tsflannel --help >/dev/null \
+ && echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION ./dist/tsflannel | grep -q supportedVersions
+
+# ---- runtime ----
+FROM debian:bookworm-slim
+ENV DEBIAN_FRONTEND=noninteractive
+# iptables ships both backends (iptables-nft, iptables-legacy) behind
+# update-alternatives; iproute2 is for people debugging inside the pod.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables iproute2 ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+
+# The agent's rules must land in the backend the node already uses, or they
+# sit beside kube-proxy's in the other one. On its first call this wrapper
+# picks the backend holding more rules (nft on a tie, Debian's default),
+# makes it the alternative, and runs the command; later calls skip it.
+COPY --chmod=0755 <<'EOF' /usr/sbin/iptables-wrapper
+#!/bin/sh
+set -eu
+rules() {
+  { "iptables-$1-save" || true; "ip6tables-$1-save" || true; } 2>/dev/null | grep -c '^-' || true
+}
+legacy=$(rules legacy)
+nft=$(rules nft)
+mode=nft
+if [ "$legacy" -gt "$nft" ]; then mode=legacy; fi
+update-alternatives --quiet --set iptables "/usr/sbin/iptables-$mode"
+update-alternatives --quiet --set ip6tables "/usr/sbin/ip6tables-$mode"
+exec "$0" "$@"
+EOF
+RUN for t in iptables ip6tables; do \
+      update-alternatives --install "/usr/sbin/$t" "$t" /usr/sbin/iptables-wrapper 100 \
+        --slave "/usr/sbin/$t-restore" "$t-restore" /usr/sbin/iptables-wrapper \
+        --slave "/usr/sbin/$t-save" "$t-save" /usr/sbin/iptables-wrapper; \
+    done
+
+# portmap: the second plugin of the conflist; `tsflannel install --with-plugin`
+# puts it on nodes that have none.
+COPY --from=build /usr/lib/cni/portmap /usr/lib/cni/portmap
+COPY --from=build /src/dist/tsflannel /src/dist/tsflanneld /usr/local/bin/
+COPY --from=build /src/conf/10-tsflannel.conflist /usr/share/tsflannel/10-tsflannel.conflist
+
+ENTRYPOINT ["/usr/local/bin/tsflanneld"]
