@@ -22,7 +22,7 @@ export const ANNOTATION_SUFFIXES = {
   nodePublicIPv6: 'node-public-ipv6',
 } as const;
 
-export type AnnotationKeys = { [K in keyof typeof ANNOTATION_SUFFIXES]: string };
+export type AnnotationKeys = { readonly [K in keyof typeof ANNOTATION_SUFFIXES]: string };
 
 export class AnnotationPrefixError extends Error {
   override readonly name = 'AnnotationPrefixError';
@@ -37,11 +37,9 @@ export function annotationKeys(prefix: string = DEFAULT_ANNOTATION_PREFIX): Anno
   if (!DNS_SUBDOMAIN.test(bare)) {
     throw new AnnotationPrefixError(`annotation prefix ${JSON.stringify(prefix)} is not a DNS subdomain`);
   }
-  const keys = {} as AnnotationKeys;
-  for (const [field, suffix] of Object.entries(ANNOTATION_SUFFIXES)) {
-    keys[field as keyof AnnotationKeys] = `${bare}/${suffix}`;
-  }
-  return keys;
+  return Object.fromEntries(
+    Object.entries(ANNOTATION_SUFFIXES).map(([field, suffix]) => [field, `${bare}/${suffix}`]),
+  ) as AnnotationKeys;
 }
 
 /** The few Node fields leases depend on; a V1Node fits this shape. */

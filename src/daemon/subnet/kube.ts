@@ -1,0 +1,446 @@
+// The Kubernetes subnet manager: the lease is this Node's spec.podCIDR, the
+// attributes travel as flannel's Node annotations, and the other nodes'
+// leases come from listing and watching Nodes.
+//
+// Everything is written through the nodes/status subresource, as flannel
+// does, so the RBAC stays flannel's: nodes get/list/watch, nodes/status patch.
+import { readFile } from 'node:fs/promises';
+import pino from 'pino';
+import {
+  ApiException,
+  CoreV1Api,
+  KubeConfig,
+  PatchStrategy,
+  Watch,
+  setHeaderOptions,
+  type V1Node,
+} from '@kubernetes/client-node';
+import { ConfigError, parseNetworkConfig } from '../config.js';
+import type { Lease, LeaseAttrs, NetworkConfig, SubnetManager } from '../types.js';
+import {
+  annotationChanges,
+  annotationKeys,
+  annotationsFor,
+  cidrContains,
+  DEFAULT_ANNOTATION_PREFIX,
+  leaseFromNode,
+  nodeIPv4PodCIDR,
+  type AnnotationKeys,
+} from './annotations.js';
+import { parseIp } from '../../ipam/ip.js';
+
+/**
+ * Every Kubernetes API call this manager makes, as RBAC sees it. The
+ * manifest's ClusterRole must grant at least these (and the test checks
+ * that the calls actually made stay within them).
+ */
+export const KUBE_API_CALLS: ReadonlyArray<{ readonly verb: string; readonly resource: string }> = [
+  { verb: 'get', resource: 'nodes' },
+  { verb: 'list', resource: 'nodes' },
+  { verb: 'watch', resource: 'nodes' },
+  { verb: 'patch', resource: 'nodes/status' },
+];
+
+export const DEFAULT_NET_CONF_PATH = '/etc/kube-flannel/net-conf.json';
+
+export interface KubeSubnetManagerOptions {
+  nodeName: string;
+  /** flannel's net-conf.json, default /etc/kube-flannel/net-conf.json */
+  netConfPath?: string;
+  /** a kubeconfig file; wins over the in-cluster config */
+  kubeconfig?: string;
+  /** API server URL: overrides the kubeconfig's server, or alone means "no auth" (tests) */
+  apiServerUrl?: string;
+  annotationPrefix?: string;
+  /** full re-list interval, default 300 s */
+  resyncSeconds?: number;
+  /** retry delays for API errors, doubling from initialMs to maxMs */
+  backoff?: { initialMs?: number; maxMs?: number };
+  /** patch the NetworkUnavailable=False condition as flannel does, default true */
+  setNodeNetworkUnavailable?: boolean;
+  logger?: pino.Logger;
+}
+
+export class KubeSubnetError extends Error {
+  override readonly name = 'KubeSubnetError';
+}
+
+// Client errors that retrying cannot fix; the caller must hear about them.
+const FATAL_CODES = new Set([400, 401, 403, 405, 415, 422]);
+
+const STRATEGIC_MERGE = setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch);
+
+type WatchEnd = { kind: 'stopped' } | { kind: 'closed' } | { kind: 'expired' } | { kind: 'error'; error: ErrorSummary };
+
+interface ErrorSummary {
+  code?: number;
+  message: string;
+}
+
+export class KubeSubnetManager implements SubnetManager {
+  readonly kind = 'kube' as const;
+  private readonly log: pino.Logger;
+  private readonly api: CoreV1Api;
+  private readonly watcher: Watch;
+  private readonly keys: AnnotationKeys;
+  private readonly prefix: string;
+  private readonly netConfPath: string;
+  private readonly resyncMs: number;
+  private readonly initialDelayMs: number;
+  private readonly maxDelayMs: number;
+  private readonly closing = new AbortController();
+
+  constructor(private readonly opts: KubeSubnetManagerOptions) {
+    this.log = (opts.logger ?? pino({ level: 'info' }, pino.destination(2))).child({ component: 'kube-subnet-manager' });
+    this.prefix = opts.annotationPrefix ?? DEFAULT_ANNOTATION_PREFIX;
+    this.keys = annotationKeys(this.prefix);
+    this.netConfPath = opts.netConfPath ?? DEFAULT_NET_CONF_PATH;
+    this.resyncMs = Math.max(1, opts.resyncSeconds ?? 300) * 1000;
+    this.initialDelayMs = opts.backoff?.initialMs ?? 250;
+    this.maxDelayMs = Math.max(this.initialDelayMs, opts.backoff?.maxMs ?? 10_000);
+    const { config, source } = loadKubeConfig(opts, process.env);
+    this.log.info({ source, server: config.getCurrentCluster()?.server }, 'using Kubernetes API');
+    this.api = config.makeApiClient(CoreV1Api);
+    this.watcher = new Watch(config);
+  }
+
+  async getNetworkConfig(): Promise<NetworkConfig> {
+    let text: string;
+    try {
+      text = await readFile(this.netConfPath, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`cannot read ${this.netConfPath}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    return parseNetworkConfig(text);
+  }
+
+  async acquireLease(attrs: LeaseAttrs, signal?: AbortSignal): Promise<Lease> {
+    const sig = this.linked(signal);
+    const config = await this.getNetworkConfig();
+    let node = await this.waitForPodCIDR(sig);
+    const pod = nodeIPv4PodCIDR(node);
+    if ('reason' in pod) throw new KubeSubnetError(`node ${this.opts.nodeName}: ${pod.reason}`);
+    if (!cidrContains(config.network, pod.cidr)) {
+      throw new KubeSubnetError(
+        `Network ${config.network} in ${this.netConfPath} does not contain pod CIDR ${pod.cidr} of node ${this.opts.nodeName}; ` +
+          'make net-conf.json Network match the cluster CIDR',
+      );
+    }
+
+    const published = { ...attrs, publicIP: this.publishedIP(node, attrs.publicIP) };
+    const changes = annotationChanges(node.metadata?.annotations, annotationsFor(published, this.prefix));
+    if (Object.keys(changes).length > 0) {
+      node = await this.retrying('publish lease annotations', sig, () =>
+        this.api.patchNodeStatus({ name: this.opts.nodeName, body: { metadata: { annotations: changes } } }, STRATEGIC_MERGE),
+      );
+      this.log.info({ node: this.opts.nodeName, changed: Object.keys(changes) }, 'published lease annotations');
+    } else {
+      this.log.info({ node: this.opts.nodeName }, 'lease annotations already up to date');
+    }
+    if (this.opts.setNodeNetworkUnavailable !== false) await this.markNetworkAvailable(node, sig);
+
+    const result = leaseFromNode(node, this.prefix);
+    if (!result.lease) throw new KubeSubnetError(`node ${this.opts.nodeName} does not show the published lease: ${result.reason}`);
+    return result.lease;
+  }
+
+  async watchLeases(onLeases: (leases: Lease[]) => void, signal: AbortSignal): Promise<void> {
+    const sig = this.linked(signal);
+    const known = new Map<string, Lease>();
+    const refused = new Map<string, string>();
+    let lastEmitted: string | undefined;
+    const emit = (always: boolean): void => {
+      const leases = [...known.values()].sort((a, b) => (a.nodeName ?? '').localeCompare(b.nodeName ?? ''));
+      const key = JSON.stringify(leases);
+      if (!always && key === lastEmitted) return;
+      lastEmitted = key;
+      try {
+        onLeases(leases);
+      } catch (err) {
+        this.log.error({ err: summarize(err) }, 'lease handler failed');
+      }
+    };
+    const apply = (node: V1Node): void => {
+      const name = node.metadata?.name;
+      if (!name) return;
+      const result = leaseFromNode(node, this.prefix);
+      if (result.lease) {
+        known.set(name, result.lease);
+        refused.delete(name);
+        return;
+      }
+      known.delete(name);
+      if (refused.get(name) !== result.reason) {
+        refused.set(name, result.reason);
+        // Nodes flannel has not reached yet are normal; a managed node with garbage is not.
+        const managed = node.metadata?.annotations?.[this.keys.kubeSubnetManager] === 'true';
+        this.log[managed ? 'warn' : 'debug']({ node: name, reason: result.reason }, 'ignoring node without a usable lease');
+      }
+    };
+
+    this.log.info('watching Nodes for subnet leases');
+    let delay = this.initialDelayMs;
+    while (!sig.aborted) {
+      let resourceVersion: string;
+      try {
+        const list = await this.api.listNode({});
+        resourceVersion = list.metadata?.resourceVersion ?? '';
+        known.clear();
+        for (const node of list.items) apply(node);
+        for (const name of refused.keys()) if (!list.items.some((n) => n.metadata?.name === name)) refused.delete(name);
+      } catch (err) {
+        if (sig.aborted) break;
+        this.log.warn({ err: summarize(err), retryInMs: delay }, 'listing Nodes failed; keeping the last known leases');
+        await pause(delay, sig);
+        delay = Math.min(delay * 2, this.maxDelayMs);
+        continue;
+      }
+      this.log.debug({ resourceVersion, leases: known.size }, 'listed Nodes');
+      emit(true);
+
+      const cycle = AbortSignal.any([sig, AbortSignal.timeout(this.resyncMs)]);
+      const started = Date.now();
+      const end = await this.watchOnce(resourceVersion, cycle, (type, node) => {
+        if (type === 'DELETED') {
+          const name = node.metadata?.name;
+          if (name) {
+            known.delete(name);
+            refused.delete(name);
+          }
+        } else {
+          apply(node);
+        }
+        emit(false);
+      });
+      if (sig.aborted) break;
+      if (end.kind === 'stopped') {
+        this.log.debug('periodic resync: re-listing Nodes');
+        delay = this.initialDelayMs;
+        continue;
+      }
+      const brief = Date.now() - started < 1000;
+      if (end.kind === 'error') this.log.warn({ err: end.error, retryInMs: delay }, 'Node watch failed; re-listing');
+      else this.log.info({ reason: end.kind }, 'Node watch ended; re-listing');
+      if (end.kind === 'error' || brief) {
+        await pause(delay, sig);
+        delay = Math.min(delay * 2, this.maxDelayMs);
+      } else {
+        delay = this.initialDelayMs;
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closing.abort(new KubeSubnetError('subnet manager closed'));
+  }
+
+  /** Marks the node's network ready, unless it already is. */
+  async markNetworkAvailable(node: V1Node, signal: AbortSignal): Promise<void> {
+    const current = node.status?.conditions?.find((c) => c.type === 'NetworkUnavailable');
+    if (current?.status === 'False') return;
+    const now = new Date().toISOString();
+    const condition = {
+      type: 'NetworkUnavailable',
+      status: 'False',
+      reason: 'FlannelIsUp',
+      message: 'Flannel is running on this node',
+      lastTransitionTime: now,
+      lastHeartbeatTime: now,
+    };
+    await this.retrying('set NetworkUnavailable=False', signal, () =>
+      this.api.patchNodeStatus({ name: this.opts.nodeName, body: { status: { conditions: [condition] } } }, STRATEGIC_MERGE),
+    );
+    this.log.info({ node: this.opts.nodeName }, 'set node condition NetworkUnavailable=False');
+  }
+
+  private async waitForPodCIDR(signal: AbortSignal): Promise<V1Node> {
+    let delay = this.initialDelayMs;
+    let logged = false;
+    for (;;) {
+      const node = await this.retrying(`read node ${this.opts.nodeName}`, signal, () => this.api.readNode({ name: this.opts.nodeName }));
+      if (node.spec?.podCIDR || node.spec?.podCIDRs?.length) return node;
+      const fields = { node: this.opts.nodeName, retryInMs: delay };
+      if (!logged) this.log.info(fields, 'waiting for spec.podCIDR (is the controller manager allocating node CIDRs?)');
+      else this.log.debug(fields, 'still waiting for spec.podCIDR');
+      logged = true;
+      await sleep(delay, signal);
+      delay = Math.min(delay * 2, this.maxDelayMs);
+    }
+  }
+
+  /** The address to publish: a user's public-ip-overwrite annotation wins, as in flannel. */
+  private publishedIP(node: V1Node, detected: string): string {
+    const overwrite = node.metadata?.annotations?.[this.keys.publicIPOverwrite];
+    if (overwrite === undefined || overwrite === '') return detected;
+    const ip = parseIp(overwrite);
+    if (ip?.family !== 4) {
+      this.log.warn({ annotation: this.keys.publicIPOverwrite, value: overwrite }, 'ignoring an invalid public IP overwrite');
+      return detected;
+    }
+    if (overwrite !== detected) this.log.info({ detected, overwrite }, 'publishing the public IP from the overwrite annotation');
+    return overwrite;
+  }
+
+  /** Runs `call` until it succeeds, backing off on transient errors; fatal API errors throw at once. */
+  private async retrying<T>(what: string, signal: AbortSignal, call: () => Promise<T>): Promise<T> {
+    let delay = this.initialDelayMs;
+    for (let attempt = 1; ; attempt++) {
+      signal.throwIfAborted();
+      try {
+        return await call();
+      } catch (err) {
+        signal.throwIfAborted();
+        const summary = summarize(err);
+        if (summary.code !== undefined && FATAL_CODES.has(summary.code)) {
+          throw new KubeSubnetError(`${what}: HTTP ${summary.code}: ${summary.message}`);
+        }
+        this.log.warn({ err: summary, attempt, retryInMs: delay }, `${what} failed; retrying`);
+        await sleep(delay, signal);
+        delay = Math.min(delay * 2, this.maxDelayMs);
+      }
+    }
+  }
+
+  /** One watch from `resourceVersion` until it closes, fails, expires or `stop` aborts. */
+  private watchOnce(resourceVersion: string, stop: AbortSignal, onEvent: (type: 'ADDED' | 'MODIFIED' | 'DELETED', node: V1Node) => void): Promise<WatchEnd> {
+    return new Promise((resolve) => {
+      let controller: AbortController | undefined;
+      let finished = false;
+      const finish = (end: WatchEnd): void => {
+        if (finished) return;
+        finished = true;
+        stop.removeEventListener('abort', onStop);
+        controller?.abort();
+        resolve(end);
+      };
+      const onStop = (): void => finish({ kind: 'stopped' });
+      if (stop.aborted) return finish({ kind: 'stopped' });
+      stop.addEventListener('abort', onStop, { once: true });
+
+      const query: Record<string, string | boolean> = { allowWatchBookmarks: true };
+      if (resourceVersion) query.resourceVersion = resourceVersion;
+      const handle = (type: string, object: unknown): void => {
+        if (finished) return;
+        if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') return onEvent(type, object as V1Node);
+        if (type === 'ERROR') {
+          const status = object as { code?: number; message?: string } | undefined;
+          if (status?.code === 410) return finish({ kind: 'expired' });
+          return finish({ kind: 'error', error: { ...(status?.code ? { code: status.code } : {}), message: status?.message ?? 'watch error event' } });
+        }
+        // BOOKMARK only moves the resourceVersion; we re-list after every watch anyway.
+      };
+      const done = (err: unknown): void => finish(err ? { kind: 'error', error: summarize(err) } : { kind: 'closed' });
+      this.watcher.watch('/api/v1/nodes', query, handle, done).then(
+        (c) => {
+          controller = c;
+          if (finished) c.abort();
+        },
+        (err: unknown) => finish({ kind: 'error', error: summarize(err) }),
+      );
+    });
+  }
+
+  private linked(signal?: AbortSignal): AbortSignal {
+    return signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal;
+  }
+}
+
+/** Chooses the API credentials the way client-go's BuildConfigFromFlags does. */
+export function loadKubeConfig(
+  opts: Pick<KubeSubnetManagerOptions, 'kubeconfig' | 'apiServerUrl'>,
+  env: NodeJS.ProcessEnv,
+): { config: KubeConfig; source: string } {
+  const config = new KubeConfig();
+  let source: string;
+  if (opts.kubeconfig) {
+    try {
+      config.loadFromFile(opts.kubeconfig);
+    } catch (err) {
+      throw new KubeSubnetError(`cannot load kubeconfig ${opts.kubeconfig}: ${kubeconfigProblem(err)}`);
+    }
+    if (!config.getCurrentCluster()) throw new KubeSubnetError(`kubeconfig ${opts.kubeconfig} has no current cluster`);
+    source = `kubeconfig ${opts.kubeconfig}`;
+    if (opts.apiServerUrl) setServer(config, opts.apiServerUrl);
+  } else if (opts.apiServerUrl) {
+    const name = 'tsflannel';
+    config.loadFromOptions({
+      clusters: [{ name, server: opts.apiServerUrl, skipTLSVerify: false }],
+      users: [{ name }],
+      contexts: [{ name, cluster: name, user: name }],
+      currentContext: name,
+    });
+    source = 'API server URL without credentials';
+  } else if (env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT) {
+    config.loadFromCluster();
+    source = 'in-cluster service account';
+  } else if (env.KUBECONFIG) {
+    return loadKubeConfig({ kubeconfig: env.KUBECONFIG.split(':').find(Boolean)! }, {});
+  } else {
+    throw new KubeSubnetError('no Kubernetes API configured: run in a pod, pass --kubeconfig-file, or set KUBECONFIG');
+  }
+  // client-node refuses http:// servers unless TLS checks are "skipped"; with
+  // no TLS there is nothing to skip, and kubectl accepts such servers too.
+  const server = config.getCurrentCluster()!.server;
+  if (server.startsWith('http:')) setServer(config, server, true);
+  return { config, source };
+}
+
+function setServer(config: KubeConfig, server: string, plainHttp = false): void {
+  const current = config.getCurrentCluster()!;
+  config.loadFromOptions({
+    clusters: config.clusters.map((c) => (c.name === current.name ? { ...c, server, ...(plainHttp ? { skipTLSVerify: true } : {}) } : c)),
+    users: config.users,
+    contexts: config.contexts,
+    currentContext: config.currentContext,
+  });
+}
+
+// YAML errors quote the offending lines, which may hold a token: report only where it broke.
+function kubeconfigProblem(err: unknown): string {
+  const e = err as { code?: unknown; reason?: unknown; mark?: { line?: number }; message?: unknown };
+  if (typeof e.code === 'string') return e.code;
+  if (typeof e.reason === 'string') return `invalid YAML (${e.reason}${e.mark?.line !== undefined ? ` at line ${e.mark.line + 1}` : ''})`;
+  return 'invalid kubeconfig';
+}
+
+/** What may be logged about an API error: the HTTP code and the server's message, never headers. */
+function summarize(err: unknown): ErrorSummary {
+  if (err instanceof ApiException) {
+    const body = (typeof err.body === 'string' ? safeJson(err.body) : err.body) as { message?: unknown } | undefined;
+    const message = typeof body?.message === 'string' ? body.message : `HTTP ${err.code}`;
+    return { code: err.code, message: message.slice(0, 300) };
+  }
+  const e = err as { statusCode?: unknown; name?: unknown; message?: unknown };
+  const summary: ErrorSummary = { message: `${typeof e.name === 'string' ? e.name : 'Error'}: ${String(e.message ?? err).slice(0, 300)}` };
+  if (typeof e.statusCode === 'number') summary.code = e.statusCode;
+  return summary;
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Waits `ms`, or rejects with the signal's reason when it aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Waits `ms`, ending early (without error) when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return sleep(ms, signal).catch(() => undefined);
+}
