@@ -1,0 +1,203 @@
+// `tsflannel install` on temporary directories: the binary is replaced by
+// rename (a process holding the old file keeps reading the old bytes), the
+// conflist is rewritten only when its bytes change, and what it writes is
+// conf/10-tsflannel.conflist, which both chained plugins accept.
+import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BINARY_NAME, CONFLIST_NAME, InstallError, defaultConflist, install, installIfMissing } from '../../src/cli/install.js';
+import { main as cliMain } from '../../src/cli/main.js';
+import { SUPPORTED_VERSIONS } from '../../src/cni/versions.js';
+
+const canonical = readFileSync(new URL('../../conf/10-tsflannel.conflist', import.meta.url));
+const roots: string[] = [];
+
+function tempRoot(): { root: string; bin: string; conf: string; src: string } {
+  const root = mkdtempSync(join(tmpdir(), 'tsf-install-'));
+  roots.push(root);
+  const src = join(root, 'tsflannel-build');
+  writeFileSync(src, '#!/bin/sh\necho new\n');
+  return { root, bin: join(root, 'opt/cni/bin'), conf: join(root, 'etc/cni/net.d'), src };
+}
+
+/** Nothing but the final names: no temporary file may be left behind. */
+const entries = (dir: string) => readdirSync(dir).sort();
+
+afterAll(() => {
+  for (const r of roots) rmSync(r, { recursive: true, force: true });
+});
+
+describe('tsflannel install', () => {
+  it('writes the binary (0755) and conf/10-tsflannel.conflist into fresh dirs', () => {
+    const t = tempRoot();
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+    expect(r.binary).toEqual({ path: join(t.bin, BINARY_NAME), changed: true });
+    expect(r.conflist).toEqual({ path: join(t.conf, CONFLIST_NAME), changed: true });
+    expect(readFileSync(r.binary.path, 'utf8')).toBe('#!/bin/sh\necho new\n');
+    expect(statSync(r.binary.path).mode & 0o777).toBe(0o755);
+    expect(readFileSync(r.conflist.path).equals(canonical)).toBe(true);
+    expect(entries(t.bin)).toEqual([BINARY_NAME]);
+    expect(entries(t.conf)).toEqual([CONFLIST_NAME]);
+  });
+
+  it('replaces a running binary by rename: an open reader still sees the whole old file', () => {
+    const t = tempRoot();
+    mkdirSync(t.bin, { recursive: true });
+    const dest = join(t.bin, BINARY_NAME);
+    const old = Buffer.alloc(256 * 1024, 'o');
+    writeFileSync(dest, old, { mode: 0o755 });
+    const oldInode = statSync(dest).ino;
+    const fd = openSync(dest, 'r');
+    try {
+      const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+      expect(r.binary.changed).toBe(true);
+      expect(statSync(dest).ino).not.toBe(oldInode);
+      expect(readFileSync(dest, 'utf8')).toBe('#!/bin/sh\necho new\n');
+      // An in-place write would have changed what this descriptor reads.
+      const seen = Buffer.alloc(old.length);
+      expect(readSync(fd, seen, 0, seen.length, 0)).toBe(old.length);
+      expect(seen.equals(old)).toBe(true);
+    } finally {
+      closeSync(fd);
+    }
+    expect(entries(t.bin)).toEqual([BINARY_NAME]);
+  });
+
+  it('leaves an identical binary and an unchanged conflist alone (same inode, same mtime)', () => {
+    const t = tempRoot();
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+    const bin = join(t.bin, BINARY_NAME);
+    const conf = join(t.conf, CONFLIST_NAME);
+    const past = new Date('2020-01-01T00:00:00Z');
+    utimesSync(bin, past, past);
+    utimesSync(conf, past, past);
+    const before = [statSync(bin), statSync(conf)];
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+    expect(r.binary.changed).toBe(false);
+    expect(r.conflist.changed).toBe(false);
+    const after = [statSync(bin), statSync(conf)];
+    for (const i of [0, 1]) {
+      expect(after[i]!.ino).toBe(before[i]!.ino);
+      expect(after[i]!.mtimeMs).toBe(past.getTime());
+    }
+  });
+
+  it('rewrites the conflist when its content differs, atomically and byte for byte', () => {
+    const t = tempRoot();
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+    const conf = join(t.conf, CONFLIST_NAME);
+    const oldInode = statSync(conf).ino;
+    const custom = join(t.root, 'custom.conflist');
+    const text = canonical.toString('utf8').replace('"cni0"', '"cbr7"');
+    writeFileSync(custom, text);
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, conflist: custom });
+    expect(r.conflist.changed).toBe(true);
+    expect(readFileSync(conf, 'utf8')).toBe(text);
+    expect(statSync(conf).ino).not.toBe(oldInode);
+    expect(entries(t.conf)).toEqual([CONFLIST_NAME]);
+  });
+
+  it('refuses a conflist that is not JSON or does not chain tsflannel, touching nothing', () => {
+    const t = tempRoot();
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+    const conf = join(t.conf, CONFLIST_NAME);
+    for (const bad of ['{"name": "x",', '{"name":"x","cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}', '[]']) {
+      const file = join(t.root, 'bad.conflist');
+      writeFileSync(file, bad);
+      expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, conflist: file })).toThrow(InstallError);
+      expect(readFileSync(conf).equals(canonical)).toBe(true);
+    }
+    expect(entries(t.conf)).toEqual([CONFLIST_NAME]);
+  });
+
+  it('outside a single executable, asks for --source instead of copying node', () => {
+    const t = tempRoot();
+    expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf })).toThrow(/--source/);
+    expect(existsSync(t.bin)).toBe(false);
+    expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf, source: join(t.root, 'missing') })).toThrow(InstallError);
+  });
+
+  it('installs an extra plugin only where the node has none by that name', () => {
+    const t = tempRoot();
+    const portmap = join(t.root, 'portmap');
+    writeFileSync(portmap, 'ours');
+    const first = installIfMissing(portmap, t.bin);
+    expect(first.changed).toBe(true);
+    expect(statSync(first.path).mode & 0o777).toBe(0o755);
+    writeFileSync(first.path, 'the node\'s own');
+    const second = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, extraPlugins: [portmap] });
+    expect(second.extraPlugins).toEqual([{ path: first.path, changed: false }]);
+    expect(readFileSync(first.path, 'utf8')).toBe('the node\'s own');
+  });
+
+  it('reports configs that sort first and so would win over ours', () => {
+    const t = tempRoot();
+    mkdirSync(t.conf, { recursive: true });
+    writeFileSync(join(t.conf, '05-other.conflist'), '{}');
+    writeFileSync(join(t.conf, '99-late.conf'), '{}');
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+    expect(r.shadowedBy).toEqual(['05-other.conflist']);
+  });
+});
+
+describe('the built-in conflist', () => {
+  const conf = JSON.parse(defaultConflist()) as { cniVersion: string; plugins: { type: string; capabilities?: Record<string, boolean> }[] };
+
+  it('is conf/10-tsflannel.conflist: tsflannel, then portmap with port mappings', () => {
+    expect(Buffer.from(defaultConflist()).equals(canonical)).toBe(true);
+    expect(conf.plugins.map((p) => p.type)).toEqual(['tsflannel', 'portmap']);
+    expect(conf.plugins[1]!.capabilities).toEqual({ portMappings: true });
+  });
+
+  it('uses a cniVersion both tsflannel and the installed portmap support', () => {
+    expect(SUPPORTED_VERSIONS).toContain(conf.cniVersion);
+    const portmap = ['/opt/cni/bin/portmap', '/usr/lib/cni/portmap'].find((p) => existsSync(p));
+    if (!portmap) {
+      console.warn('no portmap binary here; checked tsflannel\'s side only');
+      return;
+    }
+    const out = execFileSync(portmap, [], { input: '{"cniVersion":"1.0.0"}', env: { CNI_COMMAND: 'VERSION' }, encoding: 'utf8' });
+    expect((JSON.parse(out) as { supportedVersions: string[] }).supportedVersions).toContain(conf.cniVersion);
+  });
+});
+
+describe('tsflannel CLI (yargs)', () => {
+  let out = '';
+  let err = '';
+  beforeEach(() => {
+    out = '';
+    err = '';
+    vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => ((out += String(s)), true));
+    vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => ((err += String(s)), true));
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    process.exitCode = 0;
+  });
+
+  it('runs install with the DaemonSet\'s flags', async () => {
+    const t = tempRoot();
+    const custom = join(t.root, 'cm.conflist');
+    writeFileSync(custom, canonical);
+    await cliMain(['install', '--cni-bin-dir', t.bin, '--cni-conf-dir', t.conf, '--conflist', custom, '--source', t.src]);
+    expect(process.exitCode ?? 0).toBe(0);
+    expect(out).toContain(`installed ${join(t.bin, BINARY_NAME)}`);
+    expect(out).toContain(`wrote ${join(t.conf, CONFLIST_NAME)}`);
+    expect(readFileSync(join(t.conf, CONFLIST_NAME)).equals(canonical)).toBe(true);
+  });
+
+  it('exits 1 with the reason when install fails, 2 on bad usage', async () => {
+    const t = tempRoot();
+    await cliMain(['install', '--cni-bin-dir', t.bin, '--cni-conf-dir', t.conf]);
+    expect(process.exitCode).toBe(1);
+    expect(err).toMatch(/tsflannel: .*--source/);
+    process.exitCode = 0;
+    await cliMain(['instal']);
+    expect(process.exitCode).toBe(2);
+    process.exitCode = 0;
+    await cliMain([]);
+    expect(process.exitCode).toBe(2);
+  });
+});

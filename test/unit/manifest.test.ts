@@ -1,0 +1,183 @@
+// conf/kube-tsflannel.yml against the code it deploys: the conflist is what
+// `tsflannel install` writes, RBAC is exactly the agent's API calls, the
+// agent's flags parse with its own option parser, and every path the
+// containers use is mounted. YAML is read with @kubernetes/client-node's
+// loadAllYaml (js-yaml + the client's typed models), the parser the agent
+// itself links.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { dumpYaml, loadAllYaml, type V1ClusterRole, type V1ConfigMap, type V1Container, type V1DaemonSet } from '@kubernetes/client-node';
+import { KUBE_API_CALLS } from '../../src/daemon/subnet/kube.js';
+import { parseAgentOptions } from '../../src/daemon/options.js';
+import { parseNetworkConfig } from '../../src/daemon/config.js';
+import { CONFLIST_NAME, checkConflist, install } from '../../src/cli/install.js';
+import { DEFAULT_SUBNET_FILE } from '../../src/flannel/subnet-env.js';
+
+const repo = (p: string) => new URL(`../../${p}`, import.meta.url);
+const manifestText = readFileSync(repo('conf/kube-tsflannel.yml'), 'utf8');
+
+interface KubeObject {
+  apiVersion: string;
+  kind: string;
+  metadata?: { name?: string; namespace?: string };
+}
+
+const docs = loadAllYaml(manifestText) as KubeObject[];
+const one = <T>(kind: string): T => {
+  const found = docs.filter((d) => d.kind === kind);
+  expect(found, kind).toHaveLength(1);
+  return found[0] as T;
+};
+
+/** Objects of an unknown apiVersion come back untyped: a plain YAML parse. */
+const untyped = (text: string): unknown[] => loadAllYaml(text.replace(/^apiVersion: /gm, 'apiVersion: untyped.invalid/'));
+
+describe('conf/kube-tsflannel.yml', () => {
+  const ds = one<V1DaemonSet>('DaemonSet');
+  const pod = ds.spec!.template.spec!;
+  const cm = one<V1ConfigMap>('ConfigMap');
+  const init = pod.initContainers!.find((c) => c.name === 'install-cni')!;
+  const agent = pod.containers.find((c) => c.name === 'kube-tsflannel')!;
+
+  /** The host path behind a path inside a container, or the ConfigMap key. */
+  const source = (c: V1Container, path: string): { hostPath?: string; configMapKey?: string } | undefined => {
+    for (const m of c.volumeMounts ?? []) {
+      const mount = m.mountPath.replace(/\/$/, '');
+      if (path !== mount && !path.startsWith(`${mount}/`)) continue;
+      const rest = path.slice(mount.length).replace(/^\//, '');
+      const vol = pod.volumes!.find((v) => v.name === m.name)!;
+      if (vol.hostPath) return { hostPath: rest ? `${vol.hostPath.path}/${rest}` : vol.hostPath.path };
+      if (vol.configMap) return { configMapKey: rest };
+    }
+    return undefined;
+  };
+
+  it('holds the six objects, all in one namespace and wired to each other', () => {
+    expect(docs.map((d) => d.kind)).toEqual(['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet']);
+    const ns = one<KubeObject>('Namespace').metadata!.name;
+    const sa = one<KubeObject>('ServiceAccount').metadata!;
+    expect(sa.namespace).toBe(ns);
+    expect(cm.metadata!.namespace).toBe(ns);
+    expect(ds.metadata!.namespace).toBe(ns);
+    const binding = one<{ roleRef: { kind: string; name: string }; subjects: { kind: string; name: string; namespace: string }[] }>('ClusterRoleBinding');
+    expect(binding.roleRef).toMatchObject({ kind: 'ClusterRole', name: one<KubeObject>('ClusterRole').metadata!.name });
+    expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: sa.name, namespace: ns }]);
+    expect(pod.serviceAccountName).toBe(sa.name);
+    expect(pod.volumes!.find((v) => v.configMap)!.configMap!.name).toBe(cm.metadata!.name);
+    for (const [k, v] of Object.entries(ds.spec!.selector.matchLabels!)) expect(ds.spec!.template.metadata!.labels![k]).toBe(v);
+  });
+
+  it('has no field the Kubernetes models do not know (a typo would be dropped silently by the API server)', () => {
+    const roundTrip = untyped(docs.map((d) => `---\n${dumpYaml(d)}`).join(''));
+    expect(isDeepStrictEqual(untyped(manifestText), roundTrip)).toBe(true);
+    // The check has teeth: a misspelled field does not survive the typed round trip.
+    const typo = manifestText.replace('hostNetwork: true', 'hostNetwrok: true');
+    const typoTrip = untyped(loadAllYaml(typo).map((d) => `---\n${dumpYaml(d)}`).join(''));
+    expect(isDeepStrictEqual(untyped(typo), typoTrip)).toBe(false);
+  });
+
+  it('grants exactly the API calls tsflanneld makes', () => {
+    const role = one<V1ClusterRole>('ClusterRole');
+    const granted = new Set<string>();
+    for (const rule of role.rules ?? []) {
+      expect(rule.apiGroups).toEqual(['']);
+      expect(rule.resourceNames ?? []).toEqual([]);
+      for (const resource of rule.resources ?? []) for (const verb of rule.verbs) granted.add(`${verb} ${resource}`);
+    }
+    const used = new Set(KUBE_API_CALLS.map((c) => `${c.verb} ${c.resource}`));
+    expect([...granted].sort()).toEqual([...used].sort());
+  });
+
+  describe('the CNI config', () => {
+    let dir = '';
+    beforeAll(() => {
+      dir = mkdtempSync(join(tmpdir(), 'tsf-manifest-'));
+    });
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('is byte for byte the conflist `tsflannel install` writes by default and from the ConfigMap', () => {
+      const fakeBinary = join(dir, 'tsflannel-src');
+      writeFileSync(fakeBinary, '#!/bin/sh\n');
+      const fromCm = join(dir, 'cni-conf.json');
+      writeFileSync(fromCm, cm.data!['cni-conf.json']!);
+      const viaDefault = install({ cniBinDir: join(dir, 'a/bin'), cniConfDir: join(dir, 'a/net.d'), source: fakeBinary });
+      const viaConfigMap = install({ cniBinDir: join(dir, 'b/bin'), cniConfDir: join(dir, 'b/net.d'), source: fakeBinary, conflist: fromCm });
+      const written = readFileSync(viaDefault.conflist.path);
+      expect(written.equals(readFileSync(viaConfigMap.conflist.path))).toBe(true);
+      expect(written.equals(Buffer.from(cm.data!['cni-conf.json']!, 'utf8'))).toBe(true);
+      expect(written.equals(readFileSync(repo('conf/10-tsflannel.conflist')))).toBe(true);
+      expect(() => checkConflist(cm.data!['cni-conf.json']!, 'ConfigMap')).not.toThrow();
+    });
+
+    it('reaches the init container through the ConfigMap mount, and lands in the node dirs', () => {
+      const cmd = [...(init.command ?? []), ...(init.args ?? [])];
+      expect(cmd.slice(0, 2)).toEqual(['/usr/local/bin/tsflannel', 'install']);
+      const flag = (name: string) => cmd[cmd.indexOf(name) + 1]!;
+      expect(flag('--cni-bin-dir')).toBe('/host/opt/cni/bin');
+      expect(flag('--cni-conf-dir')).toBe('/host/etc/cni/net.d');
+      expect(source(init, flag('--cni-bin-dir'))).toEqual({ hostPath: '/opt/cni/bin' });
+      expect(source(init, flag('--cni-conf-dir'))).toEqual({ hostPath: '/etc/cni/net.d' });
+      expect(source(init, flag('--conflist'))).toEqual({ configMapKey: 'cni-conf.json' });
+      expect(init.image).toBe(agent.image);
+    });
+  });
+
+  it('runs the agent with flags its own parser accepts, matching the probes and mounts', () => {
+    const argv = [...(agent.command ?? []).slice(1), ...(agent.args ?? [])];
+    expect(agent.command).toEqual(['/usr/local/bin/tsflanneld']);
+    const opts = parseAgentOptions(argv, { NODE_NAME: 'node-a' });
+    expect(opts).toMatchObject({ kubeSubnetMgr: true, ipMasq: true, healthzIP: '127.0.0.1', nodeName: 'node-a' });
+    for (const probe of [agent.livenessProbe!, agent.readinessProbe!]) {
+      expect(probe.httpGet).toMatchObject({ host: '127.0.0.1', path: '/healthz', port: opts.healthzPort });
+    }
+    // kube-proxy serves 0.0.0.0:10256 on every node and this pod is hostNetwork.
+    expect(opts.healthzPort).not.toBe(10256);
+    expect(pod.hostNetwork).toBe(true);
+    expect(agent.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
+    expect(source(agent, opts.netConfigPath)).toEqual({ configMapKey: 'net-conf.json' });
+    expect(source(agent, dirname(opts.subnetFile))).toEqual({ hostPath: dirname(DEFAULT_SUBNET_FILE) });
+    expect(source(agent, '/run/xtables.lock')).toEqual({ hostPath: '/run/xtables.lock' });
+    expect(pod.volumes!.find((v) => v.hostPath?.path === '/run/xtables.lock')!.hostPath!.type).toBe('FileOrCreate');
+    const modules = agent.volumeMounts!.find((m) => m.mountPath === '/lib/modules')!;
+    expect(modules.readOnly).toBe(true);
+    expect(source(agent, '/etc/cni/net.d')).toEqual({ hostPath: '/etc/cni/net.d' });
+    expect(source(agent, '/opt/cni/bin')).toEqual({ hostPath: '/opt/cni/bin' });
+  });
+
+  it('gives the agent NET_ADMIN and NET_RAW, not privileged, and schedules it on every node first', () => {
+    expect(agent.securityContext).toEqual({ privileged: false, capabilities: { add: ['NET_ADMIN', 'NET_RAW'] } });
+    expect(pod.priorityClassName).toBe('system-node-critical');
+    expect(pod.tolerations).toEqual(
+      expect.arrayContaining([
+        { operator: 'Exists', effect: 'NoSchedule' },
+        { operator: 'Exists', effect: 'NoExecute' },
+      ]),
+    );
+  });
+
+  it('has a net-conf.json the agent parses to the kind cluster\'s pod subnet with VXLAN', () => {
+    const net = parseNetworkConfig(cm.data!['net-conf.json']!);
+    expect(net.network).toBe('10.244.0.0/16');
+    expect(net.backend.type).toBe('vxlan');
+    const kind = untyped(readFileSync(repo('conf/kind-config.yaml'), 'utf8'))[0] as {
+      networking: { podSubnet: string; disableDefaultCNI: boolean };
+      nodes: { role: string }[];
+    };
+    expect(kind.networking).toEqual({ disableDefaultCNI: true, podSubnet: net.network });
+    expect(kind.nodes.map((n) => n.role)).toEqual(['control-plane', 'worker', 'worker']);
+  });
+
+  it('uses an image the Dockerfile builds, with both binaries and portmap where the manifest expects them', () => {
+    const dockerfile = readFileSync(repo('Dockerfile'), 'utf8');
+    expect(dockerfile).toMatch(/COPY --from=build \/src\/dist\/tsflannel \/src\/dist\/tsflanneld \/usr\/local\/bin\//);
+    expect(dockerfile).toMatch(/ENTRYPOINT \["\/usr\/local\/bin\/tsflanneld"\]/);
+    const cmd = [...(init.command ?? []), ...(init.args ?? [])];
+    const plugin = cmd[cmd.indexOf('--with-plugin') + 1]!;
+    expect(dockerfile).toContain(`COPY --from=build ${plugin} ${plugin}`);
+    expect(CONFLIST_NAME).toBe('10-tsflannel.conflist');
+    expect(agent.imagePullPolicy).toBe('IfNotPresent');
+  });
+});
