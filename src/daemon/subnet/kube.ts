@@ -187,7 +187,8 @@ export class KubeSubnetManager implements SubnetManager {
         resourceVersion = list.metadata?.resourceVersion ?? '';
         known.clear();
         for (const node of list.items) apply(node);
-        for (const name of refused.keys()) if (!list.items.some((n) => n.metadata?.name === name)) refused.delete(name);
+        const present = new Set(list.items.map((n) => n.metadata?.name));
+        for (const name of refused.keys()) if (!present.has(name)) refused.delete(name);
       } catch (err) {
         if (sig.aborted) break;
         this.log.warn({ err: summarize(err), retryInMs: delay }, 'listing Nodes failed; keeping the last known leases');
