@@ -23,7 +23,11 @@ case "${1:-}" in
   *) echo "usage: $0 [--force]" >&2; exit 2 ;;
 esac
 
-node_bin=${TSFLANNEL_NODE_BIN:-$(command -v node)}
+node_bin=$(command -v "${TSFLANNEL_NODE_BIN:-node}" || true)
+if [ -z "$node_bin" ] || [ ! -x "$node_bin" ]; then
+  echo "package: no node binary at ${TSFLANNEL_NODE_BIN:-node} (set TSFLANNEL_NODE_BIN)" >&2
+  exit 1
+fi
 node_bin=$(readlink -f "$node_bin")
 code_cache=${TSFLANNEL_SEA_CODE_CACHE:-1}
 shim=native/build/libtsfnl.so
