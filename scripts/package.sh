@@ -38,6 +38,11 @@ stamp=dist/.stamp
 # input too; apt keeps package mtimes, hence its version and size.
 stamp_id="node=$node_bin $("$node_bin" --version) $(stat -c %s "$node_bin") code_cache=$code_cache"
 
+# One build at a time (setup.sh and a test may both ask for one).
+mkdir -p "$dist"
+exec 9>"$dist/.lock"
+flock 9
+
 up_to_date() {
   [ -x "$dist/tsflannel" ] && [ -x "$dist/tsflanneld" ] && [ -f "$stamp" ] || return 1
   [ "$(cat "$stamp")" = "$stamp_id" ] || return 1
