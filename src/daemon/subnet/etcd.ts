@@ -4,9 +4,18 @@
 //   <prefix>/subnets/10.244.1.0-24      {"PublicIP":...,"BackendType":...,"BackendData":{...}}
 // A node's key hangs on an etcd lease with a TTL; a key without a lease is
 // a reservation made by an operator and is kept without a TTL.
-import { Etcd3, isRecoverableError, type IKeyValue, type IOptions } from 'etcd3';
+import {
+  Etcd3,
+  EtcdError,
+  EtcdLeaseInvalidError,
+  EtcdWatchStreamEnded,
+  GRPCGenericError,
+  isRecoverableError,
+  type IKeyValue,
+  type IOptions,
+} from 'etcd3';
 import pino from 'pino';
-import { ConfigError, parseNetworkConfig } from '../config.js';
+import { parseNetworkConfig } from '../config.js';
 import type { BackendData, Lease, LeaseAttrs, NetworkConfig, SubnetManager } from '../types.js';
 import {
   inRange,
@@ -55,6 +64,24 @@ class LeaseLostError extends Error {
 /** Key held by someone else or created meanwhile: look again soon. */
 class ConflictError extends Error {
   override readonly name = 'ConflictError';
+}
+
+/** Refused locally because the endpoint failed several times in a row. */
+class EndpointDownError extends Error {
+  override readonly name = 'EndpointDownError';
+}
+
+/** Errors that waiting can cure: etcd down, slow, or a race with another writer. */
+function isTransient(err: unknown): boolean {
+  return (
+    err instanceof GRPCGenericError ||
+    err instanceof EtcdError ||
+    err instanceof EtcdLeaseInvalidError ||
+    err instanceof EtcdWatchStreamEnded ||
+    err instanceof EndpointDownError ||
+    err instanceof ConflictError ||
+    (err instanceof Error && isRecoverableError(err))
+  );
 }
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
@@ -179,7 +206,7 @@ function hostBreaker(halfOpenMs: number): HostPolicy {
   let openUntil = 0;
   const policy = {
     async execute<T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
-      if (Date.now() < openUntil) throw new Error('etcd endpoint marked down; retrying it shortly');
+      if (Date.now() < openUntil) throw new EndpointDownError('etcd endpoint marked down after repeated failures; retrying it shortly');
       try {
         const result = await fn({ signal: signal ?? new AbortController().signal });
         failures = 0;
@@ -582,13 +609,13 @@ export class EtcdSubnetManager implements SubnetManager {
 
   // ---------- retries ----------
 
-  /** Runs `fn` until it succeeds; etcd trouble is retried with backoff, our own faults are thrown. */
+  /** Runs `fn` until it succeeds; etcd trouble is retried with backoff, anything else is thrown. */
   private async retrying<T>(what: string, stop: AbortSignal, fn: () => Promise<T>): Promise<T> {
     for (let failures = 1; ; failures++) {
       try {
         return await fn();
       } catch (err) {
-        if (err instanceof SubnetError || err instanceof ConfigError || err instanceof TypeError) throw err;
+        if (!isTransient(err)) throw err;
         if (stop.aborted) throw stop.reason instanceof Error ? stop.reason : new Error(`${what}: aborted`);
         const log = failures === 1 || failures % 10 === 0 ? this.log.warn.bind(this.log) : this.log.debug.bind(this.log);
         log({ err: errText(err), failures }, `cannot ${what} (etcd unreachable?); retrying with backoff`);
