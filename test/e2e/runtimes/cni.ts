@@ -1,0 +1,65 @@
+// CNI plugin and config dirs for a runtime under test: a bin dir holding
+// `tsflannel` (a symlink to bin/tsflannel; Node resolves the real path) and
+// copies of Debian's portmap, loopback, bridge and host-local (copies, so the
+// dir still works when bind-mounted over /usr/lib/cni), and conflists for
+// tsflannel and for the reference bridge chain.
+import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const PLUGIN_BIN = fileURLToPath(new URL('../../../bin/tsflannel', import.meta.url));
+export const REFERENCE_DIR = '/usr/lib/cni';
+const REFERENCE_PLUGINS = ['portmap', 'loopback', 'bridge', 'host-local'];
+
+/** Creates `dir` with the plugins a runtime needs; returns it. */
+export function makeBinDir(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  symlinkSync(PLUGIN_BIN, join(dir, 'tsflannel'));
+  for (const p of REFERENCE_PLUGINS) copyFileSync(join(REFERENCE_DIR, p), join(dir, p));
+  return dir;
+}
+
+export interface TsflannelNet {
+  name: string;
+  subnetFile: string;
+  dataDir: string;
+  /** chain portmap with capabilities.portMappings (default true) */
+  portmap?: boolean;
+}
+
+/** A conflist: tsflannel, then portmap for hostPort mappings. */
+export function tsflannelConflist(net: TsflannelNet): object {
+  const plugins: object[] = [{ type: 'tsflannel', subnetFile: net.subnetFile, dataDir: net.dataDir }];
+  if (net.portmap !== false) plugins.push({ type: 'portmap', capabilities: { portMappings: true } });
+  return { cniVersion: '1.0.0', name: net.name, plugins };
+}
+
+export interface BridgeNet {
+  name: string;
+  bridge: string;
+  subnet: string;
+  dataDir: string;
+  mtu?: number;
+}
+
+/** The reference chain: bridge + host-local + portmap, the baseline the benchmark compares against. */
+export function bridgeConflist(net: BridgeNet): object {
+  return {
+    cniVersion: '1.0.0',
+    name: net.name,
+    plugins: [
+      {
+        type: 'bridge', bridge: net.bridge, isGateway: true, ipMasq: false, hairpinMode: true, mtu: net.mtu ?? 1450,
+        ipam: { type: 'host-local', subnet: net.subnet, dataDir: net.dataDir, routes: [{ dst: '0.0.0.0/0' }] },
+      },
+      { type: 'portmap', capabilities: { portMappings: true } },
+    ],
+  };
+}
+
+/** Writes one conflist into a fresh conf dir; returns the dir. */
+export function makeConfDir(dir: string, conflist: object, fileName = '10-net.conflist'): string {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, fileName), `${JSON.stringify(conflist, null, 2)}\n`);
+  return dir;
+}

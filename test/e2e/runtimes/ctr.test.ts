@@ -1,0 +1,82 @@
+// tsflannel under `ctr run --cni` (containerd's own client, go-cni) on a node
+// of a real tsflannel cluster: the container gets an IP from the node's
+// subnet, pings the gateway and a pod the plugin added directly, and ctr's
+// teardown hands everything back.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Cluster, Pod } from '../../../src/demo/cluster.js';
+import { makeBinDir } from './cni.js';
+import { Containerd } from './containerd.js';
+import { eventually, leaseFiles, registerMachineDirs, releaseMachineDirs, removeCgroup, skipReason, unmountUnder, vethsIn } from './host.js';
+import { buildImages, PAUSE_IMAGE, SHELL_IMAGE } from './images.js';
+import { Cleanup, inSubnet, newCluster, nodeNet, suitePrefix, type NodeNet } from './suite.js';
+
+// ctr's CNI dirs are fixed paths; the test shadows them, so they must exist to be mount points.
+const fixedDirs = ['/etc/cni/net.d', '/usr/lib/cni'].filter((d) => !existsSync(d));
+const reason = skipReason('ctr', ['containerd', 'ctr', 'runc', 'buildah', 'busybox', 'nsenter', 'unshare'])
+  || (fixedDirs.length ? `missing ${fixedDirs.join(', ')} (ctr's fixed CNI dirs, shadowed by the test)` : '');
+const NETWORK = 'tsfctr';
+
+describe.skipIf(reason !== '')('tsflannel under ctr run --cni', () => {
+  const prefix = suitePrefix('ctr');
+  const cgroupParent = `/${prefix}`;
+  const cleanup = new Cleanup();
+  let cluster: Cluster;
+  let net: NodeNet;
+  let containerd: Containerd;
+  let binDir = '';
+  let neighbour: Pod;
+
+  beforeAll(async () => {
+    registerMachineDirs();
+    cleanup.add('machine dirs', () => releaseMachineDirs());
+    cluster = newCluster(prefix, [{ name: 'n1', segment: 'a' }]);
+    cleanup.add('cluster', () => cluster.stop());
+    cleanup.add('mounts under the cluster dir', () => unmountUnder(cluster.dir));
+    cleanup.add('container cgroups', () => removeCgroup(cgroupParent));
+    const [images] = await Promise.all([buildImages(join(cluster.dir, 'images')), cluster.start()]);
+    net = nodeNet(cluster, 'n1', NETWORK, { portmap: false });
+    binDir = makeBinDir(join(cluster.dir, 'cni-bin'));
+    containerd = await Containerd.start({
+      dir: join(cluster.nodeDir('n1'), 'containerd'), netns: net.node.nsPath, binDir, confDir: net.confDir, sandboxImage: PAUSE_IMAGE,
+    });
+    cleanup.add('containerd', () => containerd.stop());
+    await containerd.importImage(images.shellTar, 'default');
+    neighbour = await cluster.addPod('n1', 'neighbour');
+  }, 120_000);
+
+  afterAll(async () => {
+    await cleanup.run();
+  }, 120_000);
+
+  it('the container gets an IP from the node subnet, pings the gateway and a neighbour pod, and ctr releases it', async () => {
+    const name = `${prefix}-c1`;
+    const script = `ip -4 addr show eth0; ip route; ping -c 2 -W 2 ${net.gateway} && ping -c 2 -W 2 ${neighbour.ip} && sleep 2`;
+    const running = containerd.ctrWithCni(
+      ['run', '--rm', '--cni', ...containerd.ctrRunFlags(), '--cgroup', `${cgroupParent}/${name}`, SHELL_IMAGE, name, '/bin/sh', '-c', script],
+      { netns: net.node.nsPath, confDir: net.confDir, binDir },
+      { allowFail: true, timeoutMs: 60_000 },
+    );
+    // while it runs: a lease held under ctr's container id (<namespace>-<name>) and a second veth on cni0
+    const lease = await eventually('a lease for the ctr container', 20_000, () =>
+      leaseFiles(net.leaseDir).find((ip) => ip !== neighbour.ip));
+    expect(readFileSync(join(net.leaseDir, lease), 'utf8')).toBe(`default-${name}\r\neth0`);
+    expect(vethsIn(net.node.ns)).toHaveLength(2);
+
+    const res = await running;
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    expect(res.stdout).toContain(`inet ${lease}/24`);
+    expect(inSubnet(lease, net.subnet)).toBe(true);
+    expect(res.stdout).toContain(`default via ${net.gateway}`);
+    expect(res.stdout.match(/2 packets transmitted, 2 packets received/g)).toHaveLength(2);
+
+    expect(leaseFiles(net.leaseDir)).toEqual([neighbour.ip]);
+    expect(vethsIn(net.node.ns)).toHaveLength(1);
+  });
+
+  it('leaves the machine\'s CNI dirs untouched', () => {
+    expect(existsSync(join('/etc/cni/net.d', `10-net.conflist`))).toBe(false);
+    expect(existsSync('/usr/lib/cni/tsflannel')).toBe(false);
+  });
+});

@@ -1,0 +1,99 @@
+// What every runtime suite shares: the tsflannel cluster (namespaces, etcd,
+// one agent per node), the per-node CNI view a runtime gets (conf dir with a
+// tsflannel conflist, subnet file, lease dir), probes run inside node
+// namespaces, and a clean-up list that runs in reverse even when a step fails.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Cluster } from '../../../src/demo/cluster.js';
+import type { ClusterNode, NodeSpec } from '../../../src/demo/topology.js';
+import { makeConfDir, tsflannelConflist } from './cni.js';
+
+export interface NodeNet {
+  node: ClusterNode;
+  /** FLANNEL_SUBNET as written by the agent, e.g. 10.244.3.1/24 */
+  subnet: string;
+  gateway: string;
+  subnetFile: string;
+  dataDir: string;
+  /** host-local store of the network: one file per leased IP */
+  leaseDir: string;
+  confDir: string;
+}
+
+export function suitePrefix(tag: string): string {
+  return `tsf${tag}${randomBytes(2).toString('hex')}`;
+}
+
+export function newCluster(prefix: string, nodes: NodeSpec[]): Cluster {
+  return new Cluster({ prefix, nodes, resyncSeconds: 3, log: (l) => process.stderr.write(`[${prefix}] ${l}\n`) });
+}
+
+/** The node's subnet file as the agent wrote it, and the conf dir a runtime on that node reads. */
+export function nodeNet(cluster: Cluster, name: string, network: string, opts: { portmap?: boolean } = {}): NodeNet {
+  const subnetFile = cluster.subnetFile(name);
+  const env = readFileSync(subnetFile, 'utf8');
+  const subnet = /FLANNEL_SUBNET=(\S+)/.exec(env)?.[1];
+  if (!subnet) throw new Error(`no FLANNEL_SUBNET in ${subnetFile}`);
+  const dataDir = join(cluster.nodeDir(name), 'cni-data');
+  const confDir = makeConfDir(join(cluster.nodeDir(name), 'net.d'), tsflannelConflist({ name: network, subnetFile, dataDir, portmap: opts.portmap }));
+  return {
+    node: cluster.node(name), subnet, gateway: subnet.split('/')[0], subnetFile, dataDir, leaseDir: join(dataDir, network), confDir,
+  };
+}
+
+function ipToInt(ip: string): number {
+  return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+
+/** True when `ip` lies in `cidr` (a.b.c.d/len). */
+export function inSubnet(ip: string, cidr: string): boolean {
+  const [net, len] = cidr.split('/');
+  const size = 2 ** (32 - Number(len));
+  return Math.floor(ipToInt(ip) / size) === Math.floor(ipToInt(net) / size);
+}
+
+/** Runs a command in a node netns (ip netns exec); returns status and output. */
+export function inNode(ns: string, cmd: string[], timeoutMs = 20_000): { status: number; out: string } {
+  const r = spawnSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8', timeout: timeoutMs });
+  return { status: r.status ?? -1, out: `${r.stdout ?? ''}${r.stderr ?? ''}` };
+}
+
+/** An HTTP GET from inside a node netns with busybox wget; the body or undefined. */
+export function httpGetFrom(ns: string, url: string): string | undefined {
+  const r = inNode(ns, ['busybox', 'wget', '-q', '-T', '3', '-O', '-', url]);
+  return r.status === 0 ? r.out : undefined;
+}
+
+/** flannel.1's transmitted packet counter in a node netns. */
+export function vxlanTxPackets(ns: string): number {
+  const out = execFileSync('ip', ['-n', ns, '-s', '-j', 'link', 'show', 'flannel.1'], { encoding: 'utf8' });
+  const [link] = JSON.parse(out) as { stats64: { tx: { packets: number } } }[];
+  return link.stats64.tx.packets;
+}
+
+/**
+ * Clean-up steps run newest first; each failure is recorded and the rest still run.
+ * `run()` throws one error listing every failed step.
+ */
+export class Cleanup {
+  private readonly steps: { label: string; fn: () => unknown }[] = [];
+
+  add(label: string, fn: () => unknown): void {
+    this.steps.push({ label, fn });
+  }
+
+  async run(): Promise<void> {
+    const failures: string[] = [];
+    while (this.steps.length) {
+      const step = this.steps.pop()!;
+      try {
+        await step.fn();
+      } catch (err) {
+        failures.push(`${step.label}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    if (failures.length) throw new Error(`clean-up failed:\n${failures.join('\n')}`);
+  }
+}
