@@ -117,11 +117,13 @@ interface OwnLease {
 // ---------- value encoding (flannel's LeaseAttrs JSON) ----------
 
 export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
+  const hasData = Object.keys(attrs.backendData).length > 0;
   return JSON.stringify({
     PublicIP: attrs.publicIP,
     PublicIPv6: null,
     BackendType: attrs.backendType,
-    BackendData: attrs.backendData,
+    // host-gw has nothing to publish; flannel then leaves the field out.
+    ...(hasData ? { BackendData: attrs.backendData } : {}),
   });
 }
 
