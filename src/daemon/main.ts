@@ -1,6 +1,6 @@
 // Entry point of tsflanneld.
 import pino from 'pino';
-import { parseAgentOptions, OptionsError, type AgentOptions } from './options.js';
+import { parseAgentOptions, HelpShown, OptionsError, type AgentOptions } from './options.js';
 import { Agent } from './agent.js';
 import type { SubnetManager } from './types.js';
 
@@ -32,6 +32,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   try {
     opts = parseAgentOptions(argv, process.env);
   } catch (err) {
+    if (err instanceof HelpShown) return;
     if (err instanceof OptionsError) {
       process.stderr.write(`tsflanneld: ${err.message}\n`);
       process.exitCode = 2;

@@ -29,6 +29,11 @@ export class OptionsError extends Error {
   override readonly name = 'OptionsError';
 }
 
+/** Thrown after --help printed the usage: the caller exits 0 without starting. */
+export class HelpShown extends Error {
+  override readonly name = 'HelpShown';
+}
+
 export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): AgentOptions {
   const parsed = yargs(argv)
     .scriptName('tsflanneld')
@@ -58,6 +63,7 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
     .help()
     .version(false)
     .parseSync();
+  if (parsed.help) throw new HelpShown('help shown');
 
   const healthzPort = parsed['healthz-port'];
   if (!Number.isInteger(healthzPort) || healthzPort < 0 || healthzPort > 65535) {
