@@ -31,16 +31,26 @@ export interface EtcdServer {
   output(): string;
 }
 
-const live = new Set<ChildProcess>();
+/** Servers not yet stopped, so a dying test process can still clean up after itself. */
+const live = new Set<EtcdProcess>();
 let exitHookInstalled = false;
+
+function cleanupAll(): void {
+  for (const server of live) server.kill();
+}
 
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  // A test process that dies without afterAll must not leave etcd behind.
-  process.on('exit', () => {
-    for (const child of live) child.kill('SIGKILL');
-  });
+  // A test process that dies without reaching afterAll must not leave etcd
+  // or its data behind. Signals are re-raised after cleanup so they still end the process.
+  process.on('exit', cleanupAll);
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      cleanupAll();
+      process.kill(process.pid, sig);
+    });
+  }
 }
 
 export async function freePort(): Promise<number> {
@@ -110,8 +120,7 @@ class EtcdProcess implements EtcdServer {
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.child = child;
-    live.add(child);
-    child.once('exit', () => live.delete(child));
+    live.add(this);
     const keep = (chunk: Buffer) => {
       this.log.push(chunk.toString());
       if (this.log.length > 200) this.log.splice(0, this.log.length - 200);
@@ -145,11 +154,13 @@ class EtcdProcess implements EtcdServer {
   async stop(): Promise<void> {
     await this.halt();
     rmSync(this.dataDir, { recursive: true, force: true });
+    live.delete(this);
   }
 
   kill(): void {
     this.child?.kill('SIGKILL');
     rmSync(this.dataDir, { recursive: true, force: true });
+    live.delete(this);
   }
 }
 
