@@ -3,10 +3,12 @@
 // one by appending it to COMMANDS.
 import yargs, { type Argv } from 'yargs';
 import { installCommand } from './install.js';
+import { statusCommand } from './status.js';
+import { doctorCommand } from './doctor.js';
 
 export type CliCommand = (cli: Argv) => Argv;
 
-export const COMMANDS: readonly CliCommand[] = [installCommand];
+export const COMMANDS: readonly CliCommand[] = [installCommand, statusCommand, doctorCommand];
 
 class UsageError extends Error {
   override readonly name = 'UsageError';

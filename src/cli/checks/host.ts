@@ -1,0 +1,109 @@
+// Host settings the overlay depends on: forwarding, reverse-path filtering,
+// the FORWARD chain and flannel's masquerade rules.
+import { pass, problem, skip, type CheckResult, type DoctorInputs, type Facts } from './types.js';
+
+export function checkIpForward(inputs: DoctorInputs): CheckResult {
+  const id = 'ip-forward';
+  const v = inputs.state.sysctl.ipForward;
+  if (v === '1') return pass(id, 'net.ipv4.ip_forward = 1');
+  if (v === null) return problem(id, 'warn', 'cannot read net.ipv4.ip_forward', 'run doctor as root in the node\'s network namespace');
+  return problem(
+    id,
+    'fail',
+    `net.ipv4.ip_forward = ${v}: the node does not route between pods, flannel.1 and the outside`,
+    'sysctl -w net.ipv4.ip_forward=1 (persist it in /etc/sysctl.d/)',
+  );
+}
+
+const RP_MODES: Record<number, string> = { 0: 'off', 1: 'strict', 2: 'loose' };
+
+/** The kernel applies the larger of conf.all and conf.<interface>. */
+export function effectiveRpFilter(all: number | null, own: number | null): number | null {
+  if (all === null && own === null) return null;
+  return Math.max(all ?? 0, own ?? 0);
+}
+
+export function checkRpFilter(inputs: DoctorInputs, facts: Facts): CheckResult {
+  const id = 'rp-filter';
+  const rp = inputs.state.sysctl.rpFilter;
+  const all = rp.all ?? null;
+  const names = [inputs.state.vxlan?.name ?? facts.vxlanName, inputs.state.bridge?.name].filter((n): n is string => Boolean(n));
+  const strict: string[] = [];
+  const seen: string[] = [`all=${all ?? '?'}`];
+  for (const name of names) {
+    if (!(name in rp)) continue;
+    const eff = effectiveRpFilter(all, rp[name] ?? null);
+    seen.push(`${name}=${rp[name] ?? '?'} (effective ${eff === null ? '?' : (RP_MODES[eff] ?? eff)})`);
+    if (eff === 1) strict.push(name);
+  }
+  if (all === 1 && strict.length === 0) strict.push('all');
+  if (strict.length > 0) {
+    const keys = [...new Set(['all', ...strict.filter((n) => n !== 'all')])].map((n) => `net.ipv4.conf.${n}.rp_filter=2`);
+    return problem(
+      id,
+      'warn',
+      `strict reverse-path filtering on ${strict.join(', ')}: packets whose return path differs (several interfaces, DirectRouting, NATed VTEP) are dropped silently`,
+      `sysctl -w ${keys.join(' ')} (loose mode)`,
+      [`rp_filter: ${seen.join(', ')}`],
+    );
+  }
+  return pass(id, `rp_filter ${seen.join(', ')}`);
+}
+
+/** FORWARD rules that by themselves accept the pod network in both directions. */
+function acceptsNetwork(lines: string[], network: string): boolean {
+  const accepts = lines.filter((l) => /-j ACCEPT\b/.test(l) && !/ ! -[sd] /.test(l) && !/ -[io] /.test(l));
+  const from = accepts.some((l) => l.includes(`-s ${network} `) && !/ -d /.test(l));
+  const to = accepts.some((l) => l.includes(`-d ${network} `) && !/ -s /.test(l));
+  return from && to;
+}
+
+export function checkForwardPolicy(inputs: DoctorInputs, facts: Facts): CheckResult {
+  const id = 'forward-policy';
+  const ipt = inputs.state.iptables;
+  if (!ipt || !ipt.ok) return problem(id, 'warn', `cannot read iptables: ${ipt?.error ?? 'not read'}`, 'run doctor as root; install iptables');
+  const policy = ipt.forwardPolicy ?? '?';
+  if (policy === 'ACCEPT') return pass(id, 'FORWARD policy ACCEPT');
+  const network = facts.network;
+  if (!network) return problem(id, 'warn', `FORWARD policy ${policy} and the cluster network is unknown`, 'give the subnet file or a lease source so doctor knows the network');
+  if (inputs.iptables.forwardMissing.length === 0) return pass(id, `FORWARD policy ${policy}; FLANNEL-FWD accepts ${network}`);
+  if (acceptsNetwork(ipt.forward, network)) return pass(id, `FORWARD policy ${policy}; FORWARD rules accept ${network}`);
+  return problem(
+    id,
+    'fail',
+    `FORWARD policy ${policy} and nothing accepts the pod network ${network}: pod traffic through this node is dropped`,
+    `restart tsflanneld (it installs FLANNEL-FWD), or: iptables -A FORWARD -s ${network} -j ACCEPT && iptables -A FORWARD -d ${network} -j ACCEPT`,
+    inputs.iptables.forwardMissing.map((r) => `missing: ${r}`),
+  );
+}
+
+export function checkMasquerade(inputs: DoctorInputs, facts: Facts): CheckResult {
+  const id = 'masquerade';
+  const env = inputs.state.subnetFile.env;
+  if (!env) return skip(id, 'no usable subnet file: FLANNEL_IPMASQ unknown (see subnet-file)');
+  if (!env.ipMasq) return pass(id, 'FLANNEL_IPMASQ=false: tsflanneld runs without --ip-masq, no rules expected');
+  const probe = inputs.iptables;
+  if (!probe.ok) return problem(id, 'warn', `cannot check the masquerade rules: ${probe.error ?? 'iptables failed'}`, 'run doctor as root; install iptables');
+  const missing = probe.masqMissing ?? [];
+  if (missing.length > 0) {
+    return problem(
+      id,
+      'fail',
+      `FLANNEL_IPMASQ=true but ${missing.length} of flannel's masquerade rules are missing: pods reach the outside with their own addresses (replies never come back)`,
+      'tsflanneld reinstalls them within --resync-period (is it running with --ip-masq?), or restart it',
+      missing.map((r) => `missing: ${r}`),
+    );
+  }
+  const lines = inputs.state.iptables?.flannelMasq ?? [];
+  const expected = 6;
+  if (lines.length > expected) {
+    return problem(
+      id,
+      'warn',
+      `FLANNEL-POSTRTG holds ${lines.length - expected} rule(s) besides flannel's (an earlier subnet?)`,
+      'restart tsflanneld: it rebuilds the chain in order',
+      lines,
+    );
+  }
+  return pass(id, `flannel's masquerade rules are in place for ${facts.ownSubnet ?? '?'} in ${facts.network ?? '?'}`);
+}

@@ -1,0 +1,107 @@
+// Doctor in two halves: `gatherInputs` reads the node, the lease source and
+// runs the probes (ping, iptables -C); `evaluate` turns that into one result
+// per check without any I/O, which is what the unit tests drive.
+import { IptablesManager, ruleText } from '../../daemon/iptables.js';
+import { netnsCommand, readNodeState, run, type NodeState } from '../../node/state.js';
+import { checkForwardPolicy, checkIpForward, checkMasquerade, checkRpFilter } from './host.js';
+import { checkIpamCapacity, checkIpamLeaks } from './ipam.js';
+import type { NodeToolOptions } from './options.js';
+import { checkPeerEntries, checkStaleEntries, checkVtepReachability, peerRows, pingTargets, type PeerRow } from './peers.js';
+import { readClusterView, type ClusterView } from './source.js';
+import { checkBridgeAddress, checkLease, checkSubnetFile } from './subnet.js';
+import { deriveFacts, type CheckResult, type DoctorInputs, type Facts, type IptablesProbe, type PingResult } from './types.js';
+import { checkMtu, checkUnderlay, checkVxlanDevice } from './vxlan.js';
+
+export * from './types.js';
+
+/** Every check, in the order doctor prints them. */
+export function evaluate(inputs: DoctorInputs): CheckResult[] {
+  const facts = deriveFacts(inputs);
+  const rows = peerRows(inputs.state, facts);
+  return [
+    checkSubnetFile(inputs, facts),
+    checkBridgeAddress(inputs),
+    checkLease(inputs, facts),
+    checkVxlanDevice(inputs, facts),
+    checkUnderlay(inputs, facts),
+    checkMtu(inputs, facts),
+    checkPeerEntries(inputs, facts, rows),
+    checkStaleEntries(inputs, facts),
+    checkVtepReachability(inputs, facts, rows),
+    checkIpForward(inputs),
+    checkRpFilter(inputs, facts),
+    checkForwardPolicy(inputs, facts),
+    checkMasquerade(inputs, facts),
+    checkIpamLeaks(inputs),
+    checkIpamCapacity(inputs),
+  ];
+}
+
+export interface NodeSnapshot {
+  state: NodeState;
+  view: ClusterView;
+  facts: Facts;
+  rows: PeerRow[];
+}
+
+/** Node state and lease view, with the VXLAN device the config names. */
+export async function snapshot(opts: NodeToolOptions): Promise<NodeSnapshot> {
+  const base = { subnetFile: opts.subnetFile, dataDir: opts.dataDir, network: opts.network, bridge: opts.bridge };
+  const stateOpts = opts.netns ? { ...base, netns: opts.netns } : base;
+  const [first, view] = await Promise.all([readNodeState(stateOpts), readClusterView(opts.source, opts.timeoutMs)]);
+  let state = first;
+  const backend = view.config?.backend;
+  if (backend?.type === 'vxlan' && state.vxlan?.name !== `flannel.${backend.vni}`) {
+    state = await readNodeState({ ...stateOpts, vxlanDevice: `flannel.${backend.vni}` });
+  }
+  const withIp = opts.publicIP ? { state, view, publicIP: opts.publicIP } : { state, view };
+  const facts = deriveFacts(withIp);
+  return { state, view, facts, rows: peerRows(state, facts) };
+}
+
+const RTT = /rtt min\/avg\/max\/mdev = ([\d.]+)\//;
+
+/** Pings every target through the node's own routes, all at once. */
+export async function pingAll(targets: string[], netns?: string): Promise<PingResult[]> {
+  return Promise.all(
+    targets.map(async (target) => {
+      const res = await run(netnsCommand(netns, ['ping', '-n', '-q', '-c', '2', '-i', '0.2', '-W', '1', target]), 5000);
+      const m = RTT.exec(res.stdout);
+      const out: PingResult = { target, ok: res.code === 0 };
+      if (m?.[1]) out.ms = Number(m[1]);
+      return out;
+    }),
+  );
+}
+
+async function probeIptables(state: NodeState, facts: Facts, netns?: string): Promise<IptablesProbe> {
+  if (!state.iptables?.ok) return { ok: false, error: state.iptables?.error ?? 'not read', forwardMissing: [], masqMissing: null };
+  if (!facts.network || !facts.ownSubnet) {
+    return { ok: false, error: 'the cluster network or this node\'s subnet is unknown', forwardMissing: [], masqMissing: null };
+  }
+  const binary = netnsCommand(netns, ['iptables']);
+  const common = { network: facts.network, subnet: facts.ownSubnet, binary };
+  try {
+    const forward = new IptablesManager({ ...common, ipMasq: false, forwardRules: true });
+    const forwardMissing = (await forward.listMissing()).map(ruleText);
+    let masqMissing: string[] | null = null;
+    if (state.subnetFile.env?.ipMasq) {
+      const masq = new IptablesManager({ ...common, ipMasq: true, forwardRules: false });
+      masqMissing = (await masq.listMissing()).map(ruleText);
+    }
+    return { ok: true, forwardMissing, masqMissing };
+  } catch (err) {
+    return { ok: false, error: (err as Error).message, forwardMissing: [], masqMissing: null };
+  }
+}
+
+export async function gatherInputs(opts: NodeToolOptions): Promise<DoctorInputs> {
+  const snap = await snapshot(opts);
+  const [pings, iptables] = await Promise.all([
+    pingAll(pingTargets(snap.rows), opts.netns),
+    probeIptables(snap.state, snap.facts, opts.netns),
+  ]);
+  const inputs: DoctorInputs = { state: snap.state, view: snap.view, pings, iptables };
+  if (opts.publicIP) inputs.publicIP = opts.publicIP;
+  return inputs;
+}

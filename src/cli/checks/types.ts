@@ -1,0 +1,163 @@
+// The shapes every check shares, and the facts they all start from: which
+// network and backend are expected, which lease is ours and which are the
+// others'. Deriving them once keeps each check a small pure function of the
+// node state, the cluster view and the probe results.
+import type { BackendConfig, Lease } from '../../daemon/types.js';
+import { DEFAULT_VNI, DEFAULT_VXLAN_PORT } from '../../daemon/config.js';
+import { defaultRoute, linkByName, subnetOf, type NodeState } from '../../node/state.js';
+import type { ClusterView } from './source.js';
+
+export const CHECK_IDS = [
+  'subnet-file',
+  'bridge-address',
+  'lease',
+  'vxlan-device',
+  'underlay-interface',
+  'mtu',
+  'peer-entries',
+  'stale-entries',
+  'vtep-reachability',
+  'ip-forward',
+  'rp-filter',
+  'forward-policy',
+  'masquerade',
+  'ipam-leaks',
+  'ipam-capacity',
+] as const;
+
+export type CheckId = (typeof CHECK_IDS)[number];
+export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
+
+export interface CheckResult {
+  id: CheckId;
+  status: CheckStatus;
+  /** one line: what was found */
+  message: string;
+  /** one line: what to do about it (warn and fail) */
+  fix?: string;
+  /** one line per affected item */
+  details?: string[];
+}
+
+export interface PingResult {
+  /** the address pinged: the remote subnet's network address on its VTEP */
+  target: string;
+  ok: boolean;
+  /** round trip of the fastest reply */
+  ms?: number;
+}
+
+export interface IptablesProbe {
+  /** false when iptables could not be run */
+  ok: boolean;
+  error?: string;
+  /** FLANNEL-FWD rules (and jump) not in place, as `iptables -S` text */
+  forwardMissing: string[];
+  /** masquerade rules not in place; null when FLANNEL_IPMASQ is not true */
+  masqMissing: string[] | null;
+}
+
+export interface DoctorInputs {
+  state: NodeState;
+  view: ClusterView;
+  /** --public-ip: the address our lease advertises, when it is not flannel.1's local */
+  publicIP?: string;
+  pings: PingResult[];
+  iptables: IptablesProbe;
+}
+
+export interface Facts {
+  /** the cluster network: from the config, else FLANNEL_NETWORK */
+  network?: string;
+  backend: BackendConfig;
+  /** true when the backend came from the network config, false = flannel's defaults */
+  backendKnown: boolean;
+  /** the name the VXLAN device should have */
+  vxlanName: string;
+  /** the address our lease should advertise */
+  ownPublicIP?: string;
+  /** leases with a source; undefined = no lease list (kernel state only) */
+  leases?: Lease[];
+  ownLease?: Lease;
+  /** leases claiming our public IP (more than one is a problem) */
+  ownCandidates: Lease[];
+  /** our subnet in network form: the lease's, else FLANNEL_SUBNET's */
+  ownSubnet?: string;
+  remoteLeases: Lease[];
+}
+
+export function gatewayOf(subnet: string): string {
+  const [net, len] = subnet.split('/');
+  const octets = (net ?? '').split('.').map(Number);
+  octets[3] = (octets[3] ?? 0) + 1;
+  return `${octets.join('.')}/${len}`;
+}
+
+export function firstAddress(cidr: string): string {
+  return cidr.split('/')[0] ?? '';
+}
+
+/** Facts every check relies on; pure. */
+export function deriveFacts(inputs: Pick<DoctorInputs, 'state' | 'view' | 'publicIP'>): Facts {
+  const { state, view } = inputs;
+  const env = state.subnetFile.env;
+  const network = view.config?.network ?? env?.network;
+  const backend: BackendConfig = view.config?.backend ?? {
+    type: 'vxlan',
+    vni: state.vxlan && state.vxlan.vni >= 0 ? state.vxlan.vni : DEFAULT_VNI,
+    port: DEFAULT_VXLAN_PORT,
+    directRouting: false,
+  };
+  const vxlanName = backend.type === 'vxlan' ? `flannel.${backend.vni}` : (state.vxlan?.name ?? 'flannel.1');
+  let ownPublicIP = inputs.publicIP ?? (state.vxlan?.local || undefined);
+  if (!ownPublicIP) {
+    const def = defaultRoute(state);
+    const dev = linkByName(state, def?.dev);
+    if (dev?.addresses[0]) ownPublicIP = firstAddress(dev.addresses[0]);
+  }
+  const facts: Facts = {
+    backend,
+    backendKnown: view.config !== undefined,
+    vxlanName,
+    ownCandidates: [],
+    remoteLeases: [],
+  };
+  if (network) facts.network = network;
+  if (ownPublicIP) facts.ownPublicIP = ownPublicIP;
+  if (view.leases) {
+    facts.leases = view.leases;
+    if (view.source === 'kube') {
+      const mine = view.leases.find((l) => l.nodeName === view.node?.name);
+      if (mine) facts.ownCandidates = [mine];
+    } else {
+      facts.ownCandidates = view.leases.filter((l) => l.publicIP === ownPublicIP);
+    }
+    // With several claimants, the one matching the subnet file is the one the node uses.
+    const envSubnet = env ? subnetOf(env.subnet) : undefined;
+    const own = facts.ownCandidates.find((l) => l.subnet === envSubnet) ?? facts.ownCandidates[0];
+    if (own) facts.ownLease = own;
+    facts.remoteLeases = view.leases.filter((l) => !facts.ownCandidates.includes(l));
+  }
+  const ownSubnet = facts.ownLease?.subnet ?? (env ? subnetOf(env.subnet) : undefined);
+  if (ownSubnet) facts.ownSubnet = ownSubnet;
+  return facts;
+}
+
+export function pass(id: CheckId, message: string, details?: string[]): CheckResult {
+  return details && details.length > 0 ? { id, status: 'pass', message, details } : { id, status: 'pass', message };
+}
+
+export function skip(id: CheckId, message: string): CheckResult {
+  return { id, status: 'skip', message };
+}
+
+export function problem(id: CheckId, status: 'warn' | 'fail', message: string, fix: string, details?: string[]): CheckResult {
+  const r: CheckResult = { id, status, message, fix };
+  if (details && details.length > 0) r.details = details;
+  return r;
+}
+
+/** "1 thing" / "2 things" */
+export function count(n: number, noun: string, plural = `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : plural}`;
+}

@@ -1,0 +1,174 @@
+// `tsflannel status`: this node's lease and subnet file, cni0, flannel.1,
+// the remote nodes it knows (from flannel.1's entries, and from the subnet
+// manager when one is given) and the local pods. Read-only.
+import type { Argv } from 'yargs';
+import { snapshot, type NodeSnapshot } from './checks/index.js';
+import { nodeToolOptions, parseNodeToolArgs, type NodeToolOptions } from './checks/options.js';
+import { paintFor, table, type Paint } from './checks/format.js';
+import type { EntryStatus, PeerRow } from './checks/peers.js';
+import type { Lease } from '../daemon/types.js';
+import type { NodeState, PodAttachment } from '../node/state.js';
+import type { ClusterView } from './checks/source.js';
+
+export interface StatusReport {
+  netns: string | null;
+  source: { kind: ClusterView['source']; origin: string; error?: string; configError?: string };
+  lease: (Lease & { ttlSeconds?: number }) | null;
+  subnetFile: NodeState['subnetFile'];
+  bridge: NodeState['bridge'];
+  vxlan: NodeState['vxlan'];
+  sysctl: NodeState['sysctl'];
+  iptables: NodeState['iptables'] | null;
+  remotes: PeerRow[];
+  pods: PodAttachment[];
+  ipam: { dir: string; exists: boolean; leases: number; total?: number; free?: number; error?: string };
+}
+
+export function buildStatus(snap: NodeSnapshot): StatusReport {
+  const { state, view, facts, rows } = snap;
+  const source: StatusReport['source'] = { kind: view.source, origin: view.origin };
+  if (view.error) source.error = view.error;
+  if (view.configError) source.configError = view.configError;
+  let lease: StatusReport['lease'] = null;
+  if (facts.ownLease) {
+    lease = { ...facts.ownLease };
+    const ttl = view.ttl?.[facts.ownLease.subnet];
+    if (ttl !== undefined) lease.ttlSeconds = ttl;
+  }
+  const ipam: StatusReport['ipam'] = { dir: state.ipam.dir, exists: state.ipam.exists, leases: state.ipam.pods.length };
+  if (state.ipam.total !== undefined) ipam.total = state.ipam.total;
+  if (state.ipam.free !== undefined) ipam.free = state.ipam.free;
+  if (state.ipam.error) ipam.error = state.ipam.error;
+  return {
+    netns: state.netns,
+    source,
+    lease,
+    subnetFile: state.subnetFile,
+    bridge: state.bridge,
+    vxlan: state.vxlan,
+    sysctl: state.sysctl,
+    iptables: state.iptables ?? null,
+    remotes: rows,
+    pods: state.ipam.pods,
+    ipam,
+  };
+}
+
+function mark(s: EntryStatus, p: Paint): string {
+  switch (s) {
+    case 'ok':
+      return p.green('yes');
+    case 'missing':
+      return p.red('MISSING');
+    case 'wrong':
+      return p.red('WRONG');
+    default:
+      return p.dim('-');
+  }
+}
+
+function ttlText(seconds: number): string {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : `${m}m${String(seconds % 60).padStart(2, '0')}s`;
+}
+
+function leaseLine(r: StatusReport): string {
+  if (r.source.kind === 'none') return 'not looked up (give --etcd-endpoints or --kube-subnet-mgr)';
+  if (r.source.error) return `cannot read ${r.source.origin}: ${r.source.error}`;
+  if (!r.lease) return `none found in ${r.source.origin}`;
+  const l = r.lease;
+  const ttl = l.ttlSeconds !== undefined ? `, expires in ${ttlText(l.ttlSeconds)}` : '';
+  return `${l.subnet} for ${l.publicIP} (${r.source.kind} ${r.source.kind === 'etcd' ? 'key' : 'node'} ${l.nodeName ?? '?'}${ttl}), VtepMAC ${l.backendData.VtepMAC ?? '-'}`;
+}
+
+function iptablesLine(r: StatusReport): string {
+  const ipt = r.iptables;
+  if (!ipt) return 'not read';
+  if (!ipt.ok) return `cannot run iptables: ${ipt.error ?? '?'}`;
+  const fwd = ipt.flannelFwd === null ? 'no FLANNEL-FWD' : `FLANNEL-FWD ${ipt.flannelFwd.length} rules`;
+  const masq = ipt.flannelMasq === null ? 'no FLANNEL-POSTRTG' : `FLANNEL-POSTRTG ${ipt.flannelMasq.length} rules`;
+  return `FORWARD policy ${ipt.forwardPolicy ?? '?'}, ${fwd}, ${masq}`;
+}
+
+export function formatStatus(r: StatusReport, p: Paint): string {
+  const out: string[] = [];
+  const where = r.netns ? `netns ${r.netns}` : 'this network namespace';
+  out.push(p.bold(`tsflannel status: ${where}`), '');
+  const sf = r.subnetFile;
+  const env = sf.env;
+  const fileText = !sf.exists
+    ? p.red(`${sf.path}: missing`)
+    : env
+      ? `${sf.path}: FLANNEL_NETWORK=${env.network} FLANNEL_SUBNET=${env.subnet} FLANNEL_MTU=${env.mtu} FLANNEL_IPMASQ=${env.ipMasq}`
+      : p.red(`${sf.path}: ${sf.error ?? 'unreadable'}`);
+  const br = r.bridge;
+  const brText = br
+    ? `${br.name} ${br.addresses.join(' ') || 'no address'} mtu ${br.mtu} ${br.up ? 'up' : p.red('DOWN')}, ${br.ports.length} port(s)${br.ports.length ? `: ${br.ports.map((x) => x.name).join(' ')}` : ''}`
+    : 'no bridge yet (created at the first pod ADD)';
+  const vx = r.vxlan;
+  const vxText = vx
+    ? `${vx.name} vni ${vx.vni} local ${vx.local || '-'} dev ${vx.dev ?? '-'} dstport ${vx.port} ${vx.learning ? 'learning' : 'nolearning'} mtu ${vx.mtu} mac ${vx.mac} ${vx.addresses.join(' ') || 'no address'} ${vx.up ? 'up' : p.red('DOWN')}`
+    : p.red('no flannel.N VXLAN device');
+  const rp = Object.entries(r.sysctl.rpFilter).map(([k, v]) => `${k}=${v ?? '?'}`).join(' ');
+  const rows: [string, string][] = [
+    ['lease', leaseLine(r)],
+    ['subnet file', fileText],
+    ['bridge', brText],
+    ['vxlan', vxText],
+    ['sysctl', `ip_forward=${r.sysctl.ipForward ?? '?'} rp_filter ${rp}`],
+    ['iptables', iptablesLine(r)],
+  ];
+  for (const [k, v] of rows) out.push(`  ${k.padEnd(12)}${v}`);
+
+  out.push('');
+  const fromLeases = r.remotes.some((x) => x.source === 'lease') || (r.source.kind !== 'none' && !r.source.error);
+  out.push(p.bold(`Remote nodes (${fromLeases ? `leases from ${r.source.kind}, checked against the kernel` : 'from flannel.1\'s routes, neighbours and FDB'}): ${r.remotes.length}`));
+  if (r.remotes.length > 0) {
+    const body = r.remotes.map((x) => [
+      x.node ?? '-',
+      x.subnet,
+      x.publicIP ?? '-',
+      x.vtepMac ?? '-',
+      mark(x.route, p),
+      mark(x.neigh, p),
+      mark(x.fdb, p),
+      x.refused ? p.red(`lease refused: ${x.refused}`) : x.source === 'kernel' && fromLeases ? p.yellow('stale: no lease') : x.problems.length ? p.red(x.problems.join('; ')) : '',
+    ]);
+    out.push(...table(['NODE', 'SUBNET', 'PUBLIC IP', 'VTEP MAC', 'ROUTE', 'NEIGH', 'FDB', 'NOTE'], body));
+  }
+
+  out.push('');
+  const ipam = r.ipam;
+  const pool = ipam.total !== undefined ? `, ${ipam.free} of ${ipam.total} addresses free` : '';
+  out.push(p.bold(`Pods (IPAM ${ipam.dir}: ${ipam.leases} lease(s)${pool})`));
+  if (ipam.error) out.push(`  ${p.red(ipam.error)}`);
+  if (r.pods.length > 0) {
+    const body = r.pods.map((pod) => [
+      pod.ip,
+      pod.containerId,
+      pod.ifname ?? '-',
+      pod.hostVeth ?? '-',
+      pod.vethPresent ? p.green(`yes (${pod.vethMaster ?? 'no master'}, mtu ${pod.vethMtu})`) : p.red('NO (leaked lease?)'),
+    ]);
+    out.push(...table(['IP', 'CONTAINER', 'IFNAME', 'HOST VETH', 'VETH PRESENT'], body));
+  }
+  return out.join('\n') + '\n';
+}
+
+export async function runStatus(opts: NodeToolOptions): Promise<StatusReport> {
+  return buildStatus(await snapshot(opts));
+}
+
+export function statusCommand(cli: Argv): Argv {
+  return cli.command(
+    'status',
+    'show this node\'s lease, subnet file, cni0, flannel.1, the remote nodes it has programmed, and its pods',
+    (y) => nodeToolOptions(y),
+    async (args) => {
+      const opts = parseNodeToolArgs(args);
+      const report = await runStatus(opts);
+      process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report, paintFor(process.stdout)));
+    },
+  );
+}
