@@ -256,7 +256,7 @@ export class EtcdSubnetManager implements SubnetManager {
     this.client = new Etcd3({
       hosts: opts.endpoints,
       dialTimeout: timeout,
-      // Unary calls get a deadline; streams (watch, keepalive) set their own.
+      // Unary calls get a deadline; the watch stream lives on, and keepAlive sets its own.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
       faultHandling: { host: () => hostBreaker(Math.min(1000, this.renewIntervalMs)) },
     });
