@@ -351,13 +351,16 @@ export async function run(ctx) {
       'ratio DEL': ratio(tput(concDel.T), tput(concDel.R)),
     };
     const seconds = ((Date.now() - started) / 1000).toFixed(0);
+    const caCertsNote = process.env.NODE_EXTRA_CA_CERTS
+      ? `This shell sets NODE_EXTRA_CA_CERTS, which makes every Node start read a CA bundle (last row); a runtime that passes its environment on to plugins would add that to every tsflannel call.`
+      : undefined;
     return [
       {
         title: 'CNI plugin latency: tsflannel vs bridge+host-local (ms, spawn to exit)',
         rows,
         notes: [
           `One node netns; bridges cni0 (tsflannel, 10.244.1.0/24) and refbr0 (reference, 10.244.2.0/24), both MTU 1450, hairpin, default gateway, route 10.244.0.0/16; both already exist (one untimed warm-up ADD/DEL each).`,
-          `Each ADD gets a fresh pod netns made before timing. A driver inside the node netns execs the plugin binary directly (bin/tsflannel via its #!/usr/bin/env node line), as a runtime does; the time is spawn() to exit.`,
+          `Each ADD gets a fresh pod netns made before timing. A driver inside the node netns execs the plugin binary directly (bin/tsflannel via its #!/usr/bin/env node line), as a runtime does, with only PATH and CNI_* in its environment; the time is spawn() to exit.`,
           `Sequential: ${N.seq} ADDs then ${N.seq} DELs per plugin, alternating plugins (ABBA). VERSION: ${N.version} per plugin with podman's dummy env.`,
           `Concurrent: ${N.conc} ops per plugin with ${CALLERS} callers, run as two blocks of ${Math.ceil(N.conc / 2)} in ABBA order.`,
           `Ratio = tsflannel / reference. Checked: every call exit 0, each ADD's address in its subnet, distinct addresses under concurrency, no veth or lease left after the DELs.`,
@@ -368,7 +371,8 @@ export async function run(ctx) {
         title: 'tsflannel start-up breakdown (ms)',
         rows: startup,
         notes: [
-          `${N.startup} runs each, round-robin, in the same node netns. "boot" is process start to the probe's first line (Node + ESM loader start-up), "import" the in-process time of one dynamic import, "1st netlink call" loading koffi and the Go shim.`,
+          `${N.startup} runs each, round-robin, in the same node netns, environment PATH only (plus CNI_* for VERSION). "boot" is process start to the probe's first line (Node + ESM loader start-up), "import" the in-process time of one dynamic import (bench/lib/import-probe.js), "1st netlink call" loading koffi and the Go shim.`,
+          ...(caCertsNote ? [caCertsNote] : []),
           `Whole plugin bench took ${seconds} s.`,
         ],
       },

@@ -31,7 +31,7 @@
 // A module that throws is recorded as failed; the others still run, and the
 // exit code is 1.
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
+import { cpus, loadavg, release } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { installSignalCleanup, runCleanups } from './lib/cleanup.js';
@@ -78,6 +78,8 @@ function normalize(name, value) {
   });
 }
 
+const round2 = (x) => Math.round(x * 100) / 100;
+
 function machine() {
   const cpu = cpus();
   return {
@@ -114,7 +116,8 @@ function renderMarkdown(latest) {
   ];
   for (const name of Object.keys(latest.benches).sort()) {
     const b = latest.benches[name];
-    out.push('', `## ${name}`, '', `Run ${b.ranAt}${b.quick ? ' (--quick: reduced samples)' : ''}, took ${b.seconds} s.`);
+    const load = b.loadBefore === undefined ? '' : ` 1-min load average ${b.loadBefore} before, ${b.loadAfter} after.`;
+    out.push('', `## ${name}`, '', `Run ${b.ranAt}${b.quick ? ' (--quick: reduced samples)' : ''}, took ${b.seconds} s.${load}`);
     if (b.error) {
       out.push('', `**Failed:** ${b.error}`);
       continue;
@@ -149,8 +152,9 @@ async function main() {
       quick: opts.quick,
       log: (msg) => process.stderr.write(`[bench ${name}] ${msg}\n`),
     };
-    process.stderr.write(`[bench] ${name}: starting\n`);
-    const entry = { ranAt: new Date(started).toISOString(), quick: opts.quick };
+    process.stderr.write(`[bench] ${name}: starting (1-min load average ${loadavg()[0].toFixed(2)})\n`);
+    // Other work on the machine skews figures; the load average says how much there was.
+    const entry = { ranAt: new Date(started).toISOString(), quick: opts.quick, loadBefore: round2(loadavg()[0]) };
     try {
       const mod = await import(pathToFileURL(join(BENCH_DIR, `${name}.js`)).href);
       if (typeof mod.run !== 'function') throw new Error(`bench/${name}.js does not export run(ctx)`);
@@ -164,6 +168,7 @@ async function main() {
       runCleanups();
     }
     entry.seconds = Math.round((Date.now() - started) / 100) / 10;
+    entry.loadAfter = round2(loadavg()[0]);
     latest.benches[name] = entry;
   }
 
