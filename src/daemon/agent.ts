@@ -3,6 +3,8 @@
 // file, install masquerade rules, then keep the kernel equal to the leases.
 import type { Logger } from 'pino';
 import type { Server } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ConfigError } from './config.js';
 import type { AgentOptions } from './options.js';
 import type { Backend, ExternalInterface, Lease, NetworkConfig, SubnetManager } from './types.js';
 import { writeSubnetEnv } from '../flannel/subnet-env.js';
@@ -38,7 +40,7 @@ export class Agent {
       this.health = await startHealthServer(this.opts.healthzIP, this.opts.healthzPort, this.metrics);
       log.info({ address: this.health.address() }, 'serving /healthz and /metrics');
     }
-    const config = await sm.getNetworkConfig();
+    const config = await this.networkConfig();
     const ext = this.externalInterface();
     log.info({ iface: ext.name, ip: ext.ip, publicIP: ext.publicIP, mtu: ext.mtu, backend: config.backend.type }, 'using interface');
 
@@ -62,6 +64,21 @@ export class Agent {
 
     this.timer = setInterval(() => void this.resync(), this.opts.resyncSeconds * 1000);
     await sm.watchLeases((leases) => this.onLeases(leases), this.abort.signal);
+  }
+
+  /** The network config may not be in etcd yet: wait for it, as flanneld does. */
+  private async networkConfig(): Promise<NetworkConfig> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.deps.subnetManager.getNetworkConfig();
+      } catch (err) {
+        if (this.abort.signal.aborted || err instanceof ConfigError) throw err;
+        if (attempt === 1 || attempt % 30 === 0) {
+          this.deps.logger.warn({ err: (err as Error).message, attempt }, 'network config not available yet; retrying');
+        }
+        await sleep(1000, undefined, { signal: this.abort.signal });
+      }
+    }
   }
 
   private externalInterface(): ExternalInterface {

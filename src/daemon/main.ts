@@ -24,6 +24,12 @@ async function subnetManagerFor(opts: AgentOptions, logger: pino.Logger): Promis
     leaseTtlSeconds: opts.leaseTtlSeconds,
     nodeName: opts.nodeName,
     logger,
+    // Another node took our subnet while we were cut off: like flanneld, stop
+    // and let the supervisor restart us with a fresh lease.
+    onLeaseLost: (reason: string) => {
+      logger.fatal({ reason }, 'subnet lease lost; exiting');
+      process.exit(1);
+    },
   });
 }
 
