@@ -11,12 +11,11 @@ import type { Cluster } from '../../../src/demo/cluster.js';
 import { makeBinDir } from './cni.js';
 import { Containerd } from './containerd.js';
 import type { CriClient, PodSandboxConfig } from './cri-client.js';
-import { leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCgroup, removeNetnsFile, skipReason, unmountUnder, vethsIn } from './host.js';
+import { CNI_CACHE, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, skipReason, unmountUnder, vethsIn } from './host.js';
 import { buildImages, PAUSE_IMAGE, SHELL_IMAGE } from './images.js';
 import { Cleanup, httpGetFrom, inSubnet, newCluster, nodeNet, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
 
 const reason = skipReason('cri', ['containerd', 'ctr', 'runc', 'buildah', 'busybox', 'nsenter', 'iptables-save']);
-const NETWORK = 'tsfcri';
 const HOST_PORT = 18080;
 const PARALLEL_PODS = 20;
 
@@ -39,6 +38,7 @@ describe.skipIf(reason !== '')('tsflannel under containerd CRI (the kubelet path
   const cleanup = new Cleanup();
   const nodes = new Map<string, Node>();
   const sandboxes = new Map<string, { node: Node; netns?: string }>();
+  const everySandbox: string[] = [];
   let cluster: Cluster;
   let podA: Pod;
   let podB: Pod;
@@ -59,6 +59,7 @@ describe.skipIf(reason !== '')('tsflannel under containerd CRI (the kubelet path
     const config = sandboxConfig(name, portMappings);
     const id = await n.cri.runPodSandbox(config);
     sandboxes.set(id, { node: n });
+    everySandbox.push(id);
     const { status } = await n.cri.podSandboxStatus(id);
     const netns = await n.cri.sandboxNetns(id);
     sandboxes.get(id)!.netns = netns;
@@ -84,13 +85,14 @@ describe.skipIf(reason !== '')('tsflannel under containerd CRI (the kubelet path
     cleanup.add('cluster', () => cluster.stop());
     cleanup.add('mounts under the cluster dir', () => unmountUnder(cluster.dir));
     cleanup.add('pod cgroups', () => removeCgroup(cgroupParent));
+    cleanup.add('libcni cache entries', () => removeCniCache(everySandbox));
     cleanup.add('sandbox netns files', () => {
       for (const s of sandboxes.values()) if (s.netns) removeNetnsFile(s.netns);
     });
     const [images] = await Promise.all([buildImages(join(cluster.dir, 'images')), cluster.start()]);
     const binDir = makeBinDir(join(cluster.dir, 'cni-bin'));
     for (const name of ['n1', 'n2']) {
-      const net = nodeNet(cluster, name, NETWORK);
+      const net = nodeNet(cluster, name);
       const containerd = await Containerd.start({
         dir: join(cluster.nodeDir(name), 'containerd'), netns: net.node.nsPath, binDir, confDir: net.confDir, sandboxImage: PAUSE_IMAGE,
       });
@@ -149,7 +151,7 @@ describe.skipIf(reason !== '')('tsflannel under containerd CRI (the kubelet path
     expect(httpGetFrom(node('n2').net.node.ns, `http://${node('n1').net.node.ip}:${HOST_PORT}/`)).toBe('tsflannel-ok\n');
     // and the other node's pod reaches it directly over the overlay
     const client = await shellContainer(node('n2'), podB, 'client', ['/bin/sleep', '600']);
-    const res = await node('n2').cri.execSync(client, ['/bin/wget', '-q', '-T', '3', '-O', '-', `http://${podA.ip}:8080/`]);
+    const res = await node('n2').cri.execSync(client, ['/bin/wget', '-q', '-O', '-', `http://${podA.ip}:8080/`], 5);
     expect(res.stdout).toBe('tsflannel-ok\n');
   });
 
@@ -166,8 +168,7 @@ describe.skipIf(reason !== '')('tsflannel under containerd CRI (the kubelet path
     await n1.cri.removePodSandbox(podA.id);
     sandboxes.delete(podA.id);
     expect(existsSync(podA.netns)).toBe(false);
-    const cache = '/var/lib/cni/results';
-    expect(existsSync(cache) ? readdirSync(cache).filter((f) => f.includes(podA.id)) : []).toEqual([]);
+    expect(existsSync(CNI_CACHE) ? readdirSync(CNI_CACHE).filter((f) => f.includes(podA.id)) : []).toEqual([]);
     await expect(n1.cri.podSandboxStatus(podA.id)).rejects.toThrow(/not found|does not exist/);
   });
 

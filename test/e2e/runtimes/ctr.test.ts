@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Cluster, Pod } from '../../../src/demo/cluster.js';
 import { makeBinDir } from './cni.js';
 import { Containerd } from './containerd.js';
-import { eventually, leaseFiles, registerMachineDirs, releaseMachineDirs, removeCgroup, skipReason, unmountUnder, vethsIn } from './host.js';
+import { eventually, leaseFiles, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, skipReason, unmountUnder, vethsIn, type RunResult } from './host.js';
 import { buildImages, PAUSE_IMAGE, SHELL_IMAGE } from './images.js';
 import { Cleanup, inSubnet, newCluster, nodeNet, suitePrefix, type NodeNet } from './suite.js';
 
@@ -16,7 +16,6 @@ import { Cleanup, inSubnet, newCluster, nodeNet, suitePrefix, type NodeNet } fro
 const fixedDirs = ['/etc/cni/net.d', '/usr/lib/cni'].filter((d) => !existsSync(d));
 const reason = skipReason('ctr', ['containerd', 'ctr', 'runc', 'buildah', 'busybox', 'nsenter', 'unshare'])
   || (fixedDirs.length ? `missing ${fixedDirs.join(', ')} (ctr's fixed CNI dirs, shadowed by the test)` : '');
-const NETWORK = 'tsfctr';
 
 describe.skipIf(reason !== '')('tsflannel under ctr run --cni', () => {
   const prefix = suitePrefix('ctr');
@@ -35,8 +34,9 @@ describe.skipIf(reason !== '')('tsflannel under ctr run --cni', () => {
     cleanup.add('cluster', () => cluster.stop());
     cleanup.add('mounts under the cluster dir', () => unmountUnder(cluster.dir));
     cleanup.add('container cgroups', () => removeCgroup(cgroupParent));
+    cleanup.add('libcni cache entries', () => removeCniCache([prefix]));
     const [images] = await Promise.all([buildImages(join(cluster.dir, 'images')), cluster.start()]);
-    net = nodeNet(cluster, 'n1', NETWORK, { portmap: false });
+    net = nodeNet(cluster, 'n1', { portmap: false });
     binDir = makeBinDir(join(cluster.dir, 'cni-bin'));
     containerd = await Containerd.start({
       dir: join(cluster.nodeDir('n1'), 'containerd'), netns: net.node.nsPath, binDir, confDir: net.confDir, sandboxImage: PAUSE_IMAGE,
@@ -58,9 +58,13 @@ describe.skipIf(reason !== '')('tsflannel under ctr run --cni', () => {
       { netns: net.node.nsPath, confDir: net.confDir, binDir },
       { allowFail: true, timeoutMs: 60_000 },
     );
+    let exited: RunResult | undefined;
+    void running.then((r) => (exited = r));
     // while it runs: a lease held under ctr's container id (<namespace>-<name>) and a second veth on cni0
-    const lease = await eventually('a lease for the ctr container', 20_000, () =>
-      leaseFiles(net.leaseDir).find((ip) => ip !== neighbour.ip));
+    const lease = await eventually('a lease for the ctr container', 20_000, () => {
+      if (exited) throw new Error(`ctr exited ${exited.code} first: ${exited.stdout}${exited.stderr}`);
+      return leaseFiles(net.leaseDir).find((ip) => ip !== neighbour.ip);
+    });
     expect(readFileSync(join(net.leaseDir, lease), 'utf8')).toBe(`default-${name}\r\neth0`);
     expect(vethsIn(net.node.ns)).toHaveLength(2);
 

@@ -176,10 +176,10 @@ export function removeNetnsFile(path: string): void {
   rmSync(path, { force: true });
 }
 
-/** Names of host interfaces (veth ends) inside a netns. */
-export function vethsIn(ns: string): string[] {
+/** Host-side pod veths in a node netns: every veth but the node's own underlay link(s). */
+export function vethsIn(ns: string, underlay: string[] = ['eth0']): string[] {
   const out = execFileSync('ip', ['-n', ns, '-j', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' });
-  return (JSON.parse(out || '[]') as { ifname: string }[]).map((l) => l.ifname);
+  return (JSON.parse(out || '[]') as { ifname: string }[]).map((l) => l.ifname).filter((n) => !underlay.includes(n));
 }
 
 /** The nat table of a netns as iptables-save prints it. */
@@ -191,6 +191,16 @@ export function natRules(ns: string): string {
 export function leaseFiles(networkDir: string): string[] {
   if (!existsSync(networkDir)) return [];
   return readdirSync(networkDir).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
+}
+
+export const CNI_CACHE = '/var/lib/cni/results';
+
+/** Deletes libcni result-cache entries that name one of `ids` (left when a runtime died mid-teardown). */
+export function removeCniCache(ids: string[]): string[] {
+  if (!existsSync(CNI_CACHE) || !ids.length) return [];
+  const gone = readdirSync(CNI_CACHE).filter((f) => ids.some((id) => f.includes(id)));
+  for (const f of gone) rmSync(join(CNI_CACHE, f), { force: true });
+  return gone;
 }
 
 // Machine-wide dirs that the tools create on first use even when every

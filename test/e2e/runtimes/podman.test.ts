@@ -7,13 +7,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Cluster, Pod } from '../../../src/demo/cluster.js';
 import { makeBinDir } from './cni.js';
-import { leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeNetnsFile, skipReason, unmountUnder, vethsIn } from './host.js';
+import { leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCniCache, removeNetnsFile, skipReason, unmountUnder, vethsIn } from './host.js';
 import { buildRootfs } from './images.js';
 import { Podman } from './podman.js';
-import { Cleanup, httpGetFrom, inSubnet, newCluster, nodeNet, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
+import { Cleanup, httpGetFrom, inSubnet, NETWORK, newCluster, nodeNet, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
 
 const reason = skipReason('podman', ['podman', 'runc', 'conmon', 'busybox', 'nsenter', 'iptables-save']);
-const NETWORK = 'tsfpodman';
 const HOST_PORT = 18081;
 
 interface NetworkSettings {
@@ -25,6 +24,7 @@ describe.skipIf(reason !== '')('tsflannel as a podman network (CNI backend)', ()
   const prefix = suitePrefix('pod');
   const cleanup = new Cleanup();
   const netnsFiles: string[] = [];
+  const containerIds: string[] = [];
   let cluster: Cluster;
   let net1: NodeNet;
   let net2: NodeNet;
@@ -39,10 +39,11 @@ describe.skipIf(reason !== '')('tsflannel as a podman network (CNI backend)', ()
     cleanup.add('cluster', () => cluster.stop());
     cleanup.add('mounts under the cluster dir', () => unmountUnder(cluster.dir));
     cleanup.add('podman netns files', () => netnsFiles.forEach(removeNetnsFile));
+    cleanup.add('libcni cache entries', () => removeCniCache(containerIds));
     await cluster.start();
     rootfs = buildRootfs(join(cluster.dir, 'rootfs'));
-    net1 = nodeNet(cluster, 'n1', NETWORK);
-    net2 = nodeNet(cluster, 'n2', NETWORK);
+    net1 = nodeNet(cluster, 'n1');
+    net2 = nodeNet(cluster, 'n2');
     target = await cluster.addPod('n2', 'target');
     podman = new Podman({
       dir: join(cluster.nodeDir('n1'), 'podman'), netns: net1.node.nsPath,
@@ -84,6 +85,7 @@ describe.skipIf(reason !== '')('tsflannel as a podman network (CNI backend)', ()
       '/bin/httpd', '-f', '-p', '8080', '-h', '/www',
     ]);
     const containerId = started.stdout.trim();
+    containerIds.push(containerId);
     const settings = await podman.inspect<NetworkSettings>('web', '.NetworkSettings');
     netnsFiles.push(settings.SandboxKey);
     const ip = settings.Networks[NETWORK].IPAddress;

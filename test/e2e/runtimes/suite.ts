@@ -30,13 +30,19 @@ export function newCluster(prefix: string, nodes: NodeSpec[]): Cluster {
   return new Cluster({ prefix, nodes, resyncSeconds: 3, log: (l) => process.stderr.write(`[${prefix}] ${l}\n`) });
 }
 
+// Cluster.addPod calls the plugin with this network name and <node dir>/networks
+// as dataDir; runtimes on the node must share that host-local store, or pods
+// added both ways would be handed the same IPs.
+export const NETWORK = 'cbr0';
+
 /** The node's subnet file as the agent wrote it, and the conf dir a runtime on that node reads. */
-export function nodeNet(cluster: Cluster, name: string, network: string, opts: { portmap?: boolean } = {}): NodeNet {
+export function nodeNet(cluster: Cluster, name: string, opts: { portmap?: boolean } = {}): NodeNet {
+  const network = NETWORK;
   const subnetFile = cluster.subnetFile(name);
   const env = readFileSync(subnetFile, 'utf8');
   const subnet = /FLANNEL_SUBNET=(\S+)/.exec(env)?.[1];
   if (!subnet) throw new Error(`no FLANNEL_SUBNET in ${subnetFile}`);
-  const dataDir = join(cluster.nodeDir(name), 'cni-data');
+  const dataDir = join(cluster.nodeDir(name), 'networks');
   const confDir = makeConfDir(join(cluster.nodeDir(name), 'net.d'), tsflannelConflist({ name: network, subnetFile, dataDir, portmap: opts.portmap }));
   return {
     node: cluster.node(name), subnet, gateway: subnet.split('/')[0], subnetFile, dataDir, leaseDir: join(dataDir, network), confDir,
@@ -54,16 +60,19 @@ export function inSubnet(ip: string, cidr: string): boolean {
   return Math.floor(ipToInt(ip) / size) === Math.floor(ipToInt(net) / size);
 }
 
-/** Runs a command in a node netns (ip netns exec); returns status and output. */
-export function inNode(ns: string, cmd: string[], timeoutMs = 20_000): { status: number; out: string } {
+/** Runs a command in a netns (ip netns exec); returns status and output. */
+export function inNode(ns: string, cmd: string[], timeoutMs = 20_000): { status: number; stdout: string; stderr: string } {
   const r = spawnSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8', timeout: timeoutMs });
-  return { status: r.status ?? -1, out: `${r.stdout ?? ''}${r.stderr ?? ''}` };
+  return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 
-/** An HTTP GET from inside a node netns with busybox wget; the body or undefined. */
+/**
+ * An HTTP GET from inside a netns with busybox wget; the body or undefined.
+ * (Debian's busybox 1.35 wget crashes with -T, so the time limit is the spawn's.)
+ */
 export function httpGetFrom(ns: string, url: string): string | undefined {
-  const r = inNode(ns, ['busybox', 'wget', '-q', '-T', '3', '-O', '-', url]);
-  return r.status === 0 ? r.out : undefined;
+  const r = inNode(ns, ['busybox', 'wget', '-q', '-O', '-', url], 5000);
+  return r.status === 0 ? r.stdout : undefined;
 }
 
 /** flannel.1's transmitted packet counter in a node netns. */
