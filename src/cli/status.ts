@@ -3,7 +3,7 @@
 // manager when one is given) and the local pods. Read-only.
 import type { Argv } from 'yargs';
 import { snapshot, type NodeSnapshot } from './checks/index.js';
-import { nodeToolOptions, parseNodeToolArgs, type NodeToolOptions } from './checks/options.js';
+import { nodeToolArgsOrUsage, nodeToolOptions, type NodeToolOptions } from './checks/options.js';
 import { paintFor, table, type Paint } from './checks/format.js';
 import type { EntryStatus, PeerRow } from './checks/peers.js';
 import type { Lease } from '../daemon/types.js';
@@ -166,7 +166,8 @@ export function statusCommand(cli: Argv): Argv {
     'show this node\'s lease, subnet file, cni0, flannel.1, the remote nodes it has programmed, and its pods',
     (y) => nodeToolOptions(y),
     async (args) => {
-      const opts = parseNodeToolArgs(args);
+      const opts = nodeToolArgsOrUsage('status', args);
+      if (!opts) return;
       const report = await runStatus(opts);
       process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report, paintFor(process.stdout)));
     },

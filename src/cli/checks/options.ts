@@ -40,17 +40,22 @@ export function nodeToolOptions<T>(y: Argv<T>) {
     .option('net-config-path', { type: 'string', default: '/etc/kube-flannel/net-conf.json', describe: 'net-conf.json (kube mode)' })
     .option('public-ip', { type: 'string', describe: 'the address this node\'s lease advertises, when tsflanneld runs with --public-ip' })
     .option('timeout', { type: 'number', default: DEFAULT_TIMEOUT_MS / 1000, describe: 'seconds to wait for etcd or the API server' })
-    .option('json', { type: 'boolean', default: false, describe: 'print JSON for scripts' })
-    .check((argv) => {
-      // A returned string is a usage error (exit 2), not a failed command.
-      try {
-        parseNodeToolArgs(argv as unknown as RawNodeToolArgs);
-        return true;
-      } catch (err) {
-        if (err instanceof NodeToolUsageError) return err.message;
-        throw err;
-      }
-    });
+    .option('json', { type: 'boolean', default: false, describe: 'print JSON for scripts' });
+}
+
+/**
+ * The typed options, or undefined after reporting a usage error (exit 2):
+ * flag combinations yargs cannot check by itself land here.
+ */
+export function nodeToolArgsOrUsage(command: string, args: RawNodeToolArgs): NodeToolOptions | undefined {
+  try {
+    return parseNodeToolArgs(args);
+  } catch (err) {
+    if (!(err instanceof NodeToolUsageError)) throw err;
+    process.stderr.write(`tsflannel ${command}: ${err.message} (see tsflannel ${command} --help)\n`);
+    process.exitCode = 2;
+    return undefined;
+  }
 }
 
 export interface RawNodeToolArgs {

@@ -271,12 +271,20 @@ function describePeer(r: PeerRow): string {
   return `${who}${r.subnet}${r.publicIP ? ` (${r.publicIP})` : ''}`;
 }
 
-const KERNEL_ONLY = 'no lease source: checked flannel.1 against itself';
+/** Why the kernel was checked against itself rather than against leases; '' when it was not. */
+function kernelOnlyReason(inputs: DoctorInputs, facts: Facts): string {
+  if (planFor(inputs.state, facts)) return '';
+  const dev = inputs.state.vxlan?.name ?? facts.vxlanName;
+  if (inputs.view.source === 'none') return `no lease source: checked ${dev} against itself`;
+  if (inputs.view.error) return `leases unreadable: checked ${dev} against itself`;
+  return `this node's subnet or underlay address is unknown: checked ${dev} against itself`;
+}
 
 export function checkPeerEntries(inputs: DoctorInputs, facts: Facts, rows: PeerRow[]): CheckResult {
   const id = 'peer-entries';
-  const leaseMode = facts.leases !== undefined && planFor(inputs.state, facts) !== undefined;
-  const note = leaseMode ? '' : ` (${KERNEL_ONLY})`;
+  const reason = kernelOnlyReason(inputs, facts);
+  const leaseMode = reason === '';
+  const note = leaseMode ? '' : ` (${reason})`;
   if (facts.backend.type === 'vxlan' && !inputs.state.vxlan && leaseMode === false) {
     return skip(id, `no ${facts.vxlanName} and no lease list: nothing to compare (see vxlan-device)`);
   }
@@ -309,7 +317,8 @@ export function checkPeerEntries(inputs: DoctorInputs, facts: Facts, rows: PeerR
 export function checkStaleEntries(inputs: DoctorInputs, facts: Facts): CheckResult {
   const id = 'stale-entries';
   const stale = staleEntries(inputs.state, facts);
-  const leaseMode = planFor(inputs.state, facts) !== undefined;
+  const reason = kernelOnlyReason(inputs, facts);
+  const leaseMode = reason === '';
   const details = [
     ...stale.routes.map((r) => `route ${r}`),
     ...stale.neighbours.map((n) => `neighbour ${n}`),
@@ -325,7 +334,7 @@ export function checkStaleEntries(inputs: DoctorInputs, facts: Facts): CheckResu
       details,
     );
   }
-  return pass(id, leaseMode ? 'every entry belongs to a current lease' : `every entry is in use (${KERNEL_ONLY})`);
+  return pass(id, leaseMode ? 'every entry belongs to a current lease' : `every entry is in use (${reason})`);
 }
 
 export function checkVtepReachability(inputs: DoctorInputs, facts: Facts, rows: PeerRow[]): CheckResult {

@@ -61,8 +61,11 @@ function withTimeout<T>(what: string, ms: number, p: Promise<T>): Promise<T> {
   return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }
 
+/** The first sentence of a client error: grpc appends pages of resolution notes. */
 function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  const text = err instanceof Error ? err.message : String(err);
+  const cut = text.indexOf(' Resolution note');
+  return (cut > 0 ? text.slice(0, cut) : text).slice(0, 300);
 }
 
 export async function readClusterView(opts: LeaseSourceOptions, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ClusterView> {

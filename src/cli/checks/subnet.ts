@@ -43,8 +43,10 @@ export function checkSubnetFile(inputs: DoctorInputs, facts: Facts): CheckResult
   let basis: string;
   if (lease) basis = `matches this node's lease ${lease.subnet}`;
   else if (facts.leases) basis = 'this node holds no lease to compare with (see lease)';
-  else if (vxAddr) basis = `agrees with ${vxlan!.name}'s ${vxAddr} (no lease source given)`;
-  else basis = 'nothing to compare it with (no lease source given)';
+  else {
+    const why = inputs.view.source === 'none' ? 'no lease source given' : 'lease source unreadable';
+    basis = vxAddr ? `agrees with ${vxlan!.name}'s ${vxAddr} (${why})` : `nothing to compare it with (${why})`;
+  }
   return pass(id, `${found} MTU=${env.mtu} IPMASQ=${env.ipMasq}; ${basis}`);
 }
 
