@@ -88,6 +88,7 @@ export class Cluster {
   readonly agents = new Map<string, AgentProc>();
   readonly pods: Pod[] = [];
   private etcd?: ChildProcess;
+  private etcdArgs: string[] = [];
   private etcdBridge?: Server;
   private readonly bridges: ChildProcess[] = [];
   private readonly log: (line: string) => void;
@@ -130,16 +131,30 @@ export class Cluster {
     const peer = await freePort();
     this.etcdEndpoint = `http://127.0.0.1:${port}`;
     this.log(`starting etcd on ${this.etcdEndpoint}`);
-    this.etcd = spawn(ETCD_BIN, [
+    this.etcdArgs = [
       '--name', 'default', '--data-dir', join(this.dir, 'etcd'),
       '--listen-client-urls', this.etcdEndpoint, '--advertise-client-urls', this.etcdEndpoint,
       '--listen-peer-urls', `http://127.0.0.1:${peer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
       '--initial-cluster', `default=http://127.0.0.1:${peer}`, '--log-level', 'error', '--logger', 'zap',
-    ], { stdio: 'ignore' });
-    await waitFor('etcd', 20_000, () => httpOk(`${this.etcdEndpoint}/health`));
+    ];
+    await this.resumeEtcd();
     const netConf = JSON.stringify(this.opts.netConf ?? DEFAULT_NET_CONF);
     await this.etcdctl(['put', '/coreos.com/network/config', netConf]);
     this.etcdBridge = await bridgeUnixToTcp(this.socket, '127.0.0.1', port);
+  }
+
+  /** Stops etcd (an outage); its data and port stay for resumeEtcd. */
+  async haltEtcd(): Promise<void> {
+    if (!this.etcd) return;
+    this.etcd.kill('SIGTERM');
+    await waitExit(this.etcd);
+    this.etcd = undefined;
+  }
+
+  /** Starts etcd on its data dir and port and waits until it is healthy. */
+  async resumeEtcd(): Promise<void> {
+    this.etcd = spawn(ETCD_BIN, this.etcdArgs, { stdio: 'ignore' });
+    await waitFor('etcd', 20_000, () => httpOk(`${this.etcdEndpoint}/health`));
   }
 
   /** Runs etcdctl (v3 API) against the cluster's etcd. */
