@@ -16,6 +16,7 @@ DEB_PACKAGES=(
   etcd-server etcd-client
   containernetworking-plugins
   binutils
+  containerd runc podman buildah conmon busybox-static
 )
 
 missing_packages() {
