@@ -70,7 +70,8 @@ export function validateIfname(name: string): string {
     throw envError(`interface name is longer than ${MAX_IFNAME_BYTES} bytes`, describeValue(name));
   }
   if (name === '.' || name === '..') throw envError(`interface name may not be ${describeValue(name)}`);
-  if (/[/:\s]/u.test(name)) {
+  // \s lacks U+0085 (NEL), which Go's unicode.IsSpace, and so libcni, counts as whitespace.
+  if (/[/:\s\u0085]/u.test(name)) {
     throw envError('interface name contains "/", ":" or whitespace', describeValue(name));
   }
   return name;

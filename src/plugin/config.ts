@@ -3,7 +3,7 @@
 // existing kube-flannel cni-conf.json keeps working; top-level keys win.
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { NetConf } from '../cni/config.js';
-import { optArray, optBool, optInt, optObject, optString, isIPv4Cidr } from '../cni/validate.js';
+import { optArray, optBool, optInt, optObject, optString, isIPv4, isIPv4Cidr } from '../cni/validate.js';
 import { DEFAULT_SUBNET_FILE } from '../flannel/subnet-env.js';
 import { DEFAULT_DATA_DIR, type IpamRange } from '../ipam/index.js';
 
@@ -28,7 +28,8 @@ export interface PluginConfig {
   logFile?: string;
 }
 
-const IFNAME = /^[^\s/:]{1,15}$/;
+// \u0085 (NEL) is whitespace to Go's unicode.IsSpace but not to \s.
+const IFNAME = /^[^\s\u0085/:]{1,15}$/u;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export function parsePluginConfig(conf: NetConf): PluginConfig {
@@ -37,7 +38,8 @@ export function parsePluginConfig(conf: NetConf): PluginConfig {
   const ipam = optObject(conf.raw, 'ipam') ?? {};
 
   const bridge = optString(merged, 'bridge') ?? 'cni0';
-  if (!IFNAME.test(bridge) || bridge === '.' || bridge === '..') {
+  // IFNAMSIZ counts bytes: a name of 15 non-ASCII characters is too long for the kernel.
+  if (!IFNAME.test(bridge) || Buffer.byteLength(bridge, 'utf8') > 15 || bridge === '.' || bridge === '..') {
     throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid bridge name "${bridge}"`);
   }
   const logLevel = optString(merged, 'logLevel') ?? 'warn';
@@ -88,6 +90,9 @@ function parseRoutes(ipam: Record<string, unknown>): { dst: string; gw?: string 
       throw new CniError(ErrorCode.InvalidNetworkConfig, `ipam.routes[${i}].dst must be an IPv4 CIDR, got ${JSON.stringify(entry.dst)}`);
     }
     const gw = optString(entry, 'gw');
+    if (gw !== undefined && gw !== '' && !isIPv4(gw)) {
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `ipam.routes[${i}].gw must be an IPv4 address, got ${JSON.stringify(gw)}`);
+    }
     return gw ? { dst, gw } : { dst };
   });
 }
