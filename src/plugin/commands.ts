@@ -1,5 +1,6 @@
 // The CNI verbs of tsflannel. Each parses its config, then changes (or
 // inspects) the node; ADD undoes what it did when a later step fails.
+import { statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { PluginContext } from '../cni/skel.js';
 import type { Result } from '../cni/result.js';
@@ -31,6 +32,9 @@ function prepare(ctx: PluginContext): Prepared {
 /** The node's subnet file; the agent writes it once it holds a lease. */
 export function loadSubnetEnv(path: string): SubnetEnv {
   try {
+    // Reading a FIFO (or a device) would block or never end; the agent writes a plain file.
+    const st = statSync(path);
+    if (!st.isFile()) throw new SubnetEnvError('not a regular file');
     return readSubnetEnv(path);
   } catch (err) {
     if (err instanceof SubnetEnvError) {

@@ -1,5 +1,6 @@
 // Kernel state for one pod attachment: the node bridge with its gateway
 // address, the veth pair, and the pod side's address and routes.
+import { statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import * as nl from '../netlink/index.js';
@@ -106,6 +107,9 @@ export function deletePodVeth(hostName: string, netns: string, ifname: string, l
 
 export function safeIsNetns(path: string): boolean {
   try {
+    // A netns handle stats as a regular file; anything else is refused before
+    // the open in isNetns, which would block forever on a FIFO.
+    if (!statSync(path).isFile()) return false;
     return nl.isNetns(path);
   } catch {
     return false;
