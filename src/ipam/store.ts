@@ -12,6 +12,13 @@ import { formatIp, parseIp, type Ip } from './ip.js';
 export const LINE_BREAK = '\r\n';
 const LOCK_FILE = 'lock';
 const LAST_RESERVED_PREFIX = 'last_reserved_ip.';
+/** Temp files are made only under the lock, so one seen by a lock holder was left by a killed process. */
+const STALE_TEMP = /^\.(?:lease|last_reserved_ip\.\d+)\.\d+\.[0-9a-f]+\.tmp$/;
+
+/** Not an IP and not last_reserved_ip.*, so no reader (ours or the reference) mistakes it for state. */
+function tempName(kind: string): string {
+  return `.${kind}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+}
 
 /** One lease file: its IP and its content with surrounding whitespace trimmed. */
 export interface StoreEntry {
@@ -113,6 +120,10 @@ export class DiskStore {
     const out: StoreEntry[] = [];
     for (const d of dirents) {
       if (!d.isFile()) continue;
+      if (STALE_TEMP.test(d.name)) {
+        await fs.rm(this.pathFor(d.name), { force: true }).catch(() => undefined);
+        continue;
+      }
       const ip = parseIp(d.name);
       if (!ip || formatIp(ip) !== d.name) continue;
       const file = this.pathFor(d.name);
@@ -127,23 +138,29 @@ export class DiskStore {
     return out;
   }
 
-  /** Creates the lease file with O_EXCL; false when the IP is already taken. */
+  /**
+   * Creates the lease file; false when the IP is already taken. The key is
+   * written to a temp file first and hard-linked into place: link(2) refuses
+   * an existing name just as O_EXCL does (the reference still sees one file
+   * per IP), and a process killed half way never leaves an empty lease that
+   * no DEL could match.
+   */
   async reserve(ip: Ip, key: string): Promise<boolean> {
     const file = this.pathFor(formatIp(ip));
-    let handle: fs.FileHandle;
+    const tmp = this.pathFor(tempName('lease'));
     try {
-      handle = await fs.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+      await fs.writeFile(tmp, key, { mode: 0o600, flag: 'wx' });
+    } catch (err) {
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
+      throw ioError('write lease', tmp, err);
+    }
+    try {
+      await fs.link(tmp, file);
     } catch (err) {
       if (hasCode(err, 'EEXIST')) return false;
       throw ioError('create lease', file, err);
-    }
-    try {
-      await handle.writeFile(key);
-      await handle.close();
-    } catch (err) {
-      await handle.close().catch(() => undefined);
-      await fs.rm(file, { force: true }).catch(() => undefined);
-      throw ioError('write lease', file, err);
+    } finally {
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
     }
     return true;
   }
@@ -170,8 +187,7 @@ export class DiskStore {
   /** Replaces last_reserved_ip.<set> atomically so no reader sees half an address. */
   async setLastReserved(set: number, ip: Ip): Promise<void> {
     const file = this.pathFor(`${LAST_RESERVED_PREFIX}${set}`);
-    // Not an IP and not last_reserved_ip.*, so no reader mistakes it for state.
-    const tmp = this.pathFor(`.${LAST_RESERVED_PREFIX}${set}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    const tmp = this.pathFor(tempName(`${LAST_RESERVED_PREFIX}${set}`));
     try {
       await fs.writeFile(tmp, formatIp(ip), { mode: 0o600, flag: 'wx' });
       await fs.rename(tmp, file);
