@@ -1,0 +1,103 @@
+// A short soak of the real binary (see test/soak/soak.ts; `npm run soak` runs
+// it for minutes), and the full tsflannel binary racing the reference
+// host-local plugin on one store.
+import { afterAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { addNetns, cleanupAll, isRoot, nsPath } from '../helpers/netns.js';
+import { runSoak, spawnPlugin, type SpawnResult } from '../soak/soak.js';
+import * as nl from '../../src/netlink/index.js';
+
+const REFERENCE = '/usr/lib/cni/host-local';
+
+describe.skipIf(!isRoot)('soak', () => {
+  it('20 s of ADD/CHECK/DEL with 20 in flight and 10% of plugins SIGKILLed: no duplicate IP, no leak', async () => {
+    const seconds = Number(process.env.SOAK_TEST_SECONDS ?? 20);
+    const report = await runSoak({ seconds, inFlight: 20, killShare: 0.1, keep: 3 });
+    console.log(
+      `soak ${seconds}s: ${report.operations.total} ops (add ${report.operations.add}, del ${report.operations.del}, check ${report.operations.check}), ` +
+        `${report.killed} killed, ${report.samples} samples, max live ${report.maxLive}, duplicates ${report.duplicates}, ` +
+        `op ms p50 ${report.opMs.p50} p95 ${report.opMs.p95} max ${report.opMs.max}`,
+    );
+    expect(report.problems).toEqual([]);
+    expect(report.duplicates).toBe(0);
+    expect(report.leaks).toEqual({ leases: [], veths: [], podInterfaces: [], files: [] });
+    expect(report.gatewayOk).toBe(true);
+    expect(report.kept).toHaveLength(3);
+    // The run must really have been a soak: enough work, and kills that landed.
+    // (The rate depends on the machine's load, so the floor is modest: every
+    // slot of the in-flight window did several operations.)
+    expect(report.operations.total).toBeGreaterThanOrEqual(60);
+    expect(report.killed).toBeGreaterThan(0);
+    expect(report.samples).toBeGreaterThanOrEqual(seconds - 2);
+  }, 180_000);
+});
+
+describe.skipIf(!isRoot || !existsSync(REFERENCE))('tsflannel binary and reference host-local on one store', () => {
+  const dirs: string[] = [];
+  afterAll(() => {
+    cleanupAll();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it('20 full tsflannel ADDs racing 20 reference host-local ADDs never hand out one IP twice', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tsf-race-'));
+    dirs.push(dir);
+    const node = addNetns('racenode');
+    const subnetFile = join(dir, 'subnet.env');
+    const dataDir = join(dir, 'data');
+    const network = `race${process.pid}`;
+    writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+    const ours = JSON.stringify({ cniVersion: '1.1.0', name: network, type: 'tsflannel', subnetFile, dataDir });
+    // What flannel's delegate would hand host-local for the same node subnet.
+    const ref = JSON.stringify({
+      cniVersion: '1.0.0',
+      name: network,
+      type: 'bridge',
+      ipam: { type: 'host-local', dataDir, ranges: [[{ subnet: '10.244.5.0/24', gateway: '10.244.5.1' }]] },
+    });
+    const N = 20;
+    const pods = Array.from({ length: N }, (_, i) => addNetns(`race${i}`));
+    const env = (command: string, id: string, netns: string) => ({
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: id,
+      CNI_NETNS: netns,
+      CNI_IFNAME: 'eth0',
+      CNI_PATH: '/usr/lib/cni',
+    });
+    const tsf = (command: string, i: number) =>
+      spawnPlugin({ nodeNs: node, env: env(command, `tsf-${i}`, nsPath(pods[i]!)), stdin: ours, timeoutMs: 60_000 });
+    const reference = (command: string, i: number) =>
+      spawnPlugin({ nodeNs: node, bin: REFERENCE, env: env(command, `ref-${i}`, '/var/run/netns/unused'), stdin: ref, timeoutMs: 60_000 });
+
+    // Interleave the spawns so both implementations contend from the start.
+    const runs: Promise<SpawnResult>[] = [];
+    for (let i = 0; i < N; i++) runs.push(tsf('ADD', i), reference('ADD', i));
+    const results = await Promise.all(runs);
+    const owner = new Map<string, string>();
+    results.forEach((r, k) => {
+      const who = `${k % 2 === 0 ? 'tsf' : 'ref'}-${Math.floor(k / 2)}`;
+      expect(r.code, `${who}: ${r.stdout}${r.stderr.slice(0, 400)}`).toBe(0);
+      const ip = (JSON.parse(r.stdout) as { ips: { address: string }[] }).ips[0]!.address.split('/')[0]!;
+      expect(owner.get(ip), `${ip} handed to ${owner.get(ip)} and ${who}`).toBeUndefined();
+      owner.set(ip, who);
+    });
+    expect(owner.size).toBe(2 * N);
+    const store = join(dataDir, network);
+    const leases = readdirSync(store).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
+    expect(leases.sort()).toEqual([...owner.keys()].sort());
+    for (const [ip, who] of owner) expect(readFileSync(join(store, ip), 'utf8')).toBe(`${who}\r\neth0`);
+    // Our pods carry exactly the addresses the store gave them.
+    for (let i = 0; i < N; i++) {
+      const addrs = nl.addrList({ dev: 'eth0', family: 'inet', netns: nsPath(pods[i]!) }).map((a) => a.cidr.split('/')[0]);
+      expect(addrs).toEqual([[...owner].find(([, w]) => w === `tsf-${i}`)![0]]);
+    }
+
+    // Each releases its own, and the store ends empty.
+    const dels = await Promise.all(Array.from({ length: N }, (_, i) => [tsf('DEL', i), reference('DEL', i)]).flat());
+    for (const r of dels) expect(r.code, r.stdout).toBe(0);
+    expect(readdirSync(store).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f))).toEqual([]);
+    expect(nl.linkList({ netns: nsPath(node) }).filter((l) => l.type === 'veth')).toEqual([]);
+  }, 120_000);
+});
