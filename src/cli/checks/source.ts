@@ -4,6 +4,7 @@
 // doctor still show the kernel's side. The heavy clients load only when used.
 import { readFile } from 'node:fs/promises';
 import type { Lease, NetworkConfig } from '../../daemon/types.js';
+import type { RequestContext } from '@kubernetes/client-node';
 
 export type LeaseSourceKind = 'etcd' | 'kube' | 'none';
 
@@ -166,7 +167,17 @@ async function readKube(opts: KubeSourceOptions, timeoutMs: number): Promise<Clu
     const { config, source } = loadKubeConfig(kubeOpts, process.env);
     view.origin = `Kubernetes Nodes via ${source} (node ${opts.nodeName})`;
     const api = config.makeApiClient(CoreV1Api);
-    const list = await withTimeout('Kubernetes API', timeoutMs * 2, api.listNode({}));
+    // Abort the request itself just after the deadline: a request left
+    // hanging would keep the process alive after the answer is printed.
+    const signal = AbortSignal.timeout(timeoutMs * 2 + 100);
+    // The object API takes the generated client's Observable-style
+    // middleware, which only ever calls toPromise() on what pre/post return.
+    const settled = <T>(value: T) => ({ toPromise: () => Promise.resolve(value) });
+    const abortable = {
+      middleware: [{ pre: (ctx: RequestContext) => (ctx.setSignal(signal), settled(ctx)), post: settled }],
+      middlewareMergeStrategy: 'append',
+    } as unknown as Parameters<typeof api.listNode>[1];
+    const list = await withTimeout('Kubernetes API', timeoutMs * 2, api.listNode({}, abortable));
     const leases: Lease[] = [];
     const node: KubeNodeInfo = { name: opts.nodeName, found: false };
     for (const n of list.items) {
