@@ -5,8 +5,10 @@
 // every other check still passes, and repairs it. Doctor runs as the real
 // binary inside the node namespace, as an operator would run it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Cluster, PLUGIN_BIN } from '../../src/demo/cluster.js';
@@ -381,4 +383,105 @@ describe.skipIf(!isRoot || !haveEtcd)('tsflannel doctor on a three-node cluster'
     await eventually('n1 healthy with its lease back', 20_000, () => healthy('n1'));
     expect(readFileSync(cluster.subnetFile('n1'), 'utf8')).toContain(`FLANNEL_SUBNET=${gatewayCidr('n1')}`);
   });
+});
+
+// `npm run demo` is the same cluster for people: it must pass on its own,
+// tear everything down, stay up with --keep until Ctrl-C, and --cleanup
+// must remove what a killed demo left.
+describe.skipIf(!isRoot || !haveEtcd)('the demo program', () => {
+  const DEMO = fileURLToPath(new URL('../../build/demo/main.js', import.meta.url));
+
+  interface DemoRun {
+    child: ChildProcess;
+    output: () => string;
+    exited: Promise<number | null>;
+  }
+
+  function startDemo(args: string[]): DemoRun {
+    const child = spawn(process.execPath, [DEMO, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    return { child, output: () => out, exited };
+  }
+
+  async function waitForOutput(run: DemoRun, text: string, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!run.output().includes(text)) {
+      if (Date.now() > deadline || run.child.exitCode !== null) throw new Error(`demo never printed "${text}":\n${run.output()}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  const prefixOf = (output: string) => /cluster (tsfdemo[0-9a-f]{4}):/.exec(output)![1]!;
+  const namespaces = (prefix: string) =>
+    execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith(`${prefix}-`));
+  const tempDirs = (prefix: string) => readdirSync(tmpdir()).filter((d) => d.startsWith(`${prefix}-`));
+  const processesOf = (prefix: string) =>
+    readdirSync('/proc').filter((p) => {
+      if (!/^\d+$/.test(p)) return false;
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`${tmpdir()}/${prefix}-`);
+      } catch {
+        return false;
+      }
+    });
+
+  it('builds the cluster, prints the kernel state and an all-green ping matrix, exits 0 and leaves nothing behind', async () => {
+    const run = startDemo([]);
+    const code = await run.exited;
+    const out = run.output();
+    expect(code, out).toBe(0);
+    expect(out).toContain('30/30 pod pairs answered');
+    expect(out).toContain('demo passed');
+    expect(out.match(/^ {2}route {6}10\.244\.\d+\.0\/24 via 10\.244\.\d+\.0 dev flannel\.1 onlink$/gm)).toHaveLength(6);
+    expect(out.match(/^ {2}neigh {6}10\.244\.\d+\.0 lladdr [0-9a-f:]{17} dev flannel\.1 PERMANENT$/gm)).toHaveLength(6);
+    expect(out.match(/^ {2}fdb {8}[0-9a-f:]{17} dev flannel\.1 dst 192\.168\.7[78]\.\d+ self permanent$/gm)).toHaveLength(6);
+    expect(out.match(/^ {2}ok node\d\/pod1 .* = node\d's address \(masqueraded\)$/gm)).toHaveLength(3);
+    expect(out).not.toMatch(/\x1b\[/); // not a TTY: no colour codes
+    const prefix = prefixOf(out);
+    expect(namespaces(prefix)).toEqual([]);
+    expect(tempDirs(prefix)).toEqual([]);
+    expect(processesOf(prefix)).toEqual([]);
+  }, 90_000);
+
+  it('--keep stays up with the commands to explore, and Ctrl-C tears it down', async () => {
+    const run = startDemo(['--keep']);
+    try {
+      await waitForOutput(run, 'Ctrl-C tears it all down');
+      const prefix = prefixOf(run.output());
+      expect(namespaces(prefix)).toContain(`${prefix}-node1`);
+      expect(run.output()).toContain(`ip netns exec ${prefix}-node1 ${PLUGIN_BIN} doctor`);
+      run.child.kill('SIGINT');
+      expect(await run.exited).toBe(0);
+      expect(namespaces(prefix)).toEqual([]);
+      expect(tempDirs(prefix)).toEqual([]);
+      expect(processesOf(prefix)).toEqual([]);
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+  }, 90_000);
+
+  it('--cleanup PREFIX removes what a killed demo left behind', async () => {
+    const run = startDemo(['--keep']);
+    await waitForOutput(run, 'Ctrl-C tears it all down');
+    const prefix = prefixOf(run.output());
+    run.child.kill('SIGKILL');
+    await run.exited;
+    expect(namespaces(prefix).length).toBeGreaterThan(0);
+    expect(processesOf(prefix).length).toBeGreaterThan(0); // etcd and the agents outlive a SIGKILL
+    const res = spawnSync(process.execPath, [DEMO, '--cleanup', prefix], { encoding: 'utf8' });
+    expect(res.status, res.stderr).toBe(0);
+    expect(res.stdout).toMatch(/^removed \d+ namespace\(s\), \d+ process\(es\), 1 temp dir\(s\) of tsfdemo/);
+    expect(namespaces(prefix)).toEqual([]);
+    expect(tempDirs(prefix)).toEqual([]);
+    await eventuallyGone(() => processesOf(prefix));
+    expect(spawnSync(process.execPath, [DEMO, '--cleanup', '../etc'], { encoding: 'utf8' }).status).toBe(2);
+  }, 90_000);
+
+  async function eventuallyGone(list: () => string[]): Promise<void> {
+    for (let i = 0; i < 20 && list().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(list()).toEqual([]);
+  }
 });
