@@ -1,5 +1,5 @@
 import { call } from './ffi.js';
-import { isExists, isNotFound } from './errors.js';
+import { applied, isExists, isNotFound } from './errors.js';
 import type { Address, InNetns } from './types.js';
 
 export interface AddrFilter extends InNetns {
@@ -13,13 +13,7 @@ export function addrList(filter: AddrFilter = {}): Address[] {
 
 /** Adds `cidr` (e.g. 10.244.1.1/24) to `dev`; false when it was already there. */
 export function addrAdd(dev: string, cidr: string, opts: InNetns = {}): boolean {
-  try {
-    call('addr.add', { ...opts, dev, cidr });
-    return true;
-  } catch (err) {
-    if (isExists(err)) return false;
-    throw err;
-  }
+  return applied(() => call('addr.add', { ...opts, dev, cidr }), isExists);
 }
 
 export function addrReplace(dev: string, cidr: string, opts: InNetns = {}): void {
@@ -28,11 +22,5 @@ export function addrReplace(dev: string, cidr: string, opts: InNetns = {}): void
 
 /** Removes `cidr` from `dev`; false when it was not there. */
 export function addrDelete(dev: string, cidr: string, opts: InNetns = {}): boolean {
-  try {
-    call('addr.del', { ...opts, dev, cidr });
-    return true;
-  } catch (err) {
-    if (isNotFound(err)) return false;
-    throw err;
-  }
+  return applied(() => call('addr.del', { ...opts, dev, cidr }), isNotFound);
 }

@@ -26,3 +26,18 @@ export function isNotFound(err: unknown): boolean {
 export function isExists(err: unknown): boolean {
   return isErrno(err, 'EEXIST');
 }
+
+/**
+ * Runs a change and reports whether it took effect: false when the kernel
+ * answered with an error `tolerated` accepts (already there, already gone),
+ * which is what makes creates and deletes idempotent.
+ */
+export function applied(change: () => unknown, tolerated: (err: unknown) => boolean): boolean {
+  try {
+    change();
+    return true;
+  } catch (err) {
+    if (tolerated(err)) return false;
+    throw err;
+  }
+}

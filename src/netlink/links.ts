@@ -1,20 +1,19 @@
 import { call } from './ffi.js';
-import { isExists, isNotFound, NetlinkError } from './errors.js';
+import { applied, isExists, isNotFound, NetlinkError } from './errors.js';
 import type { InNetns, Link, VxlanInfo } from './types.js';
 
 /** The link with this name, or null when there is none. */
 export function linkByName(name: string, opts: InNetns = {}): Link | null {
-  try {
-    return call('link.get', { ...opts, name }) as Link;
-  } catch (err) {
-    if (isNotFound(err)) return null;
-    throw err;
-  }
+  return findLink({ ...opts, name });
 }
 
 export function linkByIndex(index: number, opts: InNetns = {}): Link | null {
+  return findLink({ ...opts, index });
+}
+
+function findLink(request: InNetns & { name?: string; index?: number }): Link | null {
   try {
-    return call('link.get', { ...opts, index }) as Link;
+    return call('link.get', request) as Link;
   } catch (err) {
     if (isNotFound(err)) return null;
     throw err;
@@ -27,13 +26,7 @@ export function linkList(opts: InNetns = {}): Link[] {
 
 /** Deletes a link; false when it was already gone. */
 export function linkDelete(name: string, opts: InNetns = {}): boolean {
-  try {
-    call('link.del', { ...opts, name });
-    return true;
-  } catch (err) {
-    if (isNotFound(err)) return false;
-    throw err;
-  }
+  return applied(() => call('link.del', { ...opts, name }), isNotFound);
 }
 
 export interface LinkChanges {

@@ -1,5 +1,5 @@
 import { call } from './ffi.js';
-import { isNotFound } from './errors.js';
+import { applied, isNotFound } from './errors.js';
 import type { InNetns, Neighbour } from './types.js';
 
 export interface NeighSpec extends InNetns {
@@ -14,13 +14,7 @@ export function neighSet(spec: NeighSpec): void {
 }
 
 export function neighDelete(spec: Omit<NeighSpec, 'mac'> & { mac?: string }): boolean {
-  try {
-    call('neigh.del', { ...spec });
-    return true;
-  } catch (err) {
-    if (isNotFound(err)) return false;
-    throw err;
-  }
+  return applied(() => call('neigh.del', { ...spec }), isNotFound);
 }
 
 export function neighList(filter: InNetns & { dev?: string; family?: 'inet' | 'inet6' } = {}): Neighbour[] {
@@ -43,13 +37,7 @@ export function fdbAppend(spec: FdbSpec): void {
 }
 
 export function fdbDelete(spec: FdbSpec): boolean {
-  try {
-    call('fdb.del', { ...spec });
-    return true;
-  } catch (err) {
-    if (isNotFound(err)) return false;
-    throw err;
-  }
+  return applied(() => call('fdb.del', { ...spec }), isNotFound);
 }
 
 /** FDB entries of one device; for a VXLAN device `ip` is the remote VTEP. */

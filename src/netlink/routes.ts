@@ -1,16 +1,10 @@
 import { call } from './ffi.js';
-import { isExists, isNotFound } from './errors.js';
+import { applied, isExists, isNotFound } from './errors.js';
 import type { InNetns, Route, RouteSpec } from './types.js';
 
 /** Adds a route; false when an identical one already existed. */
 export function routeAdd(spec: RouteSpec): boolean {
-  try {
-    call('route.add', { ...spec });
-    return true;
-  } catch (err) {
-    if (isExists(err)) return false;
-    throw err;
-  }
+  return applied(() => call('route.add', { ...spec }), isExists);
 }
 
 export function routeReplace(spec: RouteSpec): void {
@@ -19,13 +13,7 @@ export function routeReplace(spec: RouteSpec): void {
 
 /** Deletes a route; false when no such route existed. */
 export function routeDelete(spec: RouteSpec): boolean {
-  try {
-    call('route.del', { ...spec });
-    return true;
-  } catch (err) {
-    if (isNotFound(err)) return false;
-    throw err;
-  }
+  return applied(() => call('route.del', { ...spec }), isNotFound);
 }
 
 export interface RouteFilter extends InNetns {
