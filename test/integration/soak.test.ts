@@ -22,7 +22,7 @@ describe.skipIf(!isRoot)('soak', () => {
     );
     expect(report.problems).toEqual([]);
     expect(report.duplicates).toBe(0);
-    expect(report.leaks).toEqual({ leases: [], veths: [], podInterfaces: [], files: [] });
+    expect(report.leaks).toEqual({ leasesAfterDel: [], vethsAfterDel: [], leases: [], veths: [], podInterfaces: [], files: [] });
     expect(report.gatewayOk).toBe(true);
     expect(report.kept).toHaveLength(3);
     // The run must really have been a soak: enough work, and kills that landed.

@@ -149,7 +149,16 @@ export interface SoakReport {
   /** sampling points at which two live containers shared an IP (store, results or eth0) */
   duplicates: number;
   /** what the final clean-up left that it should not have */
-  leaks: { leases: string[]; veths: string[]; podInterfaces: string[]; files: string[] };
+  leaks: {
+    /** leases and veths beyond the kept ones once every DEL is done, before GC (containerd never sends GC) */
+    leasesAfterDel: string[];
+    vethsAfterDel: string[];
+    /** ... and after GC */
+    leases: string[];
+    veths: string[];
+    podInterfaces: string[];
+    files: string[];
+  };
   kept: { id: string; ip: string }[];
   /** DEL and GC of the final clean-up that failed */
   cleanupFailures: string[];
@@ -163,6 +172,12 @@ type SlotState = 'free' | 'live' | 'dirty';
 
 interface Container {
   id: string;
+  /**
+   * Its pod netns while the runtime holds one for it. After a successful DEL
+   * the runtime would destroy the netns; here it goes back to the pool, so
+   * later DELs of this container carry no CNI_NETNS (like containerd's
+   * second DEL) and never name a netns another container now uses.
+   */
   ns: string;
   ip?: string;
   /** the address with its prefix, as ADD returned it */
@@ -225,7 +240,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     samples: 0,
     maxLive: 0,
     duplicates: 0,
-    leaks: { leases: [], veths: [], podInterfaces: [], files: [] },
+    leaks: { leasesAfterDel: [], vethsAfterDel: [], leases: [], veths: [], podInterfaces: [], files: [] },
     kept: [],
     cleanupFailures: [],
     gatewayOk: false,
@@ -249,7 +264,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     const call = (command: string, c: Container, extra: Partial<SpawnOptions> = {}, stdin = conf()) =>
       spawnPlugin({
         nodeNs: node,
-        env: { CNI_COMMAND: command, CNI_CONTAINERID: c.id, CNI_NETNS: nsPath(c.ns), CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin' },
+        env: { CNI_COMMAND: command, CNI_CONTAINERID: c.id, CNI_NETNS: c.ns ? nsPath(c.ns) : '', CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin' },
         stdin,
         cwd: dir,
         timeoutMs: 120_000,
@@ -319,6 +334,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
         if (ok) {
           slot.state = 'free';
           slot.container = undefined;
+          c.ns = '';
         } else slot.state = 'dirty';
       } else if (!ok && !r.killed) {
         slot.state = 'dirty';
@@ -402,8 +418,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     sample();
 
     // The runtime's clean-up: keep a few live containers, DEL everything else
-    // it ever started (DEL is idempotent, so already deleted ones too), then
-    // GC with the kept ones as the valid set.
+    // it ever started (DEL is idempotent, so already deleted ones too; those
+    // whose netns still exists get it), then GC with the kept ones as the
+    // valid set.
     const keptList = [...live.values()].slice(0, keep);
     const keptIds = new Set(keptList.map((c) => c.id));
     report.kept = keptList.map((c) => ({ id: c.id, ip: c.ip ?? '' }));
@@ -415,6 +432,18 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
         if (r.code !== 0) report.cleanupFailures.push(`DEL ${batch[j]!.id}: ${r.code} ${r.stdout.slice(0, 300)}`);
       });
     }
+    const keptKeys = new Map(keptList.map((c) => [c.ip ?? '', `${c.id}\r\neth0`]));
+    const wantVeths = new Set(keptList.map((c) => expectedHostVeth(c.id, 'eth0')));
+    const hostVeths = () => nl.linkList({ netns: nsPath(node) }).filter((l) => l.type === 'veth').map((l) => l.name);
+    const strayLeases = () =>
+      safeReaddir(storeDir)
+        .filter((f) => LEASE_NAME.test(f))
+        .map((f) => [f, readFileSync(join(storeDir, f), 'utf8')] as const)
+        .filter(([f, content]) => keptKeys.get(f) !== content)
+        .map(([f, content]) => `${f}=${JSON.stringify(content)}`);
+    report.leaks.leasesAfterDel = strayLeases();
+    report.leaks.vethsAfterDel = hostVeths().filter((v) => !wantVeths.has(v));
+
     const gc = await spawnPlugin({
       nodeNs: node,
       env: { CNI_COMMAND: 'GC', CNI_PATH: '/opt/cni/bin' },
@@ -427,17 +456,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     // What must remain: the kept leases, their host veths, their pods' eth0.
     const files = safeReaddir(storeDir);
     const leaseFiles = files.filter((f) => LEASE_NAME.test(f));
-    const keptLeases = new Map(keptList.map((c) => [c.ip ?? '', `${c.id}\r\neth0`]));
-    for (const f of leaseFiles) {
-      const content = readFileSync(join(storeDir, f), 'utf8');
-      if (keptLeases.get(f) !== content) report.leaks.leases.push(`${f}=${JSON.stringify(content)}`);
-    }
-    for (const [ip, key] of keptLeases) {
+    report.leaks.leases = strayLeases();
+    for (const [ip, key] of keptKeys) {
       if (!leaseFiles.includes(ip)) report.problems.push(`kept ${key.split('\r\n')[0]} lost its lease ${ip}`);
     }
     report.leaks.files = files.filter((f) => !LEASE_NAME.test(f) && f !== 'lock' && !/^last_reserved_ip\.\d+$/.test(f));
-    const wantVeths = new Set(keptList.map((c) => expectedHostVeth(c.id, 'eth0')));
-    const veths = nl.linkList({ netns: nsPath(node) }).filter((l) => l.type === 'veth').map((l) => l.name);
+    const veths = hostVeths();
     report.leaks.veths = veths.filter((v) => !wantVeths.has(v));
     for (const v of wantVeths) if (!veths.includes(v)) report.problems.push(`kept veth ${v} is gone`);
     for (const s of slots) {
@@ -451,7 +475,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     const bridgeAddrs = nl.addrList({ dev: 'cni0', family: 'inet', netns: nsPath(node) }).map((a) => a.cidr);
     report.gatewayOk = bridgeAddrs.includes(gatewayCidr);
     if (!report.gatewayOk) report.problems.push(`cni0 lost its gateway: [${bridgeAddrs.join(', ')}]`);
-    const leakCount = report.leaks.leases.length + report.leaks.veths.length + report.leaks.podInterfaces.length + report.leaks.files.length;
+    const leakCount = Object.values(report.leaks).reduce((n, list) => n + list.length, 0);
     if (leakCount > 0) report.problems.push(`leaks: ${JSON.stringify(report.leaks)}`);
     report.problems.push(...report.cleanupFailures.map((f) => `clean-up: ${f}`));
   } finally {
