@@ -375,7 +375,7 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
     // The generators reach every command and every outcome class.
     for (const cmd of ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'] as Command[]) expect(stats.byCommand[cmd] ?? 0).toBeGreaterThan(0);
     for (const code of ['ok', '1', '4', '6', '7']) expect(stats.byOutcome[code] ?? 0, `outcome ${code}`).toBeGreaterThan(0);
-  }, 900_000);
+  }, Math.max(900_000, CASES * 600));
 
   it('a store lock held by another process gives 11 (try again later) within lockTimeoutMs, and leaves nothing', async () => {
     const before = snapshot();
