@@ -11,7 +11,7 @@ import { HostLocalIpam, type IpamRange } from '../ipam/index.js';
 import { parsePluginConfig, type PluginConfig } from './config.js';
 import { createLogger } from './log.js';
 import { hostVethName } from './names.js';
-import { splitCidr } from './ipv4.js';
+import { splitCidr } from './cidr.js';
 import { configurePod, createPodVeth, deletePodVeth, ensureBridge, podRoutes, safeIsNetns } from './network.js';
 import { checkAttachment } from './check.js';
 

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import * as nl from '../netlink/index.js';
 import type { Link } from '../netlink/index.js';
-import { splitCidr } from './ipv4.js';
+import { splitCidr } from './cidr.js';
 
 /**
  * Ensures the bridge exists, is up and carries `gatewayCidr`. A different

@@ -3,69 +3,9 @@
 // I/O here, so every rule about ownership and replacement is unit-tested.
 import type { Lease } from '../types.js';
 
-// ---- IPv4 arithmetic on plain numbers (cheap enough for thousands of leases)
-
-export interface Ipv4Cidr {
-  /** address as an unsigned 32-bit number, host bits kept */
-  ip: number;
-  prefix: number;
-}
-
-const OCTET = /^(0|[1-9][0-9]{0,2})$/;
-
-export function parseIpv4(text: string): number | undefined {
-  const parts = text.split('.');
-  if (parts.length !== 4) return undefined;
-  let value = 0;
-  for (const part of parts) {
-    if (!OCTET.test(part)) return undefined;
-    const n = Number(part);
-    if (n > 255) return undefined;
-    value = value * 256 + n;
-  }
-  return value;
-}
-
-export function parseIpv4Cidr(text: string): Ipv4Cidr | undefined {
-  const slash = text.indexOf('/');
-  if (slash < 0) return undefined;
-  const ip = parseIpv4(text.slice(0, slash));
-  const prefixText = text.slice(slash + 1);
-  if (ip === undefined || !/^(0|[1-9][0-9]?)$/.test(prefixText)) return undefined;
-  const prefix = Number(prefixText);
-  return prefix > 32 ? undefined : { ip, prefix };
-}
-
-export function formatIpv4(value: number): string {
-  return [24, 16, 8, 0].map((shift) => String(Math.floor(value / 2 ** shift) % 256)).join('.');
-}
-
-function maskOf(prefix: number): number {
-  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-}
-
-export function networkOf(c: Ipv4Cidr): number {
-  return (c.ip & maskOf(c.prefix)) >>> 0;
-}
-
-/** True when `ip` lies inside `net`. */
-export function cidrContainsIp(net: Ipv4Cidr, ip: number): boolean {
-  return ((ip & maskOf(net.prefix)) >>> 0) === networkOf(net);
-}
-
-/** True when all of `inner` lies inside `outer`. */
-export function cidrContainsCidr(outer: Ipv4Cidr, inner: Ipv4Cidr): boolean {
-  return inner.prefix >= outer.prefix && cidrContainsIp(outer, inner.ip);
-}
-
-export function cidrOverlaps(a: Ipv4Cidr, b: Ipv4Cidr): boolean {
-  return cidrContainsCidr(a, b) || cidrContainsCidr(b, a);
-}
-
-/** `10.244.1.7/24` → `10.244.1.0/24`: the form routes are listed in. */
-export function canonicalCidr(c: Ipv4Cidr): string {
-  return `${formatIpv4(networkOf(c))}/${c.prefix}`;
-}
+// IPv4 arithmetic lives in src/net/ipv4.ts; re-exported for the backends.
+import { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, formatIpv4, networkOf, parseIpv4, parseIpv4Cidr, type Ipv4Cidr } from '../../net/ipv4.js';
+export { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, formatIpv4, networkOf, parseIpv4, parseIpv4Cidr, type Ipv4Cidr };
 
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 

@@ -1,12 +1,9 @@
 // Pure IPv4 subnet math for the etcd subnet manager: which node subnets a
 // network offers, which of them are free, and the etcd key names for them.
-import { formatIp, parseIp } from '../../ipam/ip.js';
+import { blockSize, cidrContainsIp, cidrOverlaps, formatCidr, formatIpv4, networkOf, parseIpv4, parseIpv4Cidr, type Ipv4Cidr } from '../../net/ipv4.js';
 
 /** An IPv4 network as numbers: `ip` is the address as an unsigned 32-bit value. */
-export interface Ipv4Net {
-  ip: number;
-  prefix: number;
-}
+export type Ipv4Net = Ipv4Cidr;
 
 /** What allocation needs from the network configuration. */
 export interface SubnetRange {
@@ -18,53 +15,22 @@ export interface SubnetRange {
 
 const ADDRESS_SPACE = 2 ** 32;
 
-export function parseIpv4(text: string): number | undefined {
-  const ip = parseIp(text);
-  return ip?.family === 4 ? Number(ip.value) : undefined;
-}
-
-export function formatIpv4(value: number): string {
-  return formatIp({ family: 4, value: BigInt(value) });
-}
-
-/** Parses `a.b.c.d/len`; host bits are kept as written (see `maskNet`). */
-export function parseIpv4Net(text: string): Ipv4Net | undefined {
-  const slash = text.indexOf('/');
-  if (slash < 0) return undefined;
-  const ip = parseIpv4(text.slice(0, slash));
-  const prefixText = text.slice(slash + 1);
-  if (ip === undefined || !/^(0|[1-9][0-9]?)$/.test(prefixText)) return undefined;
-  const prefix = Number(prefixText);
-  return prefix <= 32 ? { ip, prefix } : undefined;
-}
-
-export function formatNet(net: Ipv4Net): string {
-  return `${formatIpv4(net.ip)}/${net.prefix}`;
-}
-
-/** Number of addresses in a block of this prefix length. */
-export function blockSize(prefix: number): number {
-  return 2 ** (32 - prefix);
-}
+export { parseIpv4, formatIpv4, blockSize };
+export const parseIpv4Net = parseIpv4Cidr;
+export const formatNet = formatCidr;
 
 export function maskNet(net: Ipv4Net): Ipv4Net {
-  const size = blockSize(net.prefix);
-  return { ip: net.ip - (net.ip % size), prefix: net.prefix };
+  return { ip: networkOf(net), prefix: net.prefix };
 }
 
 export function isAligned(ip: number, prefix: number): boolean {
   return ip % blockSize(prefix) === 0;
 }
 
-export function netContains(outer: Ipv4Net, ip: number): boolean {
-  const start = maskNet(outer).ip;
-  return ip >= start && ip < start + blockSize(outer.prefix);
-}
+export const netContains = cidrContainsIp;
 
-export function netsOverlap(a: Ipv4Net, b: Ipv4Net): boolean {
-  const [x, y] = [maskNet(a), maskNet(b)];
-  return x.ip < y.ip + blockSize(y.prefix) && y.ip < x.ip + blockSize(x.prefix);
-}
+/** Aligned blocks overlap exactly when one contains the other. */
+export const netsOverlap = cidrOverlaps;
 
 interface Bounds {
   first: number;
