@@ -12,6 +12,8 @@ import type { ClusterView } from './checks/source.js';
 
 export interface StatusReport {
   netns: string | null;
+  /** the backend from the network config, else vxlan */
+  backend: 'vxlan' | 'host-gw';
   source: { kind: ClusterView['source']; origin: string; error?: string; configError?: string };
   lease: (Lease & { ttlSeconds?: number }) | null;
   subnetFile: NodeState['subnetFile'];
@@ -41,6 +43,7 @@ export function buildStatus(snap: NodeSnapshot): StatusReport {
   if (state.ipam.error) ipam.error = state.ipam.error;
   return {
     netns: state.netns,
+    backend: facts.backend.type,
     source,
     lease,
     subnetFile: state.subnetFile,
@@ -107,9 +110,12 @@ export function formatStatus(r: StatusReport, p: Paint): string {
     ? `${br.name} ${br.addresses.join(' ') || 'no address'} mtu ${br.mtu} ${br.up ? 'up' : p.red('DOWN')}, ${br.ports.length} port(s)${br.ports.length ? `: ${br.ports.map((x) => x.name).join(' ')}` : ''}`
     : 'no bridge yet (created at the first pod ADD)';
   const vx = r.vxlan;
+  const snapBackend = r.backend;
   const vxText = vx
     ? `${vx.name} vni ${vx.vni} local ${vx.local || '-'} dev ${vx.dev ?? '-'} dstport ${vx.port} ${vx.learning ? 'learning' : 'nolearning'} mtu ${vx.mtu} mac ${vx.mac} ${vx.addresses.join(' ') || 'no address'} ${vx.up ? 'up' : p.red('DOWN')}`
-    : p.red('no flannel.N VXLAN device');
+    : snapBackend === 'vxlan'
+      ? p.red('no flannel.N VXLAN device')
+      : `none (${snapBackend} backend)`;
   const rp = Object.entries(r.sysctl.rpFilter).map(([k, v]) => `${k}=${v ?? '?'}`).join(' ');
   const rows: [string, string][] = [
     ['lease', leaseLine(r)],

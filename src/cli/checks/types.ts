@@ -102,10 +102,11 @@ export function deriveFacts(inputs: Pick<DoctorInputs, 'state' | 'view' | 'publi
   const { state, view } = inputs;
   const env = state.subnetFile.env;
   const network = view.config?.network ?? env?.network;
+  // Without a config the device's own VNI and port are all there is to go by.
   const backend: BackendConfig = view.config?.backend ?? {
     type: 'vxlan',
     vni: state.vxlan && state.vxlan.vni >= 0 ? state.vxlan.vni : DEFAULT_VNI,
-    port: DEFAULT_VXLAN_PORT,
+    port: state.vxlan && state.vxlan.port > 0 ? state.vxlan.port : DEFAULT_VXLAN_PORT,
     directRouting: false,
   };
   const vxlanName = backend.type === 'vxlan' ? `flannel.${backend.vni}` : (state.vxlan?.name ?? 'flannel.1');

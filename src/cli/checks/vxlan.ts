@@ -19,7 +19,7 @@ export function checkVxlanDevice(inputs: DoctorInputs, facts: Facts): CheckResul
     return problem(id, 'fail', `${name} does not exist`, 'tsflanneld creates it at start and rebuilds it on every resync: check that it runs on this node');
   }
   if (vx.type !== 'vxlan') return problem(id, 'fail', `${vx.name} is a ${vx.type} device, not vxlan`, `ip link delete ${vx.name}, then ${RECREATE}`);
-  const source = facts.backendKnown ? `${inputs.view.source} config` : 'flannel defaults, no network config given';
+  const source = facts.backendKnown ? `${inputs.view.source} config` : 'no network config given: VNI and port not compared';
   const wrong: string[] = [];
   let fix = RECREATE;
   if (vx.name !== name) wrong.push(`name ${vx.name}, want ${name}`);

@@ -374,6 +374,17 @@ describe('doctor checks (pure)', () => {
     expect(results(port).get('vtep-reachability')!.fix).toContain('UDP 4789 blocked');
   });
 
+  it('without a network config, the device\'s own VNI and port are expected (a custom port is no failure)', () => {
+    const custom = healthy();
+    custom.view = { source: 'none', origin: 'none' };
+    custom.state.vxlan!.port = 4789;
+    custom.pings[0] = { target: '10.244.2.0', ok: false };
+    const r = expectOnly(custom, { lease: 'skip', 'vtep-reachability': 'fail' });
+    expect(r.get('vxlan-device')!.message).toContain('dstport 4789');
+    expect(r.get('vxlan-device')!.message).toContain('no network config given: VNI and port not compared');
+    expect(r.get('vtep-reachability')!.fix).toContain('UDP 4789 blocked');
+  });
+
   it('ip-forward and rp-filter: the kernel applies max(all, interface)', () => {
     expect(effectiveRpFilter(1, 0)).toBe(1);
     expect(effectiveRpFilter(0, 2)).toBe(2);
