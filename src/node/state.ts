@@ -203,6 +203,14 @@ export async function readSysctl(path: string, netns?: string): Promise<string |
   return res.code === 0 ? res.stdout.trim() : null;
 }
 
+function isNetnsPath(path: string): boolean {
+  try {
+    return nl.isNetns(path);
+  } catch {
+    return false;
+  }
+}
+
 function nsOpts(netns: string | undefined): nl.InNetns {
   return netns ? { netns } : {};
 }
@@ -334,6 +342,9 @@ async function readSysctls(netns: string | undefined, names: string[]): Promise<
 /** Reads everything; parts that cannot be read are reported inside, not thrown. */
 export async function readNodeState(opts: ReadStateOptions = {}): Promise<NodeState> {
   const netns = opts.netns;
+  if (netns !== undefined && !isNetnsPath(netns)) {
+    throw new Error(`${netns} is not a network namespace (ip netns list shows the names under /var/run/netns)`);
+  }
   const ns = nsOpts(netns);
   const subnetFile = readSubnetFile(opts.subnetFile ?? DEFAULT_SUBNET_FILE);
   const rawLinks = nl.linkList(ns);

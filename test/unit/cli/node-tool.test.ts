@@ -60,6 +60,9 @@ describe('status/doctor flags', () => {
     expect(res.stderr).toContain('tsflannel doctor: --netns must be a path');
     const unknown = spawnSync(BIN, ['status', '--no-such-flag'], { encoding: 'utf8', env: { PATH: process.env.PATH } });
     expect(unknown.status).toBe(2);
+    const notNs = spawnSync(BIN, ['status', '--netns', '/etc/hostname'], { encoding: 'utf8', env: { PATH: process.env.PATH } });
+    expect(notNs.status).toBe(1);
+    expect(notNs.stderr).toContain('/etc/hostname is not a network namespace');
     const help = spawnSync(BIN, ['status', '--help'], { encoding: 'utf8', env: { PATH: process.env.PATH } });
     expect(help.status).toBe(0);
     for (const flag of ['--netns', '--subnet-file', '--data-dir', '--network', '--etcd-endpoints', '--json']) expect(help.stdout).toContain(flag);
