@@ -33,7 +33,7 @@ async function loadKit(repoRoot) {
         "export { Containerd } from './containerd.ts';",
         "export { buildImages, PAUSE_IMAGE } from './images.ts';",
         "export { makeBinDir, makeConfDir, tsflannelConflist, bridgeConflist } from './cni.ts';",
-        "export { leaseFiles, mountsUnder, pidsWithArg, registerMachineDirs, releaseMachineDirs, removeCgroup, removeNetnsFile, unmountUnder, vethsIn } from './host.ts';",
+        "export { cgroupPids, leaseFiles, pidsWithArg, registerMachineDirs, releaseMachineDirs, removeCgroup, removeNetnsFile, unmountUnder, vethsIn } from './host.ts';",
       ].join('\n'),
       resolveDir: dir,
       loader: 'ts',
@@ -73,7 +73,7 @@ export async function run(ctx) {
   kit.registerMachineDirs();
   // for an interrupted run: synchronous, idempotent, before the temp dir goes
   onCleanup('containerd daemons of the CRI bench', () => {
-    for (const pid of kit.pidsWithArg(dir)) {
+    for (const pid of [...kit.pidsWithArg(dir), ...kit.cgroupPids(cgroupParent)]) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
@@ -82,7 +82,6 @@ export async function run(ctx) {
     }
     for (const f of netnsFiles) kit.removeNetnsFile(f);
     kit.unmountUnder(dir);
-    kit.removeCgroup(cgroupParent);
     kit.releaseMachineDirs();
   });
 
@@ -148,6 +147,8 @@ export async function run(ctx) {
     if (veths.length) throw new Error(`veths left after teardown: ${veths.join(', ')}`);
   } finally {
     for (const d of daemons) await d.stop().catch(() => undefined);
+    await kit.removeCgroup(cgroupParent);
+    for (const f of netnsFiles) kit.removeNetnsFile(f);
   }
 
   const [T, R] = contenders;

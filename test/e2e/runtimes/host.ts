@@ -4,7 +4,7 @@
 // removing the few machine-wide dirs (/var/lib/cni, /run/containers, ...)
 // that buildah, podman and containerd create on first use.
 import { execFileSync, spawn, spawnSync, type SpawnOptions } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -145,7 +145,9 @@ function isZombie(pid: number): boolean {
 }
 
 /** Mount points at or below `prefix`, deepest first. */
-export function mountsUnder(prefix: string): string[] {
+export function mountsUnder(path: string): string[] {
+  // mountinfo names the real path (/run/netns/x for /var/run/netns/x)
+  const prefix = existsSync(path) ? realpathSync(path) : path;
   const points = readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
     .map((line) => line.split(' ')[4])
@@ -173,7 +175,11 @@ export function unmountUnder(prefix: string): string[] {
 export function removeNetnsFile(path: string): void {
   if (!path.startsWith('/var/run/netns/') && !path.startsWith('/run/netns/')) return;
   unmountUnder(path);
-  rmSync(path, { force: true });
+  try {
+    rmSync(path, { force: true });
+  } catch {
+    // still pinned by a process: the netns goes when that ends
+  }
 }
 
 /** Host-side pod veths in a node netns: every veth but the node's own underlay link(s). */
@@ -255,19 +261,43 @@ export function releaseMachineDirs(): string[] {
   return removed;
 }
 
-/** Removes a cgroup (and its children, deepest first) from every v1 hierarchy and the unified one. */
-export function removeCgroup(relPath: string): void {
+/** Paths of a cgroup (and its children, deepest first) in every v1 hierarchy and the unified one. */
+function cgroupDirs(relPath: string): string[] {
   const rel = relPath.replace(/^\/+/, '');
-  if (!rel || rel.includes('..')) return;
+  if (!rel || rel.includes('..')) return [];
+  const dirs: string[] = [];
+  const walk = (d: string) => {
+    dirs.push(d);
+    for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
+  };
   for (const hierarchy of readdirSync('/sys/fs/cgroup')) {
     const root = join('/sys/fs/cgroup', hierarchy, rel);
-    if (!existsSync(root)) continue;
-    const dirs: string[] = [];
-    const walk = (d: string) => {
-      dirs.push(d);
-      for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
-    };
-    walk(root);
-    for (const d of dirs.sort((a, b) => b.length - a.length)) spawnSync('rmdir', [d]);
+    if (existsSync(root)) walk(root);
   }
+  return dirs.sort((a, b) => b.length - a.length);
+}
+
+/** PIDs of the processes in a cgroup tree. */
+export function cgroupPids(relPath: string): number[] {
+  const pids = new Set<number>();
+  for (const d of cgroupDirs(relPath)) {
+    const procs = join(d, 'cgroup.procs');
+    if (!existsSync(procs)) continue;
+    for (const line of readFileSync(procs, 'utf8').split('\n')) if (line.trim()) pids.add(Number(line));
+  }
+  return [...pids];
+}
+
+/**
+ * Removes a cgroup tree the test gave its containers as parent. Container
+ * processes outlive a killed shim or conmon, so whatever is still inside is
+ * ended first (everything there was started by the test).
+ */
+export async function removeCgroup(relPath: string): Promise<void> {
+  for (let round = 0; round < 3; round++) {
+    const pids = cgroupPids(relPath);
+    if (!pids.length) break;
+    await terminate(pids, 1000);
+  }
+  for (const d of cgroupDirs(relPath)) spawnSync('rmdir', [d]);
 }

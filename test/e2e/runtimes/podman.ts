@@ -39,6 +39,8 @@ export class Podman {
       `--net=${this.opts.netns}`, 'podman',
       '--root', join(this.opts.dir, 'storage'), '--runroot', join(this.opts.dir, 'runroot'),
       '--storage-driver', 'vfs', '--cgroup-manager', 'cgroupfs',
+      // runc's state would otherwise go to /run/runc
+      '--runtime-flag', `root=${join(this.opts.dir, 'runc')}`,
     ];
     return run('nsenter', [...base, ...args], { env: { ...process.env, CONTAINERS_CONF: this.conf }, ...opts });
   }
@@ -56,8 +58,8 @@ export class Podman {
   /** Removes every container, unmounts what podman left and deletes the dir. */
   async cleanup(): Promise<void> {
     await this.podman(['rm', '--all', '--force', '--time', '0'], { allowFail: true });
+    await removeCgroup(this.opts.cgroupParent);
     unmountUnder(this.opts.dir);
-    removeCgroup(this.opts.cgroupParent);
     rmSync(this.opts.dir, { recursive: true, force: true });
   }
 }
