@@ -21,15 +21,9 @@ const haveEtcd = existsSync('/usr/bin/etcd');
 type Expected = Partial<Record<CheckId, CheckStatus>>;
 
 describe.skipIf(!isRoot || !haveEtcd)('tsflannel doctor on a three-node cluster', () => {
-  const cluster = new Cluster({
-    prefix: `tsfdoc${randomBytes(2).toString('hex')}`,
-    nodes: [
-      { name: 'n1', segment: 'a' },
-      { name: 'n2', segment: 'a' },
-      { name: 'n3', segment: 'b' },
-    ],
-    resyncSeconds: 2,
-  });
+  // Made in beforeAll: the constructor creates a temp dir, which a filtered
+  // run (no test of this block selected, so no afterAll) would leave behind.
+  let cluster: Cluster;
   const subnets = new Map<string, string>(); // node → 10.244.X.0/24
 
   const ns = (node: string) => cluster.node(node).ns;
@@ -79,6 +73,15 @@ describe.skipIf(!isRoot || !haveEtcd)('tsflannel doctor on a three-node cluster'
   const healthy = async (node: string) => (await doctor(node)).report.summary.pass === 15;
 
   beforeAll(async () => {
+    cluster = new Cluster({
+      prefix: `tsfdoc${randomBytes(2).toString('hex')}`,
+      nodes: [
+        { name: 'n1', segment: 'a' },
+        { name: 'n2', segment: 'a' },
+        { name: 'n3', segment: 'b' },
+      ],
+      resyncSeconds: 2,
+    });
     await cluster.start();
     for (const node of ['n1', 'n2', 'n3']) {
       await cluster.addPod(node, 'p1');
@@ -99,7 +102,7 @@ describe.skipIf(!isRoot || !haveEtcd)('tsflannel doctor on a three-node cluster'
     });
   }, 90_000);
   afterAll(async () => {
-    await cluster.stop();
+    await cluster?.stop();
   }, 60_000);
 
   it('passes every check on a healthy node, exit 0', async () => {
