@@ -5,15 +5,15 @@
 // RunPodSandbox -> CNI ADD (tsflannel, then portmap), StopPodSandbox -> DEL,
 // RemovePodSandbox -> a second DEL with an empty CNI_NETNS.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Cluster } from '../../../src/demo/cluster.js';
 import { makeBinDir } from './cni.js';
 import { Containerd } from './containerd.js';
 import type { CriClient, PodSandboxConfig } from './cri-client.js';
-import { CNI_CACHE, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, skipReason, unmountUnder, vethsIn } from './host.js';
+import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, skipReason, unmountUnder, vethsIn } from './host.js';
 import { buildImages, PAUSE_IMAGE, SHELL_IMAGE } from './images.js';
-import { Cleanup, httpGetFrom, inSubnet, newCluster, nodeNet, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
+import { both, Cleanup, httpGetFrom, inSubnet, newCluster, nodeNet, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
 
 const reason = skipReason('cri', ['containerd', 'ctr', 'runc', 'buildah', 'busybox', 'nsenter', 'iptables-save']);
 const HOST_PORT = 18080;
@@ -89,7 +89,7 @@ describe.skipIf(reason !== '')('tsflannel under containerd CRI (the kubelet path
     cleanup.add('sandbox netns files', () => {
       for (const s of sandboxes.values()) if (s.netns) removeNetnsFile(s.netns);
     });
-    const [images] = await Promise.all([buildImages(join(cluster.dir, 'images')), cluster.start()]);
+    const [images] = await both(buildImages(join(cluster.dir, 'images')), cluster.start());
     const binDir = makeBinDir(join(cluster.dir, 'cni-bin'));
     for (const name of ['n1', 'n2']) {
       const net = nodeNet(cluster, name);
@@ -165,10 +165,11 @@ describe.skipIf(reason !== '')('tsflannel under containerd CRI (the kubelet path
     const nat = natRules(n1.net.node.ns);
     expect(nat).not.toMatch(/CNI-DN-/);
     expect(nat).not.toContain(podA.ip);
+    expect(nat).not.toContain(podA.id); // CNI-HOSTPORT-DNAT's jump rule names the sandbox
     await n1.cri.removePodSandbox(podA.id);
     sandboxes.delete(podA.id);
     expect(existsSync(podA.netns)).toBe(false);
-    expect(existsSync(CNI_CACHE) ? readdirSync(CNI_CACHE).filter((f) => f.includes(podA.id)) : []).toEqual([]);
+    expect(cniCacheEntries(podA.id)).toEqual([]);
     await expect(n1.cri.podSandboxStatus(podA.id)).rejects.toThrow(/not found|does not exist/);
   });
 

@@ -10,7 +10,7 @@ import { makeBinDir } from './cni.js';
 import { Containerd } from './containerd.js';
 import { eventually, leaseFiles, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, skipReason, unmountUnder, vethsIn, type RunResult } from './host.js';
 import { buildImages, PAUSE_IMAGE, SHELL_IMAGE } from './images.js';
-import { Cleanup, inSubnet, newCluster, nodeNet, suitePrefix, type NodeNet } from './suite.js';
+import { both, Cleanup, inSubnet, newCluster, nodeNet, suitePrefix, type NodeNet } from './suite.js';
 
 // ctr's CNI dirs are fixed paths; the test shadows them, so they must exist to be mount points.
 const fixedDirs = ['/etc/cni/net.d', '/usr/lib/cni'].filter((d) => !existsSync(d));
@@ -39,7 +39,7 @@ describe.skipIf(reason !== '')('tsflannel under ctr run --cni', () => {
     cleanup.add('mounts under the cluster dir', () => unmountUnder(cluster.dir));
     cleanup.add('container cgroups', () => removeCgroup(cgroupParent));
     cleanup.add('libcni cache entries', () => removeCniCache([prefix]));
-    const [images] = await Promise.all([buildImages(join(cluster.dir, 'images')), cluster.start()]);
+    const [images] = await both(buildImages(join(cluster.dir, 'images')), cluster.start());
     net = nodeNet(cluster, 'n1', { portmap: false });
     binDir = makeBinDir(join(cluster.dir, 'cni-bin'));
     containerd = await Containerd.start({

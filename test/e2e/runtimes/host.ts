@@ -133,7 +133,8 @@ export async function terminate(pids: number[], graceMs = 3000): Promise<void> {
       // already gone
     }
   }
-  while (pids.some((p) => alive(p) && !isZombie(p))) await sleep(20);
+  const killDeadline = Date.now() + 10_000;
+  while (pids.some((p) => alive(p) && !isZombie(p)) && Date.now() < killDeadline) await sleep(20);
 }
 
 function isZombie(pid: number): boolean {
@@ -200,6 +201,11 @@ export function leaseFiles(networkDir: string): string[] {
 }
 
 export const CNI_CACHE = '/var/lib/cni/results';
+
+/** libcni result-cache entries (one per network and interface) that name `id`. */
+export function cniCacheEntries(id: string): string[] {
+  return existsSync(CNI_CACHE) ? readdirSync(CNI_CACHE).filter((f) => f.includes(id)) : [];
+}
 
 /** Deletes libcni result-cache entries that name one of `ids` (left when a runtime died mid-teardown). */
 export function removeCniCache(ids: string[]): string[] {

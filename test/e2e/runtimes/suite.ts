@@ -82,6 +82,14 @@ export function vxlanTxPackets(ns: string): number {
   return link.stats64.tx.packets;
 }
 
+/** Awaits both, and only then rethrows the first failure, so nothing is left running behind a clean-up. */
+export async function both<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [ra, rb] = await Promise.allSettled([a, b]);
+  if (ra.status === 'rejected') throw ra.reason;
+  if (rb.status === 'rejected') throw rb.reason;
+  return [ra.value, rb.value];
+}
+
 /**
  * Clean-up steps run newest first; each failure is recorded and the rest still run.
  * `run()` throws one error listing every failed step.
