@@ -397,8 +397,14 @@ type sysctlReq struct {
 	Value string `json:"value,omitempty"`
 }
 
+// path maps a key to /proc/sys like sysctl(8): dots separate levels, unless
+// the key already uses slashes, which keeps dotted interface names intact
+// (net/ipv4/conf/flannel.1/rp_filter).
 func (r sysctlReq) path() (string, error) {
-	k := strings.ReplaceAll(r.Key, ".", "/")
+	k := r.Key
+	if !strings.Contains(k, "/") {
+		k = strings.ReplaceAll(k, ".", "/")
+	}
 	if k == "" || strings.Contains(k, "..") || strings.HasPrefix(k, "/") {
 		return "", fmt.Errorf("bad sysctl key %q: %w", r.Key, syscall.EINVAL)
 	}

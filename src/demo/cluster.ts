@@ -82,7 +82,7 @@ function waitExit(child: ChildProcess): Promise<void> {
 }
 
 export class Cluster {
-  readonly dir: string;
+  private tempDir?: string;
   topo?: Topology;
   etcdEndpoint = '';
   readonly agents = new Map<string, AgentProc>();
@@ -92,12 +92,19 @@ export class Cluster {
   private etcdBridge?: Server;
   private readonly bridges: ChildProcess[] = [];
   private readonly log: (line: string) => void;
-  private readonly socket: string;
 
   constructor(private readonly opts: ClusterOptions) {
-    this.dir = mkdtempSync(join(tmpdir(), `${opts.prefix}-`));
-    this.socket = join(this.dir, 'etcd.sock');
     this.log = opts.log ?? (() => undefined);
+  }
+
+  /** The cluster's temp dir; made by start(), so a cluster never started leaves nothing. */
+  get dir(): string {
+    if (!this.tempDir) throw new Error('cluster not started');
+    return this.tempDir;
+  }
+
+  private get socket(): string {
+    return join(this.dir, 'etcd.sock');
   }
 
   node(name: string): ClusterNode {
@@ -116,6 +123,7 @@ export class Cluster {
 
   /** Builds the namespaces, starts etcd with the network config, and one agent per node. */
   async start(): Promise<void> {
+    this.tempDir = mkdtempSync(join(tmpdir(), `${this.opts.prefix}-`));
     this.log('building node namespaces');
     this.topo = buildTopology(this.opts.prefix, this.opts.nodes);
     await this.startEtcd();
@@ -283,6 +291,6 @@ export class Cluster {
       await waitExit(this.etcd);
     }
     if (this.topo) destroyTopology(this.topo);
-    rmSync(this.dir, { recursive: true, force: true });
+    if (this.tempDir) rmSync(this.tempDir, { recursive: true, force: true });
   }
 }

@@ -3,7 +3,10 @@ import { call } from './ffi.js';
 import { isErrno, NetlinkError } from './errors.js';
 import type { InNetns } from './types.js';
 
-/** Reads a sysctl such as net.ipv4.ip_forward, in this or another netns. */
+/**
+ * Reads a sysctl such as net.ipv4.ip_forward, in this or another netns. A key
+ * naming a dotted interface uses slashes: net/ipv4/conf/flannel.1/rp_filter.
+ */
 export function sysctlGet(key: string, opts: InNetns = {}): string {
   return call('sysctl.get', { ...opts, key }) as string;
 }

@@ -163,6 +163,9 @@ describe.skipIf(!isRoot)('netlink layer against the kernel', () => {
     expect(inNs(host, 'cat', ['/proc/sys/net/ipv4/ip_forward']).trim()).toBe('1');
     expect(nl.sysctlGet('net.ipv4.ip_forward')).toBe(before);
     expect(() => nl.sysctlGet('../../etc/passwd')).toThrow(/bad sysctl key/);
+    // Slashes keep a dotted interface name in one piece.
+    nl.sysctlSet('net/ipv4/conf/flannel.1/rp_filter', '2', H);
+    expect(inNs(host, 'cat', ['/proc/sys/net/ipv4/conf/flannel.1/rp_filter']).trim()).toBe('2');
   });
 
   it('tells a netns from an ordinary file', () => {
