@@ -11,9 +11,9 @@ import type { Cluster } from '../../../src/demo/cluster.js';
 import { makeBinDir } from './cni.js';
 import { Containerd } from './containerd.js';
 import type { CriClient, PodSandboxConfig } from './cri-client.js';
-import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, skipReason, unmountUnder, vethsIn } from './host.js';
+import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, skipReason, vethsIn } from './host.js';
 import { buildImages, PAUSE_IMAGE, SHELL_IMAGE } from './images.js';
-import { both, Cleanup, httpGetFrom, inSubnet, newCluster, nodeNet, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
+import { both, Cleanup, httpGetFrom, inSubnet, newCluster, nodeNet, suiteDir, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
 
 const reason = skipReason('cri', ['containerd', 'ctr', 'runc', 'buildah', 'busybox', 'nsenter', 'iptables-save']);
 const HOST_PORT = 18080;
@@ -83,18 +83,19 @@ describe.skipIf(reason !== '')('tsflannel under containerd CRI (the kubelet path
     cleanup.add('machine dirs', () => releaseMachineDirs());
     cluster = newCluster(prefix, [{ name: 'n1', segment: 'a' }, { name: 'n2', segment: 'b' }]);
     cleanup.add('cluster', () => cluster.stop());
-    cleanup.add('mounts under the cluster dir', () => unmountUnder(cluster.dir));
+    const work = suiteDir(prefix);
+    cleanup.add('suite dir', work.remove);
     cleanup.add('pod cgroups', () => removeCgroup(cgroupParent));
     cleanup.add('libcni cache entries', () => removeCniCache(everySandbox));
     cleanup.add('sandbox netns files', () => {
       for (const s of sandboxes.values()) if (s.netns) removeNetnsFile(s.netns);
     });
-    const [images] = await both(buildImages(join(cluster.dir, 'images')), cluster.start());
-    const binDir = makeBinDir(join(cluster.dir, 'cni-bin'));
+    const [images] = await both(buildImages(join(work.dir, 'images')), cluster.start());
+    const binDir = makeBinDir(join(work.dir, 'cni-bin'));
     for (const name of ['n1', 'n2']) {
       const net = nodeNet(cluster, name);
       const containerd = await Containerd.start({
-        dir: join(cluster.nodeDir(name), 'containerd'), netns: net.node.nsPath, binDir, confDir: net.confDir, sandboxImage: PAUSE_IMAGE,
+        dir: join(work.dir, name, 'containerd'), netns: net.node.nsPath, binDir, confDir: net.confDir, sandboxImage: PAUSE_IMAGE,
       });
       cleanup.add(`containerd on ${name}`, () => containerd.stop());
       const n: Node = { net, containerd, cri: containerd.cri() };

@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import type { Cluster, Pod } from '../../../src/demo/cluster.js';
 import { makeBinDir } from './cni.js';
 import { Containerd } from './containerd.js';
-import { eventually, leaseFiles, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, skipReason, unmountUnder, vethsIn, type RunResult } from './host.js';
+import { eventually, leaseFiles, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, skipReason, vethsIn, type RunResult } from './host.js';
 import { buildImages, PAUSE_IMAGE, SHELL_IMAGE } from './images.js';
-import { both, Cleanup, inSubnet, newCluster, nodeNet, suitePrefix, type NodeNet } from './suite.js';
+import { both, Cleanup, inSubnet, newCluster, nodeNet, suiteDir, suitePrefix, type NodeNet } from './suite.js';
 
 // ctr's CNI dirs are fixed paths; the test shadows them, so they must exist to be mount points.
 const fixedDirs = ['/etc/cni/net.d', '/usr/lib/cni'].filter((d) => !existsSync(d));
@@ -36,14 +36,15 @@ describe.skipIf(reason !== '')('tsflannel under ctr run --cni', () => {
     cleanup.add('machine dirs', () => releaseMachineDirs());
     cluster = newCluster(prefix, [{ name: 'n1', segment: 'a' }]);
     cleanup.add('cluster', () => cluster.stop());
-    cleanup.add('mounts under the cluster dir', () => unmountUnder(cluster.dir));
+    const work = suiteDir(prefix);
+    cleanup.add('suite dir', work.remove);
     cleanup.add('container cgroups', () => removeCgroup(cgroupParent));
     cleanup.add('libcni cache entries', () => removeCniCache([prefix]));
-    const [images] = await both(buildImages(join(cluster.dir, 'images')), cluster.start());
+    const [images] = await both(buildImages(join(work.dir, 'images')), cluster.start());
     net = nodeNet(cluster, 'n1', { portmap: false });
-    binDir = makeBinDir(join(cluster.dir, 'cni-bin'));
+    binDir = makeBinDir(join(work.dir, 'cni-bin'));
     containerd = await Containerd.start({
-      dir: join(cluster.nodeDir('n1'), 'containerd'), netns: net.node.nsPath, binDir, confDir: net.confDir, sandboxImage: PAUSE_IMAGE,
+      dir: join(work.dir, 'containerd'), netns: net.node.nsPath, binDir, confDir: net.confDir, sandboxImage: PAUSE_IMAGE,
     });
     cleanup.add('containerd', () => containerd.stop());
     await containerd.importImage(images.shellTar, 'default');

@@ -7,10 +7,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Cluster, Pod } from '../../../src/demo/cluster.js';
 import { makeBinDir } from './cni.js';
-import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCniCache, removeNetnsFile, skipReason, unmountUnder, vethsIn } from './host.js';
+import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCniCache, removeNetnsFile, skipReason, vethsIn } from './host.js';
 import { buildRootfs } from './images.js';
 import { Podman } from './podman.js';
-import { Cleanup, httpGetFrom, inSubnet, NETWORK, newCluster, nodeNet, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
+import { Cleanup, httpGetFrom, inSubnet, NETWORK, newCluster, nodeNet, suiteDir, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
 
 const reason = skipReason('podman', ['podman', 'runc', 'conmon', 'busybox', 'nsenter', 'iptables-save']);
 const HOST_PORT = 18081;
@@ -37,17 +37,18 @@ describe.skipIf(reason !== '')('tsflannel as a podman network (CNI backend)', ()
     cleanup.add('machine dirs', () => releaseMachineDirs());
     cluster = newCluster(prefix, [{ name: 'n1', segment: 'a' }, { name: 'n2', segment: 'b' }]);
     cleanup.add('cluster', () => cluster.stop());
-    cleanup.add('mounts under the cluster dir', () => unmountUnder(cluster.dir));
+    const work = suiteDir(prefix);
+    cleanup.add('suite dir', work.remove);
     cleanup.add('podman netns files', () => netnsFiles.forEach(removeNetnsFile));
     cleanup.add('libcni cache entries', () => removeCniCache(containerIds));
     await cluster.start();
-    rootfs = buildRootfs(join(cluster.dir, 'rootfs'));
+    rootfs = buildRootfs(join(work.dir, 'rootfs'));
     net1 = nodeNet(cluster, 'n1');
     net2 = nodeNet(cluster, 'n2');
     target = await cluster.addPod('n2', 'target');
     podman = new Podman({
-      dir: join(cluster.nodeDir('n1'), 'podman'), netns: net1.node.nsPath,
-      binDir: makeBinDir(join(cluster.dir, 'cni-bin')), confDir: net1.confDir, cgroupParent: `/${prefix}`,
+      dir: join(work.dir, 'podman'), netns: net1.node.nsPath,
+      binDir: makeBinDir(join(work.dir, 'cni-bin')), confDir: net1.confDir, cgroupParent: `/${prefix}`,
     });
     cleanup.add('podman containers', () => podman.cleanup());
   }, 120_000);

@@ -4,11 +4,13 @@
 // namespaces, and a clean-up list that runs in reverse even when a step fails.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cluster } from '../../../src/demo/cluster.js';
 import type { ClusterNode, NodeSpec } from '../../../src/demo/topology.js';
 import { makeConfDir, tsflannelConflist } from './cni.js';
+import { unmountUnder } from './host.js';
 
 export interface NodeNet {
   node: ClusterNode;
@@ -24,6 +26,22 @@ export interface NodeNet {
 
 export function suitePrefix(tag: string): string {
   return `tsf${tag}${randomBytes(2).toString('hex')}`;
+}
+
+/**
+ * The suite's own temp dir (images, CNI bin dir, runtime roots), apart from the
+ * cluster's, which exists only once the cluster started. Returns the dir and a
+ * clean-up that unmounts whatever a runtime left mounted there and deletes it.
+ */
+export function suiteDir(prefix: string): { dir: string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), `${prefix}-rt-`));
+  return {
+    dir,
+    remove: () => {
+      unmountUnder(dir);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 export function newCluster(prefix: string, nodes: NodeSpec[]): Cluster {
