@@ -56,9 +56,14 @@ build_ts() {
     return 0
   fi
   say "compiling TypeScript"
-  rm -rf build
-  npx --no-install tsc -p tsconfig.json
-  touch "$stamp"
+  # Compile beside the old tree and swap it in, so stale outputs of deleted
+  # sources disappear and a running plugin never sees a half-empty build/.
+  rm -rf build.new build.old
+  npx --no-install tsc -p tsconfig.json --outDir build.new
+  touch build.new/.stamp
+  [ -d build ] && mv build build.old
+  mv build.new build
+  rm -rf build.old
 }
 
 install_packages

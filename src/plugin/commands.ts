@@ -1,7 +1,6 @@
 // The CNI verbs of tsflannel. Each parses its config, then changes (or
 // inspects) the node; ADD undoes what it did when a later step fails.
 import { statSync } from 'node:fs';
-import type { Logger } from 'pino';
 import type { PluginContext } from '../cni/skel.js';
 import type { Result } from '../cni/result.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
@@ -9,7 +8,7 @@ import * as nl from '../netlink/index.js';
 import { readSubnetEnv, SubnetEnvError, type SubnetEnv } from '../flannel/subnet-env.js';
 import { HostLocalIpam, type IpamRange } from '../ipam/index.js';
 import { parsePluginConfig, type PluginConfig } from './config.js';
-import { createLogger } from './log.js';
+import { createLogger, type PluginLogger } from './log.js';
 import { hostVethName } from './names.js';
 import { splitCidr } from './cidr.js';
 import { configurePod, createPodVeth, deletePodVeth, ensureBridge, podRoutes, safeIsNetns } from './network.js';
@@ -17,7 +16,7 @@ import { checkAttachment } from './check.js';
 
 interface Prepared {
   cfg: PluginConfig;
-  log: Logger;
+  log: PluginLogger;
 }
 
 function prepare(ctx: PluginContext): Prepared {
@@ -66,7 +65,7 @@ function requireNetns(netns: string): void {
 }
 
 /** Runs `fn`, and on failure runs the collected undo steps in reverse. */
-async function withRollback<T>(log: Logger, fn: (onUndo: (step: () => unknown) => void) => Promise<T>): Promise<T> {
+async function withRollback<T>(log: PluginLogger, fn: (onUndo: (step: () => unknown) => void) => Promise<T>): Promise<T> {
   const steps: (() => unknown)[] = [];
   try {
     return await fn((step) => steps.push(step));

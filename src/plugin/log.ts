@@ -1,12 +1,51 @@
 // Plugin logs go to stderr (stdout carries the CNI result) and, when the
 // config names one, to a log file as well, since runtimes often drop a
-// plugin's stderr.
-import pino, { type Logger } from 'pino';
+// plugin's stderr. pino is imported only when a message passes the level:
+// at the default level (warn) a healthy ADD or DEL never pays for loading it,
+// and a plugin runs once per pod, so start-up is most of its cost. Messages
+// logged while pino loads are queued and written in order; the pending
+// import keeps the process alive until they are out.
+import type pinoType from 'pino';
 
-export function createLogger(level: string, logFile: string | undefined, bindings: Record<string, string>): Logger {
-  const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: pino.destination({ fd: 2, sync: true }) }];
+const LEVELS = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity } as const;
+type Level = keyof typeof LEVELS;
+type Method = 'debug' | 'info' | 'warn' | 'error';
+type LogFn = (fields: Record<string, unknown>, msg: string) => void;
+
+export type PluginLogger = Record<Method, LogFn>;
+
+function isLevel(level: string): level is Level {
+  return Object.hasOwn(LEVELS, level);
+}
+
+function build(pino: typeof pinoType, level: Level, logFile: string | undefined, bindings: Record<string, string>): pinoType.Logger {
+  const streams: pinoType.StreamEntry[] = [{ level: level as pinoType.Level, stream: pino.destination({ fd: 2, sync: true }) }];
   if (logFile) {
-    streams.push({ level: level as pino.Level, stream: pino.destination({ dest: logFile, sync: true, mkdir: true }) });
+    streams.push({ level: level as pinoType.Level, stream: pino.destination({ dest: logFile, sync: true, mkdir: true }) });
   }
   return pino({ level, base: { plugin: 'tsflannel', ...bindings } }, pino.multistream(streams));
+}
+
+export function createLogger(level: string, logFile: string | undefined, bindings: Record<string, string>): PluginLogger {
+  const threshold: Level = isLevel(level) ? level : 'warn';
+  let logger: pinoType.Logger | undefined;
+  let loading: Promise<void> | undefined;
+  const queue: [Method, Record<string, unknown>, string][] = [];
+  const load = () =>
+    import('pino').then(
+      (mod) => {
+        logger = build(mod.default, threshold, logFile, bindings);
+        for (const [name, fields, msg] of queue.splice(0)) logger[name](fields, msg);
+      },
+      (err: unknown) => {
+        for (const [name, , msg] of queue.splice(0)) process.stderr.write(`tsflannel ${name}: ${msg} (logger unavailable: ${String(err)})\n`);
+      },
+    );
+  const at = (name: Method): LogFn => (fields, msg) => {
+    if (LEVELS[name] < LEVELS[threshold]) return;
+    if (logger) return logger[name](fields, msg);
+    queue.push([name, fields, msg]);
+    loading ??= load();
+  };
+  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }

@@ -1,8 +1,8 @@
 // Kernel state for one pod attachment: the node bridge with its gateway
 // address, the veth pair, and the pod side's address and routes.
 import { statSync } from 'node:fs';
-import type { Logger } from 'pino';
 import { CniError, ErrorCode } from '../cni/errors.js';
+import type { PluginLogger } from './log.js';
 import * as nl from '../netlink/index.js';
 import type { Link } from '../netlink/index.js';
 import { splitCidr } from './cidr.js';
@@ -12,7 +12,7 @@ import { splitCidr } from './cidr.js';
  * IPv4 address on it means the node's subnet changed under running pods:
  * that is refused with the fix spelled out, unless forceAddress is set.
  */
-export function ensureBridge(name: string, mtu: number, gatewayCidr: string, forceAddress: boolean, log: Logger): Link {
+export function ensureBridge(name: string, mtu: number, gatewayCidr: string, forceAddress: boolean, log: PluginLogger): Link {
   const existed = nl.linkByName(name) !== null;
   let br = nl.ensureBridge({ name, mtu });
   if (!existed) {
@@ -92,7 +92,7 @@ export function configurePod(netns: string, ifname: string, cfg: PodAddressing):
 }
 
 /** Removes an attachment's veth; the pod end goes with it. */
-export function deletePodVeth(hostName: string, netns: string, ifname: string, log: Logger): void {
+export function deletePodVeth(hostName: string, netns: string, ifname: string, log: PluginLogger): void {
   if (nl.linkDelete(hostName)) {
     log.info({ veth: hostName }, 'deleted host veth');
     return;

@@ -185,6 +185,19 @@ describe.skipIf(!isRoot)('tsflannel plugin on a node netns', () => {
     expect(veths()).toEqual([]);
   });
 
+  it('logs to the configured log file, never to stdout', async () => {
+    const p = pod('logged');
+    const logFile = join(dir, 'plugin.log');
+    const out = await add('ctr-log', p, conf({ logLevel: 'info', logFile }));
+    expect(out.code, out.stdout + out.stderr).toBe(0);
+    expect(() => JSON.parse(out.stdout)).not.toThrow();
+    const line = readFileSync(logFile, 'utf8').split('\n').find((l) => l.includes('pod attached'));
+    const ip = (out.json?.ips as { address: string }[])[0].address;
+    expect(JSON.parse(line!)).toMatchObject({ containerId: 'ctr-log', ip, cmd: 'ADD' });
+    expect(out.stderr).toContain('pod attached');
+    expect((await del('ctr-log', nsPath(p))).code).toBe(0);
+  });
+
   it('gives 100 concurrent ADDs 100 distinct IPs, and 100 DELs leave the node as it was', async () => {
     const before = { links: veths(), leases: leases() };
     const ids = Array.from({ length: 100 }, (_, i) => `par${i}`);
