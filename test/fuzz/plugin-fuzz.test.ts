@@ -51,6 +51,8 @@ interface Stats {
   succeededAdds: number;
   /** cases or batches that broke an invariant */
   problems: number;
+  /** cases re-run once because they exceeded the time bound */
+  slowRetries: number;
   ms: number[];
   seconds: number;
 }
@@ -65,7 +67,7 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
   let liveTarget: Target;
   let liveResult: Record<string, unknown> = {};
   let baseline: Snapshot;
-  const stats: Stats = { cases: 0, batches: 0, byFamily: {}, byCommand: {}, byOutcome: {}, succeededAdds: 0, problems: 0, ms: [], seconds: 0 };
+  const stats: Stats = { cases: 0, batches: 0, byFamily: {}, byCommand: {}, byOutcome: {}, succeededAdds: 0, problems: 0, slowRetries: 0, ms: [], seconds: 0 };
   const liveRanges = [{ subnet: '10.244.1.0/24', rangeStart: '10.244.1.2', rangeEnd: '10.244.1.9', gateway: '10.244.1.1' }];
   const workRanges = [{ subnet: '10.244.1.0/24', rangeStart: '10.244.1.10', rangeEnd: '10.244.1.250', gateway: '10.244.1.1' }];
 
@@ -281,36 +283,71 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
     return problems;
   }
 
-  async function runCase(c: FuzzCase, worker: number): Promise<string[]> {
+  interface Run {
+    problems: string[];
+    /** the only problem is the time bound */
+    onlySlow: boolean;
+    outcome: string;
+    ms: number;
+    addSucceeded: boolean;
+  }
+
+  async function runOnce(c: FuzzCase, worker: number): Promise<Run> {
     const t = targetFor(c, worker);
     const m = materialize(c, fx, t);
     const r = await exec(m.env, m.stdin, Math.max(CASE_MS * 4, 20_000));
     const problems: string[] = [];
-    stats.cases++;
-    stats.ms.push(r.ms);
-    stats.byFamily[c.family] = (stats.byFamily[c.family] ?? 0) + 1;
-    stats.byCommand[c.command] = (stats.byCommand[c.command] ?? 0) + 1;
+    let outcome = r.signal ?? 'timeout';
+    let slow = false;
     if (r.timedOut || r.signal) problems.push(`did not exit normally (${r.signal ?? 'timeout'}) after ${Math.round(r.ms)} ms`);
-    if (r.ms > CASE_MS) problems.push(`took ${Math.round(r.ms)} ms (bound ${CASE_MS} ms)`);
+    if (r.ms > CASE_MS) {
+      slow = true;
+      problems.push(`took ${Math.round(r.ms)} ms (bound ${CASE_MS} ms)`);
+    }
     if (STACK.test(r.stdout)) problems.push(`stack trace on stdout: ${r.stdout.slice(0, 300)}`);
     if (r.code === 0) {
-      stats.byOutcome.ok = (stats.byOutcome.ok ?? 0) + 1;
+      outcome = 'ok';
       if (!c.expect.okAllowed) problems.push(`succeeded (stdout ${JSON.stringify(r.stdout.slice(0, 160))})`);
       else problems.push(...checkSuccess(r, c, m.confVersion));
       if (c.command === 'ADD') {
-        stats.succeededAdds++;
         // Valid after all: the runtime DELs what it added, with the same config.
         const d = await exec({ ...m.env, CNI_COMMAND: 'DEL' }, m.stdin);
         if (d.code !== 0) problems.push(`DEL after the successful ADD failed: ${d.stdout.slice(0, 200)}`);
       }
     } else if (r.code !== null) {
       const { code, problems: p } = checkErrorJson(r.stdout, c, m.confVersion);
-      stats.byOutcome[String(code)] = (stats.byOutcome[String(code)] ?? 0) + 1;
+      outcome = String(code);
       problems.push(...p);
       if (r.code !== 1) problems.push(`exit status ${r.code}`);
     }
     const stderr = r.stderr.trim().split('\n').slice(-3).join(' | ').slice(0, 400);
-    return problems.map((p) => `${describeCase(c)}\n    -> ${p}\n    stderr: ${stderr}`);
+    return {
+      problems: problems.map((p) => `${describeCase(c)}\n    -> ${p}\n    stderr: ${stderr}`),
+      onlySlow: slow && problems.length === 1,
+      outcome,
+      ms: r.ms,
+      addSucceeded: c.command === 'ADD' && r.code === 0,
+    };
+  }
+
+  /**
+   * One case. The machine may be shared, so a run over the time bound whose
+   * output is otherwise right is repeated once: a hang or a slow path is slow
+   * again, a load spike is not.
+   */
+  async function runCase(c: FuzzCase, worker: number): Promise<string[]> {
+    let run = await runOnce(c, worker);
+    if (run.onlySlow) {
+      stats.slowRetries++;
+      run = await runOnce(c, worker);
+    }
+    stats.cases++;
+    stats.ms.push(run.ms);
+    stats.byFamily[c.family] = (stats.byFamily[c.family] ?? 0) + 1;
+    stats.byCommand[c.command] = (stats.byCommand[c.command] ?? 0) + 1;
+    stats.byOutcome[run.outcome] = (stats.byOutcome[run.outcome] ?? 0) + 1;
+    if (run.addSucceeded) stats.succeededAdds++;
+    return run.problems;
   }
 
   async function runBatch(cases: FuzzCase[]): Promise<string[]> {
@@ -350,6 +387,7 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
       byOutcome: stats.byOutcome,
       succeededAdds: stats.succeededAdds,
       problems: stats.problems,
+      slowRetries: stats.slowRetries,
       byFamily: stats.byFamily,
     };
   }

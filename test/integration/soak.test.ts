@@ -37,6 +37,7 @@ describe.skipIf(!isRoot)('soak', () => {
     // slot of the in-flight window did several operations.)
     expect(report.operations.total).toBeGreaterThanOrEqual(60);
     expect(report.killed).toBeGreaterThan(0);
+    expect(report.minMutatingInFlight).toBe(IN_FLIGHT);
     expect(report.samples).toBeGreaterThanOrEqual(seconds - 2);
   }, (SECONDS + 240) * 1000);
 });

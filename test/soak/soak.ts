@@ -121,7 +121,7 @@ export interface SoakOptions {
   seconds: number;
   /** operations kept in flight at every moment (default 20) */
   inFlight?: number;
-  /** pod netns pool, one per container slot (default 2 x inFlight) */
+  /** pod netns pool, one per container slot (default 3 x inFlight) */
   pods?: number;
   /** share of plugin processes SIGKILLed at a random moment (default 0.1) */
   killShare?: number;
@@ -146,6 +146,8 @@ export interface SoakReport {
   failures: { op: string; id: string; code: number | null; msg: string }[];
   samples: number;
   maxLive: number;
+  /** fewest ADD/DEL in flight seen whenever the scheduler topped up (the pool allowing) */
+  minMutatingInFlight?: number;
   /** sampling points at which two live containers shared an IP (store, results or eth0) */
   duplicates: number;
   /** what the final clean-up left that it should not have */
@@ -213,7 +215,7 @@ function errorOf(stdout: string): { code: number | null; msg: string } {
 
 export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   const inFlight = opts.inFlight ?? 20;
-  const podCount = opts.pods ?? inFlight * 2;
+  const podCount = opts.pods ?? inFlight * 3;
   const killShare = opts.killShare ?? 0.1;
   const keep = opts.keep ?? 3;
   const checkShare = opts.checkShare ?? 0.2;
@@ -279,17 +281,15 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     const killPlan = (): number | undefined =>
       killEvery > 0 && ++spawned % killEvery === 0 ? Math.random() * typicalMs * 1.2 : undefined;
 
-    const runOp = async (slot: Slot): Promise<void> => {
-      let op: 'ADD' | 'DEL' | 'CHECK';
-      if (slot.state === 'free') {
-        const c: Container = { id: `soak-${randomBytes(6).toString('hex')}`, ns: slot.ns };
-        slot.container = c;
-        started.set(c.id, c);
-        op = 'ADD';
-      } else if (slot.state === 'live' && Math.random() < checkShare) {
-        op = 'CHECK';
-      } else {
-        op = 'DEL';
+    type Op = 'ADD' | 'DEL' | 'CHECK';
+    const nextOp = (slot: Slot): Op =>
+      slot.state === 'free' ? 'ADD' : slot.state === 'live' && Math.random() < checkShare ? 'CHECK' : 'DEL';
+
+    const runOp = async (slot: Slot, op: Op): Promise<void> => {
+      if (op === 'ADD') {
+        const fresh: Container = { id: `soak-${randomBytes(6).toString('hex')}`, ns: slot.ns };
+        slot.container = fresh;
+        started.set(fresh.id, fresh);
       }
       const c = slot.container!;
       if (op === 'DEL' && live.has(c.id)) {
@@ -382,9 +382,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       log(`sample ${report.samples}: ${live.size} live, ${leases.size} leases, ${report.operations.total} ops, ${report.killed} killed`);
     };
 
-    // Keep `inFlight` operations going until the deadline.
+    // Keep `inFlight` ADD/DEL going until the deadline; CHECKs run on top.
     const deadline = performance.now() + opts.seconds * 1000;
     const pending = new Set<Promise<void>>();
+    let mutating = 0;
     const sampler = setInterval(() => {
       try {
         sample();
@@ -394,21 +395,26 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     }, sampleMs);
     try {
       while (performance.now() < deadline) {
-        while (pending.size < inFlight) {
+        while (mutating < inFlight && pending.size < inFlight * 2) {
           const free = slots.filter((s) => !s.busy);
           if (free.length === 0) break;
           const slot = free[Math.floor(Math.random() * free.length)]!;
+          const op = nextOp(slot);
+          const counts = op !== 'CHECK';
           slot.busy = true;
-          const p: Promise<void> = runOp(slot)
+          if (counts) mutating++;
+          const p: Promise<void> = runOp(slot, op)
             .catch((err: Error) => {
               report.problems.push(`operation crashed the harness: ${err.message}`);
             })
             .finally(() => {
               slot.busy = false;
+              if (counts) mutating--;
               pending.delete(p);
             });
           pending.add(p);
         }
+        report.minMutatingInFlight = Math.min(report.minMutatingInFlight ?? mutating, mutating);
         await Promise.race(pending);
       }
       await Promise.all(pending);
