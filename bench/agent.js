@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 const SIZES = (process.env.BENCH_AGENT_SIZES ?? '100,1000,5000').split(',').map(Number);
+const QUICK_SIZES = [100, 1000];
 
 function leaseFor(i) {
   const third = Math.floor(i / 250);
@@ -73,17 +74,17 @@ function measureIproute(ns, n, dir) {
   });
 }
 
-export async function run() {
+export async function run(ctx = {}) {
   const rows = [];
   const dir = mkdtempSync(join(tmpdir(), 'tsf-bench-agent-'));
-  for (const n of SIZES) {
+  for (const n of ctx.quick ? QUICK_SIZES : SIZES) {
     const ns = `tsfbench${randomBytes(2).toString('hex')}`;
     try {
       makeNode(ns);
       const ours = await measureBackend(ns, n);
       const ref = measureIproute(ns, n, dir);
       rows.push({
-        leases: n,
+        name: `${n} leases`,
         'program all (s)': ours.first.toFixed(3),
         'iproute2 batch (s)': ref.toFixed(3),
         'ratio vs iproute2': (ours.first / ref).toFixed(2),
