@@ -156,21 +156,28 @@ async function concurrent(driver, cs, jobFor, n) {
     [cs[1], half, n],
     [cs[0], half, n],
   ];
-  const out = Object.fromEntries(cs.map((c) => [c.key, { results: [], wallMs: 0 }]));
+  const out = Object.fromEntries(cs.map((c) => [c.key, { results: [], wallMs: 0, cpuMs: 0 }]));
   for (const [c, from, to] of blocks) {
     const jobs = [];
     for (let i = from; i < to; i++) jobs.push(jobFor(c, i));
-    const { results, wallMs } = await driver.run(jobs, CALLERS);
+    const { results, wallMs, cpuMs } = await driver.run(jobs, CALLERS);
     out[c.key].results.push(...results);
     out[c.key].wallMs += wallMs;
+    out[c.key].cpuMs += cpuMs;
   }
   return out;
 }
 
 const ms = (rs) => rs.map((r) => r.ms);
 
-/** One comparison row: medians, p95s and their ratios. */
-function compareRow(name, tRes, rRes, cs) {
+/** Mean CPU ms per call of a sequential batch (each result has its own cpuMs). */
+const cpuPerCall = (rs) => rs.reduce((a, r) => a + (r.cpuMs ?? NaN), 0) / rs.length;
+
+/**
+ * One comparison row: medians, p95s, CPU per call and their ratios.
+ * @param {{ T: number, R: number }} cpu mean CPU ms per call of each contender
+ */
+function compareRow(name, tRes, rRes, cs, cpu) {
   const t = summarize(ms(tRes));
   const r = summarize(ms(rRes));
   return {
@@ -182,8 +189,14 @@ function compareRow(name, tRes, rRes, cs) {
     [`${cs[1].label} p95`]: r.p95,
     'ratio median': ratio(t.median, r.median),
     'ratio p95': ratio(t.p95, r.p95),
+    [`${cs[0].label} CPU/call`]: cpu.T,
+    [`${cs[1].label} CPU/call`]: cpu.R,
+    'ratio CPU': ratio(cpu.T, cpu.R),
   };
 }
+
+const seqCpu = (byKey) => ({ T: cpuPerCall(byKey.T), R: cpuPerCall(byKey.R) });
+const concCpu = (out) => ({ T: out.T.cpuMs / out.T.results.length, R: out.R.cpuMs / out.R.results.length });
 
 /** Links of a kind left in the node netns, e.g. veths after every DEL. */
 function linksOfType(nodeNs, type) {
@@ -333,11 +346,11 @@ export async function run(ctx) {
     const startup = await startupBreakdown(driver, ctx.repoRoot, N.startup);
 
     const rows = [
-      compareRow('VERSION, sequential', ver.T, ver.R, cs),
-      compareRow('ADD, sequential', seqAdd.T, seqAdd.R, cs),
-      compareRow('DEL, sequential', seqDel.T, seqDel.R, cs),
-      compareRow(`ADD, ${CALLERS} concurrent callers`, concAdd.T.results, concAdd.R.results, cs),
-      compareRow(`DEL, ${CALLERS} concurrent callers`, concDel.T.results, concDel.R.results, cs),
+      compareRow('VERSION, sequential', ver.T, ver.R, cs, seqCpu(ver)),
+      compareRow('ADD, sequential', seqAdd.T, seqAdd.R, cs, seqCpu(seqAdd)),
+      compareRow('DEL, sequential', seqDel.T, seqDel.R, cs, seqCpu(seqDel)),
+      compareRow(`ADD, ${CALLERS} concurrent callers`, concAdd.T.results, concAdd.R.results, cs, concCpu(concAdd)),
+      compareRow(`DEL, ${CALLERS} concurrent callers`, concDel.T.results, concDel.R.results, cs, concCpu(concDel)),
     ];
     const tput = (x) => (N.conc / x.wallMs) * 1000;
     const throughput = {
@@ -363,6 +376,7 @@ export async function run(ctx) {
           `Each ADD gets a fresh pod netns made before timing. A driver inside the node netns execs the plugin binary directly (bin/tsflannel via its #!/usr/bin/env node line), as a runtime does, with only PATH and CNI_* in its environment; the time is spawn() to exit.`,
           `Sequential: ${N.seq} ADDs then ${N.seq} DELs per plugin, alternating plugins (ABBA). VERSION: ${N.version} per plugin with podman's dummy env.`,
           `Concurrent: ${N.conc} ops per plugin with ${CALLERS} callers, run as two blocks of ${Math.ceil(N.conc / 2)} in ABBA order.`,
+          `CPU/call = mean user+system ms of the plugin process and its children (/proc cutime+cstime of the driver, 10 ms ticks summed over the batch); unlike wall time it barely moves with other load on the machine.`,
           `Ratio = tsflannel / reference. Checked: every call exit 0, each ADD's address in its subnet, distinct addresses under concurrency, no veth or lease left after the DELs.`,
         ],
       },

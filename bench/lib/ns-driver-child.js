@@ -1,7 +1,7 @@
 // Runs inside a node netns (started by ns-driver.js through `ip netns exec`),
 // so the processes it spawns inherit that namespace without a wrapper exec
 // in their timing. Protocol: one JSON request per stdin line,
-// { id, jobs, concurrency }, answered by one JSON line { id, results, wallMs }
+// { id, jobs, concurrency }, answered by one JSON line { id, results, wallMs, cpuMs }
 // or { id, error }.
 import { createInterface } from 'node:readline';
 import { runPool } from './spawn.js';

@@ -12,7 +12,7 @@ const CHILD = fileURLToPath(new URL('./ns-driver-child.js', import.meta.url));
 /**
  * @typedef {import('./spawn.js').Job} Job
  * @typedef {import('./spawn.js').JobResult} JobResult
- * @typedef {{ run: (jobs: Job[], concurrency?: number) => Promise<{ results: JobResult[], wallMs: number }>, close: () => Promise<void> }} NsDriver
+ * @typedef {{ run: (jobs: Job[], concurrency?: number) => Promise<{ results: (JobResult & { cpuMs?: number })[], wallMs: number, cpuMs: number }>, close: () => Promise<void> }} NsDriver
  */
 
 /**
@@ -42,7 +42,7 @@ export function startNsDriver(ns) {
     if (!p) return;
     pending.delete(msg.id);
     if (msg.error) p.reject(new Error(`netns driver: ${msg.error}`));
-    else p.resolve({ results: msg.results, wallMs: msg.wallMs });
+    else p.resolve({ results: msg.results, wallMs: msg.wallMs, cpuMs: msg.cpuMs });
   });
   return {
     run(jobs, concurrency = 1) {
