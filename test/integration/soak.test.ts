@@ -38,7 +38,8 @@ describe.skipIf(!isRoot)('soak', () => {
     expect(report.operations.total).toBeGreaterThanOrEqual(60);
     expect(report.killed).toBeGreaterThan(0);
     expect(report.minMutatingInFlight).toBe(IN_FLIGHT);
-    expect(report.samples).toBeGreaterThanOrEqual(seconds - 2);
+    // One sample a second, give or take timer drift on a loaded machine.
+    expect(report.samples).toBeGreaterThanOrEqual(Math.floor(seconds * 0.9) - 1);
   }, (SECONDS + 240) * 1000);
 });
 
