@@ -38,6 +38,20 @@ func (r nsReq) handle() (*netlink.Handle, func(), error) {
 	return h, h.Delete, nil
 }
 
+// nsScoped is any request that names the netns it applies to.
+type nsScoped interface {
+	handle() (*netlink.Handle, func(), error)
+}
+
+// openReq decodes a request and opens a netlink handle in its netns; the
+// caller defers the returned close function.
+func openReq(raw []byte, r nsScoped) (*netlink.Handle, func(), error) {
+	if err := decode(raw, r); err != nil {
+		return nil, nil, err
+	}
+	return r.handle()
+}
+
 type linkJSON struct {
 	Index       int        `json:"index"`
 	Name        string     `json:"name"`
@@ -111,10 +125,7 @@ func isLinkNotFound(err error) bool {
 // withLink runs fn on the link a request names, inside the request's netns.
 func withLink(raw []byte, fn func(h *netlink.Handle, l netlink.Link, r linkReq) (interface{}, error)) (interface{}, error) {
 	var r linkReq
-	if err := decode(raw, &r); err != nil {
-		return nil, err
-	}
-	h, done, err := r.handle()
+	h, done, err := openReq(raw, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -134,10 +145,7 @@ func opLinkGet(raw []byte) (interface{}, error) {
 
 func opLinkList(raw []byte) (interface{}, error) {
 	var r nsReq
-	if err := decode(raw, &r); err != nil {
-		return nil, err
-	}
-	h, done, err := r.handle()
+	h, done, err := openReq(raw, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -173,10 +181,7 @@ type linkSetReq struct {
 // MAC can only change while the link is down, and up comes last.
 func opLinkSet(raw []byte) (interface{}, error) {
 	var r linkSetReq
-	if err := decode(raw, &r); err != nil {
-		return nil, err
-	}
-	h, done, err := r.handle()
+	h, done, err := openReq(raw, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -250,10 +255,7 @@ type bridgeReq struct {
 
 func opBridgeAdd(raw []byte) (interface{}, error) {
 	var r bridgeReq
-	if err := decode(raw, &r); err != nil {
-		return nil, err
-	}
-	h, done, err := r.handle()
+	h, done, err := openReq(raw, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -284,10 +286,7 @@ type vethReq struct {
 // create instead of leaving a half-moved device behind.
 func opVethAdd(raw []byte) (interface{}, error) {
 	var r vethReq
-	if err := decode(raw, &r); err != nil {
-		return nil, err
-	}
-	h, done, err := r.handle()
+	h, done, err := openReq(raw, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -350,10 +349,7 @@ type vxlanReq struct {
 
 func opVxlanAdd(raw []byte) (interface{}, error) {
 	var r vxlanReq
-	if err := decode(raw, &r); err != nil {
-		return nil, err
-	}
-	h, done, err := r.handle()
+	h, done, err := openReq(raw, &r)
 	if err != nil {
 		return nil, err
 	}

@@ -101,10 +101,7 @@ func (r listReq) link(h *netlink.Handle) (netlink.Link, error) {
 
 func opAddrList(raw []byte) (interface{}, error) {
 	var r listReq
-	if err := decode(raw, &r); err != nil {
-		return nil, err
-	}
-	h, done, err := r.handle()
+	h, done, err := openReq(raw, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -192,10 +189,7 @@ func (r routeReq) build(h *netlink.Handle) (*netlink.Route, error) {
 func opRouteChange(kind string) opFunc {
 	return func(raw []byte) (interface{}, error) {
 		var r routeReq
-		if err := decode(raw, &r); err != nil {
-			return nil, err
-		}
-		h, done, err := r.handle()
+		h, done, err := openReq(raw, &r)
 		if err != nil {
 			return nil, err
 		}
@@ -222,10 +216,7 @@ type routeListReq struct {
 
 func opRouteList(raw []byte) (interface{}, error) {
 	var r routeListReq
-	if err := decode(raw, &r); err != nil {
-		return nil, err
-	}
-	h, done, err := r.handle()
+	h, done, err := openReq(raw, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -301,10 +292,7 @@ func (r neighReq) base(h *netlink.Handle) (*netlink.Neigh, error) {
 
 func withNeigh(raw []byte, fn func(h *netlink.Handle, r neighReq, n *netlink.Neigh) error) (interface{}, error) {
 	var r neighReq
-	if err := decode(raw, &r); err != nil {
-		return nil, err
-	}
-	h, done, err := r.handle()
+	h, done, err := openReq(raw, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -354,10 +342,7 @@ func opFdbChange(kind string) opFunc {
 
 func listNeigh(raw []byte, family int) (interface{}, error) {
 	var r listReq
-	if err := decode(raw, &r); err != nil {
-		return nil, err
-	}
-	h, done, err := r.handle()
+	h, done, err := openReq(raw, &r)
 	if err != nil {
 		return nil, err
 	}
