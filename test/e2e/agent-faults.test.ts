@@ -26,7 +26,8 @@ function startPing(from: Pod, to: Pod): Pinger {
 
 async function stopPing(p: Pinger): Promise<{ sent: number; received: number; lost: number }> {
   p.child.kill('SIGINT');
-  await new Promise((r) => p.child.once('exit', r));
+  // 'close', not 'exit': ping's summary may still be in the stdout pipe when the process exits.
+  await new Promise((r) => p.child.once('close', r));
   const m = /(\d+) packets transmitted, (\d+) received/.exec(p.output);
   if (!m) throw new Error(`no ping summary in: ${p.output.slice(-300)}`);
   const sent = Number(m[1]);
