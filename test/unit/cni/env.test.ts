@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CniError } from '../../../src/cni/errors.js';
 import { assertKnownCniArgs, parseCniArgs, parseEnv } from '../../../src/cni/env.js';
+import { cniErrorOf } from '../../helpers/cni-error.js';
 
 const full = {
   CNI_COMMAND: 'ADD',
@@ -10,15 +11,6 @@ const full = {
   CNI_PATH: '/opt/cni/bin:/usr/lib/cni',
 };
 
-function codeOf(fn: () => unknown): { code: number; msg: string } {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(CniError);
-    return { code: (err as CniError).code, msg: (err as CniError).message };
-  }
-  throw new Error('expected a CniError');
-}
 
 describe('parseEnv', () => {
   it('returns typed values for a complete ADD', () => {
@@ -65,13 +57,13 @@ describe('parseEnv', () => {
   ];
   it.each(cases)('%s -> code %i', (_name, patch, code, msg) => {
     const env: Record<string, string | undefined> = { ...full, ...patch };
-    const got = codeOf(() => parseEnv(env));
+    const got = cniErrorOf(() => parseEnv(env));
     expect(got.code).toBe(code);
     expect(got.msg).toMatch(msg);
   });
 
   it('names every missing variable at once', () => {
-    const got = codeOf(() => parseEnv({ CNI_COMMAND: 'ADD' }));
+    const got = cniErrorOf(() => parseEnv({ CNI_COMMAND: 'ADD' }));
     expect(got.code).toBe(4);
     for (const v of ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME', 'CNI_PATH']) expect(got.msg).toContain(v);
   });
@@ -126,11 +118,11 @@ describe('parseCniArgs', () => {
   });
 
   it.each(['A', 'A=b=c', '=b', 'A=b;', ';A=b', 'A=b;;C=d'])('rejects %j with code 4', (s) => {
-    expect(codeOf(() => parseCniArgs(s)).code).toBe(4);
+    expect(cniErrorOf(() => parseCniArgs(s)).code).toBe(4);
   });
 
   it('enforces known keys unless IgnoreUnknown is set', () => {
-    expect(codeOf(() => assertKnownCniArgs(parseCniArgs('FOO=1;IP=1.2.3.4'), ['IP'])).msg).toContain('FOO');
+    expect(cniErrorOf(() => assertKnownCniArgs(parseCniArgs('FOO=1;IP=1.2.3.4'), ['IP'])).msg).toContain('FOO');
     expect(() => assertKnownCniArgs(parseCniArgs('FOO=1;IgnoreUnknown=1'), [])).not.toThrow();
     expect(() => assertKnownCniArgs(parseCniArgs('FOO=1;IgnoreUnknown=TRUE'), [])).not.toThrow();
     expect(() => assertKnownCniArgs(parseCniArgs('FOO=1;IgnoreUnknown=0'), [])).toThrow(CniError);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { CniError } from '../../../src/cni/errors.js';
 import { compareVersions, CURRENT_VERSION, isSupportedVersion, SUPPORTED_VERSIONS, versionInfo } from '../../../src/cni/versions.js';
 import { isIPv4, isIPv4Cidr, isIPv6Cidr, optArray, optBool, optInt, optObject, optString } from '../../../src/cni/validate.js';
+import { cniErrorOf } from '../../helpers/cni-error.js';
 
 describe('versions', () => {
   it('lists the supported versions and knows the current one', () => {
@@ -32,15 +32,6 @@ describe('versions', () => {
   });
 });
 
-function cniCode(fn: () => unknown): { code: number; msg: string } {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(CniError);
-    return { code: (err as CniError).code, msg: (err as CniError).message };
-  }
-  throw new Error('expected a CniError');
-}
 
 describe('typed getters', () => {
   const obj = JSON.parse(
@@ -76,13 +67,13 @@ describe('typed getters', () => {
     ['optObject on a list', () => optObject(obj, 'a'), /"a".*object.*\[1,2\]/],
     ['optArray on an object', () => optArray(obj, 'o'), /"o".*list/],
   ])('%s throws code 7 naming the field and value', (_n, fn, msg) => {
-    const got = cniCode(fn);
+    const got = cniErrorOf(fn);
     expect(got.code).toBe(7);
     expect(got.msg).toMatch(msg);
   });
 
   it('truncates huge bad values in messages', () => {
-    const got = cniCode(() => optString({ k: 'x'.repeat(100_000).split('') }, 'k'));
+    const got = cniErrorOf(() => optString({ k: 'x'.repeat(100_000).split('') }, 'k'));
     expect(got.msg.length).toBeLessThan(200);
   });
 });
