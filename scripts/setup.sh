@@ -47,10 +47,9 @@ install_npm() {
     return 0
   fi
   say "installing npm dependencies"
-  # npm 11 sometimes writes a lock without other platforms' optional packages
-  # (rollup's) and then refuses `npm ci` on it; `npm install` honours the
-  # locked versions all the same.
-  npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error
+  # The committed lock lists every platform's optional packages (rollup's),
+  # so `npm ci` installs it as it is and never rewrites it.
+  npm ci --no-audit --no-fund --loglevel=error
 }
 
 build_ts() {
