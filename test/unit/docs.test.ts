@@ -3,7 +3,7 @@
 // main() run in-process, so the source is what is checked, not a stale
 // build); metric names from the agent's source, where every metric, hand-
 // rendered or registered through prom-client, is named by a string literal;
-// links from the Markdown itself.
+// links and repository paths from the Markdown itself.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -203,6 +203,16 @@ describe('links in README.md and docs/*.md resolve', () => {
       }
     }
     expect(broken).toEqual([]);
+  });
+
+  it.each(PAGES.map((p) => [relative(ROOT, p), p]))('every repository path %s names (src/, test/, bench/, ...) exists', (_name, page) => {
+    const text = read(page);
+    const missing: string[] = [];
+    const pathRe = /(?<![\w/.-])((?:src|test|bench|scripts|conf|native\/tsfnl|docs|bin)\/[A-Za-z0-9_./-]*[A-Za-z0-9_/])(?![*<])/g;
+    for (const m of text.matchAll(pathRe)) {
+      if (!existsSync(join(ROOT, m[1]!))) missing.push(m[1]!);
+    }
+    expect([...new Set(missing)], 'paths that moved or never existed').toEqual([]);
   });
 
   it('the docs pages that conf/ files point at exist', () => {
