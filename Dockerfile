@@ -34,9 +34,10 @@ RUN npx --no-install tsc -p tsconfig.json --noEmit \
 FROM debian:bookworm-slim
 ENV DEBIAN_FRONTEND=noninteractive
 # iptables ships both backends (iptables-nft, iptables-legacy) behind
-# update-alternatives; iproute2 is for people debugging inside the pod.
+# update-alternatives; iproute2 is for people debugging inside the pod;
+# `tsflannel doctor` run in the pod pings remote VTEPs with iputils-ping.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables iproute2 ca-certificates \
+ && apt-get install -y --no-install-recommends iptables iproute2 iputils-ping ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 # The agent's rules must land in the backend the node already uses, or they
