@@ -195,7 +195,7 @@ func forward(path string, stdin []byte, limit time.Duration) (*relay, string) {
 	if err != nil {
 		return nil, "encoding the request: " + err.Error()
 	}
-	conn, err := net.DialTimeout("unix", path, connectTimeout)
+	conn, err := dial(path)
 	if err != nil {
 		return nil, dialReason(err)
 	}
@@ -232,6 +232,26 @@ func forward(path string, stdin []byte, limit time.Duration) (*relay, string) {
 	return r, ""
 }
 
+// dial connects within connectTimeout. A Unix socket whose listen backlog is
+// full fails a (non-blocking) connect with EAGAIN at once rather than waiting,
+// so a busy agent gets retried until the timeout instead of being given up
+// on within microseconds.
+func dial(path string) (net.Conn, error) {
+	deadline := time.Now().Add(connectTimeout)
+	for {
+		conn, err := net.DialTimeout("unix", path, time.Until(deadline))
+		if err == nil || !errors.Is(err, syscall.EAGAIN) {
+			return conn, err
+		}
+		if time.Now().Add(10 * time.Millisecond).After(deadline) {
+			return nil, errBusy
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var errBusy = errors.New("busy")
+
 func dialReason(err error) string {
 	switch {
 	case errors.Is(err, syscall.ENOENT):
@@ -240,7 +260,7 @@ func dialReason(err error) string {
 		return "connection refused"
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return "permission denied"
-	case isTimeout(err):
+	case err == errBusy, isTimeout(err):
 		return fmt.Sprintf("no connection within %s", connectTimeout)
 	}
 	return err.Error()

@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -287,6 +287,35 @@ describe.skipIf(!existsSync(FORWARDER))('tsflannel-forward (static CNI forwarder
     const report = standaloneReport(run);
     expect(report.stdinSha256).toBe(sha256(stdin));
     expect(run.stderr).toBe(`tsflannel: agent at ${dead} unavailable (connection refused), running standalone\n`);
+  });
+
+  it('waits the 1 s connect timeout for an agent whose backlog is full (stopped process), then falls back', async () => {
+    const stuck = join(dir, 'stuck.sock');
+    const child = spawn(
+      process.execPath,
+      ['-e', `require('net').createServer().listen({ path: ${JSON.stringify(stuck)}, backlog: 1 }, () => console.log('up'))`],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const fillers: Socket[] = [];
+    try {
+      await once(child.stdout!, 'data');
+      child.kill('SIGSTOP'); // the kernel still queues connections, nobody accepts them
+      for (let i = 0; i < 4; i++) {
+        const s = createConnection(stuck);
+        s.on('error', () => undefined);
+        fillers.push(s);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      const stdin = conf({ agentSocket: stuck });
+      const run = await runForwarder(baseEnv, stdin);
+      expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+      expect(run.stderr).toBe(`tsflannel: agent at ${stuck} unavailable (no connection within 1s), running standalone\n`);
+      expect(run.ms).toBeGreaterThanOrEqual(950);
+    } finally {
+      for (const s of fillers) s.destroy();
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    }
   });
 
   it('falls back with the same 900 KiB stdin when the agent closes mid-answer', async () => {
