@@ -8,9 +8,13 @@ import { chmodSync, closeSync, mkdtempSync, openSync, readdirSync, readlinkSync,
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import * as nl from '../../src/netlink/index.js';
 import { addNetns, cleanupAll, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+
+const REPO = resolve(import.meta.dirname, '../..');
 
 /** The netns of the process's main thread (its tid is the pid). */
 function mainThreadNetns(): string {
@@ -92,6 +96,43 @@ describe.skipIf(!isRoot)('netlink calls into pod namespaces leave the caller in 
     // Nothing leaked into the pod or the peer netns either.
     expect(ipJson<{ ifname: string }[]>(pod, ['link', 'show']).map((l) => l.ifname).sort()).toEqual(['lo', 'marker0']);
     expect(ipJson<{ ifname: string }[]>(peerNs, ['link', 'show']).map((l) => l.ifname)).toEqual(['lo']);
+  });
+
+  it('4 worker threads making pod-netns calls at once (as the agent serves pods) leave every thread in its netns', async () => {
+    // The workers load the compiled API (build/, from scripts/setup.sh): a
+    // worker cannot import TypeScript sources.
+    const api = pathToFileURL(join(REPO, 'build/netlink/index.js')).href;
+    const code = `
+      const { workerData, parentPort } = require('node:worker_threads');
+      import(workerData.api).then((nl) => {
+        const P = { netns: workerData.netns };
+        let calls = 0;
+        for (let i = 0; i < 60; i++) {
+          if (!nl.linkList(P).some((l) => l.name === 'marker0')) throw new Error('call ran outside the pod netns');
+          const name = 'vw' + workerData.id + 'x' + i;
+          nl.createVeth({ name, peerName: 'p' + name, peerNetns: workerData.netns, ...P });
+          nl.linkDelete(name, P);
+          calls += 3;
+        }
+        parentPort.postMessage(calls);
+      });`;
+    const workers = [0, 1, 2, 3].map((id) => new Worker(code, { eval: true, workerData: { api, netns: nsPath(pod), id } }));
+    let mainMoved = false;
+    const watch = setInterval(() => {
+      if (mainThreadNetns() !== own) mainMoved = true;
+    }, 2);
+    try {
+      const counts = await Promise.all(
+        workers.map((w) => new Promise<number>((res, rej) => w.once('message', res).once('error', rej))),
+      );
+      expect(counts.reduce((a, b) => a + b, 0)).toBe(4 * 180);
+    } finally {
+      clearInterval(watch);
+      await Promise.all(workers.map((w) => w.terminate()));
+    }
+    expect(mainMoved).toBe(false);
+    expect(await threadsOutside(own)).toEqual([]);
+    expect(ipJson<{ ifname: string }[]>(pod, ['link', 'show']).map((l) => l.ifname).sort()).toEqual(['lo', 'marker0']);
   });
 
   it('throw-away threads do not pile up: the thread count stays flat over 500 pod calls', async () => {
