@@ -10,7 +10,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -218,8 +217,7 @@ func forward(path string, stdin []byte, limit time.Duration) (*relay, string) {
 		return nil, ioReason("reading the answer", err, limit)
 	}
 	var a answer
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&a); err != nil {
+	if err := json.Unmarshal(body, &a); err != nil {
 		return nil, "malformed answer: " + err.Error()
 	}
 	if a.V != 1 || a.ExitCode == nil || *a.ExitCode < 0 || *a.ExitCode > 255 {

@@ -132,7 +132,11 @@ class TestAgent {
 }
 
 function frame(obj: unknown): Buffer {
-  const body = Buffer.from(JSON.stringify(obj), 'utf8');
+  return rawFrame(JSON.stringify(obj));
+}
+
+function rawFrame(text: string): Buffer {
+  const body = Buffer.from(text, 'utf8');
   const head = Buffer.alloc(4);
   head.writeUInt32BE(body.length);
   return Buffer.concat([head, body]);
@@ -165,7 +169,7 @@ process.stdin.on('data', (c) => chunks.push(c)).on('end', () => {
 `;
 }
 
-describe.skipIf(!existsSync(FORWARDER))('tsflannel-forward (static CNI forwarder)', () => {
+describe('tsflannel-forward (static CNI forwarder)', () => {
   let dir = '';
   let agent: TestAgent;
   let fake = '';
@@ -173,6 +177,7 @@ describe.skipIf(!existsSync(FORWARDER))('tsflannel-forward (static CNI forwarder
   let baseEnv: Record<string, string>;
 
   beforeAll(async () => {
+    if (!existsSync(FORWARDER)) throw new Error(`${FORWARDER} missing: run scripts/setup.sh (scripts/build-forward.sh)`);
     dir = mkdtempSync(join(tmpdir(), 'tsf-fwd-'));
     agent = new TestAgent(dir);
     await agent.listen();
@@ -345,13 +350,16 @@ describe.skipIf(!existsSync(FORWARDER))('tsflannel-forward (static CNI forwarder
     expect(run.ms).toBeLessThan(15_000);
   });
 
-  it('falls back on a malformed answer (not JSON, no exit code, oversize frame)', async () => {
+  it('falls back on a malformed answer (not an object, no or bad exit code, bad base64, trailing bytes, oversize frame)', async () => {
     const bad: [Buffer, RegExp][] = [
       [frame('not an object'), /malformed answer/],
       [frame({ v: 1, stdout: '', stderr: '' }), /malformed answer/],
       [frame({ v: 2, stdout: '', exitCode: 0, stderr: '' }), /malformed answer/],
       [Buffer.concat([Buffer.from([0, 0, 0, 5]), Buffer.from('{"v":')]), /malformed answer/],
       [Buffer.from([0x7f, 0xff, 0xff, 0xff]), /over the 2097152 limit/],
+      [rawFrame('{"v":1,"stdout":"","exitCode":0,"stderr":""} trailing'), /malformed answer/],
+      [rawFrame('{"v":1,"stdout":"not base64!","exitCode":0,"stderr":""}'), /malformed answer/],
+      [rawFrame('{"v":1,"stdout":"","exitCode":256,"stderr":""}'), /malformed answer/],
     ];
     for (const [bytes, reason] of bad) {
       agent.behaviour = { kind: 'raw', bytes };
