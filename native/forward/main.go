@@ -199,6 +199,9 @@ func forward(path string, stdin []byte, limit time.Duration) (*relay, string) {
 		return nil, dialReason(err)
 	}
 	defer conn.Close()
+	if reason := checkAgent(conn); reason != "" {
+		return nil, reason
+	}
 	conn.SetDeadline(time.Now().Add(limit))
 	head := make([]byte, 4)
 	binary.BigEndian.PutUint32(head, uint32(len(frame)))
@@ -249,6 +252,36 @@ func dial(path string) (net.Conn, error) {
 }
 
 var errBusy = errors.New("busy")
+
+// checkAgent refuses a server that is neither root nor this process's own
+// user: the call carries the pod's configuration and its answer becomes the
+// pod's network, so a socket someone else managed to bind (agentSocket in a
+// writable directory) must not be trusted. For a client, SO_PEERCRED holds
+// the credentials of the process that called listen(2).
+func checkAgent(conn net.Conn) string {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return "not a Unix socket"
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return "reading the agent's credentials: " + err.Error()
+	}
+	var cred *syscall.Ucred
+	cerr := raw.Control(func(fd uintptr) {
+		cred, err = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "reading the agent's credentials: " + err.Error()
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return fmt.Sprintf("the process listening there runs as uid %d, not root", cred.Uid)
+	}
+	return ""
+}
 
 func dialReason(err error) string {
 	switch {

@@ -323,6 +323,38 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     }
   });
 
+  it.skipIf(process.getuid?.() !== 0)('does not trust a socket served by a non-root user: it never sends the call and runs standalone', async () => {
+    // A world-writable directory, where anybody could bind a fake agent.
+    const open = mkdtempSync(join(tmpdir(), 'tsf-fwd-open-'));
+    chmodSync(open, 0o1777);
+    const fakeAgent = join(open, 'cni.sock');
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `require('net').createServer((s) => { s.on('data', () => { console.log('GOT THE CALL'); }); }).listen(${JSON.stringify(fakeAgent)}, () => { require('fs').chmodSync(${JSON.stringify(fakeAgent)}, 0o777); console.log('up'); })`,
+      ],
+      { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let childOut = '';
+    try {
+      child.stdout!.on('data', (c: Buffer) => (childOut += c.toString()));
+      await once(child.stdout!, 'data');
+      const stdin = conf({ agentSocket: fakeAgent });
+      const run = await runForwarder(baseEnv, stdin);
+      expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+      expect(run.stderr).toBe(
+        `tsflannel: agent at ${fakeAgent} unavailable (the process listening there runs as uid 65534, not root), running standalone\n`,
+      );
+      await new Promise((r) => setTimeout(r, 100));
+      expect(childOut).not.toContain('GOT THE CALL');
+    } finally {
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+      rmSync(open, { recursive: true, force: true });
+    }
+  });
+
   it('falls back with the same 900 KiB stdin when the agent closes mid-answer', async () => {
     agent.behaviour = { kind: 'close-mid-answer' };
     const stdin = conf({ padding: randomBytes(450 * 1024).toString('hex') });
