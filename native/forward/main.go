@@ -75,6 +75,7 @@ func main() {
 	ans, reason := forward(path, stdin, timeout())
 	if ans == nil {
 		fmt.Fprintf(os.Stderr, "tsflannel: agent at %s unavailable (%s), running standalone\n", path, reason)
+		recordFallback(path, reason)
 		execStandalone(stdin, path)
 	}
 	os.Stdout.Write(ans.Stdout)
@@ -310,6 +311,46 @@ func ioReason(what string, err error, limit time.Duration) string {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// fallbackLog is kept beside the socket; `tsflannel status` reads it, since
+// the agent never sees the calls that bypassed it.
+const fallbackLog = "fallbacks.log"
+
+// maxFallbackLog bounds the log in /run (memory): past it the log moves to
+// fallbacks.log.1, replacing the older one.
+const maxFallbackLog = 256 << 10
+
+// recordFallback appends one JSON line about a call that bypassed the agent
+// to fallbacks.log in the socket's directory, if that directory exists (it
+// is the agent's: never created here). Best effort: the pod comes first.
+func recordFallback(socket, reason string) {
+	dir := filepath.Dir(socket)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return
+	}
+	path := filepath.Join(dir, fallbackLog)
+	if st, err := os.Stat(path); err == nil && st.Size() > maxFallbackLog {
+		os.Rename(path, path+".1")
+	}
+	line, err := json.Marshal(map[string]string{
+		"time":        time.Now().UTC().Format(time.RFC3339Nano),
+		"command":     os.Getenv("CNI_COMMAND"),
+		"containerId": os.Getenv("CNI_CONTAINERID"),
+		"ifname":      os.Getenv("CNI_IFNAME"),
+		"socket":      socket,
+		"reason":      reason,
+	})
+	if err != nil {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	// One write of one line: O_APPEND keeps concurrent forwarders' lines whole.
+	f.Write(append(line, '\n'))
+	f.Close()
 }
 
 // standalonePath is TSFLANNEL_STANDALONE, else tsflannel-standalone in this

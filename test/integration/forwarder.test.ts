@@ -8,7 +8,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
@@ -211,6 +211,11 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     return JSON.stringify({ cniVersion: '1.0.0', name: 'fwdtest', type: 'tsflannel', agentSocket: agent.path, ...extra });
   }
 
+  function lastFallback(): Record<string, string> {
+    const lines = readFileSync(join(dir, 'fallbacks.log'), 'utf8').trimEnd().split('\n');
+    return JSON.parse(lines.at(-1)!) as Record<string, string>;
+  }
+
   function standaloneReport(run: Run): StandaloneReport {
     const report = JSON.parse(run.stdout.toString('utf8')) as StandaloneReport;
     expect(report.standalone).toBe(true);
@@ -276,6 +281,17 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(report.stdinSha256).toBe(sha256(stdin));
     expect(report.stdinLength).toBe(Buffer.byteLength(stdin));
     expect(run.stderr).toBe(`tsflannel: agent at ${missing} unavailable (no socket), running standalone\n`);
+    // Recorded beside the socket for `tsflannel status`: the agent never saw this call.
+    expect(lastFallback()).toMatchObject({ command: 'ADD', containerId: 'c0ffee', ifname: 'eth0', socket: missing, reason: 'no socket' });
+    expect(statSync(join(dir, 'fallbacks.log')).mode & 0o777).toBe(0o600);
+  });
+
+  it('falls back without recording anything when the socket\'s directory does not exist (the agent never ran)', async () => {
+    const nowhere = join(dir, 'no-such-dir', 'cni.sock');
+    const stdin = conf({ agentSocket: nowhere });
+    const run = await runForwarder(baseEnv, stdin);
+    expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+    expect(existsSync(join(dir, 'no-such-dir'))).toBe(false);
   });
 
   it('falls back when the socket refuses (the agent was killed and left its socket file)', async () => {
@@ -368,6 +384,7 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(run.stderr).toBe(
       `tsflannel: agent at ${agent.path} unavailable (connection closed before a complete answer), running standalone\n`,
     );
+    expect(lastFallback()).toMatchObject({ socket: agent.path, reason: 'connection closed before a complete answer' });
   });
 
   it('falls back when the agent never answers, after TSFLANNEL_FORWARD_TIMEOUT_MS', async () => {
