@@ -286,6 +286,23 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(statSync(join(dir, 'fallbacks.log')).mode & 0o777).toBe(0o600);
   });
 
+  it('keeps fallbacks.log bounded: past 256 KiB it moves to fallbacks.log.1', async () => {
+    const own = mkdtempSync(join(tmpdir(), 'tsf-fwd-log-'));
+    try {
+      const old = `${'{"old":true}\n'.repeat(25_000)}`;
+      writeFileSync(join(own, 'fallbacks.log'), old);
+      expect(old.length).toBeGreaterThan(256 * 1024);
+      const run = await runForwarder(baseEnv, conf({ agentSocket: join(own, 'cni.sock') }));
+      standaloneReport(run);
+      expect(readFileSync(join(own, 'fallbacks.log.1'), 'utf8')).toBe(old);
+      const fresh = readFileSync(join(own, 'fallbacks.log'), 'utf8').trimEnd().split('\n');
+      expect(fresh).toHaveLength(1);
+      expect(JSON.parse(fresh[0]!)).toMatchObject({ reason: 'no socket' });
+    } finally {
+      rmSync(own, { recursive: true, force: true });
+    }
+  });
+
   it('falls back without recording anything when the socket\'s directory does not exist (the agent never ran)', async () => {
     const nowhere = join(dir, 'no-such-dir', 'cni.sock');
     const stdin = conf({ agentSocket: nowhere });
