@@ -416,7 +416,7 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(run.ms).toBeLessThan(15_000);
   });
 
-  it('falls back on a malformed answer (not an object, no or bad exit code, bad base64, trailing bytes, oversize frame)', async () => {
+  it('falls back on a malformed or missing answer (not an object, no or bad exit code, bad base64, trailing bytes, oversize frame, closed at once, half a header)', async () => {
     const bad: [Buffer, RegExp][] = [
       [frame('not an object'), /malformed answer/],
       [frame({ v: 1, stdout: '', stderr: '' }), /malformed answer/],
@@ -426,6 +426,8 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
       [rawFrame('{"v":1,"stdout":"","exitCode":0,"stderr":""} trailing'), /malformed answer/],
       [rawFrame('{"v":1,"stdout":"not base64!","exitCode":0,"stderr":""}'), /malformed answer/],
       [rawFrame('{"v":1,"stdout":"","exitCode":256,"stderr":""}'), /malformed answer/],
+      [Buffer.alloc(0), /connection closed before a complete answer/],
+      [Buffer.from([0, 0]), /connection closed before a complete answer/],
     ];
     for (const [bytes, reason] of bad) {
       agent.behaviour = { kind: 'raw', bytes };
