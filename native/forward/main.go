@@ -302,7 +302,10 @@ func ioReason(what string, err error, limit time.Duration) string {
 	switch {
 	case isTimeout(err):
 		return fmt.Sprintf("no answer within %d ms", limit.Milliseconds())
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		// EOF, or a reset/broken pipe when the agent died with our request
+		// still unread: the same event for the caller.
 		return "connection closed before a complete answer"
 	}
 	return what + ": " + err.Error()

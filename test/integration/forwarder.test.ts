@@ -404,6 +404,23 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(lastFallback()).toMatchObject({ socket: agent.path, reason: 'connection closed before a complete answer' });
   });
 
+  it('falls back when the agent process is SIGKILLed while it holds the call', async () => {
+    const dying = join(dir, 'dying.sock');
+    const child = spawn(
+      process.execPath,
+      ['-e', `require('net').createServer((s) => s.on('data', () => process.kill(process.pid, 'SIGKILL'))).listen(${JSON.stringify(dying)}, () => console.log('up'))`],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await once(child.stdout!, 'data');
+    const stdin = conf({ agentSocket: dying, padding: 'k'.repeat(300 * 1024) });
+    const [run, [, signal]] = await Promise.all([runForwarder(baseEnv, stdin), once(child, 'exit')]);
+    expect(signal).toBe('SIGKILL');
+    const report = standaloneReport(run);
+    expect(report.stdinSha256).toBe(sha256(stdin));
+    expect(report.env).toEqual(baseEnv);
+    expect(run.stderr).toBe(`tsflannel: agent at ${dying} unavailable (connection closed before a complete answer), running standalone\n`);
+  });
+
   it('falls back when the agent never answers, after TSFLANNEL_FORWARD_TIMEOUT_MS', async () => {
     agent.behaviour = { kind: 'never-answer' };
     const stdin = conf();
