@@ -58,7 +58,8 @@ async function sample(job, expect) {
 
 export async function run(ctx) {
   const repo = ctx.repoRoot ?? REPO;
-  const runs = ctx.quick ? 15 : 100;
+  // ctx.runs: only when run alone with --runs.
+  const runs = ctx.runs ?? (ctx.quick ? 15 : 100);
   const warmup = 3;
   ctx.log?.('forward: scripts/build-forward.sh (no-op when current)');
   const build = spawnSync('bash', [join(repo, 'scripts/build-forward.sh')], { cwd: repo, stdio: ['ignore', 'ignore', 'inherit'] });
@@ -122,7 +123,7 @@ async function main() {
   if (runs !== undefined && (!Number.isInteger(runs) || runs < 1)) throw new Error('--runs wants a positive integer');
   installSignalCleanup();
   try {
-    const r = await run({ repoRoot: REPO, quick: runs !== undefined && runs < 100, log: (m) => process.stderr.write(`${m}\n`) });
+    const r = await run({ repoRoot: REPO, quick: false, runs, log: (m) => process.stderr.write(`${m}\n`) });
     console.log(`\n${r.title}`);
     for (const row of r.rows) {
       console.log(
