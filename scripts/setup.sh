@@ -16,6 +16,7 @@ DEB_PACKAGES=(
   etcd-server etcd-client
   containernetworking-plugins
   binutils
+  file strace
   containerd runc podman buildah conmon busybox-static
 )
 
@@ -71,6 +72,7 @@ build_ts() {
 install_packages
 install_npm
 bash scripts/build-native.sh
+bash scripts/build-forward.sh
 bash scripts/build-cnitool.sh
 build_ts
 # The single executables dist/tsflannel and dist/tsflanneld (strip comes from
