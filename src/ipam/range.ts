@@ -83,10 +83,6 @@ export function rangeSetToString(set: RangeSet): string {
   return set.map(rangeToString).join(',');
 }
 
-export function subnetToString(r: CanonicalRange): string {
-  return `${ipText(r.family, r.network)}/${r.prefix}`;
-}
-
 /** A range tagged with what an error names: its index in the set, or its set's index. */
 interface Keyed {
   readonly range: CanonicalRange;
