@@ -125,8 +125,8 @@ const common = {
   legalComments: 'none',
   logLevel: 'warning',
 };
-await build({ ...common, entryPoints: ['src/sea/main-tsflannel.ts'], outfile: join(bundles, 'tsflannel.cjs') });
-await build({ ...common, entryPoints: ['src/sea/main-tsflanneld.ts'], outfile: join(bundles, 'tsflanneld.cjs') });
+await build({ ...common, entryPoints: ['src/main/tsflannel.ts'], outfile: join(bundles, 'tsflannel.cjs') });
+await build({ ...common, entryPoints: ['src/main/tsflanneld.ts'], outfile: join(bundles, 'tsflanneld.cjs') });
 
 // Native files: extracted at run time into a directory named by their hashes
 // (src/sea/assets.ts MANIFEST_ASSET; names as in src/netlink/ffi.ts).

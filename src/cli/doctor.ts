@@ -3,8 +3,8 @@
 // one-line fix. Exit status 1 when any check fails.
 import type { Argv } from 'yargs';
 import { CHECK_IDS, evaluate, gatherInputs, type CheckResult, type CheckStatus } from './checks/index.js';
-import { nodeToolArgsOrUsage, nodeToolOptions, type NodeToolOptions } from './checks/options.js';
-import { paintFor, type Paint } from './checks/format.js';
+import { nodeToolCommand, type NodeToolOptions } from './checks/options.js';
+import type { Paint } from './checks/format.js';
 import type { ClusterView } from './checks/source.js';
 
 export interface DoctorReport {
@@ -55,16 +55,11 @@ export function formatDoctor(report: DoctorReport, paint: Paint): string {
 }
 
 export function doctorCommand(cli: Argv): Argv {
-  return cli.command(
-    'doctor',
-    'check this node for the usual flannel problems; each finding with a one-line fix (exit 1 on FAIL)',
-    (y) => nodeToolOptions(y),
-    async (args) => {
-      const opts = nodeToolArgsOrUsage('doctor', args);
-      if (!opts) return;
-      const report = await runDoctor(opts);
-      process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatDoctor(report, paintFor(process.stdout)));
-      if (!report.ok) process.exitCode = 1;
-    },
-  );
+  return nodeToolCommand(cli, {
+    name: 'doctor',
+    describe: 'check this node for the usual flannel problems; each finding with a one-line fix (exit 1 on FAIL)',
+    run: runDoctor,
+    format: formatDoctor,
+    failed: (report) => !report.ok,
+  });
 }

@@ -3,8 +3,8 @@
 // manager when one is given) and the local pods. Read-only.
 import type { Argv } from 'yargs';
 import { snapshot, type NodeSnapshot } from './checks/index.js';
-import { nodeToolArgsOrUsage, nodeToolOptions, type NodeToolOptions } from './checks/options.js';
-import { paintFor, table, type Paint } from './checks/format.js';
+import { nodeToolCommand, type NodeToolOptions } from './checks/options.js';
+import { table, type Paint } from './checks/format.js';
 import type { EntryStatus, PeerRow } from './checks/peers.js';
 import type { Lease } from '../daemon/types.js';
 import type { NodeState, PodAttachment } from '../node/state.js';
@@ -167,15 +167,10 @@ export async function runStatus(opts: NodeToolOptions): Promise<StatusReport> {
 }
 
 export function statusCommand(cli: Argv): Argv {
-  return cli.command(
-    'status',
-    'show this node\'s lease, subnet file, cni0, flannel.1, the remote nodes it has programmed, and its pods',
-    (y) => nodeToolOptions(y),
-    async (args) => {
-      const opts = nodeToolArgsOrUsage('status', args);
-      if (!opts) return;
-      const report = await runStatus(opts);
-      process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report, paintFor(process.stdout)));
-    },
-  );
+  return nodeToolCommand(cli, {
+    name: 'status',
+    describe: 'show this node\'s lease, subnet file, cni0, flannel.1, the remote nodes it has programmed, and its pods',
+    run: runStatus,
+    format: formatStatus,
+  });
 }

@@ -222,7 +222,3 @@ export function netConfFromObject(raw: Record<string, unknown>, command: Command
   if (command === 'GC') conf.validAttachments = readValidAttachments(raw);
   return conf;
 }
-
-export function parseNetConf(input: Buffer | string, command: Command): NetConf {
-  return netConfFromObject(decodeConfig(input), command);
-}

@@ -102,17 +102,6 @@ export function parseCniArgs(s: string): Record<string, string> {
   return out;
 }
 
-/**
- * The IgnoreUnknown convention: unknown CNI_ARGS keys are an error unless
- * IgnoreUnknown is 1/true (Kubernetes runtimes always send IgnoreUnknown=1).
- */
-export function assertKnownCniArgs(args: Record<string, string>, known: readonly string[]): void {
-  const ignore = args.IgnoreUnknown;
-  if (ignore !== undefined && (ignore === '1' || ignore.toLowerCase() === 'true')) return;
-  const unknown = Object.keys(args).filter((k) => k !== 'IgnoreUnknown' && !known.includes(k));
-  if (unknown.length > 0) throw envError(`CNI_ARGS: unknown keys ${unknown.map((k) => describeValue(k)).join(', ')}`);
-}
-
 function parsePath(s: string): string[] {
   if (s.length > MAX_CNI_PATH) throw envError(`CNI_PATH is longer than ${MAX_CNI_PATH} characters`);
   return s.split(':').filter((p) => p !== '');

@@ -12,6 +12,7 @@ import { newMetrics, startHealthServer, type AgentMetrics } from './health.js';
 import { chooseExternalInterface } from './external.js';
 import { createBackend } from './backend/index.js';
 import { IptablesManager } from './iptables.js';
+import { gatewayCidr } from '../net/ipv4.js';
 
 export interface AgentDeps {
   subnetManager: SubnetManager;
@@ -88,12 +89,11 @@ export class Agent {
   }
 
   private writeSubnetFile(config: NetworkConfig, lease: Lease, mtu: number): void {
-    const [net, len] = lease.subnet.split('/');
-    const octets = net.split('.').map(Number);
-    octets[3] += 1; // the gateway is the first address of the node subnet
+    const subnet = gatewayCidr(lease.subnet);
+    if (!subnet) throw new Error(`lease subnet ${JSON.stringify(lease.subnet)} is not an IPv4 CIDR`);
     writeSubnetEnv(this.opts.subnetFile, {
       network: config.network,
-      subnet: `${octets.join('.')}/${len}`,
+      subnet,
       mtu,
       ipMasq: this.opts.ipMasq,
     });
@@ -113,7 +113,7 @@ export class Agent {
     const report = this.backend.reconcile(remote);
     this.metrics.reconciles += 1;
     this.metrics.reconcileErrors += report.errors.length;
-    this.metrics.routesProgrammed = remote.length - report.errors.length;
+    this.metrics.routesProgrammed = report.programmed;
     this.metrics.lastSyncSeconds = Math.floor(Date.now() / 1000);
     const changed = report.added + report.updated + report.removed;
     if (changed > 0 || report.errors.length > 0) {

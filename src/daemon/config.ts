@@ -3,17 +3,8 @@
 // same file means the same thing to flanneld and to tsflanneld.
 import { formatIp, parseCidr } from '../ipam/ip.js';
 import type { BackendConfig, NetworkConfig } from './types.js';
-import {
-  blockSize,
-  formatIpv4,
-  formatNet,
-  isAligned,
-  maskNet,
-  netContains,
-  parseIpv4,
-  parseIpv4Net,
-  type Ipv4Net,
-} from './subnet/allocate.js';
+import { blockSize, cidrContainsIp, formatCidr, formatIpv4, parseIpv4, parseIpv4Cidr, type Ipv4Cidr } from '../net/ipv4.js';
+import { isAligned, maskNet } from './subnet/allocate.js';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -71,17 +62,17 @@ function stringField(obj: JsonObject, name: string, label: string): string | und
   return v;
 }
 
-function parseIpv4Network(obj: JsonObject): Ipv4Net | undefined {
+function parseIpv4Network(obj: JsonObject): Ipv4Cidr | undefined {
   const text = stringField(obj, 'Network', 'Network');
   if (text === undefined) return undefined;
-  const net = parseIpv4Net(text);
+  const net = parseIpv4Cidr(text);
   if (!net) fail('Network', `must be an IPv4 CIDR such as 10.244.0.0/16, got ${JSON.stringify(text)}`);
   // flannel keeps only the network part of what was written (Go's ParseCIDR).
   return maskNet(net);
 }
 
 /** flannel's defaulting: /24 nodes in networks of /22 or larger, else four subnets. */
-function subnetLenFor(obj: JsonObject, network: Ipv4Net): number {
+function subnetLenFor(obj: JsonObject, network: Ipv4Cidr): number {
   const given = intField(obj, 'SubnetLen', 'SubnetLen', 0, 32) ?? 0;
   if (given === 0) {
     if (network.prefix > MAX_SUBNET_LEN - 2) {
@@ -91,17 +82,17 @@ function subnetLenFor(obj: JsonObject, network: Ipv4Net): number {
   }
   if (given > MAX_SUBNET_LEN) fail('SubnetLen', `must be at most ${MAX_SUBNET_LEN}, got ${given}`);
   if (given < network.prefix + 2) {
-    fail('SubnetLen', `must be at least ${network.prefix + 2} so that Network ${formatNet(network)} holds four or more subnets, got ${given}`);
+    fail('SubnetLen', `must be at least ${network.prefix + 2} so that Network ${formatCidr(network)} holds four or more subnets, got ${given}`);
   }
   return given;
 }
 
-function boundField(obj: JsonObject, name: 'SubnetMin' | 'SubnetMax', network: Ipv4Net, subnetLen: number, fallback: number): number {
+function boundField(obj: JsonObject, name: 'SubnetMin' | 'SubnetMax', network: Ipv4Cidr, subnetLen: number, fallback: number): number {
   const text = stringField(obj, name, name);
   if (text === undefined) return fallback;
   const ip = parseIpv4(text);
   if (ip === undefined) fail(name, `must be an IPv4 address, got ${JSON.stringify(text)}`);
-  if (!netContains(network, ip)) fail(name, `${text} is outside Network ${formatNet(network)}`);
+  if (!cidrContainsIp(network, ip)) fail(name, `${text} is outside Network ${formatCidr(network)}`);
   if (!isAligned(ip, subnetLen)) fail(name, `${text} is not the start of a /${subnetLen} subnet (SubnetLen)`);
   return ip;
 }
@@ -126,7 +117,7 @@ function parseIpv4Part(obj: JsonObject, enabled: boolean): Ipv4Part {
   const min = boundField(obj, 'SubnetMin', network, subnetLen, network.ip + size);
   const max = boundField(obj, 'SubnetMax', network, subnetLen, network.ip + blockSize(network.prefix) - size);
   if (min > max) fail('SubnetMin', `${formatIpv4(min)} is above SubnetMax ${formatIpv4(max)}`);
-  return { network: formatNet(network), subnetLen, subnetMin: formatIpv4(min), subnetMax: formatIpv4(max) };
+  return { network: formatCidr(network), subnetLen, subnetMin: formatIpv4(min), subnetMax: formatIpv4(max) };
 }
 
 function parseIpv6Network(obj: JsonObject, enabled: boolean): string | undefined {

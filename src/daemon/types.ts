@@ -92,6 +92,8 @@ export interface ReconcileReport {
   added: number;
   updated: number;
   removed: number;
+  /** remote subnets whose kernel entries are all in place after this pass (unchanged or written now) */
+  programmed: number;
   errors: string[];
 }
 

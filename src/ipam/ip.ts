@@ -131,7 +131,3 @@ export function formatIp(ip: Ip): string {
 export function isV4Mapped(ip: Ip): boolean {
   return ip.family === 6 && ip.value >> 32n === 0xffffn;
 }
-
-export function sameIp(a: Ip, b: Ip): boolean {
-  return a.family === b.family && a.value === b.value;
-}

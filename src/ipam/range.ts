@@ -83,39 +83,105 @@ export function rangeSetToString(set: RangeSet): string {
   return set.map(rangeToString).join(',');
 }
 
-export function subnetToString(r: CanonicalRange): string {
-  return `${ipText(r.family, r.network)}/${r.prefix}`;
+/** A range tagged with what an error names: its index in the set, or its set's index. */
+interface Keyed {
+  readonly range: CanonicalRange;
+  readonly key: number;
 }
 
-function overlaps(a: CanonicalRange, b: CanonicalRange): boolean {
-  return a.family === b.family && a.start <= b.end && b.start <= a.end;
+function byFamilyThenStart(a: Keyed, b: Keyed): number {
+  if (a.range.family !== b.range.family) return a.range.family - b.range.family;
+  return a.range.start < b.range.start ? -1 : a.range.start > b.range.start ? 1 : 0;
+}
+
+/** True when two of the items whose key is below `limit` overlap (`sorted` by family, then start). */
+function anyOverlapBelow(sorted: readonly Keyed[], limit: number): boolean {
+  let family: Family | undefined;
+  let maxEnd = 0n;
+  for (const { range, key } of sorted) {
+    if (key >= limit) continue;
+    if (range.family === family && range.start <= maxEnd) return true;
+    if (range.family !== family || range.end > maxEnd) maxEnd = range.end;
+    family = range.family;
+  }
+  return false;
+}
+
+/** Whether `r` overlaps one of `disjoint` (same family, sorted by start, pairwise disjoint, so their ends ascend too). */
+function overlapsAny(disjoint: readonly CanonicalRange[], r: CanonicalRange): boolean {
+  let lo = 0;
+  let hi = disjoint.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (disjoint[mid]!.start <= r.end) lo = mid + 1;
+    else hi = mid;
+  }
+  const before = disjoint[lo - 1];
+  return before !== undefined && before.family === r.family && before.end >= r.start;
+}
+
+/**
+ * The first clash in input order, as a pairwise scan over keys would report
+ * it: the smallest key with a range that overlaps a range of a smaller key,
+ * and the smallest such smaller key. Items of one key must not overlap each
+ * other. One sort, then a binary search over key prefixes with a linear sweep
+ * each: O(n log n) where the pairwise scan took seconds for 20,000 ranges.
+ */
+function firstClash(items: readonly Keyed[], keyCount: number): { key: number; earlier: number } | undefined {
+  const sorted = [...items].sort(byFamilyThenStart);
+  if (!anyOverlapBelow(sorted, keyCount)) return undefined;
+  // The smallest `limit` whose prefix of keys holds an overlap; then key = limit - 1.
+  let lo = 1;
+  let hi = keyCount;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (anyOverlapBelow(sorted, mid)) hi = mid;
+    else lo = mid + 1;
+  }
+  const key = lo - 1;
+  const mine = sorted.filter((i) => i.key === key).map((i) => i.range);
+  let earlier = key;
+  for (const i of items) {
+    if (i.key < earlier && overlapsAny(mine, i.range)) earlier = i.key;
+  }
+  return { key, earlier };
+}
+
+/** Index of the first range whose family differs from the first one's, or the set's length. */
+function familyEnd(ranges: readonly CanonicalRange[]): number {
+  const family = ranges[0]!.family;
+  const at = ranges.findIndex((r) => r.family !== family);
+  return at < 0 ? ranges.length : at;
 }
 
 /**
  * Canonicalises every range set and enforces: at least one set, no empty set,
- * one family per set, no overlap inside a set nor between sets.
+ * one family per set, no overlap inside a set nor between sets. Errors name
+ * the first offence in input order.
  */
 export function canonicalizeRangeSets(input: IpamRange[][]): RangeSet[] {
   if (!Array.isArray(input) || input.length === 0) throw invalid('no IP ranges specified');
   const sets = input.map((set, i) => {
     if (!Array.isArray(set) || set.length === 0) throw invalid(`range set ${i} is empty`);
     const ranges = set.map(canonicalizeRange);
-    const family = ranges[0]!.family;
-    for (const [j, r] of ranges.entries()) {
-      if (r.family !== family) throw invalid(`range set ${i} mixes address families`);
-      for (const other of ranges.slice(0, j)) {
-        if (overlaps(r, other)) {
-          throw invalid(`range ${rangeToString(r)} overlaps with ${rangeToString(other)} in range set ${i}`);
-        }
-      }
+    // Only ranges before the first foreign family count: that one is the error otherwise.
+    const uniform = familyEnd(ranges);
+    const clash = firstClash(
+      ranges.slice(0, uniform).map((range, key) => ({ range, key })),
+      uniform,
+    );
+    if (clash) {
+      const [r, other] = [ranges[clash.key]!, ranges[clash.earlier]!];
+      throw invalid(`range ${rangeToString(r)} overlaps with ${rangeToString(other)} in range set ${i}`);
     }
+    if (uniform < ranges.length) throw invalid(`range set ${i} mixes address families`);
     return ranges;
   });
-  for (const [i, set] of sets.entries()) {
-    for (let j = 0; j < i; j++) {
-      if (set.some((a) => sets[j]!.some((b) => overlaps(a, b)))) throw invalid(`range set ${i} overlaps with range set ${j}`);
-    }
-  }
+  const clash = firstClash(
+    sets.flatMap((set, key) => set.map((range) => ({ range, key }))),
+    sets.length,
+  );
+  if (clash) throw invalid(`range set ${clash.key} overlaps with range set ${clash.earlier}`);
   return sets;
 }
 

@@ -66,6 +66,16 @@ export function cidrOverlaps(a: Ipv4Cidr, b: Ipv4Cidr): boolean {
   return cidrContainsCidr(a, b) || cidrContainsCidr(b, a);
 }
 
+/**
+ * `10.244.1.0/24` → `10.244.1.1/24`: a node subnet's first address with its
+ * prefix, the bridge's gateway as flannel writes it into FLANNEL_SUBNET.
+ * Undefined when `subnet` is not an IPv4 CIDR.
+ */
+export function gatewayCidr(subnet: string): string | undefined {
+  const c = parseIpv4Cidr(subnet);
+  return c && formatCidr({ ip: networkOf(c) + 1, prefix: c.prefix });
+}
+
 /** `10.244.1.7/24` → `10.244.1.0/24`: the form routes are listed in. */
 export function canonicalCidr(c: Ipv4Cidr): string {
   return `${formatIpv4(networkOf(c))}/${c.prefix}`;

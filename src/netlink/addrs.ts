@@ -16,10 +16,6 @@ export function addrAdd(dev: string, cidr: string, opts: InNetns = {}): boolean 
   return applied(() => call('addr.add', { ...opts, dev, cidr }), isExists);
 }
 
-export function addrReplace(dev: string, cidr: string, opts: InNetns = {}): void {
-  call('addr.replace', { ...opts, dev, cidr });
-}
-
 /** Removes `cidr` from `dev`; false when it was not there. */
 export function addrDelete(dev: string, cidr: string, opts: InNetns = {}): boolean {
   return applied(() => call('addr.del', { ...opts, dev, cidr }), isNotFound);

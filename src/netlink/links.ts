@@ -7,11 +7,7 @@ export function linkByName(name: string, opts: InNetns = {}): Link | null {
   return findLink({ ...opts, name });
 }
 
-export function linkByIndex(index: number, opts: InNetns = {}): Link | null {
-  return findLink({ ...opts, index });
-}
-
-function findLink(request: InNetns & { name?: string; index?: number }): Link | null {
+function findLink(request: InNetns & { name: string }): Link | null {
   try {
     return call('link.get', request) as Link;
   } catch (err) {
@@ -45,11 +41,6 @@ export function linkSet(name: string, changes: LinkChanges, opts: InNetns = {}):
 }
 
 export const setUp = (name: string, opts: InNetns = {}): Link => linkSet(name, { up: true }, opts);
-export const setDown = (name: string, opts: InNetns = {}): Link => linkSet(name, { up: false }, opts);
-export const setMaster = (name: string, master: string, opts: InNetns = {}): Link =>
-  linkSet(name, { master }, opts);
-export const setHairpin = (name: string, on: boolean, opts: InNetns = {}): Link =>
-  linkSet(name, { hairpin: on }, opts);
 
 export interface BridgeSpec extends InNetns {
   name: string;

@@ -1,11 +1,6 @@
 import { call } from './ffi.js';
-import { applied, isExists, isNotFound } from './errors.js';
+import { applied, isNotFound } from './errors.js';
 import type { InNetns, Route, RouteSpec } from './types.js';
-
-/** Adds a route; false when an identical one already existed. */
-export function routeAdd(spec: RouteSpec): boolean {
-  return applied(() => call('route.add', { ...spec }), isExists);
-}
 
 export function routeReplace(spec: RouteSpec): void {
   call('route.replace', { ...spec });

@@ -139,7 +139,7 @@ describe.skipIf(!isRoot)('VXLAN backend on real namespaces', () => {
     expect(link.linkinfo.info_data).toMatchObject({ id: 1, local: '192.168.77.1', link: 'eth0', port: 8472, learning: false });
     expect(lines(inNs(a.ns, 'ip', ['-4', '-o', 'addr', 'show', 'flannel.1'])).map((l) => l.split(/\s+/)[3])).toEqual(['10.244.1.0/32']);
 
-    for (const node of all) expect(node.backend!.reconcile(leasesExcept(all, node))).toEqual({ added: 6, updated: 0, removed: 0, errors: [] });
+    for (const node of all) expect(node.backend!.reconcile(leasesExcept(all, node))).toEqual({ added: 6, updated: 0, removed: 0, programmed: 2, errors: [] });
 
     expect(routesOf(a.ns)).toEqual(
       lines(`
@@ -179,14 +179,14 @@ describe.skipIf(!isRoot)('VXLAN backend on real namespaces', () => {
     a.backend!.reconcile(leasesExcept(all, a));
     await sleep(300);
     mon.kill();
-    expect(report).toEqual({ added: 0, updated: 0, removed: 0, errors: [] });
+    expect(report).toEqual({ added: 0, updated: 0, removed: 0, programmed: 2, errors: [] });
     expect(ours(quiet)).toEqual([]);
     expect(ours(events.slice(quiet.length)).length).toBeGreaterThanOrEqual(6);
   });
 
   it('removes the route, neighbour and FDB entry of a node that left, and only those', () => {
     const before = stateOf(a.ns);
-    expect(a.backend!.reconcile([b.lease!])).toEqual({ added: 0, updated: 0, removed: 3, errors: [] });
+    expect(a.backend!.reconcile([b.lease!])).toEqual({ added: 0, updated: 0, removed: 3, programmed: 1, errors: [] });
     const after = stateOf(a.ns);
     expect(after.routes).toEqual(before.routes.filter((l) => !l.startsWith('10.244.3.0/24')));
     expect(after.neigh).toEqual(before.neigh.filter((l) => !l.startsWith('10.244.3.0')));
@@ -194,7 +194,7 @@ describe.skipIf(!isRoot)('VXLAN backend on real namespaces', () => {
     expect(reachable(a.pod, b.podIP)).toBe(true);
     expect(pings(a.pod, c.podIP)).toBe(false);
     // and it comes back
-    expect(a.backend!.reconcile([b.lease!, c.lease!])).toEqual({ added: 3, updated: 0, removed: 0, errors: [] });
+    expect(a.backend!.reconcile([b.lease!, c.lease!])).toEqual({ added: 3, updated: 0, removed: 0, programmed: 2, errors: [] });
     expect(stateOf(a.ns)).toEqual(before);
   });
 
@@ -206,7 +206,7 @@ describe.skipIf(!isRoot)('VXLAN backend on real namespaces', () => {
     // A MAC change flushes the device's neighbours, even permanent ones; B's
     // own reconcile (which an agent runs right after start) puts them back.
     expect(neighOf(b.ns)).toEqual([]);
-    expect(b.backend!.reconcile(leasesExcept(all, b))).toEqual({ added: 2, updated: 0, removed: 0, errors: [] });
+    expect(b.backend!.reconcile(leasesExcept(all, b))).toEqual({ added: 2, updated: 0, removed: 0, programmed: 2, errors: [] });
     expect(pings(a.pod, b.podIP)).toBe(false); // A still sends to the old MAC, which B drops
     const report = a.backend!.reconcile(leasesExcept(all, a));
     expect(report.errors).toEqual([]);
@@ -227,9 +227,9 @@ describe.skipIf(!isRoot)('VXLAN backend on real namespaces', () => {
     expect(b.lease!.publicIP).toBe('192.168.77.12');
     expect(ipJson<{ linkinfo: { info_data: { local: string } } }[]>(b.ns, ['-d', 'link', 'show', 'flannel.1'])[0]?.linkinfo.info_data.local).toBe('192.168.77.12');
     // B's recreated device lost its peers; A and C learn B's new address
-    expect(b.backend!.reconcile(leasesExcept(all, b))).toEqual({ added: 6, updated: 0, removed: 0, errors: [] });
-    expect(a.backend!.reconcile(leasesExcept(all, a))).toEqual({ added: 0, updated: 1, removed: 0, errors: [] });
-    expect(c.backend!.reconcile(leasesExcept(all, c))).toEqual({ added: 0, updated: 1, removed: 0, errors: [] });
+    expect(b.backend!.reconcile(leasesExcept(all, b))).toEqual({ added: 6, updated: 0, removed: 0, programmed: 2, errors: [] });
+    expect(a.backend!.reconcile(leasesExcept(all, a))).toEqual({ added: 0, updated: 1, removed: 0, programmed: 2, errors: [] });
+    expect(c.backend!.reconcile(leasesExcept(all, c))).toEqual({ added: 0, updated: 1, removed: 0, programmed: 2, errors: [] });
     expect(fdbOf(a.ns)).toEqual(lines(`${mac(b)} dst 192.168.77.12 self permanent\n${mac(c)} dst 192.168.88.3 self permanent`));
     expect(reachable(a.pod, b.podIP)).toBe(true);
     expect(reachable(c.pod, b.podIP)).toBe(true);
@@ -248,7 +248,7 @@ describe.skipIf(!isRoot)('VXLAN backend on real namespaces', () => {
 
     await startNode(a, vxlanConfig()); // a fresh instance, as after an agent restart
     expect(mac(a)).toBe(macBefore); // the equal device was adopted, MAC kept
-    expect(a.backend!.reconcile(leasesExcept(all, a))).toEqual({ added: 0, updated: 1, removed: 4, errors: [] });
+    expect(a.backend!.reconcile(leasesExcept(all, a))).toEqual({ added: 0, updated: 1, removed: 4, programmed: 2, errors: [] });
     expect(stateOf(a.ns)).toEqual(valid);
     expect(reachable(a.pod, c.podIP)).toBe(true);
   });
@@ -257,7 +257,8 @@ describe.skipIf(!isRoot)('VXLAN backend on real namespaces', () => {
     const bad: Lease = { subnet: '10.244.7.0/24', publicIP: '192.168.77.7', backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: 'zz' }, nodeName: 'bad' };
     const quiet: Lease = { ...bad, subnet: '10.244.6.0/24', backendData: { VNI: 1 }, nodeName: 'nomac' };
     const report = a.backend!.reconcile([bad, quiet, ...leasesExcept(all, a)]);
-    expect(report).toMatchObject({ added: 0, updated: 0, removed: 0 });
+    // four leases, one refused and one skipped: two are programmed
+    expect(report).toMatchObject({ added: 0, updated: 0, removed: 0, programmed: 2 });
     expect(report.errors).toEqual(['lease 10.244.7.0/24 (bad): VtepMAC "zz" is not a unicast MAC']);
     expect(routesOf(a.ns).join('\n')).not.toMatch(/10\.244\.[67]\.0/);
   });
@@ -265,7 +266,7 @@ describe.skipIf(!isRoot)('VXLAN backend on real namespaces', () => {
   it('rebuilds a deleted flannel.1 with the same MAC and reprograms it', () => {
     inNs(a.ns, 'ip', ['link', 'del', 'flannel.1']);
     const report = a.backend!.reconcile(leasesExcept(all, a));
-    expect(report).toEqual({ added: 6, updated: 0, removed: 0, errors: [] });
+    expect(report).toEqual({ added: 6, updated: 0, removed: 0, programmed: 2, errors: [] });
     expect(ipJson<{ address: string }[]>(a.ns, ['link', 'show', 'flannel.1'])[0]?.address).toBe(mac(a));
     expect(lines(inNs(a.ns, 'ip', ['-4', '-o', 'addr', 'show', 'flannel.1'])).map((l) => l.split(/\s+/)[3])).toEqual(['10.244.1.0/32']);
     expect(reachable(a.pod, b.podIP)).toBe(true);
@@ -275,7 +276,7 @@ describe.skipIf(!isRoot)('VXLAN backend on real namespaces', () => {
     for (const node of all) await startNode(node, vxlanConfig(true));
     const ra = a.backend!.reconcile(leasesExcept(all, a));
     // B's overlay route is replaced by a direct one; its neighbour and FDB entry go
-    expect(ra).toEqual({ added: 0, updated: 1, removed: 2, errors: [] });
+    expect(ra).toEqual({ added: 0, updated: 1, removed: 2, programmed: 2, errors: [] });
     expect(routesOf(a.ns)).toEqual(
       lines(`
         default via 192.168.77.254 dev eth0
@@ -301,7 +302,7 @@ describe.skipIf(!isRoot)('VXLAN backend on real namespaces', () => {
 
     // turning DirectRouting off again puts B back on the overlay
     await startNode(a, vxlanConfig(false));
-    expect(a.backend!.reconcile(leasesExcept(all, a))).toEqual({ added: 2, updated: 1, removed: 0, errors: [] });
+    expect(a.backend!.reconcile(leasesExcept(all, a))).toEqual({ added: 2, updated: 1, removed: 0, programmed: 2, errors: [] });
     expect(routesOf(a.ns)).toContain('10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink');
   });
 });

@@ -1,11 +1,13 @@
 // The flags `tsflannel status` and `tsflannel doctor` share: where this
 // node's files are, which netns to look into, and where the leases live.
-// Names follow tsflanneld's (and flannel's) flags.
+// Names follow tsflanneld's (and flannel's) flags. Both commands register
+// through nodeToolCommand, so flags, usage errors and --json are one thing.
 import { hostname } from 'node:os';
 import type { Argv } from 'yargs';
 import { DEFAULT_SUBNET_FILE } from '../../flannel/subnet-env.js';
 import { DEFAULT_DATA_DIR } from '../../ipam/index.js';
 import { DEFAULT_BRIDGE, DEFAULT_NETWORK_NAME } from '../../node/state.js';
+import { paintFor, type Paint } from './format.js';
 import { DEFAULT_TIMEOUT_MS, type LeaseSourceOptions } from './source.js';
 
 export interface NodeToolOptions {
@@ -24,7 +26,7 @@ export class NodeToolUsageError extends Error {
   override readonly name = 'NodeToolUsageError';
 }
 
-export function nodeToolOptions<T>(y: Argv<T>) {
+function nodeToolOptions<T>(y: Argv<T>) {
   return y
     .option('netns', { type: 'string', describe: 'inspect this network namespace (a path such as /var/run/netns/node1)' })
     .option('subnet-file', { type: 'string', default: DEFAULT_SUBNET_FILE, describe: 'the subnet file tsflanneld writes' })
@@ -47,7 +49,7 @@ export function nodeToolOptions<T>(y: Argv<T>) {
  * The typed options, or undefined after reporting a usage error (exit 2):
  * flag combinations yargs cannot check by itself land here.
  */
-export function nodeToolArgsOrUsage(command: string, args: RawNodeToolArgs): NodeToolOptions | undefined {
+function nodeToolArgsOrUsage(command: string, args: RawNodeToolArgs): NodeToolOptions | undefined {
   try {
     return parseNodeToolArgs(args);
   } catch (err) {
@@ -56,6 +58,32 @@ export function nodeToolArgsOrUsage(command: string, args: RawNodeToolArgs): Nod
     process.exitCode = 2;
     return undefined;
   }
+}
+
+/** A node-tool command: what it is called, how it builds its report, how it prints it. */
+export interface NodeToolCommand<R> {
+  name: string;
+  describe: string;
+  run(opts: NodeToolOptions): Promise<R>;
+  format(report: R, paint: Paint): string;
+  /** exit status 1 when this says so */
+  failed?(report: R): boolean;
+}
+
+/** Registers `cmd` with the shared flags; prints its report as text, or as JSON with --json. */
+export function nodeToolCommand<R>(cli: Argv, cmd: NodeToolCommand<R>): Argv {
+  return cli.command(
+    cmd.name,
+    cmd.describe,
+    (y) => nodeToolOptions(y),
+    async (args) => {
+      const opts = nodeToolArgsOrUsage(cmd.name, args);
+      if (!opts) return;
+      const report = await cmd.run(opts);
+      process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : cmd.format(report, paintFor(process.stdout)));
+      if (cmd.failed?.(report)) process.exitCode = 1;
+    },
+  );
 }
 
 export interface RawNodeToolArgs {

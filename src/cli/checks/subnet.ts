@@ -1,7 +1,8 @@
 // This node's lease and where it shows: the subnet manager's record, the
 // subnet file the plugin reads, and cni0's gateway address.
 import { subnetOf } from '../../node/state.js';
-import { count, gatewayOf, pass, problem, skip, type CheckResult, type DoctorInputs, type Facts } from './types.js';
+import { gatewayCidr } from '../../net/ipv4.js';
+import { count, pass, problem, skip, type CheckResult, type DoctorInputs, type Facts } from './types.js';
 
 const RESTART_AGENT = 'restart tsflanneld on this node: it rewrites the file from its lease (never edit it by hand)';
 
@@ -32,8 +33,8 @@ export function checkSubnetFile(inputs: DoctorInputs, facts: Facts): CheckResult
     wrong.push(`FLANNEL_NETWORK ${env.network} is not the cluster network ${config.network} (${inputs.view.source} config)`);
   }
   const lease = facts.ownLease;
-  if (lease && gatewayOf(lease.subnet) !== env.subnet) {
-    wrong.push(`FLANNEL_SUBNET ${env.subnet} does not match this node's lease ${lease.subnet} (want ${gatewayOf(lease.subnet)})`);
+  if (lease && gatewayCidr(lease.subnet) !== env.subnet) {
+    wrong.push(`FLANNEL_SUBNET ${env.subnet} does not match this node's lease ${lease.subnet} (want ${gatewayCidr(lease.subnet)})`);
   }
   const vxAddr = vxlan?.addresses.find((a) => a.endsWith('/32'));
   if (!lease && vxAddr && vxAddr.split('/')[0] !== subnetOf(env.subnet).split('/')[0]) {

@@ -86,13 +86,6 @@ export interface Facts {
   remoteLeases: Lease[];
 }
 
-export function gatewayOf(subnet: string): string {
-  const [net, len] = subnet.split('/');
-  const octets = (net ?? '').split('.').map(Number);
-  octets[3] = (octets[3] ?? 0) + 1;
-  return `${octets.join('.')}/${len}`;
-}
-
 export function firstAddress(cidr: string): string {
   return cidr.split('/')[0] ?? '';
 }

@@ -20,7 +20,7 @@ import {
 export const silentLogger: Logger = pino({ level: 'silent' }, pino.destination({ fd: 2, sync: true }));
 
 export function emptyReport(): ReconcileReport {
-  return { added: 0, updated: 0, removed: 0, errors: [] };
+  return { added: 0, updated: 0, removed: 0, programmed: 0, errors: [] };
 }
 
 export function errorText(err: unknown): string {

@@ -86,11 +86,15 @@ export class HostGwBackend implements Backend {
     const writes = new Map(diff.write.map((w) => [w.route.dst, w]));
     for (const p of plan.plans) {
       const w = writes.get(p.route.dst);
-      if (!w) continue;
+      if (!w) {
+        report.programmed++;
+        continue;
+      }
       try {
         writeRoute(p.route, devs, this.nsOpts);
         if (w.existed) report.updated++;
         else report.added++;
+        report.programmed++;
       } catch (err) {
         leaseError(report, p.lease, 'route', err);
       }

@@ -221,6 +221,7 @@ export class VxlanBackend implements Backend {
       this.readFdb(),
     );
     if (routes.write.length + routes.remove.length + neighs.write.length + neighs.remove.length + fdb.add.length + fdb.remove.length === 0) {
+      report.programmed = plans.length;
       return;
     }
 
@@ -238,7 +239,10 @@ export class VxlanBackend implements Backend {
       const r = routeWrites.get(p.route.dst);
       const n = p.neigh ? neighWrites.get(p.neigh.ip) : undefined;
       const f = p.fdb && fdbAdds.has(`${p.fdb.mac} ${p.fdb.dst}`) ? p.fdb : undefined;
-      if (!r && !n && !f) continue;
+      if (!r && !n && !f) {
+        report.programmed++;
+        continue;
+      }
       this.programLease(p, { route: r, neigh: n, fdb: f, fdbMoved: f ? fdb.moved.has(f.mac) : false }, devs, report);
     }
   }
@@ -278,6 +282,7 @@ export class VxlanBackend implements Backend {
         if (w.route.existed) report.updated++;
         else report.added++;
       }
+      report.programmed++;
     } catch (err) {
       leaseError(report, p.lease, step, err);
     }

@@ -1,9 +1,6 @@
 // Pure IPv4 subnet math for the etcd subnet manager: which node subnets a
 // network offers, which of them are free, and the etcd key names for them.
-import { blockSize, cidrContainsIp, cidrOverlaps, formatCidr, formatIpv4, networkOf, parseIpv4, parseIpv4Cidr, type Ipv4Cidr } from '../../net/ipv4.js';
-
-/** An IPv4 network as numbers: `ip` is the address as an unsigned 32-bit value. */
-export type Ipv4Net = Ipv4Cidr;
+import { blockSize, formatCidr, formatIpv4, networkOf, parseIpv4, parseIpv4Cidr, type Ipv4Cidr } from '../../net/ipv4.js';
 
 /** What allocation needs from the network configuration. */
 export interface SubnetRange {
@@ -15,22 +12,13 @@ export interface SubnetRange {
 
 const ADDRESS_SPACE = 2 ** 32;
 
-export { parseIpv4, formatIpv4, blockSize };
-export const parseIpv4Net = parseIpv4Cidr;
-export const formatNet = formatCidr;
-
-export function maskNet(net: Ipv4Net): Ipv4Net {
+export function maskNet(net: Ipv4Cidr): Ipv4Cidr {
   return { ip: networkOf(net), prefix: net.prefix };
 }
 
 export function isAligned(ip: number, prefix: number): boolean {
   return ip % blockSize(prefix) === 0;
 }
-
-export const netContains = cidrContainsIp;
-
-/** Aligned blocks overlap exactly when one contains the other. */
-export const netsOverlap = cidrOverlaps;
 
 interface Bounds {
   first: number;
@@ -60,7 +48,7 @@ interface Interval {
 function takenIntervals(taken: Iterable<string>): Interval[] {
   const intervals: Interval[] = [];
   for (const cidr of taken) {
-    const net = parseIpv4Net(cidr);
+    const net = parseIpv4Cidr(cidr);
     if (!net) continue;
     const start = maskNet(net).ip;
     intervals.push({ start, end: start + blockSize(net.prefix) - 1 });
@@ -96,7 +84,7 @@ export function* freeSubnets(range: SubnetRange, taken: Iterable<string>): Gener
       candidate = Math.ceil((blocking.end + 1) / size) * size;
       continue;
     }
-    yield formatNet({ ip: candidate, prefix: range.subnetLen });
+    yield formatCidr({ ip: candidate, prefix: range.subnetLen });
     candidate += size;
   }
 }
@@ -127,7 +115,7 @@ export function pickFreeSubnet(
 
 /** True if `cidr` is a subnet this range could have handed out. */
 export function inRange(range: SubnetRange, cidr: string): boolean {
-  const net = parseIpv4Net(cidr);
+  const net = parseIpv4Cidr(cidr);
   if (!net || net.prefix !== range.subnetLen || !isAligned(net.ip, net.prefix)) return false;
   const { first, last } = boundsOf(range);
   return net.ip >= first && net.ip <= last;
@@ -135,7 +123,7 @@ export function inRange(range: SubnetRange, cidr: string): boolean {
 
 /** `10.244.1.0/24` → `10.244.1.0-24`, flannel's key name for a subnet. */
 export function subnetKey(cidr: string): string {
-  const net = parseIpv4Net(cidr);
+  const net = parseIpv4Cidr(cidr);
   if (!net || !isAligned(net.ip, net.prefix)) throw new RangeError(`not a subnet: ${cidr}`);
   return `${formatIpv4(net.ip)}-${net.prefix}`;
 }
@@ -147,7 +135,7 @@ const KEY_RE = /^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})(?:&([0-9a-fA-F:]+)-(\d{1,3}
 export function parseSubnetKey(key: string): string | undefined {
   const m = KEY_RE.exec(key);
   if (!m) return undefined;
-  const net = parseIpv4Net(`${m[1]}/${m[2]}`);
+  const net = parseIpv4Cidr(`${m[1]}/${m[2]}`);
   if (!net || !isAligned(net.ip, net.prefix)) return undefined;
-  return formatNet(net);
+  return formatCidr(net);
 }

@@ -17,16 +17,8 @@ import {
 import pino from 'pino';
 import { parseNetworkConfig } from '../config.js';
 import type { BackendData, Lease, LeaseAttrs, NetworkConfig, SubnetManager } from '../types.js';
-import {
-  inRange,
-  maskNet,
-  netsOverlap,
-  parseIpv4,
-  parseIpv4Net,
-  parseSubnetKey,
-  pickFreeSubnet,
-  subnetKey,
-} from './allocate.js';
+import { cidrOverlaps, parseIpv4, parseIpv4Cidr } from '../../net/ipv4.js';
+import { inRange, maskNet, parseSubnetKey, pickFreeSubnet, subnetKey } from './allocate.js';
 
 export interface EtcdSubnetManagerOptions {
   endpoints: string[];
@@ -407,10 +399,10 @@ export class EtcdSubnetManager implements SubnetManager {
   private preferredSubnet(config: NetworkConfig, taken: string[]): string | undefined {
     const previous = this.opts.previousSubnet;
     if (!previous || !inRange(config, previous)) return undefined;
-    const net = parseIpv4Net(previous)!;
+    const net = parseIpv4Cidr(previous)!;
     const free = taken.every((t) => {
-      const other = parseIpv4Net(t);
-      return !other || !netsOverlap(net, other);
+      const other = parseIpv4Cidr(t);
+      return !other || !cidrOverlaps(net, other);
     });
     return free ? previous : undefined;
   }
@@ -637,8 +629,8 @@ export class EtcdSubnetManager implements SubnetManager {
 
 /** flannel keeps a node's old subnet only while it still fits Network and SubnetLen. */
 function fitsNetwork(config: NetworkConfig, subnet: string): boolean {
-  const net = parseIpv4Net(subnet);
-  const network = parseIpv4Net(config.network);
+  const net = parseIpv4Cidr(subnet);
+  const network = parseIpv4Cidr(config.network);
   if (!net || !network || net.prefix !== config.subnetLen) return false;
   const start = maskNet(network).ip;
   return net.ip >= start && net.ip < start + 2 ** (32 - network.prefix);

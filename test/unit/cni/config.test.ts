@@ -1,25 +1,28 @@
 import { describe, expect, it } from 'vitest';
 import { CniError } from '../../../src/cni/errors.js';
-import { MAX_CONFIG_BYTES, parseNetConf } from '../../../src/cni/config.js';
+import { MAX_CONFIG_BYTES, decodeConfig, netConfFromObject } from '../../../src/cni/config.js';
 import type { Command } from '../../../src/cni/env.js';
+
+/** stdin to NetConf as skel reads it: decode the bytes, then check the protocol fields. */
+const readNetConf = (input: Buffer | string, command: Command) => netConfFromObject(decodeConfig(input), command);
 
 const base = { cniVersion: '1.1.0', name: 'cbr0', type: 'tsflannel' };
 const json = (o: unknown) => JSON.stringify(o);
 
 function failure(input: Buffer | string, command: Command = 'ADD'): CniError {
   try {
-    parseNetConf(input, command);
+    readNetConf(input, command);
   } catch (err) {
     expect(err).toBeInstanceOf(CniError);
     return err as CniError;
   }
-  throw new Error('expected parseNetConf to fail');
+  throw new Error('expected readNetConf to fail');
 }
 
-describe('parseNetConf: success', () => {
+describe('NetConf from stdin: success', () => {
   it('decodes the protocol fields and keeps the rest in raw', () => {
     const input = { ...base, delegate: { hairpinMode: true }, capabilities: { portMappings: true } };
-    const conf = parseNetConf(Buffer.from(json(input)), 'ADD');
+    const conf = readNetConf(Buffer.from(json(input)), 'ADD');
     expect(conf).toEqual({ cniVersion: '1.1.0', name: 'cbr0', type: 'tsflannel', runtimeConfig: {}, raw: input });
     expect(conf.prevResult).toBeUndefined();
     expect(conf.validAttachments).toBeUndefined();
@@ -27,27 +30,27 @@ describe('parseNetConf: success', () => {
 
   it('accepts every supported version, including the stock flannel 0.3.1 config', () => {
     for (const cniVersion of ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']) {
-      expect(parseNetConf(json({ ...base, cniVersion }), 'ADD').cniVersion).toBe(cniVersion);
+      expect(readNetConf(json({ ...base, cniVersion }), 'ADD').cniVersion).toBe(cniVersion);
     }
   });
 
   it('passes runtimeConfig through as given', () => {
     const rc = { portMappings: [{ HostPort: 8080, ContainerPort: 80, Protocol: 'tcp', HostIP: '' }] };
-    expect(parseNetConf(json({ ...base, runtimeConfig: rc }), 'ADD').runtimeConfig).toEqual(rc);
-    expect(parseNetConf(json({ ...base, runtimeConfig: null }), 'ADD').runtimeConfig).toEqual({});
+    expect(readNetConf(json({ ...base, runtimeConfig: rc }), 'ADD').runtimeConfig).toEqual(rc);
+    expect(readNetConf(json({ ...base, runtimeConfig: null }), 'ADD').runtimeConfig).toEqual({});
   });
 
   it('converts prevResult on ADD, CHECK and DEL', () => {
     const prevResult = { cniVersion: '0.4.0', ips: [{ version: '4', address: '10.244.1.5/24', gateway: '10.244.1.1' }] };
     for (const command of ['ADD', 'CHECK', 'DEL'] as const) {
-      const conf = parseNetConf(json({ ...base, cniVersion: '0.4.0', prevResult }), command);
+      const conf = readNetConf(json({ ...base, cniVersion: '0.4.0', prevResult }), command);
       expect(conf.prevResult).toEqual({ cniVersion: '0.4.0', ips: [{ address: '10.244.1.5/24', gateway: '10.244.1.1' }] });
     }
-    expect(parseNetConf(json({ ...base, prevResult: null }), 'DEL').prevResult).toBeUndefined();
+    expect(readNetConf(json({ ...base, prevResult: null }), 'DEL').prevResult).toBeUndefined();
   });
 
   it('DEL drops an unreadable prevResult and runtimeConfig instead of failing', () => {
-    const conf = parseNetConf(json({ ...base, prevResult: { ips: [{ address: 'bogus' }] }, runtimeConfig: 5 }), 'DEL');
+    const conf = readNetConf(json({ ...base, prevResult: { ips: [{ address: 'bogus' }] }, runtimeConfig: 5 }), 'DEL');
     expect(conf.prevResult).toBeUndefined();
     expect(conf.runtimeConfig).toEqual({});
     expect(failure(json({ ...base, prevResult: { ips: [{ address: 'bogus' }] } }), 'CHECK').code).toBe(7);
@@ -56,22 +59,22 @@ describe('parseNetConf: success', () => {
 
   it('reads GC valid attachments from either key; null means none', () => {
     const list = [{ containerID: 'abc', ifname: 'eth0' }, { containerID: 'def', ifname: 'net1' }];
-    expect(parseNetConf(json({ ...base, 'cni.dev/valid-attachments': list }), 'GC').validAttachments).toEqual(list);
-    expect(parseNetConf(json({ ...base, 'cni.dev/attachments': list }), 'GC').validAttachments).toEqual(list);
+    expect(readNetConf(json({ ...base, 'cni.dev/valid-attachments': list }), 'GC').validAttachments).toEqual(list);
+    expect(readNetConf(json({ ...base, 'cni.dev/attachments': list }), 'GC').validAttachments).toEqual(list);
     // libcni sends both keys; the current one wins.
     const both = json({ ...base, 'cni.dev/valid-attachments': [list[0]], 'cni.dev/attachments': list });
-    expect(parseNetConf(both, 'GC').validAttachments).toEqual([list[0]]);
-    expect(parseNetConf(json({ ...base, 'cni.dev/valid-attachments': null }), 'GC').validAttachments).toEqual([]);
-    expect(parseNetConf(json({ ...base, 'cni.dev/valid-attachments': [] }), 'GC').validAttachments).toEqual([]);
+    expect(readNetConf(both, 'GC').validAttachments).toEqual([list[0]]);
+    expect(readNetConf(json({ ...base, 'cni.dev/valid-attachments': null }), 'GC').validAttachments).toEqual([]);
+    expect(readNetConf(json({ ...base, 'cni.dev/valid-attachments': [] }), 'GC').validAttachments).toEqual([]);
   });
 
   it('accepts a config of exactly 1 MiB', () => {
     const pad = 'x'.repeat(MAX_CONFIG_BYTES - json({ ...base, pad: '' }).length);
-    expect(parseNetConf(json({ ...base, pad }), 'ADD').name).toBe('cbr0');
+    expect(readNetConf(json({ ...base, pad }), 'ADD').name).toBe('cbr0');
   });
 });
 
-describe('parseNetConf: errors', () => {
+describe('NetConf from stdin: errors', () => {
   const cases: [string, Buffer | string, Command, number, RegExp][] = [
     ['empty stdin', '', 'ADD', 6, /empty/],
     ['whitespace only', ' \n', 'ADD', 6, /empty/],
@@ -119,8 +122,8 @@ describe('parseNetConf: errors', () => {
   });
 
   it('allows CHECK from 0.4.0 and GC/STATUS from 1.1.0', () => {
-    expect(parseNetConf(json({ ...base, cniVersion: '0.4.0' }), 'CHECK').cniVersion).toBe('0.4.0');
-    expect(parseNetConf(json(base), 'STATUS').cniVersion).toBe('1.1.0');
+    expect(readNetConf(json({ ...base, cniVersion: '0.4.0' }), 'CHECK').cniVersion).toBe('0.4.0');
+    expect(readNetConf(json(base), 'STATUS').cniVersion).toBe('1.1.0');
   });
 
   it('does not overflow the stack on hostile nesting', () => {
@@ -128,6 +131,6 @@ describe('parseNetConf: errors', () => {
     expect(failure(deep).code).toBe(6);
     // Brackets inside strings do not count.
     const inString = json({ ...base, s: '['.repeat(1000) + '\\"{' });
-    expect(parseNetConf(inString, 'ADD').raw.s).toBe('['.repeat(1000) + '\\"{');
+    expect(readNetConf(inString, 'ADD').raw.s).toBe('['.repeat(1000) + '\\"{');
   });
 });

@@ -2,15 +2,14 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
   candidateSubnets,
-  formatIpv4,
   freeSubnets,
   inRange,
-  parseIpv4Net,
   parseSubnetKey,
   pickFreeSubnet,
   subnetKey,
   type SubnetRange,
 } from '../../../src/daemon/subnet/allocate.js';
+import { formatIpv4, parseIpv4Cidr } from '../../../src/net/ipv4.js';
 
 const r16: SubnetRange = { network: '10.244.0.0/16', subnetLen: 24, subnetMin: '10.244.1.0', subnetMax: '10.244.255.0' };
 
@@ -25,8 +24,8 @@ function take<T>(it: Iterable<T>, n: number): T[] {
 
 /** Independent reference: do two CIDRs share an address? */
 function overlaps(a: string, b: string): boolean {
-  const x = parseIpv4Net(a)!;
-  const y = parseIpv4Net(b)!;
+  const x = parseIpv4Cidr(a)!;
+  const y = parseIpv4Cidr(b)!;
   const xs = x.ip - (x.ip % 2 ** (32 - x.prefix));
   const ys = y.ip - (y.ip % 2 ** (32 - y.prefix));
   return xs < ys + 2 ** (32 - y.prefix) && ys < xs + 2 ** (32 - x.prefix);
@@ -74,8 +73,8 @@ describe('candidate subnets', () => {
         const range: SubnetRange = {
           network: '10.244.0.0/16',
           subnetLen,
-          subnetMin: formatIpv4(parseIpv4Net('10.244.0.0/16')!.ip + size),
-          subnetMax: formatIpv4(parseIpv4Net('10.244.0.0/16')!.ip + 65536 - size),
+          subnetMin: formatIpv4(parseIpv4Cidr('10.244.0.0/16')!.ip + size),
+          subnetMax: formatIpv4(parseIpv4Cidr('10.244.0.0/16')!.ip + 65536 - size),
         };
         const free = [...freeSubnets(range, taken)];
         const all = [...candidateSubnets(range)];

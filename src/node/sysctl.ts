@@ -1,0 +1,29 @@
+// The sysctls the checks look at, read through the netlink layer (the shim
+// reads /proc/sys from inside the target netns), so no process is spawned.
+import * as nl from '../netlink/index.js';
+
+export interface SysctlState {
+  /** net.ipv4.ip_forward, null when unreadable */
+  ipForward: string | null;
+  /** net.ipv4.conf.<name>.rp_filter for all, default, the VXLAN device and the bridge */
+  rpFilter: Record<string, number | null>;
+}
+
+/** One sysctl, null when it cannot be read. Keys use slashes: interface names such as flannel.1 contain dots. */
+function readSysctl(key: string, ns: nl.InNetns): string | null {
+  try {
+    return nl.sysctlGet(key, ns);
+  } catch {
+    return null;
+  }
+}
+
+/** ip_forward, and rp_filter for each of `names` (interfaces, or all/default). */
+export function readSysctls(ns: nl.InNetns, names: string[]): SysctlState {
+  const rpFilter: Record<string, number | null> = {};
+  for (const name of names) {
+    const v = readSysctl(`net/ipv4/conf/${name}/rp_filter`, ns);
+    rpFilter[name] = v === null || !/^\d+$/.test(v) ? null : Number(v);
+  }
+  return { ipForward: readSysctl('net/ipv4/ip_forward', ns), rpFilter };
+}
