@@ -11,7 +11,8 @@ import { parsePluginConfig, type PluginConfig } from './config.js';
 import { createLogger, type PluginLogger } from './log.js';
 import { hostVethName } from './names.js';
 import { splitCidr } from './cidr.js';
-import { configurePod, createPodVeth, deletePodVeth, ensureBridge, podRoutes, safeIsNetns } from './network.js';
+import { configurePod, createPodVeth, deletePodVeth, ensureBridge, podRoutes, safeIsNetns, staleBridgeAddresses } from './network.js';
+import { cidrContainsIp, parseIpv4, parseIpv4Cidr } from '../net/ipv4.js';
 import { checkAttachment } from './check.js';
 
 interface Prepared {
@@ -90,6 +91,7 @@ export async function add(ctx: PluginContext): Promise<Result> {
   const gateway = splitCidr(subnet.subnet);
   const ipam = ipamFor(cfg, subnet);
 
+  if (!cfg.forceAddress) await moveGateway(cfg.bridge, subnet.subnet, ipam, log);
   const bridge = ensureBridge(cfg.bridge, mtu, subnet.subnet, cfg.forceAddress, log);
   nl.sysctlSet('net.ipv4.ip_forward', '1');
 
@@ -116,6 +118,33 @@ export async function add(ctx: PluginContext): Promise<Result> {
     if (cfg.dns) result.dns = cfg.dns;
     return result;
   });
+}
+
+/**
+ * The node's subnet changed (a new lease, a reassigned podCIDR) and the
+ * bridge still carries the old gateway. With no pod left on the old subnet
+ * the address is moved; pods still holding old addresses are named, since
+ * moving the gateway away from them would cut them off.
+ */
+async function moveGateway(bridge: string, gatewayCidr: string, ipam: HostLocalIpam, log: PluginLogger): Promise<void> {
+  const stale = staleBridgeAddresses(bridge, gatewayCidr);
+  if (stale.length === 0) return;
+  const oldNets = stale.map((c) => parseIpv4Cidr(c)).filter((c) => c !== undefined);
+  const holders = (await ipam.list()).filter((l) => {
+    const ip = parseIpv4(l.ip);
+    return ip !== undefined && oldNets.some((n) => cidrContainsIp(n, ip));
+  });
+  if (holders.length > 0) {
+    const pods = holders.map((h) => `${h.ip} (container ${h.containerId}${h.ifname ? ` ${h.ifname}` : ''})`);
+    throw new CniError(
+      ErrorCode.Internal,
+      `the node's subnet changed to ${gatewayCidr}, but "${bridge}" still serves the old subnet ${stale.join(', ')} ` +
+        `for ${holders.length} pod(s): ${pods.join(', ')}`,
+      `delete those pods (their addresses belong to the old subnet and cannot move); the next ADD then moves ${bridge} to ${gatewayCidr}`,
+    );
+  }
+  for (const old of stale) nl.addrDelete(bridge, old);
+  log.warn({ bridge, removed: stale, gateway: gatewayCidr }, 'node subnet changed and no pod holds an old address: moved the bridge to the new gateway');
 }
 
 /**

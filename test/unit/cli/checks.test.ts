@@ -290,7 +290,18 @@ describe('doctor checks (pure)', () => {
     old.state.ipam.pods[0]!.vethMtu = 1400;
     const r = results(old);
     expect(r.get('mtu')!.status).toBe('warn');
-    expect(r.get('mtu')!.details).toEqual(['pod 10.244.1.2 (c1) has MTU 1400, cni0 has 1450']);
+    expect(r.get('mtu')!.details).toEqual(["pod 10.244.1.2 (c1) has MTU 1400, the node's FLANNEL_MTU is 1450"]);
+    expect(r.get('mtu')!.message).toBe("1 pod with an MTU other than the node's: c1 (made before an MTU change?)");
+
+    // The underlay MTU was raised: FLANNEL_MTU and the bridge went up, an old pod did not.
+    const raised = healthy();
+    raised.state.links[1]!.mtu = 9000;
+    raised.state.vxlan!.mtu = 8950;
+    raised.state.subnetFile.env!.mtu = 8950;
+    const stale = results(raised).get('mtu')!;
+    expect(stale.status).toBe('warn');
+    expect(stale.message).toContain('c1');
+    expect(stale.details).toContain('cni0 has MTU 1450, FLANNEL_MTU is 8950 (the next pod ADD sets the bridge to FLANNEL_MTU)');
 
     const jumbo = healthy();
     jumbo.state.ipam.pods[0]!.vethMtu = 9000;
