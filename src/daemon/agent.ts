@@ -31,6 +31,8 @@ export class Agent {
   /** set while our lease is missing from the store: peers are kept until then */
   private graceUntil: number | undefined;
   private graceTimer?: NodeJS.Timeout;
+  /** stale leases of this node already reported, so the log says it once */
+  private readonly staleSeen = new Set<string>();
   private health?: Server;
   private timer?: NodeJS.Timeout;
 
@@ -181,7 +183,15 @@ export class Agent {
    */
   private isOwnStale(l: Lease): boolean {
     const mine = this.lease?.backendData.VtepMAC?.toLowerCase();
-    return mine !== undefined && l.backendData.VtepMAC?.toLowerCase() === mine;
+    const stale = mine !== undefined && l.backendData.VtepMAC?.toLowerCase() === mine;
+    if (stale && l.subnet !== this.lease?.subnet && !this.staleSeen.has(`${l.subnet} ${l.publicIP}`)) {
+      this.staleSeen.add(`${l.subnet} ${l.publicIP}`);
+      this.deps.logger.warn(
+        { subnet: l.subnet, publicIP: l.publicIP },
+        'ignoring a lease with this node\'s own VTEP MAC (left from before an address or subnet change; it expires with its TTL)',
+      );
+    }
+    return stale;
   }
 
   private reconcile(reason: string): void {
