@@ -162,8 +162,18 @@ describe('doctor checks (pure)', () => {
     const r3 = expectOnly(moved, { 'subnet-file': 'fail', 'bridge-address': 'fail' });
     expect(r3.get('subnet-file')!.message).toContain("FLANNEL_SUBNET 10.244.9.1/24 does not match this node's lease 10.244.1.0/24 (want 10.244.1.1/24)");
     expect(r3.get('bridge-address')!.message).toBe(
-      '"cni0" already has an IP address different from 10.244.9.1/24: 10.244.1.1/24 (the node\'s subnet changed under it); pod ADDs fail',
+      '"cni0" already has an IP address different from 10.244.9.1/24: 10.244.1.1/24 (the node\'s subnet changed under it); ' +
+        '1 pod still holds old addresses, so pod ADDs fail until it is deleted: c1',
     );
+    expect(r3.get('bridge-address')!.details).toEqual(['10.244.1.2: container c1']);
+
+    // No pod left on the old subnet: the plugin moves the gateway at the next ADD.
+    const empty = healthy();
+    empty.state.subnetFile.env!.subnet = '10.244.9.1/24';
+    empty.state.ipam.pods = [];
+    const r4 = results(empty).get('bridge-address')!;
+    expect(r4.status).toBe('warn');
+    expect(r4.message).toContain('no pod holds an old address, so the next pod ADD moves cni0 to 10.244.9.1/24');
   });
 
   it('bridge-address: no bridge yet passes; no address or down fails', () => {
