@@ -6,7 +6,7 @@ import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from './config.js';
 import type { AgentOptions } from './options.js';
-import type { Backend, ExternalInterface, Lease, NetworkConfig, PriorLease, SubnetManager } from './types.js';
+import type { Backend, ExternalInterface, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetManager } from './types.js';
 import { readSubnetEnv, writeSubnetEnv } from '../flannel/subnet-env.js';
 import { canonicalCidr, parseIpv4Cidr } from '../net/ipv4.js';
 import { newMetrics, startHealthServer, type AgentMetrics } from './health.js';
@@ -33,6 +33,11 @@ export class Agent {
   private graceTimer?: NodeJS.Timeout;
   /** stale leases of this node already reported, so the log says it once */
   private readonly staleSeen = new Set<string>();
+  /** what we published, to publish again when our Node lost it */
+  private attrs?: LeaseAttrs;
+  private republishing = false;
+  /** set when the agent must exit (and be restarted) rather than carry on */
+  private fatal?: Error;
   private health?: Server;
   private timer?: NodeJS.Timeout;
 
@@ -56,11 +61,8 @@ export class Agent {
     this.backend = backend;
     const backendData = await backend.prepare(ext);
     const prior = this.priorLease();
-    const lease = await sm.acquireLease(
-      { publicIP: ext.publicIP, backendType: config.backend.type, backendData },
-      this.abort.signal,
-      prior,
-    );
+    this.attrs = { publicIP: ext.publicIP, backendType: config.backend.type, backendData };
+    const lease = await sm.acquireLease(this.attrs, this.abort.signal, prior);
     this.lease = lease;
     log.info({ subnet: lease.subnet, backendData }, 'acquired lease');
     if (prior.subnet && prior.subnet !== lease.subnet) {
@@ -80,6 +82,7 @@ export class Agent {
 
     this.timer = setInterval(() => void this.resync(), this.opts.resyncSeconds * 1000);
     await sm.watchLeases((leases) => this.onLeases(leases), this.abort.signal);
+    if (this.fatal) throw this.fatal;
   }
 
   /** The network config may not be in etcd yet: wait for it, as flanneld does. */
@@ -135,7 +138,48 @@ export class Agent {
     this.latest = leases;
     this.metrics.leasesKnown = leases.length;
     this.trackStoreLoss(leases);
+    this.checkOwnNode(leases);
     this.reconcile('watch');
+  }
+
+  /**
+   * Kubernetes mode: our Node object is the lease. A Node re-created (by a
+   * kubelet re-registering) comes back without flannel's annotations, so we
+   * publish them again; one with another podCIDR means our subnet changed,
+   * and the agent exits so that its restart takes the new subnet, rewrites
+   * the subnet file and rebuilds its rules (the etcd manager re-registers by
+   * itself, and exits likewise when its subnet is taken).
+   */
+  private checkOwnNode(leases: Lease[]): void {
+    if (this.deps.subnetManager.kind !== 'kube' || !this.lease || this.fatal) return;
+    const mine = leases.find((l) => l.nodeName === this.opts.nodeName);
+    if (mine && mine.subnet !== this.lease.subnet) {
+      this.exitForRestart(`this Node's pod CIDR changed from ${this.lease.subnet} to ${mine.subnet}`);
+      return;
+    }
+    if (!mine && !this.republishing) void this.republish();
+  }
+
+  private async republish(): Promise<void> {
+    const { subnetManager: sm, logger: log } = this.deps;
+    if (!this.attrs || !this.lease) return;
+    this.republishing = true;
+    try {
+      log.warn({ node: this.opts.nodeName }, 'our Node lost its lease annotations (deleted and re-created?); publishing them again');
+      const lease = await sm.acquireLease(this.attrs, this.abort.signal);
+      if (lease.subnet !== this.lease.subnet) this.exitForRestart(`this Node's pod CIDR changed from ${this.lease.subnet} to ${lease.subnet}`);
+      else log.info({ subnet: lease.subnet }, 'published our lease annotations again');
+    } catch (err) {
+      if (!this.abort.signal.aborted) log.error({ err }, 'publishing our lease again failed; retrying at the next Node change');
+    } finally {
+      this.republishing = false;
+    }
+  }
+
+  private exitForRestart(reason: string): void {
+    if (this.fatal) return;
+    this.fatal = new Error(`${reason}: exiting so that the restarted agent takes the new subnet`);
+    this.abort.abort();
   }
 
   /**

@@ -158,4 +158,25 @@ describe.skipIf(!isRoot)('day-2 events in Kubernetes mode', () => {
     await eventually('k2 routes the new podCIDR', 10_000, () => sh('k2', 'ip', ['route']).includes('10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink'));
     await eventually('k2\'s pod reaches the pod on the new podCIDR', 5000, () => ping(pods.get('k2-b')!.ns, fresh.ip));
   });
+
+  it('a Node re-created while the agent runs: same podCIDR, annotations published again; another podCIDR, the agent exits for a restart that takes it', async () => {
+    const agent = agents.get('k1')!;
+    kube.deleteNode('k1');
+    kube.addNode('k1', '10.244.3.0/24');
+    await eventually('k1 published its annotations again', 10_000, () => kube.getNode('k1')?.metadata.annotations?.[`${ANN}/public-ip`] !== undefined);
+    expect(log('k1')).toContain('publishing them again');
+    await eventually('k2 routes k1 again', 10_000, () => sh('k2', 'ip', ['route']).includes('10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink'));
+    expect(agent.exitCode).toBeNull();
+
+    kube.deleteNode('k1');
+    kube.addNode('k1', '10.244.4.0/24');
+    await eventually('k1\'s agent exited', 10_000, () => agent.exitCode !== null);
+    expect(agent.exitCode).toBe(1);
+    expect(log('k1')).toContain('pod CIDR changed from 10.244.3.0/24 to 10.244.4.0/24');
+    // What the DaemonSet does: start it again.
+    startAgent('k1');
+    await eventually('k1\'s agent wrote its subnet file', 30_000, () => log('k1').includes('wrote subnet file'));
+    expect(readFileSync(subnetFile('k1'), 'utf8')).toContain('FLANNEL_SUBNET=10.244.4.1/24');
+    await eventually('k2 routes the new podCIDR', 10_000, () => sh('k2', 'ip', ['route']).includes('10.244.4.0/24 via 10.244.4.0 dev flannel.1 onlink'));
+  });
 });
