@@ -91,8 +91,10 @@ export async function add(ctx: PluginContext): Promise<Result> {
   const gateway = splitCidr(subnet.subnet);
   const ipam = ipamFor(cfg, subnet);
 
-  if (!cfg.forceAddress) await moveGateway(cfg.bridge, subnet.subnet, ipam, log);
+  const before = nl.linkByName(cfg.bridge);
+  if (before && !cfg.forceAddress) await moveGateway(cfg.bridge, subnet.subnet, ipam, log);
   const bridge = ensureBridge(cfg.bridge, mtu, subnet.subnet, cfg.forceAddress, log);
+  if (before && bridge.mtu > before.mtu) await capOlderPods(cfg.bridge, bridge.mtu, gateway.ip, ipam, log);
   nl.sysctlSet('net.ipv4.ip_forward', '1');
 
   return withRollback(log, async (onUndo) => {
@@ -148,6 +150,34 @@ async function moveGateway(bridge: string, gatewayCidr: string, ipam: HostLocalI
 }
 
 /**
+ * The bridge MTU was raised under running pods, which keep their smaller
+ * MTU. A packet routed to one of them that fits the bridge but not the pod
+ * would be dropped by the bridge without a word; a /32 route carrying the
+ * pod's MTU makes the node send "fragmentation needed" (or fragment)
+ * instead, so path MTU discovery keeps working for traffic from other nodes.
+ */
+async function capOlderPods(bridge: string, mtu: number, gatewayIp: string, ipam: HostLocalIpam, log: PluginLogger): Promise<void> {
+  const capped: string[] = [];
+  for (const lease of await ipam.list()) {
+    if (!lease.ifname) continue;
+    const veth = nl.linkByName(hostVethName(lease.containerId, lease.ifname));
+    if (!veth || veth.mtu >= mtu) continue;
+    nl.routeReplace({ dst: `${lease.ip}/32`, dev: bridge, src: gatewayIp, mtu: veth.mtu });
+    capped.push(`${lease.ip} mtu ${veth.mtu}`);
+  }
+  if (capped.length > 0) log.warn({ bridge, mtu, pods: capped }, 'pods made before the MTU raise keep their MTU; routes to them carry it');
+}
+
+/** The /32 route capOlderPods gave a pod, gone with the pod (absent mostly; never fails a DEL). */
+function dropPodRoute(bridge: string, ip: string): void {
+  try {
+    nl.routeDelete({ dst: `${ip}/32`, dev: bridge });
+  } catch {
+    // no bridge, or no such route: nothing to remove
+  }
+}
+
+/**
  * DEL must succeed when anything is already gone: the netns (containerd's
  * second DEL has none), the veth, the lease, even the subnet file.
  */
@@ -156,6 +186,7 @@ export async function del(ctx: PluginContext): Promise<void> {
   const { containerId, netns, ifname } = ctx.env;
   deletePodVeth(hostVethName(containerId, ifname), netns, ifname, log);
   const released = await ipamFor(cfg, undefined).release(containerId, ifname);
+  for (const ip of released) dropPodRoute(cfg.bridge, ip);
   if (released.length > 0) log.info({ ips: released }, 'released');
 }
 
@@ -185,6 +216,7 @@ export async function gc(ctx: PluginContext): Promise<void> {
   const removed = await ipamFor(cfg, undefined).gc(valid.map((a) => ({ containerId: a.containerID, ifname: a.ifname })));
   for (const lease of removed) {
     if (lease.ifname) nl.linkDelete(hostVethName(lease.containerId, lease.ifname));
+    dropPodRoute(cfg.bridge, lease.ip);
   }
   if (removed.length > 0) log.info({ removed: removed.map((l) => `${l.ip} ${l.containerId}`) }, 'garbage collected');
 }

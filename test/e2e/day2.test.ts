@@ -158,6 +158,8 @@ describe.skipIf(!isRoot || !haveEtcd)('day-2 events on a two-node etcd cluster',
     expect(mtuOf('n1', 'cni0')).toBe(8950);
     expect(mtuOf('n1', 'eth0', big.ns)).toBe(8950);
     expect(mtuOf('n1', 'eth0', a.ns)).toBe(1450);
+    // Routed to at its own MTU, so too large a packet from another node gets "fragmentation needed".
+    expect(sh('n1', 'ip', ['route', 'show', `${a.ip}/32`])).toContain('mtu 1450');
     // Old and new pods talk to each other (through the bridge, at the old pod's size) and across nodes.
     expect(await pingOnce(a, big)).toBe(true);
     expect(await pingOnce(big, a)).toBe(true);

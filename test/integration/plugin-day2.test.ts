@@ -2,7 +2,8 @@
 // subnet file under existing pods: a raised FLANNEL_MTU, and a new
 // FLANNEL_SUBNET (the node's lease or podCIDR changed).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
@@ -24,6 +25,8 @@ describe.skipIf(!isRoot)('tsflannel plugin when the node subnet file changes', (
   const mtu = (ns: string, dev: string) => ipJson<IpLink[]>(ns, ['link', 'show', dev])[0]!.mtu;
   const leases = () => readdirSync(join(dataDir, netName)).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)).sort();
   const podNs = new Map<string, string>();
+  const leasedIpOf = (id: string) =>
+    readdirSync(join(dataDir, netName)).find((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f) && readFileSync(join(dataDir, netName, f), 'utf8').startsWith(`${id}\r\n`))!;
   const bridgeAddrs = () => inNs(node, 'ip', ['-4', '-o', 'addr', 'show', 'dev', 'cni0']);
 
   beforeAll(() => {
@@ -55,6 +58,14 @@ describe.skipIf(!isRoot)('tsflannel plugin when the node subnet file changes', (
     expect(inNs(p1, 'ping', ['-c1', '-W2', ip2])).toContain('1 received');
     // Full-size frames of the new MTU cross the bridge between the node and the new pod.
     expect(inNs(node, 'ping', ['-c1', '-W2', '-M', 'do', '-s', String(8950 - 28), ip2])).toContain('1 received');
+    // The old pod is routed to at its own MTU: too large a packet gets "fragmentation
+    // needed" (here a local error) instead of vanishing at the bridge port.
+    const ip1 = leasedIpOf('old');
+    expect(inNs(node, 'ip', ['route', 'show', `${ip1}/32`])).toContain('mtu 1450');
+    expect(inNs(node, 'ip', ['route', 'show', `${ip2}/32`])).toBe('');
+    const big = spawnSync('ip', ['netns', 'exec', node, 'ping', '-c1', '-W1', '-M', 'do', '-s', '2000', ip1], { encoding: 'utf8' });
+    expect(big.stdout + big.stderr).toMatch(/mtu ?= ?1450/);
+    expect(inNs(node, 'ping', ['-c1', '-W2', '-M', 'do', '-s', String(1450 - 28), ip1])).toContain('1 received');
   });
 
   it('a new FLANNEL_SUBNET: ADD names the pods of the old subnet and changes nothing, then moves cni0 once they are deleted', async () => {
@@ -72,7 +83,10 @@ describe.skipIf(!isRoot)('tsflannel plugin when the node subnet file changes', (
     expect(leases()).toEqual(before);
     expect(bridgeAddrs()).toContain('10.244.1.1/24');
 
+    const ip1 = leasedIpOf('old');
     for (const [id, ns] of podNs) expect((await cni('DEL', id, ns)).code).toBe(0);
+    // The old pod's MTU route went with it.
+    expect(inNs(node, 'ip', ['route', 'show', `${ip1}/32`])).toBe('');
     const out = await cni('ADD', 'moved', p3);
     expect(out.code, out.stdout).toBe(0);
     expect((out.json!.ips as { address: string }[])[0]!.address).toMatch(/^10\.244\.7\.\d+\/24$/);
