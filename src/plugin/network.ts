@@ -47,9 +47,8 @@ export function ensureBridge(name: string, mtu: number, gatewayCidr: string, for
   return br;
 }
 
-/** IPv4 addresses on the bridge other than the gateway: a node subnet the node no longer has. */
+/** IPv4 addresses on an existing bridge other than the gateway: a node subnet the node no longer has. */
 export function staleBridgeAddresses(name: string, gatewayCidr: string): string[] {
-  if (!nl.linkByName(name)) return [];
   return nl
     .addrList({ dev: name, family: 'inet' })
     .map((a) => a.cidr)
