@@ -132,6 +132,7 @@ type routeReq struct {
 	Table    int    `json:"table,omitempty"`
 	Protocol int    `json:"protocol,omitempty"`
 	Metric   int    `json:"metric,omitempty"`
+	MTU      int    `json:"mtu,omitempty"`
 }
 
 type routeJSON struct {
@@ -147,7 +148,7 @@ type routeJSON struct {
 }
 
 func (r routeReq) build(h *netlink.Handle) (*netlink.Route, error) {
-	rt := &netlink.Route{Table: r.Table, Protocol: netlink.RouteProtocol(r.Protocol), Priority: r.Metric}
+	rt := &netlink.Route{Table: r.Table, Protocol: netlink.RouteProtocol(r.Protocol), Priority: r.Metric, MTU: r.MTU}
 	if r.Dst != "" {
 		_, n, err := net.ParseCIDR(r.Dst)
 		if err != nil {

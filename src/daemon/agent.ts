@@ -6,8 +6,9 @@ import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from './config.js';
 import type { AgentOptions } from './options.js';
-import type { Backend, ExternalInterface, Lease, NetworkConfig, SubnetManager } from './types.js';
-import { writeSubnetEnv } from '../flannel/subnet-env.js';
+import type { Backend, ExternalInterface, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetManager } from './types.js';
+import { readSubnetEnv, writeSubnetEnv } from '../flannel/subnet-env.js';
+import { canonicalCidr, parseIpv4Cidr } from '../net/ipv4.js';
 import { newMetrics, startHealthServer, type AgentMetrics } from './health.js';
 import { chooseExternalInterface } from './external.js';
 import { createBackend } from './backend/index.js';
@@ -26,6 +27,18 @@ export class Agent {
   private backend?: Backend;
   private iptables?: IptablesManager;
   private latest: Lease[] | undefined;
+  /** the last lease set that held our own lease: what a store outage falls back on */
+  private lastGood: Lease[] = [];
+  /** set while our lease is missing from the store: peers are kept until then */
+  private graceUntil: number | undefined;
+  private graceTimer?: NodeJS.Timeout;
+  /** stale leases of this node already reported, so the log says it once */
+  private readonly staleSeen = new Set<string>();
+  /** what we published, to publish again when our Node lost it */
+  private attrs?: LeaseAttrs;
+  private republishing = false;
+  /** set when the agent must exit (and be restarted) rather than carry on */
+  private fatal?: Error;
   private health?: Server;
   private timer?: NodeJS.Timeout;
 
@@ -48,12 +61,17 @@ export class Agent {
     const backend = createBackend(config.backend, { network: config.network, logger: log });
     this.backend = backend;
     const backendData = await backend.prepare(ext);
-    const lease = await sm.acquireLease(
-      { publicIP: ext.publicIP, backendType: config.backend.type, backendData },
-      this.abort.signal,
-    );
+    const prior = this.priorLease();
+    this.attrs = { publicIP: ext.publicIP, backendType: config.backend.type, backendData };
+    const lease = await sm.acquireLease(this.attrs, this.abort.signal, prior);
     this.lease = lease;
     log.info({ subnet: lease.subnet, backendData }, 'acquired lease');
+    if (prior.subnet && prior.subnet !== lease.subnet) {
+      log.warn(
+        { previous: prior.subnet, subnet: lease.subnet },
+        'this node\'s subnet changed: pods of the old subnet lose the overlay; the plugin moves the bridge to the new gateway at the next ADD once none of them is left',
+      );
+    }
     const { mtu } = await backend.configure(lease);
     this.writeSubnetFile(config, lease, mtu);
     if (this.opts.ipMasq) {
@@ -65,6 +83,7 @@ export class Agent {
 
     this.timer = setInterval(() => void this.resync(), this.opts.resyncSeconds * 1000);
     await sm.watchLeases((leases) => this.onLeases(leases), this.abort.signal);
+    if (this.fatal) throw this.fatal;
   }
 
   /** The network config may not be in etcd yet: wait for it, as flanneld does. */
@@ -88,6 +107,21 @@ export class Agent {
     return chooseExternalInterface(sel);
   }
 
+  /** The subnet an earlier run wrote to subnet.env (flanneld asks for it again). */
+  private priorLease(): PriorLease {
+    let gateway: string;
+    try {
+      gateway = readSubnetEnv(this.opts.subnetFile).subnet;
+    } catch {
+      return {};
+    }
+    const cidr = parseIpv4Cidr(gateway);
+    if (!cidr) return {};
+    const subnet = canonicalCidr(cidr);
+    this.deps.logger.info({ subnet, file: this.opts.subnetFile }, 'previous subnet from the subnet file');
+    return { subnet };
+  }
+
   private writeSubnetFile(config: NetworkConfig, lease: Lease, mtu: number): void {
     const subnet = gatewayCidr(lease.subnet);
     if (!subnet) throw new Error(`lease subnet ${JSON.stringify(lease.subnet)} is not an IPv4 CIDR`);
@@ -103,13 +137,111 @@ export class Agent {
   private onLeases(leases: Lease[]): void {
     this.latest = leases;
     this.metrics.leasesKnown = leases.length;
+    this.trackStoreLoss(leases);
+    this.checkOwnNode(leases);
     this.reconcile('watch');
+  }
+
+  /**
+   * Kubernetes mode: our Node object is the lease. A Node re-created (by a
+   * kubelet re-registering) comes back without flannel's annotations, so we
+   * publish them again; one with another podCIDR means our subnet changed,
+   * and the agent exits so that its restart takes the new subnet, rewrites
+   * the subnet file and rebuilds its rules (the etcd manager re-registers by
+   * itself, and exits likewise when its subnet is taken).
+   */
+  private checkOwnNode(leases: Lease[]): void {
+    if (this.deps.subnetManager.kind !== 'kube' || !this.lease || this.fatal) return;
+    const mine = leases.find((l) => l.nodeName === this.opts.nodeName);
+    if (mine && mine.subnet !== this.lease.subnet) {
+      this.exitForRestart(`this Node's pod CIDR changed from ${this.lease.subnet} to ${mine.subnet}`);
+      return;
+    }
+    if (!mine && !this.republishing) void this.republish();
+  }
+
+  private async republish(): Promise<void> {
+    const { subnetManager: sm, logger: log } = this.deps;
+    if (!this.attrs || !this.lease) return;
+    this.republishing = true;
+    try {
+      log.warn({ node: this.opts.nodeName }, 'our Node lost its lease annotations (deleted and re-created?); publishing them again');
+      const lease = await sm.acquireLease(this.attrs, this.abort.signal);
+      if (lease.subnet !== this.lease.subnet) this.exitForRestart(`this Node's pod CIDR changed from ${this.lease.subnet} to ${lease.subnet}`);
+      else log.info({ subnet: lease.subnet }, 'published our lease annotations again');
+    } catch (err) {
+      if (!this.abort.signal.aborted) log.error({ err }, 'publishing our lease again failed; retrying at the next Node change');
+    } finally {
+      this.republishing = false;
+    }
+  }
+
+  private exitForRestart(reason: string): void {
+    if (this.fatal) return;
+    this.fatal = new Error(`${reason}: exiting so that the restarted agent takes the new subnet`);
+    this.abort.abort();
+  }
+
+  /**
+   * A listing without our own lease means the store lost it (etcd wiped or
+   * restored from an old backup), not that every other node left: the
+   * subnet manager re-registers us at once and the other agents do the
+   * same, so the peers programmed now are kept for a grace period and only
+   * then reconciled to what the store holds.
+   */
+  private trackStoreLoss(leases: Lease[]): void {
+    if (!this.lease) return;
+    const own = this.lease.subnet;
+    if (leases.some((l) => l.subnet === own)) {
+      if (this.graceUntil === undefined) this.lastGood = leases;
+      return;
+    }
+    if (this.graceUntil !== undefined || this.lastGood.length <= 1) return;
+    const seconds = this.opts.storeLossGraceSeconds;
+    this.graceUntil = Date.now() + seconds * 1000;
+    this.deps.logger.warn(
+      { leases: leases.length, kept: this.lastGood.length - 1, graceSeconds: seconds },
+      'our own lease is missing from the lease store (store wiped or restored?): keeping the programmed peers while re-registering',
+    );
+    this.graceTimer = setTimeout(() => {
+      this.graceUntil = undefined;
+      this.lastGood = this.latest?.some((l) => l.subnet === own) ? this.latest : [];
+      this.deps.logger.info({ leases: this.latest?.length ?? 0 }, 'store-loss grace period over; reconciling to what the store holds');
+      this.reconcile('grace-over');
+    }, seconds * 1000);
+    this.graceTimer.unref();
+  }
+
+  /** What to program: the store's leases, plus, during a store-loss grace period, the peers known before. */
+  private effectiveLeases(): Lease[] {
+    const current = this.latest ?? [];
+    if (this.graceUntil === undefined) return current;
+    const present = new Set(current.map((l) => l.subnet));
+    return [...current, ...this.lastGood.filter((l) => !present.has(l.subnet))];
+  }
+
+  /**
+   * A lease with our VTEP MAC under another subnet or public IP is an old
+   * lease of this very node (published before an address change): never a
+   * peer. Programming it would put our own subnet behind flannel.1.
+   */
+  private isOwnStale(l: Lease): boolean {
+    const mine = this.lease?.backendData.VtepMAC?.toLowerCase();
+    const stale = mine !== undefined && l.backendData.VtepMAC?.toLowerCase() === mine;
+    if (stale && l.subnet !== this.lease?.subnet && !this.staleSeen.has(`${l.subnet} ${l.publicIP}`)) {
+      this.staleSeen.add(`${l.subnet} ${l.publicIP}`);
+      this.deps.logger.warn(
+        { subnet: l.subnet, publicIP: l.publicIP },
+        'ignoring a lease with this node\'s own VTEP MAC (left from before an address or subnet change; it expires with its TTL)',
+      );
+    }
+    return stale;
   }
 
   private reconcile(reason: string): void {
     if (!this.backend || !this.lease || !this.latest) return;
     const own = this.lease.subnet;
-    const remote = this.latest.filter((l) => l.subnet !== own);
+    const remote = this.effectiveLeases().filter((l) => l.subnet !== own && !this.isOwnStale(l));
     const report = this.backend.reconcile(remote);
     this.metrics.reconciles += 1;
     this.metrics.reconcileErrors += report.errors.length;
@@ -139,6 +271,7 @@ export class Agent {
   async stop(removeRules: boolean): Promise<void> {
     this.abort.abort();
     if (this.timer) clearInterval(this.timer);
+    if (this.graceTimer) clearTimeout(this.graceTimer);
     if (removeRules && this.iptables) await this.iptables.remove();
     await this.deps.subnetManager.close();
     this.health?.close();

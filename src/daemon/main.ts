@@ -47,14 +47,21 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     throw err;
   }
   const logger = pino({ level: opts.logLevel, base: { node: opts.nodeName } }, pino.destination({ fd: 2, sync: true }));
+  if (opts.cleanup) {
+    const { cleanupRules } = await import('./cleanup.js');
+    await cleanupRules(opts.subnetFile, logger);
+    return;
+  }
   const agent = new Agent(opts, { subnetManager: await subnetManagerFor(opts, logger), logger });
 
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, 'shutting down; routes and leases stay in place');
-    agent.stop(true).then(
+    // Rules stay too: a pod's new connections must stay masqueraded until the
+    // next agent is up. `tsflanneld --cleanup` removes them on uninstall.
+    logger.info({ signal }, 'shutting down; routes, leases and iptables rules stay in place');
+    agent.stop(false).then(
       () => process.exit(0),
       (err: unknown) => {
         logger.error({ err }, 'shutdown failed');

@@ -22,6 +22,10 @@ export interface AgentOptions {
   resyncSeconds: number;
   /** etcd lease TTL; flannel uses 24 h */
   leaseTtlSeconds: number;
+  /** seconds to keep programmed peers when our own lease vanished from the store (etcd wiped) */
+  storeLossGraceSeconds: number;
+  /** remove the masquerade/forward rules and exit (uninstall); a stopping agent keeps them */
+  cleanup: boolean;
   logLevel: string;
 }
 
@@ -54,6 +58,8 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
     .option('healthz-port', { type: 'number', default: 0, describe: 'port for /healthz and /metrics (0 = off)' })
     .option('resync-period', { type: 'number', default: 10, describe: 'seconds between full reconciliations' })
     .option('subnet-lease-ttl', { type: 'number', default: 86400, describe: 'etcd lease TTL in seconds', hidden: true })
+    .option('store-loss-grace', { type: 'number', default: 30, describe: 'seconds to keep the programmed peers when this node\'s own lease vanishes from the store (etcd wiped or restored), while every agent re-registers' })
+    .option('cleanup', { type: 'boolean', default: false, describe: 'remove the FLANNEL-POSTRTG and FLANNEL-FWD iptables rules and exit (for uninstalling; a stopping agent keeps them so pods stay masqueraded across restarts)' })
     .option('log-level', { type: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] })
     .strict()
     .exitProcess(false)
@@ -73,6 +79,8 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
   if (!(resync > 0)) throw new OptionsError(`--resync-period must be positive, got ${resync}`);
   const ttl = parsed['subnet-lease-ttl'];
   if (!Number.isInteger(ttl) || ttl < 2) throw new OptionsError(`--subnet-lease-ttl must be an integer >= 2, got ${ttl}`);
+  const grace = parsed['store-loss-grace'];
+  if (!(grace >= 0)) throw new OptionsError(`--store-loss-grace must be zero or more seconds, got ${grace}`);
   for (const re of parsed['iface-regex']) {
     try {
       new RegExp(re);
@@ -94,6 +102,8 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
     healthzPort,
     resyncSeconds: resync,
     leaseTtlSeconds: ttl,
+    storeLossGraceSeconds: grace,
+    cleanup: parsed.cleanup,
     logLevel: parsed['log-level'],
   };
   if (parsed['public-ip']) opts.publicIP = parsed['public-ip'];

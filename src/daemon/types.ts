@@ -56,6 +56,12 @@ export interface Lease extends LeaseAttrs {
   expiration?: Date;
 }
 
+/** What this node held before a restart (from its subnet.env), so it can be found and asked for again. */
+export interface PriorLease {
+  /** the previous node subnet, network form: 10.244.1.0/24 */
+  subnet?: string;
+}
+
 /**
  * Where leases come from: Kubernetes Node objects or etcd. Watching is
  * level-triggered: `onLeases` always gets the complete current set (this
@@ -64,8 +70,12 @@ export interface Lease extends LeaseAttrs {
 export interface SubnetManager {
   readonly kind: 'kube' | 'etcd';
   getNetworkConfig(): Promise<NetworkConfig>;
-  /** Gets (or keeps) this node's lease and publishes the attributes. */
-  acquireLease(attrs: LeaseAttrs, signal?: AbortSignal): Promise<Lease>;
+  /**
+   * Gets (or keeps) this node's lease and publishes the attributes. `prior`
+   * names the subnet this node had: asked for first when free, and a lease
+   * on it carrying our VTEP MAC is ours even under an older public IP.
+   */
+  acquireLease(attrs: LeaseAttrs, signal?: AbortSignal, prior?: PriorLease): Promise<Lease>;
   /**
    * Calls `onLeases` with the full set after the first list and after every
    * change. Errors are retried with backoff and never turn into an empty

@@ -165,6 +165,18 @@ export class Cluster {
     await waitFor('etcd', 20_000, () => httpOk(`${this.etcdEndpoint}/health`));
   }
 
+  /**
+   * Wipes etcd (restored from nothing): stops it, deletes its data, starts
+   * it empty on the same port and puts back only the network config, as an
+   * operator rebuilding the store would.
+   */
+  async wipeEtcd(): Promise<void> {
+    await this.haltEtcd();
+    rmSync(join(this.dir, 'etcd'), { recursive: true, force: true });
+    await this.resumeEtcd();
+    await this.etcdctl(['put', '/coreos.com/network/config', JSON.stringify(this.opts.netConf ?? DEFAULT_NET_CONF)]);
+  }
+
   /** Runs etcdctl (v3 API) against the cluster's etcd. */
   etcdctl(args: string[]): Promise<string> {
     return new Promise((resolve, reject) => {
@@ -186,6 +198,8 @@ export class Cluster {
       await this.startBridge(node);
     }
     const logFile = join(this.nodeDir(name), 'tsflanneld.log');
+    // The log is this agent's alone: a wait for a line must not be met by the previous agent's.
+    writeFileSync(logFile, '');
     const args = [
       'netns', 'exec', node.ns, AGENT_BIN,
       '--etcd-endpoints', 'http://127.0.0.1:2379',

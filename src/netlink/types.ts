@@ -50,6 +50,8 @@ export interface RouteSpec extends InNetns {
   table?: number;
   protocol?: number;
   metric?: number;
+  /** path MTU of this route (RTAX_MTU), e.g. a pod whose interface is smaller than its bridge */
+  mtu?: number;
 }
 
 export interface Route {

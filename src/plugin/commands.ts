@@ -11,7 +11,8 @@ import { parsePluginConfig, type PluginConfig } from './config.js';
 import { createLogger, type PluginLogger } from './log.js';
 import { hostVethName } from './names.js';
 import { splitCidr } from './cidr.js';
-import { configurePod, createPodVeth, deletePodVeth, ensureBridge, podRoutes, safeIsNetns } from './network.js';
+import { configurePod, createPodVeth, deletePodVeth, ensureBridge, podRoutes, safeIsNetns, staleBridgeAddresses } from './network.js';
+import { cidrContainsIp, parseIpv4, parseIpv4Cidr } from '../net/ipv4.js';
 import { checkAttachment } from './check.js';
 
 interface Prepared {
@@ -90,7 +91,10 @@ export async function add(ctx: PluginContext): Promise<Result> {
   const gateway = splitCidr(subnet.subnet);
   const ipam = ipamFor(cfg, subnet);
 
+  const before = nl.linkByName(cfg.bridge);
+  if (before && !cfg.forceAddress) await moveGateway(cfg.bridge, subnet.subnet, ipam, log);
   const bridge = ensureBridge(cfg.bridge, mtu, subnet.subnet, cfg.forceAddress, log);
+  if (before && bridge.mtu > before.mtu) await capOlderPods(cfg.bridge, bridge.mtu, gateway.ip, ipam, log);
   nl.sysctlSet('net.ipv4.ip_forward', '1');
 
   return withRollback(log, async (onUndo) => {
@@ -119,6 +123,61 @@ export async function add(ctx: PluginContext): Promise<Result> {
 }
 
 /**
+ * The node's subnet changed (a new lease, a reassigned podCIDR) and the
+ * bridge still carries the old gateway. With no pod left on the old subnet
+ * the address is moved; pods still holding old addresses are named, since
+ * moving the gateway away from them would cut them off.
+ */
+async function moveGateway(bridge: string, gatewayCidr: string, ipam: HostLocalIpam, log: PluginLogger): Promise<void> {
+  const stale = staleBridgeAddresses(bridge, gatewayCidr);
+  if (stale.length === 0) return;
+  const oldNets = stale.map((c) => parseIpv4Cidr(c)).filter((c) => c !== undefined);
+  const holders = (await ipam.list()).filter((l) => {
+    const ip = parseIpv4(l.ip);
+    return ip !== undefined && oldNets.some((n) => cidrContainsIp(n, ip));
+  });
+  if (holders.length > 0) {
+    const pods = holders.map((h) => `${h.ip} (container ${h.containerId}${h.ifname ? ` ${h.ifname}` : ''})`);
+    throw new CniError(
+      ErrorCode.Internal,
+      `the node's subnet changed to ${gatewayCidr}, but "${bridge}" still serves the old subnet ${stale.join(', ')} ` +
+        `for ${holders.length} pod(s): ${pods.join(', ')}`,
+      `delete those pods (their addresses belong to the old subnet and cannot move); the next ADD then moves ${bridge} to ${gatewayCidr}`,
+    );
+  }
+  for (const old of stale) nl.addrDelete(bridge, old);
+  log.warn({ bridge, removed: stale, gateway: gatewayCidr }, 'node subnet changed and no pod holds an old address: moved the bridge to the new gateway');
+}
+
+/**
+ * The bridge MTU was raised under running pods, which keep their smaller
+ * MTU. A packet routed to one of them that fits the bridge but not the pod
+ * would be dropped by the bridge without a word; a /32 route carrying the
+ * pod's MTU makes the node send "fragmentation needed" (or fragment)
+ * instead, so path MTU discovery keeps working for traffic from other nodes.
+ */
+async function capOlderPods(bridge: string, mtu: number, gatewayIp: string, ipam: HostLocalIpam, log: PluginLogger): Promise<void> {
+  const capped: string[] = [];
+  for (const lease of await ipam.list()) {
+    if (!lease.ifname) continue;
+    const veth = nl.linkByName(hostVethName(lease.containerId, lease.ifname));
+    if (!veth || veth.mtu >= mtu) continue;
+    nl.routeReplace({ dst: `${lease.ip}/32`, dev: bridge, src: gatewayIp, mtu: veth.mtu });
+    capped.push(`${lease.ip} mtu ${veth.mtu}`);
+  }
+  if (capped.length > 0) log.warn({ bridge, mtu, pods: capped }, 'pods made before the MTU raise keep their MTU; routes to them carry it');
+}
+
+/** The /32 route capOlderPods gave a pod, gone with the pod (absent mostly; never fails a DEL). */
+function dropPodRoute(bridge: string, ip: string): void {
+  try {
+    nl.routeDelete({ dst: `${ip}/32`, dev: bridge });
+  } catch {
+    // no bridge, or no such route: nothing to remove
+  }
+}
+
+/**
  * DEL must succeed when anything is already gone: the netns (containerd's
  * second DEL has none), the veth, the lease, even the subnet file.
  */
@@ -127,6 +186,7 @@ export async function del(ctx: PluginContext): Promise<void> {
   const { containerId, netns, ifname } = ctx.env;
   deletePodVeth(hostVethName(containerId, ifname), netns, ifname, log);
   const released = await ipamFor(cfg, undefined).release(containerId, ifname);
+  for (const ip of released) dropPodRoute(cfg.bridge, ip);
   if (released.length > 0) log.info({ ips: released }, 'released');
 }
 
@@ -156,6 +216,7 @@ export async function gc(ctx: PluginContext): Promise<void> {
   const removed = await ipamFor(cfg, undefined).gc(valid.map((a) => ({ containerId: a.containerID, ifname: a.ifname })));
   for (const lease of removed) {
     if (lease.ifname) nl.linkDelete(hostVethName(lease.containerId, lease.ifname));
+    dropPodRoute(cfg.bridge, lease.ip);
   }
   if (removed.length > 0) log.info({ removed: removed.map((l) => `${l.ip} ${l.containerId}`) }, 'garbage collected');
 }

@@ -20,6 +20,14 @@ export function ensureBridge(name: string, mtu: number, gatewayCidr: string, for
     // as pods come and go, which would flush the neighbours' ARP caches.
     br = nl.linkSet(name, { mac: br.mac });
     log.info({ bridge: name, mtu }, 'created bridge');
+  } else if (br.mtu !== mtu) {
+    // FLANNEL_MTU changed (the underlay MTU was raised, or Backend.MTU):
+    // new pods get the new MTU, and the bridge must carry it too. Set
+    // explicitly, the bridge no longer shrinks to its smallest port, so
+    // pods made before keep their own MTU and keep working.
+    const was = br.mtu;
+    br = nl.linkSet(name, { mtu });
+    log.warn({ bridge: name, from: was, to: mtu }, 'bridge MTU follows the node MTU');
   }
   const addrs = nl.addrList({ dev: name, family: 'inet' }).map((a) => a.cidr);
   if (addrs.includes(gatewayCidr)) return br;
@@ -37,6 +45,14 @@ export function ensureBridge(name: string, mtu: number, gatewayCidr: string, for
   }
   nl.addrAdd(name, gatewayCidr);
   return br;
+}
+
+/** IPv4 addresses on an existing bridge other than the gateway: a node subnet the node no longer has. */
+export function staleBridgeAddresses(name: string, gatewayCidr: string): string[] {
+  return nl
+    .addrList({ dev: name, family: 'inet' })
+    .map((a) => a.cidr)
+    .filter((a) => a !== gatewayCidr);
 }
 
 export interface VethResult {

@@ -150,10 +150,11 @@ describe.skipIf(!isRoot || !haveEtcd)('tsflannel doctor on a three-node cluster'
     ipIn('n1', ['addr', 'add', '10.244.250.1/24', 'dev', 'cni0']);
     try {
       const { report } = await doctor('n1');
-      expectOnly(report, { 'bridge-address': 'fail' });
+      // No pod holds an address of 10.244.250.0/24: the next ADD moves the gateway by itself.
+      expectOnly(report, { 'bridge-address': 'warn' });
       const check = byId(report).get('bridge-address')!;
       expect(check.message).toContain(`"cni0" already has an IP address different from ${gw}: 10.244.250.1/24`);
-      expect(check.fix).toContain('ip link delete cni0');
+      expect(check.message).toContain(`the next pod ADD moves cni0 to ${gw}`);
     } finally {
       ipIn('n1', ['addr', 'del', '10.244.250.1/24', 'dev', 'cni0']);
       ipIn('n1', ['addr', 'add', gw, 'dev', 'cni0']);

@@ -161,6 +161,56 @@ describe.skipIf(!haveEtcd)('etcd subnet manager (real etcd)', () => {
     expect([before.subnet, other.subnet, remembered.subnet]).not.toContain(clash.subnet);
   });
 
+  it('finds its lease under an older public IP by the previous subnet and VTEP MAC, and updates it in place', async () => {
+    const prefix = await network({ Network: '10.50.0.0/16' });
+    const mac = '0a:00:00:00:00:c1';
+    const old = await manager({ prefix, leaseTtlSeconds: 60 }).acquireLease(attrsFor(1, mac));
+    const moved = { ...attrsFor(21, mac) };
+    const m = manager({ prefix, leaseTtlSeconds: 60 });
+    const again = await m.acquireLease(moved, undefined, { subnet: old.subnet });
+    expect(again.subnet).toBe(old.subnet);
+    const all = await admin.getAll().prefix(`${prefix}/subnets/`).strings();
+    expect(Object.values(all)).toEqual([rawValue('198.51.100.21', mac)]);
+
+    // The same MAC without the subnet.env to back it is not enough: another subnet is taken.
+    const prefix2 = await network({ Network: '10.51.0.0/16' });
+    const first = await manager({ prefix: prefix2, leaseTtlSeconds: 60 }).acquireLease(attrsFor(2, mac));
+    const stranger = await manager({ prefix: prefix2 }).acquireLease(attrsFor(22, mac), undefined, { subnet: '10.51.250.0/24' });
+    expect(stranger.subnet).toBe('10.51.250.0/24');
+    expect(await storedValue(prefix2, first.subnet)).toEqual(JSON.parse(rawValue('198.51.100.2', mac)));
+  });
+
+  it('asks for the subnet passed at acquire time (subnet.env), logging that it reuses it', async () => {
+    const prefix = await network({ Network: '10.52.0.0/16' });
+    const { logger, lines } = captureLogger();
+    const lease = await manager({ prefix, logger }).acquireLease(attrsFor(5), undefined, { subnet: '10.52.33.0/24' });
+    expect(lease.subnet).toBe('10.52.33.0/24');
+    expect(lines.some((l) => l.msg === 'found previously leased subnet, reusing')).toBe(true);
+  });
+
+  it('re-registers at once when its key disappears, long before the next renewal', async () => {
+    const prefix = await network({ Network: '10.53.0.0/16' });
+    // A 24 h TTL renews once a minute: only the watch can bring the key back quickly.
+    const m = manager({ prefix });
+    const lease = await m.acquireLease(attrsFor(6));
+    const stop = new AbortController();
+    const watching = m.watchLeases(() => undefined, stop.signal);
+    try {
+      const key = `${prefix}/subnets/${lease.subnet.replace('/', '-')}`;
+      await new Promise((r) => setTimeout(r, 300)); // the watch is listening
+      const t0 = Date.now();
+      await admin.delete().key(key);
+      await waitFor('the key back', async () => (await admin.get(key).string()) !== null, 5000);
+      const ms = Date.now() - t0;
+      expect(ms).toBeLessThan(2000);
+      const kv = (await admin.get(key).exec()).kvs[0]!;
+      expect(kv.lease).not.toBe('0');
+    } finally {
+      stop.abort();
+      await watching;
+    }
+  });
+
   it('keeps an operator reservation (a key without TTL) without a TTL', async () => {
     const prefix = await network({ Network: '10.44.0.0/16' });
     await admin.put(`${prefix}/subnets/10.44.200.0-24`).value(rawValue('198.51.100.9', '0a:00:00:00:00:01'));

@@ -1,7 +1,7 @@
 // This node's lease and where it shows: the subnet manager's record, the
 // subnet file the plugin reads, and cni0's gateway address.
 import { subnetOf } from '../../node/state.js';
-import { gatewayCidr } from '../../net/ipv4.js';
+import { cidrContainsIp, gatewayCidr, parseIpv4, parseIpv4Cidr } from '../../net/ipv4.js';
 import { count, pass, problem, skip, type CheckResult, type DoctorInputs, type Facts } from './types.js';
 
 const RESTART_AGENT = 'restart tsflanneld on this node: it rewrites the file from its lease (never edit it by hand)';
@@ -51,6 +51,15 @@ export function checkSubnetFile(inputs: DoctorInputs, facts: Facts): CheckResult
   return pass(id, `${found} MTU=${env.mtu} IPMASQ=${env.ipMasq}; ${basis}`);
 }
 
+/** IPAM leases inside any of `cidrs` (addresses of an old node subnet). */
+function podsIn(inputs: DoctorInputs, cidrs: string[]): DoctorInputs['state']['ipam']['pods'] {
+  const nets = cidrs.map((c) => parseIpv4Cidr(c)).filter((n) => n !== undefined);
+  return inputs.state.ipam.pods.filter((p) => {
+    const ip = parseIpv4(p.ip);
+    return ip !== undefined && nets.some((n) => cidrContainsIp(n, ip));
+  });
+}
+
 export function checkBridgeAddress(inputs: DoctorInputs): CheckResult {
   const id = 'bridge-address';
   const env = inputs.state.subnetFile.env;
@@ -61,11 +70,18 @@ export function checkBridgeAddress(inputs: DoctorInputs): CheckResult {
   const others = br.addresses.filter((a) => a !== want);
   const drain = `drain this node's pods, then: ip link set ${br.name} down && ip link delete ${br.name} (the next pod ADD recreates it), or set "forceAddress": true`;
   if (others.length > 0) {
+    const stale = `"${br.name}" already has an IP address different from ${want}: ${others.join(', ')} (the node's subnet changed under it)`;
+    const holders = podsIn(inputs, others);
+    if (holders.length === 0) {
+      // The plugin moves the gateway itself at the next ADD when no pod needs the old one.
+      return problem(id, 'warn', `${stale}; no pod holds an old address, so the next pod ADD moves ${br.name} to ${want}`, 'nothing to do; or run a pod ADD now');
+    }
     return problem(
       id,
       'fail',
-      `"${br.name}" already has an IP address different from ${want}: ${others.join(', ')} (the node's subnet changed under it); pod ADDs fail`,
-      drain,
+      `${stale}; ${count(holders.length, 'pod')} still ${holders.length === 1 ? 'holds' : 'hold'} old addresses, so pod ADDs fail until ${holders.length === 1 ? 'it is' : 'they are'} deleted: ${holders.map((p) => p.containerId).join(', ')}`,
+      `delete those pods (their addresses cannot move); the next pod ADD then moves ${br.name} to ${want}; or ${drain}`,
+      holders.map((p) => `${p.ip}: container ${p.containerId}`),
     );
   }
   if (!br.addresses.includes(want)) {

@@ -146,6 +146,8 @@ export function checkMtu(inputs: DoctorInputs, facts: Facts): CheckResult {
     if (ceiling !== undefined && br.mtu > ceiling) {
       fails.push(`${br.name} MTU ${br.mtu} is above ${ceilingName}'s ${ceiling}`);
       fixes.push(`ip link set ${br.name} mtu ${ceiling}`);
+    } else if (env && br.mtu !== env.mtu) {
+      warns.push(`${br.name} has MTU ${br.mtu}, FLANNEL_MTU is ${env.mtu} (the next pod ADD sets the bridge to FLANNEL_MTU)`);
     }
   }
   const podMtus = [...new Set(pods.map((p) => p.vethMtu!))].sort((a, b) => a - b);
@@ -154,17 +156,21 @@ export function checkMtu(inputs: DoctorInputs, facts: Facts): CheckResult {
     const mtu = p.vethMtu!;
     if (ceiling !== undefined && mtu > ceiling) {
       fails.push(`pod ${p.ip} (${p.containerId}) has MTU ${mtu}, above ${ceilingName}'s ${ceiling}: its large packets are dropped`);
+    } else if (env && mtu !== env.mtu) {
+      // The node's MTU is FLANNEL_MTU: a pod made before an MTU change keeps its old one.
+      warns.push(`pod ${p.ip} (${p.containerId}) has MTU ${mtu}, the node's FLANNEL_MTU is ${env.mtu}`);
     } else if (br && mtu !== br.mtu) {
       warns.push(`pod ${p.ip} (${p.containerId}) has MTU ${mtu}, ${br.name} has ${br.mtu}`);
-    } else if (env && mtu !== env.mtu) {
-      warns.push(`pod ${p.ip} (${p.containerId}) has MTU ${mtu}, FLANNEL_MTU is ${env.mtu}`);
     }
   }
   if (pods.some((p) => ceiling !== undefined && p.vethMtu! > ceiling)) fixes.push('recreate those pods (they keep the MTU they were created with)');
   const summary = chain.join(', ');
   if (fails.length > 0) return problem(id, 'fail', fails[0]!, fixes[0] ?? 'see details', [...fails.slice(1), ...warns, `chain: ${summary}`]);
   if (warns.length > 0) {
-    return problem(id, 'warn', `pod MTUs differ from the bridge / FLANNEL_MTU (pods made before an MTU change?)`, 'recreate the pods listed to give them the current MTU', warns);
+    const odd = pods.filter((p) => (env && p.vethMtu !== env.mtu) || (br && p.vethMtu !== br.mtu));
+    const named = odd.map((p) => p.containerId).join(', ');
+    const what = odd.length > 0 ? `${count(odd.length, 'pod')} with an MTU other than the node's: ${named}` : warns[0]!;
+    return problem(id, 'warn', `${what} (made before an MTU change?)`, 'recreate the pods listed to give them the current MTU', warns);
   }
   return pass(id, summary);
 }

@@ -149,6 +149,10 @@ export class VxlanBackend implements Backend {
       learning: false,
       mtu,
     };
+    // A device left by an earlier run keeps its MAC even when it must be
+    // recreated (say, the underlay address changed): the MAC is how peers
+    // and the subnet manager recognise this node's lease.
+    this.vtepMac ??= this.existingMac();
     if (this.vtepMac) spec.mac = this.vtepMac;
     const { link, recreated } = nl.ensureVxlan(spec);
     if (recreated) this.log.warn('device existed with other attributes; recreated it');
@@ -158,6 +162,11 @@ export class VxlanBackend implements Backend {
       return nl.linkSet(this.deviceName, { mac: this.vtepMac }, this.nsOpts);
     }
     return link;
+  }
+
+  private existingMac(): string | undefined {
+    const link = nl.linkByName(this.deviceName, this.nsOpts);
+    return link?.type === 'vxlan' ? normalizeMac(link.mac) : undefined;
   }
 
   /** Address `<subnet network>/32` (the source for host → remote pod traffic) and nothing else. */

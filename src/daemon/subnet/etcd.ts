@@ -16,7 +16,7 @@ import {
 } from 'etcd3';
 import pino from 'pino';
 import { parseNetworkConfig } from '../config.js';
-import type { BackendData, Lease, LeaseAttrs, NetworkConfig, SubnetManager } from '../types.js';
+import type { BackendData, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetManager } from '../types.js';
 import { cidrOverlaps, parseIpv4, parseIpv4Cidr } from '../../net/ipv4.js';
 import { inRange, maskNet, parseSubnetKey, pickFreeSubnet, subnetKey } from './allocate.js';
 
@@ -104,6 +104,8 @@ interface OwnLease {
   leaseId: string;
   expiration?: Date;
   stop: AbortController;
+  /** cuts the renewal loop's wait short: set while it waits */
+  nudge?: () => void;
 }
 
 // ---------- value encoding (flannel's LeaseAttrs JSON) ----------
@@ -230,6 +232,7 @@ export class EtcdSubnetManager implements SubnetManager {
   private readonly log: pino.Logger;
   private readonly closing = new AbortController();
   private own: OwnLease | undefined;
+  private previousSubnet: string | undefined;
   private readonly background = new Set<Promise<void>>();
 
   constructor(private readonly opts: EtcdSubnetManagerOptions) {
@@ -237,6 +240,7 @@ export class EtcdSubnetManager implements SubnetManager {
     this.prefix = (opts.prefix ?? DEFAULT_ETCD_PREFIX).replace(/\/+$/, '');
     this.subnetsPrefix = `${this.prefix}/subnets/`;
     this.ttl = opts.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
+    this.previousSubnet = opts.previousSubnet;
     if (!Number.isInteger(this.ttl) || this.ttl < 2) throw new TypeError(`leaseTtlSeconds must be an integer >= 2, got ${this.ttl}`);
     // flannel renews an hour before expiry; short TTLs renew at a third.
     const margin = opts.renewMarginSeconds ?? Math.min(3600, (this.ttl * 2) / 3);
@@ -266,8 +270,9 @@ export class EtcdSubnetManager implements SubnetManager {
     return parseNetworkConfig(text);
   }
 
-  async acquireLease(attrs: LeaseAttrs, signal?: AbortSignal): Promise<Lease> {
+  async acquireLease(attrs: LeaseAttrs, signal?: AbortSignal, prior?: PriorLease): Promise<Lease> {
     if (parseIpv4(attrs.publicIP) === undefined) throw new TypeError(`publicIP must be an IPv4 address, got ${attrs.publicIP}`);
+    if (prior?.subnet) this.previousSubnet = prior.subnet;
     const stop = anySignal([signal, this.closing.signal]);
     const own = await this.retrying('acquire subnet lease', stop, () => this.acquireOnce(attrs));
     // The old renewal keeps running until the new lease is safely in place.
@@ -287,6 +292,7 @@ export class EtcdSubnetManager implements SubnetManager {
     const stop = anySignal([signal, this.closing.signal]);
     let lastEmitted: string | undefined;
     const emit = (state: Map<string, StoredLease>) => {
+      this.noticeOwnKey(state);
       const leases = this.leasesOf(state);
       const fingerprint = JSON.stringify(leases);
       if (fingerprint === lastEmitted) return;
@@ -314,6 +320,18 @@ export class EtcdSubnetManager implements SubnetManager {
         await sleep(backoffMs(failures, MAX_BACKOFF_MS), stop);
       }
     }
+  }
+
+  /**
+   * Our key gone from a listing or a watch (deleted, or etcd wiped and
+   * restored): re-register now rather than at the next renewal tick, which
+   * may be a minute away, so the other nodes get our routes back at once.
+   */
+  private noticeOwnKey(state: Map<string, StoredLease>): void {
+    const own = this.own;
+    if (!own || state.has(own.key) || !own.nudge) return;
+    this.log.warn({ subnet: own.subnet, key: own.key }, 'our subnet lease is gone from etcd (deleted, or etcd wiped?); re-registering now');
+    own.nudge();
   }
 
   async close(): Promise<void> {
@@ -374,7 +392,7 @@ export class EtcdSubnetManager implements SubnetManager {
   ): Promise<OwnLease | undefined> {
     const { entries } = await this.list();
     let others = entries;
-    const mine = entries.find((e) => e.attrs?.publicIP === attrs.publicIP);
+    const mine = entries.find((e) => e.attrs?.publicIP === attrs.publicIP) ?? this.formerSelf(entries, attrs);
     if (mine) {
       if (fitsNetwork(config, mine.subnet)) return this.reuse(mine, value, attrs, grant);
       this.log.warn({ subnet: mine.subnet, network: config.network, subnetLen: config.subnetLen }, 'our old subnet does not fit the network config; releasing it');
@@ -382,7 +400,10 @@ export class EtcdSubnetManager implements SubnetManager {
       others = entries.filter((e) => e !== mine);
     }
     const taken = others.map((e) => e.subnet);
-    const subnet = this.preferredSubnet(config, taken) ?? pickFreeSubnet(config, taken, this.opts.random);
+    const preferred = this.preferredSubnet(config, taken);
+    if (preferred) this.log.info({ subnet: preferred }, 'found previously leased subnet, reusing');
+    else if (this.previousSubnet) this.log.warn({ previous: this.previousSubnet }, 'previously leased subnet is taken or outside the network; picking another');
+    const subnet = preferred ?? pickFreeSubnet(config, taken, this.opts.random);
     if (!subnet) {
       throw new SubnetError(`out of subnets: all /${config.subnetLen} subnets from ${config.subnetMin} to ${config.subnetMax} are taken`);
     }
@@ -396,8 +417,27 @@ export class EtcdSubnetManager implements SubnetManager {
     return this.ownLease(key, subnet, attrs, value, leaseId);
   }
 
+  /**
+   * Our lease published under an address this node no longer has: it sits
+   * on the subnet our subnet.env names and carries our VTEP MAC (the device
+   * keeps its MAC when its underlay address changes). Updated in place, it
+   * keeps the subnet, so pods keep their addresses.
+   */
+  private formerSelf(entries: StoredLease[], attrs: LeaseAttrs): StoredLease | undefined {
+    const mac = attrs.backendData.VtepMAC?.toLowerCase();
+    if (!mac || !this.previousSubnet) return undefined;
+    const former = entries.find((e) => e.subnet === this.previousSubnet && e.attrs?.backendData.VtepMAC?.toLowerCase() === mac);
+    if (former) {
+      this.log.warn(
+        { subnet: former.subnet, oldPublicIP: former.attrs?.publicIP, publicIP: attrs.publicIP },
+        'found this node\'s lease under an older public IP (same subnet and VTEP MAC); updating it in place',
+      );
+    }
+    return former;
+  }
+
   private preferredSubnet(config: NetworkConfig, taken: string[]): string | undefined {
-    const previous = this.opts.previousSubnet;
+    const previous = this.previousSubnet;
     if (!previous || !inRange(config, previous)) return undefined;
     const net = parseIpv4Cidr(previous)!;
     const free = taken.every((t) => {
@@ -430,7 +470,7 @@ export class EtcdSubnetManager implements SubnetManager {
     let failures = 0;
     let outageSince = 0;
     const maxBackoff = Math.min(MAX_BACKOFF_MS, this.renewIntervalMs);
-    while (await sleep(failures === 0 ? this.renewIntervalMs : backoffMs(failures, maxBackoff), stop)) {
+    while (await this.renewalWait(own, failures === 0 ? this.renewIntervalMs : backoffMs(failures, maxBackoff), stop)) {
       try {
         await this.renewOnce(own);
         if (failures > 0) {
@@ -452,6 +492,18 @@ export class EtcdSubnetManager implements SubnetManager {
         }
       }
     }
+  }
+
+  /** Sleeps until the next renewal, or less when nudged; false once stopped. */
+  private async renewalWait(own: OwnLease, ms: number, stop: AbortSignal): Promise<boolean> {
+    const nudged = new AbortController();
+    own.nudge = () => nudged.abort();
+    try {
+      await sleep(ms, AbortSignal.any([stop, nudged.signal]));
+    } finally {
+      own.nudge = undefined;
+    }
+    return !stop.aborted;
   }
 
   /** Keeps the lease alive and makes sure our key still exists; recreates it if it expired. */

@@ -162,8 +162,18 @@ describe('doctor checks (pure)', () => {
     const r3 = expectOnly(moved, { 'subnet-file': 'fail', 'bridge-address': 'fail' });
     expect(r3.get('subnet-file')!.message).toContain("FLANNEL_SUBNET 10.244.9.1/24 does not match this node's lease 10.244.1.0/24 (want 10.244.1.1/24)");
     expect(r3.get('bridge-address')!.message).toBe(
-      '"cni0" already has an IP address different from 10.244.9.1/24: 10.244.1.1/24 (the node\'s subnet changed under it); pod ADDs fail',
+      '"cni0" already has an IP address different from 10.244.9.1/24: 10.244.1.1/24 (the node\'s subnet changed under it); ' +
+        '1 pod still holds old addresses, so pod ADDs fail until it is deleted: c1',
     );
+    expect(r3.get('bridge-address')!.details).toEqual(['10.244.1.2: container c1']);
+
+    // No pod left on the old subnet: the plugin moves the gateway at the next ADD.
+    const empty = healthy();
+    empty.state.subnetFile.env!.subnet = '10.244.9.1/24';
+    empty.state.ipam.pods = [];
+    const r4 = results(empty).get('bridge-address')!;
+    expect(r4.status).toBe('warn');
+    expect(r4.message).toContain('no pod holds an old address, so the next pod ADD moves cni0 to 10.244.9.1/24');
   });
 
   it('bridge-address: no bridge yet passes; no address or down fails', () => {
@@ -290,7 +300,18 @@ describe('doctor checks (pure)', () => {
     old.state.ipam.pods[0]!.vethMtu = 1400;
     const r = results(old);
     expect(r.get('mtu')!.status).toBe('warn');
-    expect(r.get('mtu')!.details).toEqual(['pod 10.244.1.2 (c1) has MTU 1400, cni0 has 1450']);
+    expect(r.get('mtu')!.details).toEqual(["pod 10.244.1.2 (c1) has MTU 1400, the node's FLANNEL_MTU is 1450"]);
+    expect(r.get('mtu')!.message).toBe("1 pod with an MTU other than the node's: c1 (made before an MTU change?)");
+
+    // The underlay MTU was raised: FLANNEL_MTU and the bridge went up, an old pod did not.
+    const raised = healthy();
+    raised.state.links[1]!.mtu = 9000;
+    raised.state.vxlan!.mtu = 8950;
+    raised.state.subnetFile.env!.mtu = 8950;
+    const stale = results(raised).get('mtu')!;
+    expect(stale.status).toBe('warn');
+    expect(stale.message).toContain('c1');
+    expect(stale.details).toContain('cni0 has MTU 1450, FLANNEL_MTU is 8950 (the next pod ADD sets the bridge to FLANNEL_MTU)');
 
     const jumbo = healthy();
     jumbo.state.ipam.pods[0]!.vethMtu = 9000;

@@ -34,6 +34,12 @@ describe('tsflanneld options', () => {
     expect(() => parseAgentOptions(argv, {})).toThrow(message);
   });
 
+  it('keeps peers 30 s after a store loss by default and cleans up only when asked', () => {
+    expect(parseAgentOptions([], {})).toMatchObject({ storeLossGraceSeconds: 30, cleanup: false });
+    expect(parseAgentOptions(['--store-loss-grace', '5', '--cleanup'], {})).toMatchObject({ storeLossGraceSeconds: 5, cleanup: true });
+    expect(() => parseAgentOptions(['--store-loss-grace', '-1'], {})).toThrow(/--store-loss-grace/);
+  });
+
   it('signals --help so the agent does not start', () => {
     const write = process.stdout.write;
     process.stdout.write = (() => true) as typeof process.stdout.write;
