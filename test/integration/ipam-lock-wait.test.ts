@@ -32,11 +32,11 @@ describe.skipIf(!isRoot || !haveTools)('IPAM lock under contention', () => {
     loops.push(child);
   };
 
-  it('gets the lock within lockTimeoutMs while the reference host-local and five flock(1) holders keep it busy', async () => {
+  it('gets the lock within lockTimeoutMs five times in a row while the reference host-local and five flock(1) holders keep it busy', async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'tsf-lockwait-'));
     const network = 'lockwait';
     const lock = path.join(dir, network, 'lock');
-    const ipam = new HostLocalIpam({ dataDir: dir, network, rangeSets: [[{ subnet: '10.78.0.0/24' }]], lockTimeoutMs: 4000 });
+    const ipam = new HostLocalIpam({ dataDir: dir, network, rangeSets: [[{ subnet: '10.78.0.0/24' }]], lockTimeoutMs: 2000 });
     await ipam.list(); // creates the directory and the lock file
     const conf = JSON.stringify({ cniVersion: '1.0.0', name: network, type: 'host-local', ipam: { type: 'host-local', dataDir: dir, ranges: [[{ subnet: '10.78.0.0/24' }]] } });
     // The reference plugin, ADD and DEL over and over.
@@ -51,12 +51,14 @@ describe.skipIf(!isRoot || !haveTools)('IPAM lock under contention', () => {
     for (let i = 0; i < 5; i++) loop(`while :; do flock "${lock}" sleep 0.03; done`);
     await new Promise((r) => setTimeout(r, 500));
 
-    const started = Date.now();
-    const [alloc] = await ipam.allocate('ours', 'eth0');
-    const waited = Date.now() - started;
-    expect(alloc!.address).toMatch(/^10\.78\.0\.\d+\/24$/);
-    expect(waited).toBeLessThan(4000);
-    const ip = alloc!.address.split('/')[0]!;
-    expect(readFileSync(path.join(dir, network, ip), 'utf8')).toBe('ours\r\neth0');
+    // Five in a row, each within its 2 s: a poller loses most such rounds
+    // (measured: 2 of 5 won), a kernel-queued waiter wins each (slowest ~0.7 s).
+    for (let i = 0; i < 5; i++) {
+      const started = Date.now();
+      const [alloc] = await ipam.allocate(`ours-${i}`, 'eth0');
+      expect(Date.now() - started).toBeLessThan(2500);
+      const ip = alloc!.address.split('/')[0]!;
+      expect(readFileSync(path.join(dir, network, ip), 'utf8')).toBe(`ours-${i}\r\neth0`);
+    }
   }, 60_000);
 });

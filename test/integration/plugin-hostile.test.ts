@@ -58,7 +58,7 @@ describe.skipIf(!isRoot)('plugin against hostile input', () => {
     if (c.pod !== undefined) env.CNI_NETNS = nsPath(c.pod);
     if (c.id !== undefined) env.CNI_IFNAME = c.ifname ?? 'eth0';
     Object.assign(env, c.env);
-    const r = await spawnPlugin({ nodeNs: node, env, stdin: c.stdin ?? conf(), timeoutMs: 60_000 });
+    const r = await spawnPlugin({ nodeNs: node, env, stdin: c.stdin ?? conf(), timeoutMs: 30_000 });
     return { ...r, json: parsed(r) };
   };
   /** A hostile call: it must answer, and within MAX_CALL_MS. */
