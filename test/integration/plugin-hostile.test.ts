@@ -425,6 +425,47 @@ describe.skipIf(!isRoot)('plugin against hostile input', () => {
     expect((await run({ command: 'DEL', id: 'chk', pod })).code).toBe(0);
   }, 60_000);
 
+  it('maps a kernel EPERM (no CAP_NET_ADMIN) to code 5 instead of 999', async () => {
+    const pod = newPod();
+    // The plugin runs without CAP_NET_ADMIN, as in a container that lacks it.
+    const env = {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      CNI_COMMAND: 'ADD',
+      CNI_CONTAINERID: 'eperm',
+      CNI_NETNS: nsPath(pod),
+      CNI_IFNAME: 'eth0',
+      CNI_PATH: '/opt/cni/bin',
+    };
+    const denied = await spawnPlugin({
+      nodeNs: node,
+      env,
+      stdin: conf({ bridge: 'cnieperm' }),
+      wrapper: ['setpriv', '--bounding-set', '-net_admin', '--inh-caps', '-net_admin'],
+      timeoutMs: 30_000,
+    });
+    expect(denied.ms).toBeLessThan(MAX_CALL_MS);
+    const json = parsed(denied);
+    expect(json?.code, denied.stdout).toBe(5);
+    expect(json?.msg).toContain('permission denied');
+    expect(nodeLinks()).not.toContain('cnieperm');
+  }, 60_000);
+
+  it('GC drops the attachment lock files of attachments it collects, DEL drops its own', async () => {
+    const pod = newPod();
+    const gcNet = `${net}g`;
+    const cfg = (extra: Record<string, unknown> = {}) => JSON.stringify({ ...JSON.parse(conf()), name: gcNet, ...extra });
+    const locks = () => readdirSync(join(dataDir, gcNet, 'attachments'));
+    expect((await run({ command: 'ADD', id: 'gc-a', pod, stdin: cfg() })).code).toBe(0);
+    const podB = newPod();
+    expect((await run({ command: 'ADD', id: 'gc-b', pod: podB, stdin: cfg() })).code).toBe(0);
+    expect(locks()).toHaveLength(2);
+    const gc = await run({ command: 'GC', stdin: cfg({ 'cni.dev/valid-attachments': [{ containerID: 'gc-b', ifname: 'eth0' }] }) });
+    expect(gc.code, gc.stdout).toBe(0);
+    expect(locks()).toHaveLength(1);
+    expect((await run({ command: 'DEL', id: 'gc-b', pod: podB, stdin: cfg() })).code).toBe(0);
+    expect(locks()).toEqual([]);
+  }, 60_000);
+
   it('doctor --netns refuses a FIFO at once instead of blocking in open()', () => {
     const fifo = join(dir, 'netns.fifo');
     execFileSync('mkfifo', [fifo]);
