@@ -6,6 +6,7 @@ import { closeSync, constants as fsc, promises as fs, type Dirent } from 'node:f
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { CniError, ErrorCode } from '../cni/errors.js';
+import { clip, describeValue } from '../cni/validate.js';
 import { flock, funlock, isErrno, tryFlock } from '../netlink/index.js';
 import { beforeDeadline, ensureDirSync, openRegular, openRegularSync, PathGuardError } from '../fs/guard.js';
 import { formatIp, parseIp, type Ip } from './ip.js';
@@ -72,7 +73,7 @@ export function leaseKey(containerId: string, ifname: string): string {
 
 function ioError(what: string, file: string, err: unknown): CniError {
   const reason = err instanceof Error ? err.message : String(err);
-  return new CniError(ErrorCode.IOFailure, `host-local store: failed to ${what} ${file}: ${reason}`);
+  return new CniError(ErrorCode.IOFailure, `host-local store: failed to ${what} ${clip(file)}: ${clip(reason)}`);
 }
 
 function hasCode(err: unknown, code: string): boolean {
@@ -90,7 +91,7 @@ export class DiskStore {
     const root = path.resolve(dataDir);
     this.dir = path.resolve(root, network);
     if (path.dirname(this.dir) !== root) {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `network name ${JSON.stringify(network)} escapes ${root}`);
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `network name ${describeValue(network)} escapes ${clip(root)}`);
     }
   }
 
@@ -98,7 +99,7 @@ export class DiskStore {
   pathFor(name: string): string {
     const full = path.resolve(this.dir, name);
     if (path.dirname(full) !== this.dir || name.includes('/')) {
-      throw new CniError(ErrorCode.InvalidEnvironment, `refusing path ${JSON.stringify(name)} outside ${this.dir}`);
+      throw new CniError(ErrorCode.InvalidEnvironment, `refusing path ${describeValue(name)} outside ${clip(this.dir)}`);
     }
     return full;
   }
