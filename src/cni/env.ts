@@ -74,6 +74,8 @@ export function validateIfname(name: string): string {
   if (/[/:\s\u0085]/u.test(name)) {
     throw envError('interface name contains "/", ":" or whitespace', describeValue(name));
   }
+  // The kernel expands "eth%d" to the first free ethN instead of refusing it.
+  if (name.includes('%')) throw envError('interface name contains "%"', describeValue(name));
   return name;
 }
 
@@ -100,6 +102,22 @@ export function parseCniArgs(s: string): Record<string, string> {
     out[kv[0] as string] = kv[1] as string;
   }
   return out;
+}
+
+/**
+ * The IgnoreUnknown convention: unknown CNI_ARGS keys are an error unless
+ * IgnoreUnknown is 1/true (Kubernetes runtimes always send IgnoreUnknown=1).
+ */
+export function assertKnownCniArgs(args: Record<string, string>, known: readonly string[]): void {
+  const ignore = args.IgnoreUnknown;
+  if (ignore !== undefined && (ignore === '1' || ignore.toLowerCase() === 'true')) return;
+  const unknown = Object.keys(args).filter((k) => k !== 'IgnoreUnknown' && !known.includes(k));
+  if (unknown.length > 0) {
+    // The reference's wording (types.LoadArgs), so runtime logs read the same.
+    const shown = unknown.slice(0, 8).map((k) => describeValue(k));
+    if (unknown.length > shown.length) shown.push('...');
+    throw envError(`ARGS: unknown args [${shown.join(' ')}]`, 'add IgnoreUnknown=1 to CNI_ARGS to pass keys this plugin does not use');
+  }
 }
 
 function parsePath(s: string): string[] {

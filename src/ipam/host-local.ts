@@ -1,6 +1,7 @@
 // host-local style IPAM over the reference plugin's on-disk store, so that
 // this code and /usr/lib/cni/host-local can share one data directory.
 import { CniError, ErrorCode } from '../cni/errors.js';
+import { describeValue } from '../cni/validate.js';
 import { formatIp, type Ip } from './ip.js';
 import {
   canonicalizeRangeSets,
@@ -11,7 +12,7 @@ import {
   type IpamRange,
   type RangeSet,
 } from './range.js';
-import { DiskStore, leaseKey, LINE_BREAK, type StoreEntry } from './store.js';
+import { attachmentLockName, DiskStore, leaseKey, LINE_BREAK, type StoreEntry } from './store.js';
 
 export interface IpamConfig {
   dataDir: string;
@@ -30,6 +31,8 @@ export interface Allocation {
   address: string;
   gateway: string;
   rangeSet: number;
+  /** false when the attachment already held this address: an undo must then keep it */
+  created: boolean;
 }
 
 export interface LeaseRecord {
@@ -54,7 +57,7 @@ const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
 function validateNetworkName(network: unknown): string {
   if (typeof network !== 'string' || !NAME_RE.test(network) || network === '.' || network === '..') {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid network name ${JSON.stringify(network)}`);
+    throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid network name ${describeValue(network)}`);
   }
   return network;
 }
@@ -62,16 +65,16 @@ function validateNetworkName(network: unknown): string {
 function validateContainerId(id: unknown): string {
   if (typeof id !== 'string' || id === '') throw new CniError(ErrorCode.UnknownContainer, 'missing containerID');
   if (!NAME_RE.test(id) || id.includes('..')) {
-    throw new CniError(ErrorCode.InvalidEnvironment, `invalid characters in containerID ${JSON.stringify(id)}`);
+    throw new CniError(ErrorCode.InvalidEnvironment, `invalid characters in containerID ${describeValue(id)}`);
   }
   return id;
 }
 
 function validateIfname(ifname: unknown): string {
   if (typeof ifname !== 'string' || ifname === '') throw new CniError(ErrorCode.InvalidEnvironment, 'missing interface name');
-  if (ifname.length > 15) throw new CniError(ErrorCode.InvalidEnvironment, `interface name is too long: ${ifname}`);
-  if (ifname === '.' || ifname === '..' || /[/:\s]/u.test(ifname)) {
-    throw new CniError(ErrorCode.InvalidEnvironment, `invalid interface name ${JSON.stringify(ifname)}`);
+  if (ifname.length > 15) throw new CniError(ErrorCode.InvalidEnvironment, `interface name is too long: ${describeValue(ifname)}`);
+  if (ifname === '.' || ifname === '..' || /[/:%\s\u0085]/u.test(ifname)) {
+    throw new CniError(ErrorCode.InvalidEnvironment, `invalid interface name ${describeValue(ifname)}`);
   }
   return ifname;
 }
@@ -151,7 +154,7 @@ export class HostLocalIpam {
     created: string[],
   ): Promise<Allocation> {
     const held = entries.find((e) => e.content === key && rangeIndexOf(set, e.ip) >= 0);
-    if (held) return this.allocation(idx, set, held.ip);
+    if (held) return this.allocation(idx, set, held.ip, false);
 
     const taken = new Set(entries.map((e) => e.name));
     for (const { value } of candidates(set, await this.store.lastReserved(idx))) {
@@ -161,18 +164,48 @@ export class HostLocalIpam {
       if (!(await this.store.reserve(ip, key))) continue;
       created.push(formatIp(ip));
       await this.store.setLastReserved(idx, ip);
-      return this.allocation(idx, set, ip);
+      return this.allocation(idx, set, ip, true);
     }
     throw new CniError(ErrorCode.TryAgainLater, `no IP addresses available in range set: ${rangeSetToString(set)}`);
   }
 
-  private allocation(idx: number, set: RangeSet, ip: Ip): Allocation {
+  private allocation(idx: number, set: RangeSet, ip: Ip, created: boolean): Allocation {
     const r = set[rangeIndexOf(set, ip)]!;
     return {
       address: `${formatIp(ip)}/${r.prefix}`,
       gateway: formatIp({ family: r.family, value: r.gateway }),
       rangeSet: idx,
+      created,
     };
+  }
+
+  /**
+   * What (id, ifname) already holds, one allocation per range set, without
+   * reserving anything; undefined unless every range set has its address.
+   */
+  async held(containerId: string, ifname: string): Promise<Allocation[] | undefined> {
+    this.requireRanges();
+    const key = leaseKey(validateContainerId(containerId), validateIfname(ifname));
+    return this.store.withLock(async () => {
+      const entries = await this.store.entries();
+      const out: Allocation[] = [];
+      for (const [idx, set] of this.rangeSets.entries()) {
+        const e = entries.find((x) => x.content === key && rangeIndexOf(set, x.ip) >= 0);
+        if (!e) return undefined;
+        out.push(this.allocation(idx, set, e.ip, false));
+      }
+      return out;
+    });
+  }
+
+  /**
+   * Runs `fn` as the only call for this attachment on the node (see
+   * DiskStore.withAttachmentLock); `forget` drops the lock file afterwards.
+   */
+  async withAttachment<T>(containerId: string, ifname: string, fn: () => Promise<T>, forget = false): Promise<T> {
+    const id = validateContainerId(containerId);
+    const dev = validateIfname(ifname);
+    return this.store.withAttachmentLock(id, dev, forget, fn);
   }
 
   /** Removes what (id, ifname) holds (or, failing that, legacy id-only leases); nothing to remove is success. */
@@ -212,6 +245,7 @@ export class HostLocalIpam {
         await this.store.remove(entry.name);
         removed.push(rec);
       }
+      await this.store.forgetAttachmentLocks(new Set(valid.map((v) => attachmentLockName(v.containerId, v.ifname))));
       return removed;
     });
   }

@@ -2,16 +2,66 @@
 // <dataDir>/<network>/ holds one file per leased IP (named by the IP, content
 // `<id>\r\n<ifname>`), `last_reserved_ip.<set>` and an empty `lock` file that
 // both implementations flock(2) exclusively.
-import { constants as fsc, promises as fs, type Dirent } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { closeSync, constants as fsc, promises as fs, type Dirent } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { CniError, ErrorCode } from '../cni/errors.js';
-import { flock, funlock, isErrno } from '../netlink/index.js';
+import { clip, describeValue } from '../cni/validate.js';
+import { flock, funlock, isErrno, tryFlock } from '../netlink/index.js';
+import { beforeDeadline, ensureDirSync, openRegular, openRegularSync, PathGuardError } from '../fs/guard.js';
 import { formatIp, parseIp, type Ip } from './ip.js';
 
 export const LINE_BREAK = '\r\n';
 const LOCK_FILE = 'lock';
 const LAST_RESERVED_PREFIX = 'last_reserved_ip.';
+/** Per-attachment lock files live here, apart from the leases. */
+const ATTACHMENT_DIR = 'attachments';
+const ATTACHMENT_LOCK = /^[0-9a-f]{32}\.lock$/;
+
+/**
+ * The lock file of one attachment. A digest, because a container ID may be
+ * 1024 characters (a file name at most 255), and so no name from the
+ * environment ever becomes a path.
+ */
+export function attachmentLockName(containerId: string, ifname: string): string {
+  return `${createHash('sha256').update(`${containerId}\n${ifname}`).digest('hex').slice(0, 32)}.lock`;
+}
+
+/**
+ * When the locked section this code runs in must be done (epoch ms): reads
+ * a stuck file system never answers fail then instead of hanging the call.
+ */
+const sectionDeadline = new AsyncLocalStorage<number>();
+
+function currentDeadline(): number {
+  return sectionDeadline.getStore() ?? Infinity;
+}
+
+/** One queue per lock path in this process. */
+const queues = new Map<string, Promise<unknown>>();
+
+async function serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const before = queues.get(key) ?? Promise.resolve();
+  const run = before.then(fn, fn);
+  const tail = run.catch(() => undefined);
+  queues.set(key, tail);
+  try {
+    return await run;
+  } finally {
+    if (queues.get(key) === tail) queues.delete(key);
+  }
+}
+
+/** Whether the open handle is still the file at `file` (not unlinked or replaced). */
+async function sameFile(handle: fs.FileHandle, file: string): Promise<boolean> {
+  try {
+    const [a, b] = await Promise.all([handle.stat(), fs.stat(file)]);
+    return a.ino === b.ino && a.dev === b.dev;
+  } catch {
+    return false;
+  }
+}
 /** Temp files are made only under the lock, so one seen by a lock holder was left by a killed process. */
 const STALE_TEMP = /^\.(?:lease|last_reserved_ip\.\d+)\.\d+\.[0-9a-f]+\.tmp$/;
 
@@ -34,7 +84,7 @@ export function leaseKey(containerId: string, ifname: string): string {
 
 function ioError(what: string, file: string, err: unknown): CniError {
   const reason = err instanceof Error ? err.message : String(err);
-  return new CniError(ErrorCode.IOFailure, `host-local store: failed to ${what} ${file}: ${reason}`);
+  return new CniError(ErrorCode.IOFailure, `host-local store: failed to ${what} ${clip(file)}: ${clip(reason)}`);
 }
 
 function hasCode(err: unknown, code: string): boolean {
@@ -52,7 +102,7 @@ export class DiskStore {
     const root = path.resolve(dataDir);
     this.dir = path.resolve(root, network);
     if (path.dirname(this.dir) !== root) {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `network name ${JSON.stringify(network)} escapes ${root}`);
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `network name ${describeValue(network)} escapes ${clip(root)}`);
     }
   }
 
@@ -60,7 +110,7 @@ export class DiskStore {
   pathFor(name: string): string {
     const full = path.resolve(this.dir, name);
     if (path.dirname(full) !== this.dir || name.includes('/')) {
-      throw new CniError(ErrorCode.InvalidEnvironment, `refusing path ${JSON.stringify(name)} outside ${this.dir}`);
+      throw new CniError(ErrorCode.InvalidEnvironment, `refusing path ${describeValue(name)} outside ${clip(this.dir)}`);
     }
     return full;
   }
@@ -70,41 +120,124 @@ export class DiskStore {
    * go within the timeout turns into "try again later" rather than a hang.
    */
   async withLock<T>(fn: () => Promise<T>): Promise<T> {
+    this.ensureDir(this.dir);
+    return this.holdLock(this.pathFor(LOCK_FILE), 0o750, false, fn);
+  }
+
+  /**
+   * Runs `fn` holding the lock of one attachment (container ID + ifname), so
+   * that every call for it, in any process, runs one after the other: two
+   * ADDs of one pod never both create its veth, and an ADD racing a DEL ends
+   * either attached or gone. `forget` removes the lock file under the lock
+   * (DEL: the attachment is gone); a waiter that then gets the removed file
+   * opens the new one instead.
+   */
+  async withAttachmentLock<T>(containerId: string, ifname: string, forget: boolean, fn: () => Promise<T>): Promise<T> {
+    const dir = this.pathFor(ATTACHMENT_DIR);
+    this.ensureDir(dir);
+    return this.holdLock(path.join(dir, attachmentLockName(containerId, ifname)), 0o600, forget, fn);
+  }
+
+  /**
+   * Removes attachment lock files whose attachment is not in `keep` (names
+   * from attachmentLockName) and that no call holds right now.
+   */
+  async forgetAttachmentLocks(keep: ReadonlySet<string>): Promise<void> {
+    const dir = path.join(this.dir, ATTACHMENT_DIR);
+    let names: string[];
     try {
-      await fs.mkdir(this.dir, { recursive: true, mode: 0o755 });
-    } catch (err) {
-      throw ioError('create directory', this.dir, err);
+      names = await fs.readdir(dir);
+    } catch {
+      return;
     }
-    const lockPath = this.pathFor(LOCK_FILE);
-    let handle: fs.FileHandle;
-    try {
-      handle = await fs.open(lockPath, fsc.O_CREAT | fsc.O_RDONLY, 0o750);
-    } catch (err) {
-      throw ioError('open lock', lockPath, err);
-    }
-    try {
+    for (const name of names) {
+      if (keep.has(name) || !ATTACHMENT_LOCK.test(name)) continue;
+      const file = path.join(dir, name);
+      let fd: number;
       try {
-        await flock(handle.fd, 'ex', this.lockTimeoutMs);
-      } catch (err) {
-        if (isErrno(err, 'EAGAIN')) {
-          throw new CniError(
-            ErrorCode.TryAgainLater,
-            `host-local store: timed out after ${this.lockTimeoutMs} ms waiting for lock ${lockPath}`,
-          );
-        }
-        throw ioError('lock', lockPath, err);
+        fd = openRegularSync(file, fsc.O_RDONLY);
+      } catch {
+        continue;
       }
       try {
-        return await fn();
+        // Held by a running ADD or DEL: in use, left alone.
+        if (tryFlock(fd, 'ex')) await fs.unlink(file).catch(() => undefined);
+      } catch {
+        // Cannot tell: leave it.
       } finally {
+        closeSync(fd);
+      }
+    }
+  }
+
+  private ensureDir(dir: string): void {
+    try {
+      ensureDirSync(dir);
+    } catch (err) {
+      if (err instanceof PathGuardError && err.reason === 'kernel-fs') {
+        throw new CniError(ErrorCode.InvalidNetworkConfig, `host-local store: ${err.message}; set "dataDir" to a directory on a disk`);
+      }
+      throw ioError('create directory', dir, err);
+    }
+  }
+
+  private async holdLock<T>(file: string, mode: number, forget: boolean, fn: () => Promise<T>): Promise<T> {
+    // flock waits block this thread, so calls in one process queue here
+    // first and never wait in the kernel on a lock their own process holds.
+    return serialized(file, async () => {
+      const deadline = Math.min(currentDeadline(), Date.now() + this.lockTimeoutMs);
+      for (;;) {
+        const handle = await this.openLock(file, mode, deadline);
         try {
-          funlock(handle.fd);
-        } catch {
-          // Closing the descriptor below drops the lock anyway.
+          await this.lock(handle.fd, file, deadline);
+          // Removed (by a DEL) while we waited: the lock is on an orphan.
+          if (!(await sameFile(handle, file))) continue;
+          // The work under the lock gets the lock's own budget once more,
+          // within any outer section's.
+          const budget = Math.min(currentDeadline(), Date.now() + this.lockTimeoutMs);
+          try {
+            return await sectionDeadline.run(budget, fn);
+          } finally {
+            if (forget) await fs.unlink(file).catch(() => undefined);
+            try {
+              funlock(handle.fd);
+            } catch {
+              // Closing the descriptor below drops the lock anyway.
+            }
+          }
+        } finally {
+          await handle.close();
         }
       }
-    } finally {
-      await handle.close();
+    });
+  }
+
+  private async openLock(file: string, mode: number, deadline: number): Promise<fs.FileHandle> {
+    try {
+      return await beforeDeadline(openRegular(file, fsc.O_CREAT | fsc.O_RDONLY, mode), deadline, `opening lock ${file}`);
+    } catch (err) {
+      if (err instanceof PathGuardError && err.reason === 'not-regular') {
+        const how = err.errno === 'EISDIR' || err.message.includes('a directory') ? `rmdir ${file}` : `rm ${file}`;
+        throw new CniError(
+          ErrorCode.IOFailure,
+          `host-local store: ${err.message}; remove it ("${how}") and the plugin creates a plain lock file again`,
+        );
+      }
+      if (err instanceof PathGuardError && err.reason === 'timeout') {
+        throw new CniError(ErrorCode.TryAgainLater, `host-local store: ${err.message}`);
+      }
+      throw ioError('open lock', file, err);
+    }
+  }
+
+  private async lock(fd: number, file: string, deadline: number): Promise<void> {
+    try {
+      await flock(fd, 'ex', Math.max(1, deadline - Date.now()));
+    } catch (err) {
+      if (isErrno(err, 'EAGAIN')) {
+        throw new CniError(ErrorCode.TryAgainLater, `host-local store: timed out after ${this.lockTimeoutMs} ms waiting for lock ${file}`);
+      }
+      throw ioError('lock', file, err);
     }
   }
 
@@ -112,7 +245,7 @@ export class DiskStore {
   async entries(): Promise<StoreEntry[]> {
     let dirents: Dirent[];
     try {
-      dirents = await fs.readdir(this.dir, { withFileTypes: true });
+      dirents = await beforeDeadline(fs.readdir(this.dir, { withFileTypes: true }), currentDeadline(), `reading ${this.dir}`);
     } catch (err) {
       if (hasCode(err, 'ENOENT')) return [];
       throw ioError('read directory', this.dir, err);
@@ -128,7 +261,7 @@ export class DiskStore {
       if (!ip || formatIp(ip) !== d.name) continue;
       const file = this.pathFor(d.name);
       try {
-        out.push({ ip, name: d.name, content: (await fs.readFile(file, 'utf8')).trim() });
+        out.push({ ip, name: d.name, content: (await beforeDeadline(fs.readFile(file, 'utf8'), currentDeadline(), `reading ${file}`)).trim() });
       } catch (err) {
         // Removed between readdir and read by a writer that does not lock.
         if (hasCode(err, 'ENOENT')) continue;

@@ -6,7 +6,8 @@
 // inspect a node namespace from outside. Each concern has its module
 // (links, routes, sysctl, iptables, ipam); this one puts them together and
 // keeps the names status, doctor and the demo import.
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, readFileSync } from 'node:fs';
+import { openRegularSync } from '../fs/guard.js';
 import * as nl from '../netlink/index.js';
 import { DEFAULT_SUBNET_FILE, parseSubnetEnv, type SubnetEnv } from '../flannel/subnet-env.js';
 import { DEFAULT_DATA_DIR } from '../ipam/index.js';
@@ -78,7 +79,13 @@ function isNetnsPath(path: string): boolean {
 function readSubnetFile(path: string): SubnetFileState {
   if (!existsSync(path)) return { path, exists: false };
   try {
-    return { path, exists: true, env: parseSubnetEnv(readFileSync(path, 'utf8')) };
+    // The plugin's guard: a FIFO given as --subnet-file must not block the tool.
+    const fd = openRegularSync(path, fsc.O_RDONLY);
+    try {
+      return { path, exists: true, env: parseSubnetEnv(readFileSync(fd, 'utf8')) };
+    } finally {
+      closeSync(fd);
+    }
   } catch (err) {
     return { path, exists: true, error: (err as Error).message };
   }

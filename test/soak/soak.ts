@@ -108,6 +108,11 @@ export function spawnPlugin(o: SpawnOptions): Promise<SpawnResult> {
   });
 }
 
+/** An attachment's lock file name, as src/ipam/store.ts derives it (recomputed here on purpose). */
+export function expectedAttachmentLock(containerId: string, ifname: string): string {
+  return `${createHash('sha256').update(`${containerId}\n${ifname}`).digest('hex').slice(0, 32)}.lock`;
+}
+
 /** The host end of a pod's veth, as src/plugin/names.ts derives it (recomputed here on purpose). */
 export function expectedHostVeth(containerId: string, ifname: string): string {
   return `veth${createHash('sha256').update(`${containerId}\n${ifname}`).digest('hex').slice(0, 8)}`;
@@ -466,7 +471,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     for (const [ip, key] of keptKeys) {
       if (!leaseFiles.includes(ip)) report.problems.push(`kept ${key.split('\r\n')[0]} lost its lease ${ip}`);
     }
-    report.leaks.files = files.filter((f) => !LEASE_NAME.test(f) && f !== 'lock' && !/^last_reserved_ip\.\d+$/.test(f));
+    report.leaks.files = files.filter((f) => !LEASE_NAME.test(f) && f !== 'lock' && f !== 'attachments' && !/^last_reserved_ip\.\d+$/.test(f));
+    // Per-attachment lock files: after GC only the kept attachments may have one.
+    const keptLocks = new Set(keptList.map((c) => expectedAttachmentLock(c.id, 'eth0')));
+    report.leaks.files.push(...safeReaddir(join(storeDir, 'attachments')).filter((f) => !keptLocks.has(f)).map((f) => `attachments/${f}`));
     const veths = hostVeths();
     report.leaks.veths = veths.filter((v) => !wantVeths.has(v));
     for (const v of wantVeths) if (!veths.includes(v)) report.problems.push(`kept veth ${v} is gone`);
