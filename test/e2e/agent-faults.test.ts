@@ -4,10 +4,12 @@
 // than the lease TTL.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Cluster, type Pod } from '../../src/demo/cluster.js';
+import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
 import { isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const RESYNC_SECONDS = 2;
 const LEASE_TTL_SECONDS = 4;
@@ -57,7 +59,7 @@ function pingOnce(from: Pod, to: Pod): boolean {
   }
 }
 
-describe.skipIf(!isRoot || !existsSync('/usr/bin/etcd'))('tsflanneld under faults', () => {
+describe.skipIf(requireOrSkip('agent faults', { root: isRoot, [`etcd (${ETCD_BIN})`]: haveEtcd }))('tsflanneld under faults', () => {
   const cluster = new Cluster({
     prefix: `tsfflt${randomBytes(2).toString('hex')}`,
     nodes: [

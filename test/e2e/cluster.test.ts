@@ -5,12 +5,13 @@
 // and agents that restart.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Cluster, type Pod } from '../../src/demo/cluster.js';
+import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
 import { isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
-const haveEtcd = existsSync('/usr/bin/etcd');
 
 function ping(fromNs: string, ip: string): boolean {
   return spawnSync('ip', ['netns', 'exec', fromNs, 'ping', '-c1', '-W3', ip]).status === 0;
@@ -30,7 +31,7 @@ async function eventually(what: string, timeoutMs: number, check: () => boolean)
   throw new Error(`not converged within ${timeoutMs} ms: ${what}`);
 }
 
-describe.skipIf(!isRoot || !haveEtcd)('a four-node tsflannel cluster', () => {
+describe.skipIf(requireOrSkip('cluster', { root: isRoot, [`etcd (${ETCD_BIN})`]: haveEtcd }))('a four-node tsflannel cluster', () => {
   const cluster = new Cluster({
     prefix: `tsfe2e${randomBytes(2).toString('hex')}`,
     nodes: [

@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SUPPORTED_VERSIONS } from '../../src/cni/versions.js';
 import { addNetns, cleanupAll, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 import { spawnPlugin, type SpawnResult } from '../soak/soak.js';
 import { caseArb, describeCase, materialize, type Command, type Fixture, type FuzzCase, type Target } from './gen.js';
 
@@ -57,7 +58,7 @@ interface Stats {
   seconds: number;
 }
 
-describe.skipIf(!isRoot)('tsflannel fuzz', () => {
+describe.skipIf(requireOrSkip('fuzz', { root: isRoot }))('tsflannel fuzz', () => {
   let node = '';
   let livePod = '';
   const workerPods: string[] = [];

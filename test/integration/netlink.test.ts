@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as nl from '../../src/netlink/index.js';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 interface IpLink {
   ifname: string;
@@ -17,7 +18,7 @@ interface IpLink {
   linkinfo?: { info_kind: string; info_data?: Record<string, unknown>; info_slave_data?: Record<string, unknown> };
 }
 
-describe.skipIf(!isRoot)('netlink layer against the kernel', () => {
+describe.skipIf(requireOrSkip('netlink layer', { root: isRoot }))('netlink layer against the kernel', () => {
   let host = '';
   let pod = '';
   let H: nl.InNetns;
