@@ -205,8 +205,9 @@ describe.skipIf(requireOrSkip('netlink layer', { root: isRoot }))('netlink layer
     closeSync(fd);
     expect(spawnSync('flock', ['-n', file, 'true']).status).toBe(0);
     // While flock(1) holds it, our lock gives up with EAGAIN.
-    const holder = spawn('flock', [file, 'sleep', '3']);
-    await new Promise((r) => setTimeout(r, 300));
+    const holder = spawn('flock', [file, '-c', 'echo locked; sleep 3'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // flock(1) prints only once it holds the lock.
+    await new Promise((r) => holder.stdout.once('data', r));
     const fd2 = openSync(file, 'r');
     await expect(nl.flock(fd2, 'ex', 200)).rejects.toMatchObject({ errno: 'EAGAIN' });
     closeSync(fd2);
