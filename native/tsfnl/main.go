@@ -25,7 +25,7 @@ import (
 
 // ShimVersion is bumped whenever an op's request or reply shape changes, so a
 // stale .so next to newer TypeScript is detected at load time.
-const ShimVersion = 1
+const ShimVersion = 2
 
 type reply struct {
 	OK     bool        `json:"ok"`
@@ -33,6 +33,8 @@ type reply struct {
 	Error  string      `json:"error,omitempty"`
 	Errno  string      `json:"errno,omitempty"`
 	Code   int         `json:"code,omitempty"`
+	// Stack is a panic's Go stack: for a debug log, never for an error message.
+	Stack string `json:"stack,omitempty"`
 }
 
 type opFunc func(raw []byte) (interface{}, error)
@@ -85,7 +87,7 @@ func dispatch(op string, req []byte) (r reply) {
 	// with a Go stack trace instead of a CNI error.
 	defer func() {
 		if p := recover(); p != nil {
-			r = reply{Error: fmt.Sprintf("panic in %s: %v\n%s", op, p, debug.Stack())}
+			r = reply{Error: fmt.Sprintf("panic in %s: %v", op, p), Stack: string(debug.Stack())}
 		}
 	}()
 	fn, found := ops[op]

@@ -6,7 +6,9 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -496,6 +498,9 @@ type flockReq struct {
 	Fd       int    `json:"fd"`
 	Op       string `json:"op"` // "ex", "sh" or "un"
 	NonBlock bool   `json:"nonblock,omitempty"`
+	// TimeoutMs > 0 waits in flock(2) itself, queued by the kernel like the
+	// reference host-local's waiters, but gives up with EAGAIN after it.
+	TimeoutMs int `json:"timeoutMs,omitempty"`
 }
 
 // opFlock takes a real flock(2) on a descriptor Node opened, which is the
@@ -511,11 +516,66 @@ func opFlock(raw []byte) (interface{}, error) {
 	}
 	if r.NonBlock {
 		how |= unix.LOCK_NB
+	} else if r.TimeoutMs > 0 && how != unix.LOCK_UN {
+		return nil, flockWithin(r.Fd, how, time.Duration(r.TimeoutMs)*time.Millisecond)
 	}
+	return nil, flockRetry(r.Fd, how)
+}
+
+func flockRetry(fd, how int) error {
 	for {
-		err := unix.Flock(r.Fd, how)
+		err := unix.Flock(fd, how)
 		if err != unix.EINTR {
-			return nil, err
+			return err
 		}
+	}
+}
+
+// flockWithin blocks in flock(2) on a duplicate of fd, on its own goroutine,
+// for at most d. A lock taken through the duplicate belongs to the open file
+// description, so it stays held by fd once the duplicate is closed. A waiter
+// abandoned at the timeout owns its duplicate: should it get the lock later,
+// it lets go at once and closes it, so a descriptor number Node has reused
+// in the meantime is never touched.
+func flockWithin(fd, how int, d time.Duration) error {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	abandoned := false
+	done := make(chan error, 1)
+	go func() {
+		err := flockRetry(dup, how)
+		mu.Lock()
+		defer mu.Unlock()
+		if abandoned {
+			if err == nil {
+				_ = unix.Flock(dup, unix.LOCK_UN)
+			}
+			_ = unix.Close(dup)
+			return
+		}
+		done <- err
+	}()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		_ = unix.Close(dup)
+		return err
+	case <-timer.C:
+		mu.Lock()
+		select {
+		case err := <-done:
+			// Got it just as the time ran out: keep it.
+			mu.Unlock()
+			_ = unix.Close(dup)
+			return err
+		default:
+		}
+		abandoned = true
+		mu.Unlock()
+		return fmt.Errorf("lock still held by another process after %v: %w", d, syscall.EAGAIN)
 	}
 }

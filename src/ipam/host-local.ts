@@ -11,7 +11,7 @@ import {
   type IpamRange,
   type RangeSet,
 } from './range.js';
-import { DiskStore, leaseKey, LINE_BREAK, type StoreEntry } from './store.js';
+import { attachmentLockName, DiskStore, leaseKey, LINE_BREAK, type StoreEntry } from './store.js';
 
 export interface IpamConfig {
   dataDir: string;
@@ -30,6 +30,8 @@ export interface Allocation {
   address: string;
   gateway: string;
   rangeSet: number;
+  /** false when the attachment already held this address: an undo must then keep it */
+  created: boolean;
 }
 
 export interface LeaseRecord {
@@ -70,7 +72,7 @@ function validateContainerId(id: unknown): string {
 function validateIfname(ifname: unknown): string {
   if (typeof ifname !== 'string' || ifname === '') throw new CniError(ErrorCode.InvalidEnvironment, 'missing interface name');
   if (ifname.length > 15) throw new CniError(ErrorCode.InvalidEnvironment, `interface name is too long: ${ifname}`);
-  if (ifname === '.' || ifname === '..' || /[/:\s]/u.test(ifname)) {
+  if (ifname === '.' || ifname === '..' || /[/:%\s\u0085]/u.test(ifname)) {
     throw new CniError(ErrorCode.InvalidEnvironment, `invalid interface name ${JSON.stringify(ifname)}`);
   }
   return ifname;
@@ -151,7 +153,7 @@ export class HostLocalIpam {
     created: string[],
   ): Promise<Allocation> {
     const held = entries.find((e) => e.content === key && rangeIndexOf(set, e.ip) >= 0);
-    if (held) return this.allocation(idx, set, held.ip);
+    if (held) return this.allocation(idx, set, held.ip, false);
 
     const taken = new Set(entries.map((e) => e.name));
     for (const { value } of candidates(set, await this.store.lastReserved(idx))) {
@@ -161,18 +163,48 @@ export class HostLocalIpam {
       if (!(await this.store.reserve(ip, key))) continue;
       created.push(formatIp(ip));
       await this.store.setLastReserved(idx, ip);
-      return this.allocation(idx, set, ip);
+      return this.allocation(idx, set, ip, true);
     }
     throw new CniError(ErrorCode.TryAgainLater, `no IP addresses available in range set: ${rangeSetToString(set)}`);
   }
 
-  private allocation(idx: number, set: RangeSet, ip: Ip): Allocation {
+  private allocation(idx: number, set: RangeSet, ip: Ip, created: boolean): Allocation {
     const r = set[rangeIndexOf(set, ip)]!;
     return {
       address: `${formatIp(ip)}/${r.prefix}`,
       gateway: formatIp({ family: r.family, value: r.gateway }),
       rangeSet: idx,
+      created,
     };
+  }
+
+  /**
+   * What (id, ifname) already holds, one allocation per range set, without
+   * reserving anything; undefined unless every range set has its address.
+   */
+  async held(containerId: string, ifname: string): Promise<Allocation[] | undefined> {
+    this.requireRanges();
+    const key = leaseKey(validateContainerId(containerId), validateIfname(ifname));
+    return this.store.withLock(async () => {
+      const entries = await this.store.entries();
+      const out: Allocation[] = [];
+      for (const [idx, set] of this.rangeSets.entries()) {
+        const e = entries.find((x) => x.content === key && rangeIndexOf(set, x.ip) >= 0);
+        if (!e) return undefined;
+        out.push(this.allocation(idx, set, e.ip, false));
+      }
+      return out;
+    });
+  }
+
+  /**
+   * Runs `fn` as the only call for this attachment on the node (see
+   * DiskStore.withAttachmentLock); `forget` drops the lock file afterwards.
+   */
+  async withAttachment<T>(containerId: string, ifname: string, fn: () => Promise<T>, forget = false): Promise<T> {
+    const id = validateContainerId(containerId);
+    const dev = validateIfname(ifname);
+    return this.store.withAttachmentLock(id, dev, forget, fn);
   }
 
   /** Removes what (id, ifname) holds (or, failing that, legacy id-only leases); nothing to remove is success. */
@@ -212,6 +244,7 @@ export class HostLocalIpam {
         await this.store.remove(entry.name);
         removed.push(rec);
       }
+      await this.store.forgetAttachmentLocks(new Set(valid.map((v) => attachmentLockName(v.containerId, v.ifname))));
       return removed;
     });
   }

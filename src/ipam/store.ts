@@ -2,16 +2,54 @@
 // <dataDir>/<network>/ holds one file per leased IP (named by the IP, content
 // `<id>\r\n<ifname>`), `last_reserved_ip.<set>` and an empty `lock` file that
 // both implementations flock(2) exclusively.
-import { constants as fsc, promises as fs, type Dirent } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { closeSync, constants as fsc, promises as fs, type Dirent } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { CniError, ErrorCode } from '../cni/errors.js';
-import { flock, funlock, isErrno } from '../netlink/index.js';
+import { flock, funlock, isErrno, tryFlock } from '../netlink/index.js';
+import { beforeDeadline, ensureDirSync, openRegular, openRegularSync, PathGuardError } from '../fs/guard.js';
 import { formatIp, parseIp, type Ip } from './ip.js';
 
 export const LINE_BREAK = '\r\n';
 const LOCK_FILE = 'lock';
 const LAST_RESERVED_PREFIX = 'last_reserved_ip.';
+/** Per-attachment lock files live here, apart from the leases. */
+const ATTACHMENT_DIR = 'attachments';
+const ATTACHMENT_LOCK = /^[0-9a-f]{32}\.lock$/;
+
+/**
+ * The lock file of one attachment. A digest, because a container ID may be
+ * 1024 characters (a file name at most 255), and so no name from the
+ * environment ever becomes a path.
+ */
+export function attachmentLockName(containerId: string, ifname: string): string {
+  return `${createHash('sha256').update(`${containerId}\n${ifname}`).digest('hex').slice(0, 32)}.lock`;
+}
+
+/** One queue per lock path in this process. */
+const queues = new Map<string, Promise<unknown>>();
+
+async function serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const before = queues.get(key) ?? Promise.resolve();
+  const run = before.then(fn, fn);
+  const tail = run.catch(() => undefined);
+  queues.set(key, tail);
+  try {
+    return await run;
+  } finally {
+    if (queues.get(key) === tail) queues.delete(key);
+  }
+}
+
+/** Whether the open handle is still the file at `file` (not unlinked or replaced). */
+async function sameFile(handle: fs.FileHandle, file: string): Promise<boolean> {
+  try {
+    const [a, b] = await Promise.all([handle.stat(), fs.stat(file)]);
+    return a.ino === b.ino && a.dev === b.dev;
+  } catch {
+    return false;
+  }
+}
 /** Temp files are made only under the lock, so one seen by a lock holder was left by a killed process. */
 const STALE_TEMP = /^\.(?:lease|last_reserved_ip\.\d+)\.\d+\.[0-9a-f]+\.tmp$/;
 
@@ -70,41 +108,121 @@ export class DiskStore {
    * go within the timeout turns into "try again later" rather than a hang.
    */
   async withLock<T>(fn: () => Promise<T>): Promise<T> {
+    this.ensureDir(this.dir);
+    return this.holdLock(this.pathFor(LOCK_FILE), 0o750, false, fn);
+  }
+
+  /**
+   * Runs `fn` holding the lock of one attachment (container ID + ifname), so
+   * that every call for it, in any process, runs one after the other: two
+   * ADDs of one pod never both create its veth, and an ADD racing a DEL ends
+   * either attached or gone. `forget` removes the lock file under the lock
+   * (DEL: the attachment is gone); a waiter that then gets the removed file
+   * opens the new one instead.
+   */
+  async withAttachmentLock<T>(containerId: string, ifname: string, forget: boolean, fn: () => Promise<T>): Promise<T> {
+    const dir = this.pathFor(ATTACHMENT_DIR);
+    this.ensureDir(dir);
+    return this.holdLock(path.join(dir, attachmentLockName(containerId, ifname)), 0o600, forget, fn);
+  }
+
+  /**
+   * Removes attachment lock files whose attachment is not in `keep` (names
+   * from attachmentLockName) and that no call holds right now.
+   */
+  async forgetAttachmentLocks(keep: ReadonlySet<string>): Promise<void> {
+    const dir = path.join(this.dir, ATTACHMENT_DIR);
+    let names: string[];
     try {
-      await fs.mkdir(this.dir, { recursive: true, mode: 0o755 });
-    } catch (err) {
-      throw ioError('create directory', this.dir, err);
+      names = await fs.readdir(dir);
+    } catch {
+      return;
     }
-    const lockPath = this.pathFor(LOCK_FILE);
-    let handle: fs.FileHandle;
-    try {
-      handle = await fs.open(lockPath, fsc.O_CREAT | fsc.O_RDONLY, 0o750);
-    } catch (err) {
-      throw ioError('open lock', lockPath, err);
-    }
-    try {
+    for (const name of names) {
+      if (keep.has(name) || !ATTACHMENT_LOCK.test(name)) continue;
+      const file = path.join(dir, name);
+      let fd: number;
       try {
-        await flock(handle.fd, 'ex', this.lockTimeoutMs);
-      } catch (err) {
-        if (isErrno(err, 'EAGAIN')) {
-          throw new CniError(
-            ErrorCode.TryAgainLater,
-            `host-local store: timed out after ${this.lockTimeoutMs} ms waiting for lock ${lockPath}`,
-          );
-        }
-        throw ioError('lock', lockPath, err);
+        fd = openRegularSync(file, fsc.O_RDONLY);
+      } catch {
+        continue;
       }
       try {
-        return await fn();
+        // Held by a running ADD or DEL: in use, left alone.
+        if (tryFlock(fd, 'ex')) await fs.unlink(file).catch(() => undefined);
+      } catch {
+        // Cannot tell: leave it.
       } finally {
+        closeSync(fd);
+      }
+    }
+  }
+
+  private ensureDir(dir: string): void {
+    try {
+      ensureDirSync(dir);
+    } catch (err) {
+      if (err instanceof PathGuardError && err.reason === 'kernel-fs') {
+        throw new CniError(ErrorCode.InvalidNetworkConfig, `host-local store: ${err.message}; set "dataDir" to a directory on a disk`);
+      }
+      throw ioError('create directory', dir, err);
+    }
+  }
+
+  private async holdLock<T>(file: string, mode: number, forget: boolean, fn: () => Promise<T>): Promise<T> {
+    // flock waits block this thread, so calls in one process queue here
+    // first and never wait in the kernel on a lock their own process holds.
+    return serialized(file, async () => {
+      const deadline = Date.now() + this.lockTimeoutMs;
+      for (;;) {
+        const handle = await this.openLock(file, mode, deadline);
         try {
-          funlock(handle.fd);
-        } catch {
-          // Closing the descriptor below drops the lock anyway.
+          await this.lock(handle.fd, file, deadline);
+          // Removed (by a DEL) while we waited: the lock is on an orphan.
+          if (!(await sameFile(handle, file))) continue;
+          try {
+            return await fn();
+          } finally {
+            if (forget) await fs.unlink(file).catch(() => undefined);
+            try {
+              funlock(handle.fd);
+            } catch {
+              // Closing the descriptor below drops the lock anyway.
+            }
+          }
+        } finally {
+          await handle.close();
         }
       }
-    } finally {
-      await handle.close();
+    });
+  }
+
+  private async openLock(file: string, mode: number, deadline: number): Promise<fs.FileHandle> {
+    try {
+      return await beforeDeadline(openRegular(file, fsc.O_CREAT | fsc.O_RDONLY, mode), deadline, `opening lock ${file}`);
+    } catch (err) {
+      if (err instanceof PathGuardError && err.reason === 'not-regular') {
+        const how = err.errno === 'EISDIR' || err.message.includes('a directory') ? `rmdir ${file}` : `rm ${file}`;
+        throw new CniError(
+          ErrorCode.IOFailure,
+          `host-local store: ${err.message}; remove it ("${how}") and the plugin creates a plain lock file again`,
+        );
+      }
+      if (err instanceof PathGuardError && err.reason === 'timeout') {
+        throw new CniError(ErrorCode.TryAgainLater, `host-local store: ${err.message}`);
+      }
+      throw ioError('open lock', file, err);
+    }
+  }
+
+  private async lock(fd: number, file: string, deadline: number): Promise<void> {
+    try {
+      await flock(fd, 'ex', Math.max(1, deadline - Date.now()));
+    } catch (err) {
+      if (isErrno(err, 'EAGAIN')) {
+        throw new CniError(ErrorCode.TryAgainLater, `host-local store: timed out after ${this.lockTimeoutMs} ms waiting for lock ${file}`);
+      }
+      throw ioError('lock', file, err);
     }
   }
 

@@ -4,6 +4,8 @@ export type Errno = 'EEXIST' | 'ENOENT' | 'EBUSY' | 'EPERM' | 'EINVAL' | 'ENODEV
 /** A kernel or shim failure, keeping the errno so callers can decide. */
 export class NetlinkError extends Error {
   override readonly name = 'NetlinkError';
+  /** The Go stack of a panic in the shim: for a debug log only, never for a message. */
+  goStack?: string;
   constructor(
     readonly op: string,
     message: string,

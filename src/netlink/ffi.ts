@@ -8,7 +8,7 @@ import { NetlinkError } from './errors.js';
 import { AssetError, inSea, seaAssetPaths } from '../sea/assets.js';
 
 /** Bumped with native/tsfnl ShimVersion; a mismatch means a stale build. */
-const EXPECTED_SHIM_VERSION = 1;
+const EXPECTED_SHIM_VERSION = 2;
 
 type RawCall = (op: string, request: string) => string;
 
@@ -85,6 +85,8 @@ interface Reply {
   error?: string;
   errno?: string;
   code?: number;
+  /** a panic's Go stack, kept off the message */
+  stack?: string;
 }
 
 /** Runs one shim op and returns its result, or throws a NetlinkError. */
@@ -99,7 +101,9 @@ export function call(op: string, request: object): unknown {
 function unwrap(op: string, text: string): unknown {
   const reply = JSON.parse(text) as Reply;
   if (!reply.ok) {
-    throw new NetlinkError(op, reply.error ?? 'unknown error', reply.errno, reply.code);
+    const err = new NetlinkError(op, reply.error ?? 'unknown error', reply.errno, reply.code);
+    if (reply.stack) err.goStack = reply.stack;
+    throw err;
   }
   return reply.result;
 }

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { call } from './ffi.js';
 import { isErrno, NetlinkError } from './errors.js';
 import type { InNetns } from './types.js';
@@ -25,23 +24,32 @@ export function isNetns(path: string): boolean {
 export type LockMode = 'ex' | 'sh';
 
 /**
- * Takes a flock(2) on an open descriptor without blocking the event loop:
- * it polls LOCK_NB with a growing pause and gives up with EAGAIN after
- * `timeoutMs`, so a stuck holder becomes a "try again later" instead of a hang.
+ * Takes a flock(2) on an open descriptor, waiting in the kernel's queue of
+ * lockers as the reference host-local does (a LOCK_NB poll could be starved
+ * by it), and gives up with EAGAIN after `timeoutMs`, so a stuck holder
+ * becomes a "try again later" instead of a hang. The wait blocks this
+ * thread: it is meant for short-lived processes such as the plugin.
  */
-export async function flock(fd: number, mode: LockMode, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let pause = 1; ; pause = Math.min(pause * 2, 25)) {
-    try {
-      call('flock', { fd, op: mode, nonblock: true });
-      return;
-    } catch (err) {
-      if (!isErrno(err, 'EAGAIN')) throw err;
-      if (Date.now() >= deadline) {
-        throw new NetlinkError('flock', `lock still held by another process after ${timeoutMs} ms`, 'EAGAIN', 11);
-      }
+export function flock(fd: number, mode: LockMode, timeoutMs: number): Promise<void> {
+  try {
+    call('flock', { fd, op: mode, timeoutMs: Math.max(1, Math.round(timeoutMs)) });
+    return Promise.resolve();
+  } catch (err) {
+    if (isErrno(err, 'EAGAIN')) {
+      return Promise.reject(new NetlinkError('flock', `lock still held by another process after ${timeoutMs} ms`, 'EAGAIN', 11));
     }
-    await sleep(pause);
+    return Promise.reject(err);
+  }
+}
+
+/** Takes the lock only if it is free right now; false when another holds it. */
+export function tryFlock(fd: number, mode: LockMode): boolean {
+  try {
+    call('flock', { fd, op: mode, nonblock: true });
+    return true;
+  } catch (err) {
+    if (isErrno(err, 'EAGAIN')) return false;
+    throw err;
   }
 }
 

@@ -57,7 +57,7 @@ describe('HostLocalIpam construction', () => {
 describe('allocate', () => {
   it('hands out .2, .3, ... skipping the gateway, and writes the reference layout', async () => {
     const a = ipam();
-    expect(await a.allocate('c1', 'eth0')).toEqual([{ address: '10.9.0.2/29', gateway: '10.9.0.1', rangeSet: 0 }]);
+    expect(await a.allocate('c1', 'eth0')).toEqual([{ address: '10.9.0.2/29', gateway: '10.9.0.1', rangeSet: 0, created: true }]);
     expect(ips(await a.allocate('c2', 'eth0'))).toEqual(['10.9.0.3/29']);
     expect(ips(await a.allocate('c3', 'eth0'))).toEqual(['10.9.0.4/29']);
 
@@ -106,10 +106,10 @@ describe('allocate', () => {
   it('is idempotent for the same (id, ifname) and gives a second ifname its own IP', async () => {
     const a = ipam();
     const first = await a.allocate('c1', 'eth0');
-    expect(await a.allocate('c1', 'eth0')).toEqual(first);
+    expect(await a.allocate('c1', 'eth0')).toEqual(first.map((x) => ({ ...x, created: false })));
     const second = await a.allocate('c1', 'net1');
     expect(ips(second)).toEqual(['10.9.0.3/29']);
-    expect(await a.allocate('c1', 'net1')).toEqual(second);
+    expect(await a.allocate('c1', 'net1')).toEqual(second.map((x) => ({ ...x, created: false })));
     expect((await a.list()).length).toBe(2);
     expect(await readFile(path.join(netDir(), 'last_reserved_ip.0'), 'utf8')).toBe('10.9.0.3');
   });
@@ -117,8 +117,8 @@ describe('allocate', () => {
   it('allocates one IP per range set (dual stack)', async () => {
     const a = ipam([[{ subnet: '10.9.0.0/24' }], [{ subnet: 'fd00:9::/120' }]]);
     expect(await a.allocate('c1', 'eth0')).toEqual([
-      { address: '10.9.0.2/24', gateway: '10.9.0.1', rangeSet: 0 },
-      { address: 'fd00:9::2/120', gateway: 'fd00:9::1', rangeSet: 1 },
+      { address: '10.9.0.2/24', gateway: '10.9.0.1', rangeSet: 0, created: true },
+      { address: 'fd00:9::2/120', gateway: 'fd00:9::1', rangeSet: 1, created: true },
     ]);
     expect((await readFile(path.join(netDir(), 'fd00:9::2'))).toString()).toBe('c1\r\neth0');
     expect(await readFile(path.join(netDir(), 'last_reserved_ip.1'), 'utf8')).toBe('fd00:9::2');
