@@ -29,9 +29,14 @@ describe.skipIf(requireOrSkip('soak', { root: isRoot }))('soak', () => {
         `${report.killed} killed, ${report.samples} samples, max live ${report.maxLive}, duplicates ${report.duplicates}, ` +
         `op ms p50 ${report.opMs.p50} p95 ${report.opMs.p95} max ${report.opMs.max}`,
     );
+    const hostile = Object.entries(report.hostile).map(([cls, h]) => `${cls} ${h.calls}/${h.wrong}`).join(', ');
+    console.log(
+      `soak classes: races sameIdAdds ${report.races.sameIdAdds}, addDel ${report.races.addDel}; ` +
+        `hostile (calls / answered wrong) ${hostile || 'none'}; slowest hostile ${report.hostileMaxMs} ms`,
+    );
     expect(report.problems).toEqual([]);
     expect(report.duplicates).toBe(0);
-    expect(report.leaks).toEqual({ leasesAfterDel: [], vethsAfterDel: [], leases: [], veths: [], podInterfaces: [], files: [] });
+    expect(report.leaks).toEqual({ leasesAfterDel: [], vethsAfterDel: [], leases: [], veths: [], podInterfaces: [], files: [], nodeLinks: [] });
     expect(report.gatewayOk).toBe(true);
     expect(report.kept).toHaveLength(3);
     // The run must really have been a soak: enough work, and kills that landed.
@@ -39,6 +44,10 @@ describe.skipIf(requireOrSkip('soak', { root: isRoot }))('soak', () => {
     // slot of the in-flight window did several operations.)
     expect(report.operations.total).toBeGreaterThanOrEqual(60);
     expect(report.killed).toBeGreaterThan(0);
+    // ... and it raced same-attachment calls and mixed in hostile invocations.
+    expect(report.races.sameIdAdds).toBeGreaterThan(0);
+    expect(report.races.addDel).toBeGreaterThan(0);
+    expect(Object.values(report.hostile).reduce((n, h) => n + h.calls, 0)).toBeGreaterThan(0);
     expect(report.minMutatingInFlight).toBe(IN_FLIGHT);
     // One sample a second, give or take timer drift on a loaded machine.
     expect(report.samples).toBeGreaterThanOrEqual(Math.floor(seconds * 0.9) - 1);
