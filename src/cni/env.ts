@@ -74,6 +74,8 @@ export function validateIfname(name: string): string {
   if (/[/:\s\u0085]/u.test(name)) {
     throw envError('interface name contains "/", ":" or whitespace', describeValue(name));
   }
+  // The kernel expands "eth%d" to the first free ethN instead of refusing it.
+  if (name.includes('%')) throw envError('interface name contains "%"', describeValue(name));
   return name;
 }
 
@@ -110,7 +112,12 @@ export function assertKnownCniArgs(args: Record<string, string>, known: readonly
   const ignore = args.IgnoreUnknown;
   if (ignore !== undefined && (ignore === '1' || ignore.toLowerCase() === 'true')) return;
   const unknown = Object.keys(args).filter((k) => k !== 'IgnoreUnknown' && !known.includes(k));
-  if (unknown.length > 0) throw envError(`CNI_ARGS: unknown keys ${unknown.map((k) => describeValue(k)).join(', ')}`);
+  if (unknown.length > 0) {
+    // The reference's wording (types.LoadArgs), so runtime logs read the same.
+    const shown = unknown.slice(0, 8).map((k) => describeValue(k));
+    if (unknown.length > shown.length) shown.push('...');
+    throw envError(`ARGS: unknown args [${shown.join(' ')}]`, 'add IgnoreUnknown=1 to CNI_ARGS to pass keys this plugin does not use');
+  }
 }
 
 function parsePath(s: string): string[] {

@@ -17,6 +17,26 @@ export function describeValue(value: unknown): string {
   return text.length > MAX_SHOWN ? `${text.slice(0, MAX_SHOWN)}...` : text;
 }
 
+/** Longest echo of an input value in a message, in UTF-8 bytes. */
+export const MAX_ECHO_BYTES = 256;
+
+/**
+ * `text` cut to MAX_ECHO_BYTES (on a character boundary) with an ellipsis:
+ * an error message must not grow with its input (a 1 MB name gave a 1 MB msg).
+ */
+export function clip(text: string, maxBytes = MAX_ECHO_BYTES): string {
+  if (Buffer.byteLength(text, 'utf8') <= maxBytes) return text;
+  let out = '';
+  let bytes = 0;
+  for (const ch of text) {
+    const n = Buffer.byteLength(ch, 'utf8');
+    if (bytes + n > maxBytes) break;
+    out += ch;
+    bytes += n;
+  }
+  return `${out}…`;
+}
+
 export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

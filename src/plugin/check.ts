@@ -26,6 +26,21 @@ export async function checkAttachment(input: CheckInput): Promise<void> {
   const podIndex = ifaces.findIndex((i) => i.name === env.ifname && i.sandbox !== undefined);
   if (podIndex < 0) throw drift(`prevResult has no interface ${env.ifname} in a sandbox`);
   const want = ifaces[podIndex];
+  // Every address must belong to the container-side interface: an index
+  // pointing at no interface, or at the host veth, is a broken prevResult.
+  (prev.ips ?? []).forEach((ip, i) => {
+    if (ip.interface === undefined) return;
+    const named = ifaces[ip.interface];
+    if (!named) {
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `prevResult.ips[${i}].interface ${ip.interface} points at no interface (${ifaces.length} listed)`);
+    }
+    if (ip.interface !== podIndex) {
+      throw new CniError(
+        ErrorCode.InvalidNetworkConfig,
+        `prevResult.ips[${i}].interface ${ip.interface} is ${named.name}${named.sandbox ? '' : ' on the host'}, not the container's ${env.ifname}`,
+      );
+    }
+  });
 
   const pod = nl.linkByName(env.ifname, opts);
   if (!pod) throw drift(`interface ${env.ifname} not found in ${env.netns}`);
@@ -34,7 +49,6 @@ export async function checkAttachment(input: CheckInput): Promise<void> {
 
   const have = new Set(nl.addrList({ dev: env.ifname, ...opts }).map((a) => a.cidr));
   for (const ip of prev.ips ?? []) {
-    if (ip.interface !== undefined && ip.interface !== podIndex) continue;
     if (!have.has(ip.address)) throw drift(`failed to match addr ${ip.address} on interface ${env.ifname}`);
   }
 

@@ -1,17 +1,22 @@
 // The CNI verbs of tsflannel. Each parses its config, then changes (or
 // inspects) the node; ADD undoes what it did when a later step fails.
-import { statSync } from 'node:fs';
+import { closeSync, constants as fsc, readFileSync } from 'node:fs';
 import type { PluginContext } from '../cni/skel.js';
 import type { Result } from '../cni/result.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
+import { assertKnownCniArgs } from '../cni/env.js';
+import { clip } from '../cni/validate.js';
 import * as nl from '../netlink/index.js';
-import { readSubnetEnv, SubnetEnvError, type SubnetEnv } from '../flannel/subnet-env.js';
+import type { Link } from '../netlink/index.js';
+import { kernelFsOf, openRegularSync, PathGuardError } from '../fs/guard.js';
+import { parseSubnetEnv, SubnetEnvError, type SubnetEnv } from '../flannel/subnet-env.js';
 import { HostLocalIpam, type IpamRange } from '../ipam/index.js';
 import { parsePluginConfig, type PluginConfig } from './config.js';
 import { createLogger, type PluginLogger } from './log.js';
 import { hostVethName } from './names.js';
-import { splitCidr } from './cidr.js';
-import { configurePod, createPodVeth, deletePodVeth, ensureBridge, podRoutes, safeIsNetns } from './network.js';
+import { applyPodRoutes, configurePod, createPodVeth, deletePodVeth, ensureBridge, isPeerOf, podRoutes, safeIsNetns } from './network.js';
+import { checkRangesInSubnet, nodeSubnet, type NodeSubnet } from './subnet.js';
+import { cniErrorOf } from './errors.js';
 import { checkAttachment } from './check.js';
 
 interface Prepared {
@@ -19,8 +24,22 @@ interface Prepared {
   log: PluginLogger;
 }
 
+/** CNI_ARGS keys tsflannel knows (Kubernetes runtimes send these, with IgnoreUnknown=1). */
+const KNOWN_ARGS = ['K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID'];
+
 function prepare(ctx: PluginContext): Prepared {
   const cfg = parsePluginConfig(ctx.conf);
+  if (ctx.env.command === 'ADD' || ctx.env.command === 'CHECK' || ctx.env.command === 'DEL') {
+    assertKnownCniArgs(ctx.env.args, KNOWN_ARGS);
+  }
+  // Symlinks and bind mounts can still lead a path into /proc or /sys, where
+  // no file of ours belongs (and where Node's recursive mkdir spins forever).
+  for (const [key, path] of [['dataDir', cfg.dataDir], ['logFile', cfg.logFile], ['subnetFile', cfg.subnetFile]] as const) {
+    const fsType = path === undefined ? undefined : kernelFsOf(path);
+    if (fsType) {
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `"${key}" ${JSON.stringify(clip(path!))} leads into the kernel's ${fsType} file system`);
+    }
+  }
   const bindings: Record<string, string> = { cmd: ctx.env.command, network: cfg.network };
   if (ctx.env.containerId) bindings.containerId = ctx.env.containerId;
   const pod = ctx.env.args.K8S_POD_NAME;
@@ -28,39 +47,56 @@ function prepare(ctx: PluginContext): Prepared {
   return { cfg, log: createLogger(cfg.logLevel, cfg.logFile, bindings) };
 }
 
+/**
+ * Runs a verb; a failure is logged with its stack at debug level (stderr
+ * gets one line from the entry point), and a kernel refusal with a CNI
+ * meaning gets its code.
+ */
+async function reported<T>(log: PluginLogger, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    log.debug({ err, goStack: err instanceof nl.NetlinkError ? err.goStack : undefined }, 'failed');
+    throw cniErrorOf(err);
+  }
+}
+
 /** The node's subnet file; the agent writes it once it holds a lease. */
 export function loadSubnetEnv(path: string): SubnetEnv {
   try {
     // Reading a FIFO (or a device) would block or never end; the agent writes a plain file.
-    const st = statSync(path);
-    if (!st.isFile()) throw new SubnetEnvError('not a regular file');
-    return readSubnetEnv(path);
-  } catch (err) {
-    if (err instanceof SubnetEnvError) {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid subnet file ${path}: ${err.message}`);
+    const fd = openRegularSync(path, fsc.O_RDONLY);
+    try {
+      return parseSubnetEnv(readFileSync(fd, 'utf8'));
+    } finally {
+      closeSync(fd);
     }
-    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : String((err as Error).message);
+  } catch (err) {
+    const shown = clip(path);
+    if (err instanceof SubnetEnvError || (err instanceof PathGuardError && err.reason === 'not-regular')) {
+      const reason = err instanceof PathGuardError ? 'not a regular file' : err.message;
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid subnet file ${shown}: ${reason}`);
+    }
+    const code = err instanceof PathGuardError ? err.errno : (err as NodeJS.ErrnoException).code;
+    const reason = code === 'ENOENT' ? 'not found' : code ?? 'read failed';
     throw new CniError(
       ErrorCode.IOFailure,
-      `failed to load subnet file ${path}: ${reason}`,
+      `failed to load subnet file ${shown}: ${reason}`,
       'tsflanneld writes it once the node has a subnet lease; check that tsflanneld runs on this node and its log',
     );
   }
 }
 
 /** The IPAM store; without a subnet (DEL, GC) it can release but not allocate. */
-function ipamFor(cfg: PluginConfig, subnet: SubnetEnv | undefined): HostLocalIpam {
+function ipamFor(cfg: PluginConfig, subnet: NodeSubnet | undefined): HostLocalIpam {
   let rangeSets: IpamRange[][] | undefined = cfg.ranges;
-  if (!rangeSets && subnet) {
-    const { network, ip } = splitCidr(subnet.subnet);
-    rangeSets = [[{ subnet: network, gateway: ip }]];
-  }
+  if (!rangeSets && subnet) rangeSets = [[{ subnet: subnet.network, gateway: subnet.gateway }]];
   return new HostLocalIpam({ dataDir: cfg.dataDir, network: cfg.network, rangeSets, lockTimeoutMs: cfg.lockTimeoutMs });
 }
 
 function requireNetns(netns: string): void {
   if (!safeIsNetns(netns)) {
-    throw new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS ${netns} is not a network namespace`);
+    throw new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS ${clip(netns)} is not a network namespace`);
   }
 }
 
@@ -81,40 +117,82 @@ async function withRollback<T>(log: PluginLogger, fn: (onUndo: (step: () => unkn
   }
 }
 
+interface Attached {
+  bridge: Link;
+  host: Link;
+  pod: Link;
+  address: string;
+  gateway: string;
+}
+
+function resultOf(ctx: PluginContext, cfg: PluginConfig, a: Attached, routes: { dst: string; gw: string }[]): Result {
+  const result: Result = {
+    cniVersion: ctx.conf.cniVersion,
+    interfaces: [
+      { name: a.bridge.name, mac: a.bridge.mac },
+      { name: a.host.name, mac: a.host.mac },
+      { name: ctx.env.ifname, mac: a.pod.mac, sandbox: ctx.env.netns },
+    ],
+    ips: [{ address: a.address, gateway: a.gateway, interface: 2 }],
+    routes,
+  };
+  if (cfg.dns) result.dns = cfg.dns;
+  return result;
+}
+
+/**
+ * The attachment as an earlier ADD left it, if it is whole: the lease, the
+ * host veth on the bridge, and its peer in the pod carrying the address.
+ */
+async function existingAttachment(ipam: HostLocalIpam, ctx: PluginContext, bridge: Link, hostName: string): Promise<Attached | undefined> {
+  const { containerId, netns, ifname } = ctx.env;
+  const held = await ipam.held(containerId, ifname);
+  if (!held || held.length === 0) return undefined;
+  const host = nl.linkByName(hostName);
+  const pod = nl.linkByName(ifname, { netns });
+  if (!host || !pod || !isPeerOf(pod, host) || host.masterIndex !== bridge.index) return undefined;
+  const alloc = held[0]!;
+  if (!nl.addrList({ dev: ifname, netns, family: 'inet' }).some((a) => a.cidr === alloc.address)) return undefined;
+  return { bridge, host, pod, address: alloc.address, gateway: alloc.gateway };
+}
+
 export async function add(ctx: PluginContext): Promise<Result> {
   const { cfg, log } = prepare(ctx);
-  const { containerId, netns, ifname } = ctx.env;
-  const subnet = loadSubnetEnv(cfg.subnetFile);
-  requireNetns(netns);
-  const mtu = cfg.mtu ?? subnet.mtu;
-  const gateway = splitCidr(subnet.subnet);
-  const ipam = ipamFor(cfg, subnet);
-
-  const bridge = ensureBridge(cfg.bridge, mtu, subnet.subnet, cfg.forceAddress, log);
-  nl.sysctlSet('net.ipv4.ip_forward', '1');
-
-  return withRollback(log, async (onUndo) => {
-    const [alloc] = await ipam.allocate(containerId, ifname);
-    onUndo(() => ipam.release(containerId, ifname));
-    const hostName = hostVethName(containerId, ifname);
-    const veth = createPodVeth(hostName, netns, ifname, mtu, cfg.bridge, cfg.hairpinMode);
-    onUndo(() => nl.linkDelete(hostName));
-    const gw = alloc.gateway || gateway.ip;
-    const routes = podRoutes(subnet.network, gw, cfg.isDefaultGateway, cfg.routes);
-    const pod = configurePod(netns, ifname, { address: alloc.address, gateway: gw, routes });
-    log.info({ ip: alloc.address, veth: hostName }, 'pod attached');
-    const result: Result = {
-      cniVersion: ctx.conf.cniVersion,
-      interfaces: [
-        { name: bridge.name, mac: bridge.mac },
-        { name: veth.host.name, mac: veth.host.mac },
-        { name: ifname, mac: pod.mac, sandbox: netns },
-      ],
-      ips: [{ address: alloc.address, gateway: gw, interface: 2 }],
-      routes,
-    };
-    if (cfg.dns) result.dns = cfg.dns;
-    return result;
+  return reported(log, async () => {
+    const { containerId, netns, ifname } = ctx.env;
+    if (ifname === 'lo') throw new CniError(ErrorCode.InvalidEnvironment, 'CNI_IFNAME "lo" is the pod\'s loopback, not a name for its network interface');
+    const subnet = nodeSubnet(loadSubnetEnv(cfg.subnetFile), cfg.subnetFile);
+    if (cfg.ranges) checkRangesInSubnet(cfg.ranges, subnet);
+    requireNetns(netns);
+    const mtu = cfg.mtu ?? subnet.mtu;
+    const ipam = ipamFor(cfg, subnet);
+    // One call per attachment at a time, across processes: a second ADD
+    // waits for the first and then finds its work done.
+    return ipam.withAttachment(containerId, ifname, async () => {
+      const bridge = ensureBridge(cfg.bridge, mtu, subnet.gatewayCidr, cfg.forceAddress, log);
+      nl.sysctlSet('net.ipv4.ip_forward', '1');
+      const hostName = hostVethName(containerId, ifname);
+      const existing = await existingAttachment(ipam, ctx, bridge, hostName);
+      if (existing) {
+        const routes = podRoutes(subnet.clusterNetwork, existing.gateway, cfg.isDefaultGateway, cfg.routes);
+        // A retry may carry new routes; a bad one fails this call, never the pod.
+        applyPodRoutes(netns, ifname, { address: existing.address, gateway: existing.gateway, routes });
+        log.info({ ip: existing.address, veth: hostName }, 'pod already attached');
+        return resultOf(ctx, cfg, existing, routes);
+      }
+      return withRollback(log, async (onUndo) => {
+        const [alloc] = await ipam.allocate(containerId, ifname);
+        // Undo only what this call made: a lease it merely found stays.
+        if (alloc!.created) onUndo(() => ipam.release(containerId, ifname));
+        const veth = createPodVeth(hostName, netns, ifname, mtu, cfg.bridge, cfg.hairpinMode);
+        onUndo(() => nl.linkDelete(hostName));
+        const gw = alloc!.gateway || subnet.gateway;
+        const routes = podRoutes(subnet.clusterNetwork, gw, cfg.isDefaultGateway, cfg.routes);
+        const pod = configurePod(netns, ifname, { address: alloc!.address, gateway: gw, routes });
+        log.info({ ip: alloc!.address, veth: hostName }, 'pod attached');
+        return resultOf(ctx, cfg, { bridge, host: veth.host, pod, address: alloc!.address, gateway: gw }, routes);
+      });
+    });
   });
 }
 
@@ -124,25 +202,38 @@ export async function add(ctx: PluginContext): Promise<Result> {
  */
 export async function del(ctx: PluginContext): Promise<void> {
   const { cfg, log } = prepare(ctx);
-  const { containerId, netns, ifname } = ctx.env;
-  deletePodVeth(hostVethName(containerId, ifname), netns, ifname, log);
-  const released = await ipamFor(cfg, undefined).release(containerId, ifname);
-  if (released.length > 0) log.info({ ips: released }, 'released');
+  return reported(log, async () => {
+    const { containerId, netns, ifname } = ctx.env;
+    const ipam = ipamFor(cfg, undefined);
+    await ipam.withAttachment(
+      containerId,
+      ifname,
+      async () => {
+        const leased = (await ipam.find(containerId, ifname)).map((l) => l.ip);
+        deletePodVeth(hostVethName(containerId, ifname), netns, ifname, leased, log);
+        const released = await ipam.release(containerId, ifname);
+        if (released.length > 0) log.info({ ips: released }, 'released');
+      },
+      true,
+    );
+  });
 }
 
 export async function check(ctx: PluginContext): Promise<void> {
-  const { cfg } = prepare(ctx);
-  const prev = ctx.conf.prevResult;
-  if (!prev) throw new CniError(ErrorCode.InvalidNetworkConfig, 'CHECK needs prevResult in the network config');
-  requireNetns(ctx.env.netns);
-  const subnet = loadSubnetEnv(cfg.subnetFile);
-  await checkAttachment({
-    env: ctx.env,
-    prev,
-    bridge: cfg.bridge,
-    gatewayCidr: subnet.subnet,
-    hostVeth: hostVethName(ctx.env.containerId, ctx.env.ifname),
-    ipam: ipamFor(cfg, subnet),
+  const { cfg, log } = prepare(ctx);
+  return reported(log, async () => {
+    const prev = ctx.conf.prevResult;
+    if (!prev) throw new CniError(ErrorCode.InvalidNetworkConfig, 'CHECK needs prevResult in the network config');
+    requireNetns(ctx.env.netns);
+    const subnet = nodeSubnet(loadSubnetEnv(cfg.subnetFile), cfg.subnetFile);
+    await checkAttachment({
+      env: ctx.env,
+      prev,
+      bridge: cfg.bridge,
+      gatewayCidr: subnet.gatewayCidr,
+      hostVeth: hostVethName(ctx.env.containerId, ctx.env.ifname),
+      ipam: ipamFor(cfg, subnet),
+    });
   });
 }
 
@@ -150,6 +241,7 @@ export async function check(ctx: PluginContext): Promise<void> {
 export async function gc(ctx: PluginContext): Promise<void> {
   const { cfg, log } = prepare(ctx);
   const valid = ctx.conf.validAttachments;
+  // (GC's failures keep their own codes; it runs no pod-facing kernel step first.)
   if (!valid) {
     throw new CniError(ErrorCode.InvalidNetworkConfig, 'GC needs "cni.dev/valid-attachments" in the network config');
   }
@@ -163,15 +255,15 @@ export async function gc(ctx: PluginContext): Promise<void> {
 /** Ready means: the agent wrote the subnet file and the pool has room. No bridge needed. */
 export async function status(ctx: PluginContext): Promise<void> {
   const { cfg } = prepare(ctx);
-  let subnet: SubnetEnv;
+  let subnet: NodeSubnet;
   try {
-    subnet = loadSubnetEnv(cfg.subnetFile);
+    subnet = nodeSubnet(loadSubnetEnv(cfg.subnetFile), cfg.subnetFile);
   } catch (err) {
     throw new CniError(ErrorCode.PluginNotAvailable, (err as Error).message, 'tsflanneld has not written the subnet file yet');
   }
   const stats = await ipamFor(cfg, subnet).stats();
   const full = stats.find((s) => s.free === 0);
   if (full) {
-    throw new CniError(ErrorCode.PluginNotAvailable, `no free pod addresses: all ${full.total} addresses of ${subnet.subnet} are leased`);
+    throw new CniError(ErrorCode.PluginNotAvailable, `no free pod addresses: all ${full.total} addresses of ${subnet.network} are leased`);
   }
 }

@@ -3,7 +3,8 @@
 // existing kube-flannel cni-conf.json keeps working; top-level keys win.
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { NetConf } from '../cni/config.js';
-import { optArray, optBool, optInt, optObject, optString, isIPv4, isIPv4Cidr } from '../cni/validate.js';
+import { clip, describeValue, optArray, optBool, optInt, optObject, optString, isIP, isIPv4, isIPv4Cidr } from '../cni/validate.js';
+import { lexicallyInKernelFs } from '../fs/guard.js';
 import { DEFAULT_SUBNET_FILE } from '../flannel/subnet-env.js';
 import { DEFAULT_DATA_DIR, type IpamRange } from '../ipam/index.js';
 
@@ -28,8 +29,10 @@ export interface PluginConfig {
   logFile?: string;
 }
 
-// \u0085 (NEL) is whitespace to Go's unicode.IsSpace but not to \s.
-const IFNAME = /^[^\s\u0085/:]{1,15}$/u;
+// \u0085 (NEL) is whitespace to Go's unicode.IsSpace but not to \s. '%'
+// is refused as the kernel refuses it in a new name it is asked to keep:
+// given "br%d" it picks the first free "brN" and creates that instead.
+const IFNAME = /^[^\s\u0085/:%]{1,15}$/u;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export function parsePluginConfig(conf: NetConf): PluginConfig {
@@ -40,11 +43,14 @@ export function parsePluginConfig(conf: NetConf): PluginConfig {
   const bridge = optString(merged, 'bridge') ?? 'cni0';
   // IFNAMSIZ counts bytes: a name of 15 non-ASCII characters is too long for the kernel.
   if (!IFNAME.test(bridge) || Buffer.byteLength(bridge, 'utf8') > 15 || bridge === '.' || bridge === '..') {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid bridge name "${bridge}"`);
+    throw new CniError(
+      ErrorCode.InvalidNetworkConfig,
+      `invalid "bridge" name ${JSON.stringify(clip(bridge))}: 1 to 15 bytes, no whitespace, "/", ":" or "%"`,
+    );
   }
   const logLevel = optString(merged, 'logLevel') ?? 'warn';
   if (!LOG_LEVELS.includes(logLevel)) {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid logLevel "${logLevel}": one of ${LOG_LEVELS.join(', ')}`);
+    throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid logLevel ${JSON.stringify(clip(logLevel))}: one of ${LOG_LEVELS.join(', ')}`);
   }
   const cfg: PluginConfig = {
     network: conf.name,
@@ -73,7 +79,12 @@ function absolutePath(obj: Record<string, unknown>, key: string): string | undef
   const value = optString(obj, key);
   if (value === undefined) return undefined;
   if (!value.startsWith('/') || value.includes('\0')) {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, `"${key}" must be an absolute path, got "${value}"`);
+    throw new CniError(ErrorCode.InvalidNetworkConfig, `"${key}" must be an absolute path, got ${JSON.stringify(clip(value))}`);
+  }
+  // /proc and /sys are the kernel's views, not storage: Node's recursive
+  // mkdir spins forever there, and a "file" may be a control knob.
+  if (lexicallyInKernelFs(value)) {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, `"${key}" must not be under /proc or /sys, got ${JSON.stringify(clip(value))}`);
   }
   return value;
 }
@@ -87,11 +98,11 @@ function parseRoutes(ipam: Record<string, unknown>): { dst: string; gw?: string 
     const entry = item as Record<string, unknown>;
     const dst = optString(entry, 'dst');
     if (!dst || !isIPv4Cidr(dst)) {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `ipam.routes[${i}].dst must be an IPv4 CIDR, got ${JSON.stringify(entry.dst)}`);
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `ipam.routes[${i}].dst must be an IPv4 CIDR, got ${describeValue(entry.dst)}`);
     }
     const gw = optString(entry, 'gw');
     if (gw !== undefined && gw !== '' && !isIPv4(gw)) {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `ipam.routes[${i}].gw must be an IPv4 address, got ${JSON.stringify(gw)}`);
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `ipam.routes[${i}].gw must be an IPv4 address, got ${describeValue(gw)}`);
     }
     return gw ? { dst, gw } : { dst };
   });
@@ -135,6 +146,9 @@ function parseDns(dns: Record<string, unknown>): NonNullable<PluginConfig['dns']
   const search = strings('search');
   const options = strings('options');
   const domain = optString(dns, 'domain');
+  nameservers?.forEach((ns, i) => {
+    if (!isIP(ns)) throw new CniError(ErrorCode.InvalidNetworkConfig, `dns.nameservers[${i}] must be an IP address, got ${describeValue(ns)}`);
+  });
   if (nameservers) out.nameservers = nameservers;
   if (search) out.search = search;
   if (options) out.options = options;

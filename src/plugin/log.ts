@@ -6,6 +6,10 @@
 // logged while pino loads are queued and written in order; the pending
 // import keeps the process alive until they are out.
 import type pinoType from 'pino';
+import { constants as fsc, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { clip } from '../cni/validate.js';
+import { ensureDirSync, openRegularSync } from '../fs/guard.js';
 
 const LEVELS = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity } as const;
 type Level = keyof typeof LEVELS;
@@ -18,12 +22,59 @@ function isLevel(level: string): level is Level {
   return Object.hasOwn(LEVELS, level);
 }
 
-function build(pino: typeof pinoType, level: Level, logFile: string | undefined, bindings: Record<string, string>): pinoType.Logger {
-  const streams: pinoType.StreamEntry[] = [{ level: level as pinoType.Level, stream: pino.destination({ fd: 2, sync: true }) }];
-  if (logFile) {
-    streams.push({ level: level as pinoType.Level, stream: pino.destination({ dest: logFile, sync: true, mkdir: true }) });
+/** Writes synchronously and never throws: logging must not change a call's outcome. */
+function sink(fd: number, onError: (err: unknown) => void): pinoType.DestinationStream {
+  return {
+    write(text: string) {
+      try {
+        writeSync(fd, text);
+      } catch (err) {
+        onError(err);
+      }
+    },
+  };
+}
+
+/**
+ * The log file opened with the plugin's path guards: never blocks (a FIFO),
+ * refuses what is not a regular file (a directory, /dev/full), and reports a
+ * failure once on stderr. The call goes on without the file.
+ */
+function openLogFile(logFile: string): pinoType.DestinationStream | undefined {
+  let reported = false;
+  const report = (err: unknown) => {
+    if (reported) return;
+    reported = true;
+    const reason = err instanceof Error ? err.message : String(err);
+    try {
+      writeSync(2, `tsflannel: logFile ${clip(logFile)} is not usable, logging to stderr only: ${clip(reason)}\n`);
+    } catch {
+      // stderr is gone too: nothing left to tell.
+    }
+  };
+  try {
+    ensureDirSync(dirname(logFile));
+    const fd = openRegularSync(logFile, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o640);
+    return sink(fd, report);
+  } catch (err) {
+    report(err);
+    return undefined;
   }
+}
+
+function build(pino: typeof pinoType, level: Level, logFile: string | undefined, bindings: Record<string, string>): pinoType.Logger {
+  const streams: pinoType.StreamEntry[] = [{ level: level as pinoType.Level, stream: sink(2, () => undefined) }];
+  const file = logFile ? openLogFile(logFile) : undefined;
+  if (file) streams.push({ level: level as pinoType.Level, stream: file });
   return pino({ level, base: { plugin: 'tsflannel', ...bindings } }, pino.multistream(streams));
+}
+
+function write(logger: pinoType.Logger, name: Method, fields: Record<string, unknown>, msg: string): void {
+  try {
+    logger[name](fields, msg);
+  } catch {
+    // A serializer or stream failure must not fail the CNI call.
+  }
 }
 
 export function createLogger(level: string, logFile: string | undefined, bindings: Record<string, string>): PluginLogger {
@@ -35,7 +86,7 @@ export function createLogger(level: string, logFile: string | undefined, binding
     import('pino').then(
       (mod) => {
         logger = build(mod.default, threshold, logFile, bindings);
-        for (const [name, fields, msg] of queue.splice(0)) logger[name](fields, msg);
+        for (const [name, fields, msg] of queue.splice(0)) write(logger, name, fields, msg);
       },
       (err: unknown) => {
         for (const [name, , msg] of queue.splice(0)) process.stderr.write(`tsflannel ${name}: ${msg} (logger unavailable: ${String(err)})\n`);
@@ -43,7 +94,7 @@ export function createLogger(level: string, logFile: string | undefined, binding
     );
   const at = (name: Method): LogFn => (fields, msg) => {
     if (LEVELS[name] < LEVELS[threshold]) return;
-    if (logger) return logger[name](fields, msg);
+    if (logger) return write(logger, name, fields, msg);
     queue.push([name, fields, msg]);
     loading ??= load();
   };

@@ -23,9 +23,19 @@ const handlers: PluginHandlers = {
   status: async (ctx: PluginContext) => (await commands()).status(ctx),
 };
 
+/** One line per error; stacks go to the plugin's log at level debug. */
 function logToStderr(msg: string, err?: unknown): void {
-  const detail = err instanceof Error ? `: ${err.stack ?? err.message}` : err === undefined ? '' : `: ${String(err)}`;
-  process.stderr.write(`tsflannel: ${msg}${detail}\n`);
+  const reason = err instanceof Error ? err.message : err === undefined ? '' : String(err);
+  const line = reason && !msg.includes(reason) ? `${msg}: ${reason}` : msg;
+  process.stderr.write(`tsflannel: ${line.replace(/\s*\n\s*/g, ' ').slice(0, 2048)}\n`);
+}
+
+/**
+ * Once the answer is out, nothing may keep the runtime waiting: a file
+ * system step that never returns (a hung mount) would hold the event loop.
+ */
+function exitSoonAfterAnswer(): void {
+  setTimeout(() => process.exit(), 1000).unref();
 }
 
 export async function main(): Promise<void> {
@@ -51,6 +61,7 @@ export async function main(): Promise<void> {
     stdout: (text) => process.stdout.write(text),
     log: logToStderr,
   });
+  exitSoonAfterAnswer();
 }
 
 /**

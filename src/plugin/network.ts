@@ -13,7 +13,15 @@ import { splitCidr } from './cidr.js';
  * that is refused with the fix spelled out, unless forceAddress is set.
  */
 export function ensureBridge(name: string, mtu: number, gatewayCidr: string, forceAddress: boolean, log: PluginLogger): Link {
-  const existed = nl.linkByName(name) !== null;
+  const found = nl.linkByName(name);
+  if (found && found.type !== 'bridge') {
+    throw new CniError(
+      ErrorCode.InvalidNetworkConfig,
+      `"bridge" names ${name}, which is a ${found.type} link, not a bridge`,
+      `set "bridge" to another name, or remove the link ("ip link delete ${name}") if nothing uses it`,
+    );
+  }
+  const existed = found !== null;
   let br = nl.ensureBridge({ name, mtu });
   if (!existed) {
     // Pin the bridge MAC to itself so it does not follow the lowest port MAC
@@ -27,9 +35,9 @@ export function ensureBridge(name: string, mtu: number, gatewayCidr: string, for
   if (others.length > 0) {
     if (!forceAddress) {
       throw new CniError(
-        ErrorCode.Internal,
-        `failed to set bridge addr: "${name}" already has an IP address different from ${gatewayCidr} (${others.join(', ')})`,
-        `the node's subnet changed; once its old pods are gone run "ip link delete ${name}", or set "forceAddress": true`,
+        ErrorCode.InvalidNetworkConfig,
+        `failed to set bridge addr: "${name}" already has an IP address different from ${gatewayCidr} (${others.join(', ')}); ` +
+          `the node's subnet changed: once its old pods are gone run "ip link delete ${name}", or set "forceAddress": true`,
       );
     }
     for (const old of others) nl.addrDelete(name, old);
@@ -45,9 +53,11 @@ export interface VethResult {
 }
 
 /**
- * Creates the pair for one attachment. A leftover pair of an earlier,
- * interrupted ADD for the same container and ifname is removed first, so a
- * retry never leaves a stray veth.
+ * Creates the pair for one attachment. The caller holds the attachment's
+ * lock, so a host veth of this name is a leftover of an earlier, interrupted
+ * ADD of the same attachment: it is removed (with its pod end) first, so a
+ * retry never leaves a stray veth. An interface of this name in the pod that
+ * is not that leftover's peer belongs to someone else: code 4, untouched.
  */
 export function createPodVeth(
   hostName: string,
@@ -57,18 +67,36 @@ export function createPodVeth(
   bridge: string,
   hairpin: boolean,
 ): VethResult {
-  nl.linkDelete(hostName);
+  const leftover = nl.linkByName(hostName);
+  const inPod = nl.linkByName(ifname, { netns });
+  if (inPod && !(leftover && isPeerOf(inPod, leftover))) throw ifnameTaken(ifname);
+  if (leftover) nl.linkDelete(hostName);
   let pair: nl.VethPair;
   try {
     pair = nl.createVeth({ name: hostName, peerName: ifname, peerNetns: netns, mtu });
   } catch (err) {
-    if (nl.isExists(err) && nl.linkByName(ifname, { netns })) {
-      throw new CniError(ErrorCode.Internal, `container already has an interface named ${ifname}`);
+    if (nl.isExists(err) && nl.linkByName(ifname, { netns })) throw ifnameTaken(ifname);
+    throw err;
+  }
+  let host: Link;
+  try {
+    host = nl.linkSet(hostName, { master: bridge, hairpin, up: true });
+  } catch (err) {
+    if (nl.isNotFound(err) && !nl.linkByName(bridge)) {
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `bridge ${bridge} vanished while attaching ${hostName}`);
     }
     throw err;
   }
-  const host = nl.linkSet(hostName, { master: bridge, hairpin, up: true });
   return { host, pod: pair.peer };
+}
+
+function ifnameTaken(ifname: string): CniError {
+  return new CniError(ErrorCode.InvalidEnvironment, `container already has an interface named ${ifname}`);
+}
+
+/** The two ends of one veth pair: each names the other as its peer (IFLA_LINK). */
+export function isPeerOf(pod: Link, host: Link): boolean {
+  return pod.type === 'veth' && host.type === 'veth' && pod.parentIndex === host.index && host.parentIndex === pod.index;
 }
 
 export interface PodAddressing {
@@ -78,31 +106,57 @@ export interface PodAddressing {
   routes: { dst: string; gw?: string }[];
 }
 
-/** Brings the pod interface up with its address and routes, inside the pod netns. */
+/**
+ * Configures the pod interface inside the pod netns: arp_notify (as the
+ * reference bridge plugin: a gratuitous ARP on link-up announces an address
+ * that an earlier pod may have held), the address, link up, routes.
+ */
 export function configurePod(netns: string, ifname: string, cfg: PodAddressing): Link {
   const opts = { netns };
-  const link = nl.setUp(ifname, opts);
-  nl.addrAdd(ifname, cfg.address, opts);
+  try {
+    nl.sysctlSet(`net/ipv4/conf/${ifname}/arp_notify`, '1', opts);
+    nl.addrAdd(ifname, cfg.address, opts);
+    const link = nl.setUp(ifname, opts);
+    applyPodRoutes(netns, ifname, cfg);
+    return link;
+  } catch (err) {
+    if (nl.isNotFound(err) && !nl.linkByName(ifname, opts)) {
+      throw new CniError(ErrorCode.InvalidEnvironment, `interface ${ifname} vanished from ${netns} while it was configured`);
+    }
+    throw err;
+  }
+}
+
+/** The pod's routes; replace makes a repeat harmless. */
+export function applyPodRoutes(netns: string, ifname: string, cfg: PodAddressing): void {
   for (const route of cfg.routes) {
-    const spec: nl.RouteSpec = { ...opts, dev: ifname, gw: route.gw ?? cfg.gateway };
+    const spec: nl.RouteSpec = { netns, dev: ifname, gw: route.gw ?? cfg.gateway };
     if (route.dst !== '0.0.0.0/0') spec.dst = route.dst;
     nl.routeReplace(spec);
   }
-  return link;
 }
 
-/** Removes an attachment's veth; the pod end goes with it. */
-export function deletePodVeth(hostName: string, netns: string, ifname: string, log: PluginLogger): void {
+/**
+ * Removes an attachment's veth; the pod end goes with it. Without the host
+ * end (the name derived from this container ID), an interface in the pod is
+ * removed only when it carries an address this container leases: DEL of an
+ * unknown ID given another pod's netns must not take that pod's interface.
+ */
+export function deletePodVeth(hostName: string, netns: string, ifname: string, leased: readonly string[], log: PluginLogger): void {
   if (nl.linkDelete(hostName)) {
     log.info({ veth: hostName }, 'deleted host veth');
     return;
   }
-  // The host end may be unknown (created under another name); remove the
-  // pod end directly when the namespace still exists.
-  if (netns && safeIsNetns(netns)) {
-    const pod = nl.linkByName(ifname, { netns });
-    if (pod && pod.type === 'veth') nl.linkDelete(ifname, { netns });
+  if (!netns || !safeIsNetns(netns)) return;
+  const pod = nl.linkByName(ifname, { netns });
+  if (!pod || pod.type !== 'veth') return;
+  const addrs = nl.addrList({ dev: ifname, netns }).map((a) => a.cidr.split('/')[0]);
+  if (leased.some((ip) => addrs.includes(ip))) {
+    nl.linkDelete(ifname, { netns });
+    log.info({ netns, ifname }, 'deleted pod interface');
+    return;
   }
+  log.info({ netns, ifname }, 'left the pod interface in place: nothing ties it to this container');
 }
 
 export function safeIsNetns(path: string): boolean {

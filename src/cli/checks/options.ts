@@ -1,7 +1,9 @@
 // The flags `tsflannel status` and `tsflannel doctor` share: where this
 // node's files are, which netns to look into, and where the leases live.
 // Names follow tsflanneld's (and flannel's) flags.
+import { closeSync, constants as fsc } from 'node:fs';
 import { hostname } from 'node:os';
+import { openRegularSync } from '../../fs/guard.js';
 import type { Argv } from 'yargs';
 import { DEFAULT_SUBNET_FILE } from '../../flannel/subnet-env.js';
 import { DEFAULT_DATA_DIR } from '../../ipam/index.js';
@@ -78,6 +80,19 @@ export interface RawNodeToolArgs {
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
 
+/**
+ * The plugin's guard for a path from outside: a namespace handle is a
+ * regular (nsfs) file, and a FIFO given here would block the first netlink
+ * call in open() forever.
+ */
+function requireNetnsHandle(netns: string): void {
+  try {
+    closeSync(openRegularSync(netns, fsc.O_RDONLY));
+  } catch (err) {
+    throw new NodeToolUsageError(`--netns ${netns} is not a network namespace: ${(err as Error).message}`);
+  }
+}
+
 /** Checks the flags and turns them into typed options. */
 export function parseNodeToolArgs(args: RawNodeToolArgs, env: NodeJS.ProcessEnv = process.env): NodeToolOptions {
   const endpoints = (args['etcd-endpoints'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
@@ -94,6 +109,7 @@ export function parseNodeToolArgs(args: RawNodeToolArgs, env: NodeJS.ProcessEnv 
   if (args.netns !== undefined && !args.netns.startsWith('/')) {
     throw new NodeToolUsageError(`--netns must be a path such as /var/run/netns/NAME, got "${args.netns}"`);
   }
+  if (args.netns !== undefined) requireNetnsHandle(args.netns);
   let source: LeaseSourceOptions = { kind: 'none' };
   if (endpoints.length > 0) source = { kind: 'etcd', endpoints, prefix: args['etcd-prefix'] };
   else if (args['kube-subnet-mgr']) {
