@@ -725,7 +725,7 @@ const badDataDirs: PathValue[] = [
 const badSubnetFiles: PathValue[] = [
   ...pv('path.fifo', { $fx: 'fifo' }, { $fx: 'symlinkToFifo' }),
   ...pv('path.directory', { $fx: 'directory' }, { $fx: 'immutableDir' }),
-  ...pv('path.procSys', '/proc/self/status', '/proc/version', '/proc/self', '/sys/kernel', '/sys/kernel/uevent_seqnum', '/dev/zero', '/dev/full'),
+  ...pv('path.procSys', '/dev/zero', '/dev/full'),
   ...pv('path.symlink', { $fx: 'symlinkLoop' }, { $fx: 'danglingSymlink' }, { $fx: 'symlinkToProc' }),
 ];
 
@@ -742,6 +742,13 @@ const badLogFiles: PathValue[] = [
   ...pv('path.symlink', { $fx: 'symlinkLoop' }, { $fx: 'danglingSymlink' }, { $fx: 'symlinkToProc' }),
   ...pv('path.unwritable', { $fx: 'immutableFile' }, { $fx: 'immutableDir', append: '/plugin.log' }),
 ];
+
+/**
+ * A subnet file under /proc or /sys is no file flannel wrote: ADD and CHECK
+ * refuse it (7); the other commands may refuse it up front as configuration
+ * (7) too, as they refuse a relative path, or ignore it.
+ */
+const procSysSubnetFiles = ['/proc/self/status', '/proc/version', '/proc/self', '/sys/kernel', '/sys/kernel/uevent_seqnum'];
 
 const STORE_OPENERS = { default: err(5, 7), STATUS: err(5, 7, 50), VERSION: OK } satisfies Table;
 const SUBNET_READERS = (codes: number[]): Table => ({ default: OK, ADD: err(...codes), CHECK: err(...codes), STATUS: err(50, ...codes) });
@@ -783,6 +790,14 @@ const hostileFamilies: { weight: number; arbitrary: fc.Arbitrary<Gen> }[] = [
       const codes = typeof v === 'object' && (v.$fx === 'symlinkLoop' || v.$fx === 'danglingSymlink') ? [5, 7] : [7];
       return inClass(cls, fam('path.subnetFile', SUBNET_READERS(codes))({ kind: 'set', path: ['subnetFile'], value: v }));
     }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc
+      .constantFrom(...procSysSubnetFiles)
+      .map((v) =>
+        inClass('path.procSys', fam('path.subnetFile', { default: either(7), ADD: err(7), CHECK: err(7), STATUS: err(7, 50), VERSION: OK })({ kind: 'set', path: ['subnetFile'], value: v })),
+      ),
   },
   {
     // A symlink to the subnet file and an immutable copy of it are fine: the plugin only reads it.
