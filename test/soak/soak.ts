@@ -108,6 +108,11 @@ export function spawnPlugin(o: SpawnOptions): Promise<SpawnResult> {
   });
 }
 
+/** An attachment's lock file in `<store>/attachments/`, as src/ipam/store.ts names it (recomputed here on purpose). */
+export function attachmentLockFile(containerId: string, ifname: string): string {
+  return `${createHash('sha256').update(`${containerId}\n${ifname}`).digest('hex').slice(0, 32)}.lock`;
+}
+
 /** The host end of a pod's veth, as src/plugin/names.ts derives it (recomputed here on purpose). */
 export function expectedHostVeth(containerId: string, ifname: string): string {
   return `veth${createHash('sha256').update(`${containerId}\n${ifname}`).digest('hex').slice(0, 8)}`;
@@ -137,7 +142,7 @@ export interface SoakOptions {
    * attachment started a random moment later
    */
   raceShare?: number;
-  /** share of ADDs preceded by one hostile invocation that must fail cleanly (default 0.05) */
+  /** share of ADDs preceded by one hostile invocation that must fail cleanly (default 0.1) */
   hostileShare?: number;
   /** node subnet: the gateway with its prefix (default 10.244.9.1/24) */
   subnet?: string;
@@ -237,7 +242,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   const checkShare = opts.checkShare ?? 0.2;
   const sampleMs = opts.sampleMs ?? 1000;
   const raceShare = opts.raceShare ?? 0.1;
-  const hostileShare = opts.hostileShare ?? 0.05;
+  const hostileShare = opts.hostileShare ?? 0.1;
   const gatewayCidr = opts.subnet ?? '10.244.9.1/24';
   const log = opts.log ?? (() => undefined);
 
@@ -311,10 +316,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     const hostileEvery = hostileShare > 0 ? Math.max(1, Math.round(1 / hostileShare)) : 0;
     let addsStarted = 0;
     let racesRun = 0;
+    let hostileRun = 0;
 
     /** One hostile invocation on a free slot's netns: one error JSON with a fitting code, and nothing created. */
     const runHostile = async (slot: Slot): Promise<void> => {
-      const h = hostileCases[Math.floor(Math.random() * hostileCases.length)]!;
+      // In turn, so even a short run reaches several classes.
+      const h = hostileCases[hostileRun++ % hostileCases.length]!;
       const tally = (report.hostile[h.cls] ??= { calls: 0, wrong: 0 });
       tally.calls++;
       const id = `soak-h-${randomBytes(6).toString('hex')}`;
@@ -580,7 +587,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     for (const [ip, key] of keptKeys) {
       if (!leaseFiles.includes(ip)) report.problems.push(`kept ${key.split('\r\n')[0]} lost its lease ${ip}`);
     }
-    report.leaks.files = files.filter((f) => !LEASE_NAME.test(f) && f !== 'lock' && !/^last_reserved_ip\.\d+$/.test(f));
+    report.leaks.files = files.filter((f) => !LEASE_NAME.test(f) && f !== 'lock' && f !== 'attachments' && !/^last_reserved_ip\.\d+$/.test(f));
+    // Per-attachment lock files: DEL and GC drop them, so only the kept ones may remain.
+    const keptLocks = new Set(keptList.map((c) => attachmentLockFile(c.id, 'eth0')));
+    report.leaks.files.push(...safeReaddir(join(storeDir, 'attachments')).filter((f) => !keptLocks.has(f)).map((f) => `attachments/${f}`));
     const veths = hostVeths();
     report.leaks.veths = veths.filter((v) => !wantVeths.has(v));
     report.leaks.nodeLinks = nl
@@ -666,16 +676,17 @@ function makeHostileCases(dir: string): HostileCase[] {
   let immutable = join(dir, 'immutable.d');
   mkdirSync(immutable);
   if (spawnSync('chattr', ['+i', immutable]).status !== 0) immutable = '/sys/kernel';
+  // Ordered so that the first calls of a short run reach different classes.
   return [
     { cls: 'name.percent', what: 'bridge br%d', conf: { bridge: 'br%d' }, codes: [7] },
-    { cls: 'name.percent', what: 'CNI_IFNAME eth%d', env: { CNI_IFNAME: 'eth%d' }, codes: [4] },
     { cls: 'path.fifo', what: 'subnetFile a FIFO', conf: { subnetFile: fifo }, codes: [7] },
-    { cls: 'path.fifo', what: 'dataDir a FIFO', conf: { dataDir: fifo }, codes: [5, 7] },
-    { cls: 'path.directory', what: 'dataDir a regular file', conf: { dataDir: file }, codes: [5, 7] },
     { cls: 'path.procSys', what: 'dataDir /proc', conf: { dataDir: '/proc' }, codes: [5, 7] },
-    { cls: 'path.procSys', what: 'dataDir /sys/kernel', conf: { dataDir: '/sys/kernel' }, codes: [5, 7] },
+    { cls: 'value.oversize', what: 'bridge of 300,000 characters', conf: { bridge: 'b'.repeat(300_000) }, codes: [7] },
     { cls: 'path.symlink', what: 'subnetFile a symlink loop', conf: { subnetFile: loop }, codes: [5, 7] },
     { cls: 'path.unwritable', what: 'dataDir immutable', conf: { dataDir: immutable }, codes: [5, 7] },
-    { cls: 'value.oversize', what: 'bridge of 300,000 characters', conf: { bridge: 'b'.repeat(300_000) }, codes: [7] },
+    { cls: 'path.directory', what: 'dataDir a regular file', conf: { dataDir: file }, codes: [5, 7] },
+    { cls: 'name.percent', what: 'CNI_IFNAME eth%d', env: { CNI_IFNAME: 'eth%d' }, codes: [4] },
+    { cls: 'path.fifo', what: 'dataDir a FIFO', conf: { dataDir: fifo }, codes: [5, 7] },
+    { cls: 'path.procSys', what: 'dataDir /sys/kernel', conf: { dataDir: '/sys/kernel' }, codes: [5, 7] },
   ];
 }
