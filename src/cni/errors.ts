@@ -26,6 +26,12 @@ export interface CniErrorJson {
   details?: string;
 }
 
+const MAX_MESSAGE = 2048;
+
+function cap(text: string): string {
+  return text.length > MAX_MESSAGE ? `${text.slice(0, MAX_MESSAGE)}…` : text;
+}
+
 export class CniError extends Error {
   override readonly name = 'CniError';
   constructor(
@@ -37,8 +43,10 @@ export class CniError extends Error {
   }
 
   toJSON(cniVersion: string): CniErrorJson {
-    const out: CniErrorJson = { cniVersion, code: this.code, msg: this.message };
-    if (this.details) out.details = this.details;
+    // A backstop: values are clipped where they are echoed, but no message
+    // may grow with its input (runtimes log msg whole).
+    const out: CniErrorJson = { cniVersion, code: this.code, msg: cap(this.message) };
+    if (this.details) out.details = cap(this.details);
     return out;
   }
 }

@@ -89,7 +89,8 @@ export function ensureDirSync(dir: string, mode = 0o755): void {
     try {
       st = lstatSync(cur);
     } catch (err) {
-      if (errnoOf(err) !== 'ENOENT') throw new PathGuardError(cur, 'io', `cannot stat ${cur}: ${(err as Error).message}`, errnoOf(err));
+      // ENOTDIR: a file further up; the walk reaches it and names it.
+      if (errnoOf(err) !== 'ENOENT' && errnoOf(err) !== 'ENOTDIR') throw new PathGuardError(cur, 'io', `cannot stat ${cur}: ${(err as Error).message}`, errnoOf(err));
     }
     if (st) {
       // A symlink to a directory is fine; stat follows it.
@@ -178,7 +179,9 @@ export async function openRegular(p: string, flags: number, mode = 0o644): Promi
  * into an error instead of a call that never returns.
  */
 export function beforeDeadline<T>(step: Promise<T>, deadline: number, what: string): Promise<T> {
-  const left = deadline - Date.now();
+  // setTimeout takes at most 2^31-1 ms (more becomes 1 ms): no deadline, no timer.
+  if (!Number.isFinite(deadline)) return step;
+  const left = Math.min(deadline - Date.now(), 2 ** 31 - 1);
   if (left <= 0) {
     step.catch(() => undefined);
     return Promise.reject(new PathGuardError(what, 'timeout', `${what}: out of time`));

@@ -1,6 +1,7 @@
 // host-local style IPAM over the reference plugin's on-disk store, so that
 // this code and /usr/lib/cni/host-local can share one data directory.
 import { CniError, ErrorCode } from '../cni/errors.js';
+import { describeValue } from '../cni/validate.js';
 import { formatIp, type Ip } from './ip.js';
 import {
   canonicalizeRangeSets,
@@ -56,7 +57,7 @@ const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
 function validateNetworkName(network: unknown): string {
   if (typeof network !== 'string' || !NAME_RE.test(network) || network === '.' || network === '..') {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid network name ${JSON.stringify(network)}`);
+    throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid network name ${describeValue(network)}`);
   }
   return network;
 }
@@ -64,16 +65,16 @@ function validateNetworkName(network: unknown): string {
 function validateContainerId(id: unknown): string {
   if (typeof id !== 'string' || id === '') throw new CniError(ErrorCode.UnknownContainer, 'missing containerID');
   if (!NAME_RE.test(id) || id.includes('..')) {
-    throw new CniError(ErrorCode.InvalidEnvironment, `invalid characters in containerID ${JSON.stringify(id)}`);
+    throw new CniError(ErrorCode.InvalidEnvironment, `invalid characters in containerID ${describeValue(id)}`);
   }
   return id;
 }
 
 function validateIfname(ifname: unknown): string {
   if (typeof ifname !== 'string' || ifname === '') throw new CniError(ErrorCode.InvalidEnvironment, 'missing interface name');
-  if (ifname.length > 15) throw new CniError(ErrorCode.InvalidEnvironment, `interface name is too long: ${ifname}`);
+  if (ifname.length > 15) throw new CniError(ErrorCode.InvalidEnvironment, `interface name is too long: ${describeValue(ifname)}`);
   if (ifname === '.' || ifname === '..' || /[/:%\s\u0085]/u.test(ifname)) {
-    throw new CniError(ErrorCode.InvalidEnvironment, `invalid interface name ${JSON.stringify(ifname)}`);
+    throw new CniError(ErrorCode.InvalidEnvironment, `invalid interface name ${describeValue(ifname)}`);
   }
   return ifname;
 }

@@ -2,6 +2,7 @@
 // configured ranges with the reference plugin's defaults, and the round-robin
 // candidate order. No I/O here, so all of it is unit-testable.
 import { CniError, ErrorCode } from '../cni/errors.js';
+import { describeValue } from '../cni/validate.js';
 import { bitsOf, formatIp, isV4Mapped, parseCidr, parseIp, type Family, type Ip } from './ip.js';
 
 export interface IpamRange {
@@ -36,7 +37,7 @@ function ipText(family: Family, value: bigint): string {
 function parseMember(text: string | undefined, what: string, family: Family, subnet: string): bigint | undefined {
   if (text === undefined || text === '') return undefined;
   const ip = parseIp(text);
-  if (!ip) throw invalid(`invalid ${what} ${JSON.stringify(text)} in range ${subnet}`);
+  if (!ip) throw invalid(`invalid ${what} ${describeValue(text)} in range ${describeValue(subnet)}`);
   if (ip.family !== family) throw invalid(`${what} ${text} is not in the address family of ${subnet}`);
   return ip.value;
 }
@@ -48,7 +49,7 @@ function parseMember(text: string | undefined, what: string, family: Family, sub
 export function canonicalizeRange(input: IpamRange): CanonicalRange {
   if (typeof input?.subnet !== 'string') throw invalid('range has no subnet');
   const cidr = parseCidr(input.subnet);
-  if (!cidr) throw invalid(`invalid subnet ${JSON.stringify(input.subnet)}`);
+  if (!cidr) throw invalid(`invalid subnet ${describeValue(input.subnet)}`);
   const { ip, prefix } = cidr;
   if (isV4Mapped(ip)) throw invalid(`IPv4-mapped IPv6 subnet ${input.subnet} is not supported`);
   const family = ip.family;

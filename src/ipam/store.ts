@@ -5,7 +5,9 @@
 import { closeSync, constants as fsc, promises as fs, type Dirent } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { CniError, ErrorCode } from '../cni/errors.js';
+import { clip, describeValue } from '../cni/validate.js';
 import { flock, funlock, isErrno, tryFlock } from '../netlink/index.js';
 import { beforeDeadline, ensureDirSync, openRegular, openRegularSync, PathGuardError } from '../fs/guard.js';
 import { formatIp, parseIp, type Ip } from './ip.js';
@@ -24,6 +26,16 @@ const ATTACHMENT_LOCK = /^[0-9a-f]{32}\.lock$/;
  */
 export function attachmentLockName(containerId: string, ifname: string): string {
   return `${createHash('sha256').update(`${containerId}\n${ifname}`).digest('hex').slice(0, 32)}.lock`;
+}
+
+/**
+ * When the locked section this code runs in must be done (epoch ms): reads
+ * a stuck file system never answers fail then instead of hanging the call.
+ */
+const sectionDeadline = new AsyncLocalStorage<number>();
+
+function currentDeadline(): number {
+  return sectionDeadline.getStore() ?? Infinity;
 }
 
 /** One queue per lock path in this process. */
@@ -72,7 +84,7 @@ export function leaseKey(containerId: string, ifname: string): string {
 
 function ioError(what: string, file: string, err: unknown): CniError {
   const reason = err instanceof Error ? err.message : String(err);
-  return new CniError(ErrorCode.IOFailure, `host-local store: failed to ${what} ${file}: ${reason}`);
+  return new CniError(ErrorCode.IOFailure, `host-local store: failed to ${what} ${clip(file)}: ${clip(reason)}`);
 }
 
 function hasCode(err: unknown, code: string): boolean {
@@ -90,7 +102,7 @@ export class DiskStore {
     const root = path.resolve(dataDir);
     this.dir = path.resolve(root, network);
     if (path.dirname(this.dir) !== root) {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `network name ${JSON.stringify(network)} escapes ${root}`);
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `network name ${describeValue(network)} escapes ${clip(root)}`);
     }
   }
 
@@ -98,7 +110,7 @@ export class DiskStore {
   pathFor(name: string): string {
     const full = path.resolve(this.dir, name);
     if (path.dirname(full) !== this.dir || name.includes('/')) {
-      throw new CniError(ErrorCode.InvalidEnvironment, `refusing path ${JSON.stringify(name)} outside ${this.dir}`);
+      throw new CniError(ErrorCode.InvalidEnvironment, `refusing path ${describeValue(name)} outside ${clip(this.dir)}`);
     }
     return full;
   }
@@ -173,15 +185,18 @@ export class DiskStore {
     // flock waits block this thread, so calls in one process queue here
     // first and never wait in the kernel on a lock their own process holds.
     return serialized(file, async () => {
-      const deadline = Date.now() + this.lockTimeoutMs;
+      const deadline = Math.min(currentDeadline(), Date.now() + this.lockTimeoutMs);
       for (;;) {
         const handle = await this.openLock(file, mode, deadline);
         try {
           await this.lock(handle.fd, file, deadline);
           // Removed (by a DEL) while we waited: the lock is on an orphan.
           if (!(await sameFile(handle, file))) continue;
+          // The work under the lock gets the lock's own budget once more,
+          // within any outer section's.
+          const budget = Math.min(currentDeadline(), Date.now() + this.lockTimeoutMs);
           try {
-            return await fn();
+            return await sectionDeadline.run(budget, fn);
           } finally {
             if (forget) await fs.unlink(file).catch(() => undefined);
             try {
@@ -230,7 +245,7 @@ export class DiskStore {
   async entries(): Promise<StoreEntry[]> {
     let dirents: Dirent[];
     try {
-      dirents = await fs.readdir(this.dir, { withFileTypes: true });
+      dirents = await beforeDeadline(fs.readdir(this.dir, { withFileTypes: true }), currentDeadline(), `reading ${this.dir}`);
     } catch (err) {
       if (hasCode(err, 'ENOENT')) return [];
       throw ioError('read directory', this.dir, err);
@@ -246,7 +261,7 @@ export class DiskStore {
       if (!ip || formatIp(ip) !== d.name) continue;
       const file = this.pathFor(d.name);
       try {
-        out.push({ ip, name: d.name, content: (await fs.readFile(file, 'utf8')).trim() });
+        out.push({ ip, name: d.name, content: (await beforeDeadline(fs.readFile(file, 'utf8'), currentDeadline(), `reading ${file}`)).trim() });
       } catch (err) {
         // Removed between readdir and read by a writer that does not lock.
         if (hasCode(err, 'ENOENT')) continue;

@@ -5,7 +5,8 @@
 // another network namespace, so a test (or an operator on the host) can
 // inspect a node namespace from outside.
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, readFileSync } from 'node:fs';
+import { openRegularSync } from '../fs/guard.js';
 import * as nl from '../netlink/index.js';
 import { DEFAULT_SUBNET_FILE, parseSubnetEnv, type SubnetEnv } from '../flannel/subnet-env.js';
 import { DEFAULT_DATA_DIR, HostLocalIpam } from '../ipam/index.js';
@@ -218,7 +219,13 @@ function nsOpts(netns: string | undefined): nl.InNetns {
 function readSubnetFile(path: string): SubnetFileState {
   if (!existsSync(path)) return { path, exists: false };
   try {
-    return { path, exists: true, env: parseSubnetEnv(readFileSync(path, 'utf8')) };
+    // The plugin's guard: a FIFO given as --subnet-file must not block the tool.
+    const fd = openRegularSync(path, fsc.O_RDONLY);
+    try {
+      return { path, exists: true, env: parseSubnetEnv(readFileSync(fd, 'utf8')) };
+    } finally {
+      closeSync(fd);
+    }
   } catch (err) {
     return { path, exists: true, error: (err as Error).message };
   }

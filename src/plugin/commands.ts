@@ -146,11 +146,13 @@ function resultOf(ctx: PluginContext, cfg: PluginConfig, a: Attached, routes: { 
  */
 async function existingAttachment(ipam: HostLocalIpam, ctx: PluginContext, bridge: Link, hostName: string): Promise<Attached | undefined> {
   const { containerId, netns, ifname } = ctx.env;
+  // The kernel first: a fresh ADD stops here without taking the IPAM lock.
+  const host = nl.linkByName(hostName);
+  if (!host || host.masterIndex !== bridge.index) return undefined;
+  const pod = nl.linkByName(ifname, { netns });
+  if (!pod || !isPeerOf(pod, host)) return undefined;
   const held = await ipam.held(containerId, ifname);
   if (!held || held.length === 0) return undefined;
-  const host = nl.linkByName(hostName);
-  const pod = nl.linkByName(ifname, { netns });
-  if (!host || !pod || !isPeerOf(pod, host) || host.masterIndex !== bridge.index) return undefined;
   const alloc = held[0]!;
   if (!nl.addrList({ dev: ifname, netns, family: 'inet' }).some((a) => a.cidr === alloc.address)) return undefined;
   return { bridge, host, pod, address: alloc.address, gateway: alloc.gateway };

@@ -35,7 +35,7 @@ function logToStderr(msg: string, err?: unknown): void {
  * system step that never returns (a hung mount) would hold the event loop.
  */
 function exitSoonAfterAnswer(): void {
-  setTimeout(() => process.exit(), 1000).unref();
+  setTimeout(() => process.exit(), 2000).unref();
 }
 
 export async function main(): Promise<void> {

@@ -467,7 +467,7 @@ describe.skipIf(requireOrSkip('plugin against hostile input', { root: isRoot }))
     expect(locks()).toEqual([]);
   }, 60_000);
 
-  it('doctor --netns refuses a FIFO at once instead of blocking in open()', () => {
+  it('doctor --netns and status --subnet-file refuse a FIFO at once instead of blocking in open()', () => {
     const fifo = join(dir, 'netns.fifo');
     execFileSync('mkfifo', [fifo]);
     const started = Date.now();
@@ -480,5 +480,15 @@ describe.skipIf(requireOrSkip('plugin against hostile input', { root: isRoot }))
     expect(Date.now() - started).toBeLessThan(MAX_CALL_MS);
     expect(r.status).not.toBe(0);
     expect(r.stderr + r.stdout).toContain('not a network namespace');
+    // The same guard for --subnet-file: reported as unusable, never waited on.
+    const started2 = Date.now();
+    const s = spawnSync(process.execPath, [fileURLToPath(new URL('../../bin/tsflannel', import.meta.url)), 'status', '--subnet-file', fifo, '--json'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    });
+    expect(s.error, 'status hung on a FIFO subnet file').toBeUndefined();
+    expect(Date.now() - started2).toBeLessThan(MAX_CALL_MS);
+    expect(s.stdout).toContain('not a regular file');
   });
 });

@@ -131,7 +131,12 @@ describe.skipIf(requireOrSkip('plugin security', needs))('plugin security throug
       expect(add.code, add.stdout + add.stderr).toBe(0);
       const store = join(dataDir, net);
       const files = readdirSync(store).sort();
-      expect(files).toEqual(['10.244.3.2', 'last_reserved_ip.0', 'lock']);
+      expect(files).toEqual(['10.244.3.2', 'attachments', 'last_reserved_ip.0', 'lock']);
+      // The attachment's lock: a digest name, private, and nothing else there.
+      const locks = readdirSync(join(store, 'attachments'));
+      expect(locks).toHaveLength(1);
+      expect(locks[0]).toMatch(/^[0-9a-f]{32}\.lock$/);
+      expect(statSync(join(store, 'attachments', locks[0]!)).mode & 0o777).toBe(0o600);
       expect(statSync(join(store, '10.244.3.2')).mode & 0o777).toBe(0o600);
       expect(statSync(join(store, 'last_reserved_ip.0')).mode & 0o777).toBe(0o600);
       expect(readFileSync(join(store, '10.244.3.2'), 'utf8')).toBe(`${id}\r\neth0`);
@@ -170,6 +175,8 @@ describe.skipIf(requireOrSkip('plugin security', needs))('plugin security throug
       const del = await call(attach('DEL', id), conf(net));
       if (del.code !== 0) problems.push(`${sc}: DEL failed: ${del.stdout}`);
       const left = readdirSync(store).filter((n) => n !== 'lock' && !/^last_reserved_ip\.\d+$/.test(n));
+      // The attachments directory stays, empty: DEL removed its lock file.
+      if (left.includes('attachments') && readdirSync(join(store, 'attachments')).length === 0) left.splice(left.indexOf('attachments'), 1);
       if (left.length > 0) problems.push(`${sc}: after DEL the store still holds ${left.join(', ')}`);
       if (nl.linkByName(expectedHostVeth(id, 'eth0'), { netns: nsPath(node) })) problems.push(`${sc}: veth left behind`);
       if (nl.linkByName('eth0', { netns: nsPath(pod) })) problems.push(`${sc}: pod eth0 left behind`);

@@ -27,6 +27,19 @@ describe('echoed input', () => {
     expect(clip('é'.repeat(200))).toBe(`${'é'.repeat(128)}…`);
   });
 
+  it('IPAM names and ranges are echoed short, and no error JSON carries a msg over 2 KB', async () => {
+    const { HostLocalIpam } = await import('../../../src/ipam/index.js');
+    const { CniError } = await import('../../../src/cni/errors.js');
+    const huge = 'x'.repeat(300_000);
+    const ranges = cniErrorOf(() => new HostLocalIpam({ dataDir: '/tmp', network: 'n', rangeSets: [[{ subnet: huge }]] }));
+    expect(ranges.code).toBe(7);
+    expect(ranges.msg.length).toBeLessThan(200);
+    expect(cniErrorOf(() => new HostLocalIpam({ dataDir: '/tmp', network: `../${huge}` })).msg.length).toBeLessThan(200);
+    const json = new CniError(5, `failed: ${huge}`, huge).toJSON('1.1.0');
+    expect(json.msg.length).toBeLessThan(2100);
+    expect(json.details!.length).toBeLessThan(2100);
+  });
+
   it('a 1 MB bridge value gives a message of a few hundred bytes', () => {
     const { code, msg } = cniErrorOf(() => parsePluginConfig(conf({ bridge: 'b'.repeat(1 << 20) })));
     expect(code).toBe(7);
