@@ -1,7 +1,7 @@
 // The skip guard of the system tests: outside CI a missing requirement skips
 // (and says which), under CI it fails instead of letting the run pass empty.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
@@ -76,4 +76,25 @@ describe.skipIf(requireOrSkip('probe', { 'tool /nonexistent/tsf-tool': false }))
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
+
+  it('is how every system suite skips: no bare skipIf, skip or todo in test/integration, test/e2e or test/fuzz', () => {
+    const files = ['test/integration', 'test/e2e', 'test/fuzz'].flatMap((dir) =>
+      readdirSync(join(REPO, dir), { recursive: true, encoding: 'utf8' })
+        .filter((f) => f.endsWith('.ts'))
+        .map((f) => join(dir, f)),
+    );
+    expect(files.length).toBeGreaterThan(10);
+    const offenders: string[] = [];
+    for (const file of files) {
+      readFileSync(join(REPO, file), 'utf8')
+        .split('\n')
+        .forEach((line, i) => {
+          // skipIf only with requireOrSkip(...) or a value computed by it (mustSkip in the runtime suites).
+          const m = /\.skipIf\(([^)]*)/.exec(line);
+          if (m && !/^(requireOrSkip\(|skip$)/.test(m[1]!)) offenders.push(`${file}:${i + 1}: ${line.trim()}`);
+          if (/\b(describe|it|test)\.(skip|todo)\(/.test(line)) offenders.push(`${file}:${i + 1}: ${line.trim()}`);
+        });
+    }
+    expect(offenders).toEqual([]);
+  });
 });
