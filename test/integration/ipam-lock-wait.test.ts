@@ -5,11 +5,12 @@
 // no gaps: the poller is starved into code 11 while every blocked waiter is
 // served.
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { HostLocalIpam } from '../../src/ipam/index.js';
+import * as nl from '../../src/netlink/index.js';
 import { isRoot } from '../helpers/netns.js';
 import { refPlugin } from '../helpers/reference.js';
 import { requireOrSkip } from '../helpers/require.js';
@@ -63,4 +64,33 @@ describe.skipIf(requireOrSkip('IPAM lock under contention', { root: isRoot, [REF
       expect(readFileSync(path.join(dir, network, ip), 'utf8')).toBe(`ours-${i}\r\neth0`);
     }
   }, 60_000);
+
+  it('a wait that timed out never holds the lock later: the abandoned waiter lets go at once', async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'tsf-lockwait-'));
+    const lock = path.join(dir, 'lock');
+    writeFileSync(lock, '');
+    const free = () => spawnSync('flock', ['-n', lock, 'true']).status === 0;
+    const holder = spawn('flock', [lock, '-c', 'echo held; sleep 0.8'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    await new Promise<void>((resolve) => holder.stdout!.once('data', () => resolve()));
+    const exited = new Promise((r) => holder.once('close', r));
+    // Two abandoned waits: one whose descriptor Node closes, one it keeps.
+    const closed = openSync(lock, 'r');
+    const kept = openSync(lock, 'r');
+    await expect(nl.flock(closed, 'ex', 150)).rejects.toMatchObject({ errno: 'EAGAIN' });
+    await expect(nl.flock(kept, 'ex', 150)).rejects.toMatchObject({ errno: 'EAGAIN' });
+    closeSync(closed);
+    expect(free()).toBe(false);
+    await exited;
+    // The holder is gone; the abandoned waiters may win the lock in the
+    // kernel, but must release it at once.
+    let freeAgain = false;
+    for (let i = 0; i < 50 && !freeAgain; i++) {
+      freeAgain = free();
+      if (!freeAgain) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(freeAgain).toBe(true);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(free()).toBe(true);
+    closeSync(kept);
+  }, 30_000);
 });

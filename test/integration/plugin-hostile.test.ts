@@ -407,7 +407,8 @@ describe.skipIf(requireOrSkip('plugin against hostile input', { root: isRoot }))
     const pod = newPod();
     const add = await run({ command: 'ADD', id: 'arp', pod });
     expect(add.code, add.stdout).toBe(0);
-    expect(inNs(pod, 'sysctl', ['-n', 'net.ipv4.conf.eth0.arp_notify']).trim()).toBe('1');
+    // /proc/sys/net shows the reader's netns, and cat runs inside the pod's.
+    expect(inNs(pod, 'cat', ['/proc/sys/net/ipv4/conf/eth0/arp_notify']).trim()).toBe('1');
     expect((await run({ command: 'DEL', id: 'arp', pod })).code).toBe(0);
   }, 60_000);
 

@@ -108,8 +108,8 @@ export function spawnPlugin(o: SpawnOptions): Promise<SpawnResult> {
   });
 }
 
-/** An attachment's lock file in `<store>/attachments/`, as src/ipam/store.ts names it (recomputed here on purpose). */
-export function attachmentLockFile(containerId: string, ifname: string): string {
+/** An attachment's lock file name, as src/ipam/store.ts derives it (recomputed here on purpose). */
+export function expectedAttachmentLock(containerId: string, ifname: string): string {
   return `${createHash('sha256').update(`${containerId}\n${ifname}`).digest('hex').slice(0, 32)}.lock`;
 }
 
@@ -588,8 +588,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       if (!leaseFiles.includes(ip)) report.problems.push(`kept ${key.split('\r\n')[0]} lost its lease ${ip}`);
     }
     report.leaks.files = files.filter((f) => !LEASE_NAME.test(f) && f !== 'lock' && f !== 'attachments' && !/^last_reserved_ip\.\d+$/.test(f));
-    // Per-attachment lock files: DEL and GC drop them, so only the kept ones may remain.
-    const keptLocks = new Set(keptList.map((c) => attachmentLockFile(c.id, 'eth0')));
+    // Per-attachment lock files: after GC only the kept attachments may have one.
+    const keptLocks = new Set(keptList.map((c) => expectedAttachmentLock(c.id, 'eth0')));
     report.leaks.files.push(...safeReaddir(join(storeDir, 'attachments')).filter((f) => !keptLocks.has(f)).map((f) => `attachments/${f}`));
     const veths = hostVeths();
     report.leaks.veths = veths.filter((v) => !wantVeths.has(v));
