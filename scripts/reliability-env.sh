@@ -29,6 +29,6 @@ reliability_classes() {
     for (const [k, v] of Object.entries(r.byClass ?? {})) parts.push(`${k} ${v.cases} (${v.problems} with problems)`);
     if (r.races) parts.push(`race.sameIdAdds ${r.races.sameIdAdds}`, `race.addDel ${r.races.addDel}`);
     for (const [k, v] of Object.entries(r.hostile ?? {})) parts.push(`${k} ${v.calls} (${v.wrong} answered wrongly)`);
-    if (parts.length) console.error(`classes: ${parts.join(", ")}`);
+    if (parts.length) console.log(`classes: ${parts.join(", ")}`);
   ' "$1"
 }

@@ -656,8 +656,9 @@ describe.skipIf(requireOrSkip('fuzz', { root: isRoot }))('tsflannel fuzz', () =>
     // The generators reach every command and every outcome class.
     for (const cmd of ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'] as Command[]) expect(stats.byCommand[cmd] ?? 0).toBeGreaterThan(0);
     for (const code of ['ok', '1', '4', '6', '7']) expect(stats.byOutcome[code] ?? 0, `outcome ${code}`).toBeGreaterThan(0);
-    // ... and every hostile-input class of issue 11.
-    for (const cls of CLASSES) expect(stats.byClass[cls]!.cases, `class ${cls}`).toBeGreaterThan(0);
+    // ... and every hostile-input class of issue 11 (the rarest has about 1 case
+    // in 50, so only a run of some size must reach them all).
+    if (CASES >= 500) for (const cls of CLASSES) expect(stats.byClass[cls]!.cases, `class ${cls}`).toBeGreaterThan(0);
   }, Math.max(900_000, CASES * 600));
 
   it('a store lock held by another process gives ADD, DEL and STATUS exactly 11 (try again later) once lockTimeoutMs has passed, and leaves nothing', async () => {
