@@ -9,10 +9,16 @@ cd "$(dirname "$0")/.."
 say() { printf '[setup] %s\n' "$*" >&2; }
 
 # Everything the project runs or tests against, from Debian's packages.
+# Tools the tests spawn: ip and bridge (iproute2), iptables/iptables-save,
+# flock, nsenter and unshare (util-linux), umount (mount), sysctl (procps),
+# ping, strace (the lease-atomicity test kills the plugin at syscalls), chattr
+# (e2fsprogs: the fuzz suite's unwritable-for-root files), etcd and etcdctl,
+# the container runtimes and busybox. Under CI=true a system
+# test whose tool is missing fails instead of skipping (test/helpers/require.ts).
 DEB_PACKAGES=(
   golang-go golang-github-vishvananda-netlink-dev golang-github-vishvananda-netns-dev
   golang-github-appc-cni-dev
-  iproute2 iptables util-linux procps iputils-ping kmod
+  iproute2 iptables util-linux mount procps iputils-ping kmod strace e2fsprogs
   etcd-server etcd-client
   containernetworking-plugins
   binutils

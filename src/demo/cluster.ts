@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer, type Server } from 'node:net';
 import { get } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { addPodNamespace, buildTopology, destroyTopology, type ClusterNode, type NodeSpec, type Topology } from './topology.js';
 import { bridgeUnixToTcp } from './port-bridge.js';
@@ -16,8 +16,10 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const PLUGIN_BIN = join(ROOT, 'bin/tsflannel');
 export const AGENT_BIN = join(ROOT, 'bin/tsflanneld');
 const BRIDGE_JS = join(ROOT, 'build/demo/port-bridge.js');
-const ETCD_BIN = '/usr/bin/etcd';
-const ETCDCTL_BIN = '/usr/bin/etcdctl';
+// Debian's etcd-server and etcd-client; TSF_ETCD_BIN runs another etcd build
+// (its etcdctl next to it), the same override the tests' etcd helper reads.
+const ETCD_BIN = process.env.TSF_ETCD_BIN ?? '/usr/bin/etcd';
+const ETCDCTL_BIN = join(dirname(ETCD_BIN), 'etcdctl');
 
 export interface ClusterOptions {
   prefix: string;

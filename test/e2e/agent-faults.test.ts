@@ -4,10 +4,12 @@
 // than the lease TTL.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Cluster, type Pod } from '../../src/demo/cluster.js';
+import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
 import { isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const RESYNC_SECONDS = 2;
 const LEASE_TTL_SECONDS = 4;
@@ -57,7 +59,7 @@ function pingOnce(from: Pod, to: Pod): boolean {
   }
 }
 
-describe.skipIf(!isRoot || !existsSync('/usr/bin/etcd'))('tsflanneld under faults', () => {
+describe.skipIf(requireOrSkip('agent faults', { root: isRoot, [`etcd (${ETCD_BIN})`]: haveEtcd }))('tsflanneld under faults', () => {
   const cluster = new Cluster({
     prefix: `tsfflt${randomBytes(2).toString('hex')}`,
     nodes: [
@@ -98,10 +100,13 @@ describe.skipIf(!isRoot || !existsSync('/usr/bin/etcd'))('tsflanneld under fault
     const stats = await stopPing(pinger);
     console.log(`[faults] ${signal}: ${stats.sent} pings, ${stats.lost} lost across two agent restarts`);
     expect(stats.sent).toBeGreaterThan(30);
-    expect(stats.lost).toBeLessThanOrEqual(10); // at most one second at 10 pings/s
+    // The kernel state outlives the agent, so a restart must not cost a single ping.
+    expect(stats.lost).toBe(0);
   });
 
-  it('restores a hand-deleted route, FDB entry and flannel.1 within the resync period', async () => {
+  // The bound is three resync periods, not one: the loss can land just after a
+  // resync, and a shared machine delays timers.
+  it('restores a hand-deleted route, FDB entry and flannel.1 within three resync periods', async () => {
     const ns = cluster.node('n1').ns;
     execFileSync('ip', ['-n', ns, 'route', 'del', `${n2net}/24`]);
     const routeMs = await eventually('route restored', 3 * RESYNC_SECONDS * 1000, () => run(ns, 'ip', ['route']).includes(`${n2net}/24 via ${n2net} dev flannel.1 onlink`));
@@ -123,6 +128,7 @@ describe.skipIf(!isRoot || !existsSync('/usr/bin/etcd'))('tsflanneld under fault
 
   it('keeps the overlay through an etcd outage longer than the lease TTL and keeps the subnet', async () => {
     const subnetBefore = readFileSync(cluster.subnetFile('n1'), 'utf8');
+    const logBefore = cluster.agentLog('n1').length;
     const pinger = startPing(a, b);
     await cluster.haltEtcd();
     await new Promise((r) => setTimeout(r, (LEASE_TTL_SECONDS + 3) * 1000));
@@ -142,6 +148,15 @@ describe.skipIf(!isRoot || !existsSync('/usr/bin/etcd'))('tsflanneld under fault
     console.log(`[faults] etcd outage of ${LEASE_TTL_SECONDS + 3} s: ${stats.sent} pings, ${stats.lost} lost`);
     expect(stats.lost).toBe(0);
     expect(readFileSync(cluster.subnetFile('n1'), 'utf8')).toBe(subnetBefore);
-    expect(cluster.agentLog('n1')).toMatch(/etcd/i);
+    // The agent said what happened: renewals failing during the outage, then
+    // the lease back (renewed, or re-acquired as the same subnet once it had expired).
+    // (etcd keeps a lease's key across its own restart, so the key alone does
+    // not prove the agent renewed anything.)
+    const said = () => cluster.agentLog('n1').slice(logBefore);
+    const failing = said().indexOf('cannot renew subnet lease');
+    expect(failing, said().slice(-2000)).toBeGreaterThanOrEqual(0);
+    await eventually('n1 logged its lease renewed after the outage', 30_000, () =>
+      /etcd reachable again; subnet lease renewed|re-acquired the same subnet/.test(said().slice(failing)),
+    );
   });
 });

@@ -5,12 +5,12 @@
 // and agents that restart.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Cluster, type Pod } from '../../src/demo/cluster.js';
+import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
 import { isRoot } from '../helpers/netns.js';
-
-const haveEtcd = existsSync('/usr/bin/etcd');
+import { requireOrSkip } from '../helpers/require.js';
 
 function ping(fromNs: string, ip: string): boolean {
   return spawnSync('ip', ['netns', 'exec', fromNs, 'ping', '-c1', '-W3', ip]).status === 0;
@@ -30,7 +30,7 @@ async function eventually(what: string, timeoutMs: number, check: () => boolean)
   throw new Error(`not converged within ${timeoutMs} ms: ${what}`);
 }
 
-describe.skipIf(!isRoot || !haveEtcd)('a four-node tsflannel cluster', () => {
+describe.skipIf(requireOrSkip('cluster', { root: isRoot, [`etcd (${ETCD_BIN})`]: haveEtcd }))('a four-node tsflannel cluster', () => {
   const cluster = new Cluster({
     prefix: `tsfe2e${randomBytes(2).toString('hex')}`,
     nodes: [
@@ -113,10 +113,19 @@ describe.skipIf(!isRoot || !haveEtcd)('a four-node tsflannel cluster', () => {
     await cluster.stopAgent('n1');
     const p = (node: string) => cluster.pods.find((x) => x.node === node && x.name === 'p2') as Pod;
     expect(ping(p('n1').ns, p('n2').ip)).toBe(true); // routes stay while the agent is down
+    // The restarted agent must write the subnet file afresh, so its content
+    // proves what the new agent leased rather than what the old one left.
+    rmSync(cluster.subnetFile('n1'));
     await cluster.startAgent('n1');
-    await new Promise((r) => setTimeout(r, 2000));
+    await eventually('the restarted agent wrote its subnet file', 30_000, () => existsSync(cluster.subnetFile('n1')) && cluster.agentLog('n1').includes('wrote subnet file'));
     const env = readFileSync(cluster.subnetFile('n1'), 'utf8');
     expect(env).toContain(`FLANNEL_SUBNET=${subnets.get('n1')}`);
+    const acquired = cluster
+      .agentLog('n1')
+      .split('\n')
+      .filter((l) => l.includes('"acquired lease"'))
+      .map((l) => (JSON.parse(l) as { subnet?: string }).subnet);
+    expect(acquired).toEqual([subnets.get('n1')!.replace(/\.1\/24$/, '.0/24')]);
     const after = nodeState(cluster.node('n1').ns);
     expect(after.fdb).toBe(before.fdb);
     expect(ping(p('n1').ns, p('n4').ip)).toBe(true);

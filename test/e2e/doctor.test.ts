@@ -6,21 +6,23 @@
 // binary inside the node namespace, as an operator would run it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Cluster, PLUGIN_BIN } from '../../src/demo/cluster.js';
+import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
 import { isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 import type { CheckId, CheckResult, CheckStatus } from '../../src/cli/checks/types.js';
 import type { DoctorReport } from '../../src/cli/doctor.js';
 
-const haveEtcd = existsSync('/usr/bin/etcd');
+const needs = { root: isRoot, [`etcd (${ETCD_BIN})`]: haveEtcd };
 
 type Expected = Partial<Record<CheckId, CheckStatus>>;
 
-describe.skipIf(!isRoot || !haveEtcd)('tsflannel doctor on a three-node cluster', () => {
+describe.skipIf(requireOrSkip('doctor', needs))('tsflannel doctor on a three-node cluster', () => {
   // Made in beforeAll: the constructor creates a temp dir, which a filtered
   // run (no test of this block selected, so no afterAll) would leave behind.
   let cluster: Cluster;
@@ -392,7 +394,7 @@ describe.skipIf(!isRoot || !haveEtcd)('tsflannel doctor on a three-node cluster'
 // `npm run demo` is the same cluster for people: it must pass on its own,
 // tear everything down, stay up with --keep until Ctrl-C, and --cleanup
 // must remove what a killed demo left.
-describe.skipIf(!isRoot || !haveEtcd)('the demo program', () => {
+describe.skipIf(requireOrSkip('demo', needs))('the demo program', () => {
   const DEMO = fileURLToPath(new URL('../../build/demo/main.js', import.meta.url));
 
   interface DemoRun {

@@ -15,6 +15,7 @@ import { bridgeUnixToTcp } from '../../src/demo/port-bridge.js';
 import { FakeKube } from '../helpers/fake-kube.js';
 import { callPlugin } from '../helpers/plugin.js';
 import { isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 const BRIDGE = fileURLToPath(new URL('../../build/demo/port-bridge.js', import.meta.url));
@@ -29,7 +30,7 @@ async function eventually(what: string, timeoutMs: number, check: () => boolean)
   throw new Error(`not within ${timeoutMs} ms: ${what}`);
 }
 
-describe.skipIf(!isRoot)('tsflanneld in Kubernetes mode', () => {
+describe.skipIf(requireOrSkip('kube mode', { root: isRoot }))('tsflanneld in Kubernetes mode', () => {
   let topo: Topology;
   let kube: FakeKube;
   let apiBridge: Server;

@@ -38,7 +38,18 @@ export type FxName =
   | 'garbageSubnet'
   | 'badCidrSubnet'
   | 'badMtuSubnet'
-  | 'nodeNetns';
+  | 'nodeNetns'
+  /** chattr +i: unwritable even for root (a /sys attribute where the file system cannot do that) */
+  | 'immutableFile'
+  | 'immutableDir'
+  /** symlinks: to each other, to a path in a missing dir, to the FIFO, to /proc/self */
+  | 'symlinkLoop'
+  | 'danglingSymlink'
+  | 'symlinkToFifo'
+  | 'symlinkToProc'
+  /** symlinks that lead somewhere valid: the subnet file, the data dir */
+  | 'symlinkToSubnet'
+  | 'symlinkToData';
 export type Fixture = Record<FxName, string>;
 
 export interface FxRef {
@@ -58,13 +69,25 @@ export type Mutation =
   /** raw JSON text as the value of a first field "x" */
   | { kind: 'rawField'; raw: string }
   /** grow stdin to `total` bytes with a string field or trailing whitespace */
-  | { kind: 'pad'; total: number; style: 'string' | 'whitespace' };
+  | { kind: 'pad'; total: number; style: 'string' | 'whitespace' }
+  /** the store's lock path is made `entry` before the call (the runner gives the case a store of its own) */
+  | { kind: 'lockEntry'; entry: LockEntry }
+  /**
+   * Same-attachment concurrency: `adds` identical ADDs started at once, and,
+   * when `del`, a DEL of the same attachment started `delayMs` after them.
+   */
+  | { kind: 'race'; adds: number; del: boolean; delayMs: number };
+
+/** What `<dataDir>/<network>/lock` is made before a lockEntry case. */
+export type LockEntry = 'fifo' | 'directory' | 'symlinkFifo' | 'symlinkDir' | 'loop' | 'dangling' | 'immutable' | 'devNull';
 
 export interface FuzzCase {
   command: Command;
   /** the base config's cniVersion (a mutation may change it) */
   version: CniVersion;
   family: string;
+  /** the hostile-input class the case belongs to, for the reliability figures (see CLASSES) */
+  cls?: FuzzClass;
   mutation: Mutation;
   expect: Outcome;
 }
@@ -177,9 +200,32 @@ interface Gen {
   family: string;
   mutation: Mutation;
   table: Table;
+  cls?: FuzzClass;
+  /** the commands the family applies to (default all) */
+  only?: readonly Command[];
 }
 
 const fam = (family: string, table: Table) => (mutation: Mutation): Gen => ({ family, mutation, table });
+
+/**
+ * The hostile-input classes of issue 11, counted apart in the fuzz summary
+ * (the reliability figures): same-attachment races, paths from the config
+ * that are FIFOs, directories, /proc or /sys entries, symlinks or unwritable,
+ * names with `%`, and oversize string values.
+ */
+export const CLASSES = [
+  'race.sameIdAdds',
+  'race.addDel',
+  'path.fifo',
+  'path.directory',
+  'path.procSys',
+  'path.symlink',
+  'path.unwritable',
+  'name.percent',
+  'value.oversize',
+] as const;
+export type FuzzClass = (typeof CLASSES)[number];
+const inClass = (cls: FuzzClass, g: Gen, only?: readonly Command[]): Gen => ({ ...g, cls, ...(only ? { only } : {}) });
 
 /** ADD, CHECK and DEL validate the per-attachment variables; GC, STATUS and VERSION never read them. */
 const perAttachment = (o: Outcome, del: Outcome = o): Table => ({ default: OK, ADD: o, CHECK: o, DEL: del });
@@ -648,7 +694,190 @@ const families: { weight: number; arbitrary: fc.Arbitrary<Gen> }[] = [
   },
 ];
 
-const familyArb = fc.oneof(...families.map((f) => ({ weight: f.weight, arbitrary: f.arbitrary })));
+// ---------------------------------------------------------------------------
+// Hostile-input classes (issue 11). Each generator tags its cases with a
+// class so the summary can count them apart.
+
+type PathValue = { v: FxRef | string; cls: FuzzClass };
+const pv = (cls: FuzzClass, ...vs: (FxRef | string)[]): PathValue[] => vs.map((v) => ({ v, cls }));
+
+/**
+ * Paths that cannot hold a store: a FIFO, a regular file, /proc and /sys
+ * (where Node's recursive mkdir used to spin), symlinks that loop, dangle or
+ * lead to the FIFO or /proc, an immutable directory. 5 (I/O) or 7 (refused
+ * up front as configuration) from every command that opens the store;
+ * STATUS may call it "not available" (50).
+ */
+const badDataDirs: PathValue[] = [
+  ...pv('path.fifo', { $fx: 'fifo' }, { $fx: 'fifo', append: '/sub' }),
+  ...pv('path.directory', { $fx: 'regularFile' }, { $fx: 'regularFile', append: '/sub' }),
+  ...pv('path.procSys', '/proc', '/proc/self', '/proc/tsfnope/data', '/proc/self/net', '/sys', '/sys/kernel', '/sys/class/net', '/proc/version'),
+  ...pv('path.symlink', { $fx: 'symlinkLoop' }, { $fx: 'danglingSymlink' }, { $fx: 'symlinkToFifo' }, { $fx: 'symlinkToProc' }),
+  ...pv('path.unwritable', { $fx: 'immutableDir' }, { $fx: 'immutableDir', append: '/sub' }, { $fx: 'immutableFile' }),
+];
+
+/**
+ * Subnet files that are not readable env files: 7 (not a regular file, or
+ * nothing flannel wrote), 5 where the path itself fails (loop, dangling);
+ * only ADD and CHECK read it, STATUS answers 50. None may block: a FIFO or
+ * a device must be refused before it is read.
+ */
+const badSubnetFiles: PathValue[] = [
+  ...pv('path.fifo', { $fx: 'fifo' }, { $fx: 'symlinkToFifo' }),
+  ...pv('path.directory', { $fx: 'directory' }, { $fx: 'immutableDir' }),
+  ...pv('path.procSys', '/dev/zero', '/dev/full'),
+  ...pv('path.symlink', { $fx: 'symlinkLoop' }, { $fx: 'danglingSymlink' }, { $fx: 'symlinkToProc' }),
+];
+
+/**
+ * Log files that cannot be written. Logging must never change the outcome
+ * of a call (the failure is reported on stderr and the call goes on), so
+ * every command answers as without a logFile; refusing the path up front as
+ * configuration (7) is the other fitting answer. It must never block or spin.
+ */
+const badLogFiles: PathValue[] = [
+  ...pv('path.fifo', { $fx: 'fifo' }, { $fx: 'symlinkToFifo' }),
+  ...pv('path.directory', { $fx: 'directory' }, { $fx: 'regularFile', append: '/plugin.log' }),
+  ...pv('path.procSys', '/proc/version', '/proc/tsfnope/plugin.log', '/sys/kernel/uevent_seqnum', '/sys/kernel/tsfnope/plugin.log', '/dev/full', '/proc/self'),
+  ...pv('path.symlink', { $fx: 'symlinkLoop' }, { $fx: 'danglingSymlink' }, { $fx: 'symlinkToProc' }),
+  ...pv('path.unwritable', { $fx: 'immutableFile' }, { $fx: 'immutableDir', append: '/plugin.log' }),
+];
+
+/**
+ * A subnet file under /proc or /sys is no file flannel wrote: ADD and CHECK
+ * refuse it (7); the other commands may refuse it up front as configuration
+ * (7) too, as they refuse a relative path, or ignore it.
+ */
+const procSysSubnetFiles = ['/proc/self/status', '/proc/version', '/proc/self', '/sys/kernel', '/sys/kernel/uevent_seqnum'];
+
+const STORE_OPENERS = { default: err(5, 7), STATUS: err(5, 7, 50), VERSION: OK } satisfies Table;
+const SUBNET_READERS = (codes: number[]): Table => ({ default: OK, ADD: err(...codes), CHECK: err(...codes), STATUS: err(50, ...codes) });
+const LOG_TABLE: Table = { default: either(7), VERSION: OK };
+
+/** Lock entries: the kind of path, and whether a plugin may still use it (a symlink to a file, /dev/null, an immutable file). */
+const LOCK_ENTRIES: { entry: LockEntry; cls: FuzzClass; usable: boolean }[] = [
+  { entry: 'fifo', cls: 'path.fifo', usable: false },
+  { entry: 'symlinkFifo', cls: 'path.fifo', usable: false },
+  { entry: 'directory', cls: 'path.directory', usable: false },
+  { entry: 'symlinkDir', cls: 'path.directory', usable: false },
+  { entry: 'loop', cls: 'path.symlink', usable: false },
+  { entry: 'dangling', cls: 'path.symlink', usable: true },
+  { entry: 'devNull', cls: 'path.procSys', usable: true },
+  { entry: 'immutable', cls: 'path.unwritable', usable: true },
+];
+const LOCK_COMMANDS: readonly Command[] = ['ADD', 'DEL', 'GC', 'STATUS'];
+
+/** A string field of `n` characters (n from 4 KiB up to what fits in stdin with the rest of the config). */
+const oversize = (ch: string) => fc.integer({ min: 4096, max: 600_000 }).map((n) => ch.repeat(n));
+
+const hostileFamilies: { weight: number; arbitrary: fc.Arbitrary<Gen> }[] = [
+  {
+    weight: 4,
+    arbitrary: fc
+      .tuple(fc.constantFrom<string[]>(['dataDir'], ['ipam', 'dataDir']), fc.constantFrom(...badDataDirs))
+      .map(([path, { v, cls }]) => inClass(cls, fam(`path.${path.join('.')}`, STORE_OPENERS)({ kind: 'set', path, value: v }))),
+  },
+  {
+    // Leads to the real data dir: the same store, so every command works.
+    weight: 1,
+    arbitrary: fc
+      .constantFrom<string[]>(['dataDir'], ['ipam', 'dataDir'])
+      .map((path) => inClass('path.symlink', fam(`path.${path.join('.')}.valid`, { default: OK })({ kind: 'set', path, value: { $fx: 'symlinkToData' } }))),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.constantFrom(...badSubnetFiles).map(({ v, cls }) => {
+      const codes = typeof v === 'object' && (v.$fx === 'symlinkLoop' || v.$fx === 'danglingSymlink') ? [5, 7] : [7];
+      return inClass(cls, fam('path.subnetFile', SUBNET_READERS(codes))({ kind: 'set', path: ['subnetFile'], value: v }));
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc
+      .constantFrom(...procSysSubnetFiles)
+      .map((v) =>
+        inClass('path.procSys', fam('path.subnetFile', { default: either(7), ADD: err(7), CHECK: err(7), STATUS: err(7, 50), VERSION: OK })({ kind: 'set', path: ['subnetFile'], value: v })),
+      ),
+  },
+  {
+    // A symlink to the subnet file and an immutable copy of it are fine: the plugin only reads it.
+    weight: 1,
+    arbitrary: fc
+      .constantFrom<[FxName, FuzzClass]>(['symlinkToSubnet', 'path.symlink'], ['immutableFile', 'path.unwritable'])
+      .map(([name, cls]) => inClass(cls, fam('path.subnetFile.valid', { default: OK })({ kind: 'set', path: ['subnetFile'], value: { $fx: name } }))),
+  },
+  {
+    weight: 4,
+    arbitrary: fc
+      .constantFrom(...badLogFiles)
+      .map(({ v, cls }) => inClass(cls, fam('path.logFile', LOG_TABLE)({ kind: 'set', path: ['logFile'], value: v }))),
+  },
+  {
+    // ADD, DEL and GC lock the store; STATUS reads it under the lock too.
+    weight: 4,
+    arbitrary: fc.constantFrom(...LOCK_ENTRIES).map(({ entry, cls, usable }) => {
+      const o = usable ? either(5) : err(5);
+      return inClass(cls, fam('path.lock', { default: o, STATUS: usable ? either(5, 50) : err(5, 50) })({ kind: 'lockEntry', entry }), LOCK_COMMANDS);
+    }),
+  },
+  {
+    // The kernel expands %d in a link name (br%d -> br0): refused as config (7) or environment (4).
+    weight: 2,
+    arbitrary: fc
+      .constantFrom('br%d', 'cni%d', '%d', 'br%s', '%%', 'a%n', 'br%', '%')
+      .map((v) => inClass('name.percent', fam('name.percent.bridge', onConfig(err(7)))({ kind: 'set', path: ['bridge'], value: v }))),
+  },
+  {
+    weight: 2,
+    arbitrary: fc
+      .constantFrom('eth%d', '%d', 'e%s', '%%', 'eth%', '%')
+      .map((v) => inClass('name.percent', fam('name.percent.ifname', perAttachment(err(4)))({ kind: 'env', name: 'CNI_IFNAME', value: v }))),
+  },
+  {
+    // Oversize values: refused with the value's usual code, and the error
+    // echoes at most a bounded part of it (the runner checks the size).
+    weight: 4,
+    arbitrary: fc
+      .oneof(
+        ...(['bridge', 'name', 'type', 'logLevel'] as const).map((k) =>
+          oversize(k[0]!).map((value) => fam(`oversize.${k}`, onConfig(err(7)))({ kind: 'set', path: [k], value })),
+        ),
+        oversize('d').map((n) => fam('oversize.dataDir', STORE_OPENERS)({ kind: 'set', path: ['dataDir'], value: `/${n}` })),
+        oversize('s').map((n) => fam('oversize.subnetFile', SUBNET_READERS([5, 7]))({ kind: 'set', path: ['subnetFile'], value: `/${n}` })),
+        oversize('l').map((n) => fam('oversize.logFile', LOG_TABLE)({ kind: 'set', path: ['logFile'], value: `/${n}` })),
+        oversize('g').map((g) =>
+          fam('oversize.gateway', onConfig(err(7)))({ kind: 'set', path: ['ipam', 'ranges'], value: [[{ subnet: '10.244.1.0/24', gateway: g }]] }),
+        ),
+        fc
+          .integer({ min: 4096, max: 100_000 })
+          .map((n) => fam('oversize.ifname', perAttachment(err(4)))({ kind: 'env', name: 'CNI_IFNAME', value: 'e'.repeat(n) })),
+      )
+      .map((g) => inClass('value.oversize', g)),
+  },
+  {
+    // N identical ADDs of one attachment at once: one lease, one veth, N
+    // identical results (or clean 11s). Up to 5, the issue's figure: they
+    // queue on the attachment, and every one must still answer within the
+    // per-call bound while the other workers run.
+    weight: 3,
+    arbitrary: fc
+      .integer({ min: 2, max: 5 })
+      .map((adds) => inClass('race.sameIdAdds', fam('race.sameIdAdds', { default: either(11) })({ kind: 'race', adds, del: false, delayMs: 0 }), ['ADD'])),
+  },
+  {
+    // ADD racing DEL of the same attachment: it ends attached (the ADD won)
+    // or gone, never half.
+    weight: 3,
+    arbitrary: fc
+      .tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 0, max: 400 }))
+      .map(([adds, delayMs]) => inClass('race.addDel', fam('race.addDel', { default: either(11) })({ kind: 'race', adds, del: true, delayMs }), ['ADD'])),
+  },
+];
+
+/** Families whose errors echo an oversize value: the runner bounds their output. */
+export const BOUNDED_OUTPUT_BYTES = 4096;
+
+const familyArb = fc.oneof(...[...families, ...hostileFamilies].map((f) => ({ weight: f.weight, arbitrary: f.arbitrary })));
 
 /** Versions the base config may carry for a command (CHECK needs 0.4.0, GC/STATUS 1.1.0). */
 function versionsFor(command: Command): readonly CniVersion[] {
@@ -659,7 +888,8 @@ function versionsFor(command: Command): readonly CniVersion[] {
 
 export const caseArb: fc.Arbitrary<FuzzCase> = fc
   .tuple(fc.constantFrom(...COMMANDS), familyArb, fc.nat())
-  .map(([command, gen, v]) => {
+  .map(([anyCommand, gen, v]) => {
+    const command = gen.only && !gen.only.includes(anyCommand) ? gen.only[v % gen.only.length]! : anyCommand;
     const versions = versionsFor(command);
     const c: FuzzCase = {
       command,
@@ -668,6 +898,7 @@ export const caseArb: fc.Arbitrary<FuzzCase> = fc
       mutation: gen.mutation,
       expect: gen.table[command] ?? gen.table.default,
     };
+    if (gen.cls) c.cls = gen.cls;
     return Object.defineProperty(c, fc.toStringMethod, { value: () => describeCase(c), enumerable: false });
   });
 
@@ -704,6 +935,10 @@ export function describeMutation(m: Mutation): string {
       return `field x = ${short(m.raw)}`;
     case 'pad':
       return `stdin padded to ${m.total} bytes with ${m.style}`;
+    case 'lockEntry':
+      return `store lock is ${m.entry}`;
+    case 'race':
+      return `${m.adds} identical ADDs at once${m.del ? `, a DEL of the same attachment ${m.delayMs} ms later` : ''}`;
   }
 }
 

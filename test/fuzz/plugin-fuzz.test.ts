@@ -9,17 +9,18 @@
 //
 // npm test runs 1,000 cases with a fixed seed; `npm run fuzz` (scripts/fuzz.sh)
 // takes FUZZ_SEED and FUZZ_CASES for longer runs.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import fc from 'fast-check';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SUPPORTED_VERSIONS } from '../../src/cni/versions.js';
 import { addNetns, cleanupAll, ipJson, isRoot, nsPath } from '../helpers/netns.js';
-import { spawnPlugin, type SpawnResult } from '../soak/soak.js';
-import { caseArb, describeCase, materialize, type Command, type Fixture, type FuzzCase, type Target } from './gen.js';
+import { requireOrSkip } from '../helpers/require.js';
+import { expectedHostVeth, spawnPlugin, type SpawnResult } from '../soak/soak.js';
+import { BOUNDED_OUTPUT_BYTES, CLASSES, caseArb, describeCase, materialize, type Command, type Fixture, type FuzzCase, type LockEntry, type Mutation, type Target } from './gen.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 424242);
 const CASES = Number(process.env.FUZZ_CASES ?? 1000);
@@ -53,11 +54,13 @@ interface Stats {
   problems: number;
   /** cases re-run once because they exceeded the time bound */
   slowRetries: number;
+  /** per hostile-input class (gen.ts CLASSES): cases run and cases that broke an invariant */
+  byClass: Record<string, { cases: number; problems: number }>;
   ms: number[];
   seconds: number;
 }
 
-describe.skipIf(!isRoot)('tsflannel fuzz', () => {
+describe.skipIf(requireOrSkip('fuzz', { root: isRoot }))('tsflannel fuzz', () => {
   let node = '';
   let livePod = '';
   const workerPods: string[] = [];
@@ -67,9 +70,11 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
   let liveTarget: Target;
   let liveResult: Record<string, unknown> = {};
   let baseline: Snapshot;
-  const stats: Stats = { cases: 0, batches: 0, byFamily: {}, byCommand: {}, byOutcome: {}, succeededAdds: 0, problems: 0, slowRetries: 0, ms: [], seconds: 0 };
+  const stats: Stats = { cases: 0, batches: 0, byFamily: {}, byCommand: {}, byOutcome: {}, succeededAdds: 0, problems: 0, slowRetries: 0, byClass: Object.fromEntries(CLASSES.map((c) => [c, { cases: 0, problems: 0 }])), ms: [], seconds: 0 };
   const liveRanges = [{ subnet: '10.244.1.0/24', rangeStart: '10.244.1.2', rangeEnd: '10.244.1.9', gateway: '10.244.1.1' }];
   const workRanges = [{ subnet: '10.244.1.0/24', rangeStart: '10.244.1.10', rangeEnd: '10.244.1.250', gateway: '10.244.1.1' }];
+  /** Lock-path cases get a store of their own, on addresses no other case uses. */
+  const lockRanges = [{ subnet: '10.244.1.0/24', rangeStart: '10.244.1.252', rangeEnd: '10.244.1.254', gateway: '10.244.1.1' }];
 
   const conf = (network: string, ranges: object[], extra: Record<string, unknown> = {}) =>
     JSON.stringify({ cniVersion: '1.1.0', name: network, type: 'tsflannel', subnetFile: fx.subnetFile, dataDir: join(fx.tmp, 'data'), ipam: { ranges: [ranges] }, ...extra });
@@ -96,6 +101,14 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
       badCidrSubnet: join(tmp, 'badcidr.env'),
       badMtuSubnet: join(tmp, 'badmtu.env'),
       nodeNetns: nsPath(node),
+      immutableFile: join(tmp, 'immutable.env'),
+      immutableDir: join(tmp, 'immutable.d'),
+      symlinkLoop: join(tmp, 'loop-a'),
+      danglingSymlink: join(tmp, 'dangling'),
+      symlinkToFifo: join(tmp, 'to-fifo'),
+      symlinkToProc: join(tmp, 'to-proc'),
+      symlinkToSubnet: join(tmp, 'to-subnet.env'),
+      symlinkToData: join(tmp, 'to-data'),
     };
     writeFileSync(fx.subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
     writeFileSync(fx.regularFile, 'not a namespace\n');
@@ -106,6 +119,17 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
     writeFileSync(fx.garbageSubnet, '\u0000\u00ff{not: env}\n');
     writeFileSync(fx.badCidrSubnet, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/33\nFLANNEL_MTU=1450\n');
     writeFileSync(fx.badMtuSubnet, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=12\n');
+    symlinkSync(join(tmp, 'loop-b'), fx.symlinkLoop);
+    symlinkSync(fx.symlinkLoop, join(tmp, 'loop-b'));
+    symlinkSync(join(tmp, 'no-such-dir', 'target'), fx.danglingSymlink);
+    symlinkSync(fx.fifo, fx.symlinkToFifo);
+    symlinkSync('/proc/self', fx.symlinkToProc);
+    symlinkSync(fx.subnetFile, fx.symlinkToSubnet);
+    mkdirSync(join(tmp, 'data'));
+    symlinkSync(join(tmp, 'data'), fx.symlinkToData);
+    copyFileSync(fx.subnetFile, fx.immutableFile);
+    mkdirSync(fx.immutableDir);
+    makeImmutable(fx);
     liveNet = `fzlive${process.pid}`;
     workNet = `fzwork${process.pid}`;
 
@@ -130,11 +154,31 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
   }, 120_000);
 
   afterAll(async () => {
+    if (stats.cases > 0) {
+      // The reliability figures: printed (and written) whether the run passed or not.
+      console.log(`fuzz: ${JSON.stringify(summary())}`);
+      console.log(`fuzz classes (cases / with problems): ${CLASSES.map((k) => `${k} ${stats.byClass[k]!.cases}/${stats.byClass[k]!.problems}`).join(', ')}`);
+    }
     if (REPORT) writeFileSync(REPORT, JSON.stringify(summary(), null, 2));
     if (fx) await run(attach('DEL', 'fuzzlive', livePod), conf(liveNet, liveRanges)).catch(() => undefined);
     cleanupAll();
-    if (fx) rmSync(fx.tmp, { recursive: true, force: true });
+    if (fx) {
+      spawnSync('chattr', ['-i', fx.immutableFile, fx.immutableDir]);
+      rmSync(fx.tmp, { recursive: true, force: true });
+    }
   });
+
+  /**
+   * chattr +i makes a file and a directory that not even root can write. On
+   * a file system without the flag (tmpfs), read-only /sys entries stand in.
+   */
+  function makeImmutable(f: Fixture): void {
+    const r = spawnSync('chattr', ['+i', f.immutableFile, f.immutableDir], { encoding: 'utf8' });
+    if (r.status === 0) return;
+    console.warn(`fuzz: chattr +i failed (${(r.stderr ?? String(r.error)).trim()}); /sys entries stand in for unwritable paths`);
+    f.immutableFile = '/sys/kernel/uevent_seqnum';
+    f.immutableDir = '/sys/kernel';
+  }
 
   // -------------------------------------------------------------------------
   // Node state
@@ -205,7 +249,7 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
   }
 
   /** Bookkeeping files a store keeps across successful ADD/DEL pairs; everything else must be unchanged. */
-  const volatile = (rel: string) => /^\/data\/[^/]+\/(lock|last_reserved_ip\.\d+)$/.test(rel);
+  const volatile = (rel: string) => /^\/data\/[^/]+\/(lock|last_reserved_ip\.\d+|attachments(\/[0-9a-f]{32}\.lock)?)$/.test(rel);
 
   function compare(before: Snapshot, after: Snapshot): string[] {
     const problems: string[] = [];
@@ -232,10 +276,12 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
 
   let counter = 0;
   function targetFor(c: FuzzCase, worker: number): Target {
-    if (c.command === 'CHECK' || c.command === 'GC') return liveTarget;
+    const lockCase = c.mutation.kind === 'lockEntry';
+    if ((c.command === 'CHECK' || c.command === 'GC') && !lockCase) return liveTarget;
+    if (lockCase && c.command === 'GC') return { ...liveTarget, network: `fzlk${process.pid}n${++counter}`, ranges: lockRanges };
     return {
-      network: workNet,
-      ranges: workRanges,
+      network: lockCase ? `fzlk${process.pid}n${++counter}` : workNet,
+      ranges: lockCase ? lockRanges : workRanges,
       containerId: `fz${worker}n${++counter}`,
       netns: nsPath(workerPods[worker]!),
       ifname: 'eth0',
@@ -266,7 +312,7 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
     return { code: typeof e.code === 'number' ? e.code : undefined, problems };
   }
 
-  function checkSuccess(r: SpawnResult, c: FuzzCase, confVersion: string | undefined): string[] {
+  function checkSuccess(r: SpawnResult, c: FuzzCase, confVersion: string | undefined, t: Target): string[] {
     if (c.command === 'VERSION') {
       const v = JSON.parse(r.stdout) as { cniVersion?: string; supportedVersions?: string[] };
       return JSON.stringify(v.supportedVersions) === JSON.stringify(SUPPORTED_VERSIONS) && typeof v.cniVersion === 'string'
@@ -279,7 +325,9 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
     const last = Number(/^10\.244\.1\.(\d+)\/24$/.exec(ip)?.[1] ?? -1);
     const problems: string[] = [];
     if (res.cniVersion !== confVersion) problems.push(`ADD result cniVersion ${res.cniVersion}, config ${confVersion}`);
-    if (last < 10 || last > 250) problems.push(`ADD gave ${ip}, outside the work range`);
+    const lastOf = (a: string | undefined) => Number(a?.split('.')[3] ?? -1);
+    const range = t.ranges[0]!;
+    if (last < lastOf(range.rangeStart) || last > lastOf(range.rangeEnd)) problems.push(`ADD gave ${ip}, outside ${range.rangeStart}-${range.rangeEnd}`);
     return problems;
   }
 
@@ -292,10 +340,10 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
     addSucceeded: boolean;
   }
 
-  async function runOnce(c: FuzzCase, worker: number): Promise<Run> {
-    const t = targetFor(c, worker);
-    const m = materialize(c, fx, t);
-    const r = await exec(m.env, m.stdin, Math.max(CASE_MS * 4, 20_000));
+  const callMs = Math.max(CASE_MS * 4, 20_000);
+
+  /** One call's output against the case's expectation. */
+  function judge(r: SpawnResult, c: FuzzCase, confVersion: string | undefined, t: Target): { problems: string[]; outcome: string; slow: boolean } {
     const problems: string[] = [];
     let outcome = r.signal ?? 'timeout';
     let slow = false;
@@ -305,28 +353,216 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
       problems.push(`took ${Math.round(r.ms)} ms (bound ${CASE_MS} ms)`);
     }
     if (STACK.test(r.stdout)) problems.push(`stack trace on stdout: ${r.stdout.slice(0, 300)}`);
+    if (c.family.startsWith('oversize.') && Buffer.byteLength(r.stdout) > BOUNDED_OUTPUT_BYTES) {
+      problems.push(`printed ${Buffer.byteLength(r.stdout)} bytes for an oversize value (bound ${BOUNDED_OUTPUT_BYTES}): ${r.stdout.slice(0, 160)}...`);
+    }
     if (r.code === 0) {
       outcome = 'ok';
       if (!c.expect.okAllowed) problems.push(`succeeded (stdout ${JSON.stringify(r.stdout.slice(0, 160))})`);
-      else problems.push(...checkSuccess(r, c, m.confVersion));
-      if (c.command === 'ADD') {
-        // Valid after all: the runtime DELs what it added, with the same config.
-        const d = await exec({ ...m.env, CNI_COMMAND: 'DEL' }, m.stdin);
-        if (d.code !== 0) problems.push(`DEL after the successful ADD failed: ${d.stdout.slice(0, 200)}`);
-      }
+      else problems.push(...checkSuccess(r, c, confVersion, t));
     } else if (r.code !== null) {
-      const { code, problems: p } = checkErrorJson(r.stdout, c, m.confVersion);
+      const { code, problems: p } = checkErrorJson(r.stdout, c, confVersion);
       outcome = String(code);
       problems.push(...p);
       if (r.code !== 1) problems.push(`exit status ${r.code}`);
     }
-    const stderr = r.stderr.trim().split('\n').slice(-3).join(' | ').slice(0, 400);
+    return { problems, outcome, slow };
+  }
+
+  const lastLines = (stderr: string) => stderr.trim().split('\n').slice(-3).join(' | ').slice(0, 400);
+
+  async function runOnce(c: FuzzCase, worker: number): Promise<Run> {
+    const t = targetFor(c, worker);
+    const m = materialize(c, fx, t);
+    if (c.mutation.kind === 'race') return runRace(c, c.mutation, t, m.env, m.stdin, m.confVersion);
+    const store = join(fx.tmp, 'data', t.network);
+    if (c.mutation.kind === 'lockEntry') prepareLock(store, c.mutation.entry);
+    try {
+      const r = await exec(m.env, m.stdin, callMs);
+      const { problems, outcome, slow } = judge(r, c, m.confVersion, t);
+      if (r.code === 0 && c.command === 'ADD') {
+        // Valid after all: the runtime DELs what it added, with the same config.
+        const d = await exec({ ...m.env, CNI_COMMAND: 'DEL' }, m.stdin);
+        if (d.code !== 0) problems.push(`DEL after the successful ADD failed: ${d.stdout.slice(0, 200)}`);
+      }
+      if (c.mutation.kind === 'lockEntry') {
+        const left = safeList(store).filter((f) => LEASE_NAME.test(f));
+        if (left.length > 0) problems.push(`leases left in the store: ${left.join(', ')}`);
+      }
+      return {
+        problems: problems.map((p) => `${describeCase(c)}\n    -> ${p}\n    stderr: ${lastLines(r.stderr)}`),
+        onlySlow: slow && problems.length === 1,
+        outcome,
+        ms: r.ms,
+        addSucceeded: c.command === 'ADD' && r.code === 0,
+      };
+    } finally {
+      if (c.mutation.kind === 'lockEntry') {
+        spawnSync('chattr', ['-i', join(store, 'lock')]);
+        rmSync(store, { recursive: true, force: true });
+      }
+    }
+  }
+
+  function safeList(dir: string): string[] {
+    try {
+      return readdirSync(dir);
+    } catch {
+      return [];
+    }
+  }
+
+  /** Makes `<store>/lock` the hostile entry before the call. */
+  function prepareLock(store: string, entry: LockEntry): void {
+    mkdirSync(store, { recursive: true });
+    const lock = join(store, 'lock');
+    switch (entry) {
+      case 'fifo':
+        execFileSync('mkfifo', [lock]);
+        break;
+      case 'symlinkFifo':
+        execFileSync('mkfifo', [join(store, 'fifo')]);
+        symlinkSync(join(store, 'fifo'), lock);
+        break;
+      case 'directory':
+        mkdirSync(lock);
+        break;
+      case 'symlinkDir':
+        mkdirSync(join(store, 'dir'));
+        symlinkSync(join(store, 'dir'), lock);
+        break;
+      case 'loop':
+        symlinkSync(join(store, 'lock2'), lock);
+        symlinkSync(lock, join(store, 'lock2'));
+        break;
+      case 'dangling':
+        symlinkSync(join(store, 'lock-target'), lock);
+        break;
+      case 'devNull':
+        symlinkSync('/dev/null', lock);
+        break;
+      case 'immutable':
+        writeFileSync(lock, '');
+        // Where chattr cannot, a read-only /sys attribute stands in.
+        if (spawnSync('chattr', ['+i', lock]).status !== 0) {
+          rmSync(lock);
+          symlinkSync('/sys/kernel/uevent_seqnum', lock);
+        }
+        break;
+    }
+  }
+
+  interface Attachment {
+    /** leases in the store that name this container and ifname */
+    leases: string[];
+    hostVeth: boolean;
+    /** non-lo links in the pod with their IPv4 addresses */
+    podLinks: string[];
+  }
+
+  function attachmentOf(t: Target): Attachment {
+    const store = join(fx.tmp, 'data', t.network);
+    const key = `${t.containerId}\r\n${t.ifname}`;
+    const leases = safeList(store).filter((f) => {
+      if (!LEASE_NAME.test(f)) return false;
+      try {
+        return readFileSync(join(store, f), 'utf8') === key;
+      } catch {
+        return false;
+      }
+    });
+    const veth = expectedHostVeth(t.containerId, t.ifname);
+    const hostVeth = ipJson<IpLink[]>(node, ['link', 'show']).some((l) => l.ifname === veth && l.master === 'cni0');
+    const pod = t.netns.split('/').at(-1)!;
+    const podLinks = ipJson<IpLink[]>(pod, ['addr', 'show'])
+      .filter((l) => l.ifname !== 'lo')
+      .map((l) => `${l.ifname} ${(l.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`).join(',')}`);
+    return { leases, hostVeth, podLinks };
+  }
+
+  /** Where two JSON values differ, as `path: a != b`. */
+  function differences(a: unknown, b: unknown, at = ''): string[] {
+    if (typeof a === 'object' && a !== null && typeof b === 'object' && b !== null) {
+      const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+      return [...keys].flatMap((k) => differences((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${at}.${k}`));
+    }
+    return JSON.stringify(a) === JSON.stringify(b) ? [] : [`${at || '.'}: ${JSON.stringify(a)} != ${JSON.stringify(b)}`];
+  }
+
+  const isGone = (a: Attachment) => a.leases.length === 0 && !a.hostVeth && a.podLinks.length === 0;
+  /** Attached exactly as `cidr` (the ADD's result) says: one lease, the host veth, one eth0 with that address. */
+  const isAttached = (a: Attachment, cidr: string) =>
+    a.leases.length === 1 && `${a.leases[0]}/24` === cidr && a.hostVeth && a.podLinks.length === 1 && a.podLinks[0] === `eth0 ${cidr}`;
+
+  /**
+   * Same-attachment concurrency: `adds` identical ADDs at once (and a DEL of
+   * the same attachment `delayMs` later). Every call answers one result or one
+   * error JSON (11 at most) in time; all results are identical; the node ends
+   * with one lease, one host veth and one eth0 holding the result (or, when a
+   * DEL raced, either that or nothing at all), and the runtime's DEL leaves nothing.
+   */
+  async function runRace(
+    c: FuzzCase,
+    mu: Extract<Mutation, { kind: 'race' }>,
+    t: Target,
+    env: Record<string, string>,
+    stdin: Buffer,
+    confVersion: string | undefined,
+  ): Promise<Run> {
+    const problems: string[] = [];
+    let slow = false;
+    const started = performance.now();
+    const addRuns = Array.from({ length: mu.adds }, () => exec(env, stdin, callMs));
+    let delRun: Promise<SpawnResult> | undefined;
+    if (mu.del) {
+      await new Promise((r) => setTimeout(r, mu.delayMs));
+      delRun = exec({ ...env, CNI_COMMAND: 'DEL' }, stdin, callMs);
+    }
+    const adds = await Promise.all(addRuns);
+    const del = delRun ? await delRun : undefined;
+    const outcomes = new Set<string>();
+    adds.forEach((r, i) => {
+      const j = judge(r, c, confVersion, t);
+      slow ||= j.slow;
+      outcomes.add(j.outcome);
+      problems.push(...j.problems.map((p) => `ADD ${i + 1}/${mu.adds}: ${p} (stderr: ${lastLines(r.stderr)})`));
+    });
+    if (del) {
+      if (del.ms > CASE_MS) {
+        slow = true;
+        problems.push(`the racing DEL took ${Math.round(del.ms)} ms (bound ${CASE_MS} ms)`);
+      }
+      if (del.code !== 0 || del.stdout !== '') problems.push(`the racing DEL answered ${del.code}: ${del.stdout.slice(0, 200)} (stderr: ${lastLines(del.stderr)})`);
+    }
+    const oks = adds.filter((r) => r.code === 0);
+    const results = [...new Set(oks.map((r) => r.stdout.trim()))];
+    // With a DEL in between, ADD, DEL, ADD is a legal order and the two ADDs
+    // then attach twice: only ADDs that did not race a DEL must agree.
+    if (!mu.del && results.length > 1) {
+      const differ = differences(JSON.parse(results[0]!), JSON.parse(results[1]!)).slice(0, 4).join('; ');
+      problems.push(`${oks.length} successful ADDs gave ${results.length} different results (first two differ at ${differ})`);
+    }
+    if (!mu.del && oks.length === 0) problems.push('no ADD succeeded');
+    const cidrs = results.map((r) => (JSON.parse(r) as { ips?: { address: string }[] }).ips?.[0]?.address ?? '');
+    const cidr = cidrs[0] ?? '';
+    const state = attachmentOf(t);
+    // After a racing DEL: gone, or attached as one of the successful ADDs said (the last to run).
+    const fine = mu.del ? isGone(state) || cidrs.some((c) => isAttached(state, c)) : isAttached(state, cidr);
+    if (!fine) {
+      problems.push(`ended ${mu.del ? 'neither attached nor gone' : `not attached as ${cidr || 'no result'} says`}: ${JSON.stringify(state)}`);
+    }
+    // The runtime's clean-up: one DEL, after which nothing of the attachment is left.
+    const fin = await exec({ ...env, CNI_COMMAND: 'DEL' }, stdin, callMs);
+    if (fin.code !== 0) problems.push(`the final DEL failed: ${fin.stdout.slice(0, 200)}`);
+    const after = attachmentOf(t);
+    if (!isGone(after)) problems.push(`left behind after the final DEL: ${JSON.stringify(after)}`);
+    const onlySlow = slow && problems.every((p) => /took \d+ ms \(bound/.test(p));
     return {
-      problems: problems.map((p) => `${describeCase(c)}\n    -> ${p}\n    stderr: ${stderr}`),
-      onlySlow: slow && problems.length === 1,
-      outcome,
-      ms: r.ms,
-      addSucceeded: c.command === 'ADD' && r.code === 0,
+      problems: problems.map((p) => `${describeCase(c)}\n    -> ${p}`),
+      onlySlow,
+      outcome: outcomes.size === 1 ? [...outcomes][0]! : [...outcomes].sort().join('+'),
+      ms: performance.now() - started,
+      addSucceeded: oks.length > 0,
     };
   }
 
@@ -347,6 +583,10 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
     stats.byCommand[c.command] = (stats.byCommand[c.command] ?? 0) + 1;
     stats.byOutcome[run.outcome] = (stats.byOutcome[run.outcome] ?? 0) + 1;
     if (run.addSucceeded) stats.succeededAdds++;
+    if (c.cls) {
+      stats.byClass[c.cls]!.cases++;
+      if (run.problems.length > 0) stats.byClass[c.cls]!.problems++;
+    }
     return run.problems;
   }
 
@@ -388,6 +628,7 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
       succeededAdds: stats.succeededAdds,
       problems: stats.problems,
       slowRetries: stats.slowRetries,
+      byClass: stats.byClass,
       byFamily: stats.byFamily,
     };
   }
@@ -396,6 +637,9 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
 
   it(`${CASES} mutated invocations: right code, one error object, no trace, bounded time, node untouched`, async () => {
     const started = performance.now();
+    onTestFinished(() => {
+      stats.seconds = Math.round((performance.now() - started) / 1000);
+    });
     const allProblems: string[] = [];
     const runs = Math.ceil(CASES / BATCH);
     await fc.assert(
@@ -407,15 +651,17 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
       { seed: SEED, numRuns: runs, endOnFailure: !SHRINK, ...(REPLAY_PATH ? { path: REPLAY_PATH } : {}) },
     );
     stats.seconds = Math.round((performance.now() - started) / 1000);
-    console.log(`fuzz: ${JSON.stringify(summary())}`);
     if (allProblems.length > 0) throw new Error(`${allProblems.length} problem(s):\n${allProblems.join('\n')}`);
     expect(stats.cases).toBeGreaterThanOrEqual(CASES);
     // The generators reach every command and every outcome class.
     for (const cmd of ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'] as Command[]) expect(stats.byCommand[cmd] ?? 0).toBeGreaterThan(0);
     for (const code of ['ok', '1', '4', '6', '7']) expect(stats.byOutcome[code] ?? 0, `outcome ${code}`).toBeGreaterThan(0);
+    // ... and every hostile-input class of issue 11 (the rarest has about 1 case
+    // in 50, so only a run of some size must reach them all).
+    if (CASES >= 500) for (const cls of CLASSES) expect(stats.byClass[cls]!.cases, `class ${cls}`).toBeGreaterThan(0);
   }, Math.max(900_000, CASES * 600));
 
-  it('a store lock held by another process gives 11 (try again later) within lockTimeoutMs, and leaves nothing', async () => {
+  it('a store lock held by another process gives ADD, DEL and STATUS exactly 11 (try again later) once lockTimeoutMs has passed, and leaves nothing', async () => {
     const before = snapshot();
     const lock = join(fx.tmp, 'data', workNet, 'lock');
     const holder = spawn('flock', [lock, '-c', 'echo locked; sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -426,9 +672,10 @@ describe.skipIf(!isRoot)('tsflannel fuzz', () => {
         const env = command === 'STATUS' ? { CNI_COMMAND: 'STATUS' } : attach(command, 'fzlocked', workerPods[0]!);
         const r = await run(env, cfg);
         expect(r.code, `${command}: ${r.stdout}`).toBe(1);
-        // STATUS may equally call a busy store "not available" (50).
-        expect(command === 'STATUS' ? [11, 50] : [11], command).toContain((JSON.parse(r.stdout) as { code: number }).code);
-        expect(r.ms).toBeLessThan(CASE_MS);
+        expect((JSON.parse(r.stdout) as { code: number }).code, `${command}: ${r.stdout}`).toBe(11);
+        // It waited for the lock (the whole lockTimeoutMs) and then gave up, well inside the call bound.
+        expect(r.ms, command).toBeGreaterThanOrEqual(300);
+        expect(r.ms, command).toBeLessThan(CASE_MS);
       }
     } finally {
       holder.kill('SIGKILL');

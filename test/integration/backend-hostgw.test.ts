@@ -8,6 +8,7 @@ import { createBackend } from '../../src/daemon/backend/index.js';
 import { chooseExternalInterface } from '../../src/daemon/external.js';
 import type { ExternalInterface, Lease } from '../../src/daemon/types.js';
 import { addNetns, cleanupAll, inNs, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const NETWORK = '10.244.0.0/16';
 
@@ -32,7 +33,7 @@ interface Node {
   backend: HostGwBackend;
 }
 
-describe.skipIf(!isRoot)('host-gw backend on real namespaces', () => {
+describe.skipIf(requireOrSkip('host-gw backend', { root: isRoot }))('host-gw backend on real namespaces', () => {
   const nodes: Record<'a' | 'b' | 'c', Node> = {} as Record<'a' | 'b' | 'c', Node>;
 
   function makeNode(label: 'a' | 'b' | 'c', n: number, attach: (ns: string) => void): void {

@@ -9,6 +9,7 @@ import { VxlanBackend } from '../../src/daemon/backend/vxlan.js';
 import { chooseExternalInterface } from '../../src/daemon/external.js';
 import type { ExternalInterface, Lease, VxlanBackendConfig } from '../../src/daemon/types.js';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const NETWORK = '10.244.0.0/16';
 
@@ -92,7 +93,7 @@ function leasesExcept(nodes: Node[], self: Node): Lease[] {
 
 const mac = (node: Node): string => node.lease!.backendData.VtepMAC!;
 
-describe.skipIf(!isRoot)('VXLAN backend on real namespaces', () => {
+describe.skipIf(requireOrSkip('VXLAN backend', { root: isRoot }))('VXLAN backend on real namespaces', () => {
   let a: Node;
   let b: Node;
   let c: Node;

@@ -8,9 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { buildCnitool, runCnitool, type CnitoolOptions } from '../helpers/cnitool.js';
+import { CNI_REF_DIR, haveRefPlugins } from '../helpers/reference.js';
+import { requireOrSkip } from '../helpers/require.js';
 
-const REF_PLUGINS = '/usr/lib/cni';
-const haveRefPlugins = ['bridge', 'host-local', 'portmap'].every((p) => existsSync(join(REF_PLUGINS, p)));
+const REF_PLUGINS = CNI_REF_DIR;
 
 interface AddrInfo { family: string; local: string; prefixlen: number }
 interface IpAddr { ifname: string; addr_info: AddrInfo[] }
@@ -25,7 +26,7 @@ function cnitoolContainerId(absNetns: string): string {
   return `cnitool-${createHash('sha512').update(absNetns).digest('hex').slice(0, 20)}`;
 }
 
-describe.skipIf(!isRoot || !haveRefPlugins)('tsf-cnitool against the reference plugins', () => {
+describe.skipIf(requireOrSkip('tsf-cnitool', { root: isRoot, [`reference bridge, host-local and portmap in ${REF_PLUGINS}`]: haveRefPlugins('bridge', 'host-local', 'portmap') }))('tsf-cnitool against the reference plugins', () => {
   let node = '';
   let pod = '';
   let dir = '';

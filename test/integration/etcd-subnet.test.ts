@@ -7,7 +7,8 @@ import { ConfigError } from '../../src/daemon/config.js';
 import { EtcdSubnetManager, SubnetError, type EtcdSubnetManagerOptions } from '../../src/daemon/subnet/etcd.js';
 import { inRange } from '../../src/daemon/subnet/allocate.js';
 import type { Lease, LeaseAttrs } from '../../src/daemon/types.js';
-import { haveEtcd, startEtcd, startTcpProxy, type EtcdServer, type TcpProxy } from '../helpers/etcd.js';
+import { requireOrSkip } from '../helpers/require.js';
+import { ETCD_BIN, haveEtcd, startEtcd, startTcpProxy, type EtcdServer, type TcpProxy } from '../helpers/etcd.js';
 
 interface LogLine {
   level: number;
@@ -49,7 +50,7 @@ const attrsFor = (i: number, mac = `0a:00:00:00:00:${i.toString(16).padStart(2, 
 const rawValue = (ip: string, mac: string) =>
   JSON.stringify({ PublicIP: ip, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } });
 
-describe.skipIf(!haveEtcd)('etcd subnet manager (real etcd)', () => {
+describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: haveEtcd }))('etcd subnet manager (real etcd)', () => {
   let etcd: EtcdServer;
   let admin: Etcd3;
   const managers: EtcdSubnetManager[] = [];

@@ -12,10 +12,11 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import { HostLocalIpam, type Allocation, type IpamConfig } from '../../src/ipam/index.js';
 import { flock, funlock } from '../../src/netlink/index.js';
+import { refPlugin } from '../helpers/reference.js';
+import { requireOrSkip } from '../helpers/require.js';
 
-const REFERENCE = '/usr/lib/cni/host-local';
+const REFERENCE = refPlugin('host-local');
 const haveReference = existsSync(REFERENCE);
-if (!haveReference) console.log(`skipping host-local interop tests: ${REFERENCE} is missing`);
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const SHIM = path.join(REPO, 'native/build/libtsfnl.so');
@@ -105,7 +106,7 @@ try {
 }
 `;
 
-describe.skipIf(!haveReference)('host-local store interop with the reference plugin', () => {
+describe.skipIf(requireOrSkip('host-local interop', { [REFERENCE]: haveReference }))('host-local store interop with the reference plugin', () => {
   beforeAll(async () => {
     // Child processes need our module as plain JS. A bundle under build/
     // (gitignored) resolves koffi from the repository's node_modules and

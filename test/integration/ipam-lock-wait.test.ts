@@ -12,11 +12,13 @@ import path from 'node:path';
 import { HostLocalIpam } from '../../src/ipam/index.js';
 import * as nl from '../../src/netlink/index.js';
 import { isRoot } from '../helpers/netns.js';
+import { refPlugin } from '../helpers/reference.js';
+import { requireOrSkip } from '../helpers/require.js';
 
-const REFERENCE = process.env.TSF_REFERENCE_HOST_LOCAL ?? '/usr/lib/cni/host-local';
-const haveTools = existsSync(REFERENCE) && ['/usr/bin/flock', '/bin/flock'].some((p) => existsSync(p));
+const REFERENCE = refPlugin('host-local');
+const haveFlock = ['/usr/bin/flock', '/bin/flock'].some((p) => existsSync(p));
 
-describe.skipIf(!isRoot || !haveTools)('IPAM lock under contention', () => {
+describe.skipIf(requireOrSkip('IPAM lock under contention', { root: isRoot, [REFERENCE]: existsSync(REFERENCE), flock: haveFlock }))('IPAM lock under contention', () => {
   const loops: ChildProcess[] = [];
   let dir = '';
   afterEach(async () => {

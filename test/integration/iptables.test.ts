@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { IptablesManager, ruleText, type IptablesRunner } from '../../src/daemon/iptables.js';
 import { addNetns, cleanupAll, inNs, isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const NETWORK = '10.244.0.0/16';
 const OWN = '10.244.1.0/24';
@@ -36,7 +37,7 @@ function flannelLines(ns: string, table: 'nat' | 'filter'): string[] {
   return inNs(ns, 'iptables', ['-t', table, '-S']).split('\n').filter((l) => l.includes('FLANNEL') || l.includes('flanneld'));
 }
 
-describe.skipIf(!isRoot)('iptables rules in a node netns', () => {
+describe.skipIf(requireOrSkip('iptables', { root: isRoot }))('iptables rules in a node netns', () => {
   let node = '';
   let pod = '';
   let remote = '';

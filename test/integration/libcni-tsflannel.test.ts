@@ -9,11 +9,12 @@ import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { buildCnitool, runCnitool, type CnitoolOptions } from '../helpers/cnitool.js';
 import { callPlugin, PLUGIN_BIN } from '../helpers/plugin.js';
+import { CNI_REF_DIR, haveRefPlugins } from '../helpers/reference.js';
+import { requireOrSkip } from '../helpers/require.js';
 
-const REF = '/usr/lib/cni';
-const haveRef = ['portmap', 'loopback'].every((p) => existsSync(join(REF, p)));
+const REF = CNI_REF_DIR;
 
-describe.skipIf(!isRoot || !haveRef)('tsflannel through libcni, chained with portmap', () => {
+describe.skipIf(requireOrSkip('libcni chain', { root: isRoot, [`reference portmap and loopback in ${REF}`]: haveRefPlugins('portmap', 'loopback') }))('tsflannel through libcni, chained with portmap', () => {
   let node = '';
   let pod = '';
   let dir = '';

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as nl from '../../src/netlink/index.js';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 interface IpLink {
   ifname: string;
@@ -17,7 +18,7 @@ interface IpLink {
   linkinfo?: { info_kind: string; info_data?: Record<string, unknown>; info_slave_data?: Record<string, unknown> };
 }
 
-describe.skipIf(!isRoot)('netlink layer against the kernel', () => {
+describe.skipIf(requireOrSkip('netlink layer', { root: isRoot }))('netlink layer against the kernel', () => {
   let host = '';
   let pod = '';
   let H: nl.InNetns;
@@ -203,8 +204,9 @@ describe.skipIf(!isRoot)('netlink layer against the kernel', () => {
     closeSync(fd);
     expect(spawnSync('flock', ['-n', file, 'true']).status).toBe(0);
     // While flock(1) holds it, our lock gives up with EAGAIN.
-    const holder = spawn('flock', [file, 'sleep', '3']);
-    await new Promise((r) => setTimeout(r, 300));
+    const holder = spawn('flock', [file, '-c', 'echo locked; sleep 3'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // flock(1) prints only once it holds the lock.
+    await new Promise((r) => holder.stdout.once('data', r));
     const fd2 = openSync(file, 'r');
     await expect(nl.flock(fd2, 'ex', 200)).rejects.toMatchObject({ errno: 'EAGAIN' });
     closeSync(fd2);

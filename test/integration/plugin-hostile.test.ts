@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 import { expectedHostVeth, spawnPlugin, type SpawnResult } from '../soak/soak.js';
 
 /** What any call from these inputs may take at most. */
@@ -32,7 +33,7 @@ function parsed(r: SpawnResult): CniJson | undefined {
   }
 }
 
-describe.skipIf(!isRoot)('plugin against hostile input', () => {
+describe.skipIf(requireOrSkip('plugin against hostile input', { root: isRoot }))('plugin against hostile input', () => {
   let node = '';
   let dir = '';
   let subnetFile = '';

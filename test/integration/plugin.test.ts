@@ -6,11 +6,12 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 import { callPlugin, type CniCall } from '../helpers/plugin.js';
 
 interface IpLink { ifname: string; mtu: number; master?: string; linkinfo?: { info_kind: string; info_slave_data?: { hairpin?: boolean } } }
 
-describe.skipIf(!isRoot)('tsflannel plugin on a node netns', () => {
+describe.skipIf(requireOrSkip('plugin', { root: isRoot }))('tsflannel plugin on a node netns', () => {
   let node = '';
   let dir = '';
   let subnetFile = '';

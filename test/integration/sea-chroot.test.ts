@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip, skipOrFail } from '../helpers/require.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const DIST = join(REPO, 'dist');
@@ -41,7 +42,7 @@ function run(cmd: string, args: string[], input = ''): Run {
   return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 
-describe.skipIf(!isRoot)('single executables in a chroot without Node', () => {
+describe.skipIf(requireOrSkip('sea-chroot', { root: isRoot }))('single executables in a chroot without Node', () => {
   let root = '';
   let buildError = '';
   let node = '';
@@ -73,7 +74,6 @@ describe.skipIf(!isRoot)('single executables in a chroot without Node', () => {
     const build = spawnSync('bash', [join(REPO, 'scripts/package.sh')], { cwd: REPO, encoding: 'utf8', timeout: 170_000 });
     if (build.status !== 0 || !existsSync(join(DIST, 'tsflannel')) || !existsSync(join(DIST, 'tsflanneld'))) {
       buildError = `dist/ could not be built (scripts/package.sh exit ${build.status}): ${(build.stderr || String(build.error ?? '')).trim().slice(-2000)}`;
-      console.warn(`SKIPPING sea-chroot tests: ${buildError}`);
       return;
     }
     root = mkdtempSync(join(tmpdir(), 'tsf-chroot-'));
@@ -104,7 +104,7 @@ describe.skipIf(!isRoot)('single executables in a chroot without Node', () => {
   });
 
   const needsBuild = (skip: (note?: string) => void) => {
-    if (buildError) skip(buildError);
+    if (buildError) skipOrFail(skip, 'sea-chroot', buildError);
   };
 
   it('holds nothing but the two binaries, their libraries and the node state files', ({ skip }) => {

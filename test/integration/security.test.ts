@@ -9,12 +9,14 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { addNetns, cleanupAll, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 import { expectedHostVeth, spawnPlugin } from '../soak/soak.js';
 import * as nl from '../../src/netlink/index.js';
 
 const SRC = fileURLToPath(new URL('../../src', import.meta.url));
 const LEASE_NAME = /^\d+\.\d+\.\d+\.\d+$/;
 const haveStrace = ['/usr/bin/strace', '/bin/strace'].some((p) => existsSync(p));
+const needs = { root: isRoot };
 
 /** Every path under `root`, with type and mode. */
 function tree(root: string): string[] {
@@ -31,7 +33,7 @@ function tree(root: string): string[] {
   return out;
 }
 
-describe.skipIf(!isRoot)('plugin security through the binary', () => {
+describe.skipIf(requireOrSkip('plugin security', needs))('plugin security through the binary', () => {
   let node = '';
   let pod = '';
   let root = '';
@@ -145,7 +147,7 @@ describe.skipIf(!isRoot)('plugin security through the binary', () => {
     }
   });
 
-  it.skipIf(!haveStrace)('a plugin killed at any syscall on its lease file leaves no lease or a complete one, and DEL releases it', async () => {
+  it.skipIf(requireOrSkip('lease atomicity under strace', { ...needs, strace: haveStrace }))('a plugin killed at any syscall on its lease file leaves no lease or a complete one, and DEL releases it', async () => {
     // strace delivers SIGKILL on entry to the first matching syscall that
     // touches the lease's path (-P), before the kernel runs it: a crash at
     // that exact step. Every syscall a writer could use is tried in turn.

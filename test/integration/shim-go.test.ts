@@ -5,11 +5,12 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, symlinkSync, existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { requireOrSkip } from '../helpers/require.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const haveGo = spawnSync('go', ['version']).status === 0;
 
-describe.skipIf(!haveGo)('netlink shim Go tests', () => {
+describe.skipIf(requireOrSkip('netlink shim Go tests', { go: haveGo }))('netlink shim Go tests', () => {
   it('a panic in an op replies with a one-line message and keeps the Go stack in its own field', () => {
     const gopath = join(ROOT, 'native/build/gopath');
     const pkg = join(gopath, 'src/tsflannel/tsfnl');

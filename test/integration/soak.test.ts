@@ -6,10 +6,12 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, isRoot, nsPath } from '../helpers/netns.js';
+import { CNI_REF_DIR, refPlugin } from '../helpers/reference.js';
+import { requireOrSkip } from '../helpers/require.js';
 import { runSoak, spawnPlugin, type SpawnResult } from '../soak/soak.js';
 import * as nl from '../../src/netlink/index.js';
 
-const REFERENCE = '/usr/lib/cni/host-local';
+const REFERENCE = refPlugin('host-local');
 
 // scripts/soak.sh sets these for long runs.
 const SECONDS = Number(process.env.SOAK_TEST_SECONDS ?? 20);
@@ -17,7 +19,7 @@ const IN_FLIGHT = Number(process.env.SOAK_IN_FLIGHT ?? 20);
 const KILL_SHARE = Number(process.env.SOAK_KILL_SHARE ?? 0.1);
 const REPORT = process.env.SOAK_REPORT;
 
-describe.skipIf(!isRoot)('soak', () => {
+describe.skipIf(requireOrSkip('soak', { root: isRoot }))('soak', () => {
   it(`${SECONDS} s of ADD/CHECK/DEL with ${IN_FLIGHT} in flight and ${KILL_SHARE * 100}% of plugins SIGKILLed: no duplicate IP, no leak`, async () => {
     const seconds = SECONDS;
     const report = await runSoak({ seconds, inFlight: IN_FLIGHT, killShare: KILL_SHARE, keep: 3 });
@@ -27,9 +29,14 @@ describe.skipIf(!isRoot)('soak', () => {
         `${report.killed} killed, ${report.samples} samples, max live ${report.maxLive}, duplicates ${report.duplicates}, ` +
         `op ms p50 ${report.opMs.p50} p95 ${report.opMs.p95} max ${report.opMs.max}`,
     );
+    const hostile = Object.entries(report.hostile).map(([cls, h]) => `${cls} ${h.calls}/${h.wrong}`).join(', ');
+    console.log(
+      `soak classes: races sameIdAdds ${report.races.sameIdAdds}, addDel ${report.races.addDel}; ` +
+        `hostile (calls / answered wrong) ${hostile || 'none'}; slowest hostile ${report.hostileMaxMs} ms`,
+    );
     expect(report.problems).toEqual([]);
     expect(report.duplicates).toBe(0);
-    expect(report.leaks).toEqual({ leasesAfterDel: [], vethsAfterDel: [], leases: [], veths: [], podInterfaces: [], files: [] });
+    expect(report.leaks).toEqual({ leasesAfterDel: [], vethsAfterDel: [], leases: [], veths: [], podInterfaces: [], files: [], nodeLinks: [] });
     expect(report.gatewayOk).toBe(true);
     expect(report.kept).toHaveLength(3);
     // The run must really have been a soak: enough work, and kills that landed.
@@ -37,13 +44,17 @@ describe.skipIf(!isRoot)('soak', () => {
     // slot of the in-flight window did several operations.)
     expect(report.operations.total).toBeGreaterThanOrEqual(60);
     expect(report.killed).toBeGreaterThan(0);
+    // ... and it raced same-attachment calls and mixed in hostile invocations.
+    expect(report.races.sameIdAdds).toBeGreaterThan(0);
+    expect(report.races.addDel).toBeGreaterThan(0);
+    expect(Object.values(report.hostile).reduce((n, h) => n + h.calls, 0)).toBeGreaterThan(0);
     expect(report.minMutatingInFlight).toBe(IN_FLIGHT);
     // One sample a second, give or take timer drift on a loaded machine.
     expect(report.samples).toBeGreaterThanOrEqual(Math.floor(seconds * 0.9) - 1);
   }, (SECONDS + 240) * 1000);
 });
 
-describe.skipIf(!isRoot || !existsSync(REFERENCE))('tsflannel binary and reference host-local on one store', () => {
+describe.skipIf(requireOrSkip('host-local race', { root: isRoot, [REFERENCE]: existsSync(REFERENCE) }))('tsflannel binary and reference host-local on one store', () => {
   const dirs: string[] = [];
   afterAll(() => {
     cleanupAll();
@@ -73,7 +84,7 @@ describe.skipIf(!isRoot || !existsSync(REFERENCE))('tsflannel binary and referen
       CNI_CONTAINERID: id,
       CNI_NETNS: netns,
       CNI_IFNAME: 'eth0',
-      CNI_PATH: '/usr/lib/cni',
+      CNI_PATH: CNI_REF_DIR,
     });
     const tsf = (command: string, i: number) =>
       spawnPlugin({ nodeNs: node, env: env(command, `tsf-${i}`, nsPath(pods[i]!)), stdin: ours, timeoutMs: 60_000 });

@@ -9,9 +9,9 @@
 // Also home of spawnPlugin, the process runner the fuzz and security suites
 // share: full control over the environment (a variable can be absent),
 // bytes on stdin, a deadline and a SIGKILL at a chosen moment.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -136,6 +136,14 @@ export interface SoakOptions {
   checkShare?: number;
   /** sampling period (default 1000 ms) */
   sampleMs?: number;
+  /**
+   * share of ADDs run as a same-attachment race (default 0.1): half of them
+   * 2-5 identical ADDs at once, half an ADD with a DEL of the same
+   * attachment started a random moment later
+   */
+  raceShare?: number;
+  /** share of ADDs preceded by one hostile invocation that must fail cleanly (default 0.1) */
+  hostileShare?: number;
   /** node subnet: the gateway with its prefix (default 10.244.9.1/24) */
   subnet?: string;
   log?: (msg: string) => void;
@@ -155,6 +163,12 @@ export interface SoakReport {
   minMutatingInFlight?: number;
   /** sampling points at which two live containers shared an IP (store, results or eth0) */
   duplicates: number;
+  /** same-attachment races run: N identical ADDs at once, and an ADD racing a DEL */
+  races: { sameIdAdds: number; addDel: number };
+  /** hostile invocations mixed in (issue 11's classes), per class: calls, and calls answered wrongly */
+  hostile: Record<string, { calls: number; wrong: number }>;
+  /** slowest hostile invocation (they fail before any lock, so they stay fast under load) */
+  hostileMaxMs: number;
   /** what the final clean-up left that it should not have */
   leaks: {
     /** leases and veths beyond the kept ones once every DEL is done, before GC (containerd never sends GC) */
@@ -165,6 +179,8 @@ export interface SoakReport {
     veths: string[];
     podInterfaces: string[];
     files: string[];
+    /** node links other than lo, cni0 and the kept veths (a bridge named by a `%` pattern, say) */
+    nodeLinks: string[];
   };
   kept: { id: string; ip: string }[];
   /** DEL and GC of the final clean-up that failed */
@@ -225,6 +241,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   const keep = opts.keep ?? 3;
   const checkShare = opts.checkShare ?? 0.2;
   const sampleMs = opts.sampleMs ?? 1000;
+  const raceShare = opts.raceShare ?? 0.1;
+  const hostileShare = opts.hostileShare ?? 0.1;
   const gatewayCidr = opts.subnet ?? '10.244.9.1/24';
   const log = opts.log ?? (() => undefined);
 
@@ -235,6 +253,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   const dataDir = join(dir, 'data');
   const storeDir = join(dataDir, network);
   writeFileSync(subnetFile, `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=${gatewayCidr}\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n`);
+  const hostileCases = makeHostileCases(dir);
   const conf = (extra: Record<string, unknown> = {}) =>
     JSON.stringify({ cniVersion: '1.1.0', name: network, type: 'tsflannel', subnetFile, dataDir, ...extra });
 
@@ -247,7 +266,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     samples: 0,
     maxLive: 0,
     duplicates: 0,
-    leaks: { leasesAfterDel: [], vethsAfterDel: [], leases: [], veths: [], podInterfaces: [], files: [] },
+    races: { sameIdAdds: 0, addDel: 0 },
+    hostile: {},
+    hostileMaxMs: 0,
+    leaks: { leasesAfterDel: [], vethsAfterDel: [], leases: [], veths: [], podInterfaces: [], files: [], nodeLinks: [] },
     kept: [],
     cleanupFailures: [],
     gatewayOk: false,
@@ -290,11 +312,105 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     const nextOp = (slot: Slot): Op =>
       slot.state === 'free' ? 'ADD' : slot.state === 'live' && Math.random() < checkShare ? 'CHECK' : 'DEL';
 
+    const raceEvery = raceShare > 0 ? Math.max(1, Math.round(1 / raceShare)) : 0;
+    const hostileEvery = hostileShare > 0 ? Math.max(1, Math.round(1 / hostileShare)) : 0;
+    let addsStarted = 0;
+    let racesRun = 0;
+    let hostileRun = 0;
+
+    /** One hostile invocation on a free slot's netns: one error JSON with a fitting code, and nothing created. */
+    const runHostile = async (slot: Slot): Promise<void> => {
+      // In turn, so even a short run reaches several classes.
+      const h = hostileCases[hostileRun++ % hostileCases.length]!;
+      const tally = (report.hostile[h.cls] ??= { calls: 0, wrong: 0 });
+      tally.calls++;
+      const id = `soak-h-${randomBytes(6).toString('hex')}`;
+      const r = await spawnPlugin({
+        nodeNs: node,
+        env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: id, CNI_NETNS: nsPath(slot.ns), CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin', ...h.env },
+        stdin: conf(h.conf),
+        cwd: dir,
+        timeoutMs: 120_000,
+      });
+      report.hostileMaxMs = Math.max(report.hostileMaxMs, Math.round(r.ms));
+      const e = errorOf(r.stdout);
+      const wrong: string[] = [];
+      if (r.code !== 1 || e.code === null || !h.codes.includes(e.code)) wrong.push(`answered exit ${r.code} ${r.stdout.slice(0, 200)}`);
+      if (Buffer.byteLength(r.stdout) > 4096) wrong.push(`printed ${Buffer.byteLength(r.stdout)} bytes`);
+      if (r.timedOut) wrong.push('did not finish within 120 s');
+      if (podAddresses(slot.ns).length > 0 || nl.linkByName('eth0', { netns: nsPath(slot.ns) })) wrong.push('left an eth0 in the pod');
+      if (wrong.length > 0) {
+        tally.wrong++;
+        report.problems.push(`hostile ADD (${h.what}, want code ${h.codes.join('/')}): ${wrong.join('; ')}`);
+      }
+    };
+
+    /**
+     * A same-attachment race in place of one ADD. Identical ADDs must give
+     * identical results (or 11); after an ADD racing a DEL the container holds
+     * at most the one lease its ADD reported, and the slot goes to DEL next.
+     */
+    const runRace = async (slot: Slot, c: Container): Promise<void> => {
+      const withDel = racesRun++ % 2 === 1;
+      const n = withDel ? 1 : 2 + Math.floor(Math.random() * 4);
+      if (withDel) report.races.addDel++;
+      else report.races.sameIdAdds++;
+      const adds = Array.from({ length: n }, () => call('ADD', c));
+      let del: Promise<SpawnResult> | undefined;
+      if (withDel) {
+        await new Promise((r) => setTimeout(r, Math.random() * typicalMs));
+        del = call('DEL', c);
+      }
+      const rs = await Promise.all(adds);
+      const d = del ? await del : undefined;
+      report.operations.add += n;
+      report.operations.total += n + (d ? 1 : 0);
+      if (d) report.operations.del++;
+      for (const r of [...rs, ...(d ? [d] : [])]) durations.push(r.ms);
+      const oks = rs.filter((r) => r.code === 0);
+      report.succeeded += oks.length + (d?.code === 0 ? 1 : 0);
+      for (const r of rs) {
+        if (r.code === 0) continue;
+        const e = errorOf(r.stdout);
+        if (e.code !== 11) {
+          report.failures.push({ op: 'ADD (race)', id: c.id, ...e });
+          report.problems.push(`racing ADD ${c.id} failed: ${e.code} ${e.msg}`);
+        }
+      }
+      if (d && d.code !== 0) report.problems.push(`DEL racing an ADD of ${c.id} failed: ${d.stdout.slice(0, 300)}`);
+      const results = new Set(oks.map((r) => r.stdout.trim()));
+      if (results.size > 1) report.problems.push(`${oks.length} identical ADDs of ${c.id} gave ${results.size} different results`);
+      const first = oks[0] ? (JSON.parse(oks[0].stdout) as { ips?: { address: string }[] }) : undefined;
+      if (!withDel && first) {
+        c.result = first as Record<string, unknown>;
+        c.cidr = first.ips?.[0]?.address;
+        c.ip = c.cidr?.split('/')[0];
+        c.liveSince = performance.now();
+        c.liveUntil = undefined;
+        live.set(c.id, c);
+        slot.state = 'live';
+        report.maxLive = Math.max(report.maxLive, live.size);
+        return;
+      }
+      if (withDel) {
+        const held = safeReaddir(storeDir).filter((f) => LEASE_NAME.test(f) && readLease(join(storeDir, f)) === `${c.id}\r\neth0`);
+        const ip = first?.ips?.[0]?.address.split('/')[0];
+        if (held.length > 1 || (held.length === 1 && held[0] !== ip)) {
+          report.problems.push(`after an ADD racing a DEL, ${c.id} holds leases [${held.join(', ')}] (its ADD reported ${ip ?? 'nothing'})`);
+        }
+      }
+      slot.state = 'dirty';
+    };
+
     const runOp = async (slot: Slot, op: Op): Promise<void> => {
       if (op === 'ADD') {
+        addsStarted++;
+        // Every k-th ADD, like the kills, so the shares are exact.
+        if (hostileEvery > 0 && addsStarted % hostileEvery === 0) await runHostile(slot);
         const fresh: Container = { id: `soak-${randomBytes(6).toString('hex')}`, ns: slot.ns };
         slot.container = fresh;
         started.set(fresh.id, fresh);
+        if (raceEvery > 0 && addsStarted % raceEvery === Math.floor(raceEvery / 2)) return runRace(slot, fresh);
       }
       const c = slot.container!;
       if (op === 'DEL' && live.has(c.id)) {
@@ -477,6 +593,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     report.leaks.files.push(...safeReaddir(join(storeDir, 'attachments')).filter((f) => !keptLocks.has(f)).map((f) => `attachments/${f}`));
     const veths = hostVeths();
     report.leaks.veths = veths.filter((v) => !wantVeths.has(v));
+    report.leaks.nodeLinks = nl
+      .linkList({ netns: nsPath(node) })
+      .filter((l) => l.type !== 'veth' && l.name !== 'lo' && l.name !== 'cni0')
+      .map((l) => `${l.name} (${l.type})`);
     for (const v of wantVeths) if (!veths.includes(v)) report.problems.push(`kept veth ${v} is gone`);
     for (const s of slots) {
       const kept = keptList.find((c) => c.ns === s.ns);
@@ -494,6 +614,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     report.problems.push(...report.cleanupFailures.map((f) => `clean-up: ${f}`));
   } finally {
     for (const ns of made.reverse()) delNetns(ns);
+    spawnSync('chattr', ['-i', join(dir, 'immutable.d')]);
     rmSync(dir, { recursive: true, force: true });
   }
   const sorted = [...durations].sort((a, b) => a - b);
@@ -519,4 +640,53 @@ function podAddresses(ns: string): string[] {
     if (nl.isNotFound(err)) return [];
     throw err;
   }
+}
+
+function readLease(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+interface HostileCase {
+  cls: string;
+  what: string;
+  env?: Record<string, string>;
+  conf?: Record<string, unknown>;
+  /** the fitting CNI codes */
+  codes: number[];
+}
+
+/**
+ * Invocations of issue 11's classes that must fail at once, before the
+ * store's lock, whatever else is in flight: `%` in names, config paths that
+ * are a FIFO, a file, /proc, a symlink loop or immutable, an oversize value.
+ * The fixtures live in the soak's temp dir.
+ */
+function makeHostileCases(dir: string): HostileCase[] {
+  const fifo = join(dir, 'fifo');
+  spawnSync('mkfifo', [fifo]);
+  const file = join(dir, 'regular');
+  writeFileSync(file, 'x\n');
+  const loop = join(dir, 'loop-a');
+  symlinkSync(join(dir, 'loop-b'), loop);
+  symlinkSync(loop, join(dir, 'loop-b'));
+  let immutable = join(dir, 'immutable.d');
+  mkdirSync(immutable);
+  if (spawnSync('chattr', ['+i', immutable]).status !== 0) immutable = '/sys/kernel';
+  // Ordered so that the first calls of a short run reach different classes.
+  return [
+    { cls: 'name.percent', what: 'bridge br%d', conf: { bridge: 'br%d' }, codes: [7] },
+    { cls: 'path.fifo', what: 'subnetFile a FIFO', conf: { subnetFile: fifo }, codes: [7] },
+    { cls: 'path.procSys', what: 'dataDir /proc', conf: { dataDir: '/proc' }, codes: [5, 7] },
+    { cls: 'value.oversize', what: 'bridge of 300,000 characters', conf: { bridge: 'b'.repeat(300_000) }, codes: [7] },
+    { cls: 'path.symlink', what: 'subnetFile a symlink loop', conf: { subnetFile: loop }, codes: [5, 7] },
+    { cls: 'path.unwritable', what: 'dataDir immutable', conf: { dataDir: immutable }, codes: [5, 7] },
+    { cls: 'path.directory', what: 'dataDir a regular file', conf: { dataDir: file }, codes: [5, 7] },
+    { cls: 'name.percent', what: 'CNI_IFNAME eth%d', env: { CNI_IFNAME: 'eth%d' }, codes: [4] },
+    { cls: 'path.fifo', what: 'dataDir a FIFO', conf: { dataDir: fifo }, codes: [5, 7] },
+    { cls: 'path.procSys', what: 'dataDir /sys/kernel', conf: { dataDir: '/sys/kernel' }, codes: [5, 7] },
+  ];
 }

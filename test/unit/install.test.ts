@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { BINARY_NAME, CONFLIST_NAME, InstallError, defaultConflist, install, installIfMissing } from '../../src/cli/install.js';
 import { main as cliMain } from '../../src/cli/main.js';
 import { SUPPORTED_VERSIONS } from '../../src/cni/versions.js';
+import { refPlugin } from '../helpers/reference.js';
+import { skipOrFail } from '../helpers/require.js';
 
 const canonical = readFileSync(new URL('../../conf/10-tsflannel.conflist', import.meta.url));
 const roots: string[] = [];
@@ -151,13 +153,10 @@ describe('the built-in conflist', () => {
     expect(conf.plugins[1]!.capabilities).toEqual({ portMappings: true });
   });
 
-  it('uses a cniVersion both tsflannel and the installed portmap support', () => {
+  it('uses a cniVersion both tsflannel and the installed portmap support', ({ skip }) => {
     expect(SUPPORTED_VERSIONS).toContain(conf.cniVersion);
-    const portmap = ['/opt/cni/bin/portmap', '/usr/lib/cni/portmap'].find((p) => existsSync(p));
-    if (!portmap) {
-      console.warn('no portmap binary here; checked tsflannel\'s side only');
-      return;
-    }
+    const portmap = ['/opt/cni/bin/portmap', refPlugin('portmap')].find((p) => existsSync(p));
+    if (!portmap) return skipOrFail(skip, 'portmap version check', `no portmap in /opt/cni/bin or ${refPlugin('portmap')}`);
     const out = execFileSync(portmap, [], { input: '{"cniVersion":"1.0.0"}', env: { CNI_COMMAND: 'VERSION' }, encoding: 'utf8' });
     expect((JSON.parse(out) as { supportedVersions: string[] }).supportedVersions).toContain(conf.cniVersion);
   });

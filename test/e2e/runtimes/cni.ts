@@ -6,9 +6,10 @@
 import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CNI_REF_DIR } from '../../helpers/reference.js';
 
 export const PLUGIN_BIN = fileURLToPath(new URL('../../../bin/tsflannel', import.meta.url));
-export const REFERENCE_DIR = '/usr/lib/cni';
+export const REFERENCE_DIR = CNI_REF_DIR;
 const REFERENCE_PLUGINS = ['portmap', 'loopback', 'bridge', 'host-local'];
 
 /** Creates `dir` with the plugins a runtime needs; returns it. */

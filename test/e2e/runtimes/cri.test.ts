@@ -11,11 +11,11 @@ import type { Cluster } from '../../../src/demo/cluster.js';
 import { makeBinDir } from './cni.js';
 import { Containerd } from './containerd.js';
 import type { CriClient, PodSandboxConfig } from './cri-client.js';
-import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, skipReason, vethsIn } from './host.js';
+import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, mustSkip, vethsIn } from './host.js';
 import { buildImages, PAUSE_IMAGE, SHELL_IMAGE } from './images.js';
 import { both, Cleanup, httpGetFrom, inSubnet, newCluster, nodeNet, suiteDir, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
 
-const reason = skipReason('cri', ['containerd', 'ctr', 'runc', 'buildah', 'busybox', 'nsenter', 'iptables-save']);
+const skip = mustSkip('cri', ['containerd', 'ctr', 'runc', 'buildah', 'busybox', 'nsenter', 'iptables-save']);
 const HOST_PORT = 18080;
 const PARALLEL_PODS = 20;
 
@@ -32,7 +32,7 @@ interface Pod {
   netns: string;
 }
 
-describe.skipIf(reason !== '')('tsflannel under containerd CRI (the kubelet path), two nodes', () => {
+describe.skipIf(skip)('tsflannel under containerd CRI (the kubelet path), two nodes', () => {
   const prefix = suitePrefix('cri');
   const cgroupParent = `/${prefix}`;
   const cleanup = new Cleanup();

@@ -8,16 +8,17 @@ import { join } from 'node:path';
 import type { Cluster, Pod } from '../../../src/demo/cluster.js';
 import { makeBinDir } from './cni.js';
 import { Containerd } from './containerd.js';
-import { eventually, leaseFiles, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, skipReason, vethsIn, type RunResult } from './host.js';
+import { eventually, leaseFiles, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, mustSkip, vethsIn, type RunResult } from './host.js';
 import { buildImages, PAUSE_IMAGE, SHELL_IMAGE } from './images.js';
 import { both, Cleanup, inSubnet, newCluster, nodeNet, suiteDir, suitePrefix, type NodeNet } from './suite.js';
 
 // ctr's CNI dirs are fixed paths; the test shadows them, so they must exist to be mount points.
 const fixedDirs = ['/etc/cni/net.d', '/usr/lib/cni'].filter((d) => !existsSync(d));
-const reason = skipReason('ctr', ['containerd', 'ctr', 'runc', 'buildah', 'busybox', 'nsenter', 'unshare'])
-  || (fixedDirs.length ? `missing ${fixedDirs.join(', ')} (ctr's fixed CNI dirs, shadowed by the test)` : '');
+const skip = mustSkip('ctr', ['containerd', 'ctr', 'runc', 'buildah', 'busybox', 'nsenter', 'unshare'], {
+  "ctr's fixed CNI dirs /etc/cni/net.d and /usr/lib/cni (shadowed by the test)": fixedDirs.length === 0,
+});
 
-describe.skipIf(reason !== '')('tsflannel under ctr run --cni', () => {
+describe.skipIf(skip)('tsflannel under ctr run --cni', () => {
   const prefix = suitePrefix('ctr');
   const cgroupParent = `/${prefix}`;
   const cleanup = new Cleanup();

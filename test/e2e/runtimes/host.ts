@@ -7,6 +7,8 @@ import { execFileSync, spawn, spawnSync, type SpawnOptions } from 'node:child_pr
 import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ETCD_BIN, haveEtcd } from '../../helpers/etcd.js';
+import { requireOrSkip, type Needs } from '../../helpers/require.js';
 
 export interface RunResult {
   code: number;
@@ -61,16 +63,16 @@ export function missingTools(names: string[]): string[] {
   return names.filter((n) => which(n) === undefined);
 }
 
-/** The skip reason for a runtime suite, printed so a skipped run says why; '' when it can run. */
-export function skipReason(suite: string, tools: string[]): string {
-  const reasons: string[] = [];
-  if (process.getuid?.() !== 0) reasons.push('needs root');
-  const missing = missingTools(tools);
-  if (missing.length) reasons.push(`missing ${missing.join(', ')} (scripts/setup.sh installs them)`);
-  if (!existsSync('/usr/bin/etcd')) reasons.push('missing etcd');
-  const reason = reasons.join('; ');
-  if (reason) process.stderr.write(`[${suite}] skipped: ${reason}\n`);
-  return reason;
+/**
+ * Whether a runtime suite must skip (requireOrSkip: it says why, and under
+ * CI a missing requirement fails the file instead): root, the tools, etcd
+ * for the cluster, and `extra` needs of the suite.
+ */
+export function mustSkip(suite: string, tools: string[], extra: Needs = {}): boolean {
+  const needs: Needs = { root: process.getuid?.() === 0 };
+  for (const t of tools) needs[t] = which(t) !== undefined;
+  needs[`etcd (${ETCD_BIN})`] = haveEtcd;
+  return requireOrSkip(suite, { ...needs, ...extra });
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -7,12 +7,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Cluster, Pod } from '../../../src/demo/cluster.js';
 import { makeBinDir } from './cni.js';
-import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCniCache, removeNetnsFile, skipReason, vethsIn } from './host.js';
+import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCniCache, removeNetnsFile, mustSkip, vethsIn } from './host.js';
 import { buildRootfs } from './images.js';
 import { Podman } from './podman.js';
 import { Cleanup, httpGetFrom, inSubnet, NETWORK, newCluster, nodeNet, suiteDir, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
 
-const reason = skipReason('podman', ['podman', 'runc', 'conmon', 'busybox', 'nsenter', 'iptables-save']);
+const skip = mustSkip('podman', ['podman', 'runc', 'conmon', 'busybox', 'nsenter', 'iptables-save']);
 const HOST_PORT = 18081;
 
 interface NetworkSettings {
@@ -20,7 +20,7 @@ interface NetworkSettings {
   Networks: Record<string, { IPAddress: string; Gateway: string; IPPrefixLen: number }>;
 }
 
-describe.skipIf(reason !== '')('tsflannel as a podman network (CNI backend)', () => {
+describe.skipIf(skip)('tsflannel as a podman network (CNI backend)', () => {
   const prefix = suitePrefix('pod');
   const cleanup = new Cleanup();
   const netnsFiles: string[] = [];
