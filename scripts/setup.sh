@@ -17,6 +17,7 @@ DEB_PACKAGES=(
   containernetworking-plugins
   binutils
   containerd runc podman buildah conmon busybox-static
+  wireguard-tools wireguard-go iperf3 tcpdump
 )
 
 missing_packages() {

@@ -6,14 +6,14 @@ import { snapshot, type NodeSnapshot } from './checks/index.js';
 import { nodeToolArgsOrUsage, nodeToolOptions, type NodeToolOptions } from './checks/options.js';
 import { paintFor, table, type Paint } from './checks/format.js';
 import type { EntryStatus, PeerRow } from './checks/peers.js';
-import type { Lease } from '../daemon/types.js';
+import type { BackendConfig, Lease } from '../daemon/types.js';
 import type { NodeState, PodAttachment } from '../node/state.js';
 import type { ClusterView } from './checks/source.js';
 
 export interface StatusReport {
   netns: string | null;
   /** the backend from the network config, else vxlan */
-  backend: 'vxlan' | 'host-gw';
+  backend: BackendConfig['type'];
   source: { kind: ClusterView['source']; origin: string; error?: string; configError?: string };
   lease: (Lease & { ttlSeconds?: number }) | null;
   subnetFile: NodeState['subnetFile'];

@@ -2,7 +2,7 @@
 // real etcd, one tsflanneld per node and pods added through the real
 // tsflannel binary exactly as a runtime calls it. Shared by `npm run demo`
 // and the end-to-end tests.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { get } from 'node:http';
@@ -91,6 +91,8 @@ export class Cluster {
   private etcdArgs: string[] = [];
   private etcdBridge?: Server;
   private readonly bridges: ChildProcess[] = [];
+  /** per node: a process holding the node's own mount namespace (its own /run/wireguard) */
+  private readonly mountHolders = new Map<string, ChildProcess>();
   private readonly log: (line: string) => void;
 
   constructor(private readonly opts: ClusterOptions) {
@@ -187,7 +189,7 @@ export class Cluster {
     }
     const logFile = join(this.nodeDir(name), 'tsflanneld.log');
     const args = [
-      'netns', 'exec', node.ns, AGENT_BIN,
+      `--mount=${await this.mountNs(name)}`, 'ip', 'netns', 'exec', node.ns, AGENT_BIN,
       '--etcd-endpoints', 'http://127.0.0.1:2379',
       '--iface', node.iface,
       '--subnet-file', this.subnetFile(name),
@@ -197,7 +199,9 @@ export class Cluster {
       ...(this.opts.extraAgentArgs ?? []),
       ...extraArgs,
     ];
-    const child = spawn('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // flannel's default key path would be one file for every simulated node.
+    const env = { ...process.env, WIREGUARD_KEY_FILE: this.wireguardKeyFile(name) };
+    const child = spawn('nsenter', args, { stdio: ['ignore', 'ignore', 'pipe'], env });
     const chunks: string[] = [];
     child.stderr?.on('data', (d: Buffer) => {
       chunks.push(d.toString());
@@ -218,6 +222,39 @@ export class Cluster {
       child.stdout?.once('data', () => resolve());
       child.once('exit', (code) => reject(new Error(`etcd bridge in ${node.ns} exited ${code}`)));
     });
+  }
+
+  /** The node's WireGuard private key file (WIREGUARD_KEY_FILE). */
+  wireguardKeyFile(name: string): string {
+    return join(this.nodeDir(name), 'wgkey');
+  }
+
+  /**
+   * The node's mount namespace: a copy of ours with a private tmpfs on
+   * /run/wireguard, where wg and wireguard-go keep one UAPI socket per
+   * device name. A real node has its own /run; without this every simulated
+   * node's flannel-wg would share one socket path. It lives as long as the
+   * cluster, so a wireguard-go daemon outlives agent restarts as on a node.
+   */
+  private async mountNs(name: string): Promise<string> {
+    let holder = this.mountHolders.get(name);
+    if (!holder) {
+      const script = 'mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tsflannel-wg /run/wireguard && echo ready && exec sleep infinity';
+      holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      this.mountHolders.set(name, holder);
+      const h = holder;
+      await new Promise<void>((resolve, reject) => {
+        h.stdout?.once('data', () => resolve());
+        h.once('exit', (code) => reject(new Error(`mount namespace holder for ${name} exited ${code}`)));
+      });
+    }
+    return `/proc/${holder.pid}/ns/mnt`;
+  }
+
+  /** Runs a command inside a node, in its network and mount namespaces (e.g. `wg show`). */
+  async nodeExec(name: string, cmd: string, args: string[]): Promise<string> {
+    const mnt = await this.mountNs(name);
+    return execFileSync('nsenter', [`--mount=${mnt}`, `--net=${this.node(name).nsPath}`, cmd, ...args], { encoding: 'utf8' });
   }
 
   /** Stops a node's agent with a signal and waits for it to exit. */
@@ -285,6 +322,19 @@ export class Cluster {
   async stop(): Promise<void> {
     for (const name of [...this.agents.keys()]) await this.stopAgent(name).catch(() => undefined);
     for (const b of this.bridges) b.kill('SIGKILL');
+    // Daemons the agents left behind on purpose (wireguard-go outlives its
+    // agent, as on a node) keep a namespace alive: end what runs in ours.
+    for (const node of this.topo?.nodes ?? []) {
+      const pids = spawnSync('ip', ['netns', 'pids', node.ns], { encoding: 'utf8' }).stdout ?? '';
+      for (const pid of pids.split(/\s+/).filter(Boolean)) {
+        try {
+          process.kill(Number(pid), 'SIGTERM');
+        } catch {
+          // already gone
+        }
+      }
+    }
+    for (const h of this.mountHolders.values()) h.kill('SIGKILL');
     this.etcdBridge?.close();
     if (this.etcd) {
       this.etcd.kill('SIGTERM');

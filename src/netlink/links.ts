@@ -1,5 +1,5 @@
 import { call } from './ffi.js';
-import { applied, isExists, isNotFound, NetlinkError } from './errors.js';
+import { applied, isErrno, isExists, isNotFound, NetlinkError } from './errors.js';
 import type { InNetns, Link, VxlanInfo } from './types.js';
 
 /** The link with this name, or null when there is none. */
@@ -115,6 +115,24 @@ export interface VxlanSpec extends InNetns {
 
 export function createVxlan(spec: VxlanSpec): Link {
   return call('vxlan.add', { ...spec }) as Link;
+}
+
+export interface WireguardSpec extends InNetns {
+  name: string;
+  mtu?: number;
+}
+
+/**
+ * Creates a kernel WireGuard link (`ip link add NAME type wireguard`). A
+ * kernel without WireGuard fails with EOPNOTSUPP: see isWireguardUnsupported.
+ */
+export function createWireguard(spec: WireguardSpec): Link {
+  return call('wireguard.add', { ...spec }) as Link;
+}
+
+/** The kernel has no WireGuard (no module, none built in). */
+export function isWireguardUnsupported(err: unknown): boolean {
+  return isErrno(err, 'EOPNOTSUPP', 'EPROTONOSUPPORT');
 }
 
 /** Names the VXLAN attributes of `link` that differ from `spec`, empty when it matches. */
