@@ -254,7 +254,10 @@ export class Cluster {
   /** Runs a command inside a node, in its network and mount namespaces (e.g. `wg show`). */
   async nodeExec(name: string, cmd: string, args: string[]): Promise<string> {
     const mnt = await this.mountNs(name);
-    return execFileSync('nsenter', [`--mount=${mnt}`, `--net=${this.node(name).nsPath}`, cmd, ...args], { encoding: 'utf8' });
+    return execFileSync('nsenter', [`--mount=${mnt}`, `--net=${this.node(name).nsPath}`, cmd, ...args], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
   }
 
   /** Stops a node's agent with a signal and waits for it to exit. */
