@@ -136,6 +136,14 @@ describe.skipIf(!runnable)('a three-node cluster on the wireguard backend', () =
     expect(failures).toEqual([]);
   });
 
+  it('a full-size packet (pod MTU 1440, DF set) crosses flannel-wg: 60 bytes of IPv4 WireGuard overhead is exact', () => {
+    // 1412 bytes of ICMP payload + 8 ICMP + 20 IP = 1440; outer 1440 + 60 = the underlay's 1500.
+    const r = spawnSync('ip', ['netns', 'exec', pod('n1').ns, 'ping', '-c1', '-W3', '-M', 'do', '-s', '1412', pod('n3').ip], { encoding: 'utf8' });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    const tooBig = spawnSync('ip', ['netns', 'exec', pod('n1').ns, 'ping', '-c1', '-W3', '-M', 'do', '-s', '1413', pod('n3').ip], { encoding: 'utf8' });
+    expect(tooBig.status).not.toBe(0);
+  });
+
   it('on the underlay, pod traffic is only UDP between WireGuard ports, while flannel-wg carries the cleartext ICMP', async () => {
     const n1 = cluster.node('n1');
     const capture = (iface: string, file: string) =>
