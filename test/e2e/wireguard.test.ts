@@ -5,7 +5,7 @@
 // damage, agent restarts and nodes that leave.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Cluster, type Pod } from '../../src/demo/cluster.js';
@@ -246,6 +246,24 @@ describe.skipIf(!runnable)('a three-node cluster on the wireguard backend', () =
     expect((await dump('n1')).peers).toHaveLength(2);
     expect(ping(pod('n1').ns, pod('n2').ip)).toBe(true);
     expect(ping(pod('n3').ns, pod('n1').ip)).toBe(true);
+  }, 60_000);
+
+  it('a node whose key changes (key file lost, agent restarted) is re-keyed on the others: old peer removed, new one added', async () => {
+    const old = await leaseOf('n2');
+    await cluster.stopAgent('n2');
+    rmSync(cluster.wireguardKeyFile('n2'));
+    await cluster.startAgent('n2');
+    await eventually('n2 publishes a new key', 20_000, async () => (await leaseOf('n2')).publicKey !== old.publicKey);
+    const fresh = await leaseOf('n2');
+    await eventually('n1 and n3 hold only the new key for n2', 15_000, async () => {
+      for (const n of ['n1', 'n3']) {
+        const keys = (await dump(n)).peers.map((p) => p.publicKey);
+        if (keys.includes(old.publicKey) || !keys.includes(fresh.publicKey)) return false;
+      }
+      return true;
+    });
+    expect((await dump('n2')).publicKey).toBe(fresh.publicKey);
+    await eventually('n1 pod reaches n2 pod over the new key', 10_000, () => ping(pod('n1').ns, pod('n2').ip));
   }, 60_000);
 
   it('a node that leaves loses its peer on the others, and its pods become unreachable rather than reachable in cleartext', async () => {
