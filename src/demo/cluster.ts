@@ -2,7 +2,7 @@
 // real etcd, one tsflanneld per node and pods added through the real
 // tsflannel binary exactly as a runtime calls it. Shared by `npm run demo`
 // and the end-to-end tests.
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { get } from 'node:http';
@@ -251,12 +251,19 @@ export class Cluster {
     return `/proc/${holder.pid}/ns/mnt`;
   }
 
-  /** Runs a command inside a node, in its network and mount namespaces (e.g. `wg show`). */
+  /**
+   * Runs a command inside a node, in its network and mount namespaces (e.g.
+   * `wg show`), without blocking: the etcd bridge's root end lives in this
+   * process. Rejects on a non-zero exit with `code` and `stdout` attached.
+   */
   async nodeExec(name: string, cmd: string, args: string[]): Promise<string> {
     const mnt = await this.mountNs(name);
-    return execFileSync('nsenter', [`--mount=${mnt}`, `--net=${this.node(name).nsPath}`, cmd, ...args], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const argv = [`--mount=${mnt}`, `--net=${this.node(name).nsPath}`, cmd, ...args];
+    return new Promise((resolve, reject) => {
+      execFile('nsenter', argv, { encoding: 'utf8', timeout: 60_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+        if (!err) return resolve(stdout);
+        reject(Object.assign(new Error(`${cmd} in ${name}: ${stderr || err.message}`), { code: typeof err.code === 'number' ? err.code : -1, stdout }));
+      });
     });
   }
 

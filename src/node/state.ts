@@ -5,11 +5,13 @@
 // another network namespace, so a test (or an operator on the host) can
 // inspect a node namespace from outside.
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import * as nl from '../netlink/index.js';
 import { DEFAULT_SUBNET_FILE, parseSubnetEnv, type SubnetEnv } from '../flannel/subnet-env.js';
 import { DEFAULT_DATA_DIR, HostLocalIpam } from '../ipam/index.js';
 import { hostVethName } from '../plugin/names.js';
+import { parseDump, type DumpPeer } from '../daemon/backend/wireguard-peers.js';
+import { keyFileFromEnv, publicKeyOf } from '../daemon/backend/wireguard-keys.js';
 
 export interface ReadStateOptions {
   /** a netns path (/var/run/netns/X or /proc/PID/ns/net); absent = this process's netns */
@@ -24,6 +26,36 @@ export interface ReadStateOptions {
   vxlanDevice?: string;
   /** read iptables too (spawns iptables; default true) */
   iptables?: boolean;
+  /** read the WireGuard device and key file even when flannel-wg is absent (wireguard backend) */
+  wireguard?: boolean;
+}
+
+export const WIREGUARD_DEVICE = 'flannel-wg';
+
+export interface WireguardDeviceState extends LinkInfo {
+  /** kernel WireGuard, or a userspace tun device (wireguard-go) */
+  impl: 'kernel' | 'wireguard-go' | 'other';
+  /** from `wg show <dev> dump`; absent when wg could not reach the device (see error) */
+  publicKey?: string;
+  listenPort?: number;
+  peers: DumpPeer[];
+  /** why `wg show` failed: not installed, or wireguard-go's socket not in this mount namespace */
+  error?: string;
+}
+
+export interface WireguardKeyFileState {
+  path: string;
+  exists: boolean;
+  /** permission bits */
+  mode?: number;
+  /** derived from the private key in the file; the private key itself is never kept */
+  publicKey?: string;
+  error?: string;
+}
+
+export interface WireguardState {
+  device: WireguardDeviceState | null;
+  keyFile: WireguardKeyFileState;
 }
 
 export const DEFAULT_NETWORK_NAME = 'cbr0';
@@ -156,6 +188,8 @@ export interface NodeState {
   ipam: IpamState;
   sysctl: SysctlState;
   iptables?: IptablesSnapshot;
+  /** read when flannel-wg exists or ReadStateOptions.wireguard asks for it */
+  wireguard?: WireguardState;
 }
 
 const MAIN_TABLE = 254;
@@ -425,7 +459,47 @@ export async function readNodeState(opts: ReadStateOptions = {}): Promise<NodeSt
     sysctl,
   };
   if (opts.iptables !== false) state.iptables = await readIptables(netns);
+  const wgLink = rawLinks.find((l) => l.name === WIREGUARD_DEVICE);
+  if (wgLink || opts.wireguard) state.wireguard = await readWireguard(wgLink ? linkInfo(wgLink, addrs) : null, netns);
   return state;
+}
+
+function readKeyFile(path: string): WireguardKeyFileState {
+  const out: WireguardKeyFileState = { path, exists: existsSync(path) };
+  if (!out.exists) return out;
+  try {
+    out.mode = statSync(path).mode & 0o777;
+    out.publicKey = publicKeyOf(readFileSync(path, 'utf8').trim());
+  } catch (err) {
+    out.error = (err as Error).message;
+  }
+  return out;
+}
+
+/**
+ * flannel-wg as the kernel and `wg` see it. A userspace device is reached
+ * through /var/run/wireguard/<dev>.sock, so this must run in the node's
+ * mount namespace as well as its network namespace.
+ */
+async function readWireguard(link: LinkInfo | null, netns?: string): Promise<WireguardState> {
+  const keyFile = readKeyFile(keyFileFromEnv());
+  if (!link) return { device: null, keyFile };
+  const impl = link.type === 'wireguard' ? 'kernel' : link.type === 'tuntap' || link.type === 'tun' ? 'wireguard-go' : 'other';
+  const device: WireguardDeviceState = { ...link, impl, peers: [] };
+  const res = await run(netnsCommand(netns, ['wg', 'show', link.name, 'dump']));
+  if (res.code !== 0) {
+    device.error = (res.stderr || res.stdout).trim().split('\n')[0] || `wg exited ${res.code}`;
+    return { device, keyFile };
+  }
+  try {
+    const dump = parseDump(res.stdout);
+    if (dump.publicKey) device.publicKey = dump.publicKey;
+    device.listenPort = dump.listenPort;
+    device.peers = dump.peers;
+  } catch (err) {
+    device.error = (err as Error).message;
+  }
+  return { device, keyFile };
 }
 
 // ---------- views derived from the state (pure) ----------

@@ -8,7 +8,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { Cluster, type Pod } from '../../src/demo/cluster.js';
+import { Cluster, PLUGIN_BIN, type Pod } from '../../src/demo/cluster.js';
 import { parseDump, type DeviceDump } from '../../src/daemon/backend/wireguard-peers.js';
 import { isRoot } from '../helpers/netns.js';
 
@@ -185,6 +185,46 @@ describe.skipIf(!runnable)('a three-node cluster on the wireguard backend', () =
       expect(innerLines.some((l) => l.includes(`${a.ip} > ${b.ip}: ICMP`) || l.includes(`${b.ip} > ${a.ip}: ICMP`)), `${a.ip} <-> ${b.ip} on flannel-wg`).toBe(true);
     }
   }, 60_000);
+
+  it('tsflannel doctor and status cover the backend: device, key file, peers matching leases, fresh handshakes; a missing peer fails with its wg set repair', async () => {
+    const cli = (node: string, cmd: string) =>
+      cluster.nodeExec(node, 'env', [
+        `WIREGUARD_KEY_FILE=${cluster.wireguardKeyFile(node)}`, PLUGIN_BIN, cmd, '--json',
+        '--subnet-file', cluster.subnetFile(node), '--data-dir', join(cluster.nodeDir(node), 'networks'),
+        '--etcd-endpoints', 'http://127.0.0.1:2379',
+      ]).catch((err: { code: number; stdout: string }) => err.stdout);
+    type Report = { ok: boolean; checks: { id: string; status: string; message: string; fix?: string; details?: string[] }[] };
+    const healthy = JSON.parse(await cli('n2', 'doctor')) as Report;
+    const byId = (r: Report) => new Map(r.checks.map((c) => [c.id, c]));
+    const notPass = healthy.checks.filter((c) => c.status !== 'pass').map((c) => `${c.id}:${c.status}`);
+    expect(notPass).toEqual(['vxlan-device:skip', 'vtep-reachability:skip']);
+    expect(byId(healthy).get('wireguard-device')!.message).toContain(kernelWg ? 'on kernel WireGuard' : 'on wireguard-go');
+    expect(byId(healthy).get('wireguard-peers')!.message).toMatch(/^2 peers answered through flannel-wg; latest handshakes/);
+    expect(byId(healthy).get('mtu')!.message).toContain('underlay 1500 − 60 = 1440 ≥ flannel-wg 1440');
+
+    const status = JSON.parse(await cli('n2', 'status')) as { backend: string; wireguard: { device: { impl: string; peers: unknown[] }; keyFile: { mode: number } }; remotes: { wgPeer: string; handshake: number }[] };
+    expect(status.backend).toBe('wireguard');
+    expect(status.wireguard.device.impl).toBe(kernelWg ? 'kernel' : 'wireguard-go');
+    expect(status.wireguard.keyFile.mode).toBe(0o600);
+    expect(status.remotes.map((r) => r.wgPeer)).toEqual(['ok', 'ok']);
+    expect(status.remotes.every((r) => r.handshake > 0)).toBe(true);
+
+    // With the agent stopped nothing repairs the device, so doctor sees the damage.
+    const n3 = await leaseOf('n3');
+    await cluster.stopAgent('n2');
+    try {
+      await cluster.nodeExec('n2', 'wg', ['set', 'flannel-wg', 'peer', n3.publicKey, 'remove']);
+      const broken = JSON.parse(await cli('n2', 'doctor')) as Report;
+      expect(broken.ok).toBe(false);
+      const peers = byId(broken).get('peer-entries')!;
+      expect(peers.status).toBe('fail');
+      expect(peers.details!.join('\n')).toContain(`no peer for key ${n3.publicKey}`);
+      expect(peers.fix).toContain(`wg set flannel-wg peer ${n3.publicKey} endpoint ${n3.publicIP}:51820 allowed-ips ${n3.subnet}`);
+    } finally {
+      await cluster.startAgent('n2');
+    }
+    await eventually('n2 peer for n3 restored by the agent', 15_000, async () => (await dump('n2')).peers.some((p) => p.publicKey === n3.publicKey));
+  }, 90_000);
 
   it('a peer deleted by hand comes back within the resync period, with its endpoint and allowed IPs', async () => {
     const n2 = await leaseOf('n2');
