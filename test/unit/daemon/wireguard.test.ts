@@ -15,7 +15,7 @@ import {
   type PeerPlanContext,
 } from '../../../src/daemon/backend/wireguard-peers.js';
 import { parseIpv4Cidr } from '../../../src/daemon/backend/plan.js';
-import { parseBackendData, formatBackendData } from '../../../src/daemon/subnet/annotations.js';
+import { annotationsFor, formatBackendData, leaseFromNode, parseBackendData } from '../../../src/daemon/subnet/annotations.js';
 import { decodeLeaseAttrs, encodeLeaseAttrs } from '../../../src/daemon/subnet/etcd.js';
 import type { Lease, WireguardBackendConfig } from '../../../src/daemon/types.js';
 
@@ -236,6 +236,17 @@ describe('PublicKey in lease backend data', () => {
     expect(text).toBe(`{"PublicKey":"${RFC_PUBLIC}"}`);
     expect(parseBackendData(text)).toEqual({ PublicKey: RFC_PUBLIC });
     expect(parseBackendData('{"PublicKey":5}')).toMatch(/PublicKey is not a string/);
+  });
+
+  it('a Node annotated by a wireguard node (flannel or tsflannel) becomes a wireguard lease with its key', () => {
+    const attrs = { publicIP: '192.168.77.2', backendType: 'wireguard' as const, backendData: { PublicKey: RFC_PUBLIC } };
+    const annotations = annotationsFor(attrs);
+    expect(annotations).toMatchObject({
+      'flannel.alpha.coreos.com/backend-type': 'wireguard',
+      'flannel.alpha.coreos.com/backend-data': `{"PublicKey":"${RFC_PUBLIC}"}`,
+    });
+    const got = leaseFromNode({ metadata: { name: 'n2', annotations }, spec: { podCIDR: '10.244.2.0/24' } });
+    expect(got.lease).toEqual({ ...attrs, subnet: '10.244.2.0/24', nodeName: 'n2' });
   });
 
   it('round-trips through the etcd lease value', () => {
