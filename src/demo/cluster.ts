@@ -239,8 +239,13 @@ export class Cluster {
   private async mountNs(name: string): Promise<string> {
     let holder = this.mountHolders.get(name);
     if (!holder) {
-      const script = 'mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tsflannel-wg /run/wireguard && echo ready && exec sleep infinity';
-      holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      // It idles following a file in the cluster dir, so a clean-up that
+      // looks for processes naming that dir (the demo's --cleanup) finds it.
+      mkdirSync(this.nodeDir(name), { recursive: true });
+      const hold = join(this.nodeDir(name), 'mount-ns.hold');
+      writeFileSync(hold, '');
+      const script = 'mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tsflannel-wg /run/wireguard && echo ready && exec tail -f "$0"';
+      holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, hold], { stdio: ['ignore', 'pipe', 'inherit'] });
       this.mountHolders.set(name, holder);
       const h = holder;
       await new Promise<void>((resolve, reject) => {
