@@ -3,7 +3,7 @@
 // difference between the two. No I/O, so every rule is unit-tested.
 import { isWireguardKey } from '../config.js';
 import type { Lease } from '../types.js';
-import { canonicalCidr, cidrContainsCidr, cidrOverlaps, describeLease, parseIpv4, parseIpv4Cidr, type Ipv4Cidr, type Skipped } from './plan.js';
+import { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, describeLease, parseIpv4, parseIpv4Cidr, type Ipv4Cidr, type Skipped } from './plan.js';
 
 /** One peer as we want it on flannel-wg. */
 export interface DesiredPeer {
@@ -61,8 +61,15 @@ export function planPeers(leases: readonly Lease[], ctx: PeerPlanContext): PeerP
       skip(`subnet overlaps our own subnet ${canonicalCidr(ctx.ownSubnet)}`);
       continue;
     }
-    if (parseIpv4(lease.publicIP) === undefined) {
+    const publicIP = parseIpv4(lease.publicIP);
+    if (publicIP === undefined) {
       skip(`public IP ${JSON.stringify(lease.publicIP)} is not an IPv4 address`);
+      continue;
+    }
+    // The cluster network is routed into flannel-wg: an endpoint inside it
+    // would send the encrypted packets back into the tunnel.
+    if (cidrContainsIp(ctx.network, publicIP)) {
+      skip(`public IP ${lease.publicIP} lies inside the cluster network ${canonicalCidr(ctx.network)}, which is routed into the tunnel`);
       continue;
     }
     if (ctx.ownIPs.includes(lease.publicIP)) {

@@ -143,6 +143,7 @@ describe('planPeers', () => {
         lease(8, KEY(8), { subnet: '10.245.8.0/24' }),
         lease(9, KEY(9), { backendType: 'vxlan' }),
         lease(10, KEY(10), { publicIP: '192.168.77.1' }),
+        lease(11, KEY(11), { publicIP: '10.244.200.1' }),
       ],
       ctx,
     );
@@ -156,6 +157,7 @@ describe('planPeers', () => {
       ['node8', 'subnet lies outside the cluster network 10.244.0.0/16', true],
       ['node9', 'backend type vxlan is not wireguard', false],
       ['node10', 'public IP 192.168.77.1 is our own', true],
+      ['node11', 'public IP 10.244.200.1 lies inside the cluster network 10.244.0.0/16, which is routed into the tunnel', true],
     ]);
   });
 });
