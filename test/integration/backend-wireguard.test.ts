@@ -113,3 +113,27 @@ describe.skipIf(!runnable)('wireguard backend in a real node namespace', () => {
     expect(dump().peers.map((p) => p.publicKey)).toEqual([KEY(33)]);
   });
 });
+
+describe.skipIf(!runnable)('wireguard backend without any WireGuard', () => {
+  it('fails at prepare naming both: no kernel WireGuard and no userspace program (WG_QUICK_USERSPACE_IMPLEMENTATION)', async () => {
+    const ns = addNetns('wgnone');
+    const probe = spawnSync('ip', ['-n', ns, 'link', 'add', 'probe0', 'type', 'wireguard']);
+    if (probe.status === 0) return; // this kernel has WireGuard: nothing to fall back from
+    const dir = mkdtempSync(join(tmpdir(), 'tsf-wg-none-'));
+    const saved = process.env.WG_QUICK_USERSPACE_IMPLEMENTATION;
+    process.env.WG_QUICK_USERSPACE_IMPLEMENTATION = '/nonexistent/wireguard-go';
+    try {
+      const config = parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}').backend as WireguardBackendConfig;
+      const backend = new WireguardBackend({ config, network: '10.244.0.0/16', netns: nsPath(ns), keyFile: join(dir, 'wgkey'), deviceName: `wg${randomBytes(3).toString('hex')}` });
+      const ext: ExternalInterface = { name: 'lo', index: 1, mtu: 1500, ip: '192.168.9.1', cidr: '192.168.9.1/24', publicIP: '192.168.9.1' };
+      await expect(backend.prepare(ext)).rejects.toThrow(
+        'this kernel has no WireGuard, and its userspace implementation did not start: /nonexistent/wireguard-go is not installed (check WG_QUICK_USERSPACE_IMPLEMENTATION)',
+      );
+    } finally {
+      if (saved === undefined) delete process.env.WG_QUICK_USERSPACE_IMPLEMENTATION;
+      else process.env.WG_QUICK_USERSPACE_IMPLEMENTATION = saved;
+      rmSync(dir, { recursive: true, force: true });
+      cleanupAll();
+    }
+  });
+});

@@ -12,6 +12,13 @@ export const UAPI_DIR = '/var/run/wireguard';
 
 export class WgToolError extends Error {
   override readonly name = 'WgToolError';
+  constructor(
+    message: string,
+    /** the program itself is missing */
+    readonly notInstalled = false,
+  ) {
+    super(message);
+  }
 }
 
 export interface ToolOptions {
@@ -30,9 +37,13 @@ function run(cmd: string, args: string[], opts: ToolOptions): string {
     timeout: 15_000,
     stdio: ['pipe', 'pipe', 'pipe'],
   });
+  const hint = cmd === 'wg' ? 'Debian: apt install wireguard-tools' : cmd === 'wireguard-go' ? 'Debian: apt install wireguard-go' : 'check WG_QUICK_USERSPACE_IMPLEMENTATION';
+  const missing = () => new WgToolError(`${cmd} is not installed (${hint})`, true);
+  // Through nsenter a missing program is nsenter's exit status 127.
+  if (opts.netns && res.status === 127) throw missing();
   if (res.error) {
     const code = (res.error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new WgToolError(`${cmd} is not installed (Debian: apt install ${cmd === 'wg' ? 'wireguard-tools' : cmd})`);
+    if (code === 'ENOENT') throw missing();
     throw new WgToolError(`${cmd}: ${res.error.message}`);
   }
   if (res.status !== 0) {

@@ -13,7 +13,7 @@ import { canonicalCidr, cidrContainsCidr, formatIpv4, networkOf, parseIpv4Cidr, 
 import { checkExternal, emptyReport, errorText, netnsOpts, requireCidr, silentLogger, SkipLog } from './common.js';
 import { keyFileFromEnv, loadOrCreateKey, type KeyPair } from './wireguard-keys.js';
 import { diffPeers, isEmptyDiff, parseDump, planPeers, wgSetArgs, type DeviceDump, type PeerSettings } from './wireguard-peers.js';
-import { startUserspace, wg, wgDump, withSecretFile, type ToolOptions } from './wireguard-tool.js';
+import { startUserspace, wg, wgDump, WgToolError, withSecretFile, type ToolOptions } from './wireguard-tool.js';
 
 export const WIREGUARD_DEVICE = 'flannel-wg';
 /**
@@ -175,16 +175,22 @@ export class WireguardBackend implements Backend {
     } catch (err) {
       if (!nl.isWireguardUnsupported(err)) throw err;
     }
-    startUserspace(this.deviceName, this.tool);
+    try {
+      startUserspace(this.deviceName, this.tool);
+    } catch (err) {
+      throw new Error(`this kernel has no WireGuard, and its userspace implementation did not start: ${errorText(err)}`);
+    }
     this.log.info('kernel has no WireGuard; started wireguard-go');
     return 'wireguard-go';
   }
 
+  /** `wg show` reaches the device; a missing wg is an error, not a broken device. */
   private answers(): boolean {
     try {
       wgDump(this.deviceName, this.tool);
       return true;
-    } catch {
+    } catch (err) {
+      if (err instanceof WgToolError && err.notInstalled) throw err;
       return false;
     }
   }
