@@ -6,7 +6,7 @@
 // one, then the other, alternating, so load drift hits both alike.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { onCleanup } from './lib/cleanup.js';
 import { median, ratio } from './lib/stats.js';
 
@@ -39,6 +39,7 @@ async function startCluster(Cluster, backend, log) {
         }
       }
     }
+    stopIperfServer(cluster);
     cluster.etcd?.kill('SIGKILL');
     for (const a of cluster.agents.values()) a.child.kill('SIGKILL');
     for (const ns of cluster.topo?.namespaces ?? []) spawnSync('ip', ['netns', 'del', ns]);
@@ -55,15 +56,27 @@ async function startCluster(Cluster, backend, log) {
   return { cluster, client, server, undo };
 }
 
+/** The one-off server lives in a pod namespace, which the cluster's clean-up does not search. */
+function stopIperfServer(cluster) {
+  try {
+    const pid = Number(readFileSync(`${cluster.dir}/iperf3.pid`, 'utf8').trim());
+    if (pid > 0) process.kill(pid, 'SIGKILL');
+  } catch {
+    // no server running
+  }
+}
+
 /** One iperf3 run; the server serves one client (-1), so it is restarted each time. */
 function iperf({ cluster, client, server }, seconds) {
   let out;
   let last = '';
-  for (let attempt = 0; attempt < 20 && !out; attempt++) {
+  for (let attempt = 0; attempt < 6 && !out; attempt++) {
     // A one-off server (-1) exits after any test, failed ones too; one still
     // running makes this start fail on the busy port, which is fine.
     nsExec(server.ns, 'iperf3', ['-s', '-D', '-1', '--pidfile', `${cluster.dir}/iperf3.pid`]);
-    const res = nsExec(client.ns, 'iperf3', ['-c', server.ip, '-t', String(seconds), '-J'], { timeout: (seconds + 30) * 1000 });
+    const res = nsExec(client.ns, 'iperf3', ['-c', server.ip, '-t', String(seconds), '-J', '--connect-timeout', '3000'], {
+      timeout: (seconds + 15) * 1000,
+    });
     let parsed;
     try {
       parsed = JSON.parse(res.stdout);
@@ -73,7 +86,9 @@ function iperf({ cluster, client, server }, seconds) {
     // The server may not listen yet (connection refused): iperf3 then reports an error.
     if (res.status === 0 && parsed?.end?.sum_received) out = parsed;
     else {
-      last = parsed?.error ?? `${res.stdout.slice(0, 200)} ${res.stderr}`;
+      // A client killed by the timeout can leave the one-off server stuck on its test.
+      if (res.error) stopIperfServer(cluster);
+      last = parsed?.error ?? (res.error ? `iperf3 -c: ${res.error.message}` : `${res.stdout.slice(0, 200)} ${res.stderr}`);
       spawnSync('sleep', ['0.2']);
     }
   }
@@ -128,6 +143,7 @@ export async function run(ctx = {}) {
     };
   } finally {
     for (const s of Object.values(setups)) {
+      stopIperfServer(s.cluster);
       await s.cluster.stop().catch(() => undefined);
       s.undo();
     }
