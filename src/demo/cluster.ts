@@ -177,7 +177,8 @@ export class Cluster {
       let err = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`etcdctl ${args[0]}: ${err}`))));
+      // 'close', not 'exit': under load the output can still be in the pipe when the process exits.
+      child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`etcdctl ${args[0]}: ${err}`))));
     });
   }
 
