@@ -37,7 +37,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 # update-alternatives; iproute2 is for people debugging inside the pod;
 # `tsflannel doctor` run in the pod pings remote VTEPs with iputils-ping.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables iproute2 iputils-ping ca-certificates \
+ && apt-get install -y --no-install-recommends iptables iproute2 iputils-ping ca-certificates wireguard-tools wireguard-go \
  && rm -rf /var/lib/apt/lists/*
 
 # The agent's rules must land in the backend the node already uses, or they

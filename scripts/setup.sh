@@ -24,6 +24,7 @@ DEB_PACKAGES=(
   binutils
   file strace
   containerd runc podman buildah conmon busybox-static
+  wireguard-tools wireguard-go iperf3 tcpdump
 )
 
 missing_packages() {

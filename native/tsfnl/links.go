@@ -373,3 +373,30 @@ func opVxlanAdd(raw []byte) (interface{}, error) {
 	}
 	return toLinkJSON(h, l), nil
 }
+
+type wireguardReq struct {
+	nsReq
+	Name string `json:"name"`
+	MTU  int    `json:"mtu,omitempty"`
+}
+
+// opWireguardAdd creates a kernel WireGuard link. A kernel without the
+// module answers EOPNOTSUPP, which is how callers tell it apart and fall
+// back to a userspace implementation.
+func opWireguardAdd(raw []byte) (interface{}, error) {
+	var r wireguardReq
+	h, done, err := openReq(raw, &r)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	wg := &netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: r.Name, MTU: r.MTU, TxQLen: -1}}
+	if err := h.LinkAdd(wg); err != nil {
+		return nil, err
+	}
+	l, err := h.LinkByName(r.Name)
+	if err != nil {
+		return nil, err
+	}
+	return toLinkJSON(h, l), nil
+}

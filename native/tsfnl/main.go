@@ -48,6 +48,7 @@ var ops = map[string]opFunc{
 	"bridge.add":    opBridgeAdd,
 	"veth.add":      opVethAdd,
 	"vxlan.add":     opVxlanAdd,
+	"wireguard.add": opWireguardAdd,
 	"addr.add":      opAddrChange("add"),
 	"addr.replace":  opAddrChange("replace"),
 	"addr.del":      opAddrChange("del"),

@@ -6,19 +6,22 @@ import { snapshot, type NodeSnapshot } from './checks/index.js';
 import { nodeToolCommand, type NodeToolOptions } from './checks/options.js';
 import { table, type Paint } from './checks/format.js';
 import type { EntryStatus, PeerRow } from './checks/peers.js';
-import type { Lease } from '../daemon/types.js';
+import type { BackendConfig, Lease } from '../daemon/types.js';
 import type { NodeState, PodAttachment } from '../node/state.js';
 import type { ClusterView } from './checks/source.js';
 
 export interface StatusReport {
   netns: string | null;
   /** the backend from the network config, else vxlan */
-  backend: 'vxlan' | 'host-gw';
+  backend: BackendConfig['type'];
   source: { kind: ClusterView['source']; origin: string; error?: string; configError?: string };
   lease: (Lease & { ttlSeconds?: number }) | null;
+  readAt: string;
   subnetFile: NodeState['subnetFile'];
   bridge: NodeState['bridge'];
   vxlan: NodeState['vxlan'];
+  /** flannel-wg and the key file (wireguard backend, or when flannel-wg exists) */
+  wireguard: NodeState['wireguard'] | null;
   sysctl: NodeState['sysctl'];
   iptables: NodeState['iptables'] | null;
   remotes: PeerRow[];
@@ -43,12 +46,14 @@ export function buildStatus(snap: NodeSnapshot): StatusReport {
   if (state.ipam.error) ipam.error = state.ipam.error;
   return {
     netns: state.netns,
+    readAt: state.readAt,
     backend: facts.backend.type,
     source,
     lease,
     subnetFile: state.subnetFile,
     bridge: state.bridge,
     vxlan: state.vxlan,
+    wireguard: state.wireguard ?? null,
     sysctl: state.sysctl,
     iptables: state.iptables ?? null,
     remotes: rows,
@@ -82,7 +87,17 @@ function leaseLine(r: StatusReport): string {
   if (!r.lease) return `none found in ${r.source.origin}`;
   const l = r.lease;
   const ttl = l.ttlSeconds !== undefined ? `, expires in ${ttlText(l.ttlSeconds)}` : '';
-  return `${l.subnet} for ${l.publicIP} (${r.source.kind} ${r.source.kind === 'etcd' ? 'key' : 'node'} ${l.nodeName ?? '?'}${ttl}), VtepMAC ${l.backendData.VtepMAC ?? '-'}`;
+  return `${l.subnet} for ${l.publicIP} (${r.source.kind} ${r.source.kind === 'etcd' ? 'key' : 'node'} ${l.nodeName ?? '?'}${ttl}), ${l.backendData.PublicKey ? `PublicKey ${l.backendData.PublicKey}` : `VtepMAC ${l.backendData.VtepMAC ?? '-'}`}`;
+}
+
+function wireguardLine(r: StatusReport, p: Paint): string {
+  const wg = r.wireguard;
+  const dev = wg?.device;
+  const key = wg ? `key file ${wg.keyFile.path}${wg.keyFile.exists ? (wg.keyFile.mode !== undefined ? ` (${wg.keyFile.mode.toString(8)})` : '') : p.red(' MISSING')}` : '';
+  if (!dev) return `${p.red('no flannel-wg device')}${key ? `, ${key}` : ''}`;
+  const impl = dev.impl === 'kernel' ? 'kernel' : dev.impl === 'wireguard-go' ? 'wireguard-go' : p.red(dev.type);
+  if (dev.error) return `${dev.name} (${impl}) ${p.red(`wg cannot read it: ${dev.error}`)}, ${key}`;
+  return `${dev.name} (${impl}) port ${dev.listenPort ?? '?'} public key ${dev.publicKey ?? '-'} mtu ${dev.mtu} ${dev.addresses.join(' ') || 'no address'} ${dev.up ? 'up' : p.red('DOWN')}, ${dev.peers.length} peer(s), ${key}`;
 }
 
 function iptablesLine(r: StatusReport): string {
@@ -122,6 +137,7 @@ export function formatStatus(r: StatusReport, p: Paint): string {
     ['subnet file', fileText],
     ['bridge', brText],
     ['vxlan', vxText],
+    ...(r.wireguard || snapBackend === 'wireguard' ? [['wireguard', wireguardLine(r, p)] as [string, string]] : []),
     ['sysctl', `ip_forward=${r.sysctl.ipForward ?? '?'} rp_filter ${rp}`],
     ['iptables', iptablesLine(r)],
   ];
@@ -130,7 +146,20 @@ export function formatStatus(r: StatusReport, p: Paint): string {
   out.push('');
   const fromLeases = r.remotes.some((x) => x.source === 'lease') || (r.source.kind !== 'none' && !r.source.error);
   out.push(p.bold(`Remote nodes (${fromLeases ? `leases from ${r.source.kind}, checked against the kernel` : 'from flannel.1\'s routes, neighbours and FDB'}): ${r.remotes.length}`));
-  if (r.remotes.length > 0) {
+  if (r.remotes.length > 0 && snapBackend === 'wireguard') {
+    const now = Math.floor(Date.parse(r.readAt) / 1000);
+    const body = r.remotes.map((x) => [
+      x.node ?? '-',
+      x.subnet,
+      x.publicIP ?? '-',
+      x.publicKey ? `${x.publicKey.slice(0, 10)}…` : '-',
+      mark(x.wgPeer ?? 'n/a', p),
+      mark(x.route, p),
+      x.handshake ? `${Math.max(0, now - x.handshake)} s ago` : p.dim('never'),
+      x.refused ? p.red(`lease refused: ${x.refused}`) : x.source === 'kernel' && fromLeases ? p.yellow('stale: no lease') : x.problems.length ? p.red(x.problems.join('; ')) : '',
+    ]);
+    out.push(...table(['NODE', 'SUBNET', 'PUBLIC IP', 'PUBLIC KEY', 'PEER', 'ROUTE', 'HANDSHAKE', 'NOTE'], body));
+  } else if (r.remotes.length > 0) {
     const body = r.remotes.map((x) => [
       x.node ?? '-',
       x.subnet,

@@ -2,7 +2,7 @@
 // defaults (pkg/subnet/config.go: ParseConfig + CheckNetworkConfig), so the
 // same file means the same thing to flanneld and to tsflanneld.
 import { formatIp, parseCidr } from '../ipam/ip.js';
-import type { BackendConfig, NetworkConfig } from './types.js';
+import type { BackendConfig, NetworkConfig, WireguardBackendConfig, WireguardMode } from './types.js';
 import { blockSize, cidrContainsIp, formatCidr, formatIpv4, parseIpv4, parseIpv4Cidr, type Ipv4Cidr } from '../net/ipv4.js';
 import { isAligned, maskNet } from './subnet/allocate.js';
 
@@ -13,6 +13,10 @@ export class ConfigError extends Error {
 export const DEFAULT_VNI = 1;
 /** Linux's VXLAN port, what flannel gets by leaving Port at 0. */
 export const DEFAULT_VXLAN_PORT = 8472;
+/** flannel's wireguard ports: flannel-wg and flannel-wg-v6 */
+export const DEFAULT_WIREGUARD_PORT = 51820;
+export const DEFAULT_WIREGUARD_PORT_V6 = 51821;
+const WIREGUARD_MODES: readonly WireguardMode[] = ['separate', 'auto', 'ipv4', 'ipv6'];
 const MAX_VNI = 2 ** 24 - 1;
 const MIN_MTU = 68;
 const MAX_SUBNET_LEN = 30;
@@ -144,7 +148,49 @@ function rejectEnabled(obj: JsonObject, name: string, type: string): void {
   }
 }
 
-const SUPPORTED_BACKENDS = ['vxlan', 'host-gw'] as const;
+const SUPPORTED_BACKENDS = ['vxlan', 'host-gw', 'wireguard'] as const;
+
+/** A WireGuard key as wg prints it: base64 of exactly 32 bytes. */
+export function isWireguardKey(text: string): boolean {
+  return /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/.test(text) && Buffer.from(text, 'base64').length === 32;
+}
+
+/**
+ * flannel's wireguard keys (pkg/backend/wireguard/wireguard.go). Its
+ * PersistentKeepaliveInterval is a Go Duration multiplied by a second, so
+ * the JSON number means seconds.
+ */
+function parseWireguard(backend: JsonObject): WireguardBackendConfig {
+  const listenPort = intField(backend, 'ListenPort', 'Backend.ListenPort', 0, 65535) || DEFAULT_WIREGUARD_PORT;
+  const listenPortV6 = intField(backend, 'ListenPortV6', 'Backend.ListenPortV6', 0, 65535) || DEFAULT_WIREGUARD_PORT_V6;
+  const keepalive = intField(backend, 'PersistentKeepaliveInterval', 'Backend.PersistentKeepaliveInterval', 0, 65535) ?? 0;
+  const modeText = stringField(backend, 'Mode', 'Backend.Mode') ?? 'separate';
+  const mode = WIREGUARD_MODES.find((m) => m === modeText);
+  if (!mode) fail('Backend.Mode', `must be one of ${WIREGUARD_MODES.join(', ')}, got ${JSON.stringify(modeText)}`);
+  const psk = stringField(backend, 'PSK', 'Backend.PSK');
+  if (psk !== undefined && psk !== '' && !isWireguardKey(psk)) {
+    fail('Backend.PSK', 'must be a WireGuard key: 32 bytes in base64, as `wg genpsk` prints');
+  }
+  const mtu = intField(backend, 'MTU', 'Backend.MTU', 0, 65535);
+  if (mtu !== undefined && mtu !== 0 && mtu < MIN_MTU) fail('Backend.MTU', `must be at least ${MIN_MTU} (or 0 for automatic), got ${mtu}`);
+  return {
+    type: 'wireguard',
+    listenPort,
+    listenPortV6,
+    persistentKeepaliveInterval: keepalive,
+    mode,
+    ...(psk ? { psk } : {}),
+    ...(mtu ? { mtu } : {}),
+  };
+}
+
+/** IPv6 endpoints need dual-stack leases (PublicIPv6), which tsflannel does not have yet. */
+function checkWireguardFamilies(backend: WireguardBackendConfig, enableIPv4: boolean): void {
+  if (backend.mode === 'ipv6') {
+    fail('Backend.Mode', '"ipv6" (peers reached over IPv6) needs dual-stack, which tsflannel does not support yet; use "separate", "auto" or "ipv4"');
+  }
+  if (!enableIPv4) fail('EnableIPv4', 'must be true for the wireguard backend until tsflannel supports dual-stack');
+}
 
 function parseBackend(obj: JsonObject): BackendConfig {
   const raw = field(obj, 'Backend');
@@ -153,6 +199,7 @@ function parseBackend(obj: JsonObject): BackendConfig {
   // flannel falls back to "udp" here; vxlan is what its docs promise.
   const type = stringField(backend, 'Type', 'Backend.Type') ?? 'vxlan';
   if (type === 'host-gw') return { type };
+  if (type === 'wireguard') return parseWireguard(backend);
   if (type !== 'vxlan') {
     fail('Backend.Type', `${JSON.stringify(type)} is not supported (supported: ${SUPPORTED_BACKENDS.join(', ')})`);
   }
@@ -182,6 +229,7 @@ export function parseNetworkConfig(json: string): NetworkConfig {
   const v4 = parseIpv4Part(parsed, enableIPv4);
   const ipv6Network = parseIpv6Network(parsed, enableIPv6);
   const backend = parseBackend(parsed);
+  if (backend.type === 'wireguard') checkWireguardFamilies(backend, enableIPv4);
   return {
     ...v4,
     enableIPv4,

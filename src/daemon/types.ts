@@ -17,7 +17,25 @@ export interface HostGwBackendConfig {
   type: 'host-gw';
 }
 
-export type BackendConfig = VxlanBackendConfig | HostGwBackendConfig;
+/** flannel's Backend.Mode for wireguard: which devices and endpoint families. */
+export type WireguardMode = 'separate' | 'auto' | 'ipv4' | 'ipv6';
+
+export interface WireguardBackendConfig {
+  type: 'wireguard';
+  /** UDP port of flannel-wg, flannel's default 51820 */
+  listenPort: number;
+  /** UDP port of flannel-wg-v6 (Mode separate with IPv6), flannel's default 51821 */
+  listenPortV6: number;
+  /** optional pre-shared key (base64, 32 bytes) added to every peer */
+  psk?: string;
+  /** seconds between keepalives to each peer; 0 = off (flannel's default) */
+  persistentKeepaliveInterval: number;
+  mode: WireguardMode;
+  /** MTU of the encrypted (underlay) packets; absent = underlay MTU */
+  mtu?: number;
+}
+
+export type BackendConfig = VxlanBackendConfig | HostGwBackendConfig | WireguardBackendConfig;
 
 /** net-conf.json, validated and with flannel's defaults filled in. */
 export interface NetworkConfig {
@@ -38,6 +56,8 @@ export interface NetworkConfig {
 export interface BackendData {
   VNI?: number;
   VtepMAC?: string;
+  /** wireguard: the node's public key, base64 (flannel's field name) */
+  PublicKey?: string;
 }
 
 export interface LeaseAttrs {

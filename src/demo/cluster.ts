@@ -2,7 +2,7 @@
 // real etcd, one tsflanneld per node and pods added through the real
 // tsflannel binary exactly as a runtime calls it. Shared by `npm run demo`
 // and the end-to-end tests.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { get } from 'node:http';
@@ -93,6 +93,8 @@ export class Cluster {
   private etcdArgs: string[] = [];
   private etcdBridge?: Server;
   private readonly bridges: ChildProcess[] = [];
+  /** per node: a process holding the node's own mount namespace (its own /run/wireguard) */
+  private readonly mountHolders = new Map<string, ChildProcess>();
   private readonly log: (line: string) => void;
 
   constructor(private readonly opts: ClusterOptions) {
@@ -189,7 +191,8 @@ export class Cluster {
       let err = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`etcdctl ${args[0]}: ${err}`))));
+      // 'close', not 'exit': under load the output can still be in the pipe when the process exits.
+      child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`etcdctl ${args[0]}: ${err}`))));
     });
   }
 
@@ -203,7 +206,7 @@ export class Cluster {
     // The log is this agent's alone: a wait for a line must not be met by the previous agent's.
     writeFileSync(logFile, '');
     const args = [
-      'netns', 'exec', node.ns, AGENT_BIN,
+      `--mount=${await this.mountNs(name)}`, 'ip', 'netns', 'exec', node.ns, AGENT_BIN,
       '--etcd-endpoints', 'http://127.0.0.1:2379',
       '--iface', node.iface,
       '--subnet-file', this.subnetFile(name),
@@ -213,7 +216,9 @@ export class Cluster {
       ...(this.opts.extraAgentArgs ?? []),
       ...extraArgs,
     ];
-    const child = spawn('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // flannel's default key path would be one file for every simulated node.
+    const env = { ...process.env, WIREGUARD_KEY_FILE: this.wireguardKeyFile(name) };
+    const child = spawn('nsenter', args, { stdio: ['ignore', 'ignore', 'pipe'], env });
     const chunks: string[] = [];
     child.stderr?.on('data', (d: Buffer) => {
       chunks.push(d.toString());
@@ -233,6 +238,54 @@ export class Cluster {
     await new Promise<void>((resolve, reject) => {
       child.stdout?.once('data', () => resolve());
       child.once('exit', (code) => reject(new Error(`etcd bridge in ${node.ns} exited ${code}`)));
+    });
+  }
+
+  /** The node's WireGuard private key file (WIREGUARD_KEY_FILE). */
+  wireguardKeyFile(name: string): string {
+    return join(this.nodeDir(name), 'wgkey');
+  }
+
+  /**
+   * The node's mount namespace: a copy of ours with a private tmpfs on
+   * /run/wireguard, where wg and wireguard-go keep one UAPI socket per
+   * device name. A real node has its own /run; without this every simulated
+   * node's flannel-wg would share one socket path. It lives as long as the
+   * cluster, so a wireguard-go daemon outlives agent restarts as on a node.
+   */
+  private async mountNs(name: string): Promise<string> {
+    let holder = this.mountHolders.get(name);
+    if (!holder) {
+      // It idles following a file in the cluster dir, so a clean-up that
+      // looks for processes naming that dir (the demo's --cleanup) finds it.
+      mkdirSync(this.nodeDir(name), { recursive: true });
+      const hold = join(this.nodeDir(name), 'mount-ns.hold');
+      writeFileSync(hold, '');
+      const script = 'mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tsflannel-wg /run/wireguard && echo ready && exec tail -f "$0"';
+      holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, hold], { stdio: ['ignore', 'pipe', 'inherit'] });
+      this.mountHolders.set(name, holder);
+      const h = holder;
+      await new Promise<void>((resolve, reject) => {
+        h.stdout?.once('data', () => resolve());
+        h.once('exit', (code) => reject(new Error(`mount namespace holder for ${name} exited ${code}`)));
+      });
+    }
+    return `/proc/${holder.pid}/ns/mnt`;
+  }
+
+  /**
+   * Runs a command inside a node, in its network and mount namespaces (e.g.
+   * `wg show`), without blocking: the etcd bridge's root end lives in this
+   * process. Rejects on a non-zero exit with `code` and `stdout` attached.
+   */
+  async nodeExec(name: string, cmd: string, args: string[]): Promise<string> {
+    const mnt = await this.mountNs(name);
+    const argv = [`--mount=${mnt}`, `--net=${this.node(name).nsPath}`, cmd, ...args];
+    return new Promise((resolve, reject) => {
+      execFile('nsenter', argv, { encoding: 'utf8', timeout: 60_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+        if (!err) return resolve(stdout);
+        reject(Object.assign(new Error(`${cmd} in ${name}: ${stderr || err.message}`), { code: typeof err.code === 'number' ? err.code : -1, stdout }));
+      });
     });
   }
 
@@ -301,6 +354,19 @@ export class Cluster {
   async stop(): Promise<void> {
     for (const name of [...this.agents.keys()]) await this.stopAgent(name).catch(() => undefined);
     for (const b of this.bridges) b.kill('SIGKILL');
+    // Daemons the agents left behind on purpose (wireguard-go outlives its
+    // agent, as on a node) keep a namespace alive: end what runs in ours.
+    for (const node of this.topo?.nodes ?? []) {
+      const pids = spawnSync('ip', ['netns', 'pids', node.ns], { encoding: 'utf8' }).stdout ?? '';
+      for (const pid of pids.split(/\s+/).filter(Boolean)) {
+        try {
+          process.kill(Number(pid), 'SIGTERM');
+        } catch {
+          // already gone
+        }
+      }
+    }
+    for (const h of this.mountHolders.values()) h.kill('SIGKILL');
     this.etcdBridge?.close();
     if (this.etcd) {
       this.etcd.kill('SIGTERM');

@@ -1,5 +1,5 @@
 import { call } from './ffi.js';
-import { applied, isExists, isNotFound, NetlinkError } from './errors.js';
+import { applied, isErrno, isExists, isNotFound, NetlinkError } from './errors.js';
 import type { InNetns, Link, VxlanInfo } from './types.js';
 
 /** The link with this name, or null when there is none. */
@@ -7,7 +7,11 @@ export function linkByName(name: string, opts: InNetns = {}): Link | null {
   return findLink({ ...opts, name });
 }
 
-function findLink(request: InNetns & { name: string }): Link | null {
+export function linkByIndex(index: number, opts: InNetns = {}): Link | null {
+  return findLink({ ...opts, index });
+}
+
+function findLink(request: InNetns & { name?: string; index?: number }): Link | null {
   try {
     return call('link.get', request) as Link;
   } catch (err) {
@@ -106,6 +110,24 @@ export interface VxlanSpec extends InNetns {
 
 export function createVxlan(spec: VxlanSpec): Link {
   return call('vxlan.add', { ...spec }) as Link;
+}
+
+export interface WireguardSpec extends InNetns {
+  name: string;
+  mtu?: number;
+}
+
+/**
+ * Creates a kernel WireGuard link (`ip link add NAME type wireguard`). A
+ * kernel without WireGuard fails with EOPNOTSUPP: see isWireguardUnsupported.
+ */
+export function createWireguard(spec: WireguardSpec): Link {
+  return call('wireguard.add', { ...spec }) as Link;
+}
+
+/** The kernel has no WireGuard (no module, none built in). */
+export function isWireguardUnsupported(err: unknown): boolean {
+  return isErrno(err, 'EOPNOTSUPP', 'EPROTONOSUPPORT');
 }
 
 /** Names the VXLAN attributes of `link` that differ from `spec`, empty when it matches. */

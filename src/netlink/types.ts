@@ -39,6 +39,8 @@ export interface Address {
   scope: number;
 }
 
+export const RouteScope = { universe: 0, link: 253, host: 254 } as const;
+
 export interface RouteSpec extends InNetns {
   /** destination CIDR; absent = default route */
   dst?: string;

@@ -25,6 +25,9 @@ export { linkByName, type BridgePort, type BridgeState, type KernelFdb, type Ker
 export { defaultRoute, routeFor, type KernelRoute } from './routes.js';
 export { type SysctlState } from './sysctl.js';
 
+import { readWireguard, WIREGUARD_DEVICE, type WireguardState } from './wireguard.js';
+export { WIREGUARD_DEVICE, type WireguardDeviceState, type WireguardKeyFileState, type WireguardState } from './wireguard.js';
+
 export interface ReadStateOptions {
   /** a netns path (/var/run/netns/X or /proc/PID/ns/net); absent = this process's netns */
   netns?: string;
@@ -38,6 +41,8 @@ export interface ReadStateOptions {
   vxlanDevice?: string;
   /** read iptables too (spawns iptables; default true) */
   iptables?: boolean;
+  /** read the WireGuard device and key file even when flannel-wg is absent (wireguard backend) */
+  wireguard?: boolean;
 }
 
 export const DEFAULT_NETWORK_NAME = 'cbr0';
@@ -66,6 +71,8 @@ export interface NodeState {
   ipam: IpamState;
   sysctl: SysctlState;
   iptables?: IptablesSnapshot;
+  /** read when flannel-wg exists or ReadStateOptions.wireguard asks for it */
+  wireguard?: WireguardState;
 }
 
 function isNetnsPath(path: string): boolean {
@@ -124,6 +131,8 @@ export async function readNodeState(opts: ReadStateOptions = {}): Promise<NodeSt
     sysctl: readSysctls(ns, rpNames),
   };
   if (opts.iptables !== false) state.iptables = await readIptables(netns);
+  const wgLink = snap.links.find((l) => l.name === WIREGUARD_DEVICE);
+  if (wgLink || opts.wireguard) state.wireguard = await readWireguard(wgLink ? linkInfo(wgLink, snap.addrs) : null, netns);
   return state;
 }
 

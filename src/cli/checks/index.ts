@@ -11,6 +11,9 @@ import { readClusterView, type ClusterView } from './source.js';
 import { checkBridgeAddress, checkLease, checkSubnetFile } from './subnet.js';
 import { deriveFacts, type CheckResult, type DoctorInputs, type Facts, type IptablesProbe, type PingResult } from './types.js';
 import { checkMtu, checkUnderlay, checkVxlanDevice } from './vxlan.js';
+import { checkWireguardDevice, checkWireguardPeers } from './wireguard.js';
+import { parseDump } from '../../daemon/backend/wireguard-peers.js';
+import { WIREGUARD_DEVICE } from '../../node/state.js';
 
 export * from './types.js';
 
@@ -23,11 +26,13 @@ export function evaluate(inputs: DoctorInputs): CheckResult[] {
     checkBridgeAddress(inputs),
     checkLease(inputs, facts),
     checkVxlanDevice(inputs, facts),
+    checkWireguardDevice(inputs, facts),
     checkUnderlay(inputs, facts),
     checkMtu(inputs, facts),
     checkPeerEntries(inputs, facts, rows),
     checkStaleEntries(inputs, facts),
     checkVtepReachability(inputs, facts, rows),
+    checkWireguardPeers(inputs, facts, rows),
     checkIpForward(inputs),
     checkRpFilter(inputs, facts),
     checkForwardPolicy(inputs, facts),
@@ -54,6 +59,7 @@ export async function snapshot(opts: NodeToolOptions): Promise<NodeSnapshot> {
   if (backend?.type === 'vxlan' && state.vxlan?.name !== `flannel.${backend.vni}`) {
     state = await readNodeState({ ...stateOpts, vxlanDevice: `flannel.${backend.vni}` });
   }
+  if (backend?.type === 'wireguard' && !state.wireguard) state = await readNodeState({ ...stateOpts, wireguard: true });
   const withIp = opts.publicIP ? { state, view, publicIP: opts.publicIP } : { state, view };
   const facts = deriveFacts(withIp);
   return { state, view, facts, rows: peerRows(state, facts) };
@@ -102,6 +108,17 @@ export async function gatherInputs(opts: NodeToolOptions): Promise<DoctorInputs>
     probeIptables(snap.state, snap.facts, opts.netns),
   ]);
   const inputs: DoctorInputs = { state: snap.state, view: snap.view, pings, iptables };
+  // The pings made the handshakes: read them again to judge how fresh they are.
+  if (snap.facts.backend.type === 'wireguard' && snap.state.wireguard?.device && !snap.state.wireguard.device.error) {
+    const res = await run(netnsCommand(opts.netns, ['wg', 'show', WIREGUARD_DEVICE, 'dump']));
+    if (res.code === 0) {
+      try {
+        inputs.wireguardProbe = { at: Math.floor(Date.now() / 1000), peers: parseDump(res.stdout).peers };
+      } catch {
+        // the device state read before stands
+      }
+    }
+  }
   if (opts.publicIP) inputs.publicIP = opts.publicIP;
   return inputs;
 }

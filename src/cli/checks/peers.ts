@@ -18,6 +18,7 @@ import {
   type Skipped,
 } from '../../daemon/backend/plan.js';
 import { kernelPeers, linkByName, type KernelRoute, type NodeState } from '../../node/state.js';
+import { wireguardRows } from './wireguard.js';
 import { count, pass, problem, skip, type CheckResult, type DoctorInputs, type Facts, type PingResult } from './types.js';
 
 export type EntryStatus = 'ok' | 'missing' | 'wrong' | 'n/a';
@@ -41,6 +42,10 @@ export interface PeerRow {
   pingTarget?: string;
   /** the plan refused this lease (the agent does too) */
   refused?: string;
+  /** wireguard: the peer's public key, its state on flannel-wg, its latest handshake (unix s, 0 = never) */
+  publicKey?: string;
+  wgPeer?: EntryStatus;
+  handshake?: number;
 }
 
 /** The agent's plan for the remote leases, or undefined when it cannot be made. */
@@ -181,6 +186,7 @@ function kernelRows(state: NodeState): PeerRow[] {
  * explains. Without: flannel.1's own routes.
  */
 export function peerRows(state: NodeState, facts: Facts): PeerRow[] {
+  if (facts.backend.type === 'wireguard') return wireguardRows(state, facts);
   const plan = planFor(state, facts);
   if (!plan) return kernelRows(state);
   const rows = plan.plans.map((p) => compareLease(p, state, facts));
@@ -200,6 +206,8 @@ export interface StaleEntries {
   routes: string[];
   neighbours: string[];
   fdb: string[];
+  /** wireguard: peers on flannel-wg no lease asks for */
+  peers?: string[];
   repairs: string[];
 }
 
@@ -225,6 +233,12 @@ export function staleEntries(state: NodeState, facts: Facts): StaleEntries {
       const dev = r.via === 'overlay' ? vxName : (underlay ?? '?');
       out.routes.push(routeText({ dst: r.dst, gw: r.gw, dev, onlink: r.onlink }) + (r.metric ? ` metric ${r.metric}` : ''));
       out.repairs.push(`ip route del ${r.dst}${r.gw ? ` via ${r.gw}` : ''} dev ${dev}${r.metric ? ` metric ${r.metric}` : ''}`);
+    }
+    if (facts.backend.type === 'wireguard') {
+      for (const r of wireguardRows(state, facts).filter((x) => x.source === 'kernel')) {
+        (out.peers ??= []).push(`${r.publicKey} (allowed IPs ${r.subnet}${r.publicIP ? `, endpoint ${r.publicIP}` : ''})`);
+        out.repairs.push(...r.repairs);
+      }
     }
     if (vx) {
       const neighs = diffNeighs(
@@ -310,7 +324,7 @@ export function checkPeerEntries(inputs: DoctorInputs, facts: Facts, rows: PeerR
     return problem(id, 'warn', `${count(ok, 'remote node')} programmed; ${count(refused.length, 'lease')} refused${note}`, 'fix the refused leases (see details); the agent refuses them too', details);
   }
   if (ok === 0) return pass(id, leaseMode ? 'no other node holds a lease' : `no overlay routes on ${inputs.state.vxlan?.name ?? facts.vxlanName}${note}`);
-  const kinds = facts.backend.type === 'vxlan' ? 'route, neighbour and FDB entry' : 'route';
+  const kinds = facts.backend.type === 'vxlan' ? 'route, neighbour and FDB entry' : facts.backend.type === 'wireguard' ? 'WireGuard peer' : 'route';
   return pass(id, `${kinds} in place for ${count(ok, 'remote node')}${note}`);
 }
 
@@ -323,6 +337,7 @@ export function checkStaleEntries(inputs: DoctorInputs, facts: Facts): CheckResu
     ...stale.routes.map((r) => `route ${r}`),
     ...stale.neighbours.map((n) => `neighbour ${n}`),
     ...stale.fdb.map((e) => `FDB ${e}`),
+    ...(stale.peers ?? []).map((p) => `WireGuard peer ${p}`),
   ];
   const what = leaseMode ? 'that no lease asks for (nodes that left?)' : 'that no overlay route uses';
   if (details.length > 0) {

@@ -6,17 +6,20 @@ import type { BackendConfig, Lease } from '../../daemon/types.js';
 import { DEFAULT_VNI, DEFAULT_VXLAN_PORT } from '../../daemon/config.js';
 import { defaultRoute, linkByName, subnetOf, type NodeState } from '../../node/state.js';
 import type { ClusterView } from './source.js';
+import type { DumpPeer } from '../../daemon/backend/wireguard-peers.js';
 
 export const CHECK_IDS = [
   'subnet-file',
   'bridge-address',
   'lease',
   'vxlan-device',
+  'wireguard-device',
   'underlay-interface',
   'mtu',
   'peer-entries',
   'stale-entries',
   'vtep-reachability',
+  'wireguard-peers',
   'ip-forward',
   'rp-filter',
   'forward-policy',
@@ -64,6 +67,8 @@ export interface DoctorInputs {
   publicIP?: string;
   pings: PingResult[];
   iptables: IptablesProbe;
+  /** wireguard: flannel-wg's peers read again after the pings, with the time (unix s) */
+  wireguardProbe?: { at: number; peers: DumpPeer[] };
 }
 
 export interface Facts {

@@ -2,6 +2,7 @@
 // the underlay down to the pods.
 import { defaultRoute, routeFor, subnetOf } from '../../node/state.js';
 import { underlayDevice } from './peers.js';
+import { wireguardCeiling } from './wireguard.js';
 import { count, firstAddress, pass, problem, skip, type CheckResult, type DoctorInputs, type Facts } from './types.js';
 
 /** inner Ethernet 14 + outer IPv4 20 + UDP 8 + VXLAN 8 */
@@ -129,6 +130,16 @@ export function checkMtu(inputs: DoctorInputs, facts: Facts): CheckResult {
         fixes.push(`ip link set ${vx.name} mtu ${max} (tsflanneld sets underlay − ${VXLAN_OVERHEAD}, or Backend.MTU)`);
       }
     } else chain.push(`${vx.name} ${vx.mtu}`);
+  } else if (facts.backend.type === 'wireguard') {
+    const wg = wireguardCeiling(state, dev?.mtu);
+    if (!wg) return skip(id, 'no flannel-wg (see wireguard-device)');
+    ceiling = wg.mtu;
+    ceilingName = wg.name;
+    chain.push(wg.chain);
+    if (wg.over) {
+      fails.push(wg.over);
+      fixes.push('restart tsflanneld: it sets flannel-wg to the underlay MTU − 60 (or Backend.MTU − 60)');
+    }
   } else if (dev) {
     ceiling = dev.mtu;
     ceilingName = dev.name;

@@ -3,8 +3,10 @@ import type { Logger } from 'pino';
 import type { Backend, BackendConfig } from '../types.js';
 import { HostGwBackend } from './hostgw.js';
 import { VxlanBackend } from './vxlan.js';
+import { WireguardBackend } from './wireguard.js';
 
 export { HostGwBackend, type HostGwBackendOptions } from './hostgw.js';
+export { WireguardBackend, type WireguardBackendOptions, WIREGUARD_DEVICE, WIREGUARD_OVERHEAD_V4 } from './wireguard.js';
 export { VxlanBackend, type VxlanBackendOptions, DEFAULT_VXLAN_PORT, VXLAN_OVERHEAD_V4 } from './vxlan.js';
 
 export interface CreateBackendOptions {
@@ -28,6 +30,8 @@ export function createBackend(cfg: BackendConfig, opts: CreateBackendOptions): B
       return new VxlanBackend({ config: cfg, ...common, ...(opts.vtepMac ? { vtepMac: opts.vtepMac } : {}) });
     case 'host-gw':
       return new HostGwBackend({ config: cfg, ...common });
+    case 'wireguard':
+      return new WireguardBackend({ config: cfg, ...common });
     default: {
       const unknown: never = cfg;
       throw new Error(`unsupported backend type ${JSON.stringify((unknown as { type?: unknown }).type)}`);

@@ -50,7 +50,7 @@ export interface NodeLike {
 
 export type LeaseResult = { lease: Lease; reason?: undefined } | { lease: null; reason: string };
 
-const BACKEND_TYPES: ReadonlySet<string> = new Set<BackendConfig['type']>(['vxlan', 'host-gw']);
+const BACKEND_TYPES: ReadonlySet<string> = new Set<BackendConfig['type']>(['vxlan', 'host-gw', 'wireguard']);
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 /** `backend-data` text: flannel writes `{"VNI":1,"VtepMAC":"..."}`, and `null` when there is none (host-gw). */
@@ -58,6 +58,7 @@ export function formatBackendData(data: BackendData): string {
   const out: BackendData = {};
   if (data.VNI !== undefined) out.VNI = data.VNI;
   if (data.VtepMAC !== undefined) out.VtepMAC = data.VtepMAC.toLowerCase();
+  if (data.PublicKey !== undefined) out.PublicKey = data.PublicKey;
   return Object.keys(out).length === 0 ? 'null' : JSON.stringify(out);
 }
 
@@ -84,6 +85,10 @@ export function parseBackendData(text: string): BackendData | string {
       return 'backend-data VtepMAC is not a MAC address';
     }
     data.VtepMAC = obj.VtepMAC.toLowerCase();
+  }
+  if (obj.PublicKey !== undefined && obj.PublicKey !== null) {
+    if (typeof obj.PublicKey !== 'string') return 'backend-data PublicKey is not a string';
+    data.PublicKey = obj.PublicKey;
   }
   return data;
 }

@@ -137,6 +137,10 @@ function decodeBackendData(raw: unknown): BackendData | undefined {
     if (typeof raw.VtepMAC !== 'string') return undefined;
     data.VtepMAC = raw.VtepMAC;
   }
+  if (raw.PublicKey !== undefined) {
+    if (typeof raw.PublicKey !== 'string') return undefined;
+    data.PublicKey = raw.PublicKey;
+  }
   return data;
 }
 
@@ -151,7 +155,7 @@ export function decodeLeaseAttrs(value: string): LeaseAttrs | undefined {
   if (!isRecord(raw)) return undefined;
   const { PublicIP, BackendType } = raw;
   if (typeof PublicIP !== 'string' || parseIpv4(PublicIP) === undefined) return undefined;
-  if (BackendType !== 'vxlan' && BackendType !== 'host-gw') return undefined;
+  if (BackendType !== 'vxlan' && BackendType !== 'host-gw' && BackendType !== 'wireguard') return undefined;
   const backendData = decodeBackendData(raw.BackendData);
   if (!backendData) return undefined;
   return { publicIP: PublicIP, backendType: BackendType, backendData };

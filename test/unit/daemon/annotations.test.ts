@@ -89,7 +89,7 @@ describe('leaseFromNode', () => {
     ['not managed', node({ ...vxlanAnnotations, [`${P}/kube-subnet-manager`]: 'false' }, '10.244.1.0/24'), /kube-subnet-manager/],
     ['no annotations', { metadata: { name: 'x' }, spec: { podCIDR: '10.244.1.0/24' } }, /kube-subnet-manager/],
     ['no backend-type', node(without(vxlanAnnotations, 'backend-type'), '10.244.1.0/24'), /backend-type is missing/],
-    ['unknown backend', node({ ...vxlanAnnotations, [`${P}/backend-type`]: 'wireguard' }, '10.244.1.0/24'), /not supported/],
+    ['unknown backend', node({ ...vxlanAnnotations, [`${P}/backend-type`]: 'ipsec' }, '10.244.1.0/24'), /not supported/],
     ['no backend-data', node(without(vxlanAnnotations, 'backend-data'), '10.244.1.0/24'), /backend-data is missing/],
     ['backend-data not JSON', node({ ...vxlanAnnotations, [`${P}/backend-data`]: '{VNI:1' }, '10.244.1.0/24'), /not JSON/],
     ['backend-data array', node({ ...vxlanAnnotations, [`${P}/backend-data`]: '[1]' }, '10.244.1.0/24'), /not a JSON object/],

@@ -120,7 +120,7 @@ describe('parseNetworkConfig errors name their field', () => {
     ['IPv6Network too small', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00::/125' }, /"IPv6Network" is too small/],
     ['IPv6SubnetLen', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00::/64', IPv6SubnetLen: 64 }, /"IPv6SubnetLen" must be from 66 to 126/],
     ['Backend not object', { Network: '10.244.0.0/16', Backend: 'vxlan' }, /"Backend" must be an object/],
-    ['unknown backend', { Network: '10.244.0.0/16', Backend: { Type: 'wireguard' } }, /"Backend.Type" "wireguard" is not supported \(supported: vxlan, host-gw\)/],
+    ['unknown backend', { Network: '10.244.0.0/16', Backend: { Type: 'ipsec' } }, /"Backend.Type" "ipsec" is not supported \(supported: vxlan, host-gw, wireguard\)/],
     ['udp backend', { Network: '10.244.0.0/16', Backend: { Type: 'udp' } }, /"Backend.Type" "udp" is not supported/],
     ['Type not a string', { Network: '10.244.0.0/16', Backend: { Type: 1 } }, /"Backend.Type" must be a string/],
     ['VNI 0', { Network: '10.244.0.0/16', Backend: { VNI: 0 } }, /"Backend.VNI" must be an integer from 1 to 16777215/],
