@@ -12,7 +12,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 DEB_PACKAGES=(
   golang-go golang-github-vishvananda-netlink-dev golang-github-vishvananda-netns-dev
   golang-github-appc-cni-dev
-  iproute2 iptables util-linux procps iputils-ping kmod
+  iproute2 iptables nftables util-linux procps iputils-ping kmod openssl
   etcd-server etcd-client
   containernetworking-plugins
   binutils

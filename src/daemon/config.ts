@@ -191,11 +191,13 @@ export function parseNetworkConfig(json: string): NetworkConfig {
   const v4 = parseIpv4Part(parsed, enableIPv4);
   const ipv6Network = parseIpv6Network(parsed, enableIPv6);
   const backend = parseBackend(parsed);
+  const enableNFTables = boolField(parsed, 'EnableNFTables', 'EnableNFTables', false);
   return {
     ...v4,
     enableIPv4,
     enableIPv6,
     ...(enableIPv6 && ipv6Network ? { ipv6Network } : {}),
+    enableNFTables,
     backend,
   };
 }

@@ -3,7 +3,7 @@
 // real traffic showing what is masqueraded and what keeps its source.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { IptablesManager, ruleText, type IptablesRunner } from '../../src/daemon/iptables.js';
+import { IptablesManager, ruleText, type IptablesRunner } from '../../src/daemon/traffic/iptables.js';
 import { addNetns, cleanupAll, inNs, isRoot } from '../helpers/netns.js';
 
 const NETWORK = '10.244.0.0/16';

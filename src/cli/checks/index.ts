@@ -1,7 +1,7 @@
 // Doctor in two halves: `gatherInputs` reads the node, the lease source and
 // runs the probes (ping, iptables -C); `evaluate` turns that into one result
 // per check without any I/O, which is what the unit tests drive.
-import { IptablesManager, ruleText } from '../../daemon/iptables.js';
+import { IptablesManager, ruleText } from '../../daemon/traffic/iptables.js';
 import { netnsCommand, readNodeState, run, type NodeState } from '../../node/state.js';
 import { checkForwardPolicy, checkIpForward, checkMasquerade, checkRpFilter } from './host.js';
 import { checkIpamCapacity, checkIpamLeaks } from './ipam.js';
