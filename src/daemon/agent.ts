@@ -47,9 +47,10 @@ export class Agent implements HealthSource {
   private latest: Lease[] | undefined;
   private servers: Server[] = [];
   private timer?: NodeJS.Timeout;
-  /** when the resync loop last turned; undefined until it starts */
+  /** when a resync last finished (or the loop started); undefined before */
   private lastTick?: number;
   private markedReady = false;
+  private resyncing = false;
 
   constructor(
     private readonly opts: AgentOptions,
@@ -234,7 +235,9 @@ export class Agent implements HealthSource {
    * by hand comes back within one period (reconcile heals the device too).
    */
   private async resync(): Promise<void> {
-    this.lastTick = Date.now();
+    // One resync at a time; a stuck one stops the ticks, and /healthz notices.
+    if (this.resyncing) return;
+    this.resyncing = true;
     try {
       this.reconcile('resync');
       if (this.traffic) {
@@ -248,6 +251,9 @@ export class Agent implements HealthSource {
     } catch (err) {
       this.metrics.reconcileErrors.inc();
       this.deps.logger.error({ err }, 'resync failed');
+    } finally {
+      this.resyncing = false;
+      this.lastTick = Date.now();
     }
   }
 
