@@ -5,9 +5,10 @@
 // (which has no route to the pod network) only through the nft masquerade.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { Cluster, DEFAULT_NET_CONF, type Pod } from '../../src/demo/cluster.js';
+import { Cluster, DEFAULT_NET_CONF, PLUGIN_BIN, type Pod } from '../../src/demo/cluster.js';
 import { isRoot } from '../helpers/netns.js';
 
 const haveEtcd = existsSync('/usr/bin/etcd');
@@ -87,4 +88,15 @@ describe.skipIf(!isRoot || !haveEtcd || !haveNft)('switching a cluster to Enable
     await eventually('repair logged', 5_000, () => cluster.agentLog('n1').includes('traffic rules were changed; restored them'));
     if (!dropped) console.warn('the resync restored the table before the ping without masquerade ran');
   }, 60_000);
+
+  it('tsflannel doctor reads the nftables rules: masquerade and forward checks pass on n1', () => {
+    const node = 'n1';
+    const res = spawnSync('ip', ['netns', 'exec', cluster.node(node).ns, PLUGIN_BIN, 'doctor', '--json', '--subnet-file', cluster.subnetFile(node),
+      '--data-dir', join(cluster.nodeDir(node), 'networks'), '--etcd-endpoints', 'http://127.0.0.1:2379'], { encoding: 'utf8', timeout: 30_000 });
+    const report = JSON.parse(res.stdout) as { checks: { id: string; status: string; message: string }[] };
+    const check = (id: string) => report.checks.find((c) => c.id === id)!;
+    expect(check('masquerade')).toMatchObject({ status: 'pass' });
+    expect(check('masquerade').message).toContain('nftables table ip flannel-ipv4');
+    expect(check('forward-policy').status).toBe('pass');
+  }, 40_000);
 });
