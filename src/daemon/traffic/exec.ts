@@ -30,3 +30,8 @@ export function execRunner(command: string[], timeoutMs = 60_000): ToolRunner {
       child.stdin.end(input ?? '');
     });
 }
+
+/** The tool is absent (directly, or behind `ip netns exec`, which exits 255). */
+export function notInstalled(res: RunResult): boolean {
+  return res.code === NOT_INSTALLED || (res.code === 255 && /exec of .* failed/i.test(res.stderr));
+}

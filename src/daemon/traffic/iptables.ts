@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import { canonicalCidr, parseIpv4Cidr } from '../../net/ipv4.js';
 import { silentLogger } from '../backend/common.js';
-import { execRunner, NOT_INSTALLED } from './exec.js';
+import { execRunner, notInstalled } from './exec.js';
 import type { RunResult, ToolRunner, TrafficManager, TrafficRules } from './types.js';
 
 export type { RunResult };
@@ -287,10 +287,6 @@ const ALL_CHAINS: ChainSet[] = flannelChains({
   randomFully: false,
 });
 
-/** The tool is absent (directly, or behind `ip netns exec`, which exits 255). */
-export function notInstalled(res: RunResult): boolean {
-  return res.code === NOT_INSTALLED || (res.code === 255 && /exec of .* failed/i.test(res.stderr));
-}
 
 /**
  * Removes FLANNEL-FWD and FLANNEL-POSTRTG with every jump to them, written by

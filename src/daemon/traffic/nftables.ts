@@ -18,8 +18,7 @@
 import type { Logger } from 'pino';
 import { canonicalCidr, parseIpv4Cidr } from '../../net/ipv4.js';
 import { silentLogger } from '../backend/common.js';
-import { execRunner, toolCommand } from './exec.js';
-import { notInstalled } from './iptables.js';
+import { execRunner, notInstalled, toolCommand } from './exec.js';
 import { TrafficError, type ToolRunner, type TrafficManager, type TrafficRules } from './types.js';
 
 export const NFT_TABLE = 'flannel-ipv4';
