@@ -191,9 +191,14 @@ describe.skipIf(!isRoot || !haveNft)('nftables traffic manager in a node netns',
   it('switching to nftables removes the iptables chains and jumps; switching back removes both nftables tables', async () => {
     await new IptablesTrafficManager(RULES, { netns: node }).ensure();
     expect(iptablesFlannelLines(node).length).toBe(12);
+    // a dual-stack flanneld's IPv6 leftovers
+    inNs(node, 'ip6tables', ['-t', 'nat', '-N', 'FLANNEL-POSTRTG']);
+    inNs(node, 'ip6tables', ['-t', 'nat', '-A', 'FLANNEL-POSTRTG', '-s', 'fd00:10:244::/56', '-j', 'RETURN']);
+    inNs(node, 'ip6tables', ['-t', 'nat', '-A', 'POSTROUTING', '-m', 'comment', '--comment', 'flanneld masq', '-j', 'FLANNEL-POSTRTG']);
     // what the agent does at start in nftables mode
     expect(await cleanUpOtherMode('nftables', { netns: node })).toBe(true);
     expect(iptablesFlannelLines(node)).toEqual([]);
+    expect(inNs(node, 'ip6tables', ['-t', 'nat', '-S'])).not.toContain('FLANNEL');
     await createTrafficManager('nftables', RULES, { netns: node }).ensure();
 
     // flanneld's IPv6 table too, as a leftover of a dual-stack flanneld

@@ -25,6 +25,11 @@ export function createTrafficManager(mode: TrafficMode, rules: TrafficRules, opt
 /** Removes the rules of the mode not in use; returns whether anything was there. */
 export async function cleanUpOtherMode(mode: TrafficMode, opts: TrafficManagerOptions = {}): Promise<boolean> {
   const log = opts.logger ?? silentLogger;
-  if (mode === 'nftables') return cleanUpIptables(execRunner(toolCommand('iptables', opts.netns)), log);
+  if (mode === 'nftables') {
+    // flanneld in dual-stack also leaves FLANNEL chains in ip6tables
+    const v4 = await cleanUpIptables(execRunner(toolCommand('iptables', opts.netns)), log);
+    const v6 = await cleanUpIptables(execRunner(toolCommand('ip6tables', opts.netns)), log);
+    return v4 || v6;
+  }
   return cleanUpNftables(execRunner(toolCommand('nft', opts.netns)), log);
 }
