@@ -79,15 +79,24 @@ describe.skipIf(!isRoot || !haveEtcd)('nodes with FORWARD policy DROP and no --i
     expect(failingPairs(pods)).toEqual([]);
   });
 
-  it('a FORWARD jump deleted by hand is put back by the resync (logged), and n1\'s pod forwards again', async () => {
+  it('without the FORWARD jump n1\'s pod is cut off (the DROP policy bites); a restarted agent puts it back', async () => {
     const ns = cluster.node('n1').ns;
-    execFileSync('ip', ['netns', 'exec', ns, 'iptables', '-w', '5', '-D', 'FORWARD', '-m', 'comment', '--comment', 'flanneld forward', '-j', 'FLANNEL-FWD']);
     const [p1, p2] = pods;
-    // the resync may win the race; only if it did not yet is the drop visible
-    const blocked = !ping(p1!.ns, p2!.ip);
-    await eventually('n1 forwards again', 15_000, () => ping(p1!.ns, p2!.ip));
-    await eventually('n1 logs the repair', 5_000, () => cluster.agentLog('n1').includes('traffic rules were changed; restored them'));
-    if (!blocked) console.warn('resync restored the jump before the first ping; drop not observed');
+    await cluster.stopAgent('n1', 'SIGKILL'); // rules stay; nothing repairs them meanwhile
+    execFileSync('ip', ['netns', 'exec', ns, 'iptables', '-w', '5', '-D', 'FORWARD', '-m', 'comment', '--comment', 'flanneld forward', '-j', 'FLANNEL-FWD']);
+    expect(ping(p1!.ns, p2!.ip)).toBe(false);
+    await cluster.startAgent('n1');
+    await eventually('n1 forwards again', 20_000, () => ping(p1!.ns, p2!.ip));
+    expect(execFileSync('ip', ['netns', 'exec', ns, 'iptables', '-S', 'FORWARD'], { encoding: 'utf8' })).toContain('-j FLANNEL-FWD');
+  }, 40_000);
+
+  it('a FORWARD jump deleted while the agent runs is restored by the resync (logged)', async () => {
+    const ns = cluster.node('n1').ns;
+    const [p1, p2] = pods;
+    execFileSync('ip', ['netns', 'exec', ns, 'iptables', '-w', '5', '-D', 'FORWARD', '-m', 'comment', '--comment', 'flanneld forward', '-j', 'FLANNEL-FWD']);
+    await eventually('n1 logs the repair', 15_000, () => cluster.agentLog('n1').includes('traffic rules were changed; restored them'));
+    expect(execFileSync('ip', ['netns', 'exec', ns, 'iptables', '-S', 'FORWARD'], { encoding: 'utf8' })).toContain('-j FLANNEL-FWD');
+    expect(ping(p1!.ns, p2!.ip)).toBe(true);
   }, 30_000);
 });
 
