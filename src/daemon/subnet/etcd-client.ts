@@ -4,6 +4,7 @@
 // certificate or a wrong password apart from "etcd is not up yet" — the
 // former cannot heal by retrying, so the agent exits naming the flag.
 import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
 import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, type IOptions } from 'etcd3';
 
 export interface EtcdSecurity {
@@ -47,9 +48,9 @@ export function etcdClientOptions(endpoints: string[], sec: EtcdSecurity): Pick<
       throw new EtcdAccessError(`--etcd-cafile/--etcd-certfile are set but ${plain.join(', ')} says http://; write https:// endpoints`);
     }
     // etcd3 needs a root certificate to pass a client pair; without
-    // --etcd-cafile the system's roots are used (undefined → grpc defaults).
+    // --etcd-cafile, Node's own CA bundle (what an https:// endpoint alone gets).
     const credentials: NonNullable<IOptions['credentials']> = {
-      rootCertificate: sec.caFile ? readPem('etcd-cafile', sec.caFile) : (undefined as unknown as Buffer),
+      rootCertificate: sec.caFile ? readPem('etcd-cafile', sec.caFile) : Buffer.from(rootCertificates.join('\n')),
     };
     if (sec.certFile && sec.keyFile) {
       credentials.certChain = readPem('etcd-certfile', sec.certFile);
@@ -109,24 +110,32 @@ export function describeAccessError(err: unknown, sec: EtcdSecurity): string | u
 }
 
 /**
- * Makes one read with these settings. Throws EtcdAccessError for settings
- * that retrying cannot fix; other failures (etcd not up yet) only resolve
- * to false so the caller's usual retries go on.
+ * Reads `key` with these settings. Throws EtcdAccessError for settings that
+ * retrying cannot fix; other failures (etcd not up yet) resolve to false so
+ * the caller's usual retries go on. A slow first connection (a loaded host)
+ * can end in a bare deadline before the TLS verdict arrives, so an
+ * unexplained failure is tried again, up to `attempts` times.
  */
-export async function checkEtcdAccess(endpoints: string[], sec: EtcdSecurity, key: string, timeoutMs = 5000): Promise<boolean> {
-  const client = new Etcd3({
-    ...etcdClientOptions(endpoints, sec),
-    dialTimeout: timeoutMs,
-    defaultCallOptions: () => ({ deadline: Date.now() + timeoutMs }),
-  });
-  try {
-    await client.get(key).string();
-    return true;
-  } catch (err) {
-    const problem = describeAccessError(err, sec);
-    if (problem) throw new EtcdAccessError(problem);
-    return false;
-  } finally {
-    client.close();
+export async function checkEtcdAccess(endpoints: string[], sec: EtcdSecurity, key: string, timeoutMs = 5000, attempts = 3): Promise<boolean> {
+  const options = etcdClientOptions(endpoints, sec);
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    const client = new Etcd3({
+      ...options,
+      dialTimeout: timeoutMs,
+      defaultCallOptions: () => ({ deadline: Date.now() + timeoutMs }),
+    });
+    try {
+      await client.get(key).string();
+      return true;
+    } catch (err) {
+      const problem = describeAccessError(err, sec);
+      if (problem) throw new EtcdAccessError(problem);
+      // refused outright: etcd is not there yet, nothing more to learn now
+      if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN/.test(messages(err))) return false;
+    } finally {
+      client.close();
+    }
+    if (attempt < attempts) await new Promise((r) => setTimeout(r, 250 * attempt));
   }
+  return false;
 }
