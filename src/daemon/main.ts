@@ -6,6 +6,8 @@ import type { SubnetManager } from './types.js';
 import { createAgentLogger } from './logging.js';
 import { defaultMetrics, subnetMetrics, type AgentMetrics } from './metrics.js';
 import { VERSION } from '../version.js';
+import { readSubnetEnv } from '../flannel/subnet-env.js';
+import { canonicalCidr, parseIpv4Cidr } from '../net/ipv4.js';
 
 async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: AgentMetrics): Promise<SubnetManager> {
   if (opts.kubeSubnetMgr) {
@@ -30,8 +32,14 @@ async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: Age
     logger.warn({ endpoints: opts.etcdEndpoints }, 'connecting to etcd with http. This is insecure');
   }
   // A wrong CA, a missing client certificate or a wrong password never heals:
-  // find out now and exit naming the flag (etcd merely down is retried later).
-  await checkEtcdAccess(opts.etcdEndpoints, opts.etcd, `${opts.etcdPrefix.replace(/\/+$/, '')}/config`);
+  // find out and exit naming the flag (etcd merely down is retried as usual).
+  // Alongside start-up, not before it: a restart must not wait on this.
+  checkEtcdAccess(opts.etcdEndpoints, opts.etcd, `${opts.etcdPrefix.replace(/\/+$/, '')}/config`).catch((err: unknown) => {
+    if ((err as Error).name === 'EtcdAccessError') logger.fatal(`etcd: ${(err as Error).message}`);
+    else logger.fatal({ err }, 'etcd access check failed');
+    process.exit(1);
+  });
+  const previous = previousSubnet(opts.subnetFile);
   return new EtcdSubnetManager({
     endpoints: opts.etcdEndpoints,
     prefix: opts.etcdPrefix,
@@ -40,6 +48,9 @@ async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: Age
     // flannel's margin is in minutes; a TTL shorter than it (tests) keeps the manager's default
     ...(opts.subnetLeaseRenewMarginMinutes * 60 < opts.leaseTtlSeconds ? { renewMarginSeconds: opts.subnetLeaseRenewMarginMinutes * 60 } : {}),
     nodeName: opts.nodeName,
+    // flanneld asks for the subnet of the previous subnet.env first, so a
+    // restart after the lease ran out keeps the node's subnet when it is free
+    ...(previous ? { previousSubnet: previous } : {}),
     metrics: subnetMetrics(metrics, 'etcd'),
     logger,
     // Another node took our subnet while we were cut off: like flanneld, stop
@@ -49,6 +60,16 @@ async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: Age
       process.exit(1);
     },
   });
+}
+
+/** This node's subnet from the last subnet.env, network form (10.244.1.0/24); undefined when there is none. */
+function previousSubnet(file: string): string | undefined {
+  try {
+    const cidr = parseIpv4Cidr(readSubnetEnv(file).subnet);
+    return cidr ? canonicalCidr(cidr) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
