@@ -33,11 +33,13 @@ RUN npx --no-install tsc -p tsconfig.json --noEmit \
 # ---- runtime ----
 FROM debian:bookworm-slim
 ENV DEBIAN_FRONTEND=noninteractive
-# iptables ships both backends (iptables-nft, iptables-legacy) behind
-# update-alternatives; iproute2 is for people debugging inside the pod;
-# `tsflannel doctor` run in the pod pings remote VTEPs with iputils-ping.
+# nftables gives nft for EnableNFTables; iptables ships both backends
+# (iptables-nft, iptables-legacy) behind update-alternatives; iproute2 is for
+# people debugging inside the pod; `tsflannel doctor` run in the pod pings
+# remote VTEPs with iputils-ping; wireguard-tools and wireguard-go serve the
+# wireguard backend.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables iproute2 iputils-ping ca-certificates wireguard-tools wireguard-go \
+ && apt-get install -y --no-install-recommends iptables nftables iproute2 iputils-ping ca-certificates wireguard-tools wireguard-go \
  && rm -rf /var/lib/apt/lists/*
 
 # The agent's rules must land in the backend the node already uses, or they

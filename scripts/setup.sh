@@ -18,7 +18,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 DEB_PACKAGES=(
   golang-go golang-github-vishvananda-netlink-dev golang-github-vishvananda-netns-dev
   golang-github-appc-cni-dev
-  iproute2 iptables util-linux mount procps iputils-ping kmod strace e2fsprogs
+  iproute2 iptables nftables util-linux mount procps iputils-ping kmod strace e2fsprogs openssl
   etcd-server etcd-client
   containernetworking-plugins
   binutils

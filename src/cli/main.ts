@@ -5,6 +5,7 @@ import yargs, { type Argv } from 'yargs';
 import { installCommand } from './install.js';
 import { statusCommand } from './status.js';
 import { doctorCommand } from './doctor.js';
+import { VERSION } from '../version.js';
 
 export type CliCommand = (cli: Argv) => Argv;
 
@@ -16,6 +17,10 @@ class UsageError extends Error {
 
 /** Exit codes: 0 done, 1 the command failed, 2 bad usage. */
 export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
+  if (argv.length === 1 && argv[0] === '--version') {
+    process.stdout.write(`tsflannel ${VERSION}\n`);
+    return;
+  }
   let cli: Argv = yargs(argv)
     .scriptName('tsflannel')
     .usage(

@@ -230,11 +230,13 @@ export function parseNetworkConfig(json: string): NetworkConfig {
   const ipv6Network = parseIpv6Network(parsed, enableIPv6);
   const backend = parseBackend(parsed);
   if (backend.type === 'wireguard') checkWireguardFamilies(backend, enableIPv4);
+  const enableNFTables = boolField(parsed, 'EnableNFTables', 'EnableNFTables', false);
   return {
     ...v4,
     enableIPv4,
     enableIPv6,
     ...(enableIPv6 && ipv6Network ? { ipv6Network } : {}),
+    enableNFTables,
     backend,
   };
 }

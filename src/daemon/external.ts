@@ -14,6 +14,8 @@ export interface ExternalSelection {
   ifaceRegex?: string[];
   /** the address to advertise instead of the interface address */
   publicIP?: string;
+  /** flannel's --iface-can-reach: the interface (and source) the kernel routes this IP through */
+  ifaceCanReach?: string;
 }
 
 export interface IfaceAddress {
@@ -36,6 +38,30 @@ export interface KernelView {
   interfaces: IfaceInfo[];
   /** link index of the first IPv4 default route, if any */
   defaultRouteIndex?: number;
+  /** IPv4 routes of the main table, for --iface-can-reach */
+  routes?: { dst: string; linkIndex: number; src?: string; metric: number }[];
+}
+
+/**
+ * The route the kernel would take to `ip` (longest prefix, then lowest
+ * metric, in the main table; policy routing is not consulted), like
+ * `ip route get` for the ordinary single-table host.
+ */
+export function routeTo(view: KernelView, ip: string): { linkIndex: number; src?: string } | undefined {
+  const target = parseIpv4(ip);
+  if (target === undefined) return undefined;
+  let best: { prefix: number; metric: number; linkIndex: number; src?: string } | undefined;
+  for (const r of view.routes ?? []) {
+    if (r.linkIndex <= 0) continue;
+    const cidr = r.dst === 'default' ? { ip: 0, prefix: 0 } : parseIpv4Cidr(r.dst);
+    if (!cidr) continue;
+    const mask = cidr.prefix === 0 ? 0 : (0xffffffff << (32 - cidr.prefix)) >>> 0;
+    if (((target & mask) >>> 0) !== ((cidr.ip & mask) >>> 0)) continue;
+    if (!best || cidr.prefix > best.prefix || (cidr.prefix === best.prefix && r.metric < best.metric)) {
+      best = { prefix: cidr.prefix, metric: r.metric, linkIndex: r.linkIndex, ...(r.src ? { src: r.src } : {}) };
+    }
+  }
+  return best && { linkIndex: best.linkIndex, ...(best.src ? { src: best.src } : {}) };
 }
 
 export class ExternalInterfaceError extends Error {
@@ -120,7 +146,20 @@ export function selectExternalInterface(view: KernelView, sel: ExternalSelection
     tried.push(`--iface-regex ${text}: no interface name or IPv4 address matched`);
   }
 
-  if (ifaces.length > 0 || regexes.length > 0) {
+  const canReach = sel.ifaceCanReach;
+  if (canReach !== undefined) {
+    const route = routeTo(view, canReach);
+    const iface = route && view.interfaces.find((i) => i.index === route.linkIndex);
+    if (iface) {
+      const addr = usableAddrs(iface).find((a) => ipOf(a) === route?.src) ?? usableAddrs(iface)[0];
+      if (addr) return result(iface, addr, publicIP);
+      tried.push(`--iface-can-reach ${canReach}: interface ${iface.name} has no IPv4 address`);
+    } else {
+      tried.push(`--iface-can-reach ${canReach}: no route to it`);
+    }
+  }
+
+  if (ifaces.length > 0 || regexes.length > 0 || canReach !== undefined) {
     throw new ExternalInterfaceError(`no usable external interface: ${tried.join('; ')} (interfaces: ${describeView(view)})`);
   }
 
@@ -152,8 +191,14 @@ export function readInterfaces(opts: nl.InNetns = {}): KernelView {
     mtu: l.mtu,
     addrs: addrs.filter((a) => a.linkIndex === l.index).map((a) => ({ cidr: a.cidr, scope: a.scope })),
   }));
-  const def = nl.routeList({ ...opts, family: 'inet' }).find((r) => (r.dst === 'default' || r.dst === '0.0.0.0/0') && r.linkIndex > 0);
-  const view: KernelView = { interfaces };
+  const routes = nl.routeList({ ...opts, family: 'inet' });
+  const def = routes.find((r) => (r.dst === 'default' || r.dst === '0.0.0.0/0') && r.linkIndex > 0);
+  const view: KernelView = {
+    interfaces,
+    routes: routes
+      .filter((r) => r.table === 254 || r.table === 0)
+      .map((r) => ({ dst: r.dst, linkIndex: r.linkIndex, metric: r.metric, ...(r.src ? { src: r.src } : {}) })),
+  };
   if (def) view.defaultRouteIndex = def.linkIndex;
   return view;
 }

@@ -1,54 +1,63 @@
-// /healthz and Prometheus /metrics for the agent. Bound to 127.0.0.1 by
-// default: nothing here is meant for the network.
-import { createServer, type Server } from 'node:http';
+// /healthz (liveness: the process answers and its loops turn), /readyz
+// (readiness: lease held, device and subnet file in place, first reconcile
+// done) and Prometheus /metrics. HEAD answers like GET without a body.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Registry } from 'prom-client';
 
-export interface AgentMetrics {
-  /** leases known from the subnet manager, our own included */
-  leasesKnown: number;
-  /** remote leases currently programmed by the backend */
-  routesProgrammed: number;
-  reconcileErrors: number;
-  reconciles: number;
-  /** unix seconds of the last successful reconcile; 0 = never */
-  lastSyncSeconds: number;
-  /** true once the lease is held and the subnet file written */
-  ready: boolean;
+export interface Probe {
+  ok: boolean;
+  /** one line for people reading the probe's body */
+  detail: string;
 }
 
-export function newMetrics(): AgentMetrics {
-  return { leasesKnown: 0, routesProgrammed: 0, reconcileErrors: 0, reconciles: 0, lastSyncSeconds: 0, ready: false };
+export interface HealthSource {
+  live(): Probe;
+  ready(): Probe;
 }
 
-export function renderMetrics(m: AgentMetrics): string {
-  const lines: string[] = [];
-  const metric = (name: string, type: 'gauge' | 'counter', help: string, value: number) => {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${value}`);
-  };
-  metric('tsflannel_leases_known', 'gauge', 'Subnet leases known from the subnet manager, including this node.', m.leasesKnown);
-  metric('tsflannel_routes_programmed', 'gauge', 'Remote subnets currently programmed into the kernel.', m.routesProgrammed);
-  metric('tsflannel_reconcile_errors_total', 'counter', 'Per-lease errors met while reconciling kernel state.', m.reconcileErrors);
-  metric('tsflannel_reconciles_total', 'counter', 'Reconciliations run.', m.reconciles);
-  metric('tsflannel_last_sync_timestamp_seconds', 'gauge', 'Unix time of the last completed reconciliation.', m.lastSyncSeconds);
-  metric('tsflannel_ready', 'gauge', '1 once the lease is held and the subnet file is written.', m.ready ? 1 : 0);
-  return lines.join('\n') + '\n';
+export interface EndpointOptions {
+  /** /healthz and /readyz; absent on a metrics-only server */
+  health?: HealthSource;
+  /** /metrics; absent when metrics are served elsewhere */
+  registry?: Registry;
+}
+
+function reply(req: IncomingMessage, res: ServerResponse, status: number, type: string, body: string): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+  res.end(req.method === 'HEAD' ? undefined : body);
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse, opts: EndpointOptions): Promise<void> {
+  const path = (req.url ?? '/').split('?')[0];
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.writeHead(405, { allow: 'GET, HEAD' }).end();
+    return;
+  }
+  const probe = path === '/healthz' ? opts.health?.live() : path === '/readyz' ? opts.health?.ready() : undefined;
+  if (probe) {
+    const name = path === '/healthz' ? 'alive' : 'ready';
+    const body = probe.ok ? `ok: ${name}\n` : `not ${name}: ${probe.detail}\n`;
+    reply(req, res, probe.ok ? 200 : 503, 'text/plain; charset=utf-8', body);
+  } else if (path === '/metrics' && opts.registry) {
+    reply(req, res, 200, opts.registry.contentType, await opts.registry.metrics());
+  } else {
+    reply(req, res, 404, 'text/plain; charset=utf-8', 'not found\n');
+  }
 }
 
 /** Starts the endpoints; resolves with the bound server (port 0 picks a free port). */
-export function startHealthServer(host: string, port: number, metrics: AgentMetrics): Promise<Server> {
+export function startEndpoints(host: string, port: number, opts: EndpointOptions): Promise<Server> {
   const server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (req.method !== 'GET') {
-      res.writeHead(405).end();
-    } else if (path === '/healthz') {
-      res.writeHead(metrics.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(metrics.ready ? 'ok\n' : 'not ready\n');
-    } else if (path === '/metrics') {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(metrics));
-    } else {
-      res.writeHead(404).end();
-    }
+    handle(req, res, opts).catch((err: unknown) => {
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end(`internal error: ${(err as Error).message}\n`);
+    });
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => resolve(server));
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve(server);
+    });
   });
 }

@@ -1,16 +1,22 @@
 // Entry point of tsflanneld.
-import pino from 'pino';
-import { parseAgentOptions, HelpShown, OptionsError, type AgentOptions } from './options.js';
+import type { Logger } from 'pino';
+import { parseAgentOptions, HelpShown, OptionsError, VersionShown, type AgentOptions } from './options.js';
 import { Agent } from './agent.js';
 import type { SubnetManager } from './types.js';
+import { createAgentLogger } from './logging.js';
+import { defaultMetrics, subnetMetrics, type AgentMetrics } from './metrics.js';
+import { VERSION } from '../version.js';
 
-async function subnetManagerFor(opts: AgentOptions, logger: pino.Logger): Promise<SubnetManager> {
+async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: AgentMetrics): Promise<SubnetManager> {
   if (opts.kubeSubnetMgr) {
     const { KubeSubnetManager } = await import('./subnet/kube.js');
     const kubeOpts: ConstructorParameters<typeof KubeSubnetManager>[0] = {
       nodeName: opts.nodeName,
       netConfPath: opts.netConfigPath,
       resyncSeconds: Math.max(opts.resyncSeconds, 30),
+      annotationPrefix: opts.kubeAnnotationPrefix,
+      setNodeNetworkUnavailable: opts.setNodeNetworkUnavailable,
+      metrics: subnetMetrics(metrics, 'kube'),
       logger,
     };
     if (opts.kubeconfig) kubeOpts.kubeconfig = opts.kubeconfig;
@@ -18,11 +24,28 @@ async function subnetManagerFor(opts: AgentOptions, logger: pino.Logger): Promis
     return new KubeSubnetManager(kubeOpts);
   }
   const { EtcdSubnetManager } = await import('./subnet/etcd.js');
+  const { checkEtcdAccess, usesTls } = await import('./subnet/etcd-client.js');
+  if (!usesTls(opts.etcdEndpoints, opts.etcd)) {
+    // flanneld's warning, word for word
+    logger.warn({ endpoints: opts.etcdEndpoints }, 'connecting to etcd with http. This is insecure');
+  }
+  // A wrong CA, a missing client certificate or a wrong password never heals:
+  // find out and exit naming the flag (etcd merely down is retried as usual).
+  // Alongside start-up, not before it: a restart must not wait on this.
+  checkEtcdAccess(opts.etcdEndpoints, opts.etcd, `${opts.etcdPrefix.replace(/\/+$/, '')}/config`).catch((err: unknown) => {
+    if ((err as Error).name === 'EtcdAccessError') logger.fatal(`etcd: ${(err as Error).message}`);
+    else logger.fatal({ err }, 'etcd access check failed');
+    process.exit(1);
+  });
   return new EtcdSubnetManager({
     endpoints: opts.etcdEndpoints,
     prefix: opts.etcdPrefix,
+    security: opts.etcd,
     leaseTtlSeconds: opts.leaseTtlSeconds,
+    // flannel's margin is in minutes; a TTL shorter than it (tests) keeps the manager's default
+    ...(opts.subnetLeaseRenewMarginMinutes * 60 < opts.leaseTtlSeconds ? { renewMarginSeconds: opts.subnetLeaseRenewMarginMinutes * 60 } : {}),
     nodeName: opts.nodeName,
+    metrics: subnetMetrics(metrics, 'etcd'),
     logger,
     // Another node took our subnet while we were cut off: like flanneld, stop
     // and let the supervisor restart us with a fresh lease.
@@ -39,6 +62,10 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     opts = parseAgentOptions(argv, process.env);
   } catch (err) {
     if (err instanceof HelpShown) return;
+    if (err instanceof VersionShown) {
+      process.stdout.write(`${err.text}\n`);
+      return;
+    }
     if (err instanceof OptionsError) {
       process.stderr.write(`tsflanneld: ${err.message}\n`);
       process.exitCode = 2;
@@ -46,13 +73,25 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     }
     throw err;
   }
-  const logger = pino({ level: opts.logLevel, base: { node: opts.nodeName } }, pino.destination({ fd: 2, sync: true }));
+  const logger = createAgentLogger({ level: opts.logLevel, format: opts.logFormat, base: { node: opts.nodeName } });
   if (opts.cleanup) {
     const { cleanupRules } = await import('./cleanup.js');
-    await cleanupRules(opts.subnetFile, logger);
+    await cleanupRules(logger);
     return;
   }
-  const agent = new Agent(opts, { subnetManager: await subnetManagerFor(opts, logger), logger });
+  logger.info({ version: VERSION }, 'tsflanneld starting');
+  const metrics = defaultMetrics();
+  let subnetManager: SubnetManager;
+  try {
+    subnetManager = await subnetManagerFor(opts, logger, metrics);
+  } catch (err) {
+    const name = (err as Error).name;
+    // settings problems get one line naming the flag, no stack
+    if (name === 'EtcdAccessError') logger.fatal(`etcd: ${(err as Error).message}`);
+    else logger.fatal({ err }, 'cannot create the subnet manager');
+    process.exit(1);
+  }
+  const agent = new Agent(opts, { subnetManager, logger, metrics });
 
   let stopping = false;
   const shutdown = (signal: string) => {

@@ -49,6 +49,8 @@ export interface NetworkConfig {
   enableIPv4: boolean;
   enableIPv6: boolean;
   ipv6Network?: string;
+  /** traffic rules through nftables (table ip flannel-ipv4) instead of iptables */
+  enableNFTables: boolean;
   backend: BackendConfig;
 }
 
@@ -102,6 +104,11 @@ export interface SubnetManager {
    * set. Resolves once `signal` aborts.
    */
   watchLeases(onLeases: (leases: Lease[]) => void, signal: AbortSignal): Promise<void>;
+  /**
+   * The node is ready (rules, subnet file, first reconcile): flannel's
+   * CompleteLease. The kube manager sets NetworkUnavailable=False here.
+   */
+  leaseReady?(signal: AbortSignal): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -2,7 +2,7 @@
 // real etcd, one tsflanneld per node and pods added through the real
 // tsflannel binary exactly as a runtime calls it. Shared by `npm run demo`
 // and the end-to-end tests.
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { get } from 'node:http';
@@ -29,6 +29,8 @@ export interface ClusterOptions {
   /** seconds between the agents' full reconciliations */
   resyncSeconds?: number;
   extraAgentArgs?: string[];
+  /** FORWARD policy of every node before its agent starts; DROP is what Docker sets */
+  forwardPolicy?: 'ACCEPT' | 'DROP';
   log?: (line: string) => void;
 }
 
@@ -130,6 +132,11 @@ export class Cluster {
     this.tempDir = mkdtempSync(join(tmpdir(), `${this.opts.prefix}-`));
     this.log('building node namespaces');
     this.topo = buildTopology(this.opts.prefix, this.opts.nodes);
+    if (this.opts.forwardPolicy) {
+      for (const node of this.topo.nodes) {
+        execFileSync('ip', ['netns', 'exec', node.ns, 'iptables', '-w', '5', '-P', 'FORWARD', this.opts.forwardPolicy]);
+      }
+    }
     await this.startEtcd();
     for (const node of this.topo.nodes) await this.startAgent(node.name);
     for (const node of this.topo.nodes) {

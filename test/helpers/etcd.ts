@@ -80,17 +80,47 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
+/** Serve clients over TLS: etcd's own flags, files made by the test. */
+export interface EtcdTls {
+  certFile: string;
+  keyFile: string;
+  /** CA for client certificates; with clientCertAuth etcd refuses clients without one */
+  trustedCaFile: string;
+  clientCertAuth: boolean;
+}
+
+export interface EtcdStartOptions {
+  tls?: EtcdTls;
+}
+
 class EtcdProcess implements EtcdServer {
   endpoint: string;
   private child: ChildProcess | undefined;
   private log: string[] = [];
+  /** plain-http /health for readiness when clients must speak TLS */
+  private readonly healthEndpoint: string;
 
   constructor(
     readonly clientPort: number,
     readonly peerPort: number,
     readonly dataDir: string,
+    private readonly opts: EtcdStartOptions = {},
+    private readonly metricsPort = 0,
   ) {
-    this.endpoint = `http://127.0.0.1:${clientPort}`;
+    this.endpoint = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
+    this.healthEndpoint = opts.tls ? `http://127.0.0.1:${metricsPort}` : this.endpoint;
+  }
+
+  private tlsArgs(): string[] {
+    const tls = this.opts.tls;
+    if (!tls) return [];
+    return [
+      '--cert-file', tls.certFile,
+      '--key-file', tls.keyFile,
+      '--trusted-ca-file', tls.trustedCaFile,
+      ...(tls.clientCertAuth ? ['--client-cert-auth'] : []),
+      '--listen-metrics-urls', this.healthEndpoint,
+    ];
   }
 
   get running(): boolean {
@@ -116,6 +146,7 @@ class EtcdProcess implements EtcdServer {
         '--initial-cluster-state', 'new',
         '--logger', 'zap',
         '--log-level', 'warn',
+        ...this.tlsArgs(),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -130,7 +161,7 @@ class EtcdProcess implements EtcdServer {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (!this.running) throw new Error(`etcd exited during start-up:\n${this.output()}`);
-      if (await answers(this.endpoint)) return;
+      if (await answers(this.healthEndpoint)) return;
       await new Promise((r) => setTimeout(r, 100));
     }
     child.kill('SIGKILL');
@@ -165,12 +196,12 @@ class EtcdProcess implements EtcdServer {
 }
 
 /** Starts a fresh etcd on free loopback ports; retries if a port was grabbed meanwhile. */
-export async function startEtcd(): Promise<EtcdServer> {
+export async function startEtcd(opts: EtcdStartOptions = {}): Promise<EtcdServer> {
   installExitHook();
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const dataDir = mkdtempSync(join(tmpdir(), 'tsf-etcd-'));
-    const server = new EtcdProcess(await freePort(), await freePort(), dataDir);
+    const server = new EtcdProcess(await freePort(), await freePort(), dataDir, opts, opts.tls ? await freePort() : 0);
     try {
       await server.launch();
       return server;

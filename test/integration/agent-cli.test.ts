@@ -2,12 +2,14 @@
 // naming what is wrong, and a non-zero exit.
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
+const CLI = fileURLToPath(new URL('../../bin/tsflannel', import.meta.url));
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 function agent(args: string[]) {
   return spawnSync(AGENT, args, { encoding: 'utf8', timeout: 20_000 });
@@ -38,5 +40,18 @@ describe('tsflanneld start-up errors', () => {
     const out = agent(['--help']);
     expect(out.status).toBe(0);
     expect(out.stdout).toContain('--kube-subnet-mgr');
+  });
+
+  it('--version prints the package version on stdout and exits 0, for tsflanneld and tsflannel', () => {
+    const d = agent(['--version']);
+    expect([d.status, d.stdout]).toEqual([0, `tsflanneld ${VERSION}\n`]);
+    const c = spawnSync(CLI, ['--version'], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, CNI_COMMAND: '' } });
+    expect([c.status, c.stdout]).toEqual([0, `tsflannel ${VERSION}\n`]);
+  });
+
+  it('reads flags from FLANNELD_* and names the flag when a value from there is wrong', () => {
+    const out = spawnSync(AGENT, [], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '5000' } });
+    expect(out.status).toBe(2);
+    expect(out.stderr).toBe('tsflanneld: --subnet-lease-renew-margin must be whole minutes from 1 to 1439, got 5000\n');
   });
 });

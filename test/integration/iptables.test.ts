@@ -3,7 +3,7 @@
 // real traffic showing what is masqueraded and what keeps its source.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { IptablesManager, ruleText, type IptablesRunner } from '../../src/daemon/iptables.js';
+import { IptablesManager, IptablesTrafficManager, ruleText, type IptablesRunner } from '../../src/daemon/traffic/iptables.js';
 import { addNetns, cleanupAll, inNs, isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 
@@ -159,5 +159,17 @@ describe.skipIf(requireOrSkip('iptables', { root: isRoot }))('iptables rules in 
     await manager().remove();
     expect((await manager().listMissing()).length).toBe(10);
     expect(seenSource(pod, '192.168.99.2')).toBeNull();
+  });
+
+  it('through the traffic-manager seam: --ip-masq-fully-random-disable drops --random-fully, cleanUp() removes everything', async () => {
+    const m = new IptablesTrafficManager({ network: NETWORK, subnet: OWN, ipMasq: true, forwardRules: true, randomFully: false }, { netns: node });
+    expect(await m.ensure()).toHaveLength(10);
+    const masq = flannelLines(node, 'nat').filter((l) => l.includes('MASQUERADE'));
+    expect(masq).toHaveLength(2);
+    for (const l of masq) expect(l).toMatch(/-j MASQUERADE$/);
+    expect(await m.check()).toEqual([]);
+    expect(seenSource(pod, '192.168.99.2')).toBe('192.168.99.1');
+    await m.cleanUp();
+    expect([...flannelLines(node, 'nat'), ...flannelLines(node, 'filter')]).toEqual([]);
   });
 });

@@ -109,7 +109,7 @@ function byName(leases: Lease[]): Record<string, Lease> {
 const count = (fake: FakeKube, verb: string): number => fake.requests.filter((r) => r.verb === verb).length;
 
 describe('acquireLease', () => {
-  it('waits for spec.podCIDR, then patches exactly flannel\'s annotations and the NetworkUnavailable condition', async () => {
+  it('waits for spec.podCIDR, patches exactly flannel\'s annotations, and sets NetworkUnavailable=False only once told the node is ready', async () => {
     const fake = await startFake();
     fake.addNode('node-a', undefined, { 'example.com/keep': 'me' });
     const logs = captureLogs();
@@ -127,7 +127,12 @@ describe('acquireLease', () => {
     const node = fake.getNode('node-a')!;
     expect(node.metadata.annotations).toEqual({ 'example.com/keep': 'me', ...flannelAnnotations('192.168.50.1', MAC_A) });
     expect(node.spec).toEqual({ podCIDR: '10.244.7.0/24', podCIDRs: ['10.244.7.0/24'] });
-    const conditions = Object.fromEntries((node.status.conditions ?? []).map((c) => [c.type, c]));
+    const before = Object.fromEntries((node.status.conditions ?? []).map((c) => [c.type, c]));
+    expect(before.NetworkUnavailable?.status).not.toBe('False');
+    expect(fake.requests.filter((r) => r.method === 'PATCH')).toHaveLength(1);
+
+    await m.leaseReady(new AbortController().signal);
+    const conditions = Object.fromEntries((fake.getNode('node-a')!.status.conditions ?? []).map((c) => [c.type, c]));
     expect(conditions.Ready?.status).toBe('True');
     expect(conditions.NetworkUnavailable).toMatchObject({ status: 'False', reason: 'FlannelIsUp' });
 
@@ -147,18 +152,34 @@ describe('acquireLease', () => {
     await m.acquireLease(attrsA);
     const first = fake.requests.filter((r) => r.method === 'PATCH');
     expect(first[0]!.body).toEqual({ metadata: { annotations: { [`${P}/public-ip`]: '192.168.50.1' } } });
-    expect(first).toHaveLength(2);
+    expect(first).toHaveLength(1);
 
     const rv = fake.resourceVersion;
     const again = newManager(fake);
     expect(await again.acquireLease(attrsA)).toEqual(lease('node-a', '10.244.7.0/24', '192.168.50.1', MAC_A));
-    expect(fake.requests.filter((r) => r.method === 'PATCH')).toHaveLength(2);
+    expect(fake.requests.filter((r) => r.method === 'PATCH')).toHaveLength(1);
     expect(fake.resourceVersion).toBe(rv);
 
     await newManager(fake).acquireLease({ ...attrsA, backendData: { VNI: 1, VtepMAC: MAC_B } });
     const last = fake.requests.filter((r) => r.method === 'PATCH');
-    expect(last).toHaveLength(3);
-    expect(last[2]!.body).toEqual({ metadata: { annotations: { [`${P}/backend-data`]: `{"VNI":1,"VtepMAC":"${MAC_B}"}` } } });
+    expect(last).toHaveLength(2);
+    expect(last[1]!.body).toEqual({ metadata: { annotations: { [`${P}/backend-data`]: `{"VNI":1,"VtepMAC":"${MAC_B}"}` } } });
+  });
+
+  it('leaves NetworkUnavailable alone with --set-node-network-unavailable=false, and sets it once only', async () => {
+    const fake = await startFake();
+    fake.addNode('node-a', '10.244.7.0/24');
+    const off = newManager(fake, { setNodeNetworkUnavailable: false });
+    await off.acquireLease(attrsA);
+    await off.leaseReady(new AbortController().signal);
+    expect(fake.requests.filter((r) => r.method === 'PATCH')).toHaveLength(1);
+    expect(fake.getNode('node-a')!.status.conditions?.find((c) => c.type === 'NetworkUnavailable')).toBeUndefined();
+
+    const on = newManager(fake);
+    await on.leaseReady(new AbortController().signal);
+    await on.leaseReady(new AbortController().signal);
+    expect(fake.requests.filter((r) => r.method === 'PATCH')).toHaveLength(2);
+    expect(fake.getNode('node-a')!.status.conditions?.find((c) => c.type === 'NetworkUnavailable')?.status).toBe('False');
   });
 
   it('publishes a user\'s public-ip-overwrite instead of the detected address', async () => {

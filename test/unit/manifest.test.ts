@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { dumpYaml, loadAllYaml, type V1ClusterRole, type V1ConfigMap, type V1Container, type V1DaemonSet } from '@kubernetes/client-node';
 import { KUBE_API_CALLS } from '../../src/daemon/subnet/kube.js';
-import { parseAgentOptions } from '../../src/daemon/options.js';
+import { envName, FLAGS, parseAgentOptions } from '../../src/daemon/options.js';
 import { parseNetworkConfig } from '../../src/daemon/config.js';
 import { CONFLIST_NAME, checkConflist, install } from '../../src/cli/install.js';
 import { DEFAULT_SUBNET_FILE } from '../../src/flannel/subnet-env.js';
@@ -130,9 +130,9 @@ describe('conf/kube-tsflannel.yml', () => {
     expect(agent.command).toEqual(['/usr/local/bin/tsflanneld']);
     const opts = parseAgentOptions(argv, { NODE_NAME: 'node-a' });
     expect(opts).toMatchObject({ kubeSubnetMgr: true, ipMasq: true, healthzIP: '127.0.0.1', nodeName: 'node-a' });
-    for (const probe of [agent.livenessProbe!, agent.readinessProbe!]) {
-      expect(probe.httpGet).toMatchObject({ host: '127.0.0.1', path: '/healthz', port: opts.healthzPort });
-    }
+    // liveness and readiness are different questions: a node waiting for its podCIDR is alive
+    expect(agent.livenessProbe!.httpGet).toMatchObject({ host: '127.0.0.1', path: '/healthz', port: opts.healthzPort });
+    expect(agent.readinessProbe!.httpGet).toMatchObject({ host: '127.0.0.1', path: '/readyz', port: opts.healthzPort });
     // kube-proxy serves 0.0.0.0:10256 on every node and this pod is hostNetwork.
     expect(opts.healthzPort).not.toBe(10256);
     expect(pod.hostNetwork).toBe(true);
@@ -145,6 +145,28 @@ describe('conf/kube-tsflannel.yml', () => {
     expect(modules.readOnly).toBe(true);
     expect(source(agent, '/etc/cni/net.d')).toEqual({ hostPath: '/etc/cni/net.d' });
     expect(source(agent, '/opt/cni/bin')).toEqual({ hostPath: '/opt/cni/bin' });
+  });
+
+  it('configures the agent through FLANNELD_* env: /metrics on the node IP (downward API status.hostIP) at the documented port', () => {
+    const env = agent.env ?? [];
+    expect(env).toContainEqual({ name: 'HOST_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } });
+    const metricsAddr = env.find((e) => e.name === 'FLANNELD_METRICS_ADDR')!;
+    expect(metricsAddr.value).toBe('$(HOST_IP):9465');
+    // Kubernetes expands $(HOST_IP) only from variables defined before it
+    expect(env.findIndex((e) => e.name === 'HOST_IP')).toBeLessThan(env.indexOf(metricsAddr));
+    // what the agent sees after the kubelet expanded it
+    const resolved: Record<string, string> = { NODE_NAME: 'node-a', HOST_IP: '192.168.8.4' };
+    for (const e of env) if (e.value !== undefined) resolved[e.name] = e.value.replace(/\$\((\w+)\)/g, (_m, v: string) => resolved[v] ?? '');
+    const argv = [...(agent.command ?? []).slice(1), ...(agent.args ?? [])];
+    const opts = parseAgentOptions(argv, resolved);
+    expect(opts.metricsAddr).toEqual({ host: '192.168.8.4', port: 9465 });
+    expect(agent.ports).toContainEqual({ name: 'metrics', containerPort: 9465, protocol: 'TCP' });
+    const annotations = one<V1DaemonSet>('DaemonSet').spec!.template.metadata!.annotations!;
+    expect(annotations).toMatchObject({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': '9465', 'prometheus.io/path': '/metrics' });
+    // every FLANNELD_* variable in the manifest names a real flag
+    for (const e of env.filter((x) => x.name.startsWith('FLANNELD_'))) {
+      expect(Object.keys(FLAGS).map(envName)).toContain(e.name);
+    }
   });
 
   it('gives the agent NET_ADMIN and NET_RAW, not privileged, and schedules it on every node first', () => {

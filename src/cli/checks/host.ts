@@ -66,6 +66,16 @@ export function checkForwardPolicy(inputs: DoctorInputs, facts: Facts): CheckRes
   if (policy === 'ACCEPT') return pass(id, 'FORWARD policy ACCEPT');
   const network = facts.network;
   if (!network) return problem(id, 'warn', `FORWARD policy ${policy} and the cluster network is unknown`, 'give the subnet file or a lease source so doctor knows the network');
+  if (inputs.iptables.mode === 'nftables') {
+    if (acceptsNetwork(ipt.forward, network)) return pass(id, `FORWARD policy ${policy}; FORWARD rules accept ${network}`);
+    // an accept in table ip flannel-ipv4 ends only that chain; iptables' DROP policy still drops
+    return problem(
+      id,
+      'fail',
+      `FORWARD policy ${policy} in iptables drops pod traffic through this node: the nftables forward chain's accept does not override it`,
+      `use iptables mode (EnableNFTables: false), or: iptables -A FORWARD -s ${network} -j ACCEPT && iptables -A FORWARD -d ${network} -j ACCEPT`,
+    );
+  }
   if (inputs.iptables.forwardMissing.length === 0) return pass(id, `FORWARD policy ${policy}; FLANNEL-FWD accepts ${network}`);
   if (acceptsNetwork(ipt.forward, network)) return pass(id, `FORWARD policy ${policy}; FORWARD rules accept ${network}`);
   return problem(
@@ -105,5 +115,6 @@ export function checkMasquerade(inputs: DoctorInputs, facts: Facts): CheckResult
       lines,
     );
   }
-  return pass(id, `flannel's masquerade rules are in place for ${facts.ownSubnet ?? '?'} in ${facts.network ?? '?'}`);
+  const where = probe.mode === 'nftables' ? ' (nftables table ip flannel-ipv4)' : '';
+  return pass(id, `flannel's masquerade rules are in place for ${facts.ownSubnet ?? '?'} in ${facts.network ?? '?'}${where}`);
 }

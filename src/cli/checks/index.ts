@@ -1,7 +1,8 @@
 // Doctor in two halves: `gatherInputs` reads the node, the lease source and
 // runs the probes (ping, iptables -C); `evaluate` turns that into one result
 // per check without any I/O, which is what the unit tests drive.
-import { IptablesManager, ruleText } from '../../daemon/iptables.js';
+import { IptablesManager, ruleText } from '../../daemon/traffic/iptables.js';
+import { NFT_FORWARD_CHAIN, NFT_MASQ_CHAIN, NFT_TABLE, nftRules } from '../../daemon/traffic/nftables.js';
 import { netnsCommand, readNodeState, run, type NodeState } from '../../node/state.js';
 import { checkForwardPolicy, checkIpForward, checkMasquerade, checkRpFilter } from './host.js';
 import { checkIpamCapacity, checkIpamLeaks } from './ipam.js';
@@ -80,7 +81,29 @@ export async function pingAll(targets: string[], netns?: string): Promise<PingRe
   );
 }
 
+/**
+ * nftables mode (EnableNFTables): the agent's table ip flannel-ipv4 exists.
+ * Each of flannel's rules must be listed there (fully-random or not).
+ */
+async function probeNftables(state: NodeState, facts: Facts, netns?: string): Promise<IptablesProbe | undefined> {
+  if (!facts.network || !facts.ownSubnet) return undefined;
+  const res = await run(netnsCommand(netns, ['nft', 'list', 'table', 'ip', NFT_TABLE]), 5000);
+  if (res.code !== 0) return undefined;
+  const lines = new Set(res.stdout.split('\n').map((l) => l.trim()));
+  const want = nftRules({ network: facts.network, subnet: facts.ownSubnet, ipMasq: true, forwardRules: true, randomFully: false });
+  const has = (rule: string) => lines.has(rule) || lines.has(`${rule} fully-random`);
+  const missing = (chain: string, rules: string[]) => rules.filter((r) => !has(r)).map((r) => `nft ${NFT_TABLE} ${chain}: ${r}`);
+  return {
+    ok: true,
+    mode: 'nftables',
+    forwardMissing: missing(NFT_FORWARD_CHAIN, want.forward),
+    masqMissing: state.subnetFile.env?.ipMasq ? missing(NFT_MASQ_CHAIN, want.postrtg) : null,
+  };
+}
+
 async function probeIptables(state: NodeState, facts: Facts, netns?: string): Promise<IptablesProbe> {
+  const nft = await probeNftables(state, facts, netns);
+  if (nft) return nft;
   if (!state.iptables?.ok) return { ok: false, error: state.iptables?.error ?? 'not read', forwardMissing: [], masqMissing: null };
   if (!facts.network || !facts.ownSubnet) {
     return { ok: false, error: 'the cluster network or this node\'s subnet is unknown', forwardMissing: [], masqMissing: null };

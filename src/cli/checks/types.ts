@@ -58,6 +58,8 @@ export interface IptablesProbe {
   forwardMissing: string[];
   /** masquerade rules not in place; null when FLANNEL_IPMASQ is not true */
   masqMissing: string[] | null;
+  /** where the agent's rules live: nftables when table ip flannel-ipv4 exists (EnableNFTables) */
+  mode?: 'iptables' | 'nftables';
 }
 
 export interface DoctorInputs {

@@ -16,6 +16,7 @@ import {
 } from 'etcd3';
 import pino from 'pino';
 import { parseNetworkConfig } from '../config.js';
+import { etcdClientOptions, type EtcdSecurity } from './etcd-client.js';
 import type { BackendData, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetManager } from '../types.js';
 import { cidrOverlaps, parseIpv4, parseIpv4Cidr } from '../../net/ipv4.js';
 import { inRange, maskNet, parseSubnetKey, pickFreeSubnet, subnetKey } from './allocate.js';
@@ -42,6 +43,10 @@ export interface EtcdSubnetManagerOptions {
   random?: () => number;
   /** deadline of each etcd request, default 5000 ms */
   requestTimeoutMs?: number;
+  /** TLS files and user/password (flannel's --etcd-* flags) */
+  security?: EtcdSecurity;
+  /** counts API errors and watch restarts (tsflannel_api_errors_total, tsflannel_watch_restarts_total) */
+  metrics?: { apiError(operation: string): void; watchRestart(reason: string): void };
 }
 
 /** Our own faults: retrying cannot help, so acquireLease gives up on them. */
@@ -254,7 +259,7 @@ export class EtcdSubnetManager implements SubnetManager {
     this.log = (opts.logger ?? pino({ level: 'info' }, pino.destination(2))).child({ component: 'etcd-subnet' });
     const timeout = opts.requestTimeoutMs ?? 5000;
     this.client = new Etcd3({
-      hosts: opts.endpoints,
+      ...etcdClientOptions(opts.endpoints, opts.security ?? {}),
       dialTimeout: timeout,
       // Unary calls get a deadline; the watch stream lives on, and keepAlive sets its own.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
@@ -319,6 +324,7 @@ export class EtcdSubnetManager implements SubnetManager {
       } catch (err) {
         if (stop.aborted) break;
         failures++;
+        this.opts.metrics?.watchRestart('error');
         const log = failures === 1 ? this.log.warn.bind(this.log) : this.log.debug.bind(this.log);
         log({ err: errText(err), failures }, 'subnet lease watch failed; listing again with backoff');
         await sleep(backoffMs(failures, MAX_BACKOFF_MS), stop);
@@ -490,6 +496,7 @@ export class EtcdSubnetManager implements SubnetManager {
         }
         if (failures === 0) outageSince = Date.now();
         failures++;
+        this.opts.metrics?.apiError('renew subnet lease');
         // First failure is a warning; afterwards one line every ~10 attempts.
         if (failures === 1 || failures % 10 === 0) {
           this.log.warn({ subnet: own.subnet, err: errText(err), failures }, 'cannot renew subnet lease (etcd unreachable?); retrying with backoff');
@@ -665,6 +672,7 @@ export class EtcdSubnetManager implements SubnetManager {
       try {
         return await fn();
       } catch (err) {
+        this.opts.metrics?.apiError(what);
         if (!isTransient(err)) throw err;
         if (stop.aborted) throw stop.reason instanceof Error ? stop.reason : new Error(`${what}: aborted`);
         const log = failures === 1 || failures % 10 === 0 ? this.log.warn.bind(this.log) : this.log.debug.bind(this.log);

@@ -58,6 +58,8 @@ export interface KubeSubnetManagerOptions {
   backoff?: { initialMs?: number; maxMs?: number };
   /** patch the NetworkUnavailable=False condition as flannel does, default true */
   setNodeNetworkUnavailable?: boolean;
+  /** counts API errors and watch restarts (tsflannel_api_errors_total, tsflannel_watch_restarts_total) */
+  metrics?: { apiError(operation: string): void; watchRestart(reason: string): void };
   logger?: pino.Logger;
 }
 
@@ -137,7 +139,6 @@ export class KubeSubnetManager implements SubnetManager {
     } else {
       this.log.info({ node: this.opts.nodeName }, 'lease annotations already up to date');
     }
-    if (this.opts.setNodeNetworkUnavailable !== false) await this.markNetworkAvailable(node, sig);
 
     const result = leaseFromNode(node, this.prefix);
     if (!result.lease) throw new KubeSubnetError(`node ${this.opts.nodeName} does not show the published lease: ${result.reason}`);
@@ -191,6 +192,7 @@ export class KubeSubnetManager implements SubnetManager {
         for (const name of refused.keys()) if (!present.has(name)) refused.delete(name);
       } catch (err) {
         if (sig.aborted) break;
+        this.opts.metrics?.apiError('list nodes');
         this.log.warn({ err: summarize(err), retryInMs: delay }, 'listing Nodes failed; keeping the last known leases');
         await pause(delay, sig);
         delay = Math.min(delay * 2, this.maxDelayMs);
@@ -220,6 +222,8 @@ export class KubeSubnetManager implements SubnetManager {
         continue;
       }
       const brief = Date.now() - started < 1000;
+      this.opts.metrics?.watchRestart(end.kind);
+      if (end.kind === 'error') this.opts.metrics?.apiError('watch nodes');
       if (end.kind === 'error') this.log.warn({ err: end.error, retryInMs: delay }, 'Node watch failed; re-listing');
       else this.log.info({ reason: end.kind }, 'Node watch ended; re-listing');
       if (end.kind === 'error' || brief) {
@@ -229,6 +233,14 @@ export class KubeSubnetManager implements SubnetManager {
         delay = this.initialDelayMs;
       }
     }
+  }
+
+  /** flannel's CompleteLease: NetworkUnavailable=False once the agent is ready (unless switched off). */
+  async leaseReady(signal: AbortSignal): Promise<void> {
+    if (this.opts.setNodeNetworkUnavailable === false) return;
+    const sig = this.linked(signal);
+    const node = await this.retrying(`read node ${this.opts.nodeName}`, sig, () => this.api.readNode({ name: this.opts.nodeName }));
+    await this.markNetworkAvailable(node, sig);
   }
 
   async close(): Promise<void> {
@@ -292,6 +304,7 @@ export class KubeSubnetManager implements SubnetManager {
       } catch (err) {
         signal.throwIfAborted();
         const summary = summarize(err);
+        this.opts.metrics?.apiError(what.replace(` ${this.opts.nodeName}`, ''));
         if (summary.code !== undefined && FATAL_CODES.has(summary.code)) {
           throw new KubeSubnetError(`${what}: HTTP ${summary.code}: ${summary.message}`);
         }

@@ -448,6 +448,25 @@ describe('doctor checks (pure)', () => {
     expect(results(halfway).get('forward-policy')!.status).toBe('fail');
   });
 
+  it('forward-policy in nftables mode: an iptables DROP policy fails even though the nft forward chain accepts', () => {
+    const nft = healthy();
+    nft.iptables.mode = 'nftables';
+    nft.state.iptables!.forwardPolicy = 'DROP';
+    nft.state.iptables!.forward = [];
+    const r = expectOnly(nft, { 'forward-policy': 'fail' });
+    expect(r.get('forward-policy')!.message).toContain('the nftables forward chain\'s accept does not override it');
+    expect(r.get('forward-policy')!.fix).toContain('EnableNFTables: false');
+
+    const accepting = healthy();
+    accepting.iptables.mode = 'nftables';
+    expectOnly(accepting, {}); // policy ACCEPT: nothing to say
+    expect(results(accepting).get('masquerade')!.message).toContain('(nftables table ip flannel-ipv4)');
+
+    const missing = healthy();
+    missing.iptables = { ok: true, mode: 'nftables', forwardMissing: [], masqMissing: ['nft flannel-ipv4 postrtg: ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade'] };
+    expectOnly(missing, { masquerade: 'fail' });
+  });
+
   it('masquerade: missing rules fail; IPMASQ=false expects none; foreign rules in the chain warn', () => {
     const gone = healthy();
     gone.iptables.masqMissing = ['-t nat -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE'];

@@ -22,8 +22,16 @@ describe('parseNetworkConfig defaults', () => {
       subnetMax: '10.244.255.0',
       enableIPv4: true,
       enableIPv6: false,
+      enableNFTables: false,
       backend: { type: 'vxlan', vni: 1, port: 8472, directRouting: false },
     });
+  });
+
+  it('reads EnableNFTables (any case, default false) and rejects a non-boolean', () => {
+    expect(parseNetworkConfig('{"Network": "10.244.0.0/16", "EnableNFTables": true}').enableNFTables).toBe(true);
+    expect(parseNetworkConfig('{"Network": "10.244.0.0/16", "enablenftables": true}').enableNFTables).toBe(true);
+    expect(parseNetworkConfig('{"Network": "10.244.0.0/16"}').enableNFTables).toBe(false);
+    expect(() => parseNetworkConfig('{"Network": "10.244.0.0/16", "EnableNFTables": "yes"}')).toThrow(/"EnableNFTables" must be true or false/);
   });
 
   it('defaults the backend to vxlan when Backend is absent (not udp as flannel code does)', () => {

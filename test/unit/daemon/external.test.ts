@@ -107,3 +107,30 @@ describe('selectExternalInterface', () => {
     expect(failure(() => selectExternalInterface(zeroMtu, { iface: ['x0'] }))).toMatch(/MTU 0/);
   });
 });
+
+describe('--iface-can-reach', () => {
+  const routed: KernelView = {
+    ...view,
+    routes: [
+      { dst: 'default', linkIndex: 2, metric: 0 },
+      { dst: '192.168.50.0/24', linkIndex: 3, metric: 0, src: '192.168.50.12' },
+      { dst: '192.168.51.0/24', linkIndex: 3, metric: 0, src: '192.168.51.12' },
+      { dst: '10.20.0.0/16', linkIndex: 3, metric: 100, src: '192.168.51.12' },
+      { dst: '10.20.0.0/16', linkIndex: 2, metric: 200 },
+    ],
+  };
+
+  it('picks the interface and source of the longest matching route, lowest metric first', () => {
+    expect(selectExternalInterface(routed, { ifaceCanReach: '192.168.51.7' })).toMatchObject({ name: 'eth1', ip: '192.168.51.12' });
+    expect(selectExternalInterface(routed, { ifaceCanReach: '192.168.50.7' })).toMatchObject({ name: 'eth1', ip: '192.168.50.12' });
+    expect(selectExternalInterface(routed, { ifaceCanReach: '10.20.3.4' })).toMatchObject({ name: 'eth1', ip: '192.168.51.12' });
+    expect(selectExternalInterface(routed, { ifaceCanReach: '8.8.8.8' })).toMatchObject({ name: 'eth0', ip: '10.0.2.15' });
+  });
+
+  it('comes after --iface and --iface-regex, as in flannel, and names itself when nothing routes there', () => {
+    expect(selectExternalInterface(routed, { iface: ['eth0'], ifaceCanReach: '192.168.50.7' })).toMatchObject({ name: 'eth0' });
+    expect(selectExternalInterface(routed, { iface: ['nope'], ifaceCanReach: '192.168.50.7' })).toMatchObject({ name: 'eth1' });
+    const noDefault: KernelView = { ...routed, routes: routed.routes!.filter((r) => r.dst !== 'default') };
+    expect(failure(() => selectExternalInterface(noDefault, { ifaceCanReach: '8.8.8.8' }))).toMatch(/--iface-can-reach 8\.8\.8\.8: no route to it/);
+  });
+});

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { HelpShown, OptionsError, parseAgentOptions } from '../../../src/daemon/options.js';
+import { readFileSync } from 'node:fs';
+import { envName, FLAGS, HelpShown, OptionsError, parseAgentOptions, VersionShown } from '../../../src/daemon/options.js';
+import { VERSION } from '../../../src/version.js';
 
 describe('tsflanneld options', () => {
   it('has flannel defaults', () => {
@@ -8,7 +10,19 @@ describe('tsflanneld options', () => {
       iface: [], ifaceRegex: [], ipMasq: false, kubeSubnetMgr: false, etcdEndpoints: ['http://127.0.0.1:2379'],
       etcdPrefix: '/coreos.com/network', subnetFile: '/run/flannel/subnet.env', nodeName: 'n1',
       healthzIP: '127.0.0.1', healthzPort: 0,
+      // flannel's names and defaults
+      kubeAnnotationPrefix: 'flannel.alpha.coreos.com',
+      setNodeNetworkUnavailable: true,
+      subnetLeaseRenewMarginMinutes: 60,
+      ipMasqFullyRandomDisable: false,
+      iptablesForwardRules: true,
+      ipBlackholeRoute: false,
+      etcd: {},
+      logLevel: 'info',
+      logFormat: 'json',
     });
+    expect(o.ifaceCanReach).toBeUndefined();
+    expect(o.metricsAddr).toBeUndefined();
   });
 
   it('takes repeatable --iface, comma-separated etcd endpoints and --kube-subnet-mgr', () => {
@@ -23,12 +37,93 @@ describe('tsflanneld options', () => {
     expect(o.nodeName).toBe('x');
   });
 
+  it('reads every flag from FLANNELD_<FLAG_IN_UPPER_SNAKE>, dashes as underscores, booleans and numbers typed', () => {
+    const o = parseAgentOptions([], {
+      FLANNELD_IFACE_CAN_REACH: '192.168.1.1',
+      FLANNELD_IFACE: 'eth1,eth2',
+      FLANNELD_IP_MASQ: 'true',
+      FLANNELD_IPTABLES_FORWARD_RULES: 'false',
+      FLANNELD_IP_MASQ_FULLY_RANDOM_DISABLE: 'true',
+      FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '30',
+      FLANNELD_KUBE_ANNOTATION_PREFIX: 'example.com',
+      FLANNELD_SET_NODE_NETWORK_UNAVAILABLE: 'false',
+      FLANNELD_ETCD_ENDPOINTS: 'https://e1:2379,https://e2:2379',
+      FLANNELD_ETCD_CAFILE: '/etc/ca.pem',
+      FLANNELD_ETCD_USERNAME: 'flannel',
+      FLANNELD_ETCD_PASSWORD: 's3cret',
+      FLANNELD_HEALTHZ_PORT: '8081',
+      FLANNELD_METRICS_ADDR: '10.0.0.7:9465',
+      FLANNELD_IP_BLACKHOLE_ROUTE: 'true',
+      FLANNELD_LOG_FORMAT: 'text',
+      NODE_NAME: 'n1',
+    });
+    expect(o).toMatchObject({
+      ifaceCanReach: '192.168.1.1',
+      iface: ['eth1', 'eth2'],
+      ipMasq: true,
+      iptablesForwardRules: false,
+      ipMasqFullyRandomDisable: true,
+      subnetLeaseRenewMarginMinutes: 30,
+      kubeAnnotationPrefix: 'example.com',
+      setNodeNetworkUnavailable: false,
+      etcdEndpoints: ['https://e1:2379', 'https://e2:2379'],
+      etcd: { caFile: '/etc/ca.pem', username: 'flannel', password: 's3cret' },
+      healthzPort: 8081,
+      metricsAddr: { host: '10.0.0.7', port: 9465 },
+      ipBlackholeRoute: true,
+      logFormat: 'text',
+    });
+  });
+
+  it('lets a command-line flag win over its env var', () => {
+    const o = parseAgentOptions(['--ip-masq=false', '--iface', 'eth9', '--iptables-forward-rules'], {
+      FLANNELD_IP_MASQ: 'true',
+      FLANNELD_IFACE: 'eth1',
+      FLANNELD_IPTABLES_FORWARD_RULES: 'false',
+    });
+    expect(o.ipMasq).toBe(false);
+    expect(o.iface).toEqual(['eth9']);
+    expect(o.iptablesForwardRules).toBe(true);
+  });
+
+  it('names each flag\'s env var the way flanneld does', () => {
+    expect(envName('iface-can-reach')).toBe('FLANNELD_IFACE_CAN_REACH');
+    expect(envName('ip-masq-fully-random-disable')).toBe('FLANNELD_IP_MASQ_FULLY_RANDOM_DISABLE');
+    // every flag maps to a distinct, valid variable name
+    const names = Object.keys(FLAGS).map(envName);
+    expect(new Set(names).size).toBe(names.length);
+    for (const n of names) expect(n).toMatch(/^FLANNELD_[A-Z0-9_]+$/);
+  });
+
+  it('accepts flannel\'s spellings: --iptables-resync for --resync-period, -v for --log-level (klog numbers too)', () => {
+    expect(parseAgentOptions(['--iptables-resync', '5'], {}).resyncSeconds).toBe(5);
+    expect(parseAgentOptions([], { FLANNELD_IPTABLES_RESYNC: '7' }).resyncSeconds).toBe(7);
+    expect(parseAgentOptions(['-v', 'debug'], {}).logLevel).toBe('debug');
+    expect(parseAgentOptions(['-v=0'], {}).logLevel).toBe('info');
+    expect(parseAgentOptions(['--v=2'], {}).logLevel).toBe('debug');
+    expect(parseAgentOptions(['-v', '6'], {}).logLevel).toBe('trace');
+    expect(parseAgentOptions([], { FLANNELD_LOG_LEVEL: '4' }).logLevel).toBe('trace');
+  });
+
+  it('parses --metrics-addr host:port, [v6]:port and :port', () => {
+    expect(parseAgentOptions(['--metrics-addr', '192.168.1.5:9465'], {}).metricsAddr).toEqual({ host: '192.168.1.5', port: 9465 });
+    expect(parseAgentOptions(['--metrics-addr', '[::1]:9465'], {}).metricsAddr).toEqual({ host: '::1', port: 9465 });
+    expect(parseAgentOptions(['--metrics-addr', ':9465'], {}).metricsAddr).toEqual({ host: '0.0.0.0', port: 9465 });
+  });
+
   it.each([
     [['--healthz-port', '70000'], /--healthz-port/],
     [['--resync-period', '0'], /--resync-period/],
     [['--iface-regex', '(['], /--iface-regex/],
     [['--no-such-flag'], /Unknown argument/],
     [['--log-level', 'loud'], /log-level/],
+    [['--subnet-lease-renew-margin', '0'], /--subnet-lease-renew-margin/],
+    [['--subnet-lease-renew-margin', '1440'], /--subnet-lease-renew-margin/],
+    [['--iface-can-reach', 'gateway'], /--iface-can-reach/],
+    [['--metrics-addr', '9465'], /--metrics-addr/],
+    [['--log-format', 'xml'], /--log-format/],
+    [['--etcd-certfile', '/c.pem'], /--etcd-certfile and --etcd-keyfile/],
+    [['--etcd-password', 'x'], /--etcd-password needs --etcd-username/],
   ])('rejects %j naming the flag', (argv, message) => {
     expect(() => parseAgentOptions(argv, {})).toThrow(OptionsError);
     expect(() => parseAgentOptions(argv, {})).toThrow(message);
@@ -40,6 +135,10 @@ describe('tsflanneld options', () => {
     expect(() => parseAgentOptions(['--store-loss-grace', '-1'], {})).toThrow(/--store-loss-grace/);
   });
 
+  it('rejects a bad value from the environment too, naming the flag', () => {
+    expect(() => parseAgentOptions([], { FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '2000' })).toThrow(/--subnet-lease-renew-margin/);
+  });
+
   it('signals --help so the agent does not start', () => {
     const write = process.stdout.write;
     process.stdout.write = (() => true) as typeof process.stdout.write;
@@ -48,5 +147,16 @@ describe('tsflanneld options', () => {
     } finally {
       process.stdout.write = write;
     }
+  });
+
+  it('answers --version with the package version', () => {
+    expect(() => parseAgentOptions(['--version'], {})).toThrow(VersionShown);
+    try {
+      parseAgentOptions(['--version'], {});
+    } catch (err) {
+      expect((err as VersionShown).text).toBe(`tsflanneld ${VERSION}`);
+    }
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(VERSION).toBe(pkg.version);
   });
 });

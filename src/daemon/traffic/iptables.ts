@@ -4,18 +4,14 @@
 // our chains keep flannel's order (a RETURN appended after the MASQUERADE
 // would be useless), and iptables always runs via execFile with an argument
 // array and -w so it waits for the xtables lock instead of failing.
-import { execFile } from 'node:child_process';
 import type { Logger } from 'pino';
-import { canonicalCidr, parseIpv4Cidr } from './backend/plan.js';
-import { silentLogger } from './backend/common.js';
+import { canonicalCidr, parseIpv4Cidr } from '../../net/ipv4.js';
+import { silentLogger } from '../backend/common.js';
+import { execRunner, notInstalled } from './exec.js';
+import type { RunResult, ToolRunner, TrafficManager, TrafficRules } from './types.js';
 
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-export type IptablesRunner = (args: string[]) => Promise<RunResult>;
+export type { RunResult };
+export type IptablesRunner = ToolRunner;
 
 export type IptablesTable = 'filter' | 'nat';
 
@@ -115,18 +111,6 @@ function quote(arg: string): string {
 /** The rule as `iptables -S` would print it, with its table. */
 export function ruleText(rule: IptablesRule): string {
   return `-t ${rule.table} -A ${rule.chain} ${rule.spec.map(quote).join(' ')}`;
-}
-
-function execRunner(binary: string[]): IptablesRunner {
-  const [file, ...prefix] = binary;
-  if (!file) throw new IptablesError('iptables binary is empty');
-  return (args) =>
-    new Promise((resolve) => {
-      execFile(file, [...prefix, ...args], { encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-        resolve({ code, stdout, stderr: stderr || (err && typeof err.code !== 'number' ? err.message : '') });
-      });
-    });
 }
 
 /** iptables >= 1.6.2 knows --random-fully. */
@@ -291,5 +275,78 @@ export class IptablesManager {
       installed.push(set.jump);
     }
     return installed;
+  }
+}
+
+/** Every chain and jump flannel's iptables mode can leave, whatever its network. */
+const ALL_CHAINS: ChainSet[] = flannelChains({
+  network: '0.0.0.0/0',
+  subnet: '0.0.0.0/0',
+  ipMasq: true,
+  forwardRules: true,
+  randomFully: false,
+});
+
+
+/**
+ * Removes FLANNEL-FWD and FLANNEL-POSTRTG with every jump to them, written by
+ * tsflanneld or flanneld for any network. A host without iptables has nothing
+ * to remove.
+ */
+export async function cleanUpIptables(run: IptablesRunner, log: Logger = silentLogger): Promise<boolean> {
+  const version = await run(['--version']);
+  if (version.code !== 0 && notInstalled(version)) return false;
+  let removed = false;
+  const exec = async (args: string[]): Promise<RunResult> => run(['-w', '5', ...args]);
+  for (const set of ALL_CHAINS) {
+    const t = ['-t', set.table];
+    for (let i = 0; i < 100; i++) {
+      const res = await exec([...t, '-D', set.jump.chain, ...set.jump.spec]);
+      if (res.code !== 0) break;
+      removed = true;
+    }
+    if ((await exec([...t, '-S', set.chain])).code !== 0) continue;
+    for (const step of [['-F', set.chain], ['-X', set.chain]]) {
+      const res = await exec([...t, ...step]);
+      if (res.code !== 0) throw new IptablesError(`iptables -t ${set.table} ${step.join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
+    }
+    removed = true;
+  }
+  if (removed) log.info('removed flannel iptables chains');
+  return removed;
+}
+
+/** The iptables traffic manager: flannel's chains, repaired rule by rule. */
+export class IptablesTrafficManager implements TrafficManager {
+  readonly mode = 'iptables' as const;
+  private readonly manager: IptablesManager;
+  private readonly run: IptablesRunner;
+  private readonly log: Logger;
+
+  constructor(rules: TrafficRules, opts: { runner?: IptablesRunner; netns?: string; logger?: Logger } = {}) {
+    this.run = opts.runner ?? execRunner(opts.netns ? ['ip', 'netns', 'exec', opts.netns, 'iptables'] : ['iptables']);
+    this.log = opts.logger ?? silentLogger;
+    this.manager = new IptablesManager({
+      network: rules.network,
+      subnet: rules.subnet,
+      ipMasq: rules.ipMasq,
+      forwardRules: rules.forwardRules,
+      // --random-fully only where iptables knows it (flannel's HasRandomFully)
+      ...(rules.randomFully ? {} : { randomFully: false }),
+      runner: this.run,
+      logger: this.log,
+    });
+  }
+
+  async ensure(): Promise<string[]> {
+    return (await this.manager.ensure()).map(ruleText);
+  }
+
+  async check(): Promise<string[]> {
+    return (await this.manager.listMissing()).map(ruleText);
+  }
+
+  async cleanUp(): Promise<void> {
+    await cleanUpIptables(this.run, this.log);
   }
 }

@@ -1,0 +1,125 @@
+// tsflanneld's Prometheus metrics, kept by prom-client. One AgentMetrics per
+// agent (its own Registry, so tests can run several side by side); the
+// process-wide default is what the CNI socket server reports into through
+// observeCniRequest().
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { VERSION } from '../version.js';
+
+export type CniCommand = 'ADD' | 'DEL' | 'CHECK' | 'GC' | 'STATUS' | 'VERSION';
+export type CniResult = 'success' | 'error';
+/** Who talked to a remote API: the Kubernetes API server or etcd. */
+export type ApiSource = 'kube' | 'etcd';
+
+export interface AgentMetrics {
+  readonly registry: Registry;
+  readonly leasesKnown: Gauge;
+  readonly routesProgrammed: Gauge;
+  readonly reconciles: Counter;
+  readonly reconcileErrors: Counter;
+  readonly lastSync: Gauge;
+  readonly ready: Gauge;
+  readonly reconcileDuration: Histogram<'reason'>;
+  readonly cniRequestDuration: Histogram<'command' | 'result'>;
+  readonly apiErrors: Counter<'source' | 'operation'>;
+  readonly watchRestarts: Counter<'source' | 'reason'>;
+  readonly trafficRepairs: Counter<'mode'>;
+}
+
+/** Hooks a subnet manager calls; kept tiny so managers stay free of prom-client. */
+export interface SubnetMetrics {
+  apiError(operation: string): void;
+  watchRestart(reason: string): void;
+}
+
+export function subnetMetrics(m: AgentMetrics, source: ApiSource): SubnetMetrics {
+  return {
+    apiError: (operation) => m.apiErrors.inc({ source, operation }),
+    watchRestart: (reason) => m.watchRestarts.inc({ source, reason }),
+  };
+}
+
+export interface MetricsOptions {
+  /** Node's process metrics (CPU, memory, event loop lag, GC); default true */
+  processMetrics?: boolean;
+}
+
+export function createAgentMetrics(opts: MetricsOptions = {}): AgentMetrics {
+  const registry = new Registry();
+  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  new Gauge({
+    name: 'tsflannel_build_info',
+    help: 'Always 1; the labels say which tsflannel and Node.js run.',
+    labelNames: ['version', 'nodejs'],
+    registers,
+  }).set({ version: VERSION, nodejs: process.version }, 1);
+  return {
+    registry,
+    // names up to 0.1.0, unchanged
+    leasesKnown: new Gauge({ name: 'tsflannel_leases_known', help: 'Subnet leases known from the subnet manager, including this node.', registers }),
+    routesProgrammed: new Gauge({ name: 'tsflannel_routes_programmed', help: 'Remote subnets currently programmed into the kernel.', registers }),
+    reconcileErrors: new Counter({ name: 'tsflannel_reconcile_errors_total', help: 'Per-lease errors met while reconciling kernel state.', registers }),
+    reconciles: new Counter({ name: 'tsflannel_reconciles_total', help: 'Reconciliations run.', registers }),
+    lastSync: new Gauge({ name: 'tsflannel_last_sync_timestamp_seconds', help: 'Unix time of the last completed reconciliation.', registers }),
+    ready: new Gauge({ name: 'tsflannel_ready', help: '1 while /readyz answers 200 (lease, device, subnet file, first reconcile).', registers }),
+    // new in 0.2
+    reconcileDuration: new Histogram({
+      name: 'tsflannel_reconcile_duration_seconds',
+      help: 'Time to make routes, neighbours and FDB entries match the leases.',
+      labelNames: ['reason'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+    cniRequestDuration: new Histogram({
+      name: 'tsflannel_cni_request_duration_seconds',
+      help: 'CNI requests served by the agent, by command and result.',
+      labelNames: ['command', 'result'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    apiErrors: new Counter({
+      name: 'tsflannel_api_errors_total',
+      help: 'Failed calls to the Kubernetes API or etcd, by source and operation.',
+      labelNames: ['source', 'operation'],
+      registers,
+    }),
+    watchRestarts: new Counter({
+      name: 'tsflannel_watch_restarts_total',
+      help: 'Lease watches (Kubernetes Node watch, etcd watch) restarted, by source and reason.',
+      labelNames: ['source', 'reason'],
+      registers,
+    }),
+    trafficRepairs: new Counter({
+      name: 'tsflannel_traffic_rule_repairs_total',
+      help: 'Times the resync found forward/masquerade rules missing or changed and rewrote them.',
+      labelNames: ['mode'],
+      registers,
+    }),
+  };
+}
+
+let defaultInstance: AgentMetrics | undefined;
+
+/** The process-wide metrics the agent serves (created on first use). */
+export function defaultMetrics(): AgentMetrics {
+  defaultInstance ??= createAgentMetrics();
+  return defaultInstance;
+}
+
+/** For the CNI socket server: one finished request. */
+export function observeCniRequest(command: CniCommand, result: CniResult, seconds: number, m: AgentMetrics = defaultMetrics()): void {
+  m.cniRequestDuration.observe({ command, result }, seconds);
+}
+
+/** Times `fn` as a CNI request; the result label follows whether it threw. */
+export async function timeCniRequest<T>(command: CniCommand, fn: () => Promise<T>, m: AgentMetrics = defaultMetrics()): Promise<T> {
+  const end = m.cniRequestDuration.startTimer({ command });
+  try {
+    const value = await fn();
+    end({ result: 'success' });
+    return value;
+  } catch (err) {
+    end({ result: 'error' });
+    throw err;
+  }
+}

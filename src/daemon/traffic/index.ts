@@ -1,0 +1,35 @@
+// Picks the traffic manager for net-conf's EnableNFTables and removes what
+// the other mode left behind (flanneld does the same at start), so a mode
+// switch leaves no rules of the old mode.
+import type { Logger } from 'pino';
+import { silentLogger } from '../backend/common.js';
+import { execRunner, toolCommand } from './exec.js';
+import { cleanUpIptables, IptablesTrafficManager } from './iptables.js';
+import { cleanUpNftables, NftablesTrafficManager } from './nftables.js';
+import type { TrafficManager, TrafficMode, TrafficRules } from './types.js';
+
+export * from './types.js';
+export { IptablesTrafficManager } from './iptables.js';
+export { NftablesTrafficManager } from './nftables.js';
+
+export interface TrafficManagerOptions {
+  /** run the tools inside this netns (tests) */
+  netns?: string;
+  logger?: Logger;
+}
+
+export function createTrafficManager(mode: TrafficMode, rules: TrafficRules, opts: TrafficManagerOptions = {}): TrafficManager {
+  return mode === 'nftables' ? new NftablesTrafficManager(rules, opts) : new IptablesTrafficManager(rules, opts);
+}
+
+/** Removes the rules of the mode not in use; returns whether anything was there. */
+export async function cleanUpOtherMode(mode: TrafficMode, opts: TrafficManagerOptions = {}): Promise<boolean> {
+  const log = opts.logger ?? silentLogger;
+  if (mode === 'nftables') {
+    // flanneld in dual-stack also leaves FLANNEL chains in ip6tables
+    const v4 = await cleanUpIptables(execRunner(toolCommand('iptables', opts.netns)), log);
+    const v6 = await cleanUpIptables(execRunner(toolCommand('ip6tables', opts.netns)), log);
+    return v4 || v6;
+  }
+  return cleanUpNftables(execRunner(toolCommand('nft', opts.netns)), log);
+}
