@@ -4,53 +4,39 @@
 // layer's config and result validators, which cost about 6 ms of a 44 ms call
 // (bench/plugin.js); the other commands load the protocol layer, and ADD, DEL,
 // CHECK, GC and STATUS then load netlink, IPAM and the logger.
-import type { PluginContext, PluginHandlers } from '../cni/skel.js';
 import { asCniError, ErrorCode } from '../cni/errors.js';
 import { CURRENT_VERSION, versionInfo } from '../cni/versions.js';
 
-const MAX_STDIN = 1 << 20;
 /** As in the protocol layer: a VERSION body is tiny; a bigger one names no version. */
 const MAX_VERSION_STDIN = 4096;
 
-const skel = () => import('../cni/skel.js');
-const commands = () => import('./commands.js');
-
-const handlers: PluginHandlers = {
-  add: async (ctx: PluginContext) => (await commands()).add(ctx),
-  del: async (ctx: PluginContext) => (await commands()).del(ctx),
-  check: async (ctx: PluginContext) => (await commands()).check(ctx),
-  gc: async (ctx: PluginContext) => (await commands()).gc(ctx),
-  status: async (ctx: PluginContext) => (await commands()).status(ctx),
-};
-
-function logToStderr(msg: string, err?: unknown): void {
-  const detail = err instanceof Error ? `: ${err.stack ?? err.message}` : err === undefined ? '' : `: ${String(err)}`;
-  process.stderr.write(`tsflannel: ${msg}${detail}\n`);
-}
-
+// The transport only: read stdin, hand env and bytes to the one handler
+// (src/plugin/handler.ts, which the agent's socket server calls too), write
+// its answer. No CNI logic lives here.
 export async function main(): Promise<void> {
   // The same exact match runPlugin's parseCommand makes.
   if (process.env.CNI_COMMAND === 'VERSION') {
     await answerVersion();
     return;
   }
-  const { readAllStdin, runPlugin } = await skel();
+  const [{ readAllStdin }, { handleCni, MAX_STDIN, stderrLine }] = await Promise.all([
+    import('../cni/skel.js'),
+    import('./handler.js'),
+  ]);
   let stdin: Buffer;
   try {
     stdin = await readAllStdin(MAX_STDIN);
   } catch (err) {
-    logToStderr('reading stdin failed', err);
+    process.stderr.write(stderrLine('reading stdin failed', err));
     const cniErr = asCniError(err, ErrorCode.IOFailure);
     process.stdout.write(`${JSON.stringify(cniErr.toJSON(CURRENT_VERSION))}\n`);
     process.exitCode = 1;
     return;
   }
-  process.exitCode = await runPlugin(handlers, {
-    env: process.env,
-    stdin,
-    stdout: (text) => process.stdout.write(text),
-    log: logToStderr,
-  });
+  const res = await handleCni({ env: process.env, stdin });
+  if (res.stderr) process.stderr.write(res.stderr);
+  if (res.stdout.length > 0) process.stdout.write(res.stdout);
+  process.exitCode = res.exitCode;
 }
 
 /**
