@@ -16,26 +16,14 @@ type nsReq struct {
 	Netns string `json:"netns,omitempty"`
 }
 
-// handle opens a netlink handle whose sockets live in the requested netns;
-// NewHandleAt switches the calling thread only while it opens the sockets.
+// handle opens a netlink handle whose sockets live in the requested netns
+// (see openHandle: the caller's thread never changes namespace).
 func (r nsReq) handle() (*netlink.Handle, func(), error) {
-	if r.Netns == "" {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return nil, nil, err
-		}
-		return h, h.Delete, nil
-	}
-	ns, err := netns.GetFromPath(r.Netns)
+	h, err := openHandle(r.Netns)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open netns %s: %w", r.Netns, err)
+		return nil, nil, err
 	}
-	h, err := netlink.NewHandleAt(ns)
-	ns.Close()
-	if err != nil {
-		return nil, nil, fmt.Errorf("netlink handle in %s: %w", r.Netns, err)
-	}
-	return h, h.Delete, nil
+	return h, h.Close, nil
 }
 
 // nsScoped is any request that names the netns it applies to.
@@ -291,6 +279,7 @@ func opVethAdd(raw []byte) (interface{}, error) {
 		return nil, err
 	}
 	defer done()
+	// The peer is named by an fd; handing the kernel an fd switches no thread.
 	peerNs, err := netns.GetFromPath(r.PeerNs)
 	if err != nil {
 		return nil, fmt.Errorf("open netns %s: %w", r.PeerNs, err)
@@ -318,12 +307,12 @@ func opVethAdd(raw []byte) (interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	peerH, err := netlink.NewHandleAt(peerNs)
+	peerH, err := openHandle(r.PeerNs)
 	if err != nil {
 		_ = h.LinkDel(host)
 		return nil, err
 	}
-	defer peerH.Delete()
+	defer peerH.Close()
 	peer, err := peerH.LinkByName(r.PeerName)
 	if err == nil && r.MTU > 0 && peer.Attrs().MTU != r.MTU {
 		err = peerH.LinkSetMTU(peer, r.MTU)

@@ -25,7 +25,7 @@ import (
 
 // ShimVersion is bumped whenever an op's request or reply shape changes, so a
 // stale .so next to newer TypeScript is detected at load time.
-const ShimVersion = 1
+const ShimVersion = 2
 
 type reply struct {
 	OK     bool        `json:"ok"`
@@ -64,6 +64,7 @@ var ops = map[string]opFunc{
 	"sysctl.set":    opSysctlSet,
 	"netns.check":   opNetnsCheck,
 	"flock":         opFlock,
+	"sock.peercred": opPeerCred,
 }
 
 func main() {}
@@ -136,6 +137,7 @@ var errnoNames = map[syscall.Errno]string{
 	syscall.EADDRINUSE: "EADDRINUSE", syscall.EADDRNOTAVAIL: "EADDRNOTAVAIL",
 	syscall.ENETUNREACH: "ENETUNREACH", syscall.ENOBUFS: "ENOBUFS",
 	syscall.EAFNOSUPPORT: "EAFNOSUPPORT", syscall.EPROTONOSUPPORT: "EPROTONOSUPPORT",
+	syscall.ENOTSOCK: "ENOTSOCK", syscall.ENOTCONN: "ENOTCONN",
 }
 
 func errnoName(e syscall.Errno) string {

@@ -4,12 +4,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -396,37 +394,6 @@ func (r sysctlReq) path() (string, error) {
 	return "/proc/sys/" + k, nil
 }
 
-// inNetns runs fn on a fresh OS thread that has joined the target netns.
-// The thread stays locked and is thrown away when the goroutine ends, so no
-// thread of the host process can be left inside a pod's namespace.
-func inNetns(path string, fn func() (interface{}, error)) (interface{}, error) {
-	if path == "" {
-		return fn()
-	}
-	type result struct {
-		v   interface{}
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		ns, err := netns.GetFromPath(path)
-		if err != nil {
-			ch <- result{nil, fmt.Errorf("open netns %s: %w", path, err)}
-			return
-		}
-		defer ns.Close()
-		if err := netns.Set(ns); err != nil {
-			ch <- result{nil, fmt.Errorf("enter netns %s: %w", path, err)}
-			return
-		}
-		v, err := fn()
-		ch <- result{v, err}
-	}()
-	res := <-ch
-	return res.v, res.err
-}
-
 func opSysctlGet(raw []byte) (interface{}, error) {
 	var r sysctlReq
 	if err := decode(raw, &r); err != nil {
@@ -518,4 +485,27 @@ func opFlock(raw []byte) (interface{}, error) {
 			return nil, err
 		}
 	}
+}
+
+type peerCredReq struct {
+	Fd int `json:"fd"`
+}
+
+// opPeerCred reads SO_PEERCRED of a connected Unix socket Node accepted:
+// Node has no API for it, and the agent's CNI socket must serve root only.
+// The credentials are those the peer had when it connected, so a client
+// cannot drop or gain privileges afterwards to fool the check.
+func opPeerCred(raw []byte) (interface{}, error) {
+	var r peerCredReq
+	if err := decode(raw, &r); err != nil {
+		return nil, err
+	}
+	if r.Fd < 0 {
+		return nil, fmt.Errorf("bad fd %d: %w", r.Fd, syscall.EBADF)
+	}
+	cred, err := syscall.GetsockoptUcred(r.Fd, syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]int{"pid": int(cred.Pid), "uid": int(cred.Uid), "gid": int(cred.Gid)}, nil
 }

@@ -48,3 +48,22 @@ export async function flock(fd: number, mode: LockMode, timeoutMs: number): Prom
 export function funlock(fd: number): void {
   call('flock', { fd, op: 'un' });
 }
+
+/** Credentials the kernel recorded for the peer of a connected Unix socket. */
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * SO_PEERCRED of a connected Unix socket (Node has no API for it): the
+ * credentials the peer had when it connected. `fd` is the socket's descriptor,
+ * e.g. the handle fd of a net.Socket a server accepted.
+ */
+export function peerCred(fd: number): PeerCred {
+  if (!Number.isInteger(fd) || fd < 0) {
+    throw new NetlinkError('sock.peercred', `bad socket descriptor ${fd}`, 'EBADF', 9);
+  }
+  return call('sock.peercred', { fd }) as PeerCred;
+}
