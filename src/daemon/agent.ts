@@ -12,6 +12,7 @@ import { newMetrics, startHealthServer, type AgentMetrics } from './health.js';
 import { chooseExternalInterface } from './external.js';
 import { createBackend } from './backend/index.js';
 import { IptablesManager } from './iptables.js';
+import { startCniService, type CniService } from './cni-service.js';
 
 export interface AgentDeps {
   subnetManager: SubnetManager;
@@ -27,6 +28,7 @@ export class Agent {
   private latest: Lease[] | undefined;
   private health?: Server;
   private timer?: NodeJS.Timeout;
+  private cni?: CniService;
 
   constructor(
     private readonly opts: AgentOptions,
@@ -39,6 +41,11 @@ export class Agent {
     if (this.opts.healthzPort > 0) {
       this.health = await startHealthServer(this.opts.healthzIP, this.opts.healthzPort, this.metrics);
       log.info({ address: this.health.address() }, 'serving /healthz and /metrics');
+    }
+    // Before the lease: a pod call made while the agent starts gets the same
+    // answer the standalone plugin would give, without a process start-up.
+    if (this.opts.cniSocket) {
+      this.cni = await startCniService({ path: this.opts.cniSocket, workers: this.opts.cniWorkers, logger: log, metrics: this.metrics.cni });
     }
     const config = await this.networkConfig();
     const ext = this.externalInterface();
@@ -140,6 +147,7 @@ export class Agent {
     this.abort.abort();
     if (this.timer) clearInterval(this.timer);
     if (removeRules && this.iptables) await this.iptables.remove();
+    await this.cni?.stop();
     await this.deps.subnetManager.close();
     this.health?.close();
   }

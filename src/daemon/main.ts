@@ -47,6 +47,10 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     throw err;
   }
   const logger = pino({ level: opts.logLevel, base: { node: opts.nodeName } }, pino.destination({ fd: 2, sync: true }));
+  if (opts.cniOnly) {
+    await serveCniOnly(opts, logger);
+    return;
+  }
   const agent = new Agent(opts, { subnetManager: await subnetManagerFor(opts, logger), logger });
 
   let stopping = false;
@@ -73,4 +77,35 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     await agent.stop(false).catch(() => undefined);
     process.exit(1);
   }
+}
+
+/**
+ * --cni-only: the CNI socket and /healthz without a subnet manager, for the
+ * test suites and the benchmark, which write the subnet file themselves.
+ */
+async function serveCniOnly(opts: AgentOptions, logger: pino.Logger): Promise<void> {
+  const { newMetrics, startHealthServer } = await import('./health.js');
+  const { startCniService } = await import('./cni-service.js');
+  const metrics = newMetrics();
+  const health = opts.healthzPort > 0 ? await startHealthServer(opts.healthzIP, opts.healthzPort, metrics) : undefined;
+  let cni;
+  try {
+    cni = await startCniService({ path: opts.cniSocket, workers: opts.cniWorkers, logger, metrics: metrics.cni });
+  } catch (err) {
+    logger.fatal({ err: (err as Error).message }, 'cannot serve CNI calls');
+    health?.close();
+    process.exitCode = 1;
+    return;
+  }
+  metrics.ready = true;
+  const service = cni;
+  const stop = (signal: string) => {
+    logger.info({ signal }, 'shutting down the CNI server');
+    void service.stop().finally(() => {
+      health?.close();
+      process.exit(0);
+    });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
 }

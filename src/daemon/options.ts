@@ -2,6 +2,7 @@
 import { hostname } from 'node:os';
 import yargs from 'yargs';
 import { DEFAULT_SUBNET_FILE } from '../flannel/subnet-env.js';
+import { DEFAULT_CNI_SOCKET } from './cni-frame.js';
 
 export interface AgentOptions {
   iface: string[];
@@ -23,6 +24,12 @@ export interface AgentOptions {
   /** etcd lease TTL; flannel uses 24 h */
   leaseTtlSeconds: number;
   logLevel: string;
+  /** the CNI socket the forwarder calls; '' = no server */
+  cniSocket: string;
+  /** worker threads running CNI calls */
+  cniWorkers: number;
+  /** serve the CNI socket and /healthz only, without a subnet manager (tests, benchmarks) */
+  cniOnly: boolean;
 }
 
 export class OptionsError extends Error {
@@ -54,6 +61,9 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
     .option('healthz-port', { type: 'number', default: 0, describe: 'port for /healthz and /metrics (0 = off)' })
     .option('resync-period', { type: 'number', default: 10, describe: 'seconds between full reconciliations' })
     .option('subnet-lease-ttl', { type: 'number', default: 86400, describe: 'etcd lease TTL in seconds', hidden: true })
+    .option('cni-socket', { type: 'string', default: DEFAULT_CNI_SOCKET, describe: 'Unix socket serving CNI calls for /opt/cni/bin/tsflannel ("" = off; the conflist key agentSocket must match)' })
+    .option('cni-workers', { type: 'number', default: 2, describe: 'worker threads running CNI calls (netlink calls block their thread)' })
+    .option('cni-only', { type: 'boolean', default: false, hidden: true, describe: 'serve CNI calls and /healthz only, with no subnet manager (tests, benchmarks)' })
     .option('log-level', { type: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] })
     .strict()
     .exitProcess(false)
@@ -80,6 +90,15 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
       throw new OptionsError(`--iface-regex "${re}" is not a valid regular expression`);
     }
   }
+  const cniSocket = parsed['cni-socket'];
+  if (cniSocket !== '' && (!cniSocket.startsWith('/') || cniSocket.includes('\0') || Buffer.byteLength(cniSocket) > 107)) {
+    throw new OptionsError(`--cni-socket must be an absolute path of at most 107 bytes, or "", got "${cniSocket}"`);
+  }
+  const cniWorkers = parsed['cni-workers'];
+  if (!Number.isInteger(cniWorkers) || cniWorkers < 1 || cniWorkers > 64) {
+    throw new OptionsError(`--cni-workers must be an integer from 1 to 64, got ${cniWorkers}`);
+  }
+  if (parsed['cni-only'] && cniSocket === '') throw new OptionsError('--cni-only needs a --cni-socket');
   const opts: AgentOptions = {
     iface: parsed.iface,
     ifaceRegex: parsed['iface-regex'],
@@ -95,6 +114,9 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
     resyncSeconds: resync,
     leaseTtlSeconds: ttl,
     logLevel: parsed['log-level'],
+    cniSocket,
+    cniWorkers,
+    cniOnly: parsed['cni-only'],
   };
   if (parsed['public-ip']) opts.publicIP = parsed['public-ip'];
   if (parsed['kubeconfig-file']) opts.kubeconfig = parsed['kubeconfig-file'];

@@ -1,0 +1,37 @@
+// Wires the CNI socket server into the agent: the worker pool (started and
+// preloaded before the socket opens, so the first call pays no loading),
+// SO_PEERCRED from the netlink shim, and the agent's metrics.
+import type { Logger } from 'pino';
+import { peerCred } from '../netlink/index.js';
+import { WorkerPool } from './cni-pool.js';
+import { CniServer, type CniServerMetrics } from './cni-server.js';
+
+export interface CniService {
+  stop(): Promise<void>;
+}
+
+export interface CniServiceOptions {
+  path: string;
+  workers: number;
+  logger: Logger;
+  metrics: CniServerMetrics;
+}
+
+export async function startCniService(opts: CniServiceOptions): Promise<CniService> {
+  const log = opts.logger.child({ component: 'cni' });
+  const pool = new WorkerPool({ size: opts.workers, onWarning: (msg) => log.warn(msg) });
+  const server = new CniServer({ path: opts.path, pool, peerCred, logger: log, metrics: opts.metrics });
+  try {
+    await pool.ready();
+    await server.start();
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+  return {
+    async stop() {
+      await server.stop();
+      await pool.close();
+    },
+  };
+}
