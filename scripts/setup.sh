@@ -71,6 +71,7 @@ build_ts() {
 install_packages
 install_npm
 bash scripts/build-native.sh
+bash scripts/build-forward.sh
 bash scripts/build-cnitool.sh
 build_ts
 # The single executables dist/tsflannel and dist/tsflanneld (strip comes from

@@ -1,0 +1,436 @@
+// The static Go forwarder (native/forward, installed as /opt/cni/bin/tsflannel)
+// against a small server implementing the agent's side of PROTOCOL.md, and
+// against a fake standalone plugin that reports the environment, arguments and
+// stdin it was exec'ed with. What it proves: the relay is exact, only CNI_* and
+// TSFLANNEL_* reach the agent, every failure of the agent ends in the
+// standalone with the same env and the same stdin bytes, and VERSION never
+// leaves the process.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const REPO = resolve(import.meta.dirname, '../..');
+const FORWARDER = join(REPO, 'native/build/tsflannel-forward');
+const STANDALONE_PLUGIN = join(REPO, 'bin/tsflannel');
+const MAX_FRAME = 2 * 1024 * 1024;
+
+interface Run {
+  stdout: Buffer;
+  stderr: string;
+  status: number | null;
+  ms: number;
+}
+
+/** Runs the forwarder asynchronously (the test server lives in this process). */
+function runForwarder(env: Record<string, string>, stdin: Buffer | string, args: string[] = []): Promise<Run> {
+  const t0 = performance.now();
+  const child = spawn(FORWARDER, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  return collect(child, stdin, t0);
+}
+
+function collect(child: ChildProcess, stdin: Buffer | string, t0: number): Promise<Run> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout?.on('data', (c: Buffer) => out.push(c));
+  child.stderr?.on('data', (c: Buffer) => err.push(c));
+  // A child that stops reading early (VERSION over 4 KiB) must not fail the test.
+  child.stdin?.on('error', () => undefined);
+  child.stdin?.end(stdin);
+  return new Promise((res, rej) => {
+    child.on('error', rej);
+    child.on('close', (status) =>
+      res({ stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8'), status, ms: performance.now() - t0 }),
+    );
+  });
+}
+
+interface Request {
+  v: number;
+  env: Record<string, string>;
+  stdin: string;
+}
+
+type Behaviour =
+  | { kind: 'answer'; make: (req: Request) => { stdout: Buffer; exitCode: number; stderr: string } }
+  | { kind: 'close-mid-answer' }
+  | { kind: 'never-answer' }
+  | { kind: 'raw'; bytes: Buffer };
+
+/**
+ * The agent's side of the protocol: one length-prefixed JSON frame in, one
+ * out, then close. `behaviour` decides what it answers, including the ways an
+ * agent can fail.
+ */
+class TestAgent {
+  readonly path: string;
+  readonly requests: Request[] = [];
+  connections = 0;
+  behaviour: Behaviour = { kind: 'never-answer' };
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(dir: string) {
+    this.path = join(dir, 'cni.sock');
+    this.server = createServer((s) => this.serve(s));
+  }
+
+  async listen(): Promise<void> {
+    this.server.listen(this.path);
+    await once(this.server, 'listening');
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise((r) => this.server.close(r));
+  }
+
+  private serve(sock: Socket): void {
+    this.connections++;
+    this.sockets.add(sock);
+    sock.on('close', () => this.sockets.delete(sock));
+    sock.on('error', () => undefined);
+    let buf = Buffer.alloc(0);
+    sock.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (buf.length < 4) return;
+      const n = buf.readUInt32BE(0);
+      if (n > MAX_FRAME) throw new Error(`request frame of ${n} bytes`);
+      if (buf.length < 4 + n) return;
+      const req = JSON.parse(buf.subarray(4, 4 + n).toString('utf8')) as Request;
+      this.requests.push(req);
+      this.respond(sock, req);
+    });
+  }
+
+  private respond(sock: Socket, req: Request): void {
+    const b = this.behaviour;
+    switch (b.kind) {
+      case 'answer': {
+        const a = b.make(req);
+        sock.end(frame({ v: 1, stdout: a.stdout.toString('base64'), exitCode: a.exitCode, stderr: a.stderr }));
+        return;
+      }
+      case 'close-mid-answer': {
+        // The header promises 1000 bytes; the agent dies after 10.
+        const head = Buffer.alloc(4);
+        head.writeUInt32BE(1000);
+        sock.end(Buffer.concat([head, Buffer.from('{"v":1,"st')]));
+        return;
+      }
+      case 'raw':
+        sock.end(b.bytes);
+        return;
+      case 'never-answer':
+        return;
+    }
+  }
+}
+
+function frame(obj: unknown): Buffer {
+  const body = Buffer.from(JSON.stringify(obj), 'utf8');
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(body.length);
+  return Buffer.concat([head, body]);
+}
+
+const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+
+/** What the fake standalone reports about how it was started. */
+interface StandaloneReport {
+  standalone: true;
+  argv: string[];
+  env: Record<string, string>;
+  stdinSha256: string;
+  stdinLength: number;
+}
+
+const FAKE_EXIT = 7;
+
+function fakeStandaloneSource(): string {
+  return `#!${process.execPath}
+const chunks = [];
+process.stdin.on('data', (c) => chunks.push(c)).on('end', () => {
+  const b = Buffer.concat(chunks);
+  process.stdout.write(JSON.stringify({
+    standalone: true, argv: process.argv.slice(2), env: process.env,
+    stdinSha256: require('node:crypto').createHash('sha256').update(b).digest('hex'), stdinLength: b.length,
+  }));
+  process.exitCode = ${FAKE_EXIT};
+});
+`;
+}
+
+describe.skipIf(!existsSync(FORWARDER))('tsflannel-forward (static CNI forwarder)', () => {
+  let dir = '';
+  let agent: TestAgent;
+  let fake = '';
+  /** The environment of a real runtime's call: CNI_*, TSFLANNEL_* and unrelated variables. */
+  let baseEnv: Record<string, string>;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tsf-fwd-'));
+    agent = new TestAgent(dir);
+    await agent.listen();
+    fake = join(dir, 'fake-standalone.cjs');
+    writeFileSync(fake, fakeStandaloneSource());
+    chmodSync(fake, 0o755);
+    baseEnv = {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: '/root',
+      UNRELATED_SECRET: 'must-not-reach-the-agent',
+      XCNI_NOT_A_PREFIX: 'no',
+      CNI_COMMAND: 'ADD',
+      CNI_CONTAINERID: 'c0ffee',
+      CNI_NETNS: '/var/run/netns/x',
+      CNI_IFNAME: 'eth0',
+      CNI_ARGS: 'K8S_POD_NAME=p;K8S_POD_NAMESPACE=default',
+      CNI_PATH: '/opt/cni/bin',
+      TSFLANNEL_STANDALONE: fake,
+      TSFLANNEL_LOG_LEVEL: 'debug',
+    };
+  });
+  afterEach(() => {
+    agent.behaviour = { kind: 'never-answer' };
+  });
+  afterAll(async () => {
+    await agent?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function conf(extra: Record<string, unknown> = {}): string {
+    return JSON.stringify({ cniVersion: '1.0.0', name: 'fwdtest', type: 'tsflannel', agentSocket: agent.path, ...extra });
+  }
+
+  function standaloneReport(run: Run): StandaloneReport {
+    const report = JSON.parse(run.stdout.toString('utf8')) as StandaloneReport;
+    expect(report.standalone).toBe(true);
+    expect(run.status).toBe(FAKE_EXIT);
+    return report;
+  }
+
+  it('is a static executable of at most 3 MB', () => {
+    const size = statSync(FORWARDER).size;
+    console.log(`tsflannel-forward: ${size} bytes (${(size / 1024 / 1024).toFixed(2)} MiB)`);
+    expect(size).toBeLessThanOrEqual(3 * 1024 * 1024);
+    expect(spawnSync('file', ['-L', FORWARDER], { encoding: 'utf8' }).stdout).toMatch(/statically linked/);
+    const ldd = spawnSync('ldd', [FORWARDER], { encoding: 'utf8' });
+    expect(ldd.status).not.toBe(0);
+    expect(`${ldd.stdout}${ldd.stderr}`).toMatch(/not a dynamic executable/);
+  });
+
+  it('relays the agent\'s stdout bytes, stderr text and exit code exactly', async () => {
+    const stdout = Buffer.concat([Buffer.from('{"cniVersion":"1.0.0"}\n'), Buffer.from([0, 0xff, 0xfe, 10])]);
+    agent.behaviour = { kind: 'answer', make: () => ({ stdout, exitCode: 3, stderr: 'agent: something to say\nsecond line\n' }) };
+    const before = agent.requests.length;
+    const run = await runForwarder(baseEnv, conf());
+    expect(run.stdout.equals(stdout)).toBe(true);
+    expect(run.stderr).toBe('agent: something to say\nsecond line\n');
+    expect(run.status).toBe(3);
+    expect(agent.requests.length).toBe(before + 1);
+  });
+
+  it('sends exactly the CNI_* and TSFLANNEL_* variables, protocol version 1 and the stdin bytes', async () => {
+    agent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.alloc(0), exitCode: 0, stderr: '' }) };
+    const stdin = conf({ note: 'ünïcödé' });
+    const run = await runForwarder(baseEnv, stdin);
+    expect(run.status).toBe(0);
+    expect(run.stdout.length).toBe(0);
+    const req = agent.requests.at(-1)!;
+    expect(req.v).toBe(1);
+    const expected = Object.fromEntries(Object.entries(baseEnv).filter(([k]) => k.startsWith('CNI_') || k.startsWith('TSFLANNEL_')));
+    expect(req.env).toEqual(expected);
+    expect(Buffer.from(req.stdin, 'base64').equals(Buffer.from(stdin))).toBe(true);
+  });
+
+  it('round-trips a 900 KiB stdin to the agent and a 900 KiB answer back', async () => {
+    const stdin = conf({ padding: randomBytes(450 * 1024).toString('hex') });
+    expect(stdin.length).toBeGreaterThan(900 * 1024);
+    const big = randomBytes(900 * 1024);
+    agent.behaviour = {
+      kind: 'answer',
+      make: (req) => ({ stdout: big, exitCode: 0, stderr: `got ${sha256(Buffer.from(req.stdin, 'base64'))}` }),
+    };
+    const run = await runForwarder(baseEnv, stdin);
+    expect(run.status).toBe(0);
+    expect(run.stderr).toBe(`got ${sha256(stdin)}`);
+    expect(run.stdout.equals(big)).toBe(true);
+  });
+
+  it('falls back to the standalone when the socket is missing: same env, same stdin, one stderr line', async () => {
+    const missing = join(dir, 'nothing-here.sock');
+    const stdin = conf({ agentSocket: missing, padding: 'x'.repeat(200 * 1024) });
+    const run = await runForwarder(baseEnv, stdin, ['--some-arg']);
+    const report = standaloneReport(run);
+    expect(report.env).toEqual(baseEnv); // the whole environment, not only CNI_*
+    expect(report.argv).toEqual(['--some-arg']);
+    expect(report.stdinSha256).toBe(sha256(stdin));
+    expect(report.stdinLength).toBe(Buffer.byteLength(stdin));
+    expect(run.stderr).toBe(`tsflannel: agent at ${missing} unavailable (no socket), running standalone\n`);
+  });
+
+  it('falls back when the socket refuses (the agent was killed and left its socket file)', async () => {
+    const dead = join(dir, 'dead.sock');
+    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(dead)}, () => console.log('up'))`], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await once(child.stdout!, 'data');
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+    expect(existsSync(dead)).toBe(true);
+    const stdin = conf({ agentSocket: dead });
+    const run = await runForwarder(baseEnv, stdin);
+    const report = standaloneReport(run);
+    expect(report.stdinSha256).toBe(sha256(stdin));
+    expect(run.stderr).toBe(`tsflannel: agent at ${dead} unavailable (connection refused), running standalone\n`);
+  });
+
+  it('waits the 1 s connect timeout for an agent whose backlog is full (stopped process), then falls back', async () => {
+    const stuck = join(dir, 'stuck.sock');
+    const child = spawn(
+      process.execPath,
+      ['-e', `require('net').createServer().listen({ path: ${JSON.stringify(stuck)}, backlog: 1 }, () => console.log('up'))`],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const fillers: Socket[] = [];
+    try {
+      await once(child.stdout!, 'data');
+      child.kill('SIGSTOP'); // the kernel still queues connections, nobody accepts them
+      for (let i = 0; i < 4; i++) {
+        const s = createConnection(stuck);
+        s.on('error', () => undefined);
+        fillers.push(s);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      const stdin = conf({ agentSocket: stuck });
+      const run = await runForwarder(baseEnv, stdin);
+      expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+      expect(run.stderr).toBe(`tsflannel: agent at ${stuck} unavailable (no connection within 1s), running standalone\n`);
+      expect(run.ms).toBeGreaterThanOrEqual(950);
+    } finally {
+      for (const s of fillers) s.destroy();
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    }
+  });
+
+  it('falls back with the same 900 KiB stdin when the agent closes mid-answer', async () => {
+    agent.behaviour = { kind: 'close-mid-answer' };
+    const stdin = conf({ padding: randomBytes(450 * 1024).toString('hex') });
+    const before = agent.requests.length;
+    const run = await runForwarder(baseEnv, stdin);
+    expect(agent.requests.length).toBe(before + 1); // the agent did get the call
+    const report = standaloneReport(run);
+    expect(report.stdinLength).toBe(Buffer.byteLength(stdin));
+    expect(report.stdinSha256).toBe(sha256(stdin));
+    expect(report.env).toEqual(baseEnv);
+    expect(run.stderr).toBe(
+      `tsflannel: agent at ${agent.path} unavailable (connection closed before a complete answer), running standalone\n`,
+    );
+  });
+
+  it('falls back when the agent never answers, after TSFLANNEL_FORWARD_TIMEOUT_MS', async () => {
+    agent.behaviour = { kind: 'never-answer' };
+    const stdin = conf();
+    const run = await runForwarder({ ...baseEnv, TSFLANNEL_FORWARD_TIMEOUT_MS: '300' }, stdin);
+    const report = standaloneReport(run);
+    expect(report.stdinSha256).toBe(sha256(stdin));
+    expect(report.env.TSFLANNEL_FORWARD_TIMEOUT_MS).toBe('300');
+    expect(run.stderr).toBe(`tsflannel: agent at ${agent.path} unavailable (no answer within 300 ms), running standalone\n`);
+    expect(run.ms).toBeGreaterThanOrEqual(300);
+    expect(run.ms).toBeLessThan(15_000);
+  });
+
+  it('falls back on a malformed answer (not JSON, no exit code, oversize frame)', async () => {
+    const bad: [Buffer, RegExp][] = [
+      [frame('not an object'), /malformed answer/],
+      [frame({ v: 1, stdout: '', stderr: '' }), /malformed answer/],
+      [frame({ v: 2, stdout: '', exitCode: 0, stderr: '' }), /malformed answer/],
+      [Buffer.concat([Buffer.from([0, 0, 0, 5]), Buffer.from('{"v":')]), /malformed answer/],
+      [Buffer.from([0x7f, 0xff, 0xff, 0xff]), /over the 2097152 limit/],
+    ];
+    for (const [bytes, reason] of bad) {
+      agent.behaviour = { kind: 'raw', bytes };
+      const stdin = conf();
+      const run = await runForwarder(baseEnv, stdin);
+      expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+      expect(run.stderr).toMatch(reason);
+      expect(run.stderr).toMatch(/running standalone\n$/);
+    }
+  });
+
+  it('answers a CNI error (code 999, naming the socket and the standalone) when the standalone is missing too', async () => {
+    const missing = join(dir, 'no-standalone');
+    const sock = join(dir, 'nothing-here.sock');
+    const run = await runForwarder({ ...baseEnv, TSFLANNEL_STANDALONE: missing }, conf({ agentSocket: sock, cniVersion: '0.4.0' }));
+    expect(run.status).toBe(1);
+    const err = JSON.parse(run.stdout.toString('utf8')) as { cniVersion: string; code: number; msg: string };
+    expect(err.code).toBe(999);
+    expect(err.cniVersion).toBe('0.4.0');
+    expect(err.msg).toContain(sock);
+    expect(err.msg).toContain(missing);
+    expect(run.stderr).toContain(`tsflannel: agent at ${sock} unavailable (no socket), running standalone\n`);
+  });
+
+  it('runs the standalone at once, with stdin untouched, when CNI_COMMAND is unset (a person running `tsflannel status`)', async () => {
+    const { CNI_COMMAND: _omit, ...env } = baseEnv;
+    const before = agent.connections;
+    const run = await runForwarder(env, 'typed by hand', ['status', '--json']);
+    const report = standaloneReport(run);
+    expect(report.argv).toEqual(['status', '--json']);
+    expect(report.stdinSha256).toBe(sha256('typed by hand'));
+    expect(run.stderr).toBe('');
+    expect(agent.connections).toBe(before);
+  });
+
+  it('never forwards when agentSocket is "" and leaves an oversize stdin to the standalone', async () => {
+    const before = agent.connections;
+    const off = conf({ agentSocket: '' });
+    const run = await runForwarder(baseEnv, off);
+    expect(standaloneReport(run).stdinSha256).toBe(sha256(off));
+    expect(run.stderr).toBe('');
+    // Over 1 MiB: the real standalone plugin answers its own size error.
+    const huge = conf({ padding: 'y'.repeat(1024 * 1024) });
+    const real = await runForwarder({ ...baseEnv, TSFLANNEL_STANDALONE: STANDALONE_PLUGIN }, huge);
+    expect(real.status).toBe(1);
+    expect(JSON.parse(real.stdout.toString('utf8'))).toMatchObject({ code: 6, msg: 'stdin is larger than 1048576 bytes' });
+    expect(agent.connections).toBe(before);
+  });
+
+  it('answers VERSION itself, byte-identical to the standalone plugin, without touching the socket', async () => {
+    const bodies: [string, Buffer][] = [
+      ['empty', Buffer.alloc(0)],
+      ['bad JSON', Buffer.from('{"cniVersion": "1.0.0"')],
+      ['garbage', Buffer.from('not json at all')],
+      ['unknown version', Buffer.from('{"cniVersion":"9.9.9"}')],
+      ['unsupported old version', Buffer.from('{"cniVersion":"0.2.0"}')],
+      ['non-string version', Buffer.from('{"cniVersion":1.0}')],
+      ['key in other case', Buffer.from('{"CNIVersion":"0.4.0"}')],
+      ['array', Buffer.from('["0.4.0"]')],
+      ['null', Buffer.from('null')],
+      ['duplicate keys', Buffer.from('{"cniVersion":"0.3.1","cniVersion":"0.4.0"}')],
+      ['escaped key', Buffer.from('{"cni\\u0056ersion":"0.3.0"}')],
+      ['invalid UTF-8 elsewhere', Buffer.concat([Buffer.from('{"x":"'), Buffer.from([0xff, 0xfe]), Buffer.from('","cniVersion":"1.0.0"}')])],
+      ['oversize (5000 bytes)', Buffer.from(JSON.stringify({ cniVersion: '0.4.0', pad: 'z'.repeat(5000) }))],
+      ['exactly 4096 bytes', Buffer.from(JSON.stringify({ cniVersion: '0.4.0', pad: 'z'.repeat(4096 - 31) }))],
+      ['4097 bytes', Buffer.from(JSON.stringify({ cniVersion: '0.4.0', pad: 'z'.repeat(4097 - 31) }))],
+      ...['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'].map((v): [string, Buffer] => [v, Buffer.from(JSON.stringify({ cniVersion: v, name: 'n', type: 'tsflannel' }))]),
+    ];
+    const env = { ...baseEnv, CNI_COMMAND: 'VERSION', TSFLANNEL_STANDALONE: join(dir, 'must-not-run') };
+    expect(bodies.find(([l]) => l === 'exactly 4096 bytes')?.[1].length).toBe(4096);
+    const before = agent.connections;
+    for (const [label, body] of bodies) {
+      const fwd = await runForwarder(env, body);
+      const t0 = performance.now();
+      const ref = await collect(spawn(STANDALONE_PLUGIN, [], { env, stdio: ['pipe', 'pipe', 'pipe'] }), body, t0);
+      expect({ label, out: fwd.stdout.toString('utf8'), status: fwd.status }).toEqual({ label, out: ref.stdout.toString('utf8'), status: ref.status });
+      expect(fwd.stdout.equals(ref.stdout)).toBe(true);
+      expect(fwd.stderr).toBe('');
+    }
+    expect(agent.connections).toBe(before);
+  });
+});
