@@ -11,7 +11,7 @@ export const PROTOCOL_VERSION = 1;
 /** The largest frame body either side accepts (JSON bytes, after the length). */
 export const MAX_FRAME = 2 * 1024 * 1024;
 /** Only these variables cross the socket (the forwarder sends nothing else). */
-export const ENV_NAME = /^(CNI_|TSFLANNEL_)[A-Za-z0-9_]*$/;
+export const ENV_NAME = /^(CNI_|TSFLANNEL_)[^=\0]*$/;
 
 export interface CniFrameRequest {
   env: Record<string, string>;

@@ -8,6 +8,7 @@ import type { PluginContext, PluginHandlers } from '../cni/skel.js';
 import { runPlugin } from '../cni/skel.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { CURRENT_VERSION } from '../cni/versions.js';
+import { withCallStderr } from './log.js';
 
 /** The largest network config accepted on stdin, on both transports. */
 export const MAX_STDIN = 1 << 20;
@@ -55,17 +56,24 @@ export function oversizeStdin(): CniResponse {
   };
 }
 
-/** Runs one CNI call. Never throws: every failure is a CNI error on stdout. */
-export async function handleCni(req: CniRequest): Promise<CniResponse> {
+/**
+ * Runs one CNI call. Never throws: every failure is a CNI error on stdout.
+ * Log lines (the skeleton's and the plugin logger's) are collected into the
+ * answer's stderr, or, when `liveStderr` is given, written to it as they come.
+ */
+export async function handleCni(req: CniRequest, liveStderr?: (text: string) => void): Promise<CniResponse> {
   if (req.stdin.length > MAX_STDIN) return oversizeStdin();
   const out: string[] = [];
   let stderr = '';
-  const exitCode = await runPlugin(handlers, {
-    env: req.env,
-    stdin: Buffer.from(req.stdin.buffer, req.stdin.byteOffset, req.stdin.byteLength),
-    stdout: (text) => out.push(text),
-    log: (msg, err) => (stderr += stderrLine(msg, err)),
-  });
+  const sink = liveStderr ?? ((text: string) => void (stderr += text));
+  const exitCode = await withCallStderr(sink, () =>
+    runPlugin(handlers, {
+      env: req.env,
+      stdin: Buffer.from(req.stdin.buffer, req.stdin.byteOffset, req.stdin.byteLength),
+      stdout: (text) => out.push(text),
+      log: (msg, err) => sink(stderrLine(msg, err)),
+    }),
+  );
   return { stdout: Buffer.from(out.join(''), 'utf8'), exitCode, stderr };
 }
 

@@ -5,7 +5,20 @@
 // and a plugin runs once per pod, so start-up is most of its cost. Messages
 // logged while pino loads are queued and written in order; the pending
 // import keeps the process alive until they are out.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type pinoType from 'pino';
+
+/**
+ * Where a call's stderr goes. The standalone plugin's is the process's fd 2;
+ * a call the agent serves has its own, which the forwarder relays to the
+ * runtime, so a log line reaches the same place on both paths.
+ */
+const callStderr = new AsyncLocalStorage<(text: string) => void>();
+
+/** Runs `fn` with log lines of loggers created inside it going to `sink`. */
+export function withCallStderr<T>(sink: (text: string) => void, fn: () => Promise<T>): Promise<T> {
+  return callStderr.run(sink, fn);
+}
 
 const LEVELS = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity } as const;
 type Level = keyof typeof LEVELS;
@@ -18,8 +31,15 @@ function isLevel(level: string): level is Level {
   return Object.hasOwn(LEVELS, level);
 }
 
-function build(pino: typeof pinoType, level: Level, logFile: string | undefined, bindings: Record<string, string>): pinoType.Logger {
-  const streams: pinoType.StreamEntry[] = [{ level: level as pinoType.Level, stream: pino.destination({ fd: 2, sync: true }) }];
+function build(
+  pino: typeof pinoType,
+  level: Level,
+  logFile: string | undefined,
+  bindings: Record<string, string>,
+  sink: ((text: string) => void) | undefined,
+): pinoType.Logger {
+  const stderr = sink ? { write: (line: string) => sink(line) } : pino.destination({ fd: 2, sync: true });
+  const streams: pinoType.StreamEntry[] = [{ level: level as pinoType.Level, stream: stderr }];
   if (logFile) {
     streams.push({ level: level as pinoType.Level, stream: pino.destination({ dest: logFile, sync: true, mkdir: true }) });
   }
@@ -28,17 +48,18 @@ function build(pino: typeof pinoType, level: Level, logFile: string | undefined,
 
 export function createLogger(level: string, logFile: string | undefined, bindings: Record<string, string>): PluginLogger {
   const threshold: Level = isLevel(level) ? level : 'warn';
+  const sink = callStderr.getStore();
   let logger: pinoType.Logger | undefined;
   let loading: Promise<void> | undefined;
   const queue: [Method, Record<string, unknown>, string][] = [];
   const load = () =>
     import('pino').then(
       (mod) => {
-        logger = build(mod.default, threshold, logFile, bindings);
+        logger = build(mod.default, threshold, logFile, bindings, sink);
         for (const [name, fields, msg] of queue.splice(0)) logger[name](fields, msg);
       },
       (err: unknown) => {
-        for (const [name, , msg] of queue.splice(0)) process.stderr.write(`tsflannel ${name}: ${msg} (logger unavailable: ${String(err)})\n`);
+        for (const [name, , msg] of queue.splice(0)) (sink ?? ((t: string) => process.stderr.write(t)))(`tsflannel ${name}: ${msg} (logger unavailable: ${String(err)})\n`);
       },
     );
   const at = (name: Method): LogFn => (fields, msg) => {

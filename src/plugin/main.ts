@@ -33,8 +33,7 @@ export async function main(): Promise<void> {
     process.exitCode = 1;
     return;
   }
-  const res = await handleCni({ env: process.env, stdin });
-  if (res.stderr) process.stderr.write(res.stderr);
+  const res = await handleCni({ env: process.env, stdin }, (text) => process.stderr.write(text));
   if (res.stdout.length > 0) process.stdout.write(res.stdout);
   process.exitCode = res.exitCode;
 }
