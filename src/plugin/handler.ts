@@ -8,7 +8,7 @@ import type { PluginContext, PluginHandlers } from '../cni/skel.js';
 import { runPlugin } from '../cni/skel.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { CURRENT_VERSION } from '../cni/versions.js';
-import { withCallStderr } from './log.js';
+import { preloadLogger, withCallStderr } from './log.js';
 
 /** The largest network config accepted on stdin, on both transports. */
 export const MAX_STDIN = 1 << 20;
@@ -82,7 +82,7 @@ export async function handleCni(req: CniRequest, liveStderr?: (text: string) => 
  * shim), so a resident server's first request pays no module loading.
  */
 export async function preloadHandler(): Promise<void> {
-  await commands();
+  await Promise.all([commands(), preloadLogger()]);
   const nl = await import('../netlink/index.js');
   nl.sysctlGet('net.ipv4.ip_forward');
 }

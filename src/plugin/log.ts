@@ -15,6 +15,14 @@ import type pinoType from 'pino';
  */
 const callStderr = new AsyncLocalStorage<(text: string) => void>();
 
+/** pino once loaded: a resident process (the agent's CNI workers) loads it up front. */
+let pinoLoaded: typeof pinoType | undefined;
+
+/** Loads pino now, so loggers created later log synchronously. */
+export async function preloadLogger(): Promise<void> {
+  pinoLoaded ??= (await import('pino')).default;
+}
+
 /** Runs `fn` with log lines of loggers created inside it going to `sink`. */
 export function withCallStderr<T>(sink: (text: string) => void, fn: () => Promise<T>): Promise<T> {
   return callStderr.run(sink, fn);
@@ -31,6 +39,21 @@ function isLevel(level: string): level is Level {
   return Object.hasOwn(LEVELS, level);
 }
 
+/**
+ * One open descriptor per log file for the life of the process: the agent
+ * serves thousands of calls, and a destination per call would leak one each.
+ */
+const logFiles = new Map<string, pinoType.DestinationStream>();
+
+function logFileStream(pino: typeof pinoType, path: string): pinoType.DestinationStream {
+  let stream = logFiles.get(path);
+  if (!stream) {
+    stream = pino.destination({ dest: path, sync: true, mkdir: true });
+    logFiles.set(path, stream);
+  }
+  return stream;
+}
+
 function build(
   pino: typeof pinoType,
   level: Level,
@@ -41,7 +64,7 @@ function build(
   const stderr = sink ? { write: (line: string) => sink(line) } : pino.destination({ fd: 2, sync: true });
   const streams: pinoType.StreamEntry[] = [{ level: level as pinoType.Level, stream: stderr }];
   if (logFile) {
-    streams.push({ level: level as pinoType.Level, stream: pino.destination({ dest: logFile, sync: true, mkdir: true }) });
+    streams.push({ level: level as pinoType.Level, stream: logFileStream(pino, logFile) });
   }
   return pino({ level, base: { plugin: 'tsflannel', ...bindings } }, pino.multistream(streams));
 }
@@ -49,6 +72,11 @@ function build(
 export function createLogger(level: string, logFile: string | undefined, bindings: Record<string, string>): PluginLogger {
   const threshold: Level = isLevel(level) ? level : 'warn';
   const sink = callStderr.getStore();
+  if (pinoLoaded) {
+    // Built now, so every line is in the call's stderr before its answer goes out.
+    const ready = build(pinoLoaded, threshold, logFile, bindings, sink);
+    return { debug: ready.debug.bind(ready), info: ready.info.bind(ready), warn: ready.warn.bind(ready), error: ready.error.bind(ready) };
+  }
   let logger: pinoType.Logger | undefined;
   let loading: Promise<void> | undefined;
   const queue: [Method, Record<string, unknown>, string][] = [];
