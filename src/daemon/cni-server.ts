@@ -4,9 +4,9 @@
 // root, bounds the frame and the time, serializes calls per attachment,
 // runs the handler on a worker thread and answers one frame. No CNI logic
 // lives here.
-import { chmodSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../cni/errors.js';
 import type { CniResponse } from '../plugin/handler.js';
@@ -47,6 +47,24 @@ export interface CniServerOptions {
   callTimeoutMs?: number;
   /** concurrent connections; more are closed at once and their forwarders run standalone */
   maxConnections?: number;
+}
+
+/** Beside the socket: what `tsflannel status` and doctor read about the calls served. */
+export const STATS_FILE = 'cni-stats.json';
+
+export interface CniStatsFile {
+  pid: number;
+  socket: string;
+  startedAt: string;
+  updatedAt: string;
+  calls: Record<string, { ok: number; error: number }>;
+  refused: number;
+  badFrames: number;
+  timeouts: number;
+}
+
+export function statsFilePath(socket: string): string {
+  return join(dirname(socket), STATS_FILE);
 }
 
 export class CniServerError extends Error {
@@ -135,6 +153,8 @@ export class CniServer {
   private ino?: number;
   private readonly queue = new AttachmentQueue();
   private readonly sockets = new Set<Socket>();
+  private readonly startedAt = new Date().toISOString();
+  private statsTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: CniServerOptions) {}
 
@@ -154,6 +174,7 @@ export class CniServer {
     this.ino = statSync(path).ino;
     server.on('error', (err) => logger.error({ err }, 'CNI socket error'));
     this.server = server;
+    this.writeStats();
     logger.info({ path }, 'serving CNI calls');
   }
 
@@ -162,6 +183,7 @@ export class CniServer {
     const server = this.server;
     if (!server) return;
     this.server = undefined;
+    clearTimeout(this.statsTimer);
     await new Promise<void>((resolve) => server.close(() => resolve()));
     for (const s of this.sockets) s.destroy();
     try {
@@ -273,6 +295,38 @@ export class CniServer {
     return Promise.race([call, late]).finally(() => clearTimeout(timer));
   }
 
+  /** At most once a second, by rename: a reader sees the old file or the new one. */
+  private scheduleStats(): void {
+    if (this.statsTimer || !this.server) return;
+    this.statsTimer = setTimeout(() => {
+      this.statsTimer = undefined;
+      this.writeStats();
+    }, 1000);
+    this.statsTimer.unref();
+  }
+
+  private writeStats(): void {
+    const m = this.opts.metrics;
+    const body: CniStatsFile = {
+      pid: process.pid,
+      socket: this.opts.path,
+      startedAt: this.startedAt,
+      updatedAt: new Date().toISOString(),
+      calls: Object.fromEntries(m.calls),
+      refused: m.refused,
+      badFrames: m.badFrames,
+      timeouts: m.timeouts,
+    };
+    const file = statsFilePath(this.opts.path);
+    const tmp = `${file}.tmp-${process.pid}`;
+    try {
+      writeFileSync(tmp, `${JSON.stringify(body)}\n`, { mode: 0o644 });
+      renameSync(tmp, file);
+    } catch (err) {
+      this.opts.logger.debug({ err }, 'cannot write the CNI stats file');
+    }
+  }
+
   private count(command: string, ok: boolean): void {
     const name = /^[A-Z]{1,10}$/.test(command) ? command : 'invalid';
     const c = this.opts.metrics.calls.get(name) ?? { ok: 0, error: 0 };
@@ -282,6 +336,7 @@ export class CniServer {
   }
 
   private answer(socket: Socket, res: CniResponse): void {
+    this.scheduleStats();
     if (socket.destroyed) return;
     socket.end(encodeResponse(res));
   }

@@ -2,7 +2,7 @@
 // preloaded before the socket opens, so the first call pays no loading),
 // SO_PEERCRED from the netlink shim, and the agent's metrics.
 import type { Logger } from 'pino';
-import { peerCred } from '../netlink/index.js';
+import { peerCred, sysctlGet } from '../netlink/index.js';
 import { WorkerPool } from './cni-pool.js';
 import { CniServer, type CniServerMetrics } from './cni-server.js';
 
@@ -22,6 +22,9 @@ export async function startCniService(opts: CniServiceOptions): Promise<CniServi
   const pool = new WorkerPool({ size: opts.workers, onWarning: (msg) => log.warn(msg) });
   const server = new CniServer({ path: opts.path, pool, peerCred, logger: log, metrics: opts.metrics });
   try {
+    // The SO_PEERCRED check runs on this thread: load koffi and the Go shim
+    // now, not on the first connection, where it would stall the loop.
+    sysctlGet('net.ipv4.ip_forward');
     await pool.ready();
     await server.start();
   } catch (err) {

@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, ipJson, isRoot, nsPath } from '../helpers/netns.js';
-import { callPlugin } from '../helpers/plugin.js';
+import { callPlugin, PLUGIN_BIN } from '../helpers/plugin.js';
 import { AGENT_BIN, frame, socketCall, socketExchange, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
 
 const NOBODY = 65534;
@@ -41,26 +41,34 @@ function callAsNobody(socket: string): Promise<string> {
  * /healthz is on the node netns's loopback: a sampler process there GETs it
  * every 10 ms until its stdin closes, then prints each answer's latency.
  */
-function startHealthzSampler(nodeNs: string, port: number): { stop: () => Promise<number[]> } {
+function startHealthzSampler(nodeNs: string, port: number): { ready: Promise<void>; stop: () => Promise<number[]> } {
+  // The first GET (module loading and the first connection in a fresh
+  // process) is the sampler's own start-up, not the agent's: it is made
+  // before "ready" and not counted.
   const script = `
     const http = require('node:http');
+    const once = () => new Promise((res) => http.get({ host: '127.0.0.1', port: ${port}, path: '/healthz' }, (r) => { r.resume(); r.on('end', res); }).on('error', res));
     const samples = [];
     let done = false;
     process.stdin.on('data', () => {}).on('end', () => { done = true; });
     (async () => {
+      await once();
+      process.stderr.write('ready\\n');
       while (!done) {
         const t0 = performance.now();
-        await new Promise((res) => http.get({ host: '127.0.0.1', port: ${port}, path: '/healthz' }, (r) => { r.resume(); r.on('end', res); }).on('error', res));
+        await once();
         samples.push(performance.now() - t0);
         await new Promise((r) => setTimeout(r, 10));
       }
       process.stdout.write(JSON.stringify(samples));
     })();`;
-  const child = spawn('ip', ['netns', 'exec', nodeNs, process.execPath, '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn('ip', ['netns', 'exec', nodeNs, process.execPath, '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const ready = new Promise<void>((resolve) => child.stderr.once('data', () => resolve()));
   const closed = new Promise<void>((r) => child.on('close', () => r()));
   return {
+    ready,
     async stop() {
       child.stdin.end();
       await closed;
@@ -169,7 +177,7 @@ describe.skipIf(!isRoot)('tsflanneld CNI socket', () => {
   it('keeps /healthz under 100 ms while serving 50 pod ADDs, and 50 DELs leave no lease or veth', async () => {
     const pods = Array.from({ length: 50 }, (_, i) => addNetns(`sp${i}`));
     const sampler = startHealthzSampler(node, agent!.healthzPort);
-    await new Promise((r) => setTimeout(r, 300)); // the sampler's node start-up
+    await sampler.ready;
     const adds = await Promise.all(pods.map((p, i) => socketCall(socket, cniEnv('ADD', `burst${i}`, p), JSON.stringify(conf()))));
     const samples = await sampler.stop();
     for (const a of adds) expect(a.exitCode, a.stdout + a.stderr).toBe(0);
@@ -194,6 +202,22 @@ describe.skipIf(!isRoot)('tsflanneld CNI socket', () => {
     expect(text).toMatch(/process_cpu_seconds_total \d/);
   });
 
+  it('status says calls take the agent path and how many it served; doctor passes the socket, then warns once the agent is gone', async () => {
+    await new Promise((r) => setTimeout(r, 1200)); // the stats file is written at most once a second
+    const tool = (cmd: string) => {
+      const r = spawnSync(PLUGIN_BIN, [cmd, '--json', '--netns', nsPath(node), '--subnet-file', subnetFile, '--data-dir', dataDir, '--network', netName, '--cni-socket', socket], { encoding: 'utf8', timeout: 30_000 });
+      return JSON.parse(r.stdout) as { cniPath?: { answering: boolean; stats?: { calls: Record<string, { ok: number }> } }; checks?: { id: string; status: string; message: string }[] };
+    };
+    const status = tool('status');
+    expect(status.cniPath?.answering).toBe(true);
+    expect(status.cniPath?.stats?.calls.ADD?.ok).toBeGreaterThanOrEqual(50);
+    const text = spawnSync(PLUGIN_BIN, ['status', '--netns', nsPath(node), '--subnet-file', subnetFile, '--data-dir', dataDir, '--cni-socket', socket], { encoding: 'utf8' }).stdout;
+    expect(text).toMatch(new RegExp(`CNI calls\\s+agent at ${socket.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(answering; \\d+ calls served`));
+    const check = tool('doctor').checks!.find((c) => c.id === 'cni-socket')!;
+    expect(check.status).toBe('pass');
+    expect(check.message).toContain('0600, root');
+  }, 60_000);
+
   it('a second agent on the same socket refuses to start; a stale socket left by a killed agent is replaced', async () => {
     const second = spawnSync('ip', ['netns', 'exec', node, process.execPath, AGENT_BIN, '--cni-only', '--cni-socket', socket], { encoding: 'utf8', timeout: 30_000 });
     expect(second.status).not.toBe(0);
@@ -202,6 +226,10 @@ describe.skipIf(!isRoot)('tsflanneld CNI socket', () => {
 
     await agent!.stop('SIGKILL');
     expect(statSync(socket).isSocket()).toBe(true); // left behind by the killed agent
+    const stale = spawnSync(PLUGIN_BIN, ['doctor', '--json', '--netns', nsPath(node), '--subnet-file', subnetFile, '--data-dir', dataDir, '--cni-socket', socket], { encoding: 'utf8', timeout: 30_000 });
+    const staleCheck = (JSON.parse(stale.stdout) as { checks: { id: string; status: string; fix?: string }[] }).checks.find((c) => c.id === 'cni-socket')!;
+    expect(staleCheck.status).toBe('warn');
+    expect(staleCheck.fix).toContain('restart tsflanneld');
     agent = await startCniAgent({ socket, nodeNs: node, healthzPort: agent!.healthzPort });
     expect((await socketCall(socket, { CNI_COMMAND: 'VERSION' }, '')).exitCode).toBe(0);
   }, 60_000);

@@ -11,6 +11,7 @@ import { readClusterView, type ClusterView } from './source.js';
 import { checkBridgeAddress, checkLease, checkSubnetFile } from './subnet.js';
 import { deriveFacts, type CheckResult, type DoctorInputs, type Facts, type IptablesProbe, type PingResult } from './types.js';
 import { checkMtu, checkUnderlay, checkVxlanDevice } from './vxlan.js';
+import { checkCniSocket, readCniSocket } from './cni-socket.js';
 
 export * from './types.js';
 
@@ -18,6 +19,7 @@ export * from './types.js';
 export function evaluate(inputs: DoctorInputs): CheckResult[] {
   const facts = deriveFacts(inputs);
   const rows = peerRows(inputs.state, facts);
+  const cniSocket = checkCniSocket(inputs.cniSocket);
   return [
     checkSubnetFile(inputs, facts),
     checkBridgeAddress(inputs),
@@ -34,6 +36,7 @@ export function evaluate(inputs: DoctorInputs): CheckResult[] {
     checkMasquerade(inputs, facts),
     checkIpamLeaks(inputs),
     checkIpamCapacity(inputs),
+    ...(cniSocket ? [cniSocket] : []),
   ];
 }
 
@@ -97,11 +100,12 @@ async function probeIptables(state: NodeState, facts: Facts, netns?: string): Pr
 
 export async function gatherInputs(opts: NodeToolOptions): Promise<DoctorInputs> {
   const snap = await snapshot(opts);
-  const [pings, iptables] = await Promise.all([
+  const [pings, iptables, cniSocket] = await Promise.all([
     pingAll(pingTargets(snap.rows), opts.netns),
     probeIptables(snap.state, snap.facts, opts.netns),
+    readCniSocket(opts.cniSocket),
   ]);
-  const inputs: DoctorInputs = { state: snap.state, view: snap.view, pings, iptables };
+  const inputs: DoctorInputs = { state: snap.state, view: snap.view, pings, iptables, cniSocket };
   if (opts.publicIP) inputs.publicIP = opts.publicIP;
   return inputs;
 }

@@ -6,6 +6,7 @@ import type { BackendConfig, Lease } from '../../daemon/types.js';
 import { DEFAULT_VNI, DEFAULT_VXLAN_PORT } from '../../daemon/config.js';
 import { defaultRoute, linkByName, subnetOf, type NodeState } from '../../node/state.js';
 import type { ClusterView } from './source.js';
+import type { CniSocketState } from './cni-socket.js';
 
 export const CHECK_IDS = [
   'subnet-file',
@@ -23,6 +24,7 @@ export const CHECK_IDS = [
   'masquerade',
   'ipam-leaks',
   'ipam-capacity',
+  'cni-socket',
 ] as const;
 
 export type CheckId = (typeof CHECK_IDS)[number];
@@ -64,6 +66,8 @@ export interface DoctorInputs {
   publicIP?: string;
   pings: PingResult[];
   iptables: IptablesProbe;
+  /** the agent's CNI socket; absent = not looked at */
+  cniSocket?: CniSocketState;
 }
 
 export interface Facts {

@@ -6,6 +6,7 @@ import { CniError } from '../../../src/cni/errors.js';
 import { parsePluginConfig } from '../../../src/plugin/config.js';
 import { decodeRequest, decodeResponse, encodeRequest, encodeResponse, FrameError, FrameReader, MAX_FRAME } from '../../../src/daemon/cni-frame.js';
 import { handleCni } from '../../../src/plugin/handler.js';
+import { checkCniSocket, cniPathLine } from '../../../src/cli/checks/cni-socket.js';
 
 const conf = (extra: Record<string, unknown>) =>
   parsePluginConfig(netConfFromObject({ cniVersion: '1.0.0', name: 'n', type: 'tsflannel', ...extra }, 'ADD'));
@@ -74,5 +75,32 @@ describe('handleCni', () => {
   it('refuses stdin over 1 MiB with code 6, as the standalone does', async () => {
     const res = await handleCni({ env: { CNI_COMMAND: 'ADD' }, stdin: Buffer.alloc((1 << 20) + 1) });
     expect(JSON.parse(res.stdout.toString())).toMatchObject({ code: 6 });
+  });
+});
+
+describe('doctor check cni-socket (pure)', () => {
+  const base = { path: '/run/tsflannel/cni.sock', answering: false };
+  it('warns when there is no socket, naming the standalone fallback and the fix', () => {
+    const r = checkCniSocket({ ...base, kind: 'missing' })!;
+    expect(r).toMatchObject({ id: 'cni-socket', status: 'warn' });
+    expect(r.message).toContain('standalone');
+    expect(r.fix).toContain('agentSocket');
+  });
+  it('fails on a socket open to others or not owned by root', () => {
+    expect(checkCniSocket({ ...base, kind: 'socket', mode: 0o666, uid: 0 })!.status).toBe('fail');
+    expect(checkCniSocket({ ...base, kind: 'socket', mode: 0o600, uid: 1000 })!.status).toBe('fail');
+    expect(checkCniSocket({ ...base, kind: 'other', mode: 0o644, uid: 0 })!.status).toBe('fail');
+  });
+  it('warns on a stale socket nobody answers, passes on an answering one with its call count', () => {
+    expect(checkCniSocket({ ...base, kind: 'socket', mode: 0o600, uid: 0, error: 'ECONNREFUSED' })!.status).toBe('warn');
+    const stats = { pid: 1, socket: base.path, startedAt: '', updatedAt: '', calls: { ADD: { ok: 3, error: 1 }, DEL: { ok: 2, error: 0 } }, refused: 0, badFrames: 0, timeouts: 0 };
+    const ok = checkCniSocket({ ...base, kind: 'socket', mode: 0o600, uid: 0, answering: true, stats })!;
+    expect(ok.status).toBe('pass');
+    expect(ok.message).toContain('6 calls served, 1 failed');
+    expect(cniPathLine({ ...base, kind: 'socket', answering: true, stats })).toBe(`agent at ${base.path} (answering; 6 calls served: ADD 4, DEL 2, 1 failed)`);
+    expect(cniPathLine({ ...base, kind: 'missing', error: 'no socket file' })).toContain('standalone plugin');
+  });
+  it('is not evaluated when the socket was not looked at', () => {
+    expect(checkCniSocket(undefined)).toBeUndefined();
   });
 });
