@@ -27,6 +27,8 @@ import { ratio, summarize } from './lib/stats.js';
 const REF_BIN = '/usr/lib/cni/bridge';
 const CNI_PATH = '/usr/lib/cni';
 const CALLERS = 10;
+/** tsflanneld's --cni-workers default; TSFLANNEL_BENCH_CNI_WORKERS overrides it here. */
+const DEFAULT_WORKERS = 4;
 const TICK_MS = 10; // USER_HZ = 100 on Linux
 
 const FULL = { seq: 30, conc: 60, version: 30 };
@@ -72,8 +74,8 @@ function answers(socket) {
 }
 
 /** tsflanneld --cni-only in the node netns; resolves once its socket answers. */
-async function startAgent(agentCmd, nodeNs, socket) {
-  const child = spawn('ip', ['netns', 'exec', nodeNs, ...agentCmd, '--cni-only', '--cni-socket', socket, '--log-level', 'warn'], {
+async function startAgent(agentCmd, nodeNs, socket, workers) {
+  const child = spawn('ip', ['netns', 'exec', nodeNs, ...agentCmd, '--cni-only', '--cni-socket', socket, '--cni-workers', String(workers), '--log-level', 'warn'], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const stop = onCleanup('cni agent', () => {
@@ -240,7 +242,8 @@ export async function run(ctx) {
   all.forEach((p, i) => (p.ns = podNs[i]));
   ctx.log(`node netns ${nodeNs}, ${podNs.length} pod netns; agent ${bins.agent.join(' ')}, standalone ${bins.standalone}`);
 
-  const agent = await startAgent(bins.agent, nodeNs, socket);
+  const workers = Number(process.env.TSFLANNEL_BENCH_CNI_WORKERS || 0) || undefined;
+  const agent = await startAgent(bins.agent, nodeNs, socket, workers ?? DEFAULT_WORKERS);
   const driver = startNsDriver(nodeNs);
   try {
     for (const c of cs) {
@@ -305,7 +308,7 @@ export async function run(ctx) {
         rows: latency,
         notes: [
           `One node netns; bridges cni0 (tsflannel, 10.244.1.0/24, shared by the agent and standalone paths and their one host-local store) and refbr0 (reference, 10.244.2.0/24), both MTU 1450, hairpin, default gateway; both exist before timing (one untimed warm-up ADD/DEL per path).`,
-          `agent = ${bins.forwarder} → ${bins.agent.join(' ')} --cni-only (2 CNI worker threads); standalone = the same forwarder with agentSocket naming an unserved path, exec'ing ${bins.standalone}.`,
+          `agent = ${bins.forwarder} → ${bins.agent.join(' ')} --cni-only (${workers ?? DEFAULT_WORKERS} CNI worker threads); standalone = the same forwarder with agentSocket naming an unserved path, exec'ing ${bins.standalone}.`,
           `Sequential: ${N.seq} ADDs then ${N.seq} DELs per path, rotating order (A R S, S R A). Concurrent: ${N.conc} per path with ${CALLERS} callers in A R S S R A blocks. Every call checked: exit 0, address in its subnet, the path it was meant to take; no address twice; no lease left.`,
         ],
       },

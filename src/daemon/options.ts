@@ -62,7 +62,7 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
     .option('resync-period', { type: 'number', default: 10, describe: 'seconds between full reconciliations' })
     .option('subnet-lease-ttl', { type: 'number', default: 86400, describe: 'etcd lease TTL in seconds', hidden: true })
     .option('cni-socket', { type: 'string', default: DEFAULT_CNI_SOCKET, describe: 'Unix socket serving CNI calls for /opt/cni/bin/tsflannel ("" = off; the conflist key agentSocket must match)' })
-    .option('cni-workers', { type: 'number', default: 2, describe: 'worker threads running CNI calls (netlink calls block their thread)' })
+    .option('cni-workers', { type: 'number', default: 4, describe: 'worker threads running CNI calls (a netlink call, e.g. deleting a veth, blocks its thread)' })
     .option('cni-only', { type: 'boolean', default: false, hidden: true, describe: 'serve CNI calls and /healthz only, with no subnet manager (tests, benchmarks)' })
     .option('log-level', { type: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] })
     .strict()

@@ -12,6 +12,24 @@ import { formatIp, parseIp, type Ip } from './ip.js';
 export const LINE_BREAK = '\r\n';
 const LOCK_FILE = 'lock';
 const LAST_RESERVED_PREFIX = 'last_reserved_ip.';
+/**
+ * Callers in this process (the agent serves many pods at once) queue here
+ * for a store's lock instead of all polling its flock: only the head of the
+ * queue polls, and the next one starts the moment the previous lets go.
+ */
+const localQueues = new Map<string, Promise<unknown>>();
+
+function inLocalQueue<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const prev = localQueues.get(key) ?? Promise.resolve();
+  const next = prev.then(fn, fn);
+  const tail = next.catch(() => undefined);
+  localQueues.set(key, tail);
+  void tail.then(() => {
+    if (localQueues.get(key) === tail) localQueues.delete(key);
+  });
+  return next;
+}
+
 /** Temp files are made only under the lock, so one seen by a lock holder was left by a killed process. */
 const STALE_TEMP = /^\.(?:lease|last_reserved_ip\.\d+)\.\d+\.[0-9a-f]+\.tmp$/;
 
@@ -69,7 +87,11 @@ export class DiskStore {
    * Runs `fn` holding the store's exclusive flock. A holder that does not let
    * go within the timeout turns into "try again later" rather than a hang.
    */
-  async withLock<T>(fn: () => Promise<T>): Promise<T> {
+  withLock<T>(fn: () => Promise<T>): Promise<T> {
+    return inLocalQueue(this.dir, () => this.withFlock(fn));
+  }
+
+  private async withFlock<T>(fn: () => Promise<T>): Promise<T> {
     try {
       await fs.mkdir(this.dir, { recursive: true, mode: 0o755 });
     } catch (err) {

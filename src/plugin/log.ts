@@ -72,11 +72,6 @@ function build(
 export function createLogger(level: string, logFile: string | undefined, bindings: Record<string, string>): PluginLogger {
   const threshold: Level = isLevel(level) ? level : 'warn';
   const sink = callStderr.getStore();
-  if (pinoLoaded) {
-    // Built now, so every line is in the call's stderr before its answer goes out.
-    const ready = build(pinoLoaded, threshold, logFile, bindings, sink);
-    return { debug: ready.debug.bind(ready), info: ready.info.bind(ready), warn: ready.warn.bind(ready), error: ready.error.bind(ready) };
-  }
   let logger: pinoType.Logger | undefined;
   let loading: Promise<void> | undefined;
   const queue: [Method, Record<string, unknown>, string][] = [];
@@ -92,6 +87,9 @@ export function createLogger(level: string, logFile: string | undefined, binding
     );
   const at = (name: Method): LogFn => (fields, msg) => {
     if (LEVELS[name] < LEVELS[threshold]) return;
+    // Already loaded (a resident process): built at the first message, in
+    // step, so every line is in the call's stderr before its answer goes out.
+    if (!logger && pinoLoaded) logger = build(pinoLoaded, threshold, logFile, bindings, sink);
     if (logger) return logger[name](fields, msg);
     queue.push([name, fields, msg]);
     loading ??= load();
