@@ -43,6 +43,8 @@ export interface Pod {
   ns: string;
   containerId: string;
   ip: string;
+  /** which path the ADD took: the node's agent, or the standalone plugin (agent down) */
+  servedBy: 'agent' | 'standalone';
 }
 
 export interface AgentProc {
@@ -284,7 +286,8 @@ export class Cluster {
     });
     if (out.code !== 0) throw new Error(`ADD ${podName} on ${nodeName} failed: ${out.stdout}${out.stderr}`);
     const result = JSON.parse(out.stdout) as { ips: { address: string }[] };
-    const pod: Pod = { name: podName, node: nodeName, ns, containerId, ip: result.ips[0].address.split('/')[0] };
+    const servedBy = this.opts.cniPath === 'standalone' || out.stderr.includes('running standalone') ? 'standalone' : 'agent';
+    const pod: Pod = { name: podName, node: nodeName, ns, containerId, ip: result.ips[0].address.split('/')[0], servedBy };
     this.pods.push(pod);
     return pod;
   }
