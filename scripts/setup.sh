@@ -16,6 +16,7 @@ DEB_PACKAGES=(
   etcd-server etcd-client
   containernetworking-plugins
   binutils
+  file strace
   containerd runc podman buildah conmon busybox-static
 )
 

@@ -10,7 +10,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -76,6 +75,7 @@ func main() {
 	ans, reason := forward(path, stdin, timeout())
 	if ans == nil {
 		fmt.Fprintf(os.Stderr, "tsflannel: agent at %s unavailable (%s), running standalone\n", path, reason)
+		recordFallback(path, reason)
 		execStandalone(stdin, path)
 	}
 	os.Stdout.Write(ans.Stdout)
@@ -200,6 +200,9 @@ func forward(path string, stdin []byte, limit time.Duration) (*relay, string) {
 		return nil, dialReason(err)
 	}
 	defer conn.Close()
+	if reason := checkAgent(conn); reason != "" {
+		return nil, reason
+	}
 	conn.SetDeadline(time.Now().Add(limit))
 	head := make([]byte, 4)
 	binary.BigEndian.PutUint32(head, uint32(len(frame)))
@@ -218,8 +221,7 @@ func forward(path string, stdin []byte, limit time.Duration) (*relay, string) {
 		return nil, ioReason("reading the answer", err, limit)
 	}
 	var a answer
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&a); err != nil {
+	if err := json.Unmarshal(body, &a); err != nil {
 		return nil, "malformed answer: " + err.Error()
 	}
 	if a.V != 1 || a.ExitCode == nil || *a.ExitCode < 0 || *a.ExitCode > 255 {
@@ -252,6 +254,36 @@ func dial(path string) (net.Conn, error) {
 
 var errBusy = errors.New("busy")
 
+// checkAgent refuses a server that is neither root nor this process's own
+// user: the call carries the pod's configuration and its answer becomes the
+// pod's network, so a socket someone else managed to bind (agentSocket in a
+// writable directory) must not be trusted. For a client, SO_PEERCRED holds
+// the credentials of the process that called listen(2).
+func checkAgent(conn net.Conn) string {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return "not a Unix socket"
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return "reading the agent's credentials: " + err.Error()
+	}
+	var cred *syscall.Ucred
+	cerr := raw.Control(func(fd uintptr) {
+		cred, err = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "reading the agent's credentials: " + err.Error()
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return fmt.Sprintf("the process listening there runs as uid %d, not root", cred.Uid)
+	}
+	return ""
+}
+
 func dialReason(err error) string {
 	switch {
 	case errors.Is(err, syscall.ENOENT):
@@ -270,7 +302,10 @@ func ioReason(what string, err error, limit time.Duration) string {
 	switch {
 	case isTimeout(err):
 		return fmt.Sprintf("no answer within %d ms", limit.Milliseconds())
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		// EOF, or a reset/broken pipe when the agent died with our request
+		// still unread: the same event for the caller.
 		return "connection closed before a complete answer"
 	}
 	return what + ": " + err.Error()
@@ -279,6 +314,46 @@ func ioReason(what string, err error, limit time.Duration) string {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// fallbackLog is kept beside the socket; `tsflannel status` reads it, since
+// the agent never sees the calls that bypassed it.
+const fallbackLog = "fallbacks.log"
+
+// maxFallbackLog bounds the log in /run (memory): past it the log moves to
+// fallbacks.log.1, replacing the older one.
+const maxFallbackLog = 256 << 10
+
+// recordFallback appends one JSON line about a call that bypassed the agent
+// to fallbacks.log in the socket's directory, if that directory exists (it
+// is the agent's: never created here). Best effort: the pod comes first.
+func recordFallback(socket, reason string) {
+	dir := filepath.Dir(socket)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return
+	}
+	path := filepath.Join(dir, fallbackLog)
+	if st, err := os.Stat(path); err == nil && st.Size() > maxFallbackLog {
+		os.Rename(path, path+".1")
+	}
+	line, err := json.Marshal(map[string]string{
+		"time":        time.Now().UTC().Format(time.RFC3339Nano),
+		"command":     os.Getenv("CNI_COMMAND"),
+		"containerId": os.Getenv("CNI_CONTAINERID"),
+		"ifname":      os.Getenv("CNI_IFNAME"),
+		"socket":      socket,
+		"reason":      reason,
+	})
+	if err != nil {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	// One write of one line: O_APPEND keeps concurrent forwarders' lines whole.
+	f.Write(append(line, '\n'))
+	f.Close()
 }
 
 // standalonePath is TSFLANNEL_STANDALONE, else tsflannel-standalone in this

@@ -8,7 +8,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
@@ -132,7 +132,11 @@ class TestAgent {
 }
 
 function frame(obj: unknown): Buffer {
-  const body = Buffer.from(JSON.stringify(obj), 'utf8');
+  return rawFrame(JSON.stringify(obj));
+}
+
+function rawFrame(text: string): Buffer {
+  const body = Buffer.from(text, 'utf8');
   const head = Buffer.alloc(4);
   head.writeUInt32BE(body.length);
   return Buffer.concat([head, body]);
@@ -165,7 +169,7 @@ process.stdin.on('data', (c) => chunks.push(c)).on('end', () => {
 `;
 }
 
-describe.skipIf(!existsSync(FORWARDER))('tsflannel-forward (static CNI forwarder)', () => {
+describe('tsflannel-forward (static CNI forwarder)', () => {
   let dir = '';
   let agent: TestAgent;
   let fake = '';
@@ -173,6 +177,7 @@ describe.skipIf(!existsSync(FORWARDER))('tsflannel-forward (static CNI forwarder
   let baseEnv: Record<string, string>;
 
   beforeAll(async () => {
+    if (!existsSync(FORWARDER)) throw new Error(`${FORWARDER} missing: run scripts/setup.sh (scripts/build-forward.sh)`);
     dir = mkdtempSync(join(tmpdir(), 'tsf-fwd-'));
     agent = new TestAgent(dir);
     await agent.listen();
@@ -204,6 +209,11 @@ describe.skipIf(!existsSync(FORWARDER))('tsflannel-forward (static CNI forwarder
 
   function conf(extra: Record<string, unknown> = {}): string {
     return JSON.stringify({ cniVersion: '1.0.0', name: 'fwdtest', type: 'tsflannel', agentSocket: agent.path, ...extra });
+  }
+
+  function lastFallback(): Record<string, string> {
+    const lines = readFileSync(join(dir, 'fallbacks.log'), 'utf8').trimEnd().split('\n');
+    return JSON.parse(lines.at(-1)!) as Record<string, string>;
   }
 
   function standaloneReport(run: Run): StandaloneReport {
@@ -271,6 +281,34 @@ describe.skipIf(!existsSync(FORWARDER))('tsflannel-forward (static CNI forwarder
     expect(report.stdinSha256).toBe(sha256(stdin));
     expect(report.stdinLength).toBe(Buffer.byteLength(stdin));
     expect(run.stderr).toBe(`tsflannel: agent at ${missing} unavailable (no socket), running standalone\n`);
+    // Recorded beside the socket for `tsflannel status`: the agent never saw this call.
+    expect(lastFallback()).toMatchObject({ command: 'ADD', containerId: 'c0ffee', ifname: 'eth0', socket: missing, reason: 'no socket' });
+    expect(statSync(join(dir, 'fallbacks.log')).mode & 0o777).toBe(0o600);
+  });
+
+  it('keeps fallbacks.log bounded: past 256 KiB it moves to fallbacks.log.1', async () => {
+    const own = mkdtempSync(join(tmpdir(), 'tsf-fwd-log-'));
+    try {
+      const old = `${'{"old":true}\n'.repeat(25_000)}`;
+      writeFileSync(join(own, 'fallbacks.log'), old);
+      expect(old.length).toBeGreaterThan(256 * 1024);
+      const run = await runForwarder(baseEnv, conf({ agentSocket: join(own, 'cni.sock') }));
+      standaloneReport(run);
+      expect(readFileSync(join(own, 'fallbacks.log.1'), 'utf8')).toBe(old);
+      const fresh = readFileSync(join(own, 'fallbacks.log'), 'utf8').trimEnd().split('\n');
+      expect(fresh).toHaveLength(1);
+      expect(JSON.parse(fresh[0]!)).toMatchObject({ reason: 'no socket' });
+    } finally {
+      rmSync(own, { recursive: true, force: true });
+    }
+  });
+
+  it('falls back without recording anything when the socket\'s directory does not exist (the agent never ran)', async () => {
+    const nowhere = join(dir, 'no-such-dir', 'cni.sock');
+    const stdin = conf({ agentSocket: nowhere });
+    const run = await runForwarder(baseEnv, stdin);
+    expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+    expect(existsSync(join(dir, 'no-such-dir'))).toBe(false);
   });
 
   it('falls back when the socket refuses (the agent was killed and left its socket file)', async () => {
@@ -318,6 +356,38 @@ describe.skipIf(!existsSync(FORWARDER))('tsflannel-forward (static CNI forwarder
     }
   });
 
+  it.skipIf(process.getuid?.() !== 0)('does not trust a socket served by a non-root user: it never sends the call and runs standalone', async () => {
+    // A world-writable directory, where anybody could bind a fake agent.
+    const open = mkdtempSync(join(tmpdir(), 'tsf-fwd-open-'));
+    chmodSync(open, 0o1777);
+    const fakeAgent = join(open, 'cni.sock');
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `require('net').createServer((s) => { s.on('data', () => { console.log('GOT THE CALL'); }); }).listen(${JSON.stringify(fakeAgent)}, () => { require('fs').chmodSync(${JSON.stringify(fakeAgent)}, 0o777); console.log('up'); })`,
+      ],
+      { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let childOut = '';
+    try {
+      child.stdout!.on('data', (c: Buffer) => (childOut += c.toString()));
+      await once(child.stdout!, 'data');
+      const stdin = conf({ agentSocket: fakeAgent });
+      const run = await runForwarder(baseEnv, stdin);
+      expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+      expect(run.stderr).toBe(
+        `tsflannel: agent at ${fakeAgent} unavailable (the process listening there runs as uid 65534, not root), running standalone\n`,
+      );
+      await new Promise((r) => setTimeout(r, 100));
+      expect(childOut).not.toContain('GOT THE CALL');
+    } finally {
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+      rmSync(open, { recursive: true, force: true });
+    }
+  });
+
   it('falls back with the same 900 KiB stdin when the agent closes mid-answer', async () => {
     agent.behaviour = { kind: 'close-mid-answer' };
     const stdin = conf({ padding: randomBytes(450 * 1024).toString('hex') });
@@ -331,6 +401,24 @@ describe.skipIf(!existsSync(FORWARDER))('tsflannel-forward (static CNI forwarder
     expect(run.stderr).toBe(
       `tsflannel: agent at ${agent.path} unavailable (connection closed before a complete answer), running standalone\n`,
     );
+    expect(lastFallback()).toMatchObject({ socket: agent.path, reason: 'connection closed before a complete answer' });
+  });
+
+  it('falls back when the agent process is SIGKILLed while it holds the call', async () => {
+    const dying = join(dir, 'dying.sock');
+    const child = spawn(
+      process.execPath,
+      ['-e', `require('net').createServer((s) => s.on('data', () => process.kill(process.pid, 'SIGKILL'))).listen(${JSON.stringify(dying)}, () => console.log('up'))`],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await once(child.stdout!, 'data');
+    const stdin = conf({ agentSocket: dying, padding: 'k'.repeat(300 * 1024) });
+    const [run, [, signal]] = await Promise.all([runForwarder(baseEnv, stdin), once(child, 'exit')]);
+    expect(signal).toBe('SIGKILL');
+    const report = standaloneReport(run);
+    expect(report.stdinSha256).toBe(sha256(stdin));
+    expect(report.env).toEqual(baseEnv);
+    expect(run.stderr).toBe(`tsflannel: agent at ${dying} unavailable (connection closed before a complete answer), running standalone\n`);
   });
 
   it('falls back when the agent never answers, after TSFLANNEL_FORWARD_TIMEOUT_MS', async () => {
@@ -345,13 +433,18 @@ describe.skipIf(!existsSync(FORWARDER))('tsflannel-forward (static CNI forwarder
     expect(run.ms).toBeLessThan(15_000);
   });
 
-  it('falls back on a malformed answer (not JSON, no exit code, oversize frame)', async () => {
+  it('falls back on a malformed or missing answer (not an object, no or bad exit code, bad base64, trailing bytes, oversize frame, closed at once, half a header)', async () => {
     const bad: [Buffer, RegExp][] = [
       [frame('not an object'), /malformed answer/],
       [frame({ v: 1, stdout: '', stderr: '' }), /malformed answer/],
       [frame({ v: 2, stdout: '', exitCode: 0, stderr: '' }), /malformed answer/],
       [Buffer.concat([Buffer.from([0, 0, 0, 5]), Buffer.from('{"v":')]), /malformed answer/],
       [Buffer.from([0x7f, 0xff, 0xff, 0xff]), /over the 2097152 limit/],
+      [rawFrame('{"v":1,"stdout":"","exitCode":0,"stderr":""} trailing'), /malformed answer/],
+      [rawFrame('{"v":1,"stdout":"not base64!","exitCode":0,"stderr":""}'), /malformed answer/],
+      [rawFrame('{"v":1,"stdout":"","exitCode":256,"stderr":""}'), /malformed answer/],
+      [Buffer.alloc(0), /connection closed before a complete answer/],
+      [Buffer.from([0, 0]), /connection closed before a complete answer/],
     ];
     for (const [bytes, reason] of bad) {
       agent.behaviour = { kind: 'raw', bytes };

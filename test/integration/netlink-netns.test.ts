@@ -3,14 +3,18 @@
 // one of its threads stay in the namespace they started in. Also SO_PEERCRED,
 // which the agent's CNI socket uses to serve root only.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import * as nl from '../../src/netlink/index.js';
 import { addNetns, cleanupAll, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+
+const REPO = resolve(import.meta.dirname, '../..');
 
 /** The netns of the process's main thread (its tid is the pid). */
 function mainThreadNetns(): string {
@@ -92,6 +96,84 @@ describe.skipIf(!isRoot)('netlink calls into pod namespaces leave the caller in 
     // Nothing leaked into the pod or the peer netns either.
     expect(ipJson<{ ifname: string }[]>(pod, ['link', 'show']).map((l) => l.ifname).sort()).toEqual(['lo', 'marker0']);
     expect(ipJson<{ ifname: string }[]>(peerNs, ['link', 'show']).map((l) => l.ifname)).toEqual(['lo']);
+  });
+
+  it('4 worker threads making pod-netns calls at once (as the agent serves pods) leave every thread in its netns', async () => {
+    // The workers load the compiled API (build/, from scripts/setup.sh): a
+    // worker cannot import TypeScript sources.
+    const api = pathToFileURL(join(REPO, 'build/netlink/index.js')).href;
+    const code = `
+      const { workerData, parentPort } = require('node:worker_threads');
+      import(workerData.api).then((nl) => {
+        const P = { netns: workerData.netns };
+        let calls = 0;
+        for (let i = 0; i < 60; i++) {
+          if (!nl.linkList(P).some((l) => l.name === 'marker0')) throw new Error('call ran outside the pod netns');
+          const name = 'vw' + workerData.id + 'x' + i;
+          nl.createVeth({ name, peerName: 'p' + name, peerNetns: workerData.netns, ...P });
+          nl.linkDelete(name, P);
+          calls += 3;
+        }
+        parentPort.postMessage(calls);
+      });`;
+    const workers = [0, 1, 2, 3].map((id) => new Worker(code, { eval: true, workerData: { api, netns: nsPath(pod), id } }));
+    let mainMoved = false;
+    const watch = setInterval(() => {
+      if (mainThreadNetns() !== own) mainMoved = true;
+    }, 2);
+    try {
+      const counts = await Promise.all(
+        workers.map((w) => new Promise<number>((res, rej) => w.once('message', res).once('error', rej))),
+      );
+      expect(counts.reduce((a, b) => a + b, 0)).toBe(4 * 180);
+    } finally {
+      clearInterval(watch);
+      await Promise.all(workers.map((w) => w.terminate()));
+    }
+    expect(mainMoved).toBe(false);
+    expect(await threadsOutside(own)).toEqual([]);
+    expect(ipJson<{ ifname: string }[]>(pod, ['link', 'show']).map((l) => l.ifname).sort()).toEqual(['lo', 'marker0']);
+  });
+
+  it('seen by strace: only Go threads call setns (in enter/leave pairs), and every netlink socket gets 20 s send and receive timeouts', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tsf-strace-'));
+    try {
+      const script = join(dir, 'calls.mjs');
+      writeFileSync(
+        script,
+        `import * as nl from ${JSON.stringify(pathToFileURL(join(REPO, 'build/netlink/index.js')).href)};
+         const P = { netns: ${JSON.stringify(nsPath(pod))} };
+         for (let i = 0; i < 50; i++) { nl.linkList(P); nl.addrList(P); nl.sysctlGet('net.ipv4.ip_forward', P); }
+         nl.linkList();
+         process.stdout.write(String(process.pid));`,
+      );
+      const trace = join(dir, 'trace');
+      const child = spawnSync('strace', ['-f', '-qq', '-e', 'trace=setns,setsockopt', '-o', trace, process.execPath, script], {
+        encoding: 'utf8',
+      });
+      expect(child.status, child.stderr).toBe(0);
+      const lines = readFileSync(trace, 'utf8').split('\n').filter(Boolean);
+      const mainPid = Number(child.stdout); // the node process: its main thread's tid is its pid
+      expect(mainPid).toBeGreaterThan(0);
+      // No call failed (a line of strace's may be split in two when threads interleave).
+      expect(lines.filter((l) => /= -1 /.test(l))).toEqual([]);
+      const setns = lines.filter((l) => / setns\(\d+, CLONE_NEWNET/.test(l));
+      const byTid = new Map<number, number>();
+      for (const l of setns) {
+        const tid = Number(l.split(' ')[0]);
+        byTid.set(tid, (byTid.get(tid) ?? 0) + 1);
+      }
+      // 150 calls that enter the pod: one enter and one leave each.
+      expect(setns).toHaveLength(300);
+      expect(byTid.has(mainPid)).toBe(false);
+      for (const [tid, n] of byTid) expect({ tid, even: n % 2 === 0 }).toEqual({ tid, even: true });
+      // Each netlink handle (100 pod + 1 own) sets both timeouts on each of its sockets, all to 20 s.
+      const timeouts = lines.filter((l) => /SO_(SND|RCV)TIMEO/.test(l));
+      expect(timeouts.length).toBeGreaterThanOrEqual(2 * 101);
+      for (const l of timeouts) expect(l).toContain('"\\24\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0", 16'); // tv_sec 20
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('throw-away threads do not pile up: the thread count stays flat over 500 pod calls', async () => {
