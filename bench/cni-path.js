@@ -14,12 +14,10 @@
 // utime + stime (/proc/<pid>/stat, all threads) over the batch, divided by
 // the agent calls in it. The contenders alternate within each batch
 // (A R S, S R A, ...), and the concurrent runs go in A R S S R A blocks.
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { describeFailure, pluginJob } from './lib/cni.js';
-import { onCleanup } from './lib/cleanup.js';
+import { agentCommand, startCniAgent } from './lib/cni-agent.js';
 import { addNetns, delNetns, nsPath, PREFIX, tempDir } from './lib/netns.js';
 import { startNsDriver } from './lib/ns-driver.js';
 import { ratio, summarize } from './lib/stats.js';
@@ -47,8 +45,7 @@ function binaries(repoRoot) {
   const pick = (...candidates) => candidates.find((p) => existsSync(p));
   const forwarder = pick(join(repoRoot, 'dist', 'tsflannel-forward'), join(repoRoot, 'native', 'build', 'tsflannel-forward'));
   const standalone = pick(join(repoRoot, 'dist', 'tsflannel'), join(repoRoot, 'bin', 'tsflannel'));
-  const agentSea = join(repoRoot, 'dist', 'tsflanneld');
-  const agent = existsSync(agentSea) ? [agentSea] : [process.execPath, join(repoRoot, 'bin', 'tsflanneld')];
+  const agent = agentCommand(repoRoot);
   if (!forwarder) throw new Error('no forwarder (run scripts/setup.sh, which runs scripts/build-forward.sh)');
   return { forwarder, standalone, agent };
 }
@@ -57,37 +54,6 @@ function agentCpuTicks(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
-}
-
-function answers(socket) {
-  return new Promise((resolve) => {
-    const c = createConnection(socket);
-    const body = Buffer.from(JSON.stringify({ v: 1, env: { CNI_COMMAND: 'VERSION' }, stdin: '' }));
-    const head = Buffer.alloc(4);
-    head.writeUInt32BE(body.length);
-    let got = 0;
-    c.on('connect', () => c.end(Buffer.concat([head, body])));
-    c.on('data', (d) => (got += d.length));
-    c.on('end', () => resolve(got > 4));
-    c.on('error', () => resolve(false));
-  });
-}
-
-/** tsflanneld --cni-only in the node netns; resolves once its socket answers. */
-async function startAgent(agentCmd, nodeNs, socket, workers) {
-  const child = spawn('ip', ['netns', 'exec', nodeNs, ...agentCmd, '--cni-only', '--cni-socket', socket, '--cni-workers', String(workers), '--log-level', 'warn'], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const stop = onCleanup('cni agent', () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  for (let i = 0; i < 300; i++) {
-    if (child.exitCode !== null) throw new Error(`tsflanneld --cni-only exited with ${child.exitCode}`);
-    if (await answers(socket)) return { pid: child.pid, stop };
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  stop();
-  throw new Error(`tsflanneld did not answer on ${socket} within 30 s`);
 }
 
 function contenders(bins, dir) {
@@ -243,7 +209,7 @@ export async function run(ctx) {
   ctx.log(`node netns ${nodeNs}, ${podNs.length} pod netns; agent ${bins.agent.join(' ')}, standalone ${bins.standalone}`);
 
   const workers = Number(process.env.TSFLANNEL_BENCH_CNI_WORKERS || 0) || undefined;
-  const agent = await startAgent(bins.agent, nodeNs, socket, workers ?? DEFAULT_WORKERS);
+  const agent = await startCniAgent(bins.agent, nodeNs, socket, workers ?? DEFAULT_WORKERS);
   const driver = startNsDriver(nodeNs);
   try {
     for (const c of cs) {

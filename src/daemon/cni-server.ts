@@ -339,5 +339,7 @@ export class CniServer {
     this.scheduleStats();
     if (socket.destroyed) return;
     socket.end(encodeResponse(res));
+    // A peer that never closes its side must not hold the connection open.
+    setTimeout(() => socket.destroy(), 5000).unref();
   }
 }
