@@ -126,6 +126,7 @@ describe.skipIf(!isRoot || !haveEtcd)('tsflannel doctor on a three-node cluster'
     const node = 'n2';
     const { code, report } = await runJson(PLUGIN_BIN, [
       'doctor', '--json', '--netns', cluster.node(node).nsPath, '--subnet-file', cluster.subnetFile(node), '--data-dir', dataDir(node),
+      '--cni-socket', cluster.cniSocket(node),
     ]);
     expectOnly(report, { lease: 'skip' });
     expect(code).toBe(0);
