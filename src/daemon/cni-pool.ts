@@ -31,7 +31,11 @@ interface Slot {
   worker: Worker;
   ready: Promise<void>;
   pending: Map<number, Pending>;
+  dead: boolean;
 }
+
+/** A worker that dies this soon after its start is replaced only after a pause (no crash loop). */
+const QUICK_DEATH_MS = 2000;
 
 export interface PoolOptions {
   size: number;
@@ -69,7 +73,8 @@ export class WorkerPool {
       markReady = resolve;
       markFailed = reject;
     });
-    const slot: Slot = { worker, ready, pending };
+    const slot: Slot = { worker, ready, pending, dead: false };
+    const started = Date.now();
     worker.on('message', (msg: WorkerReply) => {
       if ('ready' in msg) {
         if (msg.warning) this.opts.onWarning?.(msg.warning);
@@ -83,14 +88,19 @@ export class WorkerPool {
       else p.resolve({ stdout: Buffer.from(msg.stdout), exitCode: msg.exitCode, stderr: msg.stderr });
     });
     const fail = (err: Error) => {
+      if (slot.dead) return;
+      slot.dead = true;
       markFailed(err);
       for (const p of pending.values()) p.reject(err);
       pending.clear();
-      const at = this.slots.indexOf(slot);
-      if (!this.closed && at >= 0) {
-        this.opts.onWarning?.(`CNI worker died (${err.message}); starting another`);
-        this.slots[at] = this.start();
-      }
+      if (this.closed) return;
+      this.opts.onWarning?.(`CNI worker died (${err.message}); starting another`);
+      const replace = () => {
+        const at = this.slots.indexOf(slot);
+        if (!this.closed && at >= 0) this.slots[at] = this.start();
+      };
+      if (Date.now() - started < QUICK_DEATH_MS) setTimeout(replace, 1000).unref();
+      else replace();
     };
     worker.on('error', (err) => fail(err));
     worker.on('exit', (code) => fail(new Error(`CNI worker exited with code ${code}`)));
@@ -101,7 +111,9 @@ export class WorkerPool {
   /** Runs one call on the least busy worker. Rejects only when the worker dies. */
   run(env: Record<string, string>, stdin: Buffer): Promise<CniResponse> {
     if (this.closed) return Promise.reject(new Error('the CNI worker pool is closed'));
-    const slot = this.slots.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+    const live = this.slots.filter((s) => !s.dead);
+    if (live.length === 0) return Promise.reject(new Error('no CNI worker is running'));
+    const slot = live.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
     const id = this.nextId++;
     return new Promise<CniResponse>((resolve, reject) => {
       slot.pending.set(id, { resolve, reject });

@@ -25,12 +25,19 @@ export async function startCniService(opts: CniServiceOptions): Promise<CniServi
     // The SO_PEERCRED check runs on this thread: load koffi and the Go shim
     // now, not on the first connection, where it would stall the loop.
     sysctlGet('net.ipv4.ip_forward');
-    await pool.ready();
+    // Listen at once; the workers load the handler meanwhile (a call that
+    // comes first waits in its worker's queue). Not waiting for them keeps
+    // a restarting agent's lease renewal as quick as before the socket.
     await server.start();
   } catch (err) {
     await pool.close();
     throw err;
   }
+  const t0 = Date.now();
+  pool.ready().then(
+    () => log.info({ workers: opts.workers, ms: Date.now() - t0 }, 'CNI workers ready'),
+    (err: unknown) => log.error({ err }, 'a CNI worker failed to start'),
+  );
   return {
     async stop() {
       await server.stop();
