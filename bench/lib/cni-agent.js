@@ -6,10 +6,14 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { onCleanup } from './cleanup.js';
 
-/** The shipped single executable when packaged, else node + bin/tsflanneld. */
+/**
+ * The shipped single executable when packaged, else node + bin/tsflanneld
+ * (TSFLANNEL_BENCH_AGENT=node forces the latter).
+ */
 export function agentCommand(repoRoot) {
   const sea = join(repoRoot, 'dist', 'tsflanneld');
-  return existsSync(sea) ? [sea] : [process.execPath, join(repoRoot, 'bin', 'tsflanneld')];
+  const useSea = process.env.TSFLANNEL_BENCH_AGENT !== 'node' && existsSync(sea);
+  return useSea ? [sea] : [process.execPath, join(repoRoot, 'bin', 'tsflanneld')];
 }
 
 function answers(socket) {
