@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { callPlugin, PLUGIN_BIN } from '../helpers/plugin.js';
-import { AGENT_BIN, frame, socketCall, socketExchange, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
+import { AGENT_BIN, FORWARDER_BIN, forwarderBuilt, frame, socketCall, socketExchange, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
 
 const NOBODY = 65534;
 
@@ -230,6 +230,20 @@ describe.skipIf(!isRoot)('tsflanneld CNI socket', () => {
     const staleCheck = (JSON.parse(stale.stdout) as { checks: { id: string; status: string; fix?: string }[] }).checks.find((c) => c.id === 'cni-socket')!;
     expect(staleCheck.status).toBe('warn');
     expect(staleCheck.fix).toContain('restart tsflanneld');
+    // A call made now falls back; the forwarder logs it beside the socket and status counts it.
+    if (forwarderBuilt) {
+      const fell = await callPlugin({
+        nodeNs: node, bin: FORWARDER_BIN, command: 'STATUS', stdin: { ...conf(), cniVersion: '1.1.0', agentSocket: socket },
+        extraEnv: { TSFLANNEL_STANDALONE: PLUGIN_BIN },
+      });
+      expect(fell.code, fell.stdout + fell.stderr).toBe(0);
+      expect(fell.stderr).toContain('running standalone');
+      const st = spawnSync(PLUGIN_BIN, ['status', '--json', '--netns', nsPath(node), '--subnet-file', subnetFile, '--data-dir', dataDir, '--cni-socket', socket], { encoding: 'utf8', timeout: 30_000 });
+      const cniPath = (JSON.parse(st.stdout) as { cniPath: { answering: boolean; fallbacks: { count: number; last?: { command: string } } } }).cniPath;
+      expect(cniPath.answering).toBe(false);
+      expect(cniPath.fallbacks.count).toBeGreaterThanOrEqual(1);
+      expect(cniPath.fallbacks.last?.command).toBe('STATUS');
+    }
     agent = await startCniAgent({ socket, nodeNs: node, healthzPort: agent!.healthzPort });
     expect((await socketCall(socket, { CNI_COMMAND: 'VERSION' }, '')).exitCode).toBe(0);
   }, 60_000);

@@ -2,6 +2,7 @@
 // hands calls to tsflanneld) or the standalone plugin (the forwarder's
 // fallback). Read by `tsflannel status` and checked by doctor.
 import { lstatSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { createConnection } from 'node:net';
 import { decodeResponse, encodeRequest, FrameReader } from '../../daemon/cni-frame.js';
 import { statsFilePath, type CniStatsFile } from '../../daemon/cni-server.js';
@@ -19,6 +20,29 @@ export interface CniSocketState {
   error?: string;
   /** the agent's counters (cni-stats.json beside the socket) */
   stats?: CniStatsFile;
+  /** calls the forwarder ran standalone (fallbacks.log beside the socket, current file) */
+  fallbacks: { count: number; last?: { time: string; command: string; reason: string } };
+}
+
+/** Written by the forwarder (native/forward) for each call that bypassed the agent. */
+export const FALLBACK_LOG = 'fallbacks.log';
+
+function readFallbacks(socket: string): CniSocketState['fallbacks'] {
+  let text: string;
+  try {
+    text = readFileSync(join(dirname(socket), FALLBACK_LOG), 'utf8');
+  } catch {
+    return { count: 0 };
+  }
+  const lines = text.split('\n').filter((l) => l.trim() !== '');
+  const out: CniSocketState['fallbacks'] = { count: lines.length };
+  try {
+    const last = JSON.parse(lines[lines.length - 1] ?? '') as Record<string, unknown>;
+    out.last = { time: String(last.time ?? ''), command: String(last.command ?? ''), reason: String(last.reason ?? '') };
+  } catch {
+    // a torn or foreign last line: the count still stands
+  }
+  return out;
 }
 
 /** One VERSION call over the socket, as the forwarder would make it. */
@@ -64,9 +88,11 @@ export async function readCniSocket(path: string, timeoutMs = 1000): Promise<Cni
   try {
     st = lstatSync(path);
   } catch {
-    return { path, kind: 'missing', answering: false, error: 'no socket file' };
+    return { path, kind: 'missing', answering: false, error: 'no socket file', fallbacks: readFallbacks(path) };
   }
-  const state: CniSocketState = { path, kind: st.isSocket() ? 'socket' : 'other', mode: st.mode & 0o7777, uid: st.uid, answering: false };
+  const state: CniSocketState = {
+    path, kind: st.isSocket() ? 'socket' : 'other', mode: st.mode & 0o7777, uid: st.uid, answering: false, fallbacks: readFallbacks(path),
+  };
   if (state.kind !== 'socket') return { ...state, error: 'not a socket' };
   const err = await probe(path, timeoutMs);
   if (err) state.error = err;
@@ -85,14 +111,21 @@ export function callsServed(stats: CniStatsFile | undefined): { ok: number; erro
   return total;
 }
 
+function fallbackText(s: CniSocketState): string {
+  const f = s.fallbacks;
+  if (f.count === 0) return 'no fallbacks logged';
+  const last = f.last ? `, last ${f.last.time} ${f.last.command}: ${f.last.reason}` : '';
+  return `${f.count} fallback(s) to the standalone logged${last}`;
+}
+
 /** One line for status: which path pod calls take, and why. */
 export function cniPathLine(s: CniSocketState): string {
   if (s.answering) {
     const n = callsServed(s.stats);
     const by = Object.entries(s.stats?.calls ?? {}).map(([cmd, c]) => `${cmd} ${c.ok + c.error}`).join(', ');
-    return `agent at ${s.path} (answering; ${n.ok + n.error} calls served${by ? `: ${by}` : ''}, ${n.error} failed)`;
+    return `agent at ${s.path} (answering; ${n.ok + n.error} calls served${by ? `: ${by}` : ''}, ${n.error} failed; ${fallbackText(s)})`;
   }
-  return `standalone plugin (the forwarder falls back: agent socket ${s.path}: ${s.error ?? 'not answering'})`;
+  return `standalone plugin (the forwarder falls back: agent socket ${s.path}: ${s.error ?? 'not answering'}; ${fallbackText(s)})`;
 }
 
 export function checkCniSocket(s: CniSocketState | undefined): CheckResult | undefined {
@@ -125,5 +158,9 @@ export function checkCniSocket(s: CniSocketState | undefined): CheckResult | und
     };
   }
   const n = callsServed(s.stats);
-  return { id, status: 'pass', message: `agent answers on ${s.path} (0600, root); ${n.ok + n.error} calls served, ${n.error} failed` };
+  return {
+    id,
+    status: 'pass',
+    message: `agent answers on ${s.path} (0600, root); ${n.ok + n.error} calls served, ${n.error} failed; ${fallbackText(s)}`,
+  };
 }

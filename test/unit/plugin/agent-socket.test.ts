@@ -79,7 +79,7 @@ describe('handleCni', () => {
 });
 
 describe('doctor check cni-socket (pure)', () => {
-  const base = { path: '/run/tsflannel/cni.sock', answering: false };
+  const base = { path: '/run/tsflannel/cni.sock', answering: false, fallbacks: { count: 0 } };
   it('warns when there is no socket, naming the standalone fallback and the fix', () => {
     const r = checkCniSocket({ ...base, kind: 'missing' })!;
     expect(r).toMatchObject({ id: 'cni-socket', status: 'warn' });
@@ -97,8 +97,15 @@ describe('doctor check cni-socket (pure)', () => {
     const ok = checkCniSocket({ ...base, kind: 'socket', mode: 0o600, uid: 0, answering: true, stats })!;
     expect(ok.status).toBe('pass');
     expect(ok.message).toContain('6 calls served, 1 failed');
-    expect(cniPathLine({ ...base, kind: 'socket', answering: true, stats })).toBe(`agent at ${base.path} (answering; 6 calls served: ADD 4, DEL 2, 1 failed)`);
-    expect(cniPathLine({ ...base, kind: 'missing', error: 'no socket file' })).toContain('standalone plugin');
+    expect(cniPathLine({ ...base, kind: 'socket', answering: true, stats })).toBe(
+      `agent at ${base.path} (answering; 6 calls served: ADD 4, DEL 2, 1 failed; no fallbacks logged)`,
+    );
+    const fellBack = cniPathLine({
+      ...base, kind: 'missing', error: 'no socket file',
+      fallbacks: { count: 3, last: { time: '2026-11-29T12:00:00Z', command: 'ADD', reason: 'connect: no such file or directory' } },
+    });
+    expect(fellBack).toContain('standalone plugin');
+    expect(fellBack).toContain('3 fallback(s) to the standalone logged, last 2026-11-29T12:00:00Z ADD: connect: no such file or directory');
   });
   it('is not evaluated when the socket was not looked at', () => {
     expect(checkCniSocket(undefined)).toBeUndefined();
