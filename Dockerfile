@@ -1,8 +1,11 @@
 # syntax=docker/dockerfile:1.6
-# tsflannel image: tsflanneld (the entrypoint) and tsflannel (the CNI plugin,
-# which the DaemonSet's init container copies onto the node with
-# `tsflannel install`). Both are Node single executables built by
-# scripts/package.sh, so the runtime image needs no Node.
+# tsflannel image: tsflanneld (the entrypoint; it also serves the node's CNI
+# calls on /run/tsflannel/cni.sock), tsflannel (the standalone CNI plugin and
+# node tool) and tsflannel-forward (the static forwarder). The DaemonSet's
+# init container runs `tsflannel install`, which puts the forwarder on the
+# node as /opt/cni/bin/tsflannel and the standalone beside it as
+# tsflannel-standalone. tsflannel and tsflanneld are Node single executables
+# built by scripts/package.sh, so the runtime image needs no Node.
 #
 #   docker build -t tsflannel:0.1.0 .
 
@@ -28,6 +31,7 @@ COPY conf/ conf/
 RUN npx --no-install tsc -p tsconfig.json --noEmit \
  && bash scripts/package.sh --force \
  && ./dist/tsflannel --help >/dev/null \
+ && test -x ./dist/tsflannel-forward \
  && echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION ./dist/tsflannel | grep -q supportedVersions
 
 # ---- runtime ----
@@ -69,7 +73,7 @@ RUN for t in iptables ip6tables; do \
 # portmap: the second plugin of the conflist; `tsflannel install --with-plugin`
 # puts it on nodes that have none.
 COPY --from=build /usr/lib/cni/portmap /usr/lib/cni/portmap
-COPY --from=build /src/dist/tsflannel /src/dist/tsflanneld /usr/local/bin/
+COPY --from=build /src/dist/tsflannel /src/dist/tsflanneld /src/dist/tsflannel-forward /usr/local/bin/
 COPY --from=build /src/conf/10-tsflannel.conflist /usr/share/tsflannel/10-tsflannel.conflist
 
 ENTRYPOINT ["/usr/local/bin/tsflanneld"]

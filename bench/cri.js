@@ -1,6 +1,8 @@
 // Pod start and stop through containerd's CRI plugin (the kubelet code path)
 // with tsflannel vs the reference bridge + host-local chain, both followed by
-// portmap as a real conflist would be. Two containerd daemons built from the
+// portmap as a real conflist would be. tsflannel is installed as on a node:
+// the forwarder as `tsflannel`, calling a tsflanneld (--cni-only) that
+// serves the node netns's CNI socket. Two containerd daemons built from the
 // same config, differing only in their CNI conf dir, run side by side in one
 // private node netns; calls alternate between them (ABBA) so machine noise
 // hits both alike. Each figure is one CRI call as a kubelet makes it:
@@ -14,6 +16,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { onCleanup } from './lib/cleanup.js';
+import { agentCommand, startCniAgent } from './lib/cni-agent.js';
 import { addNetns, nsPath, PREFIX, tempDir } from './lib/netns.js';
 import { ratio, summarize } from './lib/stats.js';
 
@@ -93,7 +96,7 @@ export async function run(ctx) {
   const contenders = [
     {
       key: 'T', label: 'tsflannel', subnetPrefix: '10.244.1.', leaseDir: join(dir, 'tsf-ipam', 'benchnet'),
-      conflist: kit.tsflannelConflist({ name: 'benchnet', subnetFile, dataDir: join(dir, 'tsf-ipam') }),
+      conflist: kit.tsflannelConflist({ name: 'benchnet', subnetFile, dataDir: join(dir, 'tsf-ipam'), agentSocket: join(dir, 'run', 'cni.sock') }),
     },
     {
       key: 'R', label: 'bridge+host-local', subnetPrefix: '10.244.2.', leaseDir: join(dir, 'ref-ipam', 'benchnet'),
@@ -101,6 +104,7 @@ export async function run(ctx) {
     },
   ];
   const daemons = [];
+  const agent = await startCniAgent(agentCommand(ctx.repoRoot), node, join(dir, 'run', 'cni.sock'));
   try {
     for (const c of contenders) {
       const confDir = kit.makeConfDir(join(dir, `net.d-${c.key}`), c.conflist);
@@ -147,6 +151,7 @@ export async function run(ctx) {
     if (veths.length) throw new Error(`veths left after teardown: ${veths.join(', ')}`);
   } finally {
     for (const d of daemons) await d.stop().catch(() => undefined);
+    agent.stop();
     await kit.removeCgroup(cgroupParent);
     for (const f of netnsFiles) kit.removeNetnsFile(f);
   }

@@ -4,6 +4,11 @@
 //   node bench/run.js plugin cri      only these (file names without .js)
 //   node bench/run.js --quick plugin  fewer samples, for a smoke run
 //   node bench/run.js --list          names of the modules found
+//   node bench/run.js --publish ...   write the results into bench/results/
+//                                     (tracked; for a quiet machine's run)
+//
+// Without --publish the results go to $TSFLANNEL_BENCH_OUT, default
+// <tmpdir>/tsflannel-bench, so a run never dirties the git tree.
 //
 // Module contract. A bench module is any bench/<name>.js (except this file)
 // exporting
@@ -27,11 +32,12 @@
 // process with bench/lib/cleanup.js, which the runner drains after each
 // module and on Ctrl-C. The runner prints each table as it completes, then
 // merges the results into bench/results/latest.json (modules not run keep
-// their previous entry) and renders all of it to bench/results/latest.md.
+// their previous entry) and renders all of it to latest.md, in the output
+// directory (bench/results with --publish).
 // A module that throws is recorded as failed; the others still run, and the
 // exit code is 1.
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, release } from 'node:os';
+import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { installSignalCleanup, runCleanups } from './lib/cleanup.js';
@@ -39,9 +45,10 @@ import { markdownTable, textTable } from './lib/table.js';
 
 const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = dirname(BENCH_DIR);
-const RESULTS_DIR = join(BENCH_DIR, 'results');
-const LATEST_JSON = join(RESULTS_DIR, 'latest.json');
-const LATEST_MD = join(RESULTS_DIR, 'latest.md');
+const PUBLISHED_DIR = join(BENCH_DIR, 'results');
+let RESULTS_DIR = process.env.TSFLANNEL_BENCH_OUT || join(tmpdir(), 'tsflannel-bench');
+let LATEST_JSON = join(RESULTS_DIR, 'latest.json');
+let LATEST_MD = join(RESULTS_DIR, 'latest.md');
 
 function discover() {
   return readdirSync(BENCH_DIR)
@@ -51,9 +58,10 @@ function discover() {
 }
 
 function parseArgs(argv) {
-  const opts = { quick: false, list: false, names: [] };
+  const opts = { quick: false, list: false, publish: false, names: [] };
   for (const a of argv) {
     if (a === '--quick') opts.quick = true;
+    else if (a === '--publish') opts.publish = true;
     else if (a === '--list') opts.list = true;
     else if (a === '-h' || a === '--help') opts.help = true;
     else if (a.startsWith('-')) throw new Error(`unknown option ${a}`);
@@ -134,7 +142,7 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const available = discover();
   if (opts.help || opts.list) {
-    process.stdout.write(opts.list ? available.join('\n') + '\n' : 'usage: node bench/run.js [--quick] [--list] [name...]\n');
+    process.stdout.write(opts.list ? available.join('\n') + '\n' : 'usage: node bench/run.js [--quick] [--publish] [--list] [name...]\n');
     return 0;
   }
   const unknown = opts.names.filter((n) => !available.includes(n));
@@ -142,6 +150,11 @@ async function main() {
   const names = opts.names.length ? opts.names : available;
   if (process.getuid?.() !== 0) throw new Error('benchmarks create network namespaces: run as root');
 
+  if (opts.publish) {
+    RESULTS_DIR = PUBLISHED_DIR;
+    LATEST_JSON = join(RESULTS_DIR, 'latest.json');
+    LATEST_MD = join(RESULTS_DIR, 'latest.md');
+  }
   installSignalCleanup();
   const latest = readLatest();
   let failed = 0;

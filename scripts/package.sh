@@ -3,7 +3,10 @@
 # applications (SEA): one ELF each holding node itself, an esbuild bundle of
 # the program, and koffi's addon plus the netlink shim as embedded files that
 # src/sea/assets.ts extracts at run time. The result needs only glibc,
-# libstdc++ and libgcc_s on the host: no Node, no node_modules.
+# libstdc++ and libgcc_s on the host: no Node, no node_modules. tsflanneld
+# also embeds the bundle of its CNI worker thread (src/daemon/cni-pool.ts
+# runs it with eval). dist/tsflannel-forward is a copy of the static
+# forwarder (scripts/build-forward.sh), so dist/ holds all three binaries.
 #
 #   bash scripts/package.sh            rebuild only when an input changed
 #   bash scripts/package.sh --force    rebuild
@@ -31,6 +34,7 @@ fi
 node_bin=$(readlink -f "$node_bin")
 code_cache=${TSFLANNEL_SEA_CODE_CACHE:-1}
 shim=native/build/libtsfnl.so
+forwarder=native/build/tsflannel-forward
 dist=dist
 work=dist/.work
 stamp=dist/.stamp
@@ -44,16 +48,17 @@ exec 9>"$dist/.lock"
 flock 9
 
 up_to_date() {
-  [ -x "$dist/tsflannel" ] && [ -x "$dist/tsflanneld" ] && [ -f "$stamp" ] || return 1
+  [ -x "$dist/tsflannel" ] && [ -x "$dist/tsflanneld" ] && [ -x "$dist/tsflannel-forward" ] && [ -f "$stamp" ] || return 1
   [ "$(cat "$stamp")" = "$stamp_id" ] || return 1
-  [ -z "$(find src conf/10-tsflannel.conflist package-lock.json scripts/package.sh "$shim" -newer "$stamp" -print -quit)" ]
+  [ -z "$(find src conf/10-tsflannel.conflist package-lock.json scripts/package.sh "$shim" "$forwarder" -newer "$stamp" -print -quit)" ]
 }
 
-if [ "$force" -eq 0 ] && [ -f "$shim" ] && up_to_date; then
+if [ "$force" -eq 0 ] && [ -f "$shim" ] && [ -f "$forwarder" ] && up_to_date; then
   exit 0
 fi
 
 [ -f "$shim" ] || bash scripts/build-native.sh
+[ -f "$forwarder" ] || bash scripts/build-forward.sh
 rm -f "$stamp"
 rm -rf "$work"
 rm -rf "$dist/bundle"
@@ -127,6 +132,7 @@ const common = {
 };
 await build({ ...common, entryPoints: ['src/main/tsflannel.ts'], outfile: join(bundles, 'tsflannel.cjs') });
 await build({ ...common, entryPoints: ['src/main/tsflanneld.ts'], outfile: join(bundles, 'tsflanneld.cjs') });
+await build({ ...common, entryPoints: ['src/daemon/cni-worker.ts'], outfile: join(bundles, 'cni-worker.cjs') });
 
 // Native files: extracted at run time into a directory named by their hashes
 // (src/sea/assets.ts MANIFEST_ASSET; names as in src/netlink/ffi.ts).
@@ -182,10 +188,14 @@ make_sea() {
 say "building SEA blobs (node $("$node_bin" --version), code cache: $code_cache)"
 sea_config tsflannel ",
     \"10-tsflannel.conflist\": \"conf/10-tsflannel.conflist\""
-sea_config tsflanneld ""
+sea_config tsflanneld ",
+    \"cni-worker.cjs\": \"$dist/bundle/cni-worker.cjs\""
 say "injecting into copies of $node_bin"
 make_sea tsflannel
 make_sea tsflanneld
+cp -f "$forwarder" "$dist/.tsflannel-forward.tmp"
+chmod 755 "$dist/.tsflannel-forward.tmp"
+mv -f "$dist/.tsflannel-forward.tmp" "$dist/tsflannel-forward"
 
 # dist/bundle stays: bench/sea-startup.js compares `node <bundle>` to the
 # SEA, and SEA stack traces name these files.

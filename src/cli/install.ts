@@ -1,7 +1,10 @@
 // `tsflannel install`: what the DaemonSet's init container runs on every
-// node. It puts this very executable into the CNI bin dir and the network
-// config into the CNI conf dir, each with an atomic rename, because the
-// runtime may exec the plugin or read the conf dir at any moment.
+// node. It puts the forwarder into the CNI bin dir as `tsflannel` (the small
+// static binary the runtime execs; it hands each call to the agent's socket)
+// and this very executable beside it as `tsflannel-standalone` (which the
+// forwarder execs when the agent is not answering), then the network config
+// into the CNI conf dir, each with an atomic rename, because the runtime may
+// exec the plugin or read the conf dir at any moment.
 import { randomBytes } from 'node:crypto';
 import {
   closeSync,
@@ -23,6 +26,10 @@ import type { Argv } from 'yargs';
 import { inSea, seaTextAsset } from '../sea/assets.js';
 
 export const BINARY_NAME = 'tsflannel';
+/** The standalone plugin beside the forwarder; the forwarder finds it by this name. */
+export const STANDALONE_NAME = 'tsflannel-standalone';
+/** The forwarder's name next to the single executable in the image (Dockerfile). */
+export const FORWARDER_FILE = 'tsflannel-forward';
 export const CONFLIST_NAME = '10-tsflannel.conflist';
 /** The SEA asset holding conf/10-tsflannel.conflist (see scripts/package.sh). */
 export const CONFLIST_ASSET = '10-tsflannel.conflist';
@@ -32,8 +39,10 @@ export interface InstallOptions {
   cniConfDir: string;
   /** a conflist file to install instead of the built-in one (the ConfigMap's) */
   conflist?: string;
-  /** the binary to copy; default: this executable, when it is a single executable */
+  /** the standalone plugin to copy; default: this executable, when it is a single executable */
   source?: string;
+  /** the forwarder to install as `tsflannel`; default: tsflannel-forward beside this single executable */
+  forwarder?: string;
   /**
    * other plugins the conflist chains (portmap), copied only where the node
    * has none: a node's own plugins match its runtime and are left alone
@@ -42,7 +51,10 @@ export interface InstallOptions {
 }
 
 export interface InstallResult {
+  /** the forwarder, <bin>/tsflannel */
   binary: { path: string; changed: boolean };
+  /** the standalone plugin, <bin>/tsflannel-standalone */
+  standalone: { path: string; changed: boolean };
   conflist: { path: string; changed: boolean };
   extraPlugins: { path: string; changed: boolean }[];
   /** conflists that sort before ours: a runtime uses the first one, not ours */
@@ -77,6 +89,24 @@ export function checkConflist(text: string, origin: string): void {
   if (!Array.isArray(c.plugins) || c.plugins.length === 0) throw new InstallError(`${origin} has no "plugins" list`);
   const types = c.plugins.map((p: unknown) => (typeof p === 'object' && p !== null ? (p as { type?: unknown }).type : undefined));
   if (!types.includes(BINARY_NAME)) throw new InstallError(`${origin} does not use the ${BINARY_NAME} plugin`);
+}
+
+/** The forwarder to install, or a clear refusal. */
+export function resolveForwarder(forwarder: string | undefined): string {
+  const path = forwarder ?? (inSea() ? join(dirname(process.execPath), FORWARDER_FILE) : undefined);
+  if (path === undefined) {
+    throw new InstallError(
+      'not running as the single-executable tsflannel, so there is no forwarder beside it: ' +
+        'pass --forwarder <path> (scripts/go-build.sh builds native/build/tsflannel-forward)',
+    );
+  }
+  try {
+    if (!statSync(path).isFile()) throw new InstallError(`forwarder ${path} is not a regular file`);
+  } catch (err) {
+    if (err instanceof InstallError) throw err;
+    throw new InstallError(`forwarder ${path}: ${(err as Error).message}`);
+  }
+  return path;
 }
 
 /** The executable to install, or a clear refusal. */
@@ -149,9 +179,9 @@ function readOrUndefined(path: string): Buffer | undefined {
   }
 }
 
-export function installBinary(source: string, binDir: string): { path: string; changed: boolean } {
+export function installBinary(source: string, binDir: string, name: string = BINARY_NAME): { path: string; changed: boolean } {
   mkdirSync(binDir, { recursive: true });
-  const dest = join(binDir, BINARY_NAME);
+  const dest = join(binDir, name);
   if (sameContent(source, dest) && (statSync(dest).mode & 0o111) !== 0) return { path: dest, changed: false };
   replaceAtomically(dest, (tmp) => copyFileSync(source, tmp, fsConstants.COPYFILE_EXCL), 0o755);
   return { path: dest, changed: true };
@@ -198,12 +228,15 @@ export function install(opts: InstallOptions): InstallResult {
   const source = resolveSource(opts.source);
   const text = opts.conflist === undefined ? defaultConflist() : readConflistFile(opts.conflist);
   checkConflist(text, opts.conflist ?? 'the built-in conflist');
+  const forwarder = resolveForwarder(opts.forwarder);
   const extras = (opts.extraPlugins ?? []).map((p) => resolveSource(p));
-  // Binaries first: the conflist must never name a plugin that is not there yet.
-  const binary = installBinary(source, opts.cniBinDir);
+  // Binaries first: the conflist must never name a plugin that is not there
+  // yet; and the standalone before the forwarder, which falls back to it.
+  const standalone = installBinary(source, opts.cniBinDir, STANDALONE_NAME);
+  const binary = installBinary(forwarder, opts.cniBinDir, BINARY_NAME);
   const extraPlugins = extras.map((p) => installIfMissing(p, opts.cniBinDir));
   const conflist = installConflist(text, opts.cniConfDir);
-  return { binary, conflist, extraPlugins, shadowedBy: shadowingConfigs(opts.cniConfDir) };
+  return { binary, standalone, conflist, extraPlugins, shadowedBy: shadowingConfigs(opts.cniConfDir) };
 }
 
 function readConflistFile(path: string): string {
@@ -217,13 +250,14 @@ function readConflistFile(path: string): string {
 export function installCommand(cli: Argv): Argv {
   return cli.command(
     'install',
-    'copy this binary into the CNI bin dir and write its network config (the DaemonSet init container runs this)',
+    'install the forwarder as tsflannel and this binary as tsflannel-standalone into the CNI bin dir, and the network config (the DaemonSet init container runs this)',
     (y) =>
       y
         .option('cni-bin-dir', { type: 'string', default: '/opt/cni/bin', describe: 'where the runtime looks for CNI plugins' })
         .option('cni-conf-dir', { type: 'string', default: '/etc/cni/net.d', describe: 'where the runtime reads network configs' })
         .option('conflist', { type: 'string', describe: `conflist to install as ${CONFLIST_NAME} (default: the built-in one)` })
-        .option('source', { type: 'string', describe: 'binary to copy (default: this executable)' })
+        .option('source', { type: 'string', describe: 'standalone plugin to copy as tsflannel-standalone (default: this executable)' })
+        .option('forwarder', { type: 'string', describe: `forwarder to copy as tsflannel (default: ${FORWARDER_FILE} beside this executable)` })
         .option('with-plugin', {
           type: 'string',
           array: true,
@@ -234,9 +268,11 @@ export function installCommand(cli: Argv): Argv {
       const opts: InstallOptions = { cniBinDir: args['cni-bin-dir'], cniConfDir: args['cni-conf-dir'] };
       if (args.conflist !== undefined) opts.conflist = args.conflist;
       if (args.source !== undefined) opts.source = args.source;
+      if (args.forwarder !== undefined) opts.forwarder = args.forwarder;
       if (args['with-plugin'].length > 0) opts.extraPlugins = args['with-plugin'];
       const result = install(opts);
       const say = (line: string) => process.stdout.write(`${line}\n`);
+      say(`${result.standalone.changed ? 'installed' : 'unchanged'} ${result.standalone.path}`);
       say(`${result.binary.changed ? 'installed' : 'unchanged'} ${result.binary.path}`);
       for (const p of result.extraPlugins) say(`${p.changed ? 'installed' : 'kept the node\'s own'} ${p.path}`);
       say(`${result.conflist.changed ? 'wrote' : 'unchanged'} ${result.conflist.path}`);

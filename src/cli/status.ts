@@ -9,6 +9,7 @@ import type { EntryStatus, PeerRow } from './checks/peers.js';
 import type { BackendConfig, Lease } from '../daemon/types.js';
 import type { NodeState, PodAttachment } from '../node/state.js';
 import type { ClusterView } from './checks/source.js';
+import { cniPathLine, readCniSocket, type CniSocketState } from './checks/cni-socket.js';
 
 export interface StatusReport {
   netns: string | null;
@@ -27,6 +28,8 @@ export interface StatusReport {
   remotes: PeerRow[];
   pods: PodAttachment[];
   ipam: { dir: string; exists: boolean; leases: number; total?: number; free?: number; error?: string };
+  /** which path pod calls take: the agent's socket, or the standalone fallback */
+  cniPath?: CniSocketState;
 }
 
 export function buildStatus(snap: NodeSnapshot): StatusReport {
@@ -141,6 +144,7 @@ export function formatStatus(r: StatusReport, p: Paint): string {
     ['sysctl', `ip_forward=${r.sysctl.ipForward ?? '?'} rp_filter ${rp}`],
     ['iptables', iptablesLine(r)],
   ];
+  if (r.cniPath) rows.push(['CNI calls', r.cniPath.answering ? cniPathLine(r.cniPath) : p.yellow(cniPathLine(r.cniPath))]);
   for (const [k, v] of rows) out.push(`  ${k.padEnd(12)}${v}`);
 
   out.push('');
@@ -192,7 +196,8 @@ export function formatStatus(r: StatusReport, p: Paint): string {
 }
 
 export async function runStatus(opts: NodeToolOptions): Promise<StatusReport> {
-  return buildStatus(await snapshot(opts));
+  const [snap, cniPath] = await Promise.all([snapshot(opts), readCniSocket(opts.cniSocket)]);
+  return { ...buildStatus(snap), cniPath };
 }
 
 export function statusCommand(cli: Argv): Argv {

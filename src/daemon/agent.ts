@@ -16,6 +16,9 @@ import { chooseExternalInterface } from './external.js';
 import { createBackend } from './backend/index.js';
 import { cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficMode } from './traffic/index.js';
 import { ensureBlackholeRoute } from './traffic/blackhole.js';
+import { startCniService, type CniService } from './cni-service.js';
+import { newCniServerMetrics } from './cni-server.js';
+import { attachCniServer } from './metrics.js';
 
 export interface AgentDeps {
   subnetManager: SubnetManager;
@@ -64,6 +67,7 @@ export class Agent implements HealthSource {
   private lastTick?: number;
   private markedReady = false;
   private resyncing = false;
+  private cni?: CniService;
 
   constructor(
     private readonly opts: AgentOptions,
@@ -76,6 +80,13 @@ export class Agent implements HealthSource {
   async run(): Promise<void> {
     const { logger: log, subnetManager: sm } = this.deps;
     await this.startServers();
+    // Before the lease: a pod call made while the agent starts gets the same
+    // answer the standalone plugin would give, without a process start-up.
+    if (this.opts.cniSocket) {
+      const cniMetrics = newCniServerMetrics();
+      attachCniServer(this.metrics, cniMetrics);
+      this.cni = await startCniService({ path: this.opts.cniSocket, workers: this.opts.cniWorkers, logger: log, metrics: cniMetrics, observe: this.metrics });
+    }
     const config = await this.networkConfig();
     const ext = this.externalInterface();
     log.info({ iface: ext.name, ip: ext.ip, publicIP: ext.publicIP, mtu: ext.mtu, backend: config.backend.type }, 'using interface');
@@ -394,6 +405,7 @@ export class Agent implements HealthSource {
     if (this.timer) clearInterval(this.timer);
     if (this.graceTimer) clearTimeout(this.graceTimer);
     if (removeRules && this.traffic) await this.traffic.cleanUp();
+    await this.cni?.stop();
     await this.deps.subnetManager.close();
     for (const server of this.servers) server.close();
   }

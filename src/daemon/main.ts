@@ -79,6 +79,10 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     await cleanupRules(logger);
     return;
   }
+  if (opts.cniOnly) {
+    await serveCniOnly(opts, logger);
+    return;
+  }
   logger.info({ version: VERSION }, 'tsflanneld starting');
   const metrics = defaultMetrics();
   let subnetManager: SubnetManager;
@@ -119,4 +123,43 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     await agent.stop(false).catch(() => undefined);
     process.exit(1);
   }
+}
+
+/**
+ * --cni-only: the CNI socket and /healthz without a subnet manager, for the
+ * test suites and the benchmark, which write the subnet file themselves.
+ */
+async function serveCniOnly(opts: AgentOptions, logger: Logger): Promise<void> {
+  const { startEndpoints } = await import('./health.js');
+  const { startCniService } = await import('./cni-service.js');
+  const { newCniServerMetrics } = await import('./cni-server.js');
+  const { createAgentMetrics, attachCniServer } = await import('./metrics.js');
+  const metrics = createAgentMetrics();
+  const cniMetrics = newCniServerMetrics();
+  attachCniServer(metrics, cniMetrics);
+  const up = { ok: true, detail: 'serving CNI calls' };
+  const health =
+    opts.healthzPort > 0
+      ? await startEndpoints(opts.healthzIP, opts.healthzPort, { health: { live: () => up, ready: () => up }, registry: metrics.registry })
+      : undefined;
+  let cni;
+  try {
+    cni = await startCniService({ path: opts.cniSocket, workers: opts.cniWorkers, logger, metrics: cniMetrics, observe: metrics });
+  } catch (err) {
+    logger.fatal({ err: (err as Error).message }, 'cannot serve CNI calls');
+    health?.close();
+    process.exitCode = 1;
+    return;
+  }
+  metrics.ready.set(1);
+  const service = cni;
+  const stop = (signal: string) => {
+    logger.info({ signal }, 'shutting down the CNI server');
+    void service.stop().finally(() => {
+      health?.close();
+      process.exit(0);
+    });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
 }

@@ -4,6 +4,7 @@
 // observeCniRequest().
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { VERSION } from '../version.js';
+import type { CniServerMetrics } from './cni-server.js';
 
 export type CniCommand = 'ADD' | 'DEL' | 'CHECK' | 'GC' | 'STATUS' | 'VERSION';
 export type CniResult = 'success' | 'error';
@@ -122,4 +123,26 @@ export async function timeCniRequest<T>(command: CniCommand, fn: () => Promise<T
     end({ result: 'error' });
     throw err;
   }
+}
+
+/**
+ * The CNI socket server's own counters, read at each scrape: connections
+ * refused (peer not root), bad frames, calls past their deadline, and the
+ * calls being served now. Counts are since the agent started.
+ */
+export function attachCniServer(m: AgentMetrics, s: CniServerMetrics): void {
+  const registers = [m.registry];
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(read());
+      },
+    });
+  gauge('tsflannel_cni_in_flight', 'CNI calls being served on the agent socket now.', () => s.inFlight);
+  gauge('tsflannel_cni_refused_connections', 'CNI connections refused since start because the peer is not root.', () => s.refused);
+  gauge('tsflannel_cni_bad_frames', 'CNI request frames since start that were oversize, malformed or late.', () => s.badFrames);
+  gauge('tsflannel_cni_call_timeouts', 'CNI calls since start answered with "try again" after the call deadline.', () => s.timeouts);
 }

@@ -12,6 +12,7 @@ export type LogFormat = 'json' | 'text';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 
 export type { EtcdSecurity };
+import { DEFAULT_CNI_SOCKET } from './cni-frame.js';
 
 export interface AgentOptions {
   // interface selection
@@ -56,6 +57,12 @@ export interface AgentOptions {
   // logging
   logLevel: LogLevel;
   logFormat: LogFormat;
+  /** the CNI socket the forwarder calls; '' = no server */
+  cniSocket: string;
+  /** worker threads running CNI calls */
+  cniWorkers: number;
+  /** serve the CNI socket and /healthz only, without a subnet manager (tests, benchmarks) */
+  cniOnly: boolean;
 }
 
 export class OptionsError extends Error {
@@ -98,6 +105,7 @@ const G_IFACE = 'Interface:';
 const G_SUBNET = 'Subnet manager:';
 const G_ETCD = 'etcd security:';
 const G_RULES = 'Traffic rules:';
+const G_CNI = 'CNI socket:';
 const G_ENDPOINTS = 'Health and metrics:';
 const G_LOG = 'Logging:';
 
@@ -134,6 +142,10 @@ export const FLAGS: Record<string, Spec> = {
   'ip-blackhole-route': { type: 'boolean', default: false, group: G_RULES, describe: 'keep a blackhole route for this node\'s subnet' },
   cleanup: { type: 'boolean', default: false, group: G_RULES, describe: 'remove this agent\'s masquerade and forward rules (iptables and nftables) and exit, for uninstalling; a stopping agent keeps them so pods stay masqueraded across restarts' },
   'resync-period': { type: 'number', default: 10, alias: 'iptables-resync', group: G_RULES, describe: 'seconds between full reconciliations of routes and rules (flannel: --iptables-resync)' },
+
+  'cni-socket': { type: 'string', default: DEFAULT_CNI_SOCKET, group: G_CNI, describe: 'Unix socket serving CNI calls for /opt/cni/bin/tsflannel ("" = off; the conflist key agentSocket must match)' },
+  'cni-workers': { type: 'number', default: 4, group: G_CNI, describe: 'worker threads running CNI calls (a netlink call, e.g. deleting a veth, blocks its thread)' },
+  'cni-only': { type: 'boolean', default: false, hidden: true, group: G_CNI, describe: 'serve CNI calls and /healthz only, with no subnet manager (tests, benchmarks)' },
 
   'healthz-ip': { type: 'string', default: '127.0.0.1', group: G_ENDPOINTS, describe: 'address for /healthz, /readyz (and /metrics without --metrics-addr)' },
   'healthz-port': { type: 'number', default: 0, group: G_ENDPOINTS, describe: 'port for /healthz, /readyz and /metrics (0 = off)' },
@@ -248,6 +260,15 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
   }
   if (etcd.password !== undefined && etcd.username === undefined) throw new OptionsError('--etcd-password needs --etcd-username');
 
+  const cniSocket = String(parsed['cni-socket']);
+  if (cniSocket !== '' && (!cniSocket.startsWith('/') || cniSocket.includes('\0') || Buffer.byteLength(cniSocket) > 107)) {
+    throw new OptionsError(`--cni-socket must be an absolute path of at most 107 bytes, or "", got "${cniSocket}"`);
+  }
+  const cniWorkers = num('cni-workers');
+  if (!Number.isInteger(cniWorkers) || cniWorkers < 1 || cniWorkers > 64) {
+    throw new OptionsError(`--cni-workers must be an integer from 1 to 64, got ${cniWorkers}`);
+  }
+  if (bool('cni-only') && cniSocket === '') throw new OptionsError('--cni-only needs a --cni-socket');
   const opts: AgentOptions = {
     iface: list('iface'),
     ifaceRegex: list('iface-regex'),
@@ -273,6 +294,9 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
     healthzPort,
     logLevel: parseLogLevel(String(parsed['log-level'])),
     logFormat,
+    cniSocket,
+    cniWorkers,
+    cniOnly: bool('cni-only'),
   };
   if (canReach) opts.ifaceCanReach = canReach;
   const publicIP = str('public-ip');

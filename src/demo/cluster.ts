@@ -1,7 +1,10 @@
 // A running tsflannel cluster on one machine: the namespace topology, a
 // real etcd, one tsflanneld per node and pods added through the real
-// tsflannel binary exactly as a runtime calls it. Shared by `npm run demo`
-// and the end-to-end tests.
+// tsflannel binary exactly as a runtime calls it: the forwarder, which hands
+// each call to its node's agent over the agent's CNI socket (one socket per
+// node, since the nodes share this machine's filesystem) and runs the
+// standalone plugin when that agent is down. Shared by `npm run demo` and
+// the end-to-end tests.
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
@@ -15,6 +18,8 @@ import { bridgeUnixToTcp } from './port-bridge.js';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const PLUGIN_BIN = join(ROOT, 'bin/tsflannel');
 export const AGENT_BIN = join(ROOT, 'bin/tsflanneld');
+/** /opt/cni/bin/tsflannel on a real node (scripts/build-forward.sh builds it). */
+export const FORWARDER_BIN = join(ROOT, 'native/build/tsflannel-forward');
 const BRIDGE_JS = join(ROOT, 'build/demo/port-bridge.js');
 // Debian's etcd-server and etcd-client; TSF_ETCD_BIN runs another etcd build
 // (its etcdctl next to it), the same override the tests' etcd helper reads.
@@ -31,6 +36,8 @@ export interface ClusterOptions {
   extraAgentArgs?: string[];
   /** FORWARD policy of every node before its agent starts; DROP is what Docker sets */
   forwardPolicy?: 'ACCEPT' | 'DROP';
+  /** how pods are added: through the forwarder and the agent (default), or the standalone plugin alone */
+  cniPath?: 'agent' | 'standalone';
   log?: (line: string) => void;
 }
 
@@ -40,6 +47,8 @@ export interface Pod {
   ns: string;
   containerId: string;
   ip: string;
+  /** which path the ADD took: the node's agent, or the standalone plugin (agent down) */
+  servedBy: 'agent' | 'standalone';
 }
 
 export interface AgentProc {
@@ -217,6 +226,7 @@ export class Cluster {
       '--etcd-endpoints', 'http://127.0.0.1:2379',
       '--iface', node.iface,
       '--subnet-file', this.subnetFile(name),
+      '--cni-socket', this.cniSocket(name),
       '--node-name', name,
       '--resync-period', String(this.opts.resyncSeconds ?? 5),
       ...(this.opts.ipMasq === false ? [] : ['--ip-masq']),
@@ -310,19 +320,27 @@ export class Cluster {
     return existsSync(file) ? readFileSync(file, 'utf8') : '';
   }
 
+  /** The node's agent socket: the conflist's agentSocket and tsflanneld's --cni-socket. */
+  cniSocket(nodeName: string): string {
+    return join(this.nodeDir(nodeName), 'run', 'cni.sock');
+  }
+
   private pluginConf(nodeName: string): object {
     return {
       cniVersion: '1.0.0', name: 'cbr0', type: 'tsflannel',
       subnetFile: this.subnetFile(nodeName), dataDir: join(this.nodeDir(nodeName), 'networks'),
+      agentSocket: this.opts.cniPath === 'standalone' ? '' : this.cniSocket(nodeName),
     };
   }
 
   /** Runs the plugin inside a node namespace, as a runtime would. */
   plugin(nodeName: string, env: Record<string, string>, stdin: object = this.pluginConf(nodeName)): Promise<{ code: number; stdout: string; stderr: string }> {
     const node = this.node(nodeName);
+    const viaAgent = this.opts.cniPath !== 'standalone' && existsSync(FORWARDER_BIN);
+    const bin = viaAgent ? FORWARDER_BIN : PLUGIN_BIN;
     return new Promise((resolve, reject) => {
-      const child = spawn('ip', ['netns', 'exec', node.ns, PLUGIN_BIN], {
-        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin', CNI_PATH: '/usr/lib/cni', ...env },
+      const child = spawn('ip', ['netns', 'exec', node.ns, bin], {
+        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin', CNI_PATH: '/usr/lib/cni', TSFLANNEL_STANDALONE: PLUGIN_BIN, ...env },
       });
       let stdout = '';
       let stderr = '';
@@ -344,7 +362,8 @@ export class Cluster {
     });
     if (out.code !== 0) throw new Error(`ADD ${podName} on ${nodeName} failed: ${out.stdout}${out.stderr}`);
     const result = JSON.parse(out.stdout) as { ips: { address: string }[] };
-    const pod: Pod = { name: podName, node: nodeName, ns, containerId, ip: result.ips[0].address.split('/')[0] };
+    const servedBy = this.opts.cniPath === 'standalone' || out.stderr.includes('running standalone') ? 'standalone' : 'agent';
+    const pod: Pod = { name: podName, node: nodeName, ns, containerId, ip: result.ips[0].address.split('/')[0], servedBy };
     this.pods.push(pod);
     return pod;
   }

@@ -308,7 +308,8 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     for (const node of NODES) {
       for (let i = 1; i <= PODS_PER_NODE; i++) {
         const pod = await cluster.addPod(node.name, `pod${i}`);
-        step(`pod ${podLabel(pod)} added by ${PLUGIN_BIN}: ${pod.ip}`);
+        const via = pod.servedBy === 'agent' ? `the forwarder and ${node.name}'s agent (${cluster.cniSocket(node.name)})` : `the standalone plugin ${PLUGIN_BIN}`;
+        step(`pod ${podLabel(pod)} added through ${via}: ${pod.ip}`);
       }
     }
     step('waiting for every node to program every other node');

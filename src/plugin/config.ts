@@ -27,6 +27,11 @@ export interface PluginConfig {
   lockTimeoutMs: number;
   logLevel: string;
   logFile?: string;
+  /**
+   * The agent's CNI socket, which the forwarder (/opt/cni/bin/tsflannel)
+   * reads from the same config; '' = never forward. Absent = the default.
+   */
+  agentSocket?: string;
 }
 
 // \u0085 (NEL) is whitespace to Go's unicode.IsSpace but not to \s. '%'
@@ -70,9 +75,26 @@ export function parsePluginConfig(conf: NetConf): PluginConfig {
   if (logFile) cfg.logFile = logFile;
   const ranges = parseRanges(ipam);
   if (ranges) cfg.ranges = ranges;
+  const agentSocket = parseAgentSocket(merged);
+  if (agentSocket !== undefined) cfg.agentSocket = agentSocket;
   const dns = optObject(conf.raw, 'dns');
   if (dns) cfg.dns = parseDns(dns);
   return cfg;
+}
+
+/** sun_path holds 108 bytes with the terminating NUL. */
+const MAX_SOCKET_PATH = 107;
+
+function parseAgentSocket(obj: Record<string, unknown>): string | undefined {
+  const value = optString(obj, 'agentSocket');
+  if (value === undefined || value === '') return value;
+  if (!value.startsWith('/') || value.includes('\0') || Buffer.byteLength(value, 'utf8') > MAX_SOCKET_PATH) {
+    throw new CniError(
+      ErrorCode.InvalidNetworkConfig,
+      `"agentSocket" must be "" or an absolute path of at most ${MAX_SOCKET_PATH} bytes, got ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
 }
 
 function absolutePath(obj: Record<string, unknown>, key: string): string | undefined {

@@ -4,31 +4,15 @@
 // layer's config and result validators, which cost about 6 ms of a 44 ms call
 // (bench/plugin.js); the other commands load the protocol layer, and ADD, DEL,
 // CHECK, GC and STATUS then load netlink, IPAM and the logger.
-import type { PluginContext, PluginHandlers } from '../cni/skel.js';
 import { asCniError, ErrorCode } from '../cni/errors.js';
 import { CURRENT_VERSION, versionInfo } from '../cni/versions.js';
 
-const MAX_STDIN = 1 << 20;
 /** As in the protocol layer: a VERSION body is tiny; a bigger one names no version. */
 const MAX_VERSION_STDIN = 4096;
 
-const skel = () => import('../cni/skel.js');
-const commands = () => import('./commands.js');
-
-const handlers: PluginHandlers = {
-  add: async (ctx: PluginContext) => (await commands()).add(ctx),
-  del: async (ctx: PluginContext) => (await commands()).del(ctx),
-  check: async (ctx: PluginContext) => (await commands()).check(ctx),
-  gc: async (ctx: PluginContext) => (await commands()).gc(ctx),
-  status: async (ctx: PluginContext) => (await commands()).status(ctx),
-};
-
-/** One line per error; stacks go to the plugin's log at level debug. */
-function logToStderr(msg: string, err?: unknown): void {
-  const reason = err instanceof Error ? err.message : err === undefined ? '' : String(err);
-  const line = reason && !msg.includes(reason) ? `${msg}: ${reason}` : msg;
-  process.stderr.write(`tsflannel: ${line.replace(/\s*\n\s*/g, ' ').slice(0, 2048)}\n`);
-}
+// The transport only: read stdin, hand env and bytes to the one handler
+// (src/plugin/handler.ts, which the agent's socket server calls too), write
+// its answer. No CNI logic lives here.
 
 /**
  * Once the answer is out, nothing may keep the runtime waiting: a file
@@ -44,23 +28,23 @@ export async function main(): Promise<void> {
     await answerVersion();
     return;
   }
-  const { readAllStdin, runPlugin } = await skel();
+  const [{ readAllStdin }, { handleCni, MAX_STDIN, stderrLine }] = await Promise.all([
+    import('../cni/skel.js'),
+    import('./handler.js'),
+  ]);
   let stdin: Buffer;
   try {
     stdin = await readAllStdin(MAX_STDIN);
   } catch (err) {
-    logToStderr('reading stdin failed', err);
+    process.stderr.write(stderrLine('reading stdin failed', err));
     const cniErr = asCniError(err, ErrorCode.IOFailure);
     process.stdout.write(`${JSON.stringify(cniErr.toJSON(CURRENT_VERSION))}\n`);
     process.exitCode = 1;
     return;
   }
-  process.exitCode = await runPlugin(handlers, {
-    env: process.env,
-    stdin,
-    stdout: (text) => process.stdout.write(text),
-    log: logToStderr,
-  });
+  const res = await handleCni({ env: process.env, stdin }, (text) => process.stderr.write(text));
+  if (res.stdout.length > 0) process.stdout.write(res.stdout);
+  process.exitCode = res.exitCode;
   exitSoonAfterAnswer();
 }
 

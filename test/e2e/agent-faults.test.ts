@@ -78,7 +78,9 @@ describe.skipIf(requireOrSkip('agent faults', { root: isRoot, [`etcd (${ETCD_BIN
     a = await cluster.addPod('n1', 'a');
     b = await cluster.addPod('n2', 'b');
     n2net = /FLANNEL_SUBNET=(\S+)\.1\/24/.exec(readFileSync(cluster.subnetFile('n2'), 'utf8'))![1] + '.0';
-    expect(pingOnce(a, b)).toBe(true);
+    // Pods attach in milliseconds through the agents now; the nodes may still
+    // be programming their routes to each other.
+    await eventually('pod a reaches pod b across the overlay', 15_000, () => pingOnce(a, b));
   }, 90_000);
   afterAll(async () => {
     await cluster.stop();

@@ -56,6 +56,12 @@ describe.skipIf(requireOrSkip('cluster', { root: isRoot, [`etcd (${ETCD_BIN})`]:
     await cluster.stop();
   }, 60_000);
 
+  it('attached every pod through the forwarder and its own node\'s agent (no standalone fallback)', () => {
+    expect(cluster.pods.map((p) => `${p.node}/${p.name} ${p.servedBy}`)).toEqual(
+      ['n1', 'n2', 'n3', 'n4'].flatMap((n) => [`${n}/p1 agent`, `${n}/p2 agent`]),
+    );
+  });
+
   it('gives every node its own /24 inside 10.244.0.0/16 and a flannel.1 VTEP', () => {
     expect(new Set(subnets.values()).size).toBe(4);
     for (const [node, subnet] of subnets) {

@@ -56,7 +56,7 @@ describe.skipIf(requireOrSkip('kube mode', { root: isRoot }))('tsflanneld in Kub
       await new Promise((r) => bridge.stdout!.once('data', r));
       const agent = spawn('ip', ['netns', 'exec', ns(node), AGENT, '--kube-subnet-mgr', '--kube-api-url', 'http://127.0.0.1:6443',
         '--net-config-path', netConf, '--node-name', node, '--iface', 'eth0', '--subnet-file', join(dir, node, 'subnet.env'),
-        '--resync-period', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
+        '--cni-socket', join(dir, node, 'cni.sock'), '--resync-period', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
       agent.stderr!.on('data', (d: Buffer) => writeFileSync(join(dir, node, 'agent.log'), d, { flag: 'a' }));
       procs.push(agent);
     }

@@ -21,7 +21,7 @@ describe('tsflanneld start-up errors', () => {
     try {
       const conf = join(dir, 'net-conf.json');
       writeFileSync(conf, JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan', VNI: 0 } }));
-      const out = agent(['--kube-subnet-mgr', '--net-config-path', conf, '--kube-api-url', 'http://127.0.0.1:9', '--node-name', 'n1']);
+      const out = agent(['--kube-subnet-mgr', '--net-config-path', conf, '--kube-api-url', 'http://127.0.0.1:9', '--node-name', 'n1', '--cni-socket', join(dir, 'cni.sock')]);
       expect(out.status).toBe(1);
       expect(out.stderr).toContain('Backend.VNI');
       expect(out.stdout).toBe('');
@@ -40,6 +40,16 @@ describe('tsflanneld start-up errors', () => {
     const out = agent(['--help']);
     expect(out.status).toBe(0);
     expect(out.stdout).toContain('--kube-subnet-mgr');
+    expect(out.stdout).toContain('--cni-socket');
+  });
+
+  it('refuses a relative --cni-socket and a --cni-workers out of range with exit code 2', () => {
+    const rel = agent(['--cni-socket', 'run/cni.sock']);
+    expect(rel.status).toBe(2);
+    expect(rel.stderr).toContain('--cni-socket must be an absolute path');
+    const workers = agent(['--cni-workers', '0']);
+    expect(workers.status).toBe(2);
+    expect(workers.stderr).toContain('--cni-workers');
   });
 
   it('--version prints the package version on stdout and exits 0, for tsflanneld and tsflannel', () => {

@@ -1,9 +1,13 @@
 // tsflannel under libcni (Debian's, through tsf-cnitool) chained with the
 // reference portmap, plus what real runtimes send: CNI_ARGS in any order,
-// both portMappings spellings, and the loopback plugin in parallel.
+// both portMappings spellings, and the loopback plugin in parallel. The same
+// assertions run with the CNI bin dir laid out as `tsflannel install` lays
+// it out (the forwarder as tsflannel, the standalone beside it) with the
+// node's agent serving and with it stopped, and with the standalone plugin
+// alone as tsflannel.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
@@ -11,10 +15,15 @@ import { buildCnitool, runCnitool, type CnitoolOptions } from '../helpers/cnitoo
 import { callPlugin, PLUGIN_BIN } from '../helpers/plugin.js';
 import { CNI_REF_DIR, haveRefPlugins } from '../helpers/reference.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { FORWARDER_BIN, forwarderBuilt, startCniAgent, STANDALONE, VIA_AGENT, VIA_FALLBACK, type CniPath, type RunningAgent } from '../helpers/cni-agent.js';
 
 const REF = CNI_REF_DIR;
 
-describe.skipIf(requireOrSkip('libcni chain', { root: isRoot, [`reference portmap and loopback in ${REF}`]: haveRefPlugins('portmap', 'loopback') }))('tsflannel through libcni, chained with portmap', () => {
+const paths: CniPath[] = [STANDALONE, VIA_AGENT, VIA_FALLBACK];
+
+describe.skipIf(requireOrSkip('libcni chain', { root: isRoot, [`reference portmap and loopback in ${REF}`]: haveRefPlugins('portmap', 'loopback'), 'the forwarder (scripts/build-forward.sh)': forwarderBuilt })).each(paths)('tsflannel through libcni, chained with portmap: $name', (path) => {
+  let agent: RunningAgent | undefined;
+  let agentSocket = '';
   let node = '';
   let pod = '';
   let dir = '';
@@ -31,7 +40,7 @@ describe.skipIf(requireOrSkip('libcni chain', { root: isRoot, [`reference portma
   const leases = () => readdirSync(join(dataDir, netName)).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
   const nat = () => inNs(node, 'iptables', ['-w', '-t', 'nat', '-S']);
 
-  beforeAll(() => {
+  beforeAll(async () => {
     buildCnitool();
     node = addNetns('lnode');
     pod = addNetns('lpod');
@@ -43,18 +52,27 @@ describe.skipIf(requireOrSkip('libcni chain', { root: isRoot, [`reference portma
     subnetFile = join(dir, 'subnet.env');
     mkdirSync(binDir);
     mkdirSync(netconfDir);
-    symlinkSync(PLUGIN_BIN, join(binDir, 'tsflannel'));
+    agentSocket = join(dir, 'run', 'cni.sock');
+    if (path === STANDALONE) {
+      symlinkSync(PLUGIN_BIN, join(binDir, 'tsflannel'));
+    } else {
+      // As installed: the forwarder finds tsflannel-standalone beside itself.
+      copyFileSync(FORWARDER_BIN, join(binDir, 'tsflannel'));
+      symlinkSync(PLUGIN_BIN, join(binDir, 'tsflannel-standalone'));
+    }
     writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
     writeFileSync(join(netconfDir, '10-tsflannel.conflist'), JSON.stringify({
       cniVersion: '1.0.0',
       name: netName,
       plugins: [
-        { type: 'tsflannel', subnetFile, dataDir },
+        { type: 'tsflannel', subnetFile, dataDir, agentSocket },
         { type: 'portmap', capabilities: { portMappings: true }, snat: true },
       ],
     }));
-  });
-  afterAll(() => {
+    if (path.agent) agent = await startCniAgent({ socket: agentSocket, nodeNs: node });
+  }, 60_000);
+  afterAll(async () => {
+    await agent?.stop();
     cleanupAll();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
@@ -62,6 +80,7 @@ describe.skipIf(requireOrSkip('libcni chain', { root: isRoot, [`reference portma
   it('add returns the pod IP, caches the result and installs the hostPort DNAT', async () => {
     const out = await runCnitool('add', opts({ capArgs: { portMappings } }));
     expect(out.code, out.stdout + out.stderr).toBe(0);
+    expect(out.stderr.includes('running standalone'), out.stderr).toBe(path === VIA_FALLBACK);
     const result = out.json as { ips: { address: string; gateway: string }[]; interfaces: { name: string; sandbox?: string }[] };
     expect(result.ips[0]).toEqual({ address: '10.244.1.2/24', gateway: '10.244.1.1', interface: 2 });
     expect(result.interfaces[2]).toMatchObject({ name: 'eth0', sandbox: nsPath(pod) });
@@ -107,11 +126,12 @@ describe.skipIf(requireOrSkip('libcni chain', { root: isRoot, [`reference portma
 
   it('accepts what kubelet runtimes send: CNI_ARGS in any order, both portMappings spellings, loopback in parallel', async () => {
     const p = addNetns('lpod2');
-    const conf = (runtimeConfig: object) => ({ cniVersion: '1.0.0', name: netName, type: 'tsflannel', subnetFile, dataDir, runtimeConfig });
+    const conf = (runtimeConfig: object) => ({ cniVersion: '1.0.0', name: netName, type: 'tsflannel', subnetFile, dataDir, agentSocket, runtimeConfig });
+    const bin = join(binDir, 'tsflannel');
     const args = 'K8S_POD_UID=5b0f-11;IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_INFRA_CONTAINER_ID=infra1;K8S_POD_NAME=web-0';
     const [mine, loop] = await Promise.all([
       callPlugin({
-        nodeNs: node, command: 'ADD', containerId: 'infra1', netns: nsPath(p), ifname: 'eth0', args, path: REF,
+        nodeNs: node, command: 'ADD', containerId: 'infra1', netns: nsPath(p), ifname: 'eth0', args, path: REF, bin,
         stdin: conf({ portMappings: [{ hostPort: 8443, containerPort: 443, protocol: 'tcp' }] }),
       }),
       callPlugin({
@@ -124,7 +144,7 @@ describe.skipIf(requireOrSkip('libcni chain', { root: isRoot, [`reference portma
     expect(inNs(p, 'ip', ['-o', 'link', 'show', 'lo'])).toMatch(/UP/);
     expect(inNs(p, 'ping', ['-c1', '-W2', '10.244.1.1'])).toContain('1 received');
     const upper = await callPlugin({
-      nodeNs: node, command: 'DEL', containerId: 'infra1', netns: nsPath(p), ifname: 'eth0', args, path: REF,
+      nodeNs: node, command: 'DEL', containerId: 'infra1', netns: nsPath(p), ifname: 'eth0', args, path: REF, bin,
       stdin: conf({ portMappings: [{ HostPort: 8443, ContainerPort: 443, Protocol: 'TCP', HostIP: '' }] }),
     });
     expect(upper.code, upper.stdout + upper.stderr).toBe(0);

@@ -1,5 +1,8 @@
 // The real tsflannel binary on a node netns: ADD/CHECK/DEL/GC/STATUS as a
-// runtime calls them, checked against the kernel and the IPAM store.
+// runtime calls them, checked against the kernel and the IPAM store. The
+// same assertions run on each path a call can take: the standalone plugin,
+// the forwarder with the node's agent serving, and the forwarder with the
+// agent stopped (fallback to the standalone).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,17 +11,22 @@ import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { callPlugin, type CniCall } from '../helpers/plugin.js';
+import { forwarderBuilt, startCniAgent, STANDALONE, VIA_AGENT, VIA_FALLBACK, type CniPath, type RunningAgent } from '../helpers/cni-agent.js';
 
 interface IpLink { ifname: string; mtu: number; master?: string; linkinfo?: { info_kind: string; info_slave_data?: { hairpin?: boolean } } }
 
-describe.skipIf(requireOrSkip('plugin', { root: isRoot }))('tsflannel plugin on a node netns', () => {
+const paths: CniPath[] = [STANDALONE, VIA_AGENT, VIA_FALLBACK];
+
+describe.skipIf(requireOrSkip('plugin', { root: isRoot, 'the forwarder (scripts/build-forward.sh)': forwarderBuilt })).each(paths)('tsflannel plugin on a node netns: $name', (path) => {
   let node = '';
   let dir = '';
   let subnetFile = '';
   let dataDir = '';
+  let agentSocket = '';
+  let agent: RunningAgent | undefined;
   const netName = `tsfnet${process.pid}`;
   const conf = (extra: Record<string, unknown> = {}, cniVersion = '1.1.0') => ({
-    cniVersion, name: netName, type: 'tsflannel', subnetFile, dataDir, ...extra,
+    cniVersion, name: netName, type: 'tsflannel', subnetFile, dataDir, agentSocket, ...extra,
   });
   const pods: string[] = [];
   const pod = (label: string): string => {
@@ -26,7 +34,7 @@ describe.skipIf(requireOrSkip('plugin', { root: isRoot }))('tsflannel plugin on 
     pods.push(name);
     return name;
   };
-  const call = (c: Omit<CniCall, 'nodeNs'>) => callPlugin({ nodeNs: node, ...c });
+  const call = (c: Omit<CniCall, 'nodeNs'>) => callPlugin({ nodeNs: node, bin: path.bin, ...c, extraEnv: { ...path.env, ...c.extraEnv } });
   const add = (id: string, podNs: string, stdin: object = conf()) =>
     call({ command: 'ADD', containerId: id, netns: nsPath(podNs), ifname: 'eth0', stdin });
   const del = (id: string, netns: string, stdin: object = conf()) =>
@@ -34,16 +42,28 @@ describe.skipIf(requireOrSkip('plugin', { root: isRoot }))('tsflannel plugin on 
   const leases = () => readdirSync(join(dataDir, netName)).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
   const veths = () => ipJson<IpLink[]>(node, ['-d', 'link', 'show', 'type', 'veth']).map((l) => l.ifname);
 
-  beforeAll(() => {
+  beforeAll(async () => {
     node = addNetns('pnode');
     dir = mkdtempSync(join(tmpdir(), 'tsf-plugin-'));
     subnetFile = join(dir, 'subnet.env');
     dataDir = join(dir, 'networks');
+    // With no agent started, nothing listens here: the forwarder falls back.
+    agentSocket = join(dir, 'run', 'cni.sock');
     writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
-  });
-  afterAll(() => {
+    if (path.agent) agent = await startCniAgent({ socket: agentSocket, nodeNs: node });
+  }, 60_000);
+  afterAll(async () => {
+    await agent?.stop();
     cleanupAll();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it(`takes the path it names (${path.name})`, async () => {
+    const out = await call({ command: 'STATUS', stdin: conf() });
+    expect(out.code, out.stdout + out.stderr).toBe(0);
+    const fellBack = out.stderr.includes(`tsflannel: agent at ${agentSocket} unavailable`);
+    expect(fellBack).toBe(path === VIA_FALLBACK);
+    if (agent) expect(agent.child.exitCode).toBeNull();
   });
 
   it('answers VERSION the way podman asks, without touching the node', async () => {
@@ -213,8 +233,5 @@ describe.skipIf(requireOrSkip('plugin', { root: isRoot }))('tsflannel plugin on 
     const dels = await Promise.all(ids.map((id, i) => del(id, nsPath(nss[i]))));
     expect(dels.filter((r) => r.code !== 0)).toEqual([]);
     expect({ links: veths(), leases: leases() }).toEqual(before);
-    // 200 plugin processes (~0.3 s of CPU each) on a shared 2-core machine:
-    // a time bound for the run, not an assertion about the plugin's speed
-    // (bench/ measures that).
-  }, 180_000);
+  }, 240_000); // 100 Node start-ups per round on the standalone paths, on a shared machine
 });

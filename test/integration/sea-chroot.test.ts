@@ -72,13 +72,15 @@ describe.skipIf(requireOrSkip('sea-chroot', { root: isRoot }))('single executabl
 
   beforeAll(() => {
     const build = spawnSync('bash', [join(REPO, 'scripts/package.sh')], { cwd: REPO, encoding: 'utf8', timeout: 170_000 });
-    if (build.status !== 0 || !existsSync(join(DIST, 'tsflannel')) || !existsSync(join(DIST, 'tsflanneld'))) {
+    if (build.status !== 0 || !['tsflannel', 'tsflanneld', 'tsflannel-forward'].every((b) => existsSync(join(DIST, b)))) {
       buildError = `dist/ could not be built (scripts/package.sh exit ${build.status}): ${(build.stderr || String(build.error ?? '')).trim().slice(-2000)}`;
       return;
     }
     root = mkdtempSync(join(tmpdir(), 'tsf-chroot-'));
     const binaries = ['tsflannel', 'tsflanneld'].map((b) => join(DIST, b));
     for (const b of binaries) copyFileSync(b, join(root, b.slice(DIST.length)));
+    // Static: it needs no library, so it stays out of the copied-libraries list.
+    copyFileSync(join(DIST, 'tsflannel-forward'), join(root, 'tsflannel-forward'));
     const embedded = [join(REPO, 'native/build/libtsfnl.so')];
     for (const lib of sharedLibraries([...binaries, ...embedded])) {
       mkdirSync(join(root, dirname(lib)), { recursive: true });
@@ -107,7 +109,7 @@ describe.skipIf(requireOrSkip('sea-chroot', { root: isRoot }))('single executabl
     if (buildError) skipOrFail(skip, 'sea-chroot', buildError);
   };
 
-  it('holds nothing but the two binaries, their libraries and the node state files', ({ skip }) => {
+  it('holds nothing but the three binaries, the SEAs\' libraries (the static forwarder needs none) and the node state files', ({ skip }) => {
     needsBuild(skip);
     const files: string[] = [];
     const walk = (dir: string) => {
@@ -118,7 +120,7 @@ describe.skipIf(requireOrSkip('sea-chroot', { root: isRoot }))('single executabl
     };
     walk(root);
     const libs = sharedLibraries(['tsflannel', 'tsflanneld'].map((b) => join(DIST, b)).concat(join(REPO, 'native/build/libtsfnl.so')));
-    expect(files.sort()).toEqual(['/tsflannel', '/tsflanneld', '/run/flannel/subnet.env', nsPath(pod), ...libs].sort());
+    expect(files.sort()).toEqual(['/tsflannel', '/tsflanneld', '/tsflannel-forward', '/run/flannel/subnet.env', nsPath(pod), ...libs].sort());
     expect(files.some((f) => /node$|node_modules|\.js$|\.cjs$/.test(f))).toBe(false);
   });
 
@@ -172,13 +174,15 @@ describe.skipIf(requireOrSkip('sea-chroot', { root: isRoot }))('single executabl
     expect(lstatSync(join(cache, key!, 'libtsfnl.so')).ino).toBe(inode);
   });
 
-  it('installs itself with `tsflannel install` (the init container path)', ({ skip }) => {
+  it('installs the forwarder beside it as tsflannel and itself as tsflannel-standalone with `tsflannel install` (the init container path)', ({ skip }) => {
     needsBuild(skip);
     const r = inChroot(['/tsflannel', 'install', '--cni-bin-dir', '/opt/cni/bin', '--cni-conf-dir', '/etc/cni/net.d'], {}, { nodeNs: node });
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const installed = readFileSync(join(root, 'opt/cni/bin/tsflannel'));
-    expect(installed.equals(readFileSync(join(DIST, 'tsflannel')))).toBe(true);
+    expect(installed.equals(readFileSync(join(DIST, 'tsflannel-forward')))).toBe(true);
+    const standalone = readFileSync(join(root, 'opt/cni/bin/tsflannel-standalone'));
+    expect(standalone.equals(readFileSync(join(DIST, 'tsflannel')))).toBe(true);
     const conflist = readFileSync(join(root, 'etc/cni/net.d/10-tsflannel.conflist'));
     expect(conflist.equals(readFileSync(join(REPO, 'conf/10-tsflannel.conflist')))).toBe(true);
   });

@@ -1,4 +1,6 @@
-// `tsflannel install` on temporary directories: the binary is replaced by
+// `tsflannel install` on temporary directories: the forwarder lands as
+// tsflannel and the standalone plugin beside it as tsflannel-standalone; a
+// binary is replaced by
 // rename (a process holding the old file keeps reading the old bytes), the
 // conflist is rewritten only when its bytes change, and what it writes is
 // conf/10-tsflannel.conflist, which both chained plugins accept.
@@ -7,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BINARY_NAME, CONFLIST_NAME, InstallError, defaultConflist, install, installIfMissing } from '../../src/cli/install.js';
+import { BINARY_NAME, CONFLIST_NAME, InstallError, STANDALONE_NAME, defaultConflist, install, installIfMissing } from '../../src/cli/install.js';
 import { main as cliMain } from '../../src/cli/main.js';
 import { SUPPORTED_VERSIONS } from '../../src/cni/versions.js';
 import { refPlugin } from '../helpers/reference.js';
@@ -16,12 +18,14 @@ import { skipOrFail } from '../helpers/require.js';
 const canonical = readFileSync(new URL('../../conf/10-tsflannel.conflist', import.meta.url));
 const roots: string[] = [];
 
-function tempRoot(): { root: string; bin: string; conf: string; src: string } {
+function tempRoot(): { root: string; bin: string; conf: string; src: string; fwd: string } {
   const root = mkdtempSync(join(tmpdir(), 'tsf-install-'));
   roots.push(root);
   const src = join(root, 'tsflannel-build');
-  writeFileSync(src, '#!/bin/sh\necho new\n');
-  return { root, bin: join(root, 'opt/cni/bin'), conf: join(root, 'etc/cni/net.d'), src };
+  writeFileSync(src, '#!/bin/sh\necho standalone\n');
+  const fwd = join(root, 'tsflannel-forward');
+  writeFileSync(fwd, '#!/bin/sh\necho new\n');
+  return { root, bin: join(root, 'opt/cni/bin'), conf: join(root, 'etc/cni/net.d'), src, fwd };
 }
 
 /** Nothing but the final names: no temporary file may be left behind. */
@@ -32,15 +36,18 @@ afterAll(() => {
 });
 
 describe('tsflannel install', () => {
-  it('writes the binary (0755) and conf/10-tsflannel.conflist into fresh dirs', () => {
+  it('writes the forwarder as tsflannel, the standalone as tsflannel-standalone (both 0755) and conf/10-tsflannel.conflist into fresh dirs', () => {
     const t = tempRoot();
-    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
     expect(r.binary).toEqual({ path: join(t.bin, BINARY_NAME), changed: true });
     expect(r.conflist).toEqual({ path: join(t.conf, CONFLIST_NAME), changed: true });
     expect(readFileSync(r.binary.path, 'utf8')).toBe('#!/bin/sh\necho new\n');
     expect(statSync(r.binary.path).mode & 0o777).toBe(0o755);
+    expect(r.standalone).toEqual({ path: join(t.bin, STANDALONE_NAME), changed: true });
+    expect(readFileSync(r.standalone.path, 'utf8')).toBe('#!/bin/sh\necho standalone\n');
+    expect(statSync(r.standalone.path).mode & 0o777).toBe(0o755);
     expect(readFileSync(r.conflist.path).equals(canonical)).toBe(true);
-    expect(entries(t.bin)).toEqual([BINARY_NAME]);
+    expect(entries(t.bin)).toEqual([BINARY_NAME, STANDALONE_NAME]);
     expect(entries(t.conf)).toEqual([CONFLIST_NAME]);
   });
 
@@ -53,7 +60,7 @@ describe('tsflannel install', () => {
     const oldInode = statSync(dest).ino;
     const fd = openSync(dest, 'r');
     try {
-      const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+      const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
       expect(r.binary.changed).toBe(true);
       expect(statSync(dest).ino).not.toBe(oldInode);
       expect(readFileSync(dest, 'utf8')).toBe('#!/bin/sh\necho new\n');
@@ -64,20 +71,21 @@ describe('tsflannel install', () => {
     } finally {
       closeSync(fd);
     }
-    expect(entries(t.bin)).toEqual([BINARY_NAME]);
+    expect(entries(t.bin)).toEqual([BINARY_NAME, STANDALONE_NAME]);
   });
 
   it('leaves an identical binary and an unchanged conflist alone (same inode, same mtime)', () => {
     const t = tempRoot();
-    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
     const bin = join(t.bin, BINARY_NAME);
     const conf = join(t.conf, CONFLIST_NAME);
     const past = new Date('2020-01-01T00:00:00Z');
     utimesSync(bin, past, past);
     utimesSync(conf, past, past);
     const before = [statSync(bin), statSync(conf)];
-    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
     expect(r.binary.changed).toBe(false);
+    expect(r.standalone.changed).toBe(false);
     expect(r.conflist.changed).toBe(false);
     const after = [statSync(bin), statSync(conf)];
     for (const i of [0, 1]) {
@@ -88,13 +96,13 @@ describe('tsflannel install', () => {
 
   it('rewrites the conflist when its content differs, atomically and byte for byte', () => {
     const t = tempRoot();
-    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
     const conf = join(t.conf, CONFLIST_NAME);
     const oldInode = statSync(conf).ino;
     const custom = join(t.root, 'custom.conflist');
     const text = canonical.toString('utf8').replace('"cni0"', '"cbr7"');
     writeFileSync(custom, text);
-    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, conflist: custom });
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, conflist: custom });
     expect(r.conflist.changed).toBe(true);
     expect(readFileSync(conf, 'utf8')).toBe(text);
     expect(statSync(conf).ino).not.toBe(oldInode);
@@ -103,20 +111,21 @@ describe('tsflannel install', () => {
 
   it('refuses a conflist that is not JSON or does not chain tsflannel, touching nothing', () => {
     const t = tempRoot();
-    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
     const conf = join(t.conf, CONFLIST_NAME);
     for (const bad of ['{"name": "x",', '{"name":"x","cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}', '[]']) {
       const file = join(t.root, 'bad.conflist');
       writeFileSync(file, bad);
-      expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, conflist: file })).toThrow(InstallError);
+      expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, conflist: file })).toThrow(InstallError);
       expect(readFileSync(conf).equals(canonical)).toBe(true);
     }
     expect(entries(t.conf)).toEqual([CONFLIST_NAME]);
   });
 
-  it('outside a single executable, asks for --source instead of copying node', () => {
+  it('outside a single executable, asks for --source and --forwarder instead of copying node', () => {
     const t = tempRoot();
     expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf })).toThrow(/--source/);
+    expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src })).toThrow(/--forwarder/);
     expect(existsSync(t.bin)).toBe(false);
     expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf, source: join(t.root, 'missing') })).toThrow(InstallError);
   });
@@ -129,7 +138,7 @@ describe('tsflannel install', () => {
     expect(first.changed).toBe(true);
     expect(statSync(first.path).mode & 0o777).toBe(0o755);
     writeFileSync(first.path, 'the node\'s own');
-    const second = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, extraPlugins: [portmap] });
+    const second = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [portmap] });
     expect(second.extraPlugins).toEqual([{ path: first.path, changed: false }]);
     expect(readFileSync(first.path, 'utf8')).toBe('the node\'s own');
   });
@@ -139,7 +148,7 @@ describe('tsflannel install', () => {
     mkdirSync(t.conf, { recursive: true });
     writeFileSync(join(t.conf, '05-other.conflist'), '{}');
     writeFileSync(join(t.conf, '99-late.conf'), '{}');
-    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src });
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
     expect(r.shadowedBy).toEqual(['05-other.conflist']);
   });
 });
@@ -180,8 +189,9 @@ describe('tsflannel CLI (yargs)', () => {
     const t = tempRoot();
     const custom = join(t.root, 'cm.conflist');
     writeFileSync(custom, canonical);
-    await cliMain(['install', '--cni-bin-dir', t.bin, '--cni-conf-dir', t.conf, '--conflist', custom, '--source', t.src]);
+    await cliMain(['install', '--cni-bin-dir', t.bin, '--cni-conf-dir', t.conf, '--conflist', custom, '--source', t.src, '--forwarder', t.fwd]);
     expect(process.exitCode ?? 0).toBe(0);
+    expect(out).toContain(`installed ${join(t.bin, STANDALONE_NAME)}`);
     expect(out).toContain(`installed ${join(t.bin, BINARY_NAME)}`);
     expect(out).toContain(`wrote ${join(t.conf, CONFLIST_NAME)}`);
     expect(readFileSync(join(t.conf, CONFLIST_NAME)).equals(canonical)).toBe(true);

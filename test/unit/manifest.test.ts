@@ -101,10 +101,12 @@ describe('conf/kube-tsflannel.yml', () => {
     it('is byte for byte the conflist `tsflannel install` writes by default and from the ConfigMap', () => {
       const fakeBinary = join(dir, 'tsflannel-src');
       writeFileSync(fakeBinary, '#!/bin/sh\n');
+      const forwarder = join(dir, 'tsflannel-forward');
+      writeFileSync(forwarder, '#!/bin/sh\n');
       const fromCm = join(dir, 'cni-conf.json');
       writeFileSync(fromCm, cm.data!['cni-conf.json']!);
-      const viaDefault = install({ cniBinDir: join(dir, 'a/bin'), cniConfDir: join(dir, 'a/net.d'), source: fakeBinary });
-      const viaConfigMap = install({ cniBinDir: join(dir, 'b/bin'), cniConfDir: join(dir, 'b/net.d'), source: fakeBinary, conflist: fromCm });
+      const viaDefault = install({ cniBinDir: join(dir, 'a/bin'), cniConfDir: join(dir, 'a/net.d'), source: fakeBinary, forwarder });
+      const viaConfigMap = install({ cniBinDir: join(dir, 'b/bin'), cniConfDir: join(dir, 'b/net.d'), source: fakeBinary, forwarder, conflist: fromCm });
       const written = readFileSync(viaDefault.conflist.path);
       expect(written.equals(readFileSync(viaConfigMap.conflist.path))).toBe(true);
       expect(written.equals(Buffer.from(cm.data!['cni-conf.json']!, 'utf8'))).toBe(true);
@@ -169,8 +171,24 @@ describe('conf/kube-tsflannel.yml', () => {
     }
   });
 
-  it('gives the agent NET_ADMIN and NET_RAW, not privileged, and schedules it on every node first', () => {
-    expect(agent.securityContext).toEqual({ privileged: false, capabilities: { add: ['NET_ADMIN', 'NET_RAW'] } });
+  it('shares the CNI socket, the pod netns dirs (HostToContainer), host PIDs and the IPAM store with the host', () => {
+    const opts = parseAgentOptions([...(agent.args ?? [])], { NODE_NAME: 'node-a' });
+    expect(source(agent, dirname(opts.cniSocket))).toEqual({ hostPath: '/run/tsflannel' });
+    expect(source(agent, '/var/lib/cni/networks')).toEqual({ hostPath: '/var/lib/cni/networks' });
+    for (const dir of ['/run/netns', '/var/run/netns']) {
+      expect(source(agent, `${dir}/cni-1234`)).toEqual({ hostPath: `${dir}/cni-1234` });
+      expect(agent.volumeMounts!.find((m) => m.mountPath === dir)!.mountPropagation).toBe('HostToContainer');
+    }
+    expect(pod.hostPID).toBe(true);
+    // Each of these mounts says in a comment why it exists.
+    for (const name of ['tsflannel-run', 'run-netns', 'cni-ipam']) {
+      const at = manifestText.indexOf(`- name: ${name}\n              mountPath`);
+      expect(manifestText.slice(Math.max(0, at - 300), at), name).toMatch(/# /);
+    }
+  });
+
+  it('runs the agent privileged (it enters pod netns and writes sysctls for the CNI calls it serves), and schedules it on every node first', () => {
+    expect(agent.securityContext).toEqual({ privileged: true });
     expect(pod.priorityClassName).toBe('system-node-critical');
     expect(pod.tolerations).toEqual(
       expect.arrayContaining([
@@ -194,7 +212,7 @@ describe('conf/kube-tsflannel.yml', () => {
 
   it('uses an image the Dockerfile builds, with both binaries and portmap where the manifest expects them', () => {
     const dockerfile = readFileSync(repo('Dockerfile'), 'utf8');
-    expect(dockerfile).toMatch(/COPY --from=build \/src\/dist\/tsflannel \/src\/dist\/tsflanneld \/usr\/local\/bin\//);
+    expect(dockerfile).toMatch(/COPY --from=build \/src\/dist\/tsflannel \/src\/dist\/tsflanneld \/src\/dist\/tsflannel-forward \/usr\/local\/bin\//);
     expect(dockerfile).toMatch(/ENTRYPOINT \["\/usr\/local\/bin\/tsflanneld"\]/);
     const cmd = [...(init.command ?? []), ...(init.args ?? [])];
     const plugin = cmd[cmd.indexOf('--with-plugin') + 1]!;

@@ -15,6 +15,7 @@ import { checkMtu, checkUnderlay, checkVxlanDevice } from './vxlan.js';
 import { checkWireguardDevice, checkWireguardPeers } from './wireguard.js';
 import { parseDump } from '../../daemon/backend/wireguard-peers.js';
 import { WIREGUARD_DEVICE } from '../../node/state.js';
+import { checkCniSocket, readCniSocket } from './cni-socket.js';
 
 export * from './types.js';
 
@@ -22,6 +23,7 @@ export * from './types.js';
 export function evaluate(inputs: DoctorInputs): CheckResult[] {
   const facts = deriveFacts(inputs);
   const rows = peerRows(inputs.state, facts);
+  const cniSocket = checkCniSocket(inputs.cniSocket);
   return [
     checkSubnetFile(inputs, facts),
     checkBridgeAddress(inputs),
@@ -40,6 +42,7 @@ export function evaluate(inputs: DoctorInputs): CheckResult[] {
     checkMasquerade(inputs, facts),
     checkIpamLeaks(inputs),
     checkIpamCapacity(inputs),
+    ...(cniSocket ? [cniSocket] : []),
   ];
 }
 
@@ -126,11 +129,12 @@ async function probeIptables(state: NodeState, facts: Facts, netns?: string): Pr
 
 export async function gatherInputs(opts: NodeToolOptions): Promise<DoctorInputs> {
   const snap = await snapshot(opts);
-  const [pings, iptables] = await Promise.all([
+  const [pings, iptables, cniSocket] = await Promise.all([
     pingAll(pingTargets(snap.rows), opts.netns),
     probeIptables(snap.state, snap.facts, opts.netns),
+    readCniSocket(opts.cniSocket),
   ]);
-  const inputs: DoctorInputs = { state: snap.state, view: snap.view, pings, iptables };
+  const inputs: DoctorInputs = { state: snap.state, view: snap.view, pings, iptables, cniSocket };
   // The pings made the handshakes: read them again to judge how fresh they are.
   if (snap.facts.backend.type === 'wireguard' && snap.state.wireguard?.device && !snap.state.wireguard.device.error) {
     const res = await run(netnsCommand(opts.netns, ['wg', 'show', WIREGUARD_DEVICE, 'dump']));

@@ -11,6 +11,7 @@ import { DEFAULT_DATA_DIR } from '../../ipam/index.js';
 import { DEFAULT_BRIDGE, DEFAULT_NETWORK_NAME } from '../../node/state.js';
 import { paintFor, type Paint } from './format.js';
 import { DEFAULT_TIMEOUT_MS, type LeaseSourceOptions } from './source.js';
+import { DEFAULT_CNI_SOCKET } from '../../daemon/cni-frame.js';
 
 export interface NodeToolOptions {
   netns?: string;
@@ -22,6 +23,8 @@ export interface NodeToolOptions {
   publicIP?: string;
   timeoutMs: number;
   json: boolean;
+  /** the agent's CNI socket (tsflanneld --cni-socket, the conflist's agentSocket) */
+  cniSocket: string;
 }
 
 export class NodeToolUsageError extends Error {
@@ -44,6 +47,7 @@ function nodeToolOptions<T>(y: Argv<T>) {
     .option('net-config-path', { type: 'string', default: '/etc/kube-flannel/net-conf.json', describe: 'net-conf.json (kube mode)' })
     .option('public-ip', { type: 'string', describe: 'the address this node\'s lease advertises, when tsflanneld runs with --public-ip' })
     .option('timeout', { type: 'number', default: DEFAULT_TIMEOUT_MS / 1000, describe: 'seconds to wait for etcd or the API server' })
+    .option('cni-socket', { type: 'string', default: DEFAULT_CNI_SOCKET, describe: 'the agent\'s CNI socket (tsflanneld --cni-socket)' })
     .option('json', { type: 'boolean', default: false, describe: 'print JSON for scripts' });
 }
 
@@ -104,6 +108,7 @@ export interface RawNodeToolArgs {
   'public-ip'?: string | undefined;
   timeout: number;
   json: boolean;
+  'cni-socket'?: string | undefined;
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
@@ -158,6 +163,7 @@ export function parseNodeToolArgs(args: RawNodeToolArgs, env: NodeJS.ProcessEnv 
     source,
     timeoutMs: Math.round(args.timeout * 1000),
     json: args.json,
+    cniSocket: args['cni-socket'] ?? DEFAULT_CNI_SOCKET,
   };
   if (args.netns) opts.netns = args.netns;
   if (args['public-ip']) opts.publicIP = args['public-ip'];

@@ -7,6 +7,7 @@ import { DEFAULT_VNI, DEFAULT_VXLAN_PORT } from '../../daemon/config.js';
 import { defaultRoute, linkByName, subnetOf, type NodeState } from '../../node/state.js';
 import type { ClusterView } from './source.js';
 import type { DumpPeer } from '../../daemon/backend/wireguard-peers.js';
+import type { CniSocketState } from './cni-socket.js';
 
 export const CHECK_IDS = [
   'subnet-file',
@@ -26,6 +27,7 @@ export const CHECK_IDS = [
   'masquerade',
   'ipam-leaks',
   'ipam-capacity',
+  'cni-socket',
 ] as const;
 
 export type CheckId = (typeof CHECK_IDS)[number];
@@ -71,6 +73,8 @@ export interface DoctorInputs {
   iptables: IptablesProbe;
   /** wireguard: flannel-wg's peers read again after the pings, with the time (unix s) */
   wireguardProbe?: { at: number; peers: DumpPeer[] };
+  /** the agent's CNI socket; absent = not looked at */
+  cniSocket?: CniSocketState;
 }
 
 export interface Facts {

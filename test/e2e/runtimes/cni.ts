@@ -1,21 +1,26 @@
-// CNI plugin and config dirs for a runtime under test: a bin dir holding
-// `tsflannel` (a symlink to bin/tsflannel; Node resolves the real path) and
-// copies of Debian's portmap, loopback, bridge and host-local (copies, so the
-// dir still works when bind-mounted over /usr/lib/cni), and conflists for
-// tsflannel and for the reference bridge chain.
+// CNI plugin and config dirs for a runtime under test: a bin dir laid out as
+// `tsflannel install` lays it out (the forwarder as `tsflannel`, the
+// standalone plugin beside it as `tsflannel-standalone`, here a symlink to
+// bin/tsflannel; Node resolves the real path) with copies of Debian's
+// portmap, loopback, bridge and host-local (copies, so the dir still works
+// when bind-mounted over /usr/lib/cni), and conflists for tsflannel and for
+// the reference bridge chain.
 import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CNI_REF_DIR } from '../../helpers/reference.js';
 
 export const PLUGIN_BIN = fileURLToPath(new URL('../../../bin/tsflannel', import.meta.url));
+export const FORWARDER_BIN = fileURLToPath(new URL('../../../native/build/tsflannel-forward', import.meta.url));
 export const REFERENCE_DIR = CNI_REF_DIR;
 const REFERENCE_PLUGINS = ['portmap', 'loopback', 'bridge', 'host-local'];
 
 /** Creates `dir` with the plugins a runtime needs; returns it. */
 export function makeBinDir(dir: string): string {
   mkdirSync(dir, { recursive: true });
-  symlinkSync(PLUGIN_BIN, join(dir, 'tsflannel'));
+  // A copy: the forwarder finds the standalone beside its own real path.
+  copyFileSync(FORWARDER_BIN, join(dir, 'tsflannel'));
+  symlinkSync(PLUGIN_BIN, join(dir, 'tsflannel-standalone'));
   for (const p of REFERENCE_PLUGINS) copyFileSync(join(REFERENCE_DIR, p), join(dir, p));
   return dir;
 }
@@ -26,11 +31,13 @@ export interface TsflannelNet {
   dataDir: string;
   /** chain portmap with capabilities.portMappings (default true) */
   portmap?: boolean;
+  /** the node agent's CNI socket */
+  agentSocket: string;
 }
 
 /** A conflist: tsflannel, then portmap for hostPort mappings. */
 export function tsflannelConflist(net: TsflannelNet): object {
-  const plugins: object[] = [{ type: 'tsflannel', subnetFile: net.subnetFile, dataDir: net.dataDir }];
+  const plugins: object[] = [{ type: 'tsflannel', subnetFile: net.subnetFile, dataDir: net.dataDir, agentSocket: net.agentSocket }];
   if (net.portmap !== false) plugins.push({ type: 'portmap', capabilities: { portMappings: true } });
   return { cniVersion: '1.0.0', name: net.name, plugins };
 }

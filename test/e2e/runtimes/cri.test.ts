@@ -11,9 +11,9 @@ import type { Cluster } from '../../../src/demo/cluster.js';
 import { makeBinDir } from './cni.js';
 import { Containerd } from './containerd.js';
 import type { CriClient, PodSandboxConfig } from './cri-client.js';
-import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, mustSkip, vethsIn } from './host.js';
+import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, mustSkip, eventually, vethsIn } from './host.js';
 import { buildImages, PAUSE_IMAGE, SHELL_IMAGE } from './images.js';
-import { both, Cleanup, httpGetFrom, inSubnet, newCluster, nodeNet, suiteDir, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
+import { agentCalls, both, Cleanup, httpGetFrom, inSubnet, newCluster, nodeNet, RUNTIME_PATHS, suiteDir, suitePrefix, takePath, vxlanTxPackets, type NodeNet } from './suite.js';
 
 const skip = mustSkip('cri', ['containerd', 'ctr', 'runc', 'buildah', 'busybox', 'nsenter', 'iptables-save']);
 const HOST_PORT = 18080;
@@ -32,7 +32,7 @@ interface Pod {
   netns: string;
 }
 
-describe.skipIf(skip)('tsflannel under containerd CRI (the kubelet path), two nodes', () => {
+describe.skipIf(skip).each(RUNTIME_PATHS)('tsflannel under containerd CRI (the kubelet path), two nodes: $name', (path) => {
   const prefix = suitePrefix('cri');
   const cgroupParent = `/${prefix}`;
   const cleanup = new Cleanup();
@@ -92,6 +92,7 @@ describe.skipIf(skip)('tsflannel under containerd CRI (the kubelet path), two no
     });
     const [images] = await both(buildImages(join(work.dir, 'images')), cluster.start());
     const binDir = makeBinDir(join(work.dir, 'cni-bin'));
+    await takePath(cluster, path, ['n1', 'n2']);
     for (const name of ['n1', 'n2']) {
       const net = nodeNet(cluster, name);
       const containerd = await Containerd.start({
@@ -190,4 +191,13 @@ describe.skipIf(skip)('tsflannel under containerd CRI (the kubelet path), two no
     // the pod from the earlier tests still has its lease, and nothing else does
     expect(before).toEqual([podB.ip]);
   }, 180_000);
+  it(`took the path it names (${path.name})`, async () => {
+    if (path.agent) {
+      // The agent writes its counters at most once a second.
+      await eventually('the agent counted the runtime\'s calls', 5_000, () =>
+        (agentCalls(cluster, 'n1').ADD?.ok ?? 0) > 0 && (agentCalls(cluster, 'n2').ADD?.ok ?? 0) > 0);
+    } else {
+      for (const n of ['n1', 'n2']) expect(agentCalls(cluster, n).ADD?.ok ?? 0, n).toBe(0);
+    }
+  });
 });

@@ -10,7 +10,7 @@ import { makeBinDir } from './cni.js';
 import { Containerd } from './containerd.js';
 import { eventually, leaseFiles, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, mustSkip, vethsIn, type RunResult } from './host.js';
 import { buildImages, PAUSE_IMAGE, SHELL_IMAGE } from './images.js';
-import { both, Cleanup, inSubnet, newCluster, nodeNet, suiteDir, suitePrefix, type NodeNet } from './suite.js';
+import { agentCalls, both, Cleanup, inSubnet, newCluster, nodeNet, RUNTIME_PATHS, suiteDir, suitePrefix, takePath, type NodeNet } from './suite.js';
 
 // ctr's CNI dirs are fixed paths; the test shadows them, so they must exist to be mount points.
 const fixedDirs = ['/etc/cni/net.d', '/usr/lib/cni'].filter((d) => !existsSync(d));
@@ -18,7 +18,7 @@ const skip = mustSkip('ctr', ['containerd', 'ctr', 'runc', 'buildah', 'busybox',
   "ctr's fixed CNI dirs /etc/cni/net.d and /usr/lib/cni (shadowed by the test)": fixedDirs.length === 0,
 });
 
-describe.skipIf(skip)('tsflannel under ctr run --cni', () => {
+describe.skipIf(skip).each(RUNTIME_PATHS)('tsflannel under ctr run --cni: $name', (path) => {
   const prefix = suitePrefix('ctr');
   const cgroupParent = `/${prefix}`;
   const cleanup = new Cleanup();
@@ -43,6 +43,7 @@ describe.skipIf(skip)('tsflannel under ctr run --cni', () => {
     cleanup.add('libcni cache entries', () => removeCniCache([prefix]));
     const [images] = await both(buildImages(join(work.dir, 'images')), cluster.start());
     net = nodeNet(cluster, 'n1', { portmap: false });
+    await takePath(cluster, path, ['n1']);
     binDir = makeBinDir(join(work.dir, 'cni-bin'));
     containerd = await Containerd.start({
       dir: join(work.dir, 'containerd'), netns: net.node.nsPath, binDir, confDir: net.confDir, sandboxImage: PAUSE_IMAGE,
@@ -88,5 +89,14 @@ describe.skipIf(skip)('tsflannel under ctr run --cni', () => {
   it('leaves the machine\'s CNI dirs as they were (the test\'s dirs were only mounted over them)', () => {
     expect(listing()).toEqual(listingBefore);
     expect(existsSync('/usr/lib/cni/tsflannel')).toBe(false);
+  });
+  it(`took the path it names (${path.name})`, async () => {
+    if (path.agent) {
+      // The agent writes its counters at most once a second.
+      await eventually('the agent counted the runtime\'s calls', 5_000, () =>
+        (agentCalls(cluster, 'n1').ADD?.ok ?? 0) > 0);
+    } else {
+      for (const n of ['n1']) expect(agentCalls(cluster, n).ADD?.ok ?? 0, n).toBe(0);
+    }
   });
 });

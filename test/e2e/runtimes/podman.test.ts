@@ -7,10 +7,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Cluster, Pod } from '../../../src/demo/cluster.js';
 import { makeBinDir } from './cni.js';
-import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCniCache, removeNetnsFile, mustSkip, vethsIn } from './host.js';
+import { cniCacheEntries, leaseFiles, natRules, registerMachineDirs, releaseMachineDirs, removeCniCache, removeNetnsFile, mustSkip, eventually, vethsIn } from './host.js';
 import { buildRootfs } from './images.js';
 import { Podman } from './podman.js';
-import { Cleanup, httpGetFrom, inSubnet, NETWORK, newCluster, nodeNet, suiteDir, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
+import { agentCalls, Cleanup, httpGetFrom, inSubnet, NETWORK, newCluster, nodeNet, RUNTIME_PATHS, suiteDir, suitePrefix, takePath, vxlanTxPackets, type NodeNet } from './suite.js';
 
 const skip = mustSkip('podman', ['podman', 'runc', 'conmon', 'busybox', 'nsenter', 'iptables-save']);
 const HOST_PORT = 18081;
@@ -20,7 +20,7 @@ interface NetworkSettings {
   Networks: Record<string, { IPAddress: string; Gateway: string; IPPrefixLen: number }>;
 }
 
-describe.skipIf(skip)('tsflannel as a podman network (CNI backend)', () => {
+describe.skipIf(skip).each(RUNTIME_PATHS)('tsflannel as a podman network (CNI backend): $name', (path) => {
   const prefix = suitePrefix('pod');
   const cleanup = new Cleanup();
   const netnsFiles: string[] = [];
@@ -45,6 +45,7 @@ describe.skipIf(skip)('tsflannel as a podman network (CNI backend)', () => {
     rootfs = buildRootfs(join(work.dir, 'rootfs'));
     net1 = nodeNet(cluster, 'n1');
     net2 = nodeNet(cluster, 'n2');
+    await takePath(cluster, path, ['n1', 'n2']);
     target = await cluster.addPod('n2', 'target');
     podman = new Podman({
       dir: join(work.dir, 'podman'), netns: net1.node.nsPath,
@@ -108,5 +109,14 @@ describe.skipIf(skip)('tsflannel as a podman network (CNI backend)', () => {
     expect(nat).not.toContain(containerId);
     expect(existsSync(settings.SandboxKey)).toBe(false);
     expect(cniCacheEntries(containerId)).toEqual([]);
+  });
+  it(`took the path it names (${path.name})`, async () => {
+    if (path.agent) {
+      // The agent writes its counters at most once a second.
+      await eventually('the agent counted the runtime\'s calls', 5_000, () =>
+        (agentCalls(cluster, 'n1').ADD?.ok ?? 0) > 0);
+    } else {
+      for (const n of ['n1']) expect(agentCalls(cluster, n).ADD?.ok ?? 0, n).toBe(0);
+    }
   });
 });

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Cluster } from '../../../src/demo/cluster.js';
 import type { ClusterNode, NodeSpec } from '../../../src/demo/topology.js';
 import { makeConfDir, tsflannelConflist } from './cni.js';
+import { statsFilePath } from '../../../src/daemon/cni-server.js';
 import { unmountUnder } from './host.js';
 
 export interface NodeNet {
@@ -22,6 +23,45 @@ export interface NodeNet {
   /** host-local store of the network: one file per leased IP */
   leaseDir: string;
   confDir: string;
+}
+
+/**
+ * The two paths a runtime's call to /opt/cni/bin/tsflannel (the forwarder)
+ * can take; every runtime suite runs once on each, with the same assertions.
+ */
+export interface RuntimePath {
+  name: string;
+  /** false: the nodes' agents are SIGKILLed after start-up (routes and subnet files stay), so the forwarder falls back */
+  agent: boolean;
+}
+
+export const RUNTIME_PATHS: RuntimePath[] = [
+  { name: 'forwarder, agent serving', agent: true },
+  { name: 'forwarder, agent stopped (fallback)', agent: false },
+];
+
+/** Puts the nodes on `path`: with the agent stopped, calls run the standalone plugin. */
+export async function takePath(cluster: Cluster, path: RuntimePath, nodes: string[]): Promise<void> {
+  if (path.agent) return;
+  // Routes stay when an agent dies, but only those it already programmed:
+  // wait until every node routes to every other one.
+  const deadline = Date.now() + 30_000;
+  const routed = (n: string) =>
+    execFileSync('ip', ['-n', cluster.node(n).ns, 'route', 'show', 'dev', 'flannel.1'], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).length;
+  while (!nodes.every((n) => routed(n) >= nodes.length - 1)) {
+    if (Date.now() > deadline) throw new Error('the nodes did not program routes to each other within 30 s');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  for (const n of nodes) await cluster.stopAgent(n, 'SIGKILL');
+}
+
+/** CNI calls the node's agent served, per command (its stats file, written at most once a second). */
+export function agentCalls(cluster: Cluster, node: string): Record<string, { ok: number; error: number }> {
+  try {
+    return (JSON.parse(readFileSync(statsFilePath(cluster.cniSocket(node)), 'utf8')) as { calls: Record<string, { ok: number; error: number }> }).calls;
+  } catch {
+    return {};
+  }
 }
 
 export function suitePrefix(tag: string): string {
@@ -61,7 +101,8 @@ export function nodeNet(cluster: Cluster, name: string, opts: { portmap?: boolea
   const subnet = /FLANNEL_SUBNET=(\S+)/.exec(env)?.[1];
   if (!subnet) throw new Error(`no FLANNEL_SUBNET in ${subnetFile}`);
   const dataDir = join(cluster.nodeDir(name), 'networks');
-  const confDir = makeConfDir(join(cluster.nodeDir(name), 'net.d'), tsflannelConflist({ name: network, subnetFile, dataDir, portmap: opts.portmap }));
+  const agentSocket = cluster.cniSocket(name);
+  const confDir = makeConfDir(join(cluster.nodeDir(name), 'net.d'), tsflannelConflist({ name: network, subnetFile, dataDir, portmap: opts.portmap, agentSocket }));
   return {
     node: cluster.node(name), subnet, gateway: subnet.split('/')[0], subnetFile, dataDir, leaseDir: join(dataDir, network), confDir,
   };

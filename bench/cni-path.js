@@ -1,0 +1,300 @@
+// The two CNI paths of tsflannel against the reference chain Debian ships
+// (/usr/lib/cni/bridge delegating to host-local), in one interleaved run:
+//
+//   agent       the static forwarder (what `tsflannel install` puts in
+//               /opt/cni/bin) handing each call to tsflanneld's CNI socket
+//   reference   /usr/lib/cni/bridge + host-local
+//   standalone  the forwarder finding no agent and exec'ing the standalone
+//               plugin (the fallback a node takes while its agent restarts)
+//
+// Every call is a process exec'd by a driver inside one node netns with only
+// PATH and CNI_* (plus TSFLANNEL_STANDALONE) in its environment, spawn to
+// exit. CPU per call is the called process tree's (the driver's cutime +
+// cstime) plus, on the agent path, the agent's share: the growth of its
+// utime + stime (/proc/<pid>/stat, all threads) over the batch, divided by
+// the agent calls in it. The contenders alternate within each batch
+// (A R S, S R A, ...), and the concurrent runs go in A R S S R A blocks.
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describeFailure, pluginJob } from './lib/cni.js';
+import { agentCommand, startCniAgent } from './lib/cni-agent.js';
+import { addNetns, delNetns, nsPath, PREFIX, tempDir } from './lib/netns.js';
+import { startNsDriver } from './lib/ns-driver.js';
+import { ratio, summarize } from './lib/stats.js';
+
+const REF_BIN = '/usr/lib/cni/bridge';
+const CNI_PATH = '/usr/lib/cni';
+const CALLERS = 10;
+/** tsflanneld's --cni-workers default; TSFLANNEL_BENCH_CNI_WORKERS overrides it here. */
+const DEFAULT_WORKERS = 4;
+const TICK_MS = 10; // USER_HZ = 100 on Linux
+
+const FULL = { seq: 30, conc: 60, version: 30 };
+const QUICK = { seq: 8, conc: 20, version: 8 };
+
+const TARGETS = {
+  median: 0.6,
+  p95: 1.0,
+  cpu: 0.5,
+  throughput: 1.5,
+  standalone: 3.0,
+};
+
+/** The shipped binaries when packaged, else the repository's builds. */
+function binaries(repoRoot) {
+  const pick = (...candidates) => candidates.find((p) => existsSync(p));
+  const forwarder = pick(join(repoRoot, 'dist', 'tsflannel-forward'), join(repoRoot, 'native', 'build', 'tsflannel-forward'));
+  const standalone = pick(join(repoRoot, 'dist', 'tsflannel'), join(repoRoot, 'bin', 'tsflannel'));
+  const agent = agentCommand(repoRoot);
+  if (!forwarder) throw new Error('no forwarder (run scripts/setup.sh, which runs scripts/build-forward.sh)');
+  return { forwarder, standalone, agent };
+}
+
+function agentCpuTicks(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
+}
+
+function contenders(bins, dir) {
+  const subnetFile = join(dir, 'subnet.env');
+  writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+  const tsfConf = (agentSocket) => ({
+    cniVersion: '1.0.0', name: `${PREFIX}-tsf`, type: 'tsflannel', subnetFile, dataDir: join(dir, 'tsf-ipam'), agentSocket,
+  });
+  const extraEnv = { TSFLANNEL_STANDALONE: bins.standalone };
+  const socket = join(dir, 'run', 'cni.sock');
+  return {
+    socket,
+    list: [
+      { key: 'A', label: 'agent', bin: bins.forwarder, conf: tsfConf(socket), extraEnv, subnetPrefix: '10.244.1.', forwards: true },
+      {
+        key: 'R',
+        label: 'reference',
+        bin: REF_BIN,
+        extraEnv: {},
+        conf: {
+          cniVersion: '1.0.0', name: `${PREFIX}-ref`, type: 'bridge', bridge: 'refbr0', isGateway: true, isDefaultGateway: true,
+          hairpinMode: true, mtu: 1450,
+          ipam: { type: 'host-local', ranges: [[{ subnet: '10.244.2.0/24' }]], routes: [{ dst: '10.244.0.0/16' }], dataDir: join(dir, 'ref-ipam') },
+        },
+        subnetPrefix: '10.244.2.',
+      },
+      // Shares the agent's bridge, subnet and store: a socket path nobody serves.
+      { key: 'S', label: 'standalone', bin: bins.forwarder, conf: tsfConf(join(dir, 'no-agent', 'cni.sock')), extraEnv, subnetPrefix: '10.244.1.', fallsBack: true },
+    ],
+  };
+}
+
+const podOf = (c, label) => ({ label: `${c.key.toLowerCase()}-${label}`, id: `${PREFIX}-${c.key.toLowerCase()}-${label}` });
+
+function job(c, command, pod) {
+  const j = pluginJob(c.bin, { command, containerId: pod.id, netns: nsPath(pod.ns), ifname: 'eth0', path: CNI_PATH }, c.conf);
+  j.env = { ...j.env, ...c.extraEnv };
+  return j;
+}
+
+function versionJob(c) {
+  const j = pluginJob(c.bin, { command: 'VERSION', netns: 'dummy', ifname: 'dummy', path: 'dummy' }, '{"cniVersion":"1.0.0"}');
+  j.env = { ...j.env, ...c.extraEnv };
+  return j;
+}
+
+/** A batch over failed calls, or over calls that took the wrong path, means nothing. */
+function requireOk(what, c, results, isAdd) {
+  const bad = [];
+  results.forEach((r, i) => {
+    let complaint = r.code !== 0 ? describeFailure(r) : undefined;
+    if (!complaint && c.forwards && r.stderr.includes('running standalone')) complaint = `fell back: ${r.stderr.trim()}`;
+    if (!complaint && c.fallsBack && isAdd && !r.stderr.includes('running standalone')) complaint = 'did not take the standalone path';
+    if (!complaint && isAdd) {
+      const ip = JSON.parse(r.stdout).ips?.[0]?.address ?? '';
+      if (!ip.startsWith(c.subnetPrefix)) complaint = `unexpected address "${ip}"`;
+    }
+    if (complaint) bad.push(`#${i}: ${complaint}`);
+  });
+  if (bad.length) throw new Error(`${what} ${c.label}: ${bad.length}/${results.length} failed; ${bad.slice(0, 3).join('; ')}`);
+}
+
+/** All contenders in one batch, one caller, order rotating per round; agent CPU measured around it. */
+async function sequential(driver, cs, agentPid, jobFor, n) {
+  const order = [];
+  for (let i = 0; i < n; i++) for (const c of i % 2 === 0 ? cs : [...cs].reverse()) order.push({ c, i });
+  const before = agentCpuTicks(agentPid);
+  const { results } = await driver.run(order.map(({ c, i }) => jobFor(c, i)), 1);
+  const agentMs = (agentCpuTicks(agentPid) - before) * TICK_MS;
+  const by = Object.fromEntries(cs.map((c) => [c.key, { results: [], cpuMs: 0 }]));
+  order.forEach(({ c }, k) => {
+    by[c.key].results.push(results[k]);
+    by[c.key].cpuMs += results[k].cpuMs ?? NaN;
+  });
+  by.A.cpuMs += agentMs;
+  return by;
+}
+
+/** `n` calls per contender with CALLERS callers, in A R S S R A blocks of n/2. */
+async function concurrent(driver, cs, agentPid, jobFor, n) {
+  const half = Math.ceil(n / 2);
+  const blocks = [...cs.map((c) => [c, 0, half]), ...[...cs].reverse().map((c) => [c, half, n])];
+  const out = Object.fromEntries(cs.map((c) => [c.key, { results: [], wallMs: 0, cpuMs: 0 }]));
+  for (const [c, from, to] of blocks) {
+    const jobs = [];
+    for (let i = from; i < to; i++) jobs.push(jobFor(c, i));
+    const before = agentCpuTicks(agentPid);
+    const { results, wallMs, cpuMs } = await driver.run(jobs, CALLERS);
+    const agentMs = (agentCpuTicks(agentPid) - before) * TICK_MS;
+    out[c.key].results.push(...results);
+    out[c.key].wallMs += wallMs;
+    // The agent's CPU counts only for calls it served; in other blocks it idles.
+    out[c.key].cpuMs += cpuMs + (c.key === 'A' ? agentMs : 0);
+  }
+  return out;
+}
+
+const ms = (rs) => rs.map((r) => r.ms);
+const yes = (ok) => (ok ? 'yes' : 'NO');
+
+function latencyRow(name, by) {
+  const s = Object.fromEntries(Object.entries(by).map(([k, v]) => [k, summarize(ms(v.results))]));
+  return {
+    name,
+    n: s.A.n,
+    'agent median': s.A.median,
+    'agent p95': s.A.p95,
+    'ref median': s.R.median,
+    'ref p95': s.R.p95,
+    'standalone median': s.S.median,
+    'standalone p95': s.S.p95,
+    'agent/ref median': ratio(s.A.median, s.R.median),
+    'agent/ref p95': ratio(s.A.p95, s.R.p95),
+    'standalone/ref median': ratio(s.S.median, s.R.median),
+  };
+}
+
+function cpuRow(name, by) {
+  const per = (k) => by[k].cpuMs / by[k].results.length;
+  return {
+    name,
+    'agent path CPU/call': per('A'),
+    'ref CPU/call': per('R'),
+    'standalone CPU/call': per('S'),
+    'agent/ref': ratio(per('A'), per('R')),
+    'standalone/ref': ratio(per('S'), per('R')),
+  };
+}
+
+function leasesIn(dataDir, network) {
+  const d = join(dataDir, network);
+  return existsSync(d) ? readdirSync(d).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)) : [];
+}
+
+export async function run(ctx) {
+  const N = ctx.quick ? QUICK : FULL;
+  const started = Date.now();
+  for (const f of [REF_BIN, join(CNI_PATH, 'host-local')]) if (!existsSync(f)) throw new Error(`${f} is missing (run scripts/setup.sh)`);
+  const bins = binaries(ctx.repoRoot);
+  const dir = tempDir('cnipath');
+  const { socket, list: cs } = contenders(bins, dir);
+  const [nodeNs] = addNetns(['node'], { lo: true });
+  const pods = {};
+  const all = [];
+  for (const c of cs) {
+    pods[c.key] = { warm: podOf(c, 'warm'), seq: [], conc: [] };
+    for (let i = 0; i < N.seq; i++) pods[c.key].seq.push(podOf(c, `s${i}`));
+    for (let i = 0; i < N.conc; i++) pods[c.key].conc.push(podOf(c, `c${i}`));
+    all.push(pods[c.key].warm, ...pods[c.key].seq, ...pods[c.key].conc);
+  }
+  const podNs = addNetns(all.map((p) => p.label));
+  all.forEach((p, i) => (p.ns = podNs[i]));
+  ctx.log(`node netns ${nodeNs}, ${podNs.length} pod netns; agent ${bins.agent.join(' ')}, standalone ${bins.standalone}`);
+
+  const workers = Number(process.env.TSFLANNEL_BENCH_CNI_WORKERS || 0) || undefined;
+  const agent = await startCniAgent(bins.agent, nodeNs, socket, workers ?? DEFAULT_WORKERS);
+  const driver = startNsDriver(nodeNs);
+  try {
+    for (const c of cs) {
+      const { results: [a] } = await driver.run([job(c, 'ADD', pods[c.key].warm)]);
+      requireOk('warm-up ADD', c, [a], true);
+      const { results: [d] } = await driver.run([job(c, 'DEL', pods[c.key].warm)]);
+      requireOk('warm-up DEL', c, [d], false);
+    }
+
+    ctx.log(`VERSION ×${N.version}, sequential ADD/DEL ×${N.seq} per path`);
+    const ver = await sequential(driver, cs, agent.pid, (c) => versionJob(c), N.version);
+    const seqAdd = await sequential(driver, cs, agent.pid, (c, i) => job(c, 'ADD', pods[c.key].seq[i]), N.seq);
+    for (const c of cs) requireOk('sequential ADD', c, seqAdd[c.key].results, true);
+    const seqDel = await sequential(driver, cs, agent.pid, (c, i) => job(c, 'DEL', pods[c.key].seq[i]), N.seq);
+    for (const c of cs) requireOk('sequential DEL', c, seqDel[c.key].results, false);
+
+    ctx.log(`${CALLERS} concurrent callers, ADD/DEL ×${N.conc} per path`);
+    const concAdd = await concurrent(driver, cs, agent.pid, (c, i) => job(c, 'ADD', pods[c.key].conc[i]), N.conc);
+    for (const c of cs) requireOk('concurrent ADD', c, concAdd[c.key].results, true);
+    const tsfIps = ['A', 'S'].flatMap((k) => concAdd[k].results.map((r) => JSON.parse(r.stdout).ips[0].address));
+    if (new Set(tsfIps).size !== tsfIps.length) throw new Error('an address was handed out twice across the agent and standalone paths');
+    const concDel = await concurrent(driver, cs, agent.pid, (c, i) => job(c, 'DEL', pods[c.key].conc[i]), N.conc);
+    for (const c of cs) requireOk('concurrent DEL', c, concDel[c.key].results, false);
+
+    const left = [...leasesIn(join(dir, 'tsf-ipam'), `${PREFIX}-tsf`), ...leasesIn(join(dir, 'ref-ipam'), `${PREFIX}-ref`)];
+    if (left.length) throw new Error(`leases left after DEL: ${left}`);
+
+    const latency = [
+      latencyRow('VERSION, sequential', ver),
+      latencyRow('ADD, sequential', seqAdd),
+      latencyRow('DEL, sequential', seqDel),
+      latencyRow(`ADD, ${CALLERS} concurrent callers`, concAdd),
+      latencyRow(`DEL, ${CALLERS} concurrent callers`, concDel),
+    ];
+    const cpu = [cpuRow('ADD, sequential', seqAdd), cpuRow('DEL, sequential', seqDel), cpuRow(`ADD, ${CALLERS} callers`, concAdd), cpuRow(`DEL, ${CALLERS} callers`, concDel)];
+    const tput = (x) => (x.results.length / x.wallMs) * 1000;
+    const throughput = ['ADD', 'DEL'].map((op) => {
+      const by = op === 'ADD' ? concAdd : concDel;
+      return {
+        name: `${op}, ${CALLERS} callers (ops/s)`,
+        agent: tput(by.A),
+        ref: tput(by.R),
+        standalone: tput(by.S),
+        'agent/ref': ratio(tput(by.A), tput(by.R)),
+        'standalone/ref': ratio(tput(by.S), tput(by.R)),
+      };
+    });
+
+    const targets = [];
+    const target = (name, want, got, ok) => targets.push({ name, target: want, measured: got, met: yes(ok) });
+    for (const [row, op] of [[latency[1], 'ADD'], [latency[2], 'DEL']]) {
+      target(`${op} median agent/ref`, `≤ ${TARGETS.median}`, row['agent/ref median'], row['agent/ref median'] <= TARGETS.median);
+      target(`${op} p95 agent/ref`, `≤ ${TARGETS.p95}`, row['agent/ref p95'], row['agent/ref p95'] <= TARGETS.p95);
+      target(`${op} median standalone/ref`, `≤ ${TARGETS.standalone}`, row['standalone/ref median'], row['standalone/ref median'] <= TARGETS.standalone);
+    }
+    for (const row of cpu.slice(0, 2)) target(`CPU/call agent/ref, ${row.name}`, `≤ ${TARGETS.cpu}`, row['agent/ref'], row['agent/ref'] <= TARGETS.cpu);
+    for (const row of throughput) target(`throughput agent/ref, ${row.name}`, `≥ ${TARGETS.throughput}`, row['agent/ref'], row['agent/ref'] >= TARGETS.throughput);
+
+    return [
+      {
+        title: 'CNI paths: latency (ms, spawn to exit): agent-served vs bridge+host-local vs standalone fallback',
+        rows: latency,
+        notes: [
+          `One node netns; bridges cni0 (tsflannel, 10.244.1.0/24, shared by the agent and standalone paths and their one host-local store) and refbr0 (reference, 10.244.2.0/24), both MTU 1450, hairpin, default gateway; both exist before timing (one untimed warm-up ADD/DEL per path).`,
+          `agent = ${bins.forwarder} → ${bins.agent.join(' ')} --cni-only (${workers ?? DEFAULT_WORKERS} CNI worker threads); standalone = the same forwarder with agentSocket naming an unserved path, exec'ing ${bins.standalone}.`,
+          `Sequential: ${N.seq} ADDs then ${N.seq} DELs per path, rotating order (A R S, S R A). Concurrent: ${N.conc} per path with ${CALLERS} callers in A R S S R A blocks. Every call checked: exit 0, address in its subnet, the path it was meant to take; no address twice; no lease left.`,
+        ],
+      },
+      {
+        title: 'CNI paths: CPU per call (ms, user+system)',
+        rows: cpu,
+        notes: [
+          'Called process tree from the driver\'s cutime+cstime (10 ms ticks summed over the batch); the agent path adds the agent\'s own utime+stime growth over the batch (/proc/<pid>/stat, every thread) divided by its calls in that batch.',
+        ],
+      },
+      { title: `CNI paths: throughput (${CALLERS} concurrent callers)`, rows: throughput },
+      {
+        title: 'CNI paths: targets of issue 13',
+        rows: targets,
+        notes: [`Whole module took ${((Date.now() - started) / 1000).toFixed(0)} s.`],
+      },
+    ];
+  } finally {
+    await driver.close();
+    agent.stop();
+    delNetns([nodeNs, ...podNs]);
+  }
+}

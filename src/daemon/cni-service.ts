@@ -1,0 +1,58 @@
+// Wires the CNI socket server into the agent: the worker pool (started and
+// preloaded before the socket opens, so the first call pays no loading),
+// SO_PEERCRED from the netlink shim, and the agent's metrics.
+import type { Logger } from 'pino';
+import { peerCred, sysctlGet } from '../netlink/index.js';
+import { WorkerPool } from './cni-pool.js';
+import { CniServer, type CniServerMetrics } from './cni-server.js';
+import type { AgentMetrics } from './metrics.js';
+
+export interface CniService {
+  stop(): Promise<void>;
+}
+
+export interface CniServiceOptions {
+  path: string;
+  workers: number;
+  logger: Logger;
+  metrics: CniServerMetrics;
+  /** the agent's Prometheus metrics: each call's duration goes into its histogram */
+  observe?: AgentMetrics;
+}
+
+export async function startCniService(opts: CniServiceOptions): Promise<CniService> {
+  const log = opts.logger.child({ component: 'cni' });
+  const pool = new WorkerPool({ size: opts.workers, onWarning: (msg) => log.warn(msg) });
+  const { observe } = opts;
+  const server = new CniServer({
+    path: opts.path,
+    pool,
+    peerCred,
+    logger: log,
+    metrics: opts.metrics,
+    ...(observe ? { onCall: (command: string, ok: boolean, seconds: number) => observe.cniRequestDuration.observe({ command, result: ok ? 'success' : 'error' }, seconds) } : {}),
+  });
+  try {
+    // The SO_PEERCRED check runs on this thread: load koffi and the Go shim
+    // now, not on the first connection, where it would stall the loop.
+    sysctlGet('net.ipv4.ip_forward');
+    // Listen at once; the workers load the handler meanwhile (a call that
+    // comes first waits in its worker's queue). Not waiting for them keeps
+    // a restarting agent's lease renewal as quick as before the socket.
+    await server.start();
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+  const t0 = Date.now();
+  pool.ready().then(
+    () => log.info({ workers: opts.workers, ms: Date.now() - t0 }, 'CNI workers ready'),
+    (err: unknown) => log.error({ err }, 'a CNI worker failed to start'),
+  );
+  return {
+    async stop() {
+      await server.stop();
+      await pool.close();
+    },
+  };
+}

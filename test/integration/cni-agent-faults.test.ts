@@ -1,0 +1,138 @@
+// The agent-served path under faults: the agent SIGKILLed with ADDs in
+// flight (every call still ends, with a result or a CNI error; nothing is
+// leaked or held twice), and the agent-served plugin, the standalone plugin
+// and the reference host-local racing into one host-local store.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+import { callPlugin, PLUGIN_BIN, type CniOutcome } from '../helpers/plugin.js';
+import { FORWARDER_BIN, forwarderBuilt, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
+
+const HOST_LOCAL = '/usr/lib/cni/host-local';
+const FORWARD_DEADLINE_MS = 20_000;
+
+describe.skipIf(!isRoot || !forwarderBuilt)('agent-served CNI path under faults', () => {
+  let node = '';
+  let dir = '';
+  let socket = '';
+  let subnetFile = '';
+  let dataDir = '';
+  let agent: RunningAgent | undefined;
+  const netName = `tsffault${process.pid}`;
+  const conf = () => ({ cniVersion: '1.0.0', name: netName, type: 'tsflannel', subnetFile, dataDir, agentSocket: socket });
+  const forward = (command: string, id: string, netns: string): Promise<CniOutcome> =>
+    callPlugin({
+      nodeNs: node,
+      bin: FORWARDER_BIN,
+      command,
+      containerId: id,
+      netns,
+      ifname: 'eth0',
+      stdin: conf(),
+      extraEnv: { TSFLANNEL_STANDALONE: PLUGIN_BIN, TSFLANNEL_FORWARD_TIMEOUT_MS: String(FORWARD_DEADLINE_MS) },
+    });
+  /** ip → "containerId/ifname" of every lease in the store. */
+  const leaseOwners = (): Map<string, string> => {
+    const d = join(dataDir, netName);
+    const out = new Map<string, string>();
+    if (!existsSync(d)) return out;
+    for (const f of readdirSync(d).filter((n) => /^\d+\.\d+\.\d+\.\d+$/.test(n))) {
+      out.set(f, readFileSync(join(d, f), 'utf8').trim().split(/\r?\n/).join('/'));
+    }
+    return out;
+  };
+  const veths = () => ipJson<{ ifname: string }[]>(node, ['link', 'show', 'type', 'veth']).map((l) => l.ifname);
+  const ipOf = (r: CniOutcome) => (r.json?.ips as { address: string }[] | undefined)?.[0]?.address.split('/')[0];
+
+  beforeAll(() => {
+    node = addNetns('fnode');
+    dir = mkdtempSync(join(tmpdir(), 'tsf-faults-'));
+    socket = join(dir, 'run', 'cni.sock');
+    subnetFile = join(dir, 'subnet.env');
+    dataDir = join(dir, 'networks');
+    writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+  });
+  afterAll(async () => {
+    await agent?.stop('SIGKILL');
+    cleanupAll();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('SIGKILL of the agent with 20 ADDs in flight: each call ends with a result or a CNI error in time; no IP twice; DEL of all leaves nothing', async () => {
+    agent = await startCniAgent({ socket, nodeNs: node, workers: 2 });
+    const pods = Array.from({ length: 20 }, (_, i) => addNetns(`k${i}`));
+    const started = Date.now();
+    const calls = pods.map((p, i) => {
+      const t0 = Date.now();
+      return forward('ADD', `kill${i}`, nsPath(p)).then((r) => ({ r, ms: Date.now() - t0 }));
+    });
+    // Kill once the agent is at work: the first veth exists.
+    while (veths().length === 0 && Date.now() - started < 20_000) await new Promise((r) => setTimeout(r, 5));
+    await agent.stop('SIGKILL');
+    agent = undefined;
+    const outcomes = await Promise.all(calls);
+
+    for (const { r, ms } of outcomes) {
+      // A result, or a CNI error document: never a hang, never empty output.
+      expect(r.json, r.stdout + r.stderr).toBeDefined();
+      if (r.code === 0) expect(ipOf(r)).toMatch(/^10\.244\.5\.\d+$/);
+      else expect(typeof r.json?.code).toBe('number');
+      // The forwarder's deadline, plus the standalone run it may fall back to.
+      expect(ms).toBeLessThan(FORWARD_DEADLINE_MS + 60_000);
+    }
+    const fellBack = outcomes.filter(({ r }) => r.stderr.includes('running standalone')).length;
+    expect(fellBack, 'some calls must have been cut off by the kill').toBeGreaterThan(0);
+
+    const owners = leaseOwners();
+    const held = [...owners.values()];
+    expect(new Set(held).size, `leases: ${JSON.stringify([...owners])}`).toBe(held.length); // one IP per attachment
+    outcomes.forEach(({ r }, i) => {
+      if (r.code !== 0) return;
+      expect(owners.get(ipOf(r)!)).toBe(`kill${i}/eth0`);
+      expect(inNs(pods[i]!, 'ip', ['-4', 'addr', 'show', 'eth0'])).toContain(`inet ${ipOf(r)}/24`);
+    });
+    const ok = outcomes.filter(({ r }) => r.code === 0).map(({ r }) => ipOf(r));
+    expect(new Set(ok).size).toBe(ok.length);
+
+    const dels = await Promise.all(pods.map((p, i) => forward('DEL', `kill${i}`, nsPath(p))));
+    for (const d of dels) expect(d.code, d.stdout + d.stderr).toBe(0);
+    expect([...leaseOwners()]).toEqual([]);
+    expect(veths()).toEqual([]);
+  }, 240_000);
+
+  it.skipIf(!existsSync(HOST_LOCAL))('agent-served, standalone and the reference host-local race into one store: every IP once', async () => {
+    agent = await startCniAgent({ socket, nodeNs: node, workers: 2 });
+    const n = 12;
+    const served = Array.from({ length: n }, (_, i) => addNetns(`ra${i}`));
+    const alone = Array.from({ length: n }, (_, i) => addNetns(`rs${i}`));
+    const refConf = {
+      cniVersion: '1.0.0',
+      name: netName,
+      ipam: { type: 'host-local', dataDir, ranges: [[{ subnet: '10.244.5.0/24', gateway: '10.244.5.1' }]] },
+    };
+    const reference = (command: string, id: string) =>
+      callPlugin({ nodeNs: node, bin: HOST_LOCAL, command, containerId: id, netns: nsPath(node), ifname: 'eth0', stdin: refConf });
+    const results = await Promise.all([
+      ...served.map((p, i) => forward('ADD', `agent${i}`, nsPath(p))),
+      ...alone.map((p, i) => callPlugin({ nodeNs: node, command: 'ADD', containerId: `alone${i}`, netns: nsPath(p), ifname: 'eth0', stdin: conf() })),
+      ...Array.from({ length: n }, (_, i) => reference('ADD', `ref${i}`)),
+    ]);
+    for (const r of results) expect(r.code, r.stdout + r.stderr).toBe(0);
+    for (const r of results.slice(0, n)) expect(r.stderr).not.toContain('running standalone');
+    const ips = results.map(ipOf);
+    expect(new Set(ips).size).toBe(3 * n);
+    const owners = leaseOwners();
+    expect(owners.size).toBe(3 * n);
+    expect(new Set(owners.values()).size).toBe(3 * n);
+
+    await Promise.all([
+      ...served.map((p, i) => forward('DEL', `agent${i}`, nsPath(p))),
+      ...alone.map((p, i) => callPlugin({ nodeNs: node, command: 'DEL', containerId: `alone${i}`, netns: nsPath(p), ifname: 'eth0', stdin: conf() })),
+      ...Array.from({ length: n }, (_, i) => reference('DEL', `ref${i}`)),
+    ]);
+    expect([...leaseOwners()]).toEqual([]);
+    expect(veths()).toEqual([]);
+  }, 240_000);
+});
