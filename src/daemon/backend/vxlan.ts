@@ -16,6 +16,7 @@ import {
   planVxlan,
   type CurrentFdb,
   type CurrentNeigh,
+  type CurrentRoute,
   type Ipv4Cidr,
   type LeasePlan,
 } from './plan.js';
@@ -26,12 +27,15 @@ import {
   leaseError,
   netnsOpts,
   planContext,
-  readOwnedRoutes,
-  removeRoutes,
+  applyEntries,
+  ownedRoutes,
+  removal,
   requireCidr,
+  routeDelEntry,
+  routeReplaceEntry,
   silentLogger,
   SkipLog,
-  writeRoute,
+  type BatchOutcome,
   type RouteDevices,
 } from './common.js';
 
@@ -190,51 +194,64 @@ export class VxlanBackend implements Backend {
     this.configureDevice();
   }
 
-  private readNeighs(): CurrentNeigh[] {
-    const out: CurrentNeigh[] = [];
-    for (const n of nl.neighList({ ...this.nsOpts, dev: this.deviceName, family: 'inet' })) {
-      if (n.ip) out.push({ ip: n.ip, mac: n.mac, permanent: (n.state & nl.NudState.permanent) !== 0 });
+  /** The three tables this backend owns entries in, one dump each. */
+  private readState(devs: RouteDevices): { routes: CurrentRoute[]; neighs: CurrentNeigh[]; fdb: CurrentFdb[] } {
+    const state = nl.dumpTables({
+      ...this.nsOpts,
+      routeDevs: [this.deviceName, devs.underlay],
+      neighDev: this.deviceName,
+      fdbDev: this.deviceName,
+    });
+    const neighs: CurrentNeigh[] = [];
+    for (const n of state.neighs) {
+      if (n.ip) neighs.push({ ip: n.ip, mac: n.mac, permanent: (n.state & nl.NudState.permanent) !== 0 });
     }
-    return out;
+    return {
+      routes: ownedRoutes(state.routes, devs, this.network),
+      neighs,
+      fdb: state.fdb.map((e) => ({ mac: e.mac.toLowerCase(), dst: e.ip ?? '' })),
+    };
   }
 
-  private readFdb(): CurrentFdb[] {
-    return nl.fdbList(this.deviceName, this.nsOpts).map((e) => ({ mac: e.mac.toLowerCase(), dst: e.ip ?? '' }));
+  private devices(): RouteDevices {
+    return { overlay: this.deviceName, underlay: this.ext!.name };
   }
 
-  private apply(plans: LeasePlan[], report: ReconcileReport): void {
-    const ext = this.ext!;
-    const devs: RouteDevices = { overlay: this.deviceName, underlay: ext.name };
-    const routes = diffRoutes(
-      plans.map((p) => p.route),
-      [
-        ...readOwnedRoutes(this.deviceName, 'overlay', this.network, this.nsOpts),
-        ...readOwnedRoutes(ext.name, 'underlay', this.network, this.nsOpts),
-      ],
-    );
-    const neighs = diffNeighs(
-      plans.flatMap((p) => (p.neigh ? [p.neigh] : [])),
-      this.readNeighs(),
-    );
-    const fdb = diffFdb(
-      plans.flatMap((p) => (p.fdb ? [p.fdb] : [])),
-      this.readFdb(),
-    );
+  /**
+   * Exact pass: diff the plans against the kernel and write the difference
+   * in one batch. Departed peers first, routes before their neighbours, so no
+   * packet is sent towards a half-removed peer; FDB removals also make room
+   * for MACs that moved to another remote. Then per peer ARP, FDB, route, as
+   * flannel does (the kernel would ARP for the gateway if the route came
+   * first); a failing step stops that peer only, the next pass retries it.
+   */
+  private apply(plans: LeasePlan[], report: ReconcileReport): Set<LeasePlan> {
+    const devs = this.devices();
+    const cur = this.readState(devs);
+    const routes = diffRoutes(plans.map((p) => p.route), cur.routes);
+    const neighs = diffNeighs(plans.flatMap((p) => (p.neigh ? [p.neigh] : [])), cur.neighs);
+    const fdb = diffFdb(plans.flatMap((p) => (p.fdb ? [p.fdb] : [])), cur.fdb);
+    const failed = new Set<LeasePlan>();
     if (routes.write.length + routes.remove.length + neighs.write.length + neighs.remove.length + fdb.add.length + fdb.remove.length === 0) {
       report.programmed = plans.length;
-      return;
+      return failed;
     }
-
-    // Departed peers first, routes before their neighbours, so no packet is
-    // sent towards a half-removed peer; FDB removals also make room for MACs
-    // that moved to another remote.
-    removeRoutes(routes, devs, this.nsOpts, report);
-    this.removeNeighs(neighs.remove, report);
-    this.removeFdb(fdb.remove, fdb.moved, report);
+    const entries: nl.BatchEntry[] = [];
+    const outcomes: BatchOutcome[] = [];
+    const push = (e: nl.BatchEntry, o: BatchOutcome): void => {
+      entries.push(e);
+      outcomes.push(o);
+    };
+    for (const r of routes.remove) push(routeDelEntry(r, devs), removal(`route ${r.dst}${r.gw ? ` via ${r.gw}` : ''}`));
+    for (const n of neighs.remove) push({ kind: 'neigh.del', dev: this.deviceName, ip: n.ip }, removal(`neighbour ${n.ip}`));
+    for (const e of fdb.remove) {
+      push({ kind: 'fdb.del', dev: this.deviceName, mac: e.mac, dst: e.dst }, removal(`fdb ${e.mac} dst ${e.dst}`, !fdb.moved.has(e.mac)));
+    }
 
     const routeWrites = new Map(routes.write.map((w) => [w.route.dst, w]));
     const neighWrites = new Map(neighs.write.map((w) => [w.neigh.ip, w]));
     const fdbAdds = new Set(fdb.add.map((e) => `${e.mac} ${e.dst}`));
+    let group = 0;
     for (const p of plans) {
       const r = routeWrites.get(p.route.dst);
       const n = p.neigh ? neighWrites.get(p.neigh.ip) : undefined;
@@ -243,69 +260,41 @@ export class VxlanBackend implements Backend {
         report.programmed++;
         continue;
       }
-      this.programLease(p, { route: r, neigh: n, fdb: f, fdbMoved: f ? fdb.moved.has(f.mac) : false }, devs, report);
+      group++;
+      const steps: [nl.BatchEntry, string, boolean][] = [];
+      if (n && p.neigh) steps.push([{ kind: 'neigh.set', dev: this.deviceName, ip: p.neigh.ip, mac: p.neigh.mac, group }, 'neighbour', n.existed]);
+      if (f) steps.push([{ kind: 'fdb.append', dev: this.deviceName, mac: f.mac, dst: f.dst, group }, 'fdb', fdb.moved.has(f.mac)]);
+      if (r) steps.push([routeReplaceEntry(p.route, devs, group), 'route', r.existed]);
+      this.pushLease(p, steps, push, failed);
     }
+    applyEntries(entries, outcomes, this.nsOpts, report);
+    return failed;
   }
 
   /**
-   * ARP, then FDB, then the route, as flannel does: the kernel would ARP for
-   * the gateway if the route came first. A failing step stops this lease
-   * only; the next reconcile retries it.
+   * Queues one peer's steps; the peer counts as programmed when its last
+   * step succeeds, and its first failure is the one reported (the later
+   * steps of its group are skipped by the shim).
    */
-  private programLease(
+  private pushLease(
     p: LeasePlan,
-    w: {
-      route: { existed: boolean } | undefined;
-      neigh: { existed: boolean } | undefined;
-      fdb: { mac: string; dst: string } | undefined;
-      fdbMoved: boolean;
-    },
-    devs: RouteDevices,
-    report: ReconcileReport,
+    steps: [nl.BatchEntry, string, boolean][],
+    push: (e: nl.BatchEntry, o: BatchOutcome) => void,
+    failed: Set<LeasePlan>,
   ): void {
-    let step = 'neighbour';
-    try {
-      if (w.neigh && p.neigh) {
-        nl.neighSet({ ...this.nsOpts, dev: this.deviceName, ip: p.neigh.ip, mac: p.neigh.mac });
-        if (w.neigh.existed) report.updated++;
-        else report.added++;
-      }
-      step = 'fdb';
-      if (w.fdb) {
-        nl.fdbAppend({ ...this.nsOpts, dev: this.deviceName, mac: w.fdb.mac, dst: w.fdb.dst });
-        if (w.fdbMoved) report.updated++;
-        else report.added++;
-      }
-      step = 'route';
-      if (w.route) {
-        writeRoute(p.route, devs, this.nsOpts);
-        if (w.route.existed) report.updated++;
-        else report.added++;
-      }
-      report.programmed++;
-    } catch (err) {
-      leaseError(report, p.lease, step, err);
-    }
-  }
-
-  private removeNeighs(list: CurrentNeigh[], report: ReconcileReport): void {
-    for (const n of list) {
-      try {
-        if (nl.neighDelete({ ...this.nsOpts, dev: this.deviceName, ip: n.ip })) report.removed++;
-      } catch (err) {
-        report.errors.push(`remove neighbour ${n.ip}: ${errorText(err)}`);
-      }
-    }
-  }
-
-  private removeFdb(list: CurrentFdb[], moved: Set<string>, report: ReconcileReport): void {
-    for (const e of list) {
-      try {
-        const gone = nl.fdbDelete({ ...this.nsOpts, dev: this.deviceName, mac: e.mac, dst: e.dst });
-        if (gone && !moved.has(e.mac)) report.removed++;
-      } catch (err) {
-        report.errors.push(`remove fdb ${e.mac} dst ${e.dst}: ${errorText(err)}`);
-      }
-    }
+    steps.forEach(([entry, step, existed], i) => {
+      push(entry, {
+        ok: (rep) => {
+          if (existed) rep.updated++;
+          else rep.added++;
+          if (i === steps.length - 1) rep.programmed++;
+        },
+        fail: (rep, err) => {
+          if (failed.has(p)) return;
+          failed.add(p);
+          leaseError(rep, p.lease, step, err);
+        },
+      });
+    });
   }
 }
