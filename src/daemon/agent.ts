@@ -103,14 +103,15 @@ export class Agent {
   private onLeases(leases: Lease[]): void {
     this.latest = leases;
     this.metrics.leasesKnown = leases.length;
-    this.reconcile('watch');
+    this.reconcile('watch', true);
   }
 
-  private reconcile(reason: string): void {
+  /** `edge`: a lease event, applied as the writes it stands for; the periodic pass stays exact. */
+  private reconcile(reason: string, edge = false): void {
     if (!this.backend || !this.lease || !this.latest) return;
     const own = this.lease.subnet;
     const remote = this.latest.filter((l) => l.subnet !== own);
-    const report = this.backend.reconcile(remote);
+    const report = edge && this.backend.update ? this.backend.update(remote) : this.backend.reconcile(remote);
     this.metrics.reconciles += 1;
     this.metrics.reconcileErrors += report.errors.length;
     this.metrics.routesProgrammed = report.programmed;

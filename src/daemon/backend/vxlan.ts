@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, Lease, ReconcileReport, VxlanBackendConfig } from '../types.js';
 import {
+  describeLease,
   diffFdb,
   diffNeighs,
   diffRoutes,
@@ -14,11 +15,14 @@ import {
   networkOf,
   normalizeMac,
   planVxlan,
+  planVxlanLease,
   type CurrentFdb,
   type CurrentNeigh,
   type CurrentRoute,
   type Ipv4Cidr,
   type LeasePlan,
+  type PlanContext,
+  type Skipped,
 } from './plan.js';
 import {
   checkExternal,
@@ -38,6 +42,7 @@ import {
   type BatchOutcome,
   type RouteDevices,
 } from './common.js';
+import { PeerModel, type PeerChange } from './peers.js';
 
 /** The kernel's default VXLAN port, also flannel's. */
 export const DEFAULT_VXLAN_PORT = 8472;
@@ -69,6 +74,9 @@ export class VxlanBackend implements Backend {
   private extCidr?: Ipv4Cidr;
   private vtepMac?: string;
   private own?: Ipv4Cidr;
+  /** what the last passes wrote, peer by peer; undefined = unknown, take the exact pass */
+  private model?: PeerModel;
+  private planCache = new WeakMap<Lease, LeasePlan | Skipped>();
 
   constructor(opts: VxlanBackendOptions) {
     this.config = opts.config;
@@ -101,27 +109,95 @@ export class VxlanBackend implements Backend {
 
   async configure(own: Lease): Promise<{ mtu: number }> {
     this.own = requireCidr(own.subnet, 'own subnet');
+    // Plans depend on our own subnet and interface: forget those made before.
+    this.planCache = new WeakMap();
+    this.model = undefined;
     this.ensureDevice();
     const link = this.configureDevice();
     return { mtu: link.mtu };
   }
 
   reconcile(remote: Lease[]): ReconcileReport {
-    const { ext, extCidr, own } = this;
-    if (!ext || !extCidr || !own) throw new Error('VxlanBackend.reconcile called before prepare() and configure()');
+    const ctx = this.context('reconcile');
     const report = emptyReport();
+    this.model = undefined;
     try {
       this.healDevice();
     } catch (err) {
       report.errors.push(`${this.deviceName}: ${errorText(err)}`);
       return report;
     }
-    const plan = planVxlan(remote, planContext(this.network, own, ext, extCidr), {
-      directRouting: this.config.directRouting,
-    });
+    const plan = planVxlan(remote, ctx, { directRouting: this.config.directRouting }, (lease) => this.planOne(lease, ctx));
     this.skipLog.record(plan.skipped, report);
-    this.apply(plan.plans, report);
+    let failed: Set<LeasePlan>;
+    try {
+      failed = this.apply(plan.plans, report);
+    } catch (err) {
+      report.errors.push(`reading the kernel's tables: ${errorText(err)}`);
+      return report;
+    }
+    this.model = new PeerModel(remote, failed.size ? plan.plans.filter((p) => !failed.has(p)) : plan.plans);
     return report;
+  }
+
+  /**
+   * Edge-triggered: applies only what changed since the last pass, from
+   * the model of what this backend wrote, without reading the kernel. Falls
+   * back to the exact reconcile when there is no model yet, when leases
+   * conflict or wait, when many peers changed at once, or after a failure.
+   */
+  update(remote: Lease[]): ReconcileReport {
+    const model = this.model;
+    if (!model) return this.reconcile(remote);
+    const ctx = this.context('update');
+    const changes = model.changes(remote, (lease) => this.planOne(lease, ctx), Math.max(64, remote.length >> 4));
+    if ('exact' in changes) {
+      this.log.debug({ why: changes.exact }, 'lease change needs the exact pass');
+      return this.reconcile(remote);
+    }
+    const report = emptyReport();
+    if (changes.length > 0) {
+      const entries: nl.BatchEntry[] = [];
+      const outcomes: BatchOutcome[] = [];
+      const owner: PeerChange[] = [];
+      const devs = this.devices();
+      changes.forEach((c, i) => {
+        for (const [entry, outcome] of peerEntries(c, devs, this.deviceName, i + 1)) {
+          entries.push(entry);
+          outcomes.push(outcome);
+          owner.push(c);
+        }
+      });
+      const failed = new Set<PeerChange>();
+      applyEntries(entries, outcomes.map((o, i) => ({
+        ok: o.ok,
+        fail: (rep, err) => {
+          if (!nl.isNotFound(err) || entries[i]!.kind.endsWith('.set') || entries[i]!.kind.endsWith('.append') || entries[i]!.kind === 'route.replace') failed.add(owner[i]!);
+          o.fail(rep, err);
+        },
+      })), this.nsOpts, report);
+      for (const c of changes) if (!failed.has(c)) model.commit(c);
+      // A failure leaves the kernel unknown: the next event takes the exact pass.
+      if (failed.size > 0) this.model = undefined;
+    }
+    report.programmed = model.programmed;
+    return report;
+  }
+
+  private context(what: string): PlanContext {
+    const { ext, extCidr, own } = this;
+    if (!ext || !extCidr || !own) throw new Error(`VxlanBackend.${what} called before prepare() and configure()`);
+    return planContext(this.network, own, ext, extCidr);
+  }
+
+  /** Plans of leases seen before are reused: the same lease object plans the same entries. */
+  private planOne(lease: Lease, ctx: PlanContext): LeasePlan | Skipped {
+    let p = this.planCache.get(lease);
+    if (!p) {
+      p = planVxlanLease(lease, ctx, { directRouting: this.config.directRouting });
+      this.planCache.set(lease, p);
+    }
+    return p;
   }
 
   private port(): number {
@@ -297,4 +373,45 @@ export class VxlanBackend implements Backend {
       });
     });
   }
+}
+
+/**
+ * The writes one peer's change stands for. Stale entries go first (an FDB
+ * entry must be deleted before its MAC can point elsewhere), then ARP, FDB
+ * and route as in the exact pass, then a neighbour no longer needed.
+ */
+function peerEntries(c: PeerChange, devs: RouteDevices, dev: string, group: number): [nl.BatchEntry, BatchOutcome][] {
+  const out: [nl.BatchEntry, BatchOutcome][] = [];
+  const { before, after } = c;
+  const who = describeLease((after ?? before)!.lease);
+  const write = (step: string, existed: boolean): BatchOutcome => ({
+    ok: (rep) => {
+      if (existed) rep.updated++;
+      else rep.added++;
+    },
+    fail: (rep, err) => leaseError(rep, (after ?? before)!.lease, step, err),
+  });
+  if (!after) {
+    const b = before!;
+    out.push([routeDelEntry({ dst: b.route.dst, gw: b.route.gw, via: b.route.via, onlink: b.route.via === 'overlay', metric: 0, protocol: 0 }, devs), removal(`route ${b.route.dst} of ${who}`)]);
+    if (b.neigh) out.push([{ kind: 'neigh.del', dev, ip: b.neigh.ip }, removal(`neighbour ${b.neigh.ip} of ${who}`)]);
+    if (b.fdb) out.push([{ kind: 'fdb.del', dev, mac: b.fdb.mac, dst: b.fdb.dst }, removal(`fdb ${b.fdb.mac} of ${who}`)]);
+    return out;
+  }
+  const fdbMoved = before?.fdb !== undefined && (before.fdb.mac !== after.fdb?.mac || before.fdb.dst !== after.fdb?.dst);
+  if (fdbMoved) out.push([{ kind: 'fdb.del', dev, mac: before!.fdb!.mac, dst: before!.fdb!.dst }, removal(`fdb ${before!.fdb!.mac} of ${who}`, false)]);
+  if (after.neigh && (before?.neigh?.ip !== after.neigh.ip || before.neigh.mac !== after.neigh.mac)) {
+    out.push([{ kind: 'neigh.set', dev, ip: after.neigh.ip, mac: after.neigh.mac, group }, write('neighbour', before?.neigh !== undefined)]);
+  }
+  if (after.fdb && (fdbMoved || !before?.fdb)) {
+    out.push([{ kind: 'fdb.append', dev, mac: after.fdb.mac, dst: after.fdb.dst, group }, write('fdb', fdbMoved)]);
+  }
+  const r = before?.route;
+  if (!r || r.gw !== after.route.gw || r.via !== after.route.via) {
+    out.push([routeReplaceEntry(after.route, devs, group), write('route', r !== undefined)]);
+  }
+  if (before?.neigh && (!after.neigh || after.neigh.ip !== before.neigh.ip)) {
+    out.push([{ kind: 'neigh.del', dev, ip: before.neigh.ip }, removal(`neighbour ${before.neigh.ip} of ${who}`, false)]);
+  }
+  return out;
 }
