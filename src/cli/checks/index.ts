@@ -5,6 +5,7 @@ import { IptablesManager, ruleText } from '../../daemon/iptables.js';
 import { netnsCommand, readNodeState, run, type NodeState } from '../../node/state.js';
 import { checkForwardPolicy, checkIpForward, checkMasquerade, checkRpFilter } from './host.js';
 import { checkIpamCapacity, checkIpamLeaks } from './ipam.js';
+import { checkKernelLimits } from './limits.js';
 import type { NodeToolOptions } from './options.js';
 import { checkPeerEntries, checkStaleEntries, checkVtepReachability, peerRows, pingTargets, type PeerRow } from './peers.js';
 import { readClusterView, type ClusterView } from './source.js';
@@ -34,6 +35,7 @@ export function evaluate(inputs: DoctorInputs): CheckResult[] {
     checkMasquerade(inputs, facts),
     checkIpamLeaks(inputs),
     checkIpamCapacity(inputs),
+    checkKernelLimits(inputs, facts),
   ];
 }
 

@@ -23,6 +23,7 @@ export const CHECK_IDS = [
   'masquerade',
   'ipam-leaks',
   'ipam-capacity',
+  'kernel-limits',
 ] as const;
 
 export type CheckId = (typeof CHECK_IDS)[number];
