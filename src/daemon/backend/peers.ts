@@ -38,22 +38,30 @@ export class PeerModel {
   private readonly peers = new Map<string, Peer>();
   private readonly dstOwner = new Map<string, string>();
   private readonly macOwner = new Map<string, string>();
-  /** peers listed but not programmed: only an exact pass knows when they can be */
-  private unsettled = 0;
+  /**
+   * Peers that wait on another lease (a subnet or VTEP MAC claimed twice) or
+   * whose writes failed: only an exact pass knows when they can be programmed.
+   */
+  private readonly waiting: number;
+  private programmedCount = 0;
 
-  /** Rebuilt from an exact pass: every remote lease, and which got their entries in place. */
-  constructor(remote: readonly Lease[], programmed: readonly LeasePlan[]) {
+  /**
+   * Rebuilt from an exact pass: every remote lease, which got their entries
+   * in place, and which wait. The others were refused for their own content
+   * (a bad MAC, another backend type): they need nothing until they change.
+   */
+  constructor(remote: readonly Lease[], programmed: readonly LeasePlan[], waiting: ReadonlySet<Lease>) {
     for (const lease of remote) this.peers.set(lease.subnet, { lease, gen: 0 });
     for (const p of programmed) {
       const peer = this.peers.get(p.lease.subnet);
       if (peer && peer.lease === p.lease) this.setPlan(p.lease.subnet, peer, p);
     }
-    for (const peer of this.peers.values()) if (!peer.plan) this.unsettled++;
+    this.waiting = waiting.size;
   }
 
   /** Peers whose entries are in place. */
   get programmed(): number {
-    return this.peers.size - this.unsettled;
+    return this.programmedCount;
   }
 
   /**
@@ -82,12 +90,12 @@ export class PeerModel {
     if (known < this.peers.size) {
       for (const [key, peer] of this.peers) {
         if (peer.gen === gen) continue;
-        if (!peer.plan) return { exact: `lease ${key} was waiting` };
-        out.push({ key, before: peer.plan });
+        if (peer.plan) out.push({ key, before: peer.plan });
+        else out.push({ key }); // refused before: leaving writes nothing
       }
     }
     if (touched.length + out.length > limit) return { exact: 'many changes' };
-    if (touched.length + out.length > 0 && this.unsettled > 0) return { exact: 'some leases are not programmed' };
+    if (touched.length + out.length > 0 && this.waiting > 0) return { exact: 'some leases wait on others' };
     for (const lease of touched) {
       const after = planOne(lease);
       if ('reason' in after) return { exact: `lease ${lease.subnet}: ${after.reason}` };
@@ -106,15 +114,16 @@ export class PeerModel {
   /** Records a change the kernel accepted. */
   commit(change: PeerChange): void {
     const peer = this.peers.get(change.key);
-    if (peer?.plan) this.clearPlan(change.key, peer.plan);
+    if (peer) this.clearPlan(change.key, peer);
     if (!change.after) {
-      this.peers.delete(change.key);
+      if (peer) this.peers.delete(change.key);
       return;
     }
     this.setPlan(change.key, peer ?? { lease: change.after.lease, gen: this.gen }, change.after);
   }
 
   private setPlan(key: string, peer: Peer, plan: LeasePlan): void {
+    if (!peer.plan) this.programmedCount++;
     peer.lease = plan.lease;
     peer.plan = plan;
     peer.gen = this.gen;
@@ -123,7 +132,11 @@ export class PeerModel {
     if (plan.fdb) this.macOwner.set(plan.fdb.mac, key);
   }
 
-  private clearPlan(key: string, plan: LeasePlan): void {
+  private clearPlan(key: string, peer: Peer): void {
+    const plan = peer.plan;
+    if (!plan) return;
+    delete peer.plan;
+    this.programmedCount--;
     if (this.dstOwner.get(plan.route.dst) === key) this.dstOwner.delete(plan.route.dst);
     if (plan.fdb && this.macOwner.get(plan.fdb.mac) === key) this.macOwner.delete(plan.fdb.mac);
   }

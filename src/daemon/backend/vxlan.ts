@@ -136,7 +136,11 @@ export class VxlanBackend implements Backend {
       report.errors.push(`reading the kernel's tables: ${errorText(err)}`);
       return report;
     }
-    this.model = new PeerModel(remote, failed.size ? plan.plans.filter((p) => !failed.has(p)) : plan.plans);
+    // Leases refused only because another lease claims the same subnet or
+    // MAC wait on it, as do failed ones: while any wait, events take this pass.
+    const waiting = new Set<Lease>([...failed].map((p) => p.lease));
+    for (const s of plan.skipped) if (!('reason' in this.planOne(s.lease, ctx))) waiting.add(s.lease);
+    this.model = new PeerModel(remote, failed.size ? plan.plans.filter((p) => !failed.has(p)) : plan.plans, waiting);
     return report;
   }
 
@@ -383,6 +387,7 @@ export class VxlanBackend implements Backend {
 function peerEntries(c: PeerChange, devs: RouteDevices, dev: string, group: number): [nl.BatchEntry, BatchOutcome][] {
   const out: [nl.BatchEntry, BatchOutcome][] = [];
   const { before, after } = c;
+  if (!before && !after) return out; // a refused lease left: nothing was written for it
   const who = describeLease((after ?? before)!.lease);
   const write = (step: string, existed: boolean): BatchOutcome => ({
     ok: (rep) => {
