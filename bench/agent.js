@@ -84,7 +84,7 @@ async function measureBackend(ns, n) {
     const t = timed(() => backend.update(leases));
     assertClean(t.value, 'MAC change');
     if (t.value.updated !== 2 || t.value.added + t.value.removed !== 0) throw new Error(`MAC change wrote ${JSON.stringify(t.value)}`);
-    mac.push(t.wall);
+    mac.push(t);
   }
   const leaving = leases[1];
   leases = leases.filter((l) => l !== leaving);
@@ -137,10 +137,11 @@ export async function run(ctx = {}) {
         'ratio vs iproute2': (ours.first.wall / ref).toFixed(2),
         'no-op resync (ms)': ms(ours.noop.wall),
         'its CPU (ms)': ms(ours.noop.cpu),
-        'no-op event (ms)': ms(ours.noopEvent.wall),
-        'MAC change median/max (ms)': `${ms(median(ours.mac))} / ${ms(Math.max(...ours.mac))}`,
-        'node leaves (ms)': ms(ours.leave.wall),
-        'node joins (ms)': ms(ours.join.wall),
+        'no-op event (ms, CPU)': `${ms(ours.noopEvent.wall)} (${ms(ours.noopEvent.cpu)})`,
+        'MAC change median/max (ms)': `${ms(median(ours.mac.map((t) => t.wall)))} / ${ms(Math.max(...ours.mac.map((t) => t.wall)))}`,
+        'its CPU median (ms)': ms(median(ours.mac.map((t) => t.cpu))),
+        'node leaves (ms, CPU)': `${ms(ours.leave.wall)} (${ms(ours.leave.cpu)})`,
+        'node joins (ms, CPU)': `${ms(ours.join.wall)} (${ms(ours.join.cpu)})`,
         'RSS now/peak (MiB)': `${ours.rss.toFixed(0)} / ${ours.peakRss.toFixed(0)}`,
       });
     } finally {

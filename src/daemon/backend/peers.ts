@@ -83,7 +83,12 @@ export class PeerModel {
       if (peer.gen === gen) return { exact: `two leases for ${lease.subnet}` };
       peer.gen = gen;
       known++;
-      if (peer.lease !== lease && !sameLease(peer.lease, lease)) touched.push(lease);
+      if (peer.lease !== lease) {
+        if (!sameLease(peer.lease, lease)) touched.push(lease);
+        // An equal lease in a new object (a re-list, a renewal): adopt it, so
+        // the next event finds it by identity and skips the comparison.
+        else peer.lease = lease;
+      }
       if (touched.length > limit) return { exact: 'many changes' };
     }
     const out: PeerChange[] = [];
