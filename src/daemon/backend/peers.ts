@@ -33,8 +33,16 @@ export function sameLease(a: Lease, b: Lease): boolean {
   );
 }
 
+/** Leases that changed or joined, and peers that left. */
+interface Found {
+  touched: Lease[];
+  out: PeerChange[];
+}
+
 export class PeerModel {
   private gen = 0;
+  /** the list the model last matched (a copy: callers may reuse their arrays) */
+  private last?: Lease[];
   private readonly peers = new Map<string, Peer>();
   private readonly dstOwner = new Map<string, string>();
   private readonly macOwner = new Map<string, string>();
@@ -57,6 +65,7 @@ export class PeerModel {
       if (peer && peer.lease === p.lease) this.setPlan(p.lease.subnet, peer, p);
     }
     this.waiting = waiting.size;
+    this.last = remote.slice();
   }
 
   /** Peers whose entries are in place. */
@@ -71,6 +80,53 @@ export class PeerModel {
    * exact pass. `limit` bounds how many changes are worth doing one by one.
    */
   changes(remote: readonly Lease[], planOne: (lease: Lease) => LeasePlan | Skipped, limit: number): PeerChange[] | NeedsExact {
+    const found = this.byPosition(remote, limit) ?? this.byScan(remote, limit);
+    if ('exact' in found) return found;
+    const { touched, out } = found;
+    this.last = remote.slice();
+    if (touched.length + out.length > limit) return { exact: 'many changes' };
+    if (touched.length + out.length > 0 && this.waiting > 0) return { exact: 'some leases wait on others' };
+    for (const lease of touched) {
+      const after = planOne(lease);
+      if ('reason' in after) return { exact: `lease ${lease.subnet}: ${after.reason}` };
+      const before = this.peers.get(lease.subnet)?.plan;
+      const dstOwner = this.dstOwner.get(after.route.dst);
+      if (dstOwner !== undefined && dstOwner !== lease.subnet) return { exact: `${after.route.dst} claimed twice` };
+      const macOwner = after.fdb ? this.macOwner.get(after.fdb.mac) : undefined;
+      if (macOwner !== undefined && macOwner !== lease.subnet) return { exact: `VtepMAC ${after.fdb!.mac} claimed twice` };
+      const change: PeerChange = { key: lease.subnet, after };
+      if (before) change.before = before;
+      out.push(change);
+    }
+    return out;
+  }
+
+  /**
+   * The cheap way: a subnet manager that keeps its lease objects and their
+   * order hands over a list that differs from the last one in a few
+   * positions only. One identity compare per lease finds them; anything
+   * else (another length, a lease in another position) takes the scan.
+   */
+  private byPosition(remote: readonly Lease[], limit: number): Found | NeedsExact | undefined {
+    const last = this.last;
+    if (!last || last.length !== remote.length) return undefined;
+    const touched: Lease[] = [];
+    for (let i = 0; i < remote.length; i++) {
+      const lease = remote[i]!;
+      const before = last[i]!;
+      if (lease === before) continue;
+      if (lease.subnet !== before.subnet) return undefined;
+      const peer = this.peers.get(lease.subnet);
+      if (!peer) return undefined;
+      if (sameLease(peer.lease, lease)) peer.lease = lease;
+      else touched.push(lease);
+      if (touched.length > limit) return { exact: 'many changes' };
+    }
+    return { touched, out: [] };
+  }
+
+  /** The general way: every lease looked up by subnet, and every peer not listed any more removed. */
+  private byScan(remote: readonly Lease[], limit: number): Found | NeedsExact {
     const gen = ++this.gen;
     const touched: Lease[] = [];
     let known = 0;
@@ -99,21 +155,7 @@ export class PeerModel {
         else out.push({ key }); // refused before: leaving writes nothing
       }
     }
-    if (touched.length + out.length > limit) return { exact: 'many changes' };
-    if (touched.length + out.length > 0 && this.waiting > 0) return { exact: 'some leases wait on others' };
-    for (const lease of touched) {
-      const after = planOne(lease);
-      if ('reason' in after) return { exact: `lease ${lease.subnet}: ${after.reason}` };
-      const before = this.peers.get(lease.subnet)?.plan;
-      const dstOwner = this.dstOwner.get(after.route.dst);
-      if (dstOwner !== undefined && dstOwner !== lease.subnet) return { exact: `${after.route.dst} claimed twice` };
-      const macOwner = after.fdb ? this.macOwner.get(after.fdb.mac) : undefined;
-      if (macOwner !== undefined && macOwner !== lease.subnet) return { exact: `VtepMAC ${after.fdb!.mac} claimed twice` };
-      const change: PeerChange = { key: lease.subnet, after };
-      if (before) change.before = before;
-      out.push(change);
-    }
-    return out;
+    return { touched, out };
   }
 
   /** Records a change the kernel accepted. */

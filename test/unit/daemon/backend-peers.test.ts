@@ -66,4 +66,17 @@ describe('PeerModel', () => {
     expect(w.programmed).toBe(4);
     expect(w.changes(base.slice(1).concat(dup), planOne, 64)).toEqual({ exact: 'some leases wait on others' });
   });
+  it('finds changes by position when the list keeps its objects and order, also when the caller reuses its array', () => {
+    const list = [1, 2, 3, 4].map((n) => lease(n));
+    const m = modelOf(list);
+    list[2] = lease(3, '6a:00:00:00:00:e3'); // the same array, changed in place
+    const changes = m.changes(list, planOne, 64);
+    expect(summary(changes)).toEqual(['10.244.3.0/24: 6a:00:00:00:00:03 -> 6a:00:00:00:00:e3']);
+    for (const c of changes as PeerChange[]) m.commit(c);
+    expect(m.changes(list, planOne, 64)).toEqual([]);
+    // another order falls back to the scan, which still finds nothing
+    expect(m.changes([...list].reverse(), planOne, 64)).toEqual([]);
+    // and a node leaving (another length) is found by the scan
+    expect(summary(m.changes(list.slice(1), planOne, 64))).toEqual(['10.244.1.0/24: 6a:00:00:00:00:01 -> -']);
+  });
 });
