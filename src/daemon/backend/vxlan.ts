@@ -332,6 +332,7 @@ export class VxlanBackend implements Backend {
     const neighWrites = new Map(neighs.write.map((w) => [w.neigh.ip, w]));
     const fdbAdds = new Set(fdb.add.map((e) => `${e.mac} ${e.dst}`));
     let group = 0;
+    const phases: [nl.BatchEntry, BatchOutcome][][] = [[], [], []];
     for (const p of plans) {
       const r = routeWrites.get(p.route.dst);
       const n = p.neigh ? neighWrites.get(p.neigh.ip) : undefined;
@@ -345,8 +346,11 @@ export class VxlanBackend implements Backend {
       if (n && p.neigh) steps.push([{ kind: 'neigh.set', dev: this.deviceName, ip: p.neigh.ip, mac: p.neigh.mac, group }, 'neighbour', n.existed]);
       if (f) steps.push([{ kind: 'fdb.append', dev: this.deviceName, mac: f.mac, dst: f.dst, group }, 'fdb', fdb.moved.has(f.mac)]);
       if (r) steps.push([routeReplaceEntry(p.route, devs, group), 'route', r.existed]);
-      this.pushLease(p, steps, push, failed);
+      this.pushLease(p, steps, (e, o) => phases[e.kind === 'neigh.set' ? 0 : e.kind === 'fdb.append' ? 1 : 2]!.push([e, o]), failed);
     }
+    // All neighbours, then all FDB entries, then all routes: per peer the
+    // order stays ARP, FDB, route (its group skips the rest after a failure).
+    for (const phase of phases) for (const [e, o] of phase) push(e, o);
     applyEntries(entries, outcomes, this.nsOpts, report);
     return failed;
   }
