@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Cluster, PLUGIN_BIN } from '../../src/demo/cluster.js';
 import { isRoot } from '../helpers/netns.js';
-import type { CheckId, CheckResult, CheckStatus } from '../../src/cli/checks/types.js';
+import { CHECK_IDS, type CheckId, type CheckResult, type CheckStatus } from '../../src/cli/checks/types.js';
 import type { DoctorReport } from '../../src/cli/doctor.js';
 
 const haveEtcd = existsSync('/usr/bin/etcd');
@@ -70,7 +70,7 @@ describe.skipIf(!isRoot || !haveEtcd)('tsflannel doctor on a three-node cluster'
     throw new Error(`not within ${timeoutMs} ms: ${what}`);
   }
 
-  const healthy = async (node: string) => (await doctor(node)).report.summary.pass === 15;
+  const healthy = async (node: string) => (await doctor(node)).report.summary.pass === CHECK_IDS.length;
 
   beforeAll(async () => {
     cluster = new Cluster({
@@ -94,7 +94,7 @@ describe.skipIf(!isRoot || !haveEtcd)('tsflannel doctor on a three-node cluster'
       for (const n of ['n1', 'n2', 'n3']) {
         const { report } = await doctor(n);
         last = `${n}: ${JSON.stringify(report.checks.filter((c) => c.status !== 'pass'))}`;
-        if (report.summary.pass !== 15) return false;
+        if (report.summary.pass !== CHECK_IDS.length) return false;
       }
       return true;
     }).catch((err: Error) => {
@@ -110,7 +110,7 @@ describe.skipIf(!isRoot || !haveEtcd)('tsflannel doctor on a three-node cluster'
       const { code, report } = await doctor(node);
       expectOnly(report, {});
       expect(code).toBe(0);
-      expect(report.summary).toEqual({ pass: 15, warn: 0, fail: 0, skip: 0 });
+      expect(report.summary).toEqual({ pass: CHECK_IDS.length, warn: 0, fail: 0, skip: 0 });
     }
     const n1 = byId((await doctor('n1')).report);
     expect(n1.get('vtep-reachability')!.message).toMatch(/^2 remote VTEPs answered through flannel\.1/);
