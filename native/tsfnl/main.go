@@ -25,7 +25,7 @@ import (
 
 // ShimVersion is bumped whenever an op's request or reply shape changes, so a
 // stale .so next to newer TypeScript is detected at load time.
-const ShimVersion = 2
+const ShimVersion = 3
 
 type reply struct {
 	OK     bool        `json:"ok"`
@@ -68,6 +68,8 @@ var ops = map[string]opFunc{
 	"netns.check":   opNetnsCheck,
 	"flock":         opFlock,
 	"sock.peercred": opPeerCred,
+	"batch.apply":   opBatchApply,
+	"state.dump":    opStateDump,
 }
 
 func main() {}

@@ -239,7 +239,7 @@ export class Agent implements HealthSource {
     this.metrics.leasesKnown.set(leases.length);
     this.trackStoreLoss(leases);
     this.checkOwnNode(leases);
-    this.reconcile('watch');
+    this.reconcile('watch', true);
   }
 
   /**
@@ -338,12 +338,13 @@ export class Agent implements HealthSource {
     return stale;
   }
 
-  private reconcile(reason: string): void {
+  /** `edge`: a lease event, applied as the writes it stands for; the periodic pass stays exact. */
+  private reconcile(reason: string, edge = false): void {
     if (!this.backend || !this.lease || !this.latest) return;
     const own = this.lease.subnet;
     const remote = this.effectiveLeases().filter((l) => l.subnet !== own && !this.isOwnStale(l));
     const end = this.metrics.reconcileDuration.startTimer({ reason });
-    const report = this.backend.reconcile(remote);
+    const report = edge && this.backend.update ? this.backend.update(remote) : this.backend.reconcile(remote);
     end();
     this.metrics.reconciles.inc();
     this.metrics.reconcileErrors.inc(report.errors.length);

@@ -142,4 +142,10 @@ export interface Backend {
   configure(own: Lease): Promise<{ mtu: number }>;
   /** Makes the kernel match exactly these remote leases (our own excluded). */
   reconcile(remote: Lease[]): ReconcileReport;
+  /**
+   * Edge-triggered: the same result as reconcile when nothing drifted, but
+   * writing only the entries of the leases that changed since the last call
+   * and without reading the kernel. Optional; reconcile stands in.
+   */
+  update?(remote: Lease[]): ReconcileReport;
 }

@@ -7,3 +7,4 @@ export * from './addrs.js';
 export * from './routes.js';
 export * from './neighbours.js';
 export * from './system.js';
+export * from './batch.js';

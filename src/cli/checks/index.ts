@@ -6,6 +6,7 @@ import { NFT_FORWARD_CHAIN, NFT_MASQ_CHAIN, NFT_TABLE, nftRules } from '../../da
 import { netnsCommand, readNodeState, run, type NodeState } from '../../node/state.js';
 import { checkForwardPolicy, checkIpForward, checkMasquerade, checkRpFilter } from './host.js';
 import { checkIpamCapacity, checkIpamLeaks } from './ipam.js';
+import { checkKernelLimits } from './limits.js';
 import type { NodeToolOptions } from './options.js';
 import { checkPeerEntries, checkStaleEntries, checkVtepReachability, peerRows, pingTargets, type PeerRow } from './peers.js';
 import { readClusterView, type ClusterView } from './source.js';
@@ -43,6 +44,7 @@ export function evaluate(inputs: DoctorInputs): CheckResult[] {
     checkIpamLeaks(inputs),
     checkIpamCapacity(inputs),
     ...(cniSocket ? [cniSocket] : []),
+    checkKernelLimits(inputs, facts),
   ];
 }
 

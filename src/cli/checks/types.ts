@@ -28,6 +28,7 @@ export const CHECK_IDS = [
   'ipam-leaks',
   'ipam-capacity',
   'cni-socket',
+  'kernel-limits',
 ] as const;
 
 export type CheckId = (typeof CHECK_IDS)[number];

@@ -12,7 +12,6 @@ import {
   type DesiredRoute,
   type Ipv4Cidr,
   type PlanContext,
-  type RouteDiff,
   type Skipped,
 } from './plan.js';
 
@@ -57,9 +56,17 @@ export function readOwnedRoutes(
   network: Ipv4Cidr,
   opts: nl.InNetns,
 ): CurrentRoute[] {
+  const devs: RouteDevices = via === 'overlay' ? { overlay: dev, underlay: '' } : { underlay: dev };
+  return ownedRoutes(nl.dumpTables({ ...opts, routeDevs: [dev] }).routes, devs, network);
+}
+
+/** The owned routes among those one state dump returned for our devices. */
+export function ownedRoutes(routes: readonly nl.StateRoute[], devs: RouteDevices, network: Ipv4Cidr): CurrentRoute[] {
   const out: CurrentRoute[] = [];
-  for (const r of nl.routeList({ ...opts, dev, family: 'inet' })) {
-    const cur: CurrentRoute = { dst: r.dst, via, onlink: r.onlink, metric: r.metric, protocol: r.protocol };
+  for (const r of routes) {
+    const via: CurrentRoute['via'] | undefined = r.dev === devs.overlay ? 'overlay' : r.dev === devs.underlay ? 'underlay' : undefined;
+    if (!via) continue;
+    const cur: CurrentRoute = { dst: r.dst, via, onlink: r.onlink ?? false, metric: r.metric ?? 0, protocol: r.protocol };
     if (r.gw) cur.gw = r.gw;
     if (ownedRoute(cur, network)) out.push(cur);
   }
@@ -79,27 +86,67 @@ function devFor(via: CurrentRoute['via'], devs: RouteDevices): string {
   return devs.underlay;
 }
 
-export function removeRoutes(diff: RouteDiff, devs: RouteDevices, opts: nl.InNetns, report: ReconcileReport): void {
-  for (const r of diff.remove) {
-    try {
-      const spec: nl.RouteSpec = { ...opts, dst: r.dst, dev: devFor(r.via, devs), metric: r.metric };
-      if (r.gw) spec.gw = r.gw;
-      if (nl.routeDelete(spec)) report.removed++;
-    } catch (err) {
-      report.errors.push(`remove route ${r.dst}${r.gw ? ` via ${r.gw}` : ''}: ${errorText(err)}`);
-    }
-  }
+/** The batch entry deleting a route read from the kernel (exactly that one: gateway and metric included). */
+export function routeDelEntry(r: CurrentRoute, devs: RouteDevices): nl.RouteEntry {
+  const e: nl.RouteEntry = { kind: 'route.del', dst: r.dst, dev: devFor(r.via, devs) };
+  if (r.metric) e.metric = r.metric;
+  if (r.gw) e.gw = r.gw;
+  return e;
 }
 
 /** `ip route replace`: overlay routes are onlink because the gateway is a /32 on a remote VTEP. */
-export function writeRoute(route: DesiredRoute, devs: RouteDevices, opts: nl.InNetns): void {
-  nl.routeReplace({
-    ...opts,
-    dst: route.dst,
-    gw: route.gw,
-    dev: devFor(route.via, devs),
-    ...(route.via === 'overlay' ? { onlink: true } : {}),
+export function routeReplaceEntry(route: DesiredRoute, devs: RouteDevices, group?: number): nl.RouteEntry {
+  const e: nl.RouteEntry = { kind: 'route.replace', dst: route.dst, gw: route.gw, dev: devFor(route.via, devs) };
+  if (route.via === 'overlay') e.onlink = true;
+  if (group) e.group = group;
+  return e;
+}
+
+/**
+ * What happens to a report when a batch entry finishes: `ok` on success,
+ * `fail` with the error (a delete that found nothing is neither).
+ */
+export interface BatchOutcome {
+  ok(report: ReconcileReport): void;
+  fail(report: ReconcileReport, err: nl.NetlinkError): void;
+}
+
+/**
+ * Applies entries in one shim call and hands every outcome to its owner.
+ * A call that fails as a whole (netns gone, shim error) fails every entry.
+ */
+export function applyEntries(
+  entries: readonly nl.BatchEntry[],
+  outcomes: readonly BatchOutcome[],
+  opts: nl.InNetns,
+  report: ReconcileReport,
+): void {
+  if (entries.length === 0) return;
+  let failures: nl.BatchFailure[];
+  try {
+    failures = nl.applyBatch(entries, opts).failures;
+  } catch (err) {
+    const e = err instanceof nl.NetlinkError ? err : new nl.NetlinkError('batch.apply', errorText(err));
+    failures = entries.map((_, index) => ({ index, error: e }));
+  }
+  const failed = new Map(failures.map((f) => [f.index, f.error]));
+  outcomes.forEach((o, i) => {
+    const err = failed.get(i);
+    if (err === undefined) o.ok(report);
+    else o.fail(report, err);
   });
+}
+
+/** The outcome of deleting something read from the kernel: gone already is fine. */
+export function removal(what: string, counts = true): BatchOutcome {
+  return {
+    ok: (report) => {
+      if (counts) report.removed++;
+    },
+    fail: (report, err) => {
+      if (!nl.isNotFound(err)) report.errors.push(`remove ${what}: ${errorText(err)}`);
+    },
+  };
 }
 
 /**

@@ -12,12 +12,15 @@ import {
   leaseError,
   netnsOpts,
   planContext,
+  applyEntries,
   readOwnedRoutes,
-  removeRoutes,
+  removal,
   requireCidr,
+  routeDelEntry,
+  routeReplaceEntry,
   silentLogger,
   SkipLog,
-  writeRoute,
+  type BatchOutcome,
   type RouteDevices,
 } from './common.js';
 
@@ -82,7 +85,13 @@ export class HostGwBackend implements Backend {
       return report;
     }
     const diff = diffRoutes(plan.plans.map((p) => p.route), current);
-    removeRoutes(diff, devs, this.nsOpts, report);
+    // Removals first, then every write, all in one batch.
+    const entries: nl.BatchEntry[] = [];
+    const outcomes: BatchOutcome[] = [];
+    for (const r of diff.remove) {
+      entries.push(routeDelEntry(r, devs));
+      outcomes.push(removal(`route ${r.dst}${r.gw ? ` via ${r.gw}` : ''}`));
+    }
     const writes = new Map(diff.write.map((w) => [w.route.dst, w]));
     for (const p of plan.plans) {
       const w = writes.get(p.route.dst);
@@ -90,15 +99,17 @@ export class HostGwBackend implements Backend {
         report.programmed++;
         continue;
       }
-      try {
-        writeRoute(p.route, devs, this.nsOpts);
-        if (w.existed) report.updated++;
-        else report.added++;
-        report.programmed++;
-      } catch (err) {
-        leaseError(report, p.lease, 'route', err);
-      }
+      entries.push(routeReplaceEntry(p.route, devs));
+      outcomes.push({
+        ok: (rep) => {
+          if (w.existed) rep.updated++;
+          else rep.added++;
+          rep.programmed++;
+        },
+        fail: (rep, err) => leaseError(rep, p.lease, 'route', err),
+      });
     }
+    applyEntries(entries, outcomes, this.nsOpts, report);
     return report;
   }
 }

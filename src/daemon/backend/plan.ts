@@ -93,8 +93,8 @@ function checkCommon(lease: Lease, type: Lease['backendType'], ctx: PlanContext)
 }
 
 /** Drops later leases for a subnet an earlier lease already claimed. */
-function firstPerSubnet(checked: Map<string, true>, subnet: Ipv4Cidr, lease: Lease): Skipped | undefined {
-  const key = canonicalCidr(subnet);
+function firstPerSubnet(checked: Map<string, true>, subnet: Ipv4Cidr | string, lease: Lease): Skipped | undefined {
+  const key = typeof subnet === 'string' ? subnet : canonicalCidr(subnet);
   if (checked.has(key)) return { lease, reason: `another lease already claims ${key}`, error: true };
   checked.set(key, true);
   return undefined;
@@ -105,50 +105,62 @@ export interface VxlanPlanOptions {
 }
 
 /**
- * VXLAN: a same-L2 peer gets a plain route when DirectRouting is on; every
- * other peer gets route + permanent ARP + FDB towards its VTEP.
+ * VXLAN, one lease on its own: a same-L2 peer gets a plain route when
+ * DirectRouting is on; every other peer gets route + permanent ARP + FDB
+ * towards its VTEP. Checks across leases (one lease per subnet, one per
+ * MAC) are planVxlan's.
  */
-export function planVxlan(leases: readonly Lease[], ctx: PlanContext, opts: VxlanPlanOptions): Plan {
+export function planVxlanLease(lease: Lease, ctx: PlanContext, opts: VxlanPlanOptions): LeasePlan | Skipped {
+  const c = checkCommon(lease, 'vxlan', ctx);
+  if ('reason' in c) return c;
+  const dst = canonicalCidr(c.subnet);
+  if (opts.directRouting && cidrContainsIp(ctx.extCidr, c.publicIP)) {
+    return { lease, route: { dst, gw: lease.publicIP, via: 'underlay' } };
+  }
+  const rawMac = lease.backendData?.VtepMAC;
+  const mac = typeof rawMac === 'string' ? normalizeMac(rawMac) : undefined;
+  if (!mac) {
+    return { lease, reason: rawMac ? `VtepMAC ${JSON.stringify(rawMac)} is not a unicast MAC` : 'has no VtepMAC', error: Boolean(rawMac) };
+  }
+  const gw = formatIpv4(networkOf(c.subnet));
+  return { lease, route: { dst, gw, via: 'overlay' }, neigh: { ip: gw, mac }, fdb: { mac, dst: lease.publicIP } };
+}
+
+/**
+ * Plans every lease; `planOne` lets a caller reuse the per-lease plans of
+ * leases it has seen before (the result depends on the lease and `ctx` only).
+ */
+export function planVxlan(
+  leases: readonly Lease[],
+  ctx: PlanContext,
+  opts: VxlanPlanOptions,
+  planOne: (lease: Lease) => LeasePlan | Skipped = (lease) => planVxlanLease(lease, ctx, opts),
+): Plan {
   const out: Plan = { plans: [], skipped: [] };
   const subnets = new Map<string, true>();
   const macs = new Map<string, string>();
   for (const lease of leases) {
-    const c = checkCommon(lease, 'vxlan', ctx);
-    if ('reason' in c) {
-      out.skipped.push(c);
+    const p = planOne(lease);
+    if ('reason' in p) {
+      out.skipped.push(p);
       continue;
     }
-    const dup = firstPerSubnet(subnets, c.subnet, lease);
+    const dup = firstPerSubnet(subnets, p.route.dst, lease);
     if (dup) {
       out.skipped.push(dup);
       continue;
     }
-    const dst = canonicalCidr(c.subnet);
-    if (opts.directRouting && cidrContainsIp(ctx.extCidr, c.publicIP)) {
-      out.plans.push({ lease, route: { dst, gw: lease.publicIP, via: 'underlay' } });
-      continue;
+    if (p.fdb) {
+      // The kernel keeps one remote per unicast MAC: a second lease with the
+      // same MAC would silently lose its FDB entry, so it is refused instead.
+      const owner = macs.get(p.fdb.mac);
+      if (owner) {
+        out.skipped.push({ lease, reason: `VtepMAC ${p.fdb.mac} is already used by ${owner}`, error: true });
+        continue;
+      }
+      macs.set(p.fdb.mac, describeLease(lease));
     }
-    const rawMac = lease.backendData?.VtepMAC;
-    const mac = typeof rawMac === 'string' ? normalizeMac(rawMac) : undefined;
-    if (!mac) {
-      out.skipped.push({ lease, reason: rawMac ? `VtepMAC ${JSON.stringify(rawMac)} is not a unicast MAC` : 'has no VtepMAC', error: Boolean(rawMac) });
-      continue;
-    }
-    // The kernel keeps one remote per unicast MAC: a second lease with the
-    // same MAC would silently lose its FDB entry, so it is refused instead.
-    const owner = macs.get(mac);
-    if (owner) {
-      out.skipped.push({ lease, reason: `VtepMAC ${mac} is already used by ${owner}`, error: true });
-      continue;
-    }
-    macs.set(mac, describeLease(lease));
-    const gw = formatIpv4(networkOf(c.subnet));
-    out.plans.push({
-      lease,
-      route: { dst, gw, via: 'overlay' },
-      neigh: { ip: gw, mac },
-      fdb: { mac, dst: lease.publicIP },
-    });
+    out.plans.push(p);
   }
   return out;
 }

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, Lease, ReconcileReport, VxlanBackendConfig } from '../types.js';
 import {
+  describeLease,
   diffFdb,
   diffNeighs,
   diffRoutes,
@@ -14,10 +15,14 @@ import {
   networkOf,
   normalizeMac,
   planVxlan,
+  planVxlanLease,
   type CurrentFdb,
   type CurrentNeigh,
+  type CurrentRoute,
   type Ipv4Cidr,
   type LeasePlan,
+  type PlanContext,
+  type Skipped,
 } from './plan.js';
 import {
   checkExternal,
@@ -26,14 +31,18 @@ import {
   leaseError,
   netnsOpts,
   planContext,
-  readOwnedRoutes,
-  removeRoutes,
+  applyEntries,
+  ownedRoutes,
+  removal,
   requireCidr,
+  routeDelEntry,
+  routeReplaceEntry,
   silentLogger,
   SkipLog,
-  writeRoute,
+  type BatchOutcome,
   type RouteDevices,
 } from './common.js';
+import { PeerModel, type PeerChange } from './peers.js';
 
 /** The kernel's default VXLAN port, also flannel's. */
 export const DEFAULT_VXLAN_PORT = 8472;
@@ -65,6 +74,9 @@ export class VxlanBackend implements Backend {
   private extCidr?: Ipv4Cidr;
   private vtepMac?: string;
   private own?: Ipv4Cidr;
+  /** what the last passes wrote, peer by peer; undefined = unknown, take the exact pass */
+  private model?: PeerModel;
+  private planCache = new WeakMap<Lease, LeasePlan | Skipped>();
 
   constructor(opts: VxlanBackendOptions) {
     this.config = opts.config;
@@ -97,27 +109,99 @@ export class VxlanBackend implements Backend {
 
   async configure(own: Lease): Promise<{ mtu: number }> {
     this.own = requireCidr(own.subnet, 'own subnet');
+    // Plans depend on our own subnet and interface: forget those made before.
+    this.planCache = new WeakMap();
+    this.model = undefined;
     this.ensureDevice();
     const link = this.configureDevice();
     return { mtu: link.mtu };
   }
 
   reconcile(remote: Lease[]): ReconcileReport {
-    const { ext, extCidr, own } = this;
-    if (!ext || !extCidr || !own) throw new Error('VxlanBackend.reconcile called before prepare() and configure()');
+    const ctx = this.context('reconcile');
     const report = emptyReport();
+    this.model = undefined;
     try {
       this.healDevice();
     } catch (err) {
       report.errors.push(`${this.deviceName}: ${errorText(err)}`);
       return report;
     }
-    const plan = planVxlan(remote, planContext(this.network, own, ext, extCidr), {
-      directRouting: this.config.directRouting,
-    });
+    const plan = planVxlan(remote, ctx, { directRouting: this.config.directRouting }, (lease) => this.planOne(lease, ctx));
     this.skipLog.record(plan.skipped, report);
-    this.apply(plan.plans, report);
+    let failed: Set<LeasePlan>;
+    try {
+      failed = this.apply(plan.plans, report);
+    } catch (err) {
+      report.errors.push(`reading the kernel's tables: ${errorText(err)}`);
+      return report;
+    }
+    // Leases refused only because another lease claims the same subnet or
+    // MAC wait on it, as do failed ones: while any wait, events take this pass.
+    const waiting = new Set<Lease>([...failed].map((p) => p.lease));
+    for (const s of plan.skipped) if (!('reason' in this.planOne(s.lease, ctx))) waiting.add(s.lease);
+    this.model = new PeerModel(remote, failed.size ? plan.plans.filter((p) => !failed.has(p)) : plan.plans, waiting);
     return report;
+  }
+
+  /**
+   * Edge-triggered: applies only what changed since the last pass, from
+   * the model of what this backend wrote, without reading the kernel. Falls
+   * back to the exact reconcile when there is no model yet, when leases
+   * conflict or wait, when many peers changed at once, or after a failure.
+   */
+  update(remote: Lease[]): ReconcileReport {
+    const model = this.model;
+    if (!model) return this.reconcile(remote);
+    const ctx = this.context('update');
+    const changes = model.changes(remote, (lease) => this.planOne(lease, ctx), Math.max(64, remote.length >> 4));
+    if ('exact' in changes) {
+      this.log.debug({ why: changes.exact }, 'lease change needs the exact pass');
+      return this.reconcile(remote);
+    }
+    const report = emptyReport();
+    if (changes.length > 0) {
+      const entries: nl.BatchEntry[] = [];
+      const outcomes: BatchOutcome[] = [];
+      const owner: PeerChange[] = [];
+      const devs = this.devices();
+      changes.forEach((c, i) => {
+        for (const [entry, outcome] of peerEntries(c, devs, this.deviceName, i + 1)) {
+          entries.push(entry);
+          outcomes.push(outcome);
+          owner.push(c);
+        }
+      });
+      const failed = new Set<PeerChange>();
+      applyEntries(entries, outcomes.map((o, i) => ({
+        ok: o.ok,
+        fail: (rep, err) => {
+          if (!nl.isNotFound(err) || entries[i]!.kind.endsWith('.set') || entries[i]!.kind.endsWith('.append') || entries[i]!.kind === 'route.replace') failed.add(owner[i]!);
+          o.fail(rep, err);
+        },
+      })), this.nsOpts, report);
+      for (const c of changes) if (!failed.has(c)) model.commit(c);
+      // A failure leaves the kernel unknown: the next event takes the exact pass.
+      if (failed.size > 0) this.model = undefined;
+    }
+    report.programmed = model.programmed;
+    return report;
+  }
+
+  private context(what: string): PlanContext {
+    const { ext, extCidr, own } = this;
+    if (!ext || !extCidr || !own) throw new Error(`VxlanBackend.${what} called before prepare() and configure()`);
+    return planContext(this.network, own, ext, extCidr);
+  }
+
+  /** Plans of leases seen before are reused: the same lease object plans the same entries. */
+  private planOne(lease: Lease, ctx: PlanContext): LeasePlan | Skipped {
+    let p = this.planCache.get(lease);
+    if (!p) {
+      p = planVxlanLease(lease, ctx, { directRouting: this.config.directRouting });
+      this.planCache.set(lease, p);
+    }
+    return p;
   }
 
   private port(): number {
@@ -199,51 +283,65 @@ export class VxlanBackend implements Backend {
     this.configureDevice();
   }
 
-  private readNeighs(): CurrentNeigh[] {
-    const out: CurrentNeigh[] = [];
-    for (const n of nl.neighList({ ...this.nsOpts, dev: this.deviceName, family: 'inet' })) {
-      if (n.ip) out.push({ ip: n.ip, mac: n.mac, permanent: (n.state & nl.NudState.permanent) !== 0 });
+  /** The three tables this backend owns entries in, one dump each. */
+  private readState(devs: RouteDevices): { routes: CurrentRoute[]; neighs: CurrentNeigh[]; fdb: CurrentFdb[] } {
+    const state = nl.dumpTables({
+      ...this.nsOpts,
+      routeDevs: [this.deviceName, devs.underlay],
+      neighDev: this.deviceName,
+      fdbDev: this.deviceName,
+    });
+    const neighs: CurrentNeigh[] = [];
+    for (const n of state.neighs) {
+      if (n.ip) neighs.push({ ip: n.ip, mac: n.mac, permanent: (n.state & nl.NudState.permanent) !== 0 });
     }
-    return out;
+    return {
+      routes: ownedRoutes(state.routes, devs, this.network),
+      neighs,
+      fdb: state.fdb.map((e) => ({ mac: e.mac.toLowerCase(), dst: e.ip ?? '' })),
+    };
   }
 
-  private readFdb(): CurrentFdb[] {
-    return nl.fdbList(this.deviceName, this.nsOpts).map((e) => ({ mac: e.mac.toLowerCase(), dst: e.ip ?? '' }));
+  private devices(): RouteDevices {
+    return { overlay: this.deviceName, underlay: this.ext!.name };
   }
 
-  private apply(plans: LeasePlan[], report: ReconcileReport): void {
-    const ext = this.ext!;
-    const devs: RouteDevices = { overlay: this.deviceName, underlay: ext.name };
-    const routes = diffRoutes(
-      plans.map((p) => p.route),
-      [
-        ...readOwnedRoutes(this.deviceName, 'overlay', this.network, this.nsOpts),
-        ...readOwnedRoutes(ext.name, 'underlay', this.network, this.nsOpts),
-      ],
-    );
-    const neighs = diffNeighs(
-      plans.flatMap((p) => (p.neigh ? [p.neigh] : [])),
-      this.readNeighs(),
-    );
-    const fdb = diffFdb(
-      plans.flatMap((p) => (p.fdb ? [p.fdb] : [])),
-      this.readFdb(),
-    );
+  /**
+   * Exact pass: diff the plans against the kernel and write the difference
+   * in one batch. Departed peers first, routes before their neighbours, so no
+   * packet is sent towards a half-removed peer; FDB removals also make room
+   * for MACs that moved to another remote. Then per peer ARP, FDB, route, as
+   * flannel does (the kernel would ARP for the gateway if the route came
+   * first); a failing step stops that peer only, the next pass retries it.
+   */
+  private apply(plans: LeasePlan[], report: ReconcileReport): Set<LeasePlan> {
+    const devs = this.devices();
+    const cur = this.readState(devs);
+    const routes = diffRoutes(plans.map((p) => p.route), cur.routes);
+    const neighs = diffNeighs(plans.flatMap((p) => (p.neigh ? [p.neigh] : [])), cur.neighs);
+    const fdb = diffFdb(plans.flatMap((p) => (p.fdb ? [p.fdb] : [])), cur.fdb);
+    const failed = new Set<LeasePlan>();
     if (routes.write.length + routes.remove.length + neighs.write.length + neighs.remove.length + fdb.add.length + fdb.remove.length === 0) {
       report.programmed = plans.length;
-      return;
+      return failed;
     }
-
-    // Departed peers first, routes before their neighbours, so no packet is
-    // sent towards a half-removed peer; FDB removals also make room for MACs
-    // that moved to another remote.
-    removeRoutes(routes, devs, this.nsOpts, report);
-    this.removeNeighs(neighs.remove, report);
-    this.removeFdb(fdb.remove, fdb.moved, report);
+    const entries: nl.BatchEntry[] = [];
+    const outcomes: BatchOutcome[] = [];
+    const push = (e: nl.BatchEntry, o: BatchOutcome): void => {
+      entries.push(e);
+      outcomes.push(o);
+    };
+    for (const r of routes.remove) push(routeDelEntry(r, devs), removal(`route ${r.dst}${r.gw ? ` via ${r.gw}` : ''}`));
+    for (const n of neighs.remove) push({ kind: 'neigh.del', dev: this.deviceName, ip: n.ip }, removal(`neighbour ${n.ip}`));
+    for (const e of fdb.remove) {
+      push({ kind: 'fdb.del', dev: this.deviceName, mac: e.mac, dst: e.dst }, removal(`fdb ${e.mac} dst ${e.dst}`, !fdb.moved.has(e.mac)));
+    }
 
     const routeWrites = new Map(routes.write.map((w) => [w.route.dst, w]));
     const neighWrites = new Map(neighs.write.map((w) => [w.neigh.ip, w]));
     const fdbAdds = new Set(fdb.add.map((e) => `${e.mac} ${e.dst}`));
+    let group = 0;
+    const phases: [nl.BatchEntry, BatchOutcome][][] = [[], [], []];
     for (const p of plans) {
       const r = routeWrites.get(p.route.dst);
       const n = p.neigh ? neighWrites.get(p.neigh.ip) : undefined;
@@ -252,69 +350,86 @@ export class VxlanBackend implements Backend {
         report.programmed++;
         continue;
       }
-      this.programLease(p, { route: r, neigh: n, fdb: f, fdbMoved: f ? fdb.moved.has(f.mac) : false }, devs, report);
+      group++;
+      const steps: [nl.BatchEntry, string, boolean][] = [];
+      if (n && p.neigh) steps.push([{ kind: 'neigh.set', dev: this.deviceName, ip: p.neigh.ip, mac: p.neigh.mac, group }, 'neighbour', n.existed]);
+      if (f) steps.push([{ kind: 'fdb.append', dev: this.deviceName, mac: f.mac, dst: f.dst, group }, 'fdb', fdb.moved.has(f.mac)]);
+      if (r) steps.push([routeReplaceEntry(p.route, devs, group), 'route', r.existed]);
+      this.pushLease(p, steps, (e, o) => phases[e.kind === 'neigh.set' ? 0 : e.kind === 'fdb.append' ? 1 : 2]!.push([e, o]), failed);
     }
+    // All neighbours, then all FDB entries, then all routes: per peer the
+    // order stays ARP, FDB, route (its group skips the rest after a failure).
+    for (const phase of phases) for (const [e, o] of phase) push(e, o);
+    applyEntries(entries, outcomes, this.nsOpts, report);
+    return failed;
   }
 
   /**
-   * ARP, then FDB, then the route, as flannel does: the kernel would ARP for
-   * the gateway if the route came first. A failing step stops this lease
-   * only; the next reconcile retries it.
+   * Queues one peer's steps; the peer counts as programmed when its last
+   * step succeeds, and its first failure is the one reported (the later
+   * steps of its group are skipped by the shim).
    */
-  private programLease(
+  private pushLease(
     p: LeasePlan,
-    w: {
-      route: { existed: boolean } | undefined;
-      neigh: { existed: boolean } | undefined;
-      fdb: { mac: string; dst: string } | undefined;
-      fdbMoved: boolean;
-    },
-    devs: RouteDevices,
-    report: ReconcileReport,
+    steps: [nl.BatchEntry, string, boolean][],
+    push: (e: nl.BatchEntry, o: BatchOutcome) => void,
+    failed: Set<LeasePlan>,
   ): void {
-    let step = 'neighbour';
-    try {
-      if (w.neigh && p.neigh) {
-        nl.neighSet({ ...this.nsOpts, dev: this.deviceName, ip: p.neigh.ip, mac: p.neigh.mac });
-        if (w.neigh.existed) report.updated++;
-        else report.added++;
-      }
-      step = 'fdb';
-      if (w.fdb) {
-        nl.fdbAppend({ ...this.nsOpts, dev: this.deviceName, mac: w.fdb.mac, dst: w.fdb.dst });
-        if (w.fdbMoved) report.updated++;
-        else report.added++;
-      }
-      step = 'route';
-      if (w.route) {
-        writeRoute(p.route, devs, this.nsOpts);
-        if (w.route.existed) report.updated++;
-        else report.added++;
-      }
-      report.programmed++;
-    } catch (err) {
-      leaseError(report, p.lease, step, err);
-    }
+    steps.forEach(([entry, step, existed], i) => {
+      push(entry, {
+        ok: (rep) => {
+          if (existed) rep.updated++;
+          else rep.added++;
+          if (i === steps.length - 1) rep.programmed++;
+        },
+        fail: (rep, err) => {
+          if (failed.has(p)) return;
+          failed.add(p);
+          leaseError(rep, p.lease, step, err);
+        },
+      });
+    });
   }
+}
 
-  private removeNeighs(list: CurrentNeigh[], report: ReconcileReport): void {
-    for (const n of list) {
-      try {
-        if (nl.neighDelete({ ...this.nsOpts, dev: this.deviceName, ip: n.ip })) report.removed++;
-      } catch (err) {
-        report.errors.push(`remove neighbour ${n.ip}: ${errorText(err)}`);
-      }
-    }
+/**
+ * The writes one peer's change stands for. Stale entries go first (an FDB
+ * entry must be deleted before its MAC can point elsewhere), then ARP, FDB
+ * and route as in the exact pass, then a neighbour no longer needed.
+ */
+function peerEntries(c: PeerChange, devs: RouteDevices, dev: string, group: number): [nl.BatchEntry, BatchOutcome][] {
+  const out: [nl.BatchEntry, BatchOutcome][] = [];
+  const { before, after } = c;
+  if (!before && !after) return out; // a refused lease left: nothing was written for it
+  const who = describeLease((after ?? before)!.lease);
+  const write = (step: string, existed: boolean): BatchOutcome => ({
+    ok: (rep) => {
+      if (existed) rep.updated++;
+      else rep.added++;
+    },
+    fail: (rep, err) => leaseError(rep, (after ?? before)!.lease, step, err),
+  });
+  if (!after) {
+    const b = before!;
+    out.push([routeDelEntry({ dst: b.route.dst, gw: b.route.gw, via: b.route.via, onlink: b.route.via === 'overlay', metric: 0, protocol: 0 }, devs), removal(`route ${b.route.dst} of ${who}`)]);
+    if (b.neigh) out.push([{ kind: 'neigh.del', dev, ip: b.neigh.ip }, removal(`neighbour ${b.neigh.ip} of ${who}`)]);
+    if (b.fdb) out.push([{ kind: 'fdb.del', dev, mac: b.fdb.mac, dst: b.fdb.dst }, removal(`fdb ${b.fdb.mac} of ${who}`)]);
+    return out;
   }
-
-  private removeFdb(list: CurrentFdb[], moved: Set<string>, report: ReconcileReport): void {
-    for (const e of list) {
-      try {
-        const gone = nl.fdbDelete({ ...this.nsOpts, dev: this.deviceName, mac: e.mac, dst: e.dst });
-        if (gone && !moved.has(e.mac)) report.removed++;
-      } catch (err) {
-        report.errors.push(`remove fdb ${e.mac} dst ${e.dst}: ${errorText(err)}`);
-      }
-    }
+  const fdbMoved = before?.fdb !== undefined && (before.fdb.mac !== after.fdb?.mac || before.fdb.dst !== after.fdb?.dst);
+  if (fdbMoved) out.push([{ kind: 'fdb.del', dev, mac: before!.fdb!.mac, dst: before!.fdb!.dst }, removal(`fdb ${before!.fdb!.mac} of ${who}`, false)]);
+  if (after.neigh && (before?.neigh?.ip !== after.neigh.ip || before.neigh.mac !== after.neigh.mac)) {
+    out.push([{ kind: 'neigh.set', dev, ip: after.neigh.ip, mac: after.neigh.mac, group }, write('neighbour', before?.neigh !== undefined)]);
   }
+  if (after.fdb && (fdbMoved || !before?.fdb)) {
+    out.push([{ kind: 'fdb.append', dev, mac: after.fdb.mac, dst: after.fdb.dst, group }, write('fdb', fdbMoved)]);
+  }
+  const r = before?.route;
+  if (!r || r.gw !== after.route.gw || r.via !== after.route.via) {
+    out.push([routeReplaceEntry(after.route, devs, group), write('route', r !== undefined)]);
+  }
+  if (before?.neigh && (!after.neigh || after.neigh.ip !== before.neigh.ip)) {
+    out.push([{ kind: 'neigh.del', dev, ip: before.neigh.ip }, removal(`neighbour ${before.neigh.ip} of ${who}`, false)]);
+  }
+  return out;
 }

@@ -90,7 +90,12 @@ function healthy(): DoctorInputs {
       total: 253,
       free: 252,
     },
-    sysctl: { ipForward: '1', rpFilter: { all: 0, default: 0, 'flannel.1': 0, cni0: 0 } },
+    sysctl: {
+      ipForward: '1',
+      rpFilter: { all: 0, default: 0, 'flannel.1': 0, cni0: 0 },
+      neighGcThresh: [128, 512, 1024],
+      kernelRelease: '6.1.0-18-amd64',
+    },
     iptables: {
       ok: true,
       forwardPolicy: 'ACCEPT',
@@ -135,11 +140,12 @@ function expectOnly(inputs: DoctorInputs, expected: Partial<Record<CheckId, Chec
 }
 
 describe('doctor checks (pure)', () => {
-  it('a healthy node passes all fifteen vxlan checks (the two wireguard ones skip), in a fixed order', () => {
+  it('a healthy node passes all sixteen vxlan checks (the two wireguard ones skip), in a fixed order', () => {
     const r = expectOnly(healthy(), {});
     expect([...r.keys()]).toEqual([
       'subnet-file', 'bridge-address', 'lease', 'vxlan-device', 'wireguard-device', 'underlay-interface', 'mtu', 'peer-entries',
       'stale-entries', 'vtep-reachability', 'wireguard-peers', 'ip-forward', 'rp-filter', 'forward-policy', 'masquerade', 'ipam-leaks', 'ipam-capacity',
+      'kernel-limits',
     ]);
     expect(r.get('lease')!.message).toBe('10.244.1.0/24 held for 192.168.1.10 (key 10.244.1.0-24, expires in 23h53m)');
     expect(r.get('vtep-reachability')!.message).toBe('2 remote VTEPs answered through flannel.1 (0.10–0.30 ms)');
@@ -554,5 +560,28 @@ describe('status rendering', () => {
     expect(lines).toContain('  -              10.244.3.0/24  192.168.2.12  cc:00:00:00:00:03  yes    yes    yes  stale: no lease');
     expect(lines).toContain('  10.244.1.2  c1         eth0    veth0a1b2c3d  yes (cni0, mtu 1450)');
     expect(lines).toContain('  10.244.1.9  dead       eth0    vethdeadbeef  NO (leaked lease?)');
+  });
+  it('kernel-limits: before Linux 5.0, peers count against gc_thresh3: warns at 80%, fails at the limit; from 5.0 on it passes', () => {
+    const withPeers = (n: number, release: string): DoctorInputs => {
+      const i = healthy();
+      i.state.sysctl.kernelRelease = release;
+      i.view.leases = [i.view.leases![0]!, ...Array.from({ length: n }, (_, k) => lease(`10.${100 + (k >> 8)}.${k & 255}.0/24`, `192.168.${5 + (k >> 8)}.${k & 255}`, MAC.n2))];
+      return i;
+    };
+    const near = results(withPeers(900, '4.19.0-27-amd64')).get('kernel-limits')!;
+    expect(near.status).toBe('warn');
+    expect(near.message).toBe('900 peers use 88% of gc_thresh3=1024 (kernel 4.19.0-27-amd64 counts permanent ARP entries): a few more nodes and neighbours are refused');
+    expect(near.fix).toContain('gc_thresh3=3600');
+    const over = results(withPeers(1024, '4.19.0-27-amd64')).get('kernel-limits')!;
+    expect(over.status).toBe('fail');
+    expect(over.message).toContain('refuses neighbours beyond gc_thresh3=1024');
+    expect(results(withPeers(300, '4.19.0-27-amd64')).get('kernel-limits')!.status).toBe('pass');
+    const modern = results(withPeers(5000, '6.1.0-18-amd64')).get('kernel-limits')!;
+    expect(modern.status).toBe('pass');
+    expect(modern.message).toBe('5000 peers: kernel 6.1.0-18-amd64 does not count permanent ARP entries against gc_thresh3');
+    const unread = healthy();
+    unread.state.sysctl.kernelRelease = '4.19.0';
+    unread.state.sysctl.neighGcThresh = [null, null, null];
+    expect(results(unread).get('kernel-limits')!.status).toBe('warn');
   });
 });

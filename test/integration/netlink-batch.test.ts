@@ -1,0 +1,126 @@
+// nl.applyBatch and nl.dumpTables against the real kernel, inside a private
+// netns: mixed route/neighbour/FDB changes in one call, per-entry errors
+// that do not stop the others, groups, idempotence, and the netns boundary.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import * as nl from '../../src/netlink/index.js';
+import { addNetns, cleanupAll, inNs, isRoot, nsPath } from '../helpers/netns.js';
+
+const lines = (text: string): string[] => text.split('\n').map((l) => l.trim()).filter(Boolean).sort();
+
+describe.skipIf(!isRoot)('netlink batch.apply and state.dump', () => {
+  let ns: string;
+  let opts: nl.InNetns;
+  const ip = (...args: string[]): void => void execFileSync('ip', ['-n', ns, ...args]);
+  const routes = (): string[] => lines(inNs(ns, 'ip', ['-4', 'route', 'show']));
+  const neighs = (): string[] => lines(inNs(ns, 'ip', ['-4', 'neigh', 'show', 'dev', 'vx0']));
+  const fdb = (): string[] => lines(inNs(ns, 'bridge', ['fdb', 'show', 'dev', 'vx0']));
+
+  beforeAll(() => {
+    ns = addNetns('batch');
+    opts = { netns: nsPath(ns) };
+    ip('link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth1');
+    ip('addr', 'add', '192.168.90.1/24', 'dev', 'eth0');
+    ip('link', 'set', 'eth0', 'up');
+    ip('link', 'set', 'eth1', 'up');
+    ip('link', 'add', 'vx0', 'type', 'vxlan', 'id', '7', 'local', '192.168.90.1', 'dev', 'eth0', 'dstport', '8472', 'nolearning');
+    ip('link', 'set', 'vx0', 'up');
+  });
+  afterAll(() => cleanupAll());
+
+  const peers: nl.BatchEntry[] = [
+    { kind: 'neigh.set', dev: 'vx0', ip: '10.50.1.0', mac: '6a:00:00:00:01:01', group: 1 },
+    { kind: 'fdb.append', dev: 'vx0', mac: '6a:00:00:00:01:01', dst: '192.168.91.11', group: 1 },
+    { kind: 'route.replace', dev: 'vx0', dst: '10.50.1.0/24', gw: '10.50.1.0', onlink: true, group: 1 },
+    { kind: 'neigh.set', dev: 'vx0', ip: '10.50.2.0', mac: '6a:00:00:00:02:01', group: 2 },
+    { kind: 'fdb.append', dev: 'vx0', mac: '6a:00:00:00:02:01', dst: '192.168.91.12', group: 2 },
+    { kind: 'route.replace', dev: 'vx0', dst: '10.50.2.0/24', gw: '10.50.2.0', onlink: true, group: 2 },
+    { kind: 'route.replace', dev: 'eth0', dst: '10.50.3.0/24', gw: '192.168.90.3' },
+  ];
+
+  it('applies mixed route, neighbour and FDB entries in one call, in the given netns only', () => {
+    const res = nl.applyBatch(peers, opts);
+    expect(res).toEqual({ applied: 7, failures: [] });
+    expect(routes()).toEqual(expect.arrayContaining([
+      '10.50.1.0/24 via 10.50.1.0 dev vx0 onlink',
+      '10.50.2.0/24 via 10.50.2.0 dev vx0 onlink',
+      '10.50.3.0/24 via 192.168.90.3 dev eth0',
+    ]));
+    expect(neighs()).toEqual(['10.50.1.0 lladdr 6a:00:00:00:01:01 PERMANENT', '10.50.2.0 lladdr 6a:00:00:00:02:01 PERMANENT']);
+    expect(fdb()).toEqual(expect.arrayContaining([
+      '6a:00:00:00:01:01 dst 192.168.91.11 self permanent',
+      '6a:00:00:00:02:01 dst 192.168.91.12 self permanent',
+    ]));
+    // Our own namespace got none of it.
+    expect(execFileSync('ip', ['-4', 'route', 'show'], { encoding: 'utf8' })).not.toContain('10.50.1.0/24');
+  });
+
+  it('is idempotent: the same batch again succeeds and leaves the tables as they were', () => {
+    const before = { r: routes(), n: neighs(), f: fdb() };
+    expect(nl.applyBatch(peers, opts)).toEqual({ applied: 7, failures: [] });
+    expect({ r: routes(), n: neighs(), f: fdb() }).toEqual(before);
+  });
+
+  it('reads routes of several devices, neighbours and FDB with one dump each', () => {
+    const state = nl.dumpTables({ ...opts, routeDevs: ['vx0', 'eth0', 'nosuch0'], neighDev: 'vx0', fdbDev: 'vx0' });
+    expect(state.missing).toEqual(['nosuch0']);
+    expect(state.routes).toEqual(expect.arrayContaining([
+      { dev: 'vx0', dst: '10.50.1.0/24', gw: '10.50.1.0', onlink: true, protocol: 3 },
+      { dev: 'eth0', dst: '10.50.3.0/24', gw: '192.168.90.3', protocol: 3 },
+    ]));
+    // the kernel's own route for eth0's address comes with protocol kernel (2)
+    expect(state.routes).toContainEqual(expect.objectContaining({ dev: 'eth0', dst: '192.168.90.0/24', protocol: 2 }));
+    expect(state.neighs.map((n) => `${n.ip} ${n.mac} ${n.state & nl.NudState.permanent ? 'permanent' : ''}`).sort()).toEqual([
+      '10.50.1.0 6a:00:00:00:01:01 permanent',
+      '10.50.2.0 6a:00:00:00:02:01 permanent',
+    ]);
+    expect(state.fdb).toEqual(expect.arrayContaining([
+      expect.objectContaining({ mac: '6a:00:00:00:01:01', ip: '192.168.91.11' }),
+      expect.objectContaining({ mac: '6a:00:00:00:02:01', ip: '192.168.91.12' }),
+    ]));
+  });
+
+  it('reports each failing entry with its index and errno, skips the rest of its group, and applies the others', () => {
+    const res = nl.applyBatch([
+      { kind: 'route.replace', dev: 'nosuch0', dst: '10.60.1.0/24', gw: '10.60.1.0', onlink: true },
+      { kind: 'route.replace', dev: 'vx0', dst: '10.60.2.0/33', gw: '10.60.2.0', onlink: true },
+      { kind: 'neigh.set', dev: 'vx0', ip: '10.60.3.0', mac: 'not-a-mac', group: 5 },
+      { kind: 'route.replace', dev: 'vx0', dst: '10.60.3.0/24', gw: '10.60.3.0', onlink: true, group: 5 },
+      { kind: 'route.del', dev: 'vx0', dst: '10.60.4.0/24', gw: '10.60.4.0' },
+      { kind: 'route.replace', dev: 'vx0', dst: '10.60.5.0/24', gw: '10.60.5.0', onlink: true },
+      { kind: 'route.del', dev: 'eth0', dst: '10.50.3.0/24', gw: '192.168.90.3' },
+    ], opts);
+    expect(res.applied).toBe(2);
+    expect(res.failures.map((f) => [f.index, f.error.errno])).toEqual([
+      [0, 'ENOENT'],
+      [1, 'EINVAL'],
+      [2, 'EINVAL'],
+      [3, 'ECANCELED'],
+      [4, 'ESRCH'],
+    ]);
+    expect(res.failures.every((f) => f.error instanceof nl.NetlinkError)).toBe(true);
+    expect(nl.isNotFound(res.failures[4]!.error)).toBe(true);
+    const r = routes();
+    expect(r).toContain('10.60.5.0/24 via 10.60.5.0 dev vx0 onlink');
+    expect(r.join('\n')).not.toContain('10.60.3.0');
+    expect(r.join('\n')).not.toContain('10.50.3.0');
+  });
+
+  it('deletes neighbour and FDB entries, and reports ENOENT for ones already gone', () => {
+    const del: nl.BatchEntry[] = [
+      { kind: 'route.del', dev: 'vx0', dst: '10.50.2.0/24', gw: '10.50.2.0' },
+      { kind: 'neigh.del', dev: 'vx0', ip: '10.50.2.0' },
+      { kind: 'fdb.del', dev: 'vx0', mac: '6a:00:00:00:02:01', dst: '192.168.91.12' },
+    ];
+    expect(nl.applyBatch(del, opts)).toEqual({ applied: 3, failures: [] });
+    expect(neighs()).toEqual(['10.50.1.0 lladdr 6a:00:00:00:01:01 PERMANENT']);
+    expect(fdb().join('\n')).not.toContain('6a:00:00:00:02:01');
+    const again = nl.applyBatch(del, opts);
+    expect(again.applied).toBe(0);
+    expect(again.failures.map((f) => nl.isNotFound(f.error))).toEqual([true, true, true]);
+  });
+
+  it('throws one error, applying nothing, when the netns does not exist', () => {
+    expect(() => nl.applyBatch(peers, { netns: '/var/run/netns/tsf-no-such-ns' })).toThrow(/netns/);
+  });
+});
