@@ -173,7 +173,7 @@ export async function add(ctx: PluginContext): Promise<Result> {
     // waits for the first and then finds its work done.
     return ipam.withAttachment(containerId, ifname, async () => {
       const before = nl.linkByName(cfg.bridge);
-      if (before && !cfg.forceAddress) await moveGateway(cfg.bridge, subnet.gatewayCidr, ipam, log);
+      if (before && !cfg.forceAddress) await moveGateway(cfg.bridge, subnet.gatewayCidr, subnet.clusterNetwork, ipam, log);
       const bridge = ensureBridge(cfg.bridge, mtu, subnet.gatewayCidr, cfg.forceAddress, log);
       if (before && bridge.mtu > before.mtu) await capOlderPods(cfg.bridge, bridge.mtu, subnet.gateway, ipam, log);
       nl.sysctlSet('net.ipv4.ip_forward', '1');
@@ -206,10 +206,17 @@ export async function add(ctx: PluginContext): Promise<Result> {
  * The node's subnet changed (a new lease, a reassigned podCIDR) and the
  * bridge still carries the old gateway. With no pod left on the old subnet
  * the address is moved; pods still holding old addresses are named, since
- * moving the gateway away from them would cut them off.
+ * moving the gateway away from them would cut them off. Only old gateways
+ * inside the cluster network move by themselves: any other address on the
+ * bridge was put there by someone else, and ensureBridge refuses it (code 7,
+ * naming forceAddress).
  */
-async function moveGateway(bridge: string, gatewayCidr: string, ipam: HostLocalIpam, log: PluginLogger): Promise<void> {
-  const stale = staleBridgeAddresses(bridge, gatewayCidr);
+async function moveGateway(bridge: string, gatewayCidr: string, clusterNetwork: string, ipam: HostLocalIpam, log: PluginLogger): Promise<void> {
+  const cluster = parseIpv4Cidr(clusterNetwork);
+  const stale = staleBridgeAddresses(bridge, gatewayCidr).filter((c) => {
+    const ip = parseIpv4(c.split('/')[0]!);
+    return cluster !== undefined && ip !== undefined && cidrContainsIp(cluster, ip);
+  });
   if (stale.length === 0) return;
   const oldNets = stale.map((c) => parseIpv4Cidr(c)).filter((c) => c !== undefined);
   const holders = (await ipam.list()).filter((l) => {
@@ -219,7 +226,7 @@ async function moveGateway(bridge: string, gatewayCidr: string, ipam: HostLocalI
   if (holders.length > 0) {
     const pods = holders.map((h) => `${h.ip} (container ${h.containerId}${h.ifname ? ` ${h.ifname}` : ''})`);
     throw new CniError(
-      ErrorCode.Internal,
+      ErrorCode.InvalidNetworkConfig,
       `the node's subnet changed to ${gatewayCidr}, but "${bridge}" still serves the old subnet ${stale.join(', ')} ` +
         `for ${holders.length} pod(s): ${pods.join(', ')}`,
       `delete those pods (their addresses belong to the old subnet and cannot move); the next ADD then moves ${bridge} to ${gatewayCidr}`,
