@@ -269,6 +269,9 @@ export class Cluster {
    * device name. A real node has its own /run; without this every simulated
    * node's flannel-wg would share one socket path. It lives as long as the
    * cluster, so a wireguard-go daemon outlives agent restarts as on a node.
+   * Slave propagation: the pod netns files a runtime bind-mounts under
+   * /run/netns afterwards still appear here, where the agent serves the
+   * node's CNI calls, while the tmpfs stays this node's own.
    */
   private async mountNs(name: string): Promise<string> {
     let holder = this.mountHolders.get(name);
@@ -279,7 +282,7 @@ export class Cluster {
       const hold = join(this.nodeDir(name), 'mount-ns.hold');
       writeFileSync(hold, '');
       const script = 'mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tsflannel-wg /run/wireguard && echo ready && exec tail -f "$0"';
-      holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, hold], { stdio: ['ignore', 'pipe', 'inherit'] });
+      holder = spawn('unshare', ['--mount', '--propagation', 'slave', 'sh', '-c', script, hold], { stdio: ['ignore', 'pipe', 'inherit'] });
       this.mountHolders.set(name, holder);
       const h = holder;
       await new Promise<void>((resolve, reject) => {

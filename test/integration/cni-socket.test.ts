@@ -195,10 +195,10 @@ describe.skipIf(!isRoot)('tsflanneld CNI socket', () => {
 
   it('counts the calls it served in /metrics', async () => {
     const text = httpInNs(node, agent!.healthzPort, '/metrics');
-    expect(text).toMatch(/tsflannel_cni_calls_total\{command="ADD",result="ok"\} ([5-9]\d|\d{3,})/);
-    expect(text).toMatch(/tsflannel_cni_calls_total\{command="DEL",result="ok"\} ([5-9]\d|\d{3,})/);
-    expect(text).toMatch(/tsflannel_cni_bad_frames_total [1-9]/);
-    expect(text).toMatch(/tsflannel_cni_refused_total [1-9]/);
+    expect(text).toMatch(/tsflannel_cni_request_duration_seconds_count\{command="ADD",result="success"\} ([5-9]\d|\d{3,})/);
+    expect(text).toMatch(/tsflannel_cni_request_duration_seconds_count\{command="DEL",result="success"\} ([5-9]\d|\d{3,})/);
+    expect(text).toMatch(/tsflannel_cni_bad_frames [1-9]/);
+    expect(text).toMatch(/tsflannel_cni_refused_connections [1-9]/);
     expect(text).toMatch(/process_cpu_seconds_total \d/);
   });
 

@@ -20,6 +20,8 @@ const SLOW_ROUTES = 20_000;
 
 export function checkKernelLimits(inputs: DoctorInputs, facts: Facts): CheckResult {
   const id = 'kernel-limits';
+  // Only VXLAN keeps a permanent neighbour per remote node.
+  if (facts.backend.type !== 'vxlan') return skip(id, `the ${facts.backend.type} backend keeps no permanent neighbour per node`);
   const { neighGcThresh, kernelRelease } = inputs.state.sysctl;
   if (!neighGcThresh || !kernelRelease) return skip(id, 'neighbour table limits not read');
   const peers = facts.leases ? facts.remoteLeases.length : inputs.state.neighbours.length;

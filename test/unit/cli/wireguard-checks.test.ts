@@ -87,8 +87,8 @@ const results = (inputs: DoctorInputs) => new Map<CheckId, CheckResult>(evaluate
 const notPassing = (inputs: DoctorInputs) => [...results(inputs).values()].filter((c) => c.status !== 'pass').map((c) => `${c.id}:${c.status}`);
 
 describe('doctor on a wireguard node (pure)', () => {
-  it('a healthy node passes everything but the two VXLAN checks, which skip', () => {
-    expect(notPassing(healthy())).toEqual(['vxlan-device:skip', 'vtep-reachability:skip']);
+  it('a healthy node passes everything but the three VXLAN checks, which skip', () => {
+    expect(notPassing(healthy())).toEqual(['vxlan-device:skip', 'vtep-reachability:skip', 'kernel-limits:skip']);
     const r = results(healthy());
     expect(r.get('wireguard-device')!.message).toBe(
       `flannel-wg on wireguard-go (this kernel has no WireGuard), port 51820, public key ${KEY(1)}, mtu 1440, 10.244.1.0/32, up; key file /run/flannel/wgkey`,
