@@ -18,6 +18,7 @@ DEB_PACKAGES=(
   binutils
   file strace
   containerd runc podman buildah conmon busybox-static
+  mmdebstrap
 )
 
 missing_packages() {
