@@ -30,8 +30,9 @@ case ${1:-} in
     [ -f "$state_file" ] || exit 0
     if ! state | cmp -s - "$state_file"; then
       echo '[tree-state] npm test changed files git tracks or does not ignore:' >&2
-      diff "$state_file.status" <(git status --porcelain=v1 --untracked-files=all) >&2 \
-        || echo '(the same files as before, with other content)' >&2
+      if diff "$state_file.status" <(git status --porcelain=v1 --untracked-files=all) >&2; then
+        echo '(the same files as before, with other content)' >&2
+      fi
       exit 1
     fi
     rm -f "$state_file" "$state_file.status"
