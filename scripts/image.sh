@@ -76,8 +76,15 @@ runtime_base() {
   if ! podman image exists "$LOCAL_RUNTIME_BASE"; then
     command -v mmdebstrap >/dev/null || { say "mmdebstrap is missing (scripts/setup.sh installs it)"; exit 1; }
     say "making $LOCAL_RUNTIME_BASE with mmdebstrap (minbase bookworm)"
+    # Like debian:bookworm-slim: no man pages, docs or translations, and apt
+    # drops the packages it downloaded once they are installed.
     mmdebstrap --quiet --variant=minbase --include=ca-certificates \
       --aptopt='Acquire::Retries "3"' \
+      --aptopt='DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; }' \
+      --aptopt='Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache ""' \
+      --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+      --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+      --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
       --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
       bookworm "$conf/rootfs.tar" \
       "deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" \
