@@ -10,8 +10,8 @@
 # (node:20-bookworm, debian:bookworm-slim) are in local storage they are used;
 # otherwise, as on a machine that cannot reach a registry, local ones are made
 # from Debian's own packages and kept in podman's storage for the next run:
-#   localhost/tsflannel-base:bookworm          mmdebstrap minbase + ca-certificates
-#   localhost/tsflannel-build-base:<node ver>  that + this machine's node and npm
+#   localhost/tsflannel-base:bookworm-<recipe>          mmdebstrap minbase + ca-certificates
+#   localhost/tsflannel-build-base:bookworm-node-<ver>-<recipe>  that + this machine's node and npm
 #
 # Every build runs with --network host --isolation chroot: no bridge, no
 # firewall rule and no network namespace is created by the build.
@@ -25,7 +25,6 @@ say() { printf '[image] %s\n' "$*" >&2; }
 IMAGE=localhost/tsflannel:0.1.0
 PUBLIC_BUILD_BASE=docker.io/library/node:20-bookworm
 PUBLIC_RUNTIME_BASE=docker.io/library/debian:bookworm-slim
-LOCAL_RUNTIME_BASE=localhost/tsflannel-base:bookworm
 MIRROR=${TSFLANNEL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 extra_tag=
@@ -42,7 +41,6 @@ node_bin=$(readlink -f "$(command -v node)")
 node_version=$("$node_bin" --version)
 # npm's package dir, wherever the npm on PATH lives (…/node_modules/npm).
 npm_dir=$(cd "$(dirname "$(readlink -f "$(command -v npm)")")/.." && pwd)
-LOCAL_BUILD_BASE=localhost/tsflannel-build-base:bookworm-node-${node_version#v}
 
 # A tag naming exactly what the image is built from: every tracked file the
 # build context can see (tests and docs excluded), the working tree's
@@ -77,8 +75,11 @@ runtime_base() {
     command -v mmdebstrap >/dev/null || { say "mmdebstrap is missing (scripts/setup.sh installs it)"; exit 1; }
     say "making $LOCAL_RUNTIME_BASE with mmdebstrap (minbase bookworm)"
     # Like debian:bookworm-slim: no man pages, docs or translations, and apt
-    # drops the packages it downloaded once they are installed.
+    # drops the packages it downloaded once they are installed. The
+    # merged-usr hook makes /bin -> usr/bin itself; otherwise the usrmerge
+    # package would pull in perl (50 MB) for that.
     mmdebstrap --quiet --variant=minbase --include=ca-certificates \
+      --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
       --aptopt='Acquire::Retries "3"' \
       --aptopt='DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; }' \
       --aptopt='Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache ""' \
@@ -125,6 +126,11 @@ build_base() {
   echo "$LOCAL_BUILD_BASE"
 }
 
+# The local bases' tags name their recipe (the functions above), so a change
+# to how they are made makes new ones instead of reusing stale ones.
+recipe() { declare -f "$@" | sha256sum | cut -c1-12; }
+LOCAL_RUNTIME_BASE=localhost/tsflannel-base:bookworm-$(recipe runtime_base)
+LOCAL_BUILD_BASE=localhost/tsflannel-build-base:bookworm-node-${node_version#v}-$(recipe runtime_base build_base)
 rbase=$(runtime_base)
 bbase=$(build_base "$rbase")
 tag=$(inputs_tag)
