@@ -145,6 +145,10 @@ else
   say "built in $((SECONDS - start)) s"
 fi
 podman tag "$tag" "$IMAGE"
+# Earlier builds' tags go, so their images can be pruned (`podman image
+# prune` frees what no tag or layer cache still uses).
+podman images --format '{{.Repository}}:{{.Tag}}' 'localhost/tsflannel' \
+  | grep ':inputs-' | grep -vxF "$tag" | while read -r old; do podman untag "$old" "$old"; done || true
 [ -n "$extra_tag" ] && podman tag "$tag" "$extra_tag"
 
 # ---- checks: both executables run, and the init container's install works ----
