@@ -18,7 +18,7 @@ DEB_PACKAGES=(
   binutils
   file strace
   containerd runc podman buildah conmon busybox-static
-  mmdebstrap
+  mmdebstrap openssl
 )
 
 missing_packages() {
