@@ -19,7 +19,7 @@ import { ipJson } from '../helpers/netns.js';
 import { podmanRunArgs, probeUrl, readManifest, type Container, type Manifest, type NodeContext } from '../helpers/kubelet-pod.js';
 import { Containerd } from './runtimes/containerd.js';
 import type { CriClient, PodSandboxConfig } from './runtimes/cri-client.js';
-import { eventually, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, run, skipReason, type RunResult } from './runtimes/host.js';
+import { eventually, registerMachineDirs, unmountUnder, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, run, skipReason, type RunResult } from './runtimes/host.js';
 import { buildImages, containersConf, PAUSE_IMAGE, SHELL_IMAGE } from './runtimes/images.js';
 import { Cleanup, httpGetFrom, inSubnet } from './runtimes/suite.js';
 
@@ -100,6 +100,14 @@ describe.skipIf(reason !== '')('the Dockerfile built by buildah, and the manifes
     imageLog = built.stderr;
     image = tag;
     manifest = readManifest(MANIFEST);
+    // Mounts with propagation (HostToContainer, Bidirectional) need their
+    // source on a shared mount, as a node's / is; the temp dir becomes one.
+    const pod = [...(manifest.podSpec.initContainers ?? []), ...manifest.podSpec.containers];
+    if (pod.some((c) => (c.volumeMounts ?? []).some((m) => m.mountPropagation && m.mountPropagation !== 'None'))) {
+      await run('mount', ['--bind', dir, dir]);
+      cleanup.add('shared temp dir', () => unmountUnder(dir));
+      await run('mount', ['--make-rshared', dir]);
+    }
 
     // A TLS API server with a service-account token, reached from each node at 127.0.0.1:6443.
     await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
