@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.6
 # tsflannel image: tsflanneld (the entrypoint; it also serves the node's CNI
 # calls on /run/tsflannel/cni.sock), tsflannel (the standalone CNI plugin and
 # node tool) and tsflannel-forward (the static forwarder). The DaemonSet's
@@ -8,9 +7,17 @@
 # built by scripts/package.sh, so the runtime image needs no Node.
 #
 #   docker build -t tsflannel:0.1.0 .
+#   npm run image     (buildah, with local bases when the public ones cannot
+#                      be pulled: scripts/image.sh)
+#
+# Plain Dockerfile syntax (no BuildKit features), so buildah bud builds it too.
+# The bases are build arguments so a builder without registry access can
+# supply its own Debian bookworm images.
+ARG BUILD_BASE=node:20-bookworm
+ARG RUNTIME_BASE=debian:bookworm-slim
 
 # ---- build: the same steps as scripts/setup.sh, then scripts/package.sh ----
-FROM node:20-bookworm AS build
+FROM ${BUILD_BASE} AS build
 ENV DEBIAN_FRONTEND=noninteractive
 # Go and the netlink sources come from Debian (GOPATH mode, no module proxy);
 # containernetworking-plugins only to take its portmap binary.
@@ -25,7 +32,8 @@ RUN npm ci --no-audit --no-fund --loglevel=error
 COPY tsconfig.json ./
 COPY scripts/ scripts/
 COPY native/tsfnl/ native/tsfnl/
-RUN bash scripts/build-native.sh
+COPY native/forward/ native/forward/
+RUN bash scripts/build-native.sh && bash scripts/build-forward.sh
 COPY src/ src/
 COPY conf/ conf/
 RUN npx --no-install tsc -p tsconfig.json --noEmit \
@@ -35,7 +43,7 @@ RUN npx --no-install tsc -p tsconfig.json --noEmit \
  && echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION ./dist/tsflannel | grep -q supportedVersions
 
 # ---- runtime ----
-FROM debian:bookworm-slim
+FROM ${RUNTIME_BASE}
 ENV DEBIAN_FRONTEND=noninteractive
 # nftables gives nft for EnableNFTables; iptables ships both backends
 # (iptables-nft, iptables-legacy) behind update-alternatives; iproute2 is for
@@ -50,20 +58,7 @@ RUN apt-get update \
 # sit beside kube-proxy's in the other one. On its first call this wrapper
 # picks the backend holding more rules (nft on a tie, Debian's default),
 # makes it the alternative, and runs the command; later calls skip it.
-COPY --chmod=0755 <<'EOF' /usr/sbin/iptables-wrapper
-#!/bin/sh
-set -eu
-rules() {
-  { "iptables-$1-save" || true; "ip6tables-$1-save" || true; } 2>/dev/null | grep -c '^-' || true
-}
-legacy=$(rules legacy)
-nft=$(rules nft)
-mode=nft
-if [ "$legacy" -gt "$nft" ]; then mode=legacy; fi
-update-alternatives --quiet --set iptables "/usr/sbin/iptables-$mode"
-update-alternatives --quiet --set ip6tables "/usr/sbin/ip6tables-$mode"
-exec "$0" "$@"
-EOF
+COPY --chmod=0755 conf/image/iptables-wrapper /usr/sbin/iptables-wrapper
 RUN for t in iptables ip6tables; do \
       update-alternatives --install "/usr/sbin/$t" "$t" /usr/sbin/iptables-wrapper 100 \
         --slave "/usr/sbin/$t-restore" "$t-restore" /usr/sbin/iptables-wrapper \

@@ -25,6 +25,7 @@ DEB_PACKAGES=(
   file strace
   containerd runc podman buildah conmon busybox-static
   wireguard-tools wireguard-go iperf3 tcpdump
+  mmdebstrap
 )
 
 missing_packages() {

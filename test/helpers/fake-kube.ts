@@ -6,6 +6,7 @@
 // Test controls change Nodes behind the client's back, drop watch streams,
 // inject failures and record every request with its RBAC verb and resource.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
@@ -55,6 +56,8 @@ export interface RecordedRequest {
 export interface FakeKubeOptions {
   /** when set, requests without `Authorization: Bearer <token>` get 401 */
   token?: string;
+  /** serve HTTPS with this key and certificate (PEM), as kube-apiserver does */
+  tls?: { key: string; cert: string };
 }
 
 interface WatchEvent {
@@ -105,15 +108,16 @@ export class FakeKube {
 
   static async start(opts: FakeKubeOptions = {}): Promise<FakeKube> {
     let fake: FakeKube | undefined;
-    const server = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse): void => {
       fake!.handle(req, res).catch((err: unknown) => {
         if (!res.headersSent) sendStatus(res, 500, 'InternalError', String(err));
         else res.destroy();
       });
-    });
+    };
+    const server = opts.tls ? createTlsServer({ key: opts.tls.key, cert: opts.tls.cert }, handler) : createServer(handler);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const { port } = server.address() as AddressInfo;
-    fake = new FakeKube(server, `http://127.0.0.1:${port}`, opts);
+    fake = new FakeKube(server, `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`, opts);
     return fake;
   }
 

@@ -218,7 +218,8 @@ describe('links in README.md and docs/*.md resolve', () => {
 
   it('the docs pages that conf/ files point at exist', () => {
     const pointers: string[] = [];
-    for (const file of readdirSync(join(ROOT, 'conf'))) {
+    for (const file of readdirSync(join(ROOT, 'conf'), { recursive: true, encoding: 'utf8' })) {
+      if (!statSync(join(ROOT, 'conf', file)).isFile()) continue;
       for (const m of read(join(ROOT, 'conf', file)).matchAll(/\b(docs\/[A-Za-z0-9_.\/-]+\.md)\b/g)) pointers.push(`${file}: ${m[1]}`);
     }
     expect(pointers).toContain('kind-config.yaml: docs/install-kind.md');

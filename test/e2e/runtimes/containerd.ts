@@ -19,6 +19,12 @@ export interface ContainerdOptions {
   confDir: string;
   /** image the CRI plugin runs as each pod's sandbox (pause) container */
   sandboxImage: string;
+  /**
+   * Host paths to show the daemon (and the CNI plugins it runs) at other
+   * paths, [source, target] each: it then runs in a private mount namespace
+   * with these bind mounts, as a node whose /run/flannel is the test's dir.
+   */
+  bindMounts?: [string, string][];
 }
 
 function toml(s: string): string {
@@ -80,9 +86,12 @@ export class Containerd {
     mkdirSync(opts.dir, { recursive: true });
     const config = join(opts.dir, 'config.toml');
     writeFileSync(config, containerdConfig(opts));
-    const [cmd, args] = opts.netns
-      ? ['nsenter', [`--net=${opts.netns}`, 'containerd', '--config', config]]
-      : ['containerd', ['--config', config]];
+    let daemon = ['containerd', '--config', config];
+    if (opts.bindMounts?.length) {
+      const script = 'set -e; while [ "$1" != -- ]; do mount --bind "$1" "$2"; shift 2; done; shift; exec "$@"';
+      daemon = ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', script, 'node-mounts', ...opts.bindMounts.flat(), '--', ...daemon];
+    }
+    const [cmd, args] = opts.netns ? ['nsenter', [`--net=${opts.netns}`, ...daemon]] : [daemon[0], daemon.slice(1)];
     const log = createWriteStream(d.logFile);
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout?.pipe(log);

@@ -47,6 +47,11 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
         resolve(result);
       }
     });
+    // a command that exits without reading its input (mount, a quick failure)
+    // closes the pipe first: EPIPE here is not the command's failure
+    child.stdin?.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') reject(err);
+    });
     child.stdin?.end(opts.input ?? '');
   });
 }
