@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { AGENT_BIN, Cluster, PLUGIN_BIN, type Pod } from '../../src/demo/cluster.js';
 import { isRoot } from '../helpers/netns.js';
 import { haveEtcd } from '../helpers/etcd.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const RESYNC_SECONDS = 2;
 const GRACE_SECONDS = 10;
@@ -62,7 +63,7 @@ function runAsync(file: string, args: string[]): Promise<{ code: number; stdout:
   });
 }
 
-describe.skipIf(!isRoot || !haveEtcd)('day-2 events on a two-node etcd cluster', () => {
+describe.skipIf(requireOrSkip('day2', { root: isRoot, etcd: haveEtcd }))('day-2 events on a two-node etcd cluster', () => {
   let cluster: Cluster;
   let a: Pod; // on n1
   let b: Pod; // on n2

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { Cluster, type Pod } from '../../src/demo/cluster.js';
 import { isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const haveEtcd = existsSync('/usr/bin/etcd');
 const NODES = ['n1', 'n2', 'n3'];
@@ -41,7 +42,7 @@ async function eventually(what: string, timeoutMs: number, check: () => boolean)
   throw new Error(`not converged within ${timeoutMs} ms: ${what}`);
 }
 
-describe.skipIf(!isRoot || !haveEtcd)('nodes with FORWARD policy DROP and no --ip-masq', () => {
+describe.skipIf(requireOrSkip('forward-drop', { root: isRoot, etcd: haveEtcd }))('nodes with FORWARD policy DROP and no --ip-masq', () => {
   const cluster = new Cluster({
     prefix: `tsffwd${randomBytes(2).toString('hex')}`,
     nodes: [
@@ -100,7 +101,7 @@ describe.skipIf(!isRoot || !haveEtcd)('nodes with FORWARD policy DROP and no --i
   }, 30_000);
 });
 
-describe.skipIf(!isRoot || !haveEtcd)('a live agent\'s /healthz, /readyz and /metrics', () => {
+describe.skipIf(requireOrSkip('forward-drop', { root: isRoot, etcd: haveEtcd }))('a live agent\'s /healthz, /readyz and /metrics', () => {
   const cluster = new Cluster({
     prefix: `tsfmet${randomBytes(2).toString('hex')}`,
     nodes: [{ name: 'n1', segment: 'a' }, { name: 'n2', segment: 'a' }],

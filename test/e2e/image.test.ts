@@ -19,7 +19,7 @@ import { ipJson } from '../helpers/netns.js';
 import { podmanRunArgs, probeUrl, readManifest, type Container, type Manifest, type NodeContext } from '../helpers/kubelet-pod.js';
 import { Containerd } from './runtimes/containerd.js';
 import type { CriClient, PodSandboxConfig } from './runtimes/cri-client.js';
-import { eventually, registerMachineDirs, unmountUnder, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, run, skipReason, type RunResult } from './runtimes/host.js';
+import { eventually, registerMachineDirs, unmountUnder, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, run, mustSkip, type RunResult } from './runtimes/host.js';
 import { buildImages, containersConf, PAUSE_IMAGE, SHELL_IMAGE } from './runtimes/images.js';
 import { Cleanup, httpGetFrom, inSubnet } from './runtimes/suite.js';
 
@@ -32,7 +32,7 @@ const API_PORT = 6443;
 // Cold: two Debian bases, Go and npm packages from their archives, two SEAs.
 const BUILD_TIMEOUT_MS = 25 * 60_000;
 
-const reason = skipReason('image', ['buildah', 'podman', 'mmdebstrap', 'openssl', 'nsenter', 'unshare', 'runc', 'containerd', 'busybox']);
+const skip = mustSkip('image', ['buildah', 'podman', 'mmdebstrap', 'openssl', 'nsenter', 'unshare', 'runc', 'containerd', 'busybox']);
 // The paths the installed conflist leaves at their defaults: the plugin reads
 // the subnet file the agent wrote and keeps its leases on the node. Each
 // node's containerd sees its own node's dirs there (a private mount namespace).
@@ -48,7 +48,7 @@ interface KubeletNode {
   containers: string[];
 }
 
-describe.skipIf(reason !== '')('the Dockerfile built by buildah, and the manifest\'s DaemonSet pod run as a kubelet would', () => {
+describe.skipIf(skip)('the Dockerfile built by buildah, and the manifest\'s DaemonSet pod run as a kubelet would', () => {
   const prefix = `tsfimg${randomBytes(2).toString('hex')}`;
   const cgroupParent = `/${prefix}`;
   const cleanup = new Cleanup();

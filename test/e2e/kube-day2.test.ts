@@ -15,6 +15,7 @@ import { bridgeUnixToTcp } from '../../src/demo/port-bridge.js';
 import { FakeKube } from '../helpers/fake-kube.js';
 import { callPlugin, type CniOutcome } from '../helpers/plugin.js';
 import { isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 const BRIDGE = fileURLToPath(new URL('../../build/demo/port-bridge.js', import.meta.url));
@@ -33,7 +34,7 @@ function exited(child: ChildProcess): Promise<void> {
   return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));
 }
 
-describe.skipIf(!isRoot)('day-2 events in Kubernetes mode', () => {
+describe.skipIf(requireOrSkip('kube-day2', { root: isRoot }))('day-2 events in Kubernetes mode', () => {
   let topo: Topology;
   let kube: FakeKube;
   let apiBridge: Server;

@@ -15,6 +15,7 @@ import { buildTopology, destroyTopology, type Topology } from '../../src/demo/to
 import { bridgeUnixToTcp } from '../../src/demo/port-bridge.js';
 import { FakeKube } from '../helpers/fake-kube.js';
 import { isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 const BRIDGE = fileURLToPath(new URL('../../build/demo/port-bridge.js', import.meta.url));
@@ -34,7 +35,7 @@ function probe(ns: string, path: string): { status: number; body: string } {
   return JSON.parse(execFileSync('ip', ['netns', 'exec', ns, process.execPath, '-e', script, path], { encoding: 'utf8', timeout: 10_000 })) as { status: number; body: string };
 }
 
-describe.skipIf(!isRoot)('readiness of a kube-mode node waiting for its podCIDR', () => {
+describe.skipIf(requireOrSkip('kube-readiness', { root: isRoot }))('readiness of a kube-mode node waiting for its podCIDR', () => {
   let topo: Topology;
   let kube: FakeKube;
   let apiBridge: Server;

@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Cluster, DEFAULT_NET_CONF, PLUGIN_BIN, type Pod } from '../../src/demo/cluster.js';
 import { isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const haveEtcd = existsSync('/usr/bin/etcd');
 const haveNft = existsSync('/usr/sbin/nft');
@@ -36,7 +37,7 @@ async function eventually(what: string, timeoutMs: number, check: () => boolean)
   throw new Error(`not converged within ${timeoutMs} ms: ${what}`);
 }
 
-describe.skipIf(!isRoot || !haveEtcd || !haveNft)('switching a cluster to EnableNFTables', () => {
+describe.skipIf(requireOrSkip('nftables-mode', { root: isRoot, etcd: haveEtcd, nft: haveNft }))('switching a cluster to EnableNFTables', () => {
   const cluster = new Cluster({
     prefix: `tsfnft${randomBytes(2).toString('hex')}`,
     nodes: [{ name: 'n1', segment: 'a' }, { name: 'n2', segment: 'b' }],

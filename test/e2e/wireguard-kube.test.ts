@@ -16,6 +16,7 @@ import { bridgeUnixToTcp } from '../../src/demo/port-bridge.js';
 import { parseDump } from '../../src/daemon/backend/wireguard-peers.js';
 import { FakeKube } from '../helpers/fake-kube.js';
 import { isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 const BRIDGE = fileURLToPath(new URL('../../build/demo/port-bridge.js', import.meta.url));
@@ -31,7 +32,7 @@ async function eventually(what: string, timeoutMs: number, check: () => boolean 
   throw new Error(`not within ${timeoutMs} ms: ${what}`);
 }
 
-describe.skipIf(!runnable)('the wireguard backend in Kubernetes mode', () => {
+describe.skipIf(requireOrSkip('wireguard-kube', { 'root, wg and wireguard-go (or kernel WireGuard)': runnable }))('the wireguard backend in Kubernetes mode', () => {
   let topo: Topology;
   let kube: FakeKube;
   let apiBridge: Server;

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Cluster, PLUGIN_BIN, type Pod } from '../../src/demo/cluster.js';
 import { parseDump, type DeviceDump } from '../../src/daemon/backend/wireguard-peers.js';
 import { isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const have = (bin: string) => existsSync(bin);
 const runnable = isRoot && have('/usr/bin/etcd') && have('/usr/bin/wg') && have('/usr/bin/tcpdump') && (have('/usr/bin/wireguard-go') || kernelHasWireguard());
@@ -44,7 +45,7 @@ interface EtcdLease {
   publicKey: string;
 }
 
-describe.skipIf(!runnable)('a three-node cluster on the wireguard backend', () => {
+describe.skipIf(requireOrSkip('wireguard', { 'root, wg and wireguard-go (or kernel WireGuard)': runnable }))('a three-node cluster on the wireguard backend', () => {
   const resyncSeconds = 3;
   const cluster = new Cluster({
     prefix: `tsfwg${randomBytes(2).toString('hex')}`,

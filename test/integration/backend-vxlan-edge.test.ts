@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { VxlanBackend } from '../../src/daemon/backend/vxlan.js';
 import type { Lease, ReconcileReport } from '../../src/daemon/types.js';
 import { addNetns, cleanupAll, inNs, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const N = 500;
 
@@ -62,7 +63,7 @@ class Monitor {
 
 const counts = (r: ReconcileReport) => ({ added: r.added, updated: r.updated, removed: r.removed, errors: r.errors });
 
-describe.skipIf(!isRoot)('VXLAN backend: a lease event writes only that node\'s entries', () => {
+describe.skipIf(requireOrSkip('backend-vxlan-edge', { root: isRoot }))('VXLAN backend: a lease event writes only that node\'s entries', () => {
   let ns: string;
   let backend: VxlanBackend;
   let leases: Lease[];

@@ -16,6 +16,7 @@ import { parseDump } from '../../src/daemon/backend/wireguard-peers.js';
 import { parseNetworkConfig } from '../../src/daemon/config.js';
 import type { ExternalInterface, Lease, WireguardBackendConfig } from '../../src/daemon/types.js';
 import { addNetns, cleanupAll, inNs, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const runnable = isRoot && existsSync('/usr/bin/wg') && existsSync('/usr/bin/wireguard-go');
 const KEY = (n: number) => Buffer.alloc(32, n).toString('base64');
@@ -32,7 +33,7 @@ const lease = (n: number, key = KEY(n)): Lease => ({
   nodeName: `node${n}`,
 });
 
-describe.skipIf(!runnable)('wireguard backend in a real node namespace', () => {
+describe.skipIf(requireOrSkip('backend-wireguard', { 'root, wg and wireguard-go (or kernel WireGuard)': runnable }))('wireguard backend in a real node namespace', () => {
   const dev = `wg${randomBytes(3).toString('hex')}`;
   let ns = '';
   let dir = '';
@@ -114,7 +115,7 @@ describe.skipIf(!runnable)('wireguard backend in a real node namespace', () => {
   });
 });
 
-describe.skipIf(!runnable)('wireguard backend without any WireGuard', () => {
+describe.skipIf(requireOrSkip('backend-wireguard', { 'root, wg and wireguard-go (or kernel WireGuard)': runnable }))('wireguard backend without any WireGuard', () => {
   it('fails at prepare naming both: no kernel WireGuard and no userspace program (WG_QUICK_USERSPACE_IMPLEMENTATION)', async () => {
     const ns = addNetns('wgnone');
     const probe = spawnSync('ip', ['-n', ns, 'link', 'add', 'probe0', 'type', 'wireguard']);

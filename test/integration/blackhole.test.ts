@@ -6,8 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { ensureBlackholeRoute } from '../../src/daemon/traffic/blackhole.js';
 import { addNetns, cleanupAll, isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
-describe.skipIf(!isRoot)('blackhole route for the node subnet', () => {
+describe.skipIf(requireOrSkip('blackhole', { root: isRoot }))('blackhole route for the node subnet', () => {
   let ns = '';
   const ip = (args: string[]) => execFileSync('ip', ['-n', ns, ...args], { encoding: 'utf8' });
 

@@ -9,11 +9,12 @@ import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { callPlugin, PLUGIN_BIN, type CniOutcome } from '../helpers/plugin.js';
 import { FORWARDER_BIN, forwarderBuilt, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const HOST_LOCAL = '/usr/lib/cni/host-local';
 const FORWARD_DEADLINE_MS = 20_000;
 
-describe.skipIf(!isRoot || !forwarderBuilt)('agent-served CNI path under faults', () => {
+describe.skipIf(requireOrSkip('cni-agent-faults', { root: isRoot, 'the forwarder (scripts/build-forward.sh)': forwarderBuilt }))('agent-served CNI path under faults', () => {
   let node = '';
   let dir = '';
   let socket = '';
@@ -102,7 +103,7 @@ describe.skipIf(!isRoot || !forwarderBuilt)('agent-served CNI path under faults'
     expect(veths()).toEqual([]);
   }, 240_000);
 
-  it.skipIf(!existsSync(HOST_LOCAL))('agent-served, standalone and the reference host-local race into one store: every IP once', async () => {
+  it.skipIf(requireOrSkip('cni-agent-faults', { 'reference host-local': existsSync(HOST_LOCAL) }))('agent-served, standalone and the reference host-local race into one store: every IP once', async () => {
     agent = await startCniAgent({ socket, nodeNs: node, workers: 2 });
     const n = 12;
     const served = Array.from({ length: n }, (_, i) => addNetns(`ra${i}`));

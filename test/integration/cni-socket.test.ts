@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { addNetns, cleanupAll, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { callPlugin, PLUGIN_BIN } from '../helpers/plugin.js';
 import { AGENT_BIN, FORWARDER_BIN, forwarderBuilt, frame, socketCall, socketExchange, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const NOBODY = 65534;
 
@@ -82,7 +83,7 @@ function httpInNs(nodeNs: string, port: number, path: string): string {
   return execFileSync('ip', ['netns', 'exec', nodeNs, process.execPath, '-e', script], { encoding: 'utf8' });
 }
 
-describe.skipIf(!isRoot)('tsflanneld CNI socket', () => {
+describe.skipIf(requireOrSkip('cni-socket', { root: isRoot }))('tsflanneld CNI socket', () => {
   let node = '';
   let dir = '';
   let socket = '';

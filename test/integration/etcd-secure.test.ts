@@ -18,6 +18,7 @@ import { bridgeUnixToTcp } from '../../src/demo/port-bridge.js';
 import { makePki, type TestPki } from '../helpers/certs.js';
 import { haveEtcd, startEtcd, type EtcdServer } from '../helpers/etcd.js';
 import { addNetns, cleanupAll, isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const AGENT = join(ROOT, 'bin/tsflanneld');
@@ -107,7 +108,7 @@ function oneFatalLine(stderr: string): string {
   return fatal[0]!;
 }
 
-describe.skipIf(!isRoot || !haveEtcd || !haveOpenssl)('etcd with TLS and client-certificate auth', () => {
+describe.skipIf(requireOrSkip('etcd-secure', { root: isRoot, etcd: haveEtcd, openssl: haveOpenssl }))('etcd with TLS and client-certificate auth', () => {
   let pki: TestPki;
   let etcd: EtcdServer;
   const node = new Node();
@@ -189,7 +190,7 @@ describe.skipIf(!isRoot || !haveEtcd || !haveOpenssl)('etcd with TLS and client-
   }, 40_000);
 });
 
-describe.skipIf(!isRoot || !haveEtcd)('etcd with authentication enabled', () => {
+describe.skipIf(requireOrSkip('etcd-secure', { root: isRoot, etcd: haveEtcd }))('etcd with authentication enabled', () => {
   let etcd: EtcdServer;
   const node = new Node();
   const managers: EtcdSubnetManager[] = [];

@@ -13,6 +13,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { requireOrSkip } from '../helpers/require.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const FORWARDER = join(REPO, 'native/build/tsflannel-forward');
@@ -356,7 +357,7 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     }
   });
 
-  it.skipIf(process.getuid?.() !== 0)('does not trust a socket served by a non-root user: it never sends the call and runs standalone', async () => {
+  it.skipIf(requireOrSkip('forwarder', { root: process.getuid?.() === 0 }))('does not trust a socket served by a non-root user: it never sends the call and runs standalone', async () => {
     // A world-writable directory, where anybody could bind a fake agent.
     const open = mkdtempSync(join(tmpdir(), 'tsf-fwd-open-'));
     chmodSync(open, 0o1777);

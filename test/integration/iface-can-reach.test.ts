@@ -5,8 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { chooseExternalInterface, ExternalInterfaceError } from '../../src/daemon/external.js';
 import { addNetns, cleanupAll, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
-describe.skipIf(!isRoot)('--iface-can-reach in a node netns', () => {
+describe.skipIf(requireOrSkip('iface-can-reach', { root: isRoot }))('--iface-can-reach in a node netns', () => {
   let ns = '';
   const ip = (args: string[]) => execFileSync('ip', ['-n', ns, ...args]);
 

@@ -13,6 +13,7 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import * as nl from '../../src/netlink/index.js';
 import { addNetns, cleanupAll, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 
@@ -55,7 +56,7 @@ function socketFd(sock: Socket): number {
   return fd;
 }
 
-describe.skipIf(!isRoot)('netlink calls into pod namespaces leave the caller in its own netns', () => {
+describe.skipIf(requireOrSkip('netlink-netns', { root: isRoot }))('netlink calls into pod namespaces leave the caller in its own netns', () => {
   let pod = '';
   let P: nl.InNetns;
   let own = '';
@@ -196,7 +197,7 @@ describe.skipIf(!isRoot)('netlink calls into pod namespaces leave the caller in 
   });
 });
 
-describe.skipIf(!isRoot)('peerCred reads SO_PEERCRED of an accepted Unix socket', () => {
+describe.skipIf(requireOrSkip('netlink-netns', { root: isRoot }))('peerCred reads SO_PEERCRED of an accepted Unix socket', () => {
   let dir = '';
   let server: Server;
   const accepted: Socket[] = [];

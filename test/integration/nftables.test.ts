@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { IptablesTrafficManager } from '../../src/daemon/traffic/iptables.js';
 import { cleanUpOtherMode, createTrafficManager, NftablesTrafficManager, type TrafficRules } from '../../src/daemon/traffic/index.js';
 import { addNetns, cleanupAll, inNs, isRoot } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 const NETWORK = '10.244.0.0/16';
 const OWN = '10.244.1.0/24';
@@ -94,7 +95,7 @@ function iptablesFlannelLines(ns: string): string[] {
   );
 }
 
-describe.skipIf(!isRoot || !haveNft)('nftables traffic manager in a node netns', () => {
+describe.skipIf(requireOrSkip('nftables', { root: isRoot, nft: haveNft }))('nftables traffic manager in a node netns', () => {
   let node = '';
   let pod = '';
   let remote = '';

@@ -8,10 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { callPlugin } from '../helpers/plugin.js';
+import { requireOrSkip } from '../helpers/require.js';
 
 interface IpLink { ifname: string; mtu: number }
 
-describe.skipIf(!isRoot)('tsflannel plugin when the node subnet file changes', () => {
+describe.skipIf(requireOrSkip('plugin-day2', { root: isRoot }))('tsflannel plugin when the node subnet file changes', () => {
   let node = '';
   let dir = '';
   let subnetFile = '';
