@@ -279,7 +279,8 @@ export class Cluster {
       const hold = join(this.nodeDir(name), 'mount-ns.hold');
       writeFileSync(hold, '');
       const script = 'mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tsflannel-wg /run/wireguard && echo ready && exec tail -f "$0"';
-      holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, hold], { stdio: ['ignore', 'pipe', 'inherit'] });
+      // slave: host mounts made later (pod netns under /run/netns) reach the node; its own (/run/wireguard) stay here.
+      holder = spawn('unshare', ['--mount', '--propagation', 'slave', 'sh', '-c', script, hold], { stdio: ['ignore', 'pipe', 'inherit'] });
       this.mountHolders.set(name, holder);
       const h = holder;
       await new Promise<void>((resolve, reject) => {
