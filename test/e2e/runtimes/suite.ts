@@ -9,9 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cluster } from '../../../src/demo/cluster.js';
 import type { ClusterNode, NodeSpec } from '../../../src/demo/topology.js';
-import { makeConfDir, tsflannelConflist } from './cni.js';
+import { expect } from 'vitest';
+import { makeBinDir, makeConfDir, tsflannelConflist } from './cni.js';
 import { statsFilePath } from '../../../src/daemon/cni-server.js';
-import { unmountUnder } from './host.js';
+import { eventually, registerMachineDirs, releaseMachineDirs, unmountUnder } from './host.js';
 
 export interface NodeNet {
   node: ClusterNode;
@@ -64,6 +65,20 @@ export function agentCalls(cluster: Cluster, node: string): Record<string, { ok:
   }
 }
 
+/**
+ * Checks the calls took `path`: with the agent serving, its stats count an ADD
+ * on every one of `nodes`; with the agent stopped, none at all.
+ */
+export async function expectPathTaken(cluster: Cluster, path: RuntimePath, nodes: string[]): Promise<void> {
+  if (path.agent) {
+    // The agent writes its counters at most once a second.
+    await eventually('the agent counted the runtime\'s calls', 5_000, () =>
+      nodes.every((n) => (agentCalls(cluster, n).ADD?.ok ?? 0) > 0));
+  } else {
+    for (const n of nodes) expect(agentCalls(cluster, n).ADD?.ok ?? 0, n).toBe(0);
+  }
+}
+
 export function suitePrefix(tag: string): string {
   return `tsf${tag}${randomBytes(2).toString('hex')}`;
 }
@@ -86,6 +101,45 @@ export function suiteDir(prefix: string): { dir: string; remove: () => void } {
 
 export function newCluster(prefix: string, nodes: NodeSpec[]): Cluster {
   return new Cluster({ prefix, nodes, resyncSeconds: 3, log: (l) => process.stderr.write(`[${prefix}] ${l}\n`) });
+}
+
+export interface SuiteSetup<T> {
+  cluster: Cluster;
+  /** the suite's temp dir (see suiteDir) */
+  dir: string;
+  /** the CNI bin dir the runtime calls: the installed forwarder and the reference plugins */
+  binDir: string;
+  /** what `alongside` returned */
+  built: T;
+}
+
+/**
+ * The preamble every runtime suite shares. Each clean-up is registered before
+ * the step it undoes, so a failing start still cleans: the machine-dir guard,
+ * the cluster of `nodes`, the suite dir, then the suite's own `cleanups` (what
+ * its runtime will leave on the machine). Then the cluster starts while
+ * `alongside` runs (an image build in the suite dir), the nodes are put on
+ * `path`, and the CNI bin dir is made.
+ */
+export async function setUpSuite<T = undefined>(opts: {
+  prefix: string;
+  nodes: NodeSpec[];
+  path: RuntimePath;
+  cleanup: Cleanup;
+  cleanups?: Array<[label: string, fn: () => unknown]>;
+  alongside?: (dir: string) => Promise<T>;
+}): Promise<SuiteSetup<T>> {
+  const { cleanup } = opts;
+  registerMachineDirs();
+  cleanup.add('machine dirs', () => releaseMachineDirs());
+  const cluster = newCluster(opts.prefix, opts.nodes);
+  cleanup.add('cluster', () => cluster.stop());
+  const work = suiteDir(opts.prefix);
+  cleanup.add('suite dir', work.remove);
+  for (const [label, fn] of opts.cleanups ?? []) cleanup.add(label, fn);
+  const [built] = await both(opts.alongside ? opts.alongside(work.dir) : Promise.resolve(undefined as T), cluster.start());
+  await takePath(cluster, opts.path, opts.nodes.map((n) => n.name));
+  return { cluster, dir: work.dir, binDir: makeBinDir(join(work.dir, 'cni-bin')), built };
 }
 
 // Cluster.addPod calls the plugin with this network name and <node dir>/networks
