@@ -177,8 +177,11 @@ describe.skipIf(skip)('the Dockerfile built by buildah, and the manifest\'s Daem
     await podman(['run', '--rm', '--network', 'none', '-v', `${out}:/host`, '--entrypoint', '/usr/local/bin/tsflannel', image,
       'install', '--cni-bin-dir', '/host/bin', '--cni-conf-dir', '/host/net.d',
       '--conflist', '/usr/share/tsflannel/10-tsflannel.conflist', '--with-plugin', '/usr/lib/cni/portmap']);
-    expect(readdirSync(join(out, 'bin')).sort()).toEqual(['portmap', 'tsflannel']);
+    expect(readdirSync(join(out, 'bin')).sort()).toEqual(['portmap', 'tsflannel', 'tsflannel-standalone']);
     expect(statSync(join(out, 'bin/tsflannel')).mode & 0o111).toBe(0o111);
+    // /opt/cni/bin/tsflannel is the static forwarder, the standalone plugin sits beside it
+    expect(statSync(join(out, 'bin/tsflannel')).size).toBeLessThan(3 * 2 ** 20);
+    expect(statSync(join(out, 'bin/tsflannel-standalone')).size).toBeGreaterThan(50 * 2 ** 20);
     expect(readFileSync(join(out, 'net.d/10-tsflannel.conflist'), 'utf8')).toBe(readFileSync(join(ROOT, 'conf/10-tsflannel.conflist'), 'utf8'));
   });
 
@@ -190,7 +193,7 @@ describe.skipIf(skip)('the Dockerfile built by buildah, and the manifest\'s Daem
       }
       const cniBin = join(n.ctx.hostRoot, 'opt/cni/bin');
       const netD = join(n.ctx.hostRoot, 'etc/cni/net.d');
-      expect(readdirSync(cniBin).sort()).toEqual(['loopback', 'portmap', 'tsflannel']);
+      expect(readdirSync(cniBin).sort()).toEqual(['loopback', 'portmap', 'tsflannel', 'tsflannel-standalone']);
       const cm = manifest.objects.find((o) => o.kind === 'ConfigMap')!;
       expect(readFileSync(join(netD, '10-tsflannel.conflist'), 'utf8')).toBe(cm.data!['cni-conf.json']);
     }
@@ -227,7 +230,7 @@ describe.skipIf(skip)('the Dockerfile built by buildah, and the manifest\'s Daem
       await eventually(`route to ${other.name}'s subnet on ${n.name}`, 30_000, () =>
         ipJson<{ dst: string; dev: string }[]>(n.ns, ['route', 'show', PODCIDR[other.name]]).some((r) => r.dev === 'flannel.1'));
     }
-  });
+  }, 150_000);
 
   it('the liveness and readiness probes\' URLs from the manifest answer 200 in the node\'s network', async () => {
     let probes = 0;

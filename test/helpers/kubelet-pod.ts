@@ -52,6 +52,8 @@ export interface Volume {
 
 export interface PodSpec {
   hostNetwork?: boolean;
+  /** the node's PID namespace: the agent opens /proc/<pid>/ns/net paths a runtime passes */
+  hostPID?: boolean;
   serviceAccountName?: string;
   initContainers?: Container[];
   containers: Container[];
@@ -207,6 +209,7 @@ export function podmanRunArgs(m: Manifest, ctx: NodeContext, c: Container, name:
   const entry = c.command ? ['--entrypoint', JSON.stringify(c.command)] : [];
   return [
     '--name', name, '--network', 'host', '--hostname', ctx.nodeName,
+    ...(m.podSpec.hostPID ? ['--pid', 'host'] : []),
     ...envArgs(m, ctx, c), ...mountArgs(m, ctx, c), ...securityArgs(c), ...entry,
     c.image, ...(c.args ?? []),
   ];
