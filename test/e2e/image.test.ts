@@ -36,7 +36,8 @@ const skip = mustSkip('image', ['buildah', 'podman', 'mmdebstrap', 'openssl', 'n
 // The paths the installed conflist leaves at their defaults: the plugin reads
 // the subnet file the agent wrote and keeps its leases on the node. Each
 // node's containerd sees its own node's dirs there (a private mount namespace).
-const NODE_PATHS = ['/run/flannel', '/var/lib/cni/networks'];
+// The node paths containerd must see as the node has them: the subnet file, the IPAM store and the agent's CNI socket.
+const NODE_PATHS = ['/run/flannel', '/var/lib/cni/networks', '/run/tsflannel'];
 
 interface KubeletNode {
   name: string;

@@ -54,7 +54,7 @@ describe.skipIf(requireOrSkip('kube-day2', { root: isRoot }))('day-2 events in K
     writeFileSync(join(dir, node, 'agent.log'), '');
     const agent = spawn('ip', ['netns', 'exec', ns(node), AGENT, '--kube-subnet-mgr', '--kube-api-url', 'http://127.0.0.1:6443',
       '--net-config-path', netConf, '--node-name', node, '--iface', 'eth0', '--subnet-file', subnetFile(node),
-      '--resync-period', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      '--resync-period', '2', '--cni-socket', ''], { stdio: ['ignore', 'ignore', 'pipe'] });
     agent.stderr!.on('data', (d: Buffer) => writeFileSync(join(dir, node, 'agent.log'), d, { flag: 'a' }));
     agents.set(node, agent);
   }

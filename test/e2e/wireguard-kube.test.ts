@@ -75,7 +75,7 @@ describe.skipIf(requireOrSkip('wireguard-kube', { 'root, wg and wireguard-go (or
       await new Promise((r) => bridge.stdout!.once('data', r));
       const agent = spawn('nsenter', [`--mount=/proc/${holder.pid}/ns/mnt`, 'ip', 'netns', 'exec', node(name).ns, AGENT,
         '--kube-subnet-mgr', '--kube-api-url', 'http://127.0.0.1:6443', '--net-config-path', netConf, '--node-name', name,
-        '--iface', 'eth0', '--subnet-file', join(dir, name, 'subnet.env'), '--resync-period', '2'],
+        '--iface', 'eth0', '--subnet-file', join(dir, name, 'subnet.env'), '--resync-period', '2', '--cni-socket', ''],
       { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, WIREGUARD_KEY_FILE: join(dir, name, 'wgkey') } });
       agent.stderr!.on('data', (d: Buffer) => writeFileSync(join(dir, name, 'agent.log'), d, { flag: 'a' }));
       procs.push(agent);

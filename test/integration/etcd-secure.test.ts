@@ -56,7 +56,9 @@ interface AgentRun {
 
 /** Runs tsflanneld to its exit (bounded); used where it must fail at the etcd check. */
 function runAgentToExit(args: string[], env: Record<string, string> = {}, ns?: string): Promise<AgentRun> {
-  const cmd = ns ? ['ip', ['netns', 'exec', ns, process.execPath, AGENT, ...args]] as const : [process.execPath, [AGENT, ...args]] as const;
+  // '--cni-socket ''': no CNI server, so no test agent touches the machine's /run/tsflannel
+  const all = [...args, '--cni-socket', ''];
+  const cmd = ns ? ['ip', ['netns', 'exec', ns, process.execPath, AGENT, ...all]] as const : [process.execPath, [AGENT, ...all]] as const;
   return new Promise((resolve) => {
     const child = spawn(cmd[0], [...cmd[1]], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
@@ -154,7 +156,7 @@ describe.skipIf(requireOrSkip('etcd-secure', { root: isRoot, etcd: haveEtcd, ope
     let stderr = '';
     agent = spawn('ip', ['netns', 'exec', node.ns, process.execPath, AGENT,
       '--etcd-endpoints', 'https://127.0.0.1:2379', '--etcd-cafile', pki.caFile, '--etcd-certfile', pki.clientCert, '--etcd-keyfile', pki.clientKey,
-      '--iface', 'eth0', '--subnet-file', subnetFile, '--node-name', 'tls-node', '--log-format', 'text'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      '--iface', 'eth0', '--subnet-file', subnetFile, '--node-name', 'tls-node', '--log-format', 'text', '--cni-socket', ''], { stdio: ['ignore', 'ignore', 'pipe'] });
     agent.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const deadline = Date.now() + 30_000;
     while (!stderr.includes('ready: first reconcile done') && Date.now() < deadline && agent.exitCode === null) await new Promise((r) => setTimeout(r, 200));
