@@ -10,6 +10,7 @@ import { Cluster, type Pod } from '../../src/demo/cluster.js';
 import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { eventually, timeUntil } from '../helpers/eventually.js';
 
 const RESYNC_SECONDS = 2;
 const LEASE_TTL_SECONDS = 4;
@@ -37,14 +38,6 @@ async function stopPing(p: Pinger): Promise<{ sent: number; received: number; lo
   return { sent, received, lost: sent - received };
 }
 
-async function eventually(what: string, timeoutMs: number, check: () => boolean): Promise<number> {
-  const start = Date.now();
-  while (Date.now() - start < timeoutMs) {
-    if (check()) return Date.now() - start;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`not within ${timeoutMs} ms: ${what}`);
-}
 
 function run(ns: string, cmd: string, args: string[]): string {
   return execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { encoding: 'utf8' });
@@ -111,13 +104,13 @@ describe.skipIf(requireOrSkip('agent faults', { root: isRoot, [`etcd (${ETCD_BIN
   it('restores a hand-deleted route, FDB entry and flannel.1 within three resync periods', async () => {
     const ns = cluster.node('n1').ns;
     execFileSync('ip', ['-n', ns, 'route', 'del', `${n2net}/24`]);
-    const routeMs = await eventually('route restored', 3 * RESYNC_SECONDS * 1000, () => run(ns, 'ip', ['route']).includes(`${n2net}/24 via ${n2net} dev flannel.1 onlink`));
+    const routeMs = await timeUntil('route restored', 3 * RESYNC_SECONDS * 1000, () => run(ns, 'ip', ['route']).includes(`${n2net}/24 via ${n2net} dev flannel.1 onlink`));
     const fdb = run(ns, 'bridge', ['fdb', 'show', 'dev', 'flannel.1']).split('\n').find((l) => l.includes(cluster.node('n2').ip))!;
     const mac = fdb.split(' ')[0];
     execFileSync('bridge', ['-n', ns, 'fdb', 'del', mac, 'dev', 'flannel.1', 'dst', cluster.node('n2').ip]);
-    const fdbMs = await eventually('fdb restored', 3 * RESYNC_SECONDS * 1000, () => run(ns, 'bridge', ['fdb', 'show', 'dev', 'flannel.1']).includes(`${mac} dst ${cluster.node('n2').ip}`));
+    const fdbMs = await timeUntil('fdb restored', 3 * RESYNC_SECONDS * 1000, () => run(ns, 'bridge', ['fdb', 'show', 'dev', 'flannel.1']).includes(`${mac} dst ${cluster.node('n2').ip}`));
     execFileSync('ip', ['-n', ns, 'link', 'del', 'flannel.1']);
-    const devMs = await eventually('flannel.1 and its peers restored', 3 * RESYNC_SECONDS * 1000, () => {
+    const devMs = await timeUntil('flannel.1 and its peers restored', 3 * RESYNC_SECONDS * 1000, () => {
       try {
         return run(ns, 'ip', ['route']).includes(`${n2net}/24 via ${n2net} dev flannel.1 onlink`) && pingOnce(a, b);
       } catch {

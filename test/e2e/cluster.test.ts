@@ -11,6 +11,7 @@ import { Cluster, type Pod } from '../../src/demo/cluster.js';
 import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { eventually } from '../helpers/eventually.js';
 
 function ping(fromNs: string, ip: string): boolean {
   return spawnSync('ip', ['netns', 'exec', fromNs, 'ping', '-c1', '-W3', ip]).status === 0;
@@ -21,14 +22,6 @@ function nodeState(ns: string): { routes: string; neigh: string; fdb: string } {
   return { routes: run('ip', ['route']), neigh: run('ip', ['neigh', 'show', 'dev', 'flannel.1']), fdb: run('bridge', ['fdb', 'show', 'dev', 'flannel.1']) };
 }
 
-async function eventually(what: string, timeoutMs: number, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`not converged within ${timeoutMs} ms: ${what}`);
-}
 
 describe.skipIf(requireOrSkip('cluster', { root: isRoot, [`etcd (${ETCD_BIN})`]: haveEtcd }))('a four-node tsflannel cluster', () => {
   const cluster = new Cluster({

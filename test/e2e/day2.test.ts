@@ -12,6 +12,7 @@ import { AGENT_BIN, Cluster, PLUGIN_BIN, type Pod } from '../../src/demo/cluster
 import { isRoot } from '../helpers/netns.js';
 import { haveEtcd } from '../helpers/etcd.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { eventually } from '../helpers/eventually.js';
 
 const RESYNC_SECONDS = 2;
 const GRACE_SECONDS = 10;
@@ -37,20 +38,6 @@ async function stopPing(p: Pinger): Promise<{ sent: number; received: number; lo
   return { sent: Number(m[1]), received: Number(m[2]), lost: Number(m[1]) - Number(m[2]) };
 }
 
-async function eventually<T>(what: string, timeoutMs: number, check: () => T | undefined | false | Promise<T | undefined | false>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await check();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`not within ${timeoutMs} ms: ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -17,6 +17,7 @@ import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { CHECK_IDS, type CheckId, type CheckResult, type CheckStatus } from '../../src/cli/checks/types.js';
 import type { DoctorReport } from '../../src/cli/doctor.js';
+import { eventually } from '../helpers/eventually.js';
 
 const needs = { root: isRoot, [`etcd (${ETCD_BIN})`]: haveEtcd };
 
@@ -69,14 +70,6 @@ describe.skipIf(requireOrSkip('doctor', needs))('tsflannel doctor on a three-nod
     expect(report.ok).toBe(!Object.values(expected).includes('fail'));
   }
 
-  async function eventually(what: string, timeoutMs: number, check: () => boolean | Promise<boolean>): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (await check()) return;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    throw new Error(`not within ${timeoutMs} ms: ${what}`);
-  }
 
   /** every check passes on a healthy VXLAN node but the two wireguard ones, which skip */
   const VXLAN_PASS = CHECK_IDS.length - 2;

@@ -10,6 +10,7 @@ import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { Cluster, type Pod } from '../../src/demo/cluster.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { eventually } from '../helpers/eventually.js';
 
 const haveEtcd = existsSync('/usr/bin/etcd');
 const NODES = ['n1', 'n2', 'n3'];
@@ -33,14 +34,6 @@ function httpIn(ns: string, url: string, method = 'GET'): { status: number; body
   return JSON.parse(out) as { status: number; body: string; type: string };
 }
 
-async function eventually(what: string, timeoutMs: number, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`not converged within ${timeoutMs} ms: ${what}`);
-}
 
 describe.skipIf(requireOrSkip('forward-drop', { root: isRoot, etcd: haveEtcd }))('nodes with FORWARD policy DROP and no --ip-masq', () => {
   const cluster = new Cluster({

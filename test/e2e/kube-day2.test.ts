@@ -16,19 +16,12 @@ import { FakeKube } from '../helpers/fake-kube.js';
 import { callPlugin, type CniOutcome } from '../helpers/plugin.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { eventually } from '../helpers/eventually.js';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 const BRIDGE = fileURLToPath(new URL('../../build/demo/port-bridge.js', import.meta.url));
 const ANN = 'flannel.alpha.coreos.com';
 
-async function eventually(what: string, timeoutMs: number, check: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await Promise.resolve().then(check).catch(() => false)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`not within ${timeoutMs} ms: ${what}`);
-}
 
 function exited(child: ChildProcess): Promise<void> {
   return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));

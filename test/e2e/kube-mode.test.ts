@@ -16,19 +16,12 @@ import { FakeKube } from '../helpers/fake-kube.js';
 import { callPlugin } from '../helpers/plugin.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { eventually } from '../helpers/eventually.js';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 const BRIDGE = fileURLToPath(new URL('../../build/demo/port-bridge.js', import.meta.url));
 const PODCIDR: Record<string, string> = { k1: '10.244.1.0/24', k2: '10.244.2.0/24' };
 
-async function eventually(what: string, timeoutMs: number, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`not within ${timeoutMs} ms: ${what}`);
-}
 
 describe.skipIf(requireOrSkip('kube mode', { root: isRoot }))('tsflanneld in Kubernetes mode', () => {
   let topo: Topology;

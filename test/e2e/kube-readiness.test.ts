@@ -16,19 +16,12 @@ import { bridgeUnixToTcp } from '../../src/demo/port-bridge.js';
 import { FakeKube } from '../helpers/fake-kube.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { eventually } from '../helpers/eventually.js';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 const BRIDGE = fileURLToPath(new URL('../../build/demo/port-bridge.js', import.meta.url));
 const PREFIX = 'tsflannel.example.com';
 
-async function eventually(what: string, timeoutMs: number, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`not within ${timeoutMs} ms: ${what}`);
-}
 
 function probe(ns: string, path: string): { status: number; body: string } {
   const script = `fetch('http://127.0.0.1:18082'+process.argv[1]).then(async r=>process.stdout.write(JSON.stringify({status:r.status,body:await r.text()}))).catch(()=>process.stdout.write('{"status":0,"body":""}'))`;

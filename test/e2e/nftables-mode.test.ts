@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { Cluster, DEFAULT_NET_CONF, PLUGIN_BIN, type Pod } from '../../src/demo/cluster.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { eventually } from '../helpers/eventually.js';
 
 const haveEtcd = existsSync('/usr/bin/etcd');
 const haveNft = existsSync('/usr/sbin/nft');
@@ -28,14 +29,6 @@ const nftTable = (ns: string): string | null => {
   return res.status === 0 ? res.stdout : null;
 };
 
-async function eventually(what: string, timeoutMs: number, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`not converged within ${timeoutMs} ms: ${what}`);
-}
 
 describe.skipIf(requireOrSkip('nftables-mode', { root: isRoot, etcd: haveEtcd, nft: haveNft }))('switching a cluster to EnableNFTables', () => {
   const cluster = new Cluster({

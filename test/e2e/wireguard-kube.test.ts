@@ -17,20 +17,13 @@ import { parseDump } from '../../src/daemon/backend/wireguard-peers.js';
 import { FakeKube } from '../helpers/fake-kube.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { eventually } from '../helpers/eventually.js';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 const BRIDGE = fileURLToPath(new URL('../../build/demo/port-bridge.js', import.meta.url));
 const PODCIDR: Record<string, string> = { k1: '10.244.1.0/24', k2: '10.244.2.0/24' };
 const runnable = isRoot && existsSync('/usr/bin/wg') && existsSync('/usr/bin/wireguard-go');
 
-async function eventually(what: string, timeoutMs: number, check: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`not within ${timeoutMs} ms: ${what}`);
-}
 
 describe.skipIf(requireOrSkip('wireguard-kube', { 'root, wg and wireguard-go (or kernel WireGuard)': runnable }))('the wireguard backend in Kubernetes mode', () => {
   let topo: Topology;

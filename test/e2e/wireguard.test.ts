@@ -12,6 +12,7 @@ import { Cluster, PLUGIN_BIN, type Pod } from '../../src/demo/cluster.js';
 import { parseDump, type DeviceDump } from '../../src/daemon/backend/wireguard-peers.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { eventually, timeUntil } from '../helpers/eventually.js';
 
 const have = (bin: string) => existsSync(bin);
 const runnable = isRoot && have('/usr/bin/etcd') && have('/usr/bin/wg') && have('/usr/bin/tcpdump') && (have('/usr/bin/wireguard-go') || kernelHasWireguard());
@@ -30,14 +31,6 @@ function ping(fromNs: string, ip: string): boolean {
   return spawnSync('ip', ['netns', 'exec', fromNs, 'ping', '-c1', '-W3', ip]).status === 0;
 }
 
-async function eventually(what: string, timeoutMs: number, check: () => boolean | Promise<boolean>): Promise<number> {
-  const start = Date.now();
-  while (Date.now() - start < timeoutMs) {
-    if (await check()) return Date.now() - start;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`not converged within ${timeoutMs} ms: ${what}`);
-}
 
 interface EtcdLease {
   subnet: string;
@@ -231,7 +224,7 @@ describe.skipIf(requireOrSkip('wireguard', { 'root, wg and wireguard-go (or kern
     const n2 = await leaseOf('n2');
     await cluster.nodeExec('n1', 'wg', ['set', 'flannel-wg', 'peer', n2.publicKey, 'remove']);
     expect((await dump('n1')).peers.map((p) => p.publicKey)).not.toContain(n2.publicKey);
-    const took = await eventually('n2 peer back on n1', (resyncSeconds + 3) * 1000, async () =>
+    const took = await timeUntil('n2 peer back on n1', (resyncSeconds + 3) * 1000, async () =>
       (await dump('n1')).peers.some((p) => p.publicKey === n2.publicKey && p.endpoint === `${n2.publicIP}:51820` && p.allowedIPs.join() === n2.subnet),
     );
     expect(took).toBeLessThanOrEqual((resyncSeconds + 3) * 1000);
