@@ -166,7 +166,8 @@ function envArgs(m: Manifest, ctx: NodeContext, c: Container): string[] {
     KUBERNETES_PORT: `tcp://${ctx.apiHost}:${ctx.apiPort}`,
   };
   for (const e of c.env ?? []) {
-    if (e.value !== undefined) env[e.name] = e.value;
+    // As the kubelet does: $(VAR) names a variable defined before this one ($$ escapes).
+    if (e.value !== undefined) env[e.name] = e.value.replace(/\$\$|\$\((\w+)\)/g, (m, v: string | undefined) => (v === undefined ? '$' : env[v] ?? m));
     else if (e.valueFrom?.fieldRef) env[e.name] = fieldRefValue(m, ctx, e.valueFrom.fieldRef.fieldPath);
     else if (e.valueFrom) throw new Error(`env ${e.name}: valueFrom ${Object.keys(e.valueFrom).join(',')} is not emulated`);
     else env[e.name] = '';
