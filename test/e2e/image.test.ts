@@ -36,8 +36,12 @@ const skip = mustSkip('image', ['buildah', 'podman', 'mmdebstrap', 'openssl', 'n
 // The paths the installed conflist leaves at their defaults: the plugin reads
 // the subnet file the agent wrote and keeps its leases on the node. Each
 // node's containerd sees its own node's dirs there (a private mount namespace).
-// The node paths containerd must see as the node has them: the subnet file, the IPAM store and the agent's CNI socket.
-const NODE_PATHS = ['/run/flannel', '/var/lib/cni/networks', '/run/tsflannel'];
+// The node paths containerd must see as the node has them: the subnet file and
+// the IPAM store. Not /run/tsflannel: this containerd keeps its pod netns
+// mounts in its private mount namespace, where the agent container cannot see
+// them, so its CNI calls take the forwarder's standalone fallback here (the
+// agent-served CRI path is proven by test/e2e/runtimes/cri.test.ts).
+const NODE_PATHS = ['/run/flannel', '/var/lib/cni/networks'];
 
 interface KubeletNode {
   name: string;
