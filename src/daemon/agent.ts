@@ -17,8 +17,6 @@ import { createBackend } from './backend/index.js';
 import { cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficMode } from './traffic/index.js';
 import { ensureBlackholeRoute } from './traffic/blackhole.js';
 import { startCniService, type CniService } from './cni-service.js';
-import { newCniServerMetrics } from './cni-server.js';
-import { attachCniServer } from './metrics.js';
 
 export interface AgentDeps {
   subnetManager: SubnetManager;
@@ -83,9 +81,7 @@ export class Agent implements HealthSource {
     // Before the lease: a pod call made while the agent starts gets the same
     // answer the standalone plugin would give, without a process start-up.
     if (this.opts.cniSocket) {
-      const cniMetrics = newCniServerMetrics();
-      attachCniServer(this.metrics, cniMetrics);
-      this.cni = await startCniService({ path: this.opts.cniSocket, workers: this.opts.cniWorkers, logger: log, metrics: cniMetrics, observe: this.metrics });
+      this.cni = await startCniService({ path: this.opts.cniSocket, workers: this.opts.cniWorkers, logger: log, metrics: this.metrics });
     }
     const config = await this.networkConfig();
     const ext = this.externalInterface();

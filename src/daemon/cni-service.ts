@@ -4,8 +4,8 @@
 import type { Logger } from 'pino';
 import { peerCred, sysctlGet } from '../netlink/index.js';
 import { WorkerPool } from './cni-pool.js';
-import { CniServer, type CniServerMetrics } from './cni-server.js';
-import type { AgentMetrics } from './metrics.js';
+import { CniServer, newCniServerMetrics } from './cni-server.js';
+import { attachCniServer, type AgentMetrics } from './metrics.js';
 
 export interface CniService {
   stop(): Promise<void>;
@@ -15,22 +15,23 @@ export interface CniServiceOptions {
   path: string;
   workers: number;
   logger: Logger;
-  metrics: CniServerMetrics;
-  /** the agent's Prometheus metrics: each call's duration goes into its histogram */
-  observe?: AgentMetrics;
+  /** the agent's Prometheus metrics: call durations and the server's counters */
+  metrics?: AgentMetrics;
 }
 
 export async function startCniService(opts: CniServiceOptions): Promise<CniService> {
   const log = opts.logger.child({ component: 'cni' });
   const pool = new WorkerPool({ size: opts.workers, onWarning: (msg) => log.warn(msg) });
-  const { observe } = opts;
+  const counters = newCniServerMetrics();
+  const { metrics } = opts;
+  if (metrics) attachCniServer(metrics, counters);
   const server = new CniServer({
     path: opts.path,
     pool,
     peerCred,
     logger: log,
-    metrics: opts.metrics,
-    ...(observe ? { onCall: (command: string, ok: boolean, seconds: number) => observe.cniRequestDuration.observe({ command, result: ok ? 'success' : 'error' }, seconds) } : {}),
+    metrics: counters,
+    ...(metrics ? { onCall: (command: string, ok: boolean, seconds: number) => metrics.cniRequestDuration.observe({ command, result: ok ? 'success' : 'error' }, seconds) } : {}),
   });
   try {
     // The SO_PEERCRED check runs on this thread: load koffi and the Go shim

@@ -132,11 +132,8 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
 async function serveCniOnly(opts: AgentOptions, logger: Logger): Promise<void> {
   const { startEndpoints } = await import('./health.js');
   const { startCniService } = await import('./cni-service.js');
-  const { newCniServerMetrics } = await import('./cni-server.js');
-  const { createAgentMetrics, attachCniServer } = await import('./metrics.js');
+  const { createAgentMetrics } = await import('./metrics.js');
   const metrics = createAgentMetrics();
-  const cniMetrics = newCniServerMetrics();
-  attachCniServer(metrics, cniMetrics);
   const up = { ok: true, detail: 'serving CNI calls' };
   const health =
     opts.healthzPort > 0
@@ -144,7 +141,7 @@ async function serveCniOnly(opts: AgentOptions, logger: Logger): Promise<void> {
       : undefined;
   let cni;
   try {
-    cni = await startCniService({ path: opts.cniSocket, workers: opts.cniWorkers, logger, metrics: cniMetrics, observe: metrics });
+    cni = await startCniService({ path: opts.cniSocket, workers: opts.cniWorkers, logger, metrics });
   } catch (err) {
     logger.fatal({ err: (err as Error).message }, 'cannot serve CNI calls');
     health?.close();

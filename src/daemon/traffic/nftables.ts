@@ -88,6 +88,11 @@ function listingLines(text: string): string[] {
     .filter(Boolean);
 }
 
+/** The rule statements of a listing (not the table, chain, type, comment lines or braces). */
+function ruleLines(listing: string[]): number {
+  return listing.filter((l) => !/^(table |chain |type |comment |policy |\})/.test(l)).length;
+}
+
 const NO_TABLE = /No such file or directory|does not exist/i;
 
 /**
@@ -161,15 +166,28 @@ export class NftablesTrafficManager implements TrafficManager {
     });
   }
 
+  /**
+   * Writes the table and keeps the kernel's listing as what check() expects.
+   * Someone may change the table between our write and our listing (a flush
+   * right after a restart): a listing without every rule we wrote is never
+   * taken as the baseline, or the damage would look normal from then on.
+   */
   private async apply(): Promise<void> {
-    const res = await this.run(['-f', '-'], this.script());
-    if (res.code !== 0) {
-      if (notInstalled(res)) throw new TrafficError('nftables mode (EnableNFTables) needs the nft tool: install the nftables package');
-      throw new TrafficError(`nft -f failed (exit ${res.code}): ${res.stderr.trim()}`);
+    const { postrtg, forward } = nftRules(this.rules);
+    const wrote = postrtg.length + forward.length;
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const res = await this.run(['-f', '-'], this.script());
+      if (res.code !== 0) {
+        if (notInstalled(res)) throw new TrafficError('nftables mode (EnableNFTables) needs the nft tool: install the nftables package');
+        throw new TrafficError(`nft -f failed (exit ${res.code}): ${res.stderr.trim()}`);
+      }
+      const listed = await this.list();
+      if (listed !== undefined && ruleLines(listed) === wrote) {
+        this.expected = listed;
+        return;
+      }
     }
-    const listed = await this.list();
-    if (listed === undefined) throw new TrafficError(`table ip ${NFT_TABLE} missing right after nft -f wrote it`);
-    this.expected = listed;
+    throw new TrafficError(`table ip ${NFT_TABLE} kept changing while it was written`);
   }
 
   private async list(): Promise<string[] | undefined> {
