@@ -18,6 +18,20 @@ import {
 /** Used when no logger is given; bound to stderr anyway, since stdout belongs to CNI results. */
 export const silentLogger: Logger = pino({ level: 'silent' }, pino.destination({ fd: 2, sync: true }));
 
+/**
+ * Leaves `cidr` as the only IPv4 address of an overlay device (flannel puts
+ * `<subnet network>/32` there as the source for host → remote pod traffic).
+ */
+export function ensureOnlyAddress(dev: string, cidr: string, opts: nl.InNetns, log: Logger): void {
+  const addrs = nl.addrList({ ...opts, dev, family: 'inet' });
+  for (const a of addrs) {
+    if (a.cidr === cidr) continue;
+    log.info({ address: a.cidr }, 'removing foreign address from the device');
+    nl.addrDelete(dev, a.cidr, opts);
+  }
+  if (!addrs.some((a) => a.cidr === cidr)) nl.addrAdd(dev, cidr, opts);
+}
+
 export function emptyReport(): ReconcileReport {
   return { added: 0, updated: 0, removed: 0, programmed: 0, errors: [] };
 }

@@ -27,6 +27,7 @@ import {
 import {
   checkExternal,
   emptyReport,
+  ensureOnlyAddress,
   errorText,
   leaseError,
   netnsOpts,
@@ -257,14 +258,7 @@ export class VxlanBackend implements Backend {
   private configureDevice(): nl.Link {
     const own = this.own;
     if (!own) throw new Error('VxlanBackend used before configure()');
-    const want = `${formatIpv4(networkOf(own))}/32`;
-    const addrs = nl.addrList({ ...this.nsOpts, dev: this.deviceName, family: 'inet' });
-    for (const a of addrs) {
-      if (a.cidr === want) continue;
-      this.log.info({ address: a.cidr }, 'removing foreign address from the device');
-      nl.addrDelete(this.deviceName, a.cidr, this.nsOpts);
-    }
-    if (!addrs.some((a) => a.cidr === want)) nl.addrAdd(this.deviceName, want, this.nsOpts);
+    ensureOnlyAddress(this.deviceName, `${formatIpv4(networkOf(own))}/32`, this.nsOpts, this.log);
     let link = nl.requireLink(this.deviceName, this.nsOpts);
     if (!link.up) link = nl.setUp(this.deviceName, this.nsOpts);
     return link;

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, Lease, ReconcileReport, WireguardBackendConfig } from '../types.js';
 import { canonicalCidr, cidrContainsCidr, formatIpv4, networkOf, parseIpv4Cidr, type Ipv4Cidr } from './plan.js';
-import { checkExternal, emptyReport, errorText, netnsOpts, requireCidr, silentLogger, SkipLog } from './common.js';
+import { checkExternal, emptyReport, ensureOnlyAddress, errorText, netnsOpts, requireCidr, silentLogger, SkipLog } from './common.js';
 import { keyFileFromEnv, loadOrCreateKey, type KeyPair } from './wireguard-keys.js';
 import { diffPeers, isEmptyDiff, parseDump, planPeers, wgSetArgs, type DeviceDump, type PeerSettings } from './wireguard-peers.js';
 import { startUserspace, wg, wgDump, WgToolError, withSecretFile, type ToolOptions } from './wireguard-tool.js';
@@ -205,14 +205,7 @@ export class WireguardBackend implements Backend {
   private configureLink(): void {
     const own = this.own;
     if (!own) throw new Error('WireguardBackend used before configure()');
-    const want = `${formatIpv4(networkOf(own))}/32`;
-    const addrs = nl.addrList({ ...this.nsOpts, dev: this.deviceName, family: 'inet' });
-    for (const a of addrs) {
-      if (a.cidr === want) continue;
-      this.log.info({ address: a.cidr }, 'removing foreign address from the device');
-      nl.addrDelete(this.deviceName, a.cidr, this.nsOpts);
-    }
-    if (!addrs.some((a) => a.cidr === want)) nl.addrAdd(this.deviceName, want, this.nsOpts);
+    ensureOnlyAddress(this.deviceName, `${formatIpv4(networkOf(own))}/32`, this.nsOpts, this.log);
     const mtu = this.mtu();
     let link = nl.requireLink(this.deviceName, this.nsOpts);
     if (link.mtu !== mtu) link = nl.linkSet(this.deviceName, { mtu }, this.nsOpts);
