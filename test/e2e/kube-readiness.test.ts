@@ -51,7 +51,7 @@ describe.skipIf(requireOrSkip('kube-readiness', { root: isRoot }))('readiness of
     await new Promise((r) => bridge.stdout!.once('data', r));
     const agent = spawn('ip', ['netns', 'exec', ns, AGENT, '--kube-subnet-mgr', '--kube-api-url', 'http://127.0.0.1:6443',
       '--net-config-path', netConf, '--node-name', 'r1', '--iface', 'eth0', '--subnet-file', join(dir, 'subnet.env'),
-      '--resync-period', '2', '--healthz-port', '18082'], {
+      '--resync-period', '2', '--healthz-port', '18082', '--cni-socket', ''], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { ...process.env, FLANNELD_KUBE_ANNOTATION_PREFIX: PREFIX },
     });
