@@ -3,40 +3,19 @@
 // kernel state that the periodic resync restores, and an etcd outage longer
 // than the lease TTL.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Cluster, type Pod } from '../../src/demo/cluster.js';
 import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { startPing, stopPing } from '../helpers/ping.js';
 import { eventually, timeUntil } from '../helpers/eventually.js';
 
 const RESYNC_SECONDS = 2;
 const LEASE_TTL_SECONDS = 4;
 
-interface Pinger {
-  child: ChildProcess;
-  output: string;
-}
-
-function startPing(from: Pod, to: Pod): Pinger {
-  const child = spawn('ip', ['netns', 'exec', from.ns, 'ping', '-i', '0.1', '-W', '1', to.ip]);
-  const p: Pinger = { child, output: '' };
-  child.stdout?.on('data', (d: Buffer) => (p.output += d.toString()));
-  return p;
-}
-
-async function stopPing(p: Pinger): Promise<{ sent: number; received: number; lost: number }> {
-  p.child.kill('SIGINT');
-  // 'close', not 'exit': ping's summary may still be in the stdout pipe when the process exits.
-  await new Promise((r) => p.child.once('close', r));
-  const m = /(\d+) packets transmitted, (\d+) received/.exec(p.output);
-  if (!m) throw new Error(`no ping summary in: ${p.output.slice(-300)}`);
-  const sent = Number(m[1]);
-  const received = Number(m[2]);
-  return { sent, received, lost: sent - received };
-}
 
 
 function run(ns: string, cmd: string, args: string[]): string {

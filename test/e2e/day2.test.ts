@@ -4,7 +4,7 @@
 // and a subnet that changes under the bridge. The tests run in order on one
 // cluster; each leaves it healthy for the next.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -12,31 +12,13 @@ import { AGENT_BIN, Cluster, PLUGIN_BIN, type Pod } from '../../src/demo/cluster
 import { isRoot } from '../helpers/netns.js';
 import { haveEtcd } from '../helpers/etcd.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { startPing, stopPing } from '../helpers/ping.js';
 import { eventually } from '../helpers/eventually.js';
 
 const RESYNC_SECONDS = 2;
 const GRACE_SECONDS = 10;
 const OUTSIDE_PORT = 9099;
 
-interface Pinger {
-  child: ChildProcess;
-  output: string;
-}
-
-function startPing(from: Pod, to: Pod): Pinger {
-  const child = spawn('ip', ['netns', 'exec', from.ns, 'ping', '-n', '-i', '0.1', '-W', '1', to.ip]);
-  const p: Pinger = { child, output: '' };
-  child.stdout?.on('data', (d: Buffer) => (p.output += d.toString()));
-  return p;
-}
-
-async function stopPing(p: Pinger): Promise<{ sent: number; received: number; lost: number }> {
-  p.child.kill('SIGINT');
-  await new Promise((r) => p.child.once('close', r));
-  const m = /(\d+) packets transmitted, (\d+) received/.exec(p.output);
-  if (!m) throw new Error(`no ping summary in: ${p.output.slice(-300)}`);
-  return { sent: Number(m[1]), received: Number(m[2]), lost: Number(m[1]) - Number(m[2]) };
-}
 
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
