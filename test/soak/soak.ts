@@ -211,6 +211,9 @@ interface Container {
   liveSince?: number;
 }
 
+/** The part of an ADD result the soak reads. */
+type AddResult = { ips?: { address: string }[] };
+
 interface Slot {
   ns: string;
   state: SlotState;
@@ -309,6 +312,18 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       killEvery > 0 && ++spawned % killEvery === 0 ? Math.random() * typicalMs * 1.2 : undefined;
 
     type Op = 'ADD' | 'DEL' | 'CHECK';
+    /** A successful ADD: the container is live with the address its result names. */
+    const markLive = (slot: Slot, c: Container, result: AddResult): void => {
+      c.result = result as Record<string, unknown>;
+      c.cidr = result.ips?.[0]?.address;
+      c.ip = c.cidr?.split('/')[0];
+      c.liveSince = performance.now();
+      c.liveUntil = undefined;
+      live.set(c.id, c);
+      slot.state = 'live';
+      report.maxLive = Math.max(report.maxLive, live.size);
+    };
+
     const nextOp = (slot: Slot): Op =>
       slot.state === 'free' ? 'ADD' : slot.state === 'live' && Math.random() < checkShare ? 'CHECK' : 'DEL';
 
@@ -380,16 +395,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       if (d && d.code !== 0) report.problems.push(`DEL racing an ADD of ${c.id} failed: ${d.stdout.slice(0, 300)}`);
       const results = new Set(oks.map((r) => r.stdout.trim()));
       if (results.size > 1) report.problems.push(`${oks.length} identical ADDs of ${c.id} gave ${results.size} different results`);
-      const first = oks[0] ? (JSON.parse(oks[0].stdout) as { ips?: { address: string }[] }) : undefined;
+      const first = oks[0] ? (JSON.parse(oks[0].stdout) as AddResult) : undefined;
       if (!withDel && first) {
-        c.result = first as Record<string, unknown>;
-        c.cidr = first.ips?.[0]?.address;
-        c.ip = c.cidr?.split('/')[0];
-        c.liveSince = performance.now();
-        c.liveUntil = undefined;
-        live.set(c.id, c);
-        slot.state = 'live';
-        report.maxLive = Math.max(report.maxLive, live.size);
+        markLive(slot, c, first);
         return;
       }
       if (withDel) {
@@ -438,15 +446,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       }
       if (op === 'ADD') {
         if (ok) {
-          const result = JSON.parse(r.stdout) as { ips?: { address: string }[] };
-          c.result = result as Record<string, unknown>;
-          c.cidr = result.ips?.[0]?.address;
-          c.ip = c.cidr?.split('/')[0];
-          c.liveSince = performance.now();
-          c.liveUntil = undefined;
-          live.set(c.id, c);
-          slot.state = 'live';
-          report.maxLive = Math.max(report.maxLive, live.size);
+          markLive(slot, c, JSON.parse(r.stdout) as AddResult);
         } else {
           // A failed or interrupted ADD is followed by a DEL, as CRI runtimes do.
           slot.state = 'dirty';
