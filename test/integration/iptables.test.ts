@@ -2,35 +2,18 @@
 // namespace): exact rule text, idempotence, repair in order, removal, and
 // real traffic showing what is masqueraded and what keeps its source.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { IptablesManager, IptablesTrafficManager, ruleText, type IptablesRunner } from '../../src/daemon/traffic/iptables.js';
-import { addNetns, cleanupAll, inNs, isRoot } from '../helpers/netns.js';
+import { cleanupAll, inNs, isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { buildMasqTopology, seenSource, type MasqTopology } from '../helpers/masq-topology.js';
 
 const NETWORK = '10.244.0.0/16';
 const OWN = '10.244.1.0/24';
 
-function ip(ns: string, args: string[]): void {
-  execFileSync('ip', ['-n', ns, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-}
 
-/** A veth between two namespaces, addressed on both ends. */
-function link(a: string, aName: string, aCidr: string, b: string, bCidr: string): void {
-  ip(a, ['link', 'add', aName, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', b]);
-  ip(a, ['addr', 'add', aCidr, 'dev', aName]);
-  ip(a, ['link', 'set', aName, 'up']);
-  ip(b, ['addr', 'add', bCidr, 'dev', 'eth0']);
-  ip(b, ['link', 'set', 'eth0', 'up']);
-}
 
-const SERVER = `const s=require('net').createServer(c=>c.end(c.remoteAddress.replace(/^::ffff:/,'')));s.listen(8080,'0.0.0.0',()=>console.log('ready'))`;
-const CLIENT = `const c=require('net').connect({host:process.argv[1],port:8080});let d='';c.setTimeout(2000,()=>process.exit(2));c.on('data',x=>d+=x);c.on('end',()=>{process.stdout.write(d);process.exit(0)});c.on('error',()=>process.exit(3))`;
 
-/** The source address a TCP server in the target netns saw, or null when the connection failed. */
-function seenSource(fromNs: string, to: string): string | null {
-  const res = spawnSync('ip', ['netns', 'exec', fromNs, process.execPath, '-e', CLIENT, to], { encoding: 'utf8', timeout: 10_000 });
-  return res.status === 0 ? res.stdout.trim() : null;
-}
 
 /** iptables -S output of our chains and jumps, for exact comparison. */
 function flannelLines(ns: string, table: 'nat' | 'filter'): string[] {
@@ -40,42 +23,21 @@ function flannelLines(ns: string, table: 'nat' | 'filter'): string[] {
 describe.skipIf(requireOrSkip('iptables', { root: isRoot }))('iptables rules in a node netns', () => {
   let node = '';
   let pod = '';
-  let remote = '';
   let outside = '';
-  const servers: ChildProcess[] = [];
+  let topo: MasqTopology | undefined;
 
   // the production runner (execFile, no shell) pointed into the node netns
   const manager = (subnet = OWN) =>
     new IptablesManager({ network: NETWORK, subnet, ipMasq: true, binary: ['ip', 'netns', 'exec', node, 'iptables'] });
 
   beforeAll(async () => {
-    node = addNetns('iptnode');
-    pod = addNetns('iptpod');
-    remote = addNetns('iptremote');
-    outside = addNetns('iptout');
-    execFileSync('ip', ['netns', 'exec', node, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    topo = await buildMasqTopology('ipt');
+    ({ node, pod, outside } = topo);
     // Docker-style DROP policy, so forwarding works only through FLANNEL-FWD
     inNs(node, 'iptables', ['-P', 'FORWARD', 'DROP']);
-    link(node, 'vpod', '10.244.1.1/24', pod, '10.244.1.2/24');
-    ip(pod, ['route', 'add', 'default', 'via', '10.244.1.1']);
-    // a pod of another node, as the overlay would deliver it
-    link(node, 'vremote', '10.244.2.1/24', remote, '10.244.2.2/24');
-    ip(remote, ['route', 'add', 'default', 'via', '10.244.2.1']);
-    // "the internet": it even has a route back to pods, so without NAT it would see pod addresses
-    link(node, 'vout', '192.168.99.1/24', outside, '192.168.99.2/24');
-    ip(outside, ['route', 'add', '10.244.0.0/16', 'via', '192.168.99.1']);
-
-    for (const ns of [pod, remote, outside]) {
-      const srv = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
-      servers.push(srv);
-      await new Promise<void>((resolve, reject) => {
-        srv.stdout!.once('data', () => resolve());
-        srv.once('exit', (code) => reject(new Error(`server in ${ns} exited ${code}`)));
-      });
-    }
   });
   afterAll(() => {
-    for (const srv of servers) if (srv.pid) srv.kill();
+    topo?.stop();
     cleanupAll();
   });
 

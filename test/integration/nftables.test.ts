@@ -3,37 +3,22 @@
 // masquerade decisions as the iptables rules proven with real traffic,
 // hand-made changes repaired, and a mode switch that leaves nothing behind.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { IptablesTrafficManager } from '../../src/daemon/traffic/iptables.js';
 import { cleanUpOtherMode, createTrafficManager, NftablesTrafficManager, type TrafficRules } from '../../src/daemon/traffic/index.js';
-import { addNetns, cleanupAll, inNs, isRoot } from '../helpers/netns.js';
+import { cleanupAll, inNs, isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { buildMasqTopology, seenSource, type MasqTopology } from '../helpers/masq-topology.js';
 
 const NETWORK = '10.244.0.0/16';
 const OWN = '10.244.1.0/24';
 const RULES: TrafficRules = { network: NETWORK, subnet: OWN, ipMasq: true, forwardRules: true, randomFully: true };
 const haveNft = existsSync('/usr/sbin/nft') || existsSync('/sbin/nft');
 
-function ip(ns: string, args: string[]): void {
-  execFileSync('ip', ['-n', ns, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-}
 
-function link(a: string, aName: string, aCidr: string, b: string, bCidr: string): void {
-  ip(a, ['link', 'add', aName, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', b]);
-  ip(a, ['addr', 'add', aCidr, 'dev', aName]);
-  ip(a, ['link', 'set', aName, 'up']);
-  ip(b, ['addr', 'add', bCidr, 'dev', 'eth0']);
-  ip(b, ['link', 'set', 'eth0', 'up']);
-}
 
-const SERVER = `const s=require('net').createServer(c=>c.end(c.remoteAddress.replace(/^::ffff:/,'')));s.listen(8080,'0.0.0.0',()=>console.log('ready'))`;
-const CLIENT = `const c=require('net').connect({host:process.argv[1],port:8080});let d='';c.setTimeout(2000,()=>process.exit(2));c.on('data',x=>d+=x);c.on('end',()=>{process.stdout.write(d);process.exit(0)});c.on('error',()=>process.exit(3))`;
 
-function seenSource(fromNs: string, to: string): string | null {
-  const res = spawnSync('ip', ['netns', 'exec', fromNs, process.execPath, '-e', CLIENT, to], { encoding: 'utf8', timeout: 10_000 });
-  return res.status === 0 ? res.stdout.trim() : null;
-}
 
 type Json = Record<string, unknown>;
 
@@ -98,34 +83,16 @@ function iptablesFlannelLines(ns: string): string[] {
 describe.skipIf(requireOrSkip('nftables', { root: isRoot, nft: haveNft }))('nftables traffic manager in a node netns', () => {
   let node = '';
   let pod = '';
-  let remote = '';
   let outside = '';
-  const servers: ChildProcess[] = [];
+  let topo: MasqTopology | undefined;
   const nft = (rules: TrafficRules = RULES) => new NftablesTrafficManager(rules, { netns: node });
 
   beforeAll(async () => {
-    node = addNetns('nftnode');
-    pod = addNetns('nftpod');
-    remote = addNetns('nftremote');
-    outside = addNetns('nftout');
-    execFileSync('ip', ['netns', 'exec', node, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-    link(node, 'vpod', '10.244.1.1/24', pod, '10.244.1.2/24');
-    ip(pod, ['route', 'add', 'default', 'via', '10.244.1.1']);
-    link(node, 'vremote', '10.244.2.1/24', remote, '10.244.2.2/24');
-    ip(remote, ['route', 'add', 'default', 'via', '10.244.2.1']);
-    link(node, 'vout', '192.168.99.1/24', outside, '192.168.99.2/24');
-    ip(outside, ['route', 'add', '10.244.0.0/16', 'via', '192.168.99.1']);
-    for (const ns of [pod, remote, outside]) {
-      const srv = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
-      servers.push(srv);
-      await new Promise<void>((resolve, reject) => {
-        srv.stdout!.once('data', () => resolve());
-        srv.once('exit', (code) => reject(new Error(`server in ${ns} exited ${code}`)));
-      });
-    }
+    topo = await buildMasqTopology('nft');
+    ({ node, pod, outside } = topo);
   });
   afterAll(() => {
-    for (const srv of servers) if (srv.pid) srv.kill();
+    topo?.stop();
     cleanupAll();
   });
 

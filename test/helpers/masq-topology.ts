@@ -1,0 +1,72 @@
+// A node netns with a local pod, a pod "of another node" and an outside host,
+// each running a TCP server that answers with the source address it saw: the
+// traffic the masquerade rules (iptables or nftables) must decide about.
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { addNetns } from './netns.js';
+
+export function ip(ns: string, args: string[]): void {
+  execFileSync('ip', ['-n', ns, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** A veth between two namespaces, addressed on both ends. */
+export function link(a: string, aName: string, aCidr: string, b: string, bCidr: string): void {
+  ip(a, ['link', 'add', aName, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', b]);
+  ip(a, ['addr', 'add', aCidr, 'dev', aName]);
+  ip(a, ['link', 'set', aName, 'up']);
+  ip(b, ['addr', 'add', bCidr, 'dev', 'eth0']);
+  ip(b, ['link', 'set', 'eth0', 'up']);
+}
+
+const SERVER = `const s=require('net').createServer(c=>c.end(c.remoteAddress.replace(/^::ffff:/,'')));s.listen(8080,'0.0.0.0',()=>console.log('ready'))`;
+const CLIENT = `const c=require('net').connect({host:process.argv[1],port:8080});let d='';c.setTimeout(2000,()=>process.exit(2));c.on('data',x=>d+=x);c.on('end',()=>{process.stdout.write(d);process.exit(0)});c.on('error',()=>process.exit(3))`;
+
+/** The source address a TCP server in the target netns saw, or null when the connection failed. */
+export function seenSource(fromNs: string, to: string): string | null {
+  const res = spawnSync('ip', ['netns', 'exec', fromNs, process.execPath, '-e', CLIENT, to], { encoding: 'utf8', timeout: 10_000 });
+  return res.status === 0 ? res.stdout.trim() : null;
+}
+
+export interface MasqTopology {
+  node: string;
+  /** 10.244.1.2, behind the node's 10.244.1.1 */
+  pod: string;
+  /** 10.244.2.2: a pod of another node, as the overlay would deliver it */
+  remote: string;
+  /** 192.168.99.2: "the internet"; it even routes back to pods, so without NAT it sees pod addresses */
+  outside: string;
+  /** ends the servers (the caller removes the namespaces) */
+  stop(): void;
+}
+
+/** Builds the namespaces (named `<prefix>node`, ...) and starts a server in each but the node. */
+export async function buildMasqTopology(prefix: string): Promise<MasqTopology> {
+  const node = addNetns(`${prefix}node`);
+  const pod = addNetns(`${prefix}pod`);
+  const remote = addNetns(`${prefix}remote`);
+  const outside = addNetns(`${prefix}out`);
+  execFileSync('ip', ['netns', 'exec', node, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  link(node, 'vpod', '10.244.1.1/24', pod, '10.244.1.2/24');
+  ip(pod, ['route', 'add', 'default', 'via', '10.244.1.1']);
+  link(node, 'vremote', '10.244.2.1/24', remote, '10.244.2.2/24');
+  ip(remote, ['route', 'add', 'default', 'via', '10.244.2.1']);
+  link(node, 'vout', '192.168.99.1/24', outside, '192.168.99.2/24');
+  ip(outside, ['route', 'add', '10.244.0.0/16', 'via', '192.168.99.1']);
+  const servers: ChildProcess[] = [];
+  const stop = () => {
+    for (const srv of servers) if (srv.pid) srv.kill();
+  };
+  try {
+    for (const ns of [pod, remote, outside]) {
+      const srv = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
+      servers.push(srv);
+      await new Promise<void>((resolve, reject) => {
+        srv.stdout!.once('data', () => resolve());
+        srv.once('exit', (code) => reject(new Error(`server in ${ns} exited ${code}`)));
+      });
+    }
+  } catch (err) {
+    stop();
+    throw err;
+  }
+  return { node, pod, remote, outside, stop };
+}
