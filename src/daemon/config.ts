@@ -1,10 +1,9 @@
 // flannel's net-conf.json: parsed, checked and completed with flannel's
 // defaults (pkg/subnet/config.go: ParseConfig + CheckNetworkConfig), so the
 // same file means the same thing to flanneld and to tsflanneld.
-import { formatIp, parseCidr } from '../ipam/ip.js';
 import type { BackendConfig, NetworkConfig, WireguardBackendConfig, WireguardMode } from './types.js';
-import { blockSize, cidrContainsIp, formatCidr, formatIpv4, parseIpv4, parseIpv4Cidr, type Ipv4Cidr } from '../net/ipv4.js';
-import { isAligned, maskNet } from './subnet/allocate.js';
+import { blockSize, cidrContainsIp, formatCidr, formatIp, isAligned, networkOf, parseCidr, parseIp, type Cidr } from '../net/ip.js';
+import { maskNet } from './subnet/allocate.js';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -66,17 +65,17 @@ function stringField(obj: JsonObject, name: string, label: string): string | und
   return v;
 }
 
-function parseIpv4Network(obj: JsonObject): Ipv4Cidr | undefined {
+function parseIpv4Network(obj: JsonObject): Cidr | undefined {
   const text = stringField(obj, 'Network', 'Network');
   if (text === undefined) return undefined;
-  const net = parseIpv4Cidr(text);
+  const net = parseCidr(text, 4);
   if (!net) fail('Network', `must be an IPv4 CIDR such as 10.244.0.0/16, got ${JSON.stringify(text)}`);
   // flannel keeps only the network part of what was written (Go's ParseCIDR).
   return maskNet(net);
 }
 
 /** flannel's defaulting: /24 nodes in networks of /22 or larger, else four subnets. */
-function subnetLenFor(obj: JsonObject, network: Ipv4Cidr): number {
+function subnetLenFor(obj: JsonObject, network: Cidr): number {
   const given = intField(obj, 'SubnetLen', 'SubnetLen', 0, 32) ?? 0;
   if (given === 0) {
     if (network.prefix > MAX_SUBNET_LEN - 2) {
@@ -91,14 +90,14 @@ function subnetLenFor(obj: JsonObject, network: Ipv4Cidr): number {
   return given;
 }
 
-function boundField(obj: JsonObject, name: 'SubnetMin' | 'SubnetMax', network: Ipv4Cidr, subnetLen: number, fallback: number): number {
+function boundField(obj: JsonObject, name: 'SubnetMin' | 'SubnetMax', network: Cidr, subnetLen: number, fallback: bigint): bigint {
   const text = stringField(obj, name, name);
   if (text === undefined) return fallback;
-  const ip = parseIpv4(text);
+  const ip = parseIp(text, 4);
   if (ip === undefined) fail(name, `must be an IPv4 address, got ${JSON.stringify(text)}`);
   if (!cidrContainsIp(network, ip)) fail(name, `${text} is outside Network ${formatCidr(network)}`);
-  if (!isAligned(ip, subnetLen)) fail(name, `${text} is not the start of a /${subnetLen} subnet (SubnetLen)`);
-  return ip;
+  if (!isAligned(4, ip.value, subnetLen)) fail(name, `${text} is not the start of a /${subnetLen} subnet (SubnetLen)`);
+  return ip.value;
 }
 
 interface Ipv4Part {
@@ -115,13 +114,15 @@ function parseIpv4Part(obj: JsonObject, enabled: boolean): Ipv4Part {
     return { network: '', subnetLen: 0, subnetMin: '', subnetMax: '' };
   }
   const subnetLen = subnetLenFor(obj, network);
-  const size = blockSize(subnetLen);
+  const size = blockSize(4, subnetLen);
+  const start = networkOf(network);
   // The first subnet is skipped by default: an interface holding the
   // network's own address (10.244.0.0) confuses tools.
-  const min = boundField(obj, 'SubnetMin', network, subnetLen, network.ip + size);
-  const max = boundField(obj, 'SubnetMax', network, subnetLen, network.ip + blockSize(network.prefix) - size);
-  if (min > max) fail('SubnetMin', `${formatIpv4(min)} is above SubnetMax ${formatIpv4(max)}`);
-  return { network: formatCidr(network), subnetLen, subnetMin: formatIpv4(min), subnetMax: formatIpv4(max) };
+  const min = boundField(obj, 'SubnetMin', network, subnetLen, start + size);
+  const max = boundField(obj, 'SubnetMax', network, subnetLen, start + blockSize(4, network.prefix) - size);
+  const v4 = (value: bigint): string => formatIp({ family: 4, value });
+  if (min > max) fail('SubnetMin', `${v4(min)} is above SubnetMax ${v4(max)}`);
+  return { network: formatCidr(network), subnetLen, subnetMin: v4(min), subnetMax: v4(max) };
 }
 
 function parseIpv6Network(obj: JsonObject, enabled: boolean): string | undefined {

@@ -17,7 +17,7 @@ import { hostVethName } from './names.js';
 import { applyPodRoutes, configurePod, createPodVeth, deletePodVeth, ensureBridge, isPeerOf, podRoutes, safeIsNetns, staleBridgeAddresses } from './network.js';
 import { checkRangesInSubnet, nodeSubnet, type NodeSubnet } from './subnet.js';
 import { cniErrorOf } from './errors.js';
-import { cidrContainsIp, parseIpv4, parseIpv4Cidr } from '../net/ipv4.js';
+import { cidrContainsIp, parseCidr, parseIp } from '../net/ip.js';
 import { checkAttachment } from './check.js';
 
 interface Prepared {
@@ -212,15 +212,15 @@ export async function add(ctx: PluginContext): Promise<Result> {
  * naming forceAddress).
  */
 async function moveGateway(bridge: string, gatewayCidr: string, clusterNetwork: string, ipam: HostLocalIpam, log: PluginLogger): Promise<void> {
-  const cluster = parseIpv4Cidr(clusterNetwork);
+  const cluster = parseCidr(clusterNetwork, 4);
   const stale = staleBridgeAddresses(bridge, gatewayCidr).filter((c) => {
-    const ip = parseIpv4(c.split('/')[0]!);
+    const ip = parseIp(c.split('/')[0]!, 4);
     return cluster !== undefined && ip !== undefined && cidrContainsIp(cluster, ip);
   });
   if (stale.length === 0) return;
-  const oldNets = stale.map((c) => parseIpv4Cidr(c)).filter((c) => c !== undefined);
+  const oldNets = stale.map((c) => parseCidr(c, 4)).filter((c) => c !== undefined);
   const holders = (await ipam.list()).filter((l) => {
-    const ip = parseIpv4(l.ip);
+    const ip = parseIp(l.ip, 4);
     return ip !== undefined && oldNets.some((n) => cidrContainsIp(n, ip));
   });
   if (holders.length > 0) {

@@ -5,7 +5,7 @@ import { CniError, ErrorCode } from '../cni/errors.js';
 import type { PluginLogger } from './log.js';
 import * as nl from '../netlink/index.js';
 import type { Link } from '../netlink/index.js';
-import { splitCidr } from './cidr.js';
+import { splitCidr } from '../net/ip.js';
 
 /**
  * Ensures the bridge exists, is up and carries `gatewayCidr`. A different

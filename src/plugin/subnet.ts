@@ -5,7 +5,7 @@ import { CniError, ErrorCode } from '../cni/errors.js';
 import { clip } from '../cni/validate.js';
 import type { SubnetEnv } from '../flannel/subnet-env.js';
 import type { IpamRange } from '../ipam/index.js';
-import { blockSize, canonicalCidr, cidrContainsCidr, cidrOverlaps, formatIpv4, networkOf, parseIpv4Cidr, type Ipv4Cidr } from '../net/ipv4.js';
+import { blockSize, canonicalCidr, cidrContainsCidr, cidrOverlaps, formatIp, networkOf, parseCidr, type Cidr } from '../net/ip.js';
 
 export interface NodeSubnet {
   /** FLANNEL_NETWORK as a network, e.g. 10.244.0.0/16 */
@@ -28,13 +28,13 @@ const SPECIAL: readonly [string, string][] = [
   ['240.0.0.0/4', 'reserved (class E and broadcast)'],
 ];
 
-function cidr(text: string): Ipv4Cidr {
-  const c = parseIpv4Cidr(text);
+function cidr(text: string): Cidr {
+  const c = parseCidr(text, 4);
   if (!c) throw new Error(`not an IPv4 CIDR: ${text}`);
   return c;
 }
 
-function specialBlock(c: Ipv4Cidr): string | undefined {
+function specialBlock(c: Cidr): string | undefined {
   for (const [block, what] of SPECIAL) if (cidrOverlaps(cidr(block), c)) return `${what} ${block}`;
   return undefined;
 }
@@ -59,11 +59,12 @@ export function nodeSubnet(env: SubnetEnv, file: string): NodeSubnet {
   }
   if (node.prefix > 30) throw bad(`FLANNEL_SUBNET ${env.subnet} is too small: a /${node.prefix} has no room for a gateway and pods`);
   const first = networkOf(node);
-  const last = first + blockSize(node.prefix) - 1;
-  let gw = node.ip;
-  if (gw === first) gw = first + 1;
-  if (gw === last) throw bad(`FLANNEL_SUBNET ${env.subnet} names the broadcast address; write the gateway, e.g. ${formatIpv4(first + 1)}/${node.prefix}`);
-  const gateway = formatIpv4(gw);
+  const last = first + blockSize(4, node.prefix) - 1n;
+  let gw = node.ip.value;
+  if (gw === first) gw = first + 1n;
+  const v4 = (value: bigint): string => formatIp({ family: 4, value });
+  if (gw === last) throw bad(`FLANNEL_SUBNET ${env.subnet} names the broadcast address; write the gateway, e.g. ${v4(first + 1n)}/${node.prefix}`);
+  const gateway = v4(gw);
   return {
     clusterNetwork: canonicalCidr(cluster),
     network: canonicalCidr(node),
@@ -78,7 +79,7 @@ export function checkRangesInSubnet(ranges: IpamRange[][], subnet: NodeSubnet): 
   const node = cidr(subnet.network);
   ranges.forEach((set, i) =>
     set.forEach((r, j) => {
-      const c = parseIpv4Cidr(r.subnet);
+      const c = parseCidr(r.subnet, 4);
       if (!c) return; // IPv6 or malformed: the IPAM layer names those
       const key = `ipam.ranges[${i}][${j}].subnet`;
       const block = specialBlock(c);
