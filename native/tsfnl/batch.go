@@ -188,11 +188,13 @@ func (e batchEntry) neigh(idx int) (*netlink.Neigh, error) {
 
 type stateReq struct {
 	nsReq
-	// RouteDevs: devices whose main-table IPv4 routes are wanted (one dump).
+	// RouteDevs: devices whose main-table routes are wanted (one dump).
 	RouteDevs []string `json:"routeDevs"`
-	// NeighDev and FdbDev: the device whose IPv4 neighbours / FDB are wanted; "" = skip.
+	// NeighDev and FdbDev: the device whose neighbours / FDB are wanted; "" = skip.
 	NeighDev string `json:"neighDev,omitempty"`
 	FdbDev   string `json:"fdbDev,omitempty"`
+	// Family of the routes and neighbours: "inet" (default) or "inet6".
+	Family string `json:"family,omitempty"`
 }
 
 // stateRoute is routeJSON with the device named, so one dump serves
@@ -220,9 +222,9 @@ type stateReply struct {
 	Missing []string `json:"missing"`
 }
 
-// opStateDump reads the agent's three tables with one dump each: IPv4 routes
-// of the main table for the given devices, IPv4 neighbours and the FDB of
-// one device. The reply is trimmed to what a reconcile compares.
+// opStateDump reads the agent's three tables with one dump each: routes of
+// one family (IPv4 unless Family says inet6) in the main table for the given
+// devices, that family's neighbours and the FDB of one device. The reply is trimmed to what a reconcile compares.
 func opStateDump(raw []byte) (interface{}, error) {
 	var r stateReq
 	h, done, err := openReq(raw, &r)
@@ -231,6 +233,10 @@ func opStateDump(raw []byte) (interface{}, error) {
 	}
 	defer done()
 	out := stateReply{Routes: []stateRoute{}, Neighs: []stateNeigh{}, Fdb: []stateNeigh{}, Missing: []string{}}
+	family := netlink.FAMILY_V4
+	if r.Family == "inet6" {
+		family = netlink.FAMILY_V6
+	}
 	names := map[int]string{}
 	find := func(name string) int {
 		l, err := h.LinkByName(name)
@@ -246,7 +252,7 @@ func opStateDump(raw []byte) (interface{}, error) {
 		}
 	}
 	if len(names) > 0 {
-		routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		routes, err := h.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return nil, err
 		}
@@ -290,7 +296,7 @@ func opStateDump(raw []byte) (interface{}, error) {
 		}
 		return res, nil
 	}
-	if out.Neighs, err = neighs(r.NeighDev, netlink.FAMILY_V4); err != nil {
+	if out.Neighs, err = neighs(r.NeighDev, family); err != nil {
 		return nil, err
 	}
 	if out.Fdb, err = neighs(r.FdbDev, unix.AF_BRIDGE); err != nil {

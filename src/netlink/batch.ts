@@ -81,7 +81,7 @@ export interface StateRoute {
 }
 
 export interface StateNeigh {
-  /** IPv4 neighbour address, or for the FDB the remote VTEP ('' or absent for none) */
+  /** neighbour address, or for the FDB the remote VTEP ('' or absent for none) */
   ip?: string;
   mac: string;
   state: number;
@@ -96,12 +96,14 @@ export interface TableState {
 }
 
 export interface TableStateRequest extends InNetns {
-  /** devices whose IPv4 main-table routes to read */
+  /** devices whose main-table routes to read */
   routeDevs: string[];
-  /** device whose IPv4 neighbours to read */
+  /** device whose neighbours to read */
   neighDev?: string;
   /** device whose FDB to read */
   fdbDev?: string;
+  /** family of the routes and neighbours read; default 'inet' (IPv4) */
+  family?: 'inet' | 'inet6';
 }
 
 /** One route dump, one neighbour dump and one FDB dump, trimmed to what a reconcile compares. */

@@ -3,7 +3,7 @@
 import pino, { type Logger } from 'pino';
 import * as nl from '../../netlink/index.js';
 import type { ExternalInterface, Lease, ReconcileReport } from '../types.js';
-import { parseCidr, parseIp, type Cidr } from '../../net/ip.js';
+import { parseCidr, parseIp, type Cidr, type Family } from '../../net/ip.js';
 import {
   describeLease,
   ownedRoute,
@@ -17,13 +17,16 @@ import {
 export const silentLogger: Logger = pino({ level: 'silent' }, pino.destination({ fd: 2, sync: true }));
 
 /**
- * Leaves `cidr` as the only IPv4 address of an overlay device (flannel puts
- * `<subnet network>/32` there as the source for host → remote pod traffic).
+ * Leaves `cidr` as the only address of its family on an overlay device
+ * (flannel puts `<subnet network>/32`, or `/128` on flannel-v6, there as the
+ * source for host → remote pod traffic). IPv6 link-local addresses stay:
+ * the kernel owns them.
  */
 export function ensureOnlyAddress(dev: string, cidr: string, opts: nl.InNetns, log: Logger): void {
-  const addrs = nl.addrList({ ...opts, dev, family: 'inet' });
+  const v6 = cidr.includes(':');
+  const addrs = nl.addrList({ ...opts, dev, family: v6 ? 'inet6' : 'inet' });
   for (const a of addrs) {
-    if (a.cidr === cidr) continue;
+    if (a.cidr === cidr || (v6 && /^fe[89ab][0-9a-f]:/i.test(a.cidr))) continue;
     log.info({ address: a.cidr }, 'removing foreign address from the device');
     nl.addrDelete(dev, a.cidr, opts);
   }
@@ -42,17 +45,17 @@ export function netnsOpts(netns: string | undefined): nl.InNetns {
   return netns ? { netns } : {};
 }
 
-export function requireCidr(text: string, what: string): Cidr {
-  const c = parseCidr(text, 4);
-  if (!c) throw new Error(`${what} ${JSON.stringify(text)} is not an IPv4 CIDR`);
+export function requireCidr(text: string, what: string, family: Family = 4): Cidr {
+  const c = parseCidr(text, family);
+  if (!c) throw new Error(`${what} ${JSON.stringify(text)} is not an IPv${family} CIDR`);
   return c;
 }
 
-/** Checks the parts of `ext` a backend relies on, once, at prepare time. */
-export function checkExternal(ext: ExternalInterface): Cidr {
-  const cidr = requireCidr(ext.cidr, 'external interface address');
-  if (parseIp(ext.ip, 4) === undefined) throw new Error(`external interface IP ${JSON.stringify(ext.ip)} is not IPv4`);
-  if (parseIp(ext.publicIP, 4) === undefined) throw new Error(`public IP ${JSON.stringify(ext.publicIP)} is not IPv4`);
+/** Checks the parts of `ext` (a family's view of it) a backend relies on, once, at prepare time. */
+export function checkExternal(ext: ExternalInterface, family: Family = 4): Cidr {
+  const cidr = requireCidr(ext.cidr, 'external interface address', family);
+  if (parseIp(ext.ip, family) === undefined) throw new Error(`external interface IP ${JSON.stringify(ext.ip)} is not IPv${family}`);
+  if (parseIp(ext.publicIP, family) === undefined) throw new Error(`public IP ${JSON.stringify(ext.publicIP)} is not IPv${family}`);
   if (!(ext.mtu > 0)) throw new Error(`external interface ${ext.name} has MTU ${ext.mtu}`);
   return cidr;
 }
@@ -69,7 +72,8 @@ export function readOwnedRoutes(
   opts: nl.InNetns,
 ): CurrentRoute[] {
   const devs: RouteDevices = via === 'overlay' ? { overlay: dev, underlay: '' } : { underlay: dev };
-  return ownedRoutes(nl.dumpTables({ ...opts, routeDevs: [dev] }).routes, devs, network);
+  const family = network.ip.family === 6 ? 'inet6' : 'inet';
+  return ownedRoutes(nl.dumpTables({ ...opts, routeDevs: [dev], family }).routes, devs, network);
 }
 
 /** The owned routes among those one state dump returned for our devices. */

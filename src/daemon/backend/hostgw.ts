@@ -1,11 +1,13 @@
 // The host-gw backend: no encapsulation, one route per remote node via its
 // underlay address. That only works when every node shares our L2 segment,
-// so leases from beyond a router are refused, not half-programmed.
+// so leases from beyond a router are refused, not half-programmed. The IPv6
+// instance (family 6) routes each lease's IPv6 subnet via its PublicIPv6.
 import type { Logger } from 'pino';
 import type * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, HostGwBackendConfig, Lease, ReconcileReport } from '../types.js';
-import type { Cidr } from '../../net/ip.js';
-import { diffRoutes, planHostGw } from './plan.js';
+import type { Cidr, Family } from '../../net/ip.js';
+import { baseMetric, diffRoutes, planHostGw } from './plan.js';
+import { externalView, LeaseViews } from './family.js';
 import {
   checkExternal,
   emptyReport,
@@ -27,14 +29,18 @@ import {
 
 export interface HostGwBackendOptions {
   config?: HostGwBackendConfig;
-  /** the cluster network: routes via the underlay to subnets inside it are ours */
+  /** the cluster network of `family`: routes via the underlay to subnets inside it are ours */
   network: string;
+  /** 4 (default) or 6: which half of each lease this instance routes */
+  family?: Family;
   netns?: string;
   logger?: Logger;
 }
 
 export class HostGwBackend implements Backend {
   readonly type = 'host-gw' as const;
+  readonly family: Family;
+  private readonly views: LeaseViews;
   private readonly network: Cidr;
   private readonly nsOpts: nl.InNetns;
   private readonly log: Logger;
@@ -44,14 +50,17 @@ export class HostGwBackend implements Backend {
   private own?: Cidr;
 
   constructor(opts: HostGwBackendOptions) {
-    this.network = requireCidr(opts.network, 'cluster network');
+    this.family = opts.family ?? 4;
+    this.views = new LeaseViews(this.family);
+    this.network = requireCidr(opts.network, 'cluster network', this.family);
     this.nsOpts = netnsOpts(opts.netns);
-    this.log = (opts.logger ?? silentLogger).child({ backend: 'host-gw' });
+    this.log = (opts.logger ?? silentLogger).child({ backend: 'host-gw', ...(this.family === 6 ? { family: 6 } : {}) });
     this.skipLog = new SkipLog(this.log);
   }
 
-  async prepare(ext: ExternalInterface): Promise<BackendData> {
-    const cidr = checkExternal(ext);
+  async prepare(extAll: ExternalInterface): Promise<BackendData> {
+    const ext = externalView(extAll, this.family);
+    const cidr = checkExternal(ext, this.family);
     // Peers route to our pods via the address we publish; behind NAT that
     // address is not on the segment, so no route via it could work.
     if (ext.publicIP !== ext.ip) {
@@ -67,11 +76,14 @@ export class HostGwBackend implements Backend {
 
   async configure(own: Lease): Promise<{ mtu: number }> {
     if (!this.ext) throw new Error('HostGwBackend.configure called before prepare()');
-    this.own = requireCidr(own.subnet, 'own subnet');
+    const view = this.views.of(own);
+    if (!view) throw new Error(`our lease has no IPv${this.family} subnet`);
+    this.own = requireCidr(view.subnet, 'own subnet', this.family);
     return { mtu: this.ext.mtu };
   }
 
-  reconcile(remote: Lease[]): ReconcileReport {
+  reconcile(leases: Lease[]): ReconcileReport {
+    const remote = this.views.all(leases);
     const { ext, extCidr, own } = this;
     if (!ext || !extCidr || !own) throw new Error('HostGwBackend.reconcile called before prepare() and configure()');
     const report = emptyReport();
@@ -85,7 +97,7 @@ export class HostGwBackend implements Backend {
       report.errors.push(`reading routes on ${ext.name}: ${errorText(err)}`);
       return report;
     }
-    const diff = diffRoutes(plan.plans.map((p) => p.route), current);
+    const diff = diffRoutes(plan.plans.map((p) => p.route), current, baseMetric(this.family));
     // Removals first, then every write, all in one batch.
     const entries: nl.BatchEntry[] = [];
     const outcomes: BatchOutcome[] = [];

@@ -73,19 +73,24 @@ interface Checked {
   publicIP: Ip;
 }
 
-/** The checks every backend applies before programming a remote lease. */
+/**
+ * The checks every backend applies before programming a remote lease. The
+ * family is the cluster network's: an IPv6 backend plans the IPv6 view of
+ * each lease (see family.ts), whose subnet and public IP are IPv6.
+ */
 function checkCommon(lease: Lease, type: Lease['backendType'], ctx: PlanContext): Checked | Skipped {
   const skip = (reason: string, error = true): Skipped => ({ lease, reason, error });
-  const subnet = parseCidr(lease.subnet, 4);
-  if (!subnet) return skip(`subnet ${JSON.stringify(lease.subnet)} is not an IPv4 CIDR`);
+  const family = ctx.network.ip.family;
+  const subnet = parseCidr(lease.subnet, family);
+  if (!subnet) return skip(`subnet ${JSON.stringify(lease.subnet)} is not an IPv${family} CIDR`);
   if (sameNetwork(subnet, ctx.ownSubnet)) {
     return skip('is our own subnet', false);
   }
   if (lease.backendType !== type) return skip(`backend type ${lease.backendType} is not ${type}`, false);
   if (!cidrContainsCidr(ctx.network, subnet)) return skip(`subnet lies outside the cluster network ${canonicalCidr(ctx.network)}`);
   if (cidrOverlaps(subnet, ctx.ownSubnet)) return skip(`subnet overlaps our own subnet ${canonicalCidr(ctx.ownSubnet)}`);
-  const publicIP = parseIp(lease.publicIP, 4);
-  if (publicIP === undefined) return skip(`public IP ${JSON.stringify(lease.publicIP)} is not an IPv4 address`);
+  const publicIP = parseIp(lease.publicIP, family);
+  if (publicIP === undefined) return skip(`public IP ${JSON.stringify(lease.publicIP)} is not an IPv${family} address`);
   if (ctx.ownIPs.includes(lease.publicIP)) return skip(`public IP ${lease.publicIP} is our own`);
   return { subnet, publicIP };
 }
@@ -212,33 +217,43 @@ export interface RouteDiff {
 const RTPROT_KERNEL = 2;
 
 /**
+ * The metric a route written without one gets: 0 for IPv4, 1024 for IPv6
+ * (the kernel's IP6_RT_PRIO_USER), so an IPv6 route we wrote reads back
+ * with 1024 and must count as ours, unchanged.
+ */
+export function baseMetric(family: 4 | 6): number {
+  return family === 6 ? 1024 : 0;
+}
+
+/**
  * Which routes the backend owns: everything it can find on the overlay
  * device, and routes via a gateway on the underlay to a subnet inside the
  * cluster network. Routes the kernel made for an address are never owned.
  */
 export function ownedRoute(r: CurrentRoute, network: Cidr): boolean {
-  if (r.protocol === RTPROT_KERNEL || r.dst === 'default' || r.dst === '0.0.0.0/0') return false;
+  if (r.protocol === RTPROT_KERNEL || r.dst === 'default' || r.dst === '0.0.0.0/0' || r.dst === '::/0') return false;
   if (r.via === 'overlay') return true;
-  const dst = parseCidr(r.dst, 4);
+  const dst = parseCidr(r.dst, network.ip.family);
   return r.gw !== undefined && dst !== undefined && cidrContainsCidr(network, dst);
 }
 
-function routeMatches(cur: CurrentRoute, want: DesiredRoute): boolean {
+function routeMatches(cur: CurrentRoute, want: DesiredRoute, metric: number): boolean {
   return (
     cur.dst === want.dst &&
     cur.via === want.via &&
     cur.gw === want.gw &&
-    cur.metric === 0 &&
+    cur.metric === metric &&
     (want.via === 'underlay' || cur.onlink)
   );
 }
 
 /**
  * Diffs owned routes against the desired ones. A route with the desired
- * destination and metric 0 is overwritten in place by a replace (no gap),
- * so only routes for other destinations or other metrics are deleted.
+ * destination and the base metric (`baseMetric`: 0, or 1024 for IPv6) is
+ * overwritten in place by a replace (no gap), so only routes for other
+ * destinations or other metrics are deleted.
  */
-export function diffRoutes(desired: readonly DesiredRoute[], current: readonly CurrentRoute[]): RouteDiff {
+export function diffRoutes(desired: readonly DesiredRoute[], current: readonly CurrentRoute[], metric = 0): RouteDiff {
   const byDst = new Map<string, CurrentRoute[]>();
   for (const r of current) {
     const list = byDst.get(r.dst);
@@ -250,12 +265,12 @@ export function diffRoutes(desired: readonly DesiredRoute[], current: readonly C
   for (const want of desired) {
     wanted.add(want.dst);
     const existing = byDst.get(want.dst) ?? [];
-    const exact = existing.find((r) => routeMatches(r, want));
+    const exact = existing.find((r) => routeMatches(r, want, metric));
     if (exact) {
       for (const r of existing) if (r !== exact) diff.remove.push(r);
       continue;
     }
-    const slot = existing.find((r) => r.metric === 0);
+    const slot = existing.find((r) => r.metric === metric);
     diff.write.push({ route: want, existed: slot !== undefined });
     // Replace takes over the metric-0 slot, whatever device it was on.
     for (const r of existing) if (r !== slot) diff.remove.push(r);

@@ -1,13 +1,16 @@
 // The VXLAN backend: one flannel.<VNI> device, and per remote node one
 // onlink route, one permanent ARP entry and one FDB entry (or a plain route
-// with DirectRouting). Reconciliation is exact and level-triggered: what the
+// with DirectRouting). The IPv6 instance (family 6) runs the same code on
+// flannel-v6.<VNI>, on the IPv6 view of every lease (family.ts). Reconciliation is exact and level-triggered: what the
 // kernel holds on our devices is read, compared with the leases, and only
 // the difference is written, so an unchanged cluster costs four reads.
 import type { Logger } from 'pino';
 import * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, Lease, ReconcileReport, VxlanBackendConfig } from '../types.js';
-import { networkAddress, type Cidr } from '../../net/ip.js';
+import { networkAddress, type Cidr, type Family } from '../../net/ip.js';
+import { externalView, LeaseViews } from './family.js';
 import {
+  baseMetric,
   describeLease,
   diffFdb,
   diffNeighs,
@@ -47,15 +50,22 @@ import { PeerModel, type PeerChange } from './peers.js';
 export const DEFAULT_VXLAN_PORT = 8472;
 /** inner Ethernet 14 + outer IPv4 20 + UDP 8 + VXLAN 8 */
 export const VXLAN_OVERHEAD_V4 = 50;
+/**
+ * inner Ethernet 14 + outer IPv6 40 + UDP 8 + VXLAN 8. flanneld takes 50
+ * for flannel-v6 too, so full-size packets over an IPv6 underlay do not fit.
+ */
+export const VXLAN_OVERHEAD_V6 = 70;
 
 export interface VxlanBackendOptions {
   config: VxlanBackendConfig;
-  /** the cluster network, e.g. 10.244.0.0/16: which underlay routes are ours */
+  /** the cluster network of `family`, e.g. 10.244.0.0/16: which underlay routes are ours */
   network: string;
+  /** 4 (default): flannel.<VNI> on the IPv4 leases; 6: flannel-v6.<VNI> on their IPv6 halves */
+  family?: Family;
   /** node netns path; absent = this process's netns */
   netns?: string;
   logger?: Logger;
-  /** default flannel.<VNI> */
+  /** default flannel.<VNI>, or flannel-v6.<VNI> for family 6 */
   deviceName?: string;
   /** VTEP MAC to create the device with (flannel keeps it across reboots); default random */
   vtepMac?: string;
@@ -64,7 +74,9 @@ export interface VxlanBackendOptions {
 export class VxlanBackend implements Backend {
   readonly type = 'vxlan' as const;
   readonly deviceName: string;
+  readonly family: Family;
   private readonly config: VxlanBackendConfig;
+  private readonly views: LeaseViews;
   private readonly network: Cidr;
   private readonly nsOpts: nl.InNetns;
   private readonly log: Logger;
@@ -82,8 +94,10 @@ export class VxlanBackend implements Backend {
     if (!Number.isInteger(opts.config.vni) || opts.config.vni < 0 || opts.config.vni > 0xffffff) {
       throw new Error(`VXLAN VNI ${opts.config.vni} is out of range 0..16777215`);
     }
-    this.network = requireCidr(opts.network, 'cluster network');
-    this.deviceName = opts.deviceName ?? `flannel.${opts.config.vni}`;
+    this.family = opts.family ?? 4;
+    this.views = new LeaseViews(this.family);
+    this.network = requireCidr(opts.network, 'cluster network', this.family);
+    this.deviceName = opts.deviceName ?? (this.family === 6 ? `flannel-v6.${opts.config.vni}` : `flannel.${opts.config.vni}`);
     this.nsOpts = netnsOpts(opts.netns);
     this.log = (opts.logger ?? silentLogger).child({ backend: 'vxlan', device: this.deviceName });
     this.skipLog = new SkipLog(this.log);
@@ -94,8 +108,9 @@ export class VxlanBackend implements Backend {
     }
   }
 
-  async prepare(ext: ExternalInterface): Promise<BackendData> {
-    this.extCidr = checkExternal(ext);
+  async prepare(extAll: ExternalInterface): Promise<BackendData> {
+    const ext = externalView(extAll, this.family);
+    this.extCidr = checkExternal(ext, this.family);
     this.ext = ext;
     const { config } = this;
     this.log.info(
@@ -106,8 +121,10 @@ export class VxlanBackend implements Backend {
     return { VNI: config.vni, VtepMAC: link.mac };
   }
 
-  async configure(own: Lease): Promise<{ mtu: number }> {
-    this.own = requireCidr(own.subnet, 'own subnet');
+  async configure(ownLease: Lease): Promise<{ mtu: number }> {
+    const own = this.views.of(ownLease);
+    if (!own) throw new Error(`our lease has no IPv${this.family} subnet`);
+    this.own = requireCidr(own.subnet, 'own subnet', this.family);
     // Plans depend on our own subnet and interface: forget those made before.
     this.planCache = new WeakMap();
     this.model = undefined;
@@ -116,8 +133,9 @@ export class VxlanBackend implements Backend {
     return { mtu: link.mtu };
   }
 
-  reconcile(remote: Lease[]): ReconcileReport {
+  reconcile(leases: Lease[]): ReconcileReport {
     const ctx = this.context('reconcile');
+    const remote = this.views.all(leases);
     const report = emptyReport();
     this.model = undefined;
     try {
@@ -149,14 +167,15 @@ export class VxlanBackend implements Backend {
    * back to the exact reconcile when there is no model yet, when leases
    * conflict or wait, when many peers changed at once, or after a failure.
    */
-  update(remote: Lease[]): ReconcileReport {
+  update(leases: Lease[]): ReconcileReport {
     const model = this.model;
-    if (!model) return this.reconcile(remote);
+    if (!model) return this.reconcile(leases);
     const ctx = this.context('update');
+    const remote = this.views.all(leases);
     const changes = model.changes(remote, (lease) => this.planOne(lease, ctx), Math.max(64, remote.length >> 4));
     if ('exact' in changes) {
       this.log.debug({ why: changes.exact }, 'lease change needs the exact pass');
-      return this.reconcile(remote);
+      return this.reconcile(leases);
     }
     const report = emptyReport();
     if (changes.length > 0) {
@@ -209,7 +228,7 @@ export class VxlanBackend implements Backend {
 
   private mtu(ext: ExternalInterface): number {
     if (this.config.mtu !== undefined) return this.config.mtu;
-    return ext.mtu - VXLAN_OVERHEAD_V4;
+    return ext.mtu - (this.family === 6 ? VXLAN_OVERHEAD_V6 : VXLAN_OVERHEAD_V4);
   }
 
   /**
@@ -240,6 +259,7 @@ export class VxlanBackend implements Backend {
     const { link, recreated } = nl.ensureVxlan(spec);
     if (recreated) this.log.warn('device existed with other attributes; recreated it');
     if (!this.vtepMac) this.vtepMac = link.mac.toLowerCase();
+    if (this.family === 6) this.quietIPv6();
     if (link.mac.toLowerCase() !== this.vtepMac) {
       this.log.warn({ want: this.vtepMac, got: link.mac }, 'device MAC differs from the VTEP MAC; setting it back');
       return nl.linkSet(this.deviceName, { mac: this.vtepMac }, this.nsOpts);
@@ -247,16 +267,31 @@ export class VxlanBackend implements Backend {
     return link;
   }
 
+  /**
+   * flannel-v6 takes no router advertisements (flanneld sets accept_ra 0)
+   * and skips duplicate address detection: its /128 is unique by lease, and
+   * DAD would hold it tentative, unusable as a source, for a second.
+   */
+  private quietIPv6(): void {
+    for (const key of ['accept_ra', 'accept_dad']) {
+      try {
+        nl.sysctlSet(`net/ipv6/conf/${this.deviceName}/${key}`, '0', this.nsOpts);
+      } catch (err) {
+        this.log.warn({ err: errorText(err), key }, 'could not set an IPv6 sysctl of the device');
+      }
+    }
+  }
+
   private existingMac(): string | undefined {
     const link = nl.linkByName(this.deviceName, this.nsOpts);
     return link?.type === 'vxlan' ? normalizeMac(link.mac) : undefined;
   }
 
-  /** Address `<subnet network>/32` (the source for host → remote pod traffic) and nothing else. */
+  /** Address `<subnet network>/32` (`/128` for IPv6: the source for host → remote pod traffic) and nothing else. */
   private configureDevice(): nl.Link {
     const own = this.own;
     if (!own) throw new Error('VxlanBackend used before configure()');
-    ensureOnlyAddress(this.deviceName, `${networkAddress(own)}/32`, this.nsOpts, this.log);
+    ensureOnlyAddress(this.deviceName, `${networkAddress(own)}/${this.family === 6 ? 128 : 32}`, this.nsOpts, this.log);
     let link = nl.requireLink(this.deviceName, this.nsOpts);
     if (!link.up) link = nl.setUp(this.deviceName, this.nsOpts);
     return link;
@@ -282,6 +317,7 @@ export class VxlanBackend implements Backend {
       routeDevs: [this.deviceName, devs.underlay],
       neighDev: this.deviceName,
       fdbDev: this.deviceName,
+      ...(this.family === 6 ? { family: 'inet6' as const } : {}),
     });
     const neighs: CurrentNeigh[] = [];
     for (const n of state.neighs) {
@@ -309,7 +345,7 @@ export class VxlanBackend implements Backend {
   private apply(plans: LeasePlan[], report: ReconcileReport): Set<LeasePlan> {
     const devs = this.devices();
     const cur = this.readState(devs);
-    const routes = diffRoutes(plans.map((p) => p.route), cur.routes);
+    const routes = diffRoutes(plans.map((p) => p.route), cur.routes, baseMetric(this.family));
     const neighs = diffNeighs(plans.flatMap((p) => (p.neigh ? [p.neigh] : [])), cur.neighs);
     const fdb = diffFdb(plans.flatMap((p) => (p.fdb ? [p.fdb] : [])), cur.fdb);
     const failed = new Set<LeasePlan>();
