@@ -1,19 +1,23 @@
 // tsflanneld's life cycle, in flannel's order: pick the external interface,
 // let the backend create its device, take the subnet lease, install the
 // forward and masquerade rules, write the subnet file (so no CNI ADD runs
-// before the rules exist), then keep the kernel equal to the leases.
+// before the rules exist), then keep the kernel equal to the leases. Each
+// enabled family (EnableIPv4, EnableIPv6) gets its own backend instance
+// (flannel.<VNI> and flannel-v6.<VNI>) and its own rule set; one lease
+// carries both halves.
 import type { Logger } from 'pino';
 import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from './config.js';
 import type { AgentOptions } from './options.js';
-import type { Backend, ExternalInterface, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetManager } from './types.js';
+import type { Backend, BackendData, ExternalInterface, Lease, LeaseAttrs, NetworkConfig, PriorLease, ReconcileReport, SubnetManager } from './types.js';
 import { readSubnetEnv, writeSubnetEnv } from '../flannel/subnet-env.js';
-import { canonicalCidr, gatewayCidr, parseCidr } from '../net/ip.js';
+import { canonicalCidr, gatewayCidr, parseCidr, type Family } from '../net/ip.js';
 import { startEndpoints, type HealthSource, type Probe } from './health.js';
 import { defaultMetrics, type AgentMetrics } from './metrics.js';
 import { chooseExternalInterface } from './external.js';
 import { createBackend } from './backend/index.js';
+import { externalView } from './backend/family.js';
 import { cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficMode } from './traffic/index.js';
 import { ensureBlackholeRoute } from './traffic/blackhole.js';
 import { startCniService, type CniService } from './cni-service.js';
@@ -22,6 +26,26 @@ export interface AgentDeps {
   subnetManager: SubnetManager;
   logger: Logger;
   metrics?: AgentMetrics;
+}
+
+/** One enabled family: its cluster network and the backend instance programming it. */
+interface FamilyBackend {
+  family: Family;
+  network: string;
+  backend: Backend;
+}
+
+/** The key a lease is known by: its IPv4 subnet, or its IPv6 subnet in an IPv6-only cluster. */
+export function leaseKey(l: Lease): string {
+  return l.subnet || l.ipv6Subnet || '';
+}
+
+/** The families net-conf.json enables, IPv4 first. */
+export function enabledFamilies(config: NetworkConfig): Family[] {
+  const out: Family[] = [];
+  if (config.enableIPv4) out.push(4);
+  if (config.enableIPv6) out.push(6);
+  return out;
 }
 
 /** What /readyz waits for, in the order start-up reaches it. */
@@ -44,8 +68,8 @@ export class Agent implements HealthSource {
     firstReconcileDone: false,
   };
   private lease?: Lease;
-  private backend?: Backend;
-  private traffic?: TrafficManager;
+  private backends: FamilyBackend[] = [];
+  private traffic: TrafficManager[] = [];
   private latest: Lease[] | undefined;
   /** the last lease set that held our own lease: what a store outage falls back on */
   private lastGood: Lease[] = [];
@@ -85,26 +109,30 @@ export class Agent implements HealthSource {
     }
     const config = await this.networkConfig();
     const ext = this.externalInterface();
-    log.info({ iface: ext.name, ip: ext.ip, publicIP: ext.publicIP, mtu: ext.mtu, backend: config.backend.type }, 'using interface');
+    log.info(
+      { iface: ext.name, ip: ext.ip, publicIP: ext.publicIP, ipv6: ext.ipv6, publicIPv6: ext.publicIPv6, mtu: ext.mtu, backend: config.backend.type },
+      'using interface',
+    );
 
-    const backend = createBackend(config.backend, { network: config.network, logger: log });
-    this.backend = backend;
-    const backendData = await backend.prepare(ext);
+    this.attrs = await this.prepareBackends(config, ext);
     const prior = this.priorLease();
-    this.attrs = { publicIP: ext.publicIP, backendType: config.backend.type, backendData };
     const lease = await sm.acquireLease(this.attrs, this.abort.signal, prior);
     this.lease = lease;
     this.readiness.leaseHeld = true;
-    log.info({ subnet: lease.subnet, backendData }, 'acquired lease');
+    log.info({ subnet: lease.subnet, ipv6Subnet: lease.ipv6Subnet, backendData: this.attrs.backendData, backendV6Data: this.attrs.backendV6Data }, 'acquired lease');
+    if (config.enableIPv6 && !lease.ipv6Subnet) throw new Error('EnableIPv6 is set but our lease has no IPv6 subnet (Kubernetes: does the Node have an IPv6 podCIDR?)');
     if (prior.subnet && prior.subnet !== lease.subnet) {
       log.warn(
         { previous: prior.subnet, subnet: lease.subnet },
         'this node\'s subnet changed: pods of the old subnet lose the overlay; the plugin moves the bridge to the new gateway at the next ADD once none of them is left',
       );
     }
-    const { mtu } = await backend.configure(lease);
+    let mtu = Infinity;
+    // cni0 carries both families and a pod has one MTU: the smaller one wins
+    // (with a VXLAN IPv6 underlay that is flannel-v6's, 70 below the underlay).
+    for (const b of this.backends) mtu = Math.min(mtu, (await b.backend.configure(lease)).mtu);
     this.readiness.deviceReady = true;
-    await this.setUpTraffic(config.enableNFTables ? 'nftables' : 'iptables', config.network, lease.subnet);
+    await this.setUpTraffic(config.enableNFTables ? 'nftables' : 'iptables', this.trafficScopes(lease));
     this.ensureBlackhole();
     this.writeSubnetFile(config, lease, mtu);
     this.readiness.subnetFileWritten = true;
@@ -169,19 +197,53 @@ export class Agent implements HealthSource {
     return chooseExternalInterface(sel);
   }
 
-  /** The subnet an earlier run wrote to subnet.env (flanneld asks for it again). */
+  /**
+   * One backend per enabled family, each creating its device before the
+   * lease is published: the IPv4 half fills PublicIP and BackendData, the
+   * IPv6 half PublicIPv6 and BackendV6Data (flannel's names).
+   */
+  private async prepareBackends(config: NetworkConfig, ext: ExternalInterface): Promise<LeaseAttrs> {
+    const log = this.deps.logger;
+    const families = enabledFamilies(config);
+    if (families.length === 0) throw new ConfigError('net-conf.json enables neither IPv4 nor IPv6');
+    const attrs: LeaseAttrs = { publicIP: '', backendType: config.backend.type, backendData: {} };
+    for (const family of families) {
+      const network = family === 6 ? config.ipv6Network : config.network;
+      if (!network) throw new ConfigError(family === 6 ? 'EnableIPv6 needs IPv6Network' : 'EnableIPv4 needs Network');
+      const backend = createBackend(config.backend, { network, logger: log, ...(family === 6 ? { family } : {}) });
+      this.backends.push({ family, network, backend });
+      const data: BackendData = await backend.prepare(ext);
+      if (family === 4) {
+        attrs.publicIP = ext.publicIP;
+        attrs.backendData = data;
+      } else {
+        attrs.publicIPv6 = externalView(ext, 6).publicIP;
+        attrs.backendV6Data = data;
+      }
+    }
+    return attrs;
+  }
+
+  /** The subnets an earlier run wrote to subnet.env (flanneld asks for them again). */
   private priorLease(): PriorLease {
-    let gateway: string;
+    let env: ReturnType<typeof readSubnetEnv>;
     try {
-      gateway = readSubnetEnv(this.opts.subnetFile).subnet;
+      env = readSubnetEnv(this.opts.subnetFile);
     } catch {
       return {};
     }
-    const cidr = parseCidr(gateway, 4);
-    if (!cidr) return {};
-    const subnet = canonicalCidr(cidr);
-    this.deps.logger.info({ subnet, file: this.opts.subnetFile }, 'previous subnet from the subnet file');
-    return { subnet };
+    const prior: PriorLease = {};
+    const v4 = parseCidr(env.subnet, 4);
+    if (v4) prior.subnet = canonicalCidr(v4);
+    const v6 = env.ipv6Subnet ? parseCidr(env.ipv6Subnet, 6) : undefined;
+    if (v6) prior.ipv6Subnet = canonicalCidr(v6);
+    if (prior.subnet || prior.ipv6Subnet) this.deps.logger.info({ ...prior, file: this.opts.subnetFile }, 'previous subnet from the subnet file');
+    return prior;
+  }
+
+  /** Per enabled family: the cluster network and our subnet, which the rules are written for. */
+  private trafficScopes(lease: Lease): { network: string; subnet: string }[] {
+    return this.backends.map((b) => ({ network: b.network, subnet: b.family === 6 ? lease.ipv6Subnet ?? '' : lease.subnet }));
   }
 
   /**
@@ -189,7 +251,7 @@ export class Agent implements HealthSource {
    * leaves nothing behind, as in flanneld), then installs ours: forward
    * accepts by default, the masquerade set with --ip-masq.
    */
-  private async setUpTraffic(mode: TrafficMode, network: string, subnet: string): Promise<void> {
+  private async setUpTraffic(mode: TrafficMode, scopes: { network: string; subnet: string }[]): Promise<void> {
     const log = this.deps.logger;
     try {
       if (await cleanUpOtherMode(mode, { logger: log })) log.info({ mode }, 'removed the rules of the other traffic mode');
@@ -198,35 +260,49 @@ export class Agent implements HealthSource {
     }
     const { ipMasq, iptablesForwardRules: forwardRules } = this.opts;
     if (ipMasq || forwardRules) {
-      this.traffic = createTrafficManager(
-        mode,
-        { network, subnet, ipMasq, forwardRules, randomFully: !this.opts.ipMasqFullyRandomDisable },
-        { logger: log },
-      );
-      await this.traffic.ensure();
-      log.info({ mode, ipMasq, forwardRules }, 'installed traffic rules');
+      for (const { network, subnet } of scopes) {
+        const manager = createTrafficManager(
+          mode,
+          { network, subnet, ipMasq, forwardRules, randomFully: !this.opts.ipMasqFullyRandomDisable },
+          { logger: log },
+        );
+        this.traffic.push(manager);
+        await manager.ensure();
+      }
+      log.info({ mode, ipMasq, forwardRules, networks: scopes.map((s) => s.network) }, 'installed traffic rules');
     }
     this.readiness.rulesInstalled = true;
   }
 
+  /** One blackhole per family the node has a subnet of. */
   private ensureBlackhole(): void {
     if (!this.opts.ipBlackholeRoute || !this.lease) return;
-    try {
-      if (ensureBlackholeRoute(this.lease.subnet)) this.deps.logger.info({ subnet: this.lease.subnet }, 'added blackhole route');
-    } catch (err) {
-      this.deps.logger.warn({ err: (err as Error).message }, 'could not ensure the blackhole route');
+    for (const subnet of [this.lease.subnet, this.lease.ipv6Subnet]) {
+      if (!subnet) continue;
+      try {
+        if (ensureBlackholeRoute(subnet)) this.deps.logger.info({ subnet }, 'added blackhole route');
+      } catch (err) {
+        this.deps.logger.warn({ err: (err as Error).message, subnet }, 'could not ensure the blackhole route');
+      }
     }
   }
 
   private writeSubnetFile(config: NetworkConfig, lease: Lease, mtu: number): void {
-    const subnet = parseCidr(lease.subnet, 4) && gatewayCidr(lease.subnet);
-    if (!subnet) throw new Error(`lease subnet ${JSON.stringify(lease.subnet)} is not an IPv4 CIDR`);
-    writeSubnetEnv(this.opts.subnetFile, {
-      network: config.network,
+    const subnet = config.enableIPv4 ? parseCidr(lease.subnet, 4) && gatewayCidr(lease.subnet) : '';
+    if (subnet === undefined) throw new Error(`lease subnet ${JSON.stringify(lease.subnet)} is not an IPv4 CIDR`);
+    const env: Parameters<typeof writeSubnetEnv>[1] = {
+      network: config.enableIPv4 ? config.network : '',
       subnet,
       mtu,
       ipMasq: this.opts.ipMasq,
-    });
+    };
+    if (config.enableIPv6) {
+      const v6 = lease.ipv6Subnet && parseCidr(lease.ipv6Subnet, 6) && gatewayCidr(lease.ipv6Subnet);
+      if (!v6 || !config.ipv6Network) throw new Error(`lease IPv6 subnet ${JSON.stringify(lease.ipv6Subnet)} is not an IPv6 CIDR`);
+      env.ipv6Network = config.ipv6Network;
+      env.ipv6Subnet = v6;
+    }
+    writeSubnetEnv(this.opts.subnetFile, env);
     this.deps.logger.info({ file: this.opts.subnetFile }, 'wrote subnet file');
   }
 
@@ -249,8 +325,8 @@ export class Agent implements HealthSource {
   private checkOwnNode(leases: Lease[]): void {
     if (this.deps.subnetManager.kind !== 'kube' || !this.lease || this.fatal) return;
     const mine = leases.find((l) => l.nodeName === this.opts.nodeName);
-    if (mine && mine.subnet !== this.lease.subnet) {
-      this.exitForRestart(`this Node's pod CIDR changed from ${this.lease.subnet} to ${mine.subnet}`);
+    if (mine && (mine.subnet !== this.lease.subnet || (this.lease.ipv6Subnet !== undefined && mine.ipv6Subnet !== this.lease.ipv6Subnet))) {
+      this.exitForRestart(`this Node's pod CIDR changed from ${describeCidrs(this.lease)} to ${describeCidrs(mine)}`);
       return;
     }
     if (!mine && !this.republishing) void this.republish();
@@ -263,8 +339,9 @@ export class Agent implements HealthSource {
     try {
       log.warn({ node: this.opts.nodeName }, 'our Node lost its lease annotations (deleted and re-created?); publishing them again');
       const lease = await sm.acquireLease(this.attrs, this.abort.signal);
-      if (lease.subnet !== this.lease.subnet) this.exitForRestart(`this Node's pod CIDR changed from ${this.lease.subnet} to ${lease.subnet}`);
-      else log.info({ subnet: lease.subnet }, 'published our lease annotations again');
+      if (lease.subnet !== this.lease.subnet || lease.ipv6Subnet !== this.lease.ipv6Subnet) {
+        this.exitForRestart(`this Node's pod CIDR changed from ${describeCidrs(this.lease)} to ${describeCidrs(lease)}`);
+      } else log.info({ subnet: lease.subnet, ipv6Subnet: lease.ipv6Subnet }, 'published our lease annotations again');
     } catch (err) {
       if (!this.abort.signal.aborted) log.error({ err }, 'publishing our lease again failed; retrying at the next Node change');
     } finally {
@@ -287,8 +364,8 @@ export class Agent implements HealthSource {
    */
   private trackStoreLoss(leases: Lease[]): void {
     if (!this.lease) return;
-    const own = this.lease.subnet;
-    if (leases.some((l) => l.subnet === own)) {
+    const own = leaseKey(this.lease);
+    if (leases.some((l) => leaseKey(l) === own)) {
       if (this.graceUntil === undefined) this.lastGood = leases;
       return;
     }
@@ -301,7 +378,7 @@ export class Agent implements HealthSource {
     );
     this.graceTimer = setTimeout(() => {
       this.graceUntil = undefined;
-      this.lastGood = this.latest?.some((l) => l.subnet === own) ? this.latest : [];
+      this.lastGood = this.latest?.some((l) => leaseKey(l) === own) ? this.latest : [];
       this.deps.logger.info({ leases: this.latest?.length ?? 0 }, 'store-loss grace period over; reconciling to what the store holds');
       this.reconcile('grace-over');
     }, seconds * 1000);
@@ -312,8 +389,8 @@ export class Agent implements HealthSource {
   private effectiveLeases(): Lease[] {
     const current = this.latest ?? [];
     if (this.graceUntil === undefined) return current;
-    const present = new Set(current.map((l) => l.subnet));
-    return [...current, ...this.lastGood.filter((l) => !present.has(l.subnet))];
+    const present = new Set(current.map(leaseKey));
+    return [...current, ...this.lastGood.filter((l) => !present.has(leaseKey(l)))];
   }
 
   /**
@@ -323,11 +400,15 @@ export class Agent implements HealthSource {
    */
   private isOwnStale(l: Lease): boolean {
     const mine = this.lease?.backendData.VtepMAC?.toLowerCase();
-    const stale = mine !== undefined && l.backendData.VtepMAC?.toLowerCase() === mine;
-    if (stale && l.subnet !== this.lease?.subnet && !this.staleSeen.has(`${l.subnet} ${l.publicIP}`)) {
-      this.staleSeen.add(`${l.subnet} ${l.publicIP}`);
+    const mine6 = this.lease?.backendV6Data?.VtepMAC?.toLowerCase();
+    const stale =
+      (mine !== undefined && l.backendData.VtepMAC?.toLowerCase() === mine) ||
+      (mine6 !== undefined && l.backendV6Data?.VtepMAC?.toLowerCase() === mine6);
+    const key = `${leaseKey(l)} ${l.publicIP || l.publicIPv6}`;
+    if (stale && leaseKey(l) !== leaseKey(this.lease!) && !this.staleSeen.has(key)) {
+      this.staleSeen.add(key);
       this.deps.logger.warn(
-        { subnet: l.subnet, publicIP: l.publicIP },
+        { subnet: l.subnet, ipv6Subnet: l.ipv6Subnet, publicIP: l.publicIP, publicIPv6: l.publicIPv6 },
         'ignoring a lease with this node\'s own VTEP MAC (left from before an address or subnet change; it expires with its TTL)',
       );
     }
@@ -336,11 +417,11 @@ export class Agent implements HealthSource {
 
   /** `edge`: a lease event, applied as the writes it stands for; the periodic pass stays exact. */
   private reconcile(reason: string, edge = false): void {
-    if (!this.backend || !this.lease || !this.latest) return;
-    const own = this.lease.subnet;
-    const remote = this.effectiveLeases().filter((l) => l.subnet !== own && !this.isOwnStale(l));
+    if (this.backends.length === 0 || !this.lease || !this.latest) return;
+    const own = leaseKey(this.lease);
+    const remote = this.effectiveLeases().filter((l) => leaseKey(l) !== own && !this.isOwnStale(l));
     const end = this.metrics.reconcileDuration.startTimer({ reason });
-    const report = edge && this.backend.update ? this.backend.update(remote) : this.backend.reconcile(remote);
+    const report = this.reconcileFamilies(remote, edge);
     end();
     this.metrics.reconciles.inc();
     this.metrics.reconcileErrors.inc(report.errors.length);
@@ -356,6 +437,20 @@ export class Agent implements HealthSource {
       this.deps.logger.info('ready: first reconcile done');
       void this.markLeaseReady();
     }
+  }
+
+  /** Every family's backend on the same remote leases; one report for them all. */
+  private reconcileFamilies(remote: Lease[], edge: boolean): ReconcileReport {
+    const [first, ...rest] = this.backends.map(({ backend }) => (edge && backend.update ? backend.update(remote) : backend.reconcile(remote)));
+    const report = first!;
+    for (const r of rest) {
+      report.added += r.added;
+      report.updated += r.updated;
+      report.removed += r.removed;
+      report.programmed += r.programmed;
+      report.errors.push(...r.errors);
+    }
+    return report;
   }
 
   /** flannel's CompleteLease: tell the subnet manager the node's network works (kube: NetworkUnavailable=False). */
@@ -379,11 +474,11 @@ export class Agent implements HealthSource {
     this.resyncing = true;
     try {
       this.reconcile('resync');
-      if (this.traffic) {
-        const repaired = await this.traffic.ensure();
+      for (const traffic of this.traffic) {
+        const repaired = await traffic.ensure();
         if (repaired.length > 0) {
-          this.metrics.trafficRepairs.inc({ mode: this.traffic.mode });
-          this.deps.logger.warn({ mode: this.traffic.mode, repaired }, 'traffic rules were changed; restored them');
+          this.metrics.trafficRepairs.inc({ mode: traffic.mode });
+          this.deps.logger.warn({ mode: traffic.mode, repaired }, 'traffic rules were changed; restored them');
         }
       }
       this.ensureBlackhole();
@@ -401,9 +496,13 @@ export class Agent implements HealthSource {
     this.abort.abort();
     if (this.timer) clearInterval(this.timer);
     if (this.graceTimer) clearTimeout(this.graceTimer);
-    if (removeRules && this.traffic) await this.traffic.cleanUp();
+    if (removeRules) for (const traffic of this.traffic) await traffic.cleanUp();
     await this.cni?.stop();
     await this.deps.subnetManager.close();
     for (const server of this.servers) server.close();
   }
+}
+
+function describeCidrs(l: Lease): string {
+  return [l.subnet, l.ipv6Subnet].filter(Boolean).join(' + ');
 }

@@ -3,9 +3,11 @@
 // in nat). Every rule is checked with -C before it is written, rules inside
 // our chains keep flannel's order (a RETURN appended after the MASQUERADE
 // would be useless), and iptables always runs via execFile with an argument
-// array and -w so it waits for the xtables lock instead of failing.
+// array and -w so it waits for the xtables lock instead of failing. An IPv6
+// network gets the same chains through ip6tables, with ff00::/8 as the
+// multicast range that is never masqueraded.
 import type { Logger } from 'pino';
-import { canonicalCidr, parseCidr } from '../../net/ip.js';
+import { canonicalCidr, parseCidr, type Family } from '../../net/ip.js';
 import { silentLogger } from '../backend/common.js';
 import { execRunner, notInstalled } from './exec.js';
 import type { RunResult, ToolRunner, TrafficManager, TrafficRules } from './types.js';
@@ -59,7 +61,17 @@ export class IptablesError extends Error {
   override readonly name = 'IptablesError';
 }
 
-/** flannel's rule sets for a network and own subnet (both canonical CIDRs). */
+/** Multicast is never masqueraded: 224.0.0.0/4, or ff00::/8 for IPv6. */
+export function multicastRange(family: Family): string {
+  return family === 6 ? 'ff00::/8' : '224.0.0.0/4';
+}
+
+/** The tool for a family's rules. */
+export function iptablesTool(family: Family): 'iptables' | 'ip6tables' {
+  return family === 6 ? 'ip6tables' : 'iptables';
+}
+
+/** flannel's rule sets for a network and own subnet (both canonical CIDRs of one family). */
 export function flannelChains(opts: {
   network: string;
   subnet: string;
@@ -68,6 +80,7 @@ export function flannelChains(opts: {
   randomFully: boolean;
 }): ChainSet[] {
   const { network: net, subnet: own } = opts;
+  const multicast = multicastRange(net.includes(':') ? 6 : 4);
   const sets: ChainSet[] = [];
   if (opts.forwardRules) {
     const fwd = (spec: string[]): IptablesRule => ({ table: 'filter', chain: FORWARD_CHAIN, spec: [...spec, ...FORWARD_COMMENT, '-j', 'ACCEPT'] });
@@ -94,7 +107,7 @@ export function flannelChains(opts: {
         // outside traffic to a local pod keeps the client address (flannel #734)
         r(['!', '-s', net, '-d', own], ret),
         // pods reaching outside the cluster network (multicast excepted)
-        r(['-s', net, '!', '-d', '224.0.0.0/4'], masq),
+        r(['-s', net, '!', '-d', multicast], masq),
         // anything else reaching a remote pod, so replies come back through us
         r(['!', '-s', net, '-d', net], masq),
       ],
@@ -122,6 +135,7 @@ export function supportsRandomFully(versionText: string): boolean {
 }
 
 export class IptablesManager {
+  readonly family: Family;
   private readonly network: string;
   private readonly subnet: string;
   private readonly opts: IptablesManagerOptions;
@@ -132,15 +146,16 @@ export class IptablesManager {
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(opts: IptablesManagerOptions) {
-    const network = parseCidr(opts.network, 4);
-    const subnet = parseCidr(opts.subnet, 4);
-    if (!network) throw new IptablesError(`network ${JSON.stringify(opts.network)} is not an IPv4 CIDR`);
-    if (!subnet) throw new IptablesError(`subnet ${JSON.stringify(opts.subnet)} is not an IPv4 CIDR`);
+    const network = parseCidr(opts.network);
+    if (!network) throw new IptablesError(`network ${JSON.stringify(opts.network)} is not a CIDR`);
+    this.family = network.ip.family;
+    const subnet = parseCidr(opts.subnet, this.family);
+    if (!subnet) throw new IptablesError(`subnet ${JSON.stringify(opts.subnet)} is not an IPv${this.family} CIDR`);
     this.network = canonicalCidr(network);
     this.subnet = canonicalCidr(subnet);
     this.opts = opts;
-    this.run = opts.runner ?? execRunner(opts.binary ?? ['iptables']);
-    this.log = (opts.logger ?? silentLogger).child({ component: 'iptables' });
+    this.run = opts.runner ?? execRunner(opts.binary ?? [iptablesTool(this.family)]);
+    this.log = (opts.logger ?? silentLogger).child({ component: iptablesTool(this.family) });
   }
 
   /** The rules this manager maintains, in order (jumps first per chain). */
@@ -220,7 +235,7 @@ export class IptablesManager {
   private async must(args: string[]): Promise<RunResult> {
     const res = await this.exec(args);
     if (res.code !== 0) {
-      throw new IptablesError(`iptables ${args.map(quote).join(' ')} failed (exit ${res.code}): ${res.stderr.trim() || res.stdout.trim()}`);
+      throw new IptablesError(`${iptablesTool(this.family)} ${args.map(quote).join(' ')} failed (exit ${res.code}): ${res.stderr.trim() || res.stdout.trim()}`);
     }
     return res;
   }
@@ -231,7 +246,7 @@ export class IptablesManager {
     const res = await this.exec(args);
     if (res.code === 0) return true;
     if (res.code === 1 || res.code === 2) return false;
-    throw new IptablesError(`iptables ${args.map(quote).join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
+    throw new IptablesError(`${iptablesTool(this.family)} ${args.map(quote).join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
   }
 
   private async ensureChain(set: ChainSet): Promise<IptablesRule[]> {
@@ -316,7 +331,7 @@ export async function cleanUpIptables(run: IptablesRunner, log: Logger = silentL
   return removed;
 }
 
-/** The iptables traffic manager: flannel's chains, repaired rule by rule. */
+/** The iptables traffic manager: flannel's chains, repaired rule by rule (ip6tables for an IPv6 network). */
 export class IptablesTrafficManager implements TrafficManager {
   readonly mode = 'iptables' as const;
   private readonly manager: IptablesManager;
@@ -324,7 +339,8 @@ export class IptablesTrafficManager implements TrafficManager {
   private readonly log: Logger;
 
   constructor(rules: TrafficRules, opts: { runner?: IptablesRunner; netns?: string; logger?: Logger } = {}) {
-    this.run = opts.runner ?? execRunner(opts.netns ? ['ip', 'netns', 'exec', opts.netns, 'iptables'] : ['iptables']);
+    const tool = iptablesTool(rules.network.includes(':') ? 6 : 4);
+    this.run = opts.runner ?? execRunner(opts.netns ? ['ip', 'netns', 'exec', opts.netns, tool] : [tool]);
     this.log = opts.logger ?? silentLogger;
     this.manager = new IptablesManager({
       network: rules.network,

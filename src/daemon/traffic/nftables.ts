@@ -1,5 +1,7 @@
 // flannel's nftables traffic manager (pkg/trafficmngr/nftables): table
-// `ip flannel-ipv4` with a `postrtg` nat chain and a `forward` filter chain.
+// `ip flannel-ipv4` with a `postrtg` nat chain and a `forward` filter chain,
+// and for an IPv6 network the same in `ip6 flannel-ipv6` (ip6 matches,
+// ff00::/8 as the multicast range that is never masqueraded).
 // Each apply replaces the whole table in one `nft -f` transaction (add,
 // delete, re-create), so the kernel never holds half a rule set and rules of
 // a previous subnet or added by hand are gone. The check compares the
@@ -16,7 +18,7 @@
 //   return`, which makes its last rule (outside → remote pod masquerade)
 //   unreachable, so NodePort traffic to a remote pod is not SNATed there.
 import type { Logger } from 'pino';
-import { canonicalCidr, parseCidr } from '../../net/ip.js';
+import { canonicalCidr, parseCidr, type Family } from '../../net/ip.js';
 import { silentLogger } from '../backend/common.js';
 import { execRunner, notInstalled, toolCommand } from './exec.js';
 import { TrafficError, type ToolRunner, type TrafficManager, type TrafficRules } from './types.js';
@@ -28,6 +30,15 @@ export const NFT_FORWARD_CHAIN = 'forward';
 /** kube-proxy marks the packets it masquerades itself */
 export const NFT_KUBE_PROXY_MARK = '0x00004000';
 
+/** The family's table: `ip flannel-ipv4` or `ip6 flannel-ipv6`. */
+export function nftTable(family: Family): { family: 'ip' | 'ip6'; name: string } {
+  return family === 6 ? { family: 'ip6', name: NFT_TABLE_V6 } : { family: 'ip', name: NFT_TABLE };
+}
+
+function familyOf(network: string): Family {
+  return network.includes(':') ? 6 : 4;
+}
+
 /** The rules of each chain, in nft syntax and flannel's order. */
 export function nftRules(rules: Pick<TrafficRules, 'network' | 'subnet' | 'ipMasq' | 'forwardRules' | 'randomFully'>): {
   postrtg: string[];
@@ -35,35 +46,39 @@ export function nftRules(rules: Pick<TrafficRules, 'network' | 'subnet' | 'ipMas
 } {
   const net = rules.network;
   const own = rules.subnet;
+  const v6 = familyOf(net) === 6;
+  const ip = v6 ? 'ip6' : 'ip';
+  const multicast = v6 ? 'ff00::/8' : '224.0.0.0/4';
   const masq = rules.randomFully ? 'masquerade fully-random' : 'masquerade';
   const postrtg = rules.ipMasq
     ? [
         // already going to be masqueraded by kube-proxy: do not NAT twice
         `meta mark & ${NFT_KUBE_PROXY_MARK} == ${NFT_KUBE_PROXY_MARK} return`,
         // pod to pod inside the overlay keeps its source
-        `ip saddr ${own} ip daddr ${net} return`,
-        `ip saddr ${net} ip daddr ${own} return`,
+        `${ip} saddr ${own} ${ip} daddr ${net} return`,
+        `${ip} saddr ${net} ${ip} daddr ${own} return`,
         // outside traffic to a local pod keeps the client address (flannel #734)
-        `ip saddr != ${net} ip daddr ${own} return`,
+        `${ip} saddr != ${net} ${ip} daddr ${own} return`,
         // pods reaching outside the cluster network (multicast excepted)
-        `ip saddr ${net} ip daddr != 224.0.0.0/4 ${masq}`,
+        `${ip} saddr ${net} ${ip} daddr != ${multicast} ${masq}`,
         // anything else reaching a remote pod, so replies come back through us
-        `ip saddr != ${net} ip daddr ${net} ${masq}`,
+        `${ip} saddr != ${net} ${ip} daddr ${net} ${masq}`,
       ]
     : [];
-  const forward = rules.forwardRules ? [`ip saddr ${net} accept`, `ip daddr ${net} accept`] : [];
+  const forward = rules.forwardRules ? [`${ip} saddr ${net} accept`, `${ip} daddr ${net} accept`] : [];
   return { postrtg, forward };
 }
 
 /** The one-transaction script that replaces our table with the wanted one. */
 export function nftScript(rules: TrafficRules): string {
   const { postrtg, forward } = nftRules(rules);
-  const t = `ip ${NFT_TABLE}`;
+  const table = nftTable(familyOf(rules.network));
+  const t = `${table.family} ${table.name}`;
   const lines = [
     // add + delete: removes the table whether it exists or not, in the same transaction
     `add table ${t}`,
     `delete table ${t}`,
-    `add table ${t} { comment "rules for ${NFT_TABLE}"; }`,
+    `add table ${t} { comment "rules for ${table.name}"; }`,
   ];
   if (postrtg.length > 0) {
     lines.push(
@@ -115,6 +130,9 @@ export async function cleanUpNftables(run: ToolRunner, log: Logger = silentLogge
 
 export class NftablesTrafficManager implements TrafficManager {
   readonly mode = 'nftables' as const;
+  readonly family: Family;
+  /** e.g. `ip flannel-ipv4`, as `nft list table` takes it */
+  private readonly table: [string, string];
   private readonly rules: TrafficRules;
   private readonly run: ToolRunner;
   private readonly log: Logger;
@@ -123,10 +141,13 @@ export class NftablesTrafficManager implements TrafficManager {
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(rules: TrafficRules, opts: { runner?: ToolRunner; netns?: string; logger?: Logger } = {}) {
-    const network = parseCidr(rules.network, 4);
-    const subnet = parseCidr(rules.subnet, 4);
-    if (!network) throw new TrafficError(`network ${JSON.stringify(rules.network)} is not an IPv4 CIDR`);
-    if (!subnet) throw new TrafficError(`subnet ${JSON.stringify(rules.subnet)} is not an IPv4 CIDR`);
+    const network = parseCidr(rules.network);
+    if (!network) throw new TrafficError(`network ${JSON.stringify(rules.network)} is not a CIDR`);
+    this.family = network.ip.family;
+    const subnet = parseCidr(rules.subnet, this.family);
+    if (!subnet) throw new TrafficError(`subnet ${JSON.stringify(rules.subnet)} is not an IPv${this.family} CIDR`);
+    const table = nftTable(this.family);
+    this.table = [table.family, table.name];
     this.rules = { ...rules, network: canonicalCidr(network), subnet: canonicalCidr(subnet) };
     this.run = opts.runner ?? execRunner(toolCommand('nft', opts.netns));
     this.log = (opts.logger ?? silentLogger).child({ component: 'nftables' });
@@ -142,7 +163,7 @@ export class NftablesTrafficManager implements TrafficManager {
       const drift = this.expected ? await this.diff() : ['table not written by this agent yet'];
       if (drift.length === 0) return [];
       await this.apply();
-      this.log.info({ table: `ip ${NFT_TABLE}`, drift }, 'wrote flannel nftables table');
+      this.log.info({ table: this.table.join(' '), drift }, 'wrote flannel nftables table');
       return drift;
     });
   }
@@ -152,8 +173,8 @@ export class NftablesTrafficManager implements TrafficManager {
       if (!this.expected) {
         // Not applied by us yet: compare with what an apply would produce
         // only by presence; the exact text comes from the kernel after apply.
-        const res = await this.run(['list', 'table', 'ip', NFT_TABLE]);
-        return res.code === 0 ? [] : [`table ip ${NFT_TABLE} is missing`];
+        const res = await this.run(['list', 'table', ...this.table]);
+        return res.code === 0 ? [] : [`table ${this.table.join(' ')} is missing`];
       }
       return this.diff();
     });
@@ -187,21 +208,21 @@ export class NftablesTrafficManager implements TrafficManager {
         return;
       }
     }
-    throw new TrafficError(`table ip ${NFT_TABLE} kept changing while it was written`);
+    throw new TrafficError(`table ${this.table.join(' ')} kept changing while it was written`);
   }
 
   private async list(): Promise<string[] | undefined> {
-    const res = await this.run(['list', 'table', 'ip', NFT_TABLE]);
+    const res = await this.run(['list', 'table', ...this.table]);
     if (res.code === 0) return listingLines(res.stdout);
     if (NO_TABLE.test(res.stderr)) return undefined;
-    throw new TrafficError(`nft list table ip ${NFT_TABLE} failed (exit ${res.code}): ${res.stderr.trim()}`);
+    throw new TrafficError(`nft list table ${this.table.join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
   }
 
   /** Lines of the expected listing that are gone, and lines that should not be there. */
   private async diff(): Promise<string[]> {
     const expected = this.expected ?? [];
     const current = await this.list();
-    if (current === undefined) return [`table ip ${NFT_TABLE} is missing`];
+    if (current === undefined) return [`table ${this.table.join(' ')} is missing`];
     const out: string[] = [];
     const have = new Map<string, number>();
     for (const l of current) have.set(l, (have.get(l) ?? 0) + 1);

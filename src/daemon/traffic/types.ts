@@ -5,11 +5,16 @@
 
 export type TrafficMode = 'iptables' | 'nftables';
 
-/** What the rules are for: the cluster network, this node's lease and the switches. */
+/**
+ * What the rules are for: the cluster network, this node's lease and the
+ * switches. One family per rule set: the network's (IPv4 rules through
+ * iptables / `ip flannel-ipv4`, IPv6 through ip6tables / `ip6 flannel-ipv6`);
+ * a dual-stack node runs one manager per family.
+ */
 export interface TrafficRules {
-  /** the cluster network, e.g. 10.244.0.0/16 */
+  /** the cluster network, e.g. 10.244.0.0/16 or fd00:10:244::/56 */
   network: string;
-  /** this node's lease, e.g. 10.244.1.0/24 */
+  /** this node's lease of the same family, e.g. 10.244.1.0/24 */
   subnet: string;
   /** masquerade set (flannel's --ip-masq) */
   ipMasq: boolean;
