@@ -321,7 +321,8 @@ export class VxlanBackend implements Backend {
     });
     const neighs: CurrentNeigh[] = [];
     for (const n of state.neighs) {
-      if (n.ip) neighs.push({ ip: n.ip, mac: n.mac, permanent: (n.state & nl.NudState.permanent) !== 0 });
+      if (!n.ip || (this.family === 6 && kernelNeighV6(n.ip))) continue;
+      neighs.push({ ip: n.ip, mac: n.mac, permanent: (n.state & nl.NudState.permanent) !== 0 });
     }
     return {
       routes: ownedRoutes(state.routes, devs, this.network),
@@ -418,6 +419,14 @@ export class VxlanBackend implements Backend {
       });
     });
   }
+}
+
+/**
+ * IPv6 neighbours the kernel keeps on flannel-v6 by itself: multicast
+ * (ff00::/8, e.g. ff02::16 for MLD reports) and link-local. Never ours.
+ */
+function kernelNeighV6(ip: string): boolean {
+  return /^ff[0-9a-f]{2}:/i.test(ip) || /^fe[89ab][0-9a-f]:/i.test(ip);
 }
 
 /**
