@@ -11,8 +11,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from './config.js';
 import type { AgentOptions } from './options.js';
 import type { Backend, BackendData, ExternalInterface, Lease, LeaseAttrs, NetworkConfig, PriorLease, ReconcileReport, SubnetManager } from './types.js';
-import { readSubnetEnv, writeSubnetEnv } from '../flannel/subnet-env.js';
-import { canonicalCidr, gatewayCidr, parseCidr, type Family } from '../net/ip.js';
+import { readSubnetEnv, subnetEnvFor, writeSubnetEnv, type SubnetEnv } from '../flannel/subnet-env.js';
+import { canonicalCidr, parseCidr, type Family } from '../net/ip.js';
 import { startEndpoints, type HealthSource, type Probe } from './health.js';
 import { defaultMetrics, type AgentMetrics } from './metrics.js';
 import { chooseExternalInterface } from './external.js';
@@ -226,7 +226,7 @@ export class Agent implements HealthSource {
 
   /** The subnets an earlier run wrote to subnet.env (flanneld asks for them again). */
   private priorLease(): PriorLease {
-    let env: ReturnType<typeof readSubnetEnv>;
+    let env: SubnetEnv;
     try {
       env = readSubnetEnv(this.opts.subnetFile);
     } catch {
@@ -235,9 +235,11 @@ export class Agent implements HealthSource {
     const prior: PriorLease = {};
     const v4 = parseCidr(env.subnet, 4);
     if (v4) prior.subnet = canonicalCidr(v4);
-    const v6 = env.ipv6Subnet ? parseCidr(env.ipv6Subnet, 6) : undefined;
+    const v6 = env.ipv6Subnet === undefined ? undefined : parseCidr(env.ipv6Subnet, 6);
     if (v6) prior.ipv6Subnet = canonicalCidr(v6);
-    if (prior.subnet || prior.ipv6Subnet) this.deps.logger.info({ ...prior, file: this.opts.subnetFile }, 'previous subnet from the subnet file');
+    if (prior.subnet || prior.ipv6Subnet) {
+      this.deps.logger.info({ ...prior, file: this.opts.subnetFile }, 'previous subnet from the subnet file');
+    }
     return prior;
   }
 
@@ -288,21 +290,7 @@ export class Agent implements HealthSource {
   }
 
   private writeSubnetFile(config: NetworkConfig, lease: Lease, mtu: number): void {
-    const subnet = config.enableIPv4 ? parseCidr(lease.subnet, 4) && gatewayCidr(lease.subnet) : '';
-    if (subnet === undefined) throw new Error(`lease subnet ${JSON.stringify(lease.subnet)} is not an IPv4 CIDR`);
-    const env: Parameters<typeof writeSubnetEnv>[1] = {
-      network: config.enableIPv4 ? config.network : '',
-      subnet,
-      mtu,
-      ipMasq: this.opts.ipMasq,
-    };
-    if (config.enableIPv6) {
-      const v6 = lease.ipv6Subnet && parseCidr(lease.ipv6Subnet, 6) && gatewayCidr(lease.ipv6Subnet);
-      if (!v6 || !config.ipv6Network) throw new Error(`lease IPv6 subnet ${JSON.stringify(lease.ipv6Subnet)} is not an IPv6 CIDR`);
-      env.ipv6Network = config.ipv6Network;
-      env.ipv6Subnet = v6;
-    }
-    writeSubnetEnv(this.opts.subnetFile, env);
+    writeSubnetEnv(this.opts.subnetFile, subnetEnvFor(config, lease, mtu, this.opts.ipMasq));
     this.deps.logger.info({ file: this.opts.subnetFile }, 'wrote subnet file');
   }
 
