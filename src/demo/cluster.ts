@@ -4,7 +4,9 @@
 // each call to its node's agent over the agent's CNI socket (one socket per
 // node, since the nodes share this machine's filesystem) and runs the
 // standalone plugin when that agent is down. Shared by `npm run demo` and
-// the end-to-end tests.
+// the end-to-end tests. Options make the underlay dual-stack (`ipv6Underlay`)
+// and swap etcd for a Kubernetes API server (`kube`: the tests' fake one),
+// so one harness runs IPv4, dual-stack and IPv6-only clusters in both modes.
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
@@ -26,10 +28,20 @@ const BRIDGE_JS = join(ROOT, 'build/demo/port-bridge.js');
 const ETCD_BIN = process.env.TSF_ETCD_BIN ?? '/usr/bin/etcd';
 const ETCDCTL_BIN = join(dirname(ETCD_BIN), 'etcdctl');
 
+/** Kubernetes mode: the agents use --kube-subnet-mgr against this API server instead of etcd. */
+export interface KubeStore {
+  /** the API server's URL as seen from this process, e.g. http://127.0.0.1:41234 */
+  url: string;
+}
+
 export interface ClusterOptions {
   prefix: string;
   nodes: NodeSpec[];
   netConf?: object;
+  /** give the underlay IPv6 addresses too (fd00:77::/64 ...), for dual-stack and IPv6-only clusters */
+  ipv6Underlay?: boolean;
+  /** run the agents in Kubernetes mode against this API server (the caller creates the Node objects) */
+  kube?: KubeStore;
   ipMasq?: boolean;
   /** seconds between the agents' full reconciliations */
   resyncSeconds?: number;
@@ -46,7 +58,10 @@ export interface Pod {
   node: string;
   ns: string;
   containerId: string;
+  /** the pod's first address (IPv4, or IPv6 in an IPv6-only cluster) */
   ip: string;
+  /** the pod's IPv6 address, when it has one */
+  ip6?: string;
   /** which path the ADD took: the node's agent, or the standalone plugin (agent down) */
   servedBy: 'agent' | 'standalone';
 }
@@ -103,6 +118,7 @@ export class Cluster {
   private etcd?: ChildProcess;
   private etcdArgs: string[] = [];
   private etcdBridge?: Server;
+  private kubeBridge?: Server;
   private readonly bridges: ChildProcess[] = [];
   /** per node: a process holding the node's own mount namespace (its own /run/wireguard) */
   private readonly mountHolders = new Map<string, ChildProcess>();
@@ -119,7 +135,16 @@ export class Cluster {
   }
 
   private get socket(): string {
-    return join(this.dir, 'etcd.sock');
+    return join(this.dir, this.opts.kube ? 'kube-api.sock' : 'etcd.sock');
+  }
+
+  /** The port the store (etcd or the API server) answers on inside every node, on 127.0.0.1. */
+  private get storePort(): number {
+    return this.opts.kube ? 6443 : 2379;
+  }
+
+  private get netConfFile(): string {
+    return join(this.dir, 'net-conf.json');
   }
 
   node(name: string): ClusterNode {
@@ -140,13 +165,14 @@ export class Cluster {
   async start(): Promise<void> {
     this.tempDir = mkdtempSync(join(tmpdir(), `${this.opts.prefix}-`));
     this.log('building node namespaces');
-    this.topo = buildTopology(this.opts.prefix, this.opts.nodes);
+    this.topo = buildTopology(this.opts.prefix, this.opts.nodes, { ipv6: this.opts.ipv6Underlay === true });
     if (this.opts.forwardPolicy) {
       for (const node of this.topo.nodes) {
         execFileSync('ip', ['netns', 'exec', node.ns, 'iptables', '-w', '5', '-P', 'FORWARD', this.opts.forwardPolicy]);
       }
     }
-    await this.startEtcd();
+    if (this.opts.kube) await this.startKubeBridge(this.opts.kube);
+    else await this.startEtcd();
     for (const node of this.topo.nodes) await this.startAgent(node.name);
     for (const node of this.topo.nodes) {
       await waitFor(`${node.name}'s subnet file`, 30_000, () => existsSync(this.subnetFile(node.name)));
@@ -169,6 +195,13 @@ export class Cluster {
     const netConf = JSON.stringify(this.opts.netConf ?? DEFAULT_NET_CONF);
     await this.etcdctl(['put', '/coreos.com/network/config', netConf]);
     this.etcdBridge = await bridgeUnixToTcp(this.socket, '127.0.0.1', port);
+  }
+
+  /** Kubernetes mode: net-conf.json as a file (flannel's kube-flannel-cfg), the API server reachable from every node. */
+  private async startKubeBridge(kube: KubeStore): Promise<void> {
+    writeFileSync(this.netConfFile, JSON.stringify(this.opts.netConf ?? DEFAULT_NET_CONF));
+    const url = new URL(kube.url);
+    this.kubeBridge = await bridgeUnixToTcp(this.socket, url.hostname, Number(url.port));
   }
 
   /** Stops etcd (an outage); its data and port stay for resumeEtcd. */
@@ -223,7 +256,9 @@ export class Cluster {
     writeFileSync(logFile, '');
     const args = [
       `--mount=${await this.mountNs(name)}`, 'ip', 'netns', 'exec', node.ns, AGENT_BIN,
-      '--etcd-endpoints', 'http://127.0.0.1:2379',
+      ...(this.opts.kube
+        ? ['--kube-subnet-mgr', '--kube-api-url', `http://127.0.0.1:${this.storePort}`, '--net-config-path', this.netConfFile]
+        : ['--etcd-endpoints', `http://127.0.0.1:${this.storePort}`]),
       '--iface', node.iface,
       '--subnet-file', this.subnetFile(name),
       '--cni-socket', this.cniSocket(name),
@@ -248,7 +283,7 @@ export class Cluster {
   }
 
   private async startBridge(node: ClusterNode): Promise<void> {
-    const child = spawn('ip', ['netns', 'exec', node.ns, process.execPath, BRIDGE_JS, '127.0.0.1', '2379', this.socket], {
+    const child = spawn('ip', ['netns', 'exec', node.ns, process.execPath, BRIDGE_JS, '127.0.0.1', String(this.storePort), this.socket], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     this.bridges.push(child);
@@ -366,7 +401,10 @@ export class Cluster {
     if (out.code !== 0) throw new Error(`ADD ${podName} on ${nodeName} failed: ${out.stdout}${out.stderr}`);
     const result = JSON.parse(out.stdout) as { ips: { address: string }[] };
     const servedBy = this.opts.cniPath === 'standalone' || out.stderr.includes('running standalone') ? 'standalone' : 'agent';
-    const pod: Pod = { name: podName, node: nodeName, ns, containerId, ip: result.ips[0].address.split('/')[0], servedBy };
+    const addrs = result.ips.map((i) => i.address.split('/')[0]!);
+    const pod: Pod = { name: podName, node: nodeName, ns, containerId, ip: addrs[0]!, servedBy };
+    const ip6 = addrs.find((a) => a.includes(':'));
+    if (ip6) pod.ip6 = ip6;
     this.pods.push(pod);
     return pod;
   }
@@ -397,6 +435,7 @@ export class Cluster {
     }
     for (const h of this.mountHolders.values()) h.kill('SIGKILL');
     this.etcdBridge?.close();
+    this.kubeBridge?.close();
     if (this.etcd) {
       this.etcd.kill('SIGTERM');
       await waitExit(this.etcd);

@@ -26,6 +26,24 @@ const SERVER = `const s=require('net').createServer(c=>c.end(c.remoteAddress.rep
 const SERVER_DUAL = `const s=require('net').createServer(c=>c.end(c.remoteAddress.replace(/^::ffff:/,'')));s.listen(8080,'::',()=>console.log('ready'))`;
 const CLIENT = `const c=require('net').connect({host:process.argv[1],port:8080});let d='';c.setTimeout(2000,()=>process.exit(2));c.on('data',x=>d+=x);c.on('end',()=>{process.stdout.write(d);process.exit(0)});c.on('error',()=>process.exit(3))`;
 
+/**
+ * Starts the source-echo server (port 8080) in `ns`, on both families when
+ * `dual`; resolves once it listens. The caller kills it.
+ */
+export async function startSourceEcho(ns: string, dual = false): Promise<ChildProcess> {
+  const srv = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', dual ? SERVER_DUAL : SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      srv.stdout!.once('data', () => resolve());
+      srv.once('exit', (code) => reject(new Error(`server in ${ns} exited ${code}`)));
+    });
+  } catch (err) {
+    if (srv.pid) srv.kill();
+    throw err;
+  }
+  return srv;
+}
+
 /** The source address a TCP server in the target netns saw, or null when the connection failed. */
 export function seenSource(fromNs: string, to: string): string | null {
   const res = spawnSync('ip', ['netns', 'exec', fromNs, process.execPath, '-e', CLIENT, to], { encoding: 'utf8', timeout: 10_000 });
@@ -73,14 +91,7 @@ export async function buildMasqTopology(prefix: string, opts: { ipv6?: boolean }
     for (const srv of servers) if (srv.pid) srv.kill();
   };
   try {
-    for (const ns of [pod, remote, outside]) {
-      const srv = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', v6 ? SERVER_DUAL : SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
-      servers.push(srv);
-      await new Promise<void>((resolve, reject) => {
-        srv.stdout!.once('data', () => resolve());
-        srv.once('exit', (code) => reject(new Error(`server in ${ns} exited ${code}`)));
-      });
-    }
+    for (const ns of [pod, remote, outside]) servers.push(await startSourceEcho(ns, v6));
   } catch (err) {
     stop();
     throw err;
