@@ -34,8 +34,8 @@ function checkCidr(key: string, value: string | undefined): string {
   return value as string;
 }
 
-/** Parses the KEY=VALUE lines; unknown keys are ignored, as flannel does. */
-export function parseSubnetEnv(text: string): SubnetEnv {
+/** The KEY=VALUE lines; unknown keys are ignored, as flannel does. */
+function readVars(text: string): Map<string, string> {
   const vars = new Map<string, string>();
   for (const line of text.split('\n')) {
     const trimmed = line.trim();
@@ -43,11 +43,21 @@ export function parseSubnetEnv(text: string): SubnetEnv {
     const eq = trimmed.indexOf('=');
     if (eq > 0) vars.set(trimmed.slice(0, eq).trim(), trimmed.slice(eq + 1).trim());
   }
+  return vars;
+}
+
+function readMtu(vars: Map<string, string>): number {
   const mtuText = vars.get('FLANNEL_MTU');
   const mtu = Number(mtuText);
   if (mtuText === undefined || !Number.isInteger(mtu) || mtu < 68 || mtu > 65535) {
     throw new SubnetEnvError(`FLANNEL_MTU is ${mtuText === undefined ? 'missing' : `not a valid MTU: "${mtuText}"`}`);
   }
+  return mtu;
+}
+
+export function parseSubnetEnv(text: string): SubnetEnv {
+  const vars = readVars(text);
+  const mtu = readMtu(vars);
   const env: SubnetEnv = {
     network: checkCidr('FLANNEL_NETWORK', vars.get('FLANNEL_NETWORK')),
     subnet: checkCidr('FLANNEL_SUBNET', vars.get('FLANNEL_SUBNET')),
@@ -58,6 +68,49 @@ export function parseSubnetEnv(text: string): SubnetEnv {
   const v6sub = vars.get('FLANNEL_IPV6_SUBNET');
   if (v6net) env.ipv6Network = v6net;
   if (v6sub) env.ipv6Subnet = v6sub;
+  return env;
+}
+
+/** One family's pair of lines: the cluster network and the node's subnet (its gateway with the node prefix). */
+export interface FamilySubnetEnv {
+  network: string;
+  subnet: string;
+}
+
+/** The file as the CNI plugin reads it: either family may be absent, not both. */
+export interface PodSubnetEnv {
+  mtu: number;
+  ipMasq: boolean;
+  ipv4?: FamilySubnetEnv;
+  ipv6?: FamilySubnetEnv;
+}
+
+function readPair(vars: Map<string, string>, networkKey: string, subnetKey: string): FamilySubnetEnv | undefined {
+  const network = vars.get(networkKey) || undefined;
+  const subnet = vars.get(subnetKey) || undefined;
+  if (network === undefined && subnet === undefined) return undefined;
+  if (network === undefined) throw new SubnetEnvError(`${networkKey} is missing (${subnetKey} is set)`);
+  if (subnet === undefined) throw new SubnetEnvError(`${subnetKey} is missing (${networkKey} is set)`);
+  return { network, subnet };
+}
+
+/**
+ * As flannel's CNI plugin reads the file: FLANNEL_NETWORK/FLANNEL_SUBNET
+ * and FLANNEL_IPV6_NETWORK/FLANNEL_IPV6_SUBNET, either pair alone enough
+ * (an IPv6-only node writes no IPv4 lines); FLANNEL_MTU is required. The
+ * values are checked as CIDRs of their family by the plugin, which names
+ * the file in its errors.
+ */
+export function parsePodSubnetEnv(text: string): PodSubnetEnv {
+  const vars = readVars(text);
+  const env: PodSubnetEnv = { mtu: readMtu(vars), ipMasq: vars.get('FLANNEL_IPMASQ') === 'true' };
+  const ipv4 = readPair(vars, 'FLANNEL_NETWORK', 'FLANNEL_SUBNET');
+  const ipv6 = readPair(vars, 'FLANNEL_IPV6_NETWORK', 'FLANNEL_IPV6_SUBNET');
+  if (!ipv4 && !ipv6) {
+    throw new SubnetEnvError('FLANNEL_NETWORK and FLANNEL_SUBNET are missing, and so are FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET: a node subnet of one family is needed');
+  }
+  if (ipv4) env.ipv4 = ipv4;
+  if (ipv6) env.ipv6 = ipv6;
   return env;
 }
 

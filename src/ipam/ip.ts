@@ -131,3 +131,57 @@ export function formatIp(ip: Ip): string {
 export function isV4Mapped(ip: Ip): boolean {
   return ip.family === 6 && ip.value >> 32n === 0xffffn;
 }
+
+// ---- generic CIDR helpers (both families) ----
+// Same names and signatures as the coming src/net/ip.ts, so callers only
+// change their import when that module lands.
+
+function hostMask(family: Family, prefix: number): bigint {
+  return (1n << BigInt(bitsOf(family) - prefix)) - 1n;
+}
+
+/** The address `value` of `family`. */
+export function ipOf(family: Family, value: bigint): Ip {
+  return { family, value };
+}
+
+/** `{ip, prefix}` as written, host bits included. */
+export function formatCidr(c: Cidr): string {
+  return `${formatIp(c.ip)}/${c.prefix}`;
+}
+
+/** Number of addresses in a block of this prefix length. */
+export function blockSize(family: Family, prefix: number): bigint {
+  return 1n << BigInt(bitsOf(family) - prefix);
+}
+
+/** The network address's value: host bits cleared. */
+export function networkOf(c: Cidr): bigint {
+  return c.ip.value & ~hostMask(c.ip.family, c.prefix);
+}
+
+/** True when `ip` lies inside `net` (never across families). */
+export function cidrContainsIp(net: Cidr, ip: Ip): boolean {
+  return net.ip.family === ip.family && (ip.value & ~hostMask(ip.family, net.prefix)) === networkOf(net);
+}
+
+/** True when all of `inner` lies inside `outer` (never across families). */
+export function cidrContainsCidr(outer: Cidr, inner: Cidr): boolean {
+  return inner.prefix >= outer.prefix && cidrContainsIp(outer, inner.ip);
+}
+
+export function cidrOverlaps(a: Cidr, b: Cidr): boolean {
+  return cidrContainsCidr(a, b) || cidrContainsCidr(b, a);
+}
+
+/** `10.244.1.7/24` → `10.244.1.0/24`, `fd00::7/64` → `fd00::/64`: the form routes are listed in. */
+export function canonicalCidr(c: Cidr): string {
+  return `${formatIp({ family: c.ip.family, value: networkOf(c) })}/${c.prefix}`;
+}
+
+/** `10.244.1.1/24` → { ip: 10.244.1.1, prefix: 24, network: 10.244.1.0/24 }; throws if not a CIDR. */
+export function splitCidr(text: string): { ip: string; prefix: number; network: string } {
+  const c = parseCidr(text);
+  if (!c) throw new Error(`not a CIDR: ${text}`);
+  return { ip: formatIp(c.ip), prefix: c.prefix, network: canonicalCidr(c) };
+}
