@@ -209,7 +209,7 @@ export async function add(ctx: PluginContext): Promise<Result> {
         const routes = podRoutes(routeFamilies(subnet, existing.ips), cfg.isDefaultGateway, cfg.routes);
         // A retry may carry new routes; a bad one fails this call, never the pod.
         applyPodRoutes(netns, ifname, routes);
-        log.info({ ips: existing.ips.map((ip) => ip.address), veth: hostName }, 'pod already attached');
+        log.info({ ...loggedIps(existing.ips), veth: hostName }, 'pod already attached');
         return resultOf(ctx, cfg, existing, routes);
       }
       return withRollback(log, async (onUndo) => {
@@ -221,11 +221,16 @@ export async function add(ctx: PluginContext): Promise<Result> {
         const ips = allocs.map(({ address, gateway }) => ({ address, gateway }));
         const routes = podRoutes(routeFamilies(subnet, ips), cfg.isDefaultGateway, cfg.routes);
         const pod = configurePod(netns, ifname, { addresses: ips.map((ip) => ip.address), routes });
-        log.info({ ips: ips.map((ip) => ip.address), veth: hostName }, 'pod attached');
+        log.info({ ...loggedIps(ips), veth: hostName }, 'pod attached');
         return resultOf(ctx, cfg, { bridge, host: veth.host, pod, ips }, routes);
       });
     });
   });
+}
+
+/** Log fields of a pod's addresses: `ip` the first (as before dual-stack), `ips` all of them. */
+function loggedIps(ips: Attached['ips']): { ip?: string; ips: string[] } {
+  return { ip: ips[0]?.address, ips: ips.map((x) => x.address) };
 }
 
 /** The node forwards for its pods: IPv4 always (as before), IPv6 when it has an IPv6 subnet (the reference bridge's EnableIP6Forward). */
