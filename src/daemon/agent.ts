@@ -9,7 +9,7 @@ import { ConfigError } from './config.js';
 import type { AgentOptions } from './options.js';
 import type { Backend, ExternalInterface, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetManager } from './types.js';
 import { readSubnetEnv, writeSubnetEnv } from '../flannel/subnet-env.js';
-import { canonicalCidr, gatewayCidr, parseIpv4Cidr } from '../net/ipv4.js';
+import { canonicalCidr, gatewayCidr, parseCidr } from '../net/ip.js';
 import { startEndpoints, type HealthSource, type Probe } from './health.js';
 import { defaultMetrics, type AgentMetrics } from './metrics.js';
 import { chooseExternalInterface } from './external.js';
@@ -177,7 +177,7 @@ export class Agent implements HealthSource {
     } catch {
       return {};
     }
-    const cidr = parseIpv4Cidr(gateway);
+    const cidr = parseCidr(gateway, 4);
     if (!cidr) return {};
     const subnet = canonicalCidr(cidr);
     this.deps.logger.info({ subnet, file: this.opts.subnetFile }, 'previous subnet from the subnet file');
@@ -219,7 +219,7 @@ export class Agent implements HealthSource {
   }
 
   private writeSubnetFile(config: NetworkConfig, lease: Lease, mtu: number): void {
-    const subnet = gatewayCidr(lease.subnet);
+    const subnet = parseCidr(lease.subnet, 4) && gatewayCidr(lease.subnet);
     if (!subnet) throw new Error(`lease subnet ${JSON.stringify(lease.subnet)} is not an IPv4 CIDR`);
     writeSubnetEnv(this.opts.subnetFile, {
       network: config.network,

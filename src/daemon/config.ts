@@ -1,10 +1,9 @@
 // flannel's net-conf.json: parsed, checked and completed with flannel's
 // defaults (pkg/subnet/config.go: ParseConfig + CheckNetworkConfig), so the
 // same file means the same thing to flanneld and to tsflanneld.
-import { formatIp, parseCidr } from '../ipam/ip.js';
 import type { BackendConfig, NetworkConfig, WireguardBackendConfig, WireguardMode } from './types.js';
-import { blockSize, cidrContainsIp, formatCidr, formatIpv4, parseIpv4, parseIpv4Cidr, type Ipv4Cidr } from '../net/ipv4.js';
-import { isAligned, maskNet } from './subnet/allocate.js';
+import { blockSize, cidrContainsIp, formatCidr, formatIp, isAligned, networkOf, parseCidr, parseIp, type Cidr, type Family } from '../net/ip.js';
+import { maskNet } from './subnet/allocate.js';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -20,6 +19,7 @@ const WIREGUARD_MODES: readonly WireguardMode[] = ['separate', 'auto', 'ipv4', '
 const MAX_VNI = 2 ** 24 - 1;
 const MIN_MTU = 68;
 const MAX_SUBNET_LEN = 30;
+const MAX_IPV6_SUBNET_LEN = 126;
 
 type JsonObject = Record<string, unknown>;
 
@@ -66,80 +66,116 @@ function stringField(obj: JsonObject, name: string, label: string): string | und
   return v;
 }
 
-function parseIpv4Network(obj: JsonObject): Ipv4Cidr | undefined {
-  const text = stringField(obj, 'Network', 'Network');
+/** The net-conf.json keys and flannel's limits for one address family. */
+interface FamilyKeys {
+  family: Family;
+  name: 'IPv4' | 'IPv6';
+  network: 'Network' | 'IPv6Network';
+  subnetLen: 'SubnetLen' | 'IPv6SubnetLen';
+  subnetMin: 'SubnetMin' | 'IPv6SubnetMin';
+  subnetMax: 'SubnetMax' | 'IPv6SubnetMax';
+  /** the longest node subnet: room for a gateway and pods (/30, /126) */
+  maxSubnetLen: number;
+  /** the node subnet a big enough network gets (/24, /64) */
+  defaultSubnetLen: number;
+  example: string;
+  enable: 'EnableIPv4' | 'EnableIPv6';
+}
+
+const V4_KEYS: FamilyKeys = {
+  family: 4,
+  name: 'IPv4',
+  network: 'Network',
+  subnetLen: 'SubnetLen',
+  subnetMin: 'SubnetMin',
+  subnetMax: 'SubnetMax',
+  maxSubnetLen: MAX_SUBNET_LEN,
+  defaultSubnetLen: 24,
+  example: '10.244.0.0/16',
+  enable: 'EnableIPv4',
+};
+
+const V6_KEYS: FamilyKeys = {
+  family: 6,
+  name: 'IPv6',
+  network: 'IPv6Network',
+  subnetLen: 'IPv6SubnetLen',
+  subnetMin: 'IPv6SubnetMin',
+  subnetMax: 'IPv6SubnetMax',
+  maxSubnetLen: MAX_IPV6_SUBNET_LEN,
+  defaultSubnetLen: 64,
+  example: 'fd00:10:244::/56',
+  enable: 'EnableIPv6',
+};
+
+function parseFamilyNetwork(obj: JsonObject, keys: FamilyKeys): Cidr | undefined {
+  const text = stringField(obj, keys.network, keys.network);
   if (text === undefined) return undefined;
-  const net = parseIpv4Cidr(text);
-  if (!net) fail('Network', `must be an IPv4 CIDR such as 10.244.0.0/16, got ${JSON.stringify(text)}`);
+  const net = parseCidr(text, keys.family);
+  if (!net) fail(keys.network, `must be an ${keys.name} CIDR such as ${keys.example}, got ${JSON.stringify(text)}`);
   // flannel keeps only the network part of what was written (Go's ParseCIDR).
   return maskNet(net);
 }
 
-/** flannel's defaulting: /24 nodes in networks of /22 or larger, else four subnets. */
-function subnetLenFor(obj: JsonObject, network: Ipv4Cidr): number {
-  const given = intField(obj, 'SubnetLen', 'SubnetLen', 0, 32) ?? 0;
+/**
+ * flannel's defaulting: /24 (IPv6: /64) nodes in networks of /22 (/62) or
+ * larger, else four subnets; the smallest useful network is a /28 (/124).
+ */
+function subnetLenFor(obj: JsonObject, network: Cidr, keys: FamilyKeys): number {
+  const bits = network.ip.family === 4 ? 32 : 128;
+  const given = intField(obj, keys.subnetLen, keys.subnetLen, 0, bits) ?? 0;
   if (given === 0) {
-    if (network.prefix > MAX_SUBNET_LEN - 2) {
-      fail('Network', `is too small (/${network.prefix}): the smallest useful network is a /28`);
+    if (network.prefix > keys.maxSubnetLen - 2) {
+      fail(keys.network, `is too small (/${network.prefix}): the smallest useful network is a /${keys.maxSubnetLen - 2}`);
     }
-    return network.prefix <= 22 ? 24 : network.prefix + 2;
+    return network.prefix <= keys.defaultSubnetLen - 2 ? keys.defaultSubnetLen : network.prefix + 2;
   }
-  if (given > MAX_SUBNET_LEN) fail('SubnetLen', `must be at most ${MAX_SUBNET_LEN}, got ${given}`);
+  if (given > keys.maxSubnetLen) fail(keys.subnetLen, `must be at most ${keys.maxSubnetLen}, got ${given}`);
   if (given < network.prefix + 2) {
-    fail('SubnetLen', `must be at least ${network.prefix + 2} so that Network ${formatCidr(network)} holds four or more subnets, got ${given}`);
+    fail(keys.subnetLen, `must be at least ${network.prefix + 2} so that ${keys.network} ${formatCidr(network)} holds four or more subnets, got ${given}`);
   }
   return given;
 }
 
-function boundField(obj: JsonObject, name: 'SubnetMin' | 'SubnetMax', network: Ipv4Cidr, subnetLen: number, fallback: number): number {
+function boundField(obj: JsonObject, name: string, network: Cidr, subnetLen: number, keys: FamilyKeys, fallback: bigint): bigint {
   const text = stringField(obj, name, name);
   if (text === undefined) return fallback;
-  const ip = parseIpv4(text);
-  if (ip === undefined) fail(name, `must be an IPv4 address, got ${JSON.stringify(text)}`);
-  if (!cidrContainsIp(network, ip)) fail(name, `${text} is outside Network ${formatCidr(network)}`);
-  if (!isAligned(ip, subnetLen)) fail(name, `${text} is not the start of a /${subnetLen} subnet (SubnetLen)`);
-  return ip;
+  const ip = parseIp(text, keys.family);
+  if (ip === undefined) fail(name, `must be an ${keys.name} address, got ${JSON.stringify(text)}`);
+  if (!cidrContainsIp(network, ip)) fail(name, `${text} is outside ${keys.network} ${formatCidr(network)}`);
+  if (!isAligned(keys.family, ip.value, subnetLen)) fail(name, `${text} is not the start of a /${subnetLen} subnet (${keys.subnetLen})`);
+  return ip.value;
 }
 
-interface Ipv4Part {
+/** One family's network and node-subnet range, as allocation needs it. */
+interface FamilyPart {
   network: string;
   subnetLen: number;
   subnetMin: string;
   subnetMax: string;
 }
 
-function parseIpv4Part(obj: JsonObject, enabled: boolean): Ipv4Part {
-  const network = parseIpv4Network(obj);
+/**
+ * Network, SubnetLen, SubnetMin and SubnetMax of one family (or their IPv6
+ * names). A disabled family's network is only checked for syntax, as Go's
+ * decoder does, and then ignored, as flannel's CheckNetworkConfig does.
+ */
+function parseFamilyPart(obj: JsonObject, keys: FamilyKeys, enabled: boolean): FamilyPart | undefined {
+  const network = parseFamilyNetwork(obj, keys);
+  if (!enabled) return undefined;
   if (!network) {
-    if (enabled) fail('Network', 'is required (an IPv4 CIDR such as 10.244.0.0/16)');
-    return { network: '', subnetLen: 0, subnetMin: '', subnetMax: '' };
+    fail(keys.network, `is required when ${keys.enable} is true (an ${keys.name} CIDR such as ${keys.example})`);
   }
-  const subnetLen = subnetLenFor(obj, network);
-  const size = blockSize(subnetLen);
+  const subnetLen = subnetLenFor(obj, network, keys);
+  const size = blockSize(keys.family, subnetLen);
+  const start = networkOf(network);
   // The first subnet is skipped by default: an interface holding the
-  // network's own address (10.244.0.0) confuses tools.
-  const min = boundField(obj, 'SubnetMin', network, subnetLen, network.ip + size);
-  const max = boundField(obj, 'SubnetMax', network, subnetLen, network.ip + blockSize(network.prefix) - size);
-  if (min > max) fail('SubnetMin', `${formatIpv4(min)} is above SubnetMax ${formatIpv4(max)}`);
-  return { network: formatCidr(network), subnetLen, subnetMin: formatIpv4(min), subnetMax: formatIpv4(max) };
-}
-
-function parseIpv6Network(obj: JsonObject, enabled: boolean): string | undefined {
-  const text = stringField(obj, 'IPv6Network', 'IPv6Network');
-  if (text === undefined) {
-    if (enabled) fail('IPv6Network', 'is required when EnableIPv6 is true');
-    return undefined;
-  }
-  const cidr = parseCidr(text);
-  if (!cidr || cidr.ip.family !== 6) fail('IPv6Network', `must be an IPv6 CIDR such as fd00:10:244::/56, got ${JSON.stringify(text)}`);
-  if (cidr.prefix > 124) fail('IPv6Network', `is too small (/${cidr.prefix}): the smallest useful network is a /124`);
-  const len = intField(obj, 'IPv6SubnetLen', 'IPv6SubnetLen', 0, 128) ?? 0;
-  if (len !== 0 && (len > 126 || len < cidr.prefix + 2)) {
-    fail('IPv6SubnetLen', `must be from ${cidr.prefix + 2} to 126, got ${len}`);
-  }
-  const hostBits = BigInt(128 - cidr.prefix);
-  const value = (cidr.ip.value >> hostBits) << hostBits;
-  return `${formatIp({ family: 6, value })}/${cidr.prefix}`;
+  // network's own address (10.244.0.0, fd00::) confuses tools.
+  const min = boundField(obj, keys.subnetMin, network, subnetLen, keys, start + size);
+  const max = boundField(obj, keys.subnetMax, network, subnetLen, keys, start + blockSize(keys.family, network.prefix) - size);
+  const text = (value: bigint): string => formatIp({ family: keys.family, value });
+  if (min > max) fail(keys.subnetMin, `${text(min)} is above ${keys.subnetMax} ${text(max)}`);
+  return { network: formatCidr(network), subnetLen, subnetMin: text(min), subnetMax: text(max) };
 }
 
 function rejectEnabled(obj: JsonObject, name: string, type: string): void {
@@ -226,8 +262,8 @@ export function parseNetworkConfig(json: string): NetworkConfig {
   const enableIPv4 = boolField(parsed, 'EnableIPv4', 'EnableIPv4', true);
   const enableIPv6 = boolField(parsed, 'EnableIPv6', 'EnableIPv6', false);
   if (!enableIPv4 && !enableIPv6) fail('EnableIPv4', 'is false and so is EnableIPv6: at least one family must be enabled');
-  const v4 = parseIpv4Part(parsed, enableIPv4);
-  const ipv6Network = parseIpv6Network(parsed, enableIPv6);
+  const v4 = parseFamilyPart(parsed, V4_KEYS, enableIPv4) ?? { network: '', subnetLen: 0, subnetMin: '', subnetMax: '' };
+  const v6 = parseFamilyPart(parsed, V6_KEYS, enableIPv6);
   const backend = parseBackend(parsed);
   if (backend.type === 'wireguard') checkWireguardFamilies(backend, enableIPv4);
   const enableNFTables = boolField(parsed, 'EnableNFTables', 'EnableNFTables', false);
@@ -235,7 +271,9 @@ export function parseNetworkConfig(json: string): NetworkConfig {
     ...v4,
     enableIPv4,
     enableIPv6,
-    ...(enableIPv6 && ipv6Network ? { ipv6Network } : {}),
+    ...(v6
+      ? { ipv6Network: v6.network, ipv6SubnetLen: v6.subnetLen, ipv6SubnetMin: v6.subnetMin, ipv6SubnetMax: v6.subnetMax }
+      : {}),
     enableNFTables,
     backend,
   };

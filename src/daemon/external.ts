@@ -5,7 +5,7 @@
 // asks the kernel.
 import * as nl from '../netlink/index.js';
 import type { ExternalInterface } from './types.js';
-import { parseIpv4, parseIpv4Cidr } from './backend/plan.js';
+import { cidrContainsIp, parseCidr, parseIp } from '../net/ip.js';
 
 export interface ExternalSelection {
   /** interface names or IPv4 addresses, tried in order */
@@ -48,15 +48,13 @@ export interface KernelView {
  * `ip route get` for the ordinary single-table host.
  */
 export function routeTo(view: KernelView, ip: string): { linkIndex: number; src?: string } | undefined {
-  const target = parseIpv4(ip);
+  const target = parseIp(ip, 4);
   if (target === undefined) return undefined;
   let best: { prefix: number; metric: number; linkIndex: number; src?: string } | undefined;
   for (const r of view.routes ?? []) {
     if (r.linkIndex <= 0) continue;
-    const cidr = r.dst === 'default' ? { ip: 0, prefix: 0 } : parseIpv4Cidr(r.dst);
-    if (!cidr) continue;
-    const mask = cidr.prefix === 0 ? 0 : (0xffffffff << (32 - cidr.prefix)) >>> 0;
-    if (((target & mask) >>> 0) !== ((cidr.ip & mask) >>> 0)) continue;
+    const cidr = parseCidr(r.dst === 'default' ? '0.0.0.0/0' : r.dst, 4);
+    if (!cidr || !cidrContainsIp(cidr, target)) continue;
     if (!best || cidr.prefix > best.prefix || (cidr.prefix === best.prefix && r.metric < best.metric)) {
       best = { prefix: cidr.prefix, metric: r.metric, linkIndex: r.linkIndex, ...(r.src ? { src: r.src } : {}) };
     }
@@ -75,7 +73,7 @@ const ipOf = (a: IfaceAddress): string => a.cidr.slice(0, a.cidr.indexOf('/'));
 
 /** Global addresses first, then link-local; never host-scope (loopback) ones. */
 function usableAddrs(iface: IfaceInfo): IfaceAddress[] {
-  const ok = iface.addrs.filter((a) => a.scope !== SCOPE_HOST && parseIpv4Cidr(a.cidr) !== undefined);
+  const ok = iface.addrs.filter((a) => a.scope !== SCOPE_HOST && parseCidr(a.cidr, 4) !== undefined);
   return [...ok.filter((a) => a.scope !== SCOPE_LINK), ...ok.filter((a) => a.scope === SCOPE_LINK)];
 }
 
@@ -113,7 +111,7 @@ function compileRegex(text: string): RegExp {
 /** Picks the external interface from a snapshot of the kernel's interfaces. */
 export function selectExternalInterface(view: KernelView, sel: ExternalSelection): ExternalInterface {
   const publicIP = sel.publicIP;
-  if (publicIP !== undefined && parseIpv4(publicIP) === undefined) {
+  if (publicIP !== undefined && parseIp(publicIP, 4) === undefined) {
     throw new ExternalInterfaceError(`--public-ip ${JSON.stringify(publicIP)} is not an IPv4 address`);
   }
   const ifaces = sel.iface ?? [];
@@ -121,7 +119,7 @@ export function selectExternalInterface(view: KernelView, sel: ExternalSelection
   const tried: string[] = [];
 
   for (const entry of ifaces) {
-    if (parseIpv4(entry) !== undefined) {
+    if (parseIp(entry, 4) !== undefined) {
       const hit = byAddress(view, entry);
       if (hit) return result(hit.iface, hit.addr, publicIP);
       tried.push(`--iface ${entry}: no interface has this address`);

@@ -37,18 +37,33 @@ export interface WireguardBackendConfig {
 
 export type BackendConfig = VxlanBackendConfig | HostGwBackendConfig | WireguardBackendConfig;
 
-/** net-conf.json, validated and with flannel's defaults filled in. */
+/**
+ * net-conf.json, validated and with flannel's defaults filled in.
+ *
+ * The IPv4 fields keep their types and are '' / 0 when EnableIPv4 is false
+ * (an IPv6-only cluster), so IPv4-only code needs no change; check
+ * `enableIPv4` (or test for '') before using them. The IPv6 fields are
+ * present exactly when `enableIPv6` is true.
+ */
 export interface NetworkConfig {
-  /** the cluster pod network, e.g. 10.244.0.0/16 */
+  /** the cluster's IPv4 pod network, e.g. 10.244.0.0/16; '' when enableIPv4 is false */
   network: string;
-  /** prefix length of each node's subnet, default 24 */
+  /** prefix length of each node's IPv4 subnet, default 24; 0 when enableIPv4 is false */
   subnetLen: number;
-  /** first and last node subnet the etcd manager may hand out */
+  /** first and last IPv4 node subnet the etcd manager may hand out; '' when enableIPv4 is false */
   subnetMin: string;
   subnetMax: string;
+  /** flannel's EnableIPv4, default true */
   enableIPv4: boolean;
+  /** flannel's EnableIPv6, default false */
   enableIPv6: boolean;
+  /** the cluster's IPv6 pod network (IPv6Network), network form, e.g. fd00:10:244::/56 */
   ipv6Network?: string;
+  /** IPv6SubnetLen: 64 when IPv6Network is a /62 or larger, else its prefix + 2 */
+  ipv6SubnetLen?: number;
+  /** IPv6SubnetMin/Max: first and last IPv6 node subnet (default: skip the first, up to the last) */
+  ipv6SubnetMin?: string;
+  ipv6SubnetMax?: string;
   /** traffic rules through nftables (table ip flannel-ipv4) instead of iptables */
   enableNFTables: boolean;
   backend: BackendConfig;
@@ -62,16 +77,31 @@ export interface BackendData {
   PublicKey?: string;
 }
 
+/**
+ * What a node publishes with its lease (flannel's LeaseAttrs). The IPv4
+ * fields stay required strings so IPv4-only code is untouched: `publicIP` is
+ * '' when the node has no IPv4 lease (an IPv6-only cluster), and
+ * `backendData` is then {}. The IPv6 fields are present exactly when the
+ * node has an IPv6 lease.
+ */
 export interface LeaseAttrs {
+  /** the IPv4 address peers reach us at (flannel's PublicIP); '' for IPv6-only */
   publicIP: string;
+  /** the IPv6 address peers reach us at (flannel's PublicIPv6) */
+  publicIPv6?: string;
   backendType: BackendConfig['type'];
+  /** the IPv4 backend's data (flannel's BackendData), e.g. flannel.1's VtepMAC */
   backendData: BackendData;
+  /** the IPv6 backend's data (flannel's BackendV6Data), e.g. flannel-v6.1's VtepMAC */
+  backendV6Data?: BackendData;
 }
 
 /** One node's subnet lease, as the subnet manager knows it. */
 export interface Lease extends LeaseAttrs {
-  /** the node's subnet, network address form: 10.244.1.0/24 */
+  /** the node's IPv4 subnet, network address form: 10.244.1.0/24; '' for IPv6-only */
   subnet: string;
+  /** the node's IPv6 subnet, network address form: fd00:10:244:1::/64 (flannel's IPv6Subnet) */
+  ipv6Subnet?: string;
   /** Kubernetes node name, or the etcd key, for logs */
   nodeName?: string;
   /** when an etcd lease runs out; absent for Kubernetes leases */
@@ -82,6 +112,8 @@ export interface Lease extends LeaseAttrs {
 export interface PriorLease {
   /** the previous node subnet, network form: 10.244.1.0/24 */
   subnet?: string;
+  /** the previous IPv6 node subnet, network form: fd00:10:244:1::/64 */
+  ipv6Subnet?: string;
 }
 
 /**
@@ -112,17 +144,27 @@ export interface SubnetManager {
   close(): Promise<void>;
 }
 
-/** The host interface overlay traffic leaves through. */
+/**
+ * The host interface overlay traffic leaves through (flannel's
+ * ExternalInterface). The IPv4 fields are '' when IPv4 is off (an IPv6-only
+ * cluster); the IPv6 fields are present when IPv6 is on.
+ */
 export interface ExternalInterface {
   name: string;
   index: number;
   mtu: number;
-  /** the address on `name` used as the node's public IP and VTEP source */
+  /** the IPv4 address on `name` used as the node's public IP and VTEP source */
   ip: string;
   /** `ip` with its prefix, e.g. 192.168.50.2/24: tells which nodes share our L2 */
   cidr: string;
   /** the address advertised to others when --public-ip differs from `ip` */
   publicIP: string;
+  /** the IPv6 address on `name` used as the IPv6 VTEP source (flannel's ExtV6Addr) */
+  ipv6?: string;
+  /** `ipv6` with its prefix, e.g. fd00:50::2/64 */
+  ipv6Cidr?: string;
+  /** the IPv6 address advertised to others: --public-ipv6, else `ipv6` */
+  publicIPv6?: string;
 }
 
 export interface ReconcileReport {

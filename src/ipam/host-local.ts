@@ -2,7 +2,7 @@
 // this code and /usr/lib/cni/host-local can share one data directory.
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { describeValue } from '../cni/validate.js';
-import { formatIp, type Ip } from './ip.js';
+import { formatIp, type Ip } from '../net/ip.js';
 import {
   canonicalizeRangeSets,
   candidates,

@@ -3,7 +3,7 @@
 // candidate order. No I/O here, so all of it is unit-testable.
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { describeValue } from '../cni/validate.js';
-import { bitsOf, formatIp, isV4Mapped, parseCidr, parseIp, type Family, type Ip } from './ip.js';
+import { bitsOf, formatIp, isV4Mapped, parseCidr, parseIp, type Family, type Ip } from '../net/ip.js';
 
 export interface IpamRange {
   subnet: string;

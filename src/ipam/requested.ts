@@ -4,7 +4,7 @@
 // `ips` capability). Like host-local, all three are honoured together.
 import { CniError, ErrorCode, type ErrorCodeValue } from '../cni/errors.js';
 import { clip, describeValue, isObject } from '../cni/validate.js';
-import { formatIp, isV4Mapped, parseCidr, parseIp, type Ip } from './ip.js';
+import { formatIp, isV4Mapped, parseCidr, parseIp, type Ip } from '../net/ip.js';
 
 export interface RequestSources {
   /** parsed CNI_ARGS */

@@ -10,7 +10,7 @@ import { CniError, ErrorCode } from '../cni/errors.js';
 import { clip, describeValue } from '../cni/validate.js';
 import { flock, funlock, isErrno, tryFlock } from '../netlink/index.js';
 import { beforeDeadline, ensureDirSync, openRegular, openRegularSync, PathGuardError } from '../fs/guard.js';
-import { formatIp, parseIp, type Ip } from './ip.js';
+import { formatIp, parseIp, type Ip } from '../net/ip.js';
 
 export const LINE_BREAK = '\r\n';
 const LOCK_FILE = 'lock';

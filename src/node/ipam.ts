@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import type * as nl from '../netlink/index.js';
 import type { SubnetEnv } from '../flannel/subnet-env.js';
 import { HostLocalIpam, type LeaseRecord } from '../ipam/index.js';
-import { canonicalCidr, formatIpv4, parseIpv4, parseIpv4Cidr } from '../net/ipv4.js';
+import { canonicalCidr, compareAddresses, formatIp, parseCidr } from '../net/ip.js';
 import { hostVethName } from '../plugin/names.js';
 
 export interface PodAttachment {
@@ -33,8 +33,8 @@ export interface IpamState {
 
 /** The node subnet as the plugin allocates from it: FLANNEL_SUBNET's network, its address the gateway. */
 function rangeSetsOf(env: SubnetEnv | undefined) {
-  const c = env && parseIpv4Cidr(env.subnet);
-  return c ? [[{ subnet: canonicalCidr(c), gateway: formatIpv4(c.ip) }]] : undefined;
+  const c = env && parseCidr(env.subnet, 4);
+  return c ? [[{ subnet: canonicalCidr(c), gateway: formatIp(c.ip) }]] : undefined;
 }
 
 interface LinkIndex {
@@ -66,7 +66,7 @@ export async function readIpam(dataDir: string, network: string, env: SubnetEnv 
     const ipam = new HostLocalIpam({ dataDir, network, rangeSets, lockTimeoutMs: 5000 });
     const index: LinkIndex = { byName: new Map(links.map((l) => [l.name, l])), byIndex: new Map(links.map((l) => [l.index, l])) };
     base.pods = (await ipam.list()).map((rec) => podOf(rec, index));
-    base.pods.sort((a, b) => (parseIpv4(a.ip) ?? 0) - (parseIpv4(b.ip) ?? 0));
+    base.pods.sort((a, b) => compareAddresses(a.ip, b.ip));
     if (rangeSets) {
       const [stats] = await ipam.stats();
       if (stats) {

@@ -1,6 +1,6 @@
 // The main table's IPv4 routes, and the lookups the checks make on them.
 import * as nl from '../netlink/index.js';
-import { cidrContainsIp, parseIpv4, parseIpv4Cidr } from '../net/ipv4.js';
+import { cidrContainsIp, parseCidr, parseIp } from '../net/ip.js';
 
 export interface KernelRoute {
   /** CIDR or 'default' */
@@ -44,11 +44,11 @@ export function defaultRoute({ routes }: { routes: readonly KernelRoute[] }): Ke
 
 /** The route the kernel's main table picks for `ip` (longest prefix, then lowest metric). */
 export function routeFor({ routes }: { routes: readonly KernelRoute[] }, ip: string): KernelRoute | undefined {
-  const value = parseIpv4(ip);
+  const value = parseIp(ip, 4);
   if (value === undefined) return undefined;
   let best: { route: KernelRoute; prefix: number } | undefined;
   for (const r of routes) {
-    const dst = parseIpv4Cidr(r.dst === 'default' ? '0.0.0.0/0' : r.dst);
+    const dst = parseCidr(r.dst === 'default' ? '0.0.0.0/0' : r.dst, 4);
     if (!dst || !cidrContainsIp(dst, value)) continue;
     if (!best || dst.prefix > best.prefix || (dst.prefix === best.prefix && r.metric < best.route.metric)) {
       best = { route: r, prefix: dst.prefix };

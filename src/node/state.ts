@@ -11,7 +11,7 @@ import { openRegularSync } from '../fs/guard.js';
 import * as nl from '../netlink/index.js';
 import { DEFAULT_SUBNET_FILE, parseSubnetEnv, type SubnetEnv } from '../flannel/subnet-env.js';
 import { DEFAULT_DATA_DIR } from '../ipam/index.js';
-import { canonicalCidr, parseIpv4Cidr } from '../net/ipv4.js';
+import { canonicalCidr, compareAddresses, parseCidr } from '../net/ip.js';
 import { readIpam, type IpamState } from './ipam.js';
 import { readIptables, type IptablesSnapshot } from './iptables.js';
 import { bridgeState, linkInfo, readLinks, readVxlan, type BridgeState, type KernelFdb, type KernelNeigh, type LinkInfo, type VxlanDeviceState } from './links.js';
@@ -100,7 +100,7 @@ function readSubnetFile(path: string): SubnetFileState {
 
 /** 10.244.1.1/24 → 10.244.1.0/24; what is not an IPv4 CIDR comes back as given, so comparisons with it fail. */
 export function subnetOf(cidr: string): string {
-  const c = parseIpv4Cidr(cidr);
+  const c = parseCidr(cidr, 4);
   return c ? canonicalCidr(c) : cidr;
 }
 
@@ -177,6 +177,5 @@ export function kernelPeers(state: NodeState): KernelPeer[] {
     }
     peers.push(peer);
   }
-  const start = (p: KernelPeer) => parseIpv4Cidr(p.subnet)?.ip ?? 0;
-  return peers.sort((a, b) => start(a) - start(b));
+  return peers.sort((a, b) => compareAddresses(a.subnet, b.subnet));
 }

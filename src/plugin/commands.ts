@@ -11,7 +11,7 @@ import type { Link } from '../netlink/index.js';
 import { kernelFsOf, openRegularSync, PathGuardError } from '../fs/guard.js';
 import { parsePodSubnetEnv, SubnetEnvError, type PodSubnetEnv } from '../flannel/subnet-env.js';
 import { HostLocalIpam, requestedIps, type Allocation } from '../ipam/index.js';
-import { cidrContainsIp, formatIp, parseCidr, parseIp, type Ip } from '../ipam/ip.js';
+import { cidrContainsIp, formatIp, parseCidr, parseIp, type Ip } from '../net/ip.js';
 import { parsePluginConfig, type PluginConfig } from './config.js';
 import { createLogger, type PluginLogger } from './log.js';
 import { hostVethName } from './names.js';

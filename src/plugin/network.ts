@@ -5,7 +5,7 @@ import { CniError, ErrorCode } from '../cni/errors.js';
 import type { PluginLogger } from './log.js';
 import * as nl from '../netlink/index.js';
 import type { Link } from '../netlink/index.js';
-import { cidrOverlaps, formatIp, parseCidr, parseIp, splitCidr } from '../ipam/ip.js';
+import { cidrOverlaps, formatIp, parseCidr, parseIp, splitCidr } from '../net/ip.js';
 
 /**
  * Ensures the bridge exists, is up and carries every gateway in

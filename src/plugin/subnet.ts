@@ -16,7 +16,7 @@ import {
   parseCidr,
   type Cidr,
   type Family,
-} from '../ipam/ip.js';
+} from '../net/ip.js';
 
 /** One family's part of the node's pod network. */
 export interface FamilySubnet {
@@ -64,14 +64,8 @@ function familyName(family: Family): string {
   return family === 4 ? 'IPv4' : 'IPv6';
 }
 
-/** A CIDR of `family`, or undefined. */
-export function cidrOf(text: string, family: Family): Cidr | undefined {
-  const c = parseCidr(text);
-  return c && c.ip.family === family ? c : undefined;
-}
-
 function special(family: Family): [Cidr, string][] {
-  return SPECIAL[family].map(([block, what]) => [cidrOf(block, family)!, `${what} ${block}`]);
+  return SPECIAL[family].map(([block, what]) => [parseCidr(block, family)!, `${what} ${block}`]);
 }
 
 function specialBlock(c: Cidr): string | undefined {
@@ -90,7 +84,7 @@ function familySubnet(pair: FamilySubnetEnv, family: Family, file: string): Fami
   const keys = KEYS[family];
   const bad = (msg: string) => new CniError(ErrorCode.InvalidNetworkConfig, `invalid subnet file ${clip(file)}: ${msg}`);
   const parse = (key: string, text: string): Cidr => {
-    const c = cidrOf(text, family);
+    const c = parseCidr(text, family);
     if (!c) throw bad(`${key} is not an ${familyName(family)} CIDR: ${JSON.stringify(clip(text))}`);
     return c;
   };
@@ -150,7 +144,7 @@ export function checkRangesInSubnet(ranges: IpamRange[][], subnet: NodeSubnet): 
           `${key} ${clip(r.subnet)} is ${familyName(c.ip.family)}, but the subnet file has no ${keys.subnet}: this node has no ${familyName(c.ip.family)} pod network`,
         );
       }
-      if (!cidrContainsCidr(cidrOf(node.network, node.family)!, c)) {
+      if (!cidrContainsCidr(parseCidr(node.network, node.family)!, c)) {
         throw new CniError(ErrorCode.InvalidNetworkConfig, `${key} ${clip(r.subnet)} is outside the node subnet ${node.network}`);
       }
     }),

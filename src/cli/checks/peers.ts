@@ -7,8 +7,6 @@ import {
   diffNeighs,
   diffRoutes,
   ownedRoute,
-  parseIpv4,
-  parseIpv4Cidr,
   planHostGw,
   planVxlan,
   type CurrentRoute,
@@ -17,6 +15,7 @@ import {
   type Plan,
   type Skipped,
 } from '../../daemon/backend/plan.js';
+import { compareAddresses, parseCidr } from '../../net/ip.js';
 import { kernelPeers, linkByName, type KernelRoute, type NodeState } from '../../node/state.js';
 import { wireguardRows } from './wireguard.js';
 import { count, pass, problem, skip, type CheckResult, type DoctorInputs, type Facts, type PingResult } from './types.js';
@@ -50,12 +49,12 @@ export interface PeerRow {
 
 /** The agent's plan for the remote leases, or undefined when it cannot be made. */
 export function planFor(state: NodeState, facts: Facts): Plan | undefined {
-  const network = facts.network ? parseIpv4Cidr(facts.network) : undefined;
-  const own = facts.ownSubnet ? parseIpv4Cidr(facts.ownSubnet) : undefined;
+  const network = facts.network ? parseCidr(facts.network, 4) : undefined;
+  const own = facts.ownSubnet ? parseCidr(facts.ownSubnet, 4) : undefined;
   const underlay = underlayDevice(state, facts);
   const local = state.vxlan?.local || facts.ownPublicIP;
   const extText = underlay?.addresses.find((a) => a.split('/')[0] === local) ?? underlay?.addresses[0];
-  const ext = extText ? parseIpv4Cidr(extText) : undefined;
+  const ext = extText ? parseCidr(extText, 4) : undefined;
   if (!network || !own || !ext || !facts.leases) return undefined;
   const ownIPs = [...new Set([local, facts.ownPublicIP].filter((x): x is string => Boolean(x)))];
   const ctx = { network, ownSubnet: own, extCidr: ext, ownIPs };
@@ -199,7 +198,7 @@ export function peerRows(state: NodeState, facts: Facts): PeerRow[] {
     delete k.pingTarget;
     rows.push(k);
   }
-  return rows.sort((a, b) => (parseIpv4(a.subnet.split('/')[0] ?? '') ?? 0) - (parseIpv4(b.subnet.split('/')[0] ?? '') ?? 0));
+  return rows.sort((a, b) => compareAddresses(a.subnet, b.subnet));
 }
 
 export interface StaleEntries {
@@ -218,7 +217,7 @@ export function staleEntries(state: NodeState, facts: Facts): StaleEntries {
   const plan = planFor(state, facts);
   const vxName = vx?.name ?? facts.vxlanName;
   if (plan) {
-    const network = parseIpv4Cidr(facts.network ?? '');
+    const network = parseCidr(facts.network ?? '', 4);
     const underlay = underlayDevice(state, facts)?.name;
     const current: CurrentRoute[] = [];
     for (const r of state.routes) {

@@ -1,7 +1,7 @@
 // This node's lease and where it shows: the subnet manager's record, the
 // subnet file the plugin reads, and cni0's gateway address.
 import { subnetOf } from '../../node/state.js';
-import { cidrContainsIp, gatewayCidr, parseIpv4, parseIpv4Cidr } from '../../net/ipv4.js';
+import { cidrContainsIp, gatewayCidr, parseCidr, parseIp } from '../../net/ip.js';
 import { count, pass, problem, skip, type CheckResult, type DoctorInputs, type Facts } from './types.js';
 
 const RESTART_AGENT = 'restart tsflanneld on this node: it rewrites the file from its lease (never edit it by hand)';
@@ -53,9 +53,9 @@ export function checkSubnetFile(inputs: DoctorInputs, facts: Facts): CheckResult
 
 /** IPAM leases inside any of `cidrs` (addresses of an old node subnet). */
 function podsIn(inputs: DoctorInputs, cidrs: string[]): DoctorInputs['state']['ipam']['pods'] {
-  const nets = cidrs.map((c) => parseIpv4Cidr(c)).filter((n) => n !== undefined);
+  const nets = cidrs.map((c) => parseCidr(c, 4)).filter((n) => n !== undefined);
   return inputs.state.ipam.pods.filter((p) => {
-    const ip = parseIpv4(p.ip);
+    const ip = parseIp(p.ip, 4);
     return ip !== undefined && nets.some((n) => cidrContainsIp(n, ip));
   });
 }

@@ -2,7 +2,7 @@
 // WireGuard peer per remote lease (decided by the agent's own planPeers and
 // diffPeers, so doctor and agent never disagree), and whether each peer
 // answers through the tunnel with a recent handshake.
-import { canonicalCidr, formatIpv4, networkOf, parseIpv4Cidr } from '../../daemon/backend/plan.js';
+import { canonicalCidr, networkAddress, parseCidr } from '../../net/ip.js';
 import { diffPeers, planPeers, type DesiredPeer, type DumpPeer } from '../../daemon/backend/wireguard-peers.js';
 import { WIREGUARD_OVERHEAD_V4 } from '../../daemon/backend/wireguard.js';
 import { subnetOf, WIREGUARD_DEVICE, type NodeState } from '../../node/state.js';
@@ -21,8 +21,8 @@ function peerText(p: DesiredPeer): string {
 }
 
 function gatewayOf(allowed: string | undefined): string | undefined {
-  const c = allowed ? parseIpv4Cidr(allowed) : undefined;
-  return c ? formatIpv4(networkOf(c)) : undefined;
+  const c = allowed ? parseCidr(allowed, 4) : undefined;
+  return c ? networkAddress(c) : undefined;
 }
 
 function endpointIP(endpoint: string | undefined): string | undefined {
@@ -56,8 +56,8 @@ function peerRow(p: DumpPeer, extra: Partial<PeerRow>): PeerRow {
 export function wireguardRows(state: NodeState, facts: Facts): PeerRow[] {
   const dev = state.wireguard?.device;
   const current = dev?.peers ?? [];
-  const network = facts.network ? parseIpv4Cidr(facts.network) : undefined;
-  const own = facts.ownSubnet ? parseIpv4Cidr(facts.ownSubnet) : undefined;
+  const network = facts.network ? parseCidr(facts.network, 4) : undefined;
+  const own = facts.ownSubnet ? parseCidr(facts.ownSubnet, 4) : undefined;
   const backend = facts.backend;
   if (backend.type !== 'wireguard' || !network || !own || !facts.leases) {
     return current.map((p) => peerRow(p, { ...(gatewayOf(p.allowedIPs[0]) ? { pingTarget: gatewayOf(p.allowedIPs[0])! } : {}) }));

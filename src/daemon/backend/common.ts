@@ -3,14 +3,12 @@
 import pino, { type Logger } from 'pino';
 import * as nl from '../../netlink/index.js';
 import type { ExternalInterface, Lease, ReconcileReport } from '../types.js';
+import { parseCidr, parseIp, type Cidr } from '../../net/ip.js';
 import {
   describeLease,
   ownedRoute,
-  parseIpv4,
-  parseIpv4Cidr,
   type CurrentRoute,
   type DesiredRoute,
-  type Ipv4Cidr,
   type PlanContext,
   type Skipped,
 } from './plan.js';
@@ -44,22 +42,22 @@ export function netnsOpts(netns: string | undefined): nl.InNetns {
   return netns ? { netns } : {};
 }
 
-export function requireCidr(text: string, what: string): Ipv4Cidr {
-  const c = parseIpv4Cidr(text);
+export function requireCidr(text: string, what: string): Cidr {
+  const c = parseCidr(text, 4);
   if (!c) throw new Error(`${what} ${JSON.stringify(text)} is not an IPv4 CIDR`);
   return c;
 }
 
 /** Checks the parts of `ext` a backend relies on, once, at prepare time. */
-export function checkExternal(ext: ExternalInterface): Ipv4Cidr {
+export function checkExternal(ext: ExternalInterface): Cidr {
   const cidr = requireCidr(ext.cidr, 'external interface address');
-  if (parseIpv4(ext.ip) === undefined) throw new Error(`external interface IP ${JSON.stringify(ext.ip)} is not IPv4`);
-  if (parseIpv4(ext.publicIP) === undefined) throw new Error(`public IP ${JSON.stringify(ext.publicIP)} is not IPv4`);
+  if (parseIp(ext.ip, 4) === undefined) throw new Error(`external interface IP ${JSON.stringify(ext.ip)} is not IPv4`);
+  if (parseIp(ext.publicIP, 4) === undefined) throw new Error(`public IP ${JSON.stringify(ext.publicIP)} is not IPv4`);
   if (!(ext.mtu > 0)) throw new Error(`external interface ${ext.name} has MTU ${ext.mtu}`);
   return cidr;
 }
 
-export function planContext(network: Ipv4Cidr, own: Ipv4Cidr, ext: ExternalInterface, extCidr: Ipv4Cidr): PlanContext {
+export function planContext(network: Cidr, own: Cidr, ext: ExternalInterface, extCidr: Cidr): PlanContext {
   return { network, ownSubnet: own, extCidr, ownIPs: [...new Set([ext.ip, ext.publicIP])] };
 }
 
@@ -67,7 +65,7 @@ export function planContext(network: Ipv4Cidr, own: Ipv4Cidr, ext: ExternalInter
 export function readOwnedRoutes(
   dev: string,
   via: CurrentRoute['via'],
-  network: Ipv4Cidr,
+  network: Cidr,
   opts: nl.InNetns,
 ): CurrentRoute[] {
   const devs: RouteDevices = via === 'overlay' ? { overlay: dev, underlay: '' } : { underlay: dev };
@@ -75,7 +73,7 @@ export function readOwnedRoutes(
 }
 
 /** The owned routes among those one state dump returned for our devices. */
-export function ownedRoutes(routes: readonly nl.StateRoute[], devs: RouteDevices, network: Ipv4Cidr): CurrentRoute[] {
+export function ownedRoutes(routes: readonly nl.StateRoute[], devs: RouteDevices, network: Cidr): CurrentRoute[] {
   const out: CurrentRoute[] = [];
   for (const r of routes) {
     const via: CurrentRoute['via'] | undefined = r.dev === devs.overlay ? 'overlay' : r.dev === devs.underlay ? 'underlay' : undefined;

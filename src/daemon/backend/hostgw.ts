@@ -4,7 +4,8 @@
 import type { Logger } from 'pino';
 import type * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, HostGwBackendConfig, Lease, ReconcileReport } from '../types.js';
-import { diffRoutes, planHostGw, type Ipv4Cidr } from './plan.js';
+import type { Cidr } from '../../net/ip.js';
+import { diffRoutes, planHostGw } from './plan.js';
 import {
   checkExternal,
   emptyReport,
@@ -34,13 +35,13 @@ export interface HostGwBackendOptions {
 
 export class HostGwBackend implements Backend {
   readonly type = 'host-gw' as const;
-  private readonly network: Ipv4Cidr;
+  private readonly network: Cidr;
   private readonly nsOpts: nl.InNetns;
   private readonly log: Logger;
   private readonly skipLog: SkipLog;
   private ext?: ExternalInterface;
-  private extCidr?: Ipv4Cidr;
-  private own?: Ipv4Cidr;
+  private extCidr?: Cidr;
+  private own?: Cidr;
 
   constructor(opts: HostGwBackendOptions) {
     this.network = requireCidr(opts.network, 'cluster network');

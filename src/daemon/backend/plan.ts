@@ -3,9 +3,7 @@
 // I/O here, so every rule about ownership and replacement is unit-tested.
 import type { Lease } from '../types.js';
 
-// IPv4 arithmetic lives in src/net/ipv4.ts; re-exported for the backends.
-import { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, formatIpv4, networkOf, parseIpv4, parseIpv4Cidr, type Ipv4Cidr } from '../../net/ipv4.js';
-export { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, formatIpv4, networkOf, parseIpv4, parseIpv4Cidr, type Ipv4Cidr };
+import { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, networkAddress, parseCidr, parseIp, sameNetwork, type Cidr, type Ip } from '../../net/ip.js';
 
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
@@ -53,10 +51,10 @@ export interface Skipped {
 }
 
 export interface PlanContext {
-  network: Ipv4Cidr;
-  ownSubnet: Ipv4Cidr;
+  network: Cidr;
+  ownSubnet: Cidr;
   /** our underlay address with prefix: who shares our L2 */
-  extCidr: Ipv4Cidr;
+  extCidr: Cidr;
   /** our own public IP(s): a remote lease claiming one is refused */
   ownIPs: string[];
 }
@@ -71,29 +69,29 @@ export function describeLease(lease: Lease): string {
 }
 
 interface Checked {
-  subnet: Ipv4Cidr;
-  publicIP: number;
+  subnet: Cidr;
+  publicIP: Ip;
 }
 
 /** The checks every backend applies before programming a remote lease. */
 function checkCommon(lease: Lease, type: Lease['backendType'], ctx: PlanContext): Checked | Skipped {
   const skip = (reason: string, error = true): Skipped => ({ lease, reason, error });
-  const subnet = parseIpv4Cidr(lease.subnet);
+  const subnet = parseCidr(lease.subnet, 4);
   if (!subnet) return skip(`subnet ${JSON.stringify(lease.subnet)} is not an IPv4 CIDR`);
-  if (networkOf(subnet) === networkOf(ctx.ownSubnet) && subnet.prefix === ctx.ownSubnet.prefix) {
+  if (sameNetwork(subnet, ctx.ownSubnet)) {
     return skip('is our own subnet', false);
   }
   if (lease.backendType !== type) return skip(`backend type ${lease.backendType} is not ${type}`, false);
   if (!cidrContainsCidr(ctx.network, subnet)) return skip(`subnet lies outside the cluster network ${canonicalCidr(ctx.network)}`);
   if (cidrOverlaps(subnet, ctx.ownSubnet)) return skip(`subnet overlaps our own subnet ${canonicalCidr(ctx.ownSubnet)}`);
-  const publicIP = parseIpv4(lease.publicIP);
+  const publicIP = parseIp(lease.publicIP, 4);
   if (publicIP === undefined) return skip(`public IP ${JSON.stringify(lease.publicIP)} is not an IPv4 address`);
   if (ctx.ownIPs.includes(lease.publicIP)) return skip(`public IP ${lease.publicIP} is our own`);
   return { subnet, publicIP };
 }
 
 /** Drops later leases for a subnet an earlier lease already claimed. */
-function firstPerSubnet(checked: Map<string, true>, subnet: Ipv4Cidr | string, lease: Lease): Skipped | undefined {
+function firstPerSubnet(checked: Map<string, true>, subnet: Cidr | string, lease: Lease): Skipped | undefined {
   const key = typeof subnet === 'string' ? subnet : canonicalCidr(subnet);
   if (checked.has(key)) return { lease, reason: `another lease already claims ${key}`, error: true };
   checked.set(key, true);
@@ -122,7 +120,7 @@ export function planVxlanLease(lease: Lease, ctx: PlanContext, opts: VxlanPlanOp
   if (!mac) {
     return { lease, reason: rawMac ? `VtepMAC ${JSON.stringify(rawMac)} is not a unicast MAC` : 'has no VtepMAC', error: Boolean(rawMac) };
   }
-  const gw = formatIpv4(networkOf(c.subnet));
+  const gw = networkAddress(c.subnet);
   return { lease, route: { dst, gw, via: 'overlay' }, neigh: { ip: gw, mac }, fdb: { mac, dst: lease.publicIP } };
 }
 
@@ -218,10 +216,10 @@ const RTPROT_KERNEL = 2;
  * device, and routes via a gateway on the underlay to a subnet inside the
  * cluster network. Routes the kernel made for an address are never owned.
  */
-export function ownedRoute(r: CurrentRoute, network: Ipv4Cidr): boolean {
+export function ownedRoute(r: CurrentRoute, network: Cidr): boolean {
   if (r.protocol === RTPROT_KERNEL || r.dst === 'default' || r.dst === '0.0.0.0/0') return false;
   if (r.via === 'overlay') return true;
-  const dst = parseIpv4Cidr(r.dst);
+  const dst = parseCidr(r.dst, 4);
   return r.gw !== undefined && dst !== undefined && cidrContainsCidr(network, dst);
 }
 

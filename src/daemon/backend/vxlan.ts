@@ -6,20 +6,18 @@
 import type { Logger } from 'pino';
 import * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, Lease, ReconcileReport, VxlanBackendConfig } from '../types.js';
+import { networkAddress, type Cidr } from '../../net/ip.js';
 import {
   describeLease,
   diffFdb,
   diffNeighs,
   diffRoutes,
-  formatIpv4,
-  networkOf,
   normalizeMac,
   planVxlan,
   planVxlanLease,
   type CurrentFdb,
   type CurrentNeigh,
   type CurrentRoute,
-  type Ipv4Cidr,
   type LeasePlan,
   type PlanContext,
   type Skipped,
@@ -67,14 +65,14 @@ export class VxlanBackend implements Backend {
   readonly type = 'vxlan' as const;
   readonly deviceName: string;
   private readonly config: VxlanBackendConfig;
-  private readonly network: Ipv4Cidr;
+  private readonly network: Cidr;
   private readonly nsOpts: nl.InNetns;
   private readonly log: Logger;
   private readonly skipLog: SkipLog;
   private ext?: ExternalInterface;
-  private extCidr?: Ipv4Cidr;
+  private extCidr?: Cidr;
   private vtepMac?: string;
-  private own?: Ipv4Cidr;
+  private own?: Cidr;
   /** what the last passes wrote, peer by peer; undefined = unknown, take the exact pass */
   private model?: PeerModel;
   private planCache = new WeakMap<Lease, LeasePlan | Skipped>();
@@ -258,7 +256,7 @@ export class VxlanBackend implements Backend {
   private configureDevice(): nl.Link {
     const own = this.own;
     if (!own) throw new Error('VxlanBackend used before configure()');
-    ensureOnlyAddress(this.deviceName, `${formatIpv4(networkOf(own))}/32`, this.nsOpts, this.log);
+    ensureOnlyAddress(this.deviceName, `${networkAddress(own)}/32`, this.nsOpts, this.log);
     let link = nl.requireLink(this.deviceName, this.nsOpts);
     if (!link.up) link = nl.setUp(this.deviceName, this.nsOpts);
     return link;

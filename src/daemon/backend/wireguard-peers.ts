@@ -3,7 +3,8 @@
 // difference between the two. No I/O, so every rule is unit-tested.
 import { isWireguardKey } from '../config.js';
 import type { Lease } from '../types.js';
-import { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, describeLease, parseIpv4, parseIpv4Cidr, type Ipv4Cidr, type Skipped } from './plan.js';
+import { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, parseCidr, parseIp, type Cidr } from '../../net/ip.js';
+import { describeLease, type Skipped } from './plan.js';
 
 /** One peer as we want it on flannel-wg. */
 export interface DesiredPeer {
@@ -20,8 +21,8 @@ export interface PeerPlan {
 }
 
 export interface PeerPlanContext {
-  network: Ipv4Cidr;
-  ownSubnet: Ipv4Cidr;
+  network: Cidr;
+  ownSubnet: Cidr;
   ownPublicKey: string;
   ownIPs: string[];
   /** the port every node listens on (flannel: the same ListenPort cluster-wide) */
@@ -37,10 +38,10 @@ export interface PeerPlanContext {
 export function planPeers(leases: readonly Lease[], ctx: PeerPlanContext): PeerPlan {
   const out: PeerPlan = { peers: [], skipped: [] };
   const keys = new Map<string, string>();
-  const claimed: { subnet: Ipv4Cidr; who: string }[] = [];
+  const claimed: { subnet: Cidr; who: string }[] = [];
   for (const lease of leases) {
     const skip = (reason: string, error = true): void => void out.skipped.push({ lease, reason, error });
-    const subnet = parseIpv4Cidr(lease.subnet);
+    const subnet = parseCidr(lease.subnet, 4);
     if (!subnet) {
       skip(`subnet ${JSON.stringify(lease.subnet)} is not an IPv4 CIDR`);
       continue;
@@ -61,7 +62,7 @@ export function planPeers(leases: readonly Lease[], ctx: PeerPlanContext): PeerP
       skip(`subnet overlaps our own subnet ${canonicalCidr(ctx.ownSubnet)}`);
       continue;
     }
-    const publicIP = parseIpv4(lease.publicIP);
+    const publicIP = parseIp(lease.publicIP, 4);
     if (publicIP === undefined) {
       skip(`public IP ${JSON.stringify(lease.publicIP)} is not an IPv4 address`);
       continue;

@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, Lease, ReconcileReport, WireguardBackendConfig } from '../types.js';
-import { canonicalCidr, cidrContainsCidr, formatIpv4, networkOf, parseIpv4Cidr, type Ipv4Cidr } from './plan.js';
+import { canonicalCidr, cidrContainsCidr, networkAddress, parseCidr, type Cidr } from '../../net/ip.js';
 import { checkExternal, emptyReport, ensureOnlyAddress, errorText, netnsOpts, requireCidr, silentLogger, SkipLog } from './common.js';
 import { keyFileFromEnv, loadOrCreateKey, type KeyPair } from './wireguard-keys.js';
 import { diffPeers, isEmptyDiff, parseDump, planPeers, wgSetArgs, type DeviceDump, type PeerSettings } from './wireguard-peers.js';
@@ -44,7 +44,7 @@ export class WireguardBackend implements Backend {
   readonly type = 'wireguard' as const;
   readonly deviceName: string;
   private readonly config: WireguardBackendConfig;
-  private readonly network: Ipv4Cidr;
+  private readonly network: Cidr;
   private readonly nsOpts: nl.InNetns;
   private readonly tool: ToolOptions;
   private readonly log: Logger;
@@ -52,7 +52,7 @@ export class WireguardBackend implements Backend {
   private readonly keyFile: string;
   private key?: KeyPair;
   private ext?: ExternalInterface;
-  private own?: Ipv4Cidr;
+  private own?: Cidr;
   private implementation?: WireguardImpl;
 
   constructor(opts: WireguardBackendOptions) {
@@ -205,7 +205,7 @@ export class WireguardBackend implements Backend {
   private configureLink(): void {
     const own = this.own;
     if (!own) throw new Error('WireguardBackend used before configure()');
-    ensureOnlyAddress(this.deviceName, `${formatIpv4(networkOf(own))}/32`, this.nsOpts, this.log);
+    ensureOnlyAddress(this.deviceName, `${networkAddress(own)}/32`, this.nsOpts, this.log);
     const mtu = this.mtu();
     let link = nl.requireLink(this.deviceName, this.nsOpts);
     if (link.mtu !== mtu) link = nl.linkSet(this.deviceName, { mtu }, this.nsOpts);
@@ -240,7 +240,7 @@ export class WireguardBackend implements Backend {
     }
     if (!link.up || link.mtu !== this.mtu()) this.configureLink();
     else {
-      const want = `${formatIpv4(networkOf(this.own!))}/32`;
+      const want = `${networkAddress(this.own!)}/32`;
       const addrs = nl.addrList({ ...this.nsOpts, dev: this.deviceName, family: 'inet' });
       if (addrs.length !== 1 || addrs[0].cidr !== want) this.configureLink();
     }
@@ -289,7 +289,7 @@ export class WireguardBackend implements Backend {
     let present = false;
     for (const r of routes) {
       if (r.protocol === RTPROT_KERNEL || r.dst === 'default' || r.dst === own) continue;
-      const cidr = parseIpv4Cidr(r.dst);
+      const cidr = parseCidr(r.dst, 4);
       if (!cidr || !cidrContainsCidr(this.network, cidr)) continue;
       if (r.linkIndex === link.index && r.dst === dst && !r.gw && r.metric === 0 && r.scope === nl.RouteScope.link) {
         present = true;

@@ -1,6 +1,8 @@
-// Pure IPv4 subnet math for the etcd subnet manager: which node subnets a
-// network offers, which of them are free, and the etcd key names for them.
-import { blockSize, formatCidr, formatIpv4, networkOf, parseIpv4, parseIpv4Cidr, type Ipv4Cidr } from '../../net/ipv4.js';
+// Pure subnet math for the etcd subnet manager, for either family: which
+// node subnets a network offers, which of them are free, and the etcd key
+// names for them. BigInt throughout, so an IPv6 network's 2^64 candidate
+// subnets cost no more than the few that are produced.
+import { blockSize, formatCidr, formatIp, isAligned, networkOf, parseCidr, parseIp, type Cidr, type Family } from '../../net/ip.js';
 
 /** What allocation needs from the network configuration. */
 export interface SubnetRange {
@@ -10,29 +12,24 @@ export interface SubnetRange {
   subnetMax: string;
 }
 
-const ADDRESS_SPACE = 2 ** 32;
-
-export function maskNet(net: Ipv4Cidr): Ipv4Cidr {
-  return { ip: networkOf(net), prefix: net.prefix };
-}
-
-export function isAligned(ip: number, prefix: number): boolean {
-  return ip % blockSize(prefix) === 0;
+export function maskNet(net: Cidr): Cidr {
+  return { ip: { family: net.ip.family, value: networkOf(net) }, prefix: net.prefix };
 }
 
 interface Bounds {
-  first: number;
-  last: number;
-  size: number;
+  family: Family;
+  first: bigint;
+  last: bigint;
+  size: bigint;
 }
 
 function boundsOf(range: SubnetRange): Bounds {
-  const first = parseIpv4(range.subnetMin);
-  const last = parseIpv4(range.subnetMax);
-  if (first === undefined || last === undefined || !Number.isInteger(range.subnetLen)) {
+  const first = parseIp(range.subnetMin);
+  const last = first && parseIp(range.subnetMax, first.family);
+  if (!first || !last || !Number.isInteger(range.subnetLen) || range.subnetLen < 0 || range.subnetLen > (first.family === 4 ? 32 : 128)) {
     throw new RangeError(`invalid subnet range ${JSON.stringify(range)}`);
   }
-  return { first, last, size: blockSize(range.subnetLen) };
+  return { family: first.family, first: first.value, last: last.value, size: blockSize(first.family, range.subnetLen) };
 }
 
 /** Every node subnet between SubnetMin and SubnetMax, in address order. */
@@ -41,24 +38,24 @@ export function* candidateSubnets(range: SubnetRange): Generator<string> {
 }
 
 interface Interval {
-  start: number;
-  end: number;
+  start: bigint;
+  end: bigint;
 }
 
-function takenIntervals(taken: Iterable<string>): Interval[] {
+function takenIntervals(family: Family, taken: Iterable<string>): Interval[] {
   const intervals: Interval[] = [];
   for (const cidr of taken) {
-    const net = parseIpv4Cidr(cidr);
+    const net = parseCidr(cidr, family);
     if (!net) continue;
-    const start = maskNet(net).ip;
-    intervals.push({ start, end: start + blockSize(net.prefix) - 1 });
+    const start = networkOf(net);
+    intervals.push({ start, end: start + blockSize(family, net.prefix) - 1n });
   }
-  intervals.sort((a, b) => a.start - b.start);
+  intervals.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
   // Merged into disjoint runs, so the walk below only ever looks at one.
   const merged: Interval[] = [];
   for (const iv of intervals) {
     const prev = merged[merged.length - 1];
-    if (prev && iv.start <= prev.end + 1) prev.end = Math.max(prev.end, iv.end);
+    if (prev && iv.start <= prev.end + 1n) prev.end = prev.end > iv.end ? prev.end : iv.end;
     else merged.push({ ...iv });
   }
   return merged;
@@ -66,25 +63,27 @@ function takenIntervals(taken: Iterable<string>): Interval[] {
 
 /**
  * The candidates that overlap none of `taken` (CIDRs of any length: a
- * reservation or a subnet from an older SubnetLen blocks all it covers).
- * Overlapped stretches are jumped over, so a huge range with a few big
- * reservations costs no more than the subnets actually produced.
+ * reservation or a subnet from an older SubnetLen blocks all it covers;
+ * CIDRs of the other family are ignored). Overlapped stretches are jumped
+ * over, so a huge range with a few big reservations costs no more than the
+ * subnets actually produced.
  */
 export function* freeSubnets(range: SubnetRange, taken: Iterable<string>): Generator<string> {
-  const { first, last, size } = boundsOf(range);
-  const intervals = takenIntervals(taken);
+  const { family, first, last, size } = boundsOf(range);
+  const space = 1n << BigInt(family === 4 ? 32 : 128);
+  const intervals = takenIntervals(family, taken);
   let i = 0;
   let candidate = first;
-  while (candidate <= last && candidate < ADDRESS_SPACE) {
-    const end = candidate + size - 1;
+  while (candidate <= last && candidate < space) {
+    const end = candidate + size - 1n;
     while (i < intervals.length && intervals[i]!.end < candidate) i++;
     const blocking = intervals[i];
     if (blocking && blocking.start <= end) {
       // Resume at the first aligned subnet after the blocking block.
-      candidate = Math.ceil((blocking.end + 1) / size) * size;
+      candidate = ((blocking.end + size) / size) * size;
       continue;
     }
-    yield formatCidr({ ip: candidate, prefix: range.subnetLen });
+    yield formatCidr({ ip: { family, value: candidate }, prefix: range.subnetLen });
     candidate += size;
   }
 }
@@ -115,17 +114,17 @@ export function pickFreeSubnet(
 
 /** True if `cidr` is a subnet this range could have handed out. */
 export function inRange(range: SubnetRange, cidr: string): boolean {
-  const net = parseIpv4Cidr(cidr);
-  if (!net || net.prefix !== range.subnetLen || !isAligned(net.ip, net.prefix)) return false;
-  const { first, last } = boundsOf(range);
-  return net.ip >= first && net.ip <= last;
+  const { family, first, last } = boundsOf(range);
+  const net = parseCidr(cidr, family);
+  if (!net || net.prefix !== range.subnetLen || !isAligned(family, net.ip.value, net.prefix)) return false;
+  return net.ip.value >= first && net.ip.value <= last;
 }
 
-/** `10.244.1.0/24` → `10.244.1.0-24`, flannel's key name for a subnet. */
+/** `10.244.1.0/24` → `10.244.1.0-24`, `fd00:1::/64` → `fd00:1::-64`: flannel's key name for a subnet. */
 export function subnetKey(cidr: string): string {
-  const net = parseIpv4Cidr(cidr);
-  if (!net || !isAligned(net.ip, net.prefix)) throw new RangeError(`not a subnet: ${cidr}`);
-  return `${formatIpv4(net.ip)}-${net.prefix}`;
+  const net = parseCidr(cidr);
+  if (!net || !isAligned(net.ip.family, net.ip.value, net.prefix)) throw new RangeError(`not a subnet: ${cidr}`);
+  return `${formatIp(net.ip)}-${net.prefix}`;
 }
 
 // flannel's dual-stack keys append `&<ipv6>-<len>`; the IPv4 part is all we use.
@@ -135,7 +134,7 @@ const KEY_RE = /^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})(?:&([0-9a-fA-F:]+)-(\d{1,3}
 export function parseSubnetKey(key: string): string | undefined {
   const m = KEY_RE.exec(key);
   if (!m) return undefined;
-  const net = parseIpv4Cidr(`${m[1]}/${m[2]}`);
-  if (!net || !isAligned(net.ip, net.prefix)) return undefined;
+  const net = parseCidr(`${m[1]}/${m[2]}`, 4);
+  if (!net || !isAligned(4, net.ip.value, net.prefix)) return undefined;
   return formatCidr(net);
 }

@@ -1,7 +1,7 @@
 // flannel's Node annotations: the wire contract between nodes in kube mode.
 // Names and value formats are flannel's so tsflannel and flannel nodes can
 // share a cluster and existing tooling keeps reading them.
-import { parseCidr, parseIp, formatIp } from '../../ipam/ip.js';
+import { canonicalCidr, cidrContainsCidr, parseCidr, parseIp, formatIp } from '../../net/ip.js';
 import type { BackendConfig, BackendData, Lease, LeaseAttrs } from '../types.js';
 
 export const DEFAULT_ANNOTATION_PREFIX = 'flannel.alpha.coreos.com';
@@ -101,23 +101,16 @@ export function nodeIPv4PodCIDR(node: NodeLike): { cidr: string } | { reason: st
   for (const text of candidates) {
     const cidr = parseCidr(text);
     if (!cidr) return { reason: `pod CIDR ${JSON.stringify(text)} is not a CIDR` };
-    if (cidr.ip.family === 4) return { cidr: networkOf(cidr.ip.value, cidr.prefix) };
+    if (cidr.ip.family === 4) return { cidr: canonicalCidr(cidr) };
   }
   return { reason: 'the node has no IPv4 pod CIDR' };
 }
 
-function networkOf(value: bigint, prefix: number): string {
-  const mask = prefix === 0 ? 0n : ((1n << 32n) - 1n) ^ ((1n << BigInt(32 - prefix)) - 1n);
-  return `${formatIp({ family: 4, value: value & mask })}/${prefix}`;
-}
-
 /** True when IPv4 CIDR `inner` lies entirely inside `outer`. */
 export function cidrContains(outer: string, inner: string): boolean {
-  const o = parseCidr(outer);
-  const i = parseCidr(inner);
-  if (!o || !i || o.ip.family !== 4 || i.ip.family !== 4 || i.prefix < o.prefix) return false;
-  const shift = BigInt(32 - o.prefix);
-  return o.ip.value >> shift === i.ip.value >> shift;
+  const o = parseCidr(outer, 4);
+  const i = parseCidr(inner, 4);
+  return o !== undefined && i !== undefined && cidrContainsCidr(o, i);
 }
 
 /** Builds the lease a Node advertises; null (with why) when it advertises none or garbage. */

@@ -18,8 +18,8 @@ import pino from 'pino';
 import { parseNetworkConfig } from '../config.js';
 import { etcdClientOptions, type EtcdSecurity } from './etcd-client.js';
 import type { BackendData, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetManager } from '../types.js';
-import { cidrOverlaps, parseIpv4, parseIpv4Cidr } from '../../net/ipv4.js';
-import { inRange, maskNet, parseSubnetKey, pickFreeSubnet, subnetKey } from './allocate.js';
+import { cidrContainsIp, cidrOverlaps, compareAddresses, parseCidr, parseIp } from '../../net/ip.js';
+import { inRange, parseSubnetKey, pickFreeSubnet, subnetKey } from './allocate.js';
 
 export interface EtcdSubnetManagerOptions {
   endpoints: string[];
@@ -159,7 +159,7 @@ export function decodeLeaseAttrs(value: string): LeaseAttrs | undefined {
   }
   if (!isRecord(raw)) return undefined;
   const { PublicIP, BackendType } = raw;
-  if (typeof PublicIP !== 'string' || parseIpv4(PublicIP) === undefined) return undefined;
+  if (typeof PublicIP !== 'string' || parseIp(PublicIP, 4) === undefined) return undefined;
   if (BackendType !== 'vxlan' && BackendType !== 'host-gw' && BackendType !== 'wireguard') return undefined;
   const backendData = decodeBackendData(raw.BackendData);
   if (!backendData) return undefined;
@@ -280,7 +280,7 @@ export class EtcdSubnetManager implements SubnetManager {
   }
 
   async acquireLease(attrs: LeaseAttrs, signal?: AbortSignal, prior?: PriorLease): Promise<Lease> {
-    if (parseIpv4(attrs.publicIP) === undefined) throw new TypeError(`publicIP must be an IPv4 address, got ${attrs.publicIP}`);
+    if (parseIp(attrs.publicIP, 4) === undefined) throw new TypeError(`publicIP must be an IPv4 address, got ${attrs.publicIP}`);
     if (prior?.subnet) this.previousSubnet = prior.subnet;
     const stop = anySignal([signal, this.closing.signal]);
     const own = await this.retrying('acquire subnet lease', stop, () => this.acquireOnce(attrs));
@@ -449,9 +449,9 @@ export class EtcdSubnetManager implements SubnetManager {
   private preferredSubnet(config: NetworkConfig, taken: string[]): string | undefined {
     const previous = this.previousSubnet;
     if (!previous || !inRange(config, previous)) return undefined;
-    const net = parseIpv4Cidr(previous)!;
+    const net = parseCidr(previous)!;
     const free = taken.every((t) => {
-      const other = parseIpv4Cidr(t);
+      const other = parseCidr(t);
       return !other || !cidrOverlaps(net, other);
     });
     return free ? previous : undefined;
@@ -655,7 +655,7 @@ export class EtcdSubnetManager implements SubnetManager {
       }
       leases.push({ subnet: entry.subnet, ...entry.attrs, nodeName: entry.key.slice(this.subnetsPrefix.length) });
     }
-    return leases.sort((a, b) => (parseIpv4(a.subnet.split('/')[0]!) ?? 0) - (parseIpv4(b.subnet.split('/')[0]!) ?? 0));
+    return leases.sort((a, b) => compareAddresses(a.subnet, b.subnet));
   }
 
   private toLease(own: OwnLease): Lease {
@@ -693,9 +693,8 @@ export class EtcdSubnetManager implements SubnetManager {
 
 /** flannel keeps a node's old subnet only while it still fits Network and SubnetLen. */
 function fitsNetwork(config: NetworkConfig, subnet: string): boolean {
-  const net = parseIpv4Cidr(subnet);
-  const network = parseIpv4Cidr(config.network);
+  const net = parseCidr(subnet);
+  const network = parseCidr(config.network);
   if (!net || !network || net.prefix !== config.subnetLen) return false;
-  const start = maskNet(network).ip;
-  return net.ip >= start && net.ip < start + 2 ** (32 - network.prefix);
+  return cidrContainsIp(network, net.ip);
 }

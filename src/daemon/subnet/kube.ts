@@ -27,7 +27,7 @@ import {
   nodeIPv4PodCIDR,
   type AnnotationKeys,
 } from './annotations.js';
-import { parseIp } from '../../ipam/ip.js';
+import { parseIp } from '../../net/ip.js';
 
 /**
  * Every Kubernetes API call this manager makes, as RBAC sees it. The

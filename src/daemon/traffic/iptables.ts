@@ -5,7 +5,7 @@
 // would be useless), and iptables always runs via execFile with an argument
 // array and -w so it waits for the xtables lock instead of failing.
 import type { Logger } from 'pino';
-import { canonicalCidr, parseIpv4Cidr } from '../../net/ipv4.js';
+import { canonicalCidr, parseCidr } from '../../net/ip.js';
 import { silentLogger } from '../backend/common.js';
 import { execRunner, notInstalled } from './exec.js';
 import type { RunResult, ToolRunner, TrafficManager, TrafficRules } from './types.js';
@@ -132,8 +132,8 @@ export class IptablesManager {
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(opts: IptablesManagerOptions) {
-    const network = parseIpv4Cidr(opts.network);
-    const subnet = parseIpv4Cidr(opts.subnet);
+    const network = parseCidr(opts.network, 4);
+    const subnet = parseCidr(opts.subnet, 4);
     if (!network) throw new IptablesError(`network ${JSON.stringify(opts.network)} is not an IPv4 CIDR`);
     if (!subnet) throw new IptablesError(`subnet ${JSON.stringify(opts.subnet)} is not an IPv4 CIDR`);
     this.network = canonicalCidr(network);

@@ -16,7 +16,7 @@
 //   return`, which makes its last rule (outside → remote pod masquerade)
 //   unreachable, so NodePort traffic to a remote pod is not SNATed there.
 import type { Logger } from 'pino';
-import { canonicalCidr, parseIpv4Cidr } from '../../net/ipv4.js';
+import { canonicalCidr, parseCidr } from '../../net/ip.js';
 import { silentLogger } from '../backend/common.js';
 import { execRunner, notInstalled, toolCommand } from './exec.js';
 import { TrafficError, type ToolRunner, type TrafficManager, type TrafficRules } from './types.js';
@@ -123,8 +123,8 @@ export class NftablesTrafficManager implements TrafficManager {
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(rules: TrafficRules, opts: { runner?: ToolRunner; netns?: string; logger?: Logger } = {}) {
-    const network = parseIpv4Cidr(rules.network);
-    const subnet = parseIpv4Cidr(rules.subnet);
+    const network = parseCidr(rules.network, 4);
+    const subnet = parseCidr(rules.subnet, 4);
     if (!network) throw new TrafficError(`network ${JSON.stringify(rules.network)} is not an IPv4 CIDR`);
     if (!subnet) throw new TrafficError(`subnet ${JSON.stringify(rules.subnet)} is not an IPv4 CIDR`);
     this.rules = { ...rules, network: canonicalCidr(network), subnet: canonicalCidr(subnet) };

@@ -9,7 +9,13 @@ import {
   subnetKey,
   type SubnetRange,
 } from '../../../src/daemon/subnet/allocate.js';
-import { formatIpv4, parseIpv4Cidr } from '../../../src/net/ipv4.js';
+// Plain-number IPv4 helpers, independent of src/net/ip.ts, for reference values.
+const v4 = (text: string): number => text.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+const v4text = (n: number): string => [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
+const v4cidr = (text: string): { ip: number; prefix: number } => {
+  const [ip, prefix] = text.split('/');
+  return { ip: v4(ip!), prefix: Number(prefix) };
+};
 
 const r16: SubnetRange = { network: '10.244.0.0/16', subnetLen: 24, subnetMin: '10.244.1.0', subnetMax: '10.244.255.0' };
 
@@ -24,8 +30,8 @@ function take<T>(it: Iterable<T>, n: number): T[] {
 
 /** Independent reference: do two CIDRs share an address? */
 function overlaps(a: string, b: string): boolean {
-  const x = parseIpv4Cidr(a)!;
-  const y = parseIpv4Cidr(b)!;
+  const x = v4cidr(a);
+  const y = v4cidr(b);
   const xs = x.ip - (x.ip % 2 ** (32 - x.prefix));
   const ys = y.ip - (y.ip % 2 ** (32 - y.prefix));
   return xs < ys + 2 ** (32 - y.prefix) && ys < xs + 2 ** (32 - x.prefix);
@@ -73,8 +79,8 @@ describe('candidate subnets', () => {
         const range: SubnetRange = {
           network: '10.244.0.0/16',
           subnetLen,
-          subnetMin: formatIpv4(parseIpv4Cidr('10.244.0.0/16')!.ip + size),
-          subnetMax: formatIpv4(parseIpv4Cidr('10.244.0.0/16')!.ip + 65536 - size),
+          subnetMin: v4text(v4('10.244.0.0') + size),
+          subnetMax: v4text(v4('10.244.0.0') + 65536 - size),
         };
         const free = [...freeSubnets(range, taken)];
         const all = [...candidateSubnets(range)];
@@ -138,7 +144,7 @@ describe('lease keys', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 0, max: 32 }), (ip, len) => {
         const size = 2 ** (32 - len);
-        const cidr = `${formatIpv4(ip - (ip % size))}/${len}`;
+        const cidr = `${v4text(ip - (ip % size))}/${len}`;
         expect(parseSubnetKey(subnetKey(cidr))).toBe(cidr);
       }),
     );

@@ -2,13 +2,14 @@
 // peer, and which need the exact pass.
 import { describe, expect, it } from 'vitest';
 import { PeerModel, type PeerChange } from '../../../src/daemon/backend/peers.js';
-import { parseIpv4Cidr, planVxlan, planVxlanLease, type PlanContext } from '../../../src/daemon/backend/plan.js';
+import { planVxlan, planVxlanLease, type PlanContext } from '../../../src/daemon/backend/plan.js';
+import { parseCidr } from '../../../src/net/ip.js';
 import type { Lease } from '../../../src/daemon/types.js';
 
 const ctx: PlanContext = {
-  network: parseIpv4Cidr('10.244.0.0/16')!,
-  ownSubnet: parseIpv4Cidr('10.244.0.0/24')!,
-  extCidr: parseIpv4Cidr('192.168.1.1/24')!,
+  network: parseCidr('10.244.0.0/16', 4)!,
+  ownSubnet: parseCidr('10.244.0.0/24', 4)!,
+  extCidr: parseCidr('192.168.1.1/24', 4)!,
   ownIPs: ['192.168.1.1'],
 };
 const planOne = (l: Lease) => planVxlanLease(l, ctx, { directRouting: false });

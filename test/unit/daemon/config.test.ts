@@ -98,6 +98,45 @@ describe('parseNetworkConfig defaults', () => {
     // IPv6Network without EnableIPv6 is checked but not used.
     expect(parseNetworkConfig('{"Network": "10.244.0.0/16", "IPv6Network": "fd00::/48"}').ipv6Network).toBeUndefined();
   });
+
+  it("fills in flannel's IPv6 defaults: /64 nodes, skipping the first subnet, up to the last", () => {
+    const dual = parseNetworkConfig('{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:10:244::/56"}');
+    expect(dual).toEqual({
+      network: '10.244.0.0/16',
+      subnetLen: 24,
+      subnetMin: '10.244.1.0',
+      subnetMax: '10.244.255.0',
+      enableIPv4: true,
+      enableIPv6: true,
+      ipv6Network: 'fd00:10:244::/56',
+      ipv6SubnetLen: 64,
+      ipv6SubnetMin: 'fd00:10:244:1::',
+      ipv6SubnetMax: 'fd00:10:244:ff::',
+      enableNFTables: false,
+      backend: { type: 'vxlan', vni: 1, port: 8472, directRouting: false },
+    });
+  });
+
+  it('gives an IPv6Network smaller than /62 four subnets, as flannel does (prefix + 2)', () => {
+    const c = parseNetworkConfig('{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/120"}');
+    expect([c.ipv6SubnetLen, c.ipv6SubnetMin, c.ipv6SubnetMax]).toEqual([122, 'fd00::40', 'fd00::c0']);
+    const smallest = parseNetworkConfig('{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/124"}');
+    expect(smallest.ipv6SubnetLen).toBe(126);
+    const at62 = parseNetworkConfig('{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/62"}');
+    expect([at62.ipv6SubnetLen, at62.ipv6SubnetMin, at62.ipv6SubnetMax]).toEqual([64, 'fd00:0:0:1::', 'fd00:0:0:3::']);
+  });
+
+  it('takes explicit IPv6SubnetLen / IPv6SubnetMin / IPv6SubnetMax, keys in any case', () => {
+    const c = parseNetworkConfig(
+      JSON.stringify({ EnableIPv4: false, enableipv6: true, ipv6network: 'fd00:10::/48', IPV6SUBNETLEN: 80, IPv6SubnetMin: 'fd00:10:0:5::', ipv6subnetmax: 'fd00:10:0:9::' }),
+    );
+    expect(c).toMatchObject({ ipv6Network: 'fd00:10::/48', ipv6SubnetLen: 80, ipv6SubnetMin: 'fd00:10:0:5::', ipv6SubnetMax: 'fd00:10:0:9::' });
+  });
+
+  it('makes an IPv6-only config carry no IPv4 network, even when Network is written', () => {
+    const c = parseNetworkConfig('{"EnableIPv4": false, "EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "fd00::/48"}');
+    expect(c).toMatchObject({ network: '', subnetLen: 0, subnetMin: '', subnetMax: '', ipv6Network: 'fd00::/48', ipv6SubnetLen: 64 });
+  });
 });
 
 describe('parseNetworkConfig errors name their field', () => {
@@ -126,7 +165,18 @@ describe('parseNetworkConfig errors name their field', () => {
     ['IPv6Network missing', { Network: '10.244.0.0/16', EnableIPv6: true }, /"IPv6Network" is required/],
     ['IPv6Network v4', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: '10.0.0.0/8' }, /"IPv6Network" must be an IPv6 CIDR/],
     ['IPv6Network too small', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00::/125' }, /"IPv6Network" is too small/],
-    ['IPv6SubnetLen', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00::/64', IPv6SubnetLen: 64 }, /"IPv6SubnetLen" must be from 66 to 126/],
+    ['IPv6SubnetLen leaving < 4 subnets', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00::/64', IPv6SubnetLen: 64 }, /"IPv6SubnetLen" must be at least 66 so that IPv6Network fd00::\/64 holds four or more subnets, got 64/],
+    ['IPv6SubnetLen above 126', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00::/56', IPv6SubnetLen: 127 }, /"IPv6SubnetLen" must be at most 126, got 127/],
+    ['IPv6SubnetLen above 128', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00::/56', IPv6SubnetLen: 129 }, /"IPv6SubnetLen" must be an integer from 0 to 128/],
+    ['IPv6SubnetLen not a number', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00::/56', IPv6SubnetLen: '64' }, /"IPv6SubnetLen" must be an integer/],
+    ['IPv6SubnetMin outside', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00::/56', IPv6SubnetMin: 'fd01::' }, /"IPv6SubnetMin" fd01:: is outside IPv6Network fd00::\/56/],
+    ['IPv6SubnetMax unaligned', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00::/56', IPv6SubnetMax: 'fd00:0:0:7::1' }, /"IPv6SubnetMax" fd00:0:0:7::1 is not the start of a \/64 subnet \(IPv6SubnetLen\)/],
+    ['IPv6SubnetMin IPv4', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00::/56', IPv6SubnetMin: '10.244.1.0' }, /"IPv6SubnetMin" must be an IPv6 address/],
+    ['IPv6SubnetMin above IPv6SubnetMax', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00::/56', IPv6SubnetMin: 'fd00:0:0:9::', IPv6SubnetMax: 'fd00:0:0:3::' }, /"IPv6SubnetMin" fd00:0:0:9:: is above IPv6SubnetMax fd00:0:0:3::/],
+    ['IPv6Network not a string', { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 56 }, /"IPv6Network" must be a string/],
+    ['IPv6Network garbage while disabled', { Network: '10.244.0.0/16', IPv6Network: 'fd00::/129' }, /"IPv6Network" must be an IPv6 CIDR/],
+    ['IPv6-only without IPv6Network', { EnableIPv4: false, EnableIPv6: true }, /"IPv6Network" is required when EnableIPv6 is true/],
+    ['EnableIPv6 not bool', { Network: '10.244.0.0/16', EnableIPv6: 'true' }, /"EnableIPv6" must be true or false/],
     ['Backend not object', { Network: '10.244.0.0/16', Backend: 'vxlan' }, /"Backend" must be an object/],
     ['unknown backend', { Network: '10.244.0.0/16', Backend: { Type: 'ipsec' } }, /"Backend.Type" "ipsec" is not supported \(supported: vxlan, host-gw, wireguard\)/],
     ['udp backend', { Network: '10.244.0.0/16', Backend: { Type: 'udp' } }, /"Backend.Type" "udp" is not supported/],

@@ -14,7 +14,7 @@ import {
   type DumpPeer,
   type PeerPlanContext,
 } from '../../../src/daemon/backend/wireguard-peers.js';
-import { parseIpv4Cidr } from '../../../src/daemon/backend/plan.js';
+import { parseCidr } from '../../../src/net/ip.js';
 import { annotationsFor, formatBackendData, leaseFromNode, parseBackendData } from '../../../src/daemon/subnet/annotations.js';
 import { decodeLeaseAttrs, encodeLeaseAttrs } from '../../../src/daemon/subnet/etcd.js';
 import type { Lease, WireguardBackendConfig } from '../../../src/daemon/types.js';
@@ -102,7 +102,7 @@ describe('WireGuard keys', () => {
   });
 });
 
-const cidr = (t: string) => parseIpv4Cidr(t)!;
+const cidr = (t: string) => parseCidr(t, 4)!;
 const ctx: PeerPlanContext = {
   network: cidr('10.244.0.0/16'),
   ownSubnet: cidr('10.244.1.0/24'),

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { CniError } from '../../../src/cni/errors.js';
-import { formatIp, parseCidr, parseIp } from '../../../src/ipam/ip.js';
+import { formatIp, parseCidr, parseIp } from '../../../src/net/ip.js';
 import {
   canonicalizeRange,
   canonicalizeRangeSets,

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CniError } from '../../../src/cni/errors.js';
 import { HostLocalIpam, requestedIps, type IpamRange } from '../../../src/ipam/index.js';
-import { formatIp, parseIp, type Ip } from '../../../src/ipam/ip.js';
+import { formatIp, parseIp, type Ip } from '../../../src/net/ip.js';
 
 const ip = (text: string): Ip => parseIp(text)!;
 const texts = (list: Ip[]) => list.map(formatIp);
