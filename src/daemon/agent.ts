@@ -108,9 +108,9 @@ export class Agent implements HealthSource {
       this.cni = await startCniService({ path: this.opts.cniSocket, workers: this.opts.cniWorkers, logger: log, metrics: this.metrics });
     }
     const config = await this.networkConfig();
-    const ext = this.externalInterface();
+    const ext = this.externalInterface(config);
     log.info(
-      { iface: ext.name, ip: ext.ip, publicIP: ext.publicIP, ipv6: ext.ipv6, publicIPv6: ext.publicIPv6, mtu: ext.mtu, backend: config.backend.type },
+      { iface: ext.name, ip: ext.ip, publicIP: ext.publicIP, ...(ext.ipv6 ? { ipv6: ext.ipv6, publicIPv6: ext.publicIPv6 } : {}), mtu: ext.mtu, backend: config.backend.type },
       'using interface',
     );
 
@@ -190,9 +190,14 @@ export class Agent implements HealthSource {
     }
   }
 
-  private externalInterface(): ExternalInterface {
-    const sel: Parameters<typeof chooseExternalInterface>[0] = { iface: this.opts.iface, ifaceRegex: this.opts.ifaceRegex };
+  private externalInterface(config: NetworkConfig): ExternalInterface {
+    const sel: Parameters<typeof chooseExternalInterface>[0] = {
+      iface: this.opts.iface,
+      ifaceRegex: this.opts.ifaceRegex,
+      families: { ipv4: config.enableIPv4, ipv6: config.enableIPv6 },
+    };
     if (this.opts.publicIP) sel.publicIP = this.opts.publicIP;
+    if (this.opts.publicIPv6) sel.publicIPv6 = this.opts.publicIPv6;
     if (this.opts.ifaceCanReach) sel.ifaceCanReach = this.opts.ifaceCanReach;
     return chooseExternalInterface(sel);
   }
