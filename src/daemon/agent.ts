@@ -88,7 +88,9 @@ export class Agent implements HealthSource {
   /** when a resync last finished (or the loop started); undefined before */
   private lastTick?: number;
   private markedReady = false;
+  /** a traffic-rule check is running (one at a time), since `rulesSince` */
   private resyncing = false;
+  private rulesSince?: number;
   private cni?: CniService;
 
   constructor(
@@ -148,7 +150,10 @@ export class Agent implements HealthSource {
     if (this.lastTick === undefined) return { ok: true, detail: 'starting' };
     const late = Date.now() - this.lastTick;
     const limit = Math.max(3 * this.opts.resyncSeconds * 1000, 30_000);
-    return late > limit ? { ok: false, detail: `resync loop stalled for ${Math.round(late / 1000)} s` } : { ok: true, detail: 'running' };
+    if (late > limit) return { ok: false, detail: `resync loop stalled for ${Math.round(late / 1000)} s` };
+    const rules = this.rulesSince === undefined ? 0 : Date.now() - this.rulesSince;
+    if (rules > limit) return { ok: false, detail: `traffic rule check stuck for ${Math.round(rules / 1000)} s` };
+    return { ok: true, detail: 'running' };
   }
 
   /** Readiness: lease, device, rules, subnet file and a first reconcile. */
@@ -460,13 +465,25 @@ export class Agent implements HealthSource {
   /**
    * Periodic repair: a device, route, neighbour, FDB entry or rule removed
    * by hand comes back within one period (reconcile heals the device too).
+   * The kernel pass runs on every tick; the rule check, which spawns
+   * iptables or nft once per rule and family and can take seconds on a
+   * loaded node, runs beside it, one at a time, so a slow rule check never
+   * delays the repair of a route.
    */
   private async resync(): Promise<void> {
-    // One resync at a time; a stuck one stops the ticks, and /healthz notices.
-    if (this.resyncing) return;
-    this.resyncing = true;
     try {
       this.reconcile('resync');
+      this.ensureBlackhole();
+    } catch (err) {
+      this.metrics.reconcileErrors.inc();
+      this.deps.logger.error({ err }, 'resync failed');
+    }
+    this.lastTick = Date.now();
+    // One rule check at a time; a stuck one is what /healthz reports.
+    if (this.resyncing) return;
+    this.resyncing = true;
+    this.rulesSince = Date.now();
+    try {
       for (const traffic of this.traffic) {
         const repaired = await traffic.ensure();
         if (repaired.length > 0) {
@@ -474,13 +491,12 @@ export class Agent implements HealthSource {
           this.deps.logger.warn({ mode: traffic.mode, repaired }, 'traffic rules were changed; restored them');
         }
       }
-      this.ensureBlackhole();
     } catch (err) {
       this.metrics.reconcileErrors.inc();
-      this.deps.logger.error({ err }, 'resync failed');
+      this.deps.logger.error({ err }, 'checking the traffic rules failed');
     } finally {
       this.resyncing = false;
-      this.lastTick = Date.now();
+      this.rulesSince = undefined;
     }
   }
 

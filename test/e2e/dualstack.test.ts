@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Cluster, type Pod } from '../../src/demo/cluster.js';
 import type { NodeSpec } from '../../src/demo/topology.js';
-import { parseCidr, parseIp, cidrContainsIp } from '../../src/net/ip.js';
+import { cidrContainsIp, parseCidr, parseIp, splitCidr } from '../../src/net/ip.js';
 import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
 import { FakeKube } from '../helpers/fake-kube.js';
 import { isRoot } from '../helpers/netns.js';
@@ -55,11 +55,13 @@ function run(ns: string, cmd: string, args: string[]): string {
   return execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { encoding: 'utf8' });
 }
 
+/** flannel-v6.1's routes, neighbours and FDB, each sorted (the kernel lists neighbours and FDB entries in hash order). */
 function v6State(ns: string): { routes: string; neigh: string; fdb: string } {
+  const sorted = (text: string) => text.split('\n').map((l) => l.trim()).filter(Boolean).sort().join('\n') + '\n';
   return {
-    routes: run(ns, 'ip', ['-6', 'route', 'show', 'dev', 'flannel-v6.1']),
-    neigh: run(ns, 'ip', ['-6', 'neigh', 'show', 'dev', 'flannel-v6.1']),
-    fdb: run(ns, 'bridge', ['fdb', 'show', 'dev', 'flannel-v6.1']),
+    routes: sorted(run(ns, 'ip', ['-6', 'route', 'show', 'dev', 'flannel-v6.1'])),
+    neigh: sorted(run(ns, 'ip', ['-6', 'neigh', 'show', 'dev', 'flannel-v6.1'])),
+    fdb: sorted(run(ns, 'bridge', ['fdb', 'show', 'dev', 'flannel-v6.1'])),
   };
 }
 
@@ -72,16 +74,27 @@ function subnetEnv(cluster: Cluster, node: string): Record<string, string> {
   return out;
 }
 
-/** The network form of a FLANNEL_*SUBNET gateway CIDR: fd00:10:244:3::1/64 → fd00:10:244:3::/64. */
+/** The network form of a FLANNEL_*SUBNET gateway CIDR: fd00:10:244:3::1/64 → fd00:10:244:3::/64, 10.244.7.1/24 → 10.244.7.0/24. */
 function networkOf(gateway: string): string {
-  const [addr, len] = gateway.split('/');
-  return `${addr!.replace(/1$/, '')}/${len}`;
+  return splitCidr(gateway).network;
 }
 
 function inSubnet(ip: string | undefined, gateway: string): boolean {
   const c = parseCidr(gateway);
   const a = ip === undefined ? undefined : parseIp(ip);
   return c !== undefined && a !== undefined && cidrContainsIp({ ip: c.ip, prefix: c.prefix }, a);
+}
+
+/**
+ * Waits until every node routes to every other node over each family's
+ * VTEP: the agents' start-up is done, not just their subnet files.
+ */
+async function meshReady(cluster: Cluster, names: string[], families: (4 | 6)[]): Promise<void> {
+  const vias = (ns: string, family: 4 | 6) =>
+    run(ns, 'ip', [`-${family}`, 'route', 'show', 'dev', family === 6 ? 'flannel-v6.1' : 'flannel.1']).split('\n').filter((l) => l.includes(' via ')).length;
+  await eventually('every node programs every other node', 60_000, () =>
+    names.every((n) => families.every((f) => vias(cluster.node(n).ns, f) === names.length - 1)),
+  );
 }
 
 /** The checks every dual-stack cluster passes, whatever the subnet manager. */
@@ -140,6 +153,7 @@ describe.skipIf(requireOrSkip('dual-stack cluster (etcd)', { root: isRoot, [`etc
   beforeAll(async () => {
     await cluster.start();
     for (const { name } of FOUR) await cluster.addPod(name, 'p1');
+    await meshReady(cluster, FOUR.map((n) => n.name), [4, 6]);
     echo = await startSourceEcho(cluster.topo!.outsideNs, true);
   }, 180_000);
   afterAll(async () => {
@@ -194,6 +208,8 @@ describe.skipIf(requireOrSkip('dual-stack cluster (etcd)', { root: isRoot, [`etc
         return s.fdb.includes(`dst ${newIp6} self permanent`) && !s.fdb.includes(`dst ${oldIp6} `) && s.routes.includes(v6net);
       }),
     );
+    // n2 itself is back once its first reconcile ran (its log starts afresh with the restart)
+    await eventually('n2\'s restarted agent is ready', 30_000, () => cluster.agentLog('n2').includes('ready: first reconcile done'));
     expect(run(n2.ns, 'ip', ['-d', 'link', 'show', 'flannel-v6.1'])).toContain(`local ${newIp6} `);
     // n2 kept its subnets (asked for them again from its subnet.env)
     expect(subnetEnv(cluster, 'n2').FLANNEL_IPV6_SUBNET).toBe(env.FLANNEL_IPV6_SUBNET);
@@ -247,6 +263,7 @@ describe.skipIf(requireOrSkip('dual-stack cluster (kube)', { root: isRoot }))('a
     });
     await cluster.start();
     for (const { name } of FOUR) await cluster.addPod(name, 'p1');
+    await meshReady(cluster, FOUR.map((n) => n.name), [4, 6]);
     echo = await startSourceEcho(cluster.topo!.outsideNs, true);
   }, 180_000);
   afterAll(async () => {
@@ -281,6 +298,7 @@ describe.skipIf(requireOrSkip('IPv6-only cluster', { root: isRoot, [`etcd (${ETC
   beforeAll(async () => {
     await cluster.start();
     for (const { name } of nodes) await cluster.addPod(name, 'p1');
+    await meshReady(cluster, nodes.map((n) => n.name), [6]);
   }, 180_000);
   afterAll(async () => {
     await cluster.stop();
