@@ -61,94 +61,111 @@ export async function run(ctx = {}) {
   const netConfPath = join(dir, 'net-conf.json');
   writeFileSync(netConfPath, JSON.stringify({ Network: '10.0.0.0/8', Backend: { Type: 'vxlan' } }));
   const results = [];
+  // A failing part is reported as a table of its own; the other parts still run.
+  const part = async (title, fn) => {
+    try {
+      await fn();
+    } catch (err) {
+      log(`api-scale: ${title} failed: ${err?.stack ?? err}`);
+      results.push({ title: `${title}: FAILED`, rows: [{ name: 'error', message: String(err?.message ?? err).slice(0, 300) }] });
+    }
+  };
   try {
     // 1. The Kubernetes subnet manager alone (in this process).
-    log(`api-scale: kube manager, ${size.nodes} Nodes`);
-    const k = await m.kubeScale.runKubeStorm({ nodes: size.nodes, heartbeats: size.heartbeats, changes: size.nodes, netConfPath });
-    results.push({
-      title: 'Kubernetes subnet manager against the fake API server',
-      rows: [
-        {
-          name: `${k.nodes} Nodes`,
-          'list / watch requests': `${k.lists} / ${k.watches}`,
-          'first list RV': k.firstListResourceVersion ?? '(none)',
-          'first list (ms)': f0(k.initialListMs),
-          heartbeats: k.heartbeats,
-          'lease sets (heartbeats)': k.heartbeatDeliveries,
-          'CPU for them (ms)': f0(k.heartbeatCpuMs),
-          'µs per heartbeat': f1(k.heartbeatCpuUsPerEvent),
-          'ratio vs JSON.parse alone': (k.heartbeatCpuMs / Math.max(0.001, k.parseOnlyCpuMs)).toFixed(1),
-          'MAC changes': k.changes,
-          'lease sets (changes)': k.changeDeliveries,
-          'changes per lease set': f0(k.changes / Math.max(1, k.changeDeliveries)),
-          'all delivered (ms)': f0(k.changeWallMs),
-        },
-      ],
-      notes: [
-        'The manager (src/daemon/subnet/kube.ts) in this process, against test/helpers/fake-kube.ts over HTTP; heartbeats change only status.conditions[Ready].lastHeartbeatTime, written in bursts of 1,000; MAC changes in one burst.',
-        'CPU: this process, the fake\'s own writing taken off. Reference: JSON.parse of the same event lines, the least any watch client pays.',
-        'Before this change (same scenario at 500 Nodes): 384 µs per heartbeat (a sort and serialisation of every lease per event) and one lease set per MAC change.',
-      ],
+    await part('Kubernetes subnet manager', async () => {
+      log(`api-scale: kube manager, ${size.nodes} Nodes`);
+      const k = await m.kubeScale.runKubeStorm({ nodes: size.nodes, heartbeats: size.heartbeats, changes: size.nodes, netConfPath });
+      results.push({
+        title: 'Kubernetes subnet manager against the fake API server',
+        rows: [
+          {
+            name: `${k.nodes} Nodes`,
+            'list / watch requests': `${k.lists} / ${k.watches}`,
+            'first list RV': k.firstListResourceVersion ?? '(none)',
+            'first list (ms)': f0(k.initialListMs),
+            heartbeats: k.heartbeats,
+            'lease sets (heartbeats)': k.heartbeatDeliveries,
+            'CPU for them (ms)': f0(k.heartbeatCpuMs),
+            'µs per heartbeat': f1(k.heartbeatCpuUsPerEvent),
+            'ratio vs JSON.parse alone': (k.heartbeatCpuMs / Math.max(0.001, k.parseOnlyCpuMs)).toFixed(1),
+            'MAC changes': k.changes,
+            'lease sets (changes)': k.changeDeliveries,
+            'changes per lease set': f0(k.changes / Math.max(1, k.changeDeliveries)),
+            'all delivered (ms)': f0(k.changeWallMs),
+          },
+        ],
+        notes: [
+          'The manager (src/daemon/subnet/kube.ts) in this process, against test/helpers/fake-kube.ts over HTTP; heartbeats change only status.conditions[Ready].lastHeartbeatTime, written in bursts of 1,000; MAC changes in one burst.',
+          'CPU: this process, the fake\'s own writing taken off. Reference: JSON.parse of the same event lines, the least any watch client pays.',
+          'Before this change (same scenario at 500 Nodes): 384 µs per heartbeat (a sort and serialisation of every lease per event) and one lease set per MAC change.',
+        ],
+    });
+
     });
 
     // 2. The real agent in a node netns.
-    log(`api-scale: tsflanneld, ${size.nodes} Nodes, ${size.heartbeats} heartbeats`);
-    const a = await m.agentStorm.runAgentStorm({ nodes: size.nodes, heartbeats: size.heartbeats, repoRoot, log, timeoutMs: 300_000 });
-    results.push({
-      title: 'tsflanneld (Kubernetes mode) in a node netns: status storm and MAC burst',
-      rows: [
-        {
-          name: `${a.nodes} Nodes`,
-          'programmed in (s)': (a.programMs / 1000).toFixed(1),
-          heartbeats: a.heartbeats,
-          'kernel writes': a.heartbeatKernelWrites,
-          'reconcile passes': a.heartbeatPasses,
-          'agent CPU (ms)': f0(a.heartbeatAgentCpuMs),
-          'µs per heartbeat': f0((a.heartbeatAgentCpuMs * 1000) / a.heartbeats),
-          'MAC changes': a.changes,
-          'passes for them': a.changePasses,
-          'kernel messages': a.changeKernelWrites,
-          'in kernel after (ms)': f0(a.changeWallMs),
-          'agent CPU for them (ms)': f0(a.changeAgentCpuMs),
-          'list / watch requests': `${a.lists} / ${a.watches}`,
-          'agent RSS (MiB)': f0(a.agentRssMiB),
-        },
-      ],
-      notes: [
-        'bin/tsflanneld --kube-subnet-mgr --resync-period 3600 in a netns, reaching the fake API server through a socket bridge. Kernel writes: messages seen by `ip monitor route neigh link address` and `bridge monitor fdb` in the node netns, the sentinel Node\'s own entries taken off (a MAC change of the last Node after the storm shows that every heartbeat before it was read).',
-        'Passes: tsflannel_reconcile_duration_seconds_count{reason="watch"}. CPU: the agent process, /proc utime+stime (10 ms ticks).',
-      ],
+    await part('tsflanneld in a node netns', async () => {
+      log(`api-scale: tsflanneld, ${size.nodes} Nodes, ${size.heartbeats} heartbeats`);
+      const a = await m.agentStorm.runAgentStorm({ nodes: size.nodes, heartbeats: size.heartbeats, repoRoot, log, timeoutMs: 300_000 });
+      results.push({
+        title: 'tsflanneld (Kubernetes mode) in a node netns: status storm and MAC burst',
+        rows: [
+          {
+            name: `${a.nodes} Nodes`,
+            'programmed in (s)': (a.programMs / 1000).toFixed(1),
+            heartbeats: a.heartbeats,
+            'kernel writes': a.heartbeatKernelWrites,
+            'reconcile passes': a.heartbeatPasses,
+            'agent CPU (ms)': f0(a.heartbeatAgentCpuMs),
+            'µs per heartbeat': f0((a.heartbeatAgentCpuMs * 1000) / a.heartbeats),
+            'MAC changes': a.changes,
+            'passes for them': a.changePasses,
+            'kernel messages seen': a.changeKernelWrites,
+            'in kernel after (ms)': f0(a.changeWallMs),
+            'agent CPU for them (ms)': f0(a.changeAgentCpuMs),
+            'list / watch requests': `${a.lists} / ${a.watches}`,
+            'agent RSS (MiB)': f0(a.agentRssMiB),
+          },
+        ],
+        notes: [
+          'bin/tsflanneld --kube-subnet-mgr --resync-period 3600 in a netns, reaching the fake API server through a socket bridge. Kernel writes: messages seen by `ip monitor route neigh link address` and `bridge monitor fdb` in the node netns, the sentinel Node\'s own entries taken off (a MAC change of the last Node after the storm shows that every heartbeat before it was read).',
+          'Passes: tsflannel_reconcile_duration_seconds_count{reason="watch"}. CPU: the agent process, /proc utime+stime (10 ms ticks).',
+        ],
+    });
+
     });
 
     // 3. etcd: list and watch.
-    const { haveEtcd, startEtcd } = m.etcd;
-    if (haveEtcd) {
-      log(`api-scale: etcd, ${size.leases} leases`);
-      const etcd = await startEtcd();
-      try {
-        const e = await m.etcdScale.runEtcdStorm({ endpoint: etcd.endpoint, prefix: `/tsf-bench-${process.pid}/network`, leases: size.leases, changes: size.leases });
-        results.push({
-          title: 'etcd subnet manager against a real etcd',
-          rows: [
-            {
-              name: `${e.leases} leases`,
-              'first lease set (ms)': f0(e.firstListMs),
-              'its CPU (ms)': f0(e.firstListCpuMs),
-              'range requests': e.pages,
-              'separate puts': e.changes,
-              'lease sets for them': e.changeDeliveries,
-              'puts per lease set': f0(e.changes / Math.max(1, e.changeDeliveries)),
-              'all delivered (ms)': f0(e.changeWallMs),
-            },
-          ],
-          notes: ['Debian etcd, one member, on tmpfs; leases on one etcd lease; listing in pages of 1,000 keys at one revision; the puts issued concurrently, one per lease.'],
-        });
-      } finally {
-        await etcd.stop();
+    await part('etcd subnet manager', async () => {
+      const { haveEtcd, startEtcd } = m.etcd;
+      if (haveEtcd) {
+        log(`api-scale: etcd, ${size.leases} leases`);
+        const etcd = await startEtcd();
+        try {
+          const e = await m.etcdScale.runEtcdStorm({ endpoint: etcd.endpoint, prefix: `/tsf-bench-${process.pid}/network`, leases: size.leases, changes: size.leases });
+          results.push({
+            title: 'etcd subnet manager against a real etcd',
+            rows: [
+              {
+                name: `${e.leases} leases`,
+                'first lease set (ms)': f0(e.firstListMs),
+                'its CPU (ms)': f0(e.firstListCpuMs),
+                'range requests': e.pages,
+                'separate puts': e.changes,
+                'lease sets for them': e.changeDeliveries,
+                'puts per lease set': f0(e.changes / Math.max(1, e.changeDeliveries)),
+                'all delivered (ms)': f0(e.changeWallMs),
+              },
+            ],
+            notes: ['Debian etcd, one member; leases on one etcd lease; listing in pages of 1,000 keys at one revision; then one put per lease, 200 in flight.'],
+          });
+        } finally {
+          await etcd.stop();
+        }
+      } else {
+        log('api-scale: no etcd binary; skipping the etcd table');
       }
-    } else {
-      log('api-scale: no etcd binary; skipping the etcd table');
-    }
+    });
 
     // 4. Renewals, simulated.
     const { simulateRenewals, seededRandom } = m.renewal;
