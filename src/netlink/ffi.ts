@@ -8,7 +8,7 @@ import { NetlinkError } from './errors.js';
 import { AssetError, inSea, seaAssetPaths } from '../sea/assets.js';
 
 /** Bumped with native/tsfnl ShimVersion; a mismatch means a stale build. */
-const EXPECTED_SHIM_VERSION = 3;
+const EXPECTED_SHIM_VERSION = 4;
 
 type RawCall = (op: string, request: string) => string;
 
@@ -85,6 +85,8 @@ interface Reply {
   error?: string;
   errno?: string;
   code?: number;
+  /** a tag for failures callers map to specific errors (the pod ops) */
+  reason?: string;
   /** a panic's Go stack, kept off the message */
   stack?: string;
 }
@@ -103,6 +105,7 @@ function unwrap(op: string, text: string): unknown {
   if (!reply.ok) {
     const err = new NetlinkError(op, reply.error ?? 'unknown error', reply.errno, reply.code);
     if (reply.stack) err.goStack = reply.stack;
+    if (reply.reason) err.reason = reply.reason;
     throw err;
   }
   return reply.result;

@@ -14,7 +14,7 @@ import { HostLocalIpam, type IpamRange } from '../ipam/index.js';
 import { parsePluginConfig, type PluginConfig } from './config.js';
 import { createLogger, type PluginLogger } from './log.js';
 import { hostVethName } from './names.js';
-import { applyPodRoutes, configurePod, createPodVeth, deletePodVeth, ensureBridge, isPeerOf, podRoutes, safeIsNetns, staleBridgeAddresses } from './network.js';
+import { applyPodRoutes, attachPod, deletePodVeth, ensureBridge, isPeerOf, podRoutes, safeIsNetns, staleBridgeAddresses } from './network.js';
 import { checkRangesInSubnet, nodeSubnet, type NodeSubnet } from './subnet.js';
 import { cniErrorOf } from './errors.js';
 import { cidrContainsIp, parseIpv4, parseIpv4Cidr } from '../net/ipv4.js';
@@ -147,15 +147,15 @@ function resultOf(ctx: PluginContext, cfg: PluginConfig, a: Attached, routes: { 
  */
 async function existingAttachment(ipam: HostLocalIpam, ctx: PluginContext, bridge: Link, hostName: string): Promise<Attached | undefined> {
   const { containerId, netns, ifname } = ctx.env;
-  // The kernel first: a fresh ADD stops here without taking the IPAM lock.
-  const host = nl.linkByName(hostName);
+  // The kernel first (one shim call): a fresh ADD stops at the host lookup, without the IPAM lock.
+  const seen = nl.inspectPod({ netns, hostName, ifname, bridgeIndex: bridge.index });
+  const { host, pod } = seen;
   if (!host || host.masterIndex !== bridge.index) return undefined;
-  const pod = nl.linkByName(ifname, { netns });
   if (!pod || !isPeerOf(pod, host)) return undefined;
   const held = await ipam.held(containerId, ifname);
   if (!held || held.length === 0) return undefined;
   const alloc = held[0]!;
-  if (!nl.addrList({ dev: ifname, netns, family: 'inet' }).some((a) => a.cidr === alloc.address)) return undefined;
+  if (!seen.podAddresses.includes(alloc.address)) return undefined;
   return { bridge, host, pod, address: alloc.address, gateway: alloc.gateway };
 }
 
@@ -190,11 +190,12 @@ export async function add(ctx: PluginContext): Promise<Result> {
         const [alloc] = await ipam.allocate(containerId, ifname);
         // Undo only what this call made: a lease it merely found stays.
         if (alloc!.created) onUndo(() => ipam.release(containerId, ifname));
-        const veth = createPodVeth(hostName, netns, ifname, mtu, cfg.bridge, cfg.hairpinMode);
-        onUndo(() => nl.linkDelete(hostName));
         const gw = alloc!.gateway || subnet.gateway;
         const routes = podRoutes(subnet.clusterNetwork, gw, cfg.isDefaultGateway, cfg.routes);
-        const pod = configurePod(netns, ifname, { address: alloc!.address, gateway: gw, routes });
+        // One shim call makes the pair and configures the pod; it leaves nothing behind when it fails.
+        const veth = attachPod(hostName, netns, ifname, mtu, cfg.bridge, cfg.hairpinMode, { address: alloc!.address, gateway: gw, routes });
+        onUndo(() => nl.linkDelete(hostName));
+        const pod = veth.pod;
         log.info({ ip: alloc!.address, veth: hostName }, 'pod attached');
         return resultOf(ctx, cfg, { bridge, host: veth.host, pod, address: alloc!.address, gateway: gw }, routes);
       });
