@@ -91,13 +91,44 @@ interface Reply {
   stack?: string;
 }
 
+/** One shim call as traceShimCalls records it. */
+export interface ShimCallTrace {
+  op: string;
+  /** the request named another netns (the op entered it) */
+  netns: boolean;
+  /** wall time of the call, JSON both ways included */
+  ms: number;
+  /** this process's CPU time (user + system, every thread) during the call */
+  cpuMs: number;
+}
+
+let trace: ShimCallTrace[] | undefined;
+
+/**
+ * Starts (on) or stops recording every shim call's op and times, and returns
+ * what was recorded so far (bench/cni-breakdown.js). Off by default.
+ */
+export function traceShimCalls(on: boolean): ShimCallTrace[] {
+  const got = trace ?? [];
+  trace = on ? [] : undefined;
+  return got;
+}
+
 /** Runs one shim op and returns its result, or throws a NetlinkError. */
 export function call(op: string, request: object): unknown {
   if (!rawCall) {
     rawCall = load();
     checkVersion(rawCall);
   }
-  return unwrap(op, rawCall(op, JSON.stringify(request)));
+  if (!trace) return unwrap(op, rawCall(op, JSON.stringify(request)));
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  try {
+    return unwrap(op, rawCall(op, JSON.stringify(request)));
+  } finally {
+    const c = process.cpuUsage(c0);
+    trace.push({ op, netns: 'netns' in request && Boolean(request.netns), ms: performance.now() - t0, cpuMs: (c.user + c.system) / 1000 });
+  }
 }
 
 function unwrap(op: string, text: string): unknown {
