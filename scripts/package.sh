@@ -135,11 +135,10 @@ const common = {
   logLevel: 'warning',
 };
 // The SEA's main script: the dispatcher and the CNI plugin only. The node
-// tool and the agent are bundles of their own, embedded as assets with V8's
-// code cache (src/sea/programs.ts PROGRAM_BUNDLES names them).
+// tool and the agent are one bundle of their own, embedded as an asset with
+// V8's code cache (src/sea/programs.ts PROGRAMS_BUNDLE).
 await build({ ...common, entryPoints: ['src/main/tsflannel.ts'], outfile: join(bundles, 'tsflannel.cjs') });
-await build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: join(bundles, 'tsflannel-tool.cjs') });
-await build({ ...common, entryPoints: ['src/daemon/main.ts'], outfile: join(bundles, 'tsflanneld.cjs') });
+await build({ ...common, entryPoints: ['src/main/programs.ts'], outfile: join(bundles, 'tsflannel-programs.cjs') });
 await build({ ...common, entryPoints: ['src/daemon/cni-worker.ts'], outfile: join(bundles, 'cni-worker.cjs') });
 
 // Native files: extracted at run time into a directory named by their hashes
@@ -154,21 +153,19 @@ for (const [name, path] of Object.entries(natives)) {
 writeFileSync(join(work, 'assets', 'tsflannel-assets.json'), `${JSON.stringify({ files }, null, 2)}\n`);
 EOF
 
-# 2. V8's code cache for the tool's and the agent's bundles, made by the node
+# 2. V8's code cache for the tool and agent bundle, made by the node
 #    that the executable embeds (V8 accepts a cache only from its own build
 #    and flags), compiled exactly as src/sea/programs.ts compiles them.
-say "code cache for the tool and agent bundles"
+say "code cache for the tool and agent bundle"
 programs_js=$(npx --no-install esbuild --bundle --platform=node --format=esm --log-level=warning src/sea/programs.ts)
 "$node_bin" --input-type=module - "$dist/bundle" "$work/assets" <<EOF
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Script } from 'node:vm';
-const { PROGRAM_BUNDLES, codeCacheAsset, wrapCommonJs } = await import('data:text/javascript;base64,$(printf '%s' "$programs_js" | base64 -w0)');
+const { PROGRAMS_BUNDLE, codeCacheAsset, wrapCommonJs } = await import('data:text/javascript;base64,$(printf '%s' "$programs_js" | base64 -w0)');
 const [bundles, out] = process.argv.slice(2);
-for (const name of Object.values(PROGRAM_BUNDLES)) {
-  const script = new Script(wrapCommonJs(readFileSync(join(bundles, name), 'utf8')), { filename: name });
-  writeFileSync(join(out, codeCacheAsset(name)), script.createCachedData());
-}
+const script = new Script(wrapCommonJs(readFileSync(join(bundles, PROGRAMS_BUNDLE), 'utf8')), { filename: PROGRAMS_BUNDLE });
+writeFileSync(join(out, codeCacheAsset(PROGRAMS_BUNDLE)), script.createCachedData());
 EOF
 
 # 3. The SEA blob. The conflist that `tsflannel install` writes
@@ -189,10 +186,8 @@ sea_config() {
     "tsflannel-assets.json": "$work/assets/tsflannel-assets.json",
     "10-tsflannel.conflist": "conf/10-tsflannel.conflist",
     "cni-worker.cjs": "$dist/bundle/cni-worker.cjs",
-    "tsflannel-tool.cjs": "$dist/bundle/tsflannel-tool.cjs",
-    "tsflannel-tool.cjs.v8cache": "$work/assets/tsflannel-tool.cjs.v8cache",
-    "tsflanneld.cjs": "$dist/bundle/tsflanneld.cjs",
-    "tsflanneld.cjs.v8cache": "$work/assets/tsflanneld.cjs.v8cache"
+    "tsflannel-programs.cjs": "$dist/bundle/tsflannel-programs.cjs",
+    "tsflannel-programs.cjs.v8cache": "$work/assets/tsflannel-programs.cjs.v8cache"
   }
 }
 EOF

@@ -4,7 +4,7 @@
 // or else by the name it was started under, argv[0]'s basename: the image
 // links tsflanneld to it, and `tsflannel install` copies it into the CNI bin
 // dir as tsflannel-standalone. Only the plugin is in this bundle: the agent
-// and the node tool are bundles of their own (src/sea/programs.ts), so a
+// and the node tool are a bundle of their own (src/sea/programs.ts), so a
 // CNI call neither loads nor even compiles them.
 import { fileURLToPath } from 'node:url';
 import { loadProgram } from '../sea/programs.js';

@@ -1,9 +1,9 @@
-// The node tool and the agent as separate bundles, loaded only when the
-// single executable runs as one of them. The SEA's main script holds only the
+// The node tool and the agent live in a bundle of their own (src/main/
+// programs.ts), loaded only when the single executable runs as one of them. The SEA's main script holds only the
 // dispatcher and the CNI plugin: a runtime starts the plugin for every pod,
 // and the time V8 takes to start a main script grows with its size even with
 // a code cache (7 MB cost about 25 ms per call, the plugin alone 8 ms).
-// scripts/package.sh embeds each bundle with V8's code cache for it, made by
+// scripts/package.sh embeds that bundle with V8's code cache for it, made by
 // the same node; a cache V8 rejects (another node build) only costs time.
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -14,10 +14,15 @@ export interface ProgramModule {
   main(): Promise<void>;
 }
 
-export type ProgramBundle = 'tool' | 'agent';
+export type ProgramName = 'tool' | 'agent';
 
-/** The bundle file (dist/bundle/) and SEA asset name of each program. */
-export const PROGRAM_BUNDLES: Record<ProgramBundle, string> = { tool: 'tsflannel-tool.cjs', agent: 'tsflanneld.cjs' };
+/** What the programs bundle exports (src/main/programs.ts). */
+interface ProgramsBundle {
+  programs: Record<ProgramName, () => Promise<ProgramModule>>;
+}
+
+/** The bundle's file name in dist/bundle/ and its SEA asset name. */
+export const PROGRAMS_BUNDLE = 'tsflannel-programs.cjs';
 
 /** The asset holding V8's code cache for a bundle. */
 export function codeCacheAsset(bundle: string): string {
@@ -40,7 +45,7 @@ function optionalAsset(name: string): Buffer | undefined {
   }
 }
 
-function runEmbedded(bundle: string): ProgramModule {
+function runEmbedded(bundle: string): ProgramsBundle {
   const source = sea.getAsset(bundle, 'utf8');
   const filename = join(dirname(process.execPath), bundle);
   const cachedData = optionalAsset(codeCacheAsset(bundle));
@@ -49,15 +54,14 @@ function runEmbedded(bundle: string): ProgramModule {
   const mod = { exports: {} };
   // The SEA's own require sees only built-ins; the bundles need no more.
   fn(mod.exports, createRequire(filename), mod, filename, dirname(filename));
-  return mod.exports as ProgramModule;
+  return mod.exports as ProgramsBundle;
 }
 
 /**
- * The program's module: from the executable when it is a SEA, else the
+ * The program's module: from the executable when it is a SEA, else from the
  * bundle file beside the running one (`node dist/bundle/tsflannel.cjs`).
  */
-export function loadProgram(which: ProgramBundle, here: string): ProgramModule {
-  const bundle = PROGRAM_BUNDLES[which];
-  if (sea.isSea()) return runEmbedded(bundle);
-  return createRequire(here)(join(dirname(here), bundle)) as ProgramModule;
+export function loadProgram(which: ProgramName, here: string): Promise<ProgramModule> {
+  const bundle = sea.isSea() ? runEmbedded(PROGRAMS_BUNDLE) : (createRequire(here)(join(dirname(here), PROGRAMS_BUNDLE)) as ProgramsBundle);
+  return bundle.programs[which]();
 }
