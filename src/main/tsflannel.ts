@@ -7,7 +7,6 @@
 // and the node tool are a bundle of their own (src/sea/programs.ts), so a
 // CNI call neither loads nor even compiles them.
 import { fileURLToPath } from 'node:url';
-import { loadProgram } from '../sea/programs.js';
 import { programFor, type Program } from './dispatch.js';
 
 const CNI_ERROR_VERSION = '1.1.0';
@@ -29,5 +28,5 @@ function fail(err: unknown): void {
 const entry =
   program.kind === 'plugin'
     ? import('../plugin/main.js')
-    : Promise.resolve().then(() => loadProgram(program.kind === 'agent' ? 'agent' : 'tool', fileURLToPath(import.meta.url)));
+    : import('../sea/programs.js').then(({ loadProgram }) => loadProgram(program.kind === 'agent' ? 'agent' : 'tool', fileURLToPath(import.meta.url)));
 entry.then((m) => m.main()).catch(fail);
