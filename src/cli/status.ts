@@ -1,13 +1,15 @@
 // `tsflannel status`: this node's lease and subnet file, cni0, flannel.1,
 // the remote nodes it knows (from flannel.1's entries, and from the subnet
-// manager when one is given) and the local pods. Read-only.
+// manager when one is given) and the local pods; on a node with an IPv6
+// subnet also flannel-v6, its remote nodes and the ip6tables chains.
+// Read-only.
 import type { Argv } from 'yargs';
 import { snapshot, type NodeSnapshot } from './checks/index.js';
 import { nodeToolCommand, type NodeToolOptions } from './checks/options.js';
 import { table, type Paint } from './checks/format.js';
 import type { EntryStatus, PeerRow } from './checks/peers.js';
 import type { BackendConfig, Lease } from '../daemon/types.js';
-import type { NodeState, PodAttachment } from '../node/state.js';
+import { kernelPeers, type KernelPeer, type NodeState, type PodAttachment } from '../node/state.js';
 import type { ClusterView } from './checks/source.js';
 import { cniPathLine, readCniSocket, type CniSocketState } from './checks/cni-socket.js';
 
@@ -30,6 +32,13 @@ export interface StatusReport {
   ipam: { dir: string; exists: boolean; leases: number; total?: number; free?: number; error?: string };
   /** which path pod calls take: the agent's socket, or the standalone fallback */
   cniPath?: CniSocketState;
+  /** the IPv6 overlay, on a node with an IPv6 subnet or a flannel-v6 device */
+  ipv6?: {
+    vxlan: NodeState['vxlan'];
+    /** remote nodes as flannel-v6's routes, neighbours and FDB describe them */
+    remotes: KernelPeer[];
+    ip6tables: NodeState['iptables'] | null;
+  };
 }
 
 export function buildStatus(snap: NodeSnapshot): StatusReport {
@@ -62,6 +71,7 @@ export function buildStatus(snap: NodeSnapshot): StatusReport {
     remotes: rows,
     pods: state.ipam.pods,
     ipam,
+    ...(state.ipv6 ? { ipv6: { vxlan: state.ipv6.vxlan, remotes: kernelPeers(state.ipv6), ip6tables: state.ipv6.ip6tables ?? null } } : {}),
   };
 }
 
@@ -103,10 +113,9 @@ function wireguardLine(r: StatusReport, p: Paint): string {
   return `${dev.name} (${impl}) port ${dev.listenPort ?? '?'} public key ${dev.publicKey ?? '-'} mtu ${dev.mtu} ${dev.addresses.join(' ') || 'no address'} ${dev.up ? 'up' : p.red('DOWN')}, ${dev.peers.length} peer(s), ${key}`;
 }
 
-function iptablesLine(r: StatusReport): string {
-  const ipt = r.iptables;
+function iptablesLine(ipt: StatusReport['iptables'], tool = 'iptables'): string {
   if (!ipt) return 'not read';
-  if (!ipt.ok) return `cannot run iptables: ${ipt.error ?? '?'}`;
+  if (!ipt.ok) return `cannot run ${tool}: ${ipt.error ?? '?'}`;
   const fwd = ipt.flannelFwd === null ? 'no FLANNEL-FWD' : `FLANNEL-FWD ${ipt.flannelFwd.length} rules`;
   const masq = ipt.flannelMasq === null ? 'no FLANNEL-POSTRTG' : `FLANNEL-POSTRTG ${ipt.flannelMasq.length} rules`;
   return `FORWARD policy ${ipt.forwardPolicy ?? '?'}, ${fwd}, ${masq}`;
@@ -121,7 +130,7 @@ export function formatStatus(r: StatusReport, p: Paint): string {
   const fileText = !sf.exists
     ? p.red(`${sf.path}: missing`)
     : env
-      ? `${sf.path}: FLANNEL_NETWORK=${env.network} FLANNEL_SUBNET=${env.subnet} FLANNEL_MTU=${env.mtu} FLANNEL_IPMASQ=${env.ipMasq}`
+      ? `${sf.path}: ${env.network ? `FLANNEL_NETWORK=${env.network} FLANNEL_SUBNET=${env.subnet} ` : ''}${env.ipv6Subnet ? `FLANNEL_IPV6_NETWORK=${env.ipv6Network} FLANNEL_IPV6_SUBNET=${env.ipv6Subnet} ` : ''}FLANNEL_MTU=${env.mtu} FLANNEL_IPMASQ=${env.ipMasq}`
       : p.red(`${sf.path}: ${sf.error ?? 'unreadable'}`);
   const br = r.bridge;
   const brText = br
@@ -142,8 +151,18 @@ export function formatStatus(r: StatusReport, p: Paint): string {
     ['vxlan', vxText],
     ...(r.wireguard || snapBackend === 'wireguard' ? [['wireguard', wireguardLine(r, p)] as [string, string]] : []),
     ['sysctl', `ip_forward=${r.sysctl.ipForward ?? '?'} rp_filter ${rp}`],
-    ['iptables', iptablesLine(r)],
+    ['iptables', iptablesLine(r.iptables)],
   ];
+  if (r.ipv6) {
+    const v6 = r.ipv6.vxlan;
+    const v6Text = v6
+      ? `${v6.name} vni ${v6.vni} local ${v6.local || '-'} dev ${v6.dev ?? '-'} dstport ${v6.port} ${v6.learning ? 'learning' : 'nolearning'} mtu ${v6.mtu} mac ${v6.mac} ${v6.addresses.join(' ') || 'no address'} ${v6.up ? 'up' : p.red('DOWN')}`
+      : snapBackend === 'vxlan'
+        ? p.red('no flannel-v6.N VXLAN device')
+        : `none (${snapBackend} backend)`;
+    rows.splice(4, 0, ['vxlan (v6)', v6Text]);
+    rows.push(['ip6tables', iptablesLine(r.ipv6.ip6tables, 'ip6tables')]);
+  }
   if (r.cniPath) rows.push(['CNI calls', r.cniPath.answering ? cniPathLine(r.cniPath) : p.yellow(cniPathLine(r.cniPath))]);
   for (const [k, v] of rows) out.push(`  ${k.padEnd(12)}${v}`);
 
@@ -175,6 +194,17 @@ export function formatStatus(r: StatusReport, p: Paint): string {
       x.refused ? p.red(`lease refused: ${x.refused}`) : x.source === 'kernel' && fromLeases ? p.yellow('stale: no lease') : x.problems.length ? p.red(x.problems.join('; ')) : '',
     ]);
     out.push(...table(['NODE', 'SUBNET', 'PUBLIC IP', 'VTEP MAC', 'ROUTE', 'NEIGH', 'FDB', 'NOTE'], body));
+  }
+
+  if (r.ipv6?.vxlan) {
+    const v6 = r.ipv6;
+    out.push('');
+    out.push(p.bold(`IPv6 remote nodes (from ${v6.vxlan!.name}'s routes, neighbours and FDB): ${v6.remotes.length}`));
+    if (v6.remotes.length > 0) {
+      const yes = (ok: boolean) => (ok ? p.green('yes') : p.red('MISSING'));
+      const body = v6.remotes.map((x) => [x.subnet, x.gateway, x.publicIP ?? '-', x.mac ?? '-', yes(x.route), yes(x.neigh), yes(x.fdb)]);
+      out.push(...table(['SUBNET', 'GATEWAY', 'PUBLIC IPV6', 'VTEP MAC', 'ROUTE', 'NEIGH', 'FDB'], body));
+    }
   }
 
   out.push('');

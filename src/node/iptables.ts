@@ -21,16 +21,16 @@ function appendRules(res: RunResult): string[] | null {
   return res.stdout.split('\n').filter((l) => l.startsWith('-A '));
 }
 
-/** `iptables -S` for the chains the checks look at. */
-export async function readIptables(netns?: string): Promise<IptablesSnapshot> {
-  const ipt = (args: string[]) => run(netnsCommand(netns, ['iptables', '-w', '5', ...args]));
+/** `iptables -S` (or `ip6tables -S`) for the chains the checks look at. */
+export async function readIptables(netns?: string, tool: 'iptables' | 'ip6tables' = 'iptables'): Promise<IptablesSnapshot> {
+  const ipt = (args: string[]) => run(netnsCommand(netns, [tool, '-w', '5', ...args]));
   const [forward, fwd, masq] = await Promise.all([
     ipt(['-S', 'FORWARD']),
     ipt(['-S', 'FLANNEL-FWD']),
     ipt(['-t', 'nat', '-S', 'FLANNEL-POSTRTG']),
   ]);
   if (forward.code !== 0) {
-    return { ok: false, error: forward.stderr.trim() || `iptables exited ${forward.code}`, forward: [], flannelFwd: null, flannelMasq: null };
+    return { ok: false, error: forward.stderr.trim() || `${tool} exited ${forward.code}`, forward: [], flannelFwd: null, flannelMasq: null };
   }
   const snap: IptablesSnapshot = { ok: true, forward: appendRules(forward) ?? [], flannelFwd: appendRules(fwd), flannelMasq: appendRules(masq) };
   const policy = /^-P FORWARD (\S+)/m.exec(forward.stdout);

@@ -99,6 +99,15 @@ function pickVxlan(links: nl.Link[], wanted: string | undefined): nl.Link | unde
   );
 }
 
+/** `wanted`, else flannel-v6.1, else the first flannel-v6.<N> VXLAN device (the IPv6 VTEP). */
+function pickVxlan6(links: nl.Link[], wanted: string | undefined): nl.Link | undefined {
+  if (wanted) return links.find((l) => l.name === wanted);
+  return (
+    links.find((l) => l.name === 'flannel-v6.1' && l.type === 'vxlan') ??
+    links.find((l) => /^flannel-v6\.\d+$/.test(l.name) && l.type === 'vxlan')
+  );
+}
+
 export interface VxlanRead {
   vxlan: VxlanDeviceState | null;
   /** on the VXLAN device */
@@ -107,8 +116,8 @@ export interface VxlanRead {
 }
 
 /** The VXLAN device and the entries that point traffic at remote VTEPs. */
-export function readVxlan(snap: LinkSnapshot, wanted: string | undefined, ns: nl.InNetns): VxlanRead {
-  const vx = pickVxlan(snap.links, wanted);
+export function readVxlan(snap: LinkSnapshot, wanted: string | undefined, ns: nl.InNetns, family: 'inet' | 'inet6' = 'inet'): VxlanRead {
+  const vx = family === 'inet6' ? pickVxlan6(snap.links, wanted) : pickVxlan(snap.links, wanted);
   if (!vx) return { vxlan: null, neighbours: [], fdb: [] };
   const info = vx.vxlan;
   const nameOf = (index: number) => snap.links.find((l) => l.index === index)?.name ?? null;
@@ -125,8 +134,9 @@ export function readVxlan(snap: LinkSnapshot, wanted: string | undefined, ns: nl
   if (vx.type !== 'vxlan') return { vxlan, neighbours: [], fdb: [] };
   const permanent = (state: number) => (state & nl.NudState.permanent) !== 0;
   const neighbours = nl
-    .neighList({ ...ns, dev: vx.name, family: 'inet' })
-    .filter((n) => n.ip)
+    .neighList({ ...ns, dev: vx.name, family })
+    // the kernel's own IPv6 neighbours (multicast, link-local) are not flannel's
+    .filter((n) => n.ip && !(family === 'inet6' && /^(ff|fe[89ab])/i.test(n.ip)))
     .map((n) => ({ ip: n.ip as string, mac: n.mac.toLowerCase(), permanent: permanent(n.state), state: n.state }));
   const fdb = nl.fdbList(vx.name, ns).map((e) => ({ mac: e.mac.toLowerCase(), dst: e.ip ?? '', permanent: permanent(e.state) }));
   return { vxlan, neighbours, fdb };

@@ -16,11 +16,11 @@ export interface KernelRoute {
 
 const MAIN_TABLE = 254;
 
-/** IPv4 routes of the main table, each with its device's name ('' when the link is unknown). */
-export function readMainRoutes(ns: nl.InNetns, links: readonly nl.Link[]): KernelRoute[] {
+/** Routes of the main table (IPv4 unless `family` says inet6), each with its device's name ('' when the link is unknown). */
+export function readMainRoutes(ns: nl.InNetns, links: readonly nl.Link[], family: 'inet' | 'inet6' = 'inet'): KernelRoute[] {
   const nameOf = new Map(links.map((l) => [l.index, l.name]));
   return nl
-    .routeList({ ...ns, family: 'inet' })
+    .routeList({ ...ns, family })
     .filter((r) => r.table === MAIN_TABLE)
     .map((r) => {
       const route: KernelRoute = {

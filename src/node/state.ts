@@ -73,6 +73,21 @@ export interface NodeState {
   iptables?: IptablesSnapshot;
   /** read when flannel-wg exists or ReadStateOptions.wireguard asks for it */
   wireguard?: WireguardState;
+  /** the IPv6 overlay: read when the subnet file has an IPv6 subnet or a flannel-v6 device exists */
+  ipv6?: Ipv6State;
+}
+
+/** The IPv6 half of a dual-stack or IPv6-only node. */
+export interface Ipv6State {
+  /** flannel-v6.<VNI>, with its IPv6 addresses */
+  vxlan: VxlanDeviceState | null;
+  /** IPv6 routes of the main table */
+  routes: KernelRoute[];
+  /** on flannel-v6, without the kernel's multicast and link-local entries */
+  neighbours: KernelNeigh[];
+  fdb: KernelFdb[];
+  /** `ip6tables -S` of flannel's chains (when iptables is read) */
+  ip6tables?: IptablesSnapshot;
 }
 
 function isNetnsPath(path: string): boolean {
@@ -131,6 +146,12 @@ export async function readNodeState(opts: ReadStateOptions = {}): Promise<NodeSt
     sysctl: readSysctls(ns, rpNames),
   };
   if (opts.iptables !== false) state.iptables = await readIptables(netns);
+  if (subnetFile.env?.ipv6Subnet || snap.links.some((l) => /^flannel-v6\.\d+$/.test(l.name))) {
+    const snap6 = { links: snap.links, addrs: nl.addrList({ ...ns, family: 'inet6' }).filter((a) => !/^fe[89ab]/i.test(a.cidr)) };
+    const v6 = readVxlan(snap6, undefined, ns, 'inet6');
+    state.ipv6 = { vxlan: v6.vxlan, routes: readMainRoutes(ns, snap.links, 'inet6'), neighbours: v6.neighbours, fdb: v6.fdb };
+    if (opts.iptables !== false) state.ipv6.ip6tables = await readIptables(netns, 'ip6tables');
+  }
   const wgLink = snap.links.find((l) => l.name === WIREGUARD_DEVICE);
   if (wgLink || opts.wireguard) state.wireguard = await readWireguard(wgLink ? linkInfo(wgLink, snap.addrs) : null, netns);
   return state;
@@ -156,7 +177,7 @@ export interface KernelPeer {
  * route. Neighbours and FDB entries no route leads to are not peers; the
  * stale-entry check reports them.
  */
-export function kernelPeers(state: NodeState): KernelPeer[] {
+export function kernelPeers(state: Pick<NodeState, 'vxlan' | 'routes' | 'neighbours' | 'fdb'>): KernelPeer[] {
   const vx = state.vxlan;
   if (!vx) return [];
   const neighByIp = new Map(state.neighbours.map((n) => [n.ip, n]));

@@ -7,10 +7,11 @@
 // a node that leaves and comes back with a new IPv6 address, and IPv6
 // entries deleted by hand come back within the resync period.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Cluster, type Pod } from '../../src/demo/cluster.js';
+import { Cluster, PLUGIN_BIN, type Pod } from '../../src/demo/cluster.js';
 import type { NodeSpec } from '../../src/demo/topology.js';
 import { cidrContainsIp, parseCidr, parseIp, splitCidr } from '../../src/net/ip.js';
 import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
@@ -97,6 +98,15 @@ async function meshReady(cluster: Cluster, names: string[], families: (4 | 6)[])
   );
 }
 
+/** `tsflannel <cmd>` inside a node, asynchronously (the etcd bridge's root end lives in this process). */
+function nodeTool(cluster: Cluster, node: string, cmd: 'status' | 'doctor', extra: string[]): Promise<{ code: number; stdout: string }> {
+  const args = ['netns', 'exec', cluster.node(node).ns, PLUGIN_BIN, cmd, '--subnet-file', cluster.subnetFile(node),
+    '--data-dir', join(cluster.nodeDir(node), 'networks'), '--cni-socket', cluster.cniSocket(node), ...extra];
+  return new Promise((resolve) => {
+    execFile('ip', args, { encoding: 'utf8', timeout: 60_000 }, (err, stdout) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout }));
+  });
+}
+
 /** The checks every dual-stack cluster passes, whatever the subnet manager. */
 function dualStackChecks(get: () => { cluster: Cluster; outside: () => string }): void {
   it('gives every node an IPv4 and an IPv6 subnet (subnet.env as flanneld writes it) and both VTEPs', () => {
@@ -174,6 +184,25 @@ describe.skipIf(requireOrSkip('dual-stack cluster (etcd)', { root: isRoot, [`etc
     expect(value.PublicIPv6).toBe(n1.ip6);
     const mac = JSON.parse(run(n1.ns, 'ip', ['-j', 'link', 'show', 'flannel-v6.1']))[0].address as string;
     expect(value.BackendV6Data).toEqual({ VNI: 1, VtepMAC: mac });
+  });
+
+  it('status and doctor cover flannel-v6, the IPv6 remote nodes and the IPv6 masquerade rules', async () => {
+    const etcd = ['--etcd-endpoints', 'http://127.0.0.1:2379'];
+    const doc = await nodeTool(cluster, 'n1', 'doctor', ['--json', ...etcd]);
+    const report = JSON.parse(doc.stdout) as { ok: boolean; checks: { id: string; status: string; message: string }[] };
+    const byId = new Map(report.checks.map((c) => [c.id, c]));
+    expect(byId.get('ipv6-overlay'), JSON.stringify(byId.get('ipv6-overlay'))).toMatchObject({ status: 'pass' });
+    expect(byId.get('ipv6-overlay')!.message).toMatch(/^flannel-v6\.1 local fd00:77::10 mtu 1430 fd00:10:244:[0-9a-f]*::\/128 up; 3 remote IPv6 subnets programmed \(checked against the leases\)$/);
+    expect(byId.get('ipv6-masquerade'), JSON.stringify(byId.get('ipv6-masquerade'))).toMatchObject({ status: 'pass' });
+    expect(byId.get('ipv6-masquerade')!.message).toContain('ip6tables FLANNEL-POSTRTG; ff00::/8 excluded');
+    expect(byId.get('masquerade')!.status).toBe('pass');
+
+    const status = await nodeTool(cluster, 'n1', 'status', etcd);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(/vxlan \(v6\)\s+flannel-v6\.1 vni 1 local fd00:77::10 dev eth0 dstport 8472 nolearning mtu 1430/);
+    expect(status.stdout).toContain("IPv6 remote nodes (from flannel-v6.1's routes, neighbours and FDB): 3");
+    expect(status.stdout).toMatch(/ip6tables\s+FORWARD policy \S+, FLANNEL-FWD 2 rules, FLANNEL-POSTRTG 6 rules/);
+    expect(status.stdout).toContain(`FLANNEL_IPV6_SUBNET=${subnetEnv(cluster, 'n1').FLANNEL_IPV6_SUBNET}`);
   });
 
   it('a node that leaves takes its IPv6 entries with it; back with a new IPv6 address, the others\' routes, neighbours and FDB follow', async () => {

@@ -2,7 +2,7 @@
 // runs the probes (ping, iptables -C); `evaluate` turns that into one result
 // per check without any I/O, which is what the unit tests drive.
 import { IptablesManager, ruleText } from '../../daemon/traffic/iptables.js';
-import { NFT_FORWARD_CHAIN, NFT_MASQ_CHAIN, NFT_TABLE, nftRules } from '../../daemon/traffic/nftables.js';
+import { NFT_FORWARD_CHAIN, NFT_MASQ_CHAIN, NFT_TABLE, NFT_TABLE_V6, nftRules } from '../../daemon/traffic/nftables.js';
 import { netnsCommand, readNodeState, run, type NodeState } from '../../node/state.js';
 import { checkForwardPolicy, checkIpForward, checkMasquerade, checkRpFilter } from './host.js';
 import { checkIpamCapacity, checkIpamLeaks } from './ipam.js';
@@ -17,6 +17,7 @@ import { checkWireguardDevice, checkWireguardPeers } from './wireguard.js';
 import { parseDump } from '../../daemon/backend/wireguard-peers.js';
 import { WIREGUARD_DEVICE } from '../../node/state.js';
 import { checkCniSocket, readCniSocket } from './cni-socket.js';
+import { checkIpv6Masquerade, checkIpv6Overlay, ownIpv6Subnet } from './ipv6.js';
 
 export * from './types.js';
 
@@ -41,6 +42,7 @@ export function evaluate(inputs: DoctorInputs): CheckResult[] {
     checkRpFilter(inputs, facts),
     checkForwardPolicy(inputs, facts),
     checkMasquerade(inputs, facts),
+    ...(inputs.state.ipv6 ? [checkIpv6Overlay(inputs, facts), checkIpv6Masquerade(inputs)] : []),
     checkIpamLeaks(inputs),
     checkIpamCapacity(inputs),
     ...(cniSocket ? [cniSocket] : []),
@@ -106,6 +108,36 @@ async function probeNftables(state: NodeState, facts: Facts, netns?: string): Pr
   };
 }
 
+/**
+ * The IPv6 rule set of a node with an IPv6 subnet: nft's `ip6 flannel-ipv6`
+ * when that table exists, else flannel's chains through ip6tables.
+ */
+async function probeIpv6Rules(state: NodeState, netns?: string): Promise<IptablesProbe | undefined> {
+  const env = state.subnetFile.env;
+  const subnet = ownIpv6Subnet(state);
+  if (!state.ipv6 || !env?.ipv6Network || !subnet) return undefined;
+  const rules = { network: env.ipv6Network, subnet, ipMasq: true, forwardRules: true, randomFully: false };
+  const nft = await run(netnsCommand(netns, ['nft', 'list', 'table', 'ip6', NFT_TABLE_V6]), 5000);
+  if (nft.code === 0) {
+    const lines = new Set(nft.stdout.split('\n').map((l) => l.trim()));
+    const want = nftRules(rules);
+    const missing = (chain: string, list: string[]) =>
+      list.filter((r) => !lines.has(r) && !lines.has(`${r} fully-random`)).map((r) => `nft ${NFT_TABLE_V6} ${chain}: ${r}`);
+    return { ok: true, mode: 'nftables', forwardMissing: missing(NFT_FORWARD_CHAIN, want.forward), masqMissing: env.ipMasq ? missing(NFT_MASQ_CHAIN, want.postrtg) : null };
+  }
+  const v6 = state.ipv6.ip6tables;
+  if (!v6?.ok) return { ok: false, error: v6?.error ?? 'ip6tables not read', forwardMissing: [], masqMissing: null };
+  try {
+    // --random-fully as the agent decides it: where ip6tables knows it
+    const common = { network: rules.network, subnet: rules.subnet, binary: netnsCommand(netns, ['ip6tables']) };
+    const forward = new IptablesManager({ ...common, ipMasq: false, forwardRules: true });
+    const masq = new IptablesManager({ ...common, ipMasq: true, forwardRules: false });
+    return { ok: true, forwardMissing: (await forward.listMissing()).map(ruleText), masqMissing: env.ipMasq ? (await masq.listMissing()).map(ruleText) : null };
+  } catch (err) {
+    return { ok: false, error: (err as Error).message, forwardMissing: [], masqMissing: null };
+  }
+}
+
 async function probeIptables(state: NodeState, facts: Facts, netns?: string): Promise<IptablesProbe> {
   const nft = await probeNftables(state, facts, netns);
   if (nft) return nft;
@@ -131,12 +163,14 @@ async function probeIptables(state: NodeState, facts: Facts, netns?: string): Pr
 
 export async function gatherInputs(opts: NodeToolOptions): Promise<DoctorInputs> {
   const snap = await snapshot(opts);
-  const [pings, iptables, cniSocket] = await Promise.all([
+  const [pings, iptables, cniSocket, ipv6Rules] = await Promise.all([
     pingAll(pingTargets(snap.rows), opts.netns),
     probeIptables(snap.state, snap.facts, opts.netns),
     readCniSocket(opts.cniSocket),
+    probeIpv6Rules(snap.state, opts.netns),
   ]);
   const inputs: DoctorInputs = { state: snap.state, view: snap.view, pings, iptables, cniSocket };
+  if (ipv6Rules) inputs.ipv6Rules = ipv6Rules;
   // The pings made the handshakes: read them again to judge how fresh they are.
   if (snap.facts.backend.type === 'wireguard' && snap.state.wireguard?.device && !snap.state.wireguard.device.error) {
     const res = await run(netnsCommand(opts.netns, ['wg', 'show', WIREGUARD_DEVICE, 'dump']));

@@ -31,7 +31,10 @@ export const CHECK_IDS = [
   'kernel-limits',
 ] as const;
 
-export type CheckId = (typeof CHECK_IDS)[number];
+/** Checks of the IPv6 overlay: reported only on a node with an IPv6 subnet (or a flannel-v6 device). */
+export const IPV6_CHECK_IDS = ['ipv6-overlay', 'ipv6-masquerade'] as const;
+
+export type CheckId = (typeof CHECK_IDS)[number] | (typeof IPV6_CHECK_IDS)[number];
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
 
 export interface CheckResult {
@@ -72,6 +75,8 @@ export interface DoctorInputs {
   publicIP?: string;
   pings: PingResult[];
   iptables: IptablesProbe;
+  /** the IPv6 rule set (ip6tables or nft ip6 flannel-ipv6), on a node with an IPv6 subnet */
+  ipv6Rules?: IptablesProbe;
   /** wireguard: flannel-wg's peers read again after the pings, with the time (unix s) */
   wireguardProbe?: { at: number; peers: DumpPeer[] };
   /** the agent's CNI socket; absent = not looked at */
