@@ -1,11 +1,14 @@
 // `npm run demo`: a three-node tsflannel cluster on this machine, built from
 // network namespaces (two nodes on one L2 segment, one behind a router), a
 // real etcd, one tsflanneld per node and two pods per node added through the
-// real tsflannel binary. It prints what each node programmed (read back from
-// the kernel), a pod-to-pod ping matrix and a masquerade check, then removes
-// everything it made, also on Ctrl-C. Exit 0 only when every ping answered.
+// real tsflannel binary. The cluster is dual-stack by default (an IPv4 and
+// an IPv6 underlay, flannel.1 and flannel-v6.1, pods with both addresses);
+// --ipv4-only runs the IPv4 overlay alone. It prints what each node
+// programmed (read back from the kernel), a pod-to-pod ping matrix per family
+// and a masquerade check per family, then removes everything it made, also on
+// Ctrl-C. Exit 0 only when every ping answered.
 //
-//   node build/demo/main.js [--keep]          run (and with --keep, stay up to explore)
+//   node build/demo/main.js [--keep] [--ipv4-only]  run (and with --keep, stay up to explore)
 //   node build/demo/main.js --cleanup PREFIX  remove what a killed demo left behind
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -14,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
-import { Cluster, PLUGIN_BIN, type Pod } from './cluster.js';
+import { Cluster, DEFAULT_NET_CONF, PLUGIN_BIN, type Pod } from './cluster.js';
 import { kernelPeers, readNodeState, type NodeState } from '../node/state.js';
 import { readClusterView } from '../cli/checks/source.js';
 import { paintFor, table, type Paint } from '../cli/checks/format.js';
@@ -26,6 +29,8 @@ const NODES = [
   { name: 'node3', segment: 'b' as const },
 ];
 const PODS_PER_NODE = 2;
+/** the demo's IPv6 pod network, next to DEFAULT_NET_CONF's 10.244.0.0/16 */
+const NETWORK6 = 'fd00:10:244::/56';
 const ETCD_PREFIX = '/coreos.com/network';
 const PREFIX_RE = /^tsfdemo[0-9a-f]{4}$/;
 
@@ -33,20 +38,22 @@ const out = (line = '') => process.stdout.write(`${line}\n`);
 
 interface Options {
   keep: boolean;
+  ipv4Only: boolean;
   cleanup?: string;
 }
 
 function parseArgs(argv: string[]): Options {
   const args = yargs(argv)
     .scriptName('npm run demo --')
-    .usage('$0 [--keep] | --cleanup PREFIX\n\nA three-node tsflannel cluster in network namespaces, with a ping matrix.')
+    .usage('$0 [--keep] [--ipv4-only] | --cleanup PREFIX\n\nA three-node dual-stack tsflannel cluster in network namespaces, with a ping matrix per family.')
     .option('keep', { type: 'boolean', default: false, describe: 'leave the cluster running to explore; Ctrl-C tears it down' })
+    .option('ipv4-only', { type: 'boolean', default: false, describe: 'an IPv4 overlay only (no IPv6 underlay, no flannel-v6, pods with one address)' })
     .option('cleanup', { type: 'string', describe: 'remove the namespaces, processes and files of the demo PREFIX (tsfdemoXXXX)' })
     .strict()
     .help()
     .version(false)
     .parseSync();
-  const opts: Options = { keep: args.keep };
+  const opts: Options = { keep: args.keep, ipv4Only: args['ipv4-only'] };
   if (args.cleanup !== undefined) {
     if (!PREFIX_RE.test(args.cleanup)) throw new Error(`--cleanup takes a demo prefix like tsfdemo1a2b, got "${args.cleanup}"`);
     opts.cleanup = args.cleanup;
@@ -96,7 +103,8 @@ async function nodeStates(cluster: Cluster): Promise<Map<string, NodeState>> {
 }
 
 function fullyProgrammed(state: NodeState, peers: number): boolean {
-  return kernelPeers(state).filter((p) => p.route && p.neigh && p.fdb).length === peers;
+  const full = (s: Parameters<typeof kernelPeers>[0]) => kernelPeers(s).filter((p) => p.route && p.neigh && p.fdb).length === peers;
+  return full(state) && (!state.subnetFile.env?.ipv6Subnet || (state.ipv6 !== undefined && full(state.ipv6)));
 }
 
 async function waitForMesh(cluster: Cluster, timeoutMs: number): Promise<Map<string, NodeState>> {
@@ -126,6 +134,15 @@ async function printNodes(cluster: Cluster, states: Map<string, NodeState>, p: P
     const byIp = (a: string, b: string) => a.localeCompare(b, 'en', { numeric: true });
     for (const n of [...s.neighbours].sort((a, b) => byIp(a.ip, b.ip))) out(`  neigh      ${n.ip} lladdr ${n.mac} dev ${vx?.name}${n.permanent ? ' PERMANENT' : ''}`);
     for (const f of [...s.fdb].sort((a, b) => byIp(a.dst, b.dst))) out(`  fdb        ${f.mac} dev ${vx?.name} dst ${f.dst} self${f.permanent ? ' permanent' : ''}`);
+    const v6 = s.ipv6;
+    if (v6) {
+      const vx6 = v6.vxlan;
+      out(`  lease v6   ${lease?.ipv6Subnet ?? p.red('none')} for ${lease?.publicIPv6 ?? '?'}; subnet.env FLANNEL_IPV6_SUBNET=${s.subnetFile.env?.ipv6Subnet ?? '?'}`);
+      out(`  VTEP v6    ${vx6 ? `${vx6.name} mac ${vx6.mac}, vni ${vx6.vni} local ${vx6.local} dev ${vx6.dev} dstport ${vx6.port}, mtu ${vx6.mtu}, ${vx6.addresses.join(' ')}` : p.red('no flannel-v6.1')}`);
+      for (const r of v6.routes.filter((r) => vx6 && r.dev === vx6.name && r.gw)) out(`  route6     ${r.dst} via ${r.gw} dev ${r.dev}${r.onlink ? ' onlink' : ''}`);
+      for (const n of [...v6.neighbours].sort((a, b) => byIp(a.ip, b.ip))) out(`  neigh6     ${n.ip} lladdr ${n.mac} dev ${vx6?.name}${n.permanent ? ' PERMANENT' : ''}`);
+      for (const f of [...v6.fdb].sort((a, b) => byIp(a.dst, b.dst))) out(`  fdb6       ${f.mac} dev ${vx6?.name} dst ${f.dst} self${f.permanent ? ' permanent' : ''}`);
+    }
     out();
   }
 }
@@ -136,9 +153,9 @@ function podLabel(pod: Pod): string {
   return `${pod.node}/${pod.name}`;
 }
 
-async function pingMatrix(pods: Pod[], p: Paint, tty: boolean): Promise<boolean> {
+async function pingMatrix(pods: Pod[], p: Paint, tty: boolean, addr: (pod: Pod) => string = (pod) => pod.ip): Promise<boolean> {
   const pairs = pods.flatMap((from) => pods.filter((to) => to !== from).map((to) => ({ from, to })));
-  const results = await Promise.all(pairs.map(async ({ from, to }) => ({ from, to, ...(await ping(from.ns, to.ip)) })));
+  const results = await Promise.all(pairs.map(async ({ from, to }) => ({ from, to, ...(await ping(from.ns, addr(to))) })));
   const cell = (from: Pod, to: Pod): string => {
     if (from === to) return p.dim('·');
     const r = results.find((x) => x.from === from && x.to === to)!;
@@ -158,13 +175,16 @@ async function pingMatrix(pods: Pod[], p: Paint, tty: boolean): Promise<boolean>
 
 /** A TCP server in the outside namespace that answers each connection with the address it came from. */
 function startWhoami(ns: string, port: number): Promise<ChildProcess> {
-  const script = `require('net').createServer((s)=>{s.end(s.remoteAddress.replace(/^::ffff:/,'')+'\\n')}).listen(${port},'0.0.0.0',()=>console.log('ready'))`;
+  const script = `require('net').createServer((s)=>{s.end(s.remoteAddress.replace(/^::ffff:/,'')+'\\n')}).listen(${port},'::',()=>console.log('ready'))`;
   const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
   return new Promise((resolve, reject) => {
     child.stdout!.once('data', () => resolve(child));
     child.once('exit', (code) => reject(new Error(`whoami server exited ${code}`)));
   });
 }
+
+/** A TCP client printing what the server answered (the source address it saw); works for both families. */
+const WHOAMI_CLIENT = `const c=require('net').connect({host:process.argv[1],port:Number(process.argv[2])});let d='';c.setTimeout(3000,()=>process.exit(2));c.on('data',x=>d+=x);c.on('end',()=>{process.stdout.write(d);process.exit(0)});c.on('error',()=>process.exit(3))`;
 
 async function masqueradeCheck(cluster: Cluster, p: Paint, tty: boolean): Promise<boolean> {
   const topo = cluster.topo!;
@@ -174,14 +194,18 @@ async function masqueradeCheck(cluster: Cluster, p: Paint, tty: boolean): Promis
   try {
     for (const node of topo.nodes) {
       const pod = cluster.pods.find((x) => x.node === node.name)!;
-      const echo = await ping(pod.ns, topo.outsideIP);
-      const tcp = await runIn(pod.ns, ['bash', '-c', `exec 3<>/dev/tcp/${topo.outsideIP}/${port} && cat <&3`], 5000);
-      const seen = tcp.code === 0 ? tcp.stdout.trim() : '';
-      const ok = echo.ok && seen === node.ip;
-      allOk &&= ok;
-      const mark = tty ? (ok ? p.green('✔') : p.red('✘')) : ok ? 'ok' : 'FAIL';
-      const what = seen ? `outside saw the connection come from ${seen}` : 'no TCP answer';
-      out(`  ${mark} ${podLabel(pod)} ${pod.ip} → ${topo.outsideIP}: ping ${echo.ok ? `${echo.ms?.toFixed(2)} ms` : 'lost'}, ${what}${ok ? ` = ${node.name}'s address (masqueraded)` : ` (want ${node.ip})`}`);
+      const families: [string, string, string][] = [[pod.ip, topo.outsideIP, node.ip]];
+      if (pod.ip6 && topo.outsideIP6 && node.ip6) families.push([pod.ip6, topo.outsideIP6, node.ip6]);
+      for (const [from, to, want] of families) {
+        const echo = await ping(pod.ns, to);
+        const tcp = await runIn(pod.ns, [process.execPath, '-e', WHOAMI_CLIENT, to, String(port)], 5000);
+        const seen = tcp.code === 0 ? tcp.stdout.trim() : '';
+        const ok = echo.ok && seen === want;
+        allOk &&= ok;
+        const mark = tty ? (ok ? p.green('✔') : p.red('✘')) : ok ? 'ok' : 'FAIL';
+        const what = seen ? `outside saw the connection come from ${seen}` : 'no TCP answer';
+        out(`  ${mark} ${podLabel(pod)} ${from} → ${to}: ping ${echo.ok ? `${echo.ms?.toFixed(2)} ms` : 'lost'}, ${what}${ok ? ` = ${node.name}'s address (masqueraded)` : ` (want ${want})`}`);
+      }
     }
   } finally {
     server.kill('SIGKILL');
@@ -200,6 +224,7 @@ function exploreHints(cluster: Cluster, prefix: string): void {
   out('The cluster stays up. Try:');
   out(`  ip netns exec ${n1.ns} ip -d link show flannel.1`);
   out(`  ip netns exec ${n1.ns} bridge fdb show dev flannel.1`);
+  if (n1.ip6) out(`  ip netns exec ${n1.ns} ip -6 route show dev flannel-v6.1`);
   out(`  ip netns exec ${pod.ns} ping -c3 ${other.ip}              # ${podLabel(pod)} → ${podLabel(other)}`);
   out(`  ip netns exec ${n1.ns} ${PLUGIN_BIN} status ${nodeFlags(n1)}`);
   out(`  ip netns exec ${n1.ns} ${PLUGIN_BIN} doctor ${nodeFlags(n1)}`);
@@ -283,7 +308,9 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
   const prefix = `tsfdemo${randomBytes(2).toString('hex')}`;
   const started = Date.now();
   const step = (line: string) => out(`${p.dim(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s]`)} ${line}`);
-  const cluster = new Cluster({ prefix, nodes: NODES, resyncSeconds: 5, log: step });
+  const dual = !opts.ipv4Only;
+  const netConf = dual ? { ...DEFAULT_NET_CONF, EnableIPv6: true, IPv6Network: NETWORK6 } : DEFAULT_NET_CONF;
+  const cluster = new Cluster({ prefix, nodes: NODES, resyncSeconds: 5, log: step, netConf, ipv6Underlay: dual });
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
@@ -303,13 +330,15 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);
 
   try {
-    step(p.bold(`cluster ${prefix}: node1, node2 on segment a (192.168.77.0/24), node3 on segment b (192.168.78.0/24) behind a router`));
+    step(p.bold(dual
+      ? `dual-stack cluster ${prefix}: node1, node2 on segment a (192.168.77.0/24, fd00:77::/64), node3 on segment b (192.168.78.0/24, fd00:78::/64) behind a router; pods in 10.244.0.0/16 and ${NETWORK6}`
+      : `cluster ${prefix}: node1, node2 on segment a (192.168.77.0/24), node3 on segment b (192.168.78.0/24) behind a router`));
     await cluster.start();
     for (const node of NODES) {
       for (let i = 1; i <= PODS_PER_NODE; i++) {
         const pod = await cluster.addPod(node.name, `pod${i}`);
         const via = pod.servedBy === 'agent' ? `the forwarder and ${node.name}'s agent (${cluster.cniSocket(node.name)})` : `the standalone plugin ${PLUGIN_BIN}`;
-        step(`pod ${podLabel(pod)} added through ${via}: ${pod.ip}`);
+        step(`pod ${podLabel(pod)} added through ${via}: ${pod.ip}${pod.ip6 && pod.ip6 !== pod.ip ? ` and ${pod.ip6}` : ''}`);
       }
     }
     step('waiting for every node to program every other node');
@@ -318,10 +347,17 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     out(p.bold('What each node programmed (read back from the kernel):'));
     out();
     await printNodes(cluster, states, p);
-    out(p.bold('Pod-to-pod ping matrix:'));
-    const matrixOk = await pingMatrix(cluster.pods, p, tty);
+    out(p.bold(dual ? 'Pod-to-pod ping matrix, IPv4 (flannel.1):' : 'Pod-to-pod ping matrix:'));
+    let matrixOk = await pingMatrix(cluster.pods, p, tty);
+    if (dual) {
+      out();
+      out(p.bold('Pod-to-pod ping matrix, IPv6 (flannel-v6.1):'));
+      matrixOk = (await pingMatrix(cluster.pods, p, tty, (pod) => pod.ip6 ?? 'no-ipv6-address')) && matrixOk;
+    }
     out();
-    out(p.bold(`Masquerade: pods → ${cluster.topo!.outsideIP} (the outside host has no route to 10.244.0.0/16):`));
+    out(p.bold(dual
+      ? `Masquerade: pods → ${cluster.topo!.outsideIP} and ${cluster.topo!.outsideIP6} (the outside host has no route to 10.244.0.0/16 or ${NETWORK6}):`
+      : `Masquerade: pods → ${cluster.topo!.outsideIP} (the outside host has no route to 10.244.0.0/16):`));
     const masqOk = await masqueradeCheck(cluster, p, tty);
     out();
     result = matrixOk && masqOk ? 0 : 1;
