@@ -2,12 +2,13 @@
 // set per family, IPv6 through ip6tables (FLANNEL-FWD, FLANNEL-POSTRTG) or
 // nftables (`ip6 flannel-ipv6`), with ff00::/8 never masqueraded; the same
 // masquerade decisions as IPv4 proven with real IPv6 connections; hand-made
-// damage repaired; clean-up removing both families.
+// damage repaired; clean-up removing both families; the IPv6 blackhole.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficRules } from '../../src/daemon/traffic/index.js';
-import { cleanupAll, inNs, isRoot } from '../helpers/netns.js';
+import { addNetns, cleanupAll, inNs, isRoot } from '../helpers/netns.js';
+import { ensureBlackholeRoute } from '../../src/daemon/traffic/blackhole.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { buildMasqTopology, seenSource, type MasqTopology } from '../helpers/masq-topology.js';
 
@@ -157,5 +158,36 @@ describe.skipIf(requireOrSkip('IPv6 traffic rules (nftables mode)', { root: isRo
     expect(await cleanUpOtherMode('iptables', { netns: t!.node })).toBe(true);
     expect(listing('ip6', 'flannel-ipv6')).toEqual([]);
     expect(listing('ip', 'flannel-ipv4')).toEqual([]);
+  });
+});
+
+describe.skipIf(requireOrSkip('IPv6 blackhole route', { root: isRoot }))('--ip-blackhole-route for the IPv6 subnet', () => {
+  let ns = '';
+  const ip = (args: string[]) => execFileSync('ip', ['-n', ns, ...args], { encoding: 'utf8' });
+
+  beforeAll(() => {
+    ns = addNetns('bh6');
+    ip(['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
+    ip(['addr', 'add', 'fd00:220::2/64', 'dev', 'eth0', 'nodad']);
+    ip(['link', 'set', 'eth0', 'up']);
+    ip(['link', 'set', 'eth0p', 'up']);
+    ip(['-6', 'route', 'add', 'default', 'via', 'fd00:220::1']);
+  });
+  afterAll(() => cleanupAll());
+
+  it('adds an IPv6 blackhole once: a pod address without a pod no longer follows the default route', () => {
+    expect(ip(['-6', 'route', 'get', 'fd00:10:244:3::7'])).toContain('via fd00:220::1');
+    expect(ensureBlackholeRoute('fd00:10:244:3::/64', ns)).toBe(true);
+    expect(ip(['-6', 'route', 'show', 'type', 'blackhole'])).toContain('blackhole fd00:10:244:3::/64');
+    expect(spawnSync('ip', ['-n', ns, '-6', 'route', 'get', 'fd00:10:244:3::7'], { encoding: 'utf8' }).stdout).not.toContain('via fd00:220::1');
+    expect(ensureBlackholeRoute('fd00:10:244:3::/64', ns)).toBe(false); // idempotent
+  });
+
+  it('stays behind cni0\'s own route to the subnet (metric 256 beats the blackhole\'s 1024)', () => {
+    ip(['link', 'add', 'cni0', 'type', 'bridge']);
+    ip(['addr', 'add', 'fd00:10:244:4::1/64', 'dev', 'cni0', 'nodad']);
+    ip(['link', 'set', 'cni0', 'up']);
+    ensureBlackholeRoute('fd00:10:244:4::/64', ns);
+    expect(ip(['-6', 'route', 'get', 'fd00:10:244:4::7'])).toContain('dev cni0');
   });
 });
