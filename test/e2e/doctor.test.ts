@@ -440,17 +440,22 @@ describe.skipIf(requireOrSkip('demo', needs))('the demo program', () => {
       }
     });
 
-  it('builds the cluster, prints the kernel state and an all-green ping matrix, exits 0 and leaves nothing behind', async () => {
+  it('builds the dual-stack cluster, prints both families\' kernel state and all-green ping matrices, exits 0 and leaves nothing behind', async () => {
     const run = startDemo([]);
     const code = await run.exited;
     const out = run.output();
     expect(code, out).toBe(0);
-    expect(out).toContain('30/30 pod pairs answered');
+    expect(out.match(/^30\/30 pod pairs answered/gm)).toHaveLength(2); // IPv4 and IPv6
+    expect(out).toContain('Pod-to-pod ping matrix, IPv6 (flannel-v6.1):');
+    expect(out.match(/^ {2}route6 {5}fd00:10:244:[0-9a-f]*::\/64 via fd00:10:244:[0-9a-f]*:: dev flannel-v6\.1 onlink$/gm)).toHaveLength(6);
+    expect(out.match(/^ {2}fdb6 {7}[0-9a-f:]{17} dev flannel-v6\.1 dst fd00:7[78]::\d+ self permanent$/gm)).toHaveLength(6);
     expect(out).toContain('demo passed');
     expect(out.match(/^ {2}route {6}10\.244\.\d+\.0\/24 via 10\.244\.\d+\.0 dev flannel\.1 onlink$/gm)).toHaveLength(6);
     expect(out.match(/^ {2}neigh {6}10\.244\.\d+\.0 lladdr [0-9a-f:]{17} dev flannel\.1 PERMANENT$/gm)).toHaveLength(6);
     expect(out.match(/^ {2}fdb {8}[0-9a-f:]{17} dev flannel\.1 dst 192\.168\.7[78]\.\d+ self permanent$/gm)).toHaveLength(6);
-    expect(out.match(/^ {2}ok node\d\/pod1 .* = node\d's address \(masqueraded\)$/gm)).toHaveLength(3);
+    // one per node and family: the outside host sees the node's IPv4 and IPv6 underlay address
+    expect(out.match(/^ {2}ok node\d\/pod1 .* = node\d's address \(masqueraded\)$/gm)).toHaveLength(6);
+    expect(out.match(/^ {2}ok node\d\/pod1 fd00:10:244:[0-9a-f]*::\d+ → fd00:18::2: .*come from fd00:7[78]::\d+ = /gm)).toHaveLength(3);
     expect(out).not.toMatch(/\x1b\[/); // not a TTY: no colour codes
     const prefix = prefixOf(out);
     expect(namespaces(prefix)).toEqual([]);
@@ -458,11 +463,13 @@ describe.skipIf(requireOrSkip('demo', needs))('the demo program', () => {
     expect(processesOf(prefix)).toEqual([]);
   }, 90_000);
 
-  it('--keep stays up with the commands to explore, and Ctrl-C tears it down', async () => {
-    const run = startDemo(['--keep']);
+  it('--keep --ipv4-only stays up (IPv4 only) with the commands to explore, and Ctrl-C tears it down', async () => {
+    const run = startDemo(['--keep', '--ipv4-only']);
     try {
       await waitForOutput(run, 'Ctrl-C tears it all down');
       const prefix = prefixOf(run.output());
+      expect(run.output()).toContain('Pod-to-pod ping matrix:\n');
+      expect(run.output()).not.toContain('flannel-v6');
       expect(namespaces(prefix)).toContain(`${prefix}-node1`);
       expect(run.output()).toContain(`ip netns exec ${prefix}-node1 ${PLUGIN_BIN} doctor`);
       run.child.kill('SIGINT');
