@@ -44,14 +44,13 @@ function familyPair(vars: Map<string, string>, netKey: string, subKey: string, f
   const net = vars.get(netKey);
   const sub = vars.get(subKey);
   if (net === undefined && sub === undefined) return undefined;
+  if (net === undefined) throw new SubnetEnvError(`${netKey} is missing (${subKey} is set)`);
+  if (sub === undefined) throw new SubnetEnvError(`${subKey} is missing (${netKey} is set)`);
   return [checkCidr(netKey, net, family), checkCidr(subKey, sub, family)];
 }
 
-/**
- * Parses the KEY=VALUE lines; unknown keys are ignored, as flannel does.
- * Either family's pair (or both) must be there, each pair complete.
- */
-export function parseSubnetEnv(text: string): SubnetEnv {
+/** The KEY=VALUE lines; unknown keys are ignored, as flannel does. */
+function readVars(text: string): Map<string, string> {
   const vars = new Map<string, string>();
   for (const line of text.split('\n')) {
     const trimmed = line.trim();
@@ -59,14 +58,30 @@ export function parseSubnetEnv(text: string): SubnetEnv {
     const eq = trimmed.indexOf('=');
     if (eq > 0) vars.set(trimmed.slice(0, eq).trim(), trimmed.slice(eq + 1).trim());
   }
+  return vars;
+}
+
+function readMtu(vars: Map<string, string>): number {
   const mtuText = vars.get('FLANNEL_MTU');
   const mtu = Number(mtuText);
   if (mtuText === undefined || !Number.isInteger(mtu) || mtu < 68 || mtu > 65535) {
     throw new SubnetEnvError(`FLANNEL_MTU is ${mtuText === undefined ? 'missing' : `not a valid MTU: "${mtuText}"`}`);
   }
+  return mtu;
+}
+
+/**
+ * Parses the file. Either family's pair (or both) must be there, each pair
+ * complete and of its family.
+ */
+export function parseSubnetEnv(text: string): SubnetEnv {
+  const vars = readVars(text);
+  const mtu = readMtu(vars);
   const v6 = familyPair(vars, 'FLANNEL_IPV6_NETWORK', 'FLANNEL_IPV6_SUBNET', 6);
-  // Without an IPv6 pair the IPv4 one is required, and named when missing.
-  const v4 = v6 ? familyPair(vars, 'FLANNEL_NETWORK', 'FLANNEL_SUBNET', 4) : [checkCidr('FLANNEL_NETWORK', vars.get('FLANNEL_NETWORK'), 4), checkCidr('FLANNEL_SUBNET', vars.get('FLANNEL_SUBNET'), 4)];
+  const v4 = familyPair(vars, 'FLANNEL_NETWORK', 'FLANNEL_SUBNET', 4);
+  if (!v4 && !v6) {
+    throw new SubnetEnvError('FLANNEL_NETWORK and FLANNEL_SUBNET are missing, and so are FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET: a node subnet of one family is needed');
+  }
   const env: SubnetEnv = {
     network: v4?.[0] ?? '',
     subnet: v4?.[1] ?? '',
@@ -78,6 +93,33 @@ export function parseSubnetEnv(text: string): SubnetEnv {
     env.ipv6Subnet = v6[1];
   }
   return env;
+}
+
+/** One family's pair of lines: the cluster network and the node's subnet (its gateway with the node prefix). */
+export interface FamilySubnetEnv {
+  network: string;
+  subnet: string;
+}
+
+/** The file as the CNI plugin reads it: either family may be absent, not both. */
+export interface PodSubnetEnv {
+  mtu: number;
+  ipMasq: boolean;
+  ipv4?: FamilySubnetEnv;
+  ipv6?: FamilySubnetEnv;
+}
+
+/**
+ * The file per family, as flannel's CNI plugin reads it: either pair alone
+ * is enough (an IPv6-only node writes no IPv4 lines). One parser serves the
+ * agent and the plugin, so they never disagree on what a file says.
+ */
+export function parsePodSubnetEnv(text: string): PodSubnetEnv {
+  const env = parseSubnetEnv(text);
+  const pod: PodSubnetEnv = { mtu: env.mtu, ipMasq: env.ipMasq };
+  if (env.subnet) pod.ipv4 = { network: env.network, subnet: env.subnet };
+  if (env.ipv6Network && env.ipv6Subnet) pod.ipv6 = { network: env.ipv6Network, subnet: env.ipv6Subnet };
+  return pod;
 }
 
 export function readSubnetEnv(path: string = DEFAULT_SUBNET_FILE): SubnetEnv {

@@ -7,6 +7,7 @@ import {
   canonicalizeRangeSets,
   candidates,
   capacity,
+  isReserved,
   rangeIndexOf,
   rangeSetToString,
   type IpamRange,
@@ -100,6 +101,16 @@ function matching(entries: StoreEntry[], containerId: string, ifname: string): S
   return exact.length > 0 ? exact : entries.filter((e) => e.content === containerId);
 }
 
+/** The first requested address inside `set` (start..end), removed from `pending`. */
+function takeRequested(pending: Map<string, Ip>, set: RangeSet): Ip | undefined {
+  for (const [text, ip] of pending) {
+    if (rangeIndexOf(set, ip) < 0) continue;
+    pending.delete(text);
+    return ip;
+  }
+  return undefined;
+}
+
 export class HostLocalIpam {
   readonly rangeSets: readonly RangeSet[];
   private readonly store: DiskStore;
@@ -124,18 +135,39 @@ export class HostLocalIpam {
   /**
    * One address per range set. A repeated call for the same (id, ifname)
    * returns the addresses it already holds, so a retried ADD never leaks.
+   *
+   * `requested` are the addresses the runtime asked for (CNI_ARGS IP=,
+   * args.cni.ips, runtimeConfig.ips), taken as the reference host-local
+   * takes them: each range set uses the first requested address it
+   * contains; one that is taken, or a gateway, fails the call, and so does
+   * one no range set contains. Never is another address picked instead.
    */
-  async allocate(containerId: string, ifname: string): Promise<Allocation[]> {
+  async allocate(containerId: string, ifname: string, requested: readonly Ip[] = []): Promise<Allocation[]> {
     this.requireRanges();
     const id = validateContainerId(containerId);
     const dev = validateIfname(ifname);
     return this.store.withLock(async () => {
       const entries = await this.store.entries();
       const created: string[] = [];
+      // One entry per address, as the reference keys them by text.
+      const pending = new Map(requested.map((ip) => [formatIp(ip), ip]));
       try {
         const out: Allocation[] = [];
         for (const [idx, set] of this.rangeSets.entries()) {
-          out.push(await this.allocateIn(idx, set, entries, leaseKey(id, dev), created));
+          const wanted = takeRequested(pending, set);
+          try {
+            out.push(await this.allocateIn(idx, set, entries, leaseKey(id, dev), created, wanted));
+          } catch (err) {
+            if (!(err instanceof CniError) || wanted === undefined) throw err;
+            throw new CniError(err.code, `failed to allocate for range ${idx}: ${err.message}`, err.details);
+          }
+        }
+        if (pending.size > 0) {
+          throw new CniError(
+            ErrorCode.Internal,
+            `failed to allocate all requested IPs: ${[...pending.keys()].join(' ')}`,
+            `no range set holds them; the ranges are ${this.rangeSets.map(rangeSetToString).join('; ')}`,
+          );
         }
         return out;
       } catch (err) {
@@ -152,9 +184,18 @@ export class HostLocalIpam {
     entries: StoreEntry[],
     key: string,
     created: string[],
+    wanted?: Ip,
   ): Promise<Allocation> {
     const held = entries.find((e) => e.content === key && rangeIndexOf(set, e.ip) >= 0);
-    if (held) return this.allocation(idx, set, held.ip, false);
+    if (held && (wanted === undefined || held.ip.value === wanted.value)) return this.allocation(idx, set, held.ip, false);
+    if (held) {
+      throw new CniError(
+        ErrorCode.Internal,
+        `requested IP address ${formatIp(wanted!)} conflicts with ${held.name}, which this container already holds in range set ${rangeSetToString(set)}`,
+        'delete the pod (CNI DEL) before asking for another address',
+      );
+    }
+    if (wanted) return this.reserveRequested(idx, set, key, created, wanted);
 
     const taken = new Set(entries.map((e) => e.name));
     for (const { value } of candidates(set, await this.store.lastReserved(idx))) {
@@ -167,6 +208,20 @@ export class HostLocalIpam {
       return this.allocation(idx, set, ip, true);
     }
     throw new CniError(ErrorCode.TryAgainLater, `no IP addresses available in range set: ${rangeSetToString(set)}`);
+  }
+
+  /** The reference's checks and words for a requested address; it also becomes the set's last reserved one. */
+  private async reserveRequested(idx: number, set: RangeSet, key: string, created: string[], ip: Ip): Promise<Allocation> {
+    const text = formatIp(ip);
+    const r = set[rangeIndexOf(set, ip)]!;
+    if (set.some((other) => other.gateway === ip.value)) throw new CniError(ErrorCode.Internal, `requested ip ${text} is subnet's gateway`);
+    const unavailable = () => new CniError(ErrorCode.Internal, `requested IP address ${text} is not available in range set ${rangeSetToString(set)}`);
+    // The network address and the IPv4 broadcast are never a pod's, even inside rangeStart..rangeEnd.
+    if (isReserved(set, r, ip.value)) throw unavailable();
+    if (!(await this.store.reserve(ip, key))) throw unavailable();
+    created.push(text);
+    await this.store.setLastReserved(idx, ip);
+    return this.allocation(idx, set, ip, true);
   }
 
   private allocation(idx: number, set: RangeSet, ip: Ip, created: boolean): Allocation {

@@ -9,3 +9,4 @@ export {
   type LeaseRecord,
   type PoolStats,
 } from './host-local.js';
+export { parseRequestedIp, requestedIps, type RequestSources } from './requested.js';

@@ -5,12 +5,14 @@ import type { Result } from '../cni/result.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import * as nl from '../netlink/index.js';
 import type { HostLocalIpam } from '../ipam/index.js';
+import { isDefaultDst } from './network.js';
 
 export interface CheckInput {
   env: CniEnv;
   prev: Result;
   bridge: string;
-  gatewayCidr: string;
+  /** one per family of the node */
+  gatewayCidrs: string[];
   hostVeth: string;
   ipam: HostLocalIpam;
 }
@@ -52,10 +54,17 @@ export async function checkAttachment(input: CheckInput): Promise<void> {
     if (!have.has(ip.address)) throw drift(`failed to match addr ${ip.address} on interface ${env.ifname}`);
   }
 
-  const routes = nl.routeList({ dev: env.ifname, family: 'inet', ...opts });
+  const v6 = (prev.routes ?? []).some((r) => r.dst.includes(':'));
+  const routes = [
+    ...nl.routeList({ dev: env.ifname, family: 'inet', ...opts }),
+    ...(v6 ? nl.routeList({ dev: env.ifname, family: 'inet6', ...opts }) : []),
+  ];
   for (const r of prev.routes ?? []) {
-    const dst = r.dst === '0.0.0.0/0' ? 'default' : r.dst;
-    const found = routes.some((k) => k.dst === dst && (r.gw === undefined || k.gw === r.gw));
+    const family = r.dst.includes(':');
+    // A default route lists as 'default' (or as 0.0.0.0/0, ::/0); the gateway tells the families apart.
+    const matchesDst = (dst: string) =>
+      isDefaultDst(r.dst) ? isDefaultDst(dst) && (r.gw === undefined || r.gw.includes(':') === family) : dst === r.dst;
+    const found = routes.some((k) => matchesDst(k.dst) && (r.gw === undefined || k.gw === r.gw));
     if (!found) throw drift(`route ${r.dst}${r.gw ? ` via ${r.gw}` : ''} missing in ${env.ifname}'s netns`);
   }
 
@@ -64,8 +73,9 @@ export async function checkAttachment(input: CheckInput): Promise<void> {
   const br = nl.linkByName(input.bridge);
   if (!br) throw drift(`bridge ${input.bridge} not found`);
   if (host.masterIndex !== br.index) throw drift(`host veth ${input.hostVeth} is not attached to ${input.bridge}`);
-  if (!nl.addrList({ dev: input.bridge, family: 'inet' }).some((a) => a.cidr === input.gatewayCidr)) {
-    throw drift(`bridge ${input.bridge} does not carry the gateway ${input.gatewayCidr}`);
+  const onBridge = new Set(nl.addrList({ dev: input.bridge }).map((a) => a.cidr));
+  for (const gw of input.gatewayCidrs) {
+    if (!onBridge.has(gw)) throw drift(`bridge ${input.bridge} does not carry the gateway ${gw}`);
   }
 
   const leases = await input.ipam.find(env.containerId, env.ifname);

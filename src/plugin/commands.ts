@@ -9,15 +9,15 @@ import { clip } from '../cni/validate.js';
 import * as nl from '../netlink/index.js';
 import type { Link } from '../netlink/index.js';
 import { kernelFsOf, openRegularSync, PathGuardError } from '../fs/guard.js';
-import { parseSubnetEnv, SubnetEnvError, type SubnetEnv } from '../flannel/subnet-env.js';
-import { HostLocalIpam, type IpamRange } from '../ipam/index.js';
+import { parsePodSubnetEnv, SubnetEnvError, type PodSubnetEnv } from '../flannel/subnet-env.js';
+import { HostLocalIpam, requestedIps, type Allocation } from '../ipam/index.js';
+import { cidrContainsIp, formatIp, parseCidr, parseIp, type Ip } from '../net/ip.js';
 import { parsePluginConfig, type PluginConfig } from './config.js';
 import { createLogger, type PluginLogger } from './log.js';
 import { hostVethName } from './names.js';
-import { applyPodRoutes, configurePod, createPodVeth, deletePodVeth, ensureBridge, isPeerOf, podRoutes, safeIsNetns, staleBridgeAddresses } from './network.js';
-import { checkRangesInSubnet, nodeSubnet, type NodeSubnet } from './subnet.js';
+import { applyPodRoutes, attachPod, deletePodVeth, ensureBridge, isPeerOf, podRoutes, safeIsNetns, staleBridgeAddresses, type PodRoute, type RouteFamily } from './network.js';
+import { checkRangesInSubnet, nodeSubnet, rangeSetsFor, type NodeSubnet } from './subnet.js';
 import { cniErrorOf } from './errors.js';
-import { cidrContainsIp, parseCidr, parseIp } from '../net/ip.js';
 import { checkAttachment } from './check.js';
 
 interface Prepared {
@@ -26,7 +26,7 @@ interface Prepared {
 }
 
 /** CNI_ARGS keys tsflannel knows (Kubernetes runtimes send these, with IgnoreUnknown=1). */
-const KNOWN_ARGS = ['K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID'];
+const KNOWN_ARGS = ['K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID', 'IP'];
 
 function prepare(ctx: PluginContext): Prepared {
   const cfg = parsePluginConfig(ctx.conf);
@@ -63,12 +63,12 @@ async function reported<T>(log: PluginLogger, fn: () => Promise<T>): Promise<T> 
 }
 
 /** The node's subnet file; the agent writes it once it holds a lease. */
-export function loadSubnetEnv(path: string): SubnetEnv {
+export function loadSubnetEnv(path: string): PodSubnetEnv {
   try {
     // Reading a FIFO (or a device) would block or never end; the agent writes a plain file.
     const fd = openRegularSync(path, fsc.O_RDONLY);
     try {
-      return parseSubnetEnv(readFileSync(fd, 'utf8'));
+      return parsePodSubnetEnv(readFileSync(fd, 'utf8'));
     } finally {
       closeSync(fd);
     }
@@ -90,8 +90,7 @@ export function loadSubnetEnv(path: string): SubnetEnv {
 
 /** The IPAM store; without a subnet (DEL, GC) it can release but not allocate. */
 function ipamFor(cfg: PluginConfig, subnet: NodeSubnet | undefined): HostLocalIpam {
-  let rangeSets: IpamRange[][] | undefined = cfg.ranges;
-  if (!rangeSets && subnet) rangeSets = [[{ subnet: subnet.network, gateway: subnet.gateway }]];
+  const rangeSets = subnet ? rangeSetsFor(cfg.ranges, subnet) : cfg.ranges;
   return new HostLocalIpam({ dataDir: cfg.dataDir, network: cfg.network, rangeSets, lockTimeoutMs: cfg.lockTimeoutMs });
 }
 
@@ -122,11 +121,11 @@ interface Attached {
   bridge: Link;
   host: Link;
   pod: Link;
-  address: string;
-  gateway: string;
+  /** one per range set, IPv4 first: `ip/prefix` with its gateway */
+  ips: { address: string; gateway: string }[];
 }
 
-function resultOf(ctx: PluginContext, cfg: PluginConfig, a: Attached, routes: { dst: string; gw: string }[]): Result {
+function resultOf(ctx: PluginContext, cfg: PluginConfig, a: Attached, routes: PodRoute[]): Result {
   const result: Result = {
     cniVersion: ctx.conf.cniVersion,
     interfaces: [
@@ -134,29 +133,52 @@ function resultOf(ctx: PluginContext, cfg: PluginConfig, a: Attached, routes: { 
       { name: a.host.name, mac: a.host.mac },
       { name: ctx.env.ifname, mac: a.pod.mac, sandbox: ctx.env.netns },
     ],
-    ips: [{ address: a.address, gateway: a.gateway, interface: 2 }],
+    ips: a.ips.map((ip) => ({ address: ip.address, gateway: ip.gateway, interface: 2 })),
     routes,
   };
   if (cfg.dns) result.dns = cfg.dns;
   return result;
 }
 
+/** The pod's gateways by family: the allocation's (its range's gateway), else the node subnet's. */
+function routeFamilies(subnet: NodeSubnet, ips: Attached['ips']): RouteFamily[] {
+  return subnet.families.map((f) => {
+    const own = ips.find((ip) => parseCidr(ip.address)?.ip.family === f.family);
+    return { family: f.family, clusterNetwork: f.clusterNetwork, gateway: own?.gateway || f.gateway };
+  });
+}
+
 /**
- * The attachment as an earlier ADD left it, if it is whole: the lease, the
- * host veth on the bridge, and its peer in the pod carrying the address.
+ * The attachment as an earlier ADD left it, if it is whole: the leases, the
+ * host veth on the bridge, and its peer in the pod carrying every address.
  */
 async function existingAttachment(ipam: HostLocalIpam, ctx: PluginContext, bridge: Link, hostName: string): Promise<Attached | undefined> {
   const { containerId, netns, ifname } = ctx.env;
-  // The kernel first: a fresh ADD stops here without taking the IPAM lock.
-  const host = nl.linkByName(hostName);
+  // The kernel first (one shim call): a fresh ADD stops at the host lookup, without the IPAM lock.
+  const seen = nl.inspectPod({ netns, hostName, ifname, bridgeIndex: bridge.index });
+  const { host, pod } = seen;
   if (!host || host.masterIndex !== bridge.index) return undefined;
-  const pod = nl.linkByName(ifname, { netns });
   if (!pod || !isPeerOf(pod, host)) return undefined;
   const held = await ipam.held(containerId, ifname);
   if (!held || held.length === 0) return undefined;
-  const alloc = held[0]!;
-  if (!nl.addrList({ dev: ifname, netns, family: 'inet' }).some((a) => a.cidr === alloc.address)) return undefined;
-  return { bridge, host, pod, address: alloc.address, gateway: alloc.gateway };
+  if (!held.every((alloc) => seen.podAddresses.includes(alloc.address))) return undefined;
+  return { bridge, host, pod, ips: held.map(({ address, gateway }) => ({ address, gateway })) };
+}
+
+/**
+ * A retried ADD finds the attachment whole; if it asked for addresses the
+ * attachment does not hold, that is said, never glossed over.
+ */
+function checkRequestedHeld(requested: readonly Ip[], ips: Attached['ips']): void {
+  const held = new Set(ips.map((ip) => parseCidr(ip.address)).filter((c) => c !== undefined).map((c) => formatIp(c.ip)));
+  const missing = requested.map(formatIp).filter((ip) => !held.has(ip));
+  if (missing.length > 0) {
+    throw new CniError(
+      ErrorCode.Internal,
+      `failed to allocate all requested IPs: ${missing.join(' ')}`,
+      `the attachment already holds ${[...held].join(', ')}; delete the pod (CNI DEL) before asking for other addresses`,
+    );
+  }
 }
 
 export async function add(ctx: PluginContext): Promise<Result> {
@@ -166,40 +188,54 @@ export async function add(ctx: PluginContext): Promise<Result> {
     if (ifname === 'lo') throw new CniError(ErrorCode.InvalidEnvironment, 'CNI_IFNAME "lo" is the pod\'s loopback, not a name for its network interface');
     const subnet = nodeSubnet(loadSubnetEnv(cfg.subnetFile), cfg.subnetFile);
     if (cfg.ranges) checkRangesInSubnet(cfg.ranges, subnet);
+    const requested = requestedIps({ cniArgs: ctx.env.args, conf: ctx.conf.raw, runtimeConfig: ctx.conf.runtimeConfig });
     requireNetns(netns);
     const mtu = cfg.mtu ?? subnet.mtu;
     const ipam = ipamFor(cfg, subnet);
+    const gateways = subnet.families.map((f) => f.gatewayCidr);
     // One call per attachment at a time, across processes: a second ADD
     // waits for the first and then finds its work done.
     return ipam.withAttachment(containerId, ifname, async () => {
       const before = nl.linkByName(cfg.bridge);
-      if (before && !cfg.forceAddress) await moveGateway(cfg.bridge, subnet.gatewayCidr, subnet.clusterNetwork, ipam, log);
-      const bridge = ensureBridge(cfg.bridge, mtu, subnet.gatewayCidr, cfg.forceAddress, log);
-      if (before && bridge.mtu > before.mtu) await capOlderPods(cfg.bridge, bridge.mtu, subnet.gateway, ipam, log);
-      nl.sysctlSet('net.ipv4.ip_forward', '1');
+      if (before && !cfg.forceAddress) await moveGateway(cfg.bridge, subnet, ipam, log);
+      const bridge = ensureBridge(cfg.bridge, mtu, gateways, cfg.forceAddress, log);
+      if (before && bridge.mtu > before.mtu) await capOlderPods(cfg.bridge, bridge.mtu, subnet, ipam, log);
+      enableForwarding(subnet);
       const hostName = hostVethName(containerId, ifname);
       const existing = await existingAttachment(ipam, ctx, bridge, hostName);
       if (existing) {
-        const routes = podRoutes(subnet.clusterNetwork, existing.gateway, cfg.isDefaultGateway, cfg.routes);
+        checkRequestedHeld(requested, existing.ips);
+        const routes = podRoutes(routeFamilies(subnet, existing.ips), cfg.isDefaultGateway, cfg.routes);
         // A retry may carry new routes; a bad one fails this call, never the pod.
-        applyPodRoutes(netns, ifname, { address: existing.address, gateway: existing.gateway, routes });
-        log.info({ ip: existing.address, veth: hostName }, 'pod already attached');
+        applyPodRoutes(netns, ifname, routes);
+        log.info({ ...loggedIps(existing.ips), veth: hostName }, 'pod already attached');
         return resultOf(ctx, cfg, existing, routes);
       }
       return withRollback(log, async (onUndo) => {
-        const [alloc] = await ipam.allocate(containerId, ifname);
+        const allocs: Allocation[] = await ipam.allocate(containerId, ifname, requested);
         // Undo only what this call made: a lease it merely found stays.
-        if (alloc!.created) onUndo(() => ipam.release(containerId, ifname));
-        const veth = createPodVeth(hostName, netns, ifname, mtu, cfg.bridge, cfg.hairpinMode);
+        if (allocs.some((a) => a.created)) onUndo(() => ipam.release(containerId, ifname));
+        const ips = allocs.map(({ address, gateway }) => ({ address, gateway }));
+        const routes = podRoutes(routeFamilies(subnet, ips), cfg.isDefaultGateway, cfg.routes);
+        // One shim call makes the pair and configures the pod; it leaves nothing behind when it fails.
+        const veth = attachPod(hostName, netns, ifname, mtu, cfg.bridge, cfg.hairpinMode, { addresses: ips.map((ip) => ip.address), routes });
         onUndo(() => nl.linkDelete(hostName));
-        const gw = alloc!.gateway || subnet.gateway;
-        const routes = podRoutes(subnet.clusterNetwork, gw, cfg.isDefaultGateway, cfg.routes);
-        const pod = configurePod(netns, ifname, { address: alloc!.address, gateway: gw, routes });
-        log.info({ ip: alloc!.address, veth: hostName }, 'pod attached');
-        return resultOf(ctx, cfg, { bridge, host: veth.host, pod, address: alloc!.address, gateway: gw }, routes);
+        log.info({ ...loggedIps(ips), veth: hostName }, 'pod attached');
+        return resultOf(ctx, cfg, { bridge, host: veth.host, pod: veth.pod, ips }, routes);
       });
     });
   });
+}
+
+/** Log fields of a pod's addresses: `ip` the first (as before dual-stack), `ips` all of them. */
+function loggedIps(ips: Attached['ips']): { ip?: string; ips: string[] } {
+  return { ip: ips[0]?.address, ips: ips.map((x) => x.address) };
+}
+
+/** The node forwards for its pods: IPv4 always (as before), IPv6 when it has an IPv6 subnet (the reference bridge's EnableIP6Forward). */
+function enableForwarding(subnet: NodeSubnet): void {
+  nl.sysctlSet('net.ipv4.ip_forward', '1');
+  if (subnet.families.some((f) => f.family === 6)) nl.sysctlSet('net/ipv6/conf/all/forwarding', '1');
 }
 
 /**
@@ -211,54 +247,66 @@ export async function add(ctx: PluginContext): Promise<Result> {
  * bridge was put there by someone else, and ensureBridge refuses it (code 7,
  * naming forceAddress).
  */
-async function moveGateway(bridge: string, gatewayCidr: string, clusterNetwork: string, ipam: HostLocalIpam, log: PluginLogger): Promise<void> {
-  const cluster = parseCidr(clusterNetwork, 4);
-  const stale = staleBridgeAddresses(bridge, gatewayCidr).filter((c) => {
-    const ip = parseIp(c.split('/')[0]!, 4);
-    return cluster !== undefined && ip !== undefined && cidrContainsIp(cluster, ip);
+async function moveGateway(bridge: string, subnet: NodeSubnet, ipam: HostLocalIpam, log: PluginLogger): Promise<void> {
+  const clusters = subnet.families.map((f) => parseCidr(f.clusterNetwork)).filter((c) => c !== undefined);
+  const gateways = subnet.families.map((f) => f.gatewayCidr);
+  const stale = staleBridgeAddresses(bridge, gateways).filter((c) => {
+    const ip = parseCidr(c)?.ip;
+    return ip !== undefined && clusters.some((n) => cidrContainsIp(n, ip));
   });
   if (stale.length === 0) return;
-  const oldNets = stale.map((c) => parseCidr(c, 4)).filter((c) => c !== undefined);
+  const oldNets = stale.map((c) => parseCidr(c)).filter((c) => c !== undefined);
   const holders = (await ipam.list()).filter((l) => {
-    const ip = parseIp(l.ip, 4);
+    const ip = parseIp(l.ip);
     return ip !== undefined && oldNets.some((n) => cidrContainsIp(n, ip));
   });
+  const wanted = gateways.join(', ');
   if (holders.length > 0) {
     const pods = holders.map((h) => `${h.ip} (container ${h.containerId}${h.ifname ? ` ${h.ifname}` : ''})`);
     throw new CniError(
       ErrorCode.InvalidNetworkConfig,
-      `the node's subnet changed to ${gatewayCidr}, but "${bridge}" still serves the old subnet ${stale.join(', ')} ` +
+      `the node's subnet changed to ${wanted}, but "${bridge}" still serves the old subnet ${stale.join(', ')} ` +
         `for ${holders.length} pod(s): ${pods.join(', ')}`,
-      `delete those pods (their addresses belong to the old subnet and cannot move); the next ADD then moves ${bridge} to ${gatewayCidr}`,
+      `delete those pods (their addresses belong to the old subnet and cannot move); the next ADD then moves ${bridge} to ${wanted}`,
     );
   }
   for (const old of stale) nl.addrDelete(bridge, old);
-  log.warn({ bridge, removed: stale, gateway: gatewayCidr }, 'node subnet changed and no pod holds an old address: moved the bridge to the new gateway');
+  log.warn({ bridge, removed: stale, gateways }, 'node subnet changed and no pod holds an old address: moved the bridge to the new gateway');
+}
+
+/** A host route to one pod address: /32 or /128. */
+function hostRoute(ip: string): string {
+  return `${ip}/${ip.includes(':') ? 128 : 32}`;
 }
 
 /**
  * The bridge MTU was raised under running pods, which keep their smaller
  * MTU. A packet routed to one of them that fits the bridge but not the pod
- * would be dropped by the bridge without a word; a /32 route carrying the
- * pod's MTU makes the node send "fragmentation needed" (or fragment)
- * instead, so path MTU discovery keeps working for traffic from other nodes.
+ * would be dropped by the bridge without a word; a host route carrying the
+ * pod's MTU makes the node send "fragmentation needed" / "packet too big"
+ * (or fragment) instead, so path MTU discovery keeps working for traffic
+ * from other nodes.
  */
-async function capOlderPods(bridge: string, mtu: number, gatewayIp: string, ipam: HostLocalIpam, log: PluginLogger): Promise<void> {
+async function capOlderPods(bridge: string, mtu: number, subnet: NodeSubnet, ipam: HostLocalIpam, log: PluginLogger): Promise<void> {
   const capped: string[] = [];
   for (const lease of await ipam.list()) {
     if (!lease.ifname) continue;
     const veth = nl.linkByName(hostVethName(lease.containerId, lease.ifname));
     if (!veth || veth.mtu >= mtu) continue;
-    nl.routeReplace({ dst: `${lease.ip}/32`, dev: bridge, src: gatewayIp, mtu: veth.mtu });
+    const family = lease.ip.includes(':') ? 6 : 4;
+    const src = subnet.families.find((f) => f.family === family)?.gateway;
+    const spec: nl.RouteSpec = { dst: hostRoute(lease.ip), dev: bridge, mtu: veth.mtu };
+    if (src) spec.src = src;
+    nl.routeReplace(spec);
     capped.push(`${lease.ip} mtu ${veth.mtu}`);
   }
   if (capped.length > 0) log.warn({ bridge, mtu, pods: capped }, 'pods made before the MTU raise keep their MTU; routes to them carry it');
 }
 
-/** The /32 route capOlderPods gave a pod, gone with the pod (absent mostly; never fails a DEL). */
+/** The host route capOlderPods gave a pod, gone with the pod (absent mostly; never fails a DEL). */
 function dropPodRoute(bridge: string, ip: string): void {
   try {
-    nl.routeDelete({ dst: `${ip}/32`, dev: bridge });
+    nl.routeDelete({ dst: hostRoute(ip), dev: bridge });
   } catch {
     // no bridge, or no such route: nothing to remove
   }
@@ -299,7 +347,7 @@ export async function check(ctx: PluginContext): Promise<void> {
       env: ctx.env,
       prev,
       bridge: cfg.bridge,
-      gatewayCidr: subnet.gatewayCidr,
+      gatewayCidrs: subnet.families.map((f) => f.gatewayCidr),
       hostVeth: hostVethName(ctx.env.containerId, ctx.env.ifname),
       ipam: ipamFor(cfg, subnet),
     });
@@ -331,9 +379,12 @@ export async function status(ctx: PluginContext): Promise<void> {
   } catch (err) {
     throw new CniError(ErrorCode.PluginNotAvailable, (err as Error).message, 'tsflanneld has not written the subnet file yet');
   }
-  const stats = await ipamFor(cfg, subnet).stats();
+  const ipam = ipamFor(cfg, subnet);
+  const stats = await ipam.stats();
   const full = stats.find((s) => s.free === 0);
   if (full) {
-    throw new CniError(ErrorCode.PluginNotAvailable, `no free pod addresses: all ${full.total} addresses of ${subnet.network} are leased`);
+    const set = ipam.rangeSets[full.rangeSet]!;
+    const where = set.map((r) => `${formatIp({ family: r.family, value: r.network })}/${r.prefix}`).join(', ');
+    throw new CniError(ErrorCode.PluginNotAvailable, `no free pod addresses: all ${full.total} addresses of ${where} are leased`);
   }
 }

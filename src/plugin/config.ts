@@ -3,7 +3,7 @@
 // existing kube-flannel cni-conf.json keeps working; top-level keys win.
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { NetConf } from '../cni/config.js';
-import { clip, describeValue, optArray, optBool, optInt, optObject, optString, isIP, isIPv4, isIPv4Cidr } from '../cni/validate.js';
+import { clip, describeValue, optArray, optBool, optInt, optObject, optString, isIP, isIPCidr, isIPv4, isIPv6, isIPv6Cidr } from '../cni/validate.js';
 import { lexicallyInKernelFs } from '../fs/guard.js';
 import { DEFAULT_SUBNET_FILE } from '../flannel/subnet-env.js';
 import { DEFAULT_DATA_DIR, type IpamRange } from '../ipam/index.js';
@@ -119,12 +119,16 @@ function parseRoutes(ipam: Record<string, unknown>): { dst: string; gw?: string 
     }
     const entry = item as Record<string, unknown>;
     const dst = optString(entry, 'dst');
-    if (!dst || !isIPv4Cidr(dst)) {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `ipam.routes[${i}].dst must be an IPv4 CIDR, got ${describeValue(entry.dst)}`);
+    if (!dst || !isIPCidr(dst)) {
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `ipam.routes[${i}].dst must be an IPv4 or IPv6 CIDR, got ${describeValue(entry.dst)}`);
     }
+    const v6 = isIPv6Cidr(dst);
     const gw = optString(entry, 'gw');
-    if (gw !== undefined && gw !== '' && !isIPv4(gw)) {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `ipam.routes[${i}].gw must be an IPv4 address, got ${describeValue(gw)}`);
+    if (gw !== undefined && gw !== '' && !(v6 ? isIPv6(gw) : isIPv4(gw))) {
+      throw new CniError(
+        ErrorCode.InvalidNetworkConfig,
+        `ipam.routes[${i}].gw must be an ${v6 ? 'IPv6' : 'IPv4'} address like its dst ${dst}, got ${describeValue(gw)}`,
+      );
     }
     return gw ? { dst, gw } : { dst };
   });

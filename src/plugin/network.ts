@@ -5,14 +5,16 @@ import { CniError, ErrorCode } from '../cni/errors.js';
 import type { PluginLogger } from './log.js';
 import * as nl from '../netlink/index.js';
 import type { Link } from '../netlink/index.js';
-import { splitCidr } from '../net/ip.js';
+import { cidrOverlaps, formatIp, parseCidr, parseIp, splitCidr } from '../net/ip.js';
 
 /**
- * Ensures the bridge exists, is up and carries `gatewayCidr`. A different
- * IPv4 address on it means the node's subnet changed under running pods:
- * that is refused with the fix spelled out, unless forceAddress is set.
+ * Ensures the bridge exists, is up and carries every gateway in
+ * `gatewayCidrs` (one per family of the node). A different IPv4 address on
+ * it, or a global IPv6 address overlapping an IPv6 gateway's subnet, means
+ * the node's subnet changed under running pods: that is refused with the fix
+ * spelled out, unless forceAddress is set (the reference bridge's rule).
  */
-export function ensureBridge(name: string, mtu: number, gatewayCidr: string, forceAddress: boolean, log: PluginLogger): Link {
+export function ensureBridge(name: string, mtu: number, gatewayCidrs: readonly string[], forceAddress: boolean, log: PluginLogger): Link {
   const found = nl.linkByName(name);
   if (found && found.type !== 'bridge') {
     throw new CniError(
@@ -37,30 +39,87 @@ export function ensureBridge(name: string, mtu: number, gatewayCidr: string, for
     br = nl.linkSet(name, { mtu });
     log.warn({ bridge: name, from: was, to: mtu }, 'bridge MTU follows the node MTU');
   }
-  const addrs = nl.addrList({ dev: name, family: 'inet' }).map((a) => a.cidr);
-  if (addrs.includes(gatewayCidr)) return br;
-  const others = addrs.filter((a) => a !== gatewayCidr);
+  const v6 = gatewayCidrs.filter((c) => isV6(c));
+  if (v6.length > 0) prepareV6(name, {});
+  const have = bridgeAddresses(name, v6.length > 0);
+  const missing = gatewayCidrs.filter((g) => !have.includes(g));
+  if (missing.length === 0) return br;
+  const others = have.filter((a) => !gatewayCidrs.includes(a) && clashes(a, gatewayCidrs));
   if (others.length > 0) {
     if (!forceAddress) {
       throw new CniError(
         ErrorCode.InvalidNetworkConfig,
-        `failed to set bridge addr: "${name}" already has an IP address different from ${gatewayCidr} (${others.join(', ')}); ` +
+        `failed to set bridge addr: "${name}" already has an IP address different from ${missing.join(', ')} (${others.join(', ')}); ` +
           `the node's subnet changed: once its old pods are gone run "ip link delete ${name}", or set "forceAddress": true`,
       );
     }
     for (const old of others) nl.addrDelete(name, old);
     log.warn({ bridge: name, removed: others }, 'replaced stale bridge address');
   }
-  nl.addrAdd(name, gatewayCidr);
+  for (const gw of missing) nl.addrAdd(name, gw);
   return br;
 }
 
-/** IPv4 addresses on an existing bridge other than the gateway: a node subnet the node no longer has. */
-export function staleBridgeAddresses(name: string, gatewayCidr: string): string[] {
-  return nl
-    .addrList({ dev: name, family: 'inet' })
-    .map((a) => a.cidr)
-    .filter((a) => a !== gatewayCidr);
+function isV6(cidr: string): boolean {
+  return cidr.includes(':');
+}
+
+/** The bridge's IPv4 addresses and, when asked, its global IPv6 ones (a link-local fe80:: is the kernel's own). */
+function bridgeAddresses(name: string, withV6: boolean): string[] {
+  const v4 = nl.addrList({ dev: name, family: 'inet' }).map((a) => a.cidr);
+  if (!withV6) return v4;
+  const v6 = nl.addrList({ dev: name, family: 'inet6' }).filter((a) => a.scope === nl.RouteScope.universe);
+  return [...v4, ...v6.map((a) => a.cidr)];
+}
+
+/**
+ * Whether an address already on the bridge stands in a gateway's way: any
+ * other IPv4 address (one subnet per bridge, as the reference), or an IPv6
+ * address overlapping an IPv6 gateway's subnet (IPv6 links carry many).
+ */
+function clashes(addr: string, gateways: readonly string[]): boolean {
+  if (!isV6(addr)) return gateways.some((g) => !isV6(g));
+  const a = parseCidr(addr);
+  return gateways.some((g) => {
+    const c = parseCidr(g);
+    return a !== undefined && c !== undefined && cidrOverlaps(a, c);
+  });
+}
+
+/**
+ * IPv6 on a link before its first IPv6 address: enabled (a netns may start
+ * with it disabled), no router advertisements taken (the reference bridge
+ * sets accept_ra=0: our routes are the plugin's), and no duplicate address
+ * detection. DAD would keep each address "tentative", unusable, for a second
+ * or more after link-up; the addresses come from this node's own subnet
+ * lease and IPAM store, unique by construction, so DAD can find nothing and
+ * only delays the pod (the reference bridge turns it off in the pod too,
+ * unless "enabledad").
+ */
+const V6_READY: readonly (readonly [string, string])[] = [
+  ['disable_ipv6', '0'],
+  ['accept_ra', '0'],
+  ['accept_dad', '0'],
+];
+
+function prepareV6(dev: string, opts: nl.InNetns): void {
+  try {
+    for (const [name, value] of V6_READY) nl.sysctlSet(`net/ipv6/conf/${dev}/${name}`, value, opts);
+  } catch (err) {
+    if (nl.isNotFound(err) && nl.linkByName(dev, opts)) {
+      throw new CniError(
+        ErrorCode.InvalidEnvironment,
+        `IPv6 is disabled in this kernel (no /proc/sys/net/ipv6/conf/${dev}), but the node has an IPv6 pod subnet`,
+        'boot without ipv6.disable=1, or run the agent without EnableIPv6',
+      );
+    }
+    throw err;
+  }
+}
+
+/** Addresses on an existing bridge other than the gateways: a node subnet the node no longer has. */
+export function staleBridgeAddresses(name: string, gatewayCidrs: readonly string[]): string[] {
+  return bridgeAddresses(name, gatewayCidrs.some(isV6)).filter((a) => !gatewayCidrs.includes(a));
 }
 
 export interface VethResult {
@@ -69,41 +128,53 @@ export interface VethResult {
 }
 
 /**
- * Creates the pair for one attachment. The caller holds the attachment's
- * lock, so a host veth of this name is a leftover of an earlier, interrupted
- * ADD of the same attachment: it is removed (with its pod end) first, so a
- * retry never leaves a stray veth. An interface of this name in the pod that
- * is not that leftover's peer belongs to someone else: code 4, untouched.
+ * Makes one attachment in a single shim call (one entry into the pod's
+ * netns): the veth pair with its peer born in the pod, the host end on the
+ * bridge (hairpin, up), then in the pod arp_notify (as the reference bridge
+ * plugin: a gratuitous ARP on link-up announces an address that an earlier
+ * pod may have held), the addresses, link up and the routes. The caller
+ * holds the attachment's lock, so a host veth of this name is a leftover of
+ * an earlier, interrupted ADD of the same attachment: it is replaced (with
+ * its pod end), so a retry never leaves a stray veth. An interface of this
+ * name in the pod that is not that leftover's peer belongs to someone else:
+ * code 4, untouched. On failure nothing of the pair is left.
  */
-export function createPodVeth(
+export function attachPod(
   hostName: string,
   netns: string,
   ifname: string,
   mtu: number,
   bridge: string,
   hairpin: boolean,
+  cfg: PodAddressing,
 ): VethResult {
-  const leftover = nl.linkByName(hostName);
-  const inPod = nl.linkByName(ifname, { netns });
-  if (inPod && !(leftover && isPeerOf(inPod, leftover))) throw ifnameTaken(ifname);
-  if (leftover) nl.linkDelete(hostName);
-  let pair: nl.VethPair;
   try {
-    pair = nl.createVeth({ name: hostName, peerName: ifname, peerNetns: netns, mtu });
+    const { host, pod } = nl.setupPod({
+      netns,
+      hostName,
+      ifname,
+      mtu,
+      bridge,
+      hairpin,
+      sysctls: podSysctls(ifname, cfg.addresses),
+      addresses: [...cfg.addresses],
+      routes: [...cfg.routes],
+    });
+    return { host, pod };
   } catch (err) {
-    if (nl.isExists(err) && nl.linkByName(ifname, { netns })) throw ifnameTaken(ifname);
-    throw err;
-  }
-  let host: Link;
-  try {
-    host = nl.linkSet(hostName, { master: bridge, hairpin, up: true });
-  } catch (err) {
-    if (nl.isNotFound(err) && !nl.linkByName(bridge)) {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `bridge ${bridge} vanished while attaching ${hostName}`);
+    switch (nl.podFailure(err)) {
+      case 'ifname-taken':
+        throw ifnameTaken(ifname);
+      case 'bridge-missing':
+        throw new CniError(ErrorCode.InvalidNetworkConfig, `bridge ${bridge} vanished while attaching ${hostName}`);
+      case 'pod-link-gone':
+        throw new CniError(ErrorCode.InvalidEnvironment, `interface ${ifname} vanished from ${netns} while it was configured`);
+      case 'not-netns':
+        throw new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS ${netns} is not a network namespace`);
+      default:
+        throw err;
     }
-    throw err;
   }
-  return { host, pod: pair.peer };
 }
 
 function ifnameTaken(ifname: string): CniError {
@@ -115,39 +186,44 @@ export function isPeerOf(pod: Link, host: Link): boolean {
   return pod.type === 'veth' && host.type === 'veth' && pod.parentIndex === host.index && host.parentIndex === pod.index;
 }
 
+/** What the pod side gets: its addresses of either family, and its routes, each with its gateway. */
 export interface PodAddressing {
-  /** the pod address with the subnet prefix, e.g. 10.244.1.5/24 */
-  address: string;
-  gateway: string;
-  routes: { dst: string; gw?: string }[];
+  /** the pod addresses with the subnet prefix, e.g. 10.244.1.5/24 and fd00:10:244:1::5/64 */
+  addresses: string[];
+  routes: PodRoute[];
+}
+
+export interface PodRoute {
+  dst: string;
+  gw: string;
 }
 
 /**
- * Configures the pod interface inside the pod netns: arp_notify (as the
+ * The sysctls the pod side gets before its addresses: arp_notify (as the
  * reference bridge plugin: a gratuitous ARP on link-up announces an address
- * that an earlier pod may have held), the address, link up, routes.
+ * that an earlier pod may have held) and, when the pod has an IPv6 address,
+ * IPv6 made ready on its loopback (the pod answers ::1 only then, as with the
+ * reference) and on its interface (see V6_READY).
  */
-export function configurePod(netns: string, ifname: string, cfg: PodAddressing): Link {
-  const opts = { netns };
-  try {
-    nl.sysctlSet(`net/ipv4/conf/${ifname}/arp_notify`, '1', opts);
-    nl.addrAdd(ifname, cfg.address, opts);
-    const link = nl.setUp(ifname, opts);
-    applyPodRoutes(netns, ifname, cfg);
-    return link;
-  } catch (err) {
-    if (nl.isNotFound(err) && !nl.linkByName(ifname, opts)) {
-      throw new CniError(ErrorCode.InvalidEnvironment, `interface ${ifname} vanished from ${netns} while it was configured`);
-    }
-    throw err;
+function podSysctls(ifname: string, addresses: readonly string[]): { key: string; value: string }[] {
+  const sysctls = [{ key: `net/ipv4/conf/${ifname}/arp_notify`, value: '1' }];
+  if (addresses.some(isV6)) {
+    sysctls.push({ key: 'net/ipv6/conf/lo/disable_ipv6', value: '0' });
+    for (const [name, value] of V6_READY) sysctls.push({ key: `net/ipv6/conf/${ifname}/${name}`, value });
   }
+  return sysctls;
 }
 
-/** The pod's routes; replace makes a repeat harmless. */
-export function applyPodRoutes(netns: string, ifname: string, cfg: PodAddressing): void {
-  for (const route of cfg.routes) {
-    const spec: nl.RouteSpec = { netns, dev: ifname, gw: route.gw ?? cfg.gateway };
-    if (route.dst !== '0.0.0.0/0') spec.dst = route.dst;
+/** A default route of either family, in any of the ways it is written. */
+export function isDefaultDst(dst: string): boolean {
+  return dst === '0.0.0.0/0' || dst === '::/0' || dst === 'default';
+}
+
+/** The pod's routes; replace makes a repeat harmless. The gateway gives a default route its family. */
+export function applyPodRoutes(netns: string, ifname: string, routes: readonly PodRoute[]): void {
+  for (const route of routes) {
+    const spec: nl.RouteSpec = { netns, dev: ifname, gw: route.gw };
+    if (!isDefaultDst(route.dst)) spec.dst = route.dst;
     nl.routeReplace(spec);
   }
 }
@@ -159,20 +235,12 @@ export function applyPodRoutes(netns: string, ifname: string, cfg: PodAddressing
  * unknown ID given another pod's netns must not take that pod's interface.
  */
 export function deletePodVeth(hostName: string, netns: string, ifname: string, leased: readonly string[], log: PluginLogger): void {
-  if (nl.linkDelete(hostName)) {
-    log.info({ veth: hostName }, 'deleted host veth');
-    return;
-  }
-  if (!netns || !safeIsNetns(netns)) return;
-  const pod = nl.linkByName(ifname, { netns });
-  if (!pod || pod.type !== 'veth') return;
-  const addrs = nl.addrList({ dev: ifname, netns }).map((a) => a.cidr.split('/')[0]);
-  if (leased.some((ip) => addrs.includes(ip))) {
-    nl.linkDelete(ifname, { netns });
-    log.info({ netns, ifname }, 'deleted pod interface');
-    return;
-  }
-  log.info({ netns, ifname }, 'left the pod interface in place: nothing ties it to this container');
+  // One shim call: the host end by name; without it, the pod interface
+  // (one netns entry). It returns once the kernel has unlisted the pair.
+  const removed = nl.teardownPod({ netns, hostName, ifname, leased: [...leased] });
+  if (removed === 'host') log.info({ veth: hostName }, 'deleted host veth');
+  else if (removed === 'pod') log.info({ netns, ifname }, 'deleted pod interface');
+  else if (removed === 'kept') log.info({ netns, ifname }, 'left the pod interface in place: nothing ties it to this container');
 }
 
 export function safeIsNetns(path: string): boolean {
@@ -186,15 +254,36 @@ export function safeIsNetns(path: string): boolean {
   }
 }
 
-/** The route list a pod gets: the cluster network, plus a default route when asked. */
-export function podRoutes(
-  clusterNetwork: string,
-  gateway: string,
-  isDefaultGateway: boolean,
-  extra: { dst: string; gw?: string }[],
-): { dst: string; gw: string }[] {
-  const routes = [{ dst: splitCidr(clusterNetwork).network, gw: gateway }];
-  if (isDefaultGateway) routes.push({ dst: '0.0.0.0/0', gw: gateway });
-  for (const r of extra) routes.push({ dst: r.dst, gw: r.gw ?? gateway });
+/** One family's gateway and cluster network, as podRoutes needs them. */
+export interface RouteFamily {
+  family: 4 | 6;
+  clusterNetwork: string;
+  gateway: string;
+}
+
+/**
+ * The route list a pod gets, per family of the node: the cluster network,
+ * plus a default route (0.0.0.0/0, ::/0) when asked; then the extra routes,
+ * each via the gateway of its own family unless it names one.
+ */
+export function podRoutes(families: readonly RouteFamily[], isDefaultGateway: boolean, extra: { dst: string; gw?: string }[]): PodRoute[] {
+  const routes: PodRoute[] = [];
+  for (const f of families) {
+    routes.push({ dst: splitCidr(f.clusterNetwork).network, gw: f.gateway });
+    if (isDefaultGateway) routes.push({ dst: f.family === 4 ? '0.0.0.0/0' : '::/0', gw: f.gateway });
+  }
+  extra.forEach((r, i) => {
+    const family = isV6(r.dst) ? 6 : 4;
+    const own = families.find((f) => f.family === family);
+    if (!own) {
+      throw new CniError(
+        ErrorCode.InvalidNetworkConfig,
+        `ipam.routes[${i}].dst ${r.dst} is ${family === 4 ? 'IPv4' : 'IPv6'}, but this node has no pod subnet of that family`,
+      );
+    }
+    // Written as the kernel lists them, so CHECK compares like with like.
+    const gw = r.gw ? parseIp(r.gw) : undefined;
+    routes.push({ dst: splitCidr(r.dst).network, gw: gw ? formatIp(gw) : own.gateway });
+  });
   return routes;
 }

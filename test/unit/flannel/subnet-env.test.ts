@@ -65,10 +65,10 @@ describe('subnet.env as flanneld writes it', () => {
 
 describe('subnet.env errors name the variable', () => {
   it.each([
-    ['no family at all', 'FLANNEL_MTU=1450\n', /^FLANNEL_NETWORK is missing$/],
-    ['IPv4 subnet without network', 'FLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\n', /^FLANNEL_NETWORK is missing$/],
-    ['IPv6 network without subnet', 'FLANNEL_IPV6_NETWORK=fd00::/56\nFLANNEL_MTU=1450\n', /^FLANNEL_IPV6_SUBNET is missing$/],
-    ['half an IPv4 pair next to IPv6', `FLANNEL_NETWORK=10.244.0.0/16\n${FLANNELD_V6}`, /^FLANNEL_SUBNET is missing$/],
+    ['no family at all', 'FLANNEL_MTU=1450\n', /^FLANNEL_NETWORK and FLANNEL_SUBNET are missing, and so are FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET/],
+    ['IPv4 subnet without network', 'FLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\n', /^FLANNEL_NETWORK is missing \(FLANNEL_SUBNET is set\)$/],
+    ['IPv6 network without subnet', 'FLANNEL_IPV6_NETWORK=fd00::/56\nFLANNEL_MTU=1450\n', /^FLANNEL_IPV6_SUBNET is missing \(FLANNEL_IPV6_NETWORK is set\)$/],
+    ['half an IPv4 pair next to IPv6', `FLANNEL_NETWORK=10.244.0.0/16\n${FLANNELD_V6}`, /^FLANNEL_SUBNET is missing \(FLANNEL_NETWORK is set\)$/],
     ['IPv6 value in an IPv4 variable', 'FLANNEL_NETWORK=fd00::/56\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\n', /FLANNEL_NETWORK is not an IPv4 CIDR: "fd00::\/56"/],
     ['IPv4 value in an IPv6 variable', 'FLANNEL_IPV6_NETWORK=fd00::/56\nFLANNEL_IPV6_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\n', /FLANNEL_IPV6_SUBNET is not an IPv6 CIDR/],
     ['IPv6 prefix too long', 'FLANNEL_IPV6_NETWORK=fd00::/129\nFLANNEL_IPV6_SUBNET=fd00::1/64\nFLANNEL_MTU=1450\n', /FLANNEL_IPV6_NETWORK is not an IPv6 CIDR/],

@@ -11,7 +11,7 @@ import { cniErrorOf } from '../../helpers/cni-error.js';
 
 const conf = (extra: Record<string, unknown>) =>
   netConfFromObject({ cniVersion: '1.1.0', name: 'n', type: 'tsflannel', dataDir: '/x', ...extra }, 'ADD');
-const env = (network: string, subnet: string) => ({ network, subnet, mtu: 1450, ipMasq: true });
+const env = (network: string, subnet: string) => ({ mtu: 1450, ipMasq: true, ipv4: { network, subnet } });
 
 describe('names with "%"', () => {
   it('refuses "%" in CNI_IFNAME (4) and in bridge (7): the kernel would pick ethN / brN itself', () => {
@@ -75,16 +75,13 @@ describe('dns', () => {
 describe('node subnet', () => {
   it('keeps the gateway flanneld writes', () => {
     expect(nodeSubnet(env('10.244.0.0/16', '10.244.5.1/24'), 'f')).toEqual({
-      clusterNetwork: '10.244.0.0/16',
-      network: '10.244.5.0/24',
-      gateway: '10.244.5.1',
-      gatewayCidr: '10.244.5.1/24',
       mtu: 1450,
+      families: [{ family: 4, clusterNetwork: '10.244.0.0/16', network: '10.244.5.0/24', gateway: '10.244.5.1', gatewayCidr: '10.244.5.1/24' }],
     });
   });
 
   it('gives a subnet written as its network address the first host as gateway, as flannel does', () => {
-    expect(nodeSubnet(env('10.244.0.0/16', '10.244.5.0/24'), 'f').gatewayCidr).toBe('10.244.5.1/24');
+    expect(nodeSubnet(env('10.244.0.0/16', '10.244.5.0/24'), 'f').families[0]!.gatewayCidr).toBe('10.244.5.1/24');
   });
 
   it('refuses a subnet outside the cluster network, in special blocks, too small, or named by its broadcast address', () => {

@@ -1,0 +1,377 @@
+// The real tsflannel binary on node netns with a dual-stack and an IPv6-only
+// subnet file (hand-written as flanneld writes them): both families on cni0
+// and in the pod, checked with `ip -6` and ping6; CHECK, DEL and GC for both
+// families; requested IPs; and a store shared with the reference host-local
+// in both directions, IPv6 lease names included. The pod suites run on the
+// standalone plugin and on the agent-served path (one handler behind both).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+import { requireOrSkip } from '../helpers/require.js';
+import { callPlugin, type CniCall, type CniOutcome } from '../helpers/plugin.js';
+import { forwarderBuilt, startCniAgent, STANDALONE, VIA_AGENT, type CniPath, type RunningAgent } from '../helpers/cni-agent.js';
+import { haveRefPlugins, refPlugin } from '../helpers/reference.js';
+
+const DUAL_ENV = [
+  'FLANNEL_NETWORK=10.244.0.0/16',
+  'FLANNEL_SUBNET=10.244.1.1/24',
+  'FLANNEL_IPV6_NETWORK=fd00:10:244::/56',
+  'FLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64',
+  'FLANNEL_MTU=1450',
+  'FLANNEL_IPMASQ=true',
+  '',
+].join('\n');
+// flanneld with EnableIPv4 false writes no IPv4 lines at all.
+const V6_ONLY_ENV = 'FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:2::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
+
+interface ResultIp {
+  address: string;
+  gateway?: string;
+  interface?: number;
+  version?: string;
+}
+const ipsOf = (out: CniOutcome) => (out.json?.ips ?? []) as ResultIp[];
+const bare = (cidr: string) => cidr.split('/')[0]!;
+const isLease = (f: string) => /^[0-9.]+$/.test(f) || f.includes(':');
+
+/** One node netns with its subnet file, store and (on the agent path) agent. */
+interface Node {
+  ns: string;
+  dir: string;
+  subnetFile: string;
+  dataDir: string;
+  agentSocket: string;
+  agent?: RunningAgent;
+}
+
+async function makeNode(label: string, subnetEnv: string, path: CniPath): Promise<Node> {
+  const ns = addNetns(label);
+  const dir = mkdtempSync(join(tmpdir(), `tsf-ds-${label}-`));
+  const node: Node = { ns, dir, subnetFile: join(dir, 'subnet.env'), dataDir: join(dir, 'networks'), agentSocket: join(dir, 'run', 'cni.sock') };
+  writeFileSync(node.subnetFile, subnetEnv);
+  if (path.agent) node.agent = await startCniAgent({ socket: node.agentSocket, nodeNs: ns });
+  return node;
+}
+
+async function dropNode(node: Node | undefined): Promise<void> {
+  if (!node) return;
+  await node.agent?.stop();
+  rmSync(node.dir, { recursive: true, force: true });
+}
+
+const suites: CniPath[] = [STANDALONE, VIA_AGENT];
+const needs = { root: isRoot, 'the forwarder (scripts/build-forward.sh)': forwarderBuilt };
+
+describe.skipIf(requireOrSkip('dual-stack plugin', needs)).each(suites)('dual-stack pods on a node netns: $name', (path) => {
+  let node: Node | undefined;
+  const netName = `tsfds${process.pid}`;
+  const conf = (extra: Record<string, unknown> = {}, cniVersion = '1.1.0') => ({
+    cniVersion, name: netName, type: 'tsflannel', subnetFile: node!.subnetFile, dataDir: node!.dataDir, agentSocket: node!.agentSocket, ...extra,
+  });
+  const call = (c: Omit<CniCall, 'nodeNs'>) => callPlugin({ nodeNs: node!.ns, bin: path.bin, ...c, extraEnv: { ...path.env, ...c.extraEnv } });
+  const add = (id: string, podNs: string, stdin: object = conf(), args?: string) =>
+    call({ command: 'ADD', containerId: id, netns: nsPath(podNs), ifname: 'eth0', stdin, ...(args ? { args } : {}) });
+  const del = (id: string, netns: string, stdin: object = conf()) => call({ command: 'DEL', containerId: id, netns, ifname: 'eth0', stdin });
+  const check = (id: string, podNs: string, prevResult: unknown) =>
+    call({ command: 'CHECK', containerId: id, netns: nsPath(podNs), ifname: 'eth0', stdin: conf({ prevResult }) });
+  const leases = () => readdirSync(join(node!.dataDir, netName)).filter(isLease).sort();
+  const veths = () => ipJson<{ ifname: string }[]>(node!.ns, ['link', 'show', 'type', 'veth']).map((l) => l.ifname);
+  let a = '';
+  let b = '';
+  let resultA: CniOutcome | undefined;
+
+  beforeAll(async () => {
+    node = await makeNode(path.agent ? 'dsag' : 'dsst', DUAL_ENV, path);
+    a = addNetns(`${path.agent ? 'ag' : 'st'}-a`);
+    b = addNetns(`${path.agent ? 'ag' : 'st'}-b`);
+  }, 60_000);
+  afterAll(async () => {
+    await dropNode(node);
+    cleanupAll();
+  });
+
+  it('ADD gives a pod an IPv4 and an IPv6 address, routes of both families, both gateways on cni0, and IPv6 forwarding', async () => {
+    resultA = await add('ds-a', a);
+    expect(resultA.code, resultA.stdout + resultA.stderr).toBe(0);
+    expect(resultA.json).toMatchObject({
+      cniVersion: '1.1.0',
+      ips: [
+        { address: '10.244.1.2/24', gateway: '10.244.1.1', interface: 2 },
+        { address: 'fd00:10:244:1::2/64', gateway: 'fd00:10:244:1::1', interface: 2 },
+      ],
+      routes: [
+        { dst: '10.244.0.0/16', gw: '10.244.1.1' },
+        { dst: '0.0.0.0/0', gw: '10.244.1.1' },
+        { dst: 'fd00:10:244::/56', gw: 'fd00:10:244:1::1' },
+        { dst: '::/0', gw: 'fd00:10:244:1::1' },
+      ],
+    });
+    // The pod's IPv6 address is usable at once: no "tentative" (DAD is off, as in the reference bridge).
+    const addr6 = inNs(a, 'ip', ['-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'global']);
+    expect(addr6).toContain('inet6 fd00:10:244:1::2/64 scope global');
+    expect(addr6).not.toContain('tentative');
+    expect(inNs(a, 'ip', ['-4', 'addr', 'show', 'dev', 'eth0'])).toContain('inet 10.244.1.2/24');
+    const route6 = inNs(a, 'ip', ['-6', 'route', 'show', 'dev', 'eth0']);
+    expect(route6).toMatch(/^default via fd00:10:244:1::1 /m);
+    expect(route6).toMatch(/^fd00:10:244::\/56 via fd00:10:244:1::1 /m);
+    expect(inNs(a, 'ip', ['-4', 'route'])).toContain('default via 10.244.1.1 dev eth0');
+    const br6 = inNs(node!.ns, 'ip', ['-6', 'addr', 'show', 'dev', 'cni0', 'scope', 'global']);
+    expect(br6).toContain('inet6 fd00:10:244:1::1/64 scope global');
+    expect(br6).not.toContain('tentative');
+    expect(inNs(node!.ns, 'ip', ['-4', 'addr', 'show', 'dev', 'cni0'])).toContain('inet 10.244.1.1/24');
+    expect(inNs(node!.ns, 'cat', ['/proc/sys/net/ipv6/conf/all/forwarding']).trim()).toBe('1');
+    expect(inNs(node!.ns, 'cat', ['/proc/sys/net/ipv4/ip_forward']).trim()).toBe('1');
+    expect(leases()).toEqual(['10.244.1.2', 'fd00:10:244:1::2']);
+    expect(readFileSync(join(node!.dataDir, netName, 'fd00:10:244:1::2'), 'utf8')).toBe('ds-a\r\neth0');
+  });
+
+  it('pods on one node reach each other and the gateways through cni0 over IPv6 and IPv4', async () => {
+    const rb = await add('ds-b', b);
+    expect(rb.code, rb.stdout + rb.stderr).toBe(0);
+    expect(ipsOf(rb).map((i) => i.address)).toEqual(['10.244.1.3/24', 'fd00:10:244:1::3/64']);
+    expect(inNs(a, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::3'])).toContain('1 received');
+    expect(inNs(b, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::2'])).toContain('1 received');
+    expect(inNs(a, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::1'])).toContain('1 received');
+    expect(inNs(a, 'ping', ['-4', '-c1', '-W3', '10.244.1.3'])).toContain('1 received');
+  });
+
+  it('a retried ADD returns both addresses in every result version, with 0.x\'s "version" per family', async () => {
+    for (const v of ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']) {
+      const out = await add('ds-a', a, conf({}, v));
+      expect(out.code, out.stdout + out.stderr).toBe(0);
+      expect(out.json?.cniVersion).toBe(v);
+      const ips = ipsOf(out);
+      expect(ips.map((i) => i.address)).toEqual(['10.244.1.2/24', 'fd00:10:244:1::2/64']);
+      expect(ips.map((i) => i.version)).toEqual(v.startsWith('0.') ? ['4', '6'] : [undefined, undefined]);
+    }
+    expect(leases()).toEqual(['10.244.1.2', '10.244.1.3', 'fd00:10:244:1::2', 'fd00:10:244:1::3']);
+  });
+
+  it('CHECK passes on the dual-stack pod and names a removed IPv6 address, then a removed IPv6 default route', async () => {
+    const ok = await check('ds-a', a, resultA!.json);
+    expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+    execFileSync('ip', ['-n', a, '-6', 'route', 'del', 'default', 'via', 'fd00:10:244:1::1', 'dev', 'eth0']);
+    const noRoute = await check('ds-a', a, resultA!.json);
+    expect(noRoute.code).not.toBe(0);
+    expect(String(noRoute.json?.msg)).toBe("route ::/0 via fd00:10:244:1::1 missing in eth0's netns");
+    // A retried ADD puts the route back.
+    expect((await add('ds-a', a)).code).toBe(0);
+    expect((await check('ds-a', a, resultA!.json)).code).toBe(0);
+    execFileSync('ip', ['-n', a, '-6', 'addr', 'del', 'fd00:10:244:1::2/64', 'dev', 'eth0']);
+    const noAddr = await check('ds-a', a, resultA!.json);
+    expect(noAddr.code).not.toBe(0);
+    expect(String(noAddr.json?.msg)).toBe('failed to match addr fd00:10:244:1::2/64 on interface eth0');
+  });
+
+  it('DEL removes both leases, the veth and the pod interface; a second DEL without a netns succeeds', async () => {
+    for (const [id, p] of [['ds-a', a], ['ds-b', b]] as const) {
+      const out = await del(id, nsPath(p));
+      expect(out.code, out.stdout + out.stderr).toBe(0);
+      expect((await del(id, '')).code).toBe(0);
+    }
+    expect(leases()).toEqual([]);
+    expect(veths()).toEqual([]);
+    expect(inNs(a, 'ip', ['-o', 'link'])).not.toContain('eth0');
+    expect(inNs(node!.ns, 'ip', ['-6', 'route', 'show', 'dev', 'cni0'])).not.toContain('fd00:10:244:1::2');
+  });
+
+  it('takes requested addresses from CNI_ARGS IP=, args.cni.ips and runtimeConfig.ips, exactly', async () => {
+    const viaArgs = await add('rq-1', a, conf(), 'IgnoreUnknown=1;K8S_POD_NAME=p;IP=10.244.1.40,fd00:10:244:1::40');
+    expect(viaArgs.code, viaArgs.stdout + viaArgs.stderr).toBe(0);
+    expect(ipsOf(viaArgs).map((i) => i.address)).toEqual(['10.244.1.40/24', 'fd00:10:244:1::40/64']);
+    expect(inNs(a, 'ip', ['-6', 'addr', 'show', 'dev', 'eth0'])).toContain('fd00:10:244:1::40/64');
+    const viaConf = await add('rq-2', b, conf({ args: { cni: { ips: ['fd00:10:244:1::41'] } }, runtimeConfig: { ips: ['10.244.1.41/24'] } }));
+    expect(viaConf.code, viaConf.stdout + viaConf.stderr).toBe(0);
+    expect(ipsOf(viaConf).map((i) => i.address)).toEqual(['10.244.1.41/24', 'fd00:10:244:1::41/64']);
+    expect(inNs(b, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::40'])).toContain('1 received');
+    expect((await del('rq-1', nsPath(a))).code).toBe(0);
+    expect((await del('rq-2', nsPath(b))).code).toBe(0);
+    expect(leases()).toEqual([]);
+  });
+
+  it('fails ADD for a requested IPv6 address already leased or outside the ranges, naming it, and leaves nothing behind', async () => {
+    const first = await add('rq-3', a, conf(), 'IP=fd00:10:244:1::42');
+    expect(first.code, first.stdout + first.stderr).toBe(0);
+    const taken = await add('rq-4', b, conf(), 'IP=fd00:10:244:1::42');
+    expect(taken.code).toBe(1);
+    expect(taken.json).toMatchObject({
+      code: 999,
+      msg: 'failed to allocate for range 1: requested IP address fd00:10:244:1::42 is not available in range set fd00:10:244:1::1-fd00:10:244:1:ffff:ffff:ffff:ffff',
+    });
+    const outside = await add('rq-4', b, conf(), 'IP=fd00:10:244:2::42');
+    expect(outside.json).toMatchObject({ code: 999, msg: 'failed to allocate all requested IPs: fd00:10:244:2::42' });
+    const gateway = await add('rq-4', b, conf({ runtimeConfig: { ips: ['fd00:10:244:1::1'] } }));
+    expect(gateway.json).toMatchObject({ code: 999, msg: "failed to allocate for range 1: requested ip fd00:10:244:1::1 is subnet's gateway" });
+    // Only rq-3's two leases and veth: the failed calls undid their IPv4 lease and their veth.
+    expect(leases()).toEqual(ipsOf(first).map((i) => bare(i.address)));
+    expect(leases()).toContain('fd00:10:244:1::42');
+    expect(veths()).toHaveLength(1);
+    expect(inNs(b, 'ip', ['-o', 'link'])).not.toContain('eth0');
+    expect((await del('rq-3', nsPath(a))).code).toBe(0);
+  });
+
+  it('GC releases both families\' leases of attachments the runtime no longer knows', async () => {
+    for (const id of ['gc-1', 'gc-2']) expect((await add(id, id === 'gc-1' ? a : b)).code).toBe(0);
+    expect(leases()).toHaveLength(4);
+    const out = await call({ command: 'GC', stdin: conf({ 'cni.dev/valid-attachments': [{ containerID: 'gc-2', ifname: 'eth0' }] }) });
+    expect(out.code, out.stdout + out.stderr).toBe(0);
+    const kept = leases();
+    expect(kept).toHaveLength(2);
+    expect(kept.map((f) => readFileSync(join(node!.dataDir, netName, f), 'utf8'))).toEqual(['gc-2\r\neth0', 'gc-2\r\neth0']);
+    expect(veths()).toHaveLength(1);
+    expect((await del('gc-2', nsPath(b))).code).toBe(0);
+  });
+});
+
+describe.skipIf(requireOrSkip('IPv6-only plugin', needs)).each(suites)('IPv6-only pods on a node netns: $name', (path) => {
+  let node: Node | undefined;
+  const netName = `tsf6o${process.pid}`;
+  const conf = (cniVersion = '1.1.0') => ({
+    cniVersion, name: netName, type: 'tsflannel', subnetFile: node!.subnetFile, dataDir: node!.dataDir, agentSocket: node!.agentSocket,
+  });
+  const call = (c: Omit<CniCall, 'nodeNs'>) => callPlugin({ nodeNs: node!.ns, bin: path.bin, ...c, extraEnv: { ...path.env, ...c.extraEnv } });
+
+  beforeAll(async () => {
+    node = await makeNode(path.agent ? 'v6ag' : 'v6st', V6_ONLY_ENV, path);
+  }, 60_000);
+  afterAll(async () => {
+    await dropNode(node);
+    cleanupAll();
+  });
+
+  it('ADD gives IPv6 only: one address, ::/0 and the cluster route, no IPv4 on the pod or the bridge; pods ping6 each other', async () => {
+    const pods = [addNetns(`${path.agent ? 'ag' : 'st'}-6a`), addNetns(`${path.agent ? 'ag' : 'st'}-6b`)];
+    const outs = [];
+    for (const [i, p] of pods.entries()) {
+      const out = await call({ command: 'ADD', containerId: `v6-${i}`, netns: nsPath(p), ifname: 'eth0', stdin: conf('0.4.0') });
+      expect(out.code, out.stdout + out.stderr).toBe(0);
+      outs.push(out);
+    }
+    expect(outs[0]!.json).toMatchObject({
+      cniVersion: '0.4.0',
+      ips: [{ version: '6', address: 'fd00:10:244:2::2/64', gateway: 'fd00:10:244:2::1', interface: 2 }],
+      routes: [{ dst: 'fd00:10:244::/56', gw: 'fd00:10:244:2::1' }, { dst: '::/0', gw: 'fd00:10:244:2::1' }],
+    });
+    expect(ipsOf(outs[0]!)).toHaveLength(1);
+    expect(inNs(pods[0]!, 'ip', ['-4', 'addr', 'show', 'dev', 'eth0']).trim()).toBe('');
+    expect(inNs(pods[0]!, 'ip', ['-4', 'route']).trim()).toBe('');
+    expect(inNs(node!.ns, 'ip', ['-4', 'addr', 'show', 'dev', 'cni0']).trim()).toBe('');
+    expect(inNs(pods[0]!, 'ip', ['-6', 'route'])).toMatch(/^default via fd00:10:244:2::1 dev eth0/m);
+    expect(inNs(pods[0]!, 'ping', ['-6', '-c1', '-W3', bare(ipsOf(outs[1]!)[0]!.address)])).toContain('1 received');
+    expect(inNs(pods[1]!, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:2::1'])).toContain('1 received');
+
+    const prevResult = outs[0]!.json;
+    const ok = await call({ command: 'CHECK', containerId: 'v6-0', netns: nsPath(pods[0]!), ifname: 'eth0', stdin: { ...conf(), prevResult } });
+    expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+    const status = await call({ command: 'STATUS', stdin: conf() });
+    expect(status.code, status.stdout + status.stderr).toBe(0);
+    for (const [i, p] of pods.entries()) {
+      expect((await call({ command: 'DEL', containerId: `v6-${i}`, netns: nsPath(p), ifname: 'eth0', stdin: conf() })).code).toBe(0);
+    }
+    expect(readdirSync(join(node!.dataDir, netName)).filter(isLease)).toEqual([]);
+  });
+});
+
+describe.skipIf(requireOrSkip('dual-stack store shared with the reference host-local', { ...needs, 'reference host-local (/usr/lib/cni)': haveRefPlugins('host-local') }))(
+  'IPv6 leases shared with the reference host-local, both ways',
+  () => {
+    let node: Node | undefined;
+    const netName = `tsfdsref${process.pid}`;
+    const pods: string[] = [];
+    const conf = () => ({ cniVersion: '1.0.0', name: netName, type: 'tsflannel', subnetFile: node!.subnetFile, dataDir: node!.dataDir, agentSocket: '' });
+    // The ranges our plugin derives from DUAL_ENV, as flannel's plugin hands them to host-local.
+    const refConf = () => ({
+      cniVersion: '1.0.0',
+      name: netName,
+      type: 'host-local',
+      ipam: { type: 'host-local', dataDir: node!.dataDir, ranges: [[{ subnet: '10.244.1.0/24' }], [{ subnet: 'fd00:10:244:1::/64' }]] },
+    });
+    const ours = (c: Omit<CniCall, 'nodeNs' | 'stdin'>, stdin: object = conf()) => callPlugin({ nodeNs: node!.ns, ...c, stdin });
+    const reference = (command: 'ADD' | 'DEL' | 'CHECK', id: string, args = ''): CniOutcome => {
+      const r = spawnSync(refPlugin('host-local'), [], {
+        input: JSON.stringify(refConf()),
+        encoding: 'utf8',
+        env: { PATH: process.env.PATH, CNI_COMMAND: command, CNI_CONTAINERID: id, CNI_NETNS: '/var/run/netns/unused', CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni', CNI_ARGS: args },
+      });
+      let json: Record<string, unknown> | undefined;
+      try {
+        json = r.stdout.trim() ? (JSON.parse(r.stdout) as Record<string, unknown>) : undefined;
+      } catch {
+        json = undefined;
+      }
+      return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, json };
+    };
+    const leases = () => readdirSync(join(node!.dataDir, netName)).filter(isLease).sort();
+    const pod = (label: string) => {
+      const p = addNetns(label);
+      pods.push(p);
+      return p;
+    };
+
+    beforeAll(async () => {
+      node = await makeNode('dsref', DUAL_ENV, STANDALONE);
+    }, 60_000);
+    afterAll(async () => {
+      await dropNode(node);
+      cleanupAll();
+    });
+
+    it('the reference finds (CHECK) and releases (DEL) the IPv6 lease our ADD wrote, and allocates after it', async () => {
+      const p = pod('ref-a');
+      const added = await ours({ command: 'ADD', containerId: 'ours-a', netns: nsPath(p), ifname: 'eth0' });
+      expect(added.code, added.stdout + added.stderr).toBe(0);
+      expect(leases()).toEqual(['10.244.1.2', 'fd00:10:244:1::2']);
+      const checked = reference('CHECK', 'ours-a');
+      expect(checked.code, checked.stdout + checked.stderr).toBe(0);
+      // Round-robin continues after our last_reserved_ip.1, skipping our file.
+      const theirs = reference('ADD', 'ref-b');
+      expect(theirs.code, theirs.stdout + theirs.stderr).toBe(0);
+      expect(ipsOf(theirs).map((i) => i.address)).toEqual(['10.244.1.3/24', 'fd00:10:244:1::3/64']);
+      const released = reference('DEL', 'ours-a');
+      expect(released.code, released.stdout + released.stderr).toBe(0);
+      expect(leases()).toEqual(['10.244.1.3', 'fd00:10:244:1::3']);
+      // Our DEL then finds no lease and still removes the veth.
+      expect((await ours({ command: 'DEL', containerId: 'ours-a', netns: nsPath(p), ifname: 'eth0' })).code).toBe(0);
+      expect(inNs(node!.ns, 'ip', ['-o', 'link', 'show', 'type', 'veth']).trim()).toBe('');
+    });
+
+    it('our plugin skips, and releases (DEL and GC), IPv6 leases the reference wrote', async () => {
+      // ref-b holds .3 and ::3 from the test before; ours continues after them.
+      const p = pod('ref-c');
+      const added = await ours({ command: 'ADD', containerId: 'ours-c', netns: nsPath(p), ifname: 'eth0' });
+      expect(added.code, added.stdout + added.stderr).toBe(0);
+      expect(ipsOf(added).map((i) => i.address)).toEqual(['10.244.1.4/24', 'fd00:10:244:1::4/64']);
+      const del = await ours({ command: 'DEL', containerId: 'ref-b', netns: '', ifname: 'eth0' });
+      expect(del.code, del.stdout + del.stderr).toBe(0);
+      expect(leases()).toEqual(['10.244.1.4', 'fd00:10:244:1::4']);
+      expect(reference('ADD', 'ref-d').code).toBe(0);
+      const gc = await ours({ command: 'GC' }, { ...conf(), cniVersion: '1.1.0', 'cni.dev/valid-attachments': [{ containerID: 'ours-c', ifname: 'eth0' }] });
+      expect(gc.code, gc.stdout + gc.stderr).toBe(0);
+      expect(leases()).toEqual(['10.244.1.4', 'fd00:10:244:1::4']);
+      expect((await ours({ command: 'DEL', containerId: 'ours-c', netns: nsPath(p), ifname: 'eth0' })).code).toBe(0);
+    });
+
+    it('names IPv6 lease files byte for byte as Go does: each side sees the other\'s requested address as taken', async () => {
+      // One zero group stays (":0:"), the longest run of two or more becomes "::", as net.IP.String() writes.
+      const goText = 'fd00:10:244:1:0:a:0:5';
+      const theirs = reference('ADD', 'ref-e', `IP=${goText}`);
+      expect(theirs.code, theirs.stdout + theirs.stderr).toBe(0);
+      expect(leases()).toContain(goText);
+      const p = pod('ref-f');
+      const clash = await ours({ command: 'ADD', containerId: 'ours-f', netns: nsPath(p), ifname: 'eth0', args: 'IP=fd00:10:244:1::a:0:5' });
+      expect(clash.json).toMatchObject({ code: 999, msg: expect.stringContaining(`requested IP address ${goText} is not available`) });
+      const mine = await ours({ command: 'ADD', containerId: 'ours-f', netns: nsPath(p), ifname: 'eth0', args: 'IP=fd00:10:244:1:0:0:b:6' });
+      expect(mine.code, mine.stdout + mine.stderr).toBe(0);
+      expect(leases()).toContain('fd00:10:244:1::b:6');
+      const refused = reference('ADD', 'ref-g', 'IP=fd00:10:244:1::b:6');
+      expect(refused.code).not.toBe(0);
+      expect(String(refused.json?.msg)).toContain('fd00:10:244:1::b:6');
+      expect((await ours({ command: 'DEL', containerId: 'ours-f', netns: nsPath(p), ifname: 'eth0' })).code).toBe(0);
+      expect(reference('DEL', 'ref-e').code).toBe(0);
+      expect(leases()).toEqual([]);
+    });
+  },
+);
