@@ -1,7 +1,8 @@
 package main
 
-// state.dump: the agent's three tables (IPv4 main-table routes of some
-// devices, the IPv4 neighbours and the FDB of one device), one kernel dump
+// state.dump: the agent's three tables (main-table routes of some devices,
+// the neighbours and the FDB of one device; IPv4 unless the request asks
+// for "inet6"), one kernel dump
 // each, in a compact text encoding.
 //
 // Why not vishvananda's RouteList/NeighList: at 50,000 peers a resync reads
@@ -33,6 +34,8 @@ type stateReq struct {
 	// NeighDev and FdbDev: the device whose IPv4 neighbours / FDB are wanted; "" = skip.
 	NeighDev string `json:"neighDev,omitempty"`
 	FdbDev   string `json:"fdbDev,omitempty"`
+	// Family of the routes and neighbours: "inet" (default) or "inet6".
+	Family string `json:"family,omitempty"`
 }
 
 type stateReply struct {
@@ -57,6 +60,10 @@ func opStateDump(raw []byte) (interface{}, error) {
 // opened in the calling thread's namespace).
 func dumpState(r stateReq) (*stateReply, error) {
 	out := &stateReply{Missing: []string{}}
+	family := unix.AF_INET
+	if familyOf(r.Family) == netlink.FAMILY_V6 {
+		family = unix.AF_INET6
+	}
 	find := func(name string) int {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
@@ -73,13 +80,13 @@ func dumpState(r stateReq) (*stateReply, error) {
 	}
 	var err error
 	if len(devs) > 0 {
-		if out.Routes, err = dumpRoutes(devs); err != nil {
+		if out.Routes, err = dumpRoutes(family, devs); err != nil {
 			return nil, err
 		}
 	}
 	if r.NeighDev != "" {
 		if idx := find(r.NeighDev); idx > 0 {
-			if out.Neighs, err = dumpNeighs(unix.AF_INET, idx); err != nil {
+			if out.Neighs, err = dumpNeighs(family, idx); err != nil {
 				return nil, err
 			}
 		}
@@ -125,19 +132,21 @@ func appendMAC(buf []byte, mac []byte) []byte {
 	return append(buf, net.HardwareAddr(mac).String()...)
 }
 
-// dumpRoutes reads the IPv4 routing tables once and keeps the main table's
-// unicast routes leaving through one of devs (multipath routes, which name
+// dumpRoutes reads the family's routing tables once and keeps the main
+// table's routes leaving through one of devs (multipath routes, which name
 // no single device, are never the agent's).
-func dumpRoutes(devs map[uint32]int) (string, error) {
+func dumpRoutes(family int, devs map[uint32]int) (string, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETROUTE, unix.NLM_F_DUMP)
-	req.AddData(nl.NewRtMsg()) // family AF_INET
+	msg := nl.NewRtMsg()
+	msg.Family = uint8(family)
+	req.AddData(msg)
 	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWROUTE)
 	if err != nil {
 		return "", err
 	}
 	buf := make([]byte, 0, len(msgs)*40)
 	for _, m := range msgs {
-		if len(m) < unix.SizeofRtMsg || m[0] != unix.AF_INET {
+		if len(m) < unix.SizeofRtMsg || int(m[0]) != family {
 			continue
 		}
 		dstLen, table, proto := m[1], uint32(m[4]), m[5]
@@ -200,7 +209,7 @@ func dumpRoutes(devs map[uint32]int) (string, error) {
 	return string(buf), nil
 }
 
-// dumpNeighs reads the neighbours (AF_INET) or the FDB (AF_BRIDGE) of one
+// dumpNeighs reads the neighbours (AF_INET, AF_INET6) or the FDB (AF_BRIDGE) of one
 // device, filtered by the kernel: NDA_IFINDEX for neighbours, the device as
 // ifi_index of an ifinfomsg header for the FDB (`bridge fdb show dev X`).
 func dumpNeighs(family int, idx int) (string, error) {

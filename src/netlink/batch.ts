@@ -102,6 +102,8 @@ export interface TableStateRequest extends InNetns {
   neighDev?: string;
   /** device whose FDB to read */
   fdbDev?: string;
+  /** family of the routes and neighbours read; default IPv4 */
+  family?: 'inet' | 'inet6';
 }
 
 /** The shim's reply: each table as lines of space-separated fields (native/tsfnl/state_dump.go). */

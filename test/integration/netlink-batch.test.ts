@@ -110,6 +110,22 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
     }
   });
 
+  it('reads IPv6 routes and neighbours when asked for inet6, and keeps them out of the IPv4 dump', () => {
+    ip('-6', 'neigh', 'replace', 'fd00:50:4::', 'lladdr', '6a:00:00:00:04:01', 'dev', 'vx0', 'nud', 'permanent');
+    ip('-6', 'route', 'replace', 'fd00:50:4::/64', 'via', 'fd00:50:4::', 'dev', 'vx0', 'onlink');
+    try {
+      const v6 = nl.dumpTables({ ...opts, routeDevs: ['vx0'], neighDev: 'vx0', family: 'inet6' });
+      expect(v6.routes).toContainEqual(expect.objectContaining({ dev: 'vx0', dst: 'fd00:50:4::/64', gw: 'fd00:50:4::', onlink: true }));
+      expect(v6.neighs).toContainEqual({ ip: 'fd00:50:4::', mac: '6a:00:00:00:04:01', state: nl.NudState.permanent });
+      const v4 = nl.dumpTables({ ...opts, routeDevs: ['vx0'], neighDev: 'vx0' });
+      expect(v4.routes.map((r) => r.dst)).not.toContain('fd00:50:4::/64');
+      expect(v4.neighs.map((n) => n.ip)).not.toContain('fd00:50:4::');
+    } finally {
+      ip('-6', 'route', 'del', 'fd00:50:4::/64', 'dev', 'vx0');
+      ip('-6', 'neigh', 'del', 'fd00:50:4::', 'dev', 'vx0');
+    }
+  });
+
   it('reports each failing entry with its index and errno, skips the rest of its group, and applies the others', () => {
     const res = nl.applyBatch([
       { kind: 'route.replace', dev: 'nosuch0', dst: '10.60.1.0/24', gw: '10.60.1.0', onlink: true },
