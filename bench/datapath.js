@@ -80,7 +80,12 @@ export async function startTsflannel(log, tag) {
     netConf: { Network: '10.244.0.0/16', SubnetLen: 24, Backend: { Type: 'vxlan', VNI: 1, Port: 8472 } },
     resyncSeconds: 30,
   });
+  // The synchronous fallback for Ctrl-C; the normal path awaits stop(). etcd,
+  // the etcd bridges and the mount-namespace holders run outside the node
+  // namespaces: they are the cluster's child processes, ended by PID.
   const undo = onCleanup('tsflannel cluster', () => {
+    for (const a of cluster.agents.values()) a.child.kill('SIGKILL');
+    for (const c of [cluster.etcd, ...(cluster.bridges ?? []), ...(cluster.mountHolders?.values() ?? [])]) c?.kill('SIGKILL');
     killNsPids(cluster.topo?.namespaces ?? []);
     for (const ns of cluster.topo?.namespaces ?? []) spawnSync('ip', ['netns', 'del', ns]);
   });
@@ -269,6 +274,15 @@ const FACTORS = [
   { name: 'nat', label: "twin + tsflannel's masquerade chain only (conntrack + NAT)", apply: (ts, t) => copyTables(ts, t, ['nat']) },
   { name: 'rules', label: "twin + tsflannel's whole firewall (both tables)", apply: (ts, t) => copyTables(ts, t, ['filter', 'nat']) },
   {
+    name: 'nocsum',
+    label: "twin + whole firewall, flannel.1 tx checksum offload off (flannel's workaround)",
+    needs: '/usr/sbin/ethtool',
+    apply: (ts, t) => {
+      copyTables(ts, t, ['filter', 'nat']);
+      for (const ns of t.nodes) must(ns, 'ethtool', ['-K', 'flannel.1', 'tx-checksum-ip-generic', 'off']);
+    },
+  },
+  {
     name: 'novx',
     label: 'twin + whole firewall, VXLAN UDP untracked (raw NOTRACK udp 8472)',
     apply: (ts, t) => {
@@ -311,7 +325,7 @@ export async function run(ctx = {}) {
     setups.push(ts);
     setups.push(startTwin(ts, 'twin', tag));
     if (factors) {
-      for (const f of FACTORS) {
+      for (const f of FACTORS.filter((f) => !f.needs || existsSync(f.needs))) {
         const t = startTwin(ts, f.name, tag);
         f.apply(ts, t);
         setups.push(t);
