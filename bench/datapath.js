@@ -212,7 +212,13 @@ function iperf(setup, seconds, dir) {
       parsed = undefined;
     }
     if (parsed?.end?.sum_received) {
-      return { gbps: parsed.end.sum_received.bits_per_second / 1e9, retransmits: parsed.end.sum_sent.retransmits ?? 0 };
+      const end = parsed.end;
+      // CPU the two iperf3 processes used (user + system, which includes the
+      // softirq work done in their context: most of the path on veths) per
+      // GB moved: unlike the rate it hardly moves with other load.
+      const cpu = end.cpu_utilization_percent ?? {};
+      const cpuSeconds = (((cpu.host_total ?? NaN) + (cpu.remote_total ?? NaN)) / 100) * end.sum_received.seconds;
+      return { gbps: end.sum_received.bits_per_second / 1e9, retransmits: end.sum_sent.retransmits ?? 0, cpuMsPerGB: (cpuSeconds * 1000) / (end.sum_received.bytes / 1e9) };
     }
     last = parsed?.error ?? `${res.stdout.slice(0, 200)} ${res.stderr}`;
     spawnSync('sleep', ['0.3']);
@@ -337,6 +343,7 @@ export async function run(ctx = {}) {
       ...Object.fromEntries(FACTORS.map((f) => [f.name, f.label])),
     };
     const tput = Object.fromEntries(setups.map((s) => [s.name, []]));
+    const cpuPerGB = Object.fromEntries(setups.map((s) => [s.name, []]));
     const retrans = Object.fromEntries(setups.map((s) => [s.name, 0]));
     const rtt = Object.fromEntries(setups.map((s) => [s.name, []]));
     const rttMedians = Object.fromEntries(setups.map((s) => [s.name, []]));
@@ -345,6 +352,7 @@ export async function run(ctx = {}) {
       for (const s of order) {
         const m = iperf(s, seconds, ts.pidDir);
         tput[s.name].push(m.gbps);
+        cpuPerGB[s.name].push(m.cpuMsPerGB);
         retrans[s.name] += m.retransmits;
         log(`round ${r + 1}: ${s.name} ${m.gbps.toFixed(2)} Gbit/s`);
       }
@@ -365,6 +373,8 @@ export async function run(ctx = {}) {
       'min/max (Gbit/s)': `${Math.min(...tput[s.name]).toFixed(2)} / ${Math.max(...tput[s.name]).toFixed(2)}`,
       'throughput vs twin': paired(tput, s.name).toFixed(3),
       retransmits: retrans[s.name],
+      'iperf3 CPU per GB (ms)': Math.round(median(cpuPerGB[s.name])),
+      'CPU per GB vs twin': paired(cpuPerGB, s.name).toFixed(3),
       'RTT p50 (µs)': us(median(rtt[s.name])),
       'RTT p90 (µs)': us(percentile(rtt[s.name], 90)),
       'RTT p99 (µs)': us(percentile(rtt[s.name], 99)),
@@ -379,6 +389,7 @@ export async function run(ctx = {}) {
         `${rounds} rounds, order alternating (ABBA); ratios are the median over rounds of each setup / the twin in the same round; per round and setup one iperf3 -t ${seconds} (TCP, 1 stream) pod on node 1 → pod on node 2, then ${pings} ICMP echoes at 1 ms intervals (ping -i 0.001): RTT percentiles over all echoes.`,
         'Twin: the same underlay bridge, a VXLAN device with the agent\'s VNI, port, MTU, MAC, local address and flags, cni0 and a pod veth with the plugin\'s MTU, the same route + permanent ARP + FDB per peer; no firewall rules.',
         `tsflannel node: ${d.rules} iptables rules; flannel.1 offloads: ${d.flannel || '(ethtool missing)'}; twin flannel.1: ${dt.flannel || '(ethtool missing)'}.`,
+        'iperf3 CPU per GB: user + system time of the iperf3 client and server (its -J cpu_utilization_percent) per GB received; on veths most of the forwarding, encapsulation and netfilter work runs in their context, so this is the path\'s cost per byte, and it barely moves with other load, where the rate does.',
         `1-min load average ${load0.toFixed(2)} before, ${load1.toFixed(2)} after (2 vCPUs shared with other work): absolute figures move with load; read the ratios.`,
       ],
     };
