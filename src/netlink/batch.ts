@@ -155,7 +155,8 @@ export function decodeNeighs(text: string, fdb: boolean): StateNeigh[] {
   const out: StateNeigh[] = [];
   for (const line of lines(text)) {
     const [a, b, state] = line.split(' ');
-    const [ip, mac] = fdb ? [b!, a!] : [a!, b!];
+    const ip = fdb ? b! : a!;
+    const mac = fdb ? a! : b!;
     const n: StateNeigh = { mac: mac === '-' ? '' : mac, state: Number(state) };
     if (ip !== '-') n.ip = ip;
     out.push(n);
