@@ -281,7 +281,7 @@ const FACTORS = [
   { name: 'rules', label: "twin + tsflannel's whole firewall (both tables)", apply: (ts, t) => copyTables(ts, t, ['filter', 'nat']) },
   {
     name: 'nocsum',
-    label: "twin + whole firewall, flannel.1 tx checksum offload off (flannel's workaround)",
+    label: "twin + whole firewall, flannel.1 tx checksum offload off (flannel's documented workaround)",
     needs: '/usr/sbin/ethtool',
     apply: (ts, t) => {
       copyTables(ts, t, ['filter', 'nat']);
