@@ -25,7 +25,7 @@
 //   BENCH_DP_SECONDS=4 BENCH_DP_ROUNDS=3 BENCH_DP_PINGS=2000
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { installSignalCleanup, onCleanup, runCleanups } from './lib/cleanup.js';
 import { median, percentile } from './lib/stats.js';
@@ -88,6 +88,7 @@ export async function startTsflannel(log, tag) {
     for (const c of [cluster.etcd, ...(cluster.bridges ?? []), ...(cluster.mountHolders?.values() ?? [])]) c?.kill('SIGKILL');
     killNsPids(cluster.topo?.namespaces ?? []);
     for (const ns of cluster.topo?.namespaces ?? []) spawnSync('ip', ['netns', 'del', ns]);
+    if (cluster.tempDir) rmSync(cluster.tempDir, { recursive: true, force: true });
   });
   log('starting a 2-node tsflannel cluster');
   await cluster.start();
