@@ -383,10 +383,12 @@ export async function run(ctx = {}) {
     }));
     const d = describe(ts);
     const dt = describe(setups[1]);
+    const target = paired(tput, 'tsflannel');
     return {
       title: 'Pod-to-pod across two nodes over VXLAN: tsflannel vs the same kernel VXLAN made by hand',
       rows,
       notes: [
+        `Target (issue 18, item 6): tsflannel's throughput ≥ 0.95 × the twin's: ${target.toFixed(3)}, ${target >= 0.95 ? 'met' : 'NOT met'} in this run; CPU per GB ${paired(cpuPerGB, 'tsflannel').toFixed(3)} ×, RTT p50 ${paired(rttMedians, 'tsflannel').toFixed(3)} × the twin's.`,
         `${rounds} rounds, order alternating (ABBA); ratios are the median over rounds of each setup / the twin in the same round; per round and setup one iperf3 -t ${seconds} (TCP, 1 stream) pod on node 1 → pod on node 2, then ${pings} ICMP echoes at 1 ms intervals (ping -i 0.001): RTT percentiles over all echoes.`,
         'Twin: the same underlay bridge, a VXLAN device with the agent\'s VNI, port, MTU, MAC, local address and flags, cni0 and a pod veth with the plugin\'s MTU, the same route + permanent ARP + FDB per peer; no firewall rules.',
         `tsflannel node: ${d.rules} iptables rules; flannel.1 offloads: ${d.flannel || '(ethtool missing)'}; twin flannel.1: ${dt.flannel || '(ethtool missing)'}.`,
