@@ -290,6 +290,14 @@ const FACTORS = [
     },
   },
   {
+    name: 'nocsum0',
+    label: 'twin + whole firewall, conntrack checksum validation off (nf_conntrack_checksum=0)',
+    apply: (ts, t) => {
+      copyTables(ts, t, ['filter', 'nat']);
+      for (const ns of t.nodes) must(ns, 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_checksum=0']);
+    },
+  },
+  {
     name: 'novx',
     label: 'twin + whole firewall, VXLAN UDP untracked (raw NOTRACK udp 8472)',
     apply: (ts, t) => {
@@ -332,7 +340,9 @@ export async function run(ctx = {}) {
     setups.push(ts);
     setups.push(startTwin(ts, 'twin', tag));
     if (factors) {
-      for (const f of FACTORS.filter((f) => !f.needs || existsSync(f.needs))) {
+      // BENCH_DP_FACTORS=name,name runs only those factors (names in FACTORS).
+      const only = process.env.BENCH_DP_FACTORS?.split(',').filter(Boolean);
+      for (const f of FACTORS.filter((f) => (!f.needs || existsSync(f.needs)) && (!only || only.includes(f.name)))) {
         const t = startTwin(ts, f.name, tag);
         f.apply(ts, t);
         setups.push(t);
