@@ -16,13 +16,16 @@
 // remote pod's kernel) round-trip percentiles. Ratios are tsflannel / twin.
 //
 // Factors (BENCH_DATAPATH_FACTORS=1, or always outside --quick): variants of
-// the twin that add one of tsflannel's differences at a time (its iptables
-// rules copied with iptables-save, which loads conntrack and NAT on the
-// path), so each cost is measured apart in the same interleaved run.
+// the twin that add one difference at a time (tsflannel's nft tables, alone
+// or together, which switch conntrack and NAT on; flannel's documented
+// checksum-offload workaround; conntrack checksum validation off; the VXLAN
+// underlay untracked), so each cost is measured apart in the same
+// interleaved run (see FACTORS).
 //
 //   node bench/run.js datapath               through the runner
 //   node bench/datapath.js                   alone
-//   BENCH_DP_SECONDS=4 BENCH_DP_ROUNDS=3 BENCH_DP_PINGS=2000
+//   BENCH_DP_SECONDS=4 BENCH_DP_ROUNDS=4 BENCH_DP_PINGS=2000
+//   BENCH_DP_FACTORS=rules,novx              only these factors
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
