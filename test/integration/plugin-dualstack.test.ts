@@ -6,12 +6,13 @@
 // standalone plugin and on the agent-served path (one handler behind both).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
-import { callPlugin, type CniCall, type CniOutcome } from '../helpers/plugin.js';
+import { callPlugin, PLUGIN_BIN, type CniCall, type CniOutcome } from '../helpers/plugin.js';
+import { buildCnitool, runCnitool, type CnitoolOptions } from '../helpers/cnitool.js';
 import { forwarderBuilt, startCniAgent, STANDALONE, VIA_AGENT, type CniPath, type RunningAgent } from '../helpers/cni-agent.js';
 import { haveRefPlugins, refPlugin } from '../helpers/reference.js';
 
@@ -375,3 +376,53 @@ describe.skipIf(requireOrSkip('dual-stack store shared with the reference host-l
     });
   },
 );
+
+describe.skipIf(requireOrSkip('requested IPs through libcni', { root: isRoot }))('runtimeConfig.ips through libcni (the "ips" capability)', () => {
+  let node: Node | undefined;
+  let binDir = '';
+  let netconfDir = '';
+  let cacheDir = '';
+  const withCap = `tsfcap${process.pid}`;
+  const withoutCap = `tsfnocap${process.pid}`;
+  const ips = ['10.244.1.77/24', 'fd00:10:244:1::77/64'];
+  const opts = (netName: string, pod: string, extra: Partial<CnitoolOptions> = {}): CnitoolOptions => ({
+    netconfDir, netName, netnsPath: nsPath(pod), cniPath: [binDir], cacheDir, nsExec: node!.ns, containerId: `cap-${netName}`, ...extra,
+  });
+  const resultIps = (json: unknown) => ((json as { ips?: ResultIp[] }).ips ?? []).map((i) => i.address);
+
+  beforeAll(async () => {
+    buildCnitool();
+    node = await makeNode('dscap', DUAL_ENV, STANDALONE);
+    binDir = join(node.dir, 'bin');
+    netconfDir = join(node.dir, 'net.d');
+    cacheDir = join(node.dir, 'cache');
+    mkdirSync(binDir);
+    mkdirSync(netconfDir);
+    symlinkSync(PLUGIN_BIN, join(binDir, 'tsflannel'));
+    const entry = { type: 'tsflannel', subnetFile: node.subnetFile, dataDir: node.dataDir, agentSocket: '' };
+    writeFileSync(join(netconfDir, '10-cap.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: withCap, plugins: [{ ...entry, capabilities: { ips: true } }] }));
+    writeFileSync(join(netconfDir, '20-nocap.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: withoutCap, plugins: [entry] }));
+  }, 120_000);
+  afterAll(async () => {
+    await dropNode(node);
+    cleanupAll();
+  });
+
+  it('gives the pod exactly the requested pair when the plugin entry declares the capability, and ignores it otherwise', async () => {
+    const p1 = addNetns('cap-1');
+    const added = await runCnitool('add', { ...opts(withCap, p1), capArgs: { ips } });
+    expect(added.code, added.stdout + added.stderr).toBe(0);
+    expect(resultIps(added.json)).toEqual(ips);
+    expect(inNs(p1, 'ip', ['-6', 'addr', 'show', 'dev', 'eth0'])).toContain('fd00:10:244:1::77/64');
+    const checked = await runCnitool('check', opts(withCap, p1));
+    expect(checked.code, checked.stdout + checked.stderr).toBe(0);
+    // libcni drops capability args a plugin entry does not declare: the pod gets the next free addresses.
+    const p2 = addNetns('cap-2');
+    const plain = await runCnitool('add', { ...opts(withoutCap, p2), capArgs: { ips } });
+    expect(plain.code, plain.stdout + plain.stderr).toBe(0);
+    expect(resultIps(plain.json)).toEqual(['10.244.1.2/24', 'fd00:10:244:1::2/64']);
+    expect((await runCnitool('del', opts(withCap, p1))).code).toBe(0);
+    expect((await runCnitool('del', opts(withoutCap, p2))).code).toBe(0);
+    expect(readdirSync(node!.dataDir).flatMap((d) => readdirSync(join(node!.dataDir, d)).filter(isLease))).toEqual([]);
+  });
+});
