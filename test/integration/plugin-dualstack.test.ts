@@ -426,3 +426,62 @@ describe.skipIf(requireOrSkip('requested IPs through libcni', { root: isRoot }))
     expect(readdirSync(node!.dataDir).flatMap((d) => readdirSync(join(node!.dataDir, d)).filter(isLease))).toEqual([]);
   });
 });
+
+describe.skipIf(requireOrSkip('dual-stack day 2', { root: isRoot }))('dual-stack node when the subnet file changes', () => {
+  let node: Node | undefined;
+  const netName = `tsfds2${process.pid}`;
+  const pods = new Map<string, string>();
+  const conf = () => ({ cniVersion: '1.1.0', name: netName, type: 'tsflannel', subnetFile: node!.subnetFile, dataDir: node!.dataDir, agentSocket: '' });
+  const cni = (command: 'ADD' | 'DEL', id: string) =>
+    callPlugin({ nodeNs: node!.ns, command, containerId: id, netns: nsPath(pods.get(id)!), ifname: 'eth0', stdin: conf() });
+  const writeEnv = (v6Subnet: string, mtu: number) =>
+    writeFileSync(node!.subnetFile, DUAL_ENV.replace('fd00:10:244:1::1/64', v6Subnet).replace('FLANNEL_MTU=1450', `FLANNEL_MTU=${mtu}`));
+  const bridge6 = () => inNs(node!.ns, 'ip', ['-6', 'addr', 'show', 'dev', 'cni0', 'scope', 'global']);
+
+  beforeAll(async () => {
+    node = await makeNode('ds2', DUAL_ENV, STANDALONE);
+  }, 60_000);
+  afterAll(async () => {
+    await dropNode(node);
+    cleanupAll();
+  });
+
+  it('a raised FLANNEL_MTU gives the earlier pod a /128 route carrying its MTU ("packet too big" instead of a silent drop)', async () => {
+    pods.set('old', addNetns('d2-old'));
+    expect((await cni('ADD', 'old')).code).toBe(0);
+    writeEnv('fd00:10:244:1::1/64', 8950);
+    pods.set('new', addNetns('d2-new'));
+    const out = await cni('ADD', 'new');
+    expect(out.code, out.stdout + out.stderr).toBe(0);
+    expect(inNs(node!.ns, 'ip', ['-6', 'route', 'show', 'fd00:10:244:1::2/128'])).toMatch(/dev cni0 .*mtu 1450/);
+    expect(inNs(node!.ns, 'ip', ['-6', 'route', 'show', 'fd00:10:244:1::3/128'])).toBe('');
+    const big = spawnSync('ip', ['netns', 'exec', node!.ns, 'ping', '-6', '-c1', '-W1', '-M', 'do', '-s', '2000', 'fd00:10:244:1::2'], { encoding: 'utf8' });
+    // ping6 words the local error "message too long, mtu: 1450".
+    expect(big.stdout + big.stderr).toMatch(/mtu: 1450/);
+    expect(inNs(node!.ns, 'ping', ['-6', '-c1', '-W3', '-M', 'do', '-s', String(1450 - 48), 'fd00:10:244:1::2'])).toContain('1 received');
+    expect(inNs(pods.get('old')!, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::3'])).toContain('1 received');
+  });
+
+  it('a new FLANNEL_IPV6_SUBNET: ADD names the pods holding old IPv6 addresses, then moves only the IPv6 gateway once they are gone', async () => {
+    writeEnv('fd00:10:244:9::1/64', 8950);
+    pods.set('moved', addNetns('d2-moved'));
+    const refused = await cni('ADD', 'moved');
+    expect(refused.code).not.toBe(0);
+    expect(refused.json?.code).toBe(7);
+    const msg = String(refused.json?.msg);
+    expect(msg).toContain('fd00:10:244:9::1/64');
+    expect(msg).toContain('fd00:10:244:1::2 (container old eth0)');
+    expect(msg).toContain('fd00:10:244:1::3 (container new eth0)');
+    expect(bridge6()).toContain('fd00:10:244:1::1/64');
+    for (const id of ['old', 'new']) expect((await cni('DEL', id)).code).toBe(0);
+    expect(inNs(node!.ns, 'ip', ['-6', 'route', 'show', 'fd00:10:244:1::2/128'])).toBe('');
+    const out = await cni('ADD', 'moved');
+    expect(out.code, out.stdout + out.stderr).toBe(0);
+    expect(ipsOf(out).map((i) => i.address)).toEqual([expect.stringMatching(/^10\.244\.1\.\d+\/24$/), 'fd00:10:244:9::2/64']);
+    expect(bridge6()).toContain('fd00:10:244:9::1/64');
+    expect(bridge6()).not.toContain('fd00:10:244:1::1/64');
+    expect(inNs(node!.ns, 'ip', ['-4', 'addr', 'show', 'dev', 'cni0'])).toContain('10.244.1.1/24');
+    expect(inNs(pods.get('moved')!, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:9::1'])).toContain('1 received');
+    expect((await cni('DEL', 'moved')).code).toBe(0);
+  });
+});
