@@ -595,7 +595,7 @@ const families: { weight: number; arbitrary: fc.Arbitrary<Gen> }[] = [
         [[]],
         [{}],
         [{ dst: 'bad' }],
-        [{ dst: 'fd00::/64' }],
+        [{ dst: 'fd00::/64', gw: '10.0.0.1' }],
         [{ dst: '10.0.0.0/33' }],
         [{ dst: 5 }],
         [{ dst: '10.0.0.0/8', gw: 5 }],
