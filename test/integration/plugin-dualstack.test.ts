@@ -485,3 +485,38 @@ describe.skipIf(requireOrSkip('dual-stack day 2', { root: isRoot }))('dual-stack
     expect((await cni('DEL', 'moved')).code).toBe(0);
   });
 });
+
+describe.skipIf(requireOrSkip('IPv4 node turning dual-stack', { root: isRoot }))('an IPv4-only node whose subnet file gains IPv6', () => {
+  let node: Node | undefined;
+  const netName = `tsfup${process.pid}`;
+  const pods = new Map<string, string>();
+  const conf = () => ({ cniVersion: '1.1.0', name: netName, type: 'tsflannel', subnetFile: node!.subnetFile, dataDir: node!.dataDir, agentSocket: '' });
+  const cni = (command: 'ADD' | 'DEL', id: string) =>
+    callPlugin({ nodeNs: node!.ns, command, containerId: id, netns: nsPath(pods.get(id)!), ifname: 'eth0', stdin: conf() });
+
+  beforeAll(async () => {
+    node = await makeNode('dsup', DUAL_ENV, STANDALONE);
+  }, 60_000);
+  afterAll(async () => {
+    await dropNode(node);
+    cleanupAll();
+  });
+
+  it('an IPv4 pod made before the node became dual-stack keeps its address and reaches a new dual-stack pod; its retried ADD adds IPv6', async () => {
+    writeFileSync(node!.subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+    pods.set('v4', addNetns('d2-v4'));
+    const before = await cni('ADD', 'v4');
+    expect(ipsOf(before).map((i) => i.address)).toEqual(['10.244.1.2/24']);
+    writeFileSync(node!.subnetFile, DUAL_ENV);
+    pods.set('ds', addNetns('d2-ds'));
+    const ds = await cni('ADD', 'ds');
+    expect(ipsOf(ds).map((i) => i.address)).toEqual(['10.244.1.3/24', 'fd00:10:244:1::2/64']);
+    expect(inNs(pods.get('v4')!, 'ping', ['-4', '-c1', '-W3', '10.244.1.3'])).toContain('1 received');
+    const again = await cni('ADD', 'v4');
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(ipsOf(again).map((i) => i.address)).toEqual(['10.244.1.2/24', 'fd00:10:244:1::3/64']);
+    expect(inNs(pods.get('v4')!, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::2'])).toContain('1 received');
+    for (const id of ['v4', 'ds']) expect((await cni('DEL', id)).code).toBe(0);
+    expect(readdirSync(join(node!.dataDir, netName)).filter(isLease)).toEqual([]);
+  });
+});
