@@ -8,8 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from './config.js';
 import type { AgentOptions } from './options.js';
 import type { Backend, ExternalInterface, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetManager } from './types.js';
-import { readSubnetEnv, writeSubnetEnv } from '../flannel/subnet-env.js';
-import { canonicalCidr, gatewayCidr, parseCidr } from '../net/ip.js';
+import { readSubnetEnv, subnetEnvFor, writeSubnetEnv, type SubnetEnv } from '../flannel/subnet-env.js';
+import { canonicalCidr, parseCidr } from '../net/ip.js';
 import { startEndpoints, type HealthSource, type Probe } from './health.js';
 import { defaultMetrics, type AgentMetrics } from './metrics.js';
 import { chooseExternalInterface } from './external.js';
@@ -171,17 +171,21 @@ export class Agent implements HealthSource {
 
   /** The subnet an earlier run wrote to subnet.env (flanneld asks for it again). */
   private priorLease(): PriorLease {
-    let gateway: string;
+    let env: SubnetEnv;
     try {
-      gateway = readSubnetEnv(this.opts.subnetFile).subnet;
+      env = readSubnetEnv(this.opts.subnetFile);
     } catch {
       return {};
     }
-    const cidr = parseCidr(gateway, 4);
-    if (!cidr) return {};
-    const subnet = canonicalCidr(cidr);
-    this.deps.logger.info({ subnet, file: this.opts.subnetFile }, 'previous subnet from the subnet file');
-    return { subnet };
+    const prior: PriorLease = {};
+    const v4 = parseCidr(env.subnet, 4);
+    if (v4) prior.subnet = canonicalCidr(v4);
+    const v6 = env.ipv6Subnet === undefined ? undefined : parseCidr(env.ipv6Subnet, 6);
+    if (v6) prior.ipv6Subnet = canonicalCidr(v6);
+    if (prior.subnet || prior.ipv6Subnet) {
+      this.deps.logger.info({ ...prior, file: this.opts.subnetFile }, 'previous subnet from the subnet file');
+    }
+    return prior;
   }
 
   /**
@@ -219,14 +223,7 @@ export class Agent implements HealthSource {
   }
 
   private writeSubnetFile(config: NetworkConfig, lease: Lease, mtu: number): void {
-    const subnet = parseCidr(lease.subnet, 4) && gatewayCidr(lease.subnet);
-    if (!subnet) throw new Error(`lease subnet ${JSON.stringify(lease.subnet)} is not an IPv4 CIDR`);
-    writeSubnetEnv(this.opts.subnetFile, {
-      network: config.network,
-      subnet,
-      mtu,
-      ipMasq: this.opts.ipMasq,
-    });
+    writeSubnetEnv(this.opts.subnetFile, subnetEnvFor(config, lease, mtu, this.opts.ipMasq));
     this.deps.logger.info({ file: this.opts.subnetFile }, 'wrote subnet file');
   }
 

@@ -85,7 +85,7 @@ async function readEtcd(opts: EtcdSourceOptions, timeoutMs: number): Promise<Clu
   const view: ClusterView = { source: 'etcd', origin: `etcd ${opts.endpoints.join(',')} ${prefix}` };
   const { Etcd3 } = await import('etcd3');
   const { decodeLeaseAttrs } = await import('../../daemon/subnet/etcd.js');
-  const { parseSubnetKey } = await import('../../daemon/subnet/allocate.js');
+  const { parseLeaseKey } = await import('../../daemon/subnet/allocate.js');
   const { parseNetworkConfig } = await import('../../daemon/config.js');
   const client = new Etcd3({
     hosts: opts.endpoints,
@@ -114,14 +114,15 @@ async function readEtcd(opts: EtcdSourceOptions, timeoutMs: number): Promise<Clu
     const bad: string[] = [];
     for (const kv of subnets.kvs) {
       const key = kv.key.toString();
-      const subnet = parseSubnetKey(key.slice(`${prefix}/subnets/`.length));
-      const attrs = subnet ? decodeLeaseAttrs(kv.value.toString()) : undefined;
-      if (!subnet || !attrs) {
+      const subnets = parseLeaseKey(key.slice(`${prefix}/subnets/`.length));
+      const attrs = subnets ? decodeLeaseAttrs(kv.value.toString()) : undefined;
+      if (!subnets || !attrs) {
         bad.push(key);
         continue;
       }
-      leases.push({ ...attrs, subnet, nodeName: key.slice(`${prefix}/subnets/`.length) });
-      if (kv.lease && kv.lease !== '0') leaseIds.set(subnet, kv.lease);
+      leases.push({ ...attrs, ...subnets, nodeName: key.slice(`${prefix}/subnets/`.length) });
+      // An IPv6-only lease has no IPv4 subnet to name it by.
+      if (kv.lease && kv.lease !== '0') leaseIds.set(subnets.subnet || subnets.ipv6Subnet!, kv.lease);
     }
     view.leases = leases;
     if (bad.length > 0) view.badEntries = bad;

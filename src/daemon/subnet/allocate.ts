@@ -127,14 +127,63 @@ export function subnetKey(cidr: string): string {
   return `${formatIp(net.ip)}-${net.prefix}`;
 }
 
-// flannel's dual-stack keys append `&<ipv6>-<len>`; the IPv4 part is all we use.
+/** A node's subnets as a lease key names them; '' for a family the node has no subnet in. */
+export interface LeaseSubnets {
+  /** IPv4 subnet, network form; '' in an IPv6-only cluster */
+  subnet: string;
+  /** IPv6 subnet, network form */
+  ipv6Subnet?: string;
+}
+
+/**
+ * flannel's MakeSubnetKey: `10.244.1.0-24`, dual-stack
+ * `10.244.1.0-24&fd00:10:244:1::-64`. IPv6-only is what flannel's key gives
+ * for an empty IPv4 subnet, `0.0.0.0-0&fd00:10:244:1::-64`, so a key always
+ * starts with the IPv4 part that flannel's parser requires.
+ */
+export function leaseKey(subnets: LeaseSubnets): string {
+  const v4 = subnets.subnet === '' ? '0.0.0.0-0' : subnetKey(subnets.subnet);
+  if (subnets.ipv6Subnet === undefined) {
+    if (subnets.subnet === '') throw new RangeError('a lease key needs an IPv4 or an IPv6 subnet');
+    return v4;
+  }
+  const v6 = parseCidr(subnets.ipv6Subnet, 6);
+  if (!v6) throw new RangeError(`not an IPv6 subnet: ${subnets.ipv6Subnet}`);
+  return `${v4}&${subnetKey(subnets.ipv6Subnet)}`;
+}
+
+// flannel's key pattern: an IPv4 part, then optionally `&<ipv6>-<len>`.
 const KEY_RE = /^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})(?:&([0-9a-fA-F:]+)-(\d{1,3}))?$/;
 
-/** `10.244.1.0-24` (or a dual-stack key) → `10.244.1.0/24`; undefined if not a subnet key. */
-export function parseSubnetKey(key: string): string | undefined {
+/** The subnets a flannel key names (see leaseKey); undefined if `key` is not a subnet key. */
+export function parseLeaseKey(key: string): LeaseSubnets | undefined {
   const m = KEY_RE.exec(key);
   if (!m) return undefined;
   const net = parseCidr(`${m[1]}/${m[2]}`, 4);
   if (!net || !isAligned(4, net.ip.value, net.prefix)) return undefined;
-  return formatCidr(net);
+  // 0.0.0.0/0 is flannel's empty IPv4 subnet: only meaningful next to an IPv6 one.
+  const subnet = net.prefix === 0 ? '' : formatCidr(net);
+  if (m[3] === undefined) return subnet === '' ? undefined : { subnet };
+  const v6 = parseCidr(`${m[3]}/${m[4]}`, 6);
+  if (!v6 || v6.prefix === 0 || !isAligned(6, v6.ip.value, v6.prefix)) return undefined;
+  return { subnet, ipv6Subnet: formatCidr(v6) };
+}
+
+/** `10.244.1.0-24` (or a dual-stack key) → `10.244.1.0/24`; undefined if not a key with an IPv4 subnet. */
+export function parseSubnetKey(key: string): string | undefined {
+  const subnets = parseLeaseKey(key);
+  return subnets && subnets.subnet !== '' ? subnets.subnet : undefined;
+}
+
+/** The IPv6 node-subnet range of a config, or undefined when IPv6 is off. */
+export function ipv6RangeOf(config: {
+  enableIPv6: boolean;
+  ipv6Network?: string;
+  ipv6SubnetLen?: number;
+  ipv6SubnetMin?: string;
+  ipv6SubnetMax?: string;
+}): SubnetRange | undefined {
+  const { enableIPv6, ipv6Network, ipv6SubnetLen, ipv6SubnetMin, ipv6SubnetMax } = config;
+  if (!enableIPv6 || !ipv6Network || ipv6SubnetLen === undefined || !ipv6SubnetMin || !ipv6SubnetMax) return undefined;
+  return { network: ipv6Network, subnetLen: ipv6SubnetLen, subnetMin: ipv6SubnetMin, subnetMax: ipv6SubnetMax };
 }

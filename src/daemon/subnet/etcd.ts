@@ -2,6 +2,8 @@
 // flanneld nodes can share one store.
 //   <prefix>/config                     net-conf.json
 //   <prefix>/subnets/10.244.1.0-24      {"PublicIP":...,"BackendType":...,"BackendData":{...}}
+//   <prefix>/subnets/10.244.1.0-24&fd00:10:244:1::-64   dual-stack, "PublicIPv6" and "BackendV6Data" set
+//   <prefix>/subnets/0.0.0.0-0&fd00:10:244:1::-64       IPv6-only (flannel's key for an empty IPv4 subnet)
 // A node's key hangs on an etcd lease with a TTL; a key without a lease is
 // a reservation made by an operator and is kept without a TTL.
 import {
@@ -19,7 +21,7 @@ import { parseNetworkConfig } from '../config.js';
 import { etcdClientOptions, type EtcdSecurity } from './etcd-client.js';
 import type { BackendData, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetManager } from '../types.js';
 import { cidrContainsIp, cidrOverlaps, compareAddresses, parseCidr, parseIp } from '../../net/ip.js';
-import { inRange, parseSubnetKey, pickFreeSubnet, subnetKey } from './allocate.js';
+import { inRange, ipv6RangeOf, leaseKey, parseLeaseKey, pickFreeSubnet, type SubnetRange } from './allocate.js';
 
 export interface EtcdSubnetManagerOptions {
   endpoints: string[];
@@ -33,6 +35,8 @@ export interface EtcdSubnetManagerOptions {
   renewMarginSeconds?: number;
   /** the subnet this node had before (subnet.env): asked for first when free */
   previousSubnet?: string;
+  /** the IPv6 subnet this node had before (subnet.env's FLANNEL_IPV6_SUBNET) */
+  previousIPv6Subnet?: string;
   /**
    * Called when another node has taken our subnet (our key expired while we
    * were cut off and someone else claimed it). flannel exits then; the agent
@@ -92,7 +96,9 @@ const NO_LEASE = '0';
 
 interface StoredLease {
   key: string;
+  /** '' for an IPv6-only key */
   subnet: string;
+  ipv6Subnet?: string;
   /** undefined when the value cannot be read as LeaseAttrs */
   attrs: LeaseAttrs | undefined;
   value: string;
@@ -103,6 +109,7 @@ interface StoredLease {
 interface OwnLease {
   key: string;
   subnet: string;
+  ipv6Subnet?: string;
   attrs: LeaseAttrs;
   value: string;
   /** etcd lease ID, NO_LEASE for a reservation */
@@ -115,15 +122,30 @@ interface OwnLease {
 
 // ---------- value encoding (flannel's LeaseAttrs JSON) ----------
 
+/**
+ * flannel's LeaseAttrs JSON, fields in Go's order. PublicIP is a Go ip.IP4
+ * value there, never absent: an IPv6-only node writes its zero value,
+ * 0.0.0.0, as flanneld does; PublicIPv6 is a pointer, null when unset.
+ */
 export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
   const hasData = Object.keys(attrs.backendData).length > 0;
+  const hasV6Data = attrs.backendV6Data !== undefined && Object.keys(attrs.backendV6Data).length > 0;
   return JSON.stringify({
-    PublicIP: attrs.publicIP,
-    PublicIPv6: null,
+    PublicIP: attrs.publicIP === '' ? ZERO_IPV4 : attrs.publicIP,
+    PublicIPv6: attrs.publicIPv6 ?? null,
     BackendType: attrs.backendType,
     // host-gw has nothing to publish; flannel then leaves the field out.
     ...(hasData ? { BackendData: attrs.backendData } : {}),
+    ...(hasV6Data ? { BackendV6Data: attrs.backendV6Data } : {}),
   });
+}
+
+const ZERO_IPV4 = '0.0.0.0';
+
+/** Whether a stored lease names the same node as `mine`: by IPv4 public address, or IPv6 for an IPv6-only node. */
+function sameHolder(stored: LeaseAttrs | undefined, mine: LeaseAttrs): boolean {
+  if (!stored) return false;
+  return mine.publicIP !== '' ? stored.publicIP === mine.publicIP : stored.publicIPv6 === mine.publicIPv6;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -158,12 +180,22 @@ export function decodeLeaseAttrs(value: string): LeaseAttrs | undefined {
     return undefined;
   }
   if (!isRecord(raw)) return undefined;
-  const { PublicIP, BackendType } = raw;
+  const { PublicIP, PublicIPv6, BackendType } = raw;
   if (typeof PublicIP !== 'string' || parseIp(PublicIP, 4) === undefined) return undefined;
+  if (PublicIPv6 !== undefined && PublicIPv6 !== null && (typeof PublicIPv6 !== 'string' || parseIp(PublicIPv6, 6) === undefined)) return undefined;
   if (BackendType !== 'vxlan' && BackendType !== 'host-gw' && BackendType !== 'wireguard') return undefined;
   const backendData = decodeBackendData(raw.BackendData);
   if (!backendData) return undefined;
-  return { publicIP: PublicIP, backendType: BackendType, backendData };
+  const hasV6 = typeof PublicIPv6 === 'string';
+  // 0.0.0.0 next to an IPv6 address is flannel's "no IPv4 address" (an IPv6-only node).
+  const attrs: LeaseAttrs = { publicIP: hasV6 && PublicIP === ZERO_IPV4 ? '' : PublicIP, backendType: BackendType, backendData };
+  if (hasV6) attrs.publicIPv6 = PublicIPv6;
+  if (raw.BackendV6Data !== undefined && raw.BackendV6Data !== null) {
+    const backendV6Data = decodeBackendData(raw.BackendV6Data);
+    if (!backendV6Data) return undefined;
+    attrs.backendV6Data = backendV6Data;
+  }
+  return attrs;
 }
 
 // ---------- small async helpers ----------
@@ -242,6 +274,7 @@ export class EtcdSubnetManager implements SubnetManager {
   private readonly closing = new AbortController();
   private own: OwnLease | undefined;
   private previousSubnet: string | undefined;
+  private previousIPv6Subnet: string | undefined;
   private readonly background = new Set<Promise<void>>();
 
   constructor(private readonly opts: EtcdSubnetManagerOptions) {
@@ -250,6 +283,7 @@ export class EtcdSubnetManager implements SubnetManager {
     this.subnetsPrefix = `${this.prefix}/subnets/`;
     this.ttl = opts.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
     this.previousSubnet = opts.previousSubnet;
+    this.previousIPv6Subnet = opts.previousIPv6Subnet;
     if (!Number.isInteger(this.ttl) || this.ttl < 2) throw new TypeError(`leaseTtlSeconds must be an integer >= 2, got ${this.ttl}`);
     // flannel renews an hour before expiry; short TTLs renew at a third.
     const margin = opts.renewMarginSeconds ?? Math.min(3600, (this.ttl * 2) / 3);
@@ -280,8 +314,14 @@ export class EtcdSubnetManager implements SubnetManager {
   }
 
   async acquireLease(attrs: LeaseAttrs, signal?: AbortSignal, prior?: PriorLease): Promise<Lease> {
-    if (parseIp(attrs.publicIP, 4) === undefined) throw new TypeError(`publicIP must be an IPv4 address, got ${attrs.publicIP}`);
+    if (attrs.publicIP !== '' || attrs.publicIPv6 === undefined) {
+      if (parseIp(attrs.publicIP, 4) === undefined) throw new TypeError(`publicIP must be an IPv4 address, got ${attrs.publicIP}`);
+    }
+    if (attrs.publicIPv6 !== undefined && parseIp(attrs.publicIPv6, 6) === undefined) {
+      throw new TypeError(`publicIPv6 must be an IPv6 address, got ${attrs.publicIPv6}`);
+    }
     if (prior?.subnet) this.previousSubnet = prior.subnet;
+    if (prior?.ipv6Subnet) this.previousIPv6Subnet = prior.ipv6Subnet;
     const stop = anySignal([signal, this.closing.signal]);
     const own = await this.retrying('acquire subnet lease', stop, () => this.acquireOnce(attrs));
     // The old renewal keeps running until the new lease is safely in place.
@@ -293,7 +333,7 @@ export class EtcdSubnetManager implements SubnetManager {
     }
     this.own = own;
     this.track(this.renewLoop(own));
-    this.log.info({ subnet: own.subnet, key: own.key, ttl: own.leaseId === NO_LEASE ? 0 : this.ttl }, 'acquired subnet lease');
+    this.log.info({ subnet: own.subnet, ipv6Subnet: own.ipv6Subnet, key: own.key, ttl: own.leaseId === NO_LEASE ? 0 : this.ttl }, 'acquired subnet lease');
     return this.toLease(own);
   }
 
@@ -355,7 +395,10 @@ export class EtcdSubnetManager implements SubnetManager {
 
   private async acquireOnce(attrs: LeaseAttrs): Promise<OwnLease> {
     const config = await this.getNetworkConfig();
-    if (!config.enableIPv4) throw new SubnetError('the etcd subnet manager hands out IPv4 subnets only; EnableIPv4 is false');
+    if (config.enableIPv4 && attrs.publicIP === '') throw new SubnetError('EnableIPv4 is true but this node publishes no IPv4 address');
+    if (config.enableIPv6 && attrs.publicIPv6 === undefined) {
+      throw new SubnetError('EnableIPv6 is true but this node publishes no IPv6 address (give --public-ipv6, or an interface with a global IPv6 address)');
+    }
     const value = encodeLeaseAttrs(attrs);
     const grant = this.lazyGrant();
     try {
@@ -402,29 +445,36 @@ export class EtcdSubnetManager implements SubnetManager {
   ): Promise<OwnLease | undefined> {
     const { entries } = await this.list();
     let others = entries;
-    const mine = entries.find((e) => e.attrs?.publicIP === attrs.publicIP) ?? this.formerSelf(entries, attrs);
+    const mine = entries.find((e) => sameHolder(e.attrs, attrs)) ?? this.formerSelf(entries, attrs);
     if (mine) {
-      if (fitsNetwork(config, mine.subnet)) return this.reuse(mine, value, attrs, grant);
+      if (fitsNetwork(config, mine.subnet, mine.ipv6Subnet)) return this.reuse(mine, value, attrs, grant);
       this.log.warn({ subnet: mine.subnet, network: config.network, subnetLen: config.subnetLen }, 'our old subnet does not fit the network config; releasing it');
       await this.client.if(mine.key, 'Mod', '==', mine.modRevision).then(this.client.delete().key(mine.key)).commit();
       others = entries.filter((e) => e !== mine);
     }
-    const taken = others.map((e) => e.subnet);
-    const preferred = this.preferredSubnet(config, taken);
-    if (preferred) this.log.info({ subnet: preferred }, 'found previously leased subnet, reusing');
-    else if (this.previousSubnet) this.log.warn({ previous: this.previousSubnet }, 'previously leased subnet is taken or outside the network; picking another');
-    const subnet = preferred ?? pickFreeSubnet(config, taken, this.opts.random);
-    if (!subnet) {
-      throw new SubnetError(`out of subnets: all /${config.subnetLen} subnets from ${config.subnetMin} to ${config.subnetMax} are taken`);
-    }
-    const key = this.subnetsPrefix + subnetKey(subnet);
+    const subnet = config.enableIPv4 ? this.pickSubnet(config, this.previousSubnet, others.map((e) => e.subnet)) : '';
+    const v6Range = ipv6RangeOf(config);
+    const ipv6Subnet = v6Range && this.pickSubnet(v6Range, this.previousIPv6Subnet, others.flatMap((e) => e.ipv6Subnet ?? []));
+    const key = this.subnetsPrefix + leaseKey(ipv6Subnet === undefined ? { subnet } : { subnet, ipv6Subnet });
     const leaseId = await grant();
     const created = await this.client
       .if(key, 'Create', '==', 0)
       .then(this.client.put(key).value(value).lease(leaseId))
       .commit();
     if (!created.succeeded) return undefined;
-    return this.ownLease(key, subnet, attrs, value, leaseId);
+    return this.ownLease(key, subnet, attrs, value, leaseId, ipv6Subnet);
+  }
+
+  /** The previous subnet when it is free and in range, else a free one; throws when the range is full. */
+  private pickSubnet(range: SubnetRange, previous: string | undefined, taken: string[]): string {
+    const preferred = this.preferredSubnet(range, previous, taken);
+    if (preferred) this.log.info({ subnet: preferred }, 'found previously leased subnet, reusing');
+    else if (previous) this.log.warn({ previous }, 'previously leased subnet is taken or outside the network; picking another');
+    const subnet = preferred ?? pickFreeSubnet(range, taken, this.opts.random);
+    if (!subnet) {
+      throw new SubnetError(`out of subnets: all /${range.subnetLen} subnets from ${range.subnetMin} to ${range.subnetMax} are taken`);
+    }
+    return subnet;
   }
 
   /**
@@ -434,9 +484,13 @@ export class EtcdSubnetManager implements SubnetManager {
    * keeps the subnet, so pods keep their addresses.
    */
   private formerSelf(entries: StoredLease[], attrs: LeaseAttrs): StoredLease | undefined {
-    const mac = attrs.backendData.VtepMAC?.toLowerCase();
-    if (!mac || !this.previousSubnet) return undefined;
-    const former = entries.find((e) => e.subnet === this.previousSubnet && e.attrs?.backendData.VtepMAC?.toLowerCase() === mac);
+    // An IPv6-only node is known by its IPv6 subnet and its IPv6 VTEP's MAC.
+    const v6only = attrs.publicIP === '';
+    const macOf = (a: LeaseAttrs | undefined) => (v6only ? a?.backendV6Data?.VtepMAC : a?.backendData.VtepMAC)?.toLowerCase();
+    const mac = macOf(attrs);
+    const previous = v6only ? this.previousIPv6Subnet : this.previousSubnet;
+    if (!mac || !previous) return undefined;
+    const former = entries.find((e) => (v6only ? e.ipv6Subnet : e.subnet) === previous && macOf(e.attrs) === mac);
     if (former) {
       this.log.warn(
         { subnet: former.subnet, oldPublicIP: former.attrs?.publicIP, publicIP: attrs.publicIP },
@@ -446,9 +500,8 @@ export class EtcdSubnetManager implements SubnetManager {
     return former;
   }
 
-  private preferredSubnet(config: NetworkConfig, taken: string[]): string | undefined {
-    const previous = this.previousSubnet;
-    if (!previous || !inRange(config, previous)) return undefined;
+  private preferredSubnet(range: SubnetRange, previous: string | undefined, taken: string[]): string | undefined {
+    if (!previous || !inRange(range, previous)) return undefined;
     const net = parseCidr(previous)!;
     const free = taken.every((t) => {
       const other = parseCidr(t);
@@ -464,11 +517,12 @@ export class EtcdSubnetManager implements SubnetManager {
     if (leaseId !== NO_LEASE) put.lease(leaseId);
     const updated = await this.client.if(mine.key, 'Mod', '==', mine.modRevision).then(put).commit();
     if (!updated.succeeded) return undefined;
-    return this.ownLease(mine.key, mine.subnet, attrs, value, leaseId);
+    return this.ownLease(mine.key, mine.subnet, attrs, value, leaseId, mine.ipv6Subnet);
   }
 
-  private ownLease(key: string, subnet: string, attrs: LeaseAttrs, value: string, leaseId: string): OwnLease {
+  private ownLease(key: string, subnet: string, attrs: LeaseAttrs, value: string, leaseId: string, ipv6Subnet?: string): OwnLease {
     const own: OwnLease = { key, subnet, attrs, value, leaseId, stop: new AbortController() };
+    if (ipv6Subnet !== undefined) own.ipv6Subnet = ipv6Subnet;
     if (leaseId !== NO_LEASE) own.expiration = new Date(Date.now() + this.ttl * 1000);
     return own;
   }
@@ -522,7 +576,7 @@ export class EtcdSubnetManager implements SubnetManager {
     const alive = own.leaseId === NO_LEASE ? true : (await this.keepAlive(own.leaseId)) > 0;
     const kv = (await this.client.get(own.key).exec()).kvs[0];
     const holder = kv ? decodeLeaseAttrs(kv.value.toString()) : undefined;
-    if (kv && holder?.publicIP === own.attrs.publicIP) {
+    if (kv && sameHolder(holder, own.attrs)) {
       if (alive) {
         if (own.leaseId !== NO_LEASE) own.expiration = new Date(Date.now() + this.ttl * 1000);
         return;
@@ -532,7 +586,7 @@ export class EtcdSubnetManager implements SubnetManager {
       return;
     }
     if (kv) {
-      throw new LeaseLostError(`subnet ${own.subnet} now belongs to ${holder?.publicIP ?? 'an unreadable lease'}`);
+      throw new LeaseLostError(`subnet ${own.subnet || own.ipv6Subnet} now belongs to ${(holder?.publicIP || holder?.publicIPv6) ?? 'an unreadable lease'}`);
     }
     await this.recreate(own);
   }
@@ -595,10 +649,10 @@ export class EtcdSubnetManager implements SubnetManager {
 
   private decode(kv: IKeyValue): StoredLease | undefined {
     const key = kv.key.toString();
-    const subnet = parseSubnetKey(key.slice(this.subnetsPrefix.length));
-    if (!subnet) return undefined;
+    const subnets = parseLeaseKey(key.slice(this.subnetsPrefix.length));
+    if (!subnets) return undefined;
     const value = kv.value.toString();
-    return { key, subnet, attrs: decodeLeaseAttrs(value), value, modRevision: kv.mod_revision, leaseId: kv.lease };
+    return { key, ...subnets, attrs: decodeLeaseAttrs(value), value, modRevision: kv.mod_revision, leaseId: kv.lease };
   }
 
   /** Applies watch events from `revision + 1` on; rejects when the watch breaks, resolves on stop. */
@@ -653,13 +707,16 @@ export class EtcdSubnetManager implements SubnetManager {
         this.log.debug({ key: entry.key }, 'ignoring a subnet lease we cannot read');
         continue;
       }
-      leases.push({ subnet: entry.subnet, ...entry.attrs, nodeName: entry.key.slice(this.subnetsPrefix.length) });
+      const lease: Lease = { subnet: entry.subnet, ...entry.attrs, nodeName: entry.key.slice(this.subnetsPrefix.length) };
+      if (entry.ipv6Subnet !== undefined) lease.ipv6Subnet = entry.ipv6Subnet;
+      leases.push(lease);
     }
-    return leases.sort((a, b) => compareAddresses(a.subnet, b.subnet));
+    return leases.sort((a, b) => compareAddresses(a.subnet || a.ipv6Subnet || '', b.subnet || b.ipv6Subnet || ''));
   }
 
   private toLease(own: OwnLease): Lease {
     const lease: Lease = { subnet: own.subnet, ...own.attrs, nodeName: this.opts.nodeName ?? own.key.slice(this.subnetsPrefix.length) };
+    if (own.ipv6Subnet !== undefined) lease.ipv6Subnet = own.ipv6Subnet;
     if (own.expiration) lease.expiration = own.expiration;
     return lease;
   }
@@ -691,10 +748,18 @@ export class EtcdSubnetManager implements SubnetManager {
   }
 }
 
-/** flannel keeps a node's old subnet only while it still fits Network and SubnetLen. */
-function fitsNetwork(config: NetworkConfig, subnet: string): boolean {
-  const net = parseCidr(subnet);
-  const network = parseCidr(config.network);
-  if (!net || !network || net.prefix !== config.subnetLen) return false;
-  return cidrContainsIp(network, net.ip);
+/**
+ * flannel keeps a node's old subnets only while they still fit Network and
+ * SubnetLen, and IPv6Network and IPv6SubnetLen; a family that is off must
+ * have no subnet (isSubnetConfigCompat, isIPv6SubnetConfigCompat).
+ */
+function fitsNetwork(config: NetworkConfig, subnet: string, ipv6Subnet?: string): boolean {
+  const fits = (cidr: string, network: string, len: number): boolean => {
+    const net = parseCidr(cidr);
+    const within = parseCidr(network);
+    return net !== undefined && within !== undefined && net.prefix === len && cidrContainsIp(within, net.ip);
+  };
+  if (config.enableIPv4 ? !fits(subnet, config.network, config.subnetLen) : subnet !== '') return false;
+  const v6 = ipv6RangeOf(config);
+  return v6 ? ipv6Subnet !== undefined && fits(ipv6Subnet, v6.network, v6.subnetLen) : ipv6Subnet === undefined;
 }

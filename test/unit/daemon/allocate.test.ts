@@ -4,6 +4,9 @@ import {
   candidateSubnets,
   freeSubnets,
   inRange,
+  ipv6RangeOf,
+  leaseKey,
+  parseLeaseKey,
   parseSubnetKey,
   pickFreeSubnet,
   subnetKey,
@@ -140,9 +143,10 @@ describe('lease keys', () => {
     }
   });
 
+  // /0 is left out: 0.0.0.0-0 is flannel's empty IPv4 subnet (see the IPv6-only keys below).
   it('round-trips every aligned subnet (property)', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 0, max: 32 }), (ip, len) => {
+      fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 1, max: 32 }), (ip, len) => {
         const size = 2 ** (32 - len);
         const cidr = `${v4text(ip - (ip % size))}/${len}`;
         expect(parseSubnetKey(subnetKey(cidr))).toBe(cidr);
@@ -156,5 +160,108 @@ describe('lease keys', () => {
     expect(inRange(r16, '10.244.1.0/25')).toBe(false);
     expect(inRange(r16, '10.244.1.128/24')).toBe(false);
     expect(inRange(r16, '10.245.1.0/24')).toBe(false);
+  });
+});
+
+describe('IPv6 subnets (BigInt)', () => {
+  const r56: SubnetRange = { network: 'fd00:10:244::/56', subnetLen: 64, subnetMin: 'fd00:10:244:1::', subnetMax: 'fd00:10:244:ff::' };
+
+  it('offers /64s of a /56 in address order, skipping the first', () => {
+    expect(take(candidateSubnets(r56), 3)).toEqual(['fd00:10:244:1::/64', 'fd00:10:244:2::/64', 'fd00:10:244:3::/64']);
+    expect([...candidateSubnets(r56)]).toHaveLength(255);
+    expect([...candidateSubnets(r56)].at(-1)).toBe('fd00:10:244:ff::/64');
+  });
+
+  it('jumps over taken blocks of any length and ignores IPv4 ones', () => {
+    const taken = ['fd00:10:244::/60', 'fd00:10:244:11::/64', '10.244.1.0/24', 'fd00:10:244:12::1/64'];
+    expect(take(freeSubnets(r56, taken), 3)).toEqual(['fd00:10:244:10::/64', 'fd00:10:244:13::/64', 'fd00:10:244:14::/64']);
+  });
+
+  it('walks a /16 of /64s (2^48 candidates) with huge reservations in no time', () => {
+    const huge: SubnetRange = { network: 'fd00::/16', subnetLen: 64, subnetMin: 'fd00:0:0:1::', subnetMax: 'fd00:ffff:ffff:ffff::' };
+    const started = Date.now();
+    expect(pickFreeSubnet(huge, ['fd00::/17', 'fd00:8000::/18'], () => 0)).toBe('fd00:c000::/64');
+    expect(pickFreeSubnet(huge, ['fd00::/16'])).toBeUndefined();
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it('picks among the first 100 free IPv6 subnets', () => {
+    expect(pickFreeSubnet(r56, [], () => 0)).toBe('fd00:10:244:1::/64');
+    expect(pickFreeSubnet(r56, [], () => 0.999999)).toBe('fd00:10:244:64::/64');
+  });
+
+  it('inRange checks family, length, alignment and bounds', () => {
+    expect(inRange(r56, 'fd00:10:244:7::/64')).toBe(true);
+    expect(inRange(r56, 'fd00:10:244::/64')).toBe(false);
+    expect(inRange(r56, 'fd00:10:244:7::/65')).toBe(false);
+    expect(inRange(r56, 'fd00:10:244:7::1/64')).toBe(false);
+    expect(inRange(r56, 'fd00:10:245:7::/64')).toBe(false);
+    expect(inRange(r56, '10.244.7.0/24')).toBe(false);
+  });
+
+  it('never yields a subnet that overlaps a taken one (property, /120 in /112)', () => {
+    const range: SubnetRange = { network: 'fd00::/112', subnetLen: 120, subnetMin: 'fd00::100', subnetMax: 'fd00::ff00' };
+    const cidr = fc.tuple(fc.integer({ min: 0, max: 0xffff }), fc.integer({ min: 112, max: 124 })).map(([v, len]) => ({ v: BigInt(v), len }));
+    fc.assert(
+      fc.property(fc.array(cidr, { maxLength: 20 }), (taken) => {
+        const text = taken.map(({ v, len }) => `fd00::${v.toString(16)}/${len}`);
+        const free = [...freeSubnets(range, text)];
+        const all = [...candidateSubnets(range)];
+        const hit = (s: string) => {
+          const start = BigInt(`0x${s.split('::')[1]!.split('/')[0]}`);
+          return taken.some(({ v, len }) => {
+            const size = 1n << BigInt(128 - len);
+            const ts = v - (v % size);
+            return start < ts + size && ts < start + 256n;
+          });
+        };
+        expect(free).toEqual(all.filter((s) => !hit(s)));
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('ipv6RangeOf gives the IPv6 range of a config, undefined when IPv6 is off', () => {
+    expect(ipv6RangeOf({ enableIPv6: true, ipv6Network: 'fd00::/56', ipv6SubnetLen: 64, ipv6SubnetMin: 'fd00:0:0:1::', ipv6SubnetMax: 'fd00:0:0:ff::' })).toEqual({
+      network: 'fd00::/56',
+      subnetLen: 64,
+      subnetMin: 'fd00:0:0:1::',
+      subnetMax: 'fd00:0:0:ff::',
+    });
+    expect(ipv6RangeOf({ enableIPv6: false })).toBeUndefined();
+  });
+});
+
+describe("flannel's dual-stack and IPv6-only lease keys", () => {
+  it('writes keys as MakeSubnetKey does', () => {
+    expect(leaseKey({ subnet: '10.244.1.0/24' })).toBe('10.244.1.0-24');
+    expect(leaseKey({ subnet: '10.5.52.0/24', ipv6Subnet: 'fc00::/64' })).toBe('10.5.52.0-24&fc00::-64');
+    expect(leaseKey({ subnet: '', ipv6Subnet: 'fd00:10:244:1::/64' })).toBe('0.0.0.0-0&fd00:10:244:1::-64');
+    expect(() => leaseKey({ subnet: '' })).toThrow(RangeError);
+    expect(() => leaseKey({ subnet: '10.244.1.0/24', ipv6Subnet: '10.0.0.0/8' })).toThrow(RangeError);
+  });
+
+  it('reads them back', () => {
+    expect(parseLeaseKey('10.244.1.0-24')).toEqual({ subnet: '10.244.1.0/24' });
+    expect(parseLeaseKey('10.5.52.0-24&fc00::-64')).toEqual({ subnet: '10.5.52.0/24', ipv6Subnet: 'fc00::/64' });
+    expect(parseLeaseKey('0.0.0.0-0&fd00:10:244:1::-64')).toEqual({ subnet: '', ipv6Subnet: 'fd00:10:244:1::/64' });
+    expect(parseSubnetKey('0.0.0.0-0&fd00:10:244:1::-64')).toBeUndefined();
+    for (const bad of ['0.0.0.0-0', '10.5.52.0-24&fc00::1-64', '10.5.52.0-24&fc00::-129', '10.5.52.0-24&10.0.0.0-8', '10.5.52.0-24&']) {
+      expect(parseLeaseKey(bad), bad).toBeUndefined();
+    }
+  });
+
+  it('round-trips every aligned IPv6 subnet, with or without an IPv4 one (property)', () => {
+    fc.assert(
+      fc.property(fc.bigInt({ min: 0n, max: (1n << 128n) - 1n }), fc.integer({ min: 1, max: 128 }), fc.boolean(), (v, len, dual) => {
+        const size = 1n << BigInt(128 - len);
+        const hex = (v - (v % size)).toString(16).padStart(32, '0');
+        const text = hex.match(/.{4}/g)!.join(':');
+        const ipv6Subnet = parseLeaseKey(`0.0.0.0-0&${text}-${len}`)?.ipv6Subnet;
+        expect(ipv6Subnet).toBeDefined();
+        const subnets = { subnet: dual ? '10.244.1.0/24' : '', ipv6Subnet: ipv6Subnet! };
+        expect(parseLeaseKey(leaseKey(subnets))).toEqual(subnets);
+      }),
+    );
   });
 });

@@ -1,0 +1,226 @@
+// The etcd subnet manager's dual-stack and IPv6-only leases against a real
+// etcd (Debian's etcd-server): flannel's keys and LeaseAttrs JSON, so a
+// flanneld sharing the store reads our leases and we read its.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Etcd3 } from 'etcd3';
+import pino from 'pino';
+import { EtcdSubnetManager, SubnetError, type EtcdSubnetManagerOptions } from '../../src/daemon/subnet/etcd.js';
+import { inRange } from '../../src/daemon/subnet/allocate.js';
+import type { Lease, LeaseAttrs } from '../../src/daemon/types.js';
+import { requireOrSkip } from '../helpers/require.js';
+import { ETCD_BIN, haveEtcd, startEtcd, type EtcdServer } from '../helpers/etcd.js';
+
+const hex = (i: number) => i.toString(16).padStart(2, '0');
+
+/** A dual-stack node: IPv4 and IPv6 public addresses, one VTEP per family. */
+const dualAttrs = (i: number, tail = hex(i)): LeaseAttrs => ({
+  publicIP: `198.51.100.${i}`,
+  publicIPv6: `2001:db8::${i.toString(16)}`,
+  backendType: 'vxlan',
+  backendData: { VNI: 1, VtepMAC: `0a:00:00:00:00:${tail}` },
+  backendV6Data: { VNI: 1, VtepMAC: `0a:00:00:00:06:${tail}` },
+});
+
+/** An IPv6-only node: no IPv4 address ('' by the LeaseAttrs contract). */
+const v6Attrs = (i: number, tail = hex(i)): LeaseAttrs => ({
+  publicIP: '',
+  publicIPv6: `2001:db8::${i.toString(16)}`,
+  backendType: 'vxlan',
+  backendData: {},
+  backendV6Data: { VNI: 1, VtepMAC: `0a:00:00:00:06:${tail}` },
+});
+
+const DUAL = { Network: '10.60.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:60::/56' };
+const V6ONLY = { EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00:61::/56' };
+
+async function waitFor<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe.skipIf(requireOrSkip('etcd subnet manager, IPv6', { [`etcd (${ETCD_BIN})`]: haveEtcd }))('etcd subnet manager: dual-stack and IPv6-only (real etcd)', () => {
+  let etcd: EtcdServer;
+  let admin: Etcd3;
+  const managers: EtcdSubnetManager[] = [];
+  let prefixCount = 0;
+
+  beforeAll(async () => {
+    etcd = await startEtcd();
+    admin = new Etcd3({ hosts: etcd.endpoint });
+  });
+
+  afterEach(async () => {
+    await Promise.all(managers.splice(0).map((m) => m.close()));
+  });
+
+  afterAll(async () => {
+    admin?.close();
+    await etcd?.stop();
+  });
+
+  async function network(conf: object): Promise<string> {
+    const prefix = `/tsf-v6-${process.pid}-${++prefixCount}/network`;
+    await admin.put(`${prefix}/config`).value(JSON.stringify(conf));
+    return prefix;
+  }
+
+  function manager(opts: Partial<EtcdSubnetManagerOptions> & { prefix: string }): EtcdSubnetManager {
+    const m = new EtcdSubnetManager({ endpoints: [etcd.endpoint], logger: pino({ level: 'silent' }), ...opts });
+    managers.push(m);
+    return m;
+  }
+
+  async function stored(prefix: string): Promise<Record<string, string>> {
+    const all = await admin.getAll().prefix(`${prefix}/subnets/`).strings();
+    return Object.fromEntries(Object.entries(all).map(([k, v]) => [k.slice(`${prefix}/subnets/`.length), v]));
+  }
+
+  it("gives 6 dual-stack agents distinct subnets of both families under flannel's keys and JSON", async () => {
+    const prefix = await network(DUAL);
+    const leases = await Promise.all(Array.from({ length: 6 }, (_, i) => manager({ prefix, leaseTtlSeconds: 60 }).acquireLease(dualAttrs(i + 1))));
+    expect(new Set(leases.map((l) => l.subnet)).size).toBe(6);
+    expect(new Set(leases.map((l) => l.ipv6Subnet)).size).toBe(6);
+    const v4Range = { network: '10.60.0.0/16', subnetLen: 24, subnetMin: '10.60.1.0', subnetMax: '10.60.255.0' };
+    const v6Range = { network: 'fd00:60::/56', subnetLen: 64, subnetMin: 'fd00:60:0:1::', subnetMax: 'fd00:60:0:ff::' };
+    for (const l of leases) {
+      expect(inRange(v4Range, l.subnet), l.subnet).toBe(true);
+      expect(inRange(v6Range, l.ipv6Subnet!), l.ipv6Subnet).toBe(true);
+      expect(l).toMatchObject({ publicIPv6: expect.stringMatching(/^2001:db8::/), backendV6Data: { VNI: 1 } });
+    }
+    const keys = await stored(prefix);
+    const one = leases[0]!;
+    const key = `${one.subnet.replace('/', '-')}&${one.ipv6Subnet!.replace('/', '-')}`;
+    // Byte for byte what Go's json.Marshal(LeaseAttrs) gives: field order, PublicIPv6 a string, BackendV6Data last.
+    expect(keys[key]).toBe(
+      '{"PublicIP":"198.51.100.1","PublicIPv6":"2001:db8::1","BackendType":"vxlan",' +
+        '"BackendData":{"VNI":1,"VtepMAC":"0a:00:00:00:00:01"},"BackendV6Data":{"VNI":1,"VtepMAC":"0a:00:00:00:06:01"}}',
+    );
+    expect(Object.keys(keys).every((k) => /^10\.60\.\d+\.0-24&fd00:60:0:[0-9a-f]+::-64$/.test(k))).toBe(true);
+  });
+
+  it("writes an IPv6-only lease as flanneld does: key 0.0.0.0-0&<v6>, PublicIP 0.0.0.0, no BackendData", async () => {
+    const prefix = await network(V6ONLY);
+    const lease = await manager({ prefix }).acquireLease(v6Attrs(7));
+    expect(lease.subnet).toBe('');
+    expect(lease.ipv6Subnet).toMatch(/^fd00:61:0:[0-9a-f]+::\/64$/);
+    expect(lease.publicIP).toBe('');
+    const keys = await stored(prefix);
+    expect(keys).toEqual({
+      [`0.0.0.0-0&${lease.ipv6Subnet!.replace('/', '-')}`]:
+        '{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::7","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"0a:00:00:00:06:07"}}',
+    });
+  });
+
+  it('reads leases flanneld wrote (dual-stack and IPv6-only) through watchLeases, with every IPv6 field', async () => {
+    const prefix = await network(DUAL);
+    // What a flanneld node stores for itself; our manager must see the same lease.
+    await admin
+      .put(`${prefix}/subnets/10.60.9.0-24&fd00:60:0:9::-64`)
+      .value('{"PublicIP":"192.0.2.9","PublicIPv6":"2001:db8:9::9","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:00:00:09"},"BackendV6Data":{"VNI":1,"VtepMAC":"aa:bb:cc:00:06:09"}}');
+    const m = manager({ prefix });
+    const own = await m.acquireLease(dualAttrs(1));
+    const seen: Lease[][] = [];
+    const stop = new AbortController();
+    const watching = m.watchLeases((l) => seen.push(l), stop.signal);
+    try {
+      const first = await waitFor('the first lease set', () => seen[0]);
+      const theirs = first.find((l) => l.subnet === '10.60.9.0/24');
+      expect(theirs).toMatchObject({
+        subnet: '10.60.9.0/24',
+        ipv6Subnet: 'fd00:60:0:9::/64',
+        publicIP: '192.0.2.9',
+        publicIPv6: '2001:db8:9::9',
+        backendData: { VNI: 1, VtepMAC: 'aa:bb:cc:00:00:09' },
+        backendV6Data: { VNI: 1, VtepMAC: 'aa:bb:cc:00:06:09' },
+      });
+      expect(first.find((l) => l.subnet === own.subnet)?.ipv6Subnet).toBe(own.ipv6Subnet);
+      // A flanneld IPv6-only neighbour appearing later arrives through the watch.
+      await admin
+        .put(`${prefix}/subnets/0.0.0.0-0&fd00:60:0:20::-64`)
+        .value('{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:20::1","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"aa:bb:cc:00:06:20"}}');
+      const later = await waitFor('the IPv6-only lease', () => seen.at(-1)?.find((l) => l.ipv6Subnet === 'fd00:60:0:20::/64'));
+      expect(later).toMatchObject({ subnet: '', publicIP: '', publicIPv6: '2001:db8:20::1', backendData: {} });
+    } finally {
+      stop.abort();
+      await watching;
+    }
+  });
+
+  it('gives a restarted agent both of its old subnets back, and the ones subnet.env remembers when free', async () => {
+    const prefix = await network(DUAL);
+    const first = manager({ prefix, leaseTtlSeconds: 60 });
+    const before = await first.acquireLease(dualAttrs(1));
+    await first.close();
+    const again = await manager({ prefix, leaseTtlSeconds: 60 }).acquireLease(dualAttrs(1, 'ee'));
+    expect([again.subnet, again.ipv6Subnet]).toEqual([before.subnet, before.ipv6Subnet]);
+    expect(again.backendV6Data?.VtepMAC).toBe('0a:00:00:00:06:ee');
+
+    const remembered = await manager({ prefix }).acquireLease(dualAttrs(2), undefined, { subnet: '10.60.77.0/24', ipv6Subnet: 'fd00:60:0:77::/64' });
+    expect([remembered.subnet, remembered.ipv6Subnet]).toEqual(['10.60.77.0/24', 'fd00:60:0:77::/64']);
+    // Someone else's IPv6 subnet is never handed out again.
+    const clash = await manager({ prefix }).acquireLease(dualAttrs(3), undefined, { subnet: '10.60.78.0/24', ipv6Subnet: before.ipv6Subnet! });
+    expect(clash.subnet).toBe('10.60.78.0/24');
+    expect([before.ipv6Subnet, remembered.ipv6Subnet]).not.toContain(clash.ipv6Subnet);
+  });
+
+  it('finds an IPv6-only node by its public IPv6 address on restart, and by subnet + IPv6 VTEP MAC after the address changed', async () => {
+    const prefix = await network(V6ONLY);
+    const m1 = manager({ prefix, leaseTtlSeconds: 60 });
+    const before = await m1.acquireLease(v6Attrs(1));
+    const other = await manager({ prefix }).acquireLease(v6Attrs(2));
+    await m1.close();
+    const again = await manager({ prefix, leaseTtlSeconds: 60 }).acquireLease(v6Attrs(1));
+    expect(again.ipv6Subnet).toBe(before.ipv6Subnet);
+    expect(again.ipv6Subnet).not.toBe(other.ipv6Subnet);
+
+    const moved = { ...v6Attrs(1), publicIPv6: '2001:db8::99' };
+    const found = await manager({ prefix }).acquireLease(moved, undefined, { ipv6Subnet: before.ipv6Subnet! });
+    expect(found.ipv6Subnet).toBe(before.ipv6Subnet);
+    const values = Object.values(await stored(prefix)).map((v) => JSON.parse(v) as { PublicIPv6: string });
+    expect(values.map((v) => v.PublicIPv6).sort()).toEqual(['2001:db8::2', '2001:db8::99']);
+  });
+
+  it('re-registers an IPv6-only key at once when it disappears', async () => {
+    const prefix = await network(V6ONLY);
+    const m = manager({ prefix });
+    const lease = await m.acquireLease(v6Attrs(5));
+    const key = `${prefix}/subnets/0.0.0.0-0&${lease.ipv6Subnet!.replace('/', '-')}`;
+    const stop = new AbortController();
+    const watching = m.watchLeases(() => undefined, stop.signal);
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      await admin.delete().key(key);
+      await waitFor('the key back', async () => (await admin.get(key).string()) !== null, 5000);
+    } finally {
+      stop.abort();
+      await watching;
+    }
+  });
+
+  it('moves an IPv4-only lease to a dual-stack key when IPv6 is switched on, as flannel does', async () => {
+    const prefix = await network({ Network: '10.62.0.0/16' });
+    const attrs = dualAttrs(4);
+    const v4only = await manager({ prefix }).acquireLease({ publicIP: attrs.publicIP, backendType: 'vxlan', backendData: attrs.backendData });
+    expect(v4only.ipv6Subnet).toBeUndefined();
+    await admin.put(`${prefix}/config`).value(JSON.stringify({ Network: '10.62.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:62::/56' }));
+    const dual = await manager({ prefix }).acquireLease(attrs, undefined, { subnet: v4only.subnet });
+    expect(dual.subnet).toBe(v4only.subnet);
+    expect(dual.ipv6Subnet).toMatch(/^fd00:62:0:[0-9a-f]+::\/64$/);
+    expect(Object.keys(await stored(prefix))).toEqual([`${v4only.subnet.replace('/', '-')}&${dual.ipv6Subnet!.replace('/', '-')}`]);
+  });
+
+  it('refuses to acquire when the config enables a family the node has no address in', async () => {
+    const prefix = await network(DUAL);
+    const noV6 = { publicIP: '198.51.100.8', backendType: 'vxlan' as const, backendData: { VNI: 1, VtepMAC: '0a:00:00:00:00:08' } };
+    await expect(manager({ prefix }).acquireLease(noV6)).rejects.toThrow(SubnetError);
+    await expect(manager({ prefix }).acquireLease(noV6)).rejects.toThrow(/EnableIPv6 is true but this node publishes no IPv6 address/);
+    const v4prefix = await network({ Network: '10.63.0.0/16' });
+    await expect(manager({ prefix: v4prefix }).acquireLease(v6Attrs(9))).rejects.toThrow(/EnableIPv4 is true but this node publishes no IPv4 address/);
+    await expect(manager({ prefix }).acquireLease({ ...dualAttrs(9), publicIPv6: '10.0.0.1' })).rejects.toThrow(/publicIPv6 must be an IPv6 address/);
+  });
+});
