@@ -520,3 +520,32 @@ describe.skipIf(requireOrSkip('IPv4 node turning dual-stack', { root: isRoot }))
     expect(readdirSync(join(node!.dataDir, netName)).filter(isLease)).toEqual([]);
   });
 });
+
+describe.skipIf(requireOrSkip('IPv6 disabled by default', { root: isRoot }))('a node and pod whose new links start with IPv6 disabled', () => {
+  let node: Node | undefined;
+  const netName = `tsfnov6${process.pid}`;
+
+  beforeAll(async () => {
+    node = await makeNode('dsoff', DUAL_ENV, STANDALONE);
+  }, 60_000);
+  afterAll(async () => {
+    await dropNode(node);
+    cleanupAll();
+  });
+
+  it('enables IPv6 on cni0, the pod interface and the pod loopback, so the pod still gets and uses its IPv6 address', async () => {
+    // Hosts that turn IPv6 off by default (net.ipv6.conf.default.disable_ipv6=1) make every new link, cni0 and eth0 included, start without it.
+    inNs(node!.ns, 'sysctl', ['-qw', 'net.ipv6.conf.default.disable_ipv6=1']);
+    const p = addNetns('off-pod');
+    inNs(p, 'sysctl', ['-qw', 'net.ipv6.conf.default.disable_ipv6=1', 'net.ipv6.conf.lo.disable_ipv6=1']);
+    const conf = { cniVersion: '1.1.0', name: netName, type: 'tsflannel', subnetFile: node!.subnetFile, dataDir: node!.dataDir, agentSocket: '' };
+    const out = await callPlugin({ nodeNs: node!.ns, command: 'ADD', containerId: 'off', netns: nsPath(p), ifname: 'eth0', stdin: conf });
+    expect(out.code, out.stdout + out.stderr).toBe(0);
+    expect(inNs(node!.ns, 'cat', ['/proc/sys/net/ipv6/conf/cni0/disable_ipv6']).trim()).toBe('0');
+    expect(inNs(p, 'cat', ['/proc/sys/net/ipv6/conf/eth0/disable_ipv6']).trim()).toBe('0');
+    expect(inNs(p, 'ip', ['-6', 'addr', 'show', 'dev', 'eth0'])).toContain('fd00:10:244:1::2/64');
+    expect(inNs(p, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::1'])).toContain('1 received');
+    expect(inNs(p, 'ping', ['-6', '-c1', '-W3', '::1'])).toContain('1 received');
+    expect((await callPlugin({ nodeNs: node!.ns, command: 'DEL', containerId: 'off', netns: nsPath(p), ifname: 'eth0', stdin: conf })).code).toBe(0);
+  });
+});
