@@ -88,7 +88,7 @@ function clashes(addr: string, gateways: readonly string[]): boolean {
 
 /**
  * IPv6 on a link before its first IPv6 address: enabled (a netns may start
- * with it disabled), no router advertisements taken (the reference bridge
+ * with it disabled), kept across a link down/up, no router advertisements taken (the reference bridge
  * sets accept_ra=0: our routes are the plugin's), and no duplicate address
  * detection. DAD would keep each address "tentative", unusable, for a second
  * or more after link-up; the addresses come from this node's own subnet
@@ -101,6 +101,9 @@ function prepareV6(dev: string, opts: nl.InNetns): void {
     nl.sysctlSet(`net/ipv6/conf/${dev}/disable_ipv6`, '0', opts);
     nl.sysctlSet(`net/ipv6/conf/${dev}/accept_ra`, '0', opts);
     nl.sysctlSet(`net/ipv6/conf/${dev}/accept_dad`, '0', opts);
+    // IPv6 addresses are flushed when a link goes down, IPv4 ones are not;
+    // keep them, as the reference does, so a down/up leaves the link whole.
+    nl.sysctlSet(`net/ipv6/conf/${dev}/keep_addr_on_down`, '1', opts);
   } catch (err) {
     if (nl.isNotFound(err) && nl.linkByName(dev, opts)) {
       throw new CniError(

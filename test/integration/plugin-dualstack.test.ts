@@ -127,6 +127,10 @@ describe.skipIf(requireOrSkip('dual-stack plugin', needs)).each(suites)('dual-st
     expect(inNs(node!.ns, 'cat', ['/proc/sys/net/ipv4/ip_forward']).trim()).toBe('1');
     expect(leases()).toEqual(['10.244.1.2', 'fd00:10:244:1::2']);
     expect(readFileSync(join(node!.dataDir, netName, 'fd00:10:244:1::2'), 'utf8')).toBe('ds-a\r\neth0');
+    // A down/up of the pod's link keeps its IPv6 address (keep_addr_on_down, as the reference sets).
+    execFileSync('ip', ['-n', a, 'link', 'set', 'eth0', 'down']);
+    execFileSync('ip', ['-n', a, 'link', 'set', 'eth0', 'up']);
+    expect(inNs(a, 'ip', ['-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'global'])).toContain('fd00:10:244:1::2/64');
   });
 
   it('pods on one node reach each other and the gateways through cni0 over IPv6 and IPv4', async () => {
