@@ -39,11 +39,12 @@ export function ensureBridge(name: string, mtu: number, gatewayCidrs: readonly s
     br = nl.linkSet(name, { mtu });
     log.warn({ bridge: name, from: was, to: mtu }, 'bridge MTU follows the node MTU');
   }
-  const v6 = gatewayCidrs.filter((c) => isV6(c));
-  if (v6.length > 0) prepareV6(name, {});
-  const have = bridgeAddresses(name, v6.length > 0);
+  const withV6 = gatewayCidrs.some(isV6);
+  const have = bridgeAddresses(name, withV6);
   const missing = gatewayCidrs.filter((g) => !have.includes(g));
   if (missing.length === 0) return br;
+  // Once per bridge, not per ADD: a bridge carrying its IPv6 gateway has them.
+  if (missing.some(isV6)) prepareV6(name, {});
   const others = have.filter((a) => !gatewayCidrs.includes(a) && clashes(a, gatewayCidrs));
   if (others.length > 0) {
     if (!forceAddress) {
