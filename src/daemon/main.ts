@@ -13,7 +13,9 @@ async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: Age
     const kubeOpts: ConstructorParameters<typeof KubeSubnetManager>[0] = {
       nodeName: opts.nodeName,
       netConfPath: opts.netConfigPath,
-      resyncSeconds: Math.max(opts.resyncSeconds, 30),
+      // A full re-list is only the safety net for a lost watch event: with thousands of agents, each
+      // re-listing every Node every 30 s would be most of the API server's load.
+      resyncSeconds: Math.max(opts.resyncSeconds, 300),
       annotationPrefix: opts.kubeAnnotationPrefix,
       setNodeNetworkUnavailable: opts.setNodeNetworkUnavailable,
       metrics: subnetMetrics(metrics, 'kube'),

@@ -5,6 +5,9 @@
 // status subresource keeping spec (and the main resource keeping status).
 // Test controls change Nodes behind the client's back, drop watch streams,
 // inject failures and record every request with its RBAC verb and resource.
+// At scale: thousands of Nodes, a bounded watch history that expires like the
+// API server's watch cache, BOOKMARK events for watches that allow them,
+// status-only heartbeats, and bursts written to the watch streams at once.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -58,6 +61,8 @@ export interface FakeKubeOptions {
   token?: string;
   /** serve HTTPS with this key and certificate (PEM), as kube-apiserver does */
   tls?: { key: string; cert: string };
+  /** watch events kept for watches that resume; older resourceVersions get 410 Gone (default 1000) */
+  historyLimit?: number;
 }
 
 interface WatchEvent {
@@ -69,6 +74,8 @@ interface WatchEvent {
 interface Watcher {
   res: ServerResponse;
   timer?: NodeJS.Timeout;
+  /** the client sent allowWatchBookmarks=true */
+  bookmarks: boolean;
 }
 
 /** The RBAC (verb, resource) of a request, as kube-apiserver's RequestInfo derives it. */
@@ -99,6 +106,7 @@ export class FakeKube {
   private oldestWatchable = 0;
   private expireWatches = 0;
   private failures: Array<{ status: number; filter?: (r: RecordedRequest) => boolean }> = [];
+  private corked = false;
 
   private constructor(
     private readonly server: Server,
@@ -156,6 +164,64 @@ export class FakeKube {
       }
       n.metadata.annotations = merged;
     });
+  }
+
+  /** Adds `count` Nodes named `<prefix>-<i>` at once (one watch write per Node, as `addNode`). */
+  addNodes(count: number, make: (i: number) => { name: string; podCIDR?: string; annotations?: Record<string, string> }): void {
+    for (let i = 0; i < count; i++) {
+      const n = make(i);
+      this.addNode(n.name, n.podCIDR, n.annotations);
+    }
+  }
+
+  /** A kubelet status heartbeat: only status.conditions[Ready].lastHeartbeatTime changes. */
+  heartbeat(name: string, at = new Date()): FakeNode {
+    return this.mutate(name, true, (n) => {
+      const conditions = n.status.conditions ?? [];
+      const ready = conditions.find((c) => c.type === 'Ready');
+      if (ready) ready.lastHeartbeatTime = at.toISOString();
+      else conditions.push({ type: 'Ready', status: 'True', reason: 'KubeletReady', lastHeartbeatTime: at.toISOString() });
+      n.status.conditions = conditions;
+    });
+  }
+
+  /**
+   * Runs `changes` with every watch stream corked, so their events leave in
+   * as few writes as the socket takes: a burst arriving at once.
+   */
+  burst(changes: () => void): void {
+    this.corked = true;
+    for (const w of this.watchers) w.res.cork();
+    try {
+      changes();
+    } finally {
+      this.corked = false;
+      for (const w of this.watchers) w.res.uncork();
+    }
+  }
+
+  /** Writes to other resources (Pods, Leases) move the global resourceVersion without a Node event. */
+  advanceResourceVersion(by: number): string {
+    this.rv += by;
+    return this.resourceVersion;
+  }
+
+  /** Sends a BOOKMARK at the current resourceVersion to every watch that allows them; returns how many. */
+  bookmark(): number {
+    let sent = 0;
+    for (const w of this.watchers) {
+      if (!w.bookmarks) continue;
+      writeLine(w.res, { type: 'BOOKMARK', object: { kind: 'Node', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) } } });
+      sent++;
+    }
+    return sent;
+  }
+
+  /** Requests so far by RBAC verb: list, watch, get, patch. */
+  count(verb: string): number {
+    let n = 0;
+    for (const r of this.requests) if (r.verb === verb) n++;
+    return n;
   }
 
   /** A change that is not about leases, like a kubelet heartbeat. */
@@ -239,7 +305,12 @@ export class FakeKube {
 
   private publish(event: WatchEvent, notify = true): void {
     this.history.push(event);
-    if (this.history.length > 1000) this.history.shift();
+    // Like the watch cache's window: what falls out can no longer be watched from.
+    const limit = this.opts.historyLimit ?? 1000;
+    if (this.history.length > limit) {
+      const dropped = this.history.splice(0, this.history.length - limit);
+      this.oldestWatchable = Math.max(this.oldestWatchable, dropped.at(-1)!.rv + 1);
+    }
     if (!notify) return;
     for (const w of this.watchers) writeEvent(w.res, event.type, event.object);
   }
@@ -281,7 +352,12 @@ export class FakeKube {
     if (!m) return reply(404, 'NotFound', `the server could not find the requested resource ${url.pathname}`);
     const [, , name, sub] = m;
     if (record.verb === 'watch' && !name) return this.serveWatch(query, res, record);
-    if (record.verb === 'list') return sendJson(res, (record.status = 200), this.list());
+    if (record.verb === 'list') {
+      // kube-apiserver answers a list "not older than" a version it has not reached with 504 after a wait.
+      const want = Number(query.resourceVersion ?? '0');
+      if (Number.isFinite(want) && want > this.rv) return reply(504, 'Timeout', `Too large resource version: ${want}, current: ${this.rv}`);
+      return sendJson(res, (record.status = 200), this.list());
+    }
     if (!name) return reply(405, 'MethodNotAllowed', `${method} not allowed`);
     const node = this.nodes.get(decodeURIComponent(name));
     if (!node) return reply(404, 'NotFound', `nodes "${name}" not found`);
@@ -345,7 +421,8 @@ export class FakeKube {
       }
       for (const ev of this.history) if (ev.rv > rv) writeEvent(res, ev.type, ev.object);
     }
-    const watcher: Watcher = { res };
+    const watcher: Watcher = { res, bookmarks: query.allowWatchBookmarks === 'true' };
+    if (this.corked) res.cork();
     const timeout = Number(query.timeoutSeconds);
     if (Number.isFinite(timeout) && timeout > 0) watcher.timer = setTimeout(() => this.endWatch(watcher, 'graceful'), timeout * 1000);
     this.watchers.add(watcher);

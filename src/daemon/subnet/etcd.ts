@@ -13,6 +13,7 @@ import {
   EtcdWatchStreamEnded,
   GRPCGenericError,
   isRecoverableError,
+  Range,
   type IKeyValue,
   type IOptions,
 } from 'etcd3';
@@ -22,6 +23,8 @@ import { etcdClientOptions, type EtcdSecurity } from './etcd-client.js';
 import type { BackendData, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetManager } from '../types.js';
 import { cidrContainsIp, cidrOverlaps, compareAddresses, parseCidr, parseIp } from '../../net/ip.js';
 import { inRange, ipv6RangeOf, leaseKey, parseLeaseKey, pickFreeSubnet, type SubnetRange } from './allocate.js';
+import { Coalescer, DEFAULT_COALESCE_MS } from './coalesce.js';
+import { renewalDelayMs } from './renewal.js';
 
 export interface EtcdSubnetManagerOptions {
   endpoints: string[];
@@ -51,6 +54,10 @@ export interface EtcdSubnetManagerOptions {
   security?: EtcdSecurity;
   /** counts API errors and watch restarts (tsflannel_api_errors_total, tsflannel_watch_restarts_total) */
   metrics?: { apiError(operation: string): void; watchRestart(reason: string): void };
+  /** lease changes within this long of the last delivery go to the backend together (Coalescer), default 200 ms */
+  coalesceMs?: number;
+  /** keys per range request when listing leases, default 1000 */
+  listPageSize?: number;
 }
 
 /** Our own faults: retrying cannot help, so acquireLease gives up on them. */
@@ -90,6 +97,8 @@ export const DEFAULT_LEASE_TTL_SECONDS = 24 * 60 * 60;
 /** flannel's AcquireLease gives up after this many lost races. */
 const RACE_RETRIES = 10;
 const MAX_RENEW_INTERVAL_MS = 60_000;
+/** keys per range request when listing leases (about 250 bytes each) */
+const LIST_PAGE = 1000;
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 5_000;
 const NO_LEASE = '0';
@@ -352,15 +361,24 @@ export class EtcdSubnetManager implements SubnetManager {
         this.log.error({ err: errText(err) }, 'lease handler failed');
       }
     };
+    // Watch responses in a burst (thousands of keys written or expiring at once) become a few lease sets.
+    let current = new Map<string, StoredLease>();
+    const batch = new Coalescer(() => emit(current), this.opts.coalesceMs ?? DEFAULT_COALESCE_MS);
     let failures = 0;
     while (!stop.aborted) {
       try {
         const snapshot = await this.list();
         const state = new Map(snapshot.entries.map((e) => [e.key, e]));
+        batch.cancel();
+        current = state;
         emit(state);
         if (failures > 0) this.log.info('watching subnet leases again');
         failures = 0;
-        await this.watchFrom(snapshot.revision, state, emit, stop);
+        try {
+          await this.watchFrom(snapshot.revision, state, () => batch.changed(), stop);
+        } finally {
+          batch.flush();
+        }
       } catch (err) {
         if (stop.aborted) break;
         failures++;
@@ -534,12 +552,16 @@ export class EtcdSubnetManager implements SubnetManager {
     let failures = 0;
     let outageSince = 0;
     const maxBackoff = Math.min(MAX_BACKOFF_MS, this.renewIntervalMs);
-    while (await this.renewalWait(own, failures === 0 ? this.renewIntervalMs : backoffMs(failures, maxBackoff), stop)) {
+    // Jittered (renewal.ts) so that thousands of agents started together do not renew in the same second.
+    let round = 0;
+    while (await this.renewalWait(own, failures === 0 ? renewalDelayMs(this.renewIntervalMs, round) : backoffMs(failures, maxBackoff), stop)) {
       try {
         await this.renewOnce(own);
         if (failures > 0) {
           this.log.info({ subnet: own.subnet, outageMs: Date.now() - outageSince }, 'etcd reachable again; subnet lease renewed');
         }
+        // After an outage every agent came back within seconds: spread them over the interval again.
+        round = failures > 0 ? 0 : round + 1;
         failures = 0;
       } catch (err) {
         if (stop.aborted) return;
@@ -637,14 +659,29 @@ export class EtcdSubnetManager implements SubnetManager {
 
   // ---------- listing and watching ----------
 
+  /**
+   * Every lease, in pages of LIST_PAGE keys read at the first page's
+   * revision: one consistent snapshot, and no response near gRPC's 4 MiB
+   * message limit however many nodes there are.
+   */
   private async list(): Promise<{ revision: string; entries: StoredLease[] }> {
-    const res = await this.client.getAll().prefix(this.subnetsPrefix).exec();
     const entries: StoredLease[] = [];
-    for (const kv of res.kvs) {
-      const entry = this.decode(kv);
-      if (entry) entries.push(entry);
+    const all = Range.prefix(this.subnetsPrefix);
+    let start = all.start;
+    let revision: string | undefined;
+    for (;;) {
+      const page = this.client.getAll().inRange(new Range(start, all.end)).limit(this.opts.listPageSize ?? LIST_PAGE);
+      const res = await (revision === undefined ? page : page.revision(revision)).exec();
+      revision ??= res.header.revision;
+      for (const kv of res.kvs) {
+        const entry = this.decode(kv);
+        if (entry) entries.push(entry);
+      }
+      const last = res.kvs.at(-1);
+      if (!res.more || !last) break;
+      start = Buffer.concat([last.key, Buffer.from([0])]);
     }
-    return { revision: res.header.revision, entries };
+    return { revision, entries };
   }
 
   private decode(kv: IKeyValue): StoredLease | undefined {

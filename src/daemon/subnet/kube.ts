@@ -28,6 +28,7 @@ import {
   type AnnotationKeys,
 } from './annotations.js';
 import { parseIp } from '../../net/ip.js';
+import { Coalescer, DEFAULT_COALESCE_MS } from './coalesce.js';
 
 /**
  * Every Kubernetes API call this manager makes, as RBAC sees it. The
@@ -52,8 +53,10 @@ export interface KubeSubnetManagerOptions {
   /** API server URL: overrides the kubeconfig's server, or alone means "no auth" (tests) */
   apiServerUrl?: string;
   annotationPrefix?: string;
-  /** full re-list interval, default 300 s */
+  /** full re-list interval, default 300 s, each period drawn from 0.8 to 1.2 times it so agents started together spread out */
   resyncSeconds?: number;
+  /** Node changes within this long of the last delivery go to the backend together (Coalescer), default 200 ms */
+  coalesceMs?: number;
   /** retry delays for API errors, doubling from initialMs to maxMs */
   backoff?: { initialMs?: number; maxMs?: number };
   /** patch the NetworkUnavailable=False condition as flannel does, default true */
@@ -73,6 +76,9 @@ const FATAL_CODES = new Set([400, 401, 403, 405, 415, 422]);
 const STRATEGIC_MERGE = setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch);
 
 type WatchEnd = { kind: 'stopped' } | { kind: 'closed' } | { kind: 'expired' } | { kind: 'error'; error: ErrorSummary };
+
+/** What happened to the resourceVersion the next list starts from. */
+type ListFrom = 'cache' | 'quorum';
 
 interface ErrorSummary {
   code?: number;
@@ -149,6 +155,9 @@ export class KubeSubnetManager implements SubnetManager {
     const sig = this.linked(signal);
     const known = new Map<string, Lease>();
     const refused = new Map<string, string>();
+    // Per Node, the fields its lease is made of as last seen: an event that
+    // leaves them alone (a status heartbeat, a label) is dropped unparsed.
+    const seen = new Map<string, string>();
     let lastEmitted: string | undefined;
     const emit = (always: boolean): void => {
       const leases = [...known.values()].sort((a, b) => (a.nodeName ?? '').localeCompare(b.nodeName ?? ''));
@@ -161,6 +170,7 @@ export class KubeSubnetManager implements SubnetManager {
         this.log.error({ err: summarize(err) }, 'lease handler failed');
       }
     };
+    const batch = new Coalescer(() => emit(false), this.opts.coalesceMs ?? DEFAULT_COALESCE_MS);
     const apply = (node: V1Node): void => {
       const name = node.metadata?.name;
       if (!name) return;
@@ -178,54 +188,96 @@ export class KubeSubnetManager implements SubnetManager {
         this.log[managed ? 'warn' : 'debug']({ node: name, reason: result.reason }, 'ignoring node without a usable lease');
       }
     };
+    /** Applies a Node if its lease fields changed; true when they did. */
+    const observe = (node: V1Node): boolean => {
+      const name = node.metadata?.name;
+      if (!name) return false;
+      const fields = leaseFields(node, this.keys);
+      if (seen.get(name) === fields) return false;
+      seen.set(name, fields);
+      apply(node);
+      return true;
+    };
 
     this.log.info('watching Nodes for subnet leases');
     let delay = this.initialDelayMs;
+    // The newest resourceVersion seen (list, events, bookmarks); watches resume from it.
+    let resourceVersion = '';
+    let listFrom: ListFrom = 'cache';
+    let needList = true;
+    let relistAt = 0;
     while (!sig.aborted) {
-      let resourceVersion: string;
-      try {
-        const list = await this.api.listNode({});
-        resourceVersion = list.metadata?.resourceVersion ?? '';
-        known.clear();
-        for (const node of list.items) apply(node);
-        const present = new Set(list.items.map((n) => n.metadata?.name));
-        for (const name of refused.keys()) if (!present.has(name)) refused.delete(name);
-      } catch (err) {
-        if (sig.aborted) break;
-        this.opts.metrics?.apiError('list nodes');
-        this.log.warn({ err: summarize(err), retryInMs: delay }, 'listing Nodes failed; keeping the last known leases');
-        await pause(delay, sig);
-        delay = Math.min(delay * 2, this.maxDelayMs);
-        continue;
-      }
-      this.log.debug({ resourceVersion, leases: known.size }, 'listed Nodes');
-      emit(true);
-
-      const cycle = AbortSignal.any([sig, AbortSignal.timeout(this.resyncMs)]);
-      const started = Date.now();
-      const end = await this.watchOnce(resourceVersion, cycle, (type, node) => {
-        if (type === 'DELETED') {
-          const name = node.metadata?.name;
-          if (name) {
-            known.delete(name);
-            refused.delete(name);
-          }
-        } else {
-          apply(node);
+      if (needList) {
+        try {
+          // Served from the API server's watch cache: "0" (whatever it holds)
+          // at first, then "not older than what we saw"; a quorum read from
+          // etcd only after the cache could not serve that version.
+          const from = listFrom === 'quorum' ? '' : resourceVersion || '0';
+          const list = await this.api.listNode(from ? { resourceVersion: from } : {});
+          resourceVersion = list.metadata?.resourceVersion ?? '';
+          listFrom = 'cache';
+          batch.cancel();
+          known.clear();
+          seen.clear();
+          for (const node of list.items) observe(node);
+          const present = new Set(list.items.map((n) => n.metadata?.name));
+          for (const name of refused.keys()) if (!present.has(name)) refused.delete(name);
+        } catch (err) {
+          if (sig.aborted) break;
+          // 410 Gone, or 504 "Too large resource version" from a cache behind us: read from etcd instead.
+          const code = summarize(err).code;
+          if (code === 410 || code === 504) listFrom = 'quorum';
+          this.opts.metrics?.apiError('list nodes');
+          this.log.warn({ err: summarize(err), retryInMs: delay }, 'listing Nodes failed; keeping the last known leases');
+          await pause(delay, sig);
+          delay = Math.min(delay * 2, this.maxDelayMs);
+          continue;
         }
-        emit(false);
-      });
+        this.log.debug({ resourceVersion, leases: known.size }, 'listed Nodes');
+        emit(true);
+        needList = false;
+        relistAt = Date.now() + jittered(this.resyncMs);
+      }
+
+      const cycle = AbortSignal.any([sig, AbortSignal.timeout(Math.max(1, relistAt - Date.now()))]);
+      const started = Date.now();
+      const end = await this.watchOnce(
+        resourceVersion,
+        cycle,
+        (type, node) => {
+          const rv = node.metadata?.resourceVersion;
+          if (rv) resourceVersion = rv;
+          if (type === 'DELETED') {
+            const name = node.metadata?.name;
+            if (!name) return;
+            seen.delete(name);
+            refused.delete(name);
+            if (known.delete(name)) batch.changed();
+          } else if (observe(node)) {
+            batch.changed();
+          }
+        },
+        (rv) => {
+          resourceVersion = rv;
+        },
+      );
+      // What the watch delivered goes out before a re-list replaces it.
+      batch.flush();
       if (sig.aborted) break;
       if (end.kind === 'stopped') {
         this.log.debug('periodic resync: re-listing Nodes');
         delay = this.initialDelayMs;
+        needList = true;
         continue;
       }
       const brief = Date.now() - started < 1000;
       this.opts.metrics?.watchRestart(end.kind);
       if (end.kind === 'error') this.opts.metrics?.apiError('watch nodes');
+      // A watch the server ended resumes where it stopped; after an error or 410 Gone, list again.
+      needList = end.kind !== 'closed';
       if (end.kind === 'error') this.log.warn({ err: end.error, retryInMs: delay }, 'Node watch failed; re-listing');
-      else this.log.info({ reason: end.kind }, 'Node watch ended; re-listing');
+      else if (end.kind === 'expired') this.log.info({ reason: end.kind }, 'Node watch ended; re-listing');
+      else this.log.debug({ resourceVersion }, 'Node watch ended; watching again from where it stopped');
       if (end.kind === 'error' || brief) {
         await pause(delay, sig);
         delay = Math.min(delay * 2, this.maxDelayMs);
@@ -233,6 +285,7 @@ export class KubeSubnetManager implements SubnetManager {
         delay = this.initialDelayMs;
       }
     }
+    batch.cancel();
   }
 
   /** flannel's CompleteLease: NetworkUnavailable=False once the agent is ready (unless switched off). */
@@ -316,7 +369,12 @@ export class KubeSubnetManager implements SubnetManager {
   }
 
   /** One watch from `resourceVersion` until it closes, fails, expires or `stop` aborts. */
-  private watchOnce(resourceVersion: string, stop: AbortSignal, onEvent: (type: 'ADDED' | 'MODIFIED' | 'DELETED', node: V1Node) => void): Promise<WatchEnd> {
+  private watchOnce(
+    resourceVersion: string,
+    stop: AbortSignal,
+    onEvent: (type: 'ADDED' | 'MODIFIED' | 'DELETED', node: V1Node) => void,
+    onBookmark: (resourceVersion: string) => void = () => undefined,
+  ): Promise<WatchEnd> {
     return new Promise((resolve) => {
       let controller: AbortController | undefined;
       let finished = false;
@@ -341,7 +399,11 @@ export class KubeSubnetManager implements SubnetManager {
           if (status?.code === 410) return finish({ kind: 'expired' });
           return finish({ kind: 'error', error: { ...(status?.code ? { code: status.code } : {}), message: status?.message ?? 'watch error event' } });
         }
-        // BOOKMARK only moves the resourceVersion; we re-list after every watch anyway.
+        // BOOKMARK only moves the resourceVersion, so the next watch need not start from an old one the cache forgot.
+        if (type === 'BOOKMARK') {
+          const rv = (object as { metadata?: { resourceVersion?: unknown } } | undefined)?.metadata?.resourceVersion;
+          if (typeof rv === 'string' && rv) onBookmark(rv);
+        }
       };
       const done = (err: unknown): void => finish(err ? { kind: 'error', error: summarize(err) } : { kind: 'closed' });
       this.watcher.watch('/api/v1/nodes', query, handle, done).then(
@@ -415,6 +477,17 @@ function kubeconfigProblem(err: unknown): string {
   if (typeof e.code === 'string') return e.code;
   if (typeof e.reason === 'string') return `invalid YAML (${e.reason}${e.mark?.line !== undefined ? ` at line ${e.mark.line + 1}` : ''})`;
   return 'invalid kubeconfig';
+}
+
+/** The Node fields a lease is made of: pod CIDRs and flannel's annotations (status, labels and other annotations are not). */
+export function leaseFields(node: V1Node, keys: AnnotationKeys): string {
+  const ann = node.metadata?.annotations ?? {};
+  return JSON.stringify([node.spec?.podCIDR ?? null, node.spec?.podCIDRs ?? null, Object.values(keys).map((k) => ann[k] ?? null)]);
+}
+
+/** `ms` scaled by a random factor in [0.8, 1.2): periodic work of agents started together drifts apart. */
+export function jittered(ms: number, random: () => number = Math.random): number {
+  return Math.round(ms * (0.8 + 0.4 * random()));
 }
 
 /** What may be logged about an API error: the HTTP code and the server's message, never headers. */
