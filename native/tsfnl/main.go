@@ -25,7 +25,7 @@ import (
 
 // ShimVersion is bumped whenever an op's request or reply shape changes, so a
 // stale .so next to newer TypeScript is detected at load time.
-const ShimVersion = 3
+const ShimVersion = 4
 
 type reply struct {
 	OK     bool        `json:"ok"`
@@ -33,6 +33,8 @@ type reply struct {
 	Error  string      `json:"error,omitempty"`
 	Errno  string      `json:"errno,omitempty"`
 	Code   int         `json:"code,omitempty"`
+	// Reason tags a failure the caller maps to a specific error (pod ops).
+	Reason string `json:"reason,omitempty"`
 	// Stack is a panic's Go stack: for a debug log, never for an error message.
 	Stack string `json:"stack,omitempty"`
 }
@@ -70,6 +72,9 @@ var ops = map[string]opFunc{
 	"sock.peercred": opPeerCred,
 	"batch.apply":   opBatchApply,
 	"state.dump":    opStateDump,
+	"pod.inspect":   opPodInspect,
+	"pod.setup":     opPodSetup,
+	"pod.teardown":  opPodTeardown,
 }
 
 func main() {}
@@ -107,6 +112,10 @@ func dispatch(op string, req []byte) (r reply) {
 
 func errorReply(err error) reply {
 	r := reply{Error: err.Error()}
+	var pe *podError
+	if errors.As(err, &pe) {
+		r.Reason = pe.reason
+	}
 	var errno syscall.Errno
 	switch {
 	case errors.As(err, &errno):

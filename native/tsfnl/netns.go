@@ -51,17 +51,30 @@ func inNetns[T any](path string, fn func() (T, error)) (T, error) {
 	if path == "" {
 		return fn()
 	}
+	return onThrowAwayThread(path, func() nsResult[T] { return enterAndRun(path, fn) })
+}
+
+// inNetnsFd is inNetns for a namespace the caller already opened (and
+// checked), so one open descriptor serves the check, the entry and, for a
+// veth, the peer's IFLA_NET_NS_FD. label names it in errors.
+func inNetnsFd[T any](target netns.NsHandle, label string, fn func() (T, error)) (T, error) {
+	return onThrowAwayThread(label, func() nsResult[T] { return enterFdAndRun(target, label, fn) })
+}
+
+// onThrowAwayThread runs work on a new goroutine that locks its OS thread
+// for good (see inNetns) and waits for its result.
+func onThrowAwayThread[T any](label string, work func() nsResult[T]) (T, error) {
 	ch := make(chan nsResult[T], 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: see above
+		runtime.LockOSThread() // never unlocked: see inNetns
 		// dispatch's recover guards only the caller's goroutine; a panic
 		// here would otherwise kill the host process.
 		defer func() {
 			if p := recover(); p != nil {
-				ch <- nsResult[T]{err: fmt.Errorf("panic in netns %s: %v\n%s", path, p, debug.Stack())}
+				ch <- nsResult[T]{err: fmt.Errorf("panic in netns %s: %v\n%s", label, p, debug.Stack())}
 			}
 		}()
-		ch <- enterAndRun(path, fn)
+		ch <- work()
 	}()
 	res := <-ch
 	return res.v, res.err
@@ -75,6 +88,12 @@ func enterAndRun[T any](path string, fn func() (T, error)) (res nsResult[T]) {
 		return res
 	}
 	defer target.Close()
+	return enterFdAndRun(target, path, fn)
+}
+
+// enterFdAndRun switches the locked thread into target, runs fn, and moves
+// the thread back (best effort: see inNetns).
+func enterFdAndRun[T any](target netns.NsHandle, label string, fn func() (T, error)) (res nsResult[T]) {
 	home, err := netns.Get()
 	if err != nil {
 		res.err = fmt.Errorf("open own netns: %w", err)
@@ -82,7 +101,7 @@ func enterAndRun[T any](path string, fn func() (T, error)) (res nsResult[T]) {
 	}
 	defer home.Close()
 	if err := netns.Set(target); err != nil {
-		res.err = fmt.Errorf("enter netns %s: %w", path, err)
+		res.err = fmt.Errorf("enter netns %s: %w", label, err)
 		return res
 	}
 	defer func() { _ = netns.Set(home) }() // best effort, see inNetns

@@ -529,6 +529,11 @@ func opPeerCred(raw []byte) (interface{}, error) {
 // it lets go at once and closes it, so a descriptor number Node has reused
 // in the meantime is never touched.
 func flockWithin(fd, how int, d time.Duration) error {
+	// Free (the common case): taken at once, without the helper goroutine,
+	// duplicate descriptor and timer. Held: wait in the kernel's queue below.
+	if err := flockRetry(fd, how|unix.LOCK_NB); err != unix.EWOULDBLOCK {
+		return err
+	}
 	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return err

@@ -6,6 +6,8 @@ export class NetlinkError extends Error {
   override readonly name = 'NetlinkError';
   /** The Go stack of a panic in the shim: for a debug log only, never for a message. */
   goStack?: string;
+  /** What a pod op's failure means (PodFailure), when the shim tagged it. */
+  reason?: string;
   constructor(
     readonly op: string,
     message: string,

@@ -8,7 +8,7 @@ import { NetlinkError } from './errors.js';
 import { AssetError, inSea, seaAssetPaths } from '../sea/assets.js';
 
 /** Bumped with native/tsfnl ShimVersion; a mismatch means a stale build. */
-const EXPECTED_SHIM_VERSION = 3;
+const EXPECTED_SHIM_VERSION = 4;
 
 type RawCall = (op: string, request: string) => string;
 
@@ -85,8 +85,33 @@ interface Reply {
   error?: string;
   errno?: string;
   code?: number;
+  /** a tag for failures callers map to specific errors (the pod ops) */
+  reason?: string;
   /** a panic's Go stack, kept off the message */
   stack?: string;
+}
+
+/** One shim call as traceShimCalls records it. */
+export interface ShimCallTrace {
+  op: string;
+  /** the request named another netns (the op entered it) */
+  netns: boolean;
+  /** wall time of the call, JSON both ways included */
+  ms: number;
+  /** this process's CPU time (user + system, every thread) during the call */
+  cpuMs: number;
+}
+
+let trace: ShimCallTrace[] | undefined;
+
+/**
+ * Starts (on) or stops recording every shim call's op and times, and returns
+ * what was recorded so far (bench/cni-breakdown.js). Off by default.
+ */
+export function traceShimCalls(on: boolean): ShimCallTrace[] {
+  const got = trace ?? [];
+  trace = on ? [] : undefined;
+  return got;
 }
 
 /** Runs one shim op and returns its result, or throws a NetlinkError. */
@@ -95,7 +120,15 @@ export function call(op: string, request: object): unknown {
     rawCall = load();
     checkVersion(rawCall);
   }
-  return unwrap(op, rawCall(op, JSON.stringify(request)));
+  if (!trace) return unwrap(op, rawCall(op, JSON.stringify(request)));
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  try {
+    return unwrap(op, rawCall(op, JSON.stringify(request)));
+  } finally {
+    const c = process.cpuUsage(c0);
+    trace.push({ op, netns: 'netns' in request && Boolean(request.netns), ms: performance.now() - t0, cpuMs: (c.user + c.system) / 1000 });
+  }
 }
 
 function unwrap(op: string, text: string): unknown {
@@ -103,6 +136,7 @@ function unwrap(op: string, text: string): unknown {
   if (!reply.ok) {
     const err = new NetlinkError(op, reply.error ?? 'unknown error', reply.errno, reply.code);
     if (reply.stack) err.goStack = reply.stack;
+    if (reply.reason) err.reason = reply.reason;
     throw err;
   }
   return reply.result;

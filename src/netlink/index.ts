@@ -8,3 +8,5 @@ export * from './routes.js';
 export * from './neighbours.js';
 export * from './system.js';
 export * from './batch.js';
+export * from './pod.js';
+export { traceShimCalls, type ShimCallTrace } from './ffi.js';

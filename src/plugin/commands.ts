@@ -15,7 +15,7 @@ import { cidrContainsIp, formatIp, parseCidr, parseIp, type Ip } from '../net/ip
 import { parsePluginConfig, type PluginConfig } from './config.js';
 import { createLogger, type PluginLogger } from './log.js';
 import { hostVethName } from './names.js';
-import { applyPodRoutes, configurePod, createPodVeth, deletePodVeth, ensureBridge, isPeerOf, podRoutes, safeIsNetns, staleBridgeAddresses, type PodRoute, type RouteFamily } from './network.js';
+import { applyPodRoutes, attachPod, deletePodVeth, ensureBridge, isPeerOf, podRoutes, safeIsNetns, staleBridgeAddresses, type PodRoute, type RouteFamily } from './network.js';
 import { checkRangesInSubnet, nodeSubnet, rangeSetsFor, type NodeSubnet } from './subnet.js';
 import { cniErrorOf } from './errors.js';
 import { checkAttachment } from './check.js';
@@ -154,15 +154,14 @@ function routeFamilies(subnet: NodeSubnet, ips: Attached['ips']): RouteFamily[] 
  */
 async function existingAttachment(ipam: HostLocalIpam, ctx: PluginContext, bridge: Link, hostName: string): Promise<Attached | undefined> {
   const { containerId, netns, ifname } = ctx.env;
-  // The kernel first: a fresh ADD stops here without taking the IPAM lock.
-  const host = nl.linkByName(hostName);
+  // The kernel first (one shim call): a fresh ADD stops at the host lookup, without the IPAM lock.
+  const seen = nl.inspectPod({ netns, hostName, ifname, bridgeIndex: bridge.index });
+  const { host, pod } = seen;
   if (!host || host.masterIndex !== bridge.index) return undefined;
-  const pod = nl.linkByName(ifname, { netns });
   if (!pod || !isPeerOf(pod, host)) return undefined;
   const held = await ipam.held(containerId, ifname);
   if (!held || held.length === 0) return undefined;
-  const have = new Set(nl.addrList({ dev: ifname, netns }).map((a) => a.cidr));
-  if (!held.every((alloc) => have.has(alloc.address))) return undefined;
+  if (!held.every((alloc) => seen.podAddresses.includes(alloc.address))) return undefined;
   return { bridge, host, pod, ips: held.map(({ address, gateway }) => ({ address, gateway })) };
 }
 
@@ -218,13 +217,13 @@ export async function add(ctx: PluginContext): Promise<Result> {
         // IPv4 pod's lease when the node has just become dual-stack, say).
         const made = allocs.filter((a) => a.created).map((a) => a.address.split('/')[0]!);
         if (made.length > 0) onUndo(() => ipam.release(containerId, ifname, made));
-        const veth = createPodVeth(hostName, netns, ifname, mtu, cfg.bridge, cfg.hairpinMode);
-        onUndo(() => nl.linkDelete(hostName));
         const ips = allocs.map(({ address, gateway }) => ({ address, gateway }));
         const routes = podRoutes(routeFamilies(subnet, ips), cfg.isDefaultGateway, cfg.routes);
-        const pod = configurePod(netns, ifname, { addresses: ips.map((ip) => ip.address), routes });
+        // One shim call makes the pair and configures the pod; it leaves nothing behind when it fails.
+        const veth = attachPod(hostName, netns, ifname, mtu, cfg.bridge, cfg.hairpinMode, { addresses: ips.map((ip) => ip.address), routes });
+        onUndo(() => nl.linkDelete(hostName));
         log.info({ ...loggedIps(ips), veth: hostName }, 'pod attached');
-        return resultOf(ctx, cfg, { bridge, host: veth.host, pod, ips }, routes);
+        return resultOf(ctx, cfg, { bridge, host: veth.host, pod: veth.pod, ips }, routes);
       });
     });
   });

@@ -89,22 +89,27 @@ function clashes(addr: string, gateways: readonly string[]): boolean {
 
 /**
  * IPv6 on a link before its first IPv6 address: enabled (a netns may start
- * with it disabled), kept across a link down/up, no router advertisements taken (the reference bridge
- * sets accept_ra=0: our routes are the plugin's), and no duplicate address
+ * with it disabled), kept across a link down/up, no router advertisements
+ * taken (the reference bridge sets accept_ra=0: our routes are the
+ * plugin's; in a pod, another pod could send them), and no duplicate address
  * detection. DAD would keep each address "tentative", unusable, for a second
  * or more after link-up; the addresses come from this node's own subnet
  * lease and IPAM store, unique by construction, so DAD can find nothing and
  * only delays the pod (the reference bridge turns it off in the pod too,
  * unless "enabledad").
  */
+const V6_READY: readonly (readonly [string, string])[] = [
+  ['disable_ipv6', '0'],
+  ['accept_ra', '0'],
+  ['accept_dad', '0'],
+  // IPv6 addresses are flushed when a link goes down, IPv4 ones are not;
+  // keep them, as the reference does, so a down/up leaves the link whole.
+  ['keep_addr_on_down', '1'],
+];
+
 function prepareV6(dev: string, opts: nl.InNetns): void {
   try {
-    nl.sysctlSet(`net/ipv6/conf/${dev}/disable_ipv6`, '0', opts);
-    nl.sysctlSet(`net/ipv6/conf/${dev}/accept_ra`, '0', opts);
-    nl.sysctlSet(`net/ipv6/conf/${dev}/accept_dad`, '0', opts);
-    // IPv6 addresses are flushed when a link goes down, IPv4 ones are not;
-    // keep them, as the reference does, so a down/up leaves the link whole.
-    nl.sysctlSet(`net/ipv6/conf/${dev}/keep_addr_on_down`, '1', opts);
+    for (const [name, value] of V6_READY) nl.sysctlSet(`net/ipv6/conf/${dev}/${name}`, value, opts);
   } catch (err) {
     if (nl.isNotFound(err) && nl.linkByName(dev, opts)) {
       throw new CniError(
@@ -128,41 +133,53 @@ export interface VethResult {
 }
 
 /**
- * Creates the pair for one attachment. The caller holds the attachment's
- * lock, so a host veth of this name is a leftover of an earlier, interrupted
- * ADD of the same attachment: it is removed (with its pod end) first, so a
- * retry never leaves a stray veth. An interface of this name in the pod that
- * is not that leftover's peer belongs to someone else: code 4, untouched.
+ * Makes one attachment in a single shim call (one entry into the pod's
+ * netns): the veth pair with its peer born in the pod, the host end on the
+ * bridge (hairpin, up), then in the pod arp_notify (as the reference bridge
+ * plugin: a gratuitous ARP on link-up announces an address that an earlier
+ * pod may have held), the addresses, link up and the routes. The caller
+ * holds the attachment's lock, so a host veth of this name is a leftover of
+ * an earlier, interrupted ADD of the same attachment: it is replaced (with
+ * its pod end), so a retry never leaves a stray veth. An interface of this
+ * name in the pod that is not that leftover's peer belongs to someone else:
+ * code 4, untouched. On failure nothing of the pair is left.
  */
-export function createPodVeth(
+export function attachPod(
   hostName: string,
   netns: string,
   ifname: string,
   mtu: number,
   bridge: string,
   hairpin: boolean,
+  cfg: PodAddressing,
 ): VethResult {
-  const leftover = nl.linkByName(hostName);
-  const inPod = nl.linkByName(ifname, { netns });
-  if (inPod && !(leftover && isPeerOf(inPod, leftover))) throw ifnameTaken(ifname);
-  if (leftover) nl.linkDelete(hostName);
-  let pair: nl.VethPair;
   try {
-    pair = nl.createVeth({ name: hostName, peerName: ifname, peerNetns: netns, mtu });
+    const { host, pod } = nl.setupPod({
+      netns,
+      hostName,
+      ifname,
+      mtu,
+      bridge,
+      hairpin,
+      sysctls: podSysctls(ifname, cfg.addresses),
+      addresses: [...cfg.addresses],
+      routes: [...cfg.routes],
+    });
+    return { host, pod };
   } catch (err) {
-    if (nl.isExists(err) && nl.linkByName(ifname, { netns })) throw ifnameTaken(ifname);
-    throw err;
-  }
-  let host: Link;
-  try {
-    host = nl.linkSet(hostName, { master: bridge, hairpin, up: true });
-  } catch (err) {
-    if (nl.isNotFound(err) && !nl.linkByName(bridge)) {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `bridge ${bridge} vanished while attaching ${hostName}`);
+    switch (nl.podFailure(err)) {
+      case 'ifname-taken':
+        throw ifnameTaken(ifname);
+      case 'bridge-missing':
+        throw new CniError(ErrorCode.InvalidNetworkConfig, `bridge ${bridge} vanished while attaching ${hostName}`);
+      case 'pod-link-gone':
+        throw new CniError(ErrorCode.InvalidEnvironment, `interface ${ifname} vanished from ${netns} while it was configured`);
+      case 'not-netns':
+        throw new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS ${netns} is not a network namespace`);
+      default:
+        throw err;
     }
-    throw err;
   }
-  return { host, pod: pair.peer };
 }
 
 function ifnameTaken(ifname: string): CniError {
@@ -187,30 +204,19 @@ export interface PodRoute {
 }
 
 /**
- * Configures the pod interface inside the pod netns: arp_notify (as the
+ * The sysctls the pod side gets before its addresses: arp_notify (as the
  * reference bridge plugin: a gratuitous ARP on link-up announces an address
- * that an earlier pod may have held), IPv6 made ready when the pod has an
- * IPv6 address (see prepareV6), the addresses, link up, routes.
+ * that an earlier pod may have held) and, when the pod has an IPv6 address,
+ * IPv6 made ready on its loopback (the pod answers ::1 only then, as with the
+ * reference) and on its interface (see V6_READY).
  */
-export function configurePod(netns: string, ifname: string, cfg: PodAddressing): Link {
-  const opts = { netns };
-  try {
-    nl.sysctlSet(`net/ipv4/conf/${ifname}/arp_notify`, '1', opts);
-    if (cfg.addresses.some(isV6)) {
-      // The pod's own loopback answers ::1 only with IPv6 on (the reference enables it too).
-      nl.sysctlSet('net/ipv6/conf/lo/disable_ipv6', '0', opts);
-      prepareV6(ifname, opts);
-    }
-    for (const address of cfg.addresses) nl.addrAdd(ifname, address, opts);
-    const link = nl.setUp(ifname, opts);
-    applyPodRoutes(netns, ifname, cfg.routes);
-    return link;
-  } catch (err) {
-    if (nl.isNotFound(err) && !nl.linkByName(ifname, opts)) {
-      throw new CniError(ErrorCode.InvalidEnvironment, `interface ${ifname} vanished from ${netns} while it was configured`);
-    }
-    throw err;
+function podSysctls(ifname: string, addresses: readonly string[]): { key: string; value: string }[] {
+  const sysctls = [{ key: `net/ipv4/conf/${ifname}/arp_notify`, value: '1' }];
+  if (addresses.some(isV6)) {
+    sysctls.push({ key: 'net/ipv6/conf/lo/disable_ipv6', value: '0' });
+    for (const [name, value] of V6_READY) sysctls.push({ key: `net/ipv6/conf/${ifname}/${name}`, value });
   }
+  return sysctls;
 }
 
 /** A default route of either family, in any of the ways it is written. */
@@ -234,20 +240,12 @@ export function applyPodRoutes(netns: string, ifname: string, routes: readonly P
  * unknown ID given another pod's netns must not take that pod's interface.
  */
 export function deletePodVeth(hostName: string, netns: string, ifname: string, leased: readonly string[], log: PluginLogger): void {
-  if (nl.linkDelete(hostName)) {
-    log.info({ veth: hostName }, 'deleted host veth');
-    return;
-  }
-  if (!netns || !safeIsNetns(netns)) return;
-  const pod = nl.linkByName(ifname, { netns });
-  if (!pod || pod.type !== 'veth') return;
-  const addrs = nl.addrList({ dev: ifname, netns }).map((a) => a.cidr.split('/')[0]);
-  if (leased.some((ip) => addrs.includes(ip))) {
-    nl.linkDelete(ifname, { netns });
-    log.info({ netns, ifname }, 'deleted pod interface');
-    return;
-  }
-  log.info({ netns, ifname }, 'left the pod interface in place: nothing ties it to this container');
+  // One shim call: the host end by name; without it, the pod interface
+  // (one netns entry). It returns once the kernel has unlisted the pair.
+  const removed = nl.teardownPod({ netns, hostName, ifname, leased: [...leased] });
+  if (removed === 'host') log.info({ veth: hostName }, 'deleted host veth');
+  else if (removed === 'pod') log.info({ netns, ifname }, 'deleted pod interface');
+  else if (removed === 'kept') log.info({ netns, ifname }, 'left the pod interface in place: nothing ties it to this container');
 }
 
 export function safeIsNetns(path: string): boolean {
