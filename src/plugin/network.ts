@@ -67,10 +67,12 @@ function isV6(cidr: string): boolean {
 
 /** The bridge's IPv4 addresses and, when asked, its global IPv6 ones (a link-local fe80:: is the kernel's own). */
 function bridgeAddresses(name: string, withV6: boolean): string[] {
-  const v4 = nl.addrList({ dev: name, family: 'inet' }).map((a) => a.cidr);
-  if (!withV6) return v4;
-  const v6 = nl.addrList({ dev: name, family: 'inet6' }).filter((a) => a.scope === nl.RouteScope.universe);
-  return [...v4, ...v6.map((a) => a.cidr)];
+  if (!withV6) return nl.addrList({ dev: name, family: 'inet' }).map((a) => a.cidr);
+  // One listing for both families (one shim call per ADD, not two).
+  const all = nl.addrList({ dev: name });
+  const v4 = all.filter((a) => !isV6(a.cidr));
+  const v6 = all.filter((a) => isV6(a.cidr) && a.scope === nl.RouteScope.universe);
+  return [...v4, ...v6].map((a) => a.cidr);
 }
 
 /**
