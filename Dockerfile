@@ -3,8 +3,9 @@
 # node tool) and tsflannel-forward (the static forwarder). The DaemonSet's
 # init container runs `tsflannel install`, which puts the forwarder on the
 # node as /opt/cni/bin/tsflannel and the standalone beside it as
-# tsflannel-standalone. tsflannel and tsflanneld are Node single executables
-# built by scripts/package.sh, so the runtime image needs no Node.
+# tsflannel-standalone. tsflannel is one Node single executable built by
+# scripts/package.sh (so the runtime image needs no Node); tsflanneld is a
+# link to it, and the name it is started under picks the program.
 #
 #   docker build -t tsflannel:0.1.0 .
 #   npm run image     (buildah, with local bases when the public ones cannot
@@ -39,6 +40,7 @@ COPY conf/ conf/
 RUN npx --no-install tsc -p tsconfig.json --noEmit \
  && bash scripts/package.sh --force \
  && ./dist/tsflannel --help >/dev/null \
+ && ./dist/tsflanneld --help >/dev/null \
  && test -x ./dist/tsflannel-forward \
  && echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION ./dist/tsflannel | grep -q supportedVersions
 
@@ -52,7 +54,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 # wireguard backend.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables nftables iproute2 iputils-ping ca-certificates wireguard-tools wireguard-go \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /var/log/apt /var/log/dpkg.log
 
 # The agent's rules must land in the backend the node already uses, or they
 # sit beside kube-proxy's in the other one. On its first call this wrapper
@@ -68,7 +70,8 @@ RUN for t in iptables ip6tables; do \
 # portmap: the second plugin of the conflist; `tsflannel install --with-plugin`
 # puts it on nodes that have none.
 COPY --from=build /usr/lib/cni/portmap /usr/lib/cni/portmap
-COPY --from=build /src/dist/tsflannel /src/dist/tsflanneld /src/dist/tsflannel-forward /usr/local/bin/
+COPY --from=build /src/dist/tsflannel /src/dist/tsflannel-forward /usr/local/bin/
+RUN ln -s tsflannel /usr/local/bin/tsflanneld
 COPY --from=build /src/conf/10-tsflannel.conflist /usr/share/tsflannel/10-tsflannel.conflist
 
 ENTRYPOINT ["/usr/local/bin/tsflanneld"]

@@ -169,6 +169,16 @@ echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION "$out/bin/tsflannel" | grep 
 bytes=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 say "$IMAGE ($tag): $((bytes / 1000000)) MB"
 mnt=$(podman image mount "$IMAGE")
-( cd "$mnt" && du -sh usr/local/bin/tsflanneld usr/local/bin/tsflannel usr/lib/cni \
-    usr/lib/x86_64-linux-gnu usr/share usr/bin usr/sbin var 2>/dev/null ) | sed 's/^/[image]   /' >&2
+{
+  ( cd "$mnt" && du -b usr/local/bin/tsflannel usr/local/bin/tsflannel-forward usr/lib/cni/portmap ) \
+    | awk '{ printf "%5.1f MB  /%s\n", $1 / 1e6, $2 }'
+  # The rest is Debian: the base and the packages the Dockerfile adds (the
+  # package sizes are dpkg's declared ones; docs and man pages are excluded
+  # on disk).
+  all=$(du -sb "$mnt" | cut -f1)
+  ours=$(cd "$mnt" && du -cb usr/local/bin/tsflannel usr/local/bin/tsflannel-forward usr/lib/cni/portmap | tail -1 | cut -f1)
+  dpkg-query --admindir="$mnt/var/lib/dpkg" -W -f '${Installed-Size} ${Package}\n' \
+    | sort -rn | awk -v bytes=$((all - ours)) 'NR <= 8 { top = top sprintf(" %s %.1f", $2, $1 * 1024 / 1e6) }
+        END { printf "%5.1f MB  Debian: %d packages; the largest (MB):%s\n", bytes / 1e6, NR, top }'
+} | sed 's/^/[image]   /' >&2
 podman image unmount "$IMAGE" >/dev/null

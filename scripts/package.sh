@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Builds dist/tsflannel and dist/tsflanneld as Node single executable
-# applications (SEA): one ELF each holding node itself, an esbuild bundle of
-# the program, and koffi's addon plus the netlink shim as embedded files that
-# src/sea/assets.ts extracts at run time. The result needs only glibc,
-# libstdc++ and libgcc_s on the host: no Node, no node_modules. tsflanneld
-# also embeds the bundle of its CNI worker thread (src/daemon/cni-pool.ts
-# runs it with eval). dist/tsflannel-forward is a copy of the static
-# forwarder (scripts/build-forward.sh), so dist/ holds all three binaries.
+# Builds dist/tsflannel as a Node single executable application (SEA): one
+# ELF holding node itself, an esbuild bundle of every program, and koffi's
+# addon plus the netlink shim as embedded files that src/sea/assets.ts
+# extracts at run time. It needs only glibc, libstdc++ and libgcc_s on the
+# host: no Node, no node_modules. One executable serves the node tool, the
+# standalone CNI plugin and the agent (src/main/tsflannel.ts picks by argv[0]
+# or a first argument), because each copy of node weighs about 85 MB:
+# dist/tsflanneld is a hard link to it. It also embeds the bundle of the
+# agent's CNI worker thread (src/daemon/cni-pool.ts runs it with eval).
+# dist/tsflannel-forward is a copy of the static forwarder
+# (scripts/build-forward.sh), so dist/ holds every binary.
 #
 #   bash scripts/package.sh            rebuild only when an input changed
 #   bash scripts/package.sh --force    rebuild
@@ -49,6 +52,7 @@ flock 9
 
 up_to_date() {
   [ -x "$dist/tsflannel" ] && [ -x "$dist/tsflanneld" ] && [ -x "$dist/tsflannel-forward" ] && [ -f "$stamp" ] || return 1
+  [ "$dist/tsflannel" -ef "$dist/tsflanneld" ] || return 1
   [ "$(cat "$stamp")" = "$stamp_id" ] || return 1
   [ -z "$(find src conf/10-tsflannel.conflist package-lock.json scripts/package.sh "$shim" "$forwarder" -newer "$stamp" -print -quit)" ]
 }
@@ -130,8 +134,11 @@ const common = {
   legalComments: 'none',
   logLevel: 'warning',
 };
+// The SEA's main script: the dispatcher and the CNI plugin only. The node
+// tool and the agent are one bundle of their own, embedded as an asset with
+// V8's code cache (src/sea/programs.ts PROGRAMS_BUNDLE).
 await build({ ...common, entryPoints: ['src/main/tsflannel.ts'], outfile: join(bundles, 'tsflannel.cjs') });
-await build({ ...common, entryPoints: ['src/main/tsflanneld.ts'], outfile: join(bundles, 'tsflanneld.cjs') });
+await build({ ...common, entryPoints: ['src/main/programs.ts'], outfile: join(bundles, 'tsflannel-programs.cjs') });
 await build({ ...common, entryPoints: ['src/daemon/cni-worker.ts'], outfile: join(bundles, 'cni-worker.cjs') });
 
 // Native files: extracted at run time into a directory named by their hashes
@@ -146,10 +153,26 @@ for (const [name, path] of Object.entries(natives)) {
 writeFileSync(join(work, 'assets', 'tsflannel-assets.json'), `${JSON.stringify({ files }, null, 2)}\n`);
 EOF
 
-# 2. One SEA blob per program. The conflist that `tsflannel install` writes
-#    (src/cli/install.ts CONFLIST_ASSET) is embedded as is, never extracted.
+# 2. V8's code cache for the tool and agent bundle, made by the node
+#    that the executable embeds (V8 accepts a cache only from its own build
+#    and flags), compiled exactly as src/sea/programs.ts compiles them.
+say "code cache for the tool and agent bundle"
+programs_js=$(npx --no-install esbuild --bundle --platform=node --format=esm --log-level=warning src/sea/programs.ts)
+"$node_bin" --input-type=module - "$dist/bundle" "$work/assets" <<EOF
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Script } from 'node:vm';
+const { PROGRAMS_BUNDLE, codeCacheAsset, wrapCommonJs } = await import('data:text/javascript;base64,$(printf '%s' "$programs_js" | base64 -w0)');
+const [bundles, out] = process.argv.slice(2);
+const script = new Script(wrapCommonJs(readFileSync(join(bundles, PROGRAMS_BUNDLE), 'utf8')), { filename: PROGRAMS_BUNDLE });
+writeFileSync(join(out, codeCacheAsset(PROGRAMS_BUNDLE)), script.createCachedData());
+EOF
+
+# 3. The SEA blob. The conflist that `tsflannel install` writes
+#    (src/cli/install.ts CONFLIST_ASSET) and the agent's CNI worker bundle
+#    are embedded as they are, never extracted.
 sea_config() {
-  local name=$1 extra=$2
+  local name=$1
   cat >"$work/$name.sea.json" <<EOF
 {
   "main": "$dist/bundle/$name.cjs",
@@ -160,14 +183,18 @@ sea_config() {
   "assets": {
     "koffi.node": "$work/assets/koffi.node",
     "libtsfnl.so": "$work/assets/libtsfnl.so",
-    "tsflannel-assets.json": "$work/assets/tsflannel-assets.json"$extra
+    "tsflannel-assets.json": "$work/assets/tsflannel-assets.json",
+    "10-tsflannel.conflist": "conf/10-tsflannel.conflist",
+    "cni-worker.cjs": "$dist/bundle/cni-worker.cjs",
+    "tsflannel-programs.cjs": "$dist/bundle/tsflannel-programs.cjs",
+    "tsflannel-programs.cjs.v8cache": "$work/assets/tsflannel-programs.cjs.v8cache"
   }
 }
 EOF
   "$node_bin" --experimental-sea-config "$work/$name.sea.json" >/dev/null
 }
 
-# 3. A copy of node (stripped when binutils is there: about 12 MB less) with
+# 4. A copy of node (stripped when binutils is there: about 12 MB less) with
 #    the blob injected and the SEA fuse flipped.
 make_sea() {
   local name=$1 exe="$work/$1"
@@ -186,13 +213,12 @@ make_sea() {
 }
 
 say "building SEA blobs (node $("$node_bin" --version), code cache: $code_cache)"
-sea_config tsflannel ",
-    \"10-tsflannel.conflist\": \"conf/10-tsflannel.conflist\""
-sea_config tsflanneld ",
-    \"cni-worker.cjs\": \"$dist/bundle/cni-worker.cjs\""
-say "injecting into copies of $node_bin"
+sea_config tsflannel
+say "injecting into a copy of $node_bin"
 make_sea tsflannel
-make_sea tsflanneld
+# The agent's name for the same file (src/main/dispatch.ts).
+ln -f "$dist/tsflannel" "$dist/.tsflanneld.tmp"
+mv -f "$dist/.tsflanneld.tmp" "$dist/tsflanneld"
 cp -f "$forwarder" "$dist/.tsflannel-forward.tmp"
 chmod 755 "$dist/.tsflannel-forward.tmp"
 mv -f "$dist/.tsflannel-forward.tmp" "$dist/tsflannel-forward"
@@ -201,4 +227,4 @@ mv -f "$dist/.tsflannel-forward.tmp" "$dist/tsflannel-forward"
 # SEA, and SEA stack traces name these files.
 rm -rf "$work"
 printf '%s\n' "$stamp_id" >"$stamp"
-say "built $(du -h "$dist/tsflannel" | cut -f1) $dist/tsflannel and $(du -h "$dist/tsflanneld" | cut -f1) $dist/tsflanneld"
+say "built $(du -h "$dist/tsflannel" | cut -f1) $dist/tsflannel (and $dist/tsflanneld, a hard link to it)"

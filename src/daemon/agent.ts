@@ -84,18 +84,28 @@ export class Agent implements HealthSource {
       this.cni = await startCniService({ path: this.opts.cniSocket, workers: this.opts.cniWorkers, logger: log, metrics: this.metrics });
     }
     const config = await this.networkConfig();
-    const ext = this.externalInterface();
-    log.info({ iface: ext.name, ip: ext.ip, publicIP: ext.publicIP, mtu: ext.mtu, backend: config.backend.type }, 'using interface');
+    const ext = this.externalInterface(config);
+    log.info(
+      { iface: ext.name, ip: ext.ip, publicIP: ext.publicIP, ...(ext.ipv6 ? { ipv6: ext.ipv6, publicIPv6: ext.publicIPv6 } : {}), mtu: ext.mtu, backend: config.backend.type },
+      'using interface',
+    );
 
     const backend = createBackend(config.backend, { network: config.network, logger: log });
     this.backend = backend;
-    const backendData = await backend.prepare(ext);
+    if (config.enableIPv6 && !backend.prepareV6) {
+      throw new ConfigError(`net-conf.json: "EnableIPv6" is true, but the ${config.backend.type} backend of this tsflanneld does not carry IPv6`);
+    }
+    const backendData = config.enableIPv4 ? await backend.prepare(ext) : {};
     const prior = this.priorLease();
     this.attrs = { publicIP: ext.publicIP, backendType: config.backend.type, backendData };
+    if (config.enableIPv6 && backend.prepareV6) {
+      this.attrs.backendV6Data = await backend.prepareV6(ext);
+      if (ext.publicIPv6) this.attrs.publicIPv6 = ext.publicIPv6;
+    }
     const lease = await sm.acquireLease(this.attrs, this.abort.signal, prior);
     this.lease = lease;
     this.readiness.leaseHeld = true;
-    log.info({ subnet: lease.subnet, backendData }, 'acquired lease');
+    log.info({ subnet: lease.subnet, ...(lease.ipv6Subnet ? { ipv6Subnet: lease.ipv6Subnet } : {}), backendData }, 'acquired lease');
     if (prior.subnet && prior.subnet !== lease.subnet) {
       log.warn(
         { previous: prior.subnet, subnet: lease.subnet },
@@ -162,9 +172,14 @@ export class Agent implements HealthSource {
     }
   }
 
-  private externalInterface(): ExternalInterface {
-    const sel: Parameters<typeof chooseExternalInterface>[0] = { iface: this.opts.iface, ifaceRegex: this.opts.ifaceRegex };
+  private externalInterface(config: NetworkConfig): ExternalInterface {
+    const sel: Parameters<typeof chooseExternalInterface>[0] = {
+      iface: this.opts.iface,
+      ifaceRegex: this.opts.ifaceRegex,
+      families: { ipv4: config.enableIPv4, ipv6: config.enableIPv6 },
+    };
     if (this.opts.publicIP) sel.publicIP = this.opts.publicIP;
+    if (this.opts.publicIPv6) sel.publicIPv6 = this.opts.publicIPv6;
     if (this.opts.ifaceCanReach) sel.ifaceCanReach = this.opts.ifaceCanReach;
     return chooseExternalInterface(sel);
   }

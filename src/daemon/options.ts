@@ -5,6 +5,7 @@
 import { hostname } from 'node:os';
 import yargs from 'yargs';
 import { DEFAULT_SUBNET_FILE } from '../flannel/subnet-env.js';
+import { parseIp } from '../net/ip.js';
 import { VERSION } from '../version.js';
 import type { EtcdSecurity } from './subnet/etcd-client.js';
 
@@ -21,6 +22,8 @@ export interface AgentOptions {
   /** pick the interface and address the kernel routes this IP through */
   ifaceCanReach?: string;
   publicIP?: string;
+  /** --public-ipv6: the IPv6 address advertised to other nodes */
+  publicIPv6?: string;
   // subnet manager
   kubeSubnetMgr: boolean;
   etcdEndpoints: string[];
@@ -111,10 +114,11 @@ const G_LOG = 'Logging:';
 
 /** Every flag; the env var for each is envName(flag). */
 export const FLAGS: Record<string, Spec> = {
-  iface: { type: 'string', array: true, default: [], group: G_IFACE, describe: 'interface name or IP for inter-node traffic (repeatable, tried in order)' },
-  'iface-regex': { type: 'string', array: true, default: [], group: G_IFACE, describe: 'regex over interface IPs, then names (repeatable)' },
-  'iface-can-reach': { type: 'string', group: G_IFACE, describe: 'use the interface and source address the kernel routes this IP through' },
+  iface: { type: 'string', array: true, default: [], group: G_IFACE, describe: 'interface name or IPv4/IPv6 address for inter-node traffic (repeatable, tried in order)' },
+  'iface-regex': { type: 'string', array: true, default: [], group: G_IFACE, describe: 'regex over interface IPs (IPv6 too when EnableIPv6), then names (repeatable)' },
+  'iface-can-reach': { type: 'string', group: G_IFACE, describe: 'use the interface and source address the kernel routes this IPv4 or IPv6 address through' },
   'public-ip': { type: 'string', group: G_IFACE, describe: 'IP advertised to other nodes (default: the interface address)' },
+  'public-ipv6': { type: 'string', group: G_IFACE, describe: 'IPv6 address advertised to other nodes (default: the interface\'s global IPv6 address)' },
 
   'kube-subnet-mgr': { type: 'boolean', default: false, group: G_SUBNET, describe: 'take the lease from this Node\'s spec.podCIDR via the Kubernetes API' },
   'kubeconfig-file': { type: 'string', group: G_SUBNET, describe: 'kubeconfig (default: in-cluster config, else $KUBECONFIG)' },
@@ -239,8 +243,12 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
     }
   }
   const canReach = str('iface-can-reach');
-  if (canReach !== undefined && !/^\d{1,3}(\.\d{1,3}){3}$/.test(canReach)) {
-    throw new OptionsError(`--iface-can-reach must be an IPv4 address, got ${JSON.stringify(canReach)}`);
+  if (canReach !== undefined && parseIp(canReach) === undefined) {
+    throw new OptionsError(`--iface-can-reach must be an IPv4 or IPv6 address, got ${JSON.stringify(canReach)}`);
+  }
+  const publicIPv6 = str('public-ipv6');
+  if (publicIPv6 && parseIp(publicIPv6, 6) === undefined) {
+    throw new OptionsError(`--public-ipv6 must be an IPv6 address, got ${JSON.stringify(publicIPv6)}`);
   }
   const logFormat = str('log-format') ?? 'json';
   if (logFormat !== 'json' && logFormat !== 'text') throw new OptionsError(`--log-format must be json or text, got ${JSON.stringify(logFormat)}`);
@@ -301,6 +309,7 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
   if (canReach) opts.ifaceCanReach = canReach;
   const publicIP = str('public-ip');
   if (publicIP) opts.publicIP = publicIP;
+  if (publicIPv6) opts.publicIPv6 = publicIPv6;
   const kubeconfig = str('kubeconfig-file');
   if (kubeconfig) opts.kubeconfig = kubeconfig;
   const apiUrl = str('kube-api-url');

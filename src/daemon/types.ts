@@ -180,6 +180,13 @@ export interface Backend {
   readonly type: BackendConfig['type'];
   /** Creates what must exist before the lease is published (flannel.1) and returns its data. */
   prepare(ext: ExternalInterface): Promise<BackendData>;
+  /**
+   * EnableIPv6: creates what the IPv6 overlay needs before the lease is
+   * published (flannel-v6.<VNI>) and returns its data (flannel's
+   * BackendV6Data). A backend without it does not carry IPv6, and the agent
+   * refuses a config with EnableIPv6 rather than ignore it.
+   */
+  prepareV6?(ext: ExternalInterface): Promise<BackendData>;
   /** Our lease is known: address the device and return the pod MTU. */
   configure(own: Lease): Promise<{ mtu: number }>;
   /** Makes the kernel match exactly these remote leases (our own excluded). */

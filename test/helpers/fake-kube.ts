@@ -131,7 +131,8 @@ export class FakeKube {
 
   // ---- test controls ----------------------------------------------------
 
-  addNode(name: string, podCIDR?: string, annotations?: Record<string, string>): FakeNode {
+  /** `podCIDR` as an array sets spec.podCIDRs (dual-stack: one CIDR per family), podCIDR its first entry. */
+  addNode(name: string, podCIDR?: string | string[], annotations?: Record<string, string>): FakeNode {
     if (this.nodes.has(name)) throw new Error(`node ${name} exists`);
     const node: FakeNode = {
       apiVersion: 'v1',
@@ -141,13 +142,13 @@ export class FakeKube {
       status: { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady' }] },
     };
     if (annotations) node.metadata.annotations = { ...annotations };
-    if (podCIDR) node.spec = { podCIDR, podCIDRs: [podCIDR] };
+    if (podCIDR?.length) node.spec = podCIDRSpec(podCIDR);
     return this.store('ADDED', node);
   }
 
-  setPodCIDR(name: string, podCIDR: string | undefined): FakeNode {
+  setPodCIDR(name: string, podCIDR: string | string[] | undefined): FakeNode {
     return this.mutate(name, true, (n) => {
-      n.spec = podCIDR ? { podCIDR, podCIDRs: [podCIDR] } : {};
+      n.spec = podCIDR?.length ? podCIDRSpec(podCIDR) : {};
     });
   }
 
@@ -440,6 +441,12 @@ function withoutRv(node: FakeNode): FakeNode {
 }
 
 /** RFC 7386 JSON merge patch. */
+/** spec as the node IPAM controller writes it: podCIDR is podCIDRs[0]. */
+function podCIDRSpec(podCIDR: string | string[]): FakeNode['spec'] {
+  const all = typeof podCIDR === 'string' ? [podCIDR] : podCIDR;
+  return { podCIDR: all[0]!, podCIDRs: [...all] };
+}
+
 export function mergePatch(target: Json, patch: Json): Json {
   if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch;
   const out: JsonObject = target !== null && typeof target === 'object' && !Array.isArray(target) ? { ...target } : {};

@@ -143,10 +143,29 @@ describe('conf/kube-tsflannel.yml', () => {
     expect(source(agent, dirname(opts.subnetFile))).toEqual({ hostPath: dirname(DEFAULT_SUBNET_FILE) });
     expect(source(agent, '/run/xtables.lock')).toEqual({ hostPath: '/run/xtables.lock' });
     expect(pod.volumes!.find((v) => v.hostPath?.path === '/run/xtables.lock')!.hostPath!.type).toBe('FileOrCreate');
-    const modules = agent.volumeMounts!.find((m) => m.mountPath === '/lib/modules')!;
-    expect(modules.readOnly).toBe(true);
-    expect(source(agent, '/etc/cni/net.d')).toEqual({ hostPath: '/etc/cni/net.d' });
-    expect(source(agent, '/opt/cni/bin')).toEqual({ hostPath: '/opt/cni/bin' });
+  });
+
+  it('mounts into the agent only what it or doctor uses, each with a comment saying why; every volume is mounted', () => {
+    expect(agent.volumeMounts!.map((m) => m.mountPath).sort()).toEqual(
+      ['/etc/kube-flannel/', '/run/flannel', '/run/netns', '/run/tsflannel', '/run/wireguard', '/run/xtables.lock', '/var/lib/cni', '/var/run/netns'].sort(),
+    );
+    // The CNI bin and conf dirs are the init container's: the agent execs no
+    // plugin and reads no conflist (the forwarder sends it on the socket).
+    expect(source(agent, '/opt/cni/bin')).toBeUndefined();
+    expect(source(agent, '/etc/cni/net.d')).toBeUndefined();
+    expect(source(agent, '/lib/modules')).toBeUndefined();
+    const agentText = manifestText.slice(manifestText.indexOf('      containers:\n'));
+    for (const m of agent.volumeMounts!) {
+      const at = agentText.indexOf(`- name: ${m.name}\n              mountPath: ${m.mountPath}\n`);
+      expect(at, m.name).toBeGreaterThan(0);
+      // run-netns's comment covers its other spelling, var-run-netns
+      const commented = m.name === 'var-run-netns' ? 'run-netns' : m.name;
+      const at2 = agentText.indexOf(`- name: ${commented}\n`);
+      const lineAbove = agentText.slice(0, at2).trimEnd().split('\n').at(-1)!;
+      expect(lineAbove, `a comment right above the agent's ${m.name} mount`).toMatch(/^\s*# /);
+    }
+    const mounted = new Set([...pod.initContainers!, ...pod.containers].flatMap((c) => (c.volumeMounts ?? []).map((m) => m.name)));
+    expect(pod.volumes!.map((v) => v.name).filter((n) => !mounted.has(n))).toEqual([]);
   });
 
   it('configures the agent through FLANNELD_* env: /metrics on the node IP (downward API status.hostIP) at the documented port', () => {
@@ -210,9 +229,11 @@ describe('conf/kube-tsflannel.yml', () => {
     expect(kind.nodes.map((n) => n.role)).toEqual(['control-plane', 'worker', 'worker']);
   });
 
-  it('uses an image the Dockerfile builds, with both binaries and portmap where the manifest expects them', () => {
+  it('uses an image the Dockerfile builds, with the executable under both names and portmap where the manifest expects them', () => {
     const dockerfile = readFileSync(repo('Dockerfile'), 'utf8');
-    expect(dockerfile).toMatch(/COPY --from=build \/src\/dist\/tsflannel \/src\/dist\/tsflanneld \/src\/dist\/tsflannel-forward \/usr\/local\/bin\//);
+    // one single executable; tsflanneld is a link to it (src/main/dispatch.ts picks by name)
+    expect(dockerfile).toMatch(/COPY --from=build \/src\/dist\/tsflannel \/src\/dist\/tsflannel-forward \/usr\/local\/bin\//);
+    expect(dockerfile).toContain('RUN ln -s tsflannel /usr/local/bin/tsflanneld');
     expect(dockerfile).toMatch(/ENTRYPOINT \["\/usr\/local\/bin\/tsflanneld"\]/);
     const cmd = [...(init.command ?? []), ...(init.args ?? [])];
     const plugin = cmd[cmd.indexOf('--with-plugin') + 1]!;

@@ -161,7 +161,7 @@ async function readKube(opts: KubeSourceOptions, timeoutMs: number): Promise<Clu
   try {
     const { loadKubeConfig } = await import('../../daemon/subnet/kube.js');
     const { leaseFromNode, nodeIPv4PodCIDR } = await import('../../daemon/subnet/annotations.js');
-    const { CoreV1Api } = await import('@kubernetes/client-node');
+    const { CoreV1Api } = await import('./kube-api.js');
     const kubeOpts: { kubeconfig?: string; apiServerUrl?: string } = {};
     if (opts.kubeconfig) kubeOpts.kubeconfig = opts.kubeconfig;
     if (opts.apiServerUrl) kubeOpts.apiServerUrl = opts.apiServerUrl;

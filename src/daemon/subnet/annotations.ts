@@ -1,7 +1,7 @@
 // flannel's Node annotations: the wire contract between nodes in kube mode.
 // Names and value formats are flannel's so tsflannel and flannel nodes can
 // share a cluster and existing tooling keeps reading them.
-import { canonicalCidr, cidrContainsCidr, parseCidr, parseIp, formatIp } from '../../net/ip.js';
+import { canonicalCidr, cidrContainsCidr, parseCidr, parseIp, formatIp, type Family } from '../../net/ip.js';
 import type { BackendConfig, BackendData, Lease, LeaseAttrs } from '../types.js';
 
 export const DEFAULT_ANNOTATION_PREFIX = 'flannel.alpha.coreos.com';
@@ -93,70 +93,133 @@ export function parseBackendData(text: string): BackendData | string {
   return data;
 }
 
-/** The node's IPv4 pod CIDR in network-address form, or the reason there is none. */
-export function nodeIPv4PodCIDR(node: NodeLike): { cidr: string } | { reason: string } {
+/** Which families a lease carries: net-conf.json's EnableIPv4 / EnableIPv6. */
+export interface LeaseFamilies {
+  ipv4: boolean;
+  ipv6: boolean;
+}
+
+/** IPv4 only: what a node gets when the config says nothing of IPv6. */
+export const IPV4_ONLY: LeaseFamilies = { ipv4: true, ipv6: false };
+
+/**
+ * The node's pod CIDR of `family` in network-address form, or the reason
+ * there is none. spec.podCIDRs holds one CIDR per family (at most two);
+ * spec.podCIDR alone is read when podCIDRs is empty, as flannel does.
+ */
+export function nodePodCIDR(node: NodeLike, family: Family): { cidr: string } | { reason: string } {
   const candidates = node.spec?.podCIDRs?.length ? node.spec.podCIDRs : node.spec?.podCIDR ? [node.spec.podCIDR] : [];
   if (candidates.length === 0) return { reason: 'spec.podCIDR is not assigned' };
   if (candidates.length > 2) return { reason: `spec.podCIDRs has ${candidates.length} entries (at most 2 allowed)` };
   for (const text of candidates) {
     const cidr = parseCidr(text);
     if (!cidr) return { reason: `pod CIDR ${JSON.stringify(text)} is not a CIDR` };
-    if (cidr.ip.family === 4) return { cidr: canonicalCidr(cidr) };
+    if (cidr.ip.family === family) return { cidr: canonicalCidr(cidr) };
   }
-  return { reason: 'the node has no IPv4 pod CIDR' };
+  return { reason: `the node has no IPv${family} pod CIDR` };
 }
 
-/** True when IPv4 CIDR `inner` lies entirely inside `outer`. */
-export function cidrContains(outer: string, inner: string): boolean {
-  const o = parseCidr(outer, 4);
-  const i = parseCidr(inner, 4);
+/** The node's IPv4 pod CIDR in network-address form, or the reason there is none. */
+export function nodeIPv4PodCIDR(node: NodeLike): { cidr: string } | { reason: string } {
+  return nodePodCIDR(node, 4);
+}
+
+/** The node's IPv6 pod CIDR in network-address form, or the reason there is none. */
+export function nodeIPv6PodCIDR(node: NodeLike): { cidr: string } | { reason: string } {
+  return nodePodCIDR(node, 6);
+}
+
+/** True when CIDR `inner` lies entirely inside `outer`, both of one family (IPv4 unless told). */
+export function cidrContains(outer: string, inner: string, family: Family = 4): boolean {
+  const o = parseCidr(outer, family);
+  const i = parseCidr(inner, family);
   return o !== undefined && i !== undefined && cidrContainsCidr(o, i);
 }
 
-/** Builds the lease a Node advertises; null (with why) when it advertises none or garbage. */
-export function leaseFromNode(node: NodeLike, prefix: string = DEFAULT_ANNOTATION_PREFIX): LeaseResult {
+interface FamilyAnnotations {
+  pod: { cidr: string };
+  publicIP: string;
+  backendData: BackendData;
+}
+
+/** One family's pod CIDR, backend data and public address from a Node; a string is the reason it was refused. */
+function familyLease(node: NodeLike, keys: AnnotationKeys, family: Family, backendType: string): FamilyAnnotations | string {
+  const ann = node.metadata?.annotations ?? {};
+  const pod = nodePodCIDR(node, family);
+  if ('reason' in pod) return pod.reason;
+  const dataKey = family === 4 ? keys.backendData : keys.backendV6Data;
+  const ipKey = family === 4 ? keys.publicIP : keys.publicIPv6;
+  const name = family === 4 ? 'backend-data' : 'backend-v6-data';
+  const dataText = ann[dataKey];
+  if (dataText === undefined) return `annotation ${dataKey} is missing`;
+  const backendData = parseBackendData(dataText);
+  if (typeof backendData === 'string') return family === 4 ? backendData : backendData.replace('backend-data', name);
+  if (backendType === 'vxlan' && backendData.VtepMAC === undefined) return `vxlan ${name} has no VtepMAC`;
+  const ipText = ann[ipKey];
+  if (ipText === undefined) return `annotation ${ipKey} is missing`;
+  const ip = parseIp(ipText);
+  if (!ip || ip.family !== family) return `${family === 4 ? 'public-ip' : 'public-ipv6'} ${JSON.stringify(ipText)} is not an IPv${family} address`;
+  return { pod, publicIP: formatIp(ip), backendData };
+}
+
+/**
+ * Builds the lease a Node advertises; null (with why) when it advertises
+ * none or garbage. As flannel's nodeToLease, the families come from the
+ * config: IPv4 reads podCIDR's IPv4 entry, backend-data and public-ip;
+ * IPv6 its IPv6 entry, backend-v6-data and public-ipv6. An IPv6-only lease
+ * has subnet '' and publicIP '' (the LeaseAttrs contract).
+ */
+export function leaseFromNode(node: NodeLike, prefix: string = DEFAULT_ANNOTATION_PREFIX, families: LeaseFamilies = IPV4_ONLY): LeaseResult {
   const keys = annotationKeys(prefix);
   const ann = node.metadata?.annotations ?? {};
   const refuse = (reason: string): LeaseResult => ({ lease: null, reason });
 
   if (ann[keys.kubeSubnetManager] !== 'true') return refuse(`annotation ${keys.kubeSubnetManager} is not "true"`);
-  const pod = nodeIPv4PodCIDR(node);
-  if ('reason' in pod) return refuse(pod.reason);
+  // The pod CIDR comes first: a node without one is merely not set up yet.
+  for (const family of [4, 6] as const) {
+    const pod = (family === 4 ? families.ipv4 : families.ipv6) ? nodePodCIDR(node, family) : undefined;
+    if (pod && 'reason' in pod) return refuse(pod.reason);
+  }
 
   const backendType = ann[keys.backendType];
   if (backendType === undefined) return refuse(`annotation ${keys.backendType} is missing`);
   if (!BACKEND_TYPES.has(backendType)) return refuse(`backend type ${JSON.stringify(backendType)} is not supported`);
 
-  const dataText = ann[keys.backendData];
-  if (dataText === undefined) return refuse(`annotation ${keys.backendData} is missing`);
-  const backendData = parseBackendData(dataText);
-  if (typeof backendData === 'string') return refuse(backendData);
-  if (backendType === 'vxlan' && backendData.VtepMAC === undefined) return refuse('vxlan backend-data has no VtepMAC');
-
-  const ipText = ann[keys.publicIP];
-  if (ipText === undefined) return refuse(`annotation ${keys.publicIP} is missing`);
-  const ip = parseIp(ipText);
-  if (!ip || ip.family !== 4) return refuse(`public-ip ${JSON.stringify(ipText)} is not an IPv4 address`);
+  const v4 = families.ipv4 ? familyLease(node, keys, 4, backendType) : undefined;
+  if (typeof v4 === 'string') return refuse(v4);
+  const v6 = families.ipv6 ? familyLease(node, keys, 6, backendType) : undefined;
+  if (typeof v6 === 'string') return refuse(v6);
 
   const lease: Lease = {
-    subnet: pod.cidr,
-    publicIP: formatIp(ip),
+    subnet: v4?.pod.cidr ?? '',
+    publicIP: v4?.publicIP ?? '',
     backendType: backendType as BackendConfig['type'],
-    backendData,
+    backendData: v4?.backendData ?? {},
   };
+  if (v6) {
+    lease.ipv6Subnet = v6.pod.cidr;
+    lease.publicIPv6 = v6.publicIP;
+    lease.backendV6Data = v6.backendData;
+  }
   if (node.metadata?.name) lease.nodeName = node.metadata.name;
   return { lease };
 }
 
-/** The annotations a node running the kube subnet manager publishes for `attrs`. */
+/**
+ * The annotations a node running the kube subnet manager publishes for
+ * `attrs`: backend-data and public-ip when it has an IPv4 address,
+ * backend-v6-data and public-ipv6 when it has an IPv6 one.
+ */
 export function annotationsFor(attrs: LeaseAttrs, prefix: string = DEFAULT_ANNOTATION_PREFIX): Record<string, string> {
   const keys = annotationKeys(prefix);
-  return {
-    [keys.backendData]: formatBackendData(attrs.backendData),
-    [keys.backendType]: attrs.backendType,
-    [keys.kubeSubnetManager]: 'true',
-    [keys.publicIP]: attrs.publicIP,
-  };
+  const out: Record<string, string> = {};
+  if (attrs.publicIP !== '') out[keys.backendData] = formatBackendData(attrs.backendData);
+  out[keys.backendType] = attrs.backendType;
+  if (attrs.publicIPv6 !== undefined) out[keys.backendV6Data] = formatBackendData(attrs.backendV6Data ?? {});
+  out[keys.kubeSubnetManager] = 'true';
+  if (attrs.publicIP !== '') out[keys.publicIP] = attrs.publicIP;
+  if (attrs.publicIPv6 !== undefined) out[keys.publicIPv6] = attrs.publicIPv6;
+  return out;
 }
 
 /** The subset of `desired` whose values `current` does not already have. */

@@ -23,9 +23,12 @@ import {
   annotationsFor,
   cidrContains,
   DEFAULT_ANNOTATION_PREFIX,
+  IPV4_ONLY,
   leaseFromNode,
   nodeIPv4PodCIDR,
+  nodeIPv6PodCIDR,
   type AnnotationKeys,
+  type LeaseFamilies,
 } from './annotations.js';
 import { parseIp } from '../../net/ip.js';
 import { Coalescer, DEFAULT_COALESCE_MS } from './coalesce.js';
@@ -97,6 +100,8 @@ export class KubeSubnetManager implements SubnetManager {
   private readonly initialDelayMs: number;
   private readonly maxDelayMs: number;
   private readonly closing = new AbortController();
+  /** the families leases carry, from net-conf.json at acquire time */
+  private families: LeaseFamilies = IPV4_ONLY;
 
   constructor(private readonly opts: KubeSubnetManagerOptions) {
     this.log = (opts.logger ?? pino({ level: 'info' }, pino.destination(2))).child({ component: 'kube-subnet-manager' });
@@ -125,17 +130,22 @@ export class KubeSubnetManager implements SubnetManager {
   async acquireLease(attrs: LeaseAttrs, signal?: AbortSignal): Promise<Lease> {
     const sig = this.linked(signal);
     const config = await this.getNetworkConfig();
+    this.families = { ipv4: config.enableIPv4, ipv6: config.enableIPv6 };
     let node = await this.waitForPodCIDR(sig);
-    const pod = nodeIPv4PodCIDR(node);
-    if ('reason' in pod) throw new KubeSubnetError(`node ${this.opts.nodeName}: ${pod.reason}`);
-    if (!cidrContains(config.network, pod.cidr)) {
-      throw new KubeSubnetError(
-        `Network ${config.network} in ${this.netConfPath} does not contain pod CIDR ${pod.cidr} of node ${this.opts.nodeName}; ` +
-          'make net-conf.json Network match the cluster CIDR',
-      );
+    if (config.enableIPv4) {
+      const pod = nodeIPv4PodCIDR(node);
+      if ('reason' in pod) throw new KubeSubnetError(`node ${this.opts.nodeName}: ${pod.reason}`);
+      if (!cidrContains(config.network, pod.cidr)) {
+        throw new KubeSubnetError(
+          `Network ${config.network} in ${this.netConfPath} does not contain pod CIDR ${pod.cidr} of node ${this.opts.nodeName}; ` +
+            'make net-conf.json Network match the cluster CIDR',
+        );
+      }
     }
+    if (config.enableIPv6) this.checkIPv6PodCIDR(node, config, attrs);
 
-    const published = { ...attrs, publicIP: this.publishedIP(node, attrs.publicIP) };
+    const published = { ...attrs, publicIP: attrs.publicIP === '' ? '' : this.publishedIP(node, attrs.publicIP) };
+    if (attrs.publicIPv6 !== undefined) published.publicIPv6 = this.publishedIP(node, attrs.publicIPv6, 6);
     const changes = annotationChanges(node.metadata?.annotations, annotationsFor(published, this.prefix));
     if (Object.keys(changes).length > 0) {
       node = await this.retrying('publish lease annotations', sig, () =>
@@ -146,9 +156,26 @@ export class KubeSubnetManager implements SubnetManager {
       this.log.info({ node: this.opts.nodeName }, 'lease annotations already up to date');
     }
 
-    const result = leaseFromNode(node, this.prefix);
+    const result = leaseFromNode(node, this.prefix, this.families);
     if (!result.lease) throw new KubeSubnetError(`node ${this.opts.nodeName} does not show the published lease: ${result.reason}`);
     return result.lease;
+  }
+
+  /** EnableIPv6: the node needs an IPv6 pod CIDR inside IPv6Network, and an IPv6 address to publish. */
+  private checkIPv6PodCIDR(node: V1Node, config: NetworkConfig, attrs: LeaseAttrs): void {
+    const pod = nodeIPv6PodCIDR(node);
+    if ('reason' in pod) {
+      throw new KubeSubnetError(`node ${this.opts.nodeName}: ${pod.reason}, but EnableIPv6 is true (is the cluster dual-stack, with an IPv6 --cluster-cidr?)`);
+    }
+    if (!config.ipv6Network || !cidrContains(config.ipv6Network, pod.cidr, 6)) {
+      throw new KubeSubnetError(
+        `IPv6Network ${config.ipv6Network ?? '(none)'} in ${this.netConfPath} does not contain IPv6 pod CIDR ${pod.cidr} of node ${this.opts.nodeName}; ` +
+          'make net-conf.json IPv6Network match the cluster\'s IPv6 CIDR',
+      );
+    }
+    if (attrs.publicIPv6 === undefined) {
+      throw new KubeSubnetError(`EnableIPv6 is true but node ${this.opts.nodeName} has no IPv6 address to publish (give --public-ipv6, or an interface with a global IPv6 address)`);
+    }
   }
 
   async watchLeases(onLeases: (leases: Lease[]) => void, signal: AbortSignal): Promise<void> {
@@ -174,7 +201,7 @@ export class KubeSubnetManager implements SubnetManager {
     const apply = (node: V1Node): void => {
       const name = node.metadata?.name;
       if (!name) return;
-      const result = leaseFromNode(node, this.prefix);
+      const result = leaseFromNode(node, this.prefix, this.families);
       if (result.lease) {
         known.set(name, result.lease);
         refused.delete(name);
@@ -334,13 +361,14 @@ export class KubeSubnetManager implements SubnetManager {
     }
   }
 
-  /** The address to publish: a user's public-ip-overwrite annotation wins, as in flannel. */
-  private publishedIP(node: V1Node, detected: string): string {
-    const overwrite = node.metadata?.annotations?.[this.keys.publicIPOverwrite];
+  /** The address to publish: a user's public-ip-overwrite (public-ipv6-overwrite) annotation wins, as in flannel. */
+  private publishedIP(node: V1Node, detected: string, family: 4 | 6 = 4): string {
+    const annotation = family === 4 ? this.keys.publicIPOverwrite : this.keys.publicIPv6Overwrite;
+    const overwrite = node.metadata?.annotations?.[annotation];
     if (overwrite === undefined || overwrite === '') return detected;
     const ip = parseIp(overwrite);
-    if (ip?.family !== 4) {
-      this.log.warn({ annotation: this.keys.publicIPOverwrite, value: overwrite }, 'ignoring an invalid public IP overwrite');
+    if (ip?.family !== family) {
+      this.log.warn({ annotation, value: overwrite }, 'ignoring an invalid public IP overwrite');
       return detected;
     }
     if (overwrite !== detected) this.log.info({ detected, overwrite }, 'publishing the public IP from the overwrite annotation');

@@ -105,6 +105,15 @@ describe('tsflanneld options', () => {
     expect(parseAgentOptions([], { FLANNELD_LOG_LEVEL: '4' }).logLevel).toBe('trace');
   });
 
+  it('takes --public-ipv6 (or FLANNELD_PUBLIC_IPV6, as flanneld) and an IPv6 --iface-can-reach', () => {
+    expect(parseAgentOptions(['--public-ipv6', '2001:db8::7'], {}).publicIPv6).toBe('2001:db8::7');
+    expect(parseAgentOptions([], { FLANNELD_PUBLIC_IPV6: '2001:db8::8' }).publicIPv6).toBe('2001:db8::8');
+    expect(parseAgentOptions(['--public-ipv6', '2001:db8::9'], { FLANNELD_PUBLIC_IPV6: '2001:db8::8' }).publicIPv6).toBe('2001:db8::9');
+    expect(parseAgentOptions([], {}).publicIPv6).toBeUndefined();
+    expect(parseAgentOptions(['--iface-can-reach', 'fd00:50::1'], {}).ifaceCanReach).toBe('fd00:50::1');
+    expect(parseAgentOptions(['--iface', 'fd00:50::2', '--iface', 'eth1'], {}).iface).toEqual(['fd00:50::2', 'eth1']);
+  });
+
   it('parses --metrics-addr host:port, [v6]:port and :port', () => {
     expect(parseAgentOptions(['--metrics-addr', '192.168.1.5:9465'], {}).metricsAddr).toEqual({ host: '192.168.1.5', port: 9465 });
     expect(parseAgentOptions(['--metrics-addr', '[::1]:9465'], {}).metricsAddr).toEqual({ host: '::1', port: 9465 });
@@ -120,6 +129,8 @@ describe('tsflanneld options', () => {
     [['--subnet-lease-renew-margin', '0'], /--subnet-lease-renew-margin/],
     [['--subnet-lease-renew-margin', '1440'], /--subnet-lease-renew-margin/],
     [['--iface-can-reach', 'gateway'], /--iface-can-reach/],
+    [['--public-ipv6', '10.0.0.1'], /--public-ipv6 must be an IPv6 address, got "10.0.0.1"/],
+    [['--public-ipv6', 'fd00::1/64'], /--public-ipv6 must be an IPv6 address/],
     [['--metrics-addr', '9465'], /--metrics-addr/],
     [['--log-format', 'xml'], /--log-format/],
     [['--etcd-certfile', '/c.pem'], /--etcd-certfile and --etcd-keyfile/],
