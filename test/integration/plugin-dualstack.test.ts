@@ -218,6 +218,23 @@ describe.skipIf(requireOrSkip('dual-stack plugin', needs)).each(suites)('dual-st
     expect((await del('rq-3', nsPath(a))).code).toBe(0);
   });
 
+  it('gives 20 concurrent dual-stack ADDs 20 distinct IPv4 and 20 distinct IPv6 addresses, and 20 DELs leave nothing', async () => {
+    const ids = Array.from({ length: 20 }, (_, i) => `par${i}`);
+    const nss = ids.map((id) => addNetns(`${path.agent ? 'ag' : 'st'}-${id}`));
+    const results = await Promise.all(ids.map((id, i) => add(id, nss[i]!)));
+    expect(results.filter((r) => r.code !== 0).map((r) => r.stdout + r.stderr.slice(0, 300))).toEqual([]);
+    const v4 = results.map((r) => ipsOf(r)[0]!.address);
+    const v6 = results.map((r) => ipsOf(r)[1]!.address);
+    expect(new Set(v4).size).toBe(20);
+    expect(new Set(v6).size).toBe(20);
+    expect(v6.every((a) => a.startsWith('fd00:10:244:1::'))).toBe(true);
+    expect(leases()).toHaveLength(40);
+    const dels = await Promise.all(ids.map((id, i) => del(id, nsPath(nss[i]!))));
+    expect(dels.filter((r) => r.code !== 0)).toEqual([]);
+    expect(leases()).toEqual([]);
+    expect(veths()).toEqual([]);
+  }, 120_000);
+
   it('GC releases both families\' leases of attachments the runtime no longer knows', async () => {
     for (const id of ['gc-1', 'gc-2']) expect((await add(id, id === 'gc-1' ? a : b)).code).toBe(0);
     expect(leases()).toHaveLength(4);
