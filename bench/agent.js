@@ -5,12 +5,20 @@
 // Leases come from a fake source; everything happens in a private netns.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
-const SIZES = (process.env.BENCH_AGENT_SIZES ?? '1000,5000,50000').split(',').map(Number);
+const SIZES = (process.env.BENCH_AGENT_SIZES ?? '1000,5000,50000').split(',').filter(Boolean).map(Number);
 const QUICK_SIZES = [100, 1000];
+/**
+ * Sizes for the no-op resync alone, on a kernel filled by `ip -batch`
+ * through nexthop objects (seconds at 50,000, where programming the same
+ * gateway routes one by one takes minutes: docs/scale.md).
+ */
+const RESYNC_SIZES = (process.env.BENCH_AGENT_RESYNC_SIZES ?? '50000').split(',').filter(Boolean).map(Number);
+const QUICK_RESYNC_SIZES = [1000];
+const RESYNC_RUNS = 5;
 /** one-change events measured per size; the median and the worst are reported */
 const EVENTS = 5;
 const OWN_SUBNET = '10.255.255.0/24';
@@ -118,6 +126,43 @@ function measureIproute(ns, n, dir) {
   });
 }
 
+/**
+ * The exact pass with nothing to do, N peers already in the kernel: their
+ * neighbours and FDB entries, and their routes through nexthop objects (the
+ * kernel reports those with their gateway, so the pass sees flannel's
+ * routes). RESYNC_RUNS passes after a first one; each must write nothing.
+ */
+async function measureResync(ns, n, dir) {
+  makeNode(ns);
+  const { VxlanBackend } = await import('../build/daemon/backend/index.js');
+  const backend = new VxlanBackend({ config: { type: 'vxlan', vni: 1, port: 8472, directRouting: false }, network: '10.0.0.0/8', netns: `/var/run/netns/${ns}` });
+  const ext = { name: 'eth0', index: 0, mtu: 1500, ip: '172.16.0.1', cidr: '172.16.0.1/12', publicIP: '172.16.0.1' };
+  await backend.prepare(ext);
+  await backend.configure({ subnet: OWN_SUBNET, publicIP: '172.16.0.1', backendType: 'vxlan', backendData: {} });
+  const leases = Array.from({ length: n }, (_, i) => leaseFor(i));
+  const ipBatch = join(dir, 'resync-ip.batch');
+  const brBatch = join(dir, 'resync-bridge.batch');
+  writeFileSync(ipBatch, leases.flatMap((l, i) => {
+    const gw = l.subnet.split('/')[0];
+    return [`neigh replace ${gw} lladdr ${l.backendData.VtepMAC} dev flannel.1 nud permanent`,
+      `nexthop replace id ${i + 1} via ${gw} dev flannel.1 onlink`, `route replace ${l.subnet} nhid ${i + 1}`];
+  }).join('\n') + '\n');
+  writeFileSync(brBatch, leases.map((l) => `fdb append ${l.backendData.VtepMAC} dev flannel.1 dst ${l.publicIP} self permanent`).join('\n') + '\n');
+  const fill = seconds(() => {
+    execFileSync('ip', ['-n', ns, '-batch', ipBatch]);
+    execFileSync('ip', ['netns', 'exec', ns, 'bridge', '-batch', brBatch]);
+  });
+  const passes = [];
+  for (let k = 0; k <= RESYNC_RUNS; k++) {
+    const t = timed(() => backend.reconcile(leases));
+    const r = t.value;
+    if (r.errors.length || r.added + r.updated + r.removed !== 0) throw new Error(`no-op resync at ${n} wrote ${JSON.stringify({ ...r, errors: r.errors.slice(0, 3) })}`);
+    if (r.programmed !== n) throw new Error(`no-op resync at ${n} counted ${r.programmed} peers programmed`);
+    passes.push(t);
+  }
+  return { fill, first: passes[0], rest: passes.slice(1), rss: process.memoryUsage().rss / 2 ** 20 };
+}
+
 export async function run(ctx = {}) {
   const rows = [];
   const dir = mkdtempSync(join(tmpdir(), 'tsf-bench-agent-'));
@@ -148,8 +193,37 @@ export async function run(ctx = {}) {
       spawnSync('ip', ['netns', 'del', ns]);
     }
   }
+  const resyncRows = [];
+  for (const n of ctx.quick ? QUICK_RESYNC_SIZES : RESYNC_SIZES) {
+    const ns = `tsfbench${randomBytes(2).toString('hex')}`;
+    try {
+      ctx.log?.(`agent: no-op resync at ${n} peers`);
+      const m = await measureResync(ns, n, dir);
+      const ms = (s) => (s * 1000).toFixed(0);
+      resyncRows.push({
+        name: `${n} peers (${3 * n} entries)`,
+        'kernel filled by ip -batch (s)': m.fill.toFixed(2),
+        'first pass (ms, CPU)': `${ms(m.first.wall)} (${ms(m.first.cpu)})`,
+        'no-op resync median (ms)': ms(median(m.rest.map((t) => t.wall))),
+        'its CPU median (ms)': ms(median(m.rest.map((t) => t.cpu))),
+        'CPU min/max (ms)': `${ms(Math.min(...m.rest.map((t) => t.cpu)))} / ${ms(Math.max(...m.rest.map((t) => t.cpu)))}`,
+        'RSS (MiB)': m.rss.toFixed(0),
+      });
+    } finally {
+      spawnSync('ip', ['netns', 'del', ns]);
+    }
+  }
   rmSync(dir, { recursive: true, force: true });
-  return {
+  const resync = {
+    title: 'tsflanneld VXLAN backend: no-op resync with N peers already in the kernel',
+    rows: resyncRows,
+    notes: [
+      `The kernel is filled first (neighbours, FDB, and routes through nexthop objects, which the kernel reports with their gateway as flannel's routes), then the exact pass runs ${RESYNC_RUNS + 1} times; each must write nothing and count every peer programmed (checked).`,
+      'first pass: a new backend plans every lease (cold caches); the median is over the later passes, the periodic resync of a running agent. CPU = user + system of this process (the shim runs in it).',
+      `1-min load average at the end: ${loadavg()[0].toFixed(2)}.`,
+    ],
+  };
+  return [{
     title: 'tsflanneld VXLAN backend: programming N remote nodes (route + neigh + FDB each)',
     rows,
     notes: [
@@ -158,9 +232,9 @@ export async function run(ctx = {}) {
       `Events go through the edge-triggered path (backend.update with the full new lease list, as the agent calls it): from the call to every kernel ack. MAC change = ${EVENTS} events, median / worst; each writes 2 entries, leave 3 deletions, join 3 entries; an exact pass afterwards must write nothing (checked).`,
       'RSS: the bench process (agent code in-process); peak = maxrss so far in the run.',
     ],
-  };
+  }, resync];
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  run({ log: (m) => console.error(m) }).then((r) => console.table(r.rows), (e) => { console.error(e); process.exit(1); });
+  run({ log: (m) => console.error(m) }).then((rs) => rs.forEach((r) => console.table(r.rows)), (e) => { console.error(e); process.exit(1); });
 }

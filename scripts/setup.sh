@@ -13,7 +13,8 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 # flock, nsenter and unshare (util-linux), umount (mount), sysctl (procps),
 # ping, strace (the lease-atomicity test kills the plugin at syscalls), chattr
 # (e2fsprogs: the fuzz suite's unwritable-for-root files), etcd and etcdctl,
-# the container runtimes and busybox. Under CI=true a system
+# the container runtimes and busybox; iperf3 and ethtool for the data-path
+# benchmark (bench/datapath.js). Under CI=true a system
 # test whose tool is missing fails instead of skipping (test/helpers/require.ts).
 DEB_PACKAGES=(
   golang-go golang-github-vishvananda-netlink-dev golang-github-vishvananda-netns-dev
@@ -24,7 +25,7 @@ DEB_PACKAGES=(
   binutils
   file strace
   containerd runc podman buildah conmon busybox-static
-  wireguard-tools wireguard-go iperf3 tcpdump
+  wireguard-tools wireguard-go iperf3 tcpdump ethtool
   mmdebstrap
 )
 

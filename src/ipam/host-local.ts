@@ -263,12 +263,17 @@ export class HostLocalIpam {
     return this.store.withAttachmentLock(id, dev, forget, fn);
   }
 
-  /** Removes what (id, ifname) holds (or, failing that, legacy id-only leases); nothing to remove is success. */
-  async release(containerId: string, ifname: string): Promise<string[]> {
+  /**
+   * Removes what (id, ifname) holds (or, failing that, legacy id-only
+   * leases); nothing to remove is success. `only` limits it to those
+   * addresses: an ADD undoing its own reservations keeps the ones it found.
+   */
+  async release(containerId: string, ifname: string, only?: readonly string[]): Promise<string[]> {
     const id = validateContainerId(containerId);
     const dev = validateIfname(ifname);
     return this.store.withLock(async () => {
-      const victims = matching(await this.store.entries(), id, dev);
+      const held = matching(await this.store.entries(), id, dev);
+      const victims = only === undefined ? held : held.filter((e) => only.includes(e.name));
       for (const e of victims) await this.store.remove(e.name);
       return victims.map((e) => e.name);
     });

@@ -213,8 +213,10 @@ export async function add(ctx: PluginContext): Promise<Result> {
       }
       return withRollback(log, async (onUndo) => {
         const allocs: Allocation[] = await ipam.allocate(containerId, ifname, requested);
-        // Undo only what this call made: a lease it merely found stays.
-        if (allocs.some((a) => a.created)) onUndo(() => ipam.release(containerId, ifname));
+        // Undo only what this call made: a lease it merely found stays (an
+        // IPv4 pod's lease when the node has just become dual-stack, say).
+        const made = allocs.filter((a) => a.created).map((a) => a.address.split('/')[0]!);
+        if (made.length > 0) onUndo(() => ipam.release(containerId, ifname, made));
         const ips = allocs.map(({ address, gateway }) => ({ address, gateway }));
         const routes = podRoutes(routeFamilies(subnet, ips), cfg.isDefaultGateway, cfg.routes);
         // One shim call makes the pair and configures the pod; it leaves nothing behind when it fails.

@@ -39,11 +39,12 @@ export function ensureBridge(name: string, mtu: number, gatewayCidrs: readonly s
     br = nl.linkSet(name, { mtu });
     log.warn({ bridge: name, from: was, to: mtu }, 'bridge MTU follows the node MTU');
   }
-  const v6 = gatewayCidrs.filter((c) => isV6(c));
-  if (v6.length > 0) prepareV6(name, {});
-  const have = bridgeAddresses(name, v6.length > 0);
+  const withV6 = gatewayCidrs.some(isV6);
+  const have = bridgeAddresses(name, withV6);
   const missing = gatewayCidrs.filter((g) => !have.includes(g));
   if (missing.length === 0) return br;
+  // Once per bridge, not per ADD: a bridge carrying its IPv6 gateway has them.
+  if (missing.some(isV6)) prepareV6(name, {});
   const others = have.filter((a) => !gatewayCidrs.includes(a) && clashes(a, gatewayCidrs));
   if (others.length > 0) {
     if (!forceAddress) {
@@ -66,10 +67,12 @@ function isV6(cidr: string): boolean {
 
 /** The bridge's IPv4 addresses and, when asked, its global IPv6 ones (a link-local fe80:: is the kernel's own). */
 function bridgeAddresses(name: string, withV6: boolean): string[] {
-  const v4 = nl.addrList({ dev: name, family: 'inet' }).map((a) => a.cidr);
-  if (!withV6) return v4;
-  const v6 = nl.addrList({ dev: name, family: 'inet6' }).filter((a) => a.scope === nl.RouteScope.universe);
-  return [...v4, ...v6.map((a) => a.cidr)];
+  if (!withV6) return nl.addrList({ dev: name, family: 'inet' }).map((a) => a.cidr);
+  // One listing for both families (one shim call per ADD, not two).
+  const all = nl.addrList({ dev: name });
+  const v4 = all.filter((a) => !isV6(a.cidr));
+  const v6 = all.filter((a) => isV6(a.cidr) && a.scope === nl.RouteScope.universe);
+  return [...v4, ...v6].map((a) => a.cidr);
 }
 
 /**
@@ -88,8 +91,9 @@ function clashes(addr: string, gateways: readonly string[]): boolean {
 
 /**
  * IPv6 on a link before its first IPv6 address: enabled (a netns may start
- * with it disabled), no router advertisements taken (the reference bridge
- * sets accept_ra=0: our routes are the plugin's), and no duplicate address
+ * with it disabled), kept across a link down/up, no router advertisements
+ * taken (the reference bridge sets accept_ra=0: our routes are the
+ * plugin's; in a pod, another pod could send them), and no duplicate address
  * detection. DAD would keep each address "tentative", unusable, for a second
  * or more after link-up; the addresses come from this node's own subnet
  * lease and IPAM store, unique by construction, so DAD can find nothing and
@@ -100,6 +104,9 @@ const V6_READY: readonly (readonly [string, string])[] = [
   ['disable_ipv6', '0'],
   ['accept_ra', '0'],
   ['accept_dad', '0'],
+  // IPv6 addresses are flushed when a link goes down, IPv4 ones are not;
+  // keep them, as the reference does, so a down/up leaves the link whole.
+  ['keep_addr_on_down', '1'],
 ];
 
 function prepareV6(dev: string, opts: nl.InNetns): void {

@@ -328,6 +328,23 @@ const families: { weight: number; arbitrary: fc.Arbitrary<Gen> }[] = [
     arbitrary: env('CNI_ARGS', repeat('a', 65_537, 100_000).map((s) => `K=${s}`)).map(fam('env.args.overlong', { default: err(4), VERSION: OK })),
   },
   {
+    // A malformed requested address (host-local's IP=, args.cni.ips,
+    // runtimeConfig.ips) fails ADD, the only verb that allocates: 4 from the
+    // environment, 7 from the config. The others never read them.
+    weight: 2,
+    arbitrary: fc.oneof(
+      env('CNI_ARGS', fc.constantFrom('IgnoreUnknown=1;IP=10.244.1.300', 'IP=fd00::1::2', 'IP=10.244.1.9,', 'IP=abc', 'IP=10.244.1.9/99')).map(
+        fam('env.args.requestedIp', { default: OK, ADD: err(4) }),
+      ),
+      set(['args'], fc.constantFrom<unknown>({ cni: { ips: ['x'] } }, { cni: { ips: '10.244.1.9' } }, { cni: { ips: [5] } })).map(
+        fam('args.cni.ips.invalid', { default: OK, ADD: err(7) }),
+      ),
+      set(['runtimeConfig'], fc.constantFrom<unknown>({ ips: ['10.244.1.9', 'fd00::zz'] }, { ips: 7 })).map(
+        fam('runtimeConfig.ips.invalid', { default: OK, ADD: err(7) }),
+      ),
+    ),
+  },
+  {
     // What CRI runtimes send (IgnoreUnknown=1 first or not, any order): valid.
     // Unknown keys without IgnoreUnknown are an error for Go's LoadArgs but
     // the spec says nothing; tsflannel ignores them. Both are allowed.
@@ -595,7 +612,7 @@ const families: { weight: number; arbitrary: fc.Arbitrary<Gen> }[] = [
         [[]],
         [{}],
         [{ dst: 'bad' }],
-        [{ dst: 'fd00::/64' }],
+        [{ dst: 'fd00::/64', gw: '10.0.0.1' }],
         [{ dst: '10.0.0.0/33' }],
         [{ dst: 5 }],
         [{ dst: '10.0.0.0/8', gw: 5 }],

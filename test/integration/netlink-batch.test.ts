@@ -81,6 +81,51 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
     ]));
   });
 
+  it('dumps only the asked devices and the main table: other devices\' neighbours and FDB, other tables and metrics read right', () => {
+    ip('link', 'add', 'vx9', 'type', 'vxlan', 'id', '9', 'local', '192.168.90.1', 'dev', 'eth0', 'dstport', '8479', 'nolearning');
+    ip('link', 'set', 'vx9', 'up');
+    ip('neigh', 'replace', '10.59.1.0', 'lladdr', '6a:00:00:00:09:01', 'dev', 'vx9', 'nud', 'permanent');
+    execFileSync('ip', ['netns', 'exec', ns, 'bridge', 'fdb', 'append', '6a:00:00:00:09:01', 'dev', 'vx9', 'dst', '192.168.91.19', 'self', 'permanent']);
+    ip('neigh', 'replace', '192.168.90.77', 'lladdr', '6a:00:00:00:09:77', 'dev', 'eth0', 'nud', 'permanent');
+    ip('route', 'replace', '10.59.1.0/24', 'via', '10.59.1.0', 'dev', 'vx9', 'onlink');
+    ip('route', 'replace', '10.59.2.0/24', 'via', '192.168.90.9', 'dev', 'eth0', 'table', '100');
+    ip('route', 'replace', '10.59.3.0/24', 'via', '192.168.90.9', 'dev', 'eth0', 'metric', '77');
+    try {
+      const state = nl.dumpTables({ ...opts, routeDevs: ['vx0', 'eth0'], neighDev: 'vx0', fdbDev: 'vx0' });
+      expect(state.routes.map((r) => r.dst)).not.toContain('10.59.1.0/24'); // vx9: not asked
+      expect(state.routes.map((r) => r.dst)).not.toContain('10.59.2.0/24'); // table 100
+      expect(state.routes).toContainEqual({ dev: 'eth0', dst: '10.59.3.0/24', gw: '192.168.90.9', metric: 77, protocol: 3 });
+      expect(state.neighs.map((n) => n.ip).sort()).toEqual(['10.50.1.0', '10.50.2.0']);
+      expect(state.fdb.map((e) => e.mac)).not.toContain('6a:00:00:00:09:01');
+      expect(state.fdb.filter((e) => e.ip).map((e) => `${e.mac} ${e.ip}`).sort()).toEqual(['6a:00:00:00:01:01 192.168.91.11', '6a:00:00:00:02:01 192.168.91.12']);
+      const other = nl.dumpTables({ ...opts, routeDevs: ['vx9'], neighDev: 'vx9', fdbDev: 'vx9' });
+      expect(other.routes).toEqual([{ dev: 'vx9', dst: '10.59.1.0/24', gw: '10.59.1.0', onlink: true, protocol: 3 }]);
+      expect(other.neighs).toEqual([{ ip: '10.59.1.0', mac: '6a:00:00:00:09:01', state: nl.NudState.permanent }]);
+      expect(other.fdb).toContainEqual(expect.objectContaining({ mac: '6a:00:00:00:09:01', ip: '192.168.91.19' }));
+    } finally {
+      ip('route', 'del', '10.59.2.0/24', 'table', '100');
+      ip('route', 'del', '10.59.3.0/24', 'via', '192.168.90.9', 'dev', 'eth0', 'metric', '77');
+      ip('neigh', 'del', '192.168.90.77', 'dev', 'eth0');
+      ip('link', 'del', 'vx9');
+    }
+  });
+
+  it('reads IPv6 routes and neighbours when asked for inet6, and keeps them out of the IPv4 dump', () => {
+    ip('-6', 'neigh', 'replace', 'fd00:50:4::', 'lladdr', '6a:00:00:00:04:01', 'dev', 'vx0', 'nud', 'permanent');
+    ip('-6', 'route', 'replace', 'fd00:50:4::/64', 'via', 'fd00:50:4::', 'dev', 'vx0', 'onlink');
+    try {
+      const v6 = nl.dumpTables({ ...opts, routeDevs: ['vx0'], neighDev: 'vx0', family: 'inet6' });
+      expect(v6.routes).toContainEqual(expect.objectContaining({ dev: 'vx0', dst: 'fd00:50:4::/64', gw: 'fd00:50:4::', onlink: true }));
+      expect(v6.neighs).toContainEqual({ ip: 'fd00:50:4::', mac: '6a:00:00:00:04:01', state: nl.NudState.permanent });
+      const v4 = nl.dumpTables({ ...opts, routeDevs: ['vx0'], neighDev: 'vx0' });
+      expect(v4.routes.map((r) => r.dst)).not.toContain('fd00:50:4::/64');
+      expect(v4.neighs.map((n) => n.ip)).not.toContain('fd00:50:4::');
+    } finally {
+      ip('-6', 'route', 'del', 'fd00:50:4::/64', 'dev', 'vx0');
+      ip('-6', 'neigh', 'del', 'fd00:50:4::', 'dev', 'vx0');
+    }
+  });
+
   it('reports each failing entry with its index and errno, skips the rest of its group, and applies the others', () => {
     const res = nl.applyBatch([
       { kind: 'route.replace', dev: 'nosuch0', dst: '10.60.1.0/24', gw: '10.60.1.0', onlink: true },

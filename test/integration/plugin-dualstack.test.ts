@@ -6,12 +6,13 @@
 // standalone plugin and on the agent-served path (one handler behind both).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
-import { callPlugin, type CniCall, type CniOutcome } from '../helpers/plugin.js';
+import { callPlugin, PLUGIN_BIN, type CniCall, type CniOutcome } from '../helpers/plugin.js';
+import { buildCnitool, runCnitool, type CnitoolOptions } from '../helpers/cnitool.js';
 import { forwarderBuilt, startCniAgent, STANDALONE, VIA_AGENT, type CniPath, type RunningAgent } from '../helpers/cni-agent.js';
 import { haveRefPlugins, refPlugin } from '../helpers/reference.js';
 
@@ -126,6 +127,10 @@ describe.skipIf(requireOrSkip('dual-stack plugin', needs)).each(suites)('dual-st
     expect(inNs(node!.ns, 'cat', ['/proc/sys/net/ipv4/ip_forward']).trim()).toBe('1');
     expect(leases()).toEqual(['10.244.1.2', 'fd00:10:244:1::2']);
     expect(readFileSync(join(node!.dataDir, netName, 'fd00:10:244:1::2'), 'utf8')).toBe('ds-a\r\neth0');
+    // A down/up of the pod's link keeps its IPv6 address (keep_addr_on_down, as the reference sets).
+    execFileSync('ip', ['-n', a, 'link', 'set', 'eth0', 'down']);
+    execFileSync('ip', ['-n', a, 'link', 'set', 'eth0', 'up']);
+    expect(inNs(a, 'ip', ['-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'global'])).toContain('fd00:10:244:1::2/64');
   });
 
   it('pods on one node reach each other and the gateways through cni0 over IPv6 and IPv4', async () => {
@@ -212,6 +217,23 @@ describe.skipIf(requireOrSkip('dual-stack plugin', needs)).each(suites)('dual-st
     expect(inNs(b, 'ip', ['-o', 'link'])).not.toContain('eth0');
     expect((await del('rq-3', nsPath(a))).code).toBe(0);
   });
+
+  it('gives 20 concurrent dual-stack ADDs 20 distinct IPv4 and 20 distinct IPv6 addresses, and 20 DELs leave nothing', async () => {
+    const ids = Array.from({ length: 20 }, (_, i) => `par${i}`);
+    const nss = ids.map((id) => addNetns(`${path.agent ? 'ag' : 'st'}-${id}`));
+    const results = await Promise.all(ids.map((id, i) => add(id, nss[i]!)));
+    expect(results.filter((r) => r.code !== 0).map((r) => r.stdout + r.stderr.slice(0, 300))).toEqual([]);
+    const v4 = results.map((r) => ipsOf(r)[0]!.address);
+    const v6 = results.map((r) => ipsOf(r)[1]!.address);
+    expect(new Set(v4).size).toBe(20);
+    expect(new Set(v6).size).toBe(20);
+    expect(v6.every((a) => a.startsWith('fd00:10:244:1::'))).toBe(true);
+    expect(leases()).toHaveLength(40);
+    const dels = await Promise.all(ids.map((id, i) => del(id, nsPath(nss[i]!))));
+    expect(dels.filter((r) => r.code !== 0)).toEqual([]);
+    expect(leases()).toEqual([]);
+    expect(veths()).toEqual([]);
+  }, 120_000);
 
   it('GC releases both families\' leases of attachments the runtime no longer knows', async () => {
     for (const id of ['gc-1', 'gc-2']) expect((await add(id, id === 'gc-1' ? a : b)).code).toBe(0);
@@ -375,3 +397,176 @@ describe.skipIf(requireOrSkip('dual-stack store shared with the reference host-l
     });
   },
 );
+
+describe.skipIf(requireOrSkip('requested IPs through libcni', { root: isRoot }))('runtimeConfig.ips through libcni (the "ips" capability)', () => {
+  let node: Node | undefined;
+  let binDir = '';
+  let netconfDir = '';
+  let cacheDir = '';
+  const withCap = `tsfcap${process.pid}`;
+  const withoutCap = `tsfnocap${process.pid}`;
+  const ips = ['10.244.1.77/24', 'fd00:10:244:1::77/64'];
+  const opts = (netName: string, pod: string, extra: Partial<CnitoolOptions> = {}): CnitoolOptions => ({
+    netconfDir, netName, netnsPath: nsPath(pod), cniPath: [binDir], cacheDir, nsExec: node!.ns, containerId: `cap-${netName}`, ...extra,
+  });
+  const resultIps = (json: unknown) => ((json as { ips?: ResultIp[] }).ips ?? []).map((i) => i.address);
+
+  beforeAll(async () => {
+    buildCnitool();
+    node = await makeNode('dscap', DUAL_ENV, STANDALONE);
+    binDir = join(node.dir, 'bin');
+    netconfDir = join(node.dir, 'net.d');
+    cacheDir = join(node.dir, 'cache');
+    mkdirSync(binDir);
+    mkdirSync(netconfDir);
+    symlinkSync(PLUGIN_BIN, join(binDir, 'tsflannel'));
+    const entry = { type: 'tsflannel', subnetFile: node.subnetFile, dataDir: node.dataDir, agentSocket: '' };
+    writeFileSync(join(netconfDir, '10-cap.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: withCap, plugins: [{ ...entry, capabilities: { ips: true } }] }));
+    writeFileSync(join(netconfDir, '20-nocap.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: withoutCap, plugins: [entry] }));
+  }, 120_000);
+  afterAll(async () => {
+    await dropNode(node);
+    cleanupAll();
+  });
+
+  it('gives the pod exactly the requested pair when the plugin entry declares the capability, and ignores it otherwise', async () => {
+    const p1 = addNetns('cap-1');
+    const added = await runCnitool('add', { ...opts(withCap, p1), capArgs: { ips } });
+    expect(added.code, added.stdout + added.stderr).toBe(0);
+    expect(resultIps(added.json)).toEqual(ips);
+    expect(inNs(p1, 'ip', ['-6', 'addr', 'show', 'dev', 'eth0'])).toContain('fd00:10:244:1::77/64');
+    const checked = await runCnitool('check', opts(withCap, p1));
+    expect(checked.code, checked.stdout + checked.stderr).toBe(0);
+    // libcni drops capability args a plugin entry does not declare: the pod gets the next free addresses.
+    const p2 = addNetns('cap-2');
+    const plain = await runCnitool('add', { ...opts(withoutCap, p2), capArgs: { ips } });
+    expect(plain.code, plain.stdout + plain.stderr).toBe(0);
+    expect(resultIps(plain.json)).toEqual(['10.244.1.2/24', 'fd00:10:244:1::2/64']);
+    expect((await runCnitool('del', opts(withCap, p1))).code).toBe(0);
+    expect((await runCnitool('del', opts(withoutCap, p2))).code).toBe(0);
+    expect(readdirSync(node!.dataDir).flatMap((d) => readdirSync(join(node!.dataDir, d)).filter(isLease))).toEqual([]);
+  });
+});
+
+describe.skipIf(requireOrSkip('dual-stack day 2', { root: isRoot }))('dual-stack node when the subnet file changes', () => {
+  let node: Node | undefined;
+  const netName = `tsfds2${process.pid}`;
+  const pods = new Map<string, string>();
+  const conf = () => ({ cniVersion: '1.1.0', name: netName, type: 'tsflannel', subnetFile: node!.subnetFile, dataDir: node!.dataDir, agentSocket: '' });
+  const cni = (command: 'ADD' | 'DEL', id: string) =>
+    callPlugin({ nodeNs: node!.ns, command, containerId: id, netns: nsPath(pods.get(id)!), ifname: 'eth0', stdin: conf() });
+  const writeEnv = (v6Subnet: string, mtu: number) =>
+    writeFileSync(node!.subnetFile, DUAL_ENV.replace('fd00:10:244:1::1/64', v6Subnet).replace('FLANNEL_MTU=1450', `FLANNEL_MTU=${mtu}`));
+  const bridge6 = () => inNs(node!.ns, 'ip', ['-6', 'addr', 'show', 'dev', 'cni0', 'scope', 'global']);
+
+  beforeAll(async () => {
+    node = await makeNode('ds2', DUAL_ENV, STANDALONE);
+  }, 60_000);
+  afterAll(async () => {
+    await dropNode(node);
+    cleanupAll();
+  });
+
+  it('a raised FLANNEL_MTU gives the earlier pod a /128 route carrying its MTU ("packet too big" instead of a silent drop)', async () => {
+    pods.set('old', addNetns('d2-old'));
+    expect((await cni('ADD', 'old')).code).toBe(0);
+    writeEnv('fd00:10:244:1::1/64', 8950);
+    pods.set('new', addNetns('d2-new'));
+    const out = await cni('ADD', 'new');
+    expect(out.code, out.stdout + out.stderr).toBe(0);
+    expect(inNs(node!.ns, 'ip', ['-6', 'route', 'show', 'fd00:10:244:1::2/128'])).toMatch(/dev cni0 .*mtu 1450/);
+    expect(inNs(node!.ns, 'ip', ['-6', 'route', 'show', 'fd00:10:244:1::3/128'])).toBe('');
+    const big = spawnSync('ip', ['netns', 'exec', node!.ns, 'ping', '-6', '-c1', '-W1', '-M', 'do', '-s', '2000', 'fd00:10:244:1::2'], { encoding: 'utf8' });
+    // ping6 words the local error "message too long, mtu: 1450".
+    expect(big.stdout + big.stderr).toMatch(/mtu: 1450/);
+    expect(inNs(node!.ns, 'ping', ['-6', '-c1', '-W3', '-M', 'do', '-s', String(1450 - 48), 'fd00:10:244:1::2'])).toContain('1 received');
+    expect(inNs(pods.get('old')!, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::3'])).toContain('1 received');
+  });
+
+  it('a new FLANNEL_IPV6_SUBNET: ADD names the pods holding old IPv6 addresses, then moves only the IPv6 gateway once they are gone', async () => {
+    writeEnv('fd00:10:244:9::1/64', 8950);
+    pods.set('moved', addNetns('d2-moved'));
+    const refused = await cni('ADD', 'moved');
+    expect(refused.code).not.toBe(0);
+    expect(refused.json?.code).toBe(7);
+    const msg = String(refused.json?.msg);
+    expect(msg).toContain('fd00:10:244:9::1/64');
+    expect(msg).toContain('fd00:10:244:1::2 (container old eth0)');
+    expect(msg).toContain('fd00:10:244:1::3 (container new eth0)');
+    expect(bridge6()).toContain('fd00:10:244:1::1/64');
+    for (const id of ['old', 'new']) expect((await cni('DEL', id)).code).toBe(0);
+    expect(inNs(node!.ns, 'ip', ['-6', 'route', 'show', 'fd00:10:244:1::2/128'])).toBe('');
+    const out = await cni('ADD', 'moved');
+    expect(out.code, out.stdout + out.stderr).toBe(0);
+    expect(ipsOf(out).map((i) => i.address)).toEqual([expect.stringMatching(/^10\.244\.1\.\d+\/24$/), 'fd00:10:244:9::2/64']);
+    expect(bridge6()).toContain('fd00:10:244:9::1/64');
+    expect(bridge6()).not.toContain('fd00:10:244:1::1/64');
+    expect(inNs(node!.ns, 'ip', ['-4', 'addr', 'show', 'dev', 'cni0'])).toContain('10.244.1.1/24');
+    expect(inNs(pods.get('moved')!, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:9::1'])).toContain('1 received');
+    expect((await cni('DEL', 'moved')).code).toBe(0);
+  });
+});
+
+describe.skipIf(requireOrSkip('IPv4 node turning dual-stack', { root: isRoot }))('an IPv4-only node whose subnet file gains IPv6', () => {
+  let node: Node | undefined;
+  const netName = `tsfup${process.pid}`;
+  const pods = new Map<string, string>();
+  const conf = () => ({ cniVersion: '1.1.0', name: netName, type: 'tsflannel', subnetFile: node!.subnetFile, dataDir: node!.dataDir, agentSocket: '' });
+  const cni = (command: 'ADD' | 'DEL', id: string) =>
+    callPlugin({ nodeNs: node!.ns, command, containerId: id, netns: nsPath(pods.get(id)!), ifname: 'eth0', stdin: conf() });
+
+  beforeAll(async () => {
+    node = await makeNode('dsup', DUAL_ENV, STANDALONE);
+  }, 60_000);
+  afterAll(async () => {
+    await dropNode(node);
+    cleanupAll();
+  });
+
+  it('an IPv4 pod made before the node became dual-stack keeps its address and reaches a new dual-stack pod; its retried ADD adds IPv6', async () => {
+    writeFileSync(node!.subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+    pods.set('v4', addNetns('d2-v4'));
+    const before = await cni('ADD', 'v4');
+    expect(ipsOf(before).map((i) => i.address)).toEqual(['10.244.1.2/24']);
+    writeFileSync(node!.subnetFile, DUAL_ENV);
+    pods.set('ds', addNetns('d2-ds'));
+    const ds = await cni('ADD', 'ds');
+    expect(ipsOf(ds).map((i) => i.address)).toEqual(['10.244.1.3/24', 'fd00:10:244:1::2/64']);
+    expect(inNs(pods.get('v4')!, 'ping', ['-4', '-c1', '-W3', '10.244.1.3'])).toContain('1 received');
+    const again = await cni('ADD', 'v4');
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(ipsOf(again).map((i) => i.address)).toEqual(['10.244.1.2/24', 'fd00:10:244:1::3/64']);
+    expect(inNs(pods.get('v4')!, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::2'])).toContain('1 received');
+    for (const id of ['v4', 'ds']) expect((await cni('DEL', id)).code).toBe(0);
+    expect(readdirSync(join(node!.dataDir, netName)).filter(isLease)).toEqual([]);
+  });
+});
+
+describe.skipIf(requireOrSkip('IPv6 disabled by default', { root: isRoot }))('a node and pod whose new links start with IPv6 disabled', () => {
+  let node: Node | undefined;
+  const netName = `tsfnov6${process.pid}`;
+
+  beforeAll(async () => {
+    node = await makeNode('dsoff', DUAL_ENV, STANDALONE);
+  }, 60_000);
+  afterAll(async () => {
+    await dropNode(node);
+    cleanupAll();
+  });
+
+  it('enables IPv6 on cni0, the pod interface and the pod loopback, so the pod still gets and uses its IPv6 address', async () => {
+    // Hosts that turn IPv6 off by default (net.ipv6.conf.default.disable_ipv6=1) make every new link, cni0 and eth0 included, start without it.
+    inNs(node!.ns, 'sysctl', ['-qw', 'net.ipv6.conf.default.disable_ipv6=1']);
+    const p = addNetns('off-pod');
+    inNs(p, 'sysctl', ['-qw', 'net.ipv6.conf.default.disable_ipv6=1', 'net.ipv6.conf.lo.disable_ipv6=1']);
+    const conf = { cniVersion: '1.1.0', name: netName, type: 'tsflannel', subnetFile: node!.subnetFile, dataDir: node!.dataDir, agentSocket: '' };
+    const out = await callPlugin({ nodeNs: node!.ns, command: 'ADD', containerId: 'off', netns: nsPath(p), ifname: 'eth0', stdin: conf });
+    expect(out.code, out.stdout + out.stderr).toBe(0);
+    expect(inNs(node!.ns, 'cat', ['/proc/sys/net/ipv6/conf/cni0/disable_ipv6']).trim()).toBe('0');
+    expect(inNs(p, 'cat', ['/proc/sys/net/ipv6/conf/eth0/disable_ipv6']).trim()).toBe('0');
+    expect(inNs(p, 'ip', ['-6', 'addr', 'show', 'dev', 'eth0'])).toContain('fd00:10:244:1::2/64');
+    expect(inNs(p, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::1'])).toContain('1 received');
+    expect(inNs(p, 'ping', ['-6', '-c1', '-W3', '::1'])).toContain('1 received');
+    expect((await callPlugin({ nodeNs: node!.ns, command: 'DEL', containerId: 'off', netns: nsPath(p), ifname: 'eth0', stdin: conf })).code).toBe(0);
+  });
+});

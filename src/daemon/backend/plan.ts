@@ -254,17 +254,26 @@ function routeMatches(cur: CurrentRoute, want: DesiredRoute, metric: number): bo
  * destinations or other metrics are deleted.
  */
 export function diffRoutes(desired: readonly DesiredRoute[], current: readonly CurrentRoute[], metric = 0): RouteDiff {
-  const byDst = new Map<string, CurrentRoute[]>();
+  // One route per destination is the rule: keep it unwrapped, so a no-op
+  // pass over 50,000 routes does not allocate 50,000 one-element arrays.
+  const byDst = new Map<string, CurrentRoute | CurrentRoute[]>();
   for (const r of current) {
-    const list = byDst.get(r.dst);
-    if (list) list.push(r);
-    else byDst.set(r.dst, [r]);
+    const prev = byDst.get(r.dst);
+    if (prev === undefined) byDst.set(r.dst, r);
+    else if (Array.isArray(prev)) prev.push(r);
+    else byDst.set(r.dst, [prev, r]);
   }
+  const listAt = (dst: string): readonly CurrentRoute[] => {
+    const v = byDst.get(dst);
+    return v === undefined ? [] : Array.isArray(v) ? v : [v];
+  };
   const diff: RouteDiff = { write: [], remove: [] };
   const wanted = new Set<string>();
   for (const want of desired) {
     wanted.add(want.dst);
-    const existing = byDst.get(want.dst) ?? [];
+    const one = byDst.get(want.dst);
+    if (one !== undefined && !Array.isArray(one) && routeMatches(one, want, metric)) continue;
+    const existing = listAt(want.dst);
     const exact = existing.find((r) => routeMatches(r, want, metric));
     if (exact) {
       for (const r of existing) if (r !== exact) diff.remove.push(r);
@@ -275,7 +284,7 @@ export function diffRoutes(desired: readonly DesiredRoute[], current: readonly C
     // Replace takes over the metric-0 slot, whatever device it was on.
     for (const r of existing) if (r !== slot) diff.remove.push(r);
   }
-  for (const [dst, list] of byDst) if (!wanted.has(dst)) diff.remove.push(...list);
+  for (const dst of byDst.keys()) if (!wanted.has(dst)) diff.remove.push(...listAt(dst));
   return diff;
 }
 
@@ -325,12 +334,21 @@ const fdbKey = (mac: string, dst: string): string => `${mac.toLowerCase()} ${dst
  * before it is added again: callers apply `remove` first.
  */
 export function diffFdb(desired: readonly DesiredFdb[], current: readonly CurrentFdb[]): FdbDiff {
-  const have = new Set(current.map((e) => fdbKey(e.mac, e.dst)));
-  const want = new Set(desired.map((e) => fdbKey(e.mac, e.dst)));
+  const haveKeys = current.map((e) => fdbKey(e.mac, e.dst));
+  const have = new Set(haveKeys);
+  const want = new Set<string>();
   const diff: FdbDiff = { add: [], remove: [], moved: new Set() };
-  for (const e of desired) if (!have.has(fdbKey(e.mac, e.dst))) diff.add.push(e);
-  for (const e of current) if (!want.has(fdbKey(e.mac, e.dst))) diff.remove.push(e);
-  const removedMacs = new Set(diff.remove.map((e) => e.mac.toLowerCase()));
-  for (const e of diff.add) if (removedMacs.has(e.mac)) diff.moved.add(e.mac);
+  for (const e of desired) {
+    const k = fdbKey(e.mac, e.dst);
+    want.add(k);
+    if (!have.has(k)) diff.add.push(e);
+  }
+  current.forEach((e, i) => {
+    if (!want.has(haveKeys[i]!)) diff.remove.push(e);
+  });
+  if (diff.remove.length > 0 && diff.add.length > 0) {
+    const removedMacs = new Set(diff.remove.map((e) => e.mac.toLowerCase()));
+    for (const e of diff.add) if (removedMacs.has(e.mac)) diff.moved.add(e.mac);
+  }
   return diff;
 }

@@ -1,9 +1,10 @@
 // The VXLAN backend: one flannel.<VNI> device, and per remote node one
 // onlink route, one permanent ARP entry and one FDB entry (or a plain route
 // with DirectRouting). The IPv6 instance (family 6) runs the same code on
-// flannel-v6.<VNI>, on the IPv6 view of every lease (family.ts). Reconciliation is exact and level-triggered: what the
-// kernel holds on our devices is read, compared with the leases, and only
-// the difference is written, so an unchanged cluster costs four reads.
+// flannel-v6.<VNI>, on the IPv6 view of every lease (family.ts).
+// Reconciliation is exact and level-triggered: what the kernel holds on our
+// devices is read, compared with the leases, and only the difference is
+// written, so an unchanged cluster costs four reads.
 import type { Logger } from 'pino';
 import * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, Lease, ReconcileReport, VxlanBackendConfig } from '../types.js';

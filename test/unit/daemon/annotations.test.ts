@@ -160,3 +160,76 @@ function without(ann: Record<string, string>, suffix: string): Record<string, st
   delete copy[`${P}/${suffix}`];
   return copy;
 }
+
+describe('IPv6 leases from Nodes (families from net-conf.json, as flannel\'s nodeToLease)', () => {
+  const dual = { ipv4: true, ipv6: true };
+  const v6only = { ipv4: false, ipv6: true };
+  const v6Annotations = {
+    [`${P}/backend-type`]: 'vxlan',
+    [`${P}/backend-v6-data`]: '{"VNI":1,"VtepMAC":"e6:7c:02:8e:e8:7f"}',
+    [`${P}/kube-subnet-manager`]: 'true',
+    [`${P}/public-ipv6`]: 'fd50::10',
+  };
+  const dualNode = (ann: Record<string, string>) => node(ann, undefined, { podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'] });
+
+  it('uses flannel\'s IPv6 annotation names', () => {
+    const keys = annotationKeys();
+    expect([keys.backendV6Data, keys.publicIPv6, keys.publicIPv6Overwrite, keys.nodePublicIPv6]).toEqual(
+      ['backend-v6-data', 'public-ipv6', 'public-ipv6-overwrite', 'node-public-ipv6'].map((k) => `${P}/${k}`),
+    );
+  });
+
+  it('reads a dual-stack lease: both pod CIDRs, both addresses, both backend data', () => {
+    expect(leaseFromNode(dualNode({ ...vxlanAnnotations, ...v6Annotations }), P, dual).lease).toEqual({
+      nodeName: 'n1',
+      subnet: '10.244.1.0/24',
+      ipv6Subnet: 'fd00:10:244:1::/64',
+      publicIP: '192.168.1.10',
+      publicIPv6: 'fd50::10',
+      backendType: 'vxlan',
+      backendData: { VNI: 1, VtepMAC: 'e6:7c:02:8e:e8:7e' },
+      backendV6Data: { VNI: 1, VtepMAC: 'e6:7c:02:8e:e8:7f' },
+    });
+  });
+
+  it('reads an IPv6-only lease with the IPv4 fields empty', () => {
+    const n = node(v6Annotations, 'fd00:10:244:1::/64');
+    expect(leaseFromNode(n, P, v6only).lease).toMatchObject({ subnet: '', publicIP: '', backendData: {}, ipv6Subnet: 'fd00:10:244:1::/64', publicIPv6: 'fd50::10' });
+    // the same node read by an IPv4-only config advertises nothing usable
+    expect(leaseFromNode(n, P).reason).toBe('the node has no IPv4 pod CIDR');
+  });
+
+  it.each([
+    ['no IPv6 pod CIDR', node({ ...vxlanAnnotations, ...v6Annotations }, '10.244.1.0/24'), /the node has no IPv6 pod CIDR/],
+    ['no backend-v6-data', dualNode(without({ ...vxlanAnnotations, ...v6Annotations }, 'backend-v6-data')), /backend-v6-data is missing/],
+    ['backend-v6-data without VtepMAC', dualNode({ ...vxlanAnnotations, ...v6Annotations, [`${P}/backend-v6-data`]: '{"VNI":1}' }), /vxlan backend-v6-data has no VtepMAC/],
+    ['backend-v6-data not JSON', dualNode({ ...vxlanAnnotations, ...v6Annotations, [`${P}/backend-v6-data`]: '{' }), /backend-v6-data is not JSON/],
+    ['no public-ipv6', dualNode(without({ ...vxlanAnnotations, ...v6Annotations }, 'public-ipv6')), /public-ipv6 is missing/],
+    ['IPv4 in public-ipv6', dualNode({ ...vxlanAnnotations, ...v6Annotations, [`${P}/public-ipv6`]: '192.168.1.10' }), /public-ipv6 "192.168.1.10" is not an IPv6 address/],
+  ])('refuses a dual-stack node with %s', (_name, n, reason) => {
+    const result = leaseFromNode(n, P, dual);
+    expect(result.lease).toBeNull();
+    expect(result.reason).toMatch(reason);
+  });
+
+  it('annotationsFor writes the IPv6 pair only for a node with an IPv6 address, and no IPv4 pair for an IPv6-only node', () => {
+    const v4: LeaseAttrs = { publicIP: '192.168.1.10', backendType: 'host-gw', backendData: {} };
+    expect(Object.keys(annotationsFor(v4))).toEqual(['backend-data', 'backend-type', 'kube-subnet-manager', 'public-ip'].map((k) => `${P}/${k}`));
+    const six: LeaseAttrs = { publicIP: '', publicIPv6: 'fd50::10', backendType: 'host-gw', backendData: {} };
+    expect(annotationsFor(six)).toEqual({
+      [`${P}/backend-type`]: 'host-gw',
+      [`${P}/backend-v6-data`]: 'null',
+      [`${P}/kube-subnet-manager`]: 'true',
+      [`${P}/public-ipv6`]: 'fd50::10',
+    });
+    // host-gw publishes null data, which reads back as none
+    expect(leaseFromNode(node(annotationsFor(six), 'fd00:10:244:1::/64'), P, v6only).lease).toMatchObject({ backendType: 'host-gw', backendV6Data: {} });
+  });
+
+  it('cidrContains checks IPv6 containment when asked, never across families', () => {
+    expect(cidrContains('fd00:10:244::/56', 'fd00:10:244:7::/64', 6)).toBe(true);
+    expect(cidrContains('fd00:10:244::/56', 'fd00:10:245::/64', 6)).toBe(false);
+    expect(cidrContains('fd00:10:244::/56', 'fd00:10:244:7::/64')).toBe(false);
+    expect(cidrContains('10.0.0.0/8', '10.1.0.0/16', 6)).toBe(false);
+  });
+});

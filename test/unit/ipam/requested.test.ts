@@ -140,4 +140,14 @@ describe('HostLocalIpam.allocate with requested IPs', () => {
     expect(other.message).toContain('requested IP address 10.9.0.60 conflicts with 10.9.0.50');
     expect(await files()).toEqual(['10.9.0.50', 'fd00:9::2']);
   });
+
+  it('release(only) removes just the named leases of the attachment (an undo keeps what it found)', async () => {
+    await ipam([[{ subnet: '10.9.0.0/24' }]]).allocate('c1', 'eth0');
+    const [, v6] = await ipam().allocate('c1', 'eth0');
+    expect(v6!.created).toBe(true);
+    expect(await ipam().release('c1', 'eth0', ['fd00:9::2'])).toEqual(['fd00:9::2']);
+    expect(await files()).toEqual(['10.9.0.2']);
+    expect(await ipam().release('c1', 'eth0', ['10.9.0.99'])).toEqual([]);
+    expect(await files()).toEqual(['10.9.0.2']);
+  });
 });
