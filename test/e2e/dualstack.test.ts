@@ -355,4 +355,19 @@ describe.skipIf(requireOrSkip('IPv6-only cluster', { root: isRoot, [`etcd (${ETC
     }
     expect(pingMatrix(cluster.pods, 6)).toEqual([]);
   });
+
+  it('status shows the IPv6 half; doctor checks it and skips the IPv4 overlay checks, with no failure', async () => {
+    const etcd = ['--etcd-endpoints', 'http://127.0.0.1:2379'];
+    const doc = await nodeTool(cluster, 'v1', 'doctor', ['--json', ...etcd]);
+    const report = JSON.parse(doc.stdout) as { ok: boolean; checks: { id: string; status: string; message: string }[] };
+    const byId = new Map(report.checks.map((c) => [c.id, c]));
+    expect(report.checks.filter((c) => c.status === 'fail' || c.status === 'warn')).toEqual([]);
+    expect(byId.get('ipv6-overlay')!.message).toMatch(/^flannel-v6\.1 local fd00:77::10 mtu 1430 .*; 2 remote IPv6 subnets programmed \(checked against the leases\)$/);
+    expect(byId.get('ipv6-masquerade')!.status).toBe('pass');
+    for (const id of ['vxlan-device', 'lease', 'masquerade']) expect(byId.get(id)!.message).toMatch(/^IPv6-only node/);
+    expect(doc.code).toBe(0);
+    const status = await nodeTool(cluster, 'v1', 'status', etcd);
+    expect(status.stdout).toContain("IPv6 remote nodes (from flannel-v6.1's routes, neighbours and FDB): 2");
+    expect(status.stdout).toMatch(/subnet file .*: FLANNEL_IPV6_NETWORK=fd00:10:244::\/56 FLANNEL_IPV6_SUBNET=\S+ FLANNEL_MTU=1430/);
+  });
 });

@@ -11,7 +11,7 @@ import type { NodeToolOptions } from './options.js';
 import { checkPeerEntries, checkStaleEntries, checkVtepReachability, peerRows, pingTargets, type PeerRow } from './peers.js';
 import { readClusterView, type ClusterView } from './source.js';
 import { checkBridgeAddress, checkLease, checkSubnetFile } from './subnet.js';
-import { deriveFacts, type CheckResult, type DoctorInputs, type Facts, type IptablesProbe, type PingResult } from './types.js';
+import { deriveFacts, skip, type CheckResult, type DoctorInputs, type Facts, type IptablesProbe, type PingResult } from './types.js';
 import { checkMtu, checkUnderlay, checkVxlanDevice } from './vxlan.js';
 import { checkWireguardDevice, checkWireguardPeers } from './wireguard.js';
 import { parseDump } from '../../daemon/backend/wireguard-peers.js';
@@ -26,7 +26,7 @@ export function evaluate(inputs: DoctorInputs): CheckResult[] {
   const facts = deriveFacts(inputs);
   const rows = peerRows(inputs.state, facts);
   const cniSocket = checkCniSocket(inputs.cniSocket);
-  return [
+  const results = [
     checkSubnetFile(inputs, facts),
     checkBridgeAddress(inputs),
     checkLease(inputs, facts),
@@ -48,6 +48,19 @@ export function evaluate(inputs: DoctorInputs): CheckResult[] {
     ...(cniSocket ? [cniSocket] : []),
     checkKernelLimits(inputs, facts),
   ];
+  return ipv6Only(inputs.state) ? results.map((r) => (IPV4_OVERLAY_CHECKS.has(r.id) ? skip(r.id, IPV6_ONLY) : r)) : results;
+}
+
+/** The checks of the IPv4 overlay (flannel.1, its lease, cni0's IPv4 gateway, the IPv4 rules and pool). */
+const IPV4_OVERLAY_CHECKS = new Set<CheckResult['id']>([
+  'bridge-address', 'lease', 'vxlan-device', 'underlay-interface', 'mtu', 'peer-entries', 'stale-entries', 'vtep-reachability', 'masquerade', 'ipam-capacity',
+]);
+const IPV6_ONLY = 'IPv6-only node (no FLANNEL_SUBNET): see ipv6-overlay and ipv6-masquerade';
+
+/** An IPv6-only node: its subnet file has the IPv6 pair only. */
+function ipv6Only(state: NodeState): boolean {
+  const env = state.subnetFile.env;
+  return env !== undefined && !env.subnet && Boolean(env.ipv6Subnet);
 }
 
 export interface NodeSnapshot {
