@@ -1,5 +1,5 @@
-// Path guards: nothing from a config may block the plugin in open(), lead
-// into a kernel file system, or a kernel file system.
+// Path guards: nothing from a config may block the plugin in open() or lead
+// into a kernel file system.
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { constants as fsc, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
