@@ -28,10 +28,11 @@ describe('Coalescer', () => {
       c.changed();
       if (i % 10 === 0) await sleep(2);
     }
+    const spread = performance.now() - first;
     await sleep(150);
-    // Normally two deliveries; a loaded machine stretching the loop past the window may add one.
+    // Normally two deliveries; a loaded machine stretching the loop past the window adds one per window.
     expect(at.length).toBeGreaterThanOrEqual(2);
-    expect(at.length).toBeLessThanOrEqual(3);
+    expect(at.length).toBeLessThanOrEqual(2 + Math.ceil(spread / 80));
     expect(at[1]! - first).toBeGreaterThanOrEqual(75);
     for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!).toBeGreaterThanOrEqual(75);
     expect(c.stats.changes).toBe(101);
