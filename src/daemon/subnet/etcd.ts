@@ -22,7 +22,7 @@ import type { BackendData, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetM
 import { cidrOverlaps, parseIpv4, parseIpv4Cidr } from '../../net/ipv4.js';
 import { inRange, maskNet, parseSubnetKey, pickFreeSubnet, subnetKey } from './allocate.js';
 import { Coalescer, DEFAULT_COALESCE_MS } from './coalesce.js';
-import { renewalDelayMs } from './renewal.js';
+import { renewalDelayMs, renewalRetryMs } from './renewal.js';
 
 export interface EtcdSubnetManagerOptions {
   endpoints: string[];
@@ -497,10 +497,12 @@ export class EtcdSubnetManager implements SubnetManager {
     const stop = anySignal([own.stop.signal, this.closing.signal]);
     let failures = 0;
     let outageSince = 0;
-    const maxBackoff = Math.min(MAX_BACKOFF_MS, this.renewIntervalMs);
-    // Jittered (renewal.ts) so that thousands of agents started together do not renew in the same second.
+    // Jittered (renewal.ts) so that thousands of agents started together do not renew in the same second,
+    // and retried gently enough that they do not flood an etcd coming back.
     let round = 0;
-    while (await this.renewalWait(own, failures === 0 ? renewalDelayMs(this.renewIntervalMs, round) : backoffMs(failures, maxBackoff), stop)) {
+    while (
+      await this.renewalWait(own, failures === 0 ? renewalDelayMs(this.renewIntervalMs, round) : renewalRetryMs(failures, this.renewIntervalMs), stop)
+    ) {
       try {
         await this.renewOnce(own);
         if (failures > 0) {
