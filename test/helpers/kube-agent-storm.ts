@@ -142,7 +142,9 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
     agent.on('exit', (code, sig) => (exited = `agent exited (${code ?? sig})`));
 
     const metrics = (): Record<string, number> => {
-      const text = execFileSync('ip', ['netns', 'exec', ns, 'curl', '-s', '--max-time', '5', `http://127.0.0.1:${METRICS_PORT}/metrics`], { encoding: 'utf8' });
+      // Node itself fetches inside the netns: no curl needed on the machine.
+      const fetchScript = `fetch('http://127.0.0.1:${METRICS_PORT}/metrics', { signal: AbortSignal.timeout(5000) }).then((r) => r.text()).then((t) => process.stdout.write(t))`;
+      const text = execFileSync('ip', ['netns', 'exec', ns, process.execPath, '-e', fetchScript], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
       const out: Record<string, number> = {};
       for (const line of text.split('\n')) {
         const m = /^(tsflannel_[a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$/.exec(line);
