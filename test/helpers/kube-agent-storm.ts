@@ -41,6 +41,8 @@ export interface AgentStormResult {
   heartbeatKernelLines: string[];
   /** reconcile passes the agent ran for the storm (the sentinel's pass taken off) */
   heartbeatPasses: number;
+  /** Node events the agent counted as ignored over the storm (tsflannel_lease_events_total) */
+  heartbeatsIgnored: number;
   /** the agent process's CPU over the storm, from /proc (10 ms ticks) */
   heartbeatAgentCpuMs: number;
   heartbeatWallMs: number;
@@ -153,20 +155,30 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
       return out;
     };
     const passes = (): number => metrics()['tsflannel_reconcile_duration_seconds_count{reason="watch"}'] ?? 0;
+    const ignoredEvents = (): number => {
+      const all = metrics();
+      const key = Object.keys(all).find((k) => k.startsWith('tsflannel_lease_events_total{') && k.includes('source="kube"') && k.includes('result="ignored"'));
+      return key ? all[key]! : 0;
+    };
     const remote = opts.nodes - 1;
+    let lastSeen = 'no answer from /metrics yet';
     await until(
       `${remote} remote Nodes programmed`,
       () => {
         if (exited) throw new Error(exited);
         try {
-          return metrics()['tsflannel_routes_programmed'] === remote;
+          const programmed = metrics()['tsflannel_routes_programmed'];
+          lastSeen = `tsflannel_routes_programmed ${programmed}`;
+          return programmed === remote;
         } catch {
           return false;
         }
       },
       timeoutMs,
       200,
-    );
+    ).catch((err: Error) => {
+      throw new Error(`${err.message} (${lastSeen}; ${fake.count('list')} lists, ${fake.count('watch')} watches, ${fake.count('patch')} patches so far)`);
+    });
     const programMs = performance.now() - t0;
     log(`agent programmed ${remote} remote Nodes in ${(programMs / 1000).toFixed(1)} s`);
 
@@ -193,6 +205,7 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
     const onePasses = passes() - p;
 
     // The storm: status heartbeats in bursts of 1000, then a second sentinel.
+    const ignoredBefore = ignoredEvents();
     const ipMark = ip.lines();
     const brMark = br.lines();
     p = passes();
@@ -216,6 +229,7 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
     const stormLines = [...ip.since(ipMark), ...br.since(brMark)].filter((l) => !sentinelMarks.some((m) => l.includes(` ${m} `) || l.startsWith(`${m} `)));
     const heartbeatKernelWrites = stormLines.length;
     const heartbeatPasses = passes() - p - onePasses;
+    const heartbeatsIgnored = ignoredEvents() - ignoredBefore;
     log(`${opts.heartbeats} heartbeats: ${heartbeatKernelWrites} kernel writes, ${heartbeatPasses} passes, agent CPU ${heartbeatAgentCpuMs} ms`);
 
     // Every remote Node changes its VTEP MAC, in one burst.
@@ -248,6 +262,7 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
       heartbeatKernelWrites,
       heartbeatKernelLines: stormLines.slice(0, 5),
       heartbeatPasses,
+      heartbeatsIgnored,
       heartbeatAgentCpuMs,
       heartbeatWallMs,
       changes: remote,

@@ -49,7 +49,7 @@ export interface EtcdSubnetManagerOptions {
   /** TLS files and user/password (flannel's --etcd-* flags) */
   security?: EtcdSecurity;
   /** counts API errors and watch restarts (tsflannel_api_errors_total, tsflannel_watch_restarts_total) */
-  metrics?: { apiError(operation: string): void; watchRestart(reason: string): void };
+  metrics?: { apiError(operation: string): void; watchRestart(reason: string): void; leaseEvent?(result: 'changed' | 'ignored'): void };
   /** lease changes within this long of the last delivery go to the backend together (Coalescer), default 200 ms */
   coalesceMs?: number;
   /** keys per range request when listing leases, default 1000 */
@@ -671,10 +671,12 @@ export class EtcdSubnetManager implements SubnetManager {
         for (const ev of res.events) {
           const key = ev.kv.key.toString();
           if (ev.type === 'Delete') {
+            this.opts.metrics?.leaseEvent?.(state.has(key) ? 'changed' : 'ignored');
             state.delete(key);
             continue;
           }
           const entry = this.decode(ev.kv);
+          this.opts.metrics?.leaseEvent?.(entry && entry.value !== state.get(key)?.value ? 'changed' : 'ignored');
           if (entry) state.set(key, entry);
         }
         emit(state);

@@ -62,7 +62,7 @@ export interface KubeSubnetManagerOptions {
   /** patch the NetworkUnavailable=False condition as flannel does, default true */
   setNodeNetworkUnavailable?: boolean;
   /** counts API errors and watch restarts (tsflannel_api_errors_total, tsflannel_watch_restarts_total) */
-  metrics?: { apiError(operation: string): void; watchRestart(reason: string): void };
+  metrics?: { apiError(operation: string): void; watchRestart(reason: string): void; leaseEvent?(result: 'changed' | 'ignored'): void };
   logger?: pino.Logger;
 }
 
@@ -247,15 +247,18 @@ export class KubeSubnetManager implements SubnetManager {
         (type, node) => {
           const rv = node.metadata?.resourceVersion;
           if (rv) resourceVersion = rv;
+          let changed: boolean;
           if (type === 'DELETED') {
             const name = node.metadata?.name;
             if (!name) return;
             seen.delete(name);
             refused.delete(name);
-            if (known.delete(name)) batch.changed();
-          } else if (observe(node)) {
-            batch.changed();
+            changed = known.delete(name);
+          } else {
+            changed = observe(node);
           }
+          this.opts.metrics?.leaseEvent?.(changed ? 'changed' : 'ignored');
+          if (changed) batch.changed();
         },
         (rv) => {
           resourceVersion = rv;
