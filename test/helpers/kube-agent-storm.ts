@@ -5,7 +5,7 @@
 // agent's own metrics, CPU from /proc. Used by test/e2e/kube-scale.test.ts
 // (quick sizes) and bench/kube-scale.js (5,000 Nodes, 10,000 heartbeats).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -75,6 +75,25 @@ function procCpuMs(pid: number, ticks: number): number {
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : 0;
+}
+
+/** Where the agent's threads wait in the kernel (a stuck netlink call shows as rtnl/netlink frames). */
+function kernelWaits(pid: number): string {
+  try {
+    const waits = new Map<string, number>();
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      let top = '';
+      try {
+        top = readFileSync(`/proc/${pid}/task/${tid}/stack`, 'utf8').split('\n').slice(0, 4).map((l) => l.replace(/^\[<[^>]*>\] /, '').replace(/\+0x.*$/, '')).join('<');
+      } catch {
+        top = readFileSync(`/proc/${pid}/task/${tid}/wchan`, 'utf8');
+      }
+      waits.set(top, (waits.get(top) ?? 0) + 1);
+    }
+    return `agent threads in the kernel: ${[...waits].map(([w, n]) => `${n}× ${w || 'running'}`).join('; ')}`;
+  } catch (err) {
+    return `no thread states (${(err as Error).message})`;
+  }
 }
 
 async function until(what: string, probe: () => boolean | Promise<boolean>, timeoutMs: number, stepMs = 50): Promise<void> {
@@ -177,7 +196,7 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
       timeoutMs,
       200,
     ).catch((err: Error) => {
-      throw new Error(`${err.message} (${lastSeen}; ${fake.count('list')} lists, ${fake.count('watch')} watches, ${fake.count('patch')} patches so far)`);
+      throw new Error(`${err.message} (${lastSeen}; ${fake.count('list')} lists, ${fake.count('watch')} watches, ${fake.count('patch')} patches so far; ${kernelWaits(pid)})`);
     });
     const programMs = performance.now() - t0;
     log(`agent programmed ${remote} remote Nodes in ${(programMs / 1000).toFixed(1)} s`);
