@@ -14,7 +14,7 @@ const HEARTBEATS = Number(process.env.TSF_KUBE_SCALE_HEARTBEATS ?? 1000);
 
 describe.skipIf(requireOrSkip('kube mode at scale', { root: isRoot }))('tsflanneld with many Nodes', () => {
   it(`writes nothing and runs no pass for ${HEARTBEATS} status heartbeats over ${NODES} Nodes, and applies ${NODES - 1} MAC changes at once in a few passes`, async () => {
-    const r = await runAgentStorm({ nodes: NODES, heartbeats: HEARTBEATS, timeoutMs: 60_000, log: (l) => process.stderr.write(`[kube-scale e2e] ${l}\n`) });
+    const r = await runAgentStorm({ nodes: NODES, heartbeats: HEARTBEATS, timeoutMs: 150_000, log: (l) => process.stderr.write(`[kube-scale e2e] ${l}\n`) });
     process.stderr.write(
       `[kube-scale e2e] ${r.nodes} Nodes programmed in ${(r.programMs / 1000).toFixed(1)} s; one MAC change = ${r.oneChangeWrites} kernel writes; ` +
         `${r.heartbeats} heartbeats: ${r.heartbeatsIgnored} ignored, ${r.heartbeatKernelWrites} kernel writes, ${r.heartbeatPasses} passes, agent CPU ${r.heartbeatAgentCpuMs.toFixed(0)} ms ` +

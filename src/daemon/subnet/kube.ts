@@ -12,7 +12,10 @@ import {
   KubeConfig,
   PatchStrategy,
   Watch,
+  Observable,
   setHeaderOptions,
+  type ConfigurationOptions,
+  type ObservableMiddleware,
   type V1Node,
 } from '@kubernetes/client-node';
 import { ConfigError, parseNetworkConfig } from '../config.js';
@@ -57,6 +60,8 @@ export interface KubeSubnetManagerOptions {
   resyncSeconds?: number;
   /** Node changes within this long of the last delivery go to the backend together (Coalescer), default 200 ms */
   coalesceMs?: number;
+  /** a list of Nodes not answered in full within this long is abandoned and retried, default 60 s (the API server's own request timeout) */
+  listTimeoutMs?: number;
   /** retry delays for API errors, doubling from initialMs to maxMs */
   backoff?: { initialMs?: number; maxMs?: number };
   /** patch the NetworkUnavailable=False condition as flannel does, default true */
@@ -213,7 +218,7 @@ export class KubeSubnetManager implements SubnetManager {
           // at first, then "not older than what we saw"; a quorum read from
           // etcd only after the cache could not serve that version.
           const from = listFrom === 'quorum' ? '' : resourceVersion || '0';
-          const list = await this.api.listNode(from ? { resourceVersion: from } : {});
+          const list = await this.api.listNode(from ? { resourceVersion: from } : {}, withSignal(AbortSignal.any([sig, AbortSignal.timeout(this.opts.listTimeoutMs ?? 60_000)])));
           resourceVersion = list.metadata?.resourceVersion ?? '';
           listFrom = 'cache';
           batch.cancel();
@@ -480,6 +485,18 @@ function kubeconfigProblem(err: unknown): string {
   if (typeof e.code === 'string') return e.code;
   if (typeof e.reason === 'string') return `invalid YAML (${e.reason}${e.mark?.line !== undefined ? ` at line ${e.mark.line + 1}` : ''})`;
   return 'invalid kubeconfig';
+}
+
+/** Request options that abort the call with `signal`: a stalled response must not hold the lease watch forever. */
+function withSignal(signal: AbortSignal): ConfigurationOptions {
+  const middleware: ObservableMiddleware = {
+    pre: (ctx) => {
+      ctx.setSignal(signal);
+      return new Observable(Promise.resolve(ctx));
+    },
+    post: (res) => new Observable(Promise.resolve(res)),
+  };
+  return { middleware: [middleware], middlewareMergeStrategy: 'append' };
 }
 
 /** The Node fields a lease is made of: pod CIDRs and flannel's annotations (status, labels and other annotations are not). */
