@@ -31,7 +31,7 @@ function errno(code: string): NodeJS.ErrnoException {
 /** A read(2) that plays `script`: a string is data returned (at most what was asked), an Error is thrown, 0 is EOF. */
 function scripted(script: Array<string | Error | 0>): ReadFn & { calls: number } {
   const steps = [...script];
-  const fn = ((_fd: number, buf: Buffer, off: number, len: number) => {
+  const read = (_fd: number, buf: Buffer, off: number, len: number): number => {
     fn.calls++;
     const step = steps.shift();
     if (step === undefined || step === 0) return 0;
@@ -44,8 +44,8 @@ function scripted(script: Array<string | Error | 0>): ReadFn & { calls: number }
     }
     bytes.copy(buf, off);
     return bytes.length;
-  }) as ReadFn & { calls: number };
-  fn.calls = 0;
+  };
+  const fn = Object.assign(read, { calls: 0 });
   return fn;
 }
 
