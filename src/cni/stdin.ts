@@ -4,7 +4,8 @@
 // fd 0 is read with synchronous read(2) calls first: merely touching
 // process.stdin makes Node build a stream (net.Socket for a pipe, fs.ReadStream
 // for a file, tty.ReadStream) and load the modules behind it, which cost a
-// standalone plugin process about 3.6 ms of CPU for a few hundred bytes. Only
+// standalone plugin process about 5 ms of CPU on VERSION and 2.5 ms on ADD
+// or DEL for a few hundred bytes (docs/benchmarks.md, sea-startup). Only
 // when fd 0 is non-blocking and its writer has not finished (EAGAIN) does the
 // rest come through the stream, which waits in the event loop.
 import { readSync } from 'node:fs';
