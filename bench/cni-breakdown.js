@@ -36,7 +36,7 @@ function rows(calls) {
   }
   for (const [k, v] of [...perOp].sort((a, b) => summarize(b[1]).median - summarize(a[1]).median)) {
     const n = calls.length ? (calls.reduce((s, c) => s + c.ops.filter((o) => `${o.op}${o.netns ? ' (in pod netns)' : ''}` === k).length, 0) / calls.length) : 0;
-    add(`  shim ${k} ×${Number(n.toFixed(1))}, wall`, v);
+    add(`  shim ${k} ×${Number(n.toFixed(2))}, wall`, v);
   }
   const secs = new Map();
   for (const c of calls) for (const s of c.sections) secs.set(s.name, [...(secs.get(s.name) ?? []), s.ms]);

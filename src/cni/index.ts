@@ -7,3 +7,4 @@ export * from './validate.js';
 export * from './result.js';
 export * from './config.js';
 export * from './skel.js';
+export * from './stdin.js';

@@ -130,33 +130,3 @@ function reportError(io: PluginIO, err: unknown, cniVersion: CniVersion): number
   }
   return 1;
 }
-
-/**
- * Reads stdin to the end. A closed or absent stdin reads as empty (Node
- * reopens a closed fd 0 on /dev/null). More than maxBytes fails with code 6
- * without buffering the rest; a read error fails with code 5.
- */
-export async function readAllStdin(maxBytes: number, stream: NodeJS.ReadableStream = process.stdin): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  try {
-    for await (const chunk of stream) {
-      const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : Buffer.from(chunk);
-      total += buf.length;
-      if (total > maxBytes) {
-        destroyQuietly(stream);
-        throw new CniError(ErrorCode.DecodingFailure, `stdin is larger than ${maxBytes} bytes`);
-      }
-      chunks.push(buf);
-    }
-  } catch (err) {
-    if (err instanceof CniError) throw err;
-    throw new CniError(ErrorCode.IOFailure, `error reading stdin: ${err instanceof Error ? err.message : String(err)}`);
-  }
-  return Buffer.concat(chunks, total);
-}
-
-function destroyQuietly(stream: NodeJS.ReadableStream): void {
-  const d = (stream as { destroy?: () => void }).destroy;
-  if (typeof d === 'function') d.call(stream);
-}

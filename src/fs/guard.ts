@@ -3,8 +3,8 @@
 // a device (/dev/full fails every write), a directory, or a place inside
 // /proc or /sys (where Node's recursive mkdir spins forever). Every opener
 // here checks the file type before trusting the descriptor, never blocks in
-// open(), and every asynchronous step can be bounded by a deadline.
-import { constants as fsc, fstatSync, lstatSync, mkdirSync, closeSync, openSync, promises as fs, statfsSync, type Stats } from 'node:fs';
+// open(). A lock held by another process is the only wait, bounded by lockTimeoutMs.
+import { constants as fsc, fstatSync, lstatSync, mkdirSync, closeSync, openSync, statfsSync, type Stats } from 'node:fs';
 import path from 'node:path';
 
 /** statfs(2) f_type of the kernel's pseudo file systems. */
@@ -152,44 +152,4 @@ export function openRegularSync(p: string, flags: number, mode = 0o644): number 
     throw new PathGuardError(p, 'not-regular', `${p} is ${describeType(st)}, not a regular file`);
   }
   return fd;
-}
-
-/** The promise form of openRegularSync, for callers that keep a FileHandle. */
-export async function openRegular(p: string, flags: number, mode = 0o644): Promise<fs.FileHandle> {
-  let handle: fs.FileHandle;
-  try {
-    handle = await fs.open(p, flags | fsc.O_NONBLOCK, mode);
-  } catch (err) {
-    const code = errnoOf(err);
-    if (code === 'ENXIO') throw new PathGuardError(p, 'not-regular', `${p} is a FIFO or socket, not a regular file`, code);
-    if (code === 'EISDIR') throw new PathGuardError(p, 'not-regular', `${p} is a directory, not a regular file`, code);
-    throw new PathGuardError(p, 'io', `cannot open ${p}: ${(err as Error).message}`, code);
-  }
-  const st = await handle.stat();
-  if (!st.isFile()) {
-    await handle.close();
-    throw new PathGuardError(p, 'not-regular', `${p} is ${describeType(st)}, not a regular file`);
-  }
-  return handle;
-}
-
-/**
- * Settles with `step`, or rejects once the wall clock passes `deadline`
- * (epoch ms): a file system that stops answering (a hung NFS mount) turns
- * into an error instead of a call that never returns.
- */
-export function beforeDeadline<T>(step: Promise<T>, deadline: number, what: string): Promise<T> {
-  // setTimeout takes at most 2^31-1 ms (more becomes 1 ms): no deadline, no timer.
-  if (!Number.isFinite(deadline)) return step;
-  const left = Math.min(deadline - Date.now(), 2 ** 31 - 1);
-  if (left <= 0) {
-    step.catch(() => undefined);
-    return Promise.reject(new PathGuardError(what, 'timeout', `${what}: out of time`));
-  }
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new PathGuardError(what, 'timeout', `${what} did not finish within ${left} ms`)), left);
-    timer.unref();
-  });
-  return Promise.race([step, timeout]).finally(() => clearTimeout(timer));
 }

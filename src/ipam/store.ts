@@ -2,14 +2,14 @@
 // <dataDir>/<network>/ holds one file per leased IP (named by the IP, content
 // `<id>\r\n<ifname>`), `last_reserved_ip.<set>` and an empty `lock` file that
 // both implementations flock(2) exclusively.
-import { closeSync, constants as fsc, fstatSync, linkSync, promises as fs, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, type Dirent } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, linkSync, promises as fs, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, type Dirent } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { clip, describeValue } from '../cni/validate.js';
 import { flock, funlock, isErrno, tryFlock } from '../netlink/index.js';
-import { beforeDeadline, ensureDirSync, openRegular, openRegularSync, PathGuardError } from '../fs/guard.js';
+import { ensureDirSync, openRegularSync, PathGuardError } from '../fs/guard.js';
 import { formatIp, parseIp, type Ip } from '../net/ip.js';
 
 export const LINE_BREAK = '\r\n';
@@ -54,10 +54,9 @@ async function serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
 }
 
 /** Whether the open handle is still the file at `file` (not unlinked or replaced). */
-function sameFile(handle: fs.FileHandle, file: string): boolean {
+function sameFile(fd: number, file: string): boolean {
   try {
-    // Synchronous: two stats of a file just opened are cheaper than two thread-pool hops.
-    const [a, b] = [fstatSync(handle.fd), statSync(file)];
+    const [a, b] = [fstatSync(fd), statSync(file)];
     return a.ino === b.ino && a.dev === b.dev;
   } catch {
     return false;
@@ -190,17 +189,25 @@ export class DiskStore {
     }
   }
 
+  // The store's file I/O is synchronous: a lease, the lock file and the
+  // directory are a few bytes each, and in the agent the store runs on a
+  // CNI worker thread, not the event loop. Through Node's promise API each
+  // file cost up to four thread-pool hops (open, fstat, read, close), each a
+  // wake-up of another thread: under load those waits, inside the locked
+  // section, were most of an ADD's time, and every other caller waited for
+  // the lock meanwhile. What can wait long (a lock another process holds)
+  // is bounded by lockTimeoutMs in the kernel's flock queue.
   private async holdLock<T>(file: string, mode: number, forget: boolean, fn: () => Promise<T>): Promise<T> {
     // flock waits block this thread, so calls in one process queue here
     // first and never wait in the kernel on a lock their own process holds.
     return serialized(file, async () => {
       const deadline = Math.min(currentDeadline(), Date.now() + this.lockTimeoutMs);
       for (;;) {
-        const handle = await this.openLock(file, mode, deadline);
+        const fd = this.openLock(file, mode);
         try {
-          await this.lock(handle.fd, file, deadline);
+          await this.lock(fd, file, deadline);
           // Removed (by a DEL) while we waited: the lock is on an orphan.
-          if (!sameFile(handle, file)) continue;
+          if (!sameFile(fd, file)) continue;
           // The work under the lock gets the lock's own budget once more,
           // within any outer section's.
           const budget = Math.min(currentDeadline(), Date.now() + this.lockTimeoutMs);
@@ -209,21 +216,21 @@ export class DiskStore {
           } finally {
             if (forget) rmQuietly(file);
             try {
-              funlock(handle.fd);
+              funlock(fd);
             } catch {
               // Closing the descriptor below drops the lock anyway.
             }
           }
         } finally {
-          await handle.close();
+          closeSync(fd);
         }
       }
     });
   }
 
-  private async openLock(file: string, mode: number, deadline: number): Promise<fs.FileHandle> {
+  private openLock(file: string, mode: number): number {
     try {
-      return await beforeDeadline(openRegular(file, fsc.O_CREAT | fsc.O_RDONLY, mode), deadline, `opening lock ${file}`);
+      return openRegularSync(file, fsc.O_CREAT | fsc.O_RDONLY, mode);
     } catch (err) {
       if (err instanceof PathGuardError && err.reason === 'not-regular') {
         const how = err.errno === 'EISDIR' || err.message.includes('a directory') ? `rmdir ${file}` : `rm ${file}`;
@@ -231,9 +238,6 @@ export class DiskStore {
           ErrorCode.IOFailure,
           `host-local store: ${err.message}; remove it ("${how}") and the plugin creates a plain lock file again`,
         );
-      }
-      if (err instanceof PathGuardError && err.reason === 'timeout') {
-        throw new CniError(ErrorCode.TryAgainLater, `host-local store: ${err.message}`);
       }
       throw ioError('open lock', file, err);
     }
@@ -254,7 +258,7 @@ export class DiskStore {
   async entries(): Promise<StoreEntry[]> {
     let dirents: Dirent[];
     try {
-      dirents = await beforeDeadline(fs.readdir(this.dir, { withFileTypes: true }), currentDeadline(), `reading ${this.dir}`);
+      dirents = readdirSync(this.dir, { withFileTypes: true });
     } catch (err) {
       if (hasCode(err, 'ENOENT')) return [];
       throw ioError('read directory', this.dir, err);
@@ -270,10 +274,6 @@ export class DiskStore {
       if (!ip || formatIp(ip) !== d.name) continue;
       const file = this.pathFor(d.name);
       try {
-        // Read synchronously: the directory read above, under the section's
-        // deadline, showed the file system answering, and a lease is a few
-        // bytes. Four thread-pool hops per file (open, fstat, read, close)
-        // made every allocation cost milliseconds per lease on the node.
         out.push({ ip, name: d.name, content: readFileSync(file, 'utf8').trim() });
       } catch (err) {
         // Removed between readdir and read by a writer that does not lock.

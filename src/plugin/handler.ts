@@ -47,7 +47,7 @@ export function stderrLine(msg: string, err?: unknown): string {
   return `tsflannel: ${line.replace(/\s*\n\s*/g, ' ').slice(0, 2048)}\n`;
 }
 
-/** The answer to a network config larger than MAX_STDIN (the same as readAllStdin's). */
+/** The answer to a network config larger than MAX_STDIN (the same as readStdin's, src/cni/stdin.ts). */
 export function oversizeStdin(): CniResponse {
   const err = new CniError(ErrorCode.DecodingFailure, `stdin is larger than ${MAX_STDIN} bytes`);
   return {

@@ -5,6 +5,7 @@
 // (bench/plugin.js); the other commands load the protocol layer, and ADD, DEL,
 // CHECK, GC and STATUS then load netlink, IPAM and the logger.
 import { asCniError, ErrorCode } from '../cni/errors.js';
+import { readStdin } from '../cni/stdin.js';
 import { CURRENT_VERSION, versionInfo } from '../cni/versions.js';
 
 /** As in the protocol layer: a VERSION body is tiny; a bigger one names no version. */
@@ -28,13 +29,10 @@ export async function main(): Promise<void> {
     await answerVersion();
     return;
   }
-  const [{ readAllStdin }, { handleCni, MAX_STDIN, stderrLine }] = await Promise.all([
-    import('../cni/skel.js'),
-    import('./handler.js'),
-  ]);
+  const { handleCni, MAX_STDIN, stderrLine } = await import('./handler.js');
   let stdin: Buffer;
   try {
-    stdin = await readAllStdin(MAX_STDIN);
+    stdin = await readStdin(MAX_STDIN);
   } catch (err) {
     process.stderr.write(stderrLine('reading stdin failed', err));
     const cniErr = asCniError(err, ErrorCode.IOFailure);
@@ -60,22 +58,11 @@ async function answerVersion(): Promise<void> {
 
 /** All of stdin, or undefined once it exceeds `max` bytes or reading fails. */
 async function readStdinUpTo(max: number): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let total = 0;
   try {
-    for await (const chunk of process.stdin) {
-      const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk), 'utf8');
-      total += buf.length;
-      if (total > max) {
-        process.stdin.destroy();
-        return undefined;
-      }
-      chunks.push(buf);
-    }
+    return await readStdin(max);
   } catch {
     return undefined;
   }
-  return Buffer.concat(chunks, total);
 }
 
 function requestedVersion(body: Buffer | undefined): string | undefined {

@@ -6,6 +6,7 @@ import type { PluginLogger } from './log.js';
 import * as nl from '../netlink/index.js';
 import type { Link } from '../netlink/index.js';
 import { cidrOverlaps, formatIp, parseCidr, parseIp, splitCidr } from '../net/ip.js';
+import { clip } from '../cni/validate.js';
 
 /**
  * Ensures the bridge exists, is up and carries every gateway in
@@ -177,7 +178,7 @@ export function attachPod(
       case 'pod-link-gone':
         throw new CniError(ErrorCode.InvalidEnvironment, `interface ${ifname} vanished from ${netns} while it was configured`);
       case 'not-netns':
-        throw new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS ${netns} is not a network namespace`);
+        throw new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS ${clip(netns)} is not a network namespace`);
       default:
         throw err;
     }

@@ -107,6 +107,7 @@ export class FakeKube {
   private expireWatches = 0;
   private failures: Array<{ status: number; filter?: (r: RecordedRequest) => boolean }> = [];
   private corked = false;
+  private stalls: Array<(r: RecordedRequest) => boolean> = [];
 
   private constructor(
     private readonly server: Server,
@@ -262,6 +263,11 @@ export class FakeKube {
     for (let i = 0; i < n; i++) this.failures.push(filter ? { status, filter } : { status });
   }
 
+  /** The next `n` requests matching `filter` get the start of a 200 answer and then nothing, as through a stalled proxy. */
+  stallNextRequests(n: number, filter: (r: RecordedRequest) => boolean): void {
+    for (let i = 0; i < n; i++) this.stalls.push(filter);
+  }
+
   /** The next `n` watch requests get a 410 Gone ERROR event, as after etcd compaction. */
   expireNextWatches(n: number): void {
     this.expireWatches += n;
@@ -347,6 +353,15 @@ export class FakeKube {
     if (failure >= 0) {
       const [f] = this.failures.splice(failure, 1);
       return reply(f!.status, 'InternalError', 'injected failure');
+    }
+
+    const stall = this.stalls.findIndex((f) => f(record));
+    if (stall >= 0) {
+      this.stalls.splice(stall, 1);
+      record.status = 200;
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.write('{"kind":"NodeList","apiVersion":"v1","items":[');
+      return;
     }
 
     const m = /^\/api\/v1\/(?:(watch)\/)?nodes(?:\/([^/]+)(?:\/(status))?)?$/.exec(url.pathname);

@@ -4,8 +4,9 @@
 // monitor` and `bridge monitor` in the node netns, reconcile passes by the
 // agent's own metrics, CPU from /proc. Used by test/e2e/kube-scale.test.ts
 // (quick sizes) and bench/kube-scale.js (5,000 Nodes, 10,000 heartbeats).
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -18,6 +19,7 @@ import { changedMac, nodeName, scaleNode } from './kube-scale.js';
 
 const P = 'flannel.alpha.coreos.com';
 const METRICS_PORT = 9479;
+const execFileAsync = promisify(execFile);
 
 export interface AgentStormOptions {
   nodes: number;
@@ -41,6 +43,8 @@ export interface AgentStormResult {
   heartbeatKernelLines: string[];
   /** reconcile passes the agent ran for the storm (the sentinel's pass taken off) */
   heartbeatPasses: number;
+  /** Node events the agent counted as ignored over the storm (tsflannel_lease_events_total) */
+  heartbeatsIgnored: number;
   /** the agent process's CPU over the storm, from /proc (10 ms ticks) */
   heartbeatAgentCpuMs: number;
   heartbeatWallMs: number;
@@ -73,6 +77,25 @@ function procCpuMs(pid: number, ticks: number): number {
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : 0;
+}
+
+/** Where the agent's threads wait in the kernel (a stuck netlink call shows as rtnl/netlink frames). */
+function kernelWaits(pid: number): string {
+  try {
+    const waits = new Map<string, number>();
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      let top = '';
+      try {
+        top = readFileSync(`/proc/${pid}/task/${tid}/stack`, 'utf8').split('\n').slice(0, 4).map((l) => l.replace(/^\[<[^>]*>\] /, '').replace(/\+0x.*$/, '')).join('<');
+      } catch {
+        top = readFileSync(`/proc/${pid}/task/${tid}/wchan`, 'utf8');
+      }
+      waits.set(top, (waits.get(top) ?? 0) + 1);
+    }
+    return `agent threads in the kernel: ${[...waits].map(([w, n]) => `${n}× ${w || 'running'}`).join('; ')}`;
+  } catch (err) {
+    return `no thread states (${(err as Error).message})`;
+  }
 }
 
 async function until(what: string, probe: () => boolean | Promise<boolean>, timeoutMs: number, stepMs = 50): Promise<void> {
@@ -141,8 +164,12 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
     let exited = '';
     agent.on('exit', (code, sig) => (exited = `agent exited (${code ?? sig})`));
 
-    const metrics = (): Record<string, number> => {
-      const text = execFileSync('ip', ['netns', 'exec', ns, 'curl', '-s', '--max-time', '5', `http://127.0.0.1:${METRICS_PORT}/metrics`], { encoding: 'utf8' });
+    // Asynchronous: this process also serves the fake API server and the socket bridge, which a
+    // blocking child process would stall (a 300 KB Node list then trickles through for a minute).
+    const metrics = async (): Promise<Record<string, number>> => {
+      // Node itself fetches inside the netns: no curl needed on the machine.
+      const fetchScript = `fetch('http://127.0.0.1:${METRICS_PORT}/metrics', { signal: AbortSignal.timeout(5000) }).then((r) => r.text()).then((t) => process.stdout.write(t))`;
+      const { stdout: text } = await execFileAsync('ip', ['netns', 'exec', ns, process.execPath, '-e', fetchScript], { encoding: 'utf8' });
       const out: Record<string, number> = {};
       for (const line of text.split('\n')) {
         const m = /^(tsflannel_[a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$/.exec(line);
@@ -150,21 +177,31 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
       }
       return out;
     };
-    const passes = (): number => metrics()['tsflannel_reconcile_duration_seconds_count{reason="watch"}'] ?? 0;
+    const passes = async (): Promise<number> => (await metrics())['tsflannel_reconcile_duration_seconds_count{reason="watch"}'] ?? 0;
+    const ignoredEvents = async (): Promise<number> => {
+      const all = await metrics();
+      const key = Object.keys(all).find((k) => k.startsWith('tsflannel_lease_events_total{') && k.includes('source="kube"') && k.includes('result="ignored"'));
+      return key ? all[key]! : 0;
+    };
     const remote = opts.nodes - 1;
+    let lastSeen = 'no answer from /metrics yet';
     await until(
       `${remote} remote Nodes programmed`,
-      () => {
+      async () => {
         if (exited) throw new Error(exited);
         try {
-          return metrics()['tsflannel_routes_programmed'] === remote;
+          const programmed = (await metrics())['tsflannel_routes_programmed'];
+          lastSeen = `tsflannel_routes_programmed ${programmed}`;
+          return programmed === remote;
         } catch {
           return false;
         }
       },
       timeoutMs,
       200,
-    );
+    ).catch((err: Error) => {
+      throw new Error(`${err.message} (${lastSeen}; ${fake.count('list')} lists, ${fake.count('watch')} watches, ${fake.count('patch')} patches so far; ${kernelWaits(pid)})`);
+    });
     const programMs = performance.now() - t0;
     log(`agent programmed ${remote} remote Nodes in ${(programMs / 1000).toFixed(1)} s`);
 
@@ -182,18 +219,19 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
     // One MAC change alone: what the sentinel writes.
     const sentinel = opts.nodes - 1;
     let w = writes();
-    let p = passes();
+    let p = (await passes());
     const setMac = (i: number, mac: string) => fake.setAnnotations(nodeName(i), { [`${P}/backend-data`]: `{"VNI":1,"VtepMAC":"${mac}"}` });
     setMac(sentinel, '0a:99:00:00:00:01');
     await until('the first sentinel in the kernel', () => neighMac(sentinel) === '0a:99:00:00:00:01', timeoutMs);
     await new Promise((r) => setTimeout(r, 500));
     const oneChangeWrites = writes() - w;
-    const onePasses = passes() - p;
+    const onePasses = (await passes()) - p;
 
     // The storm: status heartbeats in bursts of 1000, then a second sentinel.
+    const ignoredBefore = (await ignoredEvents());
     const ipMark = ip.lines();
     const brMark = br.lines();
-    p = passes();
+    p = (await passes());
     const hbWall = performance.now();
     const c0 = procCpuMs(pid, ticks);
     for (let sent = 0; sent < opts.heartbeats; ) {
@@ -213,12 +251,13 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
     const sentinelMarks = [scaleNode(sentinel).podCIDR.split('/')[0]!, '0a:99:00:00:00:01', '0a:99:00:00:00:02'];
     const stormLines = [...ip.since(ipMark), ...br.since(brMark)].filter((l) => !sentinelMarks.some((m) => l.includes(` ${m} `) || l.startsWith(`${m} `)));
     const heartbeatKernelWrites = stormLines.length;
-    const heartbeatPasses = passes() - p - onePasses;
+    const heartbeatPasses = (await passes()) - p - onePasses;
+    const heartbeatsIgnored = (await ignoredEvents()) - ignoredBefore;
     log(`${opts.heartbeats} heartbeats: ${heartbeatKernelWrites} kernel writes, ${heartbeatPasses} passes, agent CPU ${heartbeatAgentCpuMs} ms`);
 
     // Every remote Node changes its VTEP MAC, in one burst.
     w = writes();
-    p = passes();
+    p = (await passes());
     const chWall = performance.now();
     const c1 = procCpuMs(pid, ticks);
     fake.burst(() => {
@@ -234,7 +273,7 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
     const changeWallMs = performance.now() - chWall;
     const changeAgentCpuMs = procCpuMs(pid, ticks) - c1;
     await new Promise((r) => setTimeout(r, 500));
-    const changePasses = passes() - p;
+    const changePasses = (await passes()) - p;
     const changeKernelWrites = writes() - w;
     log(`${remote} MAC changes: ${changePasses} passes, ${changeKernelWrites} kernel writes in ${changeWallMs.toFixed(0)} ms`);
 
@@ -246,6 +285,7 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
       heartbeatKernelWrites,
       heartbeatKernelLines: stormLines.slice(0, 5),
       heartbeatPasses,
+      heartbeatsIgnored,
       heartbeatAgentCpuMs,
       heartbeatWallMs,
       changes: remote,

@@ -126,6 +126,28 @@ describe('Kubernetes subnet manager at scale', () => {
     expect(lists.map((r) => r.query.resourceVersion)).toEqual(['0', seen]);
   });
 
+  it('abandons a list whose answer stalls half-way after listTimeoutMs and lists again', async () => {
+    const fake = await FakeKube.start();
+    cleanups.push(() => fake.close());
+    fake.addNodes(3, (i) => scaleNode(i));
+    fake.stallNextRequests(1, (r) => r.verb === 'list');
+    const m = new KubeSubnetManager({
+      nodeName: nodeName(0), netConfPath: netConf, apiServerUrl: fake.url, resyncSeconds: 300, listTimeoutMs: 500,
+      backoff: { initialMs: 20, maxMs: 200 }, logger: pino({ level: 'silent' }),
+    });
+    cleanups.push(() => m.close());
+    const calls: Lease[][] = [];
+    const ac = new AbortController();
+    const done = m.watchLeases((l) => calls.push(l), ac.signal);
+    cleanups.push(async () => {
+      ac.abort();
+      await done;
+    });
+    await waitFor('leases after the stalled list', () => calls.length === 1 && fake.openWatches === 1);
+    expect(fake.count('list')).toBe(2);
+    expect(calls[0]!.map((l) => l.nodeName)).toEqual([nodeName(0), nodeName(1), nodeName(2)]);
+  });
+
   it('reads a status-only update as no change: the lease fields of a Node ignore status, labels and foreign annotations', () => {
     const keys = annotationKeys(P);
     const base = { metadata: { name: 'n', annotations: scaleNode(1).annotations }, spec: { podCIDR: '10.16.1.0/24', podCIDRs: ['10.16.1.0/24'] } };

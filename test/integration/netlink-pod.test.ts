@@ -212,6 +212,51 @@ describe.skipIf(requireOrSkip('netlink pod ops', { root: isRoot }))('shim pod op
     expect(linkNames(node).filter((n) => n.includes('podop7'))).toEqual([]);
   });
 
+  it('4 worker threads making pods at once (as the agent CNI workers do) leave every thread in its netns and no veth behind', () => {
+    const ws = [0, 1, 2, 3].map((w) => newPod(`podop9w${w}`));
+    const specs = ws.map((p, w) => setupSpec(p, `vpodop9w${w}`, { addresses: [`10.244.1.${10 + w}/24`, `fd00:10:244:1::${10 + w}/64`] }));
+    const got = inNode<{ counts: number[]; own: string; stray: string[]; main: string }>(`
+      const { Worker } = await import('node:worker_threads');
+      const own = readlinkSync('/proc/self/ns/net');
+      const code = \`
+        const { workerData, parentPort } = require('node:worker_threads');
+        import(workerData.api).then((nl) => {
+          const spec = workerData.spec;
+          const ref = { netns: spec.netns, hostName: spec.hostName, ifname: spec.ifname, leased: [] };
+          let calls = 0;
+          for (let i = 0; i < 40; i++) {
+            const made = nl.setupPod(spec);
+            const seen = nl.inspectPod({ ...ref, bridgeIndex: made.host.masterIndex });
+            if (!seen.podAddresses.includes(spec.addresses[0])) throw new Error('pod address missing');
+            if (nl.teardownPod(ref) !== 'host') throw new Error('no host veth to tear down');
+            calls += 3;
+          }
+          parentPort.postMessage(calls);
+        });\`;
+      const specs = ${JSON.stringify(specs)};
+      const workers = specs.map((spec) => new Worker(code, { eval: true, workerData: { api: ${JSON.stringify(API)}, spec } }));
+      out.counts = await Promise.all(workers.map((w) => new Promise((res, rej) => w.once('message', res).once('error', rej))));
+      await Promise.all(workers.map((w) => w.terminate()));
+      const deadline = Date.now() + 5000;
+      let stray = [];
+      for (;;) {
+        stray = [];
+        for (const tid of readdirSync('/proc/self/task')) {
+          try { const ns = readlinkSync('/proc/self/task/' + tid + '/ns/net'); if (ns !== own) stray.push(tid + ':' + ns); } catch {}
+        }
+        if (stray.length === 0 || Date.now() > deadline) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      out.own = own;
+      out.main = readlinkSync('/proc/self/task/' + process.pid + '/ns/net');
+      out.stray = stray;`);
+    expect(got.counts).toEqual([120, 120, 120, 120]);
+    expect(got.main).toBe(got.own);
+    expect(got.stray).toEqual([]);
+    for (const p of ws) expect(linkNames(p)).toEqual(['lo']);
+    expect(linkNames(node).filter((n) => n.startsWith('vpodop9'))).toEqual([]);
+  });
+
   it('500 setup + teardown cycles (1,000 pod calls) leave the calling process and every one of its threads in its own netns, and no veth behind', () => {
     const pod = newPod('podop8');
     const spec = setupSpec(pod, 'vpodop8');

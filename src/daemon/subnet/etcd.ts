@@ -24,7 +24,7 @@ import type { BackendData, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetM
 import { cidrContainsIp, cidrOverlaps, compareAddresses, parseCidr, parseIp } from '../../net/ip.js';
 import { inRange, ipv6RangeOf, leaseKey, parseLeaseKey, pickFreeSubnet, type SubnetRange } from './allocate.js';
 import { Coalescer, DEFAULT_COALESCE_MS } from './coalesce.js';
-import { renewalDelayMs } from './renewal.js';
+import { renewalDelayMs, renewalRetryMs } from './renewal.js';
 
 export interface EtcdSubnetManagerOptions {
   endpoints: string[];
@@ -53,7 +53,7 @@ export interface EtcdSubnetManagerOptions {
   /** TLS files and user/password (flannel's --etcd-* flags) */
   security?: EtcdSecurity;
   /** counts API errors and watch restarts (tsflannel_api_errors_total, tsflannel_watch_restarts_total) */
-  metrics?: { apiError(operation: string): void; watchRestart(reason: string): void };
+  metrics?: { apiError(operation: string): void; watchRestart(reason: string): void; leaseEvent?(result: 'changed' | 'ignored'): void };
   /** lease changes within this long of the last delivery go to the backend together (Coalescer), default 200 ms */
   coalesceMs?: number;
   /** keys per range request when listing leases, default 1000 */
@@ -551,10 +551,12 @@ export class EtcdSubnetManager implements SubnetManager {
     const stop = anySignal([own.stop.signal, this.closing.signal]);
     let failures = 0;
     let outageSince = 0;
-    const maxBackoff = Math.min(MAX_BACKOFF_MS, this.renewIntervalMs);
-    // Jittered (renewal.ts) so that thousands of agents started together do not renew in the same second.
+    // Jittered (renewal.ts) so that thousands of agents started together do not renew in the same second,
+    // and retried gently enough that they do not flood an etcd coming back.
     let round = 0;
-    while (await this.renewalWait(own, failures === 0 ? renewalDelayMs(this.renewIntervalMs, round) : backoffMs(failures, maxBackoff), stop)) {
+    while (
+      await this.renewalWait(own, failures === 0 ? renewalDelayMs(this.renewIntervalMs, round) : renewalRetryMs(failures, this.renewIntervalMs), stop)
+    ) {
       try {
         await this.renewOnce(own);
         if (failures > 0) {
@@ -723,10 +725,12 @@ export class EtcdSubnetManager implements SubnetManager {
         for (const ev of res.events) {
           const key = ev.kv.key.toString();
           if (ev.type === 'Delete') {
+            this.opts.metrics?.leaseEvent?.(state.has(key) ? 'changed' : 'ignored');
             state.delete(key);
             continue;
           }
           const entry = this.decode(ev.kv);
+          this.opts.metrics?.leaseEvent?.(entry && entry.value !== state.get(key)?.value ? 'changed' : 'ignored');
           if (entry) state.set(key, entry);
         }
         emit(state);

@@ -12,7 +12,10 @@ import {
   KubeConfig,
   PatchStrategy,
   Watch,
+  Observable,
   setHeaderOptions,
+  type ConfigurationOptions,
+  type ObservableMiddleware,
   type V1Node,
 } from '@kubernetes/client-node';
 import { ConfigError, parseNetworkConfig } from '../config.js';
@@ -60,12 +63,14 @@ export interface KubeSubnetManagerOptions {
   resyncSeconds?: number;
   /** Node changes within this long of the last delivery go to the backend together (Coalescer), default 200 ms */
   coalesceMs?: number;
+  /** a list of Nodes not answered in full within this long is abandoned and retried, default 60 s (the API server's own request timeout) */
+  listTimeoutMs?: number;
   /** retry delays for API errors, doubling from initialMs to maxMs */
   backoff?: { initialMs?: number; maxMs?: number };
   /** patch the NetworkUnavailable=False condition as flannel does, default true */
   setNodeNetworkUnavailable?: boolean;
   /** counts API errors and watch restarts (tsflannel_api_errors_total, tsflannel_watch_restarts_total) */
-  metrics?: { apiError(operation: string): void; watchRestart(reason: string): void };
+  metrics?: { apiError(operation: string): void; watchRestart(reason: string): void; leaseEvent?(result: 'changed' | 'ignored'): void };
   logger?: pino.Logger;
 }
 
@@ -240,7 +245,7 @@ export class KubeSubnetManager implements SubnetManager {
           // at first, then "not older than what we saw"; a quorum read from
           // etcd only after the cache could not serve that version.
           const from = listFrom === 'quorum' ? '' : resourceVersion || '0';
-          const list = await this.api.listNode(from ? { resourceVersion: from } : {});
+          const list = await this.api.listNode(from ? { resourceVersion: from } : {}, withSignal(AbortSignal.any([sig, AbortSignal.timeout(this.opts.listTimeoutMs ?? 60_000)])));
           resourceVersion = list.metadata?.resourceVersion ?? '';
           listFrom = 'cache';
           batch.cancel();
@@ -274,15 +279,18 @@ export class KubeSubnetManager implements SubnetManager {
         (type, node) => {
           const rv = node.metadata?.resourceVersion;
           if (rv) resourceVersion = rv;
+          let changed: boolean;
           if (type === 'DELETED') {
             const name = node.metadata?.name;
             if (!name) return;
             seen.delete(name);
             refused.delete(name);
-            if (known.delete(name)) batch.changed();
-          } else if (observe(node)) {
-            batch.changed();
+            changed = known.delete(name);
+          } else {
+            changed = observe(node);
           }
+          this.opts.metrics?.leaseEvent?.(changed ? 'changed' : 'ignored');
+          if (changed) batch.changed();
         },
         (rv) => {
           resourceVersion = rv;
@@ -505,6 +513,18 @@ function kubeconfigProblem(err: unknown): string {
   if (typeof e.code === 'string') return e.code;
   if (typeof e.reason === 'string') return `invalid YAML (${e.reason}${e.mark?.line !== undefined ? ` at line ${e.mark.line + 1}` : ''})`;
   return 'invalid kubeconfig';
+}
+
+/** Request options that abort the call with `signal`: a stalled response must not hold the lease watch forever. */
+function withSignal(signal: AbortSignal): ConfigurationOptions {
+  const middleware: ObservableMiddleware = {
+    pre: (ctx) => {
+      ctx.setSignal(signal);
+      return new Observable(Promise.resolve(ctx));
+    },
+    post: (res) => new Observable(Promise.resolve(res)),
+  };
+  return { middleware: [middleware], middlewareMergeStrategy: 'append' };
 }
 
 /** The Node fields a lease is made of: pod CIDRs and flannel's annotations (status, labels and other annotations are not). */

@@ -22,6 +22,24 @@ export function renewalDelayMs(intervalMs: number, round: number, random: () => 
   return Math.max(1, Math.round(intervalMs * factor));
 }
 
+/** Renewal retries back off to at most this, or half the interval when that is shorter. */
+const RETRY_MAX_MS = 30_000;
+/** The first retry waits about this (or the cap when shorter), doubling after each failure. */
+const RETRY_FIRST_MS = 1000;
+
+/**
+ * Milliseconds before renewal retry number `failures` (1, 2, ...) while etcd
+ * cannot be reached: from 1 s doubling to min(30 s, interval / 2), ±25 %.
+ * The lease still has its margin (an hour by default) to run, so there is
+ * no hurry, and 5,000 agents retrying every 5 s would hit a recovering etcd
+ * a thousand times a second. Short test TTLs keep short retries.
+ */
+export function renewalRetryMs(failures: number, intervalMs: number, random: () => number = Math.random): number {
+  const cap = Math.min(RETRY_MAX_MS, intervalMs / 2);
+  const base = Math.min(cap, RETRY_FIRST_MS * 2 ** Math.min(Math.max(failures, 1) - 1, 16));
+  return Math.max(1, Math.round(base * (0.75 + 0.5 * Math.min(Math.max(random(), 0), 1))));
+}
+
 export interface RenewalSimulation {
   agents: number;
   intervalMs: number;
@@ -30,7 +48,7 @@ export interface RenewalSimulation {
   startSpreadMs?: number;
   /** false: the fixed interval of an agent without jitter */
   jitter?: boolean;
-  /** etcd down from..to: renewals in it fail and retry with `backoffMs` */
+  /** etcd down from..to: renewals in it fail and retry with `backoffMs` (default renewalRetryMs) */
   outage?: { fromMs: number; toMs: number };
   backoffMs?: (failures: number) => number;
   random?: () => number;
@@ -51,8 +69,7 @@ export function simulateRenewals(sim: RenewalSimulation): RenewalLoad {
   const random = sim.random ?? Math.random;
   const seconds = Math.ceil(sim.durationMs / 1000);
   const perSecond = new Array<number>(seconds).fill(0);
-  // etcd.ts's backoffMs: doubling from 100 ms to 5 s, ±25 %
-  const backoff = sim.backoffMs ?? ((f: number) => Math.min(5000, 100 * 2 ** Math.min(f - 1, 16)) * (0.75 + 0.5 * random()));
+  const backoff = sim.backoffMs ?? ((f: number) => renewalRetryMs(f, sim.intervalMs, random));
   let attempts = 0;
   for (let a = 0; a < sim.agents; a++) {
     let t = (sim.startSpreadMs ?? 0) * random();

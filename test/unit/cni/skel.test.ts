@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { PassThrough, Readable } from 'node:stream';
 import { CniError, ErrorCode } from '../../../src/cni/errors.js';
-import { readAllStdin, runPlugin, type PluginContext, type PluginHandlers } from '../../../src/cni/skel.js';
+import { runPlugin, type PluginContext, type PluginHandlers } from '../../../src/cni/skel.js';
 import type { Result } from '../../../src/cni/result.js';
 
 const addEnv = {
@@ -214,34 +213,5 @@ describe('runPlugin DEL, CHECK, GC, STATUS', () => {
       },
     });
     expectOneErrorLine(await run(h, { CNI_COMMAND: 'STATUS' }, conf()), 50);
-  });
-});
-
-describe('readAllStdin', () => {
-  it('reads a stream to the end', async () => {
-    const buf = await readAllStdin(1024, Readable.from([Buffer.from('{"a":'), Buffer.from('1}')]));
-    expect(buf.toString()).toBe('{"a":1}');
-  });
-
-  it('reads an immediately closed stream as empty', async () => {
-    const s = new PassThrough();
-    s.end();
-    expect((await readAllStdin(1024, s)).length).toBe(0);
-  });
-
-  it('fails with 6 past the limit and stops reading', async () => {
-    const s = new PassThrough();
-    s.write(Buffer.alloc(600));
-    s.write(Buffer.alloc(600));
-    const p = readAllStdin(1000, s);
-    await expect(p).rejects.toMatchObject({ code: 6 });
-    expect(s.destroyed).toBe(true);
-  });
-
-  it('fails with 5 on a read error', async () => {
-    const s = new PassThrough();
-    const p = readAllStdin(1000, s);
-    s.destroy(new Error('EIO: i/o error, read'));
-    await expect(p).rejects.toMatchObject({ code: 5, message: expect.stringContaining('EIO') });
   });
 });

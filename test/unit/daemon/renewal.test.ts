@@ -2,7 +2,7 @@
 // started together do not renew in the same second, and never later than
 // the renewal interval (the margin before expiry holds).
 import { describe, expect, it } from 'vitest';
-import { renewalDelayMs, seededRandom, simulateRenewals } from '../../../src/daemon/subnet/renewal.js';
+import { renewalDelayMs, renewalRetryMs, seededRandom, simulateRenewals } from '../../../src/daemon/subnet/renewal.js';
 
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
@@ -40,21 +40,35 @@ describe('simulateRenewals', () => {
     expect(jittered.peak).toBeLessThan(AGENTS / 20);
   });
 
-  it('during a 5-minute etcd outage the retries (backoff capped at 5 s) come at about agents/5 s, and the renewals after it spread over the interval again', () => {
-    const base = { agents: AGENTS, intervalMs: MINUTE, durationMs: HOUR, startSpreadMs: 1000, random: seededRandom(2) };
-    const r = simulateRenewals({ ...base, outage: { fromMs: 20 * MINUTE, toMs: 25 * MINUTE } });
+  it('during a 5-minute etcd outage the retries come at well under half the rate of a 5 s backoff cap, and the renewals after it spread over the interval again', () => {
+    const base = { agents: AGENTS, intervalMs: MINUTE, durationMs: HOUR, startSpreadMs: 1000, outage: { fromMs: 20 * MINUTE, toMs: 25 * MINUTE } };
+    const random = seededRandom(2);
+    const r = simulateRenewals({ ...base, random });
+    const old = seededRandom(2);
+    // The retry schedule before: 100 ms doubling to 5 s, ±25 %.
+    const before = simulateRenewals({ ...base, random: old, backoffMs: (f) => Math.min(5000, 100 * 2 ** Math.min(f - 1, 16)) * (0.75 + 0.5 * old()) });
     const after = r.perSecond.slice(27 * 60, 60 * 60);
     const steadyPeak = Math.max(...after);
     const steadyMean = after.reduce((a, b) => a + b, 0) / after.length;
     process.stderr.write(
-      `[renewal] outage 20-25 min: peak ${r.peak}/s at ${r.peakSecond} s (retries), from 27 min on peak ${steadyPeak}/s (mean ${steadyMean.toFixed(1)}/s)\n`,
+      `[renewal] outage 20-25 min: peak ${r.peak}/s at ${r.peakSecond} s (5 s backoff cap: ${before.peak}/s); ` +
+        `from 27 min on peak ${steadyPeak}/s (mean ${steadyMean.toFixed(1)}/s)\n`,
     );
-    // The peak is the retrying during the outage: every agent once per ~5 s (±25 %).
     expect(r.peakSecond).toBeGreaterThanOrEqual(20 * 60);
-    expect(r.peakSecond).toBeLessThan(25 * 60 + 10);
-    expect(r.peak).toBeGreaterThan(AGENTS / 6.25);
-    expect(r.peak).toBeLessThan((AGENTS / 3.75) * 1.5);
+    expect(r.peakSecond).toBeLessThan(26 * 60);
+    expect(r.peak).toBeLessThan(before.peak / 2);
     expect(steadyPeak).toBeLessThan(steadyMean * 2);
+  });
+
+  it('retries a failed renewal from about 1 s doubling to half the interval (at most 30 s), ±25 %', () => {
+    expect(renewalRetryMs(1, MINUTE, () => 0.5)).toBe(1000);
+    expect(renewalRetryMs(3, MINUTE, () => 0.5)).toBe(4000);
+    expect(renewalRetryMs(20, MINUTE, () => 0.5)).toBe(30_000);
+    expect(renewalRetryMs(20, MINUTE, () => 1)).toBe(37_500);
+    expect(renewalRetryMs(20, 10 * MINUTE, () => 0.5)).toBe(30_000);
+    // A short test TTL keeps short retries: interval 1 s, so at most 0.5 s.
+    expect(renewalRetryMs(1, 1000, () => 0.5)).toBe(500);
+    expect(renewalRetryMs(9, 1000, () => 0)).toBe(375);
   });
 
   it('is reproducible with a seeded random source', () => {
