@@ -103,6 +103,24 @@ describe.skipIf(requireOrSkip('etcd subnet manager, IPv6', { [`etcd (${ETCD_BIN}
     expect(Object.keys(keys).every((k) => /^10\.60\.\d+\.0-24&fd00:60:0:[0-9a-f]+::-64$/.test(k))).toBe(true);
   });
 
+  it('never gives two dual-stack agents one IPv4 subnet when they race with different IPv6 picks', async () => {
+    const prefix = await network(DUAL);
+    // Every agent draws the same IPv4 subnet and its own IPv6 one: each dual-stack key is new, so
+    // Create == 0 alone would let all six keep the same IPv4 subnet.
+    const scripted = (i: number) => {
+      let call = 0;
+      return () => (call++ % 2 === 0 ? 0 : (i + 0.5) / 6);
+    };
+    const leases = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => manager({ prefix, leaseTtlSeconds: 60, random: scripted(i) }).acquireLease(dualAttrs(i + 1))),
+    );
+    expect(new Set(leases.map((l) => l.subnet)).size).toBe(6);
+    expect(new Set(leases.map((l) => l.ipv6Subnet)).size).toBe(6);
+    const keys = Object.keys(await stored(prefix));
+    expect(keys).toHaveLength(6);
+    expect(new Set(keys.map((k) => k.split('&')[0])).size).toBe(6);
+  });
+
   it("writes an IPv6-only lease as flanneld does: key 0.0.0.0-0&<v6>, PublicIP 0.0.0.0, no BackendData", async () => {
     const prefix = await network(V6ONLY);
     const lease = await manager({ prefix }).acquireLease(v6Attrs(7));

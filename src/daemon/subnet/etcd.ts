@@ -112,6 +112,7 @@ interface StoredLease {
   attrs: LeaseAttrs | undefined;
   value: string;
   modRevision: string;
+  createRevision: string;
   leaseId: string;
 }
 
@@ -480,7 +481,25 @@ export class EtcdSubnetManager implements SubnetManager {
       .then(this.client.put(key).value(value).lease(leaseId))
       .commit();
     if (!created.succeeded) return undefined;
+    if (subnet !== '' && ipv6Subnet !== undefined && (await this.lostDualStackRace(key, created.header.revision, subnet, ipv6Subnet))) {
+      await this.client.if(key, 'Create', '==', created.header.revision).then(this.client.delete().key(key)).commit();
+      return undefined;
+    }
     return this.ownLease(key, subnet, attrs, value, leaseId, ipv6Subnet);
+  }
+
+  /**
+   * A dual-stack key names both subnets, so Create == 0 on it guards only the
+   * pair: two nodes may pick the same IPv4 subnet with different IPv6 ones
+   * (each family is picked apart) and both succeed. After creating, the key
+   * created first that shares either subnet wins; the later one yields and
+   * picks again. Both sides check after their own create, so exactly one of
+   * them sees the other and yields.
+   */
+  private async lostDualStackRace(key: string, revision: string, subnet: string, ipv6Subnet: string): Promise<boolean> {
+    const ours = BigInt(revision);
+    const { entries } = await this.list();
+    return entries.some((e) => e.key !== key && BigInt(e.createRevision) < ours && (e.subnet === subnet || e.ipv6Subnet === ipv6Subnet));
   }
 
   /** The previous subnet when it is free and in range, else a free one; throws when the range is full. */
@@ -691,7 +710,7 @@ export class EtcdSubnetManager implements SubnetManager {
     const subnets = parseLeaseKey(key.slice(this.subnetsPrefix.length));
     if (!subnets) return undefined;
     const value = kv.value.toString();
-    return { key, ...subnets, attrs: decodeLeaseAttrs(value), value, modRevision: kv.mod_revision, leaseId: kv.lease };
+    return { key, ...subnets, attrs: decodeLeaseAttrs(value), value, modRevision: kv.mod_revision, createRevision: kv.create_revision, leaseId: kv.lease };
   }
 
   /** Applies watch events from `revision + 1` on; rejects when the watch breaks, resolves on stop. */
