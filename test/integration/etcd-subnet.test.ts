@@ -8,7 +8,8 @@ import { SubnetError } from '../../src/daemon/subnet/etcd.js';
 import { inRange } from '../../src/daemon/subnet/allocate.js';
 import type { Lease, LeaseAttrs } from '../../src/daemon/types.js';
 import { requireOrSkip } from '../helpers/require.js';
-import { ETCD_BIN, haveEtcd, startTcpProxy, useEtcdSubnetSuite } from '../helpers/etcd.js';
+import { ETCD_BIN, haveEtcd, startTcpProxy } from '../helpers/etcd.js';
+import { useEtcdSubnetSuite } from '../helpers/etcd-suite.js';
 import { pollFor as waitFor } from '../helpers/eventually.js';
 
 interface LogLine {
