@@ -31,6 +31,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { installSignalCleanup, onCleanup, runCleanups } from './lib/cleanup.js';
+import { iperfAttempt } from './lib/iperf.js';
 import { median, percentile } from './lib/stats.js';
 
 const SECONDS = Number(process.env.BENCH_DP_SECONDS ?? 4);
@@ -204,17 +205,9 @@ function podOf(nodeNs, podIp) {
 function iperf(setup, seconds, dir) {
   let last = '';
   for (let attempt = 0; attempt < 6; attempt++) {
-    const pidFile = `${dir}/iperf3-${setup.name}.pid`;
-    nsExec(setup.server.ns, 'iperf3', ['-s', '-D', '-1', '--pidfile', pidFile]);
-    const res = nsExec(setup.client.ns, 'iperf3', ['-c', setup.server.ip, '-t', String(seconds), '-J', '--connect-timeout', '3000'], {
-      timeout: (seconds + 15) * 1000,
+    const { res, parsed } = iperfAttempt({
+      clientNs: setup.client.ns, serverNs: setup.server.ns, serverIp: setup.server.ip, seconds, pidFile: `${dir}/iperf3-${setup.name}.pid`,
     });
-    let parsed;
-    try {
-      parsed = JSON.parse(res.stdout);
-    } catch {
-      parsed = undefined;
-    }
     if (parsed?.end?.sum_received) {
       const end = parsed.end;
       // CPU the two iperf3 processes used (user + system, which includes the

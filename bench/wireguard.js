@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { onCleanup } from './lib/cleanup.js';
+import { iperfAttempt } from './lib/iperf.js';
 import { median, ratio } from './lib/stats.js';
 
 const SECONDS = Number(process.env.BENCH_WG_SECONDS ?? 4);
@@ -73,16 +74,7 @@ function iperf({ cluster, client, server }, seconds) {
   for (let attempt = 0; attempt < 6 && !out; attempt++) {
     // A one-off server (-1) exits after any test, failed ones too; one still
     // running makes this start fail on the busy port, which is fine.
-    nsExec(server.ns, 'iperf3', ['-s', '-D', '-1', '--pidfile', `${cluster.dir}/iperf3.pid`]);
-    const res = nsExec(client.ns, 'iperf3', ['-c', server.ip, '-t', String(seconds), '-J', '--connect-timeout', '3000'], {
-      timeout: (seconds + 15) * 1000,
-    });
-    let parsed;
-    try {
-      parsed = JSON.parse(res.stdout);
-    } catch {
-      parsed = undefined;
-    }
+    const { res, parsed } = iperfAttempt({ clientNs: client.ns, serverNs: server.ns, serverIp: server.ip, seconds, pidFile: `${cluster.dir}/iperf3.pid` });
     // The server may not listen yet (connection refused): iperf3 then reports an error.
     if (res.status === 0 && parsed?.end?.sum_received) out = parsed;
     else {

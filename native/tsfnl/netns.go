@@ -114,13 +114,19 @@ func enterFdAndRun[T any](target netns.NsHandle, label string, fn func() (T, err
 // was created in, so only the socket creation needs the throw-away thread;
 // the requests themselves then run on any thread.
 func openHandle(path string) (*netlink.Handle, error) {
-	h, err := inNetns(path, func() (*netlink.Handle, error) {
+	return withSocketTimeout(inNetns(path, func() (*netlink.Handle, error) {
 		h, err := netlink.NewHandle()
 		if err != nil && path != "" {
 			return nil, fmt.Errorf("netlink handle in %s: %w", path, err)
 		}
 		return h, err
-	})
+	}))
+}
+
+// withSocketTimeout bounds a freshly opened handle's sockets by
+// netlinkTimeout; it takes the opener's results as they come and closes the
+// handle if the timeout cannot be set.
+func withSocketTimeout(h *netlink.Handle, err error) (*netlink.Handle, error) {
 	if err != nil {
 		return nil, err
 	}

@@ -50,15 +50,31 @@ func tagged(reason string, err error) error { return &podError{reason: reason, e
 // routeHandle opens a NETLINK_ROUTE-only handle in the calling thread's
 // netns (a plain NewHandle opens a socket for every netlink family).
 func routeHandle() (*netlink.Handle, error) {
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, err
+	return withSocketTimeout(netlink.NewHandle(unix.NETLINK_ROUTE))
+}
+
+// inPodNetns runs fn inside the pod's netns (see inNetnsFd) with a route
+// handle opened there, closed when fn returns.
+func inPodNetns(ns netns.NsHandle, label string, fn func(podH *netlink.Handle) (interface{}, error)) (interface{}, error) {
+	return inNetnsFd(ns, label, func() (interface{}, error) {
+		podH, err := routeHandle()
+		if err != nil {
+			return nil, err
+		}
+		defer podH.Close()
+		return fn(podH)
+	})
+}
+
+// plainLinkByName looks a link up with h: nil without error when there is
+// none, else the link with its plainLinkJSON.
+func plainLinkByName(h *netlink.Handle, name string) (netlink.Link, *linkJSON, error) {
+	l, err := linkOrNil(h.LinkByName(name))
+	if err != nil || l == nil {
+		return nil, nil, err
 	}
-	if err := h.SetSocketTimeout(netlinkTimeout); err != nil {
-		h.Close()
-		return nil, fmt.Errorf("netlink socket timeout: %w", err)
-	}
-	return h, nil
+	j := plainLinkJSON(l)
+	return l, &j, nil
 }
 
 // openNetns opens a network namespace handle without blocking (a FIFO at
@@ -165,12 +181,11 @@ func opPodInspect(raw []byte) (interface{}, error) {
 		return nil, err
 	}
 	defer hostH.Close()
-	host, err := linkOrNil(hostH.LinkByName(r.HostName))
+	host, hj, err := plainLinkByName(hostH, r.HostName)
 	if err != nil || host == nil {
 		return out, err
 	}
-	hj := plainLinkJSON(host)
-	out.Host = &hj
+	out.Host = hj
 	if host.Attrs().MasterIndex != r.BridgeIndex || r.Netns == "" {
 		return out, nil
 	}
@@ -179,18 +194,12 @@ func opPodInspect(raw []byte) (interface{}, error) {
 		return nil, err
 	}
 	defer ns.Close()
-	return inNetnsFd(ns, r.Netns, func() (interface{}, error) {
-		podH, err := routeHandle()
-		if err != nil {
-			return nil, err
-		}
-		defer podH.Close()
-		pod, err := linkOrNil(podH.LinkByName(r.Ifname))
+	return inPodNetns(ns, r.Netns, func(podH *netlink.Handle) (interface{}, error) {
+		pod, pj, err := plainLinkByName(podH, r.Ifname)
 		if err != nil || pod == nil {
 			return out, err
 		}
-		pj := plainLinkJSON(pod)
-		out.Pod = &pj
+		out.Pod = pj
 		if !vethPeers(pod, host) {
 			return out, nil
 		}
@@ -336,12 +345,7 @@ func opPodSetup(raw []byte) (interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	return inNetnsFd(ns, r.Netns, func() (interface{}, error) {
-		podH, err := routeHandle()
-		if err != nil {
-			return nil, err
-		}
-		defer podH.Close()
+	return inPodNetns(ns, r.Netns, func(podH *netlink.Handle) (interface{}, error) {
 		return setupInPod(plan, ns, hostH, podH, br, leftover)
 	})
 }
@@ -508,12 +512,7 @@ func opPodTeardown(raw []byte) (interface{}, error) {
 		return podTeardownReply{Removed: "none"}, nil
 	}
 	defer ns.Close()
-	return inNetnsFd(ns, r.Netns, func() (interface{}, error) {
-		podH, err := routeHandle()
-		if err != nil {
-			return nil, err
-		}
-		defer podH.Close()
+	return inPodNetns(ns, r.Netns, func(podH *netlink.Handle) (interface{}, error) {
 		pod, err := linkOrNil(podH.LinkByName(r.Ifname))
 		if err != nil {
 			return nil, err

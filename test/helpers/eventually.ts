@@ -33,3 +33,22 @@ export async function timeUntil(what: string, timeoutMs: number, check: () => bo
   await eventually(what, timeoutMs, async () => (await check()) || false, intervalMs);
   return Date.now() - start;
 }
+
+/**
+ * Polls `probe` until it gives anything but undefined or false, and resolves with it; a throw ends the wait. On timeout the
+ * error names `what`.
+ */
+export async function pollFor<T>(
+  what: string,
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 15_000,
+  intervalMs = 100,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

@@ -5,6 +5,22 @@ import { fileURLToPath } from 'node:url';
 
 export const PLUGIN_BIN = fileURLToPath(new URL('../../bin/tsflannel', import.meta.url));
 
+/** A dual-stack node's subnet file, as flanneld writes it. */
+export const DUAL_ENV = [
+  'FLANNEL_NETWORK=10.244.0.0/16',
+  'FLANNEL_SUBNET=10.244.1.1/24',
+  'FLANNEL_IPV6_NETWORK=fd00:10:244::/56',
+  'FLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64',
+  'FLANNEL_MTU=1450',
+  'FLANNEL_IPMASQ=true',
+  '',
+].join('\n');
+/** An IPv6-only node's subnet file: flanneld with EnableIPv4 false writes no IPv4 lines at all. */
+export const V6_ONLY_ENV = 'FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:2::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
+
+/** A host-local lease file's name is its address (either family); the store's other files are not. */
+export const isLeaseFile = (f: string): boolean => /^[0-9.]+$/.test(f) || f.includes(':');
+
 export interface CniCall {
   command: string;
   /** node netns to run in (ip netns exec); absent = this namespace */

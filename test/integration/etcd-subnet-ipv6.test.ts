@@ -1,14 +1,14 @@
 // The etcd subnet manager's dual-stack and IPv6-only leases against a real
 // etcd (Debian's etcd-server): flannel's keys and LeaseAttrs JSON, so a
 // flanneld sharing the store reads our leases and we read its.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Etcd3 } from 'etcd3';
-import pino from 'pino';
-import { EtcdSubnetManager, SubnetError, type EtcdSubnetManagerOptions } from '../../src/daemon/subnet/etcd.js';
+import { describe, expect, it } from 'vitest';
+import { SubnetError } from '../../src/daemon/subnet/etcd.js';
 import { inRange } from '../../src/daemon/subnet/allocate.js';
 import type { Lease, LeaseAttrs } from '../../src/daemon/types.js';
 import { requireOrSkip } from '../helpers/require.js';
-import { ETCD_BIN, haveEtcd, startEtcd, type EtcdServer } from '../helpers/etcd.js';
+import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
+import { useEtcdSubnetSuite } from '../helpers/etcd-suite.js';
+import { pollFor as waitFor } from '../helpers/eventually.js';
 
 const hex = (i: number) => i.toString(16).padStart(2, '0');
 
@@ -33,50 +33,12 @@ const v6Attrs = (i: number, tail = hex(i)): LeaseAttrs => ({
 const DUAL = { Network: '10.60.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:60::/56' };
 const V6ONLY = { EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00:61::/56' };
 
-async function waitFor<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 describe.skipIf(requireOrSkip('etcd subnet manager, IPv6', { [`etcd (${ETCD_BIN})`]: haveEtcd }))('etcd subnet manager: dual-stack and IPv6-only (real etcd)', () => {
-  let etcd: EtcdServer;
-  let admin: Etcd3;
-  const managers: EtcdSubnetManager[] = [];
-  let prefixCount = 0;
-
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    admin = new Etcd3({ hosts: etcd.endpoint });
-  });
-
-  afterEach(async () => {
-    await Promise.all(managers.splice(0).map((m) => m.close()));
-  });
-
-  afterAll(async () => {
-    admin?.close();
-    await etcd?.stop();
-  });
-
-  async function network(conf: object): Promise<string> {
-    const prefix = `/tsf-v6-${process.pid}-${++prefixCount}/network`;
-    await admin.put(`${prefix}/config`).value(JSON.stringify(conf));
-    return prefix;
-  }
-
-  function manager(opts: Partial<EtcdSubnetManagerOptions> & { prefix: string }): EtcdSubnetManager {
-    const m = new EtcdSubnetManager({ endpoints: [etcd.endpoint], logger: pino({ level: 'silent' }), ...opts });
-    managers.push(m);
-    return m;
-  }
+  const suite = useEtcdSubnetSuite('tsf-v6');
+  const { network, manager } = suite;
 
   async function stored(prefix: string): Promise<Record<string, string>> {
-    const all = await admin.getAll().prefix(`${prefix}/subnets/`).strings();
+    const all = await suite.admin.getAll().prefix(`${prefix}/subnets/`).strings();
     return Object.fromEntries(Object.entries(all).map(([k, v]) => [k.slice(`${prefix}/subnets/`.length), v]));
   }
 
@@ -137,7 +99,7 @@ describe.skipIf(requireOrSkip('etcd subnet manager, IPv6', { [`etcd (${ETCD_BIN}
   it('reads leases flanneld wrote (dual-stack and IPv6-only) through watchLeases, with every IPv6 field', async () => {
     const prefix = await network(DUAL);
     // What a flanneld node stores for itself; our manager must see the same lease.
-    await admin
+    await suite.admin
       .put(`${prefix}/subnets/10.60.9.0-24&fd00:60:0:9::-64`)
       .value('{"PublicIP":"192.0.2.9","PublicIPv6":"2001:db8:9::9","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:00:00:09"},"BackendV6Data":{"VNI":1,"VtepMAC":"aa:bb:cc:00:06:09"}}');
     const m = manager({ prefix });
@@ -158,7 +120,7 @@ describe.skipIf(requireOrSkip('etcd subnet manager, IPv6', { [`etcd (${ETCD_BIN}
       });
       expect(first.find((l) => l.subnet === own.subnet)?.ipv6Subnet).toBe(own.ipv6Subnet);
       // A flanneld IPv6-only neighbour appearing later arrives through the watch.
-      await admin
+      await suite.admin
         .put(`${prefix}/subnets/0.0.0.0-0&fd00:60:0:20::-64`)
         .value('{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:20::1","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"aa:bb:cc:00:06:20"}}');
       const later = await waitFor('the IPv6-only lease', () => seen.at(-1)?.find((l) => l.ipv6Subnet === 'fd00:60:0:20::/64'));
@@ -212,8 +174,8 @@ describe.skipIf(requireOrSkip('etcd subnet manager, IPv6', { [`etcd (${ETCD_BIN}
     const watching = m.watchLeases(() => undefined, stop.signal);
     try {
       await new Promise((r) => setTimeout(r, 300));
-      await admin.delete().key(key);
-      await waitFor('the key back', async () => (await admin.get(key).string()) !== null, 5000);
+      await suite.admin.delete().key(key);
+      await waitFor('the key back', async () => (await suite.admin.get(key).string()) !== null, 5000);
     } finally {
       stop.abort();
       await watching;
@@ -225,7 +187,7 @@ describe.skipIf(requireOrSkip('etcd subnet manager, IPv6', { [`etcd (${ETCD_BIN}
     const attrs = dualAttrs(4);
     const v4only = await manager({ prefix }).acquireLease({ publicIP: attrs.publicIP, backendType: 'vxlan', backendData: attrs.backendData });
     expect(v4only.ipv6Subnet).toBeUndefined();
-    await admin.put(`${prefix}/config`).value(JSON.stringify({ Network: '10.62.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:62::/56' }));
+    await suite.admin.put(`${prefix}/config`).value(JSON.stringify({ Network: '10.62.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:62::/56' }));
     const dual = await manager({ prefix }).acquireLease(attrs, undefined, { subnet: v4only.subnet });
     expect(dual.subnet).toBe(v4only.subnet);
     expect(dual.ipv6Subnet).toMatch(/^fd00:62:0:[0-9a-f]+::\/64$/);

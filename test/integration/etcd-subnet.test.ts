@@ -1,14 +1,16 @@
 // The etcd subnet manager against a real etcd (Debian's etcd-server).
 import { Writable } from 'node:stream';
-import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { describe, expect, it, onTestFailed } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import pino from 'pino';
 import { ConfigError } from '../../src/daemon/config.js';
-import { EtcdSubnetManager, SubnetError, type EtcdSubnetManagerOptions } from '../../src/daemon/subnet/etcd.js';
+import { SubnetError } from '../../src/daemon/subnet/etcd.js';
 import { inRange } from '../../src/daemon/subnet/allocate.js';
 import type { Lease, LeaseAttrs } from '../../src/daemon/types.js';
 import { requireOrSkip } from '../helpers/require.js';
-import { ETCD_BIN, haveEtcd, startEtcd, startTcpProxy, type EtcdServer, type TcpProxy } from '../helpers/etcd.js';
+import { ETCD_BIN, haveEtcd, startTcpProxy } from '../helpers/etcd.js';
+import { useEtcdSubnetSuite } from '../helpers/etcd-suite.js';
+import { pollFor as waitFor } from '../helpers/eventually.js';
 
 interface LogLine {
   level: number;
@@ -31,16 +33,6 @@ function captureLogger(): { logger: pino.Logger; lines: LogLine[] } {
   return { logger: pino({ level: 'debug' }, sink), lines };
 }
 
-async function waitFor<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 const attrsFor = (i: number, mac = `0a:00:00:00:00:${i.toString(16).padStart(2, '0')}`): LeaseAttrs => ({
   publicIP: `198.51.100.${i}`,
   backendType: 'vxlan',
@@ -51,42 +43,11 @@ const rawValue = (ip: string, mac: string) =>
   JSON.stringify({ PublicIP: ip, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } });
 
 describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: haveEtcd }))('etcd subnet manager (real etcd)', () => {
-  let etcd: EtcdServer;
-  let admin: Etcd3;
-  const managers: EtcdSubnetManager[] = [];
-  const proxies: TcpProxy[] = [];
-  let prefixCount = 0;
-
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    admin = new Etcd3({ hosts: etcd.endpoint });
-  });
-
-  afterEach(async () => {
-    await Promise.all(managers.splice(0).map((m) => m.close()));
-    await Promise.all(proxies.splice(0).map((p) => p.close()));
-  });
-
-  afterAll(async () => {
-    admin?.close();
-    await etcd?.stop();
-  });
-
-  /** A fresh key prefix per test, with net-conf written to <prefix>/config. */
-  async function network(conf: object | string | undefined): Promise<string> {
-    const prefix = `/tsf-test-${process.pid}-${++prefixCount}/network`;
-    if (conf !== undefined) await admin.put(`${prefix}/config`).value(typeof conf === 'string' ? conf : JSON.stringify(conf));
-    return prefix;
-  }
-
-  function manager(opts: Partial<EtcdSubnetManagerOptions> & { prefix: string }): EtcdSubnetManager {
-    const m = new EtcdSubnetManager({ endpoints: [etcd.endpoint], logger: pino({ level: 'silent' }), ...opts });
-    managers.push(m);
-    return m;
-  }
+  const suite = useEtcdSubnetSuite('tsf-test');
+  const { network, manager } = suite;
 
   async function storedValue(prefix: string, subnet: string): Promise<Record<string, unknown> | null> {
-    const text = await admin.get(`${prefix}/subnets/${subnet.replace('/', '-')}`).string();
+    const text = await suite.admin.get(`${prefix}/subnets/${subnet.replace('/', '-')}`).string();
     return text === null ? null : (JSON.parse(text) as Record<string, unknown>);
   }
 
@@ -114,7 +75,7 @@ describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: h
     for (const s of subnets) expect(inRange(range, s), s).toBe(true);
 
     // What etcd holds matches, in flannel's format, on a lease with our TTL.
-    const stored = await admin.getAll().prefix(`${prefix}/subnets/`).exec();
+    const stored = await suite.admin.getAll().prefix(`${prefix}/subnets/`).exec();
     expect(stored.kvs).toHaveLength(10);
     for (const [i, lease] of leases.entries()) {
       expect(lease.publicIP).toBe(`198.51.100.${i + 1}`);
@@ -123,7 +84,7 @@ describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: h
     }
     const kv = stored.kvs[0]!;
     expect(kv.lease).not.toBe('0');
-    const ttl = await admin.leaseClient.leaseTimeToLive({ ID: kv.lease });
+    const ttl = await suite.admin.leaseClient.leaseTimeToLive({ ID: kv.lease });
     expect(Number(ttl.grantedTTL)).toBe(30);
 
     // Two more fill the range; the next one is told it is out of subnets.
@@ -170,7 +131,7 @@ describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: h
     const m = manager({ prefix, leaseTtlSeconds: 60 });
     const again = await m.acquireLease(moved, undefined, { subnet: old.subnet });
     expect(again.subnet).toBe(old.subnet);
-    const all = await admin.getAll().prefix(`${prefix}/subnets/`).strings();
+    const all = await suite.admin.getAll().prefix(`${prefix}/subnets/`).strings();
     expect(Object.values(all)).toEqual([rawValue('198.51.100.21', mac)]);
 
     // The same MAC without the subnet.env to back it is not enough: another subnet is taken.
@@ -200,11 +161,11 @@ describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: h
       const key = `${prefix}/subnets/${lease.subnet.replace('/', '-')}`;
       await new Promise((r) => setTimeout(r, 300)); // the watch is listening
       const t0 = Date.now();
-      await admin.delete().key(key);
-      await waitFor('the key back', async () => (await admin.get(key).string()) !== null, 5000);
+      await suite.admin.delete().key(key);
+      await waitFor('the key back', async () => (await suite.admin.get(key).string()) !== null, 5000);
       const ms = Date.now() - t0;
       expect(ms).toBeLessThan(2000);
-      const kv = (await admin.get(key).exec()).kvs[0]!;
+      const kv = (await suite.admin.get(key).exec()).kvs[0]!;
       expect(kv.lease).not.toBe('0');
     } finally {
       stop.abort();
@@ -214,11 +175,11 @@ describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: h
 
   it('keeps an operator reservation (a key without TTL) without a TTL', async () => {
     const prefix = await network({ Network: '10.44.0.0/16' });
-    await admin.put(`${prefix}/subnets/10.44.200.0-24`).value(rawValue('198.51.100.9', '0a:00:00:00:00:01'));
+    await suite.admin.put(`${prefix}/subnets/10.44.200.0-24`).value(rawValue('198.51.100.9', '0a:00:00:00:00:01'));
     const lease = await manager({ prefix, leaseTtlSeconds: 5 }).acquireLease(attrsFor(9));
     expect(lease.subnet).toBe('10.44.200.0/24');
     expect(lease.expiration).toBeUndefined();
-    const kv = (await admin.get(`${prefix}/subnets/10.44.200.0-24`).exec()).kvs[0]!;
+    const kv = (await suite.admin.get(`${prefix}/subnets/10.44.200.0-24`).exec()).kvs[0]!;
     expect(kv.lease).toBe('0');
     expect(JSON.parse(kv.value.toString()).BackendData.VtepMAC).toBe(attrsFor(9).backendData.VtepMAC);
   });
@@ -239,19 +200,19 @@ describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: h
 
     // addition by hand, in flannel's format
     const key = `${prefix}/subnets/10.45.100.0-24`;
-    await admin.put(key).value(rawValue('198.51.100.50', '0a:00:00:00:00:50'));
+    await suite.admin.put(key).value(rawValue('198.51.100.50', '0a:00:00:00:00:50'));
     await waitFor('addition', () => subnetsNow().includes('10.45.100.0/24'));
     // junk under the prefix is not a lease
-    await admin.put(`${prefix}/subnets/not-a-subnet`).value('{}');
-    await admin.put(`${prefix}/subnets/10.45.101.0-24`).value('not json');
+    await suite.admin.put(`${prefix}/subnets/not-a-subnet`).value('{}');
+    await suite.admin.put(`${prefix}/subnets/10.45.101.0-24`).value('not json');
 
     // attribute change
-    await admin.put(key).value(rawValue('198.51.100.50', '0a:00:00:00:00:51'));
+    await suite.admin.put(key).value(rawValue('198.51.100.50', '0a:00:00:00:00:51'));
     await waitFor('attribute change', () => last().find((l) => l.subnet === '10.45.100.0/24')?.backendData.VtepMAC === '0a:00:00:00:00:51');
     expect(subnetsNow()).toEqual([own.subnet, '10.45.100.0/24']);
 
     // deletion by hand
-    await admin.delete().key(key);
+    await suite.admin.delete().key(key);
     await waitFor('deletion', () => !subnetsNow().includes('10.45.100.0/24'));
 
     // an agent with a 3 s TTL that goes away: its key expires, and the watch sees it
@@ -273,8 +234,8 @@ describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: h
 
   it('waits for an unreachable etcd at start-up, and gives up only when told to', async () => {
     const prefix = await network({ Network: '10.48.0.0/16' });
-    const proxy = await startTcpProxy(etcd.clientPort);
-    proxies.push(proxy);
+    const proxy = await startTcpProxy(suite.etcd.clientPort);
+    suite.closeAfterEach(proxy);
     proxy.cut();
     const { logger, lines } = captureLogger();
     const m = manager({ prefix, endpoints: [proxy.endpoint], logger });
@@ -306,7 +267,7 @@ describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: h
   it('rides out an etcd outage longer than the TTL: logs it, keeps its subnet, watch never goes empty', async () => {
     const prefix = await network({ Network: '10.46.0.0/16' });
     // A reservation keeps the set non-empty even if our own key came and went.
-    await admin.put(`${prefix}/subnets/10.46.250.0-24`).value(rawValue('198.51.100.99', '0a:00:00:00:00:99'));
+    await suite.admin.put(`${prefix}/subnets/10.46.250.0-24`).value(rawValue('198.51.100.99', '0a:00:00:00:00:99'));
     const { logger, lines } = captureLogger();
     const m = manager({ prefix, leaseTtlSeconds: 3, logger });
     const lease = await m.acquireLease(attrsFor(1));
@@ -315,13 +276,13 @@ describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: h
     const watching = manager({ prefix }).watchLeases((l) => seen.push(l), abort.signal);
     await waitFor('first list', () => seen.at(-1)?.length === 2);
 
-    await etcd.halt();
+    await suite.etcd.halt();
     await new Promise((r) => setTimeout(r, 5000));
     expect(lines.some((l) => l.level === 40 && /cannot renew subnet lease/.test(l.msg))).toBe(true);
-    await etcd.restart();
+    await suite.etcd.restart();
 
     await waitFor('renewal after the outage', () => lines.some((l) => /etcd reachable again/.test(l.msg)), 15_000);
-    const check = new Etcd3({ hosts: etcd.endpoint });
+    const check = new Etcd3({ hosts: suite.etcd.endpoint });
     try {
       await waitFor('our key back', async () => {
         const v = await check.get(`${prefix}/subnets/${lease.subnet.replace('/', '-')}`).string();
@@ -341,8 +302,8 @@ describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: h
 
   it('re-acquires the same subnet after a partition outlived the TTL, and reports a subnet taken meanwhile', async () => {
     const prefix = await network({ Network: '10.47.0.0/16' });
-    const proxy = await startTcpProxy(etcd.clientPort);
-    proxies.push(proxy);
+    const proxy = await startTcpProxy(suite.etcd.clientPort);
+    suite.closeAfterEach(proxy);
     const { logger, lines } = captureLogger();
     const lost: string[] = [];
     const m = manager({ prefix, endpoints: [proxy.endpoint], leaseTtlSeconds: 2, logger, onLeaseLost: (why) => lost.push(why) });
@@ -351,21 +312,21 @@ describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: h
 
     // Cut off while etcd keeps running: the key really expires.
     proxy.cut();
-    await waitFor('key expiry', async () => (await admin.get(key).string()) === null, 10_000);
+    await waitFor('key expiry', async () => (await suite.admin.get(key).string()) === null, 10_000);
     expect(lines.some((l) => /cannot renew subnet lease/.test(l.msg))).toBe(true);
     proxy.restore();
     await waitFor('re-acquired', () => lines.some((l) => /re-acquired the same subnet/.test(l.msg)), 15_000);
-    const back = JSON.parse((await admin.get(key).string())!);
+    const back = JSON.parse((await suite.admin.get(key).string())!);
     expect(back.PublicIP).toBe('198.51.100.1');
     expect(back.BackendData.VtepMAC).toBe(attrsFor(1).backendData.VtepMAC);
 
     // Cut off again, and this time another node claims the subnet after it expires.
     proxy.cut();
-    await waitFor('key expiry', async () => (await admin.get(key).string()) === null, 10_000);
-    await admin.put(key).value(rawValue('198.51.100.77', '0a:00:00:00:00:77'));
+    await waitFor('key expiry', async () => (await suite.admin.get(key).string()) === null, 10_000);
+    await suite.admin.put(key).value(rawValue('198.51.100.77', '0a:00:00:00:00:77'));
     proxy.restore();
     await waitFor('lease lost', () => lost.length > 0, 15_000);
     expect(lost[0]).toMatch(/now belongs to 198\.51\.100\.77/);
-    expect(JSON.parse((await admin.get(key).string())!).PublicIP).toBe('198.51.100.77');
+    expect(JSON.parse((await suite.admin.get(key).string())!).PublicIP).toBe('198.51.100.77');
   });
 });

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { FakeKube } from '../helpers/fake-kube.js';
+import { pollFor } from '../helpers/eventually.js';
 import { KubeSubnetError, KubeSubnetManager } from '../../src/daemon/subnet/kube.js';
 import type { Lease, LeaseAttrs } from '../../src/daemon/types.js';
 
@@ -81,15 +82,8 @@ function flannelDualAnnotations(n: number): Record<string, string> {
   };
 }
 
-async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+// The in-memory API server answers at once: poll every 10 ms, for 10 s.
+const waitFor = <T>(what: string, probe: () => T | undefined | false, timeoutMs = 10_000): Promise<T> => pollFor(what, probe, timeoutMs, 10);
 
 function watch(m: KubeSubnetManager): Lease[][] {
   const calls: Lease[][] = [];

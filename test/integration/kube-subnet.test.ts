@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { FakeKube, type FakeKubeOptions, type RecordedRequest } from '../helpers/fake-kube.js';
+import { pollFor } from '../helpers/eventually.js';
 import { KUBE_API_CALLS, KubeSubnetError, KubeSubnetManager, type KubeSubnetManagerOptions } from '../../src/daemon/subnet/kube.js';
 import type { Lease, LeaseAttrs } from '../../src/daemon/types.js';
 
@@ -79,15 +80,8 @@ function lease(node: string, subnet: string, ip: string, mac: string): Lease {
 
 const attrsA: LeaseAttrs = { publicIP: '192.168.50.1', backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: MAC_A } };
 
-async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+// The in-memory API server answers at once: poll every 10 ms, for 10 s.
+const waitFor = <T>(what: string, probe: () => T | undefined | false, timeoutMs = 10_000): Promise<T> => pollFor(what, probe, timeoutMs, 10);
 
 /** Starts watchLeases and records every callback. */
 function watch(m: KubeSubnetManager): { calls: Lease[][]; stop: () => Promise<void> } {

@@ -47,6 +47,24 @@ describe.skipIf(requireOrSkip('netlink pod ops', { root: isRoot }))('shim pod op
        import { readlinkSync, readdirSync } from 'node:fs';
        const out = {};
        const attempt = (fn) => { try { return { ok: fn() }; } catch (e) { return { error: e.message, errno: e.errno, reason: e.reason }; } };
+       // Waits up to 5 s for every thread to be back in netns own (background
+       // deletions finish their kernel wait), then reports own, the main
+       // thread's netns and the threads still elsewhere.
+       const threadsHome = async (own) => {
+         const deadline = Date.now() + 5000;
+         let stray = [];
+         for (;;) {
+           stray = [];
+           for (const tid of readdirSync('/proc/self/task')) {
+             try { const ns = readlinkSync('/proc/self/task/' + tid + '/ns/net'); if (ns !== own) stray.push(tid + ':' + ns); } catch {}
+           }
+           if (stray.length === 0 || Date.now() > deadline) break;
+           await new Promise((r) => setTimeout(r, 20));
+         }
+         out.own = own;
+         out.main = readlinkSync('/proc/self/task/' + process.pid + '/ns/net');
+         out.stray = stray;
+       };
        ${body}
        process.stdout.write(JSON.stringify(out));`,
     );
@@ -237,19 +255,7 @@ describe.skipIf(requireOrSkip('netlink pod ops', { root: isRoot }))('shim pod op
       const workers = specs.map((spec) => new Worker(code, { eval: true, workerData: { api: ${JSON.stringify(API)}, spec } }));
       out.counts = await Promise.all(workers.map((w) => new Promise((res, rej) => w.once('message', res).once('error', rej))));
       await Promise.all(workers.map((w) => w.terminate()));
-      const deadline = Date.now() + 5000;
-      let stray = [];
-      for (;;) {
-        stray = [];
-        for (const tid of readdirSync('/proc/self/task')) {
-          try { const ns = readlinkSync('/proc/self/task/' + tid + '/ns/net'); if (ns !== own) stray.push(tid + ':' + ns); } catch {}
-        }
-        if (stray.length === 0 || Date.now() > deadline) break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      out.own = own;
-      out.main = readlinkSync('/proc/self/task/' + process.pid + '/ns/net');
-      out.stray = stray;`);
+      await threadsHome(own);`);
     expect(got.counts).toEqual([120, 120, 120, 120]);
     expect(got.main).toBe(got.own);
     expect(got.stray).toEqual([]);
@@ -274,19 +280,7 @@ describe.skipIf(requireOrSkip('netlink pod ops', { root: isRoot }))('shim pod op
       }
       out.ms = Date.now() - t0;
       // Background deletions finish their kernel wait; then every thread must be home.
-      const deadline = Date.now() + 5000;
-      let stray = [];
-      for (;;) {
-        stray = [];
-        for (const tid of readdirSync('/proc/self/task')) {
-          try { const ns = readlinkSync('/proc/self/task/' + tid + '/ns/net'); if (ns !== own) stray.push(tid + ':' + ns); } catch {}
-        }
-        if (stray.length === 0 || Date.now() > deadline) break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      out.own = own;
-      out.main = readlinkSync('/proc/self/task/' + process.pid + '/ns/net');
-      out.stray = stray;
+      await threadsHome(own);
       out.calls = calls;
       out.threadsAfter = readdirSync('/proc/self/task').length;`);
     console.log(`${got.calls} pod.setup/pod.teardown calls in ${got.ms} ms; threads ${got.threadsBefore} before, ${got.threadsAfter} after`);

@@ -11,22 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
-import { callPlugin, PLUGIN_BIN, type CniCall, type CniOutcome } from '../helpers/plugin.js';
+import { callPlugin, DUAL_ENV, isLeaseFile, PLUGIN_BIN, V6_ONLY_ENV, type CniCall, type CniOutcome } from '../helpers/plugin.js';
 import { buildCnitool, runCnitool, type CnitoolOptions } from '../helpers/cnitool.js';
 import { forwarderBuilt, startCniAgent, STANDALONE, VIA_AGENT, type CniPath, type RunningAgent } from '../helpers/cni-agent.js';
 import { haveRefPlugins, refPlugin } from '../helpers/reference.js';
-
-const DUAL_ENV = [
-  'FLANNEL_NETWORK=10.244.0.0/16',
-  'FLANNEL_SUBNET=10.244.1.1/24',
-  'FLANNEL_IPV6_NETWORK=fd00:10:244::/56',
-  'FLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64',
-  'FLANNEL_MTU=1450',
-  'FLANNEL_IPMASQ=true',
-  '',
-].join('\n');
-// flanneld with EnableIPv4 false writes no IPv4 lines at all.
-const V6_ONLY_ENV = 'FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:2::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
 
 interface ResultIp {
   address: string;
@@ -36,7 +24,6 @@ interface ResultIp {
 }
 const ipsOf = (out: CniOutcome) => (out.json?.ips ?? []) as ResultIp[];
 const bare = (cidr: string) => cidr.split('/')[0]!;
-const isLease = (f: string) => /^[0-9.]+$/.test(f) || f.includes(':');
 
 /** One node netns with its subnet file, store and (on the agent path) agent. */
 interface Node {
@@ -78,7 +65,7 @@ describe.skipIf(requireOrSkip('dual-stack plugin', needs)).each(suites)('dual-st
   const del = (id: string, netns: string, stdin: object = conf()) => call({ command: 'DEL', containerId: id, netns, ifname: 'eth0', stdin });
   const check = (id: string, podNs: string, prevResult: unknown) =>
     call({ command: 'CHECK', containerId: id, netns: nsPath(podNs), ifname: 'eth0', stdin: conf({ prevResult }) });
-  const leases = () => readdirSync(join(node!.dataDir, netName)).filter(isLease).sort();
+  const leases = () => readdirSync(join(node!.dataDir, netName)).filter(isLeaseFile).sort();
   const veths = () => ipJson<{ ifname: string }[]>(node!.ns, ['link', 'show', 'type', 'veth']).map((l) => l.ifname);
   let a = '';
   let b = '';
@@ -293,7 +280,7 @@ describe.skipIf(requireOrSkip('IPv6-only plugin', needs)).each(suites)('IPv6-onl
     for (const [i, p] of pods.entries()) {
       expect((await call({ command: 'DEL', containerId: `v6-${i}`, netns: nsPath(p), ifname: 'eth0', stdin: conf() })).code).toBe(0);
     }
-    expect(readdirSync(join(node!.dataDir, netName)).filter(isLease)).toEqual([]);
+    expect(readdirSync(join(node!.dataDir, netName)).filter(isLeaseFile)).toEqual([]);
   });
 });
 
@@ -326,7 +313,7 @@ describe.skipIf(requireOrSkip('dual-stack store shared with the reference host-l
       }
       return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, json };
     };
-    const leases = () => readdirSync(join(node!.dataDir, netName)).filter(isLease).sort();
+    const leases = () => readdirSync(join(node!.dataDir, netName)).filter(isLeaseFile).sort();
     const pod = (label: string) => {
       const p = addNetns(label);
       pods.push(p);
@@ -444,7 +431,7 @@ describe.skipIf(requireOrSkip('requested IPs through libcni', { root: isRoot }))
     expect(resultIps(plain.json)).toEqual(['10.244.1.2/24', 'fd00:10:244:1::2/64']);
     expect((await runCnitool('del', opts(withCap, p1))).code).toBe(0);
     expect((await runCnitool('del', opts(withoutCap, p2))).code).toBe(0);
-    expect(readdirSync(node!.dataDir).flatMap((d) => readdirSync(join(node!.dataDir, d)).filter(isLease))).toEqual([]);
+    expect(readdirSync(node!.dataDir).flatMap((d) => readdirSync(join(node!.dataDir, d)).filter(isLeaseFile))).toEqual([]);
   });
 });
 
@@ -538,7 +525,7 @@ describe.skipIf(requireOrSkip('IPv4 node turning dual-stack', { root: isRoot }))
     expect(ipsOf(again).map((i) => i.address)).toEqual(['10.244.1.2/24', 'fd00:10:244:1::3/64']);
     expect(inNs(pods.get('v4')!, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::2'])).toContain('1 received');
     for (const id of ['v4', 'ds']) expect((await cni('DEL', id)).code).toBe(0);
-    expect(readdirSync(join(node!.dataDir, netName)).filter(isLease)).toEqual([]);
+    expect(readdirSync(join(node!.dataDir, netName)).filter(isLeaseFile)).toEqual([]);
   });
 });
 

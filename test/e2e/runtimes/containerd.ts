@@ -7,8 +7,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CriClient } from './cri-client.js';
-import { eventually, pidsWithArg, run, terminate, unmountUnder, type RunOptions, type RunResult } from './host.js';
+import { CriClient, type PodSandboxConfig, type PodSandboxStatus } from './cri-client.js';
+import { eventually, pidsWithArg, removeCniCache, removeNetnsFile, run, terminate, unmountUnder, type RunOptions, type RunResult } from './host.js';
+import type { Images } from './images.js';
 
 export interface ContainerdOptions {
   /** everything of this daemon lives here (created) */
@@ -134,6 +135,12 @@ export class Containerd {
     return ['--runc-root', this.runcRoot, '--fifo-dir', join(this.opts.dir, 'fifo')];
   }
 
+  /** The pause and shell images, into the namespace CRI uses. */
+  async importCriImages(images: Images): Promise<void> {
+    await this.importImage(images.pauseTar);
+    await this.importImage(images.shellTar);
+  }
+
   async importImage(tar: string, namespace = 'k8s.io'): Promise<void> {
     await this.ctr(['images', 'import', tar], { namespace });
   }
@@ -156,5 +163,53 @@ export class Containerd {
     const unmounted = unmountUnder(this.opts.dir);
     if (!opts.keepDir) rmSync(this.opts.dir, { recursive: true, force: true });
     return unmounted;
+  }
+}
+
+/**
+ * The pod sandboxes a CRI test runs on its nodes, run and removed as a kubelet
+ * does, with what the clean-up needs: the sandboxes still there, by node, and
+ * every id and netns file the test made.
+ */
+export class CriSandboxes<N extends { cri: CriClient }> {
+  private readonly live = new Map<string, { node: N; netns?: string }>();
+  private readonly every: string[] = [];
+
+  /** RunPodSandbox, then its status and netns file. */
+  async run(n: N, config: PodSandboxConfig): Promise<{ id: string; status: PodSandboxStatus; netns: string }> {
+    const id = await n.cri.runPodSandbox(config);
+    this.live.set(id, { node: n });
+    this.every.push(id);
+    const { status } = await n.cri.podSandboxStatus(id);
+    const netns = await n.cri.sandboxNetns(id);
+    this.live.get(id)!.netns = netns;
+    return { id, status, netns };
+  }
+
+  /** StopPodSandbox then RemovePodSandbox. */
+  async remove(n: N, id: string): Promise<void> {
+    await n.cri.stopPodSandbox(id);
+    await n.cri.removePodSandbox(id);
+    this.live.delete(id);
+  }
+
+  /** The test removed the sandbox itself. */
+  forget(id: string): void {
+    this.live.delete(id);
+  }
+
+  /** Clean-up: removes every sandbox still on n, errors ignored. */
+  async removeAllOn(n: N): Promise<void> {
+    for (const [id, s] of this.live) if (s.node === n) await this.remove(n, id).catch(() => undefined);
+  }
+
+  /** Clean-up: the libcni cache entries of every sandbox run. */
+  removeCniCache(): void {
+    removeCniCache(this.every);
+  }
+
+  /** Clean-up: the netns files of the sandboxes still there. */
+  removeNetnsFiles(): void {
+    for (const s of this.live.values()) if (s.netns) removeNetnsFile(s.netns);
   }
 }

@@ -16,12 +16,13 @@ import { join } from 'node:path';
 import { statsFilePath } from '../../../src/daemon/cni-server.js';
 import { forwarderBuilt, startCniAgent, type RunningAgent } from '../../helpers/cni-agent.js';
 import { addNetns, delNetns, isRoot, nsPath } from '../../helpers/netns.js';
+import { DUAL_ENV, isLeaseFile, V6_ONLY_ENV } from '../../helpers/plugin.js';
 import { requireOrSkip } from '../../helpers/require.js';
 import { makeBinDir, makeConfDir, tsflannelConflist } from './cni.js';
-import { Containerd } from './containerd.js';
+import { Containerd, CriSandboxes } from './containerd.js';
 import type { CriClient, PodSandboxConfig, PodSandboxStatus } from './cri-client.js';
 import {
-  cniCacheEntries, eventually, registerMachineDirs, releaseMachineDirs, removeCgroup, removeCniCache, removeNetnsFile, unmountUnder, vethsIn, which,
+  cniCacheEntries, eventually, registerMachineDirs, releaseMachineDirs, removeCgroup, unmountUnder, vethsIn, which,
 } from './host.js';
 import { buildImages, PAUSE_IMAGE, SHELL_IMAGE, type Images } from './images.js';
 import { Cleanup, NETWORK, RUNTIME_PATHS, suitePrefix } from './suite.js';
@@ -30,21 +31,6 @@ const TOOLS = ['containerd', 'ctr', 'runc', 'buildah', 'busybox', 'nsenter', 'pi
 const needs: Record<string, boolean> = { root: isRoot, 'the forwarder (scripts/build-forward.sh)': forwarderBuilt };
 for (const t of TOOLS) needs[t] = which(t) !== undefined;
 const skip = requireOrSkip('containerd CRI dual-stack', needs);
-
-// As flanneld writes them: a dual-stack node, and an IPv6-only node (EnableIPv4
-// false: no IPv4 lines at all).
-const DUAL_ENV = [
-  'FLANNEL_NETWORK=10.244.0.0/16',
-  'FLANNEL_SUBNET=10.244.1.1/24',
-  'FLANNEL_IPV6_NETWORK=fd00:10:244::/56',
-  'FLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64',
-  'FLANNEL_MTU=1450',
-  'FLANNEL_IPMASQ=true',
-  '',
-].join('\n');
-const V6_ONLY_ENV = 'FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:2::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
-
-const isLease = (f: string) => /^[0-9.]+$/.test(f) || f.includes(':');
 
 // The images are built once for the file (buildah is the slowest step) and
 // the machine dirs the tools create are registered once.
@@ -104,8 +90,7 @@ describe.skipIf(skip).each(RUNTIME_PATHS)('dual-stack and IPv6-only pods under c
   const cgroupParent = `/${prefix}`;
   const cleanup = new Cleanup();
   const nodes = new Map<string, Node>();
-  const sandboxes = new Map<string, { node: Node; netns?: string }>();
-  const everySandbox: string[] = [];
+  const sandboxes = new CriSandboxes<Node>();
   let dual: Node;
   let v6only: Node;
   let podA: Pod;
@@ -113,7 +98,7 @@ describe.skipIf(skip).each(RUNTIME_PATHS)('dual-stack and IPv6-only pods under c
   let podC: Pod;
   let work = '';
 
-  const leases = (n: Node) => (existsSync(n.leaseDir) ? readdirSync(n.leaseDir).filter(isLease).sort() : []);
+  const leases = (n: Node) => (existsSync(n.leaseDir) ? readdirSync(n.leaseDir).filter(isLeaseFile).sort() : []);
 
   async function runPod(n: Node, name: string): Promise<Pod> {
     const config: PodSandboxConfig = {
@@ -121,19 +106,7 @@ describe.skipIf(skip).each(RUNTIME_PATHS)('dual-stack and IPv6-only pods under c
       hostname: name,
       linux: { cgroupParent },
     };
-    const id = await n.cri.runPodSandbox(config);
-    sandboxes.set(id, { node: n });
-    everySandbox.push(id);
-    const { status } = await n.cri.podSandboxStatus(id);
-    const netns = await n.cri.sandboxNetns(id);
-    sandboxes.get(id)!.netns = netns;
-    return { id, config, status, netns };
-  }
-
-  async function removePod(n: Node, id: string): Promise<void> {
-    await n.cri.stopPodSandbox(id);
-    await n.cri.removePodSandbox(id);
-    sandboxes.delete(id);
+    return { config, ...(await sandboxes.run(n, config)) };
   }
 
   async function startNode(label: string, subnetEnv: string, binDir: string, imgs: Images): Promise<Node> {
@@ -154,11 +127,8 @@ describe.skipIf(skip).each(RUNTIME_PATHS)('dual-stack and IPv6-only pods under c
     cleanup.add(`containerd on ${label}`, () => containerd.stop());
     const n: Node = { ns, dir, leaseDir: join(dataDir, NETWORK), agentSocket, containerd, cri: containerd.cri() };
     nodes.set(label, n);
-    cleanup.add(`sandboxes on ${label}`, async () => {
-      for (const [id, s] of sandboxes) if (s.node === n) await removePod(n, id).catch(() => undefined);
-    });
-    await containerd.importImage(imgs.pauseTar);
-    await containerd.importImage(imgs.shellTar);
+    cleanup.add(`sandboxes on ${label}`, () => sandboxes.removeAllOn(n));
+    await containerd.importCriImages(imgs);
     return n;
   }
 
@@ -169,10 +139,8 @@ describe.skipIf(skip).each(RUNTIME_PATHS)('dual-stack and IPv6-only pods under c
       rmSync(work, { recursive: true, force: true });
     });
     cleanup.add('pod cgroups', () => removeCgroup(cgroupParent));
-    cleanup.add('libcni cache entries', () => removeCniCache(everySandbox));
-    cleanup.add('sandbox netns files', () => {
-      for (const s of sandboxes.values()) if (s.netns) removeNetnsFile(s.netns);
-    });
+    cleanup.add('libcni cache entries', () => sandboxes.removeCniCache());
+    cleanup.add('sandbox netns files', () => sandboxes.removeNetnsFiles());
     const imgs = await sharedImages();
     const binDir = makeBinDir(join(work, 'cni-bin'));
     dual = await startNode('ds', DUAL_ENV, binDir, imgs);
@@ -234,7 +202,7 @@ describe.skipIf(skip).each(RUNTIME_PATHS)('dual-stack and IPv6-only pods under c
       await n.cri.stopPodSandbox(pod.id);
       expect(leases(n).filter((ip) => ips.includes(ip))).toEqual([]);
       await n.cri.removePodSandbox(pod.id);
-      sandboxes.delete(pod.id);
+      sandboxes.forget(pod.id);
       expect(existsSync(pod.netns), pod.netns).toBe(false);
       expect(cniCacheEntries(pod.id)).toEqual([]);
       await expect(n.cri.podSandboxStatus(pod.id)).rejects.toThrow(/not found|does not exist/);

@@ -8,9 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Cluster } from '../../../src/demo/cluster.js';
-import { Containerd } from './containerd.js';
+import { Containerd, CriSandboxes } from './containerd.js';
 import type { CriClient, PodSandboxConfig } from './cri-client.js';
-import { cniCacheEntries, leaseFiles, natRules, removeCgroup, removeCniCache, removeNetnsFile, mustSkip, vethsIn } from './host.js';
+import { cniCacheEntries, leaseFiles, natRules, removeCgroup, mustSkip, vethsIn } from './host.js';
 import { buildImages, PAUSE_IMAGE, SHELL_IMAGE } from './images.js';
 import { Cleanup, expectPathTaken, httpGetFrom, inSubnet, nodeNet, RUNTIME_PATHS, setUpSuite, suitePrefix, vxlanTxPackets, type NodeNet } from './suite.js';
 
@@ -36,8 +36,7 @@ describe.skipIf(skip).each(RUNTIME_PATHS)('tsflannel under containerd CRI (the k
   const cgroupParent = `/${prefix}`;
   const cleanup = new Cleanup();
   const nodes = new Map<string, Node>();
-  const sandboxes = new Map<string, { node: Node; netns?: string }>();
-  const everySandbox: string[] = [];
+  const sandboxes = new CriSandboxes<Node>();
   let cluster: Cluster;
   let podA: Pod;
   let podB: Pod;
@@ -56,19 +55,8 @@ describe.skipIf(skip).each(RUNTIME_PATHS)('tsflannel under containerd CRI (the k
 
   async function runPod(n: Node, name: string, portMappings: PodSandboxConfig['portMappings'] = []): Promise<Pod> {
     const config = sandboxConfig(name, portMappings);
-    const id = await n.cri.runPodSandbox(config);
-    sandboxes.set(id, { node: n });
-    everySandbox.push(id);
-    const { status } = await n.cri.podSandboxStatus(id);
-    const netns = await n.cri.sandboxNetns(id);
-    sandboxes.get(id)!.netns = netns;
+    const { id, status, netns } = await sandboxes.run(n, config);
     return { id, config, ip: status.network?.ip ?? '', netns };
-  }
-
-  async function removePod(n: Node, id: string): Promise<void> {
-    await n.cri.stopPodSandbox(id);
-    await n.cri.removePodSandbox(id);
-    sandboxes.delete(id);
   }
 
   async function shellContainer(n: Node, pod: Pod, name: string, command: string[]): Promise<string> {
@@ -83,10 +71,8 @@ describe.skipIf(skip).each(RUNTIME_PATHS)('tsflannel under containerd CRI (the k
       nodes: [{ name: 'n1', segment: 'a' }, { name: 'n2', segment: 'b' }],
       cleanups: [
         ['pod cgroups', () => removeCgroup(cgroupParent)],
-        ['libcni cache entries', () => removeCniCache(everySandbox)],
-        ['sandbox netns files', () => {
-          for (const s of sandboxes.values()) if (s.netns) removeNetnsFile(s.netns);
-        }],
+        ['libcni cache entries', () => sandboxes.removeCniCache()],
+        ['sandbox netns files', () => sandboxes.removeNetnsFiles()],
       ],
       alongside: (dir) => buildImages(join(dir, 'images')),
     });
@@ -100,11 +86,8 @@ describe.skipIf(skip).each(RUNTIME_PATHS)('tsflannel under containerd CRI (the k
       cleanup.add(`containerd on ${name}`, () => containerd.stop());
       const n: Node = { net, containerd, cri: containerd.cri() };
       nodes.set(name, n);
-      cleanup.add(`sandboxes on ${name}`, async () => {
-        for (const [id, s] of sandboxes) if (s.node === n) await removePod(n, id).catch(() => undefined);
-      });
-      await containerd.importImage(images.pauseTar);
-      await containerd.importImage(images.shellTar);
+      cleanup.add(`sandboxes on ${name}`, () => sandboxes.removeAllOn(n));
+      await containerd.importCriImages(images);
     }
   }, 120_000);
 
@@ -168,7 +151,7 @@ describe.skipIf(skip).each(RUNTIME_PATHS)('tsflannel under containerd CRI (the k
     expect(nat).not.toContain(podA.ip);
     expect(nat).not.toContain(podA.id); // CNI-HOSTPORT-DNAT's jump rule names the sandbox
     await n1.cri.removePodSandbox(podA.id);
-    sandboxes.delete(podA.id);
+    sandboxes.forget(podA.id);
     expect(existsSync(podA.netns)).toBe(false);
     expect(cniCacheEntries(podA.id)).toEqual([]);
     await expect(n1.cri.podSandboxStatus(podA.id)).rejects.toThrow(/not found|does not exist/);
@@ -183,7 +166,7 @@ describe.skipIf(skip).each(RUNTIME_PATHS)('tsflannel under containerd CRI (the k
     for (const ip of ips) expect(inSubnet(ip, n2.net.subnet), ip).toBe(true);
     expect(leaseFiles(n2.net.leaseDir).sort()).toEqual([...before, ...ips].sort());
     expect(vethsIn(n2.net.node.ns)).toHaveLength(before.length + PARALLEL_PODS);
-    await Promise.all(pods.map((p) => removePod(n2, p.id)));
+    await Promise.all(pods.map((p) => sandboxes.remove(n2, p.id)));
     expect(leaseFiles(n2.net.leaseDir).sort()).toEqual(before.sort());
     expect(vethsIn(n2.net.node.ns)).toHaveLength(before.length);
     for (const p of pods) expect(existsSync(p.netns), p.netns).toBe(false);
