@@ -6,16 +6,22 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
 function pipe(a: Socket, b: Socket): void {
+  // When one side ends, pipe() ends the other once what is queued for it is
+  // written. Destroying the other side on a clean close instead threw away
+  // whatever it still had queued: the tail of an API server's answer, cut
+  // off whenever its reader was slower than the server (a 300 KB Node list
+  // to a busy agent), which then waited for the rest forever.
   a.pipe(b);
   b.pipe(a);
-  const close = () => {
+  // A reset loses the stream anyway: drop both sides at once.
+  const fail = (): void => {
     a.destroy();
     b.destroy();
   };
-  a.on('error', close);
-  b.on('error', close);
-  a.on('close', close);
-  b.on('close', close);
+  a.on('error', fail);
+  b.on('error', fail);
+  a.on('close', (hadError) => (hadError ? fail() : b.end()));
+  b.on('close', (hadError) => (hadError ? fail() : a.end()));
 }
 
 /** Root side: a Unix socket whose connections go to host:port. */
