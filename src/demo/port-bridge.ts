@@ -3,9 +3,11 @@
 // on 127.0.0.1 in the root namespace; each node namespace gets a listener on
 // its own 127.0.0.1:2379 that leads there, so agents use an ordinary
 // loopback endpoint, as they would with a local etcd.
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import { createServer, connect, type Server } from 'node:net';
+import type { Duplex } from 'node:stream';
 
-function pipe(a: Socket, b: Socket): void {
+/** Joins two connections both ways (exported for its test). */
+export function pipe(a: Duplex, b: Duplex): void {
   // When one side ends, pipe() ends the other once what is queued for it is
   // written. Destroying the other side on a clean close instead threw away
   // whatever it still had queued: the tail of an API server's answer, cut
@@ -20,8 +22,8 @@ function pipe(a: Socket, b: Socket): void {
   };
   a.on('error', fail);
   b.on('error', fail);
-  a.on('close', (hadError) => (hadError ? fail() : b.end()));
-  b.on('close', (hadError) => (hadError ? fail() : a.end()));
+  a.on('close', (hadError?: boolean) => (hadError ? fail() : b.end()));
+  b.on('close', (hadError?: boolean) => (hadError ? fail() : a.end()));
 }
 
 /** Root side: a Unix socket whose connections go to host:port. */
