@@ -3,19 +3,27 @@
 // on 127.0.0.1 in the root namespace; each node namespace gets a listener on
 // its own 127.0.0.1:2379 that leads there, so agents use an ordinary
 // loopback endpoint, as they would with a local etcd.
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import { createServer, connect, type Server } from 'node:net';
+import type { Duplex } from 'node:stream';
 
-function pipe(a: Socket, b: Socket): void {
+/** Joins two connections both ways (exported for its test). */
+export function pipe(a: Duplex, b: Duplex): void {
+  // When one side ends, pipe() ends the other once what is queued for it is
+  // written. Destroying the other side on a clean close instead threw away
+  // whatever it still had queued: the tail of an API server's answer, cut
+  // off whenever its reader was slower than the server (a 300 KB Node list
+  // to a busy agent), which then waited for the rest forever.
   a.pipe(b);
   b.pipe(a);
-  const close = () => {
+  // A reset loses the stream anyway: drop both sides at once.
+  const fail = (): void => {
     a.destroy();
     b.destroy();
   };
-  a.on('error', close);
-  b.on('error', close);
-  a.on('close', close);
-  b.on('close', close);
+  a.on('error', fail);
+  b.on('error', fail);
+  a.on('close', (hadError?: boolean) => (hadError ? fail() : b.end()));
+  b.on('close', (hadError?: boolean) => (hadError ? fail() : a.end()));
 }
 
 /** Root side: a Unix socket whose connections go to host:port. */

@@ -4,6 +4,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import pino from 'pino';
 import { FakeKube, type FakeKubeOptions, type RecordedRequest } from '../helpers/fake-kube.js';
 import { pollFor } from '../helpers/eventually.js';
@@ -101,6 +103,11 @@ function byName(leases: Lease[]): Record<string, Lease> {
 }
 
 const count = (fake: FakeKube, verb: string): number => fake.requests.filter((r) => r.verb === verb).length;
+
+// A full garbage collection on demand: Node 20 collected the timeout inside
+// AbortSignal.any([signal, AbortSignal.timeout(ms)]), and the deadline with it.
+setFlagsFromString('--expose-gc');
+const collectGarbage = runInNewContext('gc') as () => void;
 
 describe('acquireLease', () => {
   it('waits for spec.podCIDR, patches exactly flannel\'s annotations, and sets NetworkUnavailable=False only once told the node is ready', async () => {
@@ -317,6 +324,34 @@ describe('watchLeases', () => {
     expect(byName(calls.at(-1)!)['node-b']!.publicIP).toBe('192.168.50.2');
     await waitFor('resync', () => byName(calls.at(-1)!)['node-b']!.publicIP === '192.168.50.99', 5000);
     expect(count(fake, 'list')).toBeGreaterThanOrEqual(2);
+  });
+
+  it('abandons a list stalled mid-body at its deadline and retries, even after a garbage collection', async () => {
+    const fake = await startFake();
+    fake.addNode('node-a', '10.244.1.0/24', flannelAnnotations('192.168.50.1', MAC_A));
+    fake.addNode('node-b', '10.244.2.0/24', flannelAnnotations('192.168.50.2', MAC_B));
+    // The first two lists get headers and the start of the body, then nothing (a proxy cutting the answer short).
+    fake.stallNextRequests(2, (r) => r.verb === 'list');
+    const logs = captureLogs();
+    const { calls } = watch(newManager(fake, { listTimeoutMs: 400 }, logs));
+    for (let n = 1; n <= 2; n++) {
+      await waitFor(`stalled list ${n}`, () => count(fake, 'list') >= n);
+      collectGarbage();
+    }
+    await waitFor('leases after the stalled lists', () => calls.length === 1 && fake.openWatches === 1, 10_000);
+    expect(Object.keys(byName(calls[0]!)).sort()).toEqual(['node-a', 'node-b']);
+    expect(count(fake, 'list')).toBe(3);
+    expect(logs.lines.filter((l) => l.includes('listing Nodes failed'))).toHaveLength(2);
+  });
+
+  it('the periodic resync still comes after a garbage collection', async () => {
+    const fake = await startFake();
+    fake.addNode('node-a', '10.244.1.0/24', flannelAnnotations('192.168.50.1', MAC_A));
+    const { calls } = watch(newManager(fake, { resyncSeconds: 1 }));
+    await waitFor('watch open', () => fake.openWatches === 1 && calls.length === 1);
+    collectGarbage();
+    // Jittered to 0.8-1.2 s.
+    await waitFor('the resync list', () => count(fake, 'list') >= 2, 5000);
   });
 
   it('resolves once aborted or closed, and stops talking to the API', async () => {

@@ -245,7 +245,9 @@ export class KubeSubnetManager implements SubnetManager {
           // at first, then "not older than what we saw"; a quorum read from
           // etcd only after the cache could not serve that version.
           const from = listFrom === 'quorum' ? '' : resourceVersion || '0';
-          const list = await this.api.listNode(from ? { resourceVersion: from } : {}, withSignal(AbortSignal.any([sig, AbortSignal.timeout(this.opts.listTimeoutMs ?? 60_000)])));
+          const list = await withDeadline(sig, this.opts.listTimeoutMs ?? 60_000, (deadline) =>
+            this.api.listNode(from ? { resourceVersion: from } : {}, withSignal(deadline)),
+          );
           resourceVersion = list.metadata?.resourceVersion ?? '';
           listFrom = 'cache';
           batch.cancel();
@@ -271,9 +273,8 @@ export class KubeSubnetManager implements SubnetManager {
         relistAt = Date.now() + jittered(this.resyncMs);
       }
 
-      const cycle = AbortSignal.any([sig, AbortSignal.timeout(Math.max(1, relistAt - Date.now()))]);
       const started = Date.now();
-      const end = await this.watchOnce(
+      const end = await withDeadline(sig, Math.max(1, relistAt - Date.now()), (cycle) => this.watchOnce(
         resourceVersion,
         cycle,
         (type, node) => {
@@ -295,7 +296,7 @@ export class KubeSubnetManager implements SubnetManager {
         (rv) => {
           resourceVersion = rv;
         },
-      );
+      ));
       // What the watch delivered goes out before a re-list replaces it.
       batch.flush();
       if (sig.aborted) break;
@@ -556,6 +557,28 @@ function safeJson(text: string): unknown {
     return JSON.parse(text);
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Runs `task` with a signal that aborts with `signal` or after `ms`. A plain
+ * timer, not AbortSignal.any([signal, AbortSignal.timeout(ms)]): Node 20
+ * holds the timeout signal inside such a composite only weakly, so after a
+ * garbage collection the deadline never fired and a list whose answer was
+ * cut off mid-body (node-fetch never notices a short Content-Length body)
+ * held the lease watch forever.
+ */
+export async function withDeadline<T>(signal: AbortSignal, ms: number, task: (deadline: AbortSignal) => Promise<T>): Promise<T> {
+  const deadline = new AbortController();
+  const onAbort = (): void => deadline.abort(signal.reason);
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  const timer = setTimeout(() => deadline.abort(new DOMException(`no complete answer within ${ms} ms`, 'TimeoutError')), ms);
+  try {
+    return await task(deadline.signal);
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', onAbort);
   }
 }
 
