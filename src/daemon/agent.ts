@@ -217,10 +217,15 @@ export class Agent implements HealthSource {
     const families = enabledFamilies(config);
     if (families.length === 0) throw new ConfigError('net-conf.json enables neither IPv4 nor IPv6');
     const attrs: LeaseAttrs = { publicIP: '', backendType: config.backend.type, backendData: {} };
-    for (const family of families) {
+    // Every family's backend is made before any touches the kernel: a
+    // backend refusing a family (wireguard and IPv6) leaves no device behind.
+    const made = families.map((family) => {
       const network = family === 6 ? config.ipv6Network : config.network;
       if (!network) throw new ConfigError(family === 6 ? 'EnableIPv6 needs IPv6Network' : 'EnableIPv4 needs Network');
       const backend = createBackend(config.backend, { network, logger: log, ...(family === 6 ? { family } : {}) });
+      return { family, network, backend };
+    });
+    for (const { family, network, backend } of made) {
       this.backends.push({ family, network, backend });
       const data: BackendData = await backend.prepare(ext);
       if (family === 4) {

@@ -1,7 +1,7 @@
-// tsflanneld with EnableIPv6, as an operator meets it before the IPv6 data
-// path exists in a backend, and with a node that cannot serve IPv6: one
-// clear line naming EnableIPv6 and a non-zero exit, never an IPv4-only agent
-// that silently ignores the key. Runs in a node netns with both families.
+// tsflanneld with EnableIPv6, as an operator meets it with a backend that
+// has no IPv6 data path (wireguard) and with a node that cannot serve IPv6:
+// one clear line naming EnableIPv6 and a non-zero exit, never an IPv4-only
+// agent that silently ignores the key. Runs in a node netns with both families.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -51,9 +51,9 @@ describe.skipIf(requireOrSkip('agent with EnableIPv6', { root: isRoot }))('tsfla
   const DUAL = { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:10:244::/56', Backend: { Type: 'vxlan' } };
 
   it('refuses EnableIPv6 with a backend that does not carry IPv6, naming the key and the backend', () => {
-    const out = agent(DUAL);
+    const out = agent({ ...DUAL, Backend: { Type: 'wireguard' } });
     expect(out.status).toBe(1);
-    expect(out.stderr).toMatch(/EnableIPv6\W+ is true, but the vxlan backend of this tsflanneld does not carry IPv6/);
+    expect(out.stderr).toMatch(/the wireguard backend of tsflannel carries IPv4 only; use vxlan or host-gw for IPv6 \(EnableIPv6\)/);
     // it got as far as the interface: both of eth0's addresses were found
     expect(out.stderr).toMatch(/"ipv6":"2001:db8:2::15"/);
     expect(out.stdout).toBe('');
