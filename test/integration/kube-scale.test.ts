@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { FakeKube } from '../helpers/fake-kube.js';
+import { pollFor } from '../helpers/eventually.js';
 import { runKubeStorm, scaleNode, nodeName } from '../helpers/kube-scale.js';
 import { KubeSubnetManager, jittered, leaseFields } from '../../src/daemon/subnet/kube.js';
 import { annotationKeys } from '../../src/daemon/subnet/annotations.js';
@@ -32,12 +33,29 @@ afterEach(async () => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function waitFor(what: string, probe: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+// The in-memory API server answers at once: poll every 10 ms, for 10 s.
+const waitFor = (what: string, probe: () => boolean): Promise<unknown> => pollFor(what, probe, 10_000, 10);
+
+/** A fake API server with three Nodes, and a manager watching it; every lease set it delivers lands in `calls`. */
+async function watchedFake(opts: { listTimeoutMs?: number; before?: (fake: FakeKube) => void } = {}): Promise<{ fake: FakeKube; calls: Lease[][] }> {
+  const fake = await FakeKube.start();
+  cleanups.push(() => fake.close());
+  fake.addNodes(3, (i) => scaleNode(i));
+  opts.before?.(fake);
+  const m = new KubeSubnetManager({
+    nodeName: nodeName(0), netConfPath: netConf, apiServerUrl: fake.url, resyncSeconds: 300,
+    ...(opts.listTimeoutMs !== undefined ? { listTimeoutMs: opts.listTimeoutMs } : {}),
+    backoff: { initialMs: 20, maxMs: 200 }, logger: pino({ level: 'silent' }),
+  });
+  cleanups.push(() => m.close());
+  const calls: Lease[][] = [];
+  const ac = new AbortController();
+  const done = m.watchLeases((l) => calls.push(l), ac.signal);
+  cleanups.push(async () => {
+    ac.abort();
+    await done;
+  });
+  return { fake, calls };
 }
 
 describe('Kubernetes subnet manager at scale', () => {
@@ -63,21 +81,7 @@ describe('Kubernetes subnet manager at scale', () => {
   }, 60_000);
 
   it('resumes a watch the server ended from its last bookmark, with no re-list, even after the watch cache forgot older versions', async () => {
-    const fake = await FakeKube.start();
-    cleanups.push(() => fake.close());
-    fake.addNodes(3, (i) => scaleNode(i));
-    const m = new KubeSubnetManager({
-      nodeName: nodeName(0), netConfPath: netConf, apiServerUrl: fake.url, resyncSeconds: 300,
-      backoff: { initialMs: 20, maxMs: 200 }, logger: pino({ level: 'silent' }),
-    });
-    cleanups.push(() => m.close());
-    const calls: Lease[][] = [];
-    const ac = new AbortController();
-    const done = m.watchLeases((l) => calls.push(l), ac.signal);
-    cleanups.push(async () => {
-      ac.abort();
-      await done;
-    });
+    const { fake, calls } = await watchedFake();
     await waitFor('watch open', () => fake.openWatches === 1 && calls.length === 1);
 
     // Other resources move the resourceVersion; a bookmark tells the watch.
@@ -100,21 +104,7 @@ describe('Kubernetes subnet manager at scale', () => {
   });
 
   it('without a bookmark the same cache restart answers 410 Gone, and the re-list reads from the cache again', async () => {
-    const fake = await FakeKube.start();
-    cleanups.push(() => fake.close());
-    fake.addNodes(3, (i) => scaleNode(i));
-    const m = new KubeSubnetManager({
-      nodeName: nodeName(0), netConfPath: netConf, apiServerUrl: fake.url, resyncSeconds: 300,
-      backoff: { initialMs: 20, maxMs: 200 }, logger: pino({ level: 'silent' }),
-    });
-    cleanups.push(() => m.close());
-    const calls: Lease[][] = [];
-    const ac = new AbortController();
-    const done = m.watchLeases((l) => calls.push(l), ac.signal);
-    cleanups.push(async () => {
-      ac.abort();
-      await done;
-    });
+    const { fake, calls } = await watchedFake();
     await waitFor('watch open', () => fake.openWatches === 1 && calls.length === 1);
     const seen = fake.resourceVersion;
     fake.advanceResourceVersion(500);
@@ -127,22 +117,7 @@ describe('Kubernetes subnet manager at scale', () => {
   });
 
   it('abandons a list whose answer stalls half-way after listTimeoutMs and lists again', async () => {
-    const fake = await FakeKube.start();
-    cleanups.push(() => fake.close());
-    fake.addNodes(3, (i) => scaleNode(i));
-    fake.stallNextRequests(1, (r) => r.verb === 'list');
-    const m = new KubeSubnetManager({
-      nodeName: nodeName(0), netConfPath: netConf, apiServerUrl: fake.url, resyncSeconds: 300, listTimeoutMs: 500,
-      backoff: { initialMs: 20, maxMs: 200 }, logger: pino({ level: 'silent' }),
-    });
-    cleanups.push(() => m.close());
-    const calls: Lease[][] = [];
-    const ac = new AbortController();
-    const done = m.watchLeases((l) => calls.push(l), ac.signal);
-    cleanups.push(async () => {
-      ac.abort();
-      await done;
-    });
+    const { fake, calls } = await watchedFake({ listTimeoutMs: 500, before: (f) => f.stallNextRequests(1, (r) => r.verb === 'list') });
     await waitFor('leases after the stalled list', () => calls.length === 1 && fake.openWatches === 1);
     expect(fake.count('list')).toBe(2);
     expect(calls[0]!.map((l) => l.nodeName)).toEqual([nodeName(0), nodeName(1), nodeName(2)]);
