@@ -143,7 +143,8 @@ export class Cluster {
     return this.opts.kube ? 6443 : 2379;
   }
 
-  private get netConfFile(): string {
+  /** the net-conf.json the agents read (Kubernetes mode), for tools run on a node */
+  get netConfFile(): string {
     return join(this.dir, 'net-conf.json');
   }
 

@@ -303,6 +303,16 @@ describe.skipIf(requireOrSkip('dual-stack cluster (kube)', { root: isRoot }))('a
 
   dualStackChecks(() => ({ cluster, outside: () => cluster.topo!.outsideIP }));
 
+  it('doctor reads both halves of the Nodes\' leases: flannel-v6 checked against the IPv6 leases, no failure', async () => {
+    const kubeArgs = ['--json', '--kube-subnet-mgr', '--kube-api-url', 'http://127.0.0.1:6443', '--node-name', 'n1', '--net-config-path', cluster.netConfFile];
+    const doc = await nodeTool(cluster, 'n1', 'doctor', kubeArgs);
+    const report = JSON.parse(doc.stdout) as { ok: boolean; checks: { id: string; status: string; message: string }[] };
+    const byId = new Map(report.checks.map((c) => [c.id, c]));
+    expect(byId.get('ipv6-overlay')!.message, JSON.stringify(byId.get('ipv6-overlay'))).toMatch(/; 3 remote IPv6 subnets programmed \(checked against the leases\)$/);
+    expect(byId.get('lease'), JSON.stringify(byId.get('lease'))).toMatchObject({ status: 'pass' });
+    expect(report.checks.filter((c) => c.status === 'fail'), doc.stdout).toEqual([]);
+  });
+
   it('takes each node\'s subnets from spec.podCIDRs and publishes flannel\'s IPv6 annotations', () => {
     FOUR.forEach(({ name }, i) => {
       const env = subnetEnv(cluster, name);

@@ -160,7 +160,7 @@ async function readKube(opts: KubeSourceOptions, timeoutMs: number): Promise<Clu
   }
   try {
     const { loadKubeConfig } = await import('../../daemon/subnet/kube.js');
-    const { leaseFromNode, nodeIPv4PodCIDR } = await import('../../daemon/subnet/annotations.js');
+    const { DEFAULT_ANNOTATION_PREFIX, leaseFromNode, nodePodCIDR } = await import('../../daemon/subnet/annotations.js');
     const { CoreV1Api } = await import('./kube-api.js');
     const kubeOpts: { kubeconfig?: string; apiServerUrl?: string } = {};
     if (opts.kubeconfig) kubeOpts.kubeconfig = opts.kubeconfig;
@@ -181,12 +181,16 @@ async function readKube(opts: KubeSourceOptions, timeoutMs: number): Promise<Clu
     const list = await withTimeout('Kubernetes API', timeoutMs * 2, api.listNode({}, abortable));
     const leases: Lease[] = [];
     const node: KubeNodeInfo = { name: opts.nodeName, found: false };
+    // The families the agent reads, so a dual-stack or IPv6-only node's
+    // lease keeps its IPv6 half (without a readable config: IPv4, the default).
+    const families = { ipv4: view.config?.enableIPv4 ?? true, ipv6: view.config?.enableIPv6 ?? false };
+    const primary = families.ipv4 ? 4 : 6;
     for (const n of list.items) {
-      const result = leaseFromNode(n);
+      const result = leaseFromNode(n, DEFAULT_ANNOTATION_PREFIX, families);
       if (result.lease) leases.push(result.lease);
       if (n.metadata?.name !== opts.nodeName) continue;
       node.found = true;
-      const pod = nodeIPv4PodCIDR(n);
+      const pod = nodePodCIDR(n, primary);
       if ('cidr' in pod) node.podCIDR = pod.cidr;
       else node.podCIDRReason = pod.reason;
       if (!result.lease) node.leaseReason = result.reason;
