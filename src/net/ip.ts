@@ -48,13 +48,14 @@ function parseV4(text: string): bigint | undefined {
 
 const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/;
 
-function parseGroups(text: string): number[] | undefined {
+/** Colon-separated hex groups; a dotted IPv4 tail only where `dottedTail` (the address's last part, as Go allows). */
+function parseGroups(text: string, dottedTail: boolean): number[] | undefined {
   if (text === '') return [];
   const groups: number[] = [];
   const parts = text.split(':');
   for (let i = 0; i < parts.length; i++) {
     const part = parts[i]!;
-    if (i === parts.length - 1 && part.includes('.')) {
+    if (dottedTail && i === parts.length - 1 && part.includes('.')) {
       const v4 = parseV4(part);
       if (v4 === undefined) return undefined;
       groups.push(Number(v4 >> 16n), Number(v4 & 0xffffn));
@@ -72,12 +73,12 @@ function parseV6(text: string): bigint | undefined {
   if (halves.length > 2) return undefined;
   let groups: number[];
   if (halves.length === 2) {
-    const head = parseGroups(halves[0]!);
-    const tail = parseGroups(halves[1]!);
+    const head = parseGroups(halves[0]!, false);
+    const tail = parseGroups(halves[1]!, true);
     if (!head || !tail || head.length + tail.length > 7) return undefined;
     groups = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
   } else {
-    const all = parseGroups(text);
+    const all = parseGroups(text, true);
     if (!all || all.length !== 8) return undefined;
     groups = all;
   }

@@ -39,6 +39,10 @@ describe('parseIp / formatIp', () => {
     expect(parseIp('::ffff:10.0.0.1')?.value).toBe((0xffffn << 32n) | 0x0a000001n);
     expect(parseIp('1::2::3')).toBeUndefined();
     expect(parseIp('fd00:::1')).toBeUndefined();
+    // Go takes a dotted IPv4 part only as the address's last part.
+    expect(parseIp('1.2.3.4::')).toBeUndefined();
+    expect(parseIp('1:1.2.3.4::5')).toBeUndefined();
+    expect(parseIp('1:2:3:4:5:6:1.2.3.4')?.value).toBe((1n << 112n) | (2n << 96n) | (3n << 80n) | (4n << 64n) | (5n << 48n) | (6n << 32n) | 0x01020304n);
   });
 
   it('restricts to one family when asked', () => {
