@@ -220,12 +220,12 @@ function parseWireguard(backend: JsonObject): WireguardBackendConfig {
   };
 }
 
-/** IPv6 endpoints need dual-stack leases (PublicIPv6), which tsflannel does not have yet. */
+/** tsflannel's wireguard backend carries IPv4 only: IPv4 endpoints and the IPv4 pod network. */
 function checkWireguardFamilies(backend: WireguardBackendConfig, enableIPv4: boolean): void {
   if (backend.mode === 'ipv6') {
-    fail('Backend.Mode', '"ipv6" (peers reached over IPv6) needs dual-stack, which tsflannel does not support yet; use "separate", "auto" or "ipv4"');
+    fail('Backend.Mode', '"ipv6" (peers reached over IPv6): the wireguard backend of tsflannel carries IPv4 only; use "separate", "auto" or "ipv4", or the vxlan or host-gw backend for IPv6');
   }
-  if (!enableIPv4) fail('EnableIPv4', 'must be true for the wireguard backend until tsflannel supports dual-stack');
+  if (!enableIPv4) fail('EnableIPv4', 'must be true for the wireguard backend: it carries IPv4 only (use vxlan or host-gw for an IPv6-only cluster)');
 }
 
 function parseBackend(obj: JsonObject): BackendConfig {

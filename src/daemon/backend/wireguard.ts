@@ -23,7 +23,6 @@ export const WIREGUARD_DEVICE = 'flannel-wg';
  * IPv6-underlay figure; tsflannel's endpoints are IPv4 only, so 60 is exact.
  */
 export const WIREGUARD_OVERHEAD_V4 = 60;
-export const WIREGUARD_OVERHEAD_V6 = 80;
 
 const RTPROT_KERNEL = 2;
 
@@ -57,7 +56,7 @@ export class WireguardBackend implements Backend {
 
   constructor(opts: WireguardBackendOptions) {
     this.config = opts.config;
-    if (opts.config.mode === 'ipv6') throw new Error('wireguard Mode "ipv6" needs dual-stack, which tsflannel does not support yet');
+    if (opts.config.mode === 'ipv6') throw new Error('wireguard Mode "ipv6": the wireguard backend of tsflannel carries IPv4 only');
     this.network = requireCidr(opts.network, 'cluster network');
     this.deviceName = opts.deviceName ?? WIREGUARD_DEVICE;
     this.nsOpts = netnsOpts(opts.netns);
