@@ -88,8 +88,9 @@ export class Agent implements HealthSource {
   /** when a resync last finished (or the loop started); undefined before */
   private lastTick?: number;
   private markedReady = false;
-  /** a traffic-rule check is running (one at a time), since `rulesSince` */
+  /** a traffic-rule check is running (one at a time) */
   private resyncing = false;
+  /** when the running traffic-rule check started: /healthz reports one that is stuck */
   private rulesSince?: number;
   private cni?: CniService;
 
@@ -489,16 +490,19 @@ export class Agent implements HealthSource {
     this.resyncing = true;
     this.rulesSince = Date.now();
     try {
+      // Each family's rules apart: a failing iptables run must not leave the ip6tables rules unrepaired.
       for (const traffic of this.traffic) {
-        const repaired = await traffic.ensure();
-        if (repaired.length > 0) {
-          this.metrics.trafficRepairs.inc({ mode: traffic.mode });
-          this.deps.logger.warn({ mode: traffic.mode, repaired }, 'traffic rules were changed; restored them');
+        try {
+          const repaired = await traffic.ensure();
+          if (repaired.length > 0) {
+            this.metrics.trafficRepairs.inc({ mode: traffic.mode });
+            this.deps.logger.warn({ mode: traffic.mode, repaired }, 'traffic rules were changed; restored them');
+          }
+        } catch (err) {
+          this.metrics.reconcileErrors.inc();
+          this.deps.logger.error({ err, mode: traffic.mode }, 'checking the traffic rules failed');
         }
       }
-    } catch (err) {
-      this.metrics.reconcileErrors.inc();
-      this.deps.logger.error({ err }, 'checking the traffic rules failed');
     } finally {
       this.resyncing = false;
       this.rulesSince = undefined;
