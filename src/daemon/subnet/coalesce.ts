@@ -42,6 +42,12 @@ export class Coalescer {
     if (this.pending > 0) this.run();
   }
 
+  /** A full set was just delivered by other means (a re-list): what was pending is in it. */
+  reset(): void {
+    this.cancel();
+    this.pending = 0;
+  }
+
   /** Forgets the scheduled delivery; pending changes stay pending. */
   cancel(): void {
     if (this.timer === undefined) return;

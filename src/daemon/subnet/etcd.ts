@@ -370,7 +370,7 @@ export class EtcdSubnetManager implements SubnetManager {
       try {
         const snapshot = await this.list();
         const state = new Map(snapshot.entries.map((e) => [e.key, e]));
-        batch.cancel();
+        batch.reset();
         current = state;
         emit(state);
         if (failures > 0) this.log.info('watching subnet leases again');

@@ -250,7 +250,7 @@ export class KubeSubnetManager implements SubnetManager {
           );
           resourceVersion = list.metadata?.resourceVersion ?? '';
           listFrom = 'cache';
-          batch.cancel();
+          batch.reset();
           known.clear();
           seen.clear();
           for (const node of list.items) observe(node);

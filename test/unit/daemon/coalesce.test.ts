@@ -66,4 +66,16 @@ describe('Coalescer', () => {
     c.flush();
     expect(delivered).toBe(1);
   });
+
+  it('reset forgets pending changes a re-list already delivered: no extra delivery, none counted', async () => {
+    let delivered = 0;
+    const c = new Coalescer(() => delivered++, 1000);
+    c.changed();
+    c.changed();
+    c.reset();
+    await tick();
+    c.flush();
+    expect(delivered).toBe(0);
+    expect(c.stats).toEqual({ deliveries: 0, changes: 0 });
+  });
 });
