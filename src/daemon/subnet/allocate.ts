@@ -32,11 +32,6 @@ function boundsOf(range: SubnetRange): Bounds {
   return { family: first.family, first: first.value, last: last.value, size: blockSize(first.family, range.subnetLen) };
 }
 
-/** Every node subnet between SubnetMin and SubnetMax, in address order. */
-export function* candidateSubnets(range: SubnetRange): Generator<string> {
-  yield* freeSubnets(range, []);
-}
-
 interface Interval {
   start: bigint;
   end: bigint;
@@ -167,12 +162,6 @@ export function parseLeaseKey(key: string): LeaseSubnets | undefined {
   const v6 = parseCidr(`${m[3]}/${m[4]}`, 6);
   if (!v6 || v6.prefix === 0 || !isAligned(6, v6.ip.value, v6.prefix)) return undefined;
   return { subnet, ipv6Subnet: formatCidr(v6) };
-}
-
-/** `10.244.1.0-24` (or a dual-stack key) → `10.244.1.0/24`; undefined if not a key with an IPv4 subnet. */
-export function parseSubnetKey(key: string): string | undefined {
-  const subnets = parseLeaseKey(key);
-  return subnets && subnets.subnet !== '' ? subnets.subnet : undefined;
 }
 
 /** The IPv6 node-subnet range of a config, or undefined when IPv6 is off. */
