@@ -73,9 +73,7 @@ describe('Kubernetes subnet manager at scale', () => {
     expect(r.firstListResourceVersion).toBe('0');
     expect(r.allowWatchBookmarks).toBe(true);
     expect(r.heartbeatDeliveries).toBe(0);
-    // Reading a heartbeat costs the manager a small multiple of parsing it, not a pass over every Node:
-    // before this change each one cost a sort and a JSON serialisation of all leases (384 µs at 500 Nodes, against 24 now).
-    expect(r.heartbeatCpuUsPerEvent).toBeLessThan(150);
+    // Its CPU per heartbeat is printed above; the bound against JSON.parse lives in bench/api-scale.js.
     expect(r.changeDeliveries).toBeGreaterThanOrEqual(1);
     expect(r.changeDeliveries).toBeLessThanOrEqual(5);
   }, 60_000);

@@ -128,6 +128,7 @@ describe.skipIf(requireOrSkip('dual-stack plugin', needs)).each(suites)('dual-st
     expect(inNs(b, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::2'])).toContain('1 received');
     expect(inNs(a, 'ping', ['-6', '-c1', '-W3', 'fd00:10:244:1::1'])).toContain('1 received');
     expect(inNs(a, 'ping', ['-4', '-c1', '-W3', '10.244.1.3'])).toContain('1 received');
+    expect(inNs(a, 'ping', ['-4', '-c1', '-W3', '10.244.1.1'])).toContain('1 received');
   });
 
   it('a retried ADD returns both addresses in every result version, with 0.x\'s "version" per family', async () => {
