@@ -218,10 +218,16 @@ export class Cleanup {
     const failures: string[] = [];
     while (this.steps.length) {
       const step = this.steps.pop()!;
+      const started = Date.now();
+      // A slow step is named, so a clean-up hook that runs out of time says where.
+      const slow = setTimeout(() => console.error(`clean-up step "${step.label}" still running after 20 s`), 20_000);
       try {
         await step.fn();
       } catch (err) {
         failures.push(`${step.label}: ${err instanceof Error ? err.message : String(err)}`);
+      } finally {
+        clearTimeout(slow);
+        if (Date.now() - started > 20_000) console.error(`clean-up step "${step.label}" took ${Math.round((Date.now() - started) / 1000)} s`);
       }
     }
     if (failures.length) throw new Error(`clean-up failed:\n${failures.join('\n')}`);
