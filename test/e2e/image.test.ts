@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import type { Server } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -124,7 +124,17 @@ describe.skipIf(skip)('the Dockerfile built by buildah, and the manifest\'s Daem
     cleanup.add('api server', () => kube.close());
     const sock = join(dir, 'api.sock');
     const apiBridge: Server = await bridgeUnixToTcp(sock, '127.0.0.1', Number(new URL(kube.url).port));
-    cleanup.add('api bridge', () => new Promise<void>((r) => apiBridge.close(() => r())));
+    // close() waits for every bridged connection to end; an agent's watch
+    // left half-open would hold it forever, so the connections go first.
+    const bridged = new Set<Socket>();
+    apiBridge.on('connection', (c: Socket) => {
+      bridged.add(c);
+      c.on('close', () => bridged.delete(c));
+    });
+    cleanup.add('api bridge', () => new Promise<void>((r) => {
+      for (const c of bridged) c.destroy();
+      apiBridge.close(() => r());
+    }));
 
     topo = buildTopology(prefix, [{ name: 'n1', segment: 'a' }, { name: 'n2', segment: 'b' }]);
     cleanup.add('topology', () => destroyTopology(topo));
