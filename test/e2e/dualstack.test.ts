@@ -107,6 +107,14 @@ function nodeTool(cluster: Cluster, node: string, cmd: 'status' | 'doctor', extr
   });
 }
 
+/** Starts a four-node dual-stack cluster with one pod per node, waits for the full mesh, and starts the outside echo server. */
+async function startFourWithPods(cluster: Cluster): Promise<ChildProcess> {
+  await cluster.start();
+  for (const { name } of FOUR) await cluster.addPod(name, 'p1');
+  await meshReady(cluster, FOUR.map((n) => n.name), [4, 6]);
+  return startSourceEcho(cluster.topo!.outsideNs, true);
+}
+
 /** The checks every dual-stack cluster passes, whatever the subnet manager. */
 function dualStackChecks(get: () => { cluster: Cluster; outside: () => string }): void {
   it('gives every node an IPv4 and an IPv6 subnet (subnet.env as flanneld writes it) and both VTEPs', () => {
@@ -161,10 +169,7 @@ describe.skipIf(requireOrSkip('dual-stack cluster (etcd)', { root: isRoot, [`etc
   let echo: ChildProcess | undefined;
 
   beforeAll(async () => {
-    await cluster.start();
-    for (const { name } of FOUR) await cluster.addPod(name, 'p1');
-    await meshReady(cluster, FOUR.map((n) => n.name), [4, 6]);
-    echo = await startSourceEcho(cluster.topo!.outsideNs, true);
+    echo = await startFourWithPods(cluster);
   }, 180_000);
   afterAll(async () => {
     if (echo?.pid) echo.kill();
@@ -290,10 +295,7 @@ describe.skipIf(requireOrSkip('dual-stack cluster (kube)', { root: isRoot }))('a
       kube: { url: kube.url },
       resyncSeconds: RESYNC,
     });
-    await cluster.start();
-    for (const { name } of FOUR) await cluster.addPod(name, 'p1');
-    await meshReady(cluster, FOUR.map((n) => n.name), [4, 6]);
-    echo = await startSourceEcho(cluster.topo!.outsideNs, true);
+    echo = await startFourWithPods(cluster);
   }, 180_000);
   afterAll(async () => {
     if (echo?.pid) echo.kill();
