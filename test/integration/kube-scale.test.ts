@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { FakeKube } from '../helpers/fake-kube.js';
 import { pollFor } from '../helpers/eventually.js';
+import { collectLeases } from '../helpers/lease-watch.js';
 import { runKubeStorm, scaleNode, nodeName } from '../helpers/kube-scale.js';
 import { KubeSubnetManager, jittered, leaseFields } from '../../src/daemon/subnet/kube.js';
 import { annotationKeys } from '../../src/daemon/subnet/annotations.js';
@@ -48,14 +49,7 @@ async function watchedFake(opts: { listTimeoutMs?: number; before?: (fake: FakeK
     backoff: { initialMs: 20, maxMs: 200 }, logger: pino({ level: 'silent' }),
   });
   cleanups.push(() => m.close());
-  const calls: Lease[][] = [];
-  const ac = new AbortController();
-  const done = m.watchLeases((l) => calls.push(l), ac.signal);
-  cleanups.push(async () => {
-    ac.abort();
-    await done;
-  });
-  return { fake, calls };
+  return { fake, calls: collectLeases(m, (fn) => cleanups.push(fn)) };
 }
 
 describe('Kubernetes subnet manager at scale', () => {

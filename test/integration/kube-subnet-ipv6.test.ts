@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { FakeKube } from '../helpers/fake-kube.js';
+import { collectLeases } from '../helpers/lease-watch.js';
 import { pollFor } from '../helpers/eventually.js';
 import { KubeSubnetError, KubeSubnetManager } from '../../src/daemon/subnet/kube.js';
 import type { Lease, LeaseAttrs } from '../../src/daemon/types.js';
@@ -85,16 +86,7 @@ function flannelDualAnnotations(n: number): Record<string, string> {
 // The in-memory API server answers at once: poll every 10 ms, for 10 s.
 const waitFor = <T>(what: string, probe: () => T | undefined | false, timeoutMs = 10_000): Promise<T> => pollFor(what, probe, timeoutMs, 10);
 
-function watch(m: KubeSubnetManager): Lease[][] {
-  const calls: Lease[][] = [];
-  const ac = new AbortController();
-  const done = m.watchLeases((l) => calls.push(l), ac.signal);
-  cleanups.push(async () => {
-    ac.abort();
-    await done;
-  });
-  return calls;
-}
+const watch = (m: KubeSubnetManager): Lease[][] => collectLeases(m, (fn) => cleanups.push(fn));
 
 describe('kube subnet manager, dual-stack', () => {
   it("publishes flannel's IPv4 and IPv6 annotations and takes both pod CIDRs from spec.podCIDRs", async () => {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import pino from 'pino';
+import { collectLeases } from '../helpers/lease-watch.js';
 import { FakeKube, type FakeKubeOptions, type RecordedRequest } from '../helpers/fake-kube.js';
 import { pollFor } from '../helpers/eventually.js';
 import { KUBE_API_CALLS, KubeSubnetError, KubeSubnetManager, type KubeSubnetManagerOptions } from '../../src/daemon/subnet/kube.js';
@@ -87,14 +88,11 @@ const waitFor = <T>(what: string, probe: () => T | undefined | false, timeoutMs 
 
 /** Starts watchLeases and records every callback. */
 function watch(m: KubeSubnetManager): { calls: Lease[][]; stop: () => Promise<void> } {
-  const calls: Lease[][] = [];
-  const ac = new AbortController();
-  const done = m.watchLeases((l) => calls.push(l), ac.signal);
-  const stop = async (): Promise<void> => {
-    ac.abort();
-    await done;
-  };
-  cleanups.push(stop);
+  let stop: () => Promise<void> = async () => undefined;
+  const calls = collectLeases(m, (fn) => {
+    stop = fn;
+    cleanups.push(fn);
+  });
   return { calls, stop };
 }
 
