@@ -21,8 +21,9 @@ import pino from 'pino';
 import { parseNetworkConfig } from '../config.js';
 import { etcdClientOptions, type EtcdSecurity } from './etcd-client.js';
 import type { BackendData, Lease, LeaseAttrs, NetworkConfig, PriorLease, SubnetManager } from '../types.js';
-import { cidrContainsIp, cidrOverlaps, compareAddresses, parseCidr, parseIp } from '../../net/ip.js';
+import { addressOrderKey, cidrContainsIp, cidrOverlaps, parseCidr, parseIp } from '../../net/ip.js';
 import { inRange, ipv6RangeOf, leaseKey, parseLeaseKey, pickFreeSubnet, type SubnetRange } from './allocate.js';
+import { LeaseList } from './lease-list.js';
 import { Coalescer, DEFAULT_COALESCE_MS } from './coalesce.js';
 import { renewalDelayMs, renewalRetryMs } from './renewal.js';
 
@@ -349,13 +350,15 @@ export class EtcdSubnetManager implements SubnetManager {
 
   async watchLeases(onLeases: (leases: Lease[]) => void, signal: AbortSignal): Promise<void> {
     const stop = anySignal([signal, this.closing.signal]);
-    let lastEmitted: string | undefined;
+    // Kept across watch events and re-lists: an event costs what it changes, not the cluster's size.
+    const list = new LeaseList((lease) => addressOrderKey(lease.subnet || lease.ipv6Subnet || ''));
+    let first = true;
     const emit = (state: Map<string, StoredLease>) => {
       this.noticeOwnKey(state);
-      const leases = this.leasesOf(state);
-      const fingerprint = JSON.stringify(leases);
-      if (fingerprint === lastEmitted) return;
-      lastEmitted = fingerprint;
+      // The first list goes out even when empty: the agent waits for it.
+      const leases = list.take(first);
+      if (!leases) return;
+      first = false;
       try {
         onLeases(leases);
       } catch (err) {
@@ -372,11 +375,12 @@ export class EtcdSubnetManager implements SubnetManager {
         const state = new Map(snapshot.entries.map((e) => [e.key, e]));
         batch.reset();
         current = state;
+        list.replaceAll(this.leaseEntries(state.values()));
         emit(state);
         if (failures > 0) this.log.info('watching subnet leases again');
         failures = 0;
         try {
-          await this.watchFrom(snapshot.revision, state, () => batch.changed(), stop);
+          await this.watchFrom(snapshot.revision, state, list, () => batch.changed(), stop);
         } finally {
           batch.flush();
         }
@@ -717,6 +721,7 @@ export class EtcdSubnetManager implements SubnetManager {
   private watchFrom(
     revision: string,
     state: Map<string, StoredLease>,
+    list: LeaseList,
     emit: (state: Map<string, StoredLease>) => void,
     stop: AbortSignal,
   ): Promise<void> {
@@ -746,11 +751,16 @@ export class EtcdSubnetManager implements SubnetManager {
           if (ev.type === 'Delete') {
             this.opts.metrics?.leaseEvent?.(state.has(key) ? 'changed' : 'ignored');
             state.delete(key);
+            list.delete(key);
             continue;
           }
           const entry = this.decode(ev.kv);
           this.opts.metrics?.leaseEvent?.(entry && entry.value !== state.get(key)?.value ? 'changed' : 'ignored');
-          if (entry) state.set(key, entry);
+          if (!entry) continue;
+          state.set(key, entry);
+          const lease = this.leaseOf(entry);
+          if (lease) list.set(key, lease);
+          else list.delete(key);
         }
         emit(state);
       });
@@ -760,18 +770,22 @@ export class EtcdSubnetManager implements SubnetManager {
     });
   }
 
-  private leasesOf(state: Map<string, StoredLease>): Lease[] {
-    const leases: Lease[] = [];
-    for (const entry of state.values()) {
-      if (!entry.attrs) {
-        this.log.debug({ key: entry.key }, 'ignoring a subnet lease we cannot read');
-        continue;
-      }
-      const lease: Lease = { subnet: entry.subnet, ...entry.attrs, nodeName: entry.key.slice(this.subnetsPrefix.length) };
-      if (entry.ipv6Subnet !== undefined) lease.ipv6Subnet = entry.ipv6Subnet;
-      leases.push(lease);
+  /** The readable entries as leases, keyed by their etcd key. */
+  private *leaseEntries(entries: Iterable<StoredLease>): Generator<[string, Lease]> {
+    for (const entry of entries) {
+      const lease = this.leaseOf(entry);
+      if (lease) yield [entry.key, lease];
     }
-    return leases.sort((a, b) => compareAddresses(a.subnet || a.ipv6Subnet || '', b.subnet || b.ipv6Subnet || ''));
+  }
+
+  private leaseOf(entry: StoredLease): Lease | undefined {
+    if (!entry.attrs) {
+      this.log.debug({ key: entry.key }, 'ignoring a subnet lease we cannot read');
+      return undefined;
+    }
+    const lease: Lease = { subnet: entry.subnet, ...entry.attrs, nodeName: entry.key.slice(this.subnetsPrefix.length) };
+    if (entry.ipv6Subnet !== undefined) lease.ipv6Subnet = entry.ipv6Subnet;
+    return lease;
   }
 
   private toLease(own: OwnLease): Lease {

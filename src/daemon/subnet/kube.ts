@@ -34,6 +34,7 @@ import {
   type LeaseFamilies,
 } from './annotations.js';
 import { parseIp } from '../../net/ip.js';
+import { LeaseList } from './lease-list.js';
 import { Coalescer, DEFAULT_COALESCE_MS } from './coalesce.js';
 
 /**
@@ -185,17 +186,15 @@ export class KubeSubnetManager implements SubnetManager {
 
   async watchLeases(onLeases: (leases: Lease[]) => void, signal: AbortSignal): Promise<void> {
     const sig = this.linked(signal);
-    const known = new Map<string, Lease>();
+    // Kept across events and re-lists: an event costs what it changes, not the cluster's size.
+    const known = new LeaseList((lease) => lease.nodeName ?? '');
     const refused = new Map<string, string>();
     // Per Node, the fields its lease is made of as last seen: an event that
     // leaves them alone (a status heartbeat, a label) is dropped unparsed.
     const seen = new Map<string, string>();
-    let lastEmitted: string | undefined;
     const emit = (always: boolean): void => {
-      const leases = [...known.values()].sort((a, b) => (a.nodeName ?? '').localeCompare(b.nodeName ?? ''));
-      const key = JSON.stringify(leases);
-      if (!always && key === lastEmitted) return;
-      lastEmitted = key;
+      const leases = known.take(always);
+      if (!leases) return;
       try {
         onLeases(leases);
       } catch (err) {
@@ -251,10 +250,11 @@ export class KubeSubnetManager implements SubnetManager {
           resourceVersion = list.metadata?.resourceVersion ?? '';
           listFrom = 'cache';
           batch.reset();
-          known.clear();
+          // Leases equal to the held ones keep their objects; Nodes gone from the list are dropped.
           seen.clear();
           for (const node of list.items) observe(node);
           const present = new Set(list.items.map((n) => n.metadata?.name));
+          for (const name of known.keys()) if (!present.has(name)) known.delete(name);
           for (const name of refused.keys()) if (!present.has(name)) refused.delete(name);
         } catch (err) {
           if (sig.aborted) break;
