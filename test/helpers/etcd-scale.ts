@@ -6,6 +6,7 @@ import { Etcd3 } from 'etcd3';
 import pino from 'pino';
 import { EtcdSubnetManager } from '../../src/daemon/subnet/etcd.js';
 import type { Lease } from '../../src/daemon/types.js';
+import { LeaseClock, timeSingleChanges } from './lease-clock.js';
 
 export interface EtcdStormOptions {
   endpoint: string;
@@ -16,6 +17,8 @@ export interface EtcdStormOptions {
   changes: number;
   /** keys per range request (the manager's default is 1000) */
   listPageSize?: number;
+  /** single MAC changes timed one at a time after the burst (default 0) */
+  singleChanges?: number;
   timeoutMs?: number;
 }
 
@@ -32,6 +35,10 @@ export interface EtcdStormResult {
   /** lease sets delivered until every change was seen */
   changeDeliveries: number;
   changeWallMs: number;
+  /** each single change, from the put to the lease set in the backend's hands (ms) */
+  singleChangeMs: number[];
+  /** lease sets delivered for the single changes (one each when nothing else happens) */
+  singleChangeDeliveries: number;
 }
 
 const mac = (i: number, tail: number) =>
@@ -100,11 +107,13 @@ export async function runEtcdStorm(opts: EtcdStormOptions): Promise<EtcdStormRes
 
     let deliveries = 0;
     let latest: Lease[] = [];
+    const clock = new LeaseClock();
     const t0 = performance.now();
     const c0 = cpuMs();
     const done = m.watchLeases((leases) => {
       deliveries++;
       latest = leases;
+      clock.delivered(leases);
     }, ac.signal);
     await until('the first lease set', () => deliveries >= 1, timeoutMs);
     const firstListMs = performance.now() - t0;
@@ -131,9 +140,22 @@ export async function runEtcdStorm(opts: EtcdStormOptions): Promise<EtcdStormRes
     const changeWallMs = performance.now() - c1;
     await new Promise((r) => setTimeout(r, 300));
     const changeDeliveries = deliveries - before;
+
+    // One lease at a time changing its MAC, after the coalescing window.
+    const beforeSingles = deliveries;
+    const singleChangeMs = await timeSingleChanges(clock, opts.singleChanges ?? 0, 250, (k) => {
+      const l = etcdLease((k * 7919) % opts.leases, 3 + (k % 200));
+      const want = (JSON.parse(l.value) as { BackendData: { VtepMAC: string } }).BackendData.VtepMAC;
+      const subnet = l.key.slice('subnets/'.length).replace('-', '/');
+      return {
+        change: () => admin.put(`${opts.prefix}/${l.key}`).value(l.value).lease(ttl.ID).exec(),
+        probe: (leases) => leases.some((x) => x.subnet === subnet && x.backendData.VtepMAC === want),
+      };
+    }, timeoutMs);
+    const singleChangeDeliveries = deliveries - beforeSingles;
     ac.abort();
     await done;
-    return { leases: opts.leases, writeMs, firstListMs, firstListCpuMs, pages, changes: opts.changes, changeDeliveries, changeWallMs };
+    return { leases: opts.leases, writeMs, firstListMs, firstListCpuMs, pages, changes: opts.changes, changeDeliveries, changeWallMs, singleChangeMs, singleChangeDeliveries };
   } finally {
     ac.abort();
     await m.close();

@@ -7,6 +7,7 @@ import pino from 'pino';
 import { FakeKube } from './fake-kube.js';
 import { KubeSubnetManager } from '../../src/daemon/subnet/kube.js';
 import type { Lease } from '../../src/daemon/types.js';
+import { LeaseClock, timeSingleChanges } from './lease-clock.js';
 
 const P = 'flannel.alpha.coreos.com';
 
@@ -19,6 +20,8 @@ export interface KubeStormOptions {
   netConfPath: string;
   /** heartbeats are sent in bursts of this many (default 1000) */
   heartbeatBurst?: number;
+  /** single MAC changes timed one at a time after the burst (default 0) */
+  singleChanges?: number;
   timeoutMs?: number;
 }
 
@@ -45,6 +48,10 @@ export interface KubeStormResult {
   changeDeliveries: number;
   changeWallMs: number;
   changeCpuMs: number;
+  /** each single change, from the Node update to the lease set in the backend's hands (ms) */
+  singleChangeMs: number[];
+  /** lease sets delivered for the single changes (one each when nothing else happens) */
+  singleChangeDeliveries: number;
 }
 
 function cpuMs(): number {
@@ -102,10 +109,12 @@ export async function runKubeStorm(opts: KubeStormOptions): Promise<KubeStormRes
     fake.addNodes(opts.nodes, (i) => scaleNode(i));
     let deliveries = 0;
     let latest: Lease[] = [];
+    const clock = new LeaseClock();
     const t0 = performance.now();
     const done = manager.watchLeases((leases) => {
       deliveries++;
       latest = leases;
+      clock.delivered(leases);
     }, ac.signal);
     await until('the first list', () => deliveries === 1 && fake.openWatches === 1, timeoutMs);
     const initialListMs = performance.now() - t0;
@@ -169,6 +178,18 @@ export async function runKubeStorm(opts: KubeStormOptions): Promise<KubeStormRes
     await new Promise((r) => setTimeout(r, 300));
     const changeDeliveries = deliveries - beforeChanges;
 
+    // One Node at a time changing its MAC, after the coalescing window.
+    const beforeSingles = deliveries;
+    const singleChangeMs = await timeSingleChanges(clock, opts.singleChanges ?? 0, 250, (k) => {
+      const name = nodeName((k * 7919) % opts.nodes);
+      const mac = `0a:03:00:00:${((k >> 8) & 255).toString(16).padStart(2, '0')}:${(k & 255).toString(16).padStart(2, '0')}`;
+      return {
+        change: () => fake.setAnnotations(name, { [`${P}/backend-data`]: `{"VNI":1,"VtepMAC":"${mac}"}` }),
+        probe: (leases) => leases.some((l) => l.nodeName === name && l.backendData.VtepMAC === mac),
+      };
+    }, timeoutMs);
+    const singleChangeDeliveries = deliveries - beforeSingles;
+
     const firstList = fake.requests.find((r) => r.verb === 'list');
     const firstWatch = fake.requests.find((r) => r.verb === 'watch');
     ac.abort();
@@ -190,6 +211,8 @@ export async function runKubeStorm(opts: KubeStormOptions): Promise<KubeStormRes
       changeDeliveries,
       changeWallMs,
       changeCpuMs,
+      singleChangeMs,
+      singleChangeDeliveries,
     };
   } finally {
     ac.abort();
