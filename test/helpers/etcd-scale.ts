@@ -6,7 +6,7 @@ import { Etcd3 } from 'etcd3';
 import pino from 'pino';
 import { EtcdSubnetManager } from '../../src/daemon/subnet/etcd.js';
 import type { Lease } from '../../src/daemon/types.js';
-import { LeaseClock, timeSingleChanges } from './lease-clock.js';
+import { LeaseClock, timeSingleChanges, type SingleChange } from './lease-clock.js';
 
 export interface EtcdStormOptions {
   endpoint: string;
@@ -35,8 +35,8 @@ export interface EtcdStormResult {
   /** lease sets delivered until every change was seen */
   changeDeliveries: number;
   changeWallMs: number;
-  /** each single change, from the put to the lease set in the backend's hands (ms) */
-  singleChangeMs: number[];
+  /** each single change, timed from the put */
+  singleChanges: SingleChange[];
   /** lease sets delivered for the single changes (one each when nothing else happens) */
   singleChangeDeliveries: number;
 }
@@ -143,7 +143,7 @@ export async function runEtcdStorm(opts: EtcdStormOptions): Promise<EtcdStormRes
 
     // One lease at a time changing its MAC, after the coalescing window.
     const beforeSingles = deliveries;
-    const singleChangeMs = await timeSingleChanges(clock, opts.singleChanges ?? 0, 250, (k) => {
+    const singleChanges = await timeSingleChanges(clock, opts.singleChanges ?? 0, 250, (k) => {
       const l = etcdLease((k * 7919) % opts.leases, 3 + (k % 200));
       const want = (JSON.parse(l.value) as { BackendData: { VtepMAC: string } }).BackendData.VtepMAC;
       const subnet = l.key.slice('subnets/'.length).replace('-', '/');
@@ -155,7 +155,7 @@ export async function runEtcdStorm(opts: EtcdStormOptions): Promise<EtcdStormRes
     const singleChangeDeliveries = deliveries - beforeSingles;
     ac.abort();
     await done;
-    return { leases: opts.leases, writeMs, firstListMs, firstListCpuMs, pages, changes: opts.changes, changeDeliveries, changeWallMs, singleChangeMs, singleChangeDeliveries };
+    return { leases: opts.leases, writeMs, firstListMs, firstListCpuMs, pages, changes: opts.changes, changeDeliveries, changeWallMs, singleChanges, singleChangeDeliveries };
   } finally {
     ac.abort();
     await m.close();

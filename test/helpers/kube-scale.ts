@@ -7,7 +7,7 @@ import pino from 'pino';
 import { FakeKube } from './fake-kube.js';
 import { KubeSubnetManager } from '../../src/daemon/subnet/kube.js';
 import type { Lease } from '../../src/daemon/types.js';
-import { LeaseClock, timeSingleChanges } from './lease-clock.js';
+import { LeaseClock, timeSingleChanges, type SingleChange } from './lease-clock.js';
 
 const P = 'flannel.alpha.coreos.com';
 
@@ -48,8 +48,8 @@ export interface KubeStormResult {
   changeDeliveries: number;
   changeWallMs: number;
   changeCpuMs: number;
-  /** each single change, from the Node update to the lease set in the backend's hands (ms) */
-  singleChangeMs: number[];
+  /** each single change, timed from the Node update */
+  singleChanges: SingleChange[];
   /** lease sets delivered for the single changes (one each when nothing else happens) */
   singleChangeDeliveries: number;
 }
@@ -180,7 +180,7 @@ export async function runKubeStorm(opts: KubeStormOptions): Promise<KubeStormRes
 
     // One Node at a time changing its MAC, after the coalescing window.
     const beforeSingles = deliveries;
-    const singleChangeMs = await timeSingleChanges(clock, opts.singleChanges ?? 0, 250, (k) => {
+    const singleChanges = await timeSingleChanges(clock, opts.singleChanges ?? 0, 250, (k) => {
       const name = nodeName((k * 7919) % opts.nodes);
       const mac = `0a:03:00:00:${((k >> 8) & 255).toString(16).padStart(2, '0')}:${(k & 255).toString(16).padStart(2, '0')}`;
       return {
@@ -211,7 +211,7 @@ export async function runKubeStorm(opts: KubeStormOptions): Promise<KubeStormRes
       changeDeliveries,
       changeWallMs,
       changeCpuMs,
-      singleChangeMs,
+      singleChanges,
       singleChangeDeliveries,
     };
   } finally {

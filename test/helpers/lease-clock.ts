@@ -22,16 +22,22 @@ export class LeaseClock {
     }
   }
 
-  /** Makes one change and resolves with the ms until a delivered lease set shows it. */
-  async time(change: () => unknown, probe: (leases: readonly Lease[]) => boolean, timeoutMs: number): Promise<number> {
+  /**
+   * Makes one change; resolves with the ms until a delivered lease set shows
+   * it, and until the write itself returned (an etcd put returns after its
+   * commit, which on a slow disk is most of the wait).
+   */
+  async time(change: () => unknown, probe: (leases: readonly Lease[]) => boolean, timeoutMs: number): Promise<SingleChange> {
     let timer: NodeJS.Timeout | undefined;
+    const t0 = performance.now();
     const seen = new Promise<number>((resolve, reject) => {
-      this.pending = { probe, t0: performance.now(), resolve };
+      this.pending = { probe, t0, resolve };
       timer = setTimeout(() => reject(new Error('timed out waiting for a single change to be delivered')), timeoutMs);
     });
     try {
       await change();
-      return await seen;
+      const writtenMs = performance.now() - t0;
+      return { deliveredMs: await seen, writtenMs };
     } finally {
       clearTimeout(timer);
       this.pending = undefined;
@@ -39,9 +45,16 @@ export class LeaseClock {
   }
 }
 
+export interface SingleChange {
+  /** from the write to the lease set in the backend's hands */
+  deliveredMs: number;
+  /** from the write to its return */
+  writtenMs: number;
+}
+
 /**
  * `samples` single changes, each after the manager's coalescing window has
- * passed (a change after a quiet spell goes out at once), in ms.
+ * passed (a change after a quiet spell goes out at once).
  */
 export async function timeSingleChanges(
   clock: LeaseClock,
@@ -49,8 +62,8 @@ export async function timeSingleChanges(
   quietMs: number,
   one: (k: number) => { change: () => unknown; probe: (leases: readonly Lease[]) => boolean },
   timeoutMs: number,
-): Promise<number[]> {
-  const out: number[] = [];
+): Promise<SingleChange[]> {
+  const out: SingleChange[] = [];
   for (let k = 0; k < samples; k++) {
     await new Promise((r) => setTimeout(r, quietMs));
     const { change, probe } = one(k);
