@@ -22,7 +22,7 @@ DEB_PACKAGES=(
   iproute2 iptables nftables util-linux mount procps iputils-ping kmod strace e2fsprogs openssl
   etcd-server etcd-client
   containernetworking-plugins
-  binutils
+  binutils gcc libc6-dev
   file strace
   containerd runc podman buildah conmon busybox-static
   wireguard-tools wireguard-go iperf3 tcpdump ethtool
