@@ -9,6 +9,10 @@
 //
 //   node bench/run.js forward            through the runner (bench/run.js)
 //   node bench/forward.js [--runs N]     alone
+//
+// TSFLANNEL_BENCH_FORWARDER_BEFORE=<path> adds another forwarder build (an
+// older one, e.g. main's built into /tmp) as two more interleaved variants, so
+// a change to the forwarder is compared within one run.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { once } from 'node:events';
@@ -56,6 +60,17 @@ async function sample(job, expect) {
   return { ms: r.ms, cpuMs };
 }
 
+/** The VERSION and relay variants for another forwarder build at `bin` (none when unset). */
+function beforeVariants(bin, { base, version, versionIn, conf, isVersion }) {
+  if (!bin) return {};
+  if (!existsSync(bin)) throw new Error(`TSFLANNEL_BENCH_FORWARDER_BEFORE=${bin}: no such file`);
+  return {
+    'before: VERSION': () => sample({ cmd: bin, env: version, stdin: versionIn }, isVersion),
+    'before: relay (agent answers at once)': () =>
+      sample({ cmd: bin, env: { ...base, CNI_COMMAND: 'DEL', TSFLANNEL_STANDALONE: '/bin/false' }, stdin: conf }, (r) => r.stderr === '' && r.stdout === '{"cniVersion":"1.0.0"}\n'),
+  };
+}
+
 export async function run(ctx) {
   const repo = ctx.repoRoot ?? REPO;
   // ctx.runs: only when run alone with --runs.
@@ -81,6 +96,7 @@ export async function run(ctx) {
     // /bin/false as the standalone: a fallback would fail the run instead of being timed.
     'tsflannel-forward relay (agent answers at once)': () =>
       sample({ cmd: forwarder, env: { ...base, CNI_COMMAND: 'DEL', TSFLANNEL_STANDALONE: '/bin/false' }, stdin: conf }, (r) => r.stderr === '' && r.stdout === '{"cniVersion":"1.0.0"}\n'),
+    ...beforeVariants(process.env.TSFLANNEL_BENCH_FORWARDER_BEFORE, { base, version, versionIn, conf, isVersion }),
     'standalone TypeScript VERSION': () => sample({ cmd: process.execPath, args: [join(repo, 'bin/tsflannel')], env: version, stdin: versionIn }, isVersion),
   };
   const samples = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
@@ -111,6 +127,7 @@ export async function run(ctx) {
     rows,
     notes: [
       `${runs} interleaved runs per variant after ${warmup} warm-up rounds; node ${process.version}.`,
+      ...(process.env.TSFLANNEL_BENCH_FORWARDER_BEFORE ? [`"before" rows: ${process.env.TSFLANNEL_BENCH_FORWARDER_BEFORE} (TSFLANNEL_BENCH_FORWARDER_BEFORE).`] : []),
       'Wall time from spawn to exit; CPU/call is the child\'s user+system time from cutime/cstime (10 ms ticks, averaged over all runs).',
       'The relay row adds connect + one frame each way to an agent stand-in (separate node process answering at once, its CPU not counted): the forwarder\'s transport overhead, without any CNI work.',
     ],
