@@ -14,7 +14,8 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 # ping, strace (the lease-atomicity test kills the plugin at syscalls), chattr
 # (e2fsprogs: the fuzz suite's unwritable-for-root files), etcd and etcdctl,
 # the container runtimes and busybox; iperf3 and ethtool for the data-path
-# benchmark (bench/datapath.js). Under CI=true a system
+# benchmark (bench/datapath.js); gcc and libc6-dev build the static C forwarder
+# (scripts/build-forward.sh). Under CI=true a system
 # test whose tool is missing fails instead of skipping (test/helpers/require.ts).
 DEB_PACKAGES=(
   golang-go golang-github-vishvananda-netlink-dev golang-github-vishvananda-netns-dev
