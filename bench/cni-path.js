@@ -40,10 +40,10 @@ const TARGETS = {
   standalone: 3.0,
 };
 
-/** The shipped binaries when packaged, else the repository's builds. */
+/** The shipped binaries when packaged, else the repository's builds; TSFLANNEL_BENCH_FORWARDER names another forwarder. */
 function binaries(repoRoot) {
   const pick = (...candidates) => candidates.find((p) => existsSync(p));
-  const forwarder = pick(join(repoRoot, 'dist', 'tsflannel-forward'), join(repoRoot, 'native', 'build', 'tsflannel-forward'));
+  const forwarder = pick(process.env.TSFLANNEL_BENCH_FORWARDER || join(repoRoot, 'dist', 'tsflannel-forward'), join(repoRoot, 'native', 'build', 'tsflannel-forward'));
   const standalone = pick(join(repoRoot, 'dist', 'tsflannel'), join(repoRoot, 'bin', 'tsflannel'));
   const agent = agentCommand(repoRoot);
   if (!forwarder) throw new Error('no forwarder (run scripts/setup.sh, which runs scripts/build-forward.sh)');

@@ -14,7 +14,8 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 # ping, strace (the lease-atomicity test kills the plugin at syscalls), chattr
 # (e2fsprogs: the fuzz suite's unwritable-for-root files), etcd and etcdctl,
 # the container runtimes and busybox; iperf3 and ethtool for the data-path
-# benchmark (bench/datapath.js). Under CI=true a system
+# benchmark (bench/datapath.js); gcc and libc6-dev build the static C forwarder
+# (scripts/build-forward.sh). Under CI=true a system
 # test whose tool is missing fails instead of skipping (test/helpers/require.ts).
 DEB_PACKAGES=(
   golang-go golang-github-vishvananda-netlink-dev golang-github-vishvananda-netns-dev
@@ -22,7 +23,7 @@ DEB_PACKAGES=(
   iproute2 iptables nftables util-linux mount procps iputils-ping kmod strace e2fsprogs openssl
   etcd-server etcd-client
   containernetworking-plugins
-  binutils
+  binutils gcc libc6-dev
   file strace
   containerd runc podman buildah conmon busybox-static
   wireguard-tools wireguard-go iperf3 tcpdump ethtool

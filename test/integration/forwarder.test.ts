@@ -1,4 +1,4 @@
-// The static Go forwarder (native/forward, installed as /opt/cni/bin/tsflannel)
+// The static C forwarder (native/forward, installed as /opt/cni/bin/tsflannel)
 // against a small server implementing the agent's side of PROTOCOL.md, and
 // against a fake standalone plugin that reports the environment, arguments and
 // stdin it was exec'ed with. What it proves: the relay is exact, only CNI_* and
@@ -19,6 +19,10 @@ const REPO = resolve(import.meta.dirname, '../..');
 const FORWARDER = join(REPO, 'native/build/tsflannel-forward');
 const STANDALONE_PLUGIN = join(REPO, 'bin/tsflannel');
 const MAX_FRAME = 2 * 1024 * 1024;
+const MAX_STDIN = 1024 * 1024;
+
+/** JSON text with every non-ASCII UTF-16 unit written as a \\u escape. */
+const asciiJson = (s: string) => JSON.stringify(s).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 
 interface Run {
   stdout: Buffer;
@@ -75,8 +79,8 @@ class TestAgent {
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
 
-  constructor(dir: string) {
-    this.path = join(dir, 'cni.sock');
+  constructor(dir: string, name = 'cni.sock') {
+    this.path = join(dir, name);
     this.server = createServer((s) => this.serve(s));
   }
 
@@ -527,4 +531,190 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     }
     expect(agent.connections).toBe(before);
   });
+
+  // What C makes risky: buffer bounds, the JSON scanner, escapes both ways.
+
+  it('forwards a stdin of exactly 1 MiB and hands 1 MiB + 1 to the standalone untouched (exactly the first 1 MiB + 1 bytes)', async () => {
+    agent.behaviour = { kind: 'answer', make: (req) => ({ stdout: Buffer.alloc(0), exitCode: 0, stderr: sha256(Buffer.from(req.stdin, 'base64')) }) };
+    const pad = (total: number) => {
+      const head = conf({ padding: '' });
+      return `${head.slice(0, -2)}${'p'.repeat(total - head.length)}"}`;
+    };
+    const exact = pad(MAX_STDIN);
+    expect(Buffer.byteLength(exact)).toBe(MAX_STDIN);
+    const before = agent.connections;
+    const run = await runForwarder(baseEnv, exact);
+    expect(run.status).toBe(0);
+    expect(run.stderr).toBe(sha256(exact));
+    expect(agent.connections).toBe(before + 1);
+
+    const over = pad(MAX_STDIN + 1);
+    const fallback = await runForwarder(baseEnv, over);
+    const report = standaloneReport(fallback);
+    expect(report.stdinLength).toBe(MAX_STDIN + 1);
+    expect(report.stdinSha256).toBe(sha256(over));
+    expect(fallback.stderr).toBe('');
+    expect(agent.connections).toBe(before + 1);
+  });
+
+  it('ignores an agentSocket key nested in a sub-object or an array: only the top-level key names the socket', async () => {
+    const missing = join(dir, 'top-level-only.sock');
+    const before = agent.connections;
+    const bodies = [
+      `{"cniVersion":"1.0.0","x":{"agentSocket":${JSON.stringify(agent.path)}},"agentSocket":${JSON.stringify(missing)}}`,
+      `{"agentSocket":${JSON.stringify(missing)},"plugins":[{"agentSocket":${JSON.stringify(agent.path)}}],"y":"{\\"agentSocket\\":1}"}`,
+      `{"a":[[{"b":{"agentSocket":${JSON.stringify(agent.path)}}}]],"agent\\u0053ocket":${JSON.stringify(missing)}}`,
+    ];
+    for (const stdin of bodies) {
+      const run = await runForwarder(baseEnv, stdin);
+      expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+      expect(run.stderr).toBe(`tsflannel: agent at ${missing} unavailable (no socket), running standalone\n`);
+    }
+    expect(agent.connections).toBe(before);
+  });
+
+  it('decodes escapes in agentSocket (\\u00e9, \\", \\\\, a surrogate pair) to the exact socket path', async () => {
+    const odd = mkdtempSync(join(tmpdir(), 'tsf-fwd-é-'));
+    const oddAgent = new TestAgent(odd, 'a"b\\c-😀.sock');
+    await oddAgent.listen();
+    try {
+      oddAgent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.from('ok'), exitCode: 0, stderr: '' }) };
+      const escaped = asciiJson(oddAgent.path);
+      expect(escaped).toMatch(/\\u00e9/);
+      expect(escaped).toMatch(/\\ud83d\\ude00/);
+      const run = await runForwarder(baseEnv, `{"cniVersion":"1.0.0","agentSocket":${escaped}}`);
+      expect(run.stderr).toBe('');
+      expect(run.stdout.toString()).toBe('ok');
+      expect(oddAgent.requests).toHaveLength(1);
+    } finally {
+      await oddAgent.close();
+      rmSync(odd, { recursive: true, force: true });
+    }
+  });
+
+  it('decodes escapes in the answer\'s stderr (\\u00e9, \\", \\\\, surrogate pairs; a lone surrogate becomes U+FFFD)', async () => {
+    agent.behaviour = {
+      kind: 'raw',
+      bytes: rawFrame('{"v":1,"stdout":"aGk=","exitCode":4,"stderr":"caf\\u00e9 \\"q\\" back\\\\slash \\ud83d\\ude00 lone \\ud800! \\/\\t\\n"}'),
+    };
+    const run = await runForwarder(baseEnv, conf());
+    expect(run.status).toBe(4);
+    expect(run.stdout.toString()).toBe('hi');
+    expect(run.stderr).toBe('café "q" back\\slash 😀 lone \ufffd! /\t\n');
+  });
+
+  it('falls back on a truncated answer frame and on huge length prefixes, within a 64 MiB address-space limit (no allocation from the prefix)', async () => {
+    const stdin = conf();
+    // The limit passes on to the standalone, too small for Node: a shell one.
+    const caught = join(dir, 'limited-standalone.stdin');
+    const shStandalone = join(dir, 'limited-standalone.sh');
+    writeFileSync(shStandalone, `#!/bin/sh\ncat > "${caught}"\nexit 9\n`);
+    chmodSync(shStandalone, 0o755);
+    const env = { ...baseEnv, TSFLANNEL_STANDALONE: shStandalone };
+    const cases: [Buffer, string][] = [
+      [Buffer.concat([Buffer.from([0, 0, 0, 100]), Buffer.from('{"v":1,"stdout":"","exitCode":0,"stderr":"'), Buffer.alloc(8, 0x61)]), 'connection closed before a complete answer'],
+      [Buffer.from([0xff, 0xff, 0xff, 0xff, 0x7b]), 'answer frame of 4294967295 bytes is over the 2097152 limit'],
+      [Buffer.from([0x00, 0x20, 0x00, 0x01]), 'answer frame of 2097153 bytes is over the 2097152 limit'],
+    ];
+    for (const [bytes, reason] of cases) {
+      agent.behaviour = { kind: 'raw', bytes };
+      const t0 = performance.now();
+      const child = spawn('prlimit', [`--as=${64 * 1024 * 1024}`, FORWARDER], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+      const run = await collect(child, stdin, t0);
+      expect(run.status).toBe(9);
+      expect(readFileSync(caught, 'utf8')).toBe(stdin);
+      rmSync(caught);
+      expect(run.stderr).toBe(`tsflannel: agent at ${agent.path} unavailable (${reason}), running standalone\n`);
+    }
+    // The largest frame allowed is relayed, under the same limit.
+    const head = '{"v":1,"stdout":"","exitCode":0,"stderr":"';
+    const text = 'e'.repeat(MAX_FRAME - head.length - 2);
+    agent.behaviour = { kind: 'raw', bytes: rawFrame(`${head}${text}"}`) };
+    const child = spawn('prlimit', [`--as=${64 * 1024 * 1024}`, FORWARDER], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const run = await collect(child, stdin, performance.now());
+    expect(run.status).toBe(0);
+    expect(run.stderr).toBe(text);
+  });
+
+  it('sends env values with quotes, backslashes, newlines, tabs, non-ASCII and HTML characters to the agent intact', async () => {
+    agent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.alloc(0), exitCode: 0, stderr: '' }) };
+    const env = {
+      ...baseEnv,
+      CNI_ARGS: 'K8S_POD_NAME=p"q\\r;X=line1\nline2\ttab\r é 😀 <>& \u2028\u2029 \u0001\u007f',
+      TSFLANNEL_NOTE: '"quoted"\r\n',
+      TSFLANNEL_EMPTY: '',
+      CNI_EQUALS: '=a=b=',
+    };
+    const run = await runForwarder(env, conf());
+    expect(run.status).toBe(0);
+    const expected = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith('CNI_') || k.startsWith('TSFLANNEL_')));
+    expect(agent.requests.at(-1)!.env).toEqual(expected);
+  });
+
+  it('sends an env value that is not UTF-8 with U+FFFD for each bad byte (as encoding/json writes it)', async () => {
+    agent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.alloc(0), exitCode: 0, stderr: '' }) };
+    const child = spawn('sh', ['-c', 'CNI_ARGS="$(printf "a\\377b\\355\\240\\200c")" exec "$0"', FORWARDER], { env: baseEnv, stdio: ['pipe', 'pipe', 'pipe'] });
+    const run = await collect(child, conf(), performance.now());
+    expect(run.status).toBe(0);
+    expect(agent.requests.at(-1)!.env.CNI_ARGS).toBe('a\ufffdb\ufffd\ufffd\ufffdc');
+  });
+
+  const privateRun = requireOrSkip('forwarder default socket', { root: process.getuid?.() === 0, 'unshare (util-linux)': existsSync('/usr/bin/unshare') });
+
+  /**
+   * Runs the forwarder in a private mount namespace whose /run is an empty
+   * tmpfs, with `bind` (if given) mounted on /run/tsflannel: the default
+   * socket path is then ours, never the machine's agent.
+   */
+  function runWithPrivateRun(env: Record<string, string>, stdin: Buffer | string, bind = ''): Promise<Run> {
+    const script = 'mount -t tmpfs tsf-fwd-run /run && { [ -z "$2" ] || { mkdir /run/tsflannel && mount --bind "$2" /run/tsflannel; }; } && exec "$1"';
+    const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', FORWARDER, bind], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    return collect(child, stdin, performance.now());
+  }
+
+  it.skipIf(privateRun)('uses the default /run/tsflannel/cni.sock when agentSocket is missing, null, not a string, only nested, or stdin is not a JSON object', async () => {
+    agent.behaviour = { kind: 'answer', make: (req) => ({ stdout: Buffer.from('via default'), exitCode: 0, stderr: sha256(Buffer.from(req.stdin, 'base64')) }) };
+    const bodies = [
+      '{"cniVersion":"1.0.0","name":"n","type":"tsflannel"}',
+      '{"cniVersion":"1.0.0","agentSocket":null}',
+      '{"cniVersion":"1.0.0","agentSocket":5}',
+      `{"cniVersion":"1.0.0","x":{"agentSocket":${JSON.stringify(join(dir, 'nothing-here.sock'))}}}`,
+      'not json',
+      '["agentSocket"]',
+      '',
+    ];
+    for (const body of bodies) {
+      const before = agent.requests.length;
+      const run = await runWithPrivateRun(baseEnv, body, dir);
+      expect({ body, stdout: run.stdout.toString(), stderr: run.stderr, status: run.status }).toEqual({ body, stdout: 'via default', stderr: sha256(body), status: 0 });
+      expect(agent.requests.length).toBe(before + 1);
+    }
+  });
+
+  it.skipIf(privateRun)('fuzz: 150 random stdins with no agent reach the standalone byte for byte, with the whole environment', async () => {
+    const out = join(dir, 'fuzz-out');
+    const fuzzStandalone = join(dir, 'fuzz-standalone.sh');
+    writeFileSync(fuzzStandalone, `#!/bin/sh\ncat > "${out}.stdin"\nenv -0 > "${out}.env"\nexit 9\n`);
+    chmodSync(fuzzStandalone, 0o755);
+    const alphabet = Buffer.from('{}[]":,\\ u0123abcdeftrnl.-+E\n\tagentSocket');
+    const sizes = [0, 1, 2, 3, 4095, 4096, 4097, 65535, 65536, 65537, MAX_STDIN - 1, MAX_STDIN, MAX_STDIN + 1, MAX_STDIN + 4096];
+    for (let i = 0; i < 150; i++) {
+      const size = i < sizes.length ? sizes[i]! : Math.random() < 0.1 ? Math.floor(Math.random() * 300 * 1024) : Math.floor(Math.random() * 4096);
+      const stdin = i % 2 ? randomBytes(size) : Buffer.from(Array.from({ length: size }, () => alphabet[Math.floor(Math.random() * alphabet.length)]!));
+      const env = { ...baseEnv, CNI_COMMAND: ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS'][i % 5]!, TSFLANNEL_STANDALONE: fuzzStandalone };
+      const run = await runWithPrivateRun(env, stdin);
+      const label = `case ${i}: ${size} bytes`;
+      expect({ label, status: run.status }).toEqual({ label, status: 9 });
+      const got = readFileSync(`${out}.stdin`);
+      const want = stdin.subarray(0, MAX_STDIN + 1); // past the limit the standalone only needs to see more than it
+      expect({ label, length: got.length, sha: sha256(got) }).toEqual({ label, length: want.length, sha: sha256(want) });
+      const seen = Object.fromEntries(
+        readFileSync(`${out}.env`, 'utf8').split('\0').filter((kv) => kv !== '' && !kv.startsWith('PWD=')).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+      );
+      expect(seen).toEqual(env);
+      if (stdin.length <= MAX_STDIN) expect(run.stderr).toBe('tsflannel: agent at /run/tsflannel/cni.sock unavailable (no socket), running standalone\n');
+      else expect(run.stderr).toBe('');
+      rmSync(`${out}.stdin`);
+    }
+  }, 120_000);
 });
