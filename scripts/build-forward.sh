@@ -11,11 +11,16 @@ cd "$(dirname "$0")/.."
 src=native/forward
 out=native/build/tsflannel-forward
 mkdir -p "$(dirname "$out")"
-if [ -e "$out" ] && [ -z "$(find "$src" scripts/build-forward.sh -newer "$out" -print -quit)" ]; then
+# The compiler is part of what was built: a cross build after a native one must not be taken as current.
+stamp="$out.cc"
+cc="${CC:-gcc}"
+if [ -e "$out" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$cc" ] &&
+  [ -z "$(find "$src" scripts/build-forward.sh -newer "$out" -print -quit)" ]; then
   exit 0
 fi
-"${CC:-gcc}" -std=gnu11 -O2 -static -Wall -Wextra -Werror -D_FORTIFY_SOURCE=2 -fstack-protector-strong \
+"$cc" -std=gnu11 -O2 -static -Wall -Wextra -Werror -D_FORTIFY_SOURCE=2 -fstack-protector-strong \
   -o "$out.tmp" "$src"/*.c
 "${STRIP:-strip}" "$out.tmp"
 mv "$out.tmp" "$out"
+echo "$cc" > "$stamp"
 echo "built $out"

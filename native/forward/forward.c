@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -327,6 +328,7 @@ static void exec_standalone(const buf *stdin_bytes, const char *agent, size_t ag
     if (!argv) die_oom();
     argv[0] = (char *)p;
     for (int i = 1; i < g_argc; i++) argv[i] = g_argv[i];
+    signal(SIGPIPE, SIG_DFL); /* the standalone gets the disposition it would have had */
     execve(p, argv, env);
     e = errno;
   }
@@ -386,9 +388,12 @@ static void record_fallback(const char *sock, size_t sock_len, const char *reaso
   if (memchr(sock, 0, slash)) return; /* Go refuses a path holding a NUL byte */
   path_dir(&dir, sock, slash);
   struct stat st;
-  if (stat(buf_cstr(&dir), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+  /* Only the agent's own directory: root's and writable by root alone, or
+   * whoever can write there could point the log at any file through a
+   * symlink and have root append to it. */
+  if (lstat(buf_cstr(&dir), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH))) return;
   path_join(&path, buf_cstr(&dir), FALLBACK_LOG);
-  if (stat(buf_cstr(&path), &st) == 0 && st.st_size > MAX_FALLBACK_LOG) {
+  if (lstat(buf_cstr(&path), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > MAX_FALLBACK_LOG) {
     buf old = {0};
     buf_str(&old, buf_cstr(&path));
     buf_str(&old, ".1");
@@ -408,8 +413,12 @@ static void record_fallback(const char *sock, size_t sock_len, const char *reaso
   buf_str(&line, ",\"time\":\"");
   rfc3339nano(&line);
   buf_str(&line, "\"}\n");
-  int fd = open(buf_cstr(&path), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  int fd = open(buf_cstr(&path), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0600);
   if (fd < 0) return;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != 0) {
+    close(fd);
+    return;
+  }
   /* One write of one line: O_APPEND keeps concurrent forwarders' lines whole. */
   ssize_t w;
   while ((w = write(fd, line.p, line.n)) < 0 && errno == EINTR) {}
@@ -520,7 +529,7 @@ static int dial(conn *c) {
   struct sockaddr_un sa;
   memset(&sa, 0, sizeof sa);
   sa.sun_family = AF_UNIX;
-  if (c->path_len >= sizeof sa.sun_path) {
+  if (c->path_len > sizeof sa.sun_path) { /* Linux takes a path filling sun_path without a NUL */
     buf_str(&c->reason_buf, "dial unix ");
     buf_add(&c->reason_buf, c->path, c->path_len);
     buf_str(&c->reason_buf, ": connect: invalid argument");
@@ -778,6 +787,11 @@ static int decode_answer(const unsigned char *s, size_t n, answer *a, buf *err) 
 static int forward(conn *c, const buf *stdin_bytes, answer *a) {
   buf frame = {0};
   build_request(&frame, stdin_bytes);
+  if (frame.n - 4 > MAX_FRAME) {
+    /* The agent would refuse it; the standalone takes stdin of this size. */
+    c->reason = "request frame over 2 MiB";
+    return -1;
+  }
   if (dial(c) != 0) return -1;
   if (check_agent(c) != 0) return -1;
   int64_t t = now_ns();
@@ -810,9 +824,26 @@ static int forward(conn *c, const buf *stdin_bytes, answer *a) {
   return 0;
 }
 
+/* Opens /dev/null on any of fds 0–2 that is closed, so the agent's socket
+ * can never become fd 2 and receive our stderr lines. */
+static void std_fds_open(void) {
+  for (int fd = 0; fd <= 2; fd++) {
+    if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+    int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (n >= 0 && n != fd) {
+      dup2(n, fd);
+      close(n);
+    }
+  }
+}
+
 int main(int argc, char **argv) {
   g_argc = argc;
   g_argv = argv;
+  std_fds_open();
+  /* A runtime that stopped reading our stdout or stderr must not kill us
+   * with SIGPIPE before we fall back or exit with the agent's code. */
+  signal(SIGPIPE, SIG_IGN);
   const char *cmd = env_or_empty("CNI_COMMAND");
   if (strcmp(cmd, "VERSION") == 0) answer_version(); /* podman asks before every ADD and DEL */
   if (!*cmd) exec_standalone(NULL, NULL, 0);              /* a person running `tsflannel status` */
@@ -844,13 +875,15 @@ int main(int argc, char **argv) {
     buf_str(&line, "tsflannel: agent at ");
     buf_add(&line, sock.p, sock.n);
     buf_fmt(&line, " unavailable (%s), running standalone\n", c.reason);
+    if (c.fd >= 0) close(c.fd);
+    c.fd = -1;
     write_all(2, line.p, line.n);
     record_fallback(c.path, c.path_len, c.reason);
-    if (c.fd >= 0) close(c.fd);
     exec_standalone(&in, c.path, c.path_len);
   }
   close(c.fd);
-  if (a.out.n) write_all(1, a.out.p, a.out.n);
-  if (a.err.n) write_all(2, a.err.p, a.err.n);
+  /* A result the runtime could not read is a failed call, whatever the agent said. */
+  if (a.out.n && write_all(1, a.out.p, a.out.n) != 0) return 1;
+  if (a.err.n) write_all(2, a.err.p, a.err.n); /* best effort: EPIPE on stderr changes nothing */
   return (int)a.exit_code;
 }

@@ -8,7 +8,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
@@ -306,6 +306,70 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     } finally {
       rmSync(own, { recursive: true, force: true });
     }
+  });
+
+  it('never appends to fallbacks.log through a symlink, nor in a directory others can write', async () => {
+    const own = mkdtempSync(join(tmpdir(), 'tsf-fwd-link-'));
+    try {
+      const victim = join(own, 'victim');
+      writeFileSync(victim, 'untouched\n');
+      const shared = join(own, 'shared');
+      mkdirSync(shared);
+      chmodSync(shared, 0o777);
+      symlinkSync(victim, join(shared, 'fallbacks.log'));
+      standaloneReport(await runForwarder(baseEnv, conf({ agentSocket: join(shared, 'cni.sock') })));
+      // root's own 0700 directory, but the log is a symlink: not followed either.
+      const privateDir = join(own, 'private');
+      mkdirSync(privateDir, { mode: 0o700 });
+      symlinkSync(victim, join(privateDir, 'fallbacks.log'));
+      standaloneReport(await runForwarder(baseEnv, conf({ agentSocket: join(privateDir, 'cni.sock') })));
+      expect(readFileSync(victim, 'utf8')).toBe('untouched\n');
+    } finally {
+      rmSync(own, { recursive: true, force: true });
+    }
+  });
+
+  it('falls back, and never into the agent\'s socket, when started with stderr closed (fd 2 is given /dev/null)', async () => {
+    // An agent that accepts and never reads: had the socket become fd 2, the "unavailable" line would wait on it forever.
+    const path = join(dir, 'silent.sock');
+    const silent = createServer({ pauseOnConnect: true }, () => undefined);
+    await new Promise<void>((r) => silent.listen(path, r));
+    const stdin = conf({ agentSocket: path, padding: 'y'.repeat(800 * 1024) });
+    const t0 = performance.now();
+    const child = spawn('/bin/sh', ['-c', 'exec "$0" 2>&-', FORWARDER], { env: { ...baseEnv, TSFLANNEL_FORWARD_TIMEOUT_MS: '500' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    try {
+      const run = await collect(child, stdin, t0);
+      expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+    } finally {
+      clearTimeout(killer);
+      silent.close();
+    }
+  });
+
+  it('is not killed by SIGPIPE when the runtime stopped reading its stderr: it still falls back, and the standalone gets the default SIGPIPE', async () => {
+    const out = join(dir, 'sigpipe-report.json');
+    // stderr is a pipe whose reader (`true`) has exited before the forwarder writes its "unavailable" line.
+    const script = 'exec 3>"$1"; ( sleep 0.5; exec "$0" ) 2>&1 >&3 3>&- | true; echo "rc=${PIPESTATUS[0]}" >&3';
+    const stdin = conf({ agentSocket: join(dir, 'absent-for-sigpipe.sock') });
+    const r = spawnSync('/bin/bash', ['-c', script, FORWARDER, out], { env: baseEnv, input: stdin, encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const text = readFileSync(out, 'utf8');
+    expect(text).toContain('"standalone":true');
+    expect(text).toMatch(/rc=7$/m);
+  });
+
+  it('falls back without connecting when the request frame would exceed 2 MiB (escaped environment): the standalone takes it', async () => {
+    const before = agent.requests.length;
+    agent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.from('agent'), exitCode: 0, stderr: '' }) };
+    const stdin = conf({ padding: 'z'.repeat(1000 * 1024) });
+    // '<' is written as \u003c by encoding/json: 6 bytes each. One variable holds at most 128 KiB.
+    const env = { ...baseEnv, CNI_ARGS: '<'.repeat(100 * 1024), TSFLANNEL_PAD: '<'.repeat(60 * 1024) };
+    expect(Math.ceil(Buffer.byteLength(stdin) / 3) * 4 + 160 * 1024 * 6).toBeGreaterThan(2 * 1024 * 1024);
+    const run = await runForwarder(env, stdin);
+    expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+    expect(run.stderr).toContain('request frame over 2 MiB');
+    expect(agent.requests.length).toBe(before);
   });
 
   it('falls back without recording anything when the socket\'s directory does not exist (the agent never ran)', async () => {
