@@ -279,6 +279,29 @@ export class HostLocalIpam {
     });
   }
 
+  /**
+   * Removes the leases `ips` (names as find() gave them) that (id, ifname)
+   * still holds, reading only those files: DEL looks its leases up with
+   * find() before it deletes the veth, so it need not read every lease of
+   * the node a second time. A lease that is gone, or now held by another
+   * container, is left alone.
+   */
+  async releaseFound(containerId: string, ifname: string, ips: readonly string[]): Promise<string[]> {
+    const id = validateContainerId(containerId);
+    const key = leaseKey(id, validateIfname(ifname));
+    if (ips.length === 0) return [];
+    return this.store.withLock(async () => {
+      const removed: string[] = [];
+      for (const ip of ips) {
+        const content = await this.store.leaseContent(ip);
+        if (content !== key && content !== id) continue;
+        await this.store.remove(ip);
+        removed.push(ip);
+      }
+      return removed;
+    });
+  }
+
   async find(containerId: string, ifname: string): Promise<LeaseRecord[]> {
     const id = validateContainerId(containerId);
     const dev = validateIfname(ifname);

@@ -2,13 +2,13 @@
 // <dataDir>/<network>/ holds one file per leased IP (named by the IP, content
 // `<id>\r\n<ifname>`), `last_reserved_ip.<set>` and an empty `lock` file that
 // both implementations flock(2) exclusively.
-import { closeSync, constants as fsc, fstatSync, linkSync, promises as fs, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, type Dirent } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, linkSync, promises as fs, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, type Dirent } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { clip, describeValue } from '../cni/validate.js';
-import { flock, funlock, isErrno, tryFlock } from '../netlink/index.js';
+import { flock, isErrno, tryFlock } from '../netlink/index.js';
 import { ensureDirSync, openRegularSync, PathGuardError } from '../fs/guard.js';
 import { formatIp, parseIp, type Ip } from '../net/ip.js';
 
@@ -65,9 +65,18 @@ function sameFile(fd: number, file: string): boolean {
 /** Temp files are made only under the lock, so one seen by a lock holder was left by a killed process. */
 const STALE_TEMP = /^\.(?:lease|last_reserved_ip\.\d+)\.\d+\.[0-9a-f]+\.tmp$/;
 
+/**
+ * This process's (or worker thread's) temp-name tag: random once, then a
+ * counter, so each temp file costs no random draw yet no two writers, in
+ * this process or another, pick one name.
+ */
+const TEMP_TAG = randomBytes(4).toString('hex');
+let tempSeq = 0;
+
 /** Not an IP and not last_reserved_ip.*, so no reader (ours or the reference) mistakes it for state. */
 function tempName(kind: string): string {
-  return `.${kind}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  tempSeq = (tempSeq + 1) % 0x100000000;
+  return `.${kind}.${process.pid}.${TEMP_TAG}${tempSeq.toString(16).padStart(8, '0')}.tmp`;
 }
 
 /** One lease file: its IP and its content with surrounding whitespace trimmed. */
@@ -89,7 +98,7 @@ function ioError(what: string, file: string, err: unknown): CniError {
 
 function rmQuietly(file: string): void {
   try {
-    rmSync(file, { force: true });
+    unlinkSync(file);
   } catch {
     // a temp file left behind is removed by the next lock holder (STALE_TEMP)
   }
@@ -215,11 +224,9 @@ export class DiskStore {
             return await sectionDeadline.run(budget, fn);
           } finally {
             if (forget) rmQuietly(file);
-            try {
-              funlock(fd);
-            } catch {
-              // Closing the descriptor below drops the lock anyway.
-            }
+            // Closing the descriptor (below) drops the flock: it is the only
+            // descriptor of this open file (opened O_CLOEXEC, never shared),
+            // so no LOCK_UN call is needed first.
           }
         } finally {
           closeSync(fd);
@@ -267,7 +274,7 @@ export class DiskStore {
     for (const d of dirents) {
       if (!d.isFile()) continue;
       if (STALE_TEMP.test(d.name)) {
-        await fs.rm(this.pathFor(d.name), { force: true }).catch(() => undefined);
+        rmQuietly(this.pathFor(d.name));
         continue;
       }
       const ip = parseIp(d.name);
@@ -309,6 +316,17 @@ export class DiskStore {
       rmQuietly(tmp);
     }
     return true;
+  }
+
+  /** One lease file's content, trimmed; undefined when there is no such lease. */
+  async leaseContent(name: string): Promise<string | undefined> {
+    const file = this.pathFor(name);
+    try {
+      return readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      if (hasCode(err, 'ENOENT')) return undefined;
+      throw ioError('read lease', file, err);
+    }
   }
 
   /** Deletes a lease file; a file that is already gone counts as removed. */

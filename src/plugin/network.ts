@@ -70,9 +70,13 @@ function isV6(cidr: string): boolean {
 function bridgeAddresses(name: string, withV6: boolean): string[] {
   if (!withV6) return nl.addrList({ dev: name, family: 'inet' }).map((a) => a.cidr);
   // One listing for both families (one shim call per ADD, not two).
-  const all = nl.addrList({ dev: name });
+  return bridgeAddressesIn(nl.addrList({ dev: name }), true);
+}
+
+/** bridgeAddresses, from a listing of both families already made. */
+export function bridgeAddressesIn(all: readonly nl.Address[], withV6: boolean): string[] {
   const v4 = all.filter((a) => !isV6(a.cidr));
-  const v6 = all.filter((a) => isV6(a.cidr) && a.scope === nl.RouteScope.universe);
+  const v6 = withV6 ? all.filter((a) => isV6(a.cidr) && a.scope === nl.RouteScope.universe) : [];
   return [...v4, ...v6].map((a) => a.cidr);
 }
 
