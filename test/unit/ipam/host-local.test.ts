@@ -197,6 +197,25 @@ describe('release, find, list', () => {
     expect(await a.release('c1', 'eth0')).toEqual(['10.9.0.5']);
   });
 
+  it('releaseFound removes the leases find gave that (id, ifname) still holds, and leaves one gone or taken by another container', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/29' }], [{ subnet: '10.9.1.0/29' }]]);
+    await a.allocate('c1', 'eth0');
+    await a.allocate('c2', 'eth0');
+    const found = (await a.find('c1', 'eth0')).map((l) => l.ip);
+    expect(found).toEqual(['10.9.0.2', '10.9.1.2']);
+    // Between the find and the release: one lease is gone (a GC), and its
+    // address now belongs to another container (the reference plugin).
+    await rm(path.join(netDir(), '10.9.1.2'));
+    await writeFile(path.join(netDir(), '10.9.1.2'), 'other\r\neth0');
+    expect(await a.releaseFound('c1', 'eth0', [...found, '10.9.0.6'])).toEqual(['10.9.0.2']);
+    expect((await a.list()).map((l) => `${l.ip} ${l.containerId}`).sort()).toEqual(['10.9.0.3 c2', '10.9.1.2 other', '10.9.1.3 c2']);
+    // A legacy id-only lease find matched is released too; nothing found, nothing read.
+    await writeFile(path.join(netDir(), '10.9.0.5'), 'old\n');
+    expect(await a.releaseFound('old', 'eth0', (await a.find('old', 'eth0')).map((l) => l.ip))).toEqual(['10.9.0.5']);
+    expect(await a.releaseFound('nobody', 'eth0', [])).toEqual([]);
+    await expect(a.releaseFound('c2', 'eth0', ['../escape'])).rejects.toThrow(/outside/);
+  });
+
   it('treats releasing an unknown container as success', async () => {
     const a = ipam();
     expect(await a.release('nobody', 'eth0')).toEqual([]);
