@@ -524,6 +524,12 @@ type podTeardownReq struct {
 	// addresses this attachment leases (no prefix): without the host end, a
 	// pod interface is removed only when it carries one of them
 	Leased []string `json:"leased"`
+	// DropRoutes are host routes (CIDRs) via the link DropRoutesDev removed
+	// once the attachment is gone, if there are any: the MTU-capping routes
+	// the plugin adds to pods older than a bridge MTU raise. Best effort, as
+	// a separate route.del would be: absent routes or dev are no failure.
+	DropRoutes    []string `json:"dropRoutes,omitempty"`
+	DropRoutesDev string   `json:"dropRoutesDev,omitempty"`
 }
 
 type podTeardownReply struct {
@@ -545,6 +551,33 @@ func opPodTeardown(raw []byte) (interface{}, error) {
 		return nil, err
 	}
 	defer hostH.Close()
+	reply, err := teardown(hostH, r)
+	if err == nil {
+		dropHostRoutes(hostH, r.DropRoutesDev, r.DropRoutes)
+	}
+	return reply, err
+}
+
+// dropHostRoutes deletes direct routes to dsts via dev, ignoring every
+// failure (no such route, no such dev): nothing the caller could act on.
+func dropHostRoutes(h *netlink.Handle, dev string, dsts []string) {
+	if dev == "" || len(dsts) == 0 {
+		return
+	}
+	l, err := h.LinkByName(dev)
+	if err != nil {
+		return
+	}
+	for _, d := range dsts {
+		_, n, err := net.ParseCIDR(d)
+		if err != nil {
+			continue
+		}
+		_ = h.RouteDel(&netlink.Route{Dst: n, LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK})
+	}
+}
+
+func teardown(hostH *netlink.Handle, r podTeardownReq) (interface{}, error) {
 	host, err := linkOrNil(hostH.LinkByName(r.HostName))
 	if err != nil {
 		return nil, err

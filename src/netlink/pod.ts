@@ -93,7 +93,9 @@ export type PodTeardown = 'host' | 'pod' | 'kept' | 'none';
  * interface when it carries an address in `leased` ('kept' when it carries
  * none: it is not this attachment's). Returns once the kernel has unlisted
  * the pair; a netns that is gone or is not one counts as nothing to remove.
+ * Then, if the teardown succeeded, the host routes `dropRoutes` via
+ * `dropRoutesDev` are deleted where they exist (never a failure).
  */
-export function teardownPod(ref: PodAttachmentRef & { leased: string[] }): PodTeardown {
+export function teardownPod(ref: PodAttachmentRef & { leased: string[]; dropRoutes?: string[]; dropRoutesDev?: string }): PodTeardown {
   return (call('pod.teardown', ref) as { removed: PodTeardown }).removed;
 }

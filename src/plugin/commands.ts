@@ -369,9 +369,9 @@ export async function del(ctx: PluginContext): Promise<void> {
         // One read of the whole store per DEL: the leases found here are
         // the ones released after the veth is gone (re-read one by one).
         const leased = (await ipam.find(containerId, ifname)).map((l) => l.ip);
-        deletePodVeth(hostVethName(containerId, ifname), netns, ifname, leased, log);
+        // The teardown also drops the pod's MTU route (capOlderPods), if it has one.
+        deletePodVeth(hostVethName(containerId, ifname), netns, ifname, leased, log, { dev: cfg.bridge, dsts: leased.map(hostRoute) });
         const released = await ipam.releaseFound(containerId, ifname, leased);
-        for (const ip of released) dropPodRoute(cfg.bridge, ip);
         if (released.length > 0) log.info({ ips: released }, 'released');
       },
       true,
