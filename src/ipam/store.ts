@@ -261,8 +261,14 @@ export class DiskStore {
     }
   }
 
-  /** Every lease file: regular files whose name is an IP address in canonical form. */
-  async entries(): Promise<StoreEntry[]> {
+  /**
+   * Every lease file: regular files whose name is an IP address in canonical
+   * form. `contents: false` reads names only (content ''). `locked: false`
+   * is a read without the store lock, which must leave temp files alone: a
+   * lock holder may be writing one.
+   */
+  async entries(opts: { contents?: boolean; locked?: boolean } = {}): Promise<StoreEntry[]> {
+    const { contents = true, locked = true } = opts;
     let dirents: Dirent[];
     try {
       dirents = readdirSync(this.dir, { withFileTypes: true });
@@ -274,11 +280,15 @@ export class DiskStore {
     for (const d of dirents) {
       if (!d.isFile()) continue;
       if (STALE_TEMP.test(d.name)) {
-        rmQuietly(this.pathFor(d.name));
+        if (locked) rmQuietly(this.pathFor(d.name));
         continue;
       }
       const ip = parseIp(d.name);
       if (!ip || formatIp(ip) !== d.name) continue;
+      if (!contents) {
+        out.push({ ip, name: d.name, content: '' });
+        continue;
+      }
       const file = this.pathFor(d.name);
       try {
         out.push({ ip, name: d.name, content: readFileSync(file, 'utf8').trim() });

@@ -221,7 +221,7 @@ export async function add(ctx: PluginContext): Promise<Result> {
         return resultOf(ctx, cfg, existing, routes);
       }
       return withRollback(log, async (onUndo) => {
-        const allocs: Allocation[] = await ipam.allocate(containerId, ifname, requested);
+        const allocs: Allocation[] = await ipam.allocate(containerId, ifname, requested, { attachmentLocked: true });
         // Undo only what this call made: a lease it merely found stays (an
         // IPv4 pod's lease when the node has just become dual-stack, say).
         const made = allocs.filter((a) => a.created).map((a) => a.address.split('/')[0]!);
@@ -366,9 +366,10 @@ export async function del(ctx: PluginContext): Promise<void> {
       containerId,
       ifname,
       async () => {
-        // One read of the whole store per DEL: the leases found here are
-        // the ones released after the veth is gone (re-read one by one).
-        const leased = (await ipam.find(containerId, ifname)).map((l) => l.ip);
+        // One read of the whole store per DEL, outside the store lock (this
+        // attachment's leases change only under its lock, held here): the
+        // leases found are released after the veth is gone, each read again.
+        const leased = (await ipam.find(containerId, ifname, { attachmentLocked: true })).map((l) => l.ip);
         // The teardown also drops the pod's MTU route (capOlderPods), if it has one.
         deletePodVeth(hostVethName(containerId, ifname), netns, ifname, leased, log, { dev: cfg.bridge, dsts: leased.map(hostRoute) });
         const released = await ipam.releaseFound(containerId, ifname, leased);

@@ -114,6 +114,28 @@ describe('allocate', () => {
     expect(await readFile(path.join(netDir(), 'last_reserved_ip.0'), 'utf8')).toBe('10.9.0.3');
   });
 
+  it('attachmentLocked: finds its own lease read before the store lock, and takes a new address when the lease was removed or given away before the lock', async () => {
+    const a = ipam();
+    const other = ipam();
+    const locked = { attachmentLocked: true };
+    expect(ips(await a.allocate('c1', 'eth0', [], locked))).toEqual(['10.9.0.2/29']);
+    expect(await a.allocate('c1', 'eth0', [], locked)).toEqual([{ address: '10.9.0.2/29', gateway: '10.9.0.1', rangeSet: 0, created: false }]);
+    expect(await a.find('c1', 'eth0', locked)).toEqual(await a.find('c1', 'eth0'));
+    // Each allocate below reads c1's lease at once, then queues for the store
+    // lock behind the calls started before it, which change that lease.
+    const [removed, afterGc] = await Promise.all([a.gc([]), a.allocate('c1', 'eth0', [], locked)]);
+    expect(removed.map((l) => l.ip)).toEqual(['10.9.0.2']);
+    expect(afterGc).toEqual([{ address: '10.9.0.3/29', gateway: '10.9.0.1', rangeSet: 0, created: true }]);
+    const [, taken, mine] = await Promise.all([
+      a.release('c1', 'eth0'),
+      other.allocate('c2', 'eth0', [{ family: 4, value: 0x0a090003n }]),
+      a.allocate('c1', 'eth0', [], locked),
+    ]);
+    expect(ips(taken)).toEqual(['10.9.0.3/29']);
+    expect(mine).toEqual([{ address: '10.9.0.4/29', gateway: '10.9.0.1', rangeSet: 0, created: true }]);
+    expect((await a.list()).map((l) => `${l.ip} ${l.containerId}`).sort()).toEqual(['10.9.0.3 c2', '10.9.0.4 c1']);
+  });
+
   it('allocates one IP per range set (dual stack)', async () => {
     const a = ipam([[{ subnet: '10.9.0.0/24' }], [{ subnet: 'fd00:9::/120' }]]);
     expect(await a.allocate('c1', 'eth0')).toEqual([
