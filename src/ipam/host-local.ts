@@ -321,7 +321,8 @@ export class HostLocalIpam {
   async releaseFound(containerId: string, ifname: string, ips: readonly string[]): Promise<string[]> {
     const id = validateContainerId(containerId);
     const key = leaseKey(id, validateIfname(ifname));
-    if (ips.length === 0) return [];
+    // Taken even with nothing to release: a broken store (its lock path a
+    // directory, say) is reported by DEL too, with the fix.
     return this.store.withLock(async () => {
       const removed: string[] = [];
       for (const ip of ips) {
