@@ -322,8 +322,10 @@ export class HostLocalIpam {
     const id = validateContainerId(containerId);
     const key = leaseKey(id, validateIfname(ifname));
     // Taken even with nothing to release: a broken store (its lock path a
-    // directory, say) is reported by DEL too, with the fix.
+    // directory, say) is reported by DEL too, with the fix; and a temp file
+    // a killed ADD of this attachment left is swept (names only, no reads).
     return this.store.withLock(async () => {
+      await this.store.sweepTemps();
       const removed: string[] = [];
       for (const ip of ips) {
         const content = await this.store.leaseContent(ip);

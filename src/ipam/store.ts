@@ -2,7 +2,7 @@
 // <dataDir>/<network>/ holds one file per leased IP (named by the IP, content
 // `<id>\r\n<ifname>`), `last_reserved_ip.<set>` and an empty `lock` file that
 // both implementations flock(2) exclusively.
-import { closeSync, constants as fsc, fstatSync, linkSync, promises as fs, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, type Dirent } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, ftruncateSync, linkSync, openSync, promises as fs, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Dirent } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -101,6 +101,32 @@ function rmQuietly(file: string): void {
     unlinkSync(file);
   } catch {
     // a temp file left behind is removed by the next lock holder (STALE_TEMP)
+  }
+}
+
+/**
+ * Overwrites a small file in place when it is a regular 0600 file (not
+ * following a symlink, never blocking on a FIFO); false when it is not
+ * one, or the write fails, and the caller replaces it instead.
+ */
+function rewriteInPlace(file: string, text: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(file, fsc.O_WRONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || (st.mode & 0o777) !== 0o600) return false;
+    const bytes = Buffer.from(text);
+    if (writeSync(fd, bytes, 0, bytes.length, 0) !== bytes.length) return false;
+    ftruncateSync(fd, bytes.length);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -328,6 +354,11 @@ export class DiskStore {
     return true;
   }
 
+  /** Under the lock: removes temp files killed writers left (entries() does it too). */
+  async sweepTemps(): Promise<void> {
+    await this.entries({ contents: false });
+  }
+
   /** One lease file's content, trimmed; undefined when there is no such lease. */
   async leaseContent(name: string): Promise<string | undefined> {
     const file = this.pathFor(name);
@@ -358,9 +389,21 @@ export class DiskStore {
     }
   }
 
-  /** Replaces last_reserved_ip.<set> atomically so no reader sees half an address. */
+  /**
+   * Writes last_reserved_ip.<set>. It is a round-robin hint, read only
+   * under the lock, and the reference plugin rewrites it in place: so is it
+   * here when it is our own plain 0600 file, which spares each ADD a new
+   * inode and a rename inside the locked section (on ext4 the inode
+   * allocator's search was a visible share of an ADD). A crash between the
+   * write and the truncate can leave another address or garbage there; the
+   * next allocation then starts the round elsewhere (lastReserved reads
+   * garbage as none), and the lease files, created with link(2), stay the
+   * only authority on what is taken. Anything else at the path (missing,
+   * a symlink, a FIFO, another mode) is replaced atomically as before.
+   */
   async setLastReserved(set: number, ip: Ip): Promise<void> {
     const file = this.pathFor(`${LAST_RESERVED_PREFIX}${set}`);
+    if (rewriteInPlace(file, formatIp(ip))) return;
     const tmp = this.pathFor(tempName(`${LAST_RESERVED_PREFIX}${set}`));
     try {
       writeFileSync(tmp, formatIp(ip), { mode: 0o600, flag: 'wx' });

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtemp, readFile, readdir, rm, stat, writeFile, open } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile, open } from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -134,6 +134,35 @@ describe('allocate', () => {
     expect(ips(taken)).toEqual(['10.9.0.3/29']);
     expect(mine).toEqual([{ address: '10.9.0.4/29', gateway: '10.9.0.1', rangeSet: 0, created: true }]);
     expect((await a.list()).map((l) => `${l.ip} ${l.containerId}`).sort()).toEqual(['10.9.0.3 c2', '10.9.0.4 c1']);
+  });
+
+  it('rewrites its own 0600 last_reserved_ip in place (same inode, exact shorter text); replaces a symlink or a 0644 file there instead of writing through it', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
+    const last = path.join(netDir(), 'last_reserved_ip.0');
+    const ip = (text: string) => [{ family: 4 as const, value: BigInt(text.split('.').reduce((n, o) => n * 256 + Number(o), 0)) }];
+    await a.allocate('c1', 'eth0', ip('10.9.0.100'));
+    const first = await stat(last);
+    await a.allocate('c2', 'eth0', ip('10.9.0.5'));
+    expect(await readFile(last, 'utf8')).toBe('10.9.0.5');
+    expect((await stat(last)).ino).toBe(first.ino);
+    expect((await stat(last)).mode & 0o777).toBe(0o600);
+
+    const target = path.join(dataDir, 'elsewhere');
+    await writeFile(target, 'keep');
+    await rm(last);
+    await symlink(target, last);
+    // (read through the link, 'keep' is no address: the round starts over at .2)
+    expect(ips(await a.allocate('c3', 'eth0'))).toEqual(['10.9.0.2/24']);
+    expect(await readFile(target, 'utf8')).toBe('keep');
+    expect((await lstat(last)).isFile()).toBe(true);
+    expect(await readFile(last, 'utf8')).toBe('10.9.0.2');
+
+    await rm(last);
+    await writeFile(last, '10.9.0.7', { mode: 0o644 });
+    await chmod(last, 0o644);
+    expect(ips(await a.allocate('c4', 'eth0'))).toEqual(['10.9.0.8/24']);
+    expect((await stat(last)).mode & 0o777).toBe(0o600);
+    expect(await readFile(last, 'utf8')).toBe('10.9.0.8');
   });
 
   it('allocates one IP per range set (dual stack)', async () => {
