@@ -15,7 +15,7 @@ const { HostLocalIpam } = await mod('ipam/index.js');
 await preloadHandler();
 
 let sections = [];
-for (const name of ['allocate', 'held', 'find', 'release']) {
+for (const name of ['allocate', 'held', 'find', 'release', 'releaseFound']) {
   const orig = HostLocalIpam.prototype[name];
   HostLocalIpam.prototype[name] = async function (...args) {
     const t0 = performance.now();

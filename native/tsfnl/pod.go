@@ -4,7 +4,8 @@ package main
 // entering the pod's network namespace at most once (on a throw-away locked
 // thread, see inNetns):
 //
-//	pod.inspect   what an earlier ADD left: host veth, its peer, the peer's addresses
+//	pod.inspect   what an earlier ADD left: host veth, its peer, the peer's addresses;
+//	              and, when asked, the bridge with its addresses and host sysctls
 //	pod.setup     the veth pair (peer born in the pod), bridge port, hairpin,
 //	              pod sysctls, addresses, link up, routes (either family)
 //	pod.teardown  the attachment's veth, answered once the kernel unlisted it
@@ -19,6 +20,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -159,6 +161,13 @@ type podInspectReq struct {
 	HostName    string `json:"hostName"`
 	Ifname      string `json:"ifname"`
 	BridgeIndex int    `json:"bridgeIndex"`
+	// Bridge, when set, is looked up first (its index then stands for
+	// BridgeIndex) and reported with its addresses: the node side's state an
+	// ADD checks, read in the same call instead of one call per lookup.
+	Bridge string `json:"bridge,omitempty"`
+	// HostSysctls are read in the caller's (the host's) netns and reported
+	// by key; a key that does not exist is reported as "".
+	HostSysctls []string `json:"hostSysctls,omitempty"`
 }
 
 type podInspectReply struct {
@@ -166,6 +175,44 @@ type podInspectReply struct {
 	Pod  *linkJSON `json:"pod"`
 	// the pod end's addresses (either family), when it is the host end's peer
 	PodAddresses []string `json:"podAddresses"`
+	// the bridge asked for (null when there is no link of that name), and
+	// its addresses of either family
+	Bridge      *linkJSON         `json:"bridge,omitempty"`
+	BridgeAddrs []addrJSON        `json:"bridgeAddrs,omitempty"`
+	HostSysctls map[string]string `json:"hostSysctls,omitempty"`
+}
+
+// inspectBridge fills in the bridge part of a pod.inspect reply and returns
+// the bridge's index (0 when there is none).
+func inspectBridge(hostH *netlink.Handle, r podInspectReq, out *podInspectReply) (int, error) {
+	for _, key := range r.HostSysctls {
+		p, err := sysctlReq{Key: key}.path()
+		if err != nil {
+			return 0, err
+		}
+		if out.HostSysctls == nil {
+			out.HostSysctls = map[string]string{}
+		}
+		b, err := os.ReadFile(p)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return 0, err
+		}
+		out.HostSysctls[key] = strings.TrimSpace(string(b))
+	}
+	br, bj, err := plainLinkByName(hostH, r.Bridge)
+	if err != nil || br == nil {
+		return 0, err
+	}
+	out.Bridge = bj
+	addrs, err := hostH.AddrList(br, netlink.FAMILY_ALL)
+	if err != nil {
+		return 0, err
+	}
+	out.BridgeAddrs = make([]addrJSON, 0, len(addrs))
+	for _, a := range addrs {
+		out.BridgeAddrs = append(out.BridgeAddrs, addrJSON{CIDR: a.IPNet.String(), LinkIndex: a.LinkIndex, Scope: a.Scope})
+	}
+	return br.Attrs().Index, nil
 }
 
 // opPodInspect reports the attachment an earlier ADD left. A fresh ADD stops
@@ -181,12 +228,17 @@ func opPodInspect(raw []byte) (interface{}, error) {
 		return nil, err
 	}
 	defer hostH.Close()
+	if r.Bridge != "" {
+		if r.BridgeIndex, err = inspectBridge(hostH, r, &out); err != nil {
+			return nil, err
+		}
+	}
 	host, hj, err := plainLinkByName(hostH, r.HostName)
 	if err != nil || host == nil {
 		return out, err
 	}
 	out.Host = hj
-	if host.Attrs().MasterIndex != r.BridgeIndex || r.Netns == "" {
+	if r.BridgeIndex == 0 || host.Attrs().MasterIndex != r.BridgeIndex || r.Netns == "" {
 		return out, nil
 	}
 	ns, err := openNetns(r.Netns)
@@ -472,6 +524,12 @@ type podTeardownReq struct {
 	// addresses this attachment leases (no prefix): without the host end, a
 	// pod interface is removed only when it carries one of them
 	Leased []string `json:"leased"`
+	// DropRoutes are host routes (CIDRs) via the link DropRoutesDev removed
+	// once the attachment is gone, if there are any: the MTU-capping routes
+	// the plugin adds to pods older than a bridge MTU raise. Best effort, as
+	// a separate route.del would be: absent routes or dev are no failure.
+	DropRoutes    []string `json:"dropRoutes,omitempty"`
+	DropRoutesDev string   `json:"dropRoutesDev,omitempty"`
 }
 
 type podTeardownReply struct {
@@ -493,6 +551,33 @@ func opPodTeardown(raw []byte) (interface{}, error) {
 		return nil, err
 	}
 	defer hostH.Close()
+	reply, err := teardown(hostH, r)
+	if err == nil {
+		dropHostRoutes(hostH, r.DropRoutesDev, r.DropRoutes)
+	}
+	return reply, err
+}
+
+// dropHostRoutes deletes direct routes to dsts via dev, ignoring every
+// failure (no such route, no such dev): nothing the caller could act on.
+func dropHostRoutes(h *netlink.Handle, dev string, dsts []string) {
+	if dev == "" || len(dsts) == 0 {
+		return
+	}
+	l, err := h.LinkByName(dev)
+	if err != nil {
+		return
+	}
+	for _, d := range dsts {
+		_, n, err := net.ParseCIDR(d)
+		if err != nil {
+			continue
+		}
+		_ = h.RouteDel(&netlink.Route{Dst: n, LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK})
+	}
+}
+
+func teardown(hostH *netlink.Handle, r podTeardownReq) (interface{}, error) {
 	host, err := linkOrNil(hostH.LinkByName(r.HostName))
 	if err != nil {
 		return nil, err

@@ -1,6 +1,6 @@
 // Wires the CNI socket server into the agent: the worker pool (started and
 // preloaded before the socket opens, so the first call pays no loading),
-// SO_PEERCRED from the netlink shim, and the agent's metrics.
+// SO_PEERCRED (libc's getsockopt, through src/netlink), and the agent's metrics.
 import type { Logger } from 'pino';
 import { peerCred, sysctlGet } from '../netlink/index.js';
 import { WorkerPool } from './cni-pool.js';
@@ -34,8 +34,8 @@ export async function startCniService(opts: CniServiceOptions): Promise<CniServi
     ...(metrics ? { onCall: (command: string, ok: boolean, seconds: number) => metrics.cniRequestDuration.observe({ command, result: ok ? 'success' : 'error' }, seconds) } : {}),
   });
   try {
-    // The SO_PEERCRED check runs on this thread: load koffi and the Go shim
-    // now, not on the first connection, where it would stall the loop.
+    // The SO_PEERCRED check runs on this thread: load koffi (and the Go
+    // shim, its fallback) now, not on the first connection.
     sysctlGet('net.ipv4.ip_forward');
     // Listen at once; the workers load the handler meanwhile (a call that
     // comes first waits in its worker's queue). Not waiting for them keeps

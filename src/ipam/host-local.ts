@@ -50,6 +50,20 @@ export interface PoolStats {
   free: number;
 }
 
+/**
+ * `attachmentLocked`: the caller runs inside withAttachment() for this
+ * (id, ifname). Leases of an attachment are made and removed only by calls
+ * holding its lock (ours, agent-served or standalone; the reference plugin
+ * serves other containers), so they are looked up without the store lock:
+ * the read of every lease on the node happens outside the lock that every
+ * call on the node waits for, which then covers only what other attachments
+ * change. A lease found so is read again under the store lock before it
+ * counts (allocate, releaseFound): a GC may have removed it meanwhile.
+ */
+export interface AttachmentLockedOption {
+  attachmentLocked?: boolean;
+}
+
 export const DEFAULT_DATA_DIR = '/var/lib/cni/networks';
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 
@@ -142,12 +156,16 @@ export class HostLocalIpam {
    * contains; one that is taken, or a gateway, fails the call, and so does
    * one no range set contains. Never is another address picked instead.
    */
-  async allocate(containerId: string, ifname: string, requested: readonly Ip[] = []): Promise<Allocation[]> {
+  async allocate(containerId: string, ifname: string, requested: readonly Ip[] = [], opts: AttachmentLockedOption = {}): Promise<Allocation[]> {
     this.requireRanges();
     const id = validateContainerId(containerId);
     const dev = validateIfname(ifname);
+    const key = leaseKey(id, dev);
+    // Under the attachment's lock, its own leases are read before the
+    // store lock (see AttachmentLockedOption); inside it, names only.
+    const mine = opts.attachmentLocked ? (await this.store.entries({ locked: false })).filter((e) => e.content === key) : undefined;
     return this.store.withLock(async () => {
-      const entries = await this.store.entries();
+      const entries = mine ? await this.confirmedEntries(mine, key) : await this.store.entries();
       const created: string[] = [];
       // One entry per address, as the reference keys them by text.
       const pending = new Map(requested.map((ip) => [formatIp(ip), ip]));
@@ -156,7 +174,7 @@ export class HostLocalIpam {
         for (const [idx, set] of this.rangeSets.entries()) {
           const wanted = takeRequested(pending, set);
           try {
-            out.push(await this.allocateIn(idx, set, entries, leaseKey(id, dev), created, wanted));
+            out.push(await this.allocateIn(idx, set, entries, key, created, wanted));
           } catch (err) {
             if (!(err instanceof CniError) || wanted === undefined) throw err;
             throw new CniError(err.code, `failed to allocate for range ${idx}: ${err.message}`, err.details);
@@ -176,6 +194,20 @@ export class HostLocalIpam {
         throw err;
       }
     });
+  }
+
+  /**
+   * Under the store lock: every lease's name (content ''), with the
+   * attachment's own leases, read before the lock, read once more each and
+   * kept only if still its own (a GC may have removed one meanwhile).
+   */
+  private async confirmedEntries(mine: readonly StoreEntry[], key: string): Promise<StoreEntry[]> {
+    const entries = await this.store.entries({ contents: false });
+    for (const m of mine) {
+      const at = entries.findIndex((e) => e.name === m.name);
+      if (at >= 0 && (await this.store.leaseContent(m.name)) === key) entries[at] = { ...entries[at]!, content: key };
+    }
+    return entries;
   }
 
   private async allocateIn(
@@ -279,9 +311,37 @@ export class HostLocalIpam {
     });
   }
 
-  async find(containerId: string, ifname: string): Promise<LeaseRecord[]> {
+  /**
+   * Removes the leases `ips` (names as find() gave them) that (id, ifname)
+   * still holds, reading only those files: DEL looks its leases up with
+   * find() before it deletes the veth, so it need not read every lease of
+   * the node a second time. A lease that is gone, or now held by another
+   * container, is left alone.
+   */
+  async releaseFound(containerId: string, ifname: string, ips: readonly string[]): Promise<string[]> {
+    const id = validateContainerId(containerId);
+    const key = leaseKey(id, validateIfname(ifname));
+    // Taken even with nothing to release: a broken store (its lock path a
+    // directory, say) is reported by DEL too, with the fix; and a temp file
+    // a killed ADD of this attachment left is swept (names only, no reads).
+    return this.store.withLock(async () => {
+      await this.store.sweepTemps();
+      const removed: string[] = [];
+      for (const ip of ips) {
+        const content = await this.store.leaseContent(ip);
+        if (content !== key && content !== id) continue;
+        await this.store.remove(ip);
+        removed.push(ip);
+      }
+      return removed;
+    });
+  }
+
+  async find(containerId: string, ifname: string, opts: AttachmentLockedOption = {}): Promise<LeaseRecord[]> {
     const id = validateContainerId(containerId);
     const dev = validateIfname(ifname);
+    // Its own leases cannot change under the attachment's lock: no store lock needed to read them.
+    if (opts.attachmentLocked) return matching(await this.store.entries({ locked: false }), id, dev).map(toRecord);
     return this.store.withLock(async () => matching(await this.store.entries(), id, dev).map(toRecord));
   }
 

@@ -2,13 +2,13 @@
 // <dataDir>/<network>/ holds one file per leased IP (named by the IP, content
 // `<id>\r\n<ifname>`), `last_reserved_ip.<set>` and an empty `lock` file that
 // both implementations flock(2) exclusively.
-import { closeSync, constants as fsc, fstatSync, linkSync, promises as fs, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, type Dirent } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, ftruncateSync, linkSync, openSync, promises as fs, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Dirent } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { clip, describeValue } from '../cni/validate.js';
-import { flock, funlock, isErrno, tryFlock } from '../netlink/index.js';
+import { flock, isErrno, tryFlock } from '../netlink/index.js';
 import { ensureDirSync, openRegularSync, PathGuardError } from '../fs/guard.js';
 import { formatIp, parseIp, type Ip } from '../net/ip.js';
 
@@ -65,9 +65,18 @@ function sameFile(fd: number, file: string): boolean {
 /** Temp files are made only under the lock, so one seen by a lock holder was left by a killed process. */
 const STALE_TEMP = /^\.(?:lease|last_reserved_ip\.\d+)\.\d+\.[0-9a-f]+\.tmp$/;
 
+/**
+ * This process's (or worker thread's) temp-name tag: random once, then a
+ * counter, so each temp file costs no random draw yet no two writers, in
+ * this process or another, pick one name.
+ */
+const TEMP_TAG = randomBytes(4).toString('hex');
+let tempSeq = 0;
+
 /** Not an IP and not last_reserved_ip.*, so no reader (ours or the reference) mistakes it for state. */
 function tempName(kind: string): string {
-  return `.${kind}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  tempSeq = (tempSeq + 1) % 0x100000000;
+  return `.${kind}.${process.pid}.${TEMP_TAG}${tempSeq.toString(16).padStart(8, '0')}.tmp`;
 }
 
 /** One lease file: its IP and its content with surrounding whitespace trimmed. */
@@ -89,9 +98,35 @@ function ioError(what: string, file: string, err: unknown): CniError {
 
 function rmQuietly(file: string): void {
   try {
-    rmSync(file, { force: true });
+    unlinkSync(file);
   } catch {
     // a temp file left behind is removed by the next lock holder (STALE_TEMP)
+  }
+}
+
+/**
+ * Overwrites a small file in place when it is a regular 0600 file (not
+ * following a symlink, never blocking on a FIFO); false when it is not
+ * one, or the write fails, and the caller replaces it instead.
+ */
+function rewriteInPlace(file: string, text: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(file, fsc.O_WRONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || (st.mode & 0o777) !== 0o600) return false;
+    const bytes = Buffer.from(text);
+    if (writeSync(fd, bytes, 0, bytes.length, 0) !== bytes.length) return false;
+    ftruncateSync(fd, bytes.length);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -215,11 +250,9 @@ export class DiskStore {
             return await sectionDeadline.run(budget, fn);
           } finally {
             if (forget) rmQuietly(file);
-            try {
-              funlock(fd);
-            } catch {
-              // Closing the descriptor below drops the lock anyway.
-            }
+            // Closing the descriptor (below) drops the flock: it is the only
+            // descriptor of this open file (opened O_CLOEXEC, never shared),
+            // so no LOCK_UN call is needed first.
           }
         } finally {
           closeSync(fd);
@@ -254,8 +287,14 @@ export class DiskStore {
     }
   }
 
-  /** Every lease file: regular files whose name is an IP address in canonical form. */
-  async entries(): Promise<StoreEntry[]> {
+  /**
+   * Every lease file: regular files whose name is an IP address in canonical
+   * form. `contents: false` reads names only (content ''). `locked: false`
+   * is a read without the store lock, which must leave temp files alone: a
+   * lock holder may be writing one.
+   */
+  async entries(opts: { contents?: boolean; locked?: boolean } = {}): Promise<StoreEntry[]> {
+    const { contents = true, locked = true } = opts;
     let dirents: Dirent[];
     try {
       dirents = readdirSync(this.dir, { withFileTypes: true });
@@ -267,11 +306,15 @@ export class DiskStore {
     for (const d of dirents) {
       if (!d.isFile()) continue;
       if (STALE_TEMP.test(d.name)) {
-        await fs.rm(this.pathFor(d.name), { force: true }).catch(() => undefined);
+        if (locked) rmQuietly(this.pathFor(d.name));
         continue;
       }
       const ip = parseIp(d.name);
       if (!ip || formatIp(ip) !== d.name) continue;
+      if (!contents) {
+        out.push({ ip, name: d.name, content: '' });
+        continue;
+      }
       const file = this.pathFor(d.name);
       try {
         out.push({ ip, name: d.name, content: readFileSync(file, 'utf8').trim() });
@@ -311,6 +354,22 @@ export class DiskStore {
     return true;
   }
 
+  /** Under the lock: removes temp files killed writers left (entries() does it too). */
+  async sweepTemps(): Promise<void> {
+    await this.entries({ contents: false });
+  }
+
+  /** One lease file's content, trimmed; undefined when there is no such lease. */
+  async leaseContent(name: string): Promise<string | undefined> {
+    const file = this.pathFor(name);
+    try {
+      return readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      if (hasCode(err, 'ENOENT')) return undefined;
+      throw ioError('read lease', file, err);
+    }
+  }
+
   /** Deletes a lease file; a file that is already gone counts as removed. */
   async remove(name: string): Promise<void> {
     const file = this.pathFor(name);
@@ -330,9 +389,21 @@ export class DiskStore {
     }
   }
 
-  /** Replaces last_reserved_ip.<set> atomically so no reader sees half an address. */
+  /**
+   * Writes last_reserved_ip.<set>. It is a round-robin hint, read only
+   * under the lock, and the reference plugin rewrites it in place: so is it
+   * here when it is our own plain 0600 file, which spares each ADD a new
+   * inode and a rename inside the locked section (on ext4 the inode
+   * allocator's search was a visible share of an ADD). A crash between the
+   * write and the truncate can leave another address or garbage there; the
+   * next allocation then starts the round elsewhere (lastReserved reads
+   * garbage as none), and the lease files, created with link(2), stay the
+   * only authority on what is taken. Anything else at the path (missing,
+   * a symlink, a FIFO, another mode) is replaced atomically as before.
+   */
   async setLastReserved(set: number, ip: Ip): Promise<void> {
     const file = this.pathFor(`${LAST_RESERVED_PREFIX}${set}`);
+    if (rewriteInPlace(file, formatIp(ip))) return;
     const tmp = this.pathFor(tempName(`${LAST_RESERVED_PREFIX}${set}`));
     try {
       writeFileSync(tmp, formatIp(ip), { mode: 0o600, flag: 'wx' });

@@ -1,10 +1,11 @@
 // The single place that touches FFI: it loads the Go shim with koffi and
-// exposes one synchronous `call(op, request)`. Swapping the FFI binding means
-// rewriting this file only.
+// exposes one synchronous `call(op, request)`, plus libc's getsockopt for
+// SO_PEERCRED. Swapping the FFI binding means rewriting this file only.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
+import { constants as os } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { NetlinkError } from './errors.js';
+import { NetlinkError, type Errno } from './errors.js';
 import { AssetError, inSea, seaAssetPaths } from '../sea/assets.js';
 
 /** Bumped with native/tsfnl ShimVersion; a mismatch means a stale build. */
@@ -55,7 +56,14 @@ function embedded(name: string): string {
  * built-ins) its native addon loaded directly: the addon exports the same API
  * as the package, whose JavaScript part only locates the addon.
  */
+let koffiLoaded: Koffi | undefined;
+
 function loadKoffi(): Koffi {
+  koffiLoaded ??= loadKoffiOnce();
+  return koffiLoaded;
+}
+
+function loadKoffiOnce(): Koffi {
   if (!inSea()) {
     // koffi is CommonJS with a native addon; require keeps it out of
     // start-up until the first netlink call.
@@ -140,6 +148,42 @@ function unwrap(op: string, text: string): unknown {
     throw err;
   }
   return reply.result;
+}
+
+type GetSockOpt = (fd: number, level: number, name: number, val: Buffer, len: number[]) => number;
+
+/** libc's getsockopt through koffi; null when libc cannot be loaded (then the shim answers). */
+let getsockopt: GetSockOpt | null | undefined;
+
+const SOL_SOCKET = 1;
+const SO_PEERCRED = 17;
+
+/**
+ * SO_PEERCRED of a connected Unix socket through libc's getsockopt(2),
+ * called directly: no JSON and no entry into the Go runtime, which on the
+ * agent's main thread (one check per CNI connection) matters. undefined
+ * when libc is not loadable here; the caller then asks the shim.
+ */
+export function libcPeerCred(fd: number): { pid: number; uid: number; gid: number } | undefined {
+  if (getsockopt === undefined) {
+    try {
+      const koffi = loadKoffi();
+      getsockopt = koffi.load('libc.so.6').func('int getsockopt(int, int, int, _Out_ uint8_t *val, _Inout_ uint32_t *len)') as GetSockOpt;
+    } catch {
+      getsockopt = null;
+    }
+  }
+  if (!getsockopt) return undefined;
+  // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+  const buf = Buffer.alloc(12);
+  const len = [12];
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, buf, len) !== 0) {
+    const koffi = loadKoffi();
+    const errno = koffi.errno();
+    const name = (Object.entries(os.errno).find(([, v]) => v === errno)?.[0] ?? 'EIO') as Errno;
+    throw new NetlinkError('sock.peercred', `getsockopt(SO_PEERCRED) on fd ${fd} failed: ${name}`, name, errno);
+  }
+  return { pid: buf.readInt32LE(0), uid: buf.readUInt32LE(4), gid: buf.readUInt32LE(8) };
 }
 
 function checkVersion(fn: RawCall): void {

@@ -2,7 +2,7 @@
 // network namespace at most once, on a throw-away thread of the shim.
 import { call } from './ffi.js';
 import { NetlinkError } from './errors.js';
-import type { Link } from './types.js';
+import type { Address, Link } from './types.js';
 
 /** Failures of the pod ops that callers turn into specific errors. */
 export type PodFailure = 'ifname-taken' | 'bridge-missing' | 'pod-link-gone' | 'not-netns';
@@ -33,6 +33,27 @@ export interface PodInspection {
 /** What an earlier ADD of this attachment left; a fresh ADD costs one host lookup. */
 export function inspectPod(ref: PodAttachmentRef & { bridgeIndex: number }): PodInspection {
   return call('pod.inspect', ref) as PodInspection;
+}
+
+/** pod.inspect that also reads the node side an ADD depends on. */
+export interface PodAndNodeInspection extends PodInspection {
+  /** the link named as the bridge (any type), or null when there is none */
+  bridge: Link | null;
+  /** its addresses, either family, every scope */
+  bridgeAddrs: Address[];
+  /** each asked host sysctl's value, '' when the key does not exist */
+  hostSysctls: Record<string, string>;
+}
+
+/**
+ * inspectPod with the bridge looked up by name first (its index then
+ * decides whether the host veth is on it) and reported with its addresses,
+ * plus host sysctls: everything an ADD checks before it makes the pod, read
+ * from the kernel in one shim call instead of one per lookup.
+ */
+export function inspectPodAndNode(ref: PodAttachmentRef & { bridge: string; hostSysctls: string[] }): PodAndNodeInspection {
+  const got = call('pod.inspect', { ...ref, bridgeIndex: 0 }) as Partial<PodAndNodeInspection> & PodInspection;
+  return { ...got, bridge: got.bridge ?? null, bridgeAddrs: got.bridgeAddrs ?? [], hostSysctls: got.hostSysctls ?? {} };
 }
 
 export interface PodRoute {
@@ -72,7 +93,9 @@ export type PodTeardown = 'host' | 'pod' | 'kept' | 'none';
  * interface when it carries an address in `leased` ('kept' when it carries
  * none: it is not this attachment's). Returns once the kernel has unlisted
  * the pair; a netns that is gone or is not one counts as nothing to remove.
+ * Then, if the teardown succeeded, the host routes `dropRoutes` via
+ * `dropRoutesDev` are deleted where they exist (never a failure).
  */
-export function teardownPod(ref: PodAttachmentRef & { leased: string[] }): PodTeardown {
+export function teardownPod(ref: PodAttachmentRef & { leased: string[]; dropRoutes?: string[]; dropRoutesDev?: string }): PodTeardown {
   return (call('pod.teardown', ref) as { removed: PodTeardown }).removed;
 }

@@ -1,4 +1,4 @@
-import { call } from './ffi.js';
+import { call, libcPeerCred } from './ffi.js';
 import { isErrno, NetlinkError } from './errors.js';
 import type { InNetns } from './types.js';
 
@@ -73,5 +73,5 @@ export function peerCred(fd: number): PeerCred {
   if (!Number.isInteger(fd) || fd < 0) {
     throw new NetlinkError('sock.peercred', `bad socket descriptor ${fd}`, 'EBADF', 9);
   }
-  return call('sock.peercred', { fd }) as PeerCred;
+  return libcPeerCred(fd) ?? (call('sock.peercred', { fd }) as PeerCred);
 }

@@ -15,7 +15,7 @@ import { cidrContainsIp, formatIp, parseCidr, parseIp, type Ip } from '../net/ip
 import { parsePluginConfig, type PluginConfig } from './config.js';
 import { createLogger, type PluginLogger } from './log.js';
 import { hostVethName } from './names.js';
-import { applyPodRoutes, attachPod, deletePodVeth, ensureBridge, isPeerOf, podRoutes, safeIsNetns, staleBridgeAddresses, type PodRoute, type RouteFamily } from './network.js';
+import { applyPodRoutes, attachPod, bridgeAddressesIn, deletePodVeth, ensureBridge, isPeerOf, podRoutes, safeIsNetns, staleBridgeAddresses, type PodRoute, type RouteFamily } from './network.js';
 import { checkRangesInSubnet, nodeSubnet, rangeSetsFor, type NodeSubnet } from './subnet.js';
 import { cniErrorOf } from './errors.js';
 import { checkAttachment } from './check.js';
@@ -152,10 +152,9 @@ function routeFamilies(subnet: NodeSubnet, ips: Attached['ips']): RouteFamily[] 
  * The attachment as an earlier ADD left it, if it is whole: the leases, the
  * host veth on the bridge, and its peer in the pod carrying every address.
  */
-async function existingAttachment(ipam: HostLocalIpam, ctx: PluginContext, bridge: Link, hostName: string): Promise<Attached | undefined> {
-  const { containerId, netns, ifname } = ctx.env;
-  // The kernel first (one shim call): a fresh ADD stops at the host lookup, without the IPAM lock.
-  const seen = nl.inspectPod({ netns, hostName, ifname, bridgeIndex: bridge.index });
+async function existingAttachment(ipam: HostLocalIpam, ctx: PluginContext, bridge: Link, seen: nl.PodInspection): Promise<Attached | undefined> {
+  const { containerId, ifname } = ctx.env;
+  // The kernel first (`seen`, read by the caller): a fresh ADD stops at the host lookup, without the IPAM lock.
   const { host, pod } = seen;
   if (!host || host.masterIndex !== bridge.index) return undefined;
   if (!pod || !isPeerOf(pod, host)) return undefined;
@@ -196,13 +195,23 @@ export async function add(ctx: PluginContext): Promise<Result> {
     // One call per attachment at a time, across processes: a second ADD
     // waits for the first and then finds its work done.
     return ipam.withAttachment(containerId, ifname, async () => {
-      const before = nl.linkByName(cfg.bridge);
-      if (before && !cfg.forceAddress) await moveGateway(cfg.bridge, subnet, ipam, log);
-      const bridge = ensureBridge(cfg.bridge, mtu, gateways, cfg.forceAddress, log);
-      if (before && bridge.mtu > before.mtu) await capOlderPods(cfg.bridge, bridge.mtu, subnet, ipam, log);
-      enableForwarding(subnet);
       const hostName = hostVethName(containerId, ifname);
-      const existing = await existingAttachment(ipam, ctx, bridge, hostName);
+      // One shim call reads the node side (bridge, its addresses, forwarding)
+      // with the attachment's host veth. Nothing is cached between calls, so a
+      // bridge deleted, recreated or re-addressed since the last ADD is seen.
+      const node = nl.inspectPodAndNode({ netns, hostName, ifname, bridge: cfg.bridge, hostSysctls: forwardingKeys(subnet) });
+      let seen: nl.PodInspection = node;
+      let bridge = readyBridge(node, cfg, mtu, subnet);
+      if (!bridge) {
+        // Something to make or fix: the node-side steps, each looking again.
+        const before = nl.linkByName(cfg.bridge);
+        if (before && !cfg.forceAddress) await moveGateway(cfg.bridge, subnet, ipam, log);
+        bridge = ensureBridge(cfg.bridge, mtu, gateways, cfg.forceAddress, log);
+        if (before && bridge.mtu > before.mtu) await capOlderPods(cfg.bridge, bridge.mtu, subnet, ipam, log);
+        enableForwarding(subnet);
+        seen = nl.inspectPod({ netns, hostName, ifname, bridgeIndex: bridge.index });
+      }
+      const existing = await existingAttachment(ipam, ctx, bridge, seen);
       if (existing) {
         checkRequestedHeld(requested, existing.ips);
         const routes = podRoutes(routeFamilies(subnet, existing.ips), cfg.isDefaultGateway, cfg.routes);
@@ -212,7 +221,7 @@ export async function add(ctx: PluginContext): Promise<Result> {
         return resultOf(ctx, cfg, existing, routes);
       }
       return withRollback(log, async (onUndo) => {
-        const allocs: Allocation[] = await ipam.allocate(containerId, ifname, requested);
+        const allocs: Allocation[] = await ipam.allocate(containerId, ifname, requested, { attachmentLocked: true });
         // Undo only what this call made: a lease it merely found stays (an
         // IPv4 pod's lease when the node has just become dual-stack, say).
         const made = allocs.filter((a) => a.created).map((a) => a.address.split('/')[0]!);
@@ -236,8 +245,42 @@ function loggedIps(ips: Attached['ips']): { ip?: string; ips: string[] } {
 
 /** The node forwards for its pods: IPv4 always (as before), IPv6 when it has an IPv6 subnet (the reference bridge's EnableIP6Forward). */
 function enableForwarding(subnet: NodeSubnet): void {
-  nl.sysctlSet('net.ipv4.ip_forward', '1');
-  if (subnet.families.some((f) => f.family === 6)) nl.sysctlSet('net/ipv6/conf/all/forwarding', '1');
+  for (const key of forwardingKeys(subnet)) nl.sysctlSet(key, '1');
+}
+
+function forwardingKeys(subnet: NodeSubnet): string[] {
+  const keys = ['net.ipv4.ip_forward'];
+  if (subnet.families.some((f) => f.family === 6)) keys.push('net/ipv6/conf/all/forwarding');
+  return keys;
+}
+
+/**
+ * The bridge as `seen` shows it, when the node side needs nothing from
+ * this ADD: it is an up bridge of the node MTU carrying every gateway, no
+ * old gateway of the cluster network for moveGateway to move, and
+ * forwarding on. Otherwise undefined, and the caller runs the steps that
+ * make or fix it (each reading the kernel again).
+ */
+function readyBridge(seen: nl.PodAndNodeInspection, cfg: PluginConfig, mtu: number, subnet: NodeSubnet): Link | undefined {
+  const br = seen.bridge;
+  if (!br || br.type !== 'bridge' || !br.up || br.mtu !== mtu) return undefined;
+  if (!forwardingKeys(subnet).every((k) => seen.hostSysctls[k] === '1')) return undefined;
+  const gateways = subnet.families.map((f) => f.gatewayCidr);
+  const have = bridgeAddressesIn(seen.bridgeAddrs, gateways.some((g) => g.includes(':')));
+  if (!gateways.every((g) => have.includes(g))) return undefined;
+  if (!cfg.forceAddress && staleGateways(have, subnet).length > 0) return undefined;
+  return br;
+}
+
+/** Addresses on the bridge, other than the gateways, inside a cluster network: old gateways moveGateway moves. */
+function staleGateways(have: readonly string[], subnet: NodeSubnet): string[] {
+  const clusters = subnet.families.map((f) => parseCidr(f.clusterNetwork)).filter((c) => c !== undefined);
+  const gateways = subnet.families.map((f) => f.gatewayCidr);
+  return have.filter((c) => {
+    if (gateways.includes(c)) return false;
+    const ip = parseCidr(c)?.ip;
+    return ip !== undefined && clusters.some((n) => cidrContainsIp(n, ip));
+  });
 }
 
 /**
@@ -250,12 +293,8 @@ function enableForwarding(subnet: NodeSubnet): void {
  * naming forceAddress).
  */
 async function moveGateway(bridge: string, subnet: NodeSubnet, ipam: HostLocalIpam, log: PluginLogger): Promise<void> {
-  const clusters = subnet.families.map((f) => parseCidr(f.clusterNetwork)).filter((c) => c !== undefined);
   const gateways = subnet.families.map((f) => f.gatewayCidr);
-  const stale = staleBridgeAddresses(bridge, gateways).filter((c) => {
-    const ip = parseCidr(c)?.ip;
-    return ip !== undefined && clusters.some((n) => cidrContainsIp(n, ip));
-  });
+  const stale = staleGateways(staleBridgeAddresses(bridge, gateways), subnet);
   if (stale.length === 0) return;
   const oldNets = stale.map((c) => parseCidr(c)).filter((c) => c !== undefined);
   const holders = (await ipam.list()).filter((l) => {
@@ -327,10 +366,13 @@ export async function del(ctx: PluginContext): Promise<void> {
       containerId,
       ifname,
       async () => {
-        const leased = (await ipam.find(containerId, ifname)).map((l) => l.ip);
-        deletePodVeth(hostVethName(containerId, ifname), netns, ifname, leased, log);
-        const released = await ipam.release(containerId, ifname);
-        for (const ip of released) dropPodRoute(cfg.bridge, ip);
+        // One read of the whole store per DEL, outside the store lock (this
+        // attachment's leases change only under its lock, held here): the
+        // leases found are released after the veth is gone, each read again.
+        const leased = (await ipam.find(containerId, ifname, { attachmentLocked: true })).map((l) => l.ip);
+        // The teardown also drops the pod's MTU route (capOlderPods), if it has one.
+        deletePodVeth(hostVethName(containerId, ifname), netns, ifname, leased, log, { dev: cfg.bridge, dsts: leased.map(hostRoute) });
+        const released = await ipam.releaseFound(containerId, ifname, leased);
         if (released.length > 0) log.info({ ips: released }, 'released');
       },
       true,

@@ -70,9 +70,13 @@ function isV6(cidr: string): boolean {
 function bridgeAddresses(name: string, withV6: boolean): string[] {
   if (!withV6) return nl.addrList({ dev: name, family: 'inet' }).map((a) => a.cidr);
   // One listing for both families (one shim call per ADD, not two).
-  const all = nl.addrList({ dev: name });
+  return bridgeAddressesIn(nl.addrList({ dev: name }), true);
+}
+
+/** bridgeAddresses, from a listing of both families already made. */
+export function bridgeAddressesIn(all: readonly nl.Address[], withV6: boolean): string[] {
   const v4 = all.filter((a) => !isV6(a.cidr));
-  const v6 = all.filter((a) => isV6(a.cidr) && a.scope === nl.RouteScope.universe);
+  const v6 = withV6 ? all.filter((a) => isV6(a.cidr) && a.scope === nl.RouteScope.universe) : [];
   return [...v4, ...v6].map((a) => a.cidr);
 }
 
@@ -237,15 +241,25 @@ export function applyPodRoutes(netns: string, ifname: string, routes: readonly P
 }
 
 /**
- * Removes an attachment's veth; the pod end goes with it. Without the host
+ * Removes an attachment's veth (the pod end goes with it) and, in the same
+ * shim call, the host routes `hostRoutes` (capOlderPods' MTU routes). Without the host
  * end (the name derived from this container ID), an interface in the pod is
  * removed only when it carries an address this container leases: DEL of an
  * unknown ID given another pod's netns must not take that pod's interface.
  */
-export function deletePodVeth(hostName: string, netns: string, ifname: string, leased: readonly string[], log: PluginLogger): void {
+export function deletePodVeth(
+  hostName: string,
+  netns: string,
+  ifname: string,
+  leased: readonly string[],
+  log: PluginLogger,
+  hostRoutes?: { dev: string; dsts: readonly string[] },
+): void {
   // One shim call: the host end by name; without it, the pod interface
-  // (one netns entry). It returns once the kernel has unlisted the pair.
-  const removed = nl.teardownPod({ netns, hostName, ifname, leased: [...leased] });
+  // (one netns entry). It returns once the kernel has unlisted the pair,
+  // then drops `hostRoutes` where they exist.
+  const drop = hostRoutes && hostRoutes.dsts.length > 0 ? { dropRoutesDev: hostRoutes.dev, dropRoutes: [...hostRoutes.dsts] } : {};
+  const removed = nl.teardownPod({ netns, hostName, ifname, leased: [...leased], ...drop });
   if (removed === 'host') log.info({ veth: hostName }, 'deleted host veth');
   else if (removed === 'pod') log.info({ netns, ifname }, 'deleted pod interface');
   else if (removed === 'kept') log.info({ netns, ifname }, 'left the pod interface in place: nothing ties it to this container');

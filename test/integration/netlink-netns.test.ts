@@ -12,6 +12,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import * as nl from '../../src/netlink/index.js';
+import { call, libcPeerCred } from '../../src/netlink/ffi.js';
 import { addNetns, cleanupAll, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 
@@ -225,10 +226,13 @@ describe.skipIf(requireOrSkip('netlink-netns', { root: isRoot }))('peerCred read
     return s;
   }
 
-  it('reports this process as the peer of its own connection (pid, uid 0, gid 0)', async () => {
+  it('reports this process as the peer of its own connection (pid, uid 0, gid 0), through libc as the shim reads it', async () => {
     const client = createConnection(join(dir, 's.sock'));
     const s = await acceptNext(() => undefined);
     expect(nl.peerCred(socketFd(s))).toEqual({ pid: process.pid, uid: 0, gid: 0 });
+    // peerCred asks libc's getsockopt directly; the shim's op is its fallback and must agree.
+    expect(libcPeerCred(socketFd(s))).toEqual({ pid: process.pid, uid: 0, gid: 0 });
+    expect(call('sock.peercred', { fd: socketFd(s) })).toEqual({ pid: process.pid, uid: 0, gid: 0 });
     client.destroy();
   });
 

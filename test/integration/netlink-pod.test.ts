@@ -157,6 +157,47 @@ describe.skipIf(requireOrSkip('netlink pod ops', { root: isRoot }))('shim pod op
     expect(got.after.podAddresses).toEqual(expect.arrayContaining(['10.244.1.5/24', 'fd00:10:244:1::5/64']));
   });
 
+  it('pod.inspect with a bridge name reads the bridge, its addresses of both families and host sysctls in the same call; no bridge is null', () => {
+    const pod = newPod('podop2b');
+    const got = inNode<{
+      made: { bridge: { name: string; index: number; type: string }; bridgeAddrs: { cidr: string; scope: number }[]; hostSysctls: Record<string, string>; host: { masterIndex: number }; pod: { name: string } | null; podAddresses: string[] };
+      nobr: { bridge: unknown; bridgeAddrs: unknown[]; host: unknown; hostSysctls: Record<string, string> };
+      ipForward: string;
+    }>(`
+      const ref = { netns: ${JSON.stringify(nsPath(pod))}, hostName: 'vpodop2b', ifname: 'eth0' };
+      nl.setupPod(${JSON.stringify(setupSpec(pod, 'vpodop2b'))});
+      out.made = nl.inspectPodAndNode({ ...ref, bridge: 'cni0', hostSysctls: ['net.ipv4.ip_forward', 'net/ipv6/conf/all/forwarding', 'net/ipv4/conf/nosuchdev/forwarding'] });
+      out.nobr = nl.inspectPodAndNode({ ...ref, bridge: 'nobr0', hostSysctls: [] });
+      out.ipForward = nl.sysctlGet('net.ipv4.ip_forward');
+      nl.teardownPod({ ...ref, leased: [] });`);
+    expect(got.made.bridge).toMatchObject({ name: 'cni0', type: 'bridge' });
+    expect(got.made.bridgeAddrs.map((a) => a.cidr)).toEqual(expect.arrayContaining(['10.244.1.1/24', 'fd00:10:244:1::1/64']));
+    expect(got.made.hostSysctls).toEqual({ 'net.ipv4.ip_forward': got.ipForward, 'net/ipv6/conf/all/forwarding': expect.stringMatching(/^[01]$/), 'net/ipv4/conf/nosuchdev/forwarding': '' });
+    // The host veth is judged against the bridge found by name: on it, so its peer is read too.
+    expect(got.made.host.masterIndex).toBe(got.made.bridge.index);
+    expect(got.made.pod?.name).toBe('eth0');
+    expect(got.made.podAddresses).toEqual(expect.arrayContaining(['10.244.1.5/24']));
+    // No such bridge: null, and a host veth cannot be on it, so the pod side is not entered.
+    expect(got.nobr.bridge).toBeNull();
+    expect(got.nobr.bridgeAddrs).toEqual([]);
+    expect(got.nobr.host).not.toBeNull();
+  });
+
+  it('pod.teardown drops the given host routes via the bridge once the veth is gone; absent routes and an absent dev are no failure', () => {
+    const pod = newPod('podrt1');
+    const got = inNode<{ before: string[]; removed: string; after: string[]; again: string; nodev: string }>(`
+      nl.setupPod(${JSON.stringify(setupSpec(pod, 'vpodrt1'))});
+      nl.routeReplace({ dst: '10.244.1.5/32', dev: 'cni0', mtu: 1400 });
+      const capped = () => nl.routeList({ dev: 'cni0' }).map((r) => r.dst).filter((d) => d === '10.244.1.5/32');
+      out.before = capped();
+      const ref = { netns: ${JSON.stringify(nsPath(pod))}, hostName: 'vpodrt1', ifname: 'eth0', leased: ['10.244.1.5'] };
+      out.removed = nl.teardownPod({ ...ref, dropRoutesDev: 'cni0', dropRoutes: ['10.244.1.5/32', 'fd00:10:244:1::5/128'] });
+      out.after = capped();
+      out.again = nl.teardownPod({ ...ref, dropRoutesDev: 'cni0', dropRoutes: ['10.244.1.5/32'] });
+      out.nodev = nl.teardownPod({ ...ref, dropRoutesDev: 'nobr0', dropRoutes: ['10.244.1.5/32'] });`);
+    expect(got).toEqual({ before: ['10.244.1.5/32'], removed: 'host', after: [], again: 'none', nodev: 'none' });
+  });
+
   it('pod.setup failing after the pair exists (a gateway off every pod subnet) leaves no veth in the node or the pod', () => {
     const pod = newPod('podop3');
     const got = inNode<{ r: { error?: string; errno?: string } }>(

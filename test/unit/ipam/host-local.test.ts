@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtemp, readFile, readdir, rm, stat, writeFile, open } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile, open } from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -114,6 +114,57 @@ describe('allocate', () => {
     expect(await readFile(path.join(netDir(), 'last_reserved_ip.0'), 'utf8')).toBe('10.9.0.3');
   });
 
+  it('attachmentLocked: finds its own lease read before the store lock, and takes a new address when the lease was removed or given away before the lock', async () => {
+    const a = ipam();
+    const other = ipam();
+    const locked = { attachmentLocked: true };
+    expect(ips(await a.allocate('c1', 'eth0', [], locked))).toEqual(['10.9.0.2/29']);
+    expect(await a.allocate('c1', 'eth0', [], locked)).toEqual([{ address: '10.9.0.2/29', gateway: '10.9.0.1', rangeSet: 0, created: false }]);
+    expect(await a.find('c1', 'eth0', locked)).toEqual(await a.find('c1', 'eth0'));
+    // Each allocate below reads c1's lease at once, then queues for the store
+    // lock behind the calls started before it, which change that lease.
+    const [removed, afterGc] = await Promise.all([a.gc([]), a.allocate('c1', 'eth0', [], locked)]);
+    expect(removed.map((l) => l.ip)).toEqual(['10.9.0.2']);
+    expect(afterGc).toEqual([{ address: '10.9.0.3/29', gateway: '10.9.0.1', rangeSet: 0, created: true }]);
+    const [, taken, mine] = await Promise.all([
+      a.release('c1', 'eth0'),
+      other.allocate('c2', 'eth0', [{ family: 4, value: 0x0a090003n }]),
+      a.allocate('c1', 'eth0', [], locked),
+    ]);
+    expect(ips(taken)).toEqual(['10.9.0.3/29']);
+    expect(mine).toEqual([{ address: '10.9.0.4/29', gateway: '10.9.0.1', rangeSet: 0, created: true }]);
+    expect((await a.list()).map((l) => `${l.ip} ${l.containerId}`).sort()).toEqual(['10.9.0.3 c2', '10.9.0.4 c1']);
+  });
+
+  it('rewrites its own 0600 last_reserved_ip in place (same inode, exact shorter text); replaces a symlink or a 0644 file there instead of writing through it', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
+    const last = path.join(netDir(), 'last_reserved_ip.0');
+    const ip = (text: string) => [{ family: 4 as const, value: BigInt(text.split('.').reduce((n, o) => n * 256 + Number(o), 0)) }];
+    await a.allocate('c1', 'eth0', ip('10.9.0.100'));
+    const first = await stat(last);
+    await a.allocate('c2', 'eth0', ip('10.9.0.5'));
+    expect(await readFile(last, 'utf8')).toBe('10.9.0.5');
+    expect((await stat(last)).ino).toBe(first.ino);
+    expect((await stat(last)).mode & 0o777).toBe(0o600);
+
+    const target = path.join(dataDir, 'elsewhere');
+    await writeFile(target, 'keep');
+    await rm(last);
+    await symlink(target, last);
+    // (read through the link, 'keep' is no address: the round starts over at .2)
+    expect(ips(await a.allocate('c3', 'eth0'))).toEqual(['10.9.0.2/24']);
+    expect(await readFile(target, 'utf8')).toBe('keep');
+    expect((await lstat(last)).isFile()).toBe(true);
+    expect(await readFile(last, 'utf8')).toBe('10.9.0.2');
+
+    await rm(last);
+    await writeFile(last, '10.9.0.7', { mode: 0o644 });
+    await chmod(last, 0o644);
+    expect(ips(await a.allocate('c4', 'eth0'))).toEqual(['10.9.0.8/24']);
+    expect((await stat(last)).mode & 0o777).toBe(0o600);
+    expect(await readFile(last, 'utf8')).toBe('10.9.0.8');
+  });
+
   it('allocates one IP per range set (dual stack)', async () => {
     const a = ipam([[{ subnet: '10.9.0.0/24' }], [{ subnet: 'fd00:9::/120' }]]);
     expect(await a.allocate('c1', 'eth0')).toEqual([
@@ -195,6 +246,25 @@ describe('release, find, list', () => {
     await writeFile(path.join(netDir(), '10.9.0.5'), 'c1');
     expect(await a.release('c1', 'eth0')).toEqual(['10.9.0.2']);
     expect(await a.release('c1', 'eth0')).toEqual(['10.9.0.5']);
+  });
+
+  it('releaseFound removes the leases find gave that (id, ifname) still holds, and leaves one gone or taken by another container', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/29' }], [{ subnet: '10.9.1.0/29' }]]);
+    await a.allocate('c1', 'eth0');
+    await a.allocate('c2', 'eth0');
+    const found = (await a.find('c1', 'eth0')).map((l) => l.ip);
+    expect(found).toEqual(['10.9.0.2', '10.9.1.2']);
+    // Between the find and the release: one lease is gone (a GC), and its
+    // address now belongs to another container (the reference plugin).
+    await rm(path.join(netDir(), '10.9.1.2'));
+    await writeFile(path.join(netDir(), '10.9.1.2'), 'other\r\neth0');
+    expect(await a.releaseFound('c1', 'eth0', [...found, '10.9.0.6'])).toEqual(['10.9.0.2']);
+    expect((await a.list()).map((l) => `${l.ip} ${l.containerId}`).sort()).toEqual(['10.9.0.3 c2', '10.9.1.2 other', '10.9.1.3 c2']);
+    // A legacy id-only lease find matched is released too; nothing found, nothing read.
+    await writeFile(path.join(netDir(), '10.9.0.5'), 'old\n');
+    expect(await a.releaseFound('old', 'eth0', (await a.find('old', 'eth0')).map((l) => l.ip))).toEqual(['10.9.0.5']);
+    expect(await a.releaseFound('nobody', 'eth0', [])).toEqual([]);
+    await expect(a.releaseFound('c2', 'eth0', ['../escape'])).rejects.toThrow(/outside/);
   });
 
   it('treats releasing an unknown container as success', async () => {
