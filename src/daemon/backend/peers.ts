@@ -3,7 +3,7 @@
 // read-and-diff of the kernel. Pure: no I/O. The exact reconcile rebuilds it
 // and stays the safety net for drift (entries changed by hand).
 import type { Lease } from '../types.js';
-import type { LeasePlan, Skipped } from './plan.js';
+import { nexthopKey, type LeasePlan, type Skipped } from './plan.js';
 
 interface Peer {
   lease: Lease;
@@ -46,6 +46,8 @@ export class PeerModel {
   private readonly peers = new Map<string, Peer>();
   private readonly dstOwner = new Map<string, string>();
   private readonly macOwner = new Map<string, string>();
+  /** programmed peers per gateway nexthop (plan.ts nexthopKey) */
+  private readonly nexthopUsers = new Map<string, number>();
   /**
    * Peers that wait on another lease (a subnet or VTEP MAC claimed twice) or
    * whose writes failed: only an exact pass knows when they can be programmed.
@@ -158,6 +160,22 @@ export class PeerModel {
     return { touched, out };
   }
 
+  /**
+   * How many peers use each gateway's nexthop (nexthopKey) once `changes`
+   * are committed, for the gateways the changes touch.
+   */
+  nexthopUsersAfter(changes: readonly PeerChange[]): Map<string, number> {
+    const out = new Map<string, number>();
+    const bump = (key: string, by: number): void => {
+      out.set(key, (out.get(key) ?? this.nexthopUsers.get(key) ?? 0) + by);
+    };
+    for (const c of changes) {
+      if (c.before) bump(nexthopKey(c.before.route), -1);
+      if (c.after) bump(nexthopKey(c.after.route), 1);
+    }
+    return out;
+  }
+
   /** Records a change the kernel accepted. */
   commit(change: PeerChange): void {
     const peer = this.peers.get(change.key);
@@ -177,6 +195,8 @@ export class PeerModel {
     this.peers.set(key, peer);
     this.dstOwner.set(plan.route.dst, key);
     if (plan.fdb) this.macOwner.set(plan.fdb.mac, key);
+    const nh = nexthopKey(plan.route);
+    this.nexthopUsers.set(nh, (this.nexthopUsers.get(nh) ?? 0) + 1);
   }
 
   private clearPlan(key: string, peer: Peer): void {
@@ -186,5 +206,9 @@ export class PeerModel {
     this.programmedCount--;
     if (this.dstOwner.get(plan.route.dst) === key) this.dstOwner.delete(plan.route.dst);
     if (plan.fdb && this.macOwner.get(plan.fdb.mac) === key) this.macOwner.delete(plan.fdb.mac);
+    const nh = nexthopKey(plan.route);
+    const n = (this.nexthopUsers.get(nh) ?? 0) - 1;
+    if (n > 0) this.nexthopUsers.set(nh, n);
+    else this.nexthopUsers.delete(nh);
   }
 }

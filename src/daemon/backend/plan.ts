@@ -206,6 +206,8 @@ export interface CurrentRoute {
   onlink: boolean;
   metric: number;
   protocol: number;
+  /** the nexthop object the route goes through (its gw/onlink are the nexthop's) */
+  nhid?: number;
 }
 
 export interface RouteDiff {
@@ -237,7 +239,19 @@ export function ownedRoute(r: CurrentRoute, network: Cidr): boolean {
   return r.gw !== undefined && dst !== undefined && cidrContainsCidr(network, dst);
 }
 
-function routeMatches(cur: CurrentRoute, want: DesiredRoute, metric: number): boolean {
+/**
+ * How the desired routes are written: `plain` gateway routes, or through
+ * nexthop objects (`nexthops`: the id of our nexthop for each nexthopKey,
+ * from diffNexthops). A route in the other form does not match, so the
+ * replace converts it (a plain route left by flannel or an older tsflannel
+ * becomes `nhid N`).
+ */
+export type RouteForm = { kind: 'plain' } | { kind: 'nexthop'; nexthops: ReadonlyMap<string, number> };
+
+const PLAIN: RouteForm = { kind: 'plain' };
+
+function routeMatches(cur: CurrentRoute, want: DesiredRoute, metric: number, form: RouteForm): boolean {
+  if (form.kind === 'plain' ? cur.nhid !== undefined : cur.nhid === undefined || form.nexthops.get(nexthopKey(want)) !== cur.nhid) return false;
   return (
     cur.dst === want.dst &&
     cur.via === want.via &&
@@ -253,7 +267,7 @@ function routeMatches(cur: CurrentRoute, want: DesiredRoute, metric: number): bo
  * overwritten in place by a replace (no gap), so only routes for other
  * destinations or other metrics are deleted.
  */
-export function diffRoutes(desired: readonly DesiredRoute[], current: readonly CurrentRoute[], metric = 0): RouteDiff {
+export function diffRoutes(desired: readonly DesiredRoute[], current: readonly CurrentRoute[], metric = 0, form: RouteForm = PLAIN): RouteDiff {
   // One route per destination is the rule: keep it unwrapped, so a no-op
   // pass over 50,000 routes does not allocate 50,000 one-element arrays.
   const byDst = new Map<string, CurrentRoute | CurrentRoute[]>();
@@ -272,9 +286,9 @@ export function diffRoutes(desired: readonly DesiredRoute[], current: readonly C
   for (const want of desired) {
     wanted.add(want.dst);
     const one = byDst.get(want.dst);
-    if (one !== undefined && !Array.isArray(one) && routeMatches(one, want, metric)) continue;
+    if (one !== undefined && !Array.isArray(one) && routeMatches(one, want, metric, form)) continue;
     const existing = listAt(want.dst);
-    const exact = existing.find((r) => routeMatches(r, want, metric));
+    const exact = existing.find((r) => routeMatches(r, want, metric, form));
     if (exact) {
       for (const r of existing) if (r !== exact) diff.remove.push(r);
       continue;
@@ -285,6 +299,51 @@ export function diffRoutes(desired: readonly DesiredRoute[], current: readonly C
     for (const r of existing) if (r !== slot) diff.remove.push(r);
   }
   for (const dst of byDst.keys()) if (!wanted.has(dst)) diff.remove.push(...listAt(dst));
+  return diff;
+}
+
+// ---- nexthop objects
+
+/** nh_protocol of tsflannel's nexthop objects (native/tsfnl/nexthop.go). */
+export const NEXTHOP_PROTOCOL = 157;
+
+/** A nexthop object as read from the kernel, on one of our devices. */
+export interface CurrentNexthop {
+  id: number;
+  via: 'overlay' | 'underlay';
+  gw?: string;
+  onlink: boolean;
+  protocol: number;
+}
+
+/** What a nexthop stands for: one gateway on one side, onlink on the overlay. */
+export function nexthopKey(r: { via: 'overlay' | 'underlay'; gw?: string | undefined }, onlink = r.via === 'overlay'): string {
+  return `${r.via} ${r.gw ?? '-'} ${onlink ? 'o' : '-'}`;
+}
+
+export interface NexthopDiff {
+  /** for each key the desired routes need, the id of our nexthop the shim will reuse */
+  use: Map<string, number>;
+  /** our nexthops no desired route uses (delete after the routes are written) */
+  remove: CurrentNexthop[];
+}
+
+/**
+ * Our nexthops (protocol NEXTHOP_PROTOCOL; others are never touched) against
+ * the gateways the desired routes need. The shim reuses the lowest id of
+ * ours per key, so that one is kept; duplicates and nexthops for gateways no
+ * route needs are removed (the kernel takes any route still on them along).
+ */
+export function diffNexthops(desired: readonly DesiredRoute[], current: readonly CurrentNexthop[]): NexthopDiff {
+  const wanted = new Set<string>();
+  for (const r of desired) wanted.add(nexthopKey(r));
+  const diff: NexthopDiff = { use: new Map(), remove: [] };
+  const ours = current.filter((n) => n.protocol === NEXTHOP_PROTOCOL).sort((a, b) => a.id - b.id);
+  for (const n of ours) {
+    const key = nexthopKey(n, n.onlink);
+    if (n.gw === undefined || !wanted.has(key) || diff.use.has(key)) diff.remove.push(n);
+    else diff.use.set(key, n.id);
+  }
   return diff;
 }
 
