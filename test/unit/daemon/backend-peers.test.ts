@@ -80,4 +80,21 @@ describe('PeerModel', () => {
     // and a node leaving (another length) is found by the scan
     expect(summary(m.changes(list.slice(1), planOne, 64))).toEqual(['10.244.1.0/24: 6a:00:00:00:00:01 -> -']);
   });
+
+  it('counts the peers on each gateway\'s nexthop after a set of changes, so a shared nexthop is kept', () => {
+    const dr = (l: Lease) => planVxlanLease(l, ctx, { directRouting: true });
+    // two subnets of one same-L2 node share its address as gateway, a third peer is on the overlay
+    const leases = [lease(1, undefined, '192.168.1.50'), lease(2, undefined, '192.168.1.50'), lease(3)];
+    const plan = planVxlan(leases, ctx, { directRouting: true }, dr);
+    const m = new PeerModel(leases, plan.plans, new Set());
+    const oneLeft = m.changes([leases[1]!, leases[2]!], dr, 64) as PeerChange[];
+    expect(m.nexthopUsersAfter(oneLeft)).toEqual(new Map([['underlay 192.168.1.50 -', 1]]));
+    const bothLeft = m.changes([leases[2]!], dr, 64) as PeerChange[];
+    expect(m.nexthopUsersAfter(bothLeft)).toEqual(new Map([['underlay 192.168.1.50 -', 0]]));
+    // the overlay peer moving to the shared address takes a user along
+    const moved = { ...leases[2]!, publicIP: '192.168.1.50' };
+    const m2 = new PeerModel(leases, plan.plans, new Set());
+    const change = m2.changes([leases[0]!, leases[1]!, moved], dr, 64) as PeerChange[];
+    expect(m2.nexthopUsersAfter(change)).toEqual(new Map([['overlay 10.244.3.0 o', 0], ['underlay 192.168.1.50 -', 3]]));
+  });
 });
