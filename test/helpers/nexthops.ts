@@ -44,7 +44,7 @@ export function routesResolved(ns: string, args: string[] = ['-4', 'route', 'sho
     .map((l) => l.trim())
     .filter(Boolean)
     .map((line) => {
-      const m = / nhid (\d+) via (\S+) dev (\S+)( onlink)?/.exec(line);
+      const m = / nhid (\d+) via (\S+) dev (\S+)/.exec(line);
       if (!m) {
         if (/ nhid /.test(line)) throw new Error(`route without gateway through a nexthop: ${line}`);
         return line;
@@ -53,7 +53,7 @@ export function routesResolved(ns: string, args: string[] = ['-4', 'route', 'sho
       if (!nh) throw new Error(`route ${line} names nexthop ${m[1]}, which does not exist`);
       if (nh.protocol !== TSF_NEXTHOP_PROTOCOL) throw new Error(`route ${line} goes through nexthop ${m[1]} of protocol ${nh.protocol ?? 'unspec'}`);
       const nhOnlink = nh.flags?.includes('onlink') === true;
-      if (nh.gateway !== m[2] || nh.dev !== m[3] || nhOnlink !== Boolean(m[4])) {
+      if (nh.gateway !== m[2] || nh.dev !== m[3] || nhOnlink !== / onlink\b/.test(line)) {
         throw new Error(`route ${line} disagrees with nexthop ${JSON.stringify(nh)}`);
       }
       return line.replace(/ nhid \d+ /, ' nhid * ');
