@@ -60,3 +60,14 @@ export function routesResolved(ns: string, args: string[] = ['-4', 'route', 'sho
     })
     .sort();
 }
+
+const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+
+/**
+ * Matches, in `ip route` text, the line of a route to `dst` through a
+ * nexthop object via `gw` on `dev` (onlink unless `onlink` is false):
+ * `10.244.2.0/24 nhid 7 via 10.244.2.0 dev flannel.1 onlink`.
+ */
+export function nexthopRoute(dst: string, gw: string, dev: string, onlink = true): RegExp {
+  return new RegExp(`^${esc(dst)} nhid \\d+ via ${esc(gw)} dev ${esc(dev)}${onlink ? ' onlink' : ''}\\s*$`, 'm');
+}
