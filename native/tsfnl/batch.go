@@ -197,30 +197,48 @@ func (c *batchCtx) nexthopRoute(e batchEntry, idx int) (bool, error) {
 	if c.nh.unsupported {
 		return e.Nhid > 0 && e.Kind == "route.del", nil
 	}
-	id := uint32(e.Nhid)
-	if id == 0 {
-		gw, err := netip.ParseAddr(e.Gw)
-		if err != nil {
+	var gw netip.Addr
+	if e.Nhid == 0 {
+		if gw, err = netip.ParseAddr(e.Gw); err != nil {
 			return false, fmt.Errorf("bad gateway %q: %w", e.Gw, syscall.EINVAL)
 		}
 		gw = gw.Unmap()
+	}
+	for retry := true; ; retry = false {
+		id := uint32(e.Nhid)
 		if e.Kind == "route.del" {
-			var ok bool
-			if id, ok = c.nh.ours[keyOf(gw, idx, e.Onlink)]; !ok {
-				return false, nil
+			if id == 0 {
+				var ok bool
+				if id, ok = c.nh.ours[keyOf(gw, idx, e.Onlink)]; !ok {
+					if retry && c.nh.stale() {
+						continue
+					}
+					return false, nil
+				}
 			}
-		} else if id, err = c.nh.ensure(gw, idx, e.Onlink); err != nil {
-			if err == syscall.EOPNOTSUPP || err == syscall.EAFNOSUPPORT {
-				c.nh.unsupported = true
-				return false, nil
+			err := c.nh.routeDel(dst.Masked(), e.Metric, id)
+			// A cached id that is not the route's: read the kernel again.
+			if err == syscall.ESRCH && e.Nhid == 0 && retry && c.nh.stale() {
+				continue
 			}
-			return false, fmt.Errorf("nexthop via %s dev %s: %w", e.Gw, e.Dev, err)
+			return true, err
 		}
+		if id == 0 {
+			if id, err = c.nh.ensure(gw, idx, e.Onlink); err != nil {
+				if err == syscall.EOPNOTSUPP || err == syscall.EAFNOSUPPORT {
+					c.nh.unsupported = true
+					return false, nil
+				}
+				return false, fmt.Errorf("nexthop via %s dev %s: %w", e.Gw, e.Dev, err)
+			}
+		}
+		err := c.nh.routeReplace(dst.Masked(), e.Metric, id)
+		// A cached nexthop deleted behind our back ("Nexthop id does not exist").
+		if err == syscall.EINVAL && e.Nhid == 0 && retry && c.nh.stale() {
+			continue
+		}
+		return true, err
 	}
-	if e.Kind == "route.replace" {
-		return true, c.nh.routeReplace(dst.Masked(), e.Metric, id)
-	}
-	return true, c.nh.routeDel(dst.Masked(), e.Metric, id)
 }
 
 func (c *batchCtx) nexthopDel(e batchEntry, idx int) error {
@@ -237,7 +255,10 @@ func (c *batchCtx) nexthopDel(e batchEntry, idx int) error {
 			return fmt.Errorf("bad gateway %q: %w", e.Gw, syscall.EINVAL)
 		}
 		var ok bool
-		if id, ok = c.nh.ours[keyOf(gw.Unmap(), idx, e.Onlink)]; !ok {
+		if id, ok = c.nh.ours[keyOf(gw.Unmap(), idx, e.Onlink)]; !ok && c.nh.stale() {
+			id, ok = c.nh.ours[keyOf(gw.Unmap(), idx, e.Onlink)]
+		}
+		if !ok {
 			return fmt.Errorf("no tsflannel nexthop via %s dev %s: %w", e.Gw, e.Dev, syscall.ENOENT)
 		}
 	}

@@ -17,8 +17,10 @@ package main
 // Ours carry nh_protocol = NexthopProtocol.
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink/nl"
@@ -85,8 +87,35 @@ func dumpNexthops(sock *nl.SocketHandle) ([]nexthop, error) {
 	}
 	out := make([]nexthop, 0, len(msgs))
 	for _, m := range msgs {
+		if nh, ok := parseNexthop(m); ok {
+			out = append(out, nh)
+		}
+	}
+	return out, nil
+}
+
+// getNexthop reads one nexthop object by id (ENOENT when there is none).
+func getNexthop(sock *nl.SocketHandle, id uint32) (nexthop, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETNEXTHOP, 0)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
+	req.AddData(&nhmsg{Family: unix.AF_UNSPEC})
+	req.AddData(nl.NewRtAttr(unix.NHA_ID, nl.Uint32Attr(id)))
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNEXTHOP)
+	if err != nil {
+		return nexthop{}, err
+	}
+	for _, m := range msgs {
+		if nh, ok := parseNexthop(m); ok && nh.ID == id {
+			return nh, nil
+		}
+	}
+	return nexthop{}, fmt.Errorf("nexthop %d: %w", id, syscall.ENOENT)
+}
+
+func parseNexthop(m []byte) (nexthop, bool) {
+	{
 		if len(m) < sizeofNhmsg {
-			continue
+			return nexthop{}, false
 		}
 		nh := nexthop{Family: m[0], Protocol: m[2], Onlink: ne.Uint32(m[4:8])&unix.RTNH_F_ONLINK != 0}
 		attrs(m[sizeofNhmsg:], func(typ uint16, v []byte) {
@@ -105,22 +134,85 @@ func dumpNexthops(sock *nl.SocketHandle) ([]nexthop, error) {
 				}
 			}
 		})
-		if nh.ID != 0 {
-			out = append(out, nh)
-		}
+		return nh, nh.ID != 0
 	}
-	return out, nil
+}
+
+// nexthopState is what the shim knows of one netns's nexthops.
+type nexthopState struct {
+	ours map[nhKey]uint32 // lowest id of ours per key
+	byID map[uint32]nexthop
+	next uint32 // ids below are known taken
+}
+
+func newNexthopState(nhs []nexthop) *nexthopState {
+	st := &nexthopState{ours: map[nhKey]uint32{}, byID: make(map[uint32]nexthop, len(nhs)), next: 1}
+	for _, nh := range nhs {
+		st.add(nh)
+	}
+	return st
+}
+
+// nexthopCache keeps each netns's nexthopState between calls (the agent
+// calls the shim for years from one process), so that a lease event's batch
+// finds its nexthop without dumping 50,000 of them: a state dump asking for
+// nexthops refreshes it, the batches keep it up to date, and every entry
+// read from it is checked against the kernel before use (a route replace
+// naming a vanished id fails and reloads; a delete reads the id back first).
+// Keyed by the namespace's inode, so a netns recreated at the same path is
+// another one.
+var nexthopCache = struct {
+	sync.Mutex
+	m map[nsID]*nexthopState
+}{m: map[nsID]*nexthopState{}}
+
+type nsID struct{ dev, ino uint64 }
+
+func netnsID(path string) (nsID, bool) {
+	if path == "" {
+		path = "/proc/self/ns/net"
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nsID{}, false
+	}
+	return nsID{uint64(st.Dev), st.Ino}, true
+}
+
+func cacheNexthops(path string, st *nexthopState) {
+	id, ok := netnsID(path)
+	if !ok {
+		return
+	}
+	nexthopCache.Lock()
+	defer nexthopCache.Unlock()
+	if st == nil {
+		delete(nexthopCache.m, id)
+	} else {
+		nexthopCache.m[id] = st
+	}
+}
+
+func cachedNexthops(path string) *nexthopState {
+	id, ok := netnsID(path)
+	if !ok {
+		return nil
+	}
+	nexthopCache.Lock()
+	defer nexthopCache.Unlock()
+	return nexthopCache.m[id]
 }
 
 // nexthopTable is one batch's view of the netns's nexthops, read on the
 // first entry that needs it and kept up to date by the batch's own writes.
 type nexthopTable struct {
 	sock        *nl.SocketHandle
+	netns       string
 	loaded      bool
 	unsupported bool
-	ours        map[nhKey]uint32 // lowest id of ours per key
-	byID        map[uint32]nexthop
-	next        uint32 // ids below are known taken
+	// cached: the state came from nexthopCache, not from a dump of this batch
+	cached bool
+	*nexthopState
 }
 
 // openRouteSocket opens a NETLINK_ROUTE socket in the netns at path ("" =
@@ -144,12 +236,6 @@ func openRouteSocket(path string) (*nl.SocketHandle, error) {
 	return &nl.SocketHandle{Socket: s}, nil
 }
 
-func (t *nexthopTable) close() {
-	if t.sock != nil {
-		t.sock.Socket.Close()
-	}
-}
-
 func (t *nexthopTable) request(typ, flags int) *nl.NetlinkRequest {
 	req := nl.NewNetlinkRequest(typ, flags)
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: t.sock}
@@ -162,6 +248,7 @@ func (t *nexthopTable) load(netnsPath string) error {
 	if t.loaded || t.unsupported {
 		return nil
 	}
+	t.netns = netnsPath
 	if t.sock == nil {
 		s, err := openRouteSocket(netnsPath)
 		if err != nil {
@@ -169,6 +256,15 @@ func (t *nexthopTable) load(netnsPath string) error {
 		}
 		t.sock = s
 	}
+	if st := cachedNexthops(netnsPath); st != nil {
+		t.nexthopState, t.loaded, t.cached = st, true, true
+		return nil
+	}
+	return t.reload()
+}
+
+// reload reads the netns's nexthops again and caches them.
+func (t *nexthopTable) reload() error {
 	nhs, err := dumpNexthops(t.sock)
 	if err != nil {
 		if nexthopUnsupported(err) {
@@ -177,15 +273,27 @@ func (t *nexthopTable) load(netnsPath string) error {
 		}
 		return fmt.Errorf("dump nexthops: %w", err)
 	}
-	t.ours, t.byID, t.next = map[nhKey]uint32{}, map[uint32]nexthop{}, 1
-	for _, nh := range nhs {
-		t.add(nh)
-	}
-	t.loaded = true
+	t.nexthopState, t.loaded, t.cached = newNexthopState(nhs), true, false
+	cacheNexthops(t.netns, t.nexthopState)
 	return nil
 }
 
-func (t *nexthopTable) add(nh nexthop) {
+// stale: an answer from the cache turned out wrong; read the kernel again
+// (once per batch) and tell the caller whether to retry.
+func (t *nexthopTable) stale() bool {
+	if !t.cached {
+		return false
+	}
+	return t.reload() == nil && !t.unsupported
+}
+
+func (t *nexthopTable) close() {
+	if t.sock != nil {
+		t.sock.Socket.Close()
+	}
+}
+
+func (t *nexthopState) add(nh nexthop) {
 	t.byID[nh.ID] = nh
 	if nh.Protocol != NexthopProtocol || !nh.Gw.IsValid() {
 		return
@@ -196,7 +304,7 @@ func (t *nexthopTable) add(nh nexthop) {
 	}
 }
 
-func (t *nexthopTable) forget(id uint32) {
+func (t *nexthopState) forget(id uint32) {
 	nh, ok := t.byID[id]
 	if !ok {
 		return
@@ -267,6 +375,22 @@ func (t *nexthopTable) create(id uint32, k nhKey) error {
 // del removes one of our nexthops (with every route still using it).
 func (t *nexthopTable) del(id uint32) error {
 	nh, ok := t.byID[id]
+	if t.cached {
+		// The cache may be behind the kernel: read the id back.
+		got, err := getNexthop(t.sock, id)
+		if err != nil && !errors.Is(err, syscall.ENOENT) {
+			return err
+		}
+		if err != nil {
+			t.forget(id)
+			return fmt.Errorf("nexthop %d: %w", id, syscall.ENOENT)
+		}
+		if !ok || got != nh {
+			t.forget(id)
+			t.add(got)
+		}
+		nh, ok = got, true
+	}
 	if !ok {
 		return fmt.Errorf("nexthop %d: %w", id, syscall.ENOENT)
 	}
@@ -316,3 +440,4 @@ func (t *nexthopTable) routeDel(dst netip.Prefix, metric int, id uint32) error {
 	_, err := t.routeMsg(unix.RTM_DELROUTE, unix.NLM_F_ACK, dst, metric, id).Execute(unix.NETLINK_ROUTE, 0)
 	return err
 }
+

@@ -94,6 +94,10 @@ func dumpState(r stateReq) (*stateReply, error) {
 			return nil, err
 		}
 		out.NexthopsUnsupported = err != nil
+		if err == nil {
+			// The batches that follow start from this (nexthop.go: nexthopCache).
+			cacheNexthops(r.Netns, newNexthopState(nhs))
+		}
 		buf := make([]byte, 0, len(nhs)*40)
 		for _, nh := range nhs {
 			pos, ok := devs[nh.Oif]

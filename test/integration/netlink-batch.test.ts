@@ -240,6 +240,27 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
       expect(nexthops()).toEqual([]);
     });
 
+    it('finds out when a nexthop it remembers was deleted or taken over by hand', () => {
+      const route = viaNexthop('10.50.9.0/24', '10.50.9.0', 'vx0');
+      expect(nl.applyBatch([route], opts).failures).toEqual([]);
+      const first = nexthops().find((n) => n.gateway === '10.50.9.0')!;
+      // the shim remembers the nexthops of the last dump between calls
+      nl.dumpTables({ ...opts, routeDevs: ['vx0'], nexthops: true });
+      ip('nexthop', 'del', 'id', String(first.id)); // takes the route along
+      expect(routes().join('\n')).not.toContain('10.50.9.0/24');
+      expect(nl.applyBatch([route], opts).failures).toEqual([]);
+      const second = nexthops().find((n) => n.gateway === '10.50.9.0')!;
+      expect(nhLine(second)).toBe(`${second.id} via 10.50.9.0 dev vx0 onlink proto 157`);
+      expect(routes()).toContain(`10.50.9.0/24 nhid ${second.id} via 10.50.9.0 dev vx0 onlink`);
+      // somebody replaces it by their own under the same id: never deleted
+      ip('nexthop', 'del', 'id', String(second.id));
+      ip('nexthop', 'add', 'id', String(second.id), 'via', '10.50.9.0', 'dev', 'vx0', 'onlink', 'proto', 'static');
+      const res = nl.applyBatch([{ kind: 'nexthop.del', dev: 'vx0', gw: '10.50.9.0', onlink: true }], opts);
+      expect(res.failures.map((f) => f.error.errno)).toEqual(['EPERM']);
+      expect(nexthops().map(nhLine)).toContain(`${second.id} via 10.50.9.0 dev vx0 onlink proto static`);
+      ip('nexthop', 'del', 'id', String(second.id));
+    });
+
     it('writes IPv6 routes through IPv6 nexthops', () => {
       const res = nl.applyBatch([viaNexthop('fd00:50:8::/64', 'fd00:50:8::', 'vx0')], opts);
       expect(res.failures).toEqual([]);
