@@ -72,6 +72,7 @@ var ops = map[string]opFunc{
 	"sock.peercred": opPeerCred,
 	"batch.apply":   opBatchApply,
 	"state.dump":    opStateDump,
+	"nexthop.flush": opNexthopFlush,
 	"pod.inspect":   opPodInspect,
 	"pod.setup":     opPodSetup,
 	"pod.teardown":  opPodTeardown,

@@ -441,3 +441,46 @@ func (t *nexthopTable) routeDel(dst netip.Prefix, metric int, id uint32) error {
 	return err
 }
 
+
+type nexthopFlushReq struct {
+	nsReq
+}
+
+// opNexthopFlush deletes every nexthop of tsflannel's protocol in the netns
+// (and with them the routes through them): `tsflanneld --cleanup` on
+// uninstall. Nexthops of other protocols stay.
+func opNexthopFlush(raw []byte) (interface{}, error) {
+	var r nexthopFlushReq
+	if err := decode(raw, &r); err != nil {
+		return nil, err
+	}
+	sock, err := openRouteSocket(r.Netns)
+	if err != nil {
+		return nil, err
+	}
+	t := &nexthopTable{sock: sock, netns: r.Netns}
+	defer t.close()
+	if err := t.reload(); err != nil { // the kernel's, never the cache's
+		return nil, err
+	}
+	if t.unsupported {
+		return map[string]int{"deleted": 0}, nil
+	}
+	deleted := 0
+	ids := []uint32{}
+	for id, nh := range t.byID {
+		if nh.Protocol == NexthopProtocol {
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range ids {
+		err := t.del(id)
+		if err != nil && !errors.Is(err, syscall.ENOENT) {
+			return nil, fmt.Errorf("delete nexthop %d: %w", id, err)
+		}
+		if err == nil {
+			deleted++
+		}
+	}
+	return map[string]int{"deleted": deleted}, nil
+}

@@ -100,6 +100,15 @@ export function applyBatch(entries: readonly BatchEntry[], opts: InNetns = {}): 
   };
 }
 
+/**
+ * Deletes every nexthop object of tsflannel's protocol (NEXTHOP_PROTOCOL) in
+ * the netns, and with them every route through them; returns how many.
+ * Nexthops of other protocols stay.
+ */
+export function flushOwnNexthops(opts: InNetns = {}): number {
+  return (call('nexthop.flush', { ...opts }) as { deleted: number }).deleted;
+}
+
 export interface StateRoute {
   dev: string;
   /** destination CIDR or 'default' */
