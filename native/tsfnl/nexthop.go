@@ -163,8 +163,15 @@ func newNexthopState(nhs []nexthop) *nexthopState {
 // another one.
 var nexthopCache = struct {
 	sync.Mutex
-	m map[nsID]*nexthopState
-}{m: map[nsID]*nexthopState{}}
+	m map[nsID]*cachedState
+}{m: map[nsID]*cachedState{}}
+
+// cachedState: a state dump leaves the raw list (most exact passes are
+// followed by no batch at all); the first batch builds the maps.
+type cachedState struct {
+	raw   []nexthop
+	state *nexthopState
+}
 
 type nsID struct{ dev, ino uint64 }
 
@@ -179,18 +186,14 @@ func netnsID(path string) (nsID, bool) {
 	return nsID{uint64(st.Dev), st.Ino}, true
 }
 
-func cacheNexthops(path string, st *nexthopState) {
+func cacheNexthops(path string, c *cachedState) {
 	id, ok := netnsID(path)
 	if !ok {
 		return
 	}
 	nexthopCache.Lock()
 	defer nexthopCache.Unlock()
-	if st == nil {
-		delete(nexthopCache.m, id)
-	} else {
-		nexthopCache.m[id] = st
-	}
+	nexthopCache.m[id] = c
 }
 
 func cachedNexthops(path string) *nexthopState {
@@ -200,7 +203,14 @@ func cachedNexthops(path string) *nexthopState {
 	}
 	nexthopCache.Lock()
 	defer nexthopCache.Unlock()
-	return nexthopCache.m[id]
+	c := nexthopCache.m[id]
+	if c == nil {
+		return nil
+	}
+	if c.state == nil {
+		c.state, c.raw = newNexthopState(c.raw), nil
+	}
+	return c.state
 }
 
 // nexthopTable is one batch's view of the netns's nexthops, read on the
@@ -274,7 +284,7 @@ func (t *nexthopTable) reload() error {
 		return fmt.Errorf("dump nexthops: %w", err)
 	}
 	t.nexthopState, t.loaded, t.cached = newNexthopState(nhs), true, false
-	cacheNexthops(t.netns, t.nexthopState)
+	cacheNexthops(t.netns, &cachedState{state: t.nexthopState})
 	return nil
 }
 

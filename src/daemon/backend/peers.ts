@@ -3,7 +3,7 @@
 // read-and-diff of the kernel. Pure: no I/O. The exact reconcile rebuilds it
 // and stays the safety net for drift (entries changed by hand).
 import type { Lease } from '../types.js';
-import { nexthopKey, type LeasePlan, type Skipped } from './plan.js';
+import { perNexthop, type LeasePlan, type PerNexthop, type Skipped } from './plan.js';
 
 interface Peer {
   lease: Lease;
@@ -46,8 +46,8 @@ export class PeerModel {
   private readonly peers = new Map<string, Peer>();
   private readonly dstOwner = new Map<string, string>();
   private readonly macOwner = new Map<string, string>();
-  /** programmed peers per gateway nexthop (plan.ts nexthopKey) */
-  private readonly nexthopUsers = new Map<string, number>();
+  /** programmed peers per gateway's nexthop */
+  private readonly nexthopUsers = perNexthop<number>();
   /**
    * Peers that wait on another lease (a subnet or VTEP MAC claimed twice) or
    * whose writes failed: only an exact pass knows when they can be programmed.
@@ -161,17 +161,18 @@ export class PeerModel {
   }
 
   /**
-   * How many peers use each gateway's nexthop (nexthopKey) once `changes`
-   * are committed, for the gateways the changes touch.
+   * How many peers use each gateway's nexthop once `changes` are
+   * committed, for the gateways the changes touch.
    */
-  nexthopUsersAfter(changes: readonly PeerChange[]): Map<string, number> {
-    const out = new Map<string, number>();
-    const bump = (key: string, by: number): void => {
-      out.set(key, (out.get(key) ?? this.nexthopUsers.get(key) ?? 0) + by);
+  nexthopUsersAfter(changes: readonly PeerChange[]): PerNexthop<number> {
+    const out = perNexthop<number>();
+    const bump = (route: LeasePlan['route'], by: number): void => {
+      const now = out[route.via];
+      now.set(route.gw, (now.get(route.gw) ?? this.nexthopUsers[route.via].get(route.gw) ?? 0) + by);
     };
     for (const c of changes) {
-      if (c.before) bump(nexthopKey(c.before.route), -1);
-      if (c.after) bump(nexthopKey(c.after.route), 1);
+      if (c.before) bump(c.before.route, -1);
+      if (c.after) bump(c.after.route, 1);
     }
     return out;
   }
@@ -195,8 +196,8 @@ export class PeerModel {
     this.peers.set(key, peer);
     this.dstOwner.set(plan.route.dst, key);
     if (plan.fdb) this.macOwner.set(plan.fdb.mac, key);
-    const nh = nexthopKey(plan.route);
-    this.nexthopUsers.set(nh, (this.nexthopUsers.get(nh) ?? 0) + 1);
+    const users = this.nexthopUsers[plan.route.via];
+    users.set(plan.route.gw, (users.get(plan.route.gw) ?? 0) + 1);
   }
 
   private clearPlan(key: string, peer: Peer): void {
@@ -206,9 +207,9 @@ export class PeerModel {
     this.programmedCount--;
     if (this.dstOwner.get(plan.route.dst) === key) this.dstOwner.delete(plan.route.dst);
     if (plan.fdb && this.macOwner.get(plan.fdb.mac) === key) this.macOwner.delete(plan.fdb.mac);
-    const nh = nexthopKey(plan.route);
-    const n = (this.nexthopUsers.get(nh) ?? 0) - 1;
-    if (n > 0) this.nexthopUsers.set(nh, n);
-    else this.nexthopUsers.delete(nh);
+    const users = this.nexthopUsers[plan.route.via];
+    const n = (users.get(plan.route.gw) ?? 0) - 1;
+    if (n > 0) users.set(plan.route.gw, n);
+    else users.delete(plan.route.gw);
   }
 }

@@ -241,17 +241,17 @@ export function ownedRoute(r: CurrentRoute, network: Cidr): boolean {
 
 /**
  * How the desired routes are written: `plain` gateway routes, or through
- * nexthop objects (`nexthops`: the id of our nexthop for each nexthopKey,
- * from diffNexthops). A route in the other form does not match, so the
+ * nexthop objects (`nexthops`: the id of our nexthop for each gateway, from
+ * diffNexthops). A route in the other form does not match, so the
  * replace converts it (a plain route left by flannel or an older tsflannel
  * becomes `nhid N`).
  */
-export type RouteForm = { kind: 'plain' } | { kind: 'nexthop'; nexthops: ReadonlyMap<string, number> };
+export type RouteForm = { kind: 'plain' } | { kind: 'nexthop'; nexthops: PerNexthop<number> };
 
 const PLAIN: RouteForm = { kind: 'plain' };
 
 function routeMatches(cur: CurrentRoute, want: DesiredRoute, metric: number, form: RouteForm): boolean {
-  if (form.kind === 'plain' ? cur.nhid !== undefined : cur.nhid === undefined || form.nexthops.get(nexthopKey(want)) !== cur.nhid) return false;
+  if (form.kind === 'plain' ? cur.nhid !== undefined : cur.nhid === undefined || form.nexthops[want.via].get(want.gw) !== cur.nhid) return false;
   return (
     cur.dst === want.dst &&
     cur.via === want.via &&
@@ -316,14 +316,24 @@ export interface CurrentNexthop {
   protocol: number;
 }
 
-/** What a nexthop stands for: one gateway on one side, onlink on the overlay. */
-export function nexthopKey(r: { via: 'overlay' | 'underlay'; gw?: string | undefined }, onlink = r.via === 'overlay'): string {
-  return `${r.via} ${r.gw ?? '-'} ${onlink ? 'o' : '-'}`;
+/**
+ * Something per nexthop: a nexthop stands for one gateway on one side, onlink
+ * on the overlay and not on the underlay, so it is found by (side, gateway).
+ * Keyed by the gateway strings themselves, which the plans and the dump
+ * already hold: at 50,000 peers an exact pass builds no key strings.
+ */
+export interface PerNexthop<T> {
+  overlay: Map<string, T>;
+  underlay: Map<string, T>;
+}
+
+export function perNexthop<T>(): PerNexthop<T> {
+  return { overlay: new Map(), underlay: new Map() };
 }
 
 export interface NexthopDiff {
-  /** for each key the desired routes need, the id of our nexthop the shim will reuse */
-  use: Map<string, number>;
+  /** for each gateway the desired routes need, the id of our nexthop the shim will reuse */
+  use: PerNexthop<number>;
   /** our nexthops no desired route uses (delete after the routes are written) */
   remove: CurrentNexthop[];
 }
@@ -331,18 +341,23 @@ export interface NexthopDiff {
 /**
  * Our nexthops (protocol NEXTHOP_PROTOCOL; others are never touched) against
  * the gateways the desired routes need. The shim reuses the lowest id of
- * ours per key, so that one is kept; duplicates and nexthops for gateways no
- * route needs are removed (the kernel takes any route still on them along).
+ * ours per (gateway, device, onlink), so that one is kept; duplicates, ones
+ * with the other onlink flag, and ones for gateways no route needs are
+ * removed (the kernel takes any route still on them along).
  */
 export function diffNexthops(desired: readonly DesiredRoute[], current: readonly CurrentNexthop[]): NexthopDiff {
-  const wanted = new Set<string>();
-  for (const r of desired) wanted.add(nexthopKey(r));
-  const diff: NexthopDiff = { use: new Map(), remove: [] };
-  const ours = current.filter((n) => n.protocol === NEXTHOP_PROTOCOL).sort((a, b) => a.id - b.id);
-  for (const n of ours) {
-    const key = nexthopKey(n, n.onlink);
-    if (n.gw === undefined || !wanted.has(key) || diff.use.has(key)) diff.remove.push(n);
-    else diff.use.set(key, n.id);
+  const wanted = { overlay: new Set<string>(), underlay: new Set<string>() };
+  for (const r of desired) wanted[r.via].add(r.gw);
+  const diff: NexthopDiff = { use: perNexthop(), remove: [] };
+  // The kernel dumps nexthops by id: sort only if it did not.
+  let sorted = true;
+  for (let i = 1; i < current.length && sorted; i++) sorted = current[i - 1]!.id < current[i]!.id;
+  const all = sorted ? current : [...current].sort((a, b) => a.id - b.id);
+  for (const n of all) {
+    if (n.protocol !== NEXTHOP_PROTOCOL) continue;
+    const use = diff.use[n.via];
+    if (n.gw === undefined || n.onlink !== (n.via === 'overlay') || !wanted[n.via].has(n.gw) || use.has(n.gw)) diff.remove.push(n);
+    else use.set(n.gw, n.id);
   }
   return diff;
 }

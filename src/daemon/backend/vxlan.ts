@@ -17,7 +17,6 @@ import {
   diffNexthops,
   diffNeighs,
   diffRoutes,
-  nexthopKey,
   normalizeMac,
   planVxlan,
   planVxlanLease,
@@ -26,6 +25,7 @@ import {
   type CurrentNexthop,
   type CurrentRoute,
   type LeasePlan,
+  type PerNexthop,
   type PlanContext,
   type RouteForm,
   type Skipped,
@@ -468,7 +468,7 @@ function peerEntries(
   devs: RouteDevices,
   dev: string,
   group: number,
-  nexthopUsers: ReadonlyMap<string, number> | undefined,
+  nexthopUsers: PerNexthop<number> | undefined,
 ): [nl.BatchEntry, BatchOutcome][] {
   const out: [nl.BatchEntry, BatchOutcome][] = [];
   const { before, after } = c;
@@ -485,8 +485,8 @@ function peerEntries(
   // The old gateway's nexthop goes once no peer uses it (after the route).
   const dropNexthop = (): void => {
     const r = before?.route;
-    if (!r || !nexthop || (nexthopUsers.get(nexthopKey(r)) ?? 0) > 0) return;
-    if (after && nexthopKey(after.route) === nexthopKey(r)) return;
+    if (!r || !nexthop || (nexthopUsers[r.via].get(r.gw) ?? 0) > 0) return;
+    if (after && after.route.via === r.via && after.route.gw === r.gw) return;
     out.push([nexthopDelEntry(r, devs), removal(`nexthop via ${r.gw} of ${who}`, false)]);
   };
   if (!after) {

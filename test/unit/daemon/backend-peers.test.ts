@@ -88,13 +88,13 @@ describe('PeerModel', () => {
     const plan = planVxlan(leases, ctx, { directRouting: true }, dr);
     const m = new PeerModel(leases, plan.plans, new Set());
     const oneLeft = m.changes([leases[1]!, leases[2]!], dr, 64) as PeerChange[];
-    expect(m.nexthopUsersAfter(oneLeft)).toEqual(new Map([['underlay 192.168.1.50 -', 1]]));
+    expect(m.nexthopUsersAfter(oneLeft)).toEqual({ overlay: new Map(), underlay: new Map([['192.168.1.50', 1]]) });
     const bothLeft = m.changes([leases[2]!], dr, 64) as PeerChange[];
-    expect(m.nexthopUsersAfter(bothLeft)).toEqual(new Map([['underlay 192.168.1.50 -', 0]]));
+    expect(m.nexthopUsersAfter(bothLeft)).toEqual({ overlay: new Map(), underlay: new Map([['192.168.1.50', 0]]) });
     // the overlay peer moving to the shared address takes a user along
     const moved = { ...leases[2]!, publicIP: '192.168.1.50' };
     const m2 = new PeerModel(leases, plan.plans, new Set());
     const change = m2.changes([leases[0]!, leases[1]!, moved], dr, 64) as PeerChange[];
-    expect(m2.nexthopUsersAfter(change)).toEqual(new Map([['overlay 10.244.3.0 o', 0], ['underlay 192.168.1.50 -', 3]]));
+    expect(m2.nexthopUsersAfter(change)).toEqual({ overlay: new Map([['10.244.3.0', 0]]), underlay: new Map([['192.168.1.50', 3]]) });
   });
 });

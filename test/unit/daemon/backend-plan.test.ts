@@ -220,7 +220,8 @@ describe('routes through nexthop objects', () => {
     const orphan = ours(6, overlay(9));
     const group = { id: 7, via: 'overlay' as const, onlink: false, protocol: NEXTHOP_PROTOCOL };
     const nh = diffNexthops(want, [dup, foreign, ours(4, overlay(3)), orphan, group]);
-    expect([...nh.use]).toEqual([['overlay 10.244.3.0 o', 4]]);
+    expect([...nh.use.overlay]).toEqual([['10.244.3.0', 4]]);
+    expect(nh.use.underlay.size).toBe(0);
     // never the foreign one; our duplicate, our orphan and our gateway-less one go
     expect(nh.remove.map((n) => n.id)).toEqual([5, 6, 7]);
     const diff = diffRoutes(want, [cur(overlay(2), 1), cur(overlay(3), 5)], 0, viaNexthops(nh));
@@ -230,8 +231,12 @@ describe('routes through nexthop objects', () => {
 
   it('tells overlay and underlay nexthops for the same gateway apart', () => {
     const nh = diffNexthops([direct(2)], [ours(1, { ...direct(2), via: 'overlay' }), ours(2, direct(2))]);
-    expect([...nh.use]).toEqual([['underlay 192.168.77.2 -', 2]]);
+    expect([...nh.use.underlay]).toEqual([['192.168.77.2', 2]]);
     expect(nh.remove.map((n) => n.id)).toEqual([1]);
+    // an underlay nexthop with the onlink flag is not the one the shim writes: replaced
+    const odd = diffNexthops([direct(2)], [ours(3, direct(2), { onlink: true })]);
+    expect(odd.use.underlay.size).toBe(0);
+    expect(odd.remove.map((n) => n.id)).toEqual([3]);
   });
 });
 
