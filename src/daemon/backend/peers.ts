@@ -88,7 +88,12 @@ export class PeerModel {
     this.last = remote.slice();
     if (touched.length + out.length > limit) return { exact: 'many changes' };
     if (touched.length + out.length > 0 && this.waiting > 0) return { exact: 'some leases wait on others' };
+    // Two new leases for one subnet (the scan finds duplicates among known
+    // subnets only): the exact pass decides which one wins.
+    const keys = new Set<string>();
     for (const lease of touched) {
+      if (keys.has(lease.subnet)) return { exact: `two leases for ${lease.subnet}` };
+      keys.add(lease.subnet);
       const after = planOne(lease);
       if ('reason' in after) return { exact: `lease ${lease.subnet}: ${after.reason}` };
       const before = this.peers.get(lease.subnet)?.plan;
@@ -111,7 +116,8 @@ export class PeerModel {
    */
   private byPosition(remote: readonly Lease[], limit: number): Found | NeedsExact | undefined {
     const last = this.last;
-    if (!last || last.length !== remote.length) return undefined;
+    if (!last) return undefined;
+    if (last.length !== remote.length) return Math.abs(last.length - remote.length) <= limit ? this.byMerge(last, remote, limit) : undefined;
     const touched: Lease[] = [];
     for (let i = 0; i < remote.length; i++) {
       const lease = remote[i]!;
@@ -125,6 +131,56 @@ export class PeerModel {
       if (touched.length > limit) return { exact: 'many changes' };
     }
     return { touched, out: [] };
+  }
+
+  /**
+   * A node joining or leaving changes the list's length: walk the old and
+   * the new list side by side, one identity compare per lease, taking a
+   * lease found only in the new list as joined and one found only in the
+   * old as gone. Anything less plain (a lease that moved, a subnet both gone
+   * and joined, a joined subnet we still hold) takes the scan.
+   */
+  private byMerge(last: readonly Lease[], remote: readonly Lease[], limit: number): Found | NeedsExact | undefined {
+    const touched: Lease[] = [];
+    const joined = new Set<string>();
+    const gone: Lease[] = [];
+    let i = 0;
+    let j = 0;
+    while (i < remote.length || j < last.length) {
+      const now = remote[i];
+      const before = last[j];
+      if (now !== undefined && now === before) {
+        i++;
+        j++;
+        continue;
+      }
+      if (now !== undefined && before !== undefined && now.subnet === before.subnet) {
+        const peer = this.peers.get(now.subnet);
+        if (!peer) return undefined;
+        if (sameLease(peer.lease, now)) peer.lease = now;
+        else touched.push(now);
+        i++;
+        j++;
+      } else if (before !== undefined && (now === undefined || last[j + 1] === now)) {
+        gone.push(before);
+        j++;
+      } else if (now !== undefined && (before === undefined || remote[i + 1] === before)) {
+        if (this.peers.has(now.subnet) || joined.has(now.subnet)) return undefined;
+        joined.add(now.subnet);
+        touched.push(now);
+        i++;
+      } else {
+        return undefined;
+      }
+      if (touched.length + gone.length > limit) return { exact: 'many changes' };
+    }
+    const out: PeerChange[] = [];
+    for (const lease of gone) {
+      const peer = this.peers.get(lease.subnet);
+      if (!peer || peer.lease !== lease || joined.has(lease.subnet)) return undefined;
+      out.push(peer.plan ? { key: lease.subnet, before: peer.plan } : { key: lease.subnet });
+    }
+    return { touched, out };
   }
 
   /** The general way: every lease looked up by subnet, and every peer not listed any more removed. */
