@@ -173,10 +173,43 @@ var nexthopCache = struct {
 type cachedState struct {
 	done  chan struct{}
 	state *nexthopState
+	// raw: the dump the state was built from; used: a batch took the state
+	// (and may have changed it). A later dump equal to raw, with no batch in
+	// between, keeps the state: a no-op resync rebuilds nothing.
+	raw  []nexthop
+	used bool
+}
+
+func sameNexthops(a, b []nexthop) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// cacheDump caches a state dump's nexthops, unless they are what the cache
+// already holds.
+func cacheDump(path string, nhs []nexthop) {
+	id, ok := netnsID(path)
+	if !ok {
+		return
+	}
+	nexthopCache.Lock()
+	c := nexthopCache.m[id]
+	keep := c != nil && !c.used && c.raw != nil && sameNexthops(c.raw, nhs)
+	if !keep {
+		nexthopCache.m[id] = buildInBackground(nhs)
+	}
+	nexthopCache.Unlock()
 }
 
 func buildInBackground(nhs []nexthop) *cachedState {
-	c := &cachedState{done: make(chan struct{})}
+	c := &cachedState{done: make(chan struct{}), raw: nhs}
 	go func() {
 		defer close(c.done)
 		c.state = newNexthopState(nhs)
@@ -220,6 +253,9 @@ func cachedNexthops(path string) *nexthopState {
 	}
 	nexthopCache.Lock()
 	c := nexthopCache.m[id]
+	if c != nil {
+		c.used = true
+	}
 	nexthopCache.Unlock()
 	if c == nil {
 		return nil

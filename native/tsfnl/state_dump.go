@@ -96,7 +96,7 @@ func dumpState(r stateReq) (*stateReply, error) {
 		out.NexthopsUnsupported = err != nil
 		if err == nil {
 			// The batches that follow start from this (nexthop.go: nexthopCache).
-			cacheNexthops(r.Netns, buildInBackground(nhs))
+			cacheDump(r.Netns, nhs)
 		}
 		buf := make([]byte, 0, len(nhs)*40)
 		for _, nh := range nhs {

@@ -109,7 +109,8 @@ export function sideNexthops(nexthops: readonly nl.StateNexthop[], devs: RouteDe
  * nexthop when the kernel leaves them out (nexthop_compat_mode=0).
  */
 export function ownedRoutes(routes: readonly nl.StateRoute[], devs: RouteDevices, network: Cidr, nexthops: readonly CurrentNexthop[] = []): CurrentRoute[] {
-  const byId = nexthops.length > 0 ? new Map(nexthops.map((n) => [n.id, n])) : undefined;
+  // Built only if the kernel leaves a route's gateway out (nexthop_compat_mode=0).
+  let byId: Map<number, CurrentNexthop> | undefined;
   const out: CurrentRoute[] = [];
   for (const r of routes) {
     const via = sideOf(r.dev, devs);
@@ -118,8 +119,8 @@ export function ownedRoutes(routes: readonly nl.StateRoute[], devs: RouteDevices
     if (r.gw) cur.gw = r.gw;
     if (r.nhid !== undefined) {
       cur.nhid = r.nhid;
-      const nh = byId?.get(r.nhid);
-      if (nh && !r.gw) {
+      const nh = r.gw ? undefined : (byId ??= new Map(nexthops.map((n) => [n.id, n]))).get(r.nhid);
+      if (nh) {
         if (nh.gw) cur.gw = nh.gw;
         cur.onlink = nh.onlink;
       }
