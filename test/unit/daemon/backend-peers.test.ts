@@ -105,7 +105,7 @@ describe('PeerModel', () => {
     // node 3 leaves, node 7 joins at the end, node 5 changes its MAC in place
     const next = [leases[0]!, leases[1]!, leases[3]!, lease(5, '6a:00:00:00:00:55'), leases[5]!, lease(7)];
     const changes = m.changes(next, planOne, 64) as PeerChange[];
-    expect(summary(changes).sort()).toEqual(['10.244.3.0/24: 6a:00:00:00:00:03 -> -', '10.244.5.0/24: 6a:00:00:00:00:05 -> 6a:00:00:00:00:55', '10.244.7.0/24: - -> 6a:00:00:00:00:07']);
+    expect((summary(changes) as string[]).sort()).toEqual(['10.244.3.0/24: 6a:00:00:00:00:03 -> -', '10.244.5.0/24: 6a:00:00:00:00:05 -> 6a:00:00:00:00:55', '10.244.7.0/24: - -> 6a:00:00:00:00:07']);
     for (const c of changes) m.commit(c);
     expect(m.programmed).toBe(6);
     // a lease moved to the front while another leaves: the same answer as the scan gives
