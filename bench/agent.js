@@ -1,7 +1,8 @@
 // How fast tsflanneld's VXLAN backend programs N remote nodes, applies one
 // change, and what it costs in memory. Reference in the same run: iproute2
-// applying the same route/neigh/fdb entries with `ip -batch` / `bridge -batch`
-// (one process each, the cheapest way a shell-based agent could do it).
+// applying the same entries with `ip -batch` / `bridge -batch` (one process
+// each, the cheapest way a shell-based agent could do it), in the same form:
+// each route through its own nexthop object, as tsflanneld writes them.
 // Leases come from a fake source; everything happens in a private netns.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,6 +23,7 @@ const RESYNC_RUNS = 5;
 /** one-change events measured per size; the median and the worst are reported */
 const EVENTS = 5;
 const OWN_SUBNET = '10.255.255.0/24';
+const REF_NEXTHOP_BASE = 10_000_000;
 
 function macFor(i, tail = '01:02') {
   return `6a:${[i >> 16, (i >> 8) & 255, i & 255].map((b) => b.toString(16).padStart(2, '0')).join(':')}:${tail}`;
@@ -94,13 +96,20 @@ async function measureBackend(ns, n) {
     if (t.value.updated !== 2 || t.value.added + t.value.removed !== 0) throw new Error(`MAC change wrote ${JSON.stringify(t.value)}`);
     mac.push(t);
   }
-  const leaving = leases[1];
-  leases = leases.filter((l) => l !== leaving);
-  const leave = timed(() => backend.update(leases));
-  if (leave.value.removed !== 3) throw new Error(`node leaving removed ${leave.value.removed} entries`);
-  leases = [...leases, leaseFor(n)];
-  const join_ = timed(() => backend.update(leases));
-  if (join_.value.added !== 3) throw new Error(`node joining added ${join_.value.added} entries`);
+  // Nodes leaving (from inside the list) and joining (at its end), one at a time.
+  const leave = [];
+  const join_ = [];
+  for (let e = 0; e < EVENTS; e++) {
+    const leaving = leases[1 + e * 13];
+    leases = leases.filter((l) => l !== leaving);
+    const l = timed(() => backend.update(leases));
+    if (l.value.removed !== 3 || l.value.errors.length) throw new Error(`node leaving wrote ${JSON.stringify(l.value)}`);
+    leave.push(l);
+    leases = [...leases, leaseFor(n + e)];
+    const j = timed(() => backend.update(leases));
+    if (j.value.added !== 3 || j.value.errors.length) throw new Error(`node joining wrote ${JSON.stringify(j.value)}`);
+    join_.push(j);
+  }
   const check = backend.reconcile(leases);
   if (check.added + check.updated + check.removed !== 0) throw new Error(`exact pass after the events wrote ${JSON.stringify(check)}`);
   const rss = process.memoryUsage().rss / 2 ** 20;
@@ -114,10 +123,12 @@ function measureIproute(ns, n, dir) {
   const leases = Array.from({ length: n }, (_, i) => leaseFor(i));
   const ipBatch = join(dir, 'ip.batch');
   const brBatch = join(dir, 'bridge.batch');
-  writeFileSync(ipBatch, leases.flatMap((l) => {
-    const net = l.subnet.split('/')[0];
-    return [`route replace ${l.subnet.replace('10.', '11.')} via ${net.replace('10.', '11.')} dev ref.1 onlink`,
-      `neigh replace ${net.replace('10.', '11.')} lladdr ${l.backendData.VtepMAC} dev ref.1 nud permanent`];
+  // ids far above the ones the shim allocates (from 1 up) for the backend's routes
+  writeFileSync(ipBatch, leases.flatMap((l, i) => {
+    const net = l.subnet.split('/')[0].replace('10.', '11.');
+    return [`neigh replace ${net} lladdr ${l.backendData.VtepMAC} dev ref.1 nud permanent`,
+      `nexthop add id ${REF_NEXTHOP_BASE + i} via ${net} dev ref.1 onlink`,
+      `route replace ${l.subnet.replace('10.', '11.')} nhid ${REF_NEXTHOP_BASE + i}`];
   }).join('\n') + '\n');
   writeFileSync(brBatch, leases.map((l) => `fdb append ${l.backendData.VtepMAC} dev ref.1 dst ${l.publicIP} self permanent`).join('\n') + '\n');
   return seconds(() => {
@@ -128,9 +139,9 @@ function measureIproute(ns, n, dir) {
 
 /**
  * The exact pass with nothing to do, N peers already in the kernel: their
- * neighbours and FDB entries, and their routes through nexthop objects (the
- * kernel reports those with their gateway, so the pass sees flannel's
- * routes). RESYNC_RUNS passes after a first one; each must write nothing.
+ * neighbours and FDB entries, and their routes through nexthop objects of
+ * tsflannel's protocol (157), as the agent writes them. RESYNC_RUNS passes
+ * after a first one; each must write nothing.
  */
 async function measureResync(ns, n, dir) {
   makeNode(ns);
@@ -145,7 +156,7 @@ async function measureResync(ns, n, dir) {
   writeFileSync(ipBatch, leases.flatMap((l, i) => {
     const gw = l.subnet.split('/')[0];
     return [`neigh replace ${gw} lladdr ${l.backendData.VtepMAC} dev flannel.1 nud permanent`,
-      `nexthop replace id ${i + 1} via ${gw} dev flannel.1 onlink`, `route replace ${l.subnet} nhid ${i + 1}`];
+      `nexthop replace id ${i + 1} via ${gw} dev flannel.1 onlink proto 157`, `route replace ${l.subnet} nhid ${i + 1}`];
   }).join('\n') + '\n');
   writeFileSync(brBatch, leases.map((l) => `fdb append ${l.backendData.VtepMAC} dev flannel.1 dst ${l.publicIP} self permanent`).join('\n') + '\n');
   const fill = seconds(() => {
@@ -185,8 +196,8 @@ export async function run(ctx = {}) {
         'no-op event (ms, CPU)': `${ms(ours.noopEvent.wall)} (${ms(ours.noopEvent.cpu)})`,
         'MAC change median/max (ms)': `${ms(median(ours.mac.map((t) => t.wall)))} / ${ms(Math.max(...ours.mac.map((t) => t.wall)))}`,
         'its CPU median (ms)': ms(median(ours.mac.map((t) => t.cpu))),
-        'node leaves (ms, CPU)': `${ms(ours.leave.wall)} (${ms(ours.leave.cpu)})`,
-        'node joins (ms, CPU)': `${ms(ours.join.wall)} (${ms(ours.join.cpu)})`,
+        'node leaves median/max (ms, CPU median)': `${ms(median(ours.leave.map((t) => t.wall)))} / ${ms(Math.max(...ours.leave.map((t) => t.wall)))} (${ms(median(ours.leave.map((t) => t.cpu)))})`,
+        'node joins median/max (ms, CPU median)': `${ms(median(ours.join.map((t) => t.wall)))} / ${ms(Math.max(...ours.join.map((t) => t.wall)))} (${ms(median(ours.join.map((t) => t.cpu)))})`,
         'RSS now/peak (MiB)': `${ours.rss.toFixed(0)} / ${ours.peakRss.toFixed(0)}`,
       });
     } finally {
@@ -218,7 +229,7 @@ export async function run(ctx = {}) {
     title: 'tsflanneld VXLAN backend: no-op resync with N peers already in the kernel',
     rows: resyncRows,
     notes: [
-      `The kernel is filled first (neighbours, FDB, and routes through nexthop objects, which the kernel reports with their gateway as flannel's routes), then the exact pass runs ${RESYNC_RUNS + 1} times; each must write nothing and count every peer programmed (checked).`,
+      `The kernel is filled first (neighbours, FDB, and routes through nexthop objects of protocol 157, the form tsflanneld writes), then the exact pass runs ${RESYNC_RUNS + 1} times; each must write nothing and count every peer programmed (checked).`,
       'first pass: a new backend plans every lease (cold caches); the median is over the later passes, the periodic resync of a running agent. CPU = user + system of this process (the shim runs in it).',
       `1-min load average at the end: ${loadavg()[0].toFixed(2)}.`,
     ],
@@ -227,9 +238,9 @@ export async function run(ctx = {}) {
     title: 'tsflanneld VXLAN backend: programming N remote nodes (route + neigh + FDB each)',
     rows,
     notes: [
-      'iproute2 reference: the same 3N entries via `ip -batch` + `bridge -batch` in one process each, in the same netns, right after ours.',
+      'iproute2 reference: the same entries in the same form (neighbour, nexthop object, route `nhid I`, FDB) via `ip -batch` + `bridge -batch` in one process each, in the same netns, right after ours.',
       'program all / no-op resync: the exact pass (one dump per table, one batch of writes). CPU = user + system time of the agent process, which a loaded machine does not inflate.',
-      `Events go through the edge-triggered path (backend.update with the full new lease list, as the agent calls it): from the call to every kernel ack. MAC change = ${EVENTS} events, median / worst; each writes 2 entries, leave 3 deletions, join 3 entries; an exact pass afterwards must write nothing (checked).`,
+      `Events go through the edge-triggered path (backend.update with the full new lease list, as the agent calls it): from the call to every kernel ack. MAC change = ${EVENTS} events, median / worst; each writes 2 entries; then ${EVENTS} nodes leave (3 deletions counted each, its nexthop deleted with its route) and ${EVENTS} join (3 entries and a nexthop), alternating, median / worst; an exact pass afterwards must write nothing (checked).`,
       'RSS: the bench process (agent code in-process); peak = maxrss so far in the run.',
     ],
   }, resync];

@@ -9,6 +9,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -29,6 +30,12 @@ type batchEntry struct {
 	Gw     string `json:"gw,omitempty"`
 	Onlink bool   `json:"onlink,omitempty"`
 	Metric int    `json:"metric,omitempty"`
+	// Nexthop: route.replace writes `DST nhid I` through our nexthop object
+	// for (Gw, Dev, Onlink), found or created (nexthop.go); route.del finds
+	// the route by that nexthop. Nhid names one directly (route.del,
+	// nexthop.del); nexthop.del without it deletes ours for (Gw, Dev, Onlink).
+	Nexthop bool `json:"nexthop,omitempty"`
+	Nhid    int  `json:"nhid,omitempty"`
 	// neighbours and FDB (for FDB, Dst is the remote VTEP)
 	IP  string `json:"ip,omitempty"`
 	MAC string `json:"mac,omitempty"`
@@ -49,6 +56,17 @@ type batchError struct {
 type batchReply struct {
 	Applied int          `json:"applied"`
 	Errors  []batchError `json:"errors"`
+	// NexthopsUnsupported: the kernel has no nexthop objects; the batch's
+	// nexthop routes were written as plain gateway routes instead.
+	NexthopsUnsupported bool `json:"nexthopsUnsupported,omitempty"`
+}
+
+// batchCtx is what one batch's entries share.
+type batchCtx struct {
+	h     *netlink.Handle
+	links *linkCache
+	nh    *nexthopTable
+	netns string
 }
 
 // linkCache resolves each device name once per batch.
@@ -82,6 +100,8 @@ func opBatchApply(raw []byte) (interface{}, error) {
 	}
 	defer done()
 	links := &linkCache{h: h, index: map[string]int{}, errs: map[string]error{}}
+	ctx := &batchCtx{h: h, links: links, nh: &nexthopTable{}, netns: r.Netns}
+	defer ctx.nh.close()
 	out := batchReply{Errors: []batchError{}}
 	failed := map[int]bool{}
 	for i, e := range r.Entries {
@@ -89,7 +109,7 @@ func opBatchApply(raw []byte) (interface{}, error) {
 			out.Errors = append(out.Errors, batchError{Index: i, Error: "skipped: an earlier change for the same peer failed", Errno: "ECANCELED", Code: int(syscall.ECANCELED)})
 			continue
 		}
-		if err := applyEntry(h, links, e); err != nil {
+		if err := ctx.apply(e); err != nil {
 			be := errorReply(err)
 			out.Errors = append(out.Errors, batchError{Index: i, Error: e.Kind + ": " + be.Error, Errno: be.Errno, Code: be.Code})
 			if e.Group != 0 {
@@ -99,16 +119,24 @@ func opBatchApply(raw []byte) (interface{}, error) {
 		}
 		out.Applied++
 	}
+	out.NexthopsUnsupported = ctx.nh.unsupported
 	return out, nil
 }
 
-func applyEntry(h *netlink.Handle, links *linkCache, e batchEntry) error {
-	idx, err := links.lookup(e.Dev)
+func (c *batchCtx) apply(e batchEntry) error {
+	h := c.h
+	idx, err := c.links.lookup(e.Dev)
 	if err != nil {
 		return err
 	}
 	switch e.Kind {
 	case "route.replace", "route.del":
+		if e.Nexthop || e.Nhid > 0 {
+			done, err := c.nexthopRoute(e, idx)
+			if done || err != nil {
+				return err
+			}
+		}
 		rt, err := e.route(idx)
 		if err != nil {
 			return err
@@ -117,6 +145,8 @@ func applyEntry(h *netlink.Handle, links *linkCache, e batchEntry) error {
 			return h.RouteReplace(rt)
 		}
 		return h.RouteDel(rt)
+	case "nexthop.del":
+		return c.nexthopDel(e, idx)
 	case "neigh.set", "neigh.del":
 		n, err := e.neigh(idx)
 		if err != nil {
@@ -151,6 +181,88 @@ func applyEntry(h *netlink.Handle, links *linkCache, e batchEntry) error {
 		return h.NeighDel(n)
 	}
 	return fmt.Errorf("unknown batch entry kind %q: %w", e.Kind, syscall.EINVAL)
+}
+
+// nexthopRoute writes or deletes a route in its nexthop form; done = false
+// leaves the entry to the plain route code (a kernel without nexthops, or a
+// delete whose route has no nexthop of ours: then it is a plain one).
+func (c *batchCtx) nexthopRoute(e batchEntry, idx int) (bool, error) {
+	dst, err := netip.ParsePrefix(e.Dst)
+	if err != nil {
+		return false, fmt.Errorf("bad route dst %q: %w", e.Dst, syscall.EINVAL)
+	}
+	if err := c.nh.load(c.netns); err != nil {
+		return false, err
+	}
+	if c.nh.unsupported {
+		return e.Nhid > 0 && e.Kind == "route.del", nil
+	}
+	var gw netip.Addr
+	if e.Nhid == 0 {
+		if gw, err = netip.ParseAddr(e.Gw); err != nil {
+			return false, fmt.Errorf("bad gateway %q: %w", e.Gw, syscall.EINVAL)
+		}
+		gw = gw.Unmap()
+	}
+	for retry := true; ; retry = false {
+		id := uint32(e.Nhid)
+		if e.Kind == "route.del" {
+			if id == 0 {
+				var ok bool
+				if id, ok = c.nh.ours[keyOf(gw, idx, e.Onlink)]; !ok {
+					if retry && c.nh.stale() {
+						continue
+					}
+					return false, nil
+				}
+			}
+			err := c.nh.routeDel(dst.Masked(), e.Metric, id)
+			// A cached id that is not the route's: read the kernel again.
+			if err == syscall.ESRCH && e.Nhid == 0 && retry && c.nh.stale() {
+				continue
+			}
+			return true, err
+		}
+		if id == 0 {
+			if id, err = c.nh.ensure(gw, idx, e.Onlink); err != nil {
+				if err == syscall.EOPNOTSUPP || err == syscall.EAFNOSUPPORT {
+					c.nh.unsupported = true
+					return false, nil
+				}
+				return false, fmt.Errorf("nexthop via %s dev %s: %w", e.Gw, e.Dev, err)
+			}
+		}
+		err := c.nh.routeReplace(dst.Masked(), e.Metric, id)
+		// A cached nexthop deleted behind our back ("Nexthop id does not exist").
+		if err == syscall.EINVAL && e.Nhid == 0 && retry && c.nh.stale() {
+			continue
+		}
+		return true, err
+	}
+}
+
+func (c *batchCtx) nexthopDel(e batchEntry, idx int) error {
+	if err := c.nh.load(c.netns); err != nil {
+		return err
+	}
+	if c.nh.unsupported {
+		return fmt.Errorf("nexthop objects: %w", syscall.EOPNOTSUPP)
+	}
+	id := uint32(e.Nhid)
+	if id == 0 {
+		gw, err := netip.ParseAddr(e.Gw)
+		if err != nil {
+			return fmt.Errorf("bad gateway %q: %w", e.Gw, syscall.EINVAL)
+		}
+		var ok bool
+		if id, ok = c.nh.ours[keyOf(gw.Unmap(), idx, e.Onlink)]; !ok && c.nh.stale() {
+			id, ok = c.nh.ours[keyOf(gw.Unmap(), idx, e.Onlink)]
+		}
+		if !ok {
+			return fmt.Errorf("no tsflannel nexthop via %s dev %s: %w", e.Gw, e.Dev, syscall.ENOENT)
+		}
+	}
+	return c.nh.del(id)
 }
 
 func (e batchEntry) route(idx int) (*netlink.Route, error) {

@@ -25,7 +25,7 @@ import (
 
 // ShimVersion is bumped whenever an op's request or reply shape changes, so a
 // stale .so next to newer TypeScript is detected at load time.
-const ShimVersion = 5
+const ShimVersion = 6
 
 type reply struct {
 	OK     bool        `json:"ok"`
@@ -72,6 +72,7 @@ var ops = map[string]opFunc{
 	"sock.peercred": opPeerCred,
 	"batch.apply":   opBatchApply,
 	"state.dump":    opStateDump,
+	"nexthop.flush": opNexthopFlush,
 	"pod.inspect":   opPodInspect,
 	"pod.setup":     opPodSetup,
 	"pod.teardown":  opPodTeardown,

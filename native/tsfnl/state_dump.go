@@ -13,7 +13,8 @@ package main
 // and each entry becomes one short line of text that Node splits.
 //
 // Encoding (fields separated by one space, entries by "\n", "-" = none):
-//   routes: <index into routeDevs> <dst> <gateway> <o if onlink, else -> <metric> <protocol>
+//   routes: <index into routeDevs> <dst> <gateway> <o if onlink, else -> <metric> <protocol> <nexthop id|->
+//   nexthops: <index into routeDevs> <id> <gateway> <o|-> <protocol>
 //   neighs: <ip> <mac> <state>
 //   fdb:    <mac> <remote VTEP> <state>
 
@@ -36,12 +37,17 @@ type stateReq struct {
 	FdbDev   string `json:"fdbDev,omitempty"`
 	// Family of the routes and neighbours: "inet" (default) or "inet6".
 	Family string `json:"family,omitempty"`
+	// Nexthops: also the nexthop objects of the family on RouteDevs.
+	Nexthops bool `json:"nexthops,omitempty"`
 }
 
 type stateReply struct {
 	Routes string `json:"routes"`
 	Neighs string `json:"neighs"`
 	Fdb    string `json:"fdb"`
+	// Nexthops (when asked for); NexthopsUnsupported: the kernel has none.
+	Nexthops            string `json:"nexthops"`
+	NexthopsUnsupported bool   `json:"nexthopsUnsupported,omitempty"`
 	// Missing lists requested devices that do not exist (their tables are empty).
 	Missing []string `json:"missing"`
 }
@@ -79,8 +85,47 @@ func dumpState(r stateReq) (*stateReply, error) {
 		}
 	}
 	var err error
+	// A route through a nexthop names its device only in compat mode
+	// (net.ipv4.nexthop_compat_mode=1, the default): the nexthop does always.
+	nhOif := map[uint32]uint32{}
+	if r.Nexthops && len(devs) > 0 {
+		nhs, err := dumpNexthops(nil)
+		if err != nil && !nexthopUnsupported(err) {
+			return nil, err
+		}
+		out.NexthopsUnsupported = err != nil
+		if err == nil {
+			// The batches that follow start from this (nexthop.go: nexthopCache).
+			cacheDump(r.Netns, nhs)
+		}
+		buf := make([]byte, 0, len(nhs)*40)
+		for _, nh := range nhs {
+			pos, ok := devs[nh.Oif]
+			if !ok || int(nh.Family) != family {
+				continue
+			}
+			nhOif[nh.ID] = nh.Oif
+			buf = strconv.AppendInt(buf, int64(pos), 10)
+			buf = append(buf, ' ')
+			buf = strconv.AppendUint(buf, uint64(nh.ID), 10)
+			buf = append(buf, ' ')
+			if nh.Gw.IsValid() {
+				buf = nh.Gw.AppendTo(buf)
+			} else {
+				buf = append(buf, '-')
+			}
+			if nh.Onlink {
+				buf = append(buf, " o "...)
+			} else {
+				buf = append(buf, " - "...)
+			}
+			buf = strconv.AppendUint(buf, uint64(nh.Protocol), 10)
+			buf = append(buf, '\n')
+		}
+		out.Nexthops = string(buf)
+	}
 	if len(devs) > 0 {
-		if out.Routes, err = dumpRoutes(family, devs); err != nil {
+		if out.Routes, err = dumpRoutes(family, devs, nhOif); err != nil {
 			return nil, err
 		}
 	}
@@ -135,7 +180,7 @@ func appendMAC(buf []byte, mac []byte) []byte {
 // dumpRoutes reads the family's routing tables once and keeps the main
 // table's routes leaving through one of devs (multipath routes, which name
 // no single device, are never the agent's).
-func dumpRoutes(family int, devs map[uint32]int) (string, error) {
+func dumpRoutes(family int, devs map[uint32]int, nhOif map[uint32]uint32) (string, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETROUTE, unix.NLM_F_DUMP)
 	msg := nl.NewRtMsg()
 	msg.Family = uint8(family)
@@ -155,7 +200,7 @@ func dumpRoutes(family int, devs map[uint32]int) (string, error) {
 			continue
 		}
 		var dst, gw []byte
-		var oif, metric uint32
+		var oif, metric, nhid uint32
 		hasOif := false
 		attrs(m[unix.SizeofRtMsg:], func(typ uint16, v []byte) {
 			switch typ {
@@ -175,8 +220,15 @@ func dumpRoutes(family int, devs map[uint32]int) (string, error) {
 				if len(v) >= 4 {
 					table = ne.Uint32(v)
 				}
+			case rtaNhID:
+				if len(v) >= 4 {
+					nhid = ne.Uint32(v)
+				}
 			}
 		})
+		if !hasOif && nhid != 0 {
+			oif, hasOif = nhOif[nhid]
+		}
 		pos, ok := devs[oif]
 		if !hasOif || !ok || table != unix.RT_TABLE_MAIN {
 			continue
@@ -204,6 +256,12 @@ func dumpRoutes(family int, devs map[uint32]int) (string, error) {
 		buf = strconv.AppendUint(buf, uint64(metric), 10)
 		buf = append(buf, ' ')
 		buf = strconv.AppendUint(buf, uint64(proto), 10)
+		if nhid != 0 {
+			buf = append(buf, ' ')
+			buf = strconv.AppendUint(buf, uint64(nhid), 10)
+		} else {
+			buf = append(buf, " -"...)
+		}
 		buf = append(buf, '\n')
 	}
 	return string(buf), nil

@@ -144,7 +144,7 @@ export const FLAGS: Record<string, Spec> = {
   'ip-masq-fully-random-disable': { type: 'boolean', default: false, group: G_RULES, describe: 'masquerade without --random-fully / fully-random' },
   'iptables-forward-rules': { type: 'boolean', default: true, group: G_RULES, describe: 'accept forwarded pod-network traffic (FLANNEL-FWD / nft forward chain)' },
   'ip-blackhole-route': { type: 'boolean', default: false, group: G_RULES, describe: 'keep a blackhole route for this node\'s subnet' },
-  cleanup: { type: 'boolean', default: false, group: G_RULES, describe: 'remove this agent\'s masquerade and forward rules (iptables and nftables) and exit, for uninstalling; a stopping agent keeps them so pods stay masqueraded across restarts' },
+  cleanup: { type: 'boolean', default: false, group: G_RULES, describe: 'remove this agent\'s masquerade and forward rules (iptables and nftables) and its nexthop objects with the per-peer routes through them, and exit, for uninstalling; a stopping agent keeps them so pods stay masqueraded across restarts' },
   'resync-period': { type: 'number', default: 10, alias: 'iptables-resync', group: G_RULES, describe: 'seconds between full reconciliations of routes and rules (flannel: --iptables-resync)' },
 
   'cni-socket': { type: 'string', default: DEFAULT_CNI_SOCKET, group: G_CNI, describe: 'Unix socket serving CNI calls for /opt/cni/bin/tsflannel ("" = off; the conflist key agentSocket must match)' },

@@ -20,6 +20,29 @@ export interface RouteEntry extends EntryBase {
   gw?: string;
   onlink?: boolean;
   metric?: number;
+  /**
+   * route.replace: write `dst nhid I` through tsflannel's nexthop object for
+   * (gw, dev, onlink), reused or created by the shim (a kernel without
+   * nexthop objects gets a plain gateway route: BatchResult.nexthopsUnsupported).
+   * route.del: find the route by that nexthop (else delete it as a plain route).
+   */
+  nexthop?: boolean;
+  /** route.del: the nexthop id the route names (as dumped) */
+  nhid?: number;
+}
+
+/**
+ * Deletes one of tsflannel's nexthop objects (protocol NEXTHOP_PROTOCOL),
+ * by id, or the one for (gw, dev, onlink). The kernel also deletes every
+ * route that still uses it. A nexthop of another protocol is never deleted
+ * (EPERM).
+ */
+export interface NexthopEntry extends EntryBase {
+  kind: 'nexthop.del';
+  /** the id; absent = ours for (gw, dev, onlink) */
+  nhid?: number;
+  gw?: string;
+  onlink?: boolean;
 }
 
 export interface NeighEntry extends EntryBase {
@@ -35,7 +58,10 @@ export interface FdbEntry extends EntryBase {
   dst: string;
 }
 
-export type BatchEntry = RouteEntry | NeighEntry | FdbEntry;
+export type BatchEntry = RouteEntry | NeighEntry | FdbEntry | NexthopEntry;
+
+/** nh_protocol of tsflannel's nexthop objects (native/tsfnl/nexthop.go), shown as `proto 157`. */
+export const NEXTHOP_PROTOCOL = 157;
 
 export interface BatchFailure {
   /** position of the entry in the request */
@@ -48,10 +74,13 @@ export interface BatchResult {
   applied: number;
   /** every entry that failed or was skipped, in request order */
   failures: BatchFailure[];
+  /** the kernel has no nexthop objects: nexthop routes went in as plain gateway routes */
+  nexthopsUnsupported: boolean;
 }
 
 interface RawResult {
   applied: number;
+  nexthopsUnsupported?: boolean;
   errors: { index: number; error: string; errno?: Errno; code?: number }[];
 }
 
@@ -62,12 +91,22 @@ interface RawResult {
  * be told from a real error.
  */
 export function applyBatch(entries: readonly BatchEntry[], opts: InNetns = {}): BatchResult {
-  if (entries.length === 0) return { applied: 0, failures: [] };
+  if (entries.length === 0) return { applied: 0, failures: [], nexthopsUnsupported: false };
   const raw = call('batch.apply', { ...opts, entries }) as RawResult;
   return {
     applied: raw.applied,
     failures: raw.errors.map((e) => ({ index: e.index, error: new NetlinkError('batch.apply', e.error, e.errno, e.code) })),
+    nexthopsUnsupported: raw.nexthopsUnsupported === true,
   };
+}
+
+/**
+ * Deletes every nexthop object of tsflannel's protocol (NEXTHOP_PROTOCOL) in
+ * the netns, and with them every route through them; returns how many.
+ * Nexthops of other protocols stay.
+ */
+export function flushOwnNexthops(opts: InNetns = {}): number {
+  return (call('nexthop.flush', { ...opts }) as { deleted: number }).deleted;
 }
 
 export interface StateRoute {
@@ -77,6 +116,17 @@ export interface StateRoute {
   gw?: string;
   onlink?: boolean;
   metric?: number;
+  protocol: number;
+  /** the nexthop object the route goes through */
+  nhid?: number;
+}
+
+/** A nexthop object on one of the requested devices. */
+export interface StateNexthop {
+  dev: string;
+  id: number;
+  gw?: string;
+  onlink?: boolean;
   protocol: number;
 }
 
@@ -91,6 +141,10 @@ export interface TableState {
   routes: StateRoute[];
   neighs: StateNeigh[];
   fdb: StateNeigh[];
+  /** nexthop objects of the family on routeDevs (when asked for) */
+  nexthops: StateNexthop[];
+  /** the kernel has no nexthop objects */
+  nexthopsUnsupported: boolean;
   /** requested devices that do not exist */
   missing: string[];
 }
@@ -104,6 +158,8 @@ export interface TableStateRequest extends InNetns {
   fdbDev?: string;
   /** family of the routes and neighbours read; default IPv4 */
   family?: 'inet' | 'inet6';
+  /** also read the nexthop objects on routeDevs */
+  nexthops?: boolean;
 }
 
 /** The shim's reply: each table as lines of space-separated fields (native/tsfnl/state_dump.go). */
@@ -111,6 +167,8 @@ interface RawTableState {
   routes: string;
   neighs: string;
   fdb: string;
+  nexthops?: string;
+  nexthopsUnsupported?: boolean;
   missing: string[];
 }
 
@@ -126,6 +184,8 @@ export function dumpTables(req: TableStateRequest): TableState {
     routes: decodeRoutes(raw.routes, req.routeDevs),
     neighs: decodeNeighs(raw.neighs, false),
     fdb: decodeNeighs(raw.fdb, true),
+    nexthops: decodeNexthops(raw.nexthops ?? '', req.routeDevs),
+    nexthopsUnsupported: raw.nexthopsUnsupported === true,
     missing: raw.missing,
   };
 }
@@ -136,16 +196,30 @@ function lines(text: string): string[] {
   return parts;
 }
 
-/** `<index into devs> <dst> <gw|-> <o|-> <metric> <protocol>` per line. */
+/** `<index into devs> <dst> <gw|-> <o|-> <metric> <protocol> <nhid|->` per line. */
 export function decodeRoutes(text: string, devs: readonly string[]): StateRoute[] {
   const out: StateRoute[] = [];
   for (const line of lines(text)) {
-    const [dev, dst, gw, onlink, metric, protocol] = line.split(' ');
+    const [dev, dst, gw, onlink, metric, protocol, nhid] = line.split(' ');
     const r: StateRoute = { dev: devs[Number(dev)] ?? '', dst: dst!, protocol: Number(protocol) };
     if (gw !== '-') r.gw = gw;
     if (onlink === 'o') r.onlink = true;
     if (metric !== '0') r.metric = Number(metric);
+    if (nhid !== undefined && nhid !== '-') r.nhid = Number(nhid);
     out.push(r);
+  }
+  return out;
+}
+
+/** `<index into devs> <id> <gw|-> <o|-> <protocol>` per line. */
+export function decodeNexthops(text: string, devs: readonly string[]): StateNexthop[] {
+  const out: StateNexthop[] = [];
+  for (const line of lines(text)) {
+    const [dev, id, gw, onlink, protocol] = line.split(' ');
+    const n: StateNexthop = { dev: devs[Number(dev)] ?? '', id: Number(id), protocol: Number(protocol) };
+    if (gw !== '-') n.gw = gw;
+    if (onlink === 'o') n.onlink = true;
+    out.push(n);
   }
   return out;
 }

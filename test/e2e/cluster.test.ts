@@ -12,6 +12,7 @@ import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { eventually } from '../helpers/eventually.js';
+import { nexthopRoute } from '../helpers/nexthops.js';
 
 function ping(fromNs: string, ip: string): boolean {
   return spawnSync('ip', ['netns', 'exec', fromNs, 'ping', '-c1', '-W3', ip]).status === 0;
@@ -69,7 +70,7 @@ describe.skipIf(requireOrSkip('cluster', { root: isRoot, [`etcd (${ETCD_BIN})`]:
     const n1 = nodeState(cluster.node('n1').ns);
     for (const other of ['n2', 'n3', 'n4']) {
       const net = subnets.get(other)!.replace(/\.1\/24$/, '.0');
-      expect(n1.routes).toContain(`${net}/24 via ${net} dev flannel.1 onlink`);
+      expect(n1.routes).toMatch(nexthopRoute(`${net}/24`, net, 'flannel.1'));
       expect(n1.neigh).toMatch(new RegExp(`${net.replace(/\./g, '\\.')} lladdr [0-9a-f:]{17} PERMANENT`));
       expect(n1.fdb).toContain(`dst ${cluster.node(other).ip} self permanent`);
     }

@@ -240,12 +240,20 @@ describe.skipIf(requireOrSkip('day2', { root: isRoot, etcd: haveEtcd }))('day-2 
     a = fresh;
   });
 
-  it('tsflanneld --cleanup removes FLANNEL-POSTRTG and FLANNEL-FWD and their jumps', async () => {
+  it('tsflanneld --cleanup removes FLANNEL-POSTRTG and FLANNEL-FWD and their jumps, and its nexthops with their routes', async () => {
     await cluster.stopAgent('n1', 'SIGTERM');
     expect(sh('n1', 'iptables', ['-t', 'nat', '-S'])).toContain('FLANNEL-POSTRTG');
+    // a stopped agent leaves its routes; somebody else's nexthop sits next to ours
+    expect(sh('n1', 'ip', ['-4', 'route', 'show', 'dev', 'flannel.1'])).toMatch(/ nhid \d+ via /);
+    expect(sh('n1', 'ip', ['nexthop', 'show', 'protocol', '157'])).toContain('dev flannel.1');
+    sh('n1', 'ip', ['nexthop', 'add', 'id', '4242', 'via', '10.244.250.0', 'dev', 'flannel.1', 'onlink', 'proto', 'static']);
     const out = await runAsync('ip', ['netns', 'exec', ns('n1'), AGENT_BIN, '--cleanup', '--subnet-file', cluster.subnetFile('n1')]);
     expect(out.code, out.stderr).toBe(0);
     expect(sh('n1', 'iptables', ['-t', 'nat', '-S'])).not.toContain('FLANNEL');
     expect(sh('n1', 'iptables', ['-S'])).not.toContain('FLANNEL');
+    expect(sh('n1', 'ip', ['nexthop', 'show', 'protocol', '157']).trim()).toBe('');
+    expect(sh('n1', 'ip', ['-4', 'route', 'show', 'dev', 'flannel.1'])).not.toContain('nhid');
+    expect(sh('n1', 'ip', ['nexthop', 'show', 'id', '4242'])).toContain('proto static');
+    sh('n1', 'ip', ['nexthop', 'del', 'id', '4242']);
   });
 });

@@ -17,6 +17,7 @@ import { callPlugin } from '../helpers/plugin.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { eventually } from '../helpers/eventually.js';
+import { nexthopRoute } from '../helpers/nexthops.js';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 const BRIDGE = fileURLToPath(new URL('../../build/demo/port-bridge.js', import.meta.url));
@@ -76,7 +77,7 @@ describe.skipIf(requireOrSkip('kube mode', { root: isRoot }))('tsflanneld in Kub
   });
 
   it('routes pods between the two nodes', async () => {
-    await eventually('k1 routes k2', 10_000, () => routes('k1').includes('10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink'));
+    await eventually('k1 routes k2', 10_000, () => nexthopRoute('10.244.2.0/24', '10.244.2.0', 'flannel.1').test(routes('k1')));
     const pods: { ns: string; ip: string }[] = [];
     for (const node of ['k1', 'k2']) {
       const podNs = addPodNamespace(topo, `${node}-pod`);
@@ -93,7 +94,7 @@ describe.skipIf(requireOrSkip('kube mode', { root: isRoot }))('tsflanneld in Kub
   it('keeps every entry while the watch breaks and the API errors, then converges', async () => {
     let flushed = false;
     const sampler = setInterval(() => {
-      if (!routes('k1').includes('10.244.2.0/24 via 10.244.2.0 dev flannel.1')) flushed = true;
+      if (!nexthopRoute('10.244.2.0/24', '10.244.2.0', 'flannel.1').test(routes('k1'))) flushed = true;
     }, 50);
     try {
       kube.failNextRequests(6, 500);

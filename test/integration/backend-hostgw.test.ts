@@ -9,6 +9,7 @@ import { chooseExternalInterface } from '../../src/daemon/external.js';
 import type { ExternalInterface, Lease } from '../../src/daemon/types.js';
 import { addNetns, cleanupAll, inNs, isRoot, nsPath } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { routesResolved, tsfNexthopLines } from '../helpers/nexthops.js';
 
 const NETWORK = '10.244.0.0/16';
 
@@ -21,8 +22,8 @@ function reachable(fromNs: string, to: string): boolean {
   return once() || once();
 }
 
-const podRoutes = (ns: string): string[] =>
-  inNs(ns, 'ip', ['-4', 'route', 'show']).split('\n').map((l) => l.trim()).filter((l) => l.startsWith('10.244.')).sort();
+/** pod routes, each `nhid N` checked against the nexthop table and shown as `nhid *` */
+const podRoutes = (ns: string): string[] => routesResolved(ns).filter((l) => l.startsWith('10.244.'));
 
 interface Node {
   ns: string;
@@ -95,7 +96,8 @@ describe.skipIf(requireOrSkip('host-gw backend', { root: isRoot }))('host-gw bac
     expect(report.errors).toEqual([
       'lease 10.244.3.0/24 (c): public IP 192.168.88.3 is not on our L2 subnet 192.168.77.0/24; host-gw needs every node on one segment',
     ]);
-    expect(podRoutes(a.ns)).toEqual(['10.244.1.0/24 dev cni0 proto kernel scope link src 10.244.1.1', '10.244.2.0/24 via 192.168.77.2 dev eth0']);
+    expect(podRoutes(a.ns)).toEqual(['10.244.1.0/24 dev cni0 proto kernel scope link src 10.244.1.1', '10.244.2.0/24 nhid * via 192.168.77.2 dev eth0']);
+    expect(tsfNexthopLines(a.ns)).toEqual(['via 192.168.77.2 dev eth0']);
     expect(b.backend.reconcile([a.lease, c.lease]).added).toBe(1);
     expect(reachable(a.pod, '10.244.2.2')).toBe(true);
     expect(reachable(b.pod, '10.244.1.2')).toBe(true);
@@ -119,15 +121,17 @@ describe.skipIf(requireOrSkip('host-gw backend', { root: isRoot }))('host-gw bac
     inNs(a.ns, 'ip', ['route', 'add', '172.16.0.0/24', 'via', '192.168.77.254', 'dev', 'eth0']); // not the cluster's
     const report = a.backend.reconcile([b.lease]);
     expect(report).toEqual({ added: 0, updated: 1, removed: 1, programmed: 1, errors: [] });
-    expect(podRoutes(a.ns)).toEqual(['10.244.1.0/24 dev cni0 proto kernel scope link src 10.244.1.1', '10.244.2.0/24 via 192.168.77.2 dev eth0']);
+    expect(podRoutes(a.ns)).toEqual(['10.244.1.0/24 dev cni0 proto kernel scope link src 10.244.1.1', '10.244.2.0/24 nhid * via 192.168.77.2 dev eth0']);
+    expect(tsfNexthopLines(a.ns)).toEqual(['via 192.168.77.2 dev eth0']);
     expect(inNs(a.ns, 'ip', ['route', 'show', '172.16.0.0/24'])).toContain('via 192.168.77.254');
     expect(reachable(a.pod, '10.244.2.2')).toBe(true);
   });
 
-  it('removes the route of a node that left', () => {
+  it('removes the route and nexthop of a node that left', () => {
     const { a } = nodes;
     expect(a.backend.reconcile([])).toEqual({ added: 0, updated: 0, removed: 1, programmed: 0, errors: [] });
     expect(podRoutes(a.ns)).toEqual(['10.244.1.0/24 dev cni0 proto kernel scope link src 10.244.1.1']);
+    expect(tsfNexthopLines(a.ns)).toEqual([]);
   });
 
   it('refuses to start behind NAT, and the factory builds both backends', async () => {

@@ -11,6 +11,7 @@ import { chooseExternalInterface } from '../../src/daemon/external.js';
 import type { ExternalInterface, Lease, VxlanBackendConfig } from '../../src/daemon/types.js';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { routesResolved, tsfNexthopLines } from '../helpers/nexthops.js';
 
 const NETWORK = '10.244.0.0/16';
 const NETWORK6 = 'fd00:10:244::/56';
@@ -49,10 +50,11 @@ function reachable(fromNs: string, to: string): boolean {
 }
 
 const lines = (text: string): string[] => text.split('\n').map((l) => l.trim()).filter(Boolean).sort();
-const podRoutes6 = (ns: string): string[] => lines(inNs(ns, 'ip', ['-6', 'route', 'show'])).filter((l) => l.startsWith('fd00:10:244:'));
+/** IPv6 pod routes, each `nhid N` checked against the nexthop table and shown as `nhid *` */
+const podRoutes6 = (ns: string): string[] => routesResolved(ns, ['-6', 'route', 'show']).filter((l) => l.startsWith('fd00:10:244:'));
 const neigh6 = (ns: string): string[] => lines(inNs(ns, 'ip', ['-6', 'neigh', 'show', 'dev', 'flannel-v6.1']));
 const fdb6 = (ns: string): string[] => lines(inNs(ns, 'bridge', ['fdb', 'show', 'dev', 'flannel-v6.1']));
-const state6 = (ns: string) => ({ routes: podRoutes6(ns), neigh: neigh6(ns), fdb: fdb6(ns) });
+const state6 = (ns: string) => ({ routes: podRoutes6(ns), nexthops: tsfNexthopLines(ns, '-6'), neigh: neigh6(ns), fdb: fdb6(ns) });
 
 /** A node netns with eth0 on an underlay, a dual-stack cni0 and one pod behind it. */
 function buildNode(label: string, n: number, ul6: string): Node {
@@ -185,9 +187,12 @@ describe.skipIf(requireOrSkip('IPv6 backends', { root: isRoot }))('VXLAN and hos
       lines(`
         fd00:10:244:1::/64 dev cni0 proto kernel metric 256 pref medium
         fd00:10:244:1:: dev flannel-v6.1 proto kernel metric 256 pref medium
-        fd00:10:244:2::/64 via fd00:10:244:2:: dev flannel-v6.1 metric 1024 onlink pref medium
-        fd00:10:244:3::/64 via fd00:10:244:3:: dev flannel-v6.1 metric 1024 onlink pref medium`),
+        fd00:10:244:2::/64 nhid * via fd00:10:244:2:: dev flannel-v6.1 metric 1024 onlink pref medium
+        fd00:10:244:3::/64 nhid * via fd00:10:244:3:: dev flannel-v6.1 metric 1024 onlink pref medium`),
     );
+    // one IPv6 nexthop of ours per peer; the IPv4 instance's are IPv4 ones
+    expect(tsfNexthopLines(a.ns, '-6')).toEqual(['via fd00:10:244:2:: dev flannel-v6.1 onlink', 'via fd00:10:244:3:: dev flannel-v6.1 onlink']);
+    expect(tsfNexthopLines(a.ns, '-4')).toEqual(['via 10.244.2.0 dev flannel.1 onlink', 'via 10.244.3.0 dev flannel.1 onlink']);
     expect(neigh6(a.ns)).toEqual(lines(`fd00:10:244:2:: lladdr ${mac6(b)} PERMANENT\nfd00:10:244:3:: lladdr ${mac6(c)} PERMANENT`));
     expect(fdb6(a.ns)).toEqual(lines(`${mac6(b)} dst fd00:77::2 self permanent\n${mac6(c)} dst fd00:88::3 self permanent`));
     expect(fdb6(c.ns)).toEqual(lines(`${mac6(a)} dst fd00:77::1 self permanent\n${mac6(b)} dst fd00:77::2 self permanent`));
@@ -211,13 +216,15 @@ describe.skipIf(requireOrSkip('IPv6 backends', { root: isRoot }))('VXLAN and hos
     expect(state6(a.ns)).toEqual(before);
   });
 
-  it('removes the IPv6 route, neighbour and FDB entry of a node that left, and brings them back when it returns', () => {
+  it('removes the IPv6 route, nexthop, neighbour and FDB entry of a node that left, and brings them back when it returns', () => {
     const before = state6(a.ns);
     expect(a.v6!.reconcile([b.lease!])).toEqual({ added: 0, updated: 0, removed: 3, programmed: 1, errors: [] });
     const after = state6(a.ns);
     expect(after.routes).toEqual(before.routes.filter((l) => !l.startsWith('fd00:10:244:3::/64')));
     expect(after.neigh).toEqual(before.neigh.filter((l) => !l.startsWith('fd00:10:244:3::')));
     expect(after.fdb).toEqual(before.fdb.filter((l) => !l.includes('fd00:88::3')));
+    expect(after.nexthops).toEqual(before.nexthops.filter((l) => !l.startsWith('via fd00:10:244:3:: ')));
+    expect(after.nexthops).toHaveLength(1);
     expect(pings(a.pod, c.podIP6)).toBe(false);
     expect(a.v6!.reconcile(others(all, a))).toEqual({ added: 3, updated: 0, removed: 0, programmed: 2, errors: [] });
     expect(state6(a.ns)).toEqual(before);
@@ -266,8 +273,8 @@ describe.skipIf(requireOrSkip('IPv6 backends', { root: isRoot }))('VXLAN and hos
   it('with DirectRouting, routes the same-L2 IPv6 peer over the underlay and the routed one over flannel-v6.1', async () => {
     for (const node of all) await startNode(node, vxlanConfig(true));
     expect(a.v6!.reconcile(others(all, a))).toEqual({ added: 0, updated: 1, removed: 2, programmed: 2, errors: [] });
-    expect(podRoutes6(a.ns)).toContain('fd00:10:244:2::/64 via fd00:77::12 dev eth0 metric 1024 pref medium');
-    expect(podRoutes6(a.ns)).toContain('fd00:10:244:3::/64 via fd00:10:244:3:: dev flannel-v6.1 metric 1024 onlink pref medium');
+    expect(podRoutes6(a.ns)).toContain('fd00:10:244:2::/64 nhid * via fd00:77::12 dev eth0 metric 1024 pref medium');
+    expect(podRoutes6(a.ns)).toContain('fd00:10:244:3::/64 nhid * via fd00:10:244:3:: dev flannel-v6.1 metric 1024 onlink pref medium');
     expect(neigh6(a.ns)).toEqual([`fd00:10:244:3:: lladdr ${mac6(c)} PERMANENT`]);
     for (const node of [b, c]) expect(node.v6!.reconcile(others(all, node)).errors).toEqual([]);
     expect(reachable(a.pod, b.podIP6)).toBe(true);
@@ -292,7 +299,7 @@ describe.skipIf(requireOrSkip('IPv6 backends', { root: isRoot }))('VXLAN and hos
     expect(ra).toMatchObject({ added: 1, updated: 0, removed: 0, programmed: 1 });
     expect(ra.errors).toEqual([expect.stringMatching(/fd00:10:244:3::\/64 \(c6\): public IP fd00:88::3 is not on our L2 subnet fd00:77::\/64/)]);
     expect(gws[1]!.gw.reconcile(hostGw(b)).added).toBe(1);
-    expect(podRoutes6(a.ns)).toContain('fd00:10:244:2::/64 via fd00:77::12 dev eth0 metric 1024 pref medium');
+    expect(podRoutes6(a.ns)).toContain('fd00:10:244:2::/64 nhid * via fd00:77::12 dev eth0 metric 1024 pref medium');
     expect(gws[0]!.gw.reconcile(hostGw(a))).toMatchObject({ added: 0, updated: 0, removed: 0, programmed: 1 });
     expect(reachable(a.pod, b.podIP6)).toBe(true);
     // B leaves: its route goes, and only it

@@ -23,14 +23,14 @@ function leaseFor(i: number, mac = `6a:00:${(i >> 8).toString(16).padStart(2, '0
   };
 }
 
-/** Collects the kernel's change notifications for routes, neighbours and the FDB in a netns. */
+/** Collects the kernel's change notifications for routes, nexthop objects, neighbours and the FDB in a netns. */
 class Monitor {
   private out = '';
   private readonly proc: ChildProcess;
   private marks = 0;
 
   constructor(private readonly ns: string) {
-    this.proc = spawn('ip', ['-n', ns, '-o', 'monitor', 'route', 'neigh'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    this.proc = spawn('ip', ['-n', ns, '-o', 'monitor', 'route', 'nexthop', 'neigh'], { stdio: ['ignore', 'pipe', 'ignore'] });
     this.proc.stdout!.on('data', (d: Buffer) => (this.out += d.toString()));
   }
 
@@ -112,21 +112,24 @@ describe.skipIf(requireOrSkip('backend-vxlan-edge', { root: isRoot }))('VXLAN ba
     expect(seen.some((l) => !l.startsWith('Deleted') && l.includes('172.16.0.9') && l.includes('6a:ee:00:00:00:07'))).toBe(true);
   });
 
-  it('a node leaving removes only its route, neighbour and FDB entry', async () => {
+  it('a node leaving removes only its route, nexthop, neighbour and FDB entry', async () => {
     const gone = leases.splice(8, 1)[0]!;
     let report!: ReconcileReport;
     const seen = await mon.between(() => (report = backend.update(leases.slice())));
     expect(counts(report)).toEqual({ added: 0, updated: 0, removed: 3, errors: [] });
     expect(report.programmed).toBe(N - 1);
     for (const line of seen) expect(line).toMatch(/10\.100\.8\.0|6a:00:00:08:01:02/);
-    // three deletions; deleting a permanent neighbour also makes the kernel
-    // announce its FAILED state first, which is not a write of ours
-    expect(seen.filter((l) => l.startsWith('Deleted'))).toHaveLength(3);
+    // four deletions (route, its nexthop, neighbour, FDB); deleting a permanent
+    // neighbour also makes the kernel announce its FAILED state first, which
+    // is not a write of ours
+    expect(seen.filter((l) => l.startsWith('Deleted'))).toHaveLength(4);
+    expect(seen.filter((l) => /^Deleted id \d+ via 10\.100\.8\.0 dev flannel\.1 .*proto 157 onlink/.test(l))).toHaveLength(1);
+    expect(seen.filter((l) => /^Deleted 10\.100\.8\.0\/24 nhid \d+ via 10\.100\.8\.0 dev flannel\.1 onlink/.test(l))).toHaveLength(1);
     expect(seen.filter((l) => !l.startsWith('Deleted'))).toEqual(seen.includes('10.100.8.0 dev flannel.1 FAILED') ? ['10.100.8.0 dev flannel.1 FAILED'] : []);
     expect(gone.subnet).toBe('10.100.8.0/24');
   });
 
-  it('a node joining adds only its three entries, and one moving its public IP moves only its FDB entry', async () => {
+  it('a node joining adds only its nexthop and three entries, and one moving its public IP moves only its FDB entry', async () => {
     leases.push(leaseFor(N));
     leases[9] = { ...leases[9]!, publicIP: '172.16.9.99' };
     let report!: ReconcileReport;
@@ -134,10 +137,11 @@ describe.skipIf(requireOrSkip('backend-vxlan-edge', { root: isRoot }))('VXLAN ba
     expect(counts(report)).toEqual({ added: 3, updated: 1, removed: 0, errors: [] });
     const joined = leaseFor(N);
     const macN = joined.backendData.VtepMAC!;
-    expect(seen).toEqual(expect.arrayContaining([
-      `10.102.0.0/24 via 10.102.0.0 dev flannel.1 onlink `.trim(),
-      `10.102.0.0 dev flannel.1 lladdr ${macN} PERMANENT`,
-    ]));
+    expect(seen).toEqual(expect.arrayContaining([`10.102.0.0 dev flannel.1 lladdr ${macN} PERMANENT`]));
+    // the nexthop, then the route through it
+    const nh = seen.map((l) => /^id (\d+) via 10\.102\.0\.0 dev flannel\.1 .*proto 157 onlink/.exec(l)).filter((m) => m !== null);
+    expect(nh).toHaveLength(1);
+    expect(seen).toContain(`10.102.0.0/24 nhid ${nh[0]![1]} via 10.102.0.0 dev flannel.1 onlink`);
     // leases[9] is node10 (node8 left): its old FDB entry goes, the new one comes
     for (const line of seen) expect(line).toMatch(/10\.102\.0\.0|6a:00:01:f4:01:02|6a:00:00:0a:01:02/);
     expect(seen.filter((l) => l.includes('6a:00:00:0a:01:02'))).toHaveLength(2);

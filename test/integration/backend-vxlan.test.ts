@@ -10,6 +10,7 @@ import { chooseExternalInterface } from '../../src/daemon/external.js';
 import type { ExternalInterface, Lease, VxlanBackendConfig } from '../../src/daemon/types.js';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { nexthopsOf, routesResolved, TSF_NEXTHOP_PROTOCOL, tsfNexthopLines } from '../helpers/nexthops.js';
 
 const NETWORK = '10.244.0.0/16';
 
@@ -43,10 +44,11 @@ function reachable(fromNs: string, to: string): boolean {
 }
 
 const lines = (text: string): string[] => text.split('\n').map((l) => l.trim()).filter(Boolean).sort();
-const routesOf = (ns: string): string[] => lines(inNs(ns, 'ip', ['-4', 'route', 'show']));
+/** `ip -4 route`, each `nhid N` checked against the nexthop table and shown as `nhid *` */
+const routesOf = (ns: string): string[] => routesResolved(ns);
 const neighOf = (ns: string): string[] => lines(inNs(ns, 'ip', ['-4', 'neigh', 'show', 'dev', 'flannel.1']));
 const fdbOf = (ns: string): string[] => lines(inNs(ns, 'bridge', ['fdb', 'show', 'dev', 'flannel.1']));
-const stateOf = (ns: string) => ({ routes: routesOf(ns), neigh: neighOf(ns), fdb: fdbOf(ns) });
+const stateOf = (ns: string) => ({ routes: routesOf(ns), nexthops: tsfNexthopLines(ns), neigh: neighOf(ns), fdb: fdbOf(ns) });
 
 /** A node netns with eth0 on an underlay, cni0 and one pod behind it. */
 function buildNode(label: string, n: number): Node {
@@ -146,10 +148,12 @@ describe.skipIf(requireOrSkip('VXLAN backend', { root: isRoot }))('VXLAN backend
       lines(`
         default via 192.168.77.254 dev eth0
         10.244.1.0/24 dev cni0 proto kernel scope link src 10.244.1.1
-        10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink
-        10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink
+        10.244.2.0/24 nhid * via 10.244.2.0 dev flannel.1 onlink
+        10.244.3.0/24 nhid * via 10.244.3.0 dev flannel.1 onlink
         192.168.77.0/24 dev eth0 proto kernel scope link src 192.168.77.1`),
     );
+    // one tsflannel nexthop per peer, nothing else
+    expect(tsfNexthopLines(a.ns)).toEqual(['via 10.244.2.0 dev flannel.1 onlink', 'via 10.244.3.0 dev flannel.1 onlink']);
     expect(neighOf(a.ns)).toEqual(lines(`10.244.2.0 lladdr ${mac(b)} PERMANENT\n10.244.3.0 lladdr ${mac(c)} PERMANENT`));
     expect(fdbOf(a.ns)).toEqual(lines(`${mac(b)} dst 192.168.77.2 self permanent\n${mac(c)} dst 192.168.88.3 self permanent`));
     expect(fdbOf(c.ns)).toEqual(lines(`${mac(a)} dst 192.168.77.1 self permanent\n${mac(b)} dst 192.168.77.2 self permanent`));
@@ -194,6 +198,8 @@ describe.skipIf(requireOrSkip('VXLAN backend', { root: isRoot }))('VXLAN backend
     expect(after.routes).toEqual(before.routes.filter((l) => !l.startsWith('10.244.3.0/24')));
     expect(after.neigh).toEqual(before.neigh.filter((l) => !l.startsWith('10.244.3.0')));
     expect(after.fdb).toEqual(before.fdb.filter((l) => !l.includes('192.168.88.3')));
+    expect(before.nexthops).toContain('via 10.244.3.0 dev flannel.1 onlink');
+    expect(after.nexthops).toEqual(before.nexthops.filter((l) => !l.startsWith('via 10.244.3.0 ')));
     expect(reachable(a.pod, b.podIP)).toBe(true);
     expect(pings(a.pod, c.podIP)).toBe(false);
     // and it comes back
@@ -256,6 +262,33 @@ describe.skipIf(requireOrSkip('VXLAN backend', { root: isRoot }))('VXLAN backend
     expect(reachable(a.pod, c.podIP)).toBe(true);
   });
 
+  it('converts a plain route left by flannel, restores a nexthop deleted by hand, and never touches a foreign nexthop', () => {
+    const valid = stateOf(a.ns);
+    // somebody else's nexthops on both our devices (no protocol / proto static) ...
+    inNs(a.ns, 'ip', ['nexthop', 'add', 'id', '900', 'via', '10.244.50.0', 'dev', 'flannel.1', 'onlink']);
+    inNs(a.ns, 'ip', ['nexthop', 'add', 'id', '901', 'via', '192.168.77.50', 'dev', 'eth0', 'proto', 'static']);
+    // ... a stale route of ours on flannel.1 through the foreign one,
+    inNs(a.ns, 'ip', ['route', 'add', '10.244.60.0/24', 'nhid', '900']);
+    // B's route in flannel's plain form,
+    inNs(a.ns, 'ip', ['route', 'replace', '10.244.2.0/24', 'via', '10.244.2.0', 'dev', 'flannel.1', 'onlink']);
+    // and C's nexthop deleted by hand, which takes C's route along.
+    const cNexthop = nexthopsOf(a.ns).find((n) => n.gateway === '10.244.3.0' && n.protocol === TSF_NEXTHOP_PROTOCOL);
+    expect(cNexthop).toBeDefined();
+    inNs(a.ns, 'ip', ['nexthop', 'del', 'id', String(cNexthop!.id)]);
+    expect(inNs(a.ns, 'ip', ['-4', 'route', 'show'])).not.toContain('10.244.3.0/24');
+    expect(inNs(a.ns, 'ip', ['-4', 'route', 'show'])).toContain('10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink');
+
+    expect(a.backend!.reconcile(leasesExcept(all, a))).toEqual({ added: 1, updated: 1, removed: 1, programmed: 2, errors: [] });
+    expect(stateOf(a.ns)).toEqual(valid);
+    const foreign = nexthopsOf(a.ns).filter((n) => n.id >= 900).map((n) => `${n.id} via ${n.gateway} dev ${n.dev} ${n.protocol ?? 'unspec'}`);
+    expect(foreign).toEqual(['900 via 10.244.50.0 dev flannel.1 unspec', '901 via 192.168.77.50 dev eth0 static']);
+    // in sync now: another pass writes nothing
+    expect(a.backend!.reconcile(leasesExcept(all, a))).toEqual({ added: 0, updated: 0, removed: 0, programmed: 2, errors: [] });
+    inNs(a.ns, 'ip', ['nexthop', 'del', 'id', '900']);
+    inNs(a.ns, 'ip', ['nexthop', 'del', 'id', '901']);
+    expect(reachable(a.pod, c.podIP)).toBe(true);
+  });
+
   it('keeps going when one lease is bad, and reports it', () => {
     const bad: Lease = { subnet: '10.244.7.0/24', publicIP: '192.168.77.7', backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: 'zz' }, nodeName: 'bad' };
     const quiet: Lease = { ...bad, subnet: '10.244.6.0/24', backendData: { VNI: 1 }, nodeName: 'nomac' };
@@ -284,15 +317,17 @@ describe.skipIf(requireOrSkip('VXLAN backend', { root: isRoot }))('VXLAN backend
       lines(`
         default via 192.168.77.254 dev eth0
         10.244.1.0/24 dev cni0 proto kernel scope link src 10.244.1.1
-        10.244.2.0/24 via 192.168.77.12 dev eth0
-        10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink
+        10.244.2.0/24 nhid * via 192.168.77.12 dev eth0
+        10.244.3.0/24 nhid * via 10.244.3.0 dev flannel.1 onlink
         192.168.77.0/24 dev eth0 proto kernel scope link src 192.168.77.1`),
     );
     expect(neighOf(a.ns)).toEqual([`10.244.3.0 lladdr ${mac(c)} PERMANENT`]);
     expect(fdbOf(a.ns)).toEqual([`${mac(c)} dst 192.168.88.3 self permanent`]);
+    // B's overlay nexthop went with its overlay route
+    expect(tsfNexthopLines(a.ns)).toEqual(['via 10.244.3.0 dev flannel.1 onlink', 'via 192.168.77.12 dev eth0']);
     b.backend!.reconcile(leasesExcept(all, b));
     c.backend!.reconcile(leasesExcept(all, c));
-    expect(routesOf(c.ns).filter((l) => l.startsWith('10.244.'))).toContain('10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink');
+    expect(routesOf(c.ns).filter((l) => l.startsWith('10.244.'))).toContain('10.244.1.0/24 nhid * via 10.244.1.0 dev flannel.1 onlink');
 
     const txPackets = (): number =>
       ipJson<{ stats64: { tx: { packets: number } } }[]>(a.ns, ['-s', 'link', 'show', 'flannel.1'])[0]!.stats64.tx.packets;
@@ -306,6 +341,6 @@ describe.skipIf(requireOrSkip('VXLAN backend', { root: isRoot }))('VXLAN backend
     // turning DirectRouting off again puts B back on the overlay
     await startNode(a, vxlanConfig(false));
     expect(a.backend!.reconcile(leasesExcept(all, a))).toEqual({ added: 2, updated: 1, removed: 0, programmed: 2, errors: [] });
-    expect(routesOf(a.ns)).toContain('10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink');
+    expect(routesOf(a.ns)).toContain('10.244.2.0/24 nhid * via 10.244.2.0 dev flannel.1 onlink');
   });
 });

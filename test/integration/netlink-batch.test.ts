@@ -41,7 +41,7 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
 
   it('applies mixed route, neighbour and FDB entries in one call, in the given netns only', () => {
     const res = nl.applyBatch(peers, opts);
-    expect(res).toEqual({ applied: 7, failures: [] });
+    expect(res).toEqual({ applied: 7, failures: [], nexthopsUnsupported: false });
     expect(routes()).toEqual(expect.arrayContaining([
       '10.50.1.0/24 via 10.50.1.0 dev vx0 onlink',
       '10.50.2.0/24 via 10.50.2.0 dev vx0 onlink',
@@ -58,7 +58,7 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
 
   it('is idempotent: the same batch again succeeds and leaves the tables as they were', () => {
     const before = { r: routes(), n: neighs(), f: fdb() };
-    expect(nl.applyBatch(peers, opts)).toEqual({ applied: 7, failures: [] });
+    expect(nl.applyBatch(peers, opts)).toEqual({ applied: 7, failures: [], nexthopsUnsupported: false });
     expect({ r: routes(), n: neighs(), f: fdb() }).toEqual(before);
   });
 
@@ -158,12 +158,121 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
       { kind: 'neigh.del', dev: 'vx0', ip: '10.50.2.0' },
       { kind: 'fdb.del', dev: 'vx0', mac: '6a:00:00:00:02:01', dst: '192.168.91.12' },
     ];
-    expect(nl.applyBatch(del, opts)).toEqual({ applied: 3, failures: [] });
+    expect(nl.applyBatch(del, opts)).toEqual({ applied: 3, failures: [], nexthopsUnsupported: false });
     expect(neighs()).toEqual(['10.50.1.0 lladdr 6a:00:00:00:01:01 PERMANENT']);
     expect(fdb().join('\n')).not.toContain('6a:00:00:00:02:01');
     const again = nl.applyBatch(del, opts);
     expect(again.applied).toBe(0);
     expect(again.failures.map((f) => nl.isNotFound(f.error))).toEqual([true, true, true]);
+  });
+
+  describe('nexthop objects', () => {
+    const nexthops = (family = '-4'): { id: number; gateway?: string; dev?: string; protocol?: string; flags?: string[] }[] =>
+      JSON.parse(inNs(ns, 'ip', ['-j', family, 'nexthop', 'show'])) as { id: number; gateway?: string; dev?: string; protocol?: string; flags?: string[] }[];
+    const nhLine = (n: { id: number; gateway?: string; dev?: string; protocol?: string; flags?: string[] }): string =>
+      `${n.id} via ${n.gateway} dev ${n.dev}${n.flags?.includes('onlink') ? ' onlink' : ''} proto ${n.protocol ?? 'unspec'}`;
+    const viaNexthop = (dst: string, gw: string, dev: string, onlink = dev === 'vx0'): nl.RouteEntry =>
+      ({ kind: 'route.replace', dev, dst, gw, ...(onlink ? { onlink: true } : {}), nexthop: true });
+
+    it('writes each route through a nexthop of protocol 157, reusing ours and skipping an id somebody else holds', () => {
+      // somebody else's nexthop for the very gateway we want, holding id 1
+      ip('nexthop', 'add', 'id', '1', 'via', '10.50.4.0', 'dev', 'vx0', 'onlink', 'proto', 'static');
+      const res = nl.applyBatch([viaNexthop('10.50.4.0/24', '10.50.4.0', 'vx0'), viaNexthop('10.50.5.0/24', '10.50.5.0', 'vx0'), viaNexthop('10.50.6.0/24', '192.168.90.6', 'eth0')], opts);
+      expect(res).toEqual({ applied: 3, failures: [], nexthopsUnsupported: false });
+      expect(nexthops().map(nhLine)).toEqual([
+        '1 via 10.50.4.0 dev vx0 onlink proto static',
+        '2 via 10.50.4.0 dev vx0 onlink proto 157',
+        '3 via 10.50.5.0 dev vx0 onlink proto 157',
+        '4 via 192.168.90.6 dev eth0 proto 157',
+      ]);
+      expect(routes()).toEqual(expect.arrayContaining([
+        '10.50.4.0/24 nhid 2 via 10.50.4.0 dev vx0 onlink',
+        '10.50.5.0/24 nhid 3 via 10.50.5.0 dev vx0 onlink',
+        '10.50.6.0/24 nhid 4 via 192.168.90.6 dev eth0',
+      ]));
+      // the same batch again: the same nexthops, nothing new
+      expect(nl.applyBatch([viaNexthop('10.50.4.0/24', '10.50.4.0', 'vx0'), viaNexthop('10.50.5.0/24', '10.50.5.0', 'vx0')], opts).failures).toEqual([]);
+      expect(nexthops().map((n) => n.id)).toEqual([1, 2, 3, 4]);
+      // a second route to one gateway shares its nexthop
+      expect(nl.applyBatch([viaNexthop('10.50.7.0/24', '192.168.90.6', 'eth0')], opts).failures).toEqual([]);
+      expect(routes()).toContain('10.50.7.0/24 nhid 4 via 192.168.90.6 dev eth0');
+    });
+
+    it('dumps each route\'s nexthop id and the nexthops of the asked devices and family', () => {
+      const state = nl.dumpTables({ ...opts, routeDevs: ['vx0', 'eth0'], nexthops: true });
+      expect(state.nexthopsUnsupported).toBe(false);
+      expect(state.routes).toEqual(expect.arrayContaining([
+        { dev: 'vx0', dst: '10.50.4.0/24', gw: '10.50.4.0', onlink: true, protocol: 3, nhid: 2 },
+        { dev: 'eth0', dst: '10.50.6.0/24', gw: '192.168.90.6', protocol: 3, nhid: 4 },
+      ]));
+      expect(state.nexthops).toEqual([
+        { dev: 'vx0', id: 1, gw: '10.50.4.0', onlink: true, protocol: 4 },
+        { dev: 'vx0', id: 2, gw: '10.50.4.0', onlink: true, protocol: 157 },
+        { dev: 'vx0', id: 3, gw: '10.50.5.0', onlink: true, protocol: 157 },
+        { dev: 'eth0', id: 4, gw: '192.168.90.6', protocol: 157 },
+      ]);
+      expect(nl.dumpTables({ ...opts, routeDevs: ['eth0'], nexthops: true }).nexthops.map((n) => n.id)).toEqual([4]);
+      expect(nl.dumpTables({ ...opts, routeDevs: ['vx0', 'eth0'], nexthops: true, family: 'inet6' }).nexthops).toEqual([]);
+      // without the flag, no nexthop dump
+      expect(nl.dumpTables({ ...opts, routeDevs: ['vx0'] }).nexthops).toEqual([]);
+    });
+
+    it('deletes routes by their nexthop and our nexthops by id or gateway, and never somebody else\'s', () => {
+      const res = nl.applyBatch([
+        { kind: 'route.del', dev: 'vx0', dst: '10.50.5.0/24', gw: '10.50.5.0', onlink: true, nexthop: true },
+        { kind: 'nexthop.del', dev: 'vx0', gw: '10.50.5.0', onlink: true },
+        { kind: 'route.del', dev: 'eth0', dst: '10.50.7.0/24', nhid: 4 },
+        { kind: 'nexthop.del', dev: 'vx0', nhid: 1 },
+        { kind: 'nexthop.del', dev: 'vx0', nhid: 3 },
+      ], opts);
+      expect(res.applied).toBe(3);
+      expect(res.failures.map((f) => [f.index, f.error.errno])).toEqual([[3, 'EPERM'], [4, 'ENOENT']]);
+      expect(nexthops().map((n) => n.id)).toEqual([1, 2, 4]);
+      const r = routes().join('\n');
+      expect(r).not.toContain('10.50.5.0/24');
+      expect(r).not.toContain('10.50.7.0/24');
+      expect(r).toContain('10.50.6.0/24 nhid 4 via 192.168.90.6 dev eth0');
+      // deleting a nexthop takes the routes on it along
+      expect(nl.applyBatch([{ kind: 'nexthop.del', dev: 'eth0', nhid: 4 }], opts).failures).toEqual([]);
+      expect(routes().join('\n')).not.toContain('10.50.6.0/24');
+      ip('nexthop', 'del', 'id', '1');
+      expect(nl.applyBatch([{ kind: 'nexthop.del', dev: 'vx0', nhid: 2 }], opts).failures).toEqual([]);
+      expect(nexthops()).toEqual([]);
+    });
+
+    it('finds out when a nexthop it remembers was deleted or taken over by hand', () => {
+      const route = viaNexthop('10.50.9.0/24', '10.50.9.0', 'vx0');
+      expect(nl.applyBatch([route], opts).failures).toEqual([]);
+      const first = nexthops().find((n) => n.gateway === '10.50.9.0')!;
+      // the shim remembers the nexthops of the last dump between calls
+      nl.dumpTables({ ...opts, routeDevs: ['vx0'], nexthops: true });
+      ip('nexthop', 'del', 'id', String(first.id)); // takes the route along
+      expect(routes().join('\n')).not.toContain('10.50.9.0/24');
+      expect(nl.applyBatch([route], opts).failures).toEqual([]);
+      const second = nexthops().find((n) => n.gateway === '10.50.9.0')!;
+      expect(nhLine(second)).toBe(`${second.id} via 10.50.9.0 dev vx0 onlink proto 157`);
+      expect(routes()).toContain(`10.50.9.0/24 nhid ${second.id} via 10.50.9.0 dev vx0 onlink`);
+      // somebody replaces it by their own under the same id: never deleted
+      ip('nexthop', 'del', 'id', String(second.id));
+      ip('nexthop', 'add', 'id', String(second.id), 'via', '10.50.9.0', 'dev', 'vx0', 'onlink', 'proto', 'static');
+      const res = nl.applyBatch([{ kind: 'nexthop.del', dev: 'vx0', gw: '10.50.9.0', onlink: true }], opts);
+      expect(res.failures.map((f) => f.error.errno)).toEqual(['EPERM']);
+      expect(nexthops().map(nhLine)).toContain(`${second.id} via 10.50.9.0 dev vx0 onlink proto static`);
+      ip('nexthop', 'del', 'id', String(second.id));
+    });
+
+    it('writes IPv6 routes through IPv6 nexthops', () => {
+      const res = nl.applyBatch([viaNexthop('fd00:50:8::/64', 'fd00:50:8::', 'vx0')], opts);
+      expect(res.failures).toEqual([]);
+      const [nh] = nexthops('-6');
+      expect(nh && nhLine(nh)).toMatch(/^\d+ via fd00:50:8:: dev vx0 onlink proto 157$/);
+      expect(inNs(ns, 'ip', ['-6', 'route', 'show', 'fd00:50:8::/64']).trim()).toBe(`fd00:50:8::/64 nhid ${nh!.id} via fd00:50:8:: dev vx0 metric 1024 onlink pref medium`);
+      const v6 = nl.dumpTables({ ...opts, routeDevs: ['vx0'], family: 'inet6', nexthops: true });
+      expect(v6.nexthops).toEqual([{ dev: 'vx0', id: nh!.id, gw: 'fd00:50:8::', onlink: true, protocol: 157 }]);
+      expect(v6.routes).toContainEqual({ dev: 'vx0', dst: 'fd00:50:8::/64', gw: 'fd00:50:8::', onlink: true, metric: 1024, protocol: 3, nhid: nh!.id });
+      expect(nl.applyBatch([{ kind: 'nexthop.del', dev: 'vx0', nhid: nh!.id }], opts).failures).toEqual([]);
+      expect(inNs(ns, 'ip', ['-6', 'route', 'show', 'fd00:50:8::/64']).trim()).toBe('');
+    });
   });
 
   it('throws one error, applying nothing, when the netns does not exist', () => {

@@ -157,7 +157,6 @@ function refusedRow(s: Skipped): PeerRow {
 
 /** Kernel-only view: each overlay route should lead to a permanent neighbour and an FDB entry. */
 function kernelRows(state: NodeState): PeerRow[] {
-  const vx = state.vxlan?.name ?? 'flannel.1';
   return kernelPeers(state).map((k) => {
     const row: PeerRow = {
       subnet: k.subnet,
@@ -174,7 +173,8 @@ function kernelRows(state: NodeState): PeerRow[] {
     else if (!k.neigh) row.problems.push(`neighbour ${k.gateway} (${k.mac}) is not permanent`);
     if (k.mac && !k.fdb) row.problems.push(`no FDB entry for ${k.mac}: the kernel cannot tell which node it lives on`);
     if (row.problems.length === 0) row.pingTarget = k.gateway;
-    else row.repairs.push(`restart tsflanneld on this node, or delete the route: ip route del ${k.subnet} dev ${vx}`);
+    // No `dev`/`via`: the kernel matches a route through a nexthop object by id only.
+    else row.repairs.push(`restart tsflanneld on this node, or delete the route: ip route del ${k.subnet}`);
     return row;
   });
 }
@@ -231,7 +231,8 @@ export function staleEntries(state: NodeState, facts: Facts): StaleEntries {
     for (const r of routes.remove) {
       const dev = r.via === 'overlay' ? vxName : (underlay ?? '?');
       out.routes.push(routeText({ dst: r.dst, gw: r.gw, dev, onlink: r.onlink }) + (r.metric ? ` metric ${r.metric}` : ''));
-      out.repairs.push(`ip route del ${r.dst}${r.gw ? ` via ${r.gw}` : ''} dev ${dev}${r.metric ? ` metric ${r.metric}` : ''}`);
+      // By destination and metric only: `via`/`dev` would not match a route through a nexthop object (`nhid N`).
+      out.repairs.push(`ip route del ${r.dst}${r.metric ? ` metric ${r.metric}` : ''}`);
     }
     if (facts.backend.type === 'wireguard') {
       for (const r of wireguardRows(state, facts).filter((x) => x.source === 'kernel')) {

@@ -7,6 +7,7 @@ import { parseCidr, parseIp, type Cidr, type Family } from '../../net/ip.js';
 import {
   describeLease,
   ownedRoute,
+  type CurrentNexthop,
   type CurrentRoute,
   type DesiredRoute,
   type PlanContext,
@@ -64,26 +65,66 @@ export function planContext(network: Cidr, own: Cidr, ext: ExternalInterface, ex
   return { network, ownSubnet: own, extCidr, ownIPs: [...new Set([ext.ip, ext.publicIP])] };
 }
 
-/** Owned routes leaving through `dev`, tagged with which side they are on. */
+/** Owned routes leaving through `dev`, tagged with which side they are on, and the nexthop objects there. */
 export function readOwnedRoutes(
   dev: string,
   via: CurrentRoute['via'],
   network: Cidr,
   opts: nl.InNetns,
-): CurrentRoute[] {
+): OwnedRoutes {
   const devs: RouteDevices = via === 'overlay' ? { overlay: dev, underlay: '' } : { underlay: dev };
   const family = network.ip.family === 6 ? 'inet6' : 'inet';
-  return ownedRoutes(nl.dumpTables({ ...opts, routeDevs: [dev], family }).routes, devs, network);
+  const state = nl.dumpTables({ ...opts, routeDevs: [dev], family, nexthops: true });
+  const nexthops = sideNexthops(state.nexthops, devs);
+  return { routes: ownedRoutes(state.routes, devs, network, nexthops), nexthops, nexthopsUnsupported: state.nexthopsUnsupported };
 }
 
-/** The owned routes among those one state dump returned for our devices. */
-export function ownedRoutes(routes: readonly nl.StateRoute[], devs: RouteDevices, network: Cidr): CurrentRoute[] {
+export interface OwnedRoutes {
+  routes: CurrentRoute[];
+  /** every nexthop object on our devices (ours and others': the diff tells them apart) */
+  nexthops: CurrentNexthop[];
+  nexthopsUnsupported: boolean;
+}
+
+function sideOf(dev: string, devs: RouteDevices): CurrentRoute['via'] | undefined {
+  return dev === devs.overlay ? 'overlay' : dev === devs.underlay ? 'underlay' : undefined;
+}
+
+/** The nexthop objects one state dump returned, tagged with their side. */
+export function sideNexthops(nexthops: readonly nl.StateNexthop[], devs: RouteDevices): CurrentNexthop[] {
+  const out: CurrentNexthop[] = [];
+  for (const n of nexthops) {
+    const via = sideOf(n.dev, devs);
+    if (!via) continue;
+    const cur: CurrentNexthop = { id: n.id, via, onlink: n.onlink ?? false, protocol: n.protocol };
+    if (n.gw) cur.gw = n.gw;
+    out.push(cur);
+  }
+  return out;
+}
+
+/**
+ * The owned routes among those one state dump returned for our devices. A
+ * route through a nexthop object takes its gateway and onlink flag from the
+ * nexthop when the kernel leaves them out (nexthop_compat_mode=0).
+ */
+export function ownedRoutes(routes: readonly nl.StateRoute[], devs: RouteDevices, network: Cidr, nexthops: readonly CurrentNexthop[] = []): CurrentRoute[] {
+  // Built only if the kernel leaves a route's gateway out (nexthop_compat_mode=0).
+  let byId: Map<number, CurrentNexthop> | undefined;
   const out: CurrentRoute[] = [];
   for (const r of routes) {
-    const via: CurrentRoute['via'] | undefined = r.dev === devs.overlay ? 'overlay' : r.dev === devs.underlay ? 'underlay' : undefined;
+    const via = sideOf(r.dev, devs);
     if (!via) continue;
     const cur: CurrentRoute = { dst: r.dst, via, onlink: r.onlink ?? false, metric: r.metric ?? 0, protocol: r.protocol };
     if (r.gw) cur.gw = r.gw;
+    if (r.nhid !== undefined) {
+      cur.nhid = r.nhid;
+      const nh = r.gw ? undefined : (byId ??= new Map(nexthops.map((n) => [n.id, n]))).get(r.nhid);
+      if (nh) {
+        if (nh.gw) cur.gw = nh.gw;
+        cur.onlink = nh.onlink;
+      }
+    }
     if (ownedRoute(cur, network)) out.push(cur);
   }
   return out;
@@ -102,19 +143,53 @@ function devFor(via: CurrentRoute['via'], devs: RouteDevices): string {
   return devs.underlay;
 }
 
-/** The batch entry deleting a route read from the kernel (exactly that one: gateway and metric included). */
+/**
+ * The batch entry deleting a route read from the kernel (exactly that one:
+ * gateway and metric included; a route through a nexthop object by its id,
+ * since the kernel matches those by id only).
+ */
 export function routeDelEntry(r: CurrentRoute, devs: RouteDevices): nl.RouteEntry {
   const e: nl.RouteEntry = { kind: 'route.del', dst: r.dst, dev: devFor(r.via, devs) };
   if (r.metric) e.metric = r.metric;
-  if (r.gw) e.gw = r.gw;
+  if (r.nhid !== undefined) e.nhid = r.nhid;
+  else if (r.gw) e.gw = r.gw;
   return e;
 }
 
-/** `ip route replace`: overlay routes are onlink because the gateway is a /32 on a remote VTEP. */
-export function routeReplaceEntry(route: DesiredRoute, devs: RouteDevices, group?: number): nl.RouteEntry {
+/**
+ * The batch entry deleting the route we wrote for `route` (edge path: the
+ * id is not known here; the shim finds it by our nexthop for the gateway,
+ * or deletes a plain route when there is none).
+ */
+export function plannedRouteDelEntry(route: DesiredRoute, devs: RouteDevices, nexthop: boolean): nl.RouteEntry {
+  const e: nl.RouteEntry = { kind: 'route.del', dst: route.dst, gw: route.gw, dev: devFor(route.via, devs) };
+  if (route.via === 'overlay') e.onlink = true;
+  if (nexthop) e.nexthop = true;
+  return e;
+}
+
+/**
+ * `ip route replace`: overlay routes are onlink because the gateway is a /32
+ * on a remote VTEP. With `nexthop`, through our nexthop object for the
+ * gateway (`ip nexthop add id I via GW dev D onlink; ip route replace DST nhid I`).
+ */
+export function routeReplaceEntry(route: DesiredRoute, devs: RouteDevices, group?: number, nexthop = false): nl.RouteEntry {
   const e: nl.RouteEntry = { kind: 'route.replace', dst: route.dst, gw: route.gw, dev: devFor(route.via, devs) };
   if (route.via === 'overlay') e.onlink = true;
+  if (nexthop) e.nexthop = true;
   if (group) e.group = group;
+  return e;
+}
+
+/** The batch entry deleting our nexthop object for a route's gateway (the kernel takes its routes along). */
+export function nexthopDelEntry(n: CurrentNexthop | DesiredRoute, devs: RouteDevices): nl.NexthopEntry {
+  const onlink = 'id' in n ? n.onlink : n.via === 'overlay';
+  const e: nl.NexthopEntry = { kind: 'nexthop.del', dev: devFor(n.via, devs) };
+  if ('id' in n) e.nhid = n.id;
+  else {
+    e.gw = n.gw;
+    if (onlink) e.onlink = true;
+  }
   return e;
 }
 
@@ -136,11 +211,14 @@ export function applyEntries(
   outcomes: readonly BatchOutcome[],
   opts: nl.InNetns,
   report: ReconcileReport,
-): void {
-  if (entries.length === 0) return;
+): { nexthopsUnsupported: boolean } {
+  if (entries.length === 0) return { nexthopsUnsupported: false };
   let failures: nl.BatchFailure[];
+  let nexthopsUnsupported = false;
   try {
-    failures = nl.applyBatch(entries, opts).failures;
+    const res = nl.applyBatch(entries, opts);
+    failures = res.failures;
+    nexthopsUnsupported = res.nexthopsUnsupported;
   } catch (err) {
     const e = err instanceof nl.NetlinkError ? err : new nl.NetlinkError('batch.apply', errorText(err));
     failures = entries.map((_, index) => ({ index, error: e }));
@@ -151,6 +229,28 @@ export function applyEntries(
     if (err === undefined) o.ok(report);
     else o.fail(report, err);
   });
+  return { nexthopsUnsupported };
+}
+
+/**
+ * Whether a backend writes its routes through nexthop objects: yes until
+ * the kernel says it has none, which is logged once.
+ */
+export class NexthopSupport {
+  private on = true;
+
+  constructor(private readonly log: Logger) {}
+
+  get enabled(): boolean {
+    return this.on;
+  }
+
+  /** Records what a dump or a batch found out about the kernel. */
+  note(unsupported: boolean): void {
+    if (!unsupported || !this.on) return;
+    this.on = false;
+    this.log.warn('the kernel has no nexthop objects (Linux < 5.3?): writing plain gateway routes, slow to program at thousands of peers');
+  }
 }
 
 /** The outcome of deleting something read from the kernel: gone already is fine. */

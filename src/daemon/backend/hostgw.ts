@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, HostGwBackendConfig, Lease, ReconcileReport } from '../types.js';
 import type { Cidr, Family } from '../../net/ip.js';
-import { baseMetric, diffRoutes, planHostGw } from './plan.js';
+import { baseMetric, diffNexthops, diffRoutes, planHostGw, type RouteForm } from './plan.js';
 import { externalView, LeaseViews } from './family.js';
 import {
   checkExternal,
@@ -14,6 +14,8 @@ import {
   errorText,
   leaseError,
   netnsOpts,
+  nexthopDelEntry,
+  NexthopSupport,
   planContext,
   applyEntries,
   readOwnedRoutes,
@@ -45,6 +47,7 @@ export class HostGwBackend implements Backend {
   private readonly nsOpts: nl.InNetns;
   private readonly log: Logger;
   private readonly skipLog: SkipLog;
+  private readonly nexthops: NexthopSupport;
   private ext?: ExternalInterface;
   private extCidr?: Cidr;
   private own?: Cidr;
@@ -56,6 +59,7 @@ export class HostGwBackend implements Backend {
     this.nsOpts = netnsOpts(opts.netns);
     this.log = (opts.logger ?? silentLogger).child({ backend: 'host-gw', ...(this.family === 6 ? { family: 6 } : {}) });
     this.skipLog = new SkipLog(this.log);
+    this.nexthops = new NexthopSupport(this.log);
   }
 
   async prepare(extAll: ExternalInterface): Promise<BackendData> {
@@ -97,8 +101,13 @@ export class HostGwBackend implements Backend {
       report.errors.push(`reading routes on ${ext.name}: ${errorText(err)}`);
       return report;
     }
-    const diff = diffRoutes(plan.plans.map((p) => p.route), current, baseMetric(this.family));
-    // Removals first, then every write, all in one batch.
+    this.nexthops.note(current.nexthopsUnsupported);
+    const useNexthops = this.nexthops.enabled;
+    const desired = plan.plans.map((p) => p.route);
+    const nhDiff = useNexthops ? diffNexthops(desired, current.nexthops) : undefined;
+    const form: RouteForm = nhDiff ? { kind: 'nexthop', nexthops: nhDiff.use } : { kind: 'plain' };
+    const diff = diffRoutes(desired, current.routes, baseMetric(this.family), form);
+    // Removals first, then every write, then the nexthops no route uses any more, all in one batch.
     const entries: nl.BatchEntry[] = [];
     const outcomes: BatchOutcome[] = [];
     for (const r of diff.remove) {
@@ -112,7 +121,7 @@ export class HostGwBackend implements Backend {
         report.programmed++;
         continue;
       }
-      entries.push(routeReplaceEntry(p.route, devs));
+      entries.push(routeReplaceEntry(p.route, devs, undefined, useNexthops));
       outcomes.push({
         ok: (rep) => {
           if (w.existed) rep.updated++;
@@ -122,7 +131,11 @@ export class HostGwBackend implements Backend {
         fail: (rep, err) => leaseError(rep, p.lease, 'route', err),
       });
     }
-    applyEntries(entries, outcomes, this.nsOpts, report);
+    for (const n of nhDiff?.remove ?? []) {
+      entries.push(nexthopDelEntry(n, devs));
+      outcomes.push(removal(`nexthop ${n.id} via ${n.gw ?? '-'}`, false));
+    }
+    this.nexthops.note(applyEntries(entries, outcomes, this.nsOpts, report).nexthopsUnsupported);
     return report;
   }
 }

@@ -3,7 +3,7 @@
 // read-and-diff of the kernel. Pure: no I/O. The exact reconcile rebuilds it
 // and stays the safety net for drift (entries changed by hand).
 import type { Lease } from '../types.js';
-import type { LeasePlan, Skipped } from './plan.js';
+import { perNexthop, type LeasePlan, type PerNexthop, type Skipped } from './plan.js';
 
 interface Peer {
   lease: Lease;
@@ -46,6 +46,8 @@ export class PeerModel {
   private readonly peers = new Map<string, Peer>();
   private readonly dstOwner = new Map<string, string>();
   private readonly macOwner = new Map<string, string>();
+  /** programmed peers per gateway's nexthop */
+  private readonly nexthopUsers = perNexthop<number>();
   /**
    * Peers that wait on another lease (a subnet or VTEP MAC claimed twice) or
    * whose writes failed: only an exact pass knows when they can be programmed.
@@ -86,7 +88,12 @@ export class PeerModel {
     this.last = remote.slice();
     if (touched.length + out.length > limit) return { exact: 'many changes' };
     if (touched.length + out.length > 0 && this.waiting > 0) return { exact: 'some leases wait on others' };
+    // Two new leases for one subnet (the scan finds duplicates among known
+    // subnets only): the exact pass decides which one wins.
+    const keys = new Set<string>();
     for (const lease of touched) {
+      if (keys.has(lease.subnet)) return { exact: `two leases for ${lease.subnet}` };
+      keys.add(lease.subnet);
       const after = planOne(lease);
       if ('reason' in after) return { exact: `lease ${lease.subnet}: ${after.reason}` };
       const before = this.peers.get(lease.subnet)?.plan;
@@ -109,7 +116,8 @@ export class PeerModel {
    */
   private byPosition(remote: readonly Lease[], limit: number): Found | NeedsExact | undefined {
     const last = this.last;
-    if (!last || last.length !== remote.length) return undefined;
+    if (!last) return undefined;
+    if (last.length !== remote.length) return Math.abs(last.length - remote.length) <= limit ? this.byMerge(last, remote, limit) : undefined;
     const touched: Lease[] = [];
     for (let i = 0; i < remote.length; i++) {
       const lease = remote[i]!;
@@ -123,6 +131,56 @@ export class PeerModel {
       if (touched.length > limit) return { exact: 'many changes' };
     }
     return { touched, out: [] };
+  }
+
+  /**
+   * A node joining or leaving changes the list's length: walk the old and
+   * the new list side by side, one identity compare per lease, taking a
+   * lease found only in the new list as joined and one found only in the
+   * old as gone. Anything less plain (a lease that moved, a subnet both gone
+   * and joined, a joined subnet we still hold) takes the scan.
+   */
+  private byMerge(last: readonly Lease[], remote: readonly Lease[], limit: number): Found | NeedsExact | undefined {
+    const touched: Lease[] = [];
+    const joined = new Set<string>();
+    const gone: Lease[] = [];
+    let i = 0;
+    let j = 0;
+    while (i < remote.length || j < last.length) {
+      const now = remote[i];
+      const before = last[j];
+      if (now !== undefined && now === before) {
+        i++;
+        j++;
+        continue;
+      }
+      if (now !== undefined && before !== undefined && now.subnet === before.subnet) {
+        const peer = this.peers.get(now.subnet);
+        if (!peer) return undefined;
+        if (sameLease(peer.lease, now)) peer.lease = now;
+        else touched.push(now);
+        i++;
+        j++;
+      } else if (before !== undefined && (now === undefined || last[j + 1] === now)) {
+        gone.push(before);
+        j++;
+      } else if (now !== undefined && (before === undefined || remote[i + 1] === before)) {
+        if (this.peers.has(now.subnet) || joined.has(now.subnet)) return undefined;
+        joined.add(now.subnet);
+        touched.push(now);
+        i++;
+      } else {
+        return undefined;
+      }
+      if (touched.length + gone.length > limit) return { exact: 'many changes' };
+    }
+    const out: PeerChange[] = [];
+    for (const lease of gone) {
+      const peer = this.peers.get(lease.subnet);
+      if (!peer || peer.lease !== lease || joined.has(lease.subnet)) return undefined;
+      out.push(peer.plan ? { key: lease.subnet, before: peer.plan } : { key: lease.subnet });
+    }
+    return { touched, out };
   }
 
   /** The general way: every lease looked up by subnet, and every peer not listed any more removed. */
@@ -158,6 +216,23 @@ export class PeerModel {
     return { touched, out };
   }
 
+  /**
+   * How many peers use each gateway's nexthop once `changes` are
+   * committed, for the gateways the changes touch.
+   */
+  nexthopUsersAfter(changes: readonly PeerChange[]): PerNexthop<number> {
+    const out = perNexthop<number>();
+    const bump = (route: LeasePlan['route'], by: number): void => {
+      const now = out[route.via];
+      now.set(route.gw, (now.get(route.gw) ?? this.nexthopUsers[route.via].get(route.gw) ?? 0) + by);
+    };
+    for (const c of changes) {
+      if (c.before) bump(c.before.route, -1);
+      if (c.after) bump(c.after.route, 1);
+    }
+    return out;
+  }
+
   /** Records a change the kernel accepted. */
   commit(change: PeerChange): void {
     const peer = this.peers.get(change.key);
@@ -177,6 +252,8 @@ export class PeerModel {
     this.peers.set(key, peer);
     this.dstOwner.set(plan.route.dst, key);
     if (plan.fdb) this.macOwner.set(plan.fdb.mac, key);
+    const users = this.nexthopUsers[plan.route.via];
+    users.set(plan.route.gw, (users.get(plan.route.gw) ?? 0) + 1);
   }
 
   private clearPlan(key: string, peer: Peer): void {
@@ -186,5 +263,9 @@ export class PeerModel {
     this.programmedCount--;
     if (this.dstOwner.get(plan.route.dst) === key) this.dstOwner.delete(plan.route.dst);
     if (plan.fdb && this.macOwner.get(plan.fdb.mac) === key) this.macOwner.delete(plan.fdb.mac);
+    const users = this.nexthopUsers[plan.route.via];
+    const n = (users.get(plan.route.gw) ?? 0) - 1;
+    if (n > 0) users.set(plan.route.gw, n);
+    else users.delete(plan.route.gw);
   }
 }

@@ -206,6 +206,8 @@ export interface CurrentRoute {
   onlink: boolean;
   metric: number;
   protocol: number;
+  /** the nexthop object the route goes through (its gw/onlink are the nexthop's) */
+  nhid?: number;
 }
 
 export interface RouteDiff {
@@ -237,7 +239,19 @@ export function ownedRoute(r: CurrentRoute, network: Cidr): boolean {
   return r.gw !== undefined && dst !== undefined && cidrContainsCidr(network, dst);
 }
 
-function routeMatches(cur: CurrentRoute, want: DesiredRoute, metric: number): boolean {
+/**
+ * How the desired routes are written: `plain` gateway routes, or through
+ * nexthop objects (`nexthops`: the id of our nexthop for each gateway, from
+ * diffNexthops). A route in the other form does not match, so the
+ * replace converts it (a plain route left by flannel or an older tsflannel
+ * becomes `nhid N`).
+ */
+export type RouteForm = { kind: 'plain' } | { kind: 'nexthop'; nexthops: PerNexthop<number> };
+
+const PLAIN: RouteForm = { kind: 'plain' };
+
+function routeMatches(cur: CurrentRoute, want: DesiredRoute, metric: number, form: RouteForm): boolean {
+  if (form.kind === 'plain' ? cur.nhid !== undefined : cur.nhid === undefined || form.nexthops[want.via].get(want.gw) !== cur.nhid) return false;
   return (
     cur.dst === want.dst &&
     cur.via === want.via &&
@@ -253,7 +267,7 @@ function routeMatches(cur: CurrentRoute, want: DesiredRoute, metric: number): bo
  * overwritten in place by a replace (no gap), so only routes for other
  * destinations or other metrics are deleted.
  */
-export function diffRoutes(desired: readonly DesiredRoute[], current: readonly CurrentRoute[], metric = 0): RouteDiff {
+export function diffRoutes(desired: readonly DesiredRoute[], current: readonly CurrentRoute[], metric = 0, form: RouteForm = PLAIN): RouteDiff {
   // One route per destination is the rule: keep it unwrapped, so a no-op
   // pass over 50,000 routes does not allocate 50,000 one-element arrays.
   const byDst = new Map<string, CurrentRoute | CurrentRoute[]>();
@@ -272,9 +286,9 @@ export function diffRoutes(desired: readonly DesiredRoute[], current: readonly C
   for (const want of desired) {
     wanted.add(want.dst);
     const one = byDst.get(want.dst);
-    if (one !== undefined && !Array.isArray(one) && routeMatches(one, want, metric)) continue;
+    if (one !== undefined && !Array.isArray(one) && routeMatches(one, want, metric, form)) continue;
     const existing = listAt(want.dst);
-    const exact = existing.find((r) => routeMatches(r, want, metric));
+    const exact = existing.find((r) => routeMatches(r, want, metric, form));
     if (exact) {
       for (const r of existing) if (r !== exact) diff.remove.push(r);
       continue;
@@ -285,6 +299,66 @@ export function diffRoutes(desired: readonly DesiredRoute[], current: readonly C
     for (const r of existing) if (r !== slot) diff.remove.push(r);
   }
   for (const dst of byDst.keys()) if (!wanted.has(dst)) diff.remove.push(...listAt(dst));
+  return diff;
+}
+
+// ---- nexthop objects
+
+/** nh_protocol of tsflannel's nexthop objects (native/tsfnl/nexthop.go). */
+export const NEXTHOP_PROTOCOL = 157;
+
+/** A nexthop object as read from the kernel, on one of our devices. */
+export interface CurrentNexthop {
+  id: number;
+  via: 'overlay' | 'underlay';
+  gw?: string;
+  onlink: boolean;
+  protocol: number;
+}
+
+/**
+ * Something per nexthop: a nexthop stands for one gateway on one side, onlink
+ * on the overlay and not on the underlay, so it is found by (side, gateway).
+ * Keyed by the gateway strings themselves, which the plans and the dump
+ * already hold: at 50,000 peers an exact pass builds no key strings.
+ */
+export interface PerNexthop<T> {
+  overlay: Map<string, T>;
+  underlay: Map<string, T>;
+}
+
+export function perNexthop<T>(): PerNexthop<T> {
+  return { overlay: new Map(), underlay: new Map() };
+}
+
+export interface NexthopDiff {
+  /** for each gateway the desired routes need, the id of our nexthop the shim will reuse */
+  use: PerNexthop<number>;
+  /** our nexthops no desired route uses (delete after the routes are written) */
+  remove: CurrentNexthop[];
+}
+
+/**
+ * Our nexthops (protocol NEXTHOP_PROTOCOL; others are never touched) against
+ * the gateways the desired routes need. The shim reuses the lowest id of
+ * ours per (gateway, device, onlink), so that one is kept; duplicates, ones
+ * with the other onlink flag, and ones for gateways no route needs are
+ * removed (the kernel takes any route still on them along).
+ */
+export function diffNexthops(desired: readonly DesiredRoute[], current: readonly CurrentNexthop[]): NexthopDiff {
+  const wanted = { overlay: new Set<string>(), underlay: new Set<string>() };
+  for (const r of desired) wanted[r.via].add(r.gw);
+  const diff: NexthopDiff = { use: perNexthop(), remove: [] };
+  // The kernel dumps nexthops by id: sort only if it did not.
+  let sorted = true;
+  for (let i = 1; i < current.length && sorted; i++) sorted = current[i - 1]!.id < current[i]!.id;
+  const all = sorted ? current : [...current].sort((a, b) => a.id - b.id);
+  for (const n of all) {
+    if (n.protocol !== NEXTHOP_PROTOCOL) continue;
+    const use = diff.use[n.via];
+    if (n.gw === undefined || n.onlink !== (n.via === 'overlay') || !wanted[n.via].has(n.gw) || use.has(n.gw)) diff.remove.push(n);
+    else use.set(n.gw, n.id);
+  }
   return diff;
 }
 

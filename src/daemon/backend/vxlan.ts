@@ -14,6 +14,7 @@ import {
   baseMetric,
   describeLease,
   diffFdb,
+  diffNexthops,
   diffNeighs,
   diffRoutes,
   normalizeMac,
@@ -21,9 +22,12 @@ import {
   planVxlanLease,
   type CurrentFdb,
   type CurrentNeigh,
+  type CurrentNexthop,
   type CurrentRoute,
   type LeasePlan,
+  type PerNexthop,
   type PlanContext,
+  type RouteForm,
   type Skipped,
 } from './plan.js';
 import {
@@ -35,11 +39,15 @@ import {
   netnsOpts,
   planContext,
   applyEntries,
+  nexthopDelEntry,
+  NexthopSupport,
   ownedRoutes,
+  plannedRouteDelEntry,
   removal,
   requireCidr,
   routeDelEntry,
   routeReplaceEntry,
+  sideNexthops,
   silentLogger,
   SkipLog,
   type BatchOutcome,
@@ -82,6 +90,8 @@ export class VxlanBackend implements Backend {
   private readonly nsOpts: nl.InNetns;
   private readonly log: Logger;
   private readonly skipLog: SkipLog;
+  /** per-peer routes go through nexthop objects unless the kernel has none */
+  private readonly nexthops: NexthopSupport;
   private ext?: ExternalInterface;
   private extCidr?: Cidr;
   private vtepMac?: string;
@@ -102,6 +112,7 @@ export class VxlanBackend implements Backend {
     this.nsOpts = netnsOpts(opts.netns);
     this.log = (opts.logger ?? silentLogger).child({ backend: 'vxlan', device: this.deviceName });
     this.skipLog = new SkipLog(this.log);
+    this.nexthops = new NexthopSupport(this.log);
     if (opts.vtepMac !== undefined) {
       const mac = normalizeMac(opts.vtepMac);
       if (!mac) throw new Error(`VTEP MAC ${JSON.stringify(opts.vtepMac)} is not a unicast MAC`);
@@ -184,21 +195,27 @@ export class VxlanBackend implements Backend {
       const outcomes: BatchOutcome[] = [];
       const owner: PeerChange[] = [];
       const devs = this.devices();
+      const nexthop = this.nexthops.enabled;
+      // How many peers use each gateway's nexthop once these changes are in:
+      // a nexthop is deleted only when none does (the kernel would take
+      // every route on it along).
+      const users = nexthop ? model.nexthopUsersAfter(changes) : undefined;
       changes.forEach((c, i) => {
-        for (const [entry, outcome] of peerEntries(c, devs, this.deviceName, i + 1)) {
+        for (const [entry, outcome] of peerEntries(c, devs, this.deviceName, i + 1, users)) {
           entries.push(entry);
           outcomes.push(outcome);
           owner.push(c);
         }
       });
       const failed = new Set<PeerChange>();
-      applyEntries(entries, outcomes.map((o, i) => ({
+      const res = applyEntries(entries, outcomes.map((o, i) => ({
         ok: o.ok,
         fail: (rep, err) => {
           if (!nl.isNotFound(err) || entries[i]!.kind.endsWith('.set') || entries[i]!.kind.endsWith('.append') || entries[i]!.kind === 'route.replace') failed.add(owner[i]!);
           o.fail(rep, err);
         },
       })), this.nsOpts, report);
+      this.nexthops.note(res.nexthopsUnsupported);
       for (const c of changes) if (!failed.has(c)) model.commit(c);
       // A failure leaves the kernel unknown: the next event takes the exact pass.
       if (failed.size > 0) this.model = undefined;
@@ -312,21 +329,25 @@ export class VxlanBackend implements Backend {
   }
 
   /** The three tables this backend owns entries in, one dump each. */
-  private readState(devs: RouteDevices): { routes: CurrentRoute[]; neighs: CurrentNeigh[]; fdb: CurrentFdb[] } {
+  private readState(devs: RouteDevices): { routes: CurrentRoute[]; nexthops: CurrentNexthop[]; neighs: CurrentNeigh[]; fdb: CurrentFdb[] } {
     const state = nl.dumpTables({
       ...this.nsOpts,
       routeDevs: [this.deviceName, devs.underlay],
       neighDev: this.deviceName,
       fdbDev: this.deviceName,
+      nexthops: true,
       ...(this.family === 6 ? { family: 'inet6' as const } : {}),
     });
+    this.nexthops.note(state.nexthopsUnsupported);
+    const nexthops = sideNexthops(state.nexthops, devs);
     const neighs: CurrentNeigh[] = [];
     for (const n of state.neighs) {
       if (!n.ip || (this.family === 6 && kernelNeighV6(n.ip))) continue;
       neighs.push({ ip: n.ip, mac: n.mac, permanent: (n.state & nl.NudState.permanent) !== 0 });
     }
     return {
-      routes: ownedRoutes(state.routes, devs, this.network),
+      routes: ownedRoutes(state.routes, devs, this.network, nexthops),
+      nexthops,
       neighs,
       fdb: state.fdb.map((e) => ({ mac: e.mac.toLowerCase(), dst: e.ip ?? '' })),
     };
@@ -347,11 +368,16 @@ export class VxlanBackend implements Backend {
   private apply(plans: LeasePlan[], report: ReconcileReport): Set<LeasePlan> {
     const devs = this.devices();
     const cur = this.readState(devs);
-    const routes = diffRoutes(plans.map((p) => p.route), cur.routes, baseMetric(this.family));
+    const nexthop = this.nexthops.enabled;
+    const desired = plans.map((p) => p.route);
+    const nhDiff = nexthop ? diffNexthops(desired, cur.nexthops) : undefined;
+    const form: RouteForm = nhDiff ? { kind: 'nexthop', nexthops: nhDiff.use } : { kind: 'plain' };
+    const routes = diffRoutes(desired, cur.routes, baseMetric(this.family), form);
     const neighs = diffNeighs(plans.flatMap((p) => (p.neigh ? [p.neigh] : [])), cur.neighs);
     const fdb = diffFdb(plans.flatMap((p) => (p.fdb ? [p.fdb] : [])), cur.fdb);
     const failed = new Set<LeasePlan>();
-    if (routes.write.length + routes.remove.length + neighs.write.length + neighs.remove.length + fdb.add.length + fdb.remove.length === 0) {
+    const nexthopRemovals = nhDiff?.remove ?? [];
+    if (routes.write.length + routes.remove.length + neighs.write.length + neighs.remove.length + fdb.add.length + fdb.remove.length + nexthopRemovals.length === 0) {
       report.programmed = plans.length;
       return failed;
     }
@@ -384,13 +410,15 @@ export class VxlanBackend implements Backend {
       const steps: [nl.BatchEntry, string, boolean][] = [];
       if (n && p.neigh) steps.push([{ kind: 'neigh.set', dev: this.deviceName, ip: p.neigh.ip, mac: p.neigh.mac, group }, 'neighbour', n.existed]);
       if (f) steps.push([{ kind: 'fdb.append', dev: this.deviceName, mac: f.mac, dst: f.dst, group }, 'fdb', fdb.moved.has(f.mac)]);
-      if (r) steps.push([routeReplaceEntry(p.route, devs, group), 'route', r.existed]);
+      if (r) steps.push([routeReplaceEntry(p.route, devs, group, nexthop), 'route', r.existed]);
       this.pushLease(p, steps, (e, o) => phases[e.kind === 'neigh.set' ? 0 : e.kind === 'fdb.append' ? 1 : 2]!.push([e, o]), failed);
     }
     // All neighbours, then all FDB entries, then all routes: per peer the
     // order stays ARP, FDB, route (its group skips the rest after a failure).
     for (const phase of phases) for (const [e, o] of phase) push(e, o);
-    applyEntries(entries, outcomes, this.nsOpts, report);
+    // Last, our nexthops no route needs (their routes were replaced above).
+    for (const n of nexthopRemovals) push(nexthopDelEntry(n, devs), removal(`nexthop ${n.id} via ${n.gw ?? '-'}`, false));
+    this.nexthops.note(applyEntries(entries, outcomes, this.nsOpts, report).nexthopsUnsupported);
     return failed;
   }
 
@@ -435,7 +463,13 @@ function kernelNeighV6(ip: string): boolean {
  * entry must be deleted before its MAC can point elsewhere), then ARP, FDB
  * and route as in the exact pass, then a neighbour no longer needed.
  */
-function peerEntries(c: PeerChange, devs: RouteDevices, dev: string, group: number): [nl.BatchEntry, BatchOutcome][] {
+function peerEntries(
+  c: PeerChange,
+  devs: RouteDevices,
+  dev: string,
+  group: number,
+  nexthopUsers: PerNexthop<number> | undefined,
+): [nl.BatchEntry, BatchOutcome][] {
   const out: [nl.BatchEntry, BatchOutcome][] = [];
   const { before, after } = c;
   if (!before && !after) return out; // a refused lease left: nothing was written for it
@@ -447,9 +481,18 @@ function peerEntries(c: PeerChange, devs: RouteDevices, dev: string, group: numb
     },
     fail: (rep, err) => leaseError(rep, (after ?? before)!.lease, step, err),
   });
+  const nexthop = nexthopUsers !== undefined;
+  // The old gateway's nexthop goes once no peer uses it (after the route).
+  const dropNexthop = (): void => {
+    const r = before?.route;
+    if (!r || !nexthop || (nexthopUsers[r.via].get(r.gw) ?? 0) > 0) return;
+    if (after && after.route.via === r.via && after.route.gw === r.gw) return;
+    out.push([nexthopDelEntry(r, devs), removal(`nexthop via ${r.gw} of ${who}`, false)]);
+  };
   if (!after) {
     const b = before!;
-    out.push([routeDelEntry({ dst: b.route.dst, gw: b.route.gw, via: b.route.via, onlink: b.route.via === 'overlay', metric: 0, protocol: 0 }, devs), removal(`route ${b.route.dst} of ${who}`)]);
+    out.push([plannedRouteDelEntry(b.route, devs, nexthop), removal(`route ${b.route.dst} of ${who}`)]);
+    dropNexthop();
     if (b.neigh) out.push([{ kind: 'neigh.del', dev, ip: b.neigh.ip }, removal(`neighbour ${b.neigh.ip} of ${who}`)]);
     if (b.fdb) out.push([{ kind: 'fdb.del', dev, mac: b.fdb.mac, dst: b.fdb.dst }, removal(`fdb ${b.fdb.mac} of ${who}`)]);
     return out;
@@ -464,7 +507,8 @@ function peerEntries(c: PeerChange, devs: RouteDevices, dev: string, group: numb
   }
   const r = before?.route;
   if (!r || r.gw !== after.route.gw || r.via !== after.route.via) {
-    out.push([routeReplaceEntry(after.route, devs, group), write('route', r !== undefined)]);
+    out.push([routeReplaceEntry(after.route, devs, group, nexthop), write('route', r !== undefined)]);
+    dropNexthop();
   }
   if (before?.neigh && (!after.neigh || after.neigh.ip !== before.neigh.ip)) {
     out.push([{ kind: 'neigh.del', dev, ip: before.neigh.ip }, removal(`neighbour ${before.neigh.ip} of ${who}`, false)]);

@@ -80,4 +80,43 @@ describe('PeerModel', () => {
     // and a node leaving (another length) is found by the scan
     expect(summary(m.changes(list.slice(1), planOne, 64))).toEqual(['10.244.1.0/24: 6a:00:00:00:00:01 -> -']);
   });
+
+  it('counts the peers on each gateway\'s nexthop after a set of changes, so a shared nexthop is kept', () => {
+    const dr = (l: Lease) => planVxlanLease(l, ctx, { directRouting: true });
+    // two subnets of one same-L2 node share its address as gateway, a third peer is on the overlay
+    const leases = [lease(1, undefined, '192.168.1.50'), lease(2, undefined, '192.168.1.50'), lease(3)];
+    const plan = planVxlan(leases, ctx, { directRouting: true }, dr);
+    const m = new PeerModel(leases, plan.plans, new Set());
+    const oneLeft = m.changes([leases[1]!, leases[2]!], dr, 64) as PeerChange[];
+    expect(m.nexthopUsersAfter(oneLeft)).toEqual({ overlay: new Map(), underlay: new Map([['192.168.1.50', 1]]) });
+    const m1 = new PeerModel(leases, plan.plans, new Set());
+    const bothLeft = m1.changes([leases[2]!], dr, 64) as PeerChange[];
+    expect(m1.nexthopUsersAfter(bothLeft)).toEqual({ overlay: new Map(), underlay: new Map([['192.168.1.50', 0]]) });
+    // the overlay peer moving to the shared address takes a user along
+    const moved = { ...leases[2]!, publicIP: '192.168.1.50' };
+    const m2 = new PeerModel(leases, plan.plans, new Set());
+    const change = m2.changes([leases[0]!, leases[1]!, moved], dr, 64) as PeerChange[];
+    expect(m2.nexthopUsersAfter(change)).toEqual({ overlay: new Map([['10.244.3.0', 0]]), underlay: new Map([['192.168.1.50', 3]]) });
+  });
+
+  it('finds a node leaving or joining (the list grows or shrinks) by walking both lists, and falls back to the scan for anything less plain', () => {
+    const leases = [1, 2, 3, 4, 5, 6].map((n) => lease(n));
+    const m = modelOf(leases);
+    // node 3 leaves, node 7 joins at the end, node 5 changes its MAC in place
+    const next = [leases[0]!, leases[1]!, leases[3]!, lease(5, '6a:00:00:00:00:55'), leases[5]!, lease(7)];
+    const changes = m.changes(next, planOne, 64) as PeerChange[];
+    expect((summary(changes) as string[]).sort()).toEqual(['10.244.3.0/24: 6a:00:00:00:00:03 -> -', '10.244.5.0/24: 6a:00:00:00:00:05 -> 6a:00:00:00:00:55', '10.244.7.0/24: - -> 6a:00:00:00:00:07']);
+    for (const c of changes) m.commit(c);
+    expect(m.programmed).toBe(6);
+    // a lease moved to the front while another leaves: the same answer as the scan gives
+    const moved = [next[5]!, next[0]!, next[1]!, next[2]!, next[3]!];
+    expect(summary(m.changes(moved, planOne, 64))).toEqual(['10.244.6.0/24: 6a:00:00:00:00:06 -> -']);
+    // a subnet that leaves and comes back in the same list, with another MAC: one change, not two
+    const m2 = modelOf(leases);
+    const back = [leases[0]!, leases[1]!, leases[3]!, leases[4]!, leases[5]!, lease(3, '6a:00:00:00:00:33')];
+    expect(summary(m2.changes(back, planOne, 64))).toEqual(['10.244.3.0/24: 6a:00:00:00:00:03 -> 6a:00:00:00:00:33']);
+    // two joins for one subnet: the scan refuses them
+    const m3 = modelOf(leases);
+    expect(m3.changes([...leases, lease(8), lease(8, '6a:00:00:00:00:88')], planOne, 64)).toEqual({ exact: 'two leases for 10.244.8.0/24' });
+  });
 });

@@ -3,15 +3,20 @@ import fc from 'fast-check';
 import {
   diffFdb,
   diffNeighs,
+  diffNexthops,
   diffRoutes,
+  NEXTHOP_PROTOCOL,
   normalizeMac,
   ownedRoute,
   planHostGw,
   planVxlan,
   type CurrentFdb,
+  type CurrentNexthop,
   type CurrentRoute,
   type DesiredRoute,
+  type NexthopDiff,
   type PlanContext,
+  type RouteForm,
 } from '../../../src/daemon/backend/plan.js';
 import type { Lease } from '../../../src/daemon/types.js';
 import { parseCidr } from '../../../src/net/ip.js';
@@ -177,6 +182,61 @@ describe('diffRoutes', () => {
         for (const r of diff.remove) expect(r.metric !== 0 || !diff.write.some((w) => w.route.dst === r.dst)).toBe(true);
       }),
     );
+  });
+});
+
+describe('routes through nexthop objects', () => {
+  const overlay = (n: number): DesiredRoute => ({ dst: `10.244.${n}.0/24`, gw: `10.244.${n}.0`, via: 'overlay' });
+  const direct = (n: number): DesiredRoute => ({ dst: `10.244.${n}.0/24`, gw: `192.168.77.${n}`, via: 'underlay' });
+  const ours = (id: number, d: DesiredRoute, over: Partial<CurrentNexthop> = {}): CurrentNexthop =>
+    ({ id, via: d.via, gw: d.gw, onlink: d.via === 'overlay', protocol: NEXTHOP_PROTOCOL, ...over });
+  const cur = (d: DesiredRoute, nhid?: number): CurrentRoute =>
+    ({ ...d, onlink: d.via === 'overlay', metric: 0, protocol: 3, ...(nhid !== undefined ? { nhid } : {}) });
+  const viaNexthops = (nh: NexthopDiff): RouteForm => ({ kind: 'nexthop', nexthops: nh.use });
+
+  it('writes nothing when every route goes through our nexthop for its gateway', () => {
+    const want = [overlay(2), overlay(3), direct(4)];
+    const nhs = [ours(1, overlay(2)), ours(2, overlay(3)), ours(3, direct(4))];
+    const nh = diffNexthops(want, nhs);
+    expect(nh.remove).toEqual([]);
+    expect(diffRoutes(want, [cur(overlay(2), 1), cur(overlay(3), 2), cur(direct(4), 3)], 0, viaNexthops(nh))).toEqual({ write: [], remove: [] });
+  });
+
+  it('replaces a plain gateway route (flannel\'s or an older tsflannel\'s) in place by the nexthop form', () => {
+    const want = [overlay(2), direct(3)];
+    const nh = diffNexthops(want, [ours(1, overlay(2))]);
+    const diff = diffRoutes(want, [cur(overlay(2)), cur(direct(3))], 0, viaNexthops(nh));
+    expect(diff).toEqual({ write: [{ route: overlay(2), existed: true }, { route: direct(3), existed: true }], remove: [] });
+  });
+
+  it('and back: with the plain form (a kernel without nexthops), a route through a nexthop is rewritten', () => {
+    expect(diffRoutes([overlay(2)], [cur(overlay(2), 7)])).toEqual({ write: [{ route: overlay(2), existed: true }], remove: [] });
+  });
+
+  it('rewrites a route through somebody else\'s nexthop or a duplicate of ours, and deletes our nexthops no route needs', () => {
+    const want = [overlay(2), overlay(3)];
+    const foreign = ours(1, overlay(2), { protocol: 4 });
+    const dup = ours(5, overlay(3));
+    const orphan = ours(6, overlay(9));
+    const group = { id: 7, via: 'overlay' as const, onlink: false, protocol: NEXTHOP_PROTOCOL };
+    const nh = diffNexthops(want, [dup, foreign, ours(4, overlay(3)), orphan, group]);
+    expect([...nh.use.overlay]).toEqual([['10.244.3.0', 4]]);
+    expect(nh.use.underlay.size).toBe(0);
+    // never the foreign one; our duplicate, our orphan and our gateway-less one go
+    expect(nh.remove.map((n) => n.id)).toEqual([5, 6, 7]);
+    const diff = diffRoutes(want, [cur(overlay(2), 1), cur(overlay(3), 5)], 0, viaNexthops(nh));
+    expect(diff.write).toEqual([{ route: overlay(2), existed: true }, { route: overlay(3), existed: true }]);
+    expect(diff.remove).toEqual([]);
+  });
+
+  it('tells overlay and underlay nexthops for the same gateway apart', () => {
+    const nh = diffNexthops([direct(2)], [ours(1, { ...direct(2), via: 'overlay' }), ours(2, direct(2))]);
+    expect([...nh.use.underlay]).toEqual([['192.168.77.2', 2]]);
+    expect(nh.remove.map((n) => n.id)).toEqual([1]);
+    // an underlay nexthop with the onlink flag is not the one the shim writes: replaced
+    const odd = diffNexthops([direct(2)], [ours(3, direct(2), { onlink: true })]);
+    expect(odd.use.underlay.size).toBe(0);
+    expect(odd.remove.map((n) => n.id)).toEqual([3]);
   });
 });
 
