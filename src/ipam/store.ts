@@ -105,8 +105,8 @@ function rmQuietly(file: string): void {
 }
 
 /**
- * Overwrites a small file in place when it is a regular 0600 file (not
- * following a symlink, never blocking on a FIFO); false when it is not
+ * Overwrites a small file in place when it is a regular 0600 file of ours
+ * with one link (not following a symlink, never blocking on a FIFO); false when it is not
  * one, or the write fails, and the caller replaces it instead.
  */
 function rewriteInPlace(file: string, text: string): boolean {
@@ -118,7 +118,8 @@ function rewriteInPlace(file: string, text: string): boolean {
   }
   try {
     const st = fstatSync(fd);
-    if (!st.isFile() || (st.mode & 0o777) !== 0o600) return false;
+    // Ours alone: a hard link would carry the write into another file.
+    if (!st.isFile() || (st.mode & 0o777) !== 0o600 || st.nlink !== 1 || st.uid !== process.getuid?.()) return false;
     const bytes = Buffer.from(text);
     if (writeSync(fd, bytes, 0, bytes.length, 0) !== bytes.length) return false;
     ftruncateSync(fd, bytes.length);

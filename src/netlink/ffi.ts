@@ -3,7 +3,7 @@
 // SO_PEERCRED. Swapping the FFI binding means rewriting this file only.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { constants as os } from 'node:os';
+import { constants as os, endianness } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { NetlinkError, type Errno } from './errors.js';
 import { AssetError, inSea, seaAssetPaths } from '../sea/assets.js';
@@ -183,7 +183,10 @@ export function libcPeerCred(fd: number): { pid: number; uid: number; gid: numbe
     const name = (Object.entries(os.errno).find(([, v]) => v === errno)?.[0] ?? 'EIO') as Errno;
     throw new NetlinkError('sock.peercred', `getsockopt(SO_PEERCRED) on fd ${fd} failed: ${name}`, name, errno);
   }
-  return { pid: buf.readInt32LE(0), uid: buf.readUInt32LE(4), gid: buf.readUInt32LE(8) };
+  // struct ucred in the host's byte order.
+  const le = endianness() === 'LE';
+  const u32 = (at: number) => (le ? buf.readUInt32LE(at) : buf.readUInt32BE(at));
+  return { pid: le ? buf.readInt32LE(0) : buf.readInt32BE(0), uid: u32(4), gid: u32(8) };
 }
 
 function checkVersion(fn: RawCall): void {

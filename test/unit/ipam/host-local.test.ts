@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { chmod, lstat, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile, open } from 'node:fs/promises';
+import { chmod, link, lstat, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile, open } from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -136,7 +136,7 @@ describe('allocate', () => {
     expect((await a.list()).map((l) => `${l.ip} ${l.containerId}`).sort()).toEqual(['10.9.0.3 c2', '10.9.0.4 c1']);
   });
 
-  it('rewrites its own 0600 last_reserved_ip in place (same inode, exact shorter text); replaces a symlink or a 0644 file there instead of writing through it', async () => {
+  it('rewrites its own 0600 last_reserved_ip in place (same inode, exact shorter text); replaces a symlink, a 0644 file or a hard link there instead of writing through it', async () => {
     const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
     const last = path.join(netDir(), 'last_reserved_ip.0');
     const ip = (text: string) => [{ family: 4 as const, value: BigInt(text.split('.').reduce((n, o) => n * 256 + Number(o), 0)) }];
@@ -163,6 +163,16 @@ describe('allocate', () => {
     expect(ips(await a.allocate('c4', 'eth0'))).toEqual(['10.9.0.8/24']);
     expect((await stat(last)).mode & 0o777).toBe(0o600);
     expect(await readFile(last, 'utf8')).toBe('10.9.0.8');
+
+    // A hard link to another 0600 file: replaced, never written through.
+    const linked = path.join(dataDir, 'linked');
+    await rm(last);
+    await writeFile(linked, '10.9.0.20', { mode: 0o600 });
+    await link(linked, last);
+    expect(ips(await a.allocate('c5', 'eth0'))).toEqual(['10.9.0.21/24']);
+    expect(await readFile(linked, 'utf8')).toBe('10.9.0.20');
+    expect((await stat(last)).nlink).toBe(1);
+    expect(await readFile(last, 'utf8')).toBe('10.9.0.21');
   });
 
   it('allocates one IP per range set (dual stack)', async () => {
