@@ -61,7 +61,7 @@ interface CachedPlan {
   subnet: string;
   publicIP: string;
   backendType: string;
-  mac: unknown;
+  mac: string | undefined;
 }
 
 interface PlanMemo {
@@ -444,6 +444,9 @@ export class VxlanBackend implements Backend {
     const nexthop = this.nexthops.enabled;
     const quiet = this.quiet;
     this.quiet = undefined;
+    // Every entry read is compared on every pass: here as text against the
+    // dump that last diffed to nothing for these very plans (same plans and
+    // same dump give the same, empty, diff); any difference takes the diff.
     if (quiet && quiet.plans === plans && quiet.nexthop === nexthop && nl.sameTableText(quiet.text, text)) {
       this.quiet = quiet;
       report.programmed = plans.length;
