@@ -163,7 +163,7 @@ export interface TableStateRequest extends InNetns {
 }
 
 /** The shim's reply: each table as lines of space-separated fields (native/tsfnl/state_dump.go). */
-interface RawTableState {
+export interface TableText {
   routes: string;
   neighs: string;
   fdb: string;
@@ -179,7 +179,20 @@ interface RawTableState {
  * per entry on both sides.
  */
 export function dumpTables(req: TableStateRequest): TableState {
-  const raw = call('state.dump', { ...req }) as RawTableState;
+  return decodeTables(dumpTableText(req), req);
+}
+
+/**
+ * The same dump, undecoded: a caller that diffed an earlier dump can tell
+ * with one compare of the text (sameTableText) whether the kernel still
+ * holds exactly that, entry by entry, before paying for decoding.
+ */
+export function dumpTableText(req: TableStateRequest): TableText {
+  return call('state.dump', { ...req }) as TableText;
+}
+
+/** Decodes a dumpTableText reply of the same request. */
+export function decodeTables(raw: TableText, req: TableStateRequest): TableState {
   return {
     routes: decodeRoutes(raw.routes, req.routeDevs),
     neighs: decodeNeighs(raw.neighs, false),
@@ -188,6 +201,23 @@ export function dumpTables(req: TableStateRequest): TableState {
     nexthopsUnsupported: raw.nexthopsUnsupported === true,
     missing: raw.missing,
   };
+}
+
+/**
+ * Whether two dumps of the same request read the same kernel state: every
+ * table's text byte for byte (so any entry added, removed or changed, or
+ * the same entries in another order, counts as different).
+ */
+export function sameTableText(a: TableText, b: TableText): boolean {
+  return (
+    a.routes === b.routes &&
+    a.neighs === b.neighs &&
+    a.fdb === b.fdb &&
+    (a.nexthops ?? '') === (b.nexthops ?? '') &&
+    (a.nexthopsUnsupported === true) === (b.nexthopsUnsupported === true) &&
+    a.missing.length === b.missing.length &&
+    a.missing.every((m, i) => m === b.missing[i])
+  );
 }
 
 function lines(text: string): string[] {

@@ -38,7 +38,7 @@ export class LeaseViews {
   of(lease: Lease): Lease | undefined {
     if (this.family === 4) return lease;
     let v = this.cache.get(lease);
-    if (v === undefined) {
+    if (v === undefined || !current(v, lease)) {
       v = leaseView(lease, 6) ?? null;
       this.cache.set(lease, v);
     }
@@ -58,6 +58,22 @@ export class LeaseViews {
     }
     return out;
   }
+}
+
+/**
+ * Whether a cached IPv6 view still shows `lease` (a lease changed in place
+ * gets a new view, so the plans made from the old one are not reused).
+ */
+function current(view: Lease | null, lease: Lease): boolean {
+  if (view === null) return !lease.ipv6Subnet;
+  return (
+    view.subnet === lease.ipv6Subnet &&
+    view.publicIP === (lease.publicIPv6 ?? '') &&
+    view.backendType === lease.backendType &&
+    // the view holds lease.backendV6Data itself (or an empty object in its place)
+    view.backendData === (lease.backendV6Data ?? view.backendData) &&
+    view.nodeName === lease.nodeName
+  );
 }
 
 /**

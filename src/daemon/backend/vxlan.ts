@@ -26,6 +26,7 @@ import {
   type CurrentRoute,
   type LeasePlan,
   type PerNexthop,
+  type Plan,
   type PlanContext,
   type RouteForm,
   type Skipped,
@@ -54,6 +55,20 @@ import {
   type RouteDevices,
 } from './common.js';
 import { PeerModel, type PeerChange } from './peers.js';
+
+interface CachedPlan {
+  plan: LeasePlan | Skipped;
+  subnet: string;
+  publicIP: string;
+  backendType: string;
+  mac: string | undefined;
+}
+
+interface PlanMemo {
+  /** planOne's result for each remote lease, in order */
+  inputs: readonly (LeasePlan | Skipped)[];
+  plan: Plan;
+}
 
 /** The kernel's default VXLAN port, also flannel's. */
 export const DEFAULT_VXLAN_PORT = 8472;
@@ -98,7 +113,17 @@ export class VxlanBackend implements Backend {
   private own?: Cidr;
   /** what the last passes wrote, peer by peer; undefined = unknown, take the exact pass */
   private model?: PeerModel;
-  private planCache = new WeakMap<Lease, LeasePlan | Skipped>();
+  /** per lease object: its plan, and the fields it was planned from (a lease changed in place is planned again) */
+  private planCache = new WeakMap<Lease, CachedPlan>();
+  /** the last exact pass's plan and its inputs: an unchanged lease list is not planned again */
+  private lastPlan?: PlanMemo;
+  /**
+   * The kernel's tables as read by the last exact pass that found nothing
+   * to write for `plans`. Only a byte-equal dump of every table (the kernel
+   * read and compared entry by entry, every pass) skips decoding and the
+   * diff: the diff is a function of the dump, so it would again be empty.
+   */
+  private quiet?: { plans: readonly LeasePlan[]; nexthop: boolean; text: nl.TableText; model?: PeerModel };
 
   constructor(opts: VxlanBackendOptions) {
     this.config = opts.config;
@@ -124,6 +149,7 @@ export class VxlanBackend implements Backend {
     const ext = externalView(extAll, this.family);
     this.extCidr = checkExternal(ext, this.family);
     this.ext = ext;
+    this.forgetPlans();
     const { config } = this;
     this.log.info(
       { vni: config.vni, port: this.port(), directRouting: config.directRouting, iface: ext.name, local: ext.ip },
@@ -138,7 +164,7 @@ export class VxlanBackend implements Backend {
     if (!own) throw new Error(`our lease has no IPv${this.family} subnet`);
     this.own = requireCidr(own.subnet, 'own subnet', this.family);
     // Plans depend on our own subnet and interface: forget those made before.
-    this.planCache = new WeakMap();
+    this.forgetPlans();
     this.model = undefined;
     this.ensureDevice();
     const link = this.configureDevice();
@@ -149,6 +175,7 @@ export class VxlanBackend implements Backend {
     const ctx = this.context('reconcile');
     const remote = this.views.all(leases);
     const report = emptyReport();
+    const before = this.model;
     this.model = undefined;
     try {
       this.healDevice();
@@ -156,13 +183,21 @@ export class VxlanBackend implements Backend {
       report.errors.push(`${this.deviceName}: ${errorText(err)}`);
       return report;
     }
-    const plan = planVxlan(remote, ctx, { directRouting: this.config.directRouting }, (lease) => this.planOne(lease, ctx));
+    const plan = this.planAll(remote, ctx);
     this.skipLog.record(plan.skipped, report);
     let failed: Set<LeasePlan>;
     try {
       failed = this.apply(plan.plans, report);
     } catch (err) {
+      this.quiet = undefined;
       report.errors.push(`reading the kernel's tables: ${errorText(err)}`);
+      return report;
+    }
+    const quiet = this.quiet;
+    if (quiet?.plans === plan.plans && report.programmed === plan.plans.length && failed.size === 0 && quiet.model !== undefined && before === quiet.model) {
+      // Nothing written, same plans as when the model was built, and no
+      // event applied since: the model is what it would be rebuilt as.
+      this.model = before;
       return report;
     }
     // Leases refused only because another lease claims the same subnet or
@@ -170,7 +205,34 @@ export class VxlanBackend implements Backend {
     const waiting = new Set<Lease>([...failed].map((p) => p.lease));
     for (const s of plan.skipped) if (!('reason' in this.planOne(s.lease, ctx))) waiting.add(s.lease);
     this.model = new PeerModel(remote, failed.size ? plan.plans.filter((p) => !failed.has(p)) : plan.plans, waiting);
+    if (quiet?.plans === plan.plans) quiet.model = this.model;
     return report;
+  }
+
+  /**
+   * planVxlan over the remote leases, or the last pass's plan when every
+   * lease is the same object at the same position and still plans the same
+   * (planOne re-plans a lease changed in place, which breaks the match).
+   */
+  private planAll(remote: readonly Lease[], ctx: PlanContext): Plan {
+    const inputs: (LeasePlan | Skipped)[] = new Array(remote.length);
+    const last = this.lastPlan;
+    let same = last !== undefined && last.inputs.length === remote.length;
+    for (let i = 0; i < remote.length; i++) {
+      const p = this.planOne(remote[i]!, ctx);
+      inputs[i] = p;
+      if (same && last!.inputs[i] !== p) same = false;
+    }
+    if (same) return last!.plan;
+    const plan = planVxlan(remote, ctx, { directRouting: this.config.directRouting }, (lease) => this.planOne(lease, ctx));
+    this.lastPlan = { inputs, plan };
+    return plan;
+  }
+
+  private forgetPlans(): void {
+    this.planCache = new WeakMap();
+    this.lastPlan = undefined;
+    this.quiet = undefined;
   }
 
   /**
@@ -191,6 +253,8 @@ export class VxlanBackend implements Backend {
     }
     const report = emptyReport();
     if (changes.length > 0) {
+      // The model changes: the exact pass builds its own again.
+      if (this.quiet) this.quiet.model = undefined;
       const entries: nl.BatchEntry[] = [];
       const outcomes: BatchOutcome[] = [];
       const owner: PeerChange[] = [];
@@ -230,14 +294,19 @@ export class VxlanBackend implements Backend {
     return planContext(this.network, own, ext, extCidr);
   }
 
-  /** Plans of leases seen before are reused: the same lease object plans the same entries. */
+  /**
+   * Plans of leases seen before are reused: the same lease object with the
+   * same planned fields plans the same entries. A lease changed in place
+   * (another subnet, public IP, type or VTEP MAC) is planned again.
+   */
   private planOne(lease: Lease, ctx: PlanContext): LeasePlan | Skipped {
-    let p = this.planCache.get(lease);
-    if (!p) {
-      p = planVxlanLease(lease, ctx, { directRouting: this.config.directRouting });
-      this.planCache.set(lease, p);
+    const c = this.planCache.get(lease);
+    if (c && c.subnet === lease.subnet && c.publicIP === lease.publicIP && c.backendType === lease.backendType && c.mac === lease.backendData?.VtepMAC) {
+      return c.plan;
     }
-    return p;
+    const plan = planVxlanLease(lease, ctx, { directRouting: this.config.directRouting });
+    this.planCache.set(lease, { plan, subnet: lease.subnet, publicIP: lease.publicIP, backendType: lease.backendType, mac: lease.backendData?.VtepMAC });
+    return plan;
   }
 
   private port(): number {
@@ -329,16 +398,18 @@ export class VxlanBackend implements Backend {
   }
 
   /** The three tables this backend owns entries in, one dump each. */
-  private readState(devs: RouteDevices): { routes: CurrentRoute[]; nexthops: CurrentNexthop[]; neighs: CurrentNeigh[]; fdb: CurrentFdb[] } {
-    const state = nl.dumpTables({
+  private stateRequest(devs: RouteDevices): nl.TableStateRequest {
+    return {
       ...this.nsOpts,
       routeDevs: [this.deviceName, devs.underlay],
       neighDev: this.deviceName,
       fdbDev: this.deviceName,
       nexthops: true,
       ...(this.family === 6 ? { family: 'inet6' as const } : {}),
-    });
-    this.nexthops.note(state.nexthopsUnsupported);
+    };
+  }
+
+  private decodeState(state: nl.TableState, devs: RouteDevices): { routes: CurrentRoute[]; nexthops: CurrentNexthop[]; neighs: CurrentNeigh[]; fdb: CurrentFdb[] } {
     const nexthops = sideNexthops(state.nexthops, devs);
     const neighs: CurrentNeigh[] = [];
     for (const n of state.neighs) {
@@ -367,8 +438,21 @@ export class VxlanBackend implements Backend {
    */
   private apply(plans: LeasePlan[], report: ReconcileReport): Set<LeasePlan> {
     const devs = this.devices();
-    const cur = this.readState(devs);
+    const req = this.stateRequest(devs);
+    const text = nl.dumpTableText(req);
+    this.nexthops.note(text.nexthopsUnsupported === true);
     const nexthop = this.nexthops.enabled;
+    const quiet = this.quiet;
+    this.quiet = undefined;
+    // Every entry read is compared on every pass: here as text against the
+    // dump that last diffed to nothing for these very plans (same plans and
+    // same dump give the same, empty, diff); any difference takes the diff.
+    if (quiet && quiet.plans === plans && quiet.nexthop === nexthop && nl.sameTableText(quiet.text, text)) {
+      this.quiet = quiet;
+      report.programmed = plans.length;
+      return new Set();
+    }
+    const cur = this.decodeState(nl.decodeTables(text, req), devs);
     const desired = plans.map((p) => p.route);
     const nhDiff = nexthop ? diffNexthops(desired, cur.nexthops) : undefined;
     const form: RouteForm = nhDiff ? { kind: 'nexthop', nexthops: nhDiff.use } : { kind: 'plain' };
@@ -379,6 +463,7 @@ export class VxlanBackend implements Backend {
     const nexthopRemovals = nhDiff?.remove ?? [];
     if (routes.write.length + routes.remove.length + neighs.write.length + neighs.remove.length + fdb.add.length + fdb.remove.length + nexthopRemovals.length === 0) {
       report.programmed = plans.length;
+      this.quiet = { plans, nexthop, text };
       return failed;
     }
     const entries: nl.BatchEntry[] = [];

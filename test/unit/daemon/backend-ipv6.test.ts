@@ -58,6 +58,26 @@ describe('the IPv6 view of a lease', () => {
     expect(v4.all(list)).toBe(list);
   });
 
+  it('gives a lease changed in place a new view (so its plan is made again), and keeps the view while it is unchanged', () => {
+    const views = new LeaseViews(6);
+    const a = dual(2);
+    const first = views.of(a)!;
+    expect(views.of(a)).toBe(first);
+    a.publicIPv6 = 'fd00:50::22';
+    const moved = views.of(a)!;
+    expect(moved).not.toBe(first);
+    expect(moved.publicIP).toBe('fd00:50::22');
+    expect(views.of(a)).toBe(moved);
+    a.backendV6Data = { VNI: 1, VtepMAC: '0a:58:00:00:06:22' };
+    expect(views.of(a)!.backendData.VtepMAC).toBe('0a:58:00:00:06:22');
+    a.ipv6Subnet = 'fd00:10:244:22::/64';
+    expect(views.of(a)!.subnet).toBe('fd00:10:244:22::/64');
+    a.ipv6Subnet = undefined;
+    expect(views.of(a)).toBeUndefined();
+    a.ipv6Subnet = 'fd00:10:244:2::/64';
+    expect(views.of(a)!.subnet).toBe('fd00:10:244:2::/64');
+  });
+
   it('takes the external interface\'s IPv6 half, canonical, and names what is missing', () => {
     const ext: ExternalInterface = { name: 'eth0', index: 2, mtu: 1500, ip: '192.168.1.1', cidr: '192.168.1.1/24', publicIP: '192.168.1.1', ipv6: 'FD00:50:0::1', ipv6Cidr: 'fd00:50::1/64' };
     expect(externalView(ext, 6)).toEqual({ name: 'eth0', index: 2, mtu: 1500, ip: 'fd00:50::1', cidr: 'fd00:50::1/64', publicIP: 'fd00:50::1' });
