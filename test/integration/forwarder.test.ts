@@ -723,7 +723,7 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(agent.requests.at(-1)!.env.CNI_ARGS).toBe('a\ufffdb\ufffd\ufffd\ufffdc');
   });
 
-  const privateRun = requireOrSkip('forwarder default socket', { root: process.getuid?.() === 0, 'unshare (util-linux)': existsSync('/usr/bin/unshare') });
+  const skip = requireOrSkip('forwarder default socket', { root: process.getuid?.() === 0, 'unshare (util-linux)': existsSync('/usr/bin/unshare') });
 
   /**
    * Runs the forwarder in a private mount namespace whose /run is an empty
@@ -736,7 +736,7 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     return collect(child, stdin, performance.now());
   }
 
-  it.skipIf(privateRun)('uses the default /run/tsflannel/cni.sock when agentSocket is missing, null, not a string, only nested, or stdin is not a JSON object', async () => {
+  it.skipIf(skip)('uses the default /run/tsflannel/cni.sock when agentSocket is missing, null, not a string, only nested, or stdin is not a JSON object', async () => {
     agent.behaviour = { kind: 'answer', make: (req) => ({ stdout: Buffer.from('via default'), exitCode: 0, stderr: sha256(Buffer.from(req.stdin, 'base64')) }) };
     const bodies = [
       '{"cniVersion":"1.0.0","name":"n","type":"tsflannel"}',
@@ -755,7 +755,7 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     }
   });
 
-  it.skipIf(privateRun)('fuzz: 150 random stdins with no agent reach the standalone byte for byte, with the whole environment', async () => {
+  it.skipIf(skip)('fuzz: 150 random stdins with no agent reach the standalone byte for byte, with the whole environment', async () => {
     const out = join(dir, 'fuzz-out');
     const fuzzStandalone = join(dir, 'fuzz-standalone.sh');
     writeFileSync(fuzzStandalone, `#!/bin/sh\ncat > "${out}.stdin"\nenv -0 > "${out}.env"\nexit 9\n`);
