@@ -18,6 +18,7 @@ import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { eventually } from '../helpers/eventually.js';
 import { nexthopRoute } from '../helpers/nexthops.js';
+import { appendLog } from '../helpers/agent-log.js';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 const BRIDGE = fileURLToPath(new URL('../../build/demo/port-bridge.js', import.meta.url));
@@ -49,7 +50,7 @@ describe.skipIf(requireOrSkip('kube-day2', { root: isRoot }))('day-2 events in K
     const agent = spawn('ip', ['netns', 'exec', ns(node), AGENT, '--kube-subnet-mgr', '--kube-api-url', 'http://127.0.0.1:6443',
       '--net-config-path', netConf, '--node-name', node, '--iface', 'eth0', '--subnet-file', subnetFile(node),
       '--resync-period', '2', '--cni-socket', ''], { stdio: ['ignore', 'ignore', 'pipe'] });
-    agent.stderr!.on('data', (d: Buffer) => writeFileSync(join(dir, node, 'agent.log'), d, { flag: 'a' }));
+    agent.stderr!.on('data', appendLog(join(dir, node, 'agent.log')));
     agents.set(node, agent);
   }
 

@@ -17,6 +17,7 @@ import { FakeKube } from '../helpers/fake-kube.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { eventually } from '../helpers/eventually.js';
+import { appendLog } from '../helpers/agent-log.js';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 const BRIDGE = fileURLToPath(new URL('../../build/demo/port-bridge.js', import.meta.url));
@@ -55,7 +56,7 @@ describe.skipIf(requireOrSkip('kube-readiness', { root: isRoot }))('readiness of
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { ...process.env, FLANNELD_KUBE_ANNOTATION_PREFIX: PREFIX },
     });
-    agent.stderr!.on('data', (d: Buffer) => writeFileSync(join(dir, 'agent.log'), d, { flag: 'a' }));
+    agent.stderr!.on('data', appendLog(join(dir, 'agent.log')));
     procs.push(agent);
   }, 60_000);
   afterAll(async () => {

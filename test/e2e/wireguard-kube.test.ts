@@ -18,6 +18,7 @@ import { FakeKube } from '../helpers/fake-kube.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { eventually } from '../helpers/eventually.js';
+import { appendLog } from '../helpers/agent-log.js';
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 const BRIDGE = fileURLToPath(new URL('../../build/demo/port-bridge.js', import.meta.url));
@@ -70,7 +71,7 @@ describe.skipIf(requireOrSkip('wireguard-kube', { 'root, wg and wireguard-go (or
         '--kube-subnet-mgr', '--kube-api-url', 'http://127.0.0.1:6443', '--net-config-path', netConf, '--node-name', name,
         '--iface', 'eth0', '--subnet-file', join(dir, name, 'subnet.env'), '--resync-period', '2', '--cni-socket', ''],
       { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, WIREGUARD_KEY_FILE: join(dir, name, 'wgkey') } });
-      agent.stderr!.on('data', (d: Buffer) => writeFileSync(join(dir, name, 'agent.log'), d, { flag: 'a' }));
+      agent.stderr!.on('data', appendLog(join(dir, name, 'agent.log')));
       procs.push(agent);
     }
     await eventually('both subnet files', 30_000, () => ['k1', 'k2'].every((n) => existsSync(join(dir, n, 'subnet.env'))));

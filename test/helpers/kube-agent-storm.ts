@@ -16,6 +16,7 @@ import { buildTopology, destroyTopology, type Topology } from '../../src/demo/to
 import { bridgeUnixToTcp } from '../../src/demo/port-bridge.js';
 import { FakeKube } from './fake-kube.js';
 import { changedMac, nodeName, scaleNode } from './kube-scale.js';
+import { appendLog } from './agent-log.js';
 
 const P = 'flannel.alpha.coreos.com';
 const METRICS_PORT = 9479;
@@ -159,7 +160,7 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     procs.push(agent);
-    agent.stderr!.on('data', (d: Buffer) => writeFileSync(agentLog, d, { flag: 'a' }));
+    agent.stderr!.on('data', appendLog(agentLog));
     const pid = agent.pid!;
     let exited = '';
     agent.on('exit', (code, sig) => (exited = `agent exited (${code ?? sig})`));
