@@ -254,7 +254,7 @@ export class KubeSubnetManager implements SubnetManager {
           seen.clear();
           for (const node of list.items) observe(node);
           const present = new Set(list.items.map((n) => n.metadata?.name));
-          for (const name of known.keys()) if (!present.has(name)) known.delete(name);
+          known.keepOnly(present);
           for (const name of refused.keys()) if (!present.has(name)) refused.delete(name);
         } catch (err) {
           if (sig.aborted) break;

@@ -31,13 +31,6 @@ export class LeaseList {
     return this.held.size;
   }
 
-  has(key: string): boolean {
-    return this.held.has(key);
-  }
-
-  keys(): string[] {
-    return [...this.held.keys()];
-  }
 
   /** Holds `lease` under `key`; false when it equals what was held (the old object stays). */
   set(key: string, lease: Lease): boolean {
@@ -79,7 +72,12 @@ export class LeaseList {
       listed.add(key);
       this.set(key, lease);
     }
-    for (const key of this.keys()) if (!listed.has(key)) this.delete(key);
+    this.keepOnly(listed);
+  }
+
+  /** Drops every key not in `listed` (what a fresh listing no longer has). */
+  keepOnly(listed: ReadonlySet<string | undefined>): void {
+    for (const key of [...this.held.keys()]) if (!listed.has(key)) this.delete(key);
   }
 
   /**
