@@ -15,6 +15,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { percentile } from './lib/stats.js';
 
 const FULL = { nodes: 5000, heartbeats: 10_000, leases: 5000, agents: 5000 };
 const QUICK = { nodes: 500, heartbeats: 1000, leases: 500, agents: 5000 };
@@ -24,10 +25,7 @@ const SINGLE_CHANGES = 20;
 
 function singleChangeColumns(r) {
   if (r.singleChanges.length === 0) return {};
-  const q = (values, p) => {
-    const v = [...values].sort((a, b) => a - b);
-    return v[Math.min(v.length - 1, Math.floor(p * v.length))];
-  };
+  const q = (values, p) => percentile(values, p * 100);
   const delivered = r.singleChanges.map((c) => c.deliveredMs);
   // The manager's share: what the wait took beyond the write's own return (an etcd put returns after its commit).
   const beyond = r.singleChanges.map((c) => Math.max(0, c.deliveredMs - c.writtenMs)); // 0: delivered before the put returned
