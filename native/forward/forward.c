@@ -733,21 +733,15 @@ static int decode_answer(const unsigned char *s, size_t n, answer *a, buf *err) 
   i++;
   buf key = {0};
   static const char *const fields[] = {"v", "stdout", "exitCode", "stderr"};
-  for (;;) {
-    while (i < n && (is_ws(s[i]) || s[i] == ',')) i++;
-    if (i >= n || s[i] == '}') break;
-    key.n = 0;
-    i = json_unquote(s, n, i, &key);
-    while (i < n && (is_ws(s[i]) || s[i] == ':')) i++;
-    size_t end = json_skip(s, n, i);
-    const unsigned char *val = s + i;
-    size_t vlen = end - i;
+  raw member;
+  while (json_next_member(s, n, &i, &key, &member) == 0) {
+    const unsigned char *val = member.s;
+    size_t vlen = member.n;
     int f = -1;
     for (int k = 0; k < 4 && f < 0; k++)
       if (key.n == strlen(fields[k]) && memcmp(key.p, fields[k], key.n) == 0) f = k;
     for (int k = 0; k < 4 && f < 0; k++)
       if (key_folds(&key, fields[k])) f = k;
-    i = end;
     if (f < 0 || val[0] == 'n') { /* unknown, or null: nothing to set */
       if (val[0] == 'n' && f == 2) a->has_exit = 0;
       if (val[0] == 'n' && f == 1) a->out.n = 0;

@@ -391,6 +391,23 @@ size_t json_unquote(const unsigned char *s, size_t n, size_t i, buf *out) {
   return i + 1;
 }
 
+int json_next_member(const unsigned char *s, size_t n, size_t *i, buf *key, raw *val) {
+  size_t at = *i;
+  while (at < n && (is_ws(s[at]) || s[at] == ',')) at++;
+  if (at >= n || s[at] == '}') {
+    *i = at;
+    return -1;
+  }
+  key->n = 0;
+  at = json_unquote(s, n, at, key);
+  while (at < n && (is_ws(s[at]) || s[at] == ':')) at++;
+  size_t end = json_skip(s, n, at);
+  val->s = s + at;
+  val->n = end - at;
+  *i = end;
+  return 0;
+}
+
 /* The raw value of the last top-level member named key (as Go's map decoding
  * keeps the last duplicate); absent when the body is not a valid JSON object.
  * A key nested deeper never matches. */
@@ -402,19 +419,9 @@ raw top_level_member(const unsigned char *s, size_t n, const char *key) {
   if (i >= n || s[i] != '{') return found;
   i++;
   buf k = {0};
-  for (;;) {
-    while (i < n && (is_ws(s[i]) || s[i] == ',')) i++;
-    if (i >= n || s[i] == '}') break;
-    k.n = 0;
-    i = json_unquote(s, n, i, &k);
-    while (i < n && (is_ws(s[i]) || s[i] == ':')) i++;
-    size_t end = json_skip(s, n, i);
-    if (k.n == klen && memcmp(k.p, key, klen) == 0) {
-      found.s = s + i;
-      found.n = end - i;
-    }
-    i = end;
-  }
+  raw val;
+  while (json_next_member(s, n, &i, &k, &val) == 0)
+    if (k.n == klen && memcmp(k.p, key, klen) == 0) found = val;
   free(k.p);
   return found;
 }

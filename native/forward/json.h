@@ -39,6 +39,10 @@ size_t json_skip(const unsigned char *s, size_t n, size_t i);
 /* Decodes the (valid) string at s[i] == '"' into out; the index after it. */
 size_t json_unquote(const unsigned char *s, size_t n, size_t i, buf *out);
 /* The last top-level member named key of a valid JSON object; absent otherwise. */
+/* Steps over one member of an object whose '{' ends before *i (a document
+ * json_valid accepted): the key decoded into key, the raw value into val,
+ * *i past the value. 0, or -1 at the closing '}' or the end. */
+int json_next_member(const unsigned char *s, size_t n, size_t *i, buf *key, raw *val);
 raw top_level_member(const unsigned char *s, size_t n, const char *key);
 /* That member's decoded string; NULL when absent or not a string. */
 const char *string_member(const unsigned char *s, size_t n, const char *key, buf *out);
