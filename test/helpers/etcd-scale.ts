@@ -7,6 +7,7 @@ import pino from 'pino';
 import { EtcdSubnetManager } from '../../src/daemon/subnet/etcd.js';
 import type { Lease } from '../../src/daemon/types.js';
 import { LeaseClock, timeSingleChanges, type SingleChange } from './lease-clock.js';
+import { pollFor } from './eventually.js';
 
 export interface EtcdStormOptions {
   endpoint: string;
@@ -55,14 +56,6 @@ export function etcdLease(i: number, macTail = 1): { key: string; value: string 
       BackendData: { VNI: 1, VtepMAC: mac(i, macTail) },
     }),
   };
-}
-
-async function until(what: string, probe: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 const cpuMs = () => {
@@ -115,7 +108,7 @@ export async function runEtcdStorm(opts: EtcdStormOptions): Promise<EtcdStormRes
       latest = leases;
       clock.delivered(leases);
     }, ac.signal);
-    await until('the first lease set', () => deliveries >= 1, timeoutMs);
+    await pollFor('the first lease set', () => deliveries >= 1, timeoutMs, 5);
     const firstListMs = performance.now() - t0;
     const firstListCpuMs = cpuMs() - c0;
     if (latest.length !== opts.leases) throw new Error(`first lease set has ${latest.length} leases, expected ${opts.leases}`);
@@ -136,7 +129,7 @@ export async function runEtcdStorm(opts: EtcdStormOptions): Promise<EtcdStormRes
     };
     await Promise.all(Array.from({ length: Math.min(200, opts.changes) }, writer));
     const changed = new Set(Array.from({ length: opts.changes }, (_, i) => mac(i, 2)));
-    await until('every change delivered', () => latest.filter((l) => changed.has(l.backendData.VtepMAC ?? '')).length === opts.changes, timeoutMs);
+    await pollFor('every change delivered', () => latest.filter((l) => changed.has(l.backendData.VtepMAC ?? '')).length === opts.changes, timeoutMs, 5);
     const changeWallMs = performance.now() - c1;
     await new Promise((r) => setTimeout(r, 300));
     const changeDeliveries = deliveries - before;

@@ -17,6 +17,7 @@ import { bridgeUnixToTcp } from '../../src/demo/port-bridge.js';
 import { FakeKube } from './fake-kube.js';
 import { changedMac, nodeName, scaleNode } from './kube-scale.js';
 import { appendLog } from './agent-log.js';
+import { pollFor } from './eventually.js';
 
 const P = 'flannel.alpha.coreos.com';
 const METRICS_PORT = 9479;
@@ -99,14 +100,6 @@ function kernelWaits(pid: number): string {
   }
 }
 
-async function until(what: string, probe: () => boolean | Promise<boolean>, timeoutMs: number, stepMs = 50): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-}
-
 /** A monitor process in the node netns, keeping the first line of every message. */
 function monitor(ns: string, cmd: string, args: string[]): { proc: ChildProcess; lines: () => number; since: (n: number) => string[] } {
   const seen: string[] = [];
@@ -186,7 +179,7 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
     };
     const remote = opts.nodes - 1;
     let lastSeen = 'no answer from /metrics yet';
-    await until(
+    await pollFor(
       `${remote} remote Nodes programmed`,
       async () => {
         if (exited) throw new Error(exited);
@@ -223,7 +216,7 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
     let p = (await passes());
     const setMac = (i: number, mac: string) => fake.setAnnotations(nodeName(i), { [`${P}/backend-data`]: `{"VNI":1,"VtepMAC":"${mac}"}` });
     setMac(sentinel, '0a:99:00:00:00:01');
-    await until('the first sentinel in the kernel', () => neighMac(sentinel) === '0a:99:00:00:00:01', timeoutMs);
+    await pollFor('the first sentinel in the kernel', () => neighMac(sentinel) === '0a:99:00:00:00:01', timeoutMs, 50);
     await new Promise((r) => setTimeout(r, 500));
     const oneChangeWrites = writes() - w;
     const onePasses = (await passes()) - p;
@@ -244,7 +237,7 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
       await new Promise((r) => setImmediate(r));
     }
     setMac(sentinel, '0a:99:00:00:00:02');
-    await until('the sentinel after the storm in the kernel', () => neighMac(sentinel) === '0a:99:00:00:00:02', timeoutMs, 20);
+    await pollFor('the sentinel after the storm in the kernel', () => neighMac(sentinel) === '0a:99:00:00:00:02', timeoutMs, 20);
     const heartbeatAgentCpuMs = procCpuMs(pid, ticks) - c0;
     const heartbeatWallMs = performance.now() - hbWall;
     await new Promise((r) => setTimeout(r, 500));
@@ -270,7 +263,7 @@ export async function runAgentStorm(opts: AgentStormOptions): Promise<AgentStorm
       for (const m of out.matchAll(/lladdr (0a:02:\S+)/g)) if (m[1]) n++;
       return n === remote;
     };
-    await until('every new MAC in the kernel', allChanged, timeoutMs, 100);
+    await pollFor('every new MAC in the kernel', allChanged, timeoutMs, 100);
     const changeWallMs = performance.now() - chWall;
     const changeAgentCpuMs = procCpuMs(pid, ticks) - c1;
     await new Promise((r) => setTimeout(r, 500));

@@ -8,6 +8,7 @@ import { FakeKube } from './fake-kube.js';
 import { KubeSubnetManager } from '../../src/daemon/subnet/kube.js';
 import type { Lease } from '../../src/daemon/types.js';
 import { LeaseClock, timeSingleChanges, type SingleChange } from './lease-clock.js';
+import { pollFor } from './eventually.js';
 
 const P = 'flannel.alpha.coreos.com';
 
@@ -85,14 +86,6 @@ export function changedMac(i: number): string {
   return macOf(i, 2);
 }
 
-async function until(what: string, probe: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 export async function runKubeStorm(opts: KubeStormOptions): Promise<KubeStormResult> {
   const timeoutMs = opts.timeoutMs ?? 120_000;
   const fake = await FakeKube.start({ historyLimit: Math.max(1000, opts.heartbeats + opts.changes + 10) });
@@ -116,7 +109,7 @@ export async function runKubeStorm(opts: KubeStormOptions): Promise<KubeStormRes
       latest = leases;
       clock.delivered(leases);
     }, ac.signal);
-    await until('the first list', () => deliveries === 1 && fake.openWatches === 1, timeoutMs);
+    await pollFor('the first list', () => deliveries === 1 && fake.openWatches === 1, timeoutMs, 5);
     const initialListMs = performance.now() - t0;
 
     // A sentinel change after the storm: the stream is ordered, so once it is
@@ -147,7 +140,7 @@ export async function runKubeStorm(opts: KubeStormOptions): Promise<KubeStormRes
     const c = cpuMs();
     fake.setAnnotations(sentinel, { [`${P}/public-ip`]: '192.0.2.1' });
     fakeCpu += cpuMs() - c;
-    await until('the sentinel after the heartbeats', sentinelSeen('192.0.2.1'), timeoutMs);
+    await pollFor('the sentinel after the heartbeats', sentinelSeen('192.0.2.1'), timeoutMs, 5);
     const heartbeatCpuMs = cpuMs() - hbCpu - fakeCpu;
     const heartbeatWallMs = performance.now() - hbWall;
     const heartbeatDeliveries = deliveries - before - 1;
@@ -167,10 +160,11 @@ export async function runKubeStorm(opts: KubeStormOptions): Promise<KubeStormRes
     });
     chFakeCpu = cpuMs() - chFakeCpu;
     const changed = new Set(Array.from({ length: opts.changes }, (_, i) => `${nodeName(i)} ${changedMac(i)}`));
-    await until(
+    await pollFor(
       'every changed MAC delivered',
       () => latest.filter((l) => changed.has(`${l.nodeName} ${l.backendData.VtepMAC}`)).length === opts.changes,
       timeoutMs,
+      5,
     );
     const changeWallMs = performance.now() - chWall;
     const changeCpuMs = cpuMs() - chCpu - chFakeCpu;
