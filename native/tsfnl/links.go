@@ -235,21 +235,23 @@ func setMaster(h *netlink.Handle, l netlink.Link, master string) error {
 	return h.LinkSetMasterByIndex(l, m.Attrs().Index)
 }
 
-type bridgeReq struct {
+// namedLinkReq creates a link that needs nothing but a name and an MTU.
+type namedLinkReq struct {
 	nsReq
 	Name string `json:"name"`
 	MTU  int    `json:"mtu,omitempty"`
 }
 
-func opBridgeAdd(raw []byte) (interface{}, error) {
-	var r bridgeReq
+// addNamedLink creates the link make builds from the request's name and MTU
+// and answers the link as the kernel now has it.
+func addNamedLink(raw []byte, make func(netlink.LinkAttrs) netlink.Link) (interface{}, error) {
+	var r namedLinkReq
 	h, done, err := openReq(raw, &r)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: r.Name, MTU: r.MTU, TxQLen: -1}}
-	if err := h.LinkAdd(br); err != nil {
+	if err := h.LinkAdd(make(netlink.LinkAttrs{Name: r.Name, MTU: r.MTU, TxQLen: -1})); err != nil {
 		return nil, err
 	}
 	l, err := h.LinkByName(r.Name)
@@ -257,6 +259,10 @@ func opBridgeAdd(raw []byte) (interface{}, error) {
 		return nil, err
 	}
 	return toLinkJSON(h, l), nil
+}
+
+func opBridgeAdd(raw []byte) (interface{}, error) {
+	return addNamedLink(raw, func(a netlink.LinkAttrs) netlink.Link { return &netlink.Bridge{LinkAttrs: a} })
 }
 
 type vethReq struct {
@@ -374,29 +380,9 @@ func opVxlanAdd(raw []byte) (interface{}, error) {
 	return toLinkJSON(h, l), nil
 }
 
-type wireguardReq struct {
-	nsReq
-	Name string `json:"name"`
-	MTU  int    `json:"mtu,omitempty"`
-}
-
 // opWireguardAdd creates a kernel WireGuard link. A kernel without the
 // module answers EOPNOTSUPP, which is how callers tell it apart and fall
 // back to a userspace implementation.
 func opWireguardAdd(raw []byte) (interface{}, error) {
-	var r wireguardReq
-	h, done, err := openReq(raw, &r)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	wg := &netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: r.Name, MTU: r.MTU, TxQLen: -1}}
-	if err := h.LinkAdd(wg); err != nil {
-		return nil, err
-	}
-	l, err := h.LinkByName(r.Name)
-	if err != nil {
-		return nil, err
-	}
-	return toLinkJSON(h, l), nil
+	return addNamedLink(raw, func(a netlink.LinkAttrs) netlink.Link { return &netlink.Wireguard{LinkAttrs: a} })
 }

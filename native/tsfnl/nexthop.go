@@ -502,7 +502,6 @@ func (t *nexthopTable) routeDel(dst netip.Prefix, metric int, id uint32) error {
 	return err
 }
 
-
 type nexthopFlushReq struct {
 	nsReq
 }
