@@ -98,9 +98,13 @@ func (c *linkCache) lookup(name string) (int, error) {
 	return c.index[name], nil
 }
 
+// opBatchApply takes its request as text (batch_text.go), not JSON.
 func opBatchApply(raw []byte) (interface{}, error) {
-	var r batchReq
-	h, done, err := openReq(raw, &r)
+	r, err := decodeBatchText(raw)
+	if err != nil {
+		return nil, err
+	}
+	h, done, err := r.handle()
 	if err != nil {
 		return nil, err
 	}
