@@ -130,20 +130,22 @@ export function planVxlanLease(lease: Lease, ctx: PlanContext, opts: VxlanPlanOp
 }
 
 /**
- * Plans every lease; `planOne` lets a caller reuse the per-lease plans of
- * leases it has seen before (the result depends on the lease and `ctx` only).
+ * Plans every lease; `planOne` (given each lease and its position) lets a
+ * caller reuse the per-lease plans it already has (the result depends on
+ * the lease and `ctx` only).
  */
 export function planVxlan(
   leases: readonly Lease[],
   ctx: PlanContext,
   opts: VxlanPlanOptions,
-  planOne: (lease: Lease) => LeasePlan | Skipped = (lease) => planVxlanLease(lease, ctx, opts),
+  planOne: (lease: Lease, index: number) => LeasePlan | Skipped = (lease) => planVxlanLease(lease, ctx, opts),
 ): Plan {
   const out: Plan = { plans: [], skipped: [] };
   const subnets = new Map<string, true>();
   const macs = new Map<string, string>();
-  for (const lease of leases) {
-    const p = planOne(lease);
+  for (let i = 0; i < leases.length; i++) {
+    const lease = leases[i]!;
+    const p = planOne(lease, i);
     if ('reason' in p) {
       out.skipped.push(p);
       continue;

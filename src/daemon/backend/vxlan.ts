@@ -24,6 +24,8 @@ import {
   type CurrentNeigh,
   type CurrentNexthop,
   type CurrentRoute,
+  type DesiredFdb,
+  type DesiredNeigh,
   type LeasePlan,
   type PerNexthop,
   type Plan,
@@ -224,7 +226,7 @@ export class VxlanBackend implements Backend {
       if (same && last!.inputs[i] !== p) same = false;
     }
     if (same) return last!.plan;
-    const plan = planVxlan(remote, ctx, { directRouting: this.config.directRouting }, (lease) => this.planOne(lease, ctx));
+    const plan = planVxlan(remote, ctx, { directRouting: this.config.directRouting }, (_, i) => inputs[i]!);
     this.lastPlan = { inputs, plan };
     return plan;
   }
@@ -457,8 +459,14 @@ export class VxlanBackend implements Backend {
     const nhDiff = nexthop ? diffNexthops(desired, cur.nexthops) : undefined;
     const form: RouteForm = nhDiff ? { kind: 'nexthop', nexthops: nhDiff.use } : { kind: 'plain' };
     const routes = diffRoutes(desired, cur.routes, baseMetric(this.family), form);
-    const neighs = diffNeighs(plans.flatMap((p) => (p.neigh ? [p.neigh] : [])), cur.neighs);
-    const fdb = diffFdb(plans.flatMap((p) => (p.fdb ? [p.fdb] : [])), cur.fdb);
+    const wantNeighs: DesiredNeigh[] = [];
+    const wantFdb: DesiredFdb[] = [];
+    for (const p of plans) {
+      if (p.neigh) wantNeighs.push(p.neigh);
+      if (p.fdb) wantFdb.push(p.fdb);
+    }
+    const neighs = diffNeighs(wantNeighs, cur.neighs);
+    const fdb = diffFdb(wantFdb, cur.fdb);
     const failed = new Set<LeasePlan>();
     const nexthopRemovals = nhDiff?.remove ?? [];
     if (routes.write.length + routes.remove.length + neighs.write.length + neighs.remove.length + fdb.add.length + fdb.remove.length + nexthopRemovals.length === 0) {
@@ -478,15 +486,17 @@ export class VxlanBackend implements Backend {
       push({ kind: 'fdb.del', dev: this.deviceName, mac: e.mac, dst: e.dst }, removal(`fdb ${e.mac} dst ${e.dst}`, !fdb.moved.has(e.mac)));
     }
 
-    const routeWrites = new Map(routes.write.map((w) => [w.route.dst, w]));
-    const neighWrites = new Map(neighs.write.map((w) => [w.neigh.ip, w]));
-    const fdbAdds = new Set(fdb.add.map((e) => `${e.mac} ${e.dst}`));
+    // Keyed by the plans' own objects, which the diffs hand back: no key
+    // strings built per peer (one plan per subnet, gateway and MAC).
+    const routeWrites = new Map(routes.write.map((w) => [w.route, w]));
+    const neighWrites = new Map(neighs.write.map((w) => [w.neigh, w]));
+    const fdbAdds = new Set(fdb.add);
     let group = 0;
     const phases: [nl.BatchEntry, BatchOutcome][][] = [[], [], []];
     for (const p of plans) {
-      const r = routeWrites.get(p.route.dst);
-      const n = p.neigh ? neighWrites.get(p.neigh.ip) : undefined;
-      const f = p.fdb && fdbAdds.has(`${p.fdb.mac} ${p.fdb.dst}`) ? p.fdb : undefined;
+      const r = routeWrites.get(p.route);
+      const n = p.neigh ? neighWrites.get(p.neigh) : undefined;
+      const f = p.fdb && fdbAdds.has(p.fdb) ? p.fdb : undefined;
       if (!r && !n && !f) {
         report.programmed++;
         continue;
