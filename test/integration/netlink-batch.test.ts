@@ -166,6 +166,50 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
     expect(again.failures.map((f) => nl.isNotFound(f.error))).toEqual([true, true, true]);
   });
 
+  it('reports kernel errors by entry across pipelined chunks of hundreds of entries, and skips only the failed peers\' later entries', () => {
+    // Neighbour and FDB writes go to the kernel up to 256 per send; errors
+    // come back by sequence number. Failing peers sit at chunk boundaries.
+    const n = 600;
+    const failing = [0, 137, 255, 256, 511, 599];
+    const hex = (b: number): string => b.toString(16).padStart(2, '0');
+    const ipOf = (i: number): string => `10.80.${i >> 8}.${i & 255}`;
+    const macOf = (i: number): string => `6a:00:00:80:${hex(i >> 8)}:${hex(i & 255)}`;
+    const entries: nl.BatchEntry[] = [];
+    const expected: [number, string][] = [];
+    for (let i = 0; i < n; i++) {
+      if (failing.includes(i)) {
+        expected.push([entries.length, 'ENOENT']); // a neighbour that is not there
+        entries.push({ kind: 'neigh.del', dev: 'vx0', ip: `10.81.${i >> 8}.${i & 255}`, group: i + 1 });
+        expected.push([entries.length, 'ECANCELED']);
+      }
+      entries.push({ kind: 'neigh.set', dev: 'vx0', ip: ipOf(i), mac: macOf(i), group: i + 1 });
+    }
+    for (let i = 0; i < n; i++) {
+      if (failing.includes(i)) expected.push([entries.length, 'ECANCELED']);
+      entries.push({ kind: 'fdb.append', dev: 'vx0', mac: macOf(i), dst: `192.168.92.${(i % 250) + 1}`, group: i + 1 });
+    }
+    const res = nl.applyBatch(entries, opts);
+    expect(res.failures.map((f) => [f.index, f.error.errno])).toEqual(expected);
+    expect(res.failures[0]!.error.message).toBe('batch.apply: neigh.del: no such file or directory');
+    expect(res.applied).toBe(2 * (n - failing.length));
+    const ours = (rows: string[], prefix: string): string[] => rows.filter((l) => l.startsWith(prefix));
+    const got = ours(neighs(), '10.80.');
+    expect(got).toHaveLength(n - failing.length);
+    expect(got).toContain(`${ipOf(1)} lladdr ${macOf(1)} PERMANENT`);
+    for (const i of failing) expect(got.join('\n')).not.toContain(`${ipOf(i)} `);
+    const fdbRows = ours(fdb(), '6a:00:00:80:');
+    expect(fdbRows).toHaveLength(n - failing.length);
+    expect(fdbRows).toContain(`${macOf(300)} dst 192.168.92.51 self permanent`);
+    // Deleting all of them: only the failed peers' entries are not found.
+    const del: nl.BatchEntry[] = [];
+    for (let i = 0; i < n; i++) del.push({ kind: 'neigh.del', dev: 'vx0', ip: ipOf(i) }, { kind: 'fdb.del', dev: 'vx0', mac: macOf(i), dst: `192.168.92.${(i % 250) + 1}` });
+    const gone = nl.applyBatch(del, opts);
+    expect(gone.failures.map((f) => f.index)).toEqual(failing.flatMap((i) => [2 * i, 2 * i + 1]));
+    expect(gone.failures.every((f) => nl.isNotFound(f.error))).toBe(true);
+    expect(ours(neighs(), '10.80.')).toEqual([]);
+    expect(ours(fdb(), '6a:00:00:80:')).toEqual([]);
+  });
+
   describe('nexthop objects', () => {
     const nexthops = (family = '-4'): { id: number; gateway?: string; dev?: string; protocol?: string; flags?: string[] }[] =>
       JSON.parse(inNs(ns, 'ip', ['-j', family, 'nexthop', 'show'])) as { id: number; gateway?: string; dev?: string; protocol?: string; flags?: string[] }[];
@@ -272,6 +316,27 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
       expect(v6.routes).toContainEqual({ dev: 'vx0', dst: 'fd00:50:8::/64', gw: 'fd00:50:8::', onlink: true, metric: 1024, protocol: 3, nhid: nh!.id });
       expect(nl.applyBatch([{ kind: 'nexthop.del', dev: 'vx0', nhid: nh!.id }], opts).failures).toEqual([]);
       expect(inNs(ns, 'ip', ['-6', 'route', 'show', 'fd00:50:8::/64']).trim()).toBe('');
+    });
+    it('reports a nexthop the kernel refuses on its own route and writes the batch\'s other routes', () => {
+      ip('link', 'add', 'dn0', 'type', 'veth', 'peer', 'name', 'dn1'); // left down: no nexthop can use it
+      try {
+        const res = nl.applyBatch([
+          viaNexthop('10.82.1.0/24', '10.82.1.0', 'vx0'),
+          viaNexthop('10.82.2.0/24', '10.82.2.0', 'dn0', true),
+          viaNexthop('10.82.3.0/24', '10.82.3.0', 'vx0'),
+        ], opts);
+        expect(res.applied).toBe(2);
+        expect(res.failures.map((f) => f.index)).toEqual([1]);
+        expect(res.failures[0]!.error.message).toMatch(/nexthop via 10\.82\.2\.0 dev dn0/);
+        const r = routes().join('\n');
+        expect(r).toMatch(/10\.82\.1\.0\/24 nhid \d+ via 10\.82\.1\.0 dev vx0 onlink/);
+        expect(r).toMatch(/10\.82\.3\.0\/24 nhid \d+ via 10\.82\.3\.0 dev vx0 onlink/);
+        expect(r).not.toContain('10.82.2.0');
+        expect(nexthops().filter((n) => n.dev === 'dn0')).toEqual([]);
+      } finally {
+        nl.applyBatch([{ kind: 'nexthop.del', dev: 'vx0', gw: '10.82.1.0', onlink: true }, { kind: 'nexthop.del', dev: 'vx0', gw: '10.82.3.0', onlink: true }], opts);
+        ip('link', 'del', 'dn0');
+      }
     });
   });
 
