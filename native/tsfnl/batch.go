@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -140,6 +141,9 @@ func applyEntries(h *netlink.Handle, netnsPath string, entries []batchEntry) bat
 	if ctx.pipe != nil {
 		ctx.pipe.flush()
 	}
+	// A skipped entry is recorded when it is reached, which can be before an
+	// earlier entry's answer arrives: the reply lists them in request order.
+	sort.SliceStable(out.Errors, func(a, b int) bool { return out.Errors[a].Index < out.Errors[b].Index })
 	out.NexthopsUnsupported = ctx.nh.unsupported
 	return out
 }
