@@ -491,8 +491,15 @@ export class VxlanBackend implements Backend {
     const routeWrites = new Map(routes.write.map((w) => [w.route, w]));
     const neighWrites = new Map(neighs.write.map((w) => [w.neigh, w]));
     const fdbAdds = new Set(fdb.add);
+    // Per peer ARP, FDB, route; all neighbours first, then all FDB entries,
+    // then all routes (a peer's group skips its later steps after a failure).
+    const neighSteps: nl.BatchEntry[] = [];
+    const neighOutcomes: BatchOutcome[] = [];
+    const fdbSteps: nl.BatchEntry[] = [];
+    const fdbOutcomes: BatchOutcome[] = [];
+    const routeSteps: nl.BatchEntry[] = [];
+    const routeOutcomes: BatchOutcome[] = [];
     let group = 0;
-    const phases: [nl.BatchEntry, BatchOutcome][][] = [[], [], []];
     for (const p of plans) {
       const r = routeWrites.get(p.route);
       const n = p.neigh ? neighWrites.get(p.neigh) : undefined;
@@ -502,46 +509,66 @@ export class VxlanBackend implements Backend {
         continue;
       }
       group++;
-      const steps: [nl.BatchEntry, string, boolean][] = [];
-      if (n && p.neigh) steps.push([{ kind: 'neigh.set', dev: this.deviceName, ip: p.neigh.ip, mac: p.neigh.mac, group }, 'neighbour', n.existed]);
-      if (f) steps.push([{ kind: 'fdb.append', dev: this.deviceName, mac: f.mac, dst: f.dst, group }, 'fdb', fdb.moved.has(f.mac)]);
-      if (r) steps.push([routeReplaceEntry(p.route, devs, group, nexthop), 'route', r.existed]);
-      this.pushLease(p, steps, (e, o) => phases[e.kind === 'neigh.set' ? 0 : e.kind === 'fdb.append' ? 1 : 2]!.push([e, o]), failed);
+      const peer = new PeerWrites(p, failed);
+      if (n) {
+        neighSteps.push({ kind: 'neigh.set', dev: this.deviceName, ip: n.neigh.ip, mac: n.neigh.mac, group });
+        neighOutcomes.push(new PeerStep(peer, 'neighbour', n.existed, !f && !r));
+      }
+      if (f) {
+        fdbSteps.push({ kind: 'fdb.append', dev: this.deviceName, mac: f.mac, dst: f.dst, group });
+        fdbOutcomes.push(new PeerStep(peer, 'fdb', fdb.moved.has(f.mac), !r));
+      }
+      if (r) {
+        routeSteps.push(routeReplaceEntry(p.route, devs, group, nexthop));
+        routeOutcomes.push(new PeerStep(peer, 'route', r.existed, true));
+      }
     }
-    // All neighbours, then all FDB entries, then all routes: per peer the
-    // order stays ARP, FDB, route (its group skips the rest after a failure).
-    for (const phase of phases) for (const [e, o] of phase) push(e, o);
+    // (a loop: spreading 50,000 arguments into push would overflow the stack)
+    for (const [es, os] of [[neighSteps, neighOutcomes], [fdbSteps, fdbOutcomes], [routeSteps, routeOutcomes]] as const) {
+      for (let i = 0; i < es.length; i++) push(es[i]!, os[i]!);
+    }
     // Last, our nexthops no route needs (their routes were replaced above).
     for (const n of nexthopRemovals) push(nexthopDelEntry(n, devs), removal(`nexthop ${n.id} via ${n.gw ?? '-'}`, false));
     this.nexthops.note(applyEntries(entries, outcomes, this.nsOpts, report).nexthopsUnsupported);
     return failed;
   }
+}
 
-  /**
-   * Queues one peer's steps; the peer counts as programmed when its last
-   * step succeeds, and its first failure is the one reported (the later
-   * steps of its group are skipped by the shim).
-   */
-  private pushLease(
-    p: LeasePlan,
-    steps: [nl.BatchEntry, string, boolean][],
-    push: (e: nl.BatchEntry, o: BatchOutcome) => void,
-    failed: Set<LeasePlan>,
-  ): void {
-    steps.forEach(([entry, step, existed], i) => {
-      push(entry, {
-        ok: (rep) => {
-          if (existed) rep.updated++;
-          else rep.added++;
-          if (i === steps.length - 1) rep.programmed++;
-        },
-        fail: (rep, err) => {
-          if (failed.has(p)) return;
-          failed.add(p);
-          leaseError(rep, p.lease, step, err);
-        },
-      });
-    });
+/**
+ * One peer's writes in an exact pass: it counts as programmed when its last
+ * step succeeds, and its first failure is the one reported (the shim skips
+ * the later steps of its group). Objects rather than closures: an exact
+ * pass at 5,000 new peers makes 15,000 steps.
+ */
+class PeerWrites {
+  constructor(
+    private readonly plan: LeasePlan,
+    private readonly failed: Set<LeasePlan>,
+  ) {}
+
+  fail(rep: ReconcileReport, step: string, err: nl.NetlinkError): void {
+    if (this.failed.has(this.plan)) return;
+    this.failed.add(this.plan);
+    leaseError(rep, this.plan.lease, step, err);
+  }
+}
+
+class PeerStep implements BatchOutcome {
+  constructor(
+    private readonly peer: PeerWrites,
+    private readonly step: string,
+    private readonly existed: boolean,
+    private readonly last: boolean,
+  ) {}
+
+  ok(rep: ReconcileReport): void {
+    if (this.existed) rep.updated++;
+    else rep.added++;
+    if (this.last) rep.programmed++;
+  }
+
+  fail(rep: ReconcileReport, err: nl.NetlinkError): void {
+    this.peer.fail(rep, this.step, err);
   }
 }
 
