@@ -3,15 +3,19 @@
 // I/O here, so every rule about ownership and replacement is unit-tested.
 import type { Lease } from '../types.js';
 
-import { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, networkAddress, parseCidr, parseIp, sameNetwork, type Cidr, type Ip } from '../../net/ip.js';
+import { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, isAligned, networkAddress, parseCidr, parseIp, sameNetwork, type Cidr, type Ip } from '../../net/ip.js';
 
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 /** Lower-case unicast MAC, or undefined when `text` is not one. */
 export function normalizeMac(text: string): string | undefined {
-  const mac = text.trim().toLowerCase();
-  if (!MAC.test(mac)) return undefined;
-  if (parseInt(mac.slice(0, 2), 16) & 1) return undefined; // multicast bit
+  // Leases normally carry the canonical form already: then no copies.
+  let mac = text;
+  if (!MAC.test(mac)) {
+    mac = text.trim().toLowerCase();
+    if (!MAC.test(mac)) return undefined;
+  }
+  if (parseInt(mac[1]!, 16) & 1) return undefined; // multicast bit
   if (mac === '00:00:00:00:00:00') return undefined;
   return mac;
 }
@@ -116,7 +120,7 @@ export interface VxlanPlanOptions {
 export function planVxlanLease(lease: Lease, ctx: PlanContext, opts: VxlanPlanOptions): LeasePlan | Skipped {
   const c = checkCommon(lease, 'vxlan', ctx);
   if ('reason' in c) return c;
-  const dst = canonicalCidr(c.subnet);
+  const dst = canonicalText(lease.subnet, c.subnet);
   if (opts.directRouting && cidrContainsIp(ctx.extCidr, c.publicIP)) {
     return { lease, route: { dst, gw: lease.publicIP, via: 'underlay' } };
   }
@@ -125,8 +129,17 @@ export function planVxlanLease(lease: Lease, ctx: PlanContext, opts: VxlanPlanOp
   if (!mac) {
     return { lease, reason: rawMac ? `VtepMAC ${JSON.stringify(rawMac)} is not a unicast MAC` : 'has no VtepMAC', error: Boolean(rawMac) };
   }
-  const gw = networkAddress(c.subnet);
+  const gw = dst === lease.subnet ? dst.slice(0, dst.indexOf('/')) : networkAddress(c.subnet);
   return { lease, route: { dst, gw, via: 'overlay' }, neigh: { ip: gw, mac }, fdb: { mac, dst: lease.publicIP } };
+}
+
+/**
+ * canonicalCidr, reusing the lease's own text when that is already it: an
+ * IPv4 subnet without host bits has one spelling (the parser refuses
+ * leading zeros), so nothing is formatted for the common lease.
+ */
+function canonicalText(text: string, c: Cidr): string {
+  return c.ip.family === 4 && isAligned(4, c.ip.value, c.prefix) ? text : canonicalCidr(c);
 }
 
 /**
