@@ -155,7 +155,7 @@ export function planVxlan(
 ): Plan {
   const out: Plan = { plans: [], skipped: [] };
   const subnets = new Map<string, true>();
-  const macs = new Map<string, string>();
+  const macs = new Map<string, Lease>();
   for (let i = 0; i < leases.length; i++) {
     const lease = leases[i]!;
     const p = planOne(lease, i);
@@ -173,10 +173,10 @@ export function planVxlan(
       // same MAC would silently lose its FDB entry, so it is refused instead.
       const owner = macs.get(p.fdb.mac);
       if (owner) {
-        out.skipped.push({ lease, reason: `VtepMAC ${p.fdb.mac} is already used by ${owner}`, error: true });
+        out.skipped.push({ lease, reason: `VtepMAC ${p.fdb.mac} is already used by ${describeLease(owner)}`, error: true });
         continue;
       }
-      macs.set(p.fdb.mac, describeLease(lease));
+      macs.set(p.fdb.mac, lease);
     }
     out.plans.push(p);
   }
@@ -389,7 +389,8 @@ export interface NeighDiff {
 }
 
 export function diffNeighs(desired: readonly DesiredNeigh[], current: readonly CurrentNeigh[]): NeighDiff {
-  const byIp = new Map(current.map((n) => [n.ip, n]));
+  const byIp = new Map<string, CurrentNeigh>();
+  for (const n of current) byIp.set(n.ip, n);
   const wanted = new Set<string>();
   const diff: NeighDiff = { write: [], remove: [] };
   for (const want of desired) {
@@ -415,7 +416,25 @@ export interface FdbDiff {
   moved: Set<string>;
 }
 
-const fdbKey = (mac: string, dst: string): string => `${mac.toLowerCase()} ${dst}`;
+/**
+ * Remotes per MAC. One remote per unicast MAC is the rule: kept unwrapped,
+ * so a pass over 50,000 entries builds no key strings and no arrays.
+ */
+class FdbIndex {
+  private readonly byMac = new Map<string, string | string[]>();
+
+  add(mac: string, dst: string): void {
+    const prev = this.byMac.get(mac);
+    if (prev === undefined) this.byMac.set(mac, dst);
+    else if (Array.isArray(prev)) prev.push(dst);
+    else this.byMac.set(mac, [prev, dst]);
+  }
+
+  has(mac: string, dst: string): boolean {
+    const v = this.byMac.get(mac);
+    return v === dst || (Array.isArray(v) && v.includes(dst));
+  }
+}
 
 /**
  * FDB entries are keyed by (MAC, remote). The kernel ignores an append of a
@@ -423,17 +442,18 @@ const fdbKey = (mac: string, dst: string): string => `${mac.toLowerCase()} ${dst
  * before it is added again: callers apply `remove` first.
  */
 export function diffFdb(desired: readonly DesiredFdb[], current: readonly CurrentFdb[]): FdbDiff {
-  const haveKeys = current.map((e) => fdbKey(e.mac, e.dst));
-  const have = new Set(haveKeys);
-  const want = new Set<string>();
+  const have = new FdbIndex();
+  const currentMacs = current.map((e) => e.mac.toLowerCase());
+  current.forEach((e, i) => have.add(currentMacs[i]!, e.dst));
+  const want = new FdbIndex();
   const diff: FdbDiff = { add: [], remove: [], moved: new Set() };
   for (const e of desired) {
-    const k = fdbKey(e.mac, e.dst);
-    want.add(k);
-    if (!have.has(k)) diff.add.push(e);
+    const mac = e.mac.toLowerCase();
+    want.add(mac, e.dst);
+    if (!have.has(mac, e.dst)) diff.add.push(e);
   }
   current.forEach((e, i) => {
-    if (!want.has(haveKeys[i]!)) diff.remove.push(e);
+    if (!want.has(currentMacs[i]!, e.dst)) diff.remove.push(e);
   });
   if (diff.remove.length > 0 && diff.add.length > 0) {
     const removedMacs = new Set(diff.remove.map((e) => e.mac.toLowerCase()));
