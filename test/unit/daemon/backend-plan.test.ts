@@ -305,4 +305,24 @@ describe('diffFdb', () => {
     expect(diff.remove).toEqual(current.slice(1));
     expect([...diff.moved]).toEqual(['0a:00:00:00:00:03']);
   });
+
+  it('matches every remote of a MAC that has several, whatever the case the kernel used', () => {
+    const current: CurrentFdb[] = [
+      { mac: '00:00:00:00:00:00', dst: '192.168.77.5' },
+      { mac: '00:00:00:00:00:00', dst: '192.168.77.6' },
+      { mac: '00:00:00:00:00:00', dst: '192.168.77.7' },
+      { mac: '0A:00:00:00:00:02', dst: '192.168.77.2' },
+    ];
+    const diff = diffFdb(
+      [
+        { mac: '00:00:00:00:00:00', dst: '192.168.77.6' },
+        { mac: '00:00:00:00:00:00', dst: '192.168.77.8' },
+        { mac: '0a:00:00:00:00:02', dst: '192.168.77.2' },
+      ],
+      current,
+    );
+    expect(diff.add).toEqual([{ mac: '00:00:00:00:00:00', dst: '192.168.77.8' }]);
+    expect(diff.remove).toEqual([current[0], current[2]]);
+    expect([...diff.moved]).toEqual(['00:00:00:00:00:00']);
+  });
 });
