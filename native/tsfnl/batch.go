@@ -119,6 +119,11 @@ func applyEntries(h *netlink.Handle, netnsPath string, entries []batchEntry) bat
 	links := &linkCache{h: h, index: map[string]int{}, errs: map[string]error{}}
 	out := batchReply{Errors: []batchError{}}
 	ctx := &batchCtx{h: h, links: links, nh: &nexthopTable{}, netns: netnsPath, out: &out, failed: map[int]bool{}}
+	if len(entries) < pipeMinEntries {
+		// A lease event's few writes: a pipe's own socket (a thread entering
+		// the netns to open it) would cost more than it saves.
+		ctx.pipeErr = errSmallBatch
+	}
 	defer ctx.nh.close()
 	defer ctx.pipe.close()
 	for i, e := range entries {

@@ -19,6 +19,7 @@ package main
 // together.
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -34,10 +35,14 @@ const (
 	pipeChunk = 256
 	// pipeRcvBuf: the receive buffer asked for (SO_RCVBUFFORCE as root),
 	// far above pipeChunk error answers.
-	pipeRcvBuf  = 4 << 20
-	sizeofNdmsg = 12
-	sizeofRtmsg = 12
+	pipeRcvBuf = 4 << 20
+	// pipeMinEntries: smaller batches are written one entry at a time
+	pipeMinEntries = 16
+	sizeofNdmsg    = 12
+	sizeofRtmsg    = 12
 )
+
+var errSmallBatch = errors.New("batch too small to pipeline")
 
 // pending is one request of the chunk in flight.
 type pending struct {

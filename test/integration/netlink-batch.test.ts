@@ -325,22 +325,47 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
     it('reports a nexthop the kernel refuses on its own route and writes the batch\'s other routes', () => {
       ip('link', 'add', 'dn0', 'type', 'veth', 'peer', 'name', 'dn1'); // left down: no nexthop can use it
       try {
+        // more than a handful of entries: the batch is pipelined, its nexthops created ahead of the routes
+        const more = Array.from({ length: 20 }, (_, k) => viaNexthop(`10.82.${10 + k}.0/24`, `10.82.${10 + k}.0`, 'vx0'));
         const res = nl.applyBatch([
           viaNexthop('10.82.1.0/24', '10.82.1.0', 'vx0'),
           viaNexthop('10.82.2.0/24', '10.82.2.0', 'dn0', true),
           viaNexthop('10.82.3.0/24', '10.82.3.0', 'vx0'),
+          ...more,
         ], opts);
-        expect(res.applied).toBe(2);
+        expect(res.applied).toBe(22);
         expect(res.failures.map((f) => f.index)).toEqual([1]);
         expect(res.failures[0]!.error.message).toMatch(/nexthop via 10\.82\.2\.0 dev dn0/);
         const r = routes().join('\n');
         expect(r).toMatch(/10\.82\.1\.0\/24 nhid \d+ via 10\.82\.1\.0 dev vx0 onlink/);
         expect(r).toMatch(/10\.82\.3\.0\/24 nhid \d+ via 10\.82\.3\.0 dev vx0 onlink/);
         expect(r).not.toContain('10.82.2.0');
+        expect(r).toMatch(/10\.82\.29\.0\/24 nhid \d+ via 10\.82\.29\.0 dev vx0 onlink/);
         expect(nexthops().filter((n) => n.dev === 'dn0')).toEqual([]);
       } finally {
-        nl.applyBatch([{ kind: 'nexthop.del', dev: 'vx0', gw: '10.82.1.0', onlink: true }, { kind: 'nexthop.del', dev: 'vx0', gw: '10.82.3.0', onlink: true }], opts);
+        const gws = ['10.82.1.0', '10.82.3.0', ...Array.from({ length: 20 }, (_, k) => `10.82.${10 + k}.0`)];
+        nl.applyBatch(gws.map((gw) => ({ kind: 'nexthop.del', dev: 'vx0', gw, onlink: true })), opts);
         ip('link', 'del', 'dn0');
+      }
+      expect(nexthops().filter((n) => n.gateway?.startsWith('10.82.'))).toEqual([]);
+    });
+
+    it('rewrites on its own a pipelined route whose remembered nexthop was deleted by hand, and the batch\'s other routes with it', () => {
+      const many = Array.from({ length: 20 }, (_, k) => viaNexthop(`10.83.${k}.0/24`, `10.83.${k}.0`, 'vx0'));
+      try {
+        expect(nl.applyBatch(many, opts).failures).toEqual([]);
+        nl.dumpTables({ ...opts, routeDevs: ['vx0'], nexthops: true }); // the shim remembers these nexthops
+        const victim = nexthops().find((n) => n.gateway === '10.83.5.0')!;
+        ip('nexthop', 'del', 'id', String(victim.id)); // takes its route along
+        expect(routes().join('\n')).not.toContain('10.83.5.0/24');
+        const res = nl.applyBatch(many, opts);
+        expect(res).toEqual({ applied: 20, failures: [], nexthopsUnsupported: false });
+        const again = nexthops().find((n) => n.gateway === '10.83.5.0')!;
+        expect(nhLine(again)).toBe(`${again.id} via 10.83.5.0 dev vx0 onlink proto 157`);
+        expect(routes()).toContain(`10.83.5.0/24 nhid ${again.id} via 10.83.5.0 dev vx0 onlink`);
+        expect(routes().filter((l) => l.startsWith('10.83.'))).toHaveLength(20);
+      } finally {
+        nl.applyBatch(many.map((r) => ({ kind: 'nexthop.del', dev: 'vx0', gw: r.gw, onlink: true })), opts);
       }
     });
   });
