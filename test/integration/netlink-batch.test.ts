@@ -350,6 +350,31 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
       expect(nexthops().filter((n) => n.gateway?.startsWith('10.82.'))).toEqual([]);
     });
 
+    it('never takes an id somebody else took after the remembered dump, also when nexthops are created ahead of a pipelined batch', () => {
+      const many = Array.from({ length: 20 }, (_, k) => viaNexthop(`10.84.${k}.0/24`, `10.84.${k}.0`, 'vx0'));
+      nl.dumpTables({ ...opts, routeDevs: ['vx0'], nexthops: true }); // the shim remembers the ids in use
+      const used = new Set(nexthops().map((n) => n.id));
+      let free = 1;
+      while (used.has(free)) free++;
+      // somebody else takes the id the shim would pick next
+      ip('nexthop', 'add', 'id', String(free), 'via', '10.84.99.0', 'dev', 'vx0', 'onlink', 'proto', 'static');
+      try {
+        const res = nl.applyBatch(many, opts);
+        expect(res).toEqual({ applied: 20, failures: [], nexthopsUnsupported: false });
+        const all = nexthops();
+        expect(all.filter((n) => n.id === free).map(nhLine)).toEqual([`${free} via 10.84.99.0 dev vx0 onlink proto static`]);
+        const ours = all.filter((n) => n.gateway?.startsWith('10.84.') && n.gateway !== '10.84.99.0');
+        expect(ours).toHaveLength(20);
+        expect(ours.map((n) => n.protocol)).toEqual(new Array(20).fill('157'));
+        const r = routes().filter((l) => l.startsWith('10.84.'));
+        expect(r).toHaveLength(20);
+        expect(r.join('\n')).not.toContain(`nhid ${free} `);
+      } finally {
+        nl.applyBatch(many.map((x) => ({ kind: 'nexthop.del', dev: 'vx0', gw: x.gw, onlink: true })), opts);
+        ip('nexthop', 'del', 'id', String(free));
+      }
+    });
+
     it('rewrites on its own a pipelined route whose remembered nexthop was deleted by hand, and the batch\'s other routes with it', () => {
       const many = Array.from({ length: 20 }, (_, k) => viaNexthop(`10.83.${k}.0/24`, `10.83.${k}.0`, 'vx0'));
       try {
