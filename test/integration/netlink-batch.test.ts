@@ -375,6 +375,30 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
       }
     });
 
+    it('pipelines IPv6 neighbours and IPv6 routes through IPv6 nexthops like IPv4 ones', () => {
+      const peers = Array.from({ length: 20 }, (_, k) => ({ gw: `fd00:85:${(k + 1).toString(16)}::`, dst: `fd00:85:${(k + 1).toString(16)}::/64`, mac: `6a:00:00:85:00:${k.toString(16).padStart(2, '0')}` }));
+      const entries: nl.BatchEntry[] = [
+        ...peers.map((p, k): nl.BatchEntry => ({ kind: 'neigh.set', dev: 'vx0', ip: p.gw, mac: p.mac, group: k + 1 })),
+        ...peers.map((p, k): nl.BatchEntry => ({ ...viaNexthop(p.dst, p.gw, 'vx0'), group: k + 1 })),
+      ];
+      try {
+        expect(nl.applyBatch(entries, opts)).toEqual({ applied: 40, failures: [], nexthopsUnsupported: false });
+        const v6 = nl.dumpTables({ ...opts, routeDevs: ['vx0'], neighDev: 'vx0', family: 'inet6', nexthops: true });
+        for (const p of peers) {
+          expect(v6.neighs).toContainEqual({ ip: p.gw, mac: p.mac, state: nl.NudState.permanent });
+          const nh = v6.nexthops.find((n) => n.gw === p.gw);
+          expect(nh).toMatchObject({ dev: 'vx0', onlink: true, protocol: 157 });
+          expect(v6.routes).toContainEqual({ dev: 'vx0', dst: p.dst, gw: p.gw, onlink: true, metric: 1024, protocol: 3, nhid: nh!.id });
+        }
+      } finally {
+        nl.applyBatch([
+          ...peers.map((p): nl.BatchEntry => ({ kind: 'nexthop.del', dev: 'vx0', gw: p.gw, onlink: true })),
+          ...peers.map((p): nl.BatchEntry => ({ kind: 'neigh.del', dev: 'vx0', ip: p.gw })),
+        ], opts);
+      }
+      expect(nl.dumpTables({ ...opts, routeDevs: ['vx0'], neighDev: 'vx0', family: 'inet6' }).neighs.filter((n) => n.ip?.startsWith('fd00:85:'))).toEqual([]);
+    });
+
     it('rewrites on its own a pipelined route whose remembered nexthop was deleted by hand, and the batch\'s other routes with it', () => {
       const many = Array.from({ length: 20 }, (_, k) => viaNexthop(`10.83.${k}.0/24`, `10.83.${k}.0`, 'vx0'));
       try {
