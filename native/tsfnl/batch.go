@@ -125,7 +125,8 @@ func applyEntries(h *netlink.Handle, netnsPath string, entries []batchEntry) bat
 		ctx.pipeErr = errSmallBatch
 	}
 	defer ctx.nh.close()
-	defer ctx.pipe.close()
+	// (a closure: the pipe is opened later, by the first entry that uses it)
+	defer func() { ctx.pipe.close() }()
 	for i, e := range entries {
 		// An earlier entry of the group in flight: its answer decides this one.
 		if ctx.pipe.holds(e.Group) {

@@ -3,6 +3,7 @@
 // that do not stop the others, groups, idempotence, and the netns boundary.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import * as nl from '../../src/netlink/index.js';
 import { addNetns, cleanupAll, inNs, isRoot, nsPath } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
@@ -213,6 +214,16 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
     expect(gone.failures.every((f) => nl.isNotFound(f.error))).toBe(true);
     expect(ours(neighs(), '10.80.')).toEqual([]);
     expect(ours(fdb(), '6a:00:00:80:')).toEqual([]);
+  });
+
+  it('leaves no socket open behind a pipelined batch (the agent calls it for years)', () => {
+    const fds = (): number => readdirSync('/proc/self/fd').length;
+    const many: nl.BatchEntry[] = Array.from({ length: 40 }, (_, k) => ({ kind: 'neigh.set', dev: 'vx0', ip: `10.86.0.${k + 1}`, mac: `6a:00:00:86:00:${(k + 1).toString(16).padStart(2, '0')}` }));
+    expect(nl.applyBatch(many, opts).failures).toEqual([]); // the shim loaded, its first sockets made
+    const before = fds();
+    for (let k = 0; k < 10; k++) expect(nl.applyBatch(many, opts).failures).toEqual([]);
+    expect(fds()).toBe(before);
+    expect(nl.applyBatch(many.map((e) => ({ kind: 'neigh.del', dev: 'vx0', ip: (e as nl.NeighEntry).ip })), opts).failures).toEqual([]);
   });
 
   describe('nexthop objects', () => {
