@@ -338,13 +338,16 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
       try {
         // more than a handful of entries: the batch is pipelined, its nexthops created ahead of the routes
         const more = Array.from({ length: 20 }, (_, k) => viaNexthop(`10.82.${10 + k}.0/24`, `10.82.${10 + k}.0`, 'vx0'));
+        // and host-gw's form: gateways on the underlay, not onlink
+        const underlay = Array.from({ length: 3 }, (_, k) => viaNexthop(`10.82.${40 + k}.0/24`, `192.168.90.${40 + k}`, 'eth0'));
         const res = nl.applyBatch([
           viaNexthop('10.82.1.0/24', '10.82.1.0', 'vx0'),
           viaNexthop('10.82.2.0/24', '10.82.2.0', 'dn0', true),
           viaNexthop('10.82.3.0/24', '10.82.3.0', 'vx0'),
           ...more,
+          ...underlay,
         ], opts);
-        expect(res.applied).toBe(22);
+        expect(res.applied).toBe(25);
         expect(res.failures.map((f) => f.index)).toEqual([1]);
         expect(res.failures[0]!.error.message).toMatch(/nexthop via 10\.82\.2\.0 dev dn0/);
         const r = routes().join('\n');
@@ -352,13 +355,18 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
         expect(r).toMatch(/10\.82\.3\.0\/24 nhid \d+ via 10\.82\.3\.0 dev vx0 onlink/);
         expect(r).not.toContain('10.82.2.0');
         expect(r).toMatch(/10\.82\.29\.0\/24 nhid \d+ via 10\.82\.29\.0 dev vx0 onlink/);
+        expect(r).toMatch(/10\.82\.42\.0\/24 nhid \d+ via 192\.168\.90\.42 dev eth0 ?$/m);
+        expect(nexthops().filter((n) => n.gateway === '192.168.90.41').map(nhLine)).toEqual([expect.stringMatching(/^\d+ via 192\.168\.90\.41 dev eth0 proto 157$/)]);
         expect(nexthops().filter((n) => n.dev === 'dn0')).toEqual([]);
       } finally {
         const gws = ['10.82.1.0', '10.82.3.0', ...Array.from({ length: 20 }, (_, k) => `10.82.${10 + k}.0`)];
-        nl.applyBatch(gws.map((gw) => ({ kind: 'nexthop.del', dev: 'vx0', gw, onlink: true })), opts);
+        nl.applyBatch([
+          ...gws.map((gw): nl.BatchEntry => ({ kind: 'nexthop.del', dev: 'vx0', gw, onlink: true })),
+          ...[40, 41, 42].map((k): nl.BatchEntry => ({ kind: 'nexthop.del', dev: 'eth0', gw: `192.168.90.${k}` })),
+        ], opts);
         ip('link', 'del', 'dn0');
       }
-      expect(nexthops().filter((n) => n.gateway?.startsWith('10.82.'))).toEqual([]);
+      expect(nexthops().filter((n) => n.gateway?.startsWith('10.82.') || n.gateway?.startsWith('192.168.90.4'))).toEqual([]);
     });
 
     it('never takes an id somebody else took after the remembered dump, also when nexthops are created ahead of a pipelined batch', () => {
