@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -67,6 +68,12 @@ type batchCtx struct {
 	links *linkCache
 	nh    *nexthopTable
 	netns string
+	// pipe carries the entries that can be pipelined (batch_pipe.go); opened
+	// on the first one
+	pipe    *pipe
+	pipeErr error
+	out     *batchReply
+	failed  map[int]bool
 }
 
 // linkCache resolves each device name once per batch.
@@ -92,35 +99,72 @@ func (c *linkCache) lookup(name string) (int, error) {
 	return c.index[name], nil
 }
 
+// opBatchApply takes its request as text (batch_text.go), not JSON.
 func opBatchApply(raw []byte) (interface{}, error) {
-	var r batchReq
-	h, done, err := openReq(raw, &r)
+	r, err := decodeBatchText(raw)
+	if err != nil {
+		return nil, err
+	}
+	h, done, err := r.handle()
 	if err != nil {
 		return nil, err
 	}
 	defer done()
+	return applyEntries(h, r.Netns, r.Entries), nil
+}
+
+// applyEntries applies the entries in order: pipelined where the entry
+// allows it (queue), else on its own once the chunk before it is answered.
+func applyEntries(h *netlink.Handle, netnsPath string, entries []batchEntry) batchReply {
 	links := &linkCache{h: h, index: map[string]int{}, errs: map[string]error{}}
-	ctx := &batchCtx{h: h, links: links, nh: &nexthopTable{}, netns: r.Netns}
-	defer ctx.nh.close()
 	out := batchReply{Errors: []batchError{}}
-	failed := map[int]bool{}
-	for i, e := range r.Entries {
-		if e.Group != 0 && failed[e.Group] {
+	ctx := &batchCtx{h: h, links: links, nh: &nexthopTable{}, netns: netnsPath, out: &out, failed: map[int]bool{}}
+	if len(entries) < pipeMinEntries {
+		// A lease event's few writes: a pipe's own socket (a thread entering
+		// the netns to open it) would cost more than it saves.
+		ctx.pipeErr = errSmallBatch
+	}
+	defer ctx.nh.close()
+	// (a closure: the pipe is opened later, by the first entry that uses it)
+	defer func() { ctx.pipe.close() }()
+	for i, e := range entries {
+		// An earlier entry of the group in flight: its answer decides this one.
+		if ctx.pipe.holds(e.Group) {
+			ctx.pipe.flush()
+		}
+		if e.Group != 0 && ctx.failed[e.Group] {
 			out.Errors = append(out.Errors, batchError{Index: i, Error: "skipped: an earlier change for the same peer failed", Errno: "ECANCELED", Code: int(syscall.ECANCELED)})
 			continue
 		}
-		if err := ctx.apply(e); err != nil {
-			be := errorReply(err)
-			out.Errors = append(out.Errors, batchError{Index: i, Error: e.Kind + ": " + be.Error, Errno: be.Errno, Code: be.Code})
-			if e.Group != 0 {
-				failed[e.Group] = true
-			}
+		if ctx.queue(i, e, entries) {
 			continue
 		}
-		out.Applied++
+		if ctx.pipe != nil {
+			ctx.pipe.flush()
+		}
+		ctx.result(i, e, ctx.apply(e))
 	}
+	if ctx.pipe != nil {
+		ctx.pipe.flush()
+	}
+	// A skipped entry is recorded when it is reached, which can be before an
+	// earlier entry's answer arrives: the reply lists them in request order.
+	sort.SliceStable(out.Errors, func(a, b int) bool { return out.Errors[a].Index < out.Errors[b].Index })
 	out.NexthopsUnsupported = ctx.nh.unsupported
-	return out, nil
+	return out
+}
+
+// result records entry i's outcome; a failure fails its group.
+func (c *batchCtx) result(i int, e batchEntry, err error) {
+	if err == nil {
+		c.out.Applied++
+		return
+	}
+	be := errorReply(err)
+	c.out.Errors = append(c.out.Errors, batchError{Index: i, Error: e.Kind + ": " + be.Error, Errno: be.Errno, Code: be.Code})
+	if e.Group != 0 {
+		c.failed[e.Group] = true
+	}
 }
 
 func (c *batchCtx) apply(e batchEntry) error {

@@ -9,7 +9,7 @@ import { NetlinkError, type Errno } from './errors.js';
 import { AssetError, inSea, seaAssetPaths } from '../sea/assets.js';
 
 /** Bumped with native/tsfnl ShimVersion; a mismatch means a stale build. */
-const EXPECTED_SHIM_VERSION = 6;
+const EXPECTED_SHIM_VERSION = 7;
 
 type RawCall = (op: string, request: string) => string;
 
@@ -124,18 +124,26 @@ export function traceShimCalls(on: boolean): ShimCallTrace[] {
 
 /** Runs one shim op and returns its result, or throws a NetlinkError. */
 export function call(op: string, request: object): unknown {
+  return callText(op, JSON.stringify(request), 'netns' in request && Boolean(request.netns));
+}
+
+/**
+ * call() for an op whose request is not JSON (batch.apply's entry lines):
+ * `request` goes to the shim as it is. `netns` only labels the trace.
+ */
+export function callText(op: string, request: string, netns = false): unknown {
   if (!rawCall) {
     rawCall = load();
     checkVersion(rawCall);
   }
-  if (!trace) return unwrap(op, rawCall(op, JSON.stringify(request)));
+  if (!trace) return unwrap(op, rawCall(op, request));
   const t0 = performance.now();
   const c0 = process.cpuUsage();
   try {
-    return unwrap(op, rawCall(op, JSON.stringify(request)));
+    return unwrap(op, rawCall(op, request));
   } finally {
     const c = process.cpuUsage(c0);
-    trace.push({ op, netns: 'netns' in request && Boolean(request.netns), ms: performance.now() - t0, cpuMs: (c.user + c.system) / 1000 });
+    trace.push({ op, netns, ms: performance.now() - t0, cpuMs: (c.user + c.system) / 1000 });
   }
 }
 

@@ -145,4 +145,46 @@ describe.skipIf(requireOrSkip('VXLAN exact pass caches', { root: isRoot }))('VXL
     expect(backend.reconcile(leases)).toEqual(quiet(N));
     expect(stateOf()).toEqual(valid);
   });
+
+  it('after an event, the exact pass still finds drift in every table, also the ones whose text and plans are unchanged since the last quiet pass', () => {
+    expect(backend.reconcile(leases)).toEqual(quiet(N));
+    const macChange = (i: number, tail: string): Lease[] => {
+      const next = leases.slice();
+      next[i] = { ...leases[i]!, backendData: { VNI: 1, VtepMAC: macFor(i, tail) } };
+      return next;
+    };
+    const drifts: [string, () => void, Partial<ReconcileReport>][] = [
+      ['route deleted', () => ip('route', 'del', leases[11]!.subnet), { added: 1 }],
+      ['neighbour MAC changed', () => ip('neigh', 'replace', gwOf(leases[12]!), 'lladdr', '6a:ff:ff:ff:01:03', 'dev', 'flannel.1', 'nud', 'permanent'), { updated: 1 }],
+      ['FDB entry deleted', () => inNs(ns, 'bridge', ['fdb', 'del', macFor(13), 'dev', 'flannel.1', 'dst', leases[13]!.publicIP]), { added: 1 }],
+    ];
+    for (const [what, drift, writes] of drifts) {
+      // a MAC change applied by the edge path: the neighbour and FDB tables change, the routes do not
+      const moved = macChange(9, '0e:0f');
+      expect(backend.update(moved), `event before: ${what}`).toEqual({ added: 0, updated: 2, removed: 0, programmed: N, errors: [] });
+      drift();
+      expect(backend.reconcile(moved), `healed after the event: ${what}`).toEqual({ ...quiet(N), ...writes });
+      expect(backend.reconcile(moved), `quiet again: ${what}`).toEqual(quiet(N));
+      expect(backend.update(leases)).toEqual({ added: 0, updated: 2, removed: 0, programmed: N, errors: [] });
+      expect(backend.reconcile(leases)).toEqual(quiet(N));
+      expect(stateOf(), `state after: ${what}`).toEqual(valid);
+    }
+  });
+
+  it('rewrites routes whose plans changed while the route table\'s text did not (a subnet changed in place, no event)', () => {
+    expect(backend.reconcile(leases)).toEqual(quiet(N));
+    const l = leases[50]!;
+    const old = l.subnet;
+    l.subnet = '10.200.50.0/24';
+    const report = backend.reconcile(leases);
+    expect(report.errors).toEqual([]);
+    expect(report.added).toBeGreaterThanOrEqual(2); // route and neighbour of the new subnet
+    expect(routesResolved(ns).join('\n')).toContain('10.200.50.0/24');
+    expect(routesResolved(ns).join('\n')).not.toContain(`${old} `);
+    expect(backend.reconcile(leases)).toEqual(quiet(N));
+    l.subnet = old;
+    expect(backend.reconcile(leases).errors).toEqual([]);
+    expect(backend.reconcile(leases)).toEqual(quiet(N));
+    expect(stateOf()).toEqual(valid);
+  });
 });

@@ -3,6 +3,7 @@
 // that do not stop the others, groups, idempotence, and the netns boundary.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import * as nl from '../../src/netlink/index.js';
 import { addNetns, cleanupAll, inNs, isRoot, nsPath } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
@@ -166,6 +167,65 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
     expect(again.failures.map((f) => nl.isNotFound(f.error))).toEqual([true, true, true]);
   });
 
+  it('reports kernel errors by entry across pipelined chunks of hundreds of entries, and skips only the failed peers\' later entries', () => {
+    // Neighbour and FDB writes go to the kernel up to 256 per send; errors
+    // come back by sequence number. Failing peers sit at chunk boundaries.
+    const n = 600;
+    const failing = [0, 137, 255, 256, 511, 599];
+    const hex = (b: number): string => b.toString(16).padStart(2, '0');
+    const ipOf = (i: number): string => `10.80.${i >> 8}.${i & 255}`;
+    const macOf = (i: number): string => `6a:00:00:80:${hex(i >> 8)}:${hex(i & 255)}`;
+    const entries: nl.BatchEntry[] = [];
+    const expected: [number, string][] = [];
+    for (let i = 0; i < n; i++) {
+      if (failing.includes(i)) {
+        expected.push([entries.length, 'ENOENT']); // a neighbour that is not there
+        entries.push({ kind: 'neigh.del', dev: 'vx0', ip: `10.81.${i >> 8}.${i & 255}`, group: i + 1 });
+        expected.push([entries.length, 'ECANCELED']);
+      }
+      entries.push({ kind: 'neigh.set', dev: 'vx0', ip: ipOf(i), mac: macOf(i), group: i + 1 });
+    }
+    for (let i = 0; i < n; i++) {
+      if (failing.includes(i)) {
+        // still in flight when the next entry, of a failed peer, is skipped
+        expected.push([entries.length, 'ENOENT']);
+        entries.push({ kind: 'neigh.del', dev: 'vx0', ip: `10.82.${i >> 8}.${i & 255}` });
+        expected.push([entries.length, 'ECANCELED']);
+      }
+      entries.push({ kind: 'fdb.append', dev: 'vx0', mac: macOf(i), dst: `192.168.92.${(i % 250) + 1}`, group: i + 1 });
+    }
+    const res = nl.applyBatch(entries, opts);
+    expect(res.failures.map((f) => [f.index, f.error.errno])).toEqual(expected);
+    expect(res.failures[0]!.error.message).toBe('batch.apply: neigh.del: no such file or directory');
+    expect(res.applied).toBe(2 * (n - failing.length));
+    const ours = (rows: string[], prefix: string): string[] => rows.filter((l) => l.startsWith(prefix));
+    const got = ours(neighs(), '10.80.');
+    expect(got).toHaveLength(n - failing.length);
+    expect(got).toContain(`${ipOf(1)} lladdr ${macOf(1)} PERMANENT`);
+    for (const i of failing) expect(got.join('\n')).not.toContain(`${ipOf(i)} `);
+    const fdbRows = ours(fdb(), '6a:00:00:80:');
+    expect(fdbRows).toHaveLength(n - failing.length);
+    expect(fdbRows).toContain(`${macOf(300)} dst 192.168.92.51 self permanent`);
+    // Deleting all of them: only the failed peers' entries are not found.
+    const del: nl.BatchEntry[] = [];
+    for (let i = 0; i < n; i++) del.push({ kind: 'neigh.del', dev: 'vx0', ip: ipOf(i) }, { kind: 'fdb.del', dev: 'vx0', mac: macOf(i), dst: `192.168.92.${(i % 250) + 1}` });
+    const gone = nl.applyBatch(del, opts);
+    expect(gone.failures.map((f) => f.index)).toEqual(failing.flatMap((i) => [2 * i, 2 * i + 1]));
+    expect(gone.failures.every((f) => nl.isNotFound(f.error))).toBe(true);
+    expect(ours(neighs(), '10.80.')).toEqual([]);
+    expect(ours(fdb(), '6a:00:00:80:')).toEqual([]);
+  });
+
+  it('leaves no socket open behind a pipelined batch (the agent calls it for years)', () => {
+    const fds = (): number => readdirSync('/proc/self/fd').length;
+    const many: nl.BatchEntry[] = Array.from({ length: 40 }, (_, k) => ({ kind: 'neigh.set', dev: 'vx0', ip: `10.86.0.${k + 1}`, mac: `6a:00:00:86:00:${(k + 1).toString(16).padStart(2, '0')}` }));
+    expect(nl.applyBatch(many, opts).failures).toEqual([]); // the shim loaded, its first sockets made
+    const before = fds();
+    for (let k = 0; k < 10; k++) expect(nl.applyBatch(many, opts).failures).toEqual([]);
+    expect(fds()).toBe(before);
+    expect(nl.applyBatch(many.map((e) => ({ kind: 'neigh.del', dev: 'vx0', ip: (e as nl.NeighEntry).ip })), opts).failures).toEqual([]);
+  });
+
   describe('nexthop objects', () => {
     const nexthops = (family = '-4'): { id: number; gateway?: string; dev?: string; protocol?: string; flags?: string[] }[] =>
       JSON.parse(inNs(ns, 'ip', ['-j', family, 'nexthop', 'show'])) as { id: number; gateway?: string; dev?: string; protocol?: string; flags?: string[] }[];
@@ -272,6 +332,109 @@ describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch
       expect(v6.routes).toContainEqual({ dev: 'vx0', dst: 'fd00:50:8::/64', gw: 'fd00:50:8::', onlink: true, metric: 1024, protocol: 3, nhid: nh!.id });
       expect(nl.applyBatch([{ kind: 'nexthop.del', dev: 'vx0', nhid: nh!.id }], opts).failures).toEqual([]);
       expect(inNs(ns, 'ip', ['-6', 'route', 'show', 'fd00:50:8::/64']).trim()).toBe('');
+    });
+    it('reports a nexthop the kernel refuses on its own route and writes the batch\'s other routes', () => {
+      ip('link', 'add', 'dn0', 'type', 'veth', 'peer', 'name', 'dn1'); // left down: no nexthop can use it
+      try {
+        // more than a handful of entries: the batch is pipelined, its nexthops created ahead of the routes
+        const more = Array.from({ length: 20 }, (_, k) => viaNexthop(`10.82.${10 + k}.0/24`, `10.82.${10 + k}.0`, 'vx0'));
+        // and host-gw's form: gateways on the underlay, not onlink
+        const underlay = Array.from({ length: 3 }, (_, k) => viaNexthop(`10.82.${40 + k}.0/24`, `192.168.90.${40 + k}`, 'eth0'));
+        const res = nl.applyBatch([
+          viaNexthop('10.82.1.0/24', '10.82.1.0', 'vx0'),
+          viaNexthop('10.82.2.0/24', '10.82.2.0', 'dn0', true),
+          viaNexthop('10.82.3.0/24', '10.82.3.0', 'vx0'),
+          ...more,
+          ...underlay,
+        ], opts);
+        expect(res.applied).toBe(25);
+        expect(res.failures.map((f) => f.index)).toEqual([1]);
+        expect(res.failures[0]!.error.message).toMatch(/nexthop via 10\.82\.2\.0 dev dn0/);
+        const r = routes().join('\n');
+        expect(r).toMatch(/10\.82\.1\.0\/24 nhid \d+ via 10\.82\.1\.0 dev vx0 onlink/);
+        expect(r).toMatch(/10\.82\.3\.0\/24 nhid \d+ via 10\.82\.3\.0 dev vx0 onlink/);
+        expect(r).not.toContain('10.82.2.0');
+        expect(r).toMatch(/10\.82\.29\.0\/24 nhid \d+ via 10\.82\.29\.0 dev vx0 onlink/);
+        expect(r).toMatch(/10\.82\.42\.0\/24 nhid \d+ via 192\.168\.90\.42 dev eth0 ?$/m);
+        expect(nexthops().filter((n) => n.gateway === '192.168.90.41').map(nhLine)).toEqual([expect.stringMatching(/^\d+ via 192\.168\.90\.41 dev eth0 proto 157$/)]);
+        expect(nexthops().filter((n) => n.dev === 'dn0')).toEqual([]);
+      } finally {
+        const gws = ['10.82.1.0', '10.82.3.0', ...Array.from({ length: 20 }, (_, k) => `10.82.${10 + k}.0`)];
+        nl.applyBatch([
+          ...gws.map((gw): nl.BatchEntry => ({ kind: 'nexthop.del', dev: 'vx0', gw, onlink: true })),
+          ...[40, 41, 42].map((k): nl.BatchEntry => ({ kind: 'nexthop.del', dev: 'eth0', gw: `192.168.90.${k}` })),
+        ], opts);
+        ip('link', 'del', 'dn0');
+      }
+      expect(nexthops().filter((n) => n.gateway?.startsWith('10.82.') || n.gateway?.startsWith('192.168.90.4'))).toEqual([]);
+    });
+
+    it('never takes an id somebody else took after the remembered dump, also when nexthops are created ahead of a pipelined batch', () => {
+      const many = Array.from({ length: 20 }, (_, k) => viaNexthop(`10.84.${k}.0/24`, `10.84.${k}.0`, 'vx0'));
+      nl.dumpTables({ ...opts, routeDevs: ['vx0'], nexthops: true }); // the shim remembers the ids in use
+      const used = new Set(nexthops().map((n) => n.id));
+      let free = 1;
+      while (used.has(free)) free++;
+      // somebody else takes the id the shim would pick next
+      ip('nexthop', 'add', 'id', String(free), 'via', '10.84.99.0', 'dev', 'vx0', 'onlink', 'proto', 'static');
+      try {
+        const res = nl.applyBatch(many, opts);
+        expect(res).toEqual({ applied: 20, failures: [], nexthopsUnsupported: false });
+        const all = nexthops();
+        expect(all.filter((n) => n.id === free).map(nhLine)).toEqual([`${free} via 10.84.99.0 dev vx0 onlink proto static`]);
+        const ours = all.filter((n) => n.gateway?.startsWith('10.84.') && n.gateway !== '10.84.99.0');
+        expect(ours).toHaveLength(20);
+        expect(ours.map((n) => n.protocol)).toEqual(new Array(20).fill('157'));
+        const r = routes().filter((l) => l.startsWith('10.84.'));
+        expect(r).toHaveLength(20);
+        expect(r.join('\n')).not.toContain(`nhid ${free} `);
+      } finally {
+        nl.applyBatch(many.map((x) => ({ kind: 'nexthop.del', dev: 'vx0', gw: x.gw, onlink: true })), opts);
+        ip('nexthop', 'del', 'id', String(free));
+      }
+    });
+
+    it('pipelines IPv6 neighbours and IPv6 routes through IPv6 nexthops like IPv4 ones', () => {
+      const peers = Array.from({ length: 20 }, (_, k) => ({ gw: `fd00:85:${(k + 1).toString(16)}::`, dst: `fd00:85:${(k + 1).toString(16)}::/64`, mac: `6a:00:00:85:00:${k.toString(16).padStart(2, '0')}` }));
+      const entries: nl.BatchEntry[] = [
+        ...peers.map((p, k): nl.BatchEntry => ({ kind: 'neigh.set', dev: 'vx0', ip: p.gw, mac: p.mac, group: k + 1 })),
+        ...peers.map((p, k): nl.BatchEntry => ({ ...viaNexthop(p.dst, p.gw, 'vx0'), group: k + 1 })),
+      ];
+      try {
+        expect(nl.applyBatch(entries, opts)).toEqual({ applied: 40, failures: [], nexthopsUnsupported: false });
+        const v6 = nl.dumpTables({ ...opts, routeDevs: ['vx0'], neighDev: 'vx0', family: 'inet6', nexthops: true });
+        for (const p of peers) {
+          expect(v6.neighs).toContainEqual({ ip: p.gw, mac: p.mac, state: nl.NudState.permanent });
+          const nh = v6.nexthops.find((n) => n.gw === p.gw);
+          expect(nh).toMatchObject({ dev: 'vx0', onlink: true, protocol: 157 });
+          expect(v6.routes).toContainEqual({ dev: 'vx0', dst: p.dst, gw: p.gw, onlink: true, metric: 1024, protocol: 3, nhid: nh!.id });
+        }
+      } finally {
+        nl.applyBatch([
+          ...peers.map((p): nl.BatchEntry => ({ kind: 'nexthop.del', dev: 'vx0', gw: p.gw, onlink: true })),
+          ...peers.map((p): nl.BatchEntry => ({ kind: 'neigh.del', dev: 'vx0', ip: p.gw })),
+        ], opts);
+      }
+      expect(nl.dumpTables({ ...opts, routeDevs: ['vx0'], neighDev: 'vx0', family: 'inet6' }).neighs.filter((n) => n.ip?.startsWith('fd00:85:'))).toEqual([]);
+    });
+
+    it('rewrites on its own a pipelined route whose remembered nexthop was deleted by hand, and the batch\'s other routes with it', () => {
+      const many = Array.from({ length: 20 }, (_, k) => viaNexthop(`10.83.${k}.0/24`, `10.83.${k}.0`, 'vx0'));
+      try {
+        expect(nl.applyBatch(many, opts).failures).toEqual([]);
+        nl.dumpTables({ ...opts, routeDevs: ['vx0'], nexthops: true }); // the shim remembers these nexthops
+        const victim = nexthops().find((n) => n.gateway === '10.83.5.0')!;
+        ip('nexthop', 'del', 'id', String(victim.id)); // takes its route along
+        expect(routes().join('\n')).not.toContain('10.83.5.0/24');
+        const res = nl.applyBatch(many, opts);
+        expect(res).toEqual({ applied: 20, failures: [], nexthopsUnsupported: false });
+        const again = nexthops().find((n) => n.gateway === '10.83.5.0')!;
+        expect(nhLine(again)).toBe(`${again.id} via 10.83.5.0 dev vx0 onlink proto 157`);
+        expect(routes()).toContain(`10.83.5.0/24 nhid ${again.id} via 10.83.5.0 dev vx0 onlink`);
+        expect(routes().filter((l) => l.startsWith('10.83.'))).toHaveLength(20);
+      } finally {
+        nl.applyBatch(many.map((r) => ({ kind: 'nexthop.del', dev: 'vx0', gw: r.gw, onlink: true })), opts);
+      }
     });
   });
 

@@ -3,15 +3,19 @@
 // I/O here, so every rule about ownership and replacement is unit-tested.
 import type { Lease } from '../types.js';
 
-import { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, networkAddress, parseCidr, parseIp, sameNetwork, type Cidr, type Ip } from '../../net/ip.js';
+import { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, isAligned, networkAddress, parseCidr, parseIp, sameNetwork, type Cidr, type Ip } from '../../net/ip.js';
 
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 /** Lower-case unicast MAC, or undefined when `text` is not one. */
 export function normalizeMac(text: string): string | undefined {
-  const mac = text.trim().toLowerCase();
-  if (!MAC.test(mac)) return undefined;
-  if (parseInt(mac.slice(0, 2), 16) & 1) return undefined; // multicast bit
+  // Leases normally carry the canonical form already: then no copies.
+  let mac = text;
+  if (!MAC.test(mac)) {
+    mac = text.trim().toLowerCase();
+    if (!MAC.test(mac)) return undefined;
+  }
+  if (parseInt(mac[1]!, 16) & 1) return undefined; // multicast bit
   if (mac === '00:00:00:00:00:00') return undefined;
   return mac;
 }
@@ -116,7 +120,7 @@ export interface VxlanPlanOptions {
 export function planVxlanLease(lease: Lease, ctx: PlanContext, opts: VxlanPlanOptions): LeasePlan | Skipped {
   const c = checkCommon(lease, 'vxlan', ctx);
   if ('reason' in c) return c;
-  const dst = canonicalCidr(c.subnet);
+  const dst = canonicalText(lease.subnet, c.subnet);
   if (opts.directRouting && cidrContainsIp(ctx.extCidr, c.publicIP)) {
     return { lease, route: { dst, gw: lease.publicIP, via: 'underlay' } };
   }
@@ -125,25 +129,36 @@ export function planVxlanLease(lease: Lease, ctx: PlanContext, opts: VxlanPlanOp
   if (!mac) {
     return { lease, reason: rawMac ? `VtepMAC ${JSON.stringify(rawMac)} is not a unicast MAC` : 'has no VtepMAC', error: Boolean(rawMac) };
   }
-  const gw = networkAddress(c.subnet);
+  const gw = dst === lease.subnet ? dst.slice(0, dst.indexOf('/')) : networkAddress(c.subnet);
   return { lease, route: { dst, gw, via: 'overlay' }, neigh: { ip: gw, mac }, fdb: { mac, dst: lease.publicIP } };
 }
 
 /**
- * Plans every lease; `planOne` lets a caller reuse the per-lease plans of
- * leases it has seen before (the result depends on the lease and `ctx` only).
+ * canonicalCidr, reusing the lease's own text when that is already it: an
+ * IPv4 subnet without host bits has one spelling (the parser refuses
+ * leading zeros), so nothing is formatted for the common lease.
+ */
+function canonicalText(text: string, c: Cidr): string {
+  return c.ip.family === 4 && isAligned(4, c.ip.value, c.prefix) ? text : canonicalCidr(c);
+}
+
+/**
+ * Plans every lease; `planOne` (given each lease and its position) lets a
+ * caller reuse the per-lease plans it already has (the result depends on
+ * the lease and `ctx` only).
  */
 export function planVxlan(
   leases: readonly Lease[],
   ctx: PlanContext,
   opts: VxlanPlanOptions,
-  planOne: (lease: Lease) => LeasePlan | Skipped = (lease) => planVxlanLease(lease, ctx, opts),
+  planOne: (lease: Lease, index: number) => LeasePlan | Skipped = (lease) => planVxlanLease(lease, ctx, opts),
 ): Plan {
   const out: Plan = { plans: [], skipped: [] };
   const subnets = new Map<string, true>();
-  const macs = new Map<string, string>();
-  for (const lease of leases) {
-    const p = planOne(lease);
+  const macs = new Map<string, Lease>();
+  for (let i = 0; i < leases.length; i++) {
+    const lease = leases[i]!;
+    const p = planOne(lease, i);
     if ('reason' in p) {
       out.skipped.push(p);
       continue;
@@ -158,10 +173,10 @@ export function planVxlan(
       // same MAC would silently lose its FDB entry, so it is refused instead.
       const owner = macs.get(p.fdb.mac);
       if (owner) {
-        out.skipped.push({ lease, reason: `VtepMAC ${p.fdb.mac} is already used by ${owner}`, error: true });
+        out.skipped.push({ lease, reason: `VtepMAC ${p.fdb.mac} is already used by ${describeLease(owner)}`, error: true });
         continue;
       }
-      macs.set(p.fdb.mac, describeLease(lease));
+      macs.set(p.fdb.mac, lease);
     }
     out.plans.push(p);
   }
@@ -374,7 +389,8 @@ export interface NeighDiff {
 }
 
 export function diffNeighs(desired: readonly DesiredNeigh[], current: readonly CurrentNeigh[]): NeighDiff {
-  const byIp = new Map(current.map((n) => [n.ip, n]));
+  const byIp = new Map<string, CurrentNeigh>();
+  for (const n of current) byIp.set(n.ip, n);
   const wanted = new Set<string>();
   const diff: NeighDiff = { write: [], remove: [] };
   for (const want of desired) {
@@ -400,7 +416,25 @@ export interface FdbDiff {
   moved: Set<string>;
 }
 
-const fdbKey = (mac: string, dst: string): string => `${mac.toLowerCase()} ${dst}`;
+/**
+ * Remotes per MAC. One remote per unicast MAC is the rule: kept unwrapped,
+ * so a pass over 50,000 entries builds no key strings and no arrays.
+ */
+class FdbIndex {
+  private readonly byMac = new Map<string, string | string[]>();
+
+  add(mac: string, dst: string): void {
+    const prev = this.byMac.get(mac);
+    if (prev === undefined) this.byMac.set(mac, dst);
+    else if (Array.isArray(prev)) prev.push(dst);
+    else this.byMac.set(mac, [prev, dst]);
+  }
+
+  has(mac: string, dst: string): boolean {
+    const v = this.byMac.get(mac);
+    return v === dst || (Array.isArray(v) && v.includes(dst));
+  }
+}
 
 /**
  * FDB entries are keyed by (MAC, remote). The kernel ignores an append of a
@@ -408,17 +442,18 @@ const fdbKey = (mac: string, dst: string): string => `${mac.toLowerCase()} ${dst
  * before it is added again: callers apply `remove` first.
  */
 export function diffFdb(desired: readonly DesiredFdb[], current: readonly CurrentFdb[]): FdbDiff {
-  const haveKeys = current.map((e) => fdbKey(e.mac, e.dst));
-  const have = new Set(haveKeys);
-  const want = new Set<string>();
+  const have = new FdbIndex();
+  const currentMacs = current.map((e) => e.mac.toLowerCase());
+  current.forEach((e, i) => have.add(currentMacs[i]!, e.dst));
+  const want = new FdbIndex();
   const diff: FdbDiff = { add: [], remove: [], moved: new Set() };
   for (const e of desired) {
-    const k = fdbKey(e.mac, e.dst);
-    want.add(k);
-    if (!have.has(k)) diff.add.push(e);
+    const mac = e.mac.toLowerCase();
+    want.add(mac, e.dst);
+    if (!have.has(mac, e.dst)) diff.add.push(e);
   }
   current.forEach((e, i) => {
-    if (!want.has(haveKeys[i]!)) diff.remove.push(e);
+    if (!want.has(currentMacs[i]!, e.dst)) diff.remove.push(e);
   });
   if (diff.remove.length > 0 && diff.add.length > 0) {
     const removedMacs = new Set(diff.remove.map((e) => e.mac.toLowerCase()));

@@ -7,6 +7,7 @@ import {
   diffRoutes,
   NEXTHOP_PROTOCOL,
   normalizeMac,
+  planVxlanLease,
   ownedRoute,
   planHostGw,
   planVxlan,
@@ -51,6 +52,22 @@ describe('MAC addresses', () => {
     expect(normalizeMac('01:00:5e:00:00:01')).toBeUndefined();
     expect(normalizeMac('00:00:00:00:00:00')).toBeUndefined();
     expect(normalizeMac('0a:58:0a:f4:01')).toBeUndefined();
+    // the canonical form comes back as it is; others trimmed and lowered, or refused
+    expect(normalizeMac('6a:00:00:00:01:02')).toBe('6a:00:00:00:01:02');
+    expect(normalizeMac(' 6A:00:00:00:01:02\n')).toBe('6a:00:00:00:01:02');
+    expect(normalizeMac('03:00:00:00:01:02')).toBeUndefined();
+    expect(normalizeMac('6A-00-00-00-01-02')).toBeUndefined();
+    expect(normalizeMac('6g:00:00:00:01:02')).toBeUndefined();
+  });
+});
+
+describe('planned destinations and gateways', () => {
+  it('are the canonical network, also when the lease spells its subnet with host bits', () => {
+    const exact = planVxlanLease(lease(2, '192.168.77.2', '0a:00:00:00:00:02'), ctx, { directRouting: false });
+    const hostBits = planVxlanLease({ ...lease(3, '192.168.77.3', '0a:00:00:00:00:03'), subnet: '10.244.3.7/24' }, ctx, { directRouting: false });
+    expect('route' in exact && exact.route).toEqual({ dst: '10.244.2.0/24', gw: '10.244.2.0', via: 'overlay' });
+    expect('route' in hostBits && hostBits.route).toEqual({ dst: '10.244.3.0/24', gw: '10.244.3.0', via: 'overlay' });
+    expect('neigh' in hostBits && hostBits.neigh).toEqual({ ip: '10.244.3.0', mac: '0a:00:00:00:00:03' });
   });
 });
 
@@ -287,5 +304,25 @@ describe('diffFdb', () => {
     ]);
     expect(diff.remove).toEqual(current.slice(1));
     expect([...diff.moved]).toEqual(['0a:00:00:00:00:03']);
+  });
+
+  it('matches every remote of a MAC that has several, whatever the case the kernel used', () => {
+    const current: CurrentFdb[] = [
+      { mac: '00:00:00:00:00:00', dst: '192.168.77.5' },
+      { mac: '00:00:00:00:00:00', dst: '192.168.77.6' },
+      { mac: '00:00:00:00:00:00', dst: '192.168.77.7' },
+      { mac: '0A:00:00:00:00:02', dst: '192.168.77.2' },
+    ];
+    const diff = diffFdb(
+      [
+        { mac: '00:00:00:00:00:00', dst: '192.168.77.6' },
+        { mac: '00:00:00:00:00:00', dst: '192.168.77.8' },
+        { mac: '0a:00:00:00:00:02', dst: '192.168.77.2' },
+      ],
+      current,
+    );
+    expect(diff.add).toEqual([{ mac: '00:00:00:00:00:00', dst: '192.168.77.8' }]);
+    expect(diff.remove).toEqual([current[0], current[2]]);
+    expect([...diff.moved]).toEqual(['00:00:00:00:00:00']);
   });
 });

@@ -32,6 +32,11 @@ describe('parseIp / formatIp', () => {
     expect(parseIp('10.244.01.0')).toBeUndefined();
     expect(parseIp('256.1.1.1')).toBeUndefined();
     expect(parseIp('1.2.3')).toBeUndefined();
+    expect(parseIp('0.0.0.0')).toEqual({ family: 4, value: 0n });
+    expect(parseIp('255.255.255.255')).toEqual({ family: 4, value: 0xffffffffn });
+    for (const bad of ['1..2.3', '.1.2.3', '1.2.3.', '1.2.3.4.5', '00.1.2.3', '1.2.3.0256', ' 1.2.3.4', '1.2.3.+4', '1.2.3.4 ', '1.2.3.a', '']) {
+      expect(parseIp(bad), bad).toBeUndefined();
+    }
   });
 
   it('parses IPv6 with :: and an embedded IPv4 tail', () => {
