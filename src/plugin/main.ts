@@ -4,6 +4,7 @@
 // layer's config and result validators, which cost about 6 ms of a 44 ms call
 // (bench/plugin.js); the other commands load the protocol layer, and ADD, DEL,
 // CHECK, GC and STATUS then load netlink, IPAM and the logger.
+import { writeSync } from 'node:fs';
 import { asCniError, ErrorCode } from '../cni/errors.js';
 import { readStdin } from '../cni/stdin.js';
 import { CURRENT_VERSION, versionInfo } from '../cni/versions.js';
@@ -15,6 +16,37 @@ const MAX_VERSION_STDIN = 4096;
 // (src/plugin/handler.ts, which the agent's socket server calls too), write
 // its answer. No CNI logic lives here.
 
+/** Set once a write to that fd had to go through Node's stream; later ones follow it, in order. */
+const throughStream = new Set<1 | 2>();
+
+/**
+ * Writes to stdout (1) or stderr (2) with write(2) rather than through
+ * process.stdout or process.stderr: for a pipe, which is how runtimes call a
+ * plugin, Node builds a net.Socket and loads the net and stream modules,
+ * several ms of a cold call. What a non-blocking pipe refuses (EAGAIN) goes
+ * through the stream, which waits for the reader. Resolves once written; a
+ * reader that went away (EPIPE) gets nothing, and an unwritten answer makes
+ * the exit code 1.
+ */
+function writeFd(fd: 1 | 2, data: string | Uint8Array): Promise<void> {
+  const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  let off = 0;
+  if (!throughStream.has(fd)) {
+    try {
+      while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+      return Promise.resolve();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') {
+        if (fd === 1) process.exitCode = 1;
+        return Promise.resolve();
+      }
+      throughStream.add(fd);
+    }
+  }
+  const stream = fd === 1 ? process.stdout : process.stderr;
+  return new Promise((resolve) => stream.write(buf.subarray(off), () => resolve()));
+}
+
 /**
  * Once the answer and the log lines are out, the process exits at once
  * rather than letting Node tear down its environment and V8's heap, which
@@ -25,8 +57,7 @@ const MAX_VERSION_STDIN = 4096;
  */
 function exitAfterAnswer(answer: Buffer, logsWritten: () => Promise<void>): void {
   setTimeout(() => process.exit(), 2000).unref();
-  const written = answer.length === 0 ? Promise.resolve() : new Promise<void>((resolve) => process.stdout.write(answer, () => resolve()));
-  void Promise.all([written, logsWritten()]).then(() => process.exit());
+  void Promise.all([writeFd(1, answer), logsWritten()]).then(() => process.exit());
 }
 
 export async function main(): Promise<void> {
@@ -40,13 +71,13 @@ export async function main(): Promise<void> {
   try {
     stdin = await readStdin(MAX_STDIN);
   } catch (err) {
-    process.stderr.write(stderrLine('reading stdin failed', err));
+    await writeFd(2, stderrLine('reading stdin failed', err));
     const cniErr = asCniError(err, ErrorCode.IOFailure);
-    process.stdout.write(`${JSON.stringify(cniErr.toJSON(CURRENT_VERSION))}\n`);
     process.exitCode = 1;
+    await writeFd(1, `${JSON.stringify(cniErr.toJSON(CURRENT_VERSION))}\n`);
     return;
   }
-  const res = await handleCni({ env: process.env, stdin }, (text) => process.stderr.write(text));
+  const res = await handleCni({ env: process.env, stdin }, (text) => void writeFd(2, text));
   process.exitCode = res.exitCode;
   exitAfterAnswer(res.stdout, logsWritten);
 }
@@ -58,7 +89,7 @@ export async function main(): Promise<void> {
  */
 async function answerVersion(): Promise<void> {
   const requested = requestedVersion(await readStdinUpTo(MAX_VERSION_STDIN));
-  process.stdout.write(`${JSON.stringify(versionInfo(requested))}\n`);
+  await writeFd(1, `${JSON.stringify(versionInfo(requested))}\n`);
 }
 
 /** All of stdin, or undefined once it exceeds `max` bytes or reading fails. */
