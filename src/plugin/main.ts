@@ -9,6 +9,9 @@ import { asCniError, ErrorCode } from '../cni/errors.js';
 import { readStdin } from '../cni/stdin.js';
 import { CURRENT_VERSION, versionInfo } from '../cni/versions.js';
 
+/** The commands that reach the kernel through the netlink shim. */
+const NETLINK_COMMANDS = new Set(['ADD', 'DEL', 'CHECK']);
+
 /** As in the protocol layer: a VERSION body is tiny; a bigger one names no version. */
 const MAX_VERSION_STDIN = 4096;
 
@@ -66,6 +69,9 @@ export async function main(): Promise<void> {
     await answerVersion();
     return;
   }
+  // The shim's Go runtime starts on a thread of its own once loaded: loaded
+  // first, it is ready by the first netlink call instead of delaying it.
+  if (NETLINK_COMMANDS.has(process.env.CNI_COMMAND ?? '')) (await import('../netlink/index.js')).preloadShim();
   const [{ handleCni, MAX_STDIN, stderrLine }, { logsWritten }] = await Promise.all([import('./handler.js'), import('./log.js')]);
   let stdin: Buffer;
   try {
