@@ -51,7 +51,8 @@ async function child() {
 
 /** A pod: a sleeping process in a network namespace of its own. */
 function startPod() {
-  const pod = spawn('unshare', ['--net', 'sleep', '600'], { stdio: 'ignore' });
+  // Killed when training ends; the timeout only bounds a trainer killed first.
+  const pod = spawn('unshare', ['--net', 'sleep', '120'], { stdio: 'ignore' });
   const mine = netnsOf(process.pid);
   for (let i = 0; i < 200; i++) {
     try {
