@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Builds dist/tsflannel as a Node single executable application (SEA): one
-# ELF holding node itself, an esbuild bundle of every program, and koffi's
-# addon plus the netlink shim as embedded files that src/sea/assets.ts
-# extracts at run time. It needs only glibc, libstdc++ and libgcc_s on the
-# host: no Node, no node_modules. One executable serves the node tool, the
+# ELF holding node itself, esbuild bundles of every program with V8's code
+# cache for each, and koffi's addon plus the netlink shim as embedded files
+# that src/sea/assets.ts extracts at run time. The plugin bundle's cache is
+# written after running the plugin in a throw-away network namespace
+# (scripts/train-code-cache.mjs; needs root or user namespaces, else the
+# cache holds only what compiling alone gives, and the build says so). It
+# needs only glibc, libstdc++ and libgcc_s on the host: no Node, no
+# node_modules. One executable serves the node tool, the
 # standalone CNI plugin and the agent (src/main/tsflannel.ts picks by argv[0]
 # or a first argument), because each copy of node weighs about 85 MB:
 # dist/tsflanneld is a hard link to it. It also embeds the bundle of the
@@ -17,6 +21,7 @@
 # Environment:
 #   TSFLANNEL_NODE_BIN        node binary to embed into (default: `command -v node`)
 #   TSFLANNEL_SEA_CODE_CACHE  1 = embed V8's code cache (default), 0 = not
+#   TSFLANNEL_SEA_TRAIN       1 = train the plugin's cache (default), 0 = compile-only cache
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +41,7 @@ if [ -z "$node_bin" ] || [ ! -x "$node_bin" ]; then
 fi
 node_bin=$(readlink -f "$node_bin")
 code_cache=${TSFLANNEL_SEA_CODE_CACHE:-1}
+train=${TSFLANNEL_SEA_TRAIN:-1}
 shim=native/build/libtsfnl.so
 forwarder=native/build/tsflannel-forward
 dist=dist
@@ -43,7 +49,7 @@ work=dist/.work
 stamp=dist/.stamp
 # The SEA blob format belongs to one node build, so the node binary is an
 # input too; apt keeps package mtimes, hence its version and size.
-stamp_id="node=$node_bin $("$node_bin" --version) $(stat -c %s "$node_bin") code_cache=$code_cache"
+stamp_id="node=$node_bin $("$node_bin" --version) $(stat -c %s "$node_bin") code_cache=$code_cache train=$train"
 
 # One build at a time (setup.sh and a test may both ask for one).
 mkdir -p "$dist"
@@ -54,7 +60,7 @@ up_to_date() {
   [ -x "$dist/tsflannel" ] && [ -x "$dist/tsflanneld" ] && [ -x "$dist/tsflannel-forward" ] && [ -f "$stamp" ] || return 1
   [ "$dist/tsflannel" -ef "$dist/tsflanneld" ] || return 1
   [ "$(cat "$stamp")" = "$stamp_id" ] || return 1
-  [ -z "$(find src conf/10-tsflannel.conflist package-lock.json scripts/package.sh "$shim" "$forwarder" -newer "$stamp" -print -quit)" ]
+  [ -z "$(find src conf/10-tsflannel.conflist package-lock.json scripts/package.sh scripts/train-code-cache.mjs "$shim" "$forwarder" -newer "$stamp" -print -quit)" ]
 }
 
 if [ "$force" -eq 0 ] && [ -f "$shim" ] && [ -f "$forwarder" ] && up_to_date; then
@@ -134,9 +140,11 @@ const common = {
   legalComments: 'none',
   logLevel: 'warning',
 };
-// The SEA's main script: the dispatcher and the CNI plugin only. The node
-// tool and the agent are one bundle of their own, embedded as an asset with
-// V8's code cache (src/sea/programs.ts PROGRAMS_BUNDLE).
+// The SEA's main script (src/sea/main.ts) only runs the dispatcher and CNI
+// plugin bundle (src/sea/embedded.ts MAIN_BUNDLE); the node tool and the
+// agent are one bundle of their own (src/sea/programs.ts PROGRAMS_BUNDLE).
+// Both are embedded as assets with V8's code cache.
+await build({ ...common, entryPoints: ['src/sea/main.ts'], outfile: join(bundles, 'tsflannel-sea.cjs') });
 await build({ ...common, entryPoints: ['src/main/tsflannel.ts'], outfile: join(bundles, 'tsflannel.cjs') });
 await build({ ...common, entryPoints: ['src/main/programs.ts'], outfile: join(bundles, 'tsflannel-programs.cjs') });
 await build({ ...common, entryPoints: ['src/daemon/cni-worker.ts'], outfile: join(bundles, 'cni-worker.cjs') });
@@ -153,20 +161,39 @@ for (const [name, path] of Object.entries(natives)) {
 writeFileSync(join(work, 'assets', 'tsflannel-assets.json'), `${JSON.stringify({ files }, null, 2)}\n`);
 EOF
 
-# 2. V8's code cache for the tool and agent bundle, made by the node
-#    that the executable embeds (V8 accepts a cache only from its own build
-#    and flags), compiled exactly as src/sea/programs.ts compiles them.
-say "code cache for the tool and agent bundle"
-programs_js=$(npx --no-install esbuild --bundle --platform=node --format=esm --log-level=warning src/sea/programs.ts)
-"$node_bin" --input-type=module - "$dist/bundle" "$work/assets" <<EOF
+# 2. V8's code caches, made by the node that the executable embeds (V8
+#    accepts a cache only from its own build and flags), compiled exactly as
+#    src/sea/embedded.ts compiles the bundles: for the tool and agent bundle
+#    from compiling alone; for the plugin bundle after running the plugin
+#    (scripts/train-code-cache.mjs), or from compiling alone when that fails.
+say "code caches"
+npx --no-install esbuild --bundle --platform=node --format=esm --log-level=warning src/sea/embedded.ts --outfile="$work/embedded.mjs"
+"$node_bin" --input-type=module - "$dist/bundle" "$work/assets" "$work/embedded.mjs" <<'EOF'
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Script } from 'node:vm';
-const { PROGRAMS_BUNDLE, codeCacheAsset, wrapCommonJs } = await import('data:text/javascript;base64,$(printf '%s' "$programs_js" | base64 -w0)');
-const [bundles, out] = process.argv.slice(2);
-const script = new Script(wrapCommonJs(readFileSync(join(bundles, PROGRAMS_BUNDLE), 'utf8')), { filename: PROGRAMS_BUNDLE });
-writeFileSync(join(out, codeCacheAsset(PROGRAMS_BUNDLE)), script.createCachedData());
+const [bundles, out, embedded] = process.argv.slice(2);
+const { MAIN_BUNDLE, codeCacheAsset, wrapCommonJs } = await import(pathToFileURL(embedded).href);
+for (const bundle of ['tsflannel-programs.cjs', MAIN_BUNDLE]) {
+  const script = new Script(wrapCommonJs(readFileSync(join(bundles, bundle), 'utf8')), { filename: bundle });
+  writeFileSync(join(out, codeCacheAsset(bundle)), script.createCachedData());
+}
 EOF
+if [ "$code_cache" = 1 ] && [ "$train" = 1 ]; then
+  say "training the plugin's code cache in a throw-away network namespace"
+  trained="$work/assets/tsflannel.cjs.v8cache.trained"
+  train_cmd=("$node_bin" scripts/train-code-cache.mjs "$work/embedded.mjs" "$dist/bundle/tsflannel.cjs" "$shim" "$trained")
+  # As root a new network namespace is enough; otherwise a user namespace
+  # maps us to root inside it, where the kernel allows it.
+  unshare_args=(--net)
+  [ "$(id -u)" = 0 ] || unshare_args=(--user --map-root-user --net)
+  if unshare "${unshare_args[@]}" -- "${train_cmd[@]}"; then
+    mv -f "$trained" "$work/assets/tsflannel.cjs.v8cache"
+  else
+    say "WARNING: could not train the plugin's code cache; the executable embeds the compile-only cache (each CNI call costs a few ms more)"
+  fi
+fi
 
 # 3. The SEA blob. The conflist that `tsflannel install` writes
 #    (src/cli/install.ts CONFLIST_ASSET) and the agent's CNI worker bundle
@@ -175,7 +202,7 @@ sea_config() {
   local name=$1
   cat >"$work/$name.sea.json" <<EOF
 {
-  "main": "$dist/bundle/$name.cjs",
+  "main": "$dist/bundle/$name-sea.cjs",
   "output": "$work/$name.blob",
   "disableExperimentalSEAWarning": true,
   "useSnapshot": false,
@@ -186,6 +213,7 @@ sea_config() {
     "tsflannel-assets.json": "$work/assets/tsflannel-assets.json",
     "10-tsflannel.conflist": "conf/10-tsflannel.conflist",
     "cni-worker.cjs": "$dist/bundle/cni-worker.cjs",
+    "tsflannel.cjs": "$dist/bundle/tsflannel.cjs",$([ "$code_cache" = 1 ] && printf '\n    "tsflannel.cjs.v8cache": "%s",' "$work/assets/tsflannel.cjs.v8cache")
     "tsflannel-programs.cjs": "$dist/bundle/tsflannel-programs.cjs",
     "tsflannel-programs.cjs.v8cache": "$work/assets/tsflannel-programs.cjs.v8cache"
   }

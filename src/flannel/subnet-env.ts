@@ -1,7 +1,7 @@
 // /run/flannel/subnet.env: written by the agent, read by the plugin. The
 // format is flannel's, so tsflannel and flannel can read each other's file.
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { gatewayCidr, parseCidr, type Family } from '../net/ip.js';
 
@@ -167,6 +167,9 @@ export function subnetEnvFor(
 /** Writes through a temp file and rename, so a reader never sees half a file. */
 export function writeSubnetEnv(path: string, env: SubnetEnv): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  // node:crypto only here: the plugin reads this file on every call and
+  // must not load it (src/digest.ts).
+  const { randomBytes } = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
   const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
   try {
     writeFileSync(tmp, formatSubnetEnv(env), { mode: 0o644 });

@@ -3,7 +3,6 @@
 // `<id>\r\n<ifname>`), `last_reserved_ip.<set>` and an empty `lock` file that
 // both implementations flock(2) exclusively.
 import { closeSync, constants as fsc, fstatSync, ftruncateSync, linkSync, openSync, promises as fs, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Dirent } from 'node:fs';
-import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CniError, ErrorCode } from '../cni/errors.js';
@@ -11,6 +10,7 @@ import { clip, describeValue } from '../cni/validate.js';
 import { flock, isErrno, tryFlock } from '../netlink/index.js';
 import { ensureDirSync, openRegularSync, PathGuardError } from '../fs/guard.js';
 import { formatIp, parseIp, type Ip } from '../net/ip.js';
+import { sha256Hex } from '../digest.js';
 
 export const LINE_BREAK = '\r\n';
 const LOCK_FILE = 'lock';
@@ -25,7 +25,7 @@ const ATTACHMENT_LOCK = /^[0-9a-f]{32}\.lock$/;
  * environment ever becomes a path.
  */
 export function attachmentLockName(containerId: string, ifname: string): string {
-  return `${createHash('sha256').update(`${containerId}\n${ifname}`).digest('hex').slice(0, 32)}.lock`;
+  return `${sha256Hex(`${containerId}\n${ifname}`).slice(0, 32)}.lock`;
 }
 
 /**
@@ -68,9 +68,15 @@ const STALE_TEMP = /^\.(?:lease|last_reserved_ip\.\d+)\.\d+\.[0-9a-f]+\.tmp$/;
 /**
  * This process's (or worker thread's) temp-name tag: random once, then a
  * counter, so each temp file costs no random draw yet no two writers, in
- * this process or another, pick one name.
+ * this process or another, pick one name. It only has to be unique, not
+ * secret (the store's directory is root's, and a temp file is created with
+ * O_EXCL, so a clash fails rather than shares a file): Math.random, which
+ * V8 seeds from the system's entropy in every isolate, spares the
+ * standalone plugin loading node:crypto (see src/digest.ts).
  */
-const TEMP_TAG = randomBytes(4).toString('hex');
+const TEMP_TAG = Math.floor(Math.random() * 0x100000000)
+  .toString(16)
+  .padStart(8, '0');
 let tempSeq = 0;
 
 /** Not an IP and not last_reserved_ip.*, so no reader (ours or the reference) mistakes it for state. */

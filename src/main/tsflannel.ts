@@ -1,4 +1,5 @@
-// Entry point of the single executable (scripts/package.sh bundles it): one
+// Entry point of the single executable (scripts/package.sh bundles it, and
+// the executable's main script, src/sea/main.ts, runs the bundle): one
 // file serves every program, because each copy of Node costs ~85 MB. Which
 // program runs is named by a first argument (`tsflannel tsflanneld --help`)
 // or else by the name it was started under, argv[0]'s basename: the image

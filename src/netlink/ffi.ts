@@ -14,6 +14,8 @@ const EXPECTED_SHIM_VERSION = 7;
 type RawCall = (op: string, request: string) => string;
 
 let rawCall: RawCall | undefined;
+/** The shim loaded ahead of its first call (preloadShim), not yet version-checked. */
+let preloaded: RawCall | undefined;
 
 type Koffi = typeof import('koffi');
 
@@ -87,6 +89,22 @@ function load(): RawCall {
   return fn;
 }
 
+/**
+ * Loads koffi and the shim now without calling it. dlopen() of the shim
+ * starts Go's runtime on a thread of its own, and the first call waits for
+ * it: loaded at the start of a short-lived process's call, that start-up
+ * overlaps the JavaScript work before the first netlink call (the
+ * standalone plugin). A failure is left for the first call to report.
+ */
+export function preloadShim(): void {
+  if (rawCall || preloaded) return;
+  try {
+    preloaded = load();
+  } catch {
+    // call() loads again and throws the error where it belongs.
+  }
+}
+
 interface Reply {
   ok: boolean;
   result?: unknown;
@@ -133,7 +151,8 @@ export function call(op: string, request: object): unknown {
  */
 export function callText(op: string, request: string, netns = false): unknown {
   if (!rawCall) {
-    rawCall = load();
+    rawCall = preloaded ?? load();
+    preloaded = undefined;
     checkVersion(rawCall);
   }
   if (!trace) return unwrap(op, rawCall(op, request));

@@ -9,4 +9,4 @@ export * from './neighbours.js';
 export * from './system.js';
 export * from './batch.js';
 export * from './pod.js';
-export { traceShimCalls, type ShimCallTrace } from './ffi.js';
+export { preloadShim, traceShimCalls, type ShimCallTrace } from './ffi.js';

@@ -22,6 +22,18 @@ const callStderr = new AsyncLocalStorage<(text: string) => void>();
 /** pino once loaded: a resident process (the agent's CNI workers) loads it up front. */
 let pinoLoaded: typeof pinoType | undefined;
 
+/** Loads of pino still under way, each holding queued lines; see logsWritten. */
+const pendingLoads = new Set<Promise<void>>();
+
+/**
+ * Resolves once every line logged so far is written: lines queued while
+ * pino loads are out when their load settles. The standalone plugin exits
+ * as soon as this and its answer are done.
+ */
+export async function logsWritten(): Promise<void> {
+  while (pendingLoads.size > 0) await Promise.all(pendingLoads);
+}
+
 /** Loads pino now, so loggers created later log synchronously. */
 export async function preloadLogger(): Promise<void> {
   pinoLoaded ??= (await import('pino')).default;
@@ -157,7 +169,12 @@ export function createLogger(level: string, logFile: string | undefined, binding
     if (!logger && pinoLoaded) logger = build(pinoLoaded, threshold, logFile, bindings, sink);
     if (logger) return write(logger, name, fields, msg);
     queue.push([name, fields, msg]);
-    loading ??= load();
+    if (!loading) {
+      const pending = load();
+      loading = pending;
+      pendingLoads.add(pending);
+      void pending.finally(() => pendingLoads.delete(pending));
+    }
   };
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }

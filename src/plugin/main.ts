@@ -4,9 +4,13 @@
 // layer's config and result validators, which cost about 6 ms of a 44 ms call
 // (bench/plugin.js); the other commands load the protocol layer, and ADD, DEL,
 // CHECK, GC and STATUS then load netlink, IPAM and the logger.
+import { writeSync } from 'node:fs';
 import { asCniError, ErrorCode } from '../cni/errors.js';
 import { readStdin } from '../cni/stdin.js';
 import { CURRENT_VERSION, versionInfo } from '../cni/versions.js';
+
+/** The commands that reach the kernel through the netlink shim. */
+const NETLINK_COMMANDS = new Set(['ADD', 'DEL', 'CHECK']);
 
 /** As in the protocol layer: a VERSION body is tiny; a bigger one names no version. */
 const MAX_VERSION_STDIN = 4096;
@@ -15,12 +19,48 @@ const MAX_VERSION_STDIN = 4096;
 // (src/plugin/handler.ts, which the agent's socket server calls too), write
 // its answer. No CNI logic lives here.
 
+/** Set once a write to that fd had to go through Node's stream; later ones follow it, in order. */
+const throughStream = new Set<1 | 2>();
+
 /**
- * Once the answer is out, nothing may keep the runtime waiting: a file
- * system step that never returns (a hung mount) would hold the event loop.
+ * Writes to stdout (1) or stderr (2) with write(2) rather than through
+ * process.stdout or process.stderr: for a pipe, which is how runtimes call a
+ * plugin, Node builds a net.Socket and loads the net and stream modules,
+ * several ms of a cold call. What a non-blocking pipe refuses (EAGAIN) goes
+ * through the stream, which waits for the reader. Resolves once written; a
+ * reader that went away (EPIPE) gets nothing, and an unwritten answer makes
+ * the exit code 1.
  */
-function exitSoonAfterAnswer(): void {
+function writeFd(fd: 1 | 2, data: string | Uint8Array): Promise<void> {
+  const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  let off = 0;
+  if (!throughStream.has(fd)) {
+    try {
+      while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+      return Promise.resolve();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') {
+        if (fd === 1) process.exitCode = 1;
+        return Promise.resolve();
+      }
+      throughStream.add(fd);
+    }
+  }
+  const stream = fd === 1 ? process.stdout : process.stderr;
+  return new Promise((resolve) => stream.write(buf.subarray(off), () => resolve()));
+}
+
+/**
+ * Once the answer and the log lines are out, the process exits at once
+ * rather than letting Node tear down its environment and V8's heap, which
+ * cost a cold ADD about 4 ms of CPU and 10 ms of wall time (bench/
+ * sea-startup.js). Nothing else is pending then: the handler awaits all its
+ * work. The timer is the backstop: a file system step that never returns (a
+ * hung mount) or a stdout nobody reads must not keep the runtime waiting.
+ */
+function exitAfterAnswer(answer: Buffer, logsWritten: () => Promise<void>): void {
   setTimeout(() => process.exit(), 2000).unref();
+  void Promise.all([writeFd(1, answer), logsWritten()]).then(() => process.exit());
 }
 
 export async function main(): Promise<void> {
@@ -29,21 +69,23 @@ export async function main(): Promise<void> {
     await answerVersion();
     return;
   }
-  const { handleCni, MAX_STDIN, stderrLine } = await import('./handler.js');
+  // The shim's Go runtime starts on a thread of its own once loaded: loaded
+  // first, it is ready by the first netlink call instead of delaying it.
+  if (NETLINK_COMMANDS.has(process.env.CNI_COMMAND ?? '')) (await import('../netlink/index.js')).preloadShim();
+  const [{ handleCni, MAX_STDIN, stderrLine }, { logsWritten }] = await Promise.all([import('./handler.js'), import('./log.js')]);
   let stdin: Buffer;
   try {
     stdin = await readStdin(MAX_STDIN);
   } catch (err) {
-    process.stderr.write(stderrLine('reading stdin failed', err));
+    await writeFd(2, stderrLine('reading stdin failed', err));
     const cniErr = asCniError(err, ErrorCode.IOFailure);
-    process.stdout.write(`${JSON.stringify(cniErr.toJSON(CURRENT_VERSION))}\n`);
     process.exitCode = 1;
+    await writeFd(1, `${JSON.stringify(cniErr.toJSON(CURRENT_VERSION))}\n`);
     return;
   }
-  const res = await handleCni({ env: process.env, stdin }, (text) => process.stderr.write(text));
-  if (res.stdout.length > 0) process.stdout.write(res.stdout);
+  const res = await handleCni({ env: process.env, stdin }, (text) => void writeFd(2, text));
   process.exitCode = res.exitCode;
-  exitSoonAfterAnswer();
+  exitAfterAnswer(res.stdout, logsWritten);
 }
 
 /**
@@ -53,7 +95,7 @@ export async function main(): Promise<void> {
  */
 async function answerVersion(): Promise<void> {
   const requested = requestedVersion(await readStdinUpTo(MAX_VERSION_STDIN));
-  process.stdout.write(`${JSON.stringify(versionInfo(requested))}\n`);
+  await writeFd(1, `${JSON.stringify(versionInfo(requested))}\n`);
 }
 
 /** All of stdin, or undefined once it exceeds `max` bytes or reading fails. */

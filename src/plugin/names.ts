@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../digest.js';
 
 /**
  * The host end of a pod's veth: `veth` + 8 hex digits, like the reference
@@ -6,6 +6,6 @@ import { createHash } from 'node:crypto';
  * ADD, a DEL without a netns and GC all find the same device.
  */
 export function hostVethName(containerId: string, ifname: string): string {
-  const digest = createHash('sha256').update(`${containerId}\n${ifname}`).digest('hex');
+  const digest = sha256Hex(`${containerId}\n${ifname}`);
   return `veth${digest.slice(0, 8)}`;
 }

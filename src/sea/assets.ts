@@ -3,7 +3,6 @@
 // into a private, root-owned directory named after their content hash, so
 // every later run (and every binary built from the same inputs) reuses them.
 // Nothing here knows what the files are; src/netlink/ffi.ts decides that.
-import { createHash, randomBytes } from 'node:crypto';
 import {
   closeSync,
   fsyncSync,
@@ -16,8 +15,19 @@ import {
   writeSync,
   type Stats,
 } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import * as sea from 'node:sea';
+import { sha256Hex } from '../digest.js';
+
+/**
+ * node:crypto, loaded only to extract (once per build and node): every CNI
+ * call of the standalone plugin checks the manifest, and loading node:crypto
+ * for that would cost it more than the check (src/digest.ts).
+ */
+function nodeCrypto(): typeof import('node:crypto') {
+  return createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+}
 
 /** The SEA asset that lists the files to extract, written by scripts/package.sh. */
 export const MANIFEST_ASSET = 'tsflannel-assets.json';
@@ -91,7 +101,7 @@ export function manifestKey(manifest: AssetManifest): string {
   const lines = Object.keys(manifest.files)
     .sort()
     .map((name) => `${name} ${manifest.files[name]!.sha256} ${manifest.files[name]!.size}\n`);
-  return createHash('sha256').update(lines.join('')).digest('hex').slice(0, 16);
+  return sha256Hex(lines.join('')).slice(0, 16);
 }
 
 export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
@@ -179,7 +189,7 @@ function fsyncDir(path: string): void {
 }
 
 function sha256(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
+  return nodeCrypto().createHash('sha256').update(data).digest('hex');
 }
 
 /**
@@ -188,7 +198,7 @@ function sha256(data: Uint8Array): string {
  * when two first runs race, one wins and the other uses the winner's copy.
  */
 function extractInto(root: string, final: string, source: AssetSource): void {
-  const tmp = join(root, `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const tmp = join(root, `.tmp-${process.pid}-${nodeCrypto().randomBytes(4).toString('hex')}`);
   mkdirSync(tmp, { mode: 0o700 });
   try {
     for (const [name, entry] of Object.entries(source.manifest.files)) {
@@ -232,7 +242,7 @@ function pruneStale(root: string, keep: string, now: number): void {
 
 function moveAside(dir: string, root: string): void {
   try {
-    renameSync(dir, join(root, `.tmp-stale-${process.pid}-${randomBytes(4).toString('hex')}`));
+    renameSync(dir, join(root, `.tmp-stale-${process.pid}-${nodeCrypto().randomBytes(4).toString('hex')}`));
   } catch (err) {
     // A concurrent run moved it first.
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
