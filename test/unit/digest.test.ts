@@ -1,28 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { digestConstants, sha256Hex } from '../../src/digest.js';
+import { sha256Hex } from '../../src/digest.js';
 
 const nodeSha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
 
-/** The first 32 bits of the fractional parts of `root` of the first `count` primes. */
-function fractionBits(count: number, root: (p: number) => number): number[] {
-  const out: number[] = [];
-  for (let p = 2; out.length < count; p++) {
-    let prime = true;
-    for (let d = 2; d * d <= p; d++) if (p % d === 0) prime = false;
-    if (!prime) continue;
-    const r = root(p);
-    out.push(((r - Math.floor(r)) * 0x100000000) >>> 0);
-  }
-  return out;
-}
-
 describe('sha256Hex', () => {
-  it('has the FIPS 180-4 constants: the square roots of the first 8 primes and the cube roots of the first 64', () => {
-    expect(digestConstants.H).toEqual(fractionBits(8, Math.sqrt));
-    expect(digestConstants.K).toEqual(fractionBits(64, Math.cbrt));
-  });
-
   it('answers a repeated text from its memo with the same digest, and a different text afresh', () => {
     const a = sha256Hex('ctr\neth0');
     expect(sha256Hex('ctr\neth0')).toBe(a);
