@@ -417,11 +417,14 @@ func (c *batchCtx) precreate(i int, entries []batchEntry) {
 		c.pipe.attrU32(unix.NHA_OIF, k.oif)
 		c.pipe.attr(unix.NHA_GATEWAY, k.gw.AsSlice())
 		c.pipe.end(off, 0, func(err error) {
-			switch err {
-			case nil:
+			switch {
+			case err == nil:
 				t.add(nexthop{ID: id, Family: k.family, Protocol: NexthopProtocol, Onlink: k.onlink, Oif: k.oif, Gw: k.gw})
-			case syscall.EEXIST:
+			case errors.Is(err, syscall.EEXIST):
 				// somebody else's since our dump: stays marked taken, never replaced
+			case errors.Is(err, syscall.ENOBUFS):
+				// the answer was lost, not the request: the kernel may hold it,
+				// so the id stays marked taken and the next exact pass sorts it out
 			default:
 				delete(t.byID, id)
 			}

@@ -9,8 +9,8 @@ package main
 //	then one entry per line, batchFields fields separated by one space:
 //	         kind dev group dst gw ip mac flags metric nhid
 //
-// An absent field is "-"; a field holding a space, a newline, "%" or exactly
-// "-" is percent-encoded (encodeURIComponent); flags is "-" or letters: o = onlink,
+// An absent field is "-"; a field holding a space, a control character, "%"
+// or exactly "-" is percent-encoded (encodeURIComponent); flags is "-" or letters: o = onlink,
 // n = through a nexthop object; group, metric and nhid are decimal (0 =
 // none). A line that does not parse fails the whole request (EINVAL, naming
 // the entry): the TypeScript side never writes one.
@@ -122,8 +122,10 @@ func number(s, what string) (int, error) {
 	if s == "" {
 		return 0, nil
 	}
+	// Plain decimal digits only: the TypeScript side never writes a sign or
+	// a leading zero, so one is a malformed request.
 	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
+	if err != nil || s[0] < '0' || s[0] > '9' || (len(s) > 1 && s[0] == '0') {
 		return 0, fmt.Errorf("%s %q is not a count", what, s)
 	}
 	return n, nil

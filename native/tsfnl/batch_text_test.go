@@ -51,6 +51,8 @@ func TestBatchTextRefusesAMalformedLineNamingItsEntry(t *testing.T) {
 		"neigh.del vx0 0 - - 10.0.0.1 - - 0 0 extra", // a field more
 		"neigh.del vx0 x - - 10.0.0.1 - - 0 0",       // group not a number
 		"neigh.del vx0 -1 - - 10.0.0.1 - - 0 0",      // negative
+		"neigh.del vx0 +5 - - 10.0.0.1 - - 0 0",      // a sign
+		"neigh.del vx0 007 - - 10.0.0.1 - - 0 0",     // a leading zero
 		"route.replace vx0 0 10.0.0.0/8 - - - z 0 0", // unknown flag
 		"neigh.del vx%zz 0 - - 10.0.0.1 - - 0 0",     // bad escape
 	} {

@@ -93,6 +93,11 @@ interface RawResult {
 export function applyBatch(entries: readonly BatchEntry[], opts: InNetns = {}): BatchResult {
   if (entries.length === 0) return { applied: 0, failures: [], nexthopsUnsupported: false };
   const raw = callText('batch.apply', encodeBatch(entries, opts), Boolean(opts.netns)) as RawResult;
+  // The shim accounts for every entry once, applied or failed: a request it
+  // read short must not pass for a batch whose missing entries were written.
+  if (raw.applied + raw.errors.length !== entries.length) {
+    throw new NetlinkError('batch.apply', `the shim accounted for ${raw.applied + raw.errors.length} of ${entries.length} entries`, 'EIO', 5);
+  }
   return {
     applied: raw.applied,
     failures: raw.errors.map((e) => ({ index: e.index, error: new NetlinkError('batch.apply', e.error, e.errno, e.code) })),
@@ -131,9 +136,11 @@ function encodeEntry(entry: BatchEntry): string {
 function field(v: string | undefined): string {
   if (v === undefined || v === '') return '-';
   if (v === '-') return '%2D';
-  // Only what would split a field or a line, or read as an escape; other
-  // odd characters reach the shim as they are and fail there, by entry.
-  if (!v.includes(' ') && !v.includes('\n') && !v.includes('%')) return v;
+  // What would split a field or a line, read as an escape, or end the
+  // request early (the shim reads it as a C string, up to a NUL) is
+  // encoded; other odd characters reach the shim as they are and fail
+  // there, by entry.
+  if (!/[\x00-\x20%\x7f]/.test(v)) return v;
   try {
     return encodeURIComponent(v);
   } catch {

@@ -33,6 +33,10 @@ describe('encodeBatch', () => {
     const fields = line!.split(' ');
     expect(fields).toHaveLength(10);
     expect(fields.map((f) => (f === '-' ? '' : decodeURIComponent(f))).slice(0, 7)).toEqual(['neigh.del', 'a\nb', '0', '', '', '10.0.0.1 ', '50%']);
+    // a NUL would end the shim's C string early, dropping the later entries unnoticed; a tab or DEL is as odd
+    const odd = encodeBatch([{ kind: 'neigh.del', dev: 'a\0b', ip: '10.0.0.1\t' }, { kind: 'neigh.del', dev: '\u007f', ip: '10.0.0.2' }]);
+    expect(odd).not.toMatch(/[\0\t\u007f]/);
+    expect(odd.split('\n').slice(1).map((l) => decodeURIComponent(l.split(' ')[1]!))).toEqual(['a\0b', '\u007f']);
     // a lone surrogate cannot be percent-encoded: sent as a bad escape, which the shim refuses
     expect(encodeBatch([{ kind: 'neigh.del', dev: 'x\ud800 y', ip: '10.0.0.1' }]).split('\n')[1]!.split(' ')[1]).toBe('%');
   });
