@@ -191,7 +191,9 @@ if [ "$code_cache" = 1 ] && [ "$train" = 1 ]; then
   if unshare "${unshare_args[@]}" -- "${train_cmd[@]}"; then
     mv -f "$trained" "$work/assets/tsflannel.cjs.v8cache"
   else
-    say "WARNING: could not train the plugin's code cache; the executable embeds the compile-only cache (each CNI call costs a few ms more)"
+    say "WARNING: could not train the plugin's code cache; the executable embeds the compile-only cache (each CNI call costs a few ms more); the next build tries again (TSFLANNEL_SEA_TRAIN=0 builds without training)"
+    # A stamp that matches no build: the next run rebuilds and trains again.
+    stamp_id="$stamp_id trained=no"
   fi
 fi
 

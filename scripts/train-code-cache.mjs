@@ -20,7 +20,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -41,7 +41,7 @@ async function child() {
   const { TRAIN_EMBEDDED: embedded, TRAIN_BUNDLE: bundle, TRAIN_CACHE_IN: cacheIn, TRAIN_CACHE_OUT: cacheOut } = process.env;
   const { runCommonJs } = await import(pathToFileURL(embedded).href);
   const cachedData = cacheIn && existsSync(cacheIn) ? readFileSync(cacheIn) : undefined;
-  const { script } = runCommonJs(readFileSync(bundle, 'utf8'), bundle, cachedData);
+  const { script } = runCommonJs(readFileSync(bundle, 'utf8'), bundle, cachedData, basename(bundle));
   if (cachedData && script.cachedDataRejected) {
     process.stderr.write('train-code-cache: V8 rejected the cache of the previous step\n');
     process.exit(3);

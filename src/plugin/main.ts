@@ -50,17 +50,38 @@ function writeFd(fd: 1 | 2, data: string | Uint8Array): Promise<void> {
   return new Promise((resolve) => stream.write(buf.subarray(off), () => resolve()));
 }
 
+/** Log lines still on their way through process.stderr (after an EAGAIN): the exit waits for them. */
+const stderrInFlight = new Set<Promise<void>>();
+
+function writeStderr(text: string): void {
+  const written = writeFd(2, text);
+  stderrInFlight.add(written);
+  void written.then(() => stderrInFlight.delete(written));
+}
+
+async function stderrWritten(): Promise<void> {
+  while (stderrInFlight.size > 0) await Promise.all([...stderrInFlight]);
+}
+
 /**
  * Once the answer and the log lines are out, the process exits at once
  * rather than letting Node tear down its environment and V8's heap, which
  * cost a cold ADD about 4 ms of CPU and 10 ms of wall time (bench/
  * sea-startup.js). Nothing else is pending then: the handler awaits all its
- * work. The timer is the backstop: a file system step that never returns (a
- * hung mount) or a stdout nobody reads must not keep the runtime waiting.
+ * work. The timer is the backstop for a non-blocking stdout or stderr whose
+ * reader stopped reading (a blocking one holds the write itself, as it held
+ * Go's plugins); an answer it cuts off makes the exit code 1.
  */
 function exitAfterAnswer(answer: Buffer, logsWritten: () => Promise<void>): void {
-  setTimeout(() => process.exit(), 2000).unref();
-  void Promise.all([writeFd(1, answer), logsWritten()]).then(() => process.exit());
+  let answered = false;
+  setTimeout(() => {
+    if (!answered) process.exitCode = 1;
+    process.exit();
+  }, 2000).unref();
+  const answer$ = writeFd(1, answer).then(() => {
+    answered = true;
+  });
+  void Promise.all([answer$, logsWritten().then(stderrWritten)]).then(() => process.exit());
 }
 
 export async function main(): Promise<void> {
@@ -83,7 +104,7 @@ export async function main(): Promise<void> {
     await writeFd(1, `${JSON.stringify(cniErr.toJSON(CURRENT_VERSION))}\n`);
     return;
   }
-  const res = await handleCni({ env: process.env, stdin }, (text) => void writeFd(2, text));
+  const res = await handleCni({ env: process.env, stdin }, writeStderr);
   process.exitCode = res.exitCode;
   exitAfterAnswer(res.stdout, logsWritten);
 }

@@ -33,10 +33,13 @@ type CommonJsBody = (e: object, r: NodeJS.Require, m: { exports: object }, f: st
 /**
  * Compiles `source` as the CommonJS module `filename` (with `cachedData`
  * when given) and runs it; returns its exports and the compiled script,
- * whose cache scripts/train-code-cache.mjs writes.
+ * whose cache scripts/train-code-cache.mjs writes. `scriptName` is the name
+ * stack traces give it: V8 keeps the name a cache was written with, so the
+ * build, the trainer and the executable all compile a bundle under its bare
+ * name, never a path of the build machine.
  */
-export function runCommonJs(source: string, filename: string, cachedData?: Buffer): { exports: unknown; script: Script } {
-  const script = new Script(wrapCommonJs(source), { filename, ...(cachedData ? { cachedData } : {}) });
+export function runCommonJs(source: string, filename: string, cachedData?: Buffer, scriptName = filename): { exports: unknown; script: Script } {
+  const script = new Script(wrapCommonJs(source), { filename: scriptName, ...(cachedData ? { cachedData } : {}) });
   const fn = script.runInThisContext() as CommonJsBody;
   const mod = { exports: {} };
   // A SEA's own require sees only built-ins; the bundles need no more.
@@ -52,8 +55,8 @@ function optionalAsset(name: string): Buffer | undefined {
   }
 }
 
-/** Runs an embedded bundle; stack traces name it as if it lay beside the executable. SEA only. */
+/** Runs an embedded bundle as if it lay beside the executable; stack traces name it by its bare name. SEA only. */
 export function runEmbedded(bundle: string): unknown {
   const filename = join(dirname(process.execPath), bundle);
-  return runCommonJs(sea.getAsset(bundle, 'utf8'), filename, optionalAsset(codeCacheAsset(bundle))).exports;
+  return runCommonJs(sea.getAsset(bundle, 'utf8'), filename, optionalAsset(codeCacheAsset(bundle)), bundle).exports;
 }
