@@ -1,4 +1,4 @@
-import { call, libcPeerCred } from './ffi.js';
+import { call, libcFlockNow, libcPeerCred } from './ffi.js';
 import { isErrno, NetlinkError } from './errors.js';
 import type { InNetns } from './types.js';
 
@@ -32,6 +32,10 @@ export type LockMode = 'ex' | 'sh';
  */
 export function flock(fd: number, mode: LockMode, timeoutMs: number): Promise<void> {
   try {
+    // A free lock (the common case) is taken through libc at once; only a
+    // held one waits in the shim, bounded by the timeout. The shim would try
+    // LOCK_NB first as well: this spares an entry into the Go runtime.
+    if (libcFlockNow(fd, mode) === true) return Promise.resolve();
     call('flock', { fd, op: mode, timeoutMs: Math.max(1, Math.round(timeoutMs)) });
     return Promise.resolve();
   } catch (err) {
@@ -45,6 +49,8 @@ export function flock(fd: number, mode: LockMode, timeoutMs: number): Promise<vo
 /** Takes the lock only if it is free right now; false when another holds it. */
 export function tryFlock(fd: number, mode: LockMode): boolean {
   try {
+    const now = libcFlockNow(fd, mode);
+    if (now !== undefined) return now;
     call('flock', { fd, op: mode, nonblock: true });
     return true;
   } catch (err) {
@@ -54,7 +60,7 @@ export function tryFlock(fd: number, mode: LockMode): boolean {
 }
 
 export function funlock(fd: number): void {
-  call('flock', { fd, op: 'un' });
+  if (libcFlockNow(fd, 'un') === undefined) call('flock', { fd, op: 'un' });
 }
 
 /** Credentials the kernel recorded for the peer of a connected Unix socket. */
