@@ -152,10 +152,14 @@ function unwrap(op: string, text: string): unknown {
 
 type GetSockOpt = (fd: number, level: number, name: number, val: Buffer, len: number[]) => number;
 type FlockFn = (fd: number, operation: number) => number;
+type FstatfsFn = (fd: number, buf: Buffer) => number;
+type IoctlFn = (fd: number, request: number) => number;
 
 interface Libc {
   getsockopt: GetSockOpt;
   flock: FlockFn;
+  fstatfs: FstatfsFn;
+  ioctl: IoctlFn;
 }
 
 /**
@@ -174,6 +178,9 @@ function loadLibc(): Libc | null {
       libc = {
         getsockopt: lib.func('int getsockopt(int, int, int, _Out_ uint8_t *val, _Inout_ uint32_t *len)') as GetSockOpt,
         flock: lib.func('int flock(int, int)') as FlockFn,
+        fstatfs: lib.func('int fstatfs(int, _Out_ uint8_t *buf)') as FstatfsFn,
+        // Declared without the variadic argument: NS_GET_NSTYPE takes none.
+        ioctl: lib.func('int ioctl(int, unsigned long)') as IoctlFn,
       };
     } catch {
       libc = null;
@@ -233,6 +240,31 @@ export function libcFlockNow(fd: number, op: 'ex' | 'sh' | 'un'): boolean | unde
     if (err.code === os.errno.EAGAIN || err.code === os.errno.EWOULDBLOCK) return false;
     throw err;
   }
+}
+
+/** struct statfs is 120 bytes on 64-bit Linux; f_type (a long) comes first. */
+const STATFS_SIZE = 256;
+const NSFS_MAGIC = 0x6e736673;
+const NS_GET_NSTYPE = 0xb703;
+const CLONE_NEWNET = 0x40000000;
+
+/**
+ * Whether the open descriptor is a network namespace handle (nsfs, type
+ * CLONE_NEWNET), through libc's fstatfs(2) and ioctl(NS_GET_NSTYPE), as the
+ * shim's netns.check op decides it. undefined when libc is not loadable
+ * here (the caller asks the shim); failures throw a NetlinkError.
+ */
+export function libcIsNetnsFd(fd: number): boolean | undefined {
+  const c = loadLibc();
+  if (!c) return undefined;
+  const buf = Buffer.alloc(STATFS_SIZE);
+  if (c.fstatfs(fd, buf) !== 0) throw libcError('netns.check', `fstatfs(${fd})`);
+  // f_type in the host's byte order; nsfs's magic fits its low 32 bits.
+  const type = endianness() === 'LE' ? buf.readBigInt64LE(0) : buf.readBigInt64BE(0);
+  if (type !== BigInt(NSFS_MAGIC)) return false;
+  const nstype = c.ioctl(fd, NS_GET_NSTYPE);
+  if (nstype < 0) throw libcError('netns.check', `ioctl(${fd}, NS_GET_NSTYPE)`);
+  return nstype === CLONE_NEWNET;
 }
 
 function checkVersion(fn: RawCall): void {

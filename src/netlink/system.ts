@@ -1,4 +1,5 @@
-import { call, libcFlockNow, libcPeerCred } from './ffi.js';
+import { closeSync, openSync } from 'node:fs';
+import { call, libcFlockNow, libcIsNetnsFd, libcPeerCred } from './ffi.js';
 import { isErrno, NetlinkError } from './errors.js';
 import type { InNetns } from './types.js';
 
@@ -16,8 +17,25 @@ export function sysctlSet(key: string, value: string, opts: InNetns = {}): void 
   call('sysctl.set', { ...opts, key, value });
 }
 
-/** True when `path` is a network namespace handle (not just any file). */
+/**
+ * True when `path` is a network namespace handle (not just any file). Asked
+ * of libc directly when it can be (no entry into the Go runtime, which
+ * costs a call after an idle moment far more than this check), else of the
+ * shim; either way opening it may block on a FIFO, so callers stat first.
+ */
 export function isNetns(path: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return (call('netns.check', { path }) as { netns: boolean }).netns; // the shim's error for it
+  }
+  try {
+    const viaLibc = libcIsNetnsFd(fd);
+    if (viaLibc !== undefined) return viaLibc;
+  } finally {
+    closeSync(fd);
+  }
   return (call('netns.check', { path }) as { netns: boolean }).netns;
 }
 

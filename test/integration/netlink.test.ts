@@ -168,9 +168,19 @@ describe.skipIf(requireOrSkip('netlink layer', { root: isRoot }))('netlink layer
     expect(inNs(host, 'cat', ['/proc/sys/net/ipv4/conf/flannel.1/rp_filter']).trim()).toBe('2');
   });
 
-  it('tells a netns from an ordinary file', () => {
-    expect(nl.isNetns(nsPath(pod))).toBe(true);
-    expect(nl.isNetns('/etc/hostname')).toBe(false);
+  it('tells a netns from an ordinary file and from namespaces of other types, without entering the shim', () => {
+    nl.traceShimCalls(true);
+    try {
+      expect(nl.isNetns(nsPath(pod))).toBe(true);
+      expect(nl.isNetns('/proc/self/ns/net')).toBe(true);
+      // nsfs, but not a network namespace.
+      expect(nl.isNetns('/proc/self/ns/uts')).toBe(false);
+      expect(nl.isNetns('/proc/self/ns/mnt')).toBe(false);
+      expect(nl.isNetns('/etc/hostname')).toBe(false);
+      expect(nl.traceShimCalls(true)).toEqual([]);
+    } finally {
+      nl.traceShimCalls(false);
+    }
     expect(() => nl.isNetns('/nonexistent/netns')).toThrow(nl.NetlinkError);
   });
 
