@@ -11,13 +11,17 @@
 // PATH and CNI_* (plus TSFLANNEL_STANDALONE) in its environment, spawn to
 // exit. CPU per call is the called process tree's (the driver's cutime +
 // cstime) plus, on the agent path, the agent's share: the growth of its
-// utime + stime (/proc/<pid>/stat, all threads) over the batch, divided by
-// the agent calls in it. The contenders alternate within each batch
-// (A R S, S R A, ...), and the concurrent runs go in A R S S R A blocks.
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+// utime + stime (/proc/<pid>/stat, all threads) over the batch, less what
+// the agent spends idle in that time (its rate measured in an idle window
+// before the batches: timers and metrics, paid whether or not calls come),
+// divided by the agent calls in it; the agent's share is also split by
+// thread (event loop, CNI workers, other threads, threads that ended). The
+// contenders alternate within each batch (A R S, S R A, ...), and the
+// concurrent runs go in A R S S R A blocks.
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describeFailure, pluginJob } from './lib/cni.js';
-import { agentCommand, startCniAgent } from './lib/cni-agent.js';
+import { agentCommand, agentCpuSnapshot, agentCpuSplit, startCniAgent } from './lib/cni-agent.js';
 import { addNetns, delNetns, nsPath, PREFIX, tempDir } from './lib/netns.js';
 import { startNsDriver } from './lib/ns-driver.js';
 import { ratio, summarize } from './lib/stats.js';
@@ -27,10 +31,8 @@ const CNI_PATH = '/usr/lib/cni';
 const CALLERS = 10;
 /** tsflanneld's --cni-workers default; TSFLANNEL_BENCH_CNI_WORKERS overrides it here. */
 const DEFAULT_WORKERS = 4;
-const TICK_MS = 10; // USER_HZ = 100 on Linux
-
-const FULL = { seq: 30, conc: 60, version: 30 };
-const QUICK = { seq: 8, conc: 20, version: 8 };
+const FULL = { seq: 30, conc: 60, version: 30, idleMs: 3000 };
+const QUICK = { seq: 8, conc: 20, version: 8, idleMs: 1000 };
 
 const TARGETS = {
   median: 0.6,
@@ -50,10 +52,30 @@ function binaries(repoRoot) {
   return { forwarder, standalone, agent };
 }
 
-function agentCpuTicks(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
+/**
+ * The agent's CPU over one batch: its whole share less the idle rate times
+ * the batch's wall time (the idle work would have run without the calls),
+ * with the split by thread, added into `into` (per contender A).
+ */
+function chargeAgent(into, agent, before, wallMs) {
+  const split = agentCpuSplit(agent.pid, before, agentCpuSnapshot(agent.pid));
+  const idle = Math.min(split.total, agent.idleRate * wallMs);
+  into.cpuMs += split.total - idle;
+  into.agent ??= { total: 0, main: 0, workers: 0, other: 0, ended: 0, idle: 0 };
+  for (const k of ['total', 'main', 'workers', 'other', 'ended']) into.agent[k] += split[k];
+  into.agent.idle += idle;
+}
+
+/** The agent's CPU per ms of wall time while no call comes (timers, metrics, GC). */
+async function idleRate(pid, ms) {
+  const before = agentCpuSnapshot(pid);
+  await new Promise((r) => setTimeout(r, ms));
+  const after = agentCpuSnapshot(pid);
+  const split = agentCpuSplit(pid, before, after);
+  // The live threads' exact run times: the process's own figure counts in
+  // 10 ms ticks, too coarse for a window this short.
+  const live = split.main + split.workers + split.other;
+  return { rate: live / (after.at - before.at), split, ms: after.at - before.at };
 }
 
 function contenders(bins, dir) {
@@ -117,36 +139,37 @@ function requireOk(what, c, results, isAdd) {
 }
 
 /** All contenders in one batch, one caller, order rotating per round; agent CPU measured around it. */
-async function sequential(driver, cs, agentPid, jobFor, n) {
+async function sequential(driver, cs, agent, jobFor, n) {
   const order = [];
   for (let i = 0; i < n; i++) for (const c of i % 2 === 0 ? cs : [...cs].reverse()) order.push({ c, i });
-  const before = agentCpuTicks(agentPid);
-  const { results } = await driver.run(order.map(({ c, i }) => jobFor(c, i)), 1);
-  const agentMs = (agentCpuTicks(agentPid) - before) * TICK_MS;
-  const by = Object.fromEntries(cs.map((c) => [c.key, { results: [], cpuMs: 0 }]));
+  const before = agentCpuSnapshot(agent.pid);
+  const { results, wallMs } = await driver.run(order.map(({ c, i }) => jobFor(c, i)), 1);
+  const by = Object.fromEntries(cs.map((c) => [c.key, { results: [], cpuMs: 0, callerMs: 0 }]));
   order.forEach(({ c }, k) => {
     by[c.key].results.push(results[k]);
     by[c.key].cpuMs += results[k].cpuMs ?? NaN;
+    by[c.key].callerMs += results[k].cpuMs ?? NaN;
   });
-  by.A.cpuMs += agentMs;
+  chargeAgent(by.A, agent, before, wallMs);
   return by;
 }
 
 /** `n` calls per contender with CALLERS callers, in A R S S R A blocks of n/2. */
-async function concurrent(driver, cs, agentPid, jobFor, n) {
+async function concurrent(driver, cs, agent, jobFor, n) {
   const half = Math.ceil(n / 2);
   const blocks = [...cs.map((c) => [c, 0, half]), ...[...cs].reverse().map((c) => [c, half, n])];
-  const out = Object.fromEntries(cs.map((c) => [c.key, { results: [], wallMs: 0, cpuMs: 0 }]));
+  const out = Object.fromEntries(cs.map((c) => [c.key, { results: [], wallMs: 0, cpuMs: 0, callerMs: 0 }]));
   for (const [c, from, to] of blocks) {
     const jobs = [];
     for (let i = from; i < to; i++) jobs.push(jobFor(c, i));
-    const before = agentCpuTicks(agentPid);
+    const before = agentCpuSnapshot(agent.pid);
     const { results, wallMs, cpuMs } = await driver.run(jobs, CALLERS);
-    const agentMs = (agentCpuTicks(agentPid) - before) * TICK_MS;
     out[c.key].results.push(...results);
     out[c.key].wallMs += wallMs;
+    out[c.key].cpuMs += cpuMs;
+    out[c.key].callerMs += cpuMs;
     // The agent's CPU counts only for calls it served; in other blocks it idles.
-    out[c.key].cpuMs += cpuMs + (c.key === 'A' ? agentMs : 0);
+    if (c.key === 'A') chargeAgent(out.A, agent, before, wallMs);
   }
   return out;
 }
@@ -173,6 +196,8 @@ function latencyRow(name, by) {
 
 function cpuRow(name, by) {
   const per = (k) => by[k].cpuMs / by[k].results.length;
+  const a = by.A.agent;
+  const perA = (v) => v / by.A.results.length;
   return {
     name,
     'agent path CPU/call': per('A'),
@@ -180,6 +205,12 @@ function cpuRow(name, by) {
     'standalone CPU/call': per('S'),
     'agent/ref': ratio(per('A'), per('R')),
     'standalone/ref': ratio(per('S'), per('R')),
+    forwarder: perA(by.A.callerMs),
+    'agent main': perA(a.main),
+    'agent workers': perA(a.workers),
+    'agent other': perA(a.other),
+    'agent ended threads': perA(a.ended),
+    'idle share (not counted)': perA(a.idle),
   };
 }
 
@@ -218,20 +249,23 @@ export async function run(ctx) {
       const { results: [d] } = await driver.run([job(c, 'DEL', pods[c.key].warm)]);
       requireOk('warm-up DEL', c, [d], false);
     }
+    const idle = await idleRate(agent.pid, N.idleMs);
+    agent.idleRate = idle.rate;
+    ctx.log(`agent idle: ${(idle.rate * 1000).toFixed(1)} ms CPU per second over ${idle.ms} ms (main ${idle.split.main.toFixed(1)}, workers ${idle.split.workers.toFixed(1)}, other ${idle.split.other.toFixed(1)} ms)`);
 
     ctx.log(`VERSION ×${N.version}, sequential ADD/DEL ×${N.seq} per path`);
-    const ver = await sequential(driver, cs, agent.pid, (c) => versionJob(c), N.version);
-    const seqAdd = await sequential(driver, cs, agent.pid, (c, i) => job(c, 'ADD', pods[c.key].seq[i]), N.seq);
+    const ver = await sequential(driver, cs, agent, (c) => versionJob(c), N.version);
+    const seqAdd = await sequential(driver, cs, agent, (c, i) => job(c, 'ADD', pods[c.key].seq[i]), N.seq);
     for (const c of cs) requireOk('sequential ADD', c, seqAdd[c.key].results, true);
-    const seqDel = await sequential(driver, cs, agent.pid, (c, i) => job(c, 'DEL', pods[c.key].seq[i]), N.seq);
+    const seqDel = await sequential(driver, cs, agent, (c, i) => job(c, 'DEL', pods[c.key].seq[i]), N.seq);
     for (const c of cs) requireOk('sequential DEL', c, seqDel[c.key].results, false);
 
     ctx.log(`${CALLERS} concurrent callers, ADD/DEL ×${N.conc} per path`);
-    const concAdd = await concurrent(driver, cs, agent.pid, (c, i) => job(c, 'ADD', pods[c.key].conc[i]), N.conc);
+    const concAdd = await concurrent(driver, cs, agent, (c, i) => job(c, 'ADD', pods[c.key].conc[i]), N.conc);
     for (const c of cs) requireOk('concurrent ADD', c, concAdd[c.key].results, true);
     const tsfIps = ['A', 'S'].flatMap((k) => concAdd[k].results.map((r) => JSON.parse(r.stdout).ips[0].address));
     if (new Set(tsfIps).size !== tsfIps.length) throw new Error('an address was handed out twice across the agent and standalone paths');
-    const concDel = await concurrent(driver, cs, agent.pid, (c, i) => job(c, 'DEL', pods[c.key].conc[i]), N.conc);
+    const concDel = await concurrent(driver, cs, agent, (c, i) => job(c, 'DEL', pods[c.key].conc[i]), N.conc);
     for (const c of cs) requireOk('concurrent DEL', c, concDel[c.key].results, false);
 
     const left = [...leasesIn(join(dir, 'tsf-ipam'), `${PREFIX}-tsf`), ...leasesIn(join(dir, 'ref-ipam'), `${PREFIX}-ref`)];
@@ -282,7 +316,8 @@ export async function run(ctx) {
         title: 'CNI paths: CPU per call (ms, user+system)',
         rows: cpu,
         notes: [
-          'Called process tree from the driver\'s cutime+cstime (10 ms ticks summed over the batch); the agent path adds the agent\'s own utime+stime growth over the batch (/proc/<pid>/stat, every thread) divided by its calls in that batch.',
+          'Called process tree from the driver\'s cutime+cstime (10 ms ticks summed over the batch); the agent path adds the agent\'s own utime+stime growth over the batch (/proc/<pid>/stat, every thread) divided by its calls in that batch, less its idle rate times the batch\'s wall time (the idle share column; the rate is measured in a quiet window before the batches).',
+          `The agent path's CPU split per call: forwarder (the called process), agent main (the event loop: socket, frames, hand-offs), agent workers (threads tsf-cni-*: the handler and the shim calls made on them), agent other (V8's compiler and GC helpers, libuv, the Go runtime), agent ended threads (threads that exited during the batch: mostly the shim's throw-away threads that enter the pod's netns, with the kernel work done there). Idle rate ${(agent.idleRate * 1000).toFixed(1)} ms per second.`,
         ],
       },
       { title: `CNI paths: throughput (${CALLERS} concurrent callers)`, rows: throughput },

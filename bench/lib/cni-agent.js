@@ -1,7 +1,7 @@
 // tsflanneld --cni-only (the CNI socket server without a subnet manager) in a
 // node netns, for the benchmarks that measure the agent-served CNI path.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { onCleanup } from './cleanup.js';
@@ -47,3 +47,53 @@ export async function startCniAgent(agentCmd, nodeNs, socket, workers = 4) {
   throw new Error(`tsflanneld did not answer on ${socket} within 30 s`);
 }
 
+
+const TICK_MS = 10; // USER_HZ = 100 on Linux
+
+/** The agent process's utime + stime (ms, every thread, those that ended included), from /proc/<pid>/stat. */
+export function agentCpuMs(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * TICK_MS; // utime, stime (fields 14, 15)
+}
+
+/**
+ * One look at the agent's CPU: the whole process (ms, clock ticks) and each
+ * live thread's run time (ms, /proc/<pid>/task/<tid>/schedstat, exact) with
+ * its name.
+ */
+export function agentCpuSnapshot(pid) {
+  const threads = new Map();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      threads.set(tid, { comm, ms: ns / 1e6 });
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return { at: Date.now(), totalMs: agentCpuMs(pid), threads };
+}
+
+/**
+ * The agent's CPU between two snapshots, by thread role: the event loop
+ * (the main thread: socket, frames, hand-offs), the CNI workers (threads
+ * named tsf-cni-*: the handler, and the shim's calls made on them), other
+ * threads still alive (V8's compiler and GC helpers, libuv, the Go
+ * runtime's threads) and threads that ended in between (mostly the shim's
+ * throw-away threads that enter a pod's netns, with the kernel work done
+ * there). ms; `total` is the process's own figure, `ended` what the live
+ * threads do not account for.
+ */
+export function agentCpuSplit(pid, before, after) {
+  const split = { total: after.totalMs - before.totalMs, main: 0, workers: 0, other: 0, ended: 0 };
+  for (const [tid, t] of after.threads) {
+    const d = t.ms - (before.threads.get(tid)?.ms ?? 0);
+    if (tid === String(pid)) split.main += d;
+    else if (t.comm.startsWith('tsf-cni-')) split.workers += d;
+    else split.other += d;
+  }
+  split.ended = Math.max(0, split.total - split.main - split.workers - split.other);
+  return split;
+}

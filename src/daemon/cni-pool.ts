@@ -44,10 +44,22 @@ export interface PoolOptions {
   script?: URL;
 }
 
-function spawnWorker(script: URL | undefined): Worker {
-  if (script) return new Worker(script);
-  if (inSea()) return new Worker(seaTextAsset(SEA_WORKER_ASSET), { eval: true });
-  return new Worker(fileURLToPath(new URL('./cni-worker.js', import.meta.url)));
+/** What a worker is told at start (workerData). */
+export interface WorkerStart {
+  /** the thread's name in ps/top (`tsf-cni-<slot>`), so its CPU can be told from the main thread's */
+  threadName: string;
+}
+
+/** The name a worker's thread takes: at most 15 bytes (the kernel's TASK_COMM_LEN). */
+export function workerThreadName(slot: number): string {
+  return `tsf-cni-${slot}`.slice(0, 15);
+}
+
+function spawnWorker(script: URL | undefined, slot: number): Worker {
+  const workerData: WorkerStart = { threadName: workerThreadName(slot) };
+  if (script) return new Worker(script, { workerData });
+  if (inSea()) return new Worker(seaTextAsset(SEA_WORKER_ASSET), { eval: true, workerData });
+  return new Worker(fileURLToPath(new URL('./cni-worker.js', import.meta.url)), { workerData });
 }
 
 export class WorkerPool {
@@ -56,7 +68,7 @@ export class WorkerPool {
   private closed = false;
 
   constructor(private readonly opts: PoolOptions) {
-    for (let i = 0; i < opts.size; i++) this.slots.push(this.start());
+    for (let i = 0; i < opts.size; i++) this.slots.push(this.start(i));
   }
 
   /** Resolves once every worker has loaded the handler. */
@@ -64,8 +76,8 @@ export class WorkerPool {
     await Promise.all(this.slots.map((s) => s.ready));
   }
 
-  private start(): Slot {
-    const worker = spawnWorker(this.opts.script);
+  private start(index: number): Slot {
+    const worker = spawnWorker(this.opts.script, index);
     const pending = new Map<number, Pending>();
     let markReady: () => void = () => undefined;
     let markFailed: (err: Error) => void = () => undefined;
@@ -97,7 +109,7 @@ export class WorkerPool {
       this.opts.onWarning?.(`CNI worker died (${err.message}); starting another`);
       const replace = () => {
         const at = this.slots.indexOf(slot);
-        if (!this.closed && at >= 0) this.slots[at] = this.start();
+        if (!this.closed && at >= 0) this.slots[at] = this.start(at);
       };
       if (Date.now() - started < QUICK_DEATH_MS) setTimeout(replace, 1000).unref();
       else replace();

@@ -178,9 +178,50 @@ function unwrap(op: string, text: string): unknown {
 }
 
 type GetSockOpt = (fd: number, level: number, name: number, val: Buffer, len: number[]) => number;
+type FlockFn = (fd: number, operation: number) => number;
+type FstatfsFn = (fd: number, buf: Buffer) => number;
+type IoctlFn = (fd: number, request: number) => number;
 
-/** libc's getsockopt through koffi; null when libc cannot be loaded (then the shim answers). */
-let getsockopt: GetSockOpt | null | undefined;
+interface Libc {
+  getsockopt: GetSockOpt;
+  flock: FlockFn;
+  fstatfs: FstatfsFn;
+  ioctl: IoctlFn;
+}
+
+/**
+ * A few libc functions called directly through koffi: no JSON and no entry
+ * into the Go runtime. An entry costs little on a busy process, but after
+ * an idle moment it wakes the runtime's threads, some 0.5 ms of CPU on a
+ * VM, paid per call (docs/benchmarks.md). null when libc cannot be loaded
+ * here; callers then ask the shim.
+ */
+let libc: Libc | null | undefined;
+
+function loadLibc(): Libc | null {
+  if (libc === undefined) {
+    try {
+      const lib = loadKoffi().load('libc.so.6');
+      libc = {
+        getsockopt: lib.func('int getsockopt(int, int, int, _Out_ uint8_t *val, _Inout_ uint32_t *len)') as GetSockOpt,
+        flock: lib.func('int flock(int, int)') as FlockFn,
+        fstatfs: lib.func('int fstatfs(int, _Out_ uint8_t *buf)') as FstatfsFn,
+        // Declared without the variadic argument: NS_GET_NSTYPE takes none.
+        ioctl: lib.func('int ioctl(int, unsigned long)') as IoctlFn,
+      };
+    } catch {
+      libc = null;
+    }
+  }
+  return libc;
+}
+
+/** The errno of the last failed libc call, as a NetlinkError for `op`. */
+function libcError(op: string, what: string): NetlinkError {
+  const errno = loadKoffi().errno();
+  const name = (Object.entries(os.errno).find(([, v]) => v === errno)?.[0] ?? 'EIO') as Errno;
+  return new NetlinkError(op, `${what} failed: ${name}`, name, errno);
+}
 
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
@@ -192,28 +233,65 @@ const SO_PEERCRED = 17;
  * when libc is not loadable here; the caller then asks the shim.
  */
 export function libcPeerCred(fd: number): { pid: number; uid: number; gid: number } | undefined {
-  if (getsockopt === undefined) {
-    try {
-      const koffi = loadKoffi();
-      getsockopt = koffi.load('libc.so.6').func('int getsockopt(int, int, int, _Out_ uint8_t *val, _Inout_ uint32_t *len)') as GetSockOpt;
-    } catch {
-      getsockopt = null;
-    }
-  }
-  if (!getsockopt) return undefined;
+  const c = loadLibc();
+  if (!c) return undefined;
   // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
   const buf = Buffer.alloc(12);
   const len = [12];
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, buf, len) !== 0) {
-    const koffi = loadKoffi();
-    const errno = koffi.errno();
-    const name = (Object.entries(os.errno).find(([, v]) => v === errno)?.[0] ?? 'EIO') as Errno;
-    throw new NetlinkError('sock.peercred', `getsockopt(SO_PEERCRED) on fd ${fd} failed: ${name}`, name, errno);
-  }
+  if (c.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, buf, len) !== 0) throw libcError('sock.peercred', `getsockopt(SO_PEERCRED) on fd ${fd}`);
   // struct ucred in the host's byte order.
   const le = endianness() === 'LE';
   const u32 = (at: number) => (le ? buf.readUInt32LE(at) : buf.readUInt32BE(at));
   return { pid: le ? buf.readInt32LE(0) : buf.readInt32BE(0), uid: u32(4), gid: u32(8) };
+}
+
+const LOCK_SH = 1;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const LOCK_UN = 8;
+
+/**
+ * flock(2) through libc without waiting: 'ex' or 'sh' with LOCK_NB, or
+ * 'un'. true when done, false when another open file holds the lock
+ * (EWOULDBLOCK), undefined when libc is not loadable here (the caller asks
+ * the shim). Other failures throw a NetlinkError, as the shim's flock op.
+ */
+export function libcFlockNow(fd: number, op: 'ex' | 'sh' | 'un'): boolean | undefined {
+  const c = loadLibc();
+  if (!c) return undefined;
+  const how = op === 'un' ? LOCK_UN : (op === 'ex' ? LOCK_EX : LOCK_SH) | LOCK_NB;
+  for (;;) {
+    if (c.flock(fd, how) === 0) return true;
+    const err = libcError('flock', `flock(${fd}, ${op})`);
+    if (err.code === os.errno.EINTR) continue;
+    if (err.code === os.errno.EAGAIN || err.code === os.errno.EWOULDBLOCK) return false;
+    throw err;
+  }
+}
+
+/** struct statfs is 120 bytes on 64-bit Linux; f_type (a long) comes first. */
+const STATFS_SIZE = 256;
+const NSFS_MAGIC = 0x6e736673;
+const NS_GET_NSTYPE = 0xb703;
+const CLONE_NEWNET = 0x40000000;
+
+/**
+ * Whether the open descriptor is a network namespace handle (nsfs, type
+ * CLONE_NEWNET), through libc's fstatfs(2) and ioctl(NS_GET_NSTYPE), as the
+ * shim's netns.check op decides it. undefined when libc is not loadable
+ * here (the caller asks the shim); failures throw a NetlinkError.
+ */
+export function libcIsNetnsFd(fd: number): boolean | undefined {
+  const c = loadLibc();
+  if (!c) return undefined;
+  const buf = Buffer.alloc(STATFS_SIZE);
+  if (c.fstatfs(fd, buf) !== 0) throw libcError('netns.check', `fstatfs(${fd})`);
+  // f_type in the host's byte order; nsfs's magic fits its low 32 bits.
+  const type = endianness() === 'LE' ? buf.readBigInt64LE(0) : buf.readBigInt64BE(0);
+  if (type !== BigInt(NSFS_MAGIC)) return false;
+  const nstype = c.ioctl(fd, NS_GET_NSTYPE);
+  if (nstype < 0) throw libcError('netns.check', `ioctl(${fd}, NS_GET_NSTYPE)`);
+  return nstype === CLONE_NEWNET;
 }
 
 function checkVersion(fn: RawCall): void {

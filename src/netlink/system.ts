@@ -1,4 +1,5 @@
-import { call, libcPeerCred } from './ffi.js';
+import { closeSync, openSync } from 'node:fs';
+import { call, libcFlockNow, libcIsNetnsFd, libcPeerCred } from './ffi.js';
 import { isErrno, NetlinkError } from './errors.js';
 import type { InNetns } from './types.js';
 
@@ -16,8 +17,25 @@ export function sysctlSet(key: string, value: string, opts: InNetns = {}): void 
   call('sysctl.set', { ...opts, key, value });
 }
 
-/** True when `path` is a network namespace handle (not just any file). */
+/**
+ * True when `path` is a network namespace handle (not just any file). Asked
+ * of libc directly when it can be (no entry into the Go runtime, which
+ * costs a call after an idle moment far more than this check), else of the
+ * shim; either way opening it may block on a FIFO, so callers stat first.
+ */
 export function isNetns(path: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return (call('netns.check', { path }) as { netns: boolean }).netns; // the shim's error for it
+  }
+  try {
+    const viaLibc = libcIsNetnsFd(fd);
+    if (viaLibc !== undefined) return viaLibc;
+  } finally {
+    closeSync(fd);
+  }
   return (call('netns.check', { path }) as { netns: boolean }).netns;
 }
 
@@ -32,6 +50,10 @@ export type LockMode = 'ex' | 'sh';
  */
 export function flock(fd: number, mode: LockMode, timeoutMs: number): Promise<void> {
   try {
+    // A free lock (the common case) is taken through libc at once; only a
+    // held one waits in the shim, bounded by the timeout. The shim would try
+    // LOCK_NB first as well: this spares an entry into the Go runtime.
+    if (libcFlockNow(fd, mode) === true) return Promise.resolve();
     call('flock', { fd, op: mode, timeoutMs: Math.max(1, Math.round(timeoutMs)) });
     return Promise.resolve();
   } catch (err) {
@@ -45,6 +67,8 @@ export function flock(fd: number, mode: LockMode, timeoutMs: number): Promise<vo
 /** Takes the lock only if it is free right now; false when another holds it. */
 export function tryFlock(fd: number, mode: LockMode): boolean {
   try {
+    const now = libcFlockNow(fd, mode);
+    if (now !== undefined) return now;
     call('flock', { fd, op: mode, nonblock: true });
     return true;
   } catch (err) {
@@ -54,7 +78,7 @@ export function tryFlock(fd: number, mode: LockMode): boolean {
 }
 
 export function funlock(fd: number): void {
-  call('flock', { fd, op: 'un' });
+  if (libcFlockNow(fd, 'un') === undefined) call('flock', { fd, op: 'un' });
 }
 
 /** Credentials the kernel recorded for the peer of a connected Unix socket. */

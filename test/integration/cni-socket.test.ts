@@ -4,7 +4,7 @@
 // a second agent and a stale socket file are handled.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, ipJson, isRoot, nsPath } from '../helpers/netns.js';
@@ -120,6 +120,25 @@ describe.skipIf(requireOrSkip('cni-socket', { root: isRoot }))('tsflanneld CNI s
     expect((d.mode & 0o777).toString(8)).toBe('700');
     expect((s.mode & 0o777).toString(8)).toBe('600');
     expect([d.uid, s.uid]).toEqual([0, 0]);
+  });
+
+  it('names its CNI worker threads tsf-cni-0 and tsf-cni-1 (ps -T, top -H), once each has loaded the handler', async () => {
+    const names = () =>
+      readdirSync(`/proc/${agent!.pid}/task`).flatMap((tid) => {
+        try {
+          return [readFileSync(`/proc/${agent!.pid}/task/${tid}/comm`, 'utf8').trim()];
+        } catch {
+          return []; // the thread ended meanwhile
+        }
+      });
+    const deadline = Date.now() + 20_000;
+    while (!(names().includes('tsf-cni-0') && names().includes('tsf-cni-1')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const got = names();
+    expect(got).toContain('tsf-cni-0');
+    expect(got).toContain('tsf-cni-1');
+    expect(got).not.toContain('tsf-cni-2'); // --cni-workers 2
+    // The main thread (tid = pid) keeps the process's name.
+    expect(readFileSync(`/proc/${agent!.pid}/task/${agent!.pid}/comm`, 'utf8').trim()).not.toMatch(/^tsf-cni-/);
   });
 
   it('answers VERSION byte for byte as the standalone plugin does', async () => {

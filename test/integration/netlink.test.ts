@@ -168,9 +168,19 @@ describe.skipIf(requireOrSkip('netlink layer', { root: isRoot }))('netlink layer
     expect(inNs(host, 'cat', ['/proc/sys/net/ipv4/conf/flannel.1/rp_filter']).trim()).toBe('2');
   });
 
-  it('tells a netns from an ordinary file', () => {
-    expect(nl.isNetns(nsPath(pod))).toBe(true);
-    expect(nl.isNetns('/etc/hostname')).toBe(false);
+  it('tells a netns from an ordinary file and from namespaces of other types, without entering the shim', () => {
+    nl.traceShimCalls(true);
+    try {
+      expect(nl.isNetns(nsPath(pod))).toBe(true);
+      expect(nl.isNetns('/proc/self/ns/net')).toBe(true);
+      // nsfs, but not a network namespace.
+      expect(nl.isNetns('/proc/self/ns/uts')).toBe(false);
+      expect(nl.isNetns('/proc/self/ns/mnt')).toBe(false);
+      expect(nl.isNetns('/etc/hostname')).toBe(false);
+      expect(nl.traceShimCalls(true)).toEqual([]);
+    } finally {
+      nl.traceShimCalls(false);
+    }
     expect(() => nl.isNetns('/nonexistent/netns')).toThrow(nl.NetlinkError);
   });
 
@@ -212,5 +222,39 @@ describe.skipIf(requireOrSkip('netlink layer', { root: isRoot }))('netlink layer
     closeSync(fd2);
     holder.kill();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('takes a free flock through libc without entering the shim, and waits in the shim only for a held one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tsf-lock-'));
+    const file = join(dir, 'lock');
+    writeFileSync(file, '');
+    const fd = openSync(file, 'r');
+    const other = openSync(file, 'r');
+    try {
+      nl.traceShimCalls(true);
+      await nl.flock(fd, 'ex', 1000);
+      // Another open file of this process is refused at once, exclusive or shared, without a wait.
+      expect(nl.tryFlock(other, 'ex')).toBe(false);
+      expect(nl.tryFlock(other, 'sh')).toBe(false);
+      expect(spawnSync('flock', ['-n', file, 'true']).status).toBe(1);
+      nl.funlock(fd);
+      expect(nl.tryFlock(other, 'sh')).toBe(true);
+      expect(nl.tryFlock(fd, 'sh')).toBe(true); // shared locks coexist
+      expect(spawnSync('flock', ['-n', '-s', file, 'true']).status).toBe(0);
+      expect(spawnSync('flock', ['-n', file, 'true']).status).toBe(1);
+      // None of that needed the Go runtime.
+      expect(nl.traceShimCalls(true)).toEqual([]);
+      // A held lock is waited for in the shim, which gives up after the timeout.
+      await expect(nl.flock(fd, 'ex', 100)).rejects.toMatchObject({ errno: 'EAGAIN' });
+      expect(nl.traceShimCalls(false).map((c) => c.op)).toEqual(['flock']);
+      // A bad descriptor is an error, not a "held" answer.
+      expect(() => nl.tryFlock(987654, 'ex')).toThrow(/EBADF/);
+      await expect(nl.flock(987654, 'ex', 100)).rejects.toMatchObject({ errno: 'EBADF' });
+    } finally {
+      nl.traceShimCalls(false);
+      closeSync(fd);
+      closeSync(other);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
