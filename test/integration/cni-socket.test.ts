@@ -63,7 +63,9 @@ function startHealthzSampler(nodeNs: string, port: number): { ready: Promise<voi
       }
       process.stdout.write(JSON.stringify(samples));
     })();`;
-  const child = spawn('ip', ['netns', 'exec', nodeNs, process.execPath, '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // At a higher priority than the agent and the burst: what is measured is
+  // the agent's answer, not the sampler waiting for a core on a busy machine.
+  const child = spawn('ip', ['netns', 'exec', nodeNs, 'nice', '-n', '-10', process.execPath, '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   const ready = new Promise<void>((resolve) => child.stderr.once('data', () => resolve()));
@@ -198,6 +200,8 @@ describe.skipIf(requireOrSkip('cni-socket', { root: isRoot }))('tsflanneld CNI s
     const pods = Array.from({ length: 50 }, (_, i) => addNetns(`sp${i}`));
     const sampler = startHealthzSampler(node, agent!.healthzPort);
     await sampler.ready;
+    // prom-client resets its event-loop delay histogram at every scrape: the next one covers the burst.
+    httpInNs(node, agent!.healthzPort, '/metrics');
     const adds = await Promise.all(pods.map((p, i) => socketCall(socket, cniEnv('ADD', `burst${i}`, p), JSON.stringify(conf()))));
     const samples = await sampler.stop();
     for (const a of adds) expect(a.exitCode, a.stdout + a.stderr).toBe(0);
@@ -205,7 +209,9 @@ describe.skipIf(requireOrSkip('cni-socket', { root: isRoot }))('tsflanneld CNI s
     expect(new Set(ips).size).toBe(50);
     expect(leases()).toHaveLength(50);
     expect(samples.length).toBeGreaterThan(5);
-    expect(Math.max(...samples), `healthz samples (ms): ${samples.map((s) => s.toFixed(0)).join(' ')}`).toBeLessThan(100);
+    const loopMax = /^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(httpInNs(node, agent!.healthzPort, '/metrics'))?.[1];
+    const why = `healthz samples (ms): ${samples.map((s) => s.toFixed(0)).join(' ')}; the agent's event loop delay max over the burst: ${loopMax} s`;
+    expect(Math.max(...samples), why).toBeLessThan(100);
 
     const dels = await Promise.all(pods.map((p, i) => socketCall(socket, cniEnv('DEL', `burst${i}`, p), JSON.stringify(conf()))));
     for (const d of dels) expect(d.exitCode, d.stdout + d.stderr).toBe(0);
