@@ -166,31 +166,18 @@ var nexthopCache = struct {
 	m map[nsID]*cachedState
 }{m: map[nsID]*cachedState{}}
 
-// cachedState: a state dump leaves its list here and the maps are built
-// from it by the first batch that needs them (60 ms at 50,000 nexthops on a
-// loaded machine), on that batch's goroutine. Not in a goroutine of its own:
-// the shim runs one Go P (procs.go), and a build running on it would hold
-// up every caller entering the shim meanwhile, such as a lease event that
-// needs no nexthop at all (a MAC change). A batch arriving while another
-// builds waits for it (mu).
+// cachedState: a state dump hands its list to a goroutine that builds the
+// maps (60 ms at 50,000 nexthops on a loaded machine) while Node goes on
+// with the exact pass, so the next lease event does not pay for it; a batch
+// arriving before it is done waits for it.
 type cachedState struct {
-	mu    sync.Mutex
+	done  chan struct{}
 	state *nexthopState
-	// raw: the dump the state is (or will be) built from; used: a batch took
-	// the state (and may have changed it). A later dump equal to raw, with no
-	// batch in between, keeps the state: a no-op resync rebuilds nothing.
+	// raw: the dump the state was built from; used: a batch took the state
+	// (and may have changed it). A later dump equal to raw, with no batch in
+	// between, keeps the state: a no-op resync rebuilds nothing.
 	raw  []nexthop
 	used bool
-}
-
-// get builds the state on first use.
-func (c *cachedState) get() *nexthopState {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state == nil {
-		c.state = newNexthopState(c.raw)
-	}
-	return c.state
 }
 
 func sameNexthops(a, b []nexthop) bool {
@@ -216,13 +203,24 @@ func cacheDump(path string, nhs []nexthop) {
 	c := nexthopCache.m[id]
 	keep := c != nil && !c.used && c.raw != nil && sameNexthops(c.raw, nhs)
 	if !keep {
-		nexthopCache.m[id] = &cachedState{raw: nhs}
+		nexthopCache.m[id] = buildInBackground(nhs)
 	}
 	nexthopCache.Unlock()
 }
 
+func buildInBackground(nhs []nexthop) *cachedState {
+	c := &cachedState{done: make(chan struct{}), raw: nhs}
+	go func() {
+		defer close(c.done)
+		c.state = newNexthopState(nhs)
+	}()
+	return c
+}
+
 func builtState(st *nexthopState) *cachedState {
-	return &cachedState{state: st}
+	c := &cachedState{done: make(chan struct{}), state: st}
+	close(c.done)
+	return c
 }
 
 type nsID struct{ dev, ino uint64 }
@@ -262,7 +260,8 @@ func cachedNexthops(path string) *nexthopState {
 	if c == nil {
 		return nil
 	}
-	return c.get()
+	<-c.done
+	return c.state
 }
 
 // nexthopTable is one batch's view of the netns's nexthops, read on the
