@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"sync"
 	"syscall"
 
@@ -147,15 +146,11 @@ type nexthopState struct {
 }
 
 func newNexthopState(nhs []nexthop) *nexthopState {
-	st := emptyNexthopState(len(nhs))
+	st := &nexthopState{ours: map[nhKey]uint32{}, byID: make(map[uint32]nexthop, len(nhs)), next: 1}
 	for _, nh := range nhs {
 		st.add(nh)
 	}
 	return st
-}
-
-func emptyNexthopState(size int) *nexthopState {
-	return &nexthopState{ours: map[nhKey]uint32{}, byID: make(map[uint32]nexthop, size), next: 1}
 }
 
 // nexthopCache keeps each netns's nexthopState between calls (the agent
@@ -213,24 +208,11 @@ func cacheDump(path string, nhs []nexthop) {
 	nexthopCache.Unlock()
 }
 
-// buildYield: the background build yields the P after this many nexthops.
-const buildYield = 512
-
 func buildInBackground(nhs []nexthop) *cachedState {
 	c := &cachedState{done: make(chan struct{}), raw: nhs}
 	go func() {
 		defer close(c.done)
-		// The shim runs one P (procs.go): a caller entering the shim while
-		// this runs waits for the P, so the build gives it up every
-		// buildYield entries (about 0.1 ms) instead of holding it to the end.
-		st := emptyNexthopState(len(nhs))
-		for i, nh := range nhs {
-			st.add(nh)
-			if i%buildYield == buildYield-1 {
-				runtime.Gosched()
-			}
-		}
-		c.state = st
+		c.state = newNexthopState(nhs)
 	}()
 	return c
 }
