@@ -276,47 +276,13 @@ func (c *batchCtx) queue(i int, e batchEntry, entries []batchEntry) bool {
 	done := func(err error) { c.result(i, e, err) }
 	switch e.Kind {
 	case "neigh.set", "neigh.del":
-		ip, ok := pipeAddr(e.IP)
-		if !ok {
+		if !c.queueNeigh(e, idx, e.IP, e.Kind == "neigh.del", unix.NLM_F_REPLACE, 0, done) {
 			return false
 		}
-		mac, ok := pipeMAC(e.MAC)
-		if !ok || !c.ensurePipe() {
-			return false
-		}
-		fam := uint8(unix.AF_INET6)
-		if ip.Is4() {
-			fam = unix.AF_INET
-		}
-		typ, flags := uint16(unix.RTM_NEWNEIGH), uint16(unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
-		if e.Kind == "neigh.del" {
-			typ, flags = unix.RTM_DELNEIGH, 0
-		}
-		off := c.pipe.msg(typ, flags, ndmsg(fam, idx, netlink.NUD_PERMANENT, 0))
-		c.pipe.attr(unix.NDA_DST, ip.AsSlice())
-		if mac != nil {
-			c.pipe.attr(unix.NDA_LLADDR, mac)
-		}
-		c.pipe.end(off, e.Group, done)
 	case "fdb.append", "fdb.del":
-		remote, ok := pipeAddr(e.Dst)
-		if !ok {
+		if !c.queueNeigh(e, idx, e.Dst, e.Kind == "fdb.del", unix.NLM_F_APPEND, netlink.NTF_SELF, done) {
 			return false
 		}
-		mac, ok := pipeMAC(e.MAC)
-		if !ok || !c.ensurePipe() {
-			return false
-		}
-		typ, flags := uint16(unix.RTM_NEWNEIGH), uint16(unix.NLM_F_CREATE|unix.NLM_F_APPEND)
-		if e.Kind == "fdb.del" {
-			typ, flags = unix.RTM_DELNEIGH, 0
-		}
-		off := c.pipe.msg(typ, flags, ndmsg(unix.AF_BRIDGE, idx, netlink.NUD_PERMANENT, netlink.NTF_SELF))
-		c.pipe.attr(unix.NDA_DST, remote.AsSlice())
-		if mac != nil {
-			c.pipe.attr(unix.NDA_LLADDR, mac)
-		}
-		c.pipe.end(off, e.Group, done)
 	case "route.replace":
 		if !e.Nexthop || e.Nhid != 0 {
 			return false
@@ -341,11 +307,7 @@ func (c *batchCtx) queue(i int, e batchEntry, entries []batchEntry) bool {
 			return false
 		}
 		dst = dst.Masked()
-		fam := uint8(unix.AF_INET6)
-		if dst.Addr().Is4() {
-			fam = unix.AF_INET
-		}
-		off := c.pipe.msg(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, rtmsg(fam, dst.Bits(), false))
+		off := c.pipe.msg(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, rtmsg(addrFamily(dst.Addr()), dst.Bits(), false))
 		c.pipe.attr(unix.RTA_DST, dst.Addr().AsSlice())
 		if e.Metric > 0 {
 			c.pipe.attrU32(unix.RTA_PRIORITY, uint32(e.Metric))
@@ -368,6 +330,45 @@ func (c *batchCtx) queue(i int, e batchEntry, entries []batchEntry) bool {
 		c.pipe.flush()
 	}
 	return true
+}
+
+// queueNeigh queues one neighbour-table write: an ARP/NDP entry for addr,
+// or with ntf NTF_SELF an entry of the VXLAN device's FDB (family
+// AF_BRIDGE) whose NDA_DST, addr, is the remote VTEP. create is the flag a
+// set adds to NLM_F_CREATE: REPLACE for a neighbour, APPEND for the FDB
+// (one MAC may have several remotes). false leaves the entry to apply.
+func (c *batchCtx) queueNeigh(e batchEntry, idx int, addr string, del bool, create uint16, ntf uint8, done func(error)) bool {
+	a, ok := pipeAddr(addr)
+	if !ok {
+		return false
+	}
+	mac, ok := pipeMAC(e.MAC)
+	if !ok || !c.ensurePipe() {
+		return false
+	}
+	fam := addrFamily(a)
+	if ntf == netlink.NTF_SELF {
+		fam = unix.AF_BRIDGE
+	}
+	typ, flags := uint16(unix.RTM_NEWNEIGH), uint16(unix.NLM_F_CREATE)|create
+	if del {
+		typ, flags = unix.RTM_DELNEIGH, 0
+	}
+	off := c.pipe.msg(typ, flags, ndmsg(fam, idx, netlink.NUD_PERMANENT, ntf))
+	c.pipe.attr(unix.NDA_DST, a.AsSlice())
+	if mac != nil {
+		c.pipe.attr(unix.NDA_LLADDR, mac)
+	}
+	c.pipe.end(off, e.Group, done)
+	return true
+}
+
+// addrFamily is the address family netlink names addr with.
+func addrFamily(addr netip.Addr) uint8 {
+	if addr.Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
 }
 
 // precreate creates our nexthops for the run of nexthop routes from entry
