@@ -5,7 +5,16 @@
 // loading on every pod's ADD and DEL: about 5 ms against well under 1 ms for
 // this. Not for bulk data: the executable's embedded files are still checked
 // with node:crypto (src/sea/assets.ts).
+import { createRequire } from 'node:module';
 import { sha256 } from '@noble/hashes/sha2.js';
+
+/**
+ * node:crypto, loaded on first use only: for the work that needs it (bulk
+ * digests, random temp names) on paths a CNI call does not take.
+ */
+export function nodeCrypto(): typeof import('node:crypto') {
+  return createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+}
 
 /** The last digest: an ADD hashes one attachment's key twice (its veth name and its lock file). */
 let last: { text: string; hex: string } | undefined;

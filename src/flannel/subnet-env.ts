@@ -1,8 +1,8 @@
 // /run/flannel/subnet.env: written by the agent, read by the plugin. The
 // format is flannel's, so tsflannel and flannel can read each other's file.
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
+import { nodeCrypto } from '../digest.js';
 import { gatewayCidr, parseCidr, type Family } from '../net/ip.js';
 
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
@@ -169,8 +169,7 @@ export function writeSubnetEnv(path: string, env: SubnetEnv): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   // node:crypto only here: the plugin reads this file on every call and
   // must not load it (src/digest.ts).
-  const { randomBytes } = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
-  const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
+  const tmp = `${path}.${nodeCrypto().randomBytes(4).toString('hex')}.tmp`;
   try {
     writeFileSync(tmp, formatSubnetEnv(env), { mode: 0o644 });
     renameSync(tmp, path);

@@ -15,19 +15,12 @@ import {
   writeSync,
   type Stats,
 } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import * as sea from 'node:sea';
-import { sha256Hex } from '../digest.js';
-
-/**
- * node:crypto, loaded only to extract (once per build and node): every CNI
- * call of the standalone plugin checks the manifest, and loading node:crypto
- * for that would cost it more than the check (src/digest.ts).
- */
-function nodeCrypto(): typeof import('node:crypto') {
-  return createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
-}
+// node:crypto only to extract (once per build and node): every CNI call of
+// the standalone plugin checks the manifest, and loading node:crypto for
+// that would cost it more than the check.
+import { nodeCrypto, sha256Hex } from '../digest.js';
 
 /** The SEA asset that lists the files to extract, written by scripts/package.sh. */
 export const MANIFEST_ASSET = 'tsflannel-assets.json';

@@ -24,7 +24,7 @@ const RANK: Record<string, number> = {
   net: 1,
   sea: 0, // the single executable's asset loader
   'version.ts': 0,
-  'digest.ts': 0, // SHA-256 of short text, for names (plugin, IPAM, sea)
+  'digest.ts': 0, // SHA-256 of short text for names (plugin, IPAM, sea), node:crypto on demand
 };
 
 function tsFiles(dir: string): string[] {
