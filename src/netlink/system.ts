@@ -24,19 +24,22 @@ export function sysctlSet(key: string, value: string, opts: InNetns = {}): void 
  * shim; either way opening it may block on a FIFO, so callers stat first.
  */
 export function isNetns(path: string): boolean {
-  let fd: number | undefined;
+  return libcIsNetns(path) ?? (call('netns.check', { path }) as { netns: boolean }).netns;
+}
+
+/** libc's answer for `path`; undefined when libc is not loadable or the path does not open (the shim then words the error). */
+function libcIsNetns(path: string): boolean | undefined {
+  let fd: number;
   try {
     fd = openSync(path, 'r');
   } catch {
-    return (call('netns.check', { path }) as { netns: boolean }).netns; // the shim's error for it
+    return undefined;
   }
   try {
-    const viaLibc = libcIsNetnsFd(fd);
-    if (viaLibc !== undefined) return viaLibc;
+    return libcIsNetnsFd(fd);
   } finally {
     closeSync(fd);
   }
-  return (call('netns.check', { path }) as { netns: boolean }).netns;
 }
 
 export type LockMode = 'ex' | 'sh';
