@@ -50,17 +50,15 @@ function writeFd(fd: 1 | 2, data: string | Uint8Array): Promise<void> {
   return new Promise((resolve) => stream.write(buf.subarray(off), () => resolve()));
 }
 
-/** Log lines still on their way through process.stderr (after an EAGAIN): the exit waits for them. */
-const stderrInFlight = new Set<Promise<void>>();
+/**
+ * The last log line's write. Lines go out in order (a stream, once taken,
+ * takes every later line), so it settles after all earlier ones: the exit
+ * waits for it.
+ */
+let stderrWritten: Promise<void> = Promise.resolve();
 
 function writeStderr(text: string): void {
-  const written = writeFd(2, text);
-  stderrInFlight.add(written);
-  void written.then(() => stderrInFlight.delete(written));
-}
-
-async function stderrWritten(): Promise<void> {
-  while (stderrInFlight.size > 0) await Promise.all([...stderrInFlight]);
+  stderrWritten = writeFd(2, text);
 }
 
 /**
@@ -81,7 +79,7 @@ function exitAfterAnswer(answer: Buffer, logsWritten: () => Promise<void>): void
   const answer$ = writeFd(1, answer).then(() => {
     answered = true;
   });
-  void Promise.all([answer$, logsWritten().then(stderrWritten)]).then(() => process.exit());
+  void Promise.all([answer$, logsWritten().then(() => stderrWritten)]).then(() => process.exit());
 }
 
 export async function main(): Promise<void> {
