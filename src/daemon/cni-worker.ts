@@ -35,14 +35,13 @@ function nameThread(): void {
   }
 }
 
-preloadHandler().then(
-  () => {
+void preloadHandler()
+  .then(
+    (): WorkerReply => ({ ready: true }),
+    // A node without the shim still serves: the first call reports the error.
+    (err: unknown): WorkerReply => ({ ready: true, warning: `preloading the handler failed: ${(err as Error)?.message ?? String(err)}` }),
+  )
+  .then((ready) => {
     nameThread();
-    port.postMessage({ ready: true });
-  },
-  // A node without the shim still serves: the first call reports the error.
-  (err: unknown) => {
-    nameThread();
-    port.postMessage({ ready: true, warning: `preloading the handler failed: ${(err as Error)?.message ?? String(err)}` });
-  },
-);
+    port.postMessage(ready);
+  });

@@ -114,8 +114,8 @@ export function applyBatch(entries: readonly BatchEntry[], opts: InNetns = {}): 
  *
  * "-" for an absent field; flags are o (onlink) and n (nexthop). At 15,000
  * entries a line each costs the shim a fraction of decoding a JSON object
- * each. A field holding a space, a newline, "%" or exactly "-" is
- * percent-encoded, so any value reaches the shim intact (and is refused
+ * each. A field holding a space, a control character, "%" or exactly "-"
+ * is percent-encoded, so any value reaches the shim intact (and is refused
  * there, by entry).
  */
 export function encodeBatch(entries: readonly BatchEntry[], opts: InNetns = {}): string {

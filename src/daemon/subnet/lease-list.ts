@@ -31,7 +31,6 @@ export class LeaseList {
     return this.held.size;
   }
 
-
   /** Holds `lease` under `key`; false when it equals what was held (the old object stays). */
   set(key: string, lease: Lease): boolean {
     const text = JSON.stringify(lease);
