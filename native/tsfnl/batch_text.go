@@ -52,16 +52,21 @@ func decodeBatchText(raw []byte) (batchReq, error) {
 	for i := 0; len(text) > 0; i++ {
 		line, rest, _ := strings.Cut(text, "\n")
 		text = rest
-		if err := splitFields(line, f[:]); err != nil {
-			return r, fmt.Errorf("bad request: batch entry %d: %v: %w", i, err, syscall.EINVAL)
-		}
-		e, err := entryOf(f[:])
+		e, err := decodeLine(line, f[:])
 		if err != nil {
 			return r, fmt.Errorf("bad request: batch entry %d: %v: %w", i, err, syscall.EINVAL)
 		}
 		r.Entries = append(r.Entries, e)
 	}
 	return r, nil
+}
+
+// decodeLine reads one entry line, using f for its fields.
+func decodeLine(line string, f []string) (batchEntry, error) {
+	if err := splitFields(line, f); err != nil {
+		return batchEntry{}, err
+	}
+	return entryOf(f)
 }
 
 // splitFields splits one line into exactly len(f) fields, decoding each.
