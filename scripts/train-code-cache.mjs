@@ -18,7 +18,7 @@
 // cache from another build or with other flags. Exits non-zero when any
 // step fails; package.sh then embeds the compile-only cache instead.
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -121,8 +121,7 @@ function parent([embedded, bundle, shim, out]) {
       }
       if (command === 'ADD') added[p] = parsed;
       if (!existsSync(`${cache}.next`)) throw new Error(`${command} wrote no code cache`);
-      copyFileSync(`${cache}.next`, cache);
-      rmSync(`${cache}.next`);
+      renameSync(`${cache}.next`, cache);
     }
     // A fresh process must accept it as the executable will.
     const check = spawnSync(process.execPath, [SELF, 'child'], {
