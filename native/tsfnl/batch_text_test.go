@@ -1,24 +1,24 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
 )
 
-// batchSample is what src/netlink/batch.ts encodeBatch writes for the entries
-// in test/unit/netlink/batch-text.test.ts (the same text, kept equal by hand).
-const batchSample = `{"netns":"/var/run/netns/a b"}
-neigh.set flannel.1 3 - - 10.1.2.0 6a:00:00:00:01:02 - 0 0
-fdb.append flannel.1 3 172.16.0.2 - - 6a:00:00:00:01:02 - 0 0
-route.replace flannel.1 3 10.1.2.0/24 10.1.2.0 - - on 0 0
-route.del eth0 0 10.9.0.0/16 192.168.1.9 - - - 77 0
-nexthop.del flannel.1 0 - - - - - 0 12
-neigh.set my%20dev 0 - - %2D - - 0 0`
+// batchSampleFile holds what src/netlink/batch.ts encodeBatch writes for the entries
+// below: test/unit/netlink/batch-text.test.ts checks the same file.
+const batchSampleFile = "testdata/batch-sample.txt"
 
 func TestBatchTextDecodesEveryFieldOfEveryKind(t *testing.T) {
-	r, err := decodeBatchText([]byte(batchSample))
+	sample, err := os.ReadFile(batchSampleFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := decodeBatchText(bytes.TrimSuffix(sample, []byte("\n")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,16 +1,13 @@
 // batch.apply's request text: one line per entry in the field order the
 // shim reads (native/tsfnl/batch_text.go; its Go test decodes this very
-// text, batchSample in batch_text_test.go).
+// text, native/tsfnl/testdata/batch-sample.txt).
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { encodeBatch, type BatchEntry } from '../../../src/netlink/batch.js';
 
-const SAMPLE = `{"netns":"/var/run/netns/a b"}
-neigh.set flannel.1 3 - - 10.1.2.0 6a:00:00:00:01:02 - 0 0
-fdb.append flannel.1 3 172.16.0.2 - - 6a:00:00:00:01:02 - 0 0
-route.replace flannel.1 3 10.1.2.0/24 10.1.2.0 - - on 0 0
-route.del eth0 0 10.9.0.0/16 192.168.1.9 - - - 77 0
-nexthop.del flannel.1 0 - - - - - 0 12
-neigh.set my%20dev 0 - - %2D - - 0 0`;
+/** The text the shim's Go test decodes too. */
+const SAMPLE = readFileSync(fileURLToPath(new URL('../../../native/tsfnl/testdata/batch-sample.txt', import.meta.url)), 'utf8').replace(/\n$/, '');
 
 describe('encodeBatch', () => {
   it('writes a netns header and one line of ten fields per entry, every kind, in the shim\'s order', () => {
