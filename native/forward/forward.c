@@ -4,8 +4,9 @@
  * stdin bytes) to tsflanneld over a Unix socket and relays the answer, so a
  * pod pays a static C program's start-up (well under a millisecond of CPU)
  * instead of Node's. When the agent cannot answer, it execs the standalone
- * TypeScript plugin with the same environment and stdin, so a pod never fails
- * because the agent restarts. Wire protocol: docs/architecture-cni-path.md
+ * TypeScript plugin with the same environment (less the variables Node acts
+ * on at start-up: node_startup_var) and stdin, so a pod never fails because
+ * the agent restarts. Wire protocol: docs/architecture-cni-path.md
  * (4-byte big-endian length + JSON, one request per connection).
  *
  * Its JSON reading and writing (json.c) follow Go's encoding/json (the
@@ -247,6 +248,57 @@ static void answer_version(void) {
 
 /* ----------------------------------------------------------- standalone */
 
+/*
+ * Whether the standalone will run as the CNI plugin rather than the node
+ * tool or the agent: src/main/dispatch.ts's programFor, mirrored (a first
+ * argument naming a program wins, else argv[0]'s basename; the plugin when
+ * CNI_COMMAND is set, even to "", or a runtime-style call with no arguments
+ * carries CNI_CONTAINERID, CNI_NETNS or CNI_IFNAME).
+ */
+static int standalone_is_plugin(const char *path) {
+  static const char *const programs[] = {"tsflannel", STANDALONE_NAME, "tsflanneld"};
+  const char *first = g_argc > 1 ? g_argv[1] : NULL;
+  int by_arg = 0;
+  for (size_t i = 0; first && i < sizeof programs / sizeof programs[0]; i++) by_arg |= strcmp(first, programs[i]) == 0;
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  if (strcmp(by_arg ? first : base, "tsflanneld") == 0) return 0;
+  if (getenv("CNI_COMMAND")) return 1;
+  int args = g_argc - 1 - by_arg;
+  return args <= 0 && (getenv("CNI_CONTAINERID") || getenv("CNI_NETNS") || getenv("CNI_IFNAME"));
+}
+
+/*
+ * The variables a CNI call's standalone plugin does not inherit from the
+ * runtime (one list: docs/configuration.md#environment-variables copies it).
+ * The standalone is a Node single executable, and Node, its bundled OpenSSL
+ * and libuv act on these when the process starts, before any of the plugin's
+ * code runs: NODE_OPTIONS adds flags (--require of any file, --inspect opening
+ * a debug port per pod), NODE_EXTRA_CA_CERTS makes every start parse a CA
+ * bundle (50-90 ms of CPU with Debian's), NODE_V8_COVERAGE writes files on
+ * every call, OPENSSL_CONF is read at start and can load engines or
+ * providers, UV_THREADPOOL_SIZE sizes a thread pool. The plugin makes no TLS
+ * connection, takes no Node option and reads none of them (NODE_NAME
+ * included), so whole name spaces go: NODE_* (Node's own, with the names a
+ * later Node adds), OPENSSL_* and UV_*. SSL_CERT_FILE and SSL_CERT_DIR stay:
+ * OpenSSL reads them only when a TLS context loads its trust store. CNI_*,
+ * PATH and everything else pass unchanged.
+ */
+static int node_startup_var(const char *e) {
+  static const char *const prefixes[] = {"NODE_", "OPENSSL_", "UV_"};
+  for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+    if (strncmp(e, prefixes[i], strlen(prefixes[i])) == 0) return 1;
+  return 0;
+}
+
+/* Drops node_startup_var's names from a NULL-terminated list, in place. */
+static void drop_node_vars(char **env) {
+  size_t k = 0;
+  for (size_t i = 0; env[i]; i++)
+    if (!node_startup_var(env[i])) env[k++] = env[i];
+  env[k] = NULL;
+}
+
 /* TSFLANNEL_STANDALONE, else tsflannel-standalone in this executable's own
  * directory (where `tsflannel install` puts both). */
 static void standalone_path(buf *out) {
@@ -310,7 +362,8 @@ static int stdin_from(const buf *data, buf *why) {
 
 /*
  * Replaces this process with the standalone plugin, with the same arguments
- * and environment. With stdin bytes, its fd 0 holds exactly those bytes; with
+ * and environment, less Node's start-up variables when it runs as the plugin
+ * (node_startup_var). With stdin bytes, its fd 0 holds exactly those bytes; with
  * NULL, fd 0 is passed on untouched. agent names the socket that failed, for
  * the error when the standalone is missing too. Never returns.
  */
@@ -324,6 +377,10 @@ static void exec_standalone(const buf *stdin_bytes, const char *agent, size_t ag
   if (e == 0) {
     size_t nenv;
     char **env = environ_dedup(&nenv);
+    /* A person running `tsflannel status` or doctor through this binary
+     * keeps the environment they chose (those reach etcd or the API server,
+     * perhaps over TLS); a runtime's call does not. */
+    if (standalone_is_plugin(p)) drop_node_vars(env);
     char **argv = calloc((size_t)g_argc + 1, sizeof *argv);
     if (!argv) die_oom();
     argv[0] = (char *)p;
