@@ -723,6 +723,101 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(agent.requests.at(-1)!.env.CNI_ARGS).toBe('a\ufffdb\ufffd\ufffd\ufffdc');
   });
 
+  // Node's start-up variables: the runtime's environment must not reach the standalone's Node through them.
+
+  /** What Node, its OpenSSL and libuv act on at start-up, as a runtime's environment might carry them. */
+  const NODE_STARTUP_ENV: Record<string, string> = {
+    NODE_OPTIONS: '--require=/nonexistent --inspect=0.0.0.0:9229',
+    NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt',
+    NODE_V8_COVERAGE: '/tmp/tsf-fwd-coverage',
+    NODE_ICU_DATA: '/nonexistent/icu',
+    NODE_PRESERVE_SYMLINKS: '1',
+    NODE_REPL_HISTORY: '/tmp/x',
+    NODE_TLS_REJECT_UNAUTHORIZED: '0',
+    NODE_PENDING_DEPRECATION: '1',
+    NODE_NO_WARNINGS: '1',
+    NODE_DEBUG: 'net,fs',
+    NODE_DEBUG_NATIVE: 'SEA',
+    NODE_COMPILE_CACHE: '/tmp/cache',
+    NODE_SKIP_PLATFORM_CHECK: '1',
+    NODE_DISABLE_COLORS: '1',
+    NODE_REDIRECT_WARNINGS: '/tmp/w',
+    NODE_PATH: '/tmp/modules',
+    NODE_CHANNEL_FD: '3',
+    NODE_NAME: 'node-1', // not Node's, but the plugin reads no NODE_* at all
+    OPENSSL_CONF: '/tmp/evil-openssl.cnf',
+    OPENSSL_MODULES: '/tmp/providers',
+    UV_THREADPOOL_SIZE: '128',
+    UV_USE_IO_URING: '1',
+  };
+  /** Look-alikes and generic variables that must pass unchanged. */
+  const KEPT_ENV: Record<string, string> = {
+    SSL_CERT_FILE: '/etc/ssl/certs/ca-certificates.crt',
+    SSL_CERT_DIR: '/etc/ssl/certs',
+    TZ: 'UTC',
+    FORCE_COLOR: '1',
+    NO_COLOR: '1',
+    NODEJS_HOME: '/opt/node',
+    XNODE_OPTIONS: '--require=/nonexistent',
+    node_options: 'lower case: not Node\'s',
+    MY_UV_THING: 'u',
+  };
+
+  /** A shell standalone (Node would trip over NODE_OPTIONS) that records its environment and argv. */
+  function envRecorder(): { path: string; env: () => Record<string, string>; argv: () => string[] } {
+    const out = join(dir, 'env-recorder');
+    const path = join(dir, 'env-recorder.sh');
+    writeFileSync(path, `#!/bin/sh\nenv -0 > "${out}.env"\nprintf '%s\\0' "$@" > "${out}.argv"\ncat > /dev/null\nexit ${FAKE_EXIT}\n`);
+    chmodSync(path, 0o755);
+    const nulList = (file: string) => readFileSync(file, 'utf8').split('\0').filter((x) => x !== '');
+    return {
+      path,
+      env: () => Object.fromEntries(nulList(`${out}.env`).filter((kv) => !kv.startsWith('PWD=')).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
+      argv: () => nulList(`${out}.argv`),
+    };
+  }
+
+  it('execs the standalone of a CNI call without NODE_*, OPENSSL_* and UV_* (no socket, agent closing mid-answer, agentSocket "", oversize stdin, empty CNI_COMMAND); CNI_*, PATH, SSL_CERT_*, TZ and look-alikes pass unchanged', async () => {
+    const rec = envRecorder();
+    const runtimeEnv = { ...baseEnv, ...NODE_STARTUP_ENV, ...KEPT_ENV, TSFLANNEL_STANDALONE: rec.path };
+    const expected = { ...baseEnv, ...KEPT_ENV, TSFLANNEL_STANDALONE: rec.path };
+    const cases: [string, Record<string, string>, string][] = [
+      ['no socket', runtimeEnv, conf({ agentSocket: join(dir, 'absent-node-env.sock') })],
+      ['agentSocket ""', runtimeEnv, conf({ agentSocket: '' })],
+      ['stdin over 1 MiB', runtimeEnv, conf({ padding: 'n'.repeat(MAX_STDIN) })],
+      ['empty CNI_COMMAND', { ...runtimeEnv, CNI_COMMAND: '' }, conf()],
+      ['agent closes mid-answer', runtimeEnv, conf()],
+    ];
+    for (const [label, env, stdin] of cases) {
+      agent.behaviour = label === 'agent closes mid-answer' ? { kind: 'close-mid-answer' } : { kind: 'never-answer' };
+      const run = await runForwarder(env, stdin);
+      expect({ label, status: run.status }).toEqual({ label, status: FAKE_EXIT });
+      const want = label === 'empty CNI_COMMAND' ? { ...expected, CNI_COMMAND: '' } : expected;
+      expect({ label, env: rec.env() }).toEqual({ label, env: want });
+    }
+    // What reaches the agent is untouched by this: CNI_* and TSFLANNEL_* only, as always.
+    expect(agent.requests.at(-1)!.env).toEqual(Object.fromEntries(Object.entries(runtimeEnv).filter(([k]) => k.startsWith('CNI_') || k.startsWith('TSFLANNEL_'))));
+  });
+
+  it('keeps the whole environment, Node\'s variables included, when the standalone runs as the node tool or the agent (a person\'s choice), and drops them for a runtime-style call that lacks CNI_COMMAND', async () => {
+    const rec = envRecorder();
+    const { CNI_COMMAND: _omit, ...noCommand } = { ...baseEnv, ...NODE_STARTUP_ENV, ...KEPT_ENV, TSFLANNEL_STANDALONE: rec.path };
+    const before = agent.connections;
+    // `tsflannel status --json` typed on a node: the tool may reach etcd or the API server over TLS.
+    expect((await runForwarder(noCommand, '', ['status', '--json'])).status).toBe(FAKE_EXIT);
+    expect(rec.env()).toEqual(noCommand);
+    expect(rec.argv()).toEqual(['status', '--json']);
+    // A first argument naming the agent runs the agent, even with CNI_COMMAND set.
+    const withCommand = { ...noCommand, CNI_COMMAND: 'ADD' };
+    expect((await runForwarder(withCommand, conf({ agentSocket: '' }), ['tsflanneld', '--help'])).status).toBe(FAKE_EXIT);
+    expect(rec.env()).toEqual(withCommand);
+    // No arguments and CNI_CONTAINERID set: src/main/dispatch.ts makes that the plugin (which answers the missing CNI_COMMAND).
+    expect((await runForwarder(noCommand, conf())).status).toBe(FAKE_EXIT);
+    expect(Object.keys(rec.env()).filter((k) => /^(NODE|OPENSSL|UV)_/.test(k))).toEqual([]);
+    expect(rec.env().CNI_CONTAINERID).toBe('c0ffee');
+    expect(agent.connections).toBe(before);
+  });
+
   const skip = requireOrSkip('forwarder default socket', { root: process.getuid?.() === 0, 'unshare (util-linux)': existsSync('/usr/bin/unshare') });
 
   /**
