@@ -801,7 +801,8 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
 
   it('keeps the whole environment, Node\'s variables included, when the standalone runs as the node tool or the agent (a person\'s choice), and drops them for a runtime-style call that lacks CNI_COMMAND', async () => {
     const rec = envRecorder();
-    const { CNI_COMMAND: _omit, ...noCommand } = { ...baseEnv, ...NODE_STARTUP_ENV, ...KEPT_ENV, TSFLANNEL_STANDALONE: rec.path };
+    const all: Record<string, string> = { ...baseEnv, ...NODE_STARTUP_ENV, ...KEPT_ENV, TSFLANNEL_STANDALONE: rec.path };
+    const { CNI_COMMAND: _omit, ...noCommand } = all;
     const before = agent.connections;
     // `tsflannel status --json` typed on a node: the tool may reach etcd or the API server over TLS.
     expect((await runForwarder(noCommand, '', ['status', '--json'])).status).toBe(FAKE_EXIT);
