@@ -365,7 +365,7 @@ export async function run(ctx) {
     };
     const seconds = ((Date.now() - started) / 1000).toFixed(0);
     const caCertsNote = process.env.NODE_EXTRA_CA_CERTS
-      ? `This shell sets NODE_EXTRA_CA_CERTS, which makes every Node start read a CA bundle (last row); a runtime that passes its environment on to plugins would add that to every tsflannel call.`
+      ? `This shell sets NODE_EXTRA_CA_CERTS, which makes every Node start read a CA bundle (last row); a runtime that passes its environment on to plugins would add that to every call of a Node plugin it runs directly (the forwarder drops NODE_* for its fallback: docs/configuration.md#environment-variables).`
       : undefined;
     return [
       {

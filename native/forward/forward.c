@@ -275,7 +275,7 @@ static int standalone_is_plugin(const char *path) {
  * and libuv act on these when the process starts, before any of the plugin's
  * code runs: NODE_OPTIONS adds flags (--require of any file, --inspect opening
  * a debug port per pod), NODE_EXTRA_CA_CERTS makes every start parse a CA
- * bundle (50-90 ms of CPU with Debian's), NODE_V8_COVERAGE writes files on
+ * bundle (about 60 ms of CPU with Debian's), NODE_V8_COVERAGE writes files on
  * every call, OPENSSL_CONF is read at start and can load engines or
  * providers, UV_THREADPOOL_SIZE sizes a thread pool. The plugin makes no TLS
  * connection, takes no Node option and reads none of them (NODE_NAME
