@@ -253,7 +253,8 @@ static void answer_version(void) {
  * tool or the agent: src/main/dispatch.ts's programFor, mirrored (a first
  * argument naming a program wins, else argv[0]'s basename; the plugin when
  * CNI_COMMAND is set, even to "", or a runtime-style call with no arguments
- * carries CNI_CONTAINERID, CNI_NETNS or CNI_IFNAME).
+ * carries CNI_CONTAINERID, CNI_NETNS or CNI_IFNAME). test/integration/
+ * forwarder.test.ts checks the two agree on 36 argument and variable cases.
  */
 static int standalone_is_plugin(const char *path) {
   static const char *const programs[] = {"tsflannel", STANDALONE_NAME, "tsflanneld"};

@@ -14,6 +14,7 @@ import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { requireOrSkip } from '../helpers/require.js';
+import { programFor } from '../../src/main/dispatch.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const FORWARDER = join(REPO, 'native/build/tsflannel-forward');
@@ -816,6 +817,30 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect((await runForwarder(noCommand, conf())).status).toBe(FAKE_EXIT);
     expect(Object.keys(rec.env()).filter((k) => /^(NODE|OPENSSL|UV)_/.test(k))).toEqual([]);
     expect(rec.env().CNI_CONTAINERID).toBe('c0ffee');
+    expect(agent.connections).toBe(before);
+  });
+
+  it('drops Node\'s variables exactly when src/main/dispatch.ts would run the standalone as the plugin (36 argv × env cases)', async () => {
+    const rec = envRecorder();
+    const argvs = [[], ['status'], ['--help'], ['tsflanneld'], ['tsflannel'], ['tsflannel-standalone', 'status']];
+    const cniVars: Record<string, string>[] = [{}, { CNI_COMMAND: 'ADD' }, { CNI_COMMAND: '' }, { CNI_CONTAINERID: 'c' }, { CNI_NETNS: '/n' }, { CNI_IFNAME: 'eth0' }];
+    const runtimeBase = { PATH: baseEnv.PATH!, TSFLANNEL_STANDALONE: rec.path, NODE_OPTIONS: '--require=/x', OPENSSL_CONF: '/x', UV_THREADPOOL_SIZE: '9' };
+    const before = agent.connections;
+    const kinds = { plugin: 0, tool: 0, agent: 0 };
+    for (const args of argvs) {
+      for (const vars of cniVars) {
+        const env = { ...runtimeBase, ...vars };
+        const label = `${JSON.stringify(args)} ${JSON.stringify(vars)}`;
+        const run = await runForwarder(env, conf({ agentSocket: '' }), args);
+        expect({ label, status: run.status }).toEqual({ label, status: FAKE_EXIT });
+        // The standalone is started as rec.path: its kind is decided as for tsflannel-standalone (not the agent's name).
+        const kind = programFor(rec.path, ['node', rec.path, ...args], env).kind;
+        const kept = Object.keys(rec.env()).filter((k) => k in runtimeBase && k !== 'PATH' && k !== 'TSFLANNEL_STANDALONE').sort();
+        expect({ label, kind, kept }).toEqual({ label, kind, kept: kind === 'plugin' ? [] : ['NODE_OPTIONS', 'OPENSSL_CONF', 'UV_THREADPOOL_SIZE'] });
+        kinds[kind]++;
+      }
+    }
+    expect(kinds).toEqual({ plugin: 16, tool: 14, agent: 6 });
     expect(agent.connections).toBe(before);
   });
 
