@@ -30,7 +30,10 @@ function baseName(path: string): string {
  * tsflannel-standalone are the CNI plugin when CNI_COMMAND is set (even to
  * '': a runtime's bad call gets the spec's error JSON) or when a runtime-style
  * call (no arguments, CNI_CONTAINERID, CNI_NETNS or CNI_IFNAME set) lacks it;
- * otherwise the node tool.
+ * otherwise the node tool. The forwarder (native/forward/forward.c,
+ * standalone_is_plugin) mirrors this to know when the standalone it runs is
+ * the plugin, whose environment loses Node's start-up variables;
+ * test/integration/forwarder.test.ts compares the two.
  */
 export function programFor(argv0: string, argv: readonly string[], env: NodeJS.ProcessEnv): Program {
   const first = argv[2];
