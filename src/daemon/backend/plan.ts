@@ -3,7 +3,7 @@
 // I/O here, so every rule about ownership and replacement is unit-tested.
 import type { Lease } from '../types.js';
 
-import { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, isAligned, networkAddress, parseCidr, parseIp, sameNetwork, type Cidr, type Ip } from '../../net/ip.js';
+import { canonicalCidr, cidrContainsCidr, cidrContainsIp, cidrOverlaps, formatIp, isAligned, networkAddress, parseCidr, parseIp, sameNetwork, type Cidr, type Ip } from '../../net/ip.js';
 
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
@@ -75,6 +75,8 @@ export function describeLease(lease: Lease): string {
 interface Checked {
   subnet: Cidr;
   publicIP: Ip;
+  /** publicIP as the kernel prints it (FDB dst, underlay gateway) */
+  publicText: string;
 }
 
 /**
@@ -95,8 +97,12 @@ function checkCommon(lease: Lease, type: Lease['backendType'], ctx: PlanContext)
   if (cidrOverlaps(subnet, ctx.ownSubnet)) return skip(`subnet overlaps our own subnet ${canonicalCidr(ctx.ownSubnet)}`);
   const publicIP = parseIp(lease.publicIP, family);
   if (publicIP === undefined) return skip(`public IP ${JSON.stringify(lease.publicIP)} is not an IPv${family} address`);
-  if (ctx.ownIPs.includes(lease.publicIP)) return skip(`public IP ${lease.publicIP} is our own`);
-  return { subnet, publicIP };
+  // An IPv6 address has many spellings; the kernel prints one. Planning the
+  // lease's own (FD00:88:0:0::2) would rewrite a right FDB entry or route on
+  // every pass. An accepted IPv4 text is already canonical (no leading zeros).
+  const publicText = family === 4 ? lease.publicIP : formatIp(publicIP);
+  if (ctx.ownIPs.includes(publicText)) return skip(`public IP ${lease.publicIP} is our own`);
+  return { subnet, publicIP, publicText };
 }
 
 /** Drops later leases for a subnet an earlier lease already claimed. */
@@ -122,7 +128,7 @@ export function planVxlanLease(lease: Lease, ctx: PlanContext, opts: VxlanPlanOp
   if ('reason' in c) return c;
   const dst = canonicalText(lease.subnet, c.subnet);
   if (opts.directRouting && cidrContainsIp(ctx.extCidr, c.publicIP)) {
-    return { lease, route: { dst, gw: lease.publicIP, via: 'underlay' } };
+    return { lease, route: { dst, gw: c.publicText, via: 'underlay' } };
   }
   const rawMac = lease.backendData?.VtepMAC;
   const mac = typeof rawMac === 'string' ? normalizeMac(rawMac) : undefined;
@@ -130,7 +136,7 @@ export function planVxlanLease(lease: Lease, ctx: PlanContext, opts: VxlanPlanOp
     return { lease, reason: rawMac ? `VtepMAC ${JSON.stringify(rawMac)} is not a unicast MAC` : 'has no VtepMAC', error: Boolean(rawMac) };
   }
   const gw = dst === lease.subnet ? dst.slice(0, dst.indexOf('/')) : networkAddress(c.subnet);
-  return { lease, route: { dst, gw, via: 'overlay' }, neigh: { ip: gw, mac }, fdb: { mac, dst: lease.publicIP } };
+  return { lease, route: { dst, gw, via: 'overlay' }, neigh: { ip: gw, mac }, fdb: { mac, dst: c.publicText } };
 }
 
 /**
@@ -206,7 +212,7 @@ export function planHostGw(leases: readonly Lease[], ctx: PlanContext): Plan {
       out.skipped.push(dup);
       continue;
     }
-    out.plans.push({ lease, route: { dst: canonicalCidr(c.subnet), gw: lease.publicIP, via: 'underlay' } });
+    out.plans.push({ lease, route: { dst: canonicalCidr(c.subnet), gw: c.publicText, via: 'underlay' } });
   }
   return out;
 }

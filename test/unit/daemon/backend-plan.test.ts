@@ -71,6 +71,26 @@ describe('planned destinations and gateways', () => {
   });
 });
 
+describe('a peer\'s public IP', () => {
+  it('is planned as the kernel prints it, so an IPv6 lease spelt another way does not rewrite a right FDB entry or route on every pass', () => {
+    const ctx6: PlanContext = {
+      network: parseCidr('fd00:10::/56', 6)!,
+      ownSubnet: parseCidr('fd00:10:0:1::/64', 6)!,
+      extCidr: parseCidr('fd00:88::1/64', 6)!,
+      ownIPs: ['fd00:88::1'],
+    };
+    const lease6 = (publicIP: string): Lease => ({ ...lease(2, publicIP, '0a:00:00:00:00:02'), subnet: 'fd00:10:0:2::/64' });
+    const overlay = planVxlanLease(lease6('FD00:0088:0:0::2'), ctx6, { directRouting: false });
+    expect('fdb' in overlay && overlay.fdb).toEqual({ mac: '0a:00:00:00:00:02', dst: 'fd00:88::2' });
+    const direct = planVxlanLease(lease6('FD00:88:0:0:0:0:0:2'), ctx6, { directRouting: true });
+    expect('route' in direct && direct.route).toEqual({ dst: 'fd00:10:0:2::/64', gw: 'fd00:88::2', via: 'underlay' });
+    const hostGw = planHostGw([{ ...lease6('fd00:88:0::2'), backendType: 'host-gw' }], ctx6);
+    expect(hostGw.plans.map((p) => p.route.gw)).toEqual(['fd00:88::2']);
+    const own = planVxlanLease(lease6('FD00:88::1'), ctx6, { directRouting: false });
+    expect('reason' in own && own.reason).toBe('public IP FD00:88::1 is our own');
+  });
+});
+
 describe('planVxlan', () => {
   it('asks for route, ARP and FDB per remote node', () => {
     const plan = planVxlan([lease(2, '192.168.77.2', '0A:00:00:00:00:02')], ctx, { directRouting: false });
