@@ -13,28 +13,15 @@ import { externalView, LeaseViews } from './family.js';
 import {
   baseMetric,
   describeLease,
-  diffFdb,
-  diffNexthops,
-  diffNeighs,
-  diffRoutes,
   normalizeMac,
   planVxlan,
   planVxlanLease,
-  type CurrentFdb,
-  type CurrentNeigh,
-  type CurrentNexthop,
-  type CurrentRoute,
   type DesiredFdb,
   type DesiredNeigh,
-  type FdbDiff,
   type LeasePlan,
-  type NeighDiff,
-  type NexthopDiff,
-  type RouteDiff,
   type PerNexthop,
   type Plan,
   type PlanContext,
-  type RouteForm,
   type Skipped,
 } from './plan.js';
 import {
@@ -48,19 +35,18 @@ import {
   applyEntries,
   nexthopDelEntry,
   NexthopSupport,
-  ownedRoutes,
   plannedRouteDelEntry,
   removal,
   requireCidr,
   routeDelEntry,
   routeReplaceEntry,
-  sideNexthops,
   silentLogger,
   SkipLog,
   type BatchOutcome,
   type RouteDevices,
 } from './common.js';
 import { PeerModel, type PeerChange } from './peers.js';
+import { exactDiff } from './exact.js';
 
 interface CachedPlan {
   plan: LeasePlan | Skipped;
@@ -415,25 +401,6 @@ export class VxlanBackend implements Backend {
     };
   }
 
-  /** Our routes and the nexthop objects on our devices, from a dump's text. */
-  private currentRoutes(text: nl.TableText, req: nl.TableStateRequest, devs: RouteDevices): { routes: CurrentRoute[]; nexthops: CurrentNexthop[] } {
-    const nexthops = sideNexthops(nl.decodeNexthops(text.nexthops ?? '', req.routeDevs), devs);
-    return { routes: ownedRoutes(nl.decodeRoutes(text.routes, req.routeDevs), devs, this.network, nexthops), nexthops };
-  }
-
-  private currentNeighs(text: nl.TableText): CurrentNeigh[] {
-    const neighs: CurrentNeigh[] = [];
-    for (const n of nl.decodeNeighs(text.neighs, false)) {
-      if (!n.ip || (this.family === 6 && kernelNeighV6(n.ip))) continue;
-      neighs.push({ ip: n.ip, mac: n.mac, permanent: (n.state & nl.NudState.permanent) !== 0 });
-    }
-    return neighs;
-  }
-
-  private currentFdb(text: nl.TableText): CurrentFdb[] {
-    return nl.decodeNeighs(text.fdb, true).map((e) => ({ mac: e.mac.toLowerCase(), dst: e.ip ?? '' }));
-  }
-
   private devices(): RouteDevices {
     return { overlay: this.deviceName, underlay: this.ext!.name };
   }
@@ -467,23 +434,29 @@ export class VxlanBackend implements Backend {
     // after a MAC change only the neighbour and FDB tables are decoded and
     // diffed, not the routes and nexthops (two thirds of the entries).
     const same = quiet && quiet.nexthop === nexthop ? quietTables(quiet.plans, quiet.text, plans, text) : NONE_QUIET;
-    const desired = plans.map((p) => p.route);
-    let routes: RouteDiff = { write: [], remove: [] };
-    let nhDiff: NexthopDiff | undefined;
-    if (!same.routes) {
-      const cur = this.currentRoutes(text, req, devs);
-      nhDiff = nexthop ? diffNexthops(desired, cur.nexthops) : undefined;
-      const form: RouteForm = nhDiff ? { kind: 'nexthop', nexthops: nhDiff.use } : { kind: 'plain' };
-      routes = diffRoutes(desired, cur.routes, baseMetric(this.family), form);
-    }
     const wantNeighs: DesiredNeigh[] = [];
     const wantFdb: DesiredFdb[] = [];
     for (const p of plans) {
       if (p.neigh) wantNeighs.push(p.neigh);
       if (p.fdb) wantFdb.push(p.fdb);
     }
-    const neighs: NeighDiff = same.neighs ? { write: [], remove: [] } : diffNeighs(wantNeighs, this.currentNeighs(text));
-    const fdb: FdbDiff = same.fdb ? { add: [], remove: [], moved: new Set() } : diffFdb(wantFdb, this.currentFdb(text));
+    // The rest is compared line by line with what the plans would print;
+    // only the lines that differ are decoded and diffed (exact.ts).
+    const diff = exactDiff({
+      routes: plans.map((p) => p.route),
+      neighs: wantNeighs,
+      fdb: wantFdb,
+      text,
+      routeDevs: req.routeDevs,
+      devs,
+      network: this.network,
+      metric: baseMetric(this.family),
+      nexthop,
+      known: same,
+      ...(this.family === 6 ? { kernelNeigh: kernelNeighV6 } : {}),
+    });
+    const { routes, neighs, fdb } = diff;
+    const nhDiff = diff.nexthops;
     const failed = new Set<LeasePlan>();
     const nexthopRemovals = nhDiff?.remove ?? [];
     if (routes.write.length + routes.remove.length + neighs.write.length + neighs.remove.length + fdb.add.length + fdb.remove.length + nexthopRemovals.length === 0) {
