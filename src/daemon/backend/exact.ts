@@ -66,29 +66,37 @@ export function matchLines(
     if (index.has(k)) dirty.add(k);
     else index.set(k, i);
   }
-  const matchedLine: (string | undefined)[] = new Array(count);
-  const lines: string[] = [];
-  for (const line of dump) {
+  // where in the dump each desired entry's equal line is (-1: none)
+  const at = new Int32Array(count).fill(-1);
+  const left: number[] = [];
+  for (let n = 0; n < dump.length; n++) {
+    const line = dump[n]!;
     const k = lineKey(line);
     const i = index.get(k);
-    if (i !== undefined && matchedLine[i] === undefined && comparable(line) === render(i)) {
-      matchedLine[i] = line;
+    if (i !== undefined && at[i] === -1 && comparable(line) === render(i)) {
+      at[i] = n;
     } else {
-      lines.push(line);
+      left.push(n);
       dirty.add(k);
     }
   }
   const desired: number[] = [];
-  for (let i = 0; i < count; i++) if (matchedLine[i] === undefined) dirty.add(wantKey(i));
-  if (dirty.size === 0) return { desired, lines };
-  for (let i = 0; i < count; i++) {
-    const line = matchedLine[i];
-    if (line === undefined) desired.push(i);
-    else if (dirty.has(wantKey(i))) {
-      desired.push(i);
-      lines.push(line);
+  for (let i = 0; i < count; i++) if (at[i] === -1) dirty.add(wantKey(i));
+  if (dirty.size > 0) {
+    let taken = false;
+    for (let i = 0; i < count; i++) {
+      if (at[i] === -1) desired.push(i);
+      else if (dirty.has(wantKey(i))) {
+        desired.push(i);
+        left.push(at[i]!);
+        taken = true;
+      }
     }
+    // The diffs read duplicates in dump order (the first exact route of a
+    // destination is the one kept): lines taken back go to their places.
+    if (taken) left.sort((x, y) => x - y);
   }
+  const lines = left.map((n) => dump[n]!);
   return { desired, lines };
 }
 
