@@ -115,7 +115,13 @@ export class VxlanBackend implements Backend {
    * read and compared entry by entry, every pass) skips decoding and the
    * diff: the diff is a function of the dump, so it would again be empty.
    */
-  private quiet?: { plans: readonly LeasePlan[]; nexthop: boolean; text: nl.TableText; model?: PeerModel };
+  private quiet?: { plans: readonly LeasePlan[]; nexthop: boolean; text: nl.TableText };
+  /**
+   * The plans the exact pass built `model` from, with every peer written;
+   * cleared when an event changes the model. A later pass over the same
+   * plans that fails nowhere would build the same model again.
+   */
+  private modelPlans?: readonly LeasePlan[];
 
   constructor(opts: VxlanBackendOptions) {
     this.config = opts.config;
@@ -168,7 +174,9 @@ export class VxlanBackend implements Backend {
     const remote = this.views.all(leases);
     const report = emptyReport();
     const before = this.model;
+    const beforePlans = this.modelPlans;
     this.model = undefined;
+    this.modelPlans = undefined;
     try {
       this.healDevice();
     } catch (err) {
@@ -185,11 +193,12 @@ export class VxlanBackend implements Backend {
       report.errors.push(`reading the kernel's tables: ${errorText(err)}`);
       return report;
     }
-    const quiet = this.quiet;
-    if (quiet?.plans === plan.plans && report.programmed === plan.plans.length && failed.size === 0 && quiet.model !== undefined && before === quiet.model) {
-      // Nothing written, same plans as when the model was built, and no
-      // event applied since: the model is what it would be rebuilt as.
+    if (failed.size === 0 && before !== undefined && beforePlans === plan.plans) {
+      // Every peer in place (whether this pass wrote or not), the same plans
+      // as when the model was built, and no event applied since: the model
+      // is what it would be rebuilt as.
       this.model = before;
+      this.modelPlans = plan.plans;
       return report;
     }
     // Leases refused only because another lease claims the same subnet or
@@ -197,7 +206,7 @@ export class VxlanBackend implements Backend {
     const waiting = new Set<Lease>([...failed].map((p) => p.lease));
     for (const s of plan.skipped) if (!('reason' in this.planOne(s.lease, ctx))) waiting.add(s.lease);
     this.model = new PeerModel(remote, failed.size ? plan.plans.filter((p) => !failed.has(p)) : plan.plans, waiting);
-    if (quiet?.plans === plan.plans) quiet.model = this.model;
+    if (failed.size === 0) this.modelPlans = plan.plans;
     return report;
   }
 
@@ -225,6 +234,7 @@ export class VxlanBackend implements Backend {
     this.planCache = new WeakMap();
     this.lastPlan = undefined;
     this.quiet = undefined;
+    this.modelPlans = undefined;
   }
 
   /**
@@ -246,7 +256,7 @@ export class VxlanBackend implements Backend {
     const report = emptyReport();
     if (changes.length > 0) {
       // The model changes: the exact pass builds its own again.
-      if (this.quiet) this.quiet.model = undefined;
+      this.modelPlans = undefined;
       const entries: nl.BatchEntry[] = [];
       const outcomes: BatchOutcome[] = [];
       const owner: PeerChange[] = [];
