@@ -184,9 +184,23 @@ async function measureResync(ns, n, dir) {
 export async function run(ctx = {}) {
   const rows = [];
   const dir = mkdtempSync(join(tmpdir(), 'tsf-bench-agent-'));
+  // Node netns are deleted at the end: the kernel frees a netns holding
+  // 150,000 entries on a worker thread for tens of seconds, which would
+  // take a core from the measurements after it.
+  const made = [];
+  try {
+    return await measureAll(ctx, rows, dir, made);
+  } finally {
+    for (const ns of made) spawnSync('ip', ['netns', 'del', ns]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function measureAll(ctx, rows, dir, made) {
   for (const n of ctx.quick ? QUICK_SIZES : SIZES) {
     const ns = `tsfbench${randomBytes(2).toString('hex')}`;
-    try {
+    made.push(ns);
+    {
       makeNode(ns);
       ctx.log?.(`agent: ${n} leases`);
       const ours = await measureBackend(ns, n);
@@ -208,14 +222,13 @@ export async function run(ctx = {}) {
         'node joins median/max (ms, CPU median)': `${ms(median(ours.join.map((t) => t.wall)))} / ${ms(Math.max(...ours.join.map((t) => t.wall)))} (${ms(median(ours.join.map((t) => t.cpu)))})`,
         'RSS now/peak (MiB)': `${ours.rss.toFixed(0)} / ${ours.peakRss.toFixed(0)}`,
       });
-    } finally {
-      spawnSync('ip', ['netns', 'del', ns]);
     }
   }
   const resyncRows = [];
   for (const n of ctx.quick ? QUICK_RESYNC_SIZES : RESYNC_SIZES) {
     const ns = `tsfbench${randomBytes(2).toString('hex')}`;
-    try {
+    made.push(ns);
+    {
       ctx.log?.(`agent: no-op resync at ${n} peers`);
       const m = await measureResync(ns, n, dir);
       const ms = (s) => (s * 1000).toFixed(0);
@@ -228,11 +241,8 @@ export async function run(ctx = {}) {
         'CPU min/max (ms)': `${ms(Math.min(...m.rest.map((t) => t.cpu)))} / ${ms(Math.max(...m.rest.map((t) => t.cpu)))}`,
         'RSS (MiB)': m.rss.toFixed(0),
       });
-    } finally {
-      spawnSync('ip', ['netns', 'del', ns]);
     }
   }
-  rmSync(dir, { recursive: true, force: true });
   const resync = {
     title: 'tsflanneld VXLAN backend: no-op resync with N peers already in the kernel',
     rows: resyncRows,

@@ -244,6 +244,31 @@ export function dumpTableText(req: TableStateRequest): TableText {
   return call('state.dump', { ...req }) as TableText;
 }
 
+/** A dump the shim is taking on a thread of its own (startTableDump). */
+export interface PendingTableDump {
+  /** The dump, once it is done (waits for it); callable once. */
+  wait(): TableText;
+}
+
+/**
+ * Starts dumpTableText's dump on a shim thread and returns at once, so the
+ * caller can compute meanwhile (the kernel's dump and Go's formatting run
+ * on the other core). The dump reads the kernel as it is when the thread
+ * runs: write nothing before wait(). Every started dump must be waited for
+ * (the shim keeps it until then).
+ */
+export function startTableDump(req: TableStateRequest): PendingTableDump {
+  const { id } = call('state.dump.start', { ...req }) as { id: number };
+  let read = false;
+  return {
+    wait: () => {
+      if (read) throw new Error('startTableDump: the dump was already read');
+      read = true;
+      return call('state.dump.wait', { id }) as TableText;
+    },
+  };
+}
+
 /** Decodes a dumpTableText reply of the same request. */
 export function decodeTables(raw: TableText, req: TableStateRequest): TableState {
   return {

@@ -129,6 +129,15 @@ describe.skipIf(requireOrSkip('VXLAN restart pass', { root: isRoot }))('VXLAN: a
     }
   });
 
+  it('a dump started on the shim\'s thread (state.dump.start) reads what the synchronous dump reads, once', () => {
+    const req: nl.TableStateRequest = { netns: nsPath(ns), routeDevs: ['flannel.1', 'eth0'], neighDev: 'flannel.1', fdbDev: 'flannel.1', nexthops: true };
+    const pending = nl.startTableDump(req);
+    const again = nl.startTableDump(req);
+    expect(pending.wait()).toEqual(nl.dumpTableText(req));
+    expect(() => pending.wait()).toThrow(/already read/);
+    expect(again.wait()).toEqual(nl.dumpTableText(req));
+  });
+
   it('a new backend over the kernel as it left it writes nothing, IPv4 and IPv6', async () => {
     expect((await agent(4)).reconcile(leases)).toEqual(quiet(N));
     expect((await agent(6)).reconcile(leases)).toEqual(quiet(N));

@@ -183,11 +183,33 @@ export class VxlanBackend implements Backend {
       report.errors.push(`${this.deviceName}: ${errorText(err)}`);
       return report;
     }
-    const plan = this.planAll(remote, ctx);
+    const devs = this.devices();
+    const req = this.stateRequest(devs);
+    // The shim dumps the kernel's tables on its own thread while the
+    // leases are planned here (planning writes nothing).
+    let pending: nl.PendingTableDump;
+    try {
+      pending = nl.startTableDump(req);
+    } catch (err) {
+      this.quiet = undefined;
+      report.errors.push(`reading the kernel's tables: ${errorText(err)}`);
+      return report;
+    }
+    let plan: Plan;
+    try {
+      plan = this.planAll(remote, ctx);
+    } catch (err) {
+      try {
+        pending.wait();
+      } catch {
+        // the planning error is the one to report
+      }
+      throw err;
+    }
     this.skipLog.record(plan.skipped, report);
     let failed: Set<LeasePlan>;
     try {
-      failed = this.apply(plan.plans, report);
+      failed = this.apply(plan.plans, report, pending.wait(), req, devs);
     } catch (err) {
       this.quiet = undefined;
       report.errors.push(`reading the kernel's tables: ${errorText(err)}`);
@@ -423,10 +445,7 @@ export class VxlanBackend implements Backend {
    * flannel does (the kernel would ARP for the gateway if the route came
    * first); a failing step stops that peer only, the next pass retries it.
    */
-  private apply(plans: LeasePlan[], report: ReconcileReport): Set<LeasePlan> {
-    const devs = this.devices();
-    const req = this.stateRequest(devs);
-    const text = nl.dumpTableText(req);
+  private apply(plans: LeasePlan[], report: ReconcileReport, text: nl.TableText, req: nl.TableStateRequest, devs: RouteDevices): Set<LeasePlan> {
     this.nexthops.note(text.nexthopsUnsupported === true);
     const nexthop = this.nexthops.enabled;
     const quiet = this.quiet;
