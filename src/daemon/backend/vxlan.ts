@@ -207,6 +207,10 @@ export class VxlanBackend implements Backend {
       throw err;
     }
     this.skipLog.record(plan.skipped, report);
+    // The peer model this pass leaves when every peer's writes succeed
+    // (they nearly always do), built while the dump may still be running:
+    // the last one when it came from these very plans with no event since.
+    const model = before !== undefined && beforePlans === plan.plans ? before : this.buildModel(remote, plan, new Set(), ctx);
     let failed: Set<LeasePlan>;
     try {
       failed = this.apply(plan.plans, report, pending.wait(), req, devs);
@@ -215,21 +219,23 @@ export class VxlanBackend implements Backend {
       report.errors.push(`reading the kernel's tables: ${errorText(err)}`);
       return report;
     }
-    if (failed.size === 0 && before !== undefined && beforePlans === plan.plans) {
-      // Every peer in place (whether this pass wrote or not), the same plans
-      // as when the model was built, and no event applied since: the model
-      // is what it would be rebuilt as.
-      this.model = before;
+    if (failed.size === 0) {
+      this.model = model;
       this.modelPlans = plan.plans;
-      return report;
-    }
-    // Leases refused only because another lease claims the same subnet or
-    // MAC wait on it, as do failed ones: while any wait, events take this pass.
+    } else this.model = this.buildModel(remote, plan, failed, ctx);
+    return report;
+  }
+
+  /**
+   * What the peers hold after an exact pass over `plan` in which the
+   * writes of `failed` failed. Leases refused only because another lease
+   * claims the same subnet or MAC wait on it, as do failed ones: while any
+   * wait, events take the exact pass.
+   */
+  private buildModel(remote: readonly Lease[], plan: Plan, failed: ReadonlySet<LeasePlan>, ctx: PlanContext): PeerModel {
     const waiting = new Set<Lease>([...failed].map((p) => p.lease));
     for (const s of plan.skipped) if (!('reason' in this.planOne(s.lease, ctx))) waiting.add(s.lease);
-    this.model = new PeerModel(remote, failed.size ? plan.plans.filter((p) => !failed.has(p)) : plan.plans, waiting);
-    if (failed.size === 0) this.modelPlans = plan.plans;
-    return report;
+    return new PeerModel(remote, failed.size ? plan.plans.filter((p) => !failed.has(p)) : plan.plans, waiting);
   }
 
   /**
