@@ -19,9 +19,11 @@ package main
 //   fdb:    <mac> <remote VTEP> <state>
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -60,6 +62,64 @@ func opStateDump(raw []byte) (interface{}, error) {
 		return nil, err
 	}
 	return inNetns(r.Netns, func() (interface{}, error) { return dumpState(r) })
+}
+
+// state.dump.start begins the same dump on a goroutine of its own and
+// answers at once with an id; state.dump.wait with that id returns the dump
+// (waiting for it if need be). The agent starts the dump before it plans
+// its leases, so the kernel's dump and the JavaScript planning run at the
+// same time on two threads. The dump reads the kernel as it is when the
+// goroutine runs: the agent writes nothing between start and wait.
+var pendingDumps = struct {
+	sync.Mutex
+	next uint64
+	m    map[uint64]chan dumpResult
+}{m: map[uint64]chan dumpResult{}}
+
+type dumpResult struct {
+	reply *stateReply
+	err   error
+}
+
+func opStateDumpStart(raw []byte) (interface{}, error) {
+	var r stateReq
+	if err := decode(raw, &r); err != nil {
+		return nil, err
+	}
+	ch := make(chan dumpResult, 1)
+	go func() {
+		// dispatch's recover guards only the caller's goroutine
+		defer func() {
+			if p := recover(); p != nil {
+				ch <- dumpResult{err: fmt.Errorf("panic in state.dump: %v", p)}
+			}
+		}()
+		res, err := inNetns(r.Netns, func() (*stateReply, error) { return dumpState(r) })
+		ch <- dumpResult{res, err}
+	}()
+	pendingDumps.Lock()
+	defer pendingDumps.Unlock()
+	pendingDumps.next++
+	pendingDumps.m[pendingDumps.next] = ch
+	return map[string]uint64{"id": pendingDumps.next}, nil
+}
+
+func opStateDumpWait(raw []byte) (interface{}, error) {
+	var w struct {
+		ID uint64 `json:"id"`
+	}
+	if err := decode(raw, &w); err != nil {
+		return nil, err
+	}
+	pendingDumps.Lock()
+	ch, ok := pendingDumps.m[w.ID]
+	delete(pendingDumps.m, w.ID)
+	pendingDumps.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("state.dump.wait: no dump %d was started (or it was already read): %w", w.ID, unix.ENOENT)
+	}
+	res := <-ch
+	return res.reply, res.err
 }
 
 // dumpState runs in the request's netns (package-level netlink sockets are

@@ -244,6 +244,31 @@ export function dumpTableText(req: TableStateRequest): TableText {
   return call('state.dump', { ...req }) as TableText;
 }
 
+/** A dump the shim is taking on a thread of its own (startTableDump). */
+export interface PendingTableDump {
+  /** The dump, once it is done (waits for it); callable once. */
+  wait(): TableText;
+}
+
+/**
+ * Starts dumpTableText's dump on a shim thread and returns at once, so the
+ * caller can compute meanwhile (the kernel's dump and Go's formatting run
+ * on the other core). The dump reads the kernel as it is when the thread
+ * runs: write nothing before wait(). Every started dump must be waited for
+ * (the shim keeps it until then).
+ */
+export function startTableDump(req: TableStateRequest): PendingTableDump {
+  const { id } = call('state.dump.start', { ...req }) as { id: number };
+  let read = false;
+  return {
+    wait: () => {
+      if (read) throw new Error('startTableDump: the dump was already read');
+      read = true;
+      return call('state.dump.wait', { id }) as TableText;
+    },
+  };
+}
+
 /** Decodes a dumpTableText reply of the same request. */
 export function decodeTables(raw: TableText, req: TableStateRequest): TableState {
   return {
@@ -273,7 +298,9 @@ export function sameTableText(a: TableText, b: TableText): boolean {
   );
 }
 
-function lines(text: string): string[] {
+/** A table's text as its lines (the shim ends each line with "\n"). */
+export function dumpLines(text: string): string[] {
+  if (text === '') return [];
   const parts = text.split('\n');
   if (parts[parts.length - 1] === '') parts.pop();
   return parts;
@@ -281,8 +308,12 @@ function lines(text: string): string[] {
 
 /** `<index into devs> <dst> <gw|-> <o|-> <metric> <protocol> <nhid|->` per line. */
 export function decodeRoutes(text: string, devs: readonly string[]): StateRoute[] {
+  return decodeRouteLines(dumpLines(text), devs);
+}
+
+export function decodeRouteLines(lines: readonly string[], devs: readonly string[]): StateRoute[] {
   const out: StateRoute[] = [];
-  for (const line of lines(text)) {
+  for (const line of lines) {
     const [dev, dst, gw, onlink, metric, protocol, nhid] = line.split(' ');
     const r: StateRoute = { dev: devs[Number(dev)] ?? '', dst: dst!, protocol: Number(protocol) };
     if (gw !== '-') r.gw = gw;
@@ -296,8 +327,12 @@ export function decodeRoutes(text: string, devs: readonly string[]): StateRoute[
 
 /** `<index into devs> <id> <gw|-> <o|-> <protocol>` per line. */
 export function decodeNexthops(text: string, devs: readonly string[]): StateNexthop[] {
+  return decodeNexthopLines(dumpLines(text), devs);
+}
+
+export function decodeNexthopLines(lines: readonly string[], devs: readonly string[]): StateNexthop[] {
   const out: StateNexthop[] = [];
-  for (const line of lines(text)) {
+  for (const line of lines) {
     const [dev, id, gw, onlink, protocol] = line.split(' ');
     const n: StateNexthop = { dev: devs[Number(dev)] ?? '', id: Number(id), protocol: Number(protocol) };
     if (gw !== '-') n.gw = gw;
@@ -309,8 +344,12 @@ export function decodeNexthops(text: string, devs: readonly string[]): StateNext
 
 /** Neighbours: `<ip> <mac|-> <state>`; FDB: `<mac> <remote|-> <state>` per line. */
 export function decodeNeighs(text: string, fdb: boolean): StateNeigh[] {
+  return decodeNeighLines(dumpLines(text), fdb);
+}
+
+export function decodeNeighLines(lines: readonly string[], fdb: boolean): StateNeigh[] {
   const out: StateNeigh[] = [];
-  for (const line of lines(text)) {
+  for (const line of lines) {
     const [a, b, state] = line.split(' ');
     const ip = fdb ? b! : a!;
     const mac = fdb ? a! : b!;
@@ -319,4 +358,44 @@ export function decodeNeighs(text: string, fdb: boolean): StateNeigh[] {
     out.push(n);
   }
   return out;
+}
+
+// ---- the lines state.dump prints for an entry, rendered from what was
+// written: an exact pass compares these with the dump's text and decodes
+// only the lines that differ (src/daemon/backend/exact.ts). Each must be
+// byte for byte what native/tsfnl/state_dump.go prints for the entry as the
+// shim writes it (tested against real dumps).
+
+/** rtm_protocol of the routes the shim writes (RTPROT_BOOT, as `ip route` and vishvananda's netlink write them). */
+export const ROUTE_PROTOCOL = 3;
+
+/** A route's dump line; `pos` is its device's index into the request's routeDevs. */
+export function routeLine(pos: number, dst: string, gw: string | undefined, onlink: boolean, metric: number, protocol: number, nhid: number | undefined): string {
+  return `${pos} ${dst} ${gw ?? '-'} ${onlink ? 'o' : '-'} ${metric} ${protocol} ${nhid ?? '-'}`;
+}
+
+/** A nexthop object's dump line. */
+export function nexthopLine(pos: number, id: number, gw: string | undefined, onlink: boolean, protocol: number): string {
+  return `${pos} ${id} ${gw ?? '-'} ${onlink ? 'o' : '-'} ${protocol}`;
+}
+
+/** A neighbour's dump line (`state`: NudState bits, 128 for a permanent entry). */
+export function neighLine(ip: string, mac: string, state: number): string {
+  return `${ip} ${mac} ${state}`;
+}
+
+/**
+ * An FDB entry's dump line without its state (`<mac> <remote>`): the state
+ * the kernel reports depends on who wrote the entry (128 for the shim,
+ * 192 for `bridge fdb append ... permanent`), and nothing the agent decides
+ * reads it. fdbLineEntry cuts a dump line to the same.
+ */
+export function fdbEntryText(mac: string, dst: string): string {
+  return `${mac} ${dst}`;
+}
+
+/** An FDB dump line without its state field. */
+export function fdbLineEntry(line: string): string {
+  const end = line.lastIndexOf(' ');
+  return end < 0 ? line : line.slice(0, end);
 }

@@ -13,28 +13,15 @@ import { externalView, LeaseViews } from './family.js';
 import {
   baseMetric,
   describeLease,
-  diffFdb,
-  diffNexthops,
-  diffNeighs,
-  diffRoutes,
   normalizeMac,
   planVxlan,
   planVxlanLease,
-  type CurrentFdb,
-  type CurrentNeigh,
-  type CurrentNexthop,
-  type CurrentRoute,
   type DesiredFdb,
   type DesiredNeigh,
-  type FdbDiff,
   type LeasePlan,
-  type NeighDiff,
-  type NexthopDiff,
-  type RouteDiff,
   type PerNexthop,
   type Plan,
   type PlanContext,
-  type RouteForm,
   type Skipped,
 } from './plan.js';
 import {
@@ -48,19 +35,18 @@ import {
   applyEntries,
   nexthopDelEntry,
   NexthopSupport,
-  ownedRoutes,
   plannedRouteDelEntry,
   removal,
   requireCidr,
   routeDelEntry,
   routeReplaceEntry,
-  sideNexthops,
   silentLogger,
   SkipLog,
   type BatchOutcome,
   type RouteDevices,
 } from './common.js';
 import { PeerModel, type PeerChange } from './peers.js';
+import { exactDiff } from './exact.js';
 
 interface CachedPlan {
   plan: LeasePlan | Skipped;
@@ -129,7 +115,13 @@ export class VxlanBackend implements Backend {
    * read and compared entry by entry, every pass) skips decoding and the
    * diff: the diff is a function of the dump, so it would again be empty.
    */
-  private quiet?: { plans: readonly LeasePlan[]; nexthop: boolean; text: nl.TableText; model?: PeerModel };
+  private quiet?: { plans: readonly LeasePlan[]; nexthop: boolean; text: nl.TableText };
+  /**
+   * The plans the exact pass built `model` from, with every peer written;
+   * cleared when an event changes the model. A later pass over the same
+   * plans that fails nowhere would build the same model again.
+   */
+  private modelPlans?: readonly LeasePlan[];
 
   constructor(opts: VxlanBackendOptions) {
     this.config = opts.config;
@@ -182,37 +174,68 @@ export class VxlanBackend implements Backend {
     const remote = this.views.all(leases);
     const report = emptyReport();
     const before = this.model;
+    const beforePlans = this.modelPlans;
     this.model = undefined;
+    this.modelPlans = undefined;
     try {
       this.healDevice();
     } catch (err) {
       report.errors.push(`${this.deviceName}: ${errorText(err)}`);
       return report;
     }
-    const plan = this.planAll(remote, ctx);
-    this.skipLog.record(plan.skipped, report);
-    let failed: Set<LeasePlan>;
+    const devs = this.devices();
+    const req = this.stateRequest(devs);
+    // The shim dumps the kernel's tables on its own thread while the
+    // leases are planned here (planning writes nothing).
+    let pending: nl.PendingTableDump;
     try {
-      failed = this.apply(plan.plans, report);
+      pending = nl.startTableDump(req);
     } catch (err) {
       this.quiet = undefined;
       report.errors.push(`reading the kernel's tables: ${errorText(err)}`);
       return report;
     }
-    const quiet = this.quiet;
-    if (quiet?.plans === plan.plans && report.programmed === plan.plans.length && failed.size === 0 && quiet.model !== undefined && before === quiet.model) {
-      // Nothing written, same plans as when the model was built, and no
-      // event applied since: the model is what it would be rebuilt as.
-      this.model = before;
+    let plan: Plan;
+    try {
+      plan = this.planAll(remote, ctx);
+    } catch (err) {
+      try {
+        pending.wait();
+      } catch {
+        // the planning error is the one to report
+      }
+      throw err;
+    }
+    this.skipLog.record(plan.skipped, report);
+    // The peer model this pass leaves when every peer's writes succeed
+    // (they nearly always do), built while the dump may still be running:
+    // the last one when it came from these very plans with no event since.
+    const model = before !== undefined && beforePlans === plan.plans ? before : this.buildModel(remote, plan, new Set(), ctx);
+    let failed: Set<LeasePlan>;
+    try {
+      failed = this.apply(plan.plans, report, pending.wait(), req, devs);
+    } catch (err) {
+      this.quiet = undefined;
+      report.errors.push(`reading the kernel's tables: ${errorText(err)}`);
       return report;
     }
-    // Leases refused only because another lease claims the same subnet or
-    // MAC wait on it, as do failed ones: while any wait, events take this pass.
+    if (failed.size === 0) {
+      this.model = model;
+      this.modelPlans = plan.plans;
+    } else this.model = this.buildModel(remote, plan, failed, ctx);
+    return report;
+  }
+
+  /**
+   * What the peers hold after an exact pass over `plan` in which the
+   * writes of `failed` failed. Leases refused only because another lease
+   * claims the same subnet or MAC wait on it, as do failed ones: while any
+   * wait, events take the exact pass.
+   */
+  private buildModel(remote: readonly Lease[], plan: Plan, failed: ReadonlySet<LeasePlan>, ctx: PlanContext): PeerModel {
     const waiting = new Set<Lease>([...failed].map((p) => p.lease));
     for (const s of plan.skipped) if (!('reason' in this.planOne(s.lease, ctx))) waiting.add(s.lease);
-    this.model = new PeerModel(remote, failed.size ? plan.plans.filter((p) => !failed.has(p)) : plan.plans, waiting);
-    if (quiet?.plans === plan.plans) quiet.model = this.model;
-    return report;
+    return new PeerModel(remote, failed.size ? plan.plans.filter((p) => !failed.has(p)) : plan.plans, waiting);
   }
 
   /**
@@ -239,6 +262,7 @@ export class VxlanBackend implements Backend {
     this.planCache = new WeakMap();
     this.lastPlan = undefined;
     this.quiet = undefined;
+    this.modelPlans = undefined;
   }
 
   /**
@@ -260,7 +284,7 @@ export class VxlanBackend implements Backend {
     const report = emptyReport();
     if (changes.length > 0) {
       // The model changes: the exact pass builds its own again.
-      if (this.quiet) this.quiet.model = undefined;
+      this.modelPlans = undefined;
       const entries: nl.BatchEntry[] = [];
       const outcomes: BatchOutcome[] = [];
       const owner: PeerChange[] = [];
@@ -415,25 +439,6 @@ export class VxlanBackend implements Backend {
     };
   }
 
-  /** Our routes and the nexthop objects on our devices, from a dump's text. */
-  private currentRoutes(text: nl.TableText, req: nl.TableStateRequest, devs: RouteDevices): { routes: CurrentRoute[]; nexthops: CurrentNexthop[] } {
-    const nexthops = sideNexthops(nl.decodeNexthops(text.nexthops ?? '', req.routeDevs), devs);
-    return { routes: ownedRoutes(nl.decodeRoutes(text.routes, req.routeDevs), devs, this.network, nexthops), nexthops };
-  }
-
-  private currentNeighs(text: nl.TableText): CurrentNeigh[] {
-    const neighs: CurrentNeigh[] = [];
-    for (const n of nl.decodeNeighs(text.neighs, false)) {
-      if (!n.ip || (this.family === 6 && kernelNeighV6(n.ip))) continue;
-      neighs.push({ ip: n.ip, mac: n.mac, permanent: (n.state & nl.NudState.permanent) !== 0 });
-    }
-    return neighs;
-  }
-
-  private currentFdb(text: nl.TableText): CurrentFdb[] {
-    return nl.decodeNeighs(text.fdb, true).map((e) => ({ mac: e.mac.toLowerCase(), dst: e.ip ?? '' }));
-  }
-
   private devices(): RouteDevices {
     return { overlay: this.deviceName, underlay: this.ext!.name };
   }
@@ -446,10 +451,7 @@ export class VxlanBackend implements Backend {
    * flannel does (the kernel would ARP for the gateway if the route came
    * first); a failing step stops that peer only, the next pass retries it.
    */
-  private apply(plans: LeasePlan[], report: ReconcileReport): Set<LeasePlan> {
-    const devs = this.devices();
-    const req = this.stateRequest(devs);
-    const text = nl.dumpTableText(req);
+  private apply(plans: LeasePlan[], report: ReconcileReport, text: nl.TableText, req: nl.TableStateRequest, devs: RouteDevices): Set<LeasePlan> {
     this.nexthops.note(text.nexthopsUnsupported === true);
     const nexthop = this.nexthops.enabled;
     const quiet = this.quiet;
@@ -467,23 +469,29 @@ export class VxlanBackend implements Backend {
     // after a MAC change only the neighbour and FDB tables are decoded and
     // diffed, not the routes and nexthops (two thirds of the entries).
     const same = quiet && quiet.nexthop === nexthop ? quietTables(quiet.plans, quiet.text, plans, text) : NONE_QUIET;
-    const desired = plans.map((p) => p.route);
-    let routes: RouteDiff = { write: [], remove: [] };
-    let nhDiff: NexthopDiff | undefined;
-    if (!same.routes) {
-      const cur = this.currentRoutes(text, req, devs);
-      nhDiff = nexthop ? diffNexthops(desired, cur.nexthops) : undefined;
-      const form: RouteForm = nhDiff ? { kind: 'nexthop', nexthops: nhDiff.use } : { kind: 'plain' };
-      routes = diffRoutes(desired, cur.routes, baseMetric(this.family), form);
-    }
     const wantNeighs: DesiredNeigh[] = [];
     const wantFdb: DesiredFdb[] = [];
     for (const p of plans) {
       if (p.neigh) wantNeighs.push(p.neigh);
       if (p.fdb) wantFdb.push(p.fdb);
     }
-    const neighs: NeighDiff = same.neighs ? { write: [], remove: [] } : diffNeighs(wantNeighs, this.currentNeighs(text));
-    const fdb: FdbDiff = same.fdb ? { add: [], remove: [], moved: new Set() } : diffFdb(wantFdb, this.currentFdb(text));
+    // The rest is compared line by line with what the plans would print;
+    // only the lines that differ are decoded and diffed (exact.ts).
+    const diff = exactDiff({
+      routes: plans.map((p) => p.route),
+      neighs: wantNeighs,
+      fdb: wantFdb,
+      text,
+      routeDevs: req.routeDevs,
+      devs,
+      network: this.network,
+      metric: baseMetric(this.family),
+      nexthop,
+      known: same,
+      ...(this.family === 6 ? { kernelNeigh: kernelNeighV6 } : {}),
+    });
+    const { routes, neighs, fdb } = diff;
+    const nhDiff = diff.nexthops;
     const failed = new Set<LeasePlan>();
     const nexthopRemovals = nhDiff?.remove ?? [];
     if (routes.write.length + routes.remove.length + neighs.write.length + neighs.remove.length + fdb.add.length + fdb.remove.length + nexthopRemovals.length === 0) {
