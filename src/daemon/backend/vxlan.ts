@@ -196,9 +196,17 @@ export class VxlanBackend implements Backend {
       return report;
     }
     let plan: Plan;
+    let model: PeerModel;
     try {
       plan = this.planAll(remote, ctx);
+      this.skipLog.record(plan.skipped, report);
+      // The peer model this pass leaves when every peer's writes succeed
+      // (they nearly always do), built while the dump may still be running:
+      // the last one when it came from these very plans with no event since.
+      model = before !== undefined && beforePlans === plan.plans ? before : this.buildModel(remote, plan, new Set(), ctx);
     } catch (err) {
+      // The shim keeps a dump until it is collected: collect it, or its
+      // 150,000 lines would stay for the agent's life.
       try {
         pending.wait();
       } catch {
@@ -206,11 +214,6 @@ export class VxlanBackend implements Backend {
       }
       throw err;
     }
-    this.skipLog.record(plan.skipped, report);
-    // The peer model this pass leaves when every peer's writes succeed
-    // (they nearly always do), built while the dump may still be running:
-    // the last one when it came from these very plans with no event since.
-    const model = before !== undefined && beforePlans === plan.plans ? before : this.buildModel(remote, plan, new Set(), ctx);
     let failed: Set<LeasePlan>;
     try {
       failed = this.apply(plan.plans, report, pending.wait(), req, devs);
