@@ -102,7 +102,7 @@ function load(): RawCall {
  * socket's 20 s), and blocking reads and futex waits are not timed, so
  * they do not move; a Go timer may fire up to 1 ms late.
  */
-const GO_TIMER_SLACK_NS = Number(process.env.TSFLANNEL_GO_TIMER_SLACK_NS_EXPERIMENT ?? 1_000_000);
+const GO_TIMER_SLACK_NS = 1_000_000;
 const PR_SET_TIMERSLACK = 29;
 const PR_GET_TIMERSLACK = 30;
 
@@ -115,7 +115,7 @@ const PR_GET_TIMERSLACK = 30;
  */
 function withGoTimerSlack<T>(fn: () => T): T {
   const c = loadLibc();
-  const old = c && GO_TIMER_SLACK_NS > 0 ? c.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) : -1;
+  const old = c ? c.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) : -1;
   if (!c || old < 0 || c.prctl(PR_SET_TIMERSLACK, GO_TIMER_SLACK_NS, 0, 0, 0) !== 0) return fn();
   try {
     return fn();
