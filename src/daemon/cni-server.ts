@@ -133,14 +133,20 @@ class AttachmentQueue {
 
   run<T>(key: string | undefined, fn: () => Promise<T>): Promise<T> {
     if (key === undefined) return fn();
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => undefined);
+    const prev = this.tails.get(key);
+    // The usual case, no call in flight for this attachment: start at once
+    // instead of a turn of the microtask queue later.
+    const next = prev ? prev.then(fn, fn) : fn();
+    const tail: Promise<unknown> = next.then(
+      () => this.settled(key, tail),
+      () => this.settled(key, tail),
+    );
     this.tails.set(key, tail);
-    void tail.then(() => {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
     return next;
+  }
+
+  private settled(key: string, tail: Promise<unknown>): void {
+    if (this.tails.get(key) === tail) this.tails.delete(key);
   }
 }
 
@@ -288,14 +294,22 @@ export class CniServer {
 
   private withDeadline(call: Promise<CniResponse>): Promise<CniResponse> {
     const ms = this.opts.callTimeoutMs ?? 50_000;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<CniResponse>((resolve) => {
-      timer = setTimeout(() => {
+    return new Promise<CniResponse>((resolve, reject) => {
+      const timer = setTimeout(() => {
         this.opts.metrics.timeouts += 1;
         resolve(errorResponse(ErrorCode.TryAgainLater, `tsflannel agent: the call did not finish within ${ms} ms; try again`));
       }, ms);
+      call.then(
+        (res) => {
+          clearTimeout(timer);
+          resolve(res);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
     });
-    return Promise.race([call, late]).finally(() => clearTimeout(timer));
   }
 
   /** At most once a second, by rename: a reader sees the old file or the new one. */
@@ -343,6 +357,10 @@ export class CniServer {
     if (socket.destroyed) return;
     socket.end(encodeResponse(res));
     // A peer that never closes its side must not hold the connection open.
-    setTimeout(() => socket.destroy(), 5000).unref();
+    // Cleared when the connection closes, as it does at once when the
+    // forwarder has read the answer: a timer left to fire 5 s after every
+    // call would wake the event loop once more per call.
+    const linger = setTimeout(() => socket.destroy(), 5000).unref();
+    socket.once('close', () => clearTimeout(linger));
   }
 }

@@ -82,11 +82,46 @@ function load(): RawCall {
     throw new NetlinkError('load', `netlink shim not found at ${path} (run scripts/setup.sh)`, 'ENOENT', 2);
   }
   const koffi = loadKoffi();
-  const lib = koffi.load(path);
+  const lib = withGoTimerSlack(() => koffi.load(path));
   const free = lib.func('void TsfFree(void *p)');
   const heapStr = koffi.disposable('TsfReply', 'str', free);
   const fn = lib.func('TsfCall', heapStr, ['str', 'str']) as (op: string, req: string) => string;
   return fn;
+}
+
+/**
+ * The timer slack (ns) the Go runtime's own threads start with: its
+ * scheduler thread (sysmon) and the threads cloned from them. Linux's
+ * default is 50 µs. Why: each call into the shim leaves its P "in a
+ * syscall" when it returns to Node (Go 1.19's cgo callbacks), and with
+ * another P idle, sysmon takes it back only after 10 ms; until then sysmon
+ * polls in usleep(20 µs) steps, doubling only after 50 of them: about 60
+ * wake-ups, and 1.5 ms of CPU on a VM, after every pod call that comes
+ * after a quiet moment. With 1 ms of slack the same 10 ms take about ten
+ * wake-ups. Timers the shim sets are far longer (a lock's wait, a netlink
+ * socket's 20 s), and blocking reads and futex waits are not timed, so
+ * they do not move; a Go timer may fire up to 1 ms late.
+ */
+const GO_TIMER_SLACK_NS = 1_000_000;
+const PR_SET_TIMERSLACK = 29;
+const PR_GET_TIMERSLACK = 30;
+
+/**
+ * Runs fn (the shim's dlopen) with this thread's timer slack raised to
+ * GO_TIMER_SLACK_NS, then restores it: the shim's constructor starts Go's
+ * runtime on a thread cloned from this one, which inherits the slack, as
+ * does every thread the runtime clones from it; this thread keeps its own.
+ * Without libc, or if prctl refuses, the runtime keeps the default.
+ */
+function withGoTimerSlack<T>(fn: () => T): T {
+  const c = loadLibc();
+  const old = c ? c.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) : -1;
+  if (!c || old < 0 || c.prctl(PR_SET_TIMERSLACK, GO_TIMER_SLACK_NS, 0, 0, 0) !== 0) return fn();
+  try {
+    return fn();
+  } finally {
+    c.prctl(PR_SET_TIMERSLACK, old, 0, 0, 0);
+  }
 }
 
 /**
@@ -181,12 +216,14 @@ type GetSockOpt = (fd: number, level: number, name: number, val: Buffer, len: nu
 type FlockFn = (fd: number, operation: number) => number;
 type FstatfsFn = (fd: number, buf: Buffer) => number;
 type IoctlFn = (fd: number, request: number) => number;
+type PrctlFn = (option: number, arg2: number, arg3: number, arg4: number, arg5: number) => number;
 
 interface Libc {
   getsockopt: GetSockOpt;
   flock: FlockFn;
   fstatfs: FstatfsFn;
   ioctl: IoctlFn;
+  prctl: PrctlFn;
 }
 
 /**
@@ -208,6 +245,8 @@ function loadLibc(): Libc | null {
         fstatfs: lib.func('int fstatfs(int, _Out_ uint8_t *buf)') as FstatfsFn,
         // Declared without the variadic argument: NS_GET_NSTYPE takes none.
         ioctl: lib.func('int ioctl(int, unsigned long)') as IoctlFn,
+        // prctl is variadic; every option reads at most these four words.
+        prctl: lib.func('int prctl(int, unsigned long, unsigned long, unsigned long, unsigned long)') as PrctlFn,
       };
     } catch {
       libc = null;

@@ -2,7 +2,7 @@
 // against what iproute2 reports.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { openSync, closeSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { openSync, closeSync, mkdtempSync, readdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as nl from '../../src/netlink/index.js';
@@ -182,6 +182,21 @@ describe.skipIf(requireOrSkip('netlink layer', { root: isRoot }))('netlink layer
       nl.traceShimCalls(false);
     }
     expect(() => nl.isNetns('/nonexistent/netns')).toThrow(nl.NetlinkError);
+  });
+
+  it("starts the Go runtime's threads with 1 ms of timer slack and leaves the loading thread's own slack alone", () => {
+    nl.linkList(H); // the shim is loaded (by this thread, the test process's main thread)
+    const slack = (tid: string): number | undefined => {
+      try {
+        return Number(readFileSync(`/proc/${tid}/timerslack_ns`, 'utf8'));
+      } catch {
+        return undefined; // the thread ended while we looked
+      }
+    };
+    const all = readdirSync('/proc/self/task').map(slack).filter((v) => v !== undefined);
+    // The runtime's first thread and sysmon at least; only Go's threads have it.
+    expect(all.filter((v) => v === 1_000_000).length).toBeGreaterThanOrEqual(2);
+    expect(slack(String(process.pid))).not.toBe(1_000_000);
   });
 
   it('keeps the errno of kernel errors', () => {
