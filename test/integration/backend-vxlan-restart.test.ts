@@ -6,7 +6,7 @@
 // backend wrote (IPv4 and IPv6, nexthop and DirectRouting routes,
 // neighbours, FDB), a right kernel takes no write, and drifts of every kind
 // are healed, exactly those.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { VxlanBackend } from '../../src/daemon/backend/vxlan.js';
 import type { ExternalInterface, Lease, ReconcileReport } from '../../src/daemon/types.js';
@@ -178,5 +178,36 @@ describe.skipIf(requireOrSkip('VXLAN restart pass', { root: isRoot }))('VXLAN: a
     expect(nexthopsOf(ns).some((n) => n.id === 90001 || n.id === 90002)).toBe(false);
     // and the pass after it, and another restart, find nothing
     expect((await agent(4)).reconcile(leases)).toEqual(quiet(N));
+  });
+  it('the peer model an exact pass keeps (after healing a drift, then reused by a quiet pass) drives events exactly: a MAC change and a departure write that peer only', async () => {
+    const b = await agent(4);
+    expect(b.reconcile(leases)).toEqual(quiet(N));
+    const gw30 = gwOf(leases[30]!);
+    ip('neigh', 'del', gw30, 'dev', 'flannel.1');
+    expect(b.reconcile(leases)).toEqual({ ...quiet(N), added: 1 });
+    expect(b.reconcile(leases)).toEqual(quiet(N));
+    expect(stateOf()).toEqual(valid);
+
+    // events go through the model, never the exact pass
+    const exact = vi.spyOn(b, 'reconcile');
+    const moved = { ...leases[31]!, backendData: { VNI: 1, VtepMAC: '6a:dd:dd:dd:01:02' } };
+    const changed = leases.map((l, i) => (i === 31 ? moved : l));
+    expect(b.update(changed).errors).toEqual([]);
+    const gw31 = gwOf(moved);
+    expect(inNs(ns, 'ip', ['-4', 'neigh', 'show', gw31, 'dev', 'flannel.1'])).toContain('6a:dd:dd:dd:01:02');
+    const fdb = inNs(ns, 'bridge', ['fdb', 'show', 'dev', 'flannel.1']);
+    expect(fdb).toContain(`6a:dd:dd:dd:01:02 dst ${moved.publicIP}`);
+    expect(fdb).not.toContain(macFor(31));
+
+    const gone = changed.filter((_, i) => i !== 32);
+    expect(b.update(gone).errors).toEqual([]);
+    expect(exact).not.toHaveBeenCalled();
+    expect(inNs(ns, 'ip', ['-4', 'route', 'show', leases[32]!.subnet])).toBe('');
+    expect(inNs(ns, 'bridge', ['fdb', 'show', 'dev', 'flannel.1'])).not.toContain(macFor(32));
+    // what the events left is what a new agent's exact pass wants: it writes nothing
+    expect((await agent(4)).reconcile(gone)).toEqual(quiet(N - 1));
+    // put the kernel back for any later test
+    expect((await agent(4)).reconcile(leases).errors).toEqual([]);
+    expect(stateOf()).toEqual(valid);
   });
 });
