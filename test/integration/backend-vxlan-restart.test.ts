@@ -210,4 +210,16 @@ describe.skipIf(requireOrSkip('VXLAN restart pass', { root: isRoot }))('VXLAN: a
     expect((await agent(4)).reconcile(leases).errors).toEqual([]);
     expect(stateOf()).toEqual(valid);
   });
+  it('a flannel.1 re-created by someone else with another VNI (same MAC, up) is rebuilt by the next pass, and every peer with it', async () => {
+    const b = await agent(4);
+    expect(b.reconcile(leases)).toEqual(quiet(N));
+    const mac = (JSON.parse(inNs(ns, 'ip', ['-j', 'link', 'show', 'flannel.1'])) as { address: string }[])[0]!.address;
+    ip('link', 'del', 'flannel.1');
+    ip('link', 'add', 'flannel.1', 'address', mac, 'type', 'vxlan', 'id', '2', 'local', '172.16.0.1', 'dev', 'eth0', 'dstport', '8472', 'nolearning');
+    ip('link', 'set', 'flannel.1', 'up');
+    expect(b.reconcile(leases).errors).toEqual([]);
+    expect(inNs(ns, 'ip', ['-d', 'link', 'show', 'flannel.1'])).toMatch(/vxlan id 1 /);
+    expect(stateOf()).toEqual(valid);
+    expect(b.reconcile(leases)).toEqual(quiet(N));
+  });
 });

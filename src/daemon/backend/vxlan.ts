@@ -424,8 +424,12 @@ export class VxlanBackend implements Backend {
    */
   private healDevice(): void {
     const link = nl.linkByName(this.deviceName, this.nsOpts);
-    if (link && link.type === 'vxlan' && link.up && link.mac.toLowerCase() === this.vtepMac) return;
-    this.log.warn({ found: link ? `${link.type}${link.up ? '' : ' (down)'}` : 'nothing' }, 'device missing or changed; rebuilding');
+    // VNI and port come from the config alone: a device re-created by
+    // someone else with other ones carries no traffic to any peer.
+    const vx = link?.vxlan;
+    if (link && link.type === 'vxlan' && link.up && link.mac.toLowerCase() === this.vtepMac && vx && vx.vni === this.config.vni && vx.port === this.port()) return;
+    const found = link ? `${link.type}${link.up ? '' : ' (down)'}${vx ? ` VNI ${vx.vni} port ${vx.port}` : ''}` : 'nothing';
+    this.log.warn({ found }, 'device missing or changed; rebuilding');
     this.ensureDevice();
     this.configureDevice();
   }
