@@ -52,3 +52,8 @@ export function cleanupAll(): void {
 export function linkName(label: string): string {
   return `${label}${randomBytes(2).toString('hex')}`.slice(0, 15);
 }
+
+/** A command's output as its non-empty lines, trimmed and sorted: kernel tables compared as sets. */
+export function sortedLines(text: string): string[] {
+  return text.split('\n').map((l) => l.trim()).filter(Boolean).sort();
+}

@@ -9,7 +9,7 @@ import { VxlanBackend } from '../../src/daemon/backend/vxlan.js';
 import { HostGwBackend } from '../../src/daemon/backend/hostgw.js';
 import { chooseExternalInterface } from '../../src/daemon/external.js';
 import type { ExternalInterface, Lease, VxlanBackendConfig } from '../../src/daemon/types.js';
-import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath, sortedLines as lines } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { routesResolved, tsfNexthopLines } from '../helpers/nexthops.js';
 
@@ -49,7 +49,6 @@ function reachable(fromNs: string, to: string): boolean {
   return false;
 }
 
-const lines = (text: string): string[] => text.split('\n').map((l) => l.trim()).filter(Boolean).sort();
 /** IPv6 pod routes, each `nhid N` checked against the nexthop table and shown as `nhid *` */
 const podRoutes6 = (ns: string): string[] => routesResolved(ns, ['-6', 'route', 'show']).filter((l) => l.startsWith('fd00:10:244:'));
 const neigh6 = (ns: string): string[] => lines(inNs(ns, 'ip', ['-6', 'neigh', 'show', 'dev', 'flannel-v6.1']));

@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { VxlanBackend } from '../../src/daemon/backend/vxlan.js';
 import type { ExternalInterface, Lease, ReconcileReport } from '../../src/daemon/types.js';
 import * as nl from '../../src/netlink/index.js';
-import { addNetns, cleanupAll, inNs, isRoot, nsPath } from '../helpers/netns.js';
+import { addNetns, cleanupAll, inNs, isRoot, nsPath, sortedLines as sorted } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { nexthopsOf, routesResolved, TSF_NEXTHOP_PROTOCOL, tsfNexthopLines } from '../helpers/nexthops.js';
 
@@ -50,7 +50,6 @@ function leaseFor(i: number): Lease {
 }
 
 const gwOf = (l: Lease): string => l.subnet.split('/')[0]!;
-const sorted = (text: string): string[] => text.split('\n').map((l) => l.trim()).filter(Boolean).sort();
 const quiet = (programmed: number): ReconcileReport => ({ added: 0, updated: 0, removed: 0, programmed, errors: [] });
 
 describe.skipIf(requireOrSkip('VXLAN restart pass', { root: isRoot }))('VXLAN: a restarted agent\'s first exact pass over a kernel that holds the peers', () => {

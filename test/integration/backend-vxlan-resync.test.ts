@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { VxlanBackend } from '../../src/daemon/backend/vxlan.js';
 import type { Lease, ReconcileReport } from '../../src/daemon/types.js';
-import { addNetns, cleanupAll, inNs, isRoot, nsPath } from '../helpers/netns.js';
+import { addNetns, cleanupAll, inNs, isRoot, nsPath, sortedLines as lines } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { nexthopsOf, routesResolved, TSF_NEXTHOP_PROTOCOL, tsfNexthopLines } from '../helpers/nexthops.js';
 
@@ -29,7 +29,6 @@ function leaseFor(i: number): Lease {
 }
 
 const gwOf = (l: Lease): string => l.subnet.split('/')[0]!;
-const lines = (text: string): string[] => text.split('\n').map((l) => l.trim()).filter(Boolean).sort();
 
 const quiet = (programmed: number): ReconcileReport => ({ added: 0, updated: 0, removed: 0, programmed, errors: [] });
 

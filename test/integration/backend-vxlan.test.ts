@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { VxlanBackend } from '../../src/daemon/backend/vxlan.js';
 import { chooseExternalInterface } from '../../src/daemon/external.js';
 import type { ExternalInterface, Lease, VxlanBackendConfig } from '../../src/daemon/types.js';
-import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
+import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath, sortedLines as lines } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { nexthopsOf, routesResolved, TSF_NEXTHOP_PROTOCOL, tsfNexthopLines } from '../helpers/nexthops.js';
 
@@ -43,7 +43,6 @@ function reachable(fromNs: string, to: string): boolean {
   return pings(fromNs, to) || pings(fromNs, to);
 }
 
-const lines = (text: string): string[] => text.split('\n').map((l) => l.trim()).filter(Boolean).sort();
 /** `ip -4 route`, each `nhid N` checked against the nexthop table and shown as `nhid *` */
 const routesOf = (ns: string): string[] => routesResolved(ns);
 const neighOf = (ns: string): string[] => lines(inNs(ns, 'ip', ['-4', 'neigh', 'show', 'dev', 'flannel.1']));

@@ -5,10 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import * as nl from '../../src/netlink/index.js';
-import { addNetns, cleanupAll, inNs, isRoot, nsPath } from '../helpers/netns.js';
+import { addNetns, cleanupAll, inNs, isRoot, nsPath, sortedLines as lines } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
 
-const lines = (text: string): string[] => text.split('\n').map((l) => l.trim()).filter(Boolean).sort();
 
 describe.skipIf(requireOrSkip('netlink-batch', { root: isRoot }))('netlink batch.apply and state.dump', () => {
   let ns: string;
