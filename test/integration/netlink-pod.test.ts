@@ -328,7 +328,14 @@ describe.skipIf(requireOrSkip('netlink pod ops', { root: isRoot }))('shim pod op
     expect(got.calls).toBe(1000);
     expect(got.main).toBe(got.own);
     expect(got.stray).toEqual([]);
-    expect(got.threadsAfter).toBeLessThanOrEqual(got.threadsBefore + 8);
+    // No thread per call: a leak would add hundreds here. The count still
+    // moves by some: each DEL's background delete waits out the kernel's RCU
+    // grace period (10-30 ms, longer on a loaded machine) in a syscall that
+    // holds a Go thread, Go keeps the threads it made for that for reuse, and
+    // a count can catch pod-netns threads still exiting.
+    // Runs on an idle machine ended between -5 and +7, once +11 under the
+    // full suite's load; the bound leaves room for that pool, not for a leak.
+    expect(got.threadsAfter).toBeLessThanOrEqual(got.threadsBefore + 32);
     expect(linkNames(pod)).toEqual(['lo']);
     expect(linkNames(node).filter((n) => n.startsWith('vpodop8'))).toEqual([]);
   });
