@@ -57,8 +57,10 @@ export async function run(ctx) {
       maxBuffer: 64 << 20,
     });
     const got = JSON.parse(json);
+    const gap = Number(process.env.BENCH_BREAKDOWN_GAP_MS || 0);
     const notes = [
       `${n} ADDs of fresh pods, then their ${n} DELs, in one node process inside a node netns: build/plugin/handler.js as a CNI worker of the agent runs it (modules and shim preloaded; one warm-up ADD/DEL made the bridge).`,
+      gap > 0 ? `The process sleeps ${gap} ms before each call (BENCH_BREAKDOWN_GAP_MS), as an agent's worker idles between calls.` : 'Calls back to back (BENCH_BREAKDOWN_GAP_MS=20 puts an idle pause before each, as between two agent calls).',
       'Shim op wall = the FFI call, JSON both ways included (traceShimCalls in src/netlink/ffi.ts); CPU = process.cpuUsage() over the call, every thread (the shim\'s background deletion included).',
     ];
     return [

@@ -30,7 +30,13 @@ for (const name of ['allocate', 'held', 'find', 'release', 'releaseFound']) {
 const stdin = Buffer.from(JSON.stringify({ cniVersion: '1.0.0', name: network, type: 'tsflannel', subnetFile: join(dir, 'subnet.env'), dataDir: join(dir, 'ipam') }));
 const env = (command, i) => ({ CNI_COMMAND: command, CNI_CONTAINERID: `${network}-c${i}`, CNI_NETNS: pods[i], CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni' });
 
+// BENCH_BREAKDOWN_GAP_MS: the pause before each timed call. 0 (the default)
+// measures the handler hot, back to back; a pause like the one between two
+// agent calls in cni-path shows what an idle moment costs the next call.
+const GAP_MS = Number(process.env.BENCH_BREAKDOWN_GAP_MS || 0);
+
 async function one(command, i) {
+  if (GAP_MS > 0) await new Promise((r) => setTimeout(r, GAP_MS));
   sections = [];
   nl.traceShimCalls(true);
   const c0 = process.cpuUsage();
