@@ -876,6 +876,20 @@ static int forward(conn *c, const buf *stdin_bytes, answer *a) {
   return 0;
 }
 
+/* The conf's agentSocket value as the plugin's config reads it
+ * (src/plugin/config.ts): the top-level member, else the one in flannel's
+ * delegate map, which docs/configuration.md promises for every tsflannel
+ * key. A top-level member of any value (null too) hides the delegate's, as
+ * the plugin's {...delegate, ...conf} merge does, so the forwarder and the
+ * config the agent or the standalone validates name one socket. */
+static raw agent_socket_member(const buf *in) {
+  raw r = top_level_member(in->p, in->n, "agentSocket");
+  if (r.s) return r;
+  raw d = top_level_member(in->p, in->n, "delegate");
+  if (d.s && d.s[0] == '{') return top_level_member(d.s, d.n, "agentSocket");
+  return r;
+}
+
 /* Opens /dev/null on any of fds 0–2 that is closed, so the agent's socket
  * can never become fd 2 and receive our stderr lines. */
 static void std_fds_open(void) {
@@ -914,7 +928,7 @@ int main(int argc, char **argv) {
   /* agentSocket: missing (or stdin not a JSON object, or not a string) means
    * the default; "" means never forward. */
   buf sock = {0};
-  raw r = top_level_member(in.p, in.n, "agentSocket");
+  raw r = agent_socket_member(&in);
   if (r.s && r.s[0] == '"') {
     json_unquote(r.s, r.n, 0, &sock);
     if (sock.n == 0) exec_standalone(&in, NULL, 0);

@@ -15,6 +15,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { requireOrSkip } from '../helpers/require.js';
 import { programFor } from '../../src/main/dispatch.js';
+import { decodeConfig, netConfFromObject } from '../../src/cni/config.js';
+import { parsePluginConfig } from '../../src/plugin/config.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const FORWARDER = join(REPO, 'native/build/tsflannel-forward');
@@ -635,6 +637,37 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
       expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
       expect(run.stderr).toBe(`tsflannel: agent at ${missing} unavailable (no socket), running standalone\n`);
     }
+    expect(agent.connections).toBe(before);
+  });
+
+  it('reads agentSocket from flannel\'s delegate map as the plugin\'s config does: used when the top level has none, "" there means never forward, the top level wins', async () => {
+    agent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.from('from the agent'), exitCode: 0, stderr: '' }) };
+    const missing = join(dir, 'delegate-top-level.sock');
+    // The plugin's own reading of each conf (src/plugin/config.ts), so the two cannot drift apart.
+    const pluginSocket = (stdin: string) => parsePluginConfig(netConfFromObject(decodeConfig(stdin), 'ADD')).agentSocket;
+
+    const viaDelegate = JSON.stringify({ cniVersion: '1.0.0', name: 'fwdtest', type: 'tsflannel', delegate: { hairpinMode: true, agentSocket: agent.path } });
+    expect(pluginSocket(viaDelegate)).toBe(agent.path);
+    let before = agent.connections;
+    const served = await runForwarder(baseEnv, viaDelegate);
+    expect(served.stderr).toBe('');
+    expect(served.stdout.toString()).toBe('from the agent');
+    expect(agent.connections).toBe(before + 1);
+
+    const offInDelegate = JSON.stringify({ cniVersion: '1.0.0', name: 'fwdtest', type: 'tsflannel', delegate: { agentSocket: '' } });
+    expect(pluginSocket(offInDelegate)).toBe('');
+    before = agent.connections;
+    const off = await runForwarder(baseEnv, offInDelegate);
+    expect(standaloneReport(off).stdinSha256).toBe(sha256(offInDelegate));
+    expect(off.stderr).toBe('');
+    expect(agent.connections).toBe(before);
+
+    const both = JSON.stringify({ cniVersion: '1.0.0', name: 'fwdtest', type: 'tsflannel', delegate: { agentSocket: agent.path }, agentSocket: missing });
+    expect(pluginSocket(both)).toBe(missing);
+    before = agent.connections;
+    const top = await runForwarder(baseEnv, both);
+    expect(standaloneReport(top).stdinSha256).toBe(sha256(both));
+    expect(top.stderr).toBe(`tsflannel: agent at ${missing} unavailable (no socket), running standalone\n`);
     expect(agent.connections).toBe(before);
   });
 
