@@ -300,22 +300,44 @@ static void drop_node_vars(char **env) {
   env[k] = NULL;
 }
 
+/* This executable's path (without a " (deleted)" suffix), or -1. */
+static int self_path(char self[PATH_MAX + 1]) {
+  ssize_t k = readlink("/proc/self/exe", self, PATH_MAX);
+  if (k <= 0) return -1;
+  self[k] = 0;
+  static const char deleted[] = " (deleted)";
+  size_t dl = sizeof deleted - 1;
+  if ((size_t)k >= dl && strcmp(self + k - dl, deleted) == 0) self[k - dl] = 0;
+  return 0;
+}
+
 /* TSFLANNEL_STANDALONE, else tsflannel-standalone in this executable's own
  * directory (where `tsflannel install` puts both). */
 static void standalone_path(buf *out) {
   const char *env = getenv("TSFLANNEL_STANDALONE");
   if (env && *env) { buf_str(out, env); return; }
   char self[PATH_MAX + 1];
-  ssize_t k = readlink("/proc/self/exe", self, PATH_MAX);
-  if (k <= 0) { buf_str(out, "/opt/cni/bin/" STANDALONE_NAME); return; }
-  self[k] = 0;
-  static const char deleted[] = " (deleted)";
-  size_t dl = sizeof deleted - 1;
-  if ((size_t)k >= dl && strcmp(self + k - dl, deleted) == 0) self[k - dl] = 0;
+  if (self_path(self) != 0) { buf_str(out, "/opt/cni/bin/" STANDALONE_NAME); return; }
   buf dir = {0};
   path_dir(&dir, self, strlen(self));
   path_join(out, buf_cstr(&dir), STANDALONE_NAME);
   free(dir.p);
+}
+
+/* What an operator does when the standalone cannot run (the runtime shows it
+ * after the error's msg): bring the agent back, if one was asked, or put the
+ * standalone where this forwarder looks for it. */
+static void standalone_fix(buf *b, const char *agent, size_t agent_len) {
+  if (agent_len) {
+    buf_str(b, "start tsflanneld (its --cni-socket must be ");
+    buf_add(b, agent, agent_len);
+    buf_str(b, "), or ");
+  }
+  const char *env = getenv("TSFLANNEL_STANDALONE");
+  char self[PATH_MAX + 1];
+  if (env && *env) buf_str(b, "make TSFLANNEL_STANDALONE name the standalone plugin (" STANDALONE_NAME ")");
+  else buf_fmt(b, "reinstall with `tsflannel install`, which puts " STANDALONE_NAME " beside %s",
+               self_path(self) == 0 ? self : "/opt/cni/bin/tsflannel");
 }
 
 /* A memfd (no filesystem needed) or, where memfd_create is unknown, an
@@ -391,9 +413,10 @@ static void exec_standalone(const buf *stdin_bytes, const char *agent, size_t ag
     e = errno;
   }
   if (why.n == 0) errno_text(&why, e);
-  buf msg = {0};
+  buf msg = {0}, fix = {0};
+  standalone_fix(&fix, agent, agent_len);
   if (!*env_or_empty("CNI_COMMAND")) {
-    buf_fmt(&msg, "tsflannel: cannot run the standalone plugin %s: %s\n", p, buf_cstr(&why));
+    buf_fmt(&msg, "tsflannel: cannot run the standalone plugin %s: %s; %s\n", p, buf_cstr(&why), buf_cstr(&fix));
     write_all(2, msg.p, msg.n);
     exit(1);
   }
@@ -408,6 +431,8 @@ static void exec_standalone(const buf *stdin_bytes, const char *agent, size_t ag
   json_quote_str(&out, version_for(requested_version(stdin_bytes, &tmp)));
   buf_str(&out, ",\"code\":999,\"msg\":");
   json_quote(&out, msg.p, msg.n);
+  buf_str(&out, ",\"details\":");
+  json_quote(&out, fix.p, fix.n);
   buf_str(&out, "}\n");
   write_all(1, out.p, out.n);
   exit(1);

@@ -541,6 +541,43 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(run.stderr).toContain(`tsflannel: agent at ${sock} unavailable (no socket), running standalone\n`);
   });
 
+  it('names the fix when the standalone cannot run: start tsflanneld or reinstall with `tsflannel install` (TSFLANNEL_STANDALONE when that names it), for a missing file, a file without x bits, agentSocket "" and a person\'s command', async () => {
+    const sock = join(dir, 'nothing-here.sock');
+    const notExec = join(dir, 'not-executable');
+    writeFileSync(notExec, '#!/bin/sh\nexit 0\n', { mode: 0o644 });
+    // The installed layout: the forwarder with no tsflannel-standalone beside it.
+    const bin = mkdtempSync(join(tmpdir(), 'tsf-fwd-bin-'));
+    const installed = join(bin, 'tsflannel');
+    writeFileSync(installed, readFileSync(FORWARDER), { mode: 0o755 });
+    const { TSFLANNEL_STANDALONE: _unset, ...noOverride } = baseEnv;
+    try {
+      const errOf = (run: Run) => {
+        expect(run.status).toBe(1);
+        return JSON.parse(run.stdout.toString('utf8')) as { code: number; msg: string; details?: string };
+      };
+      const missing = errOf(await collect(spawn(installed, [], { env: noOverride }), conf({ agentSocket: sock }), performance.now()));
+      expect(missing.msg).toBe(`tsflannel: agent at ${sock} unavailable and standalone plugin ${join(bin, 'tsflannel-standalone')} not runnable: no such file or directory`);
+      expect(missing.details).toBe(`start tsflanneld (its --cni-socket must be ${sock}), or reinstall with \`tsflannel install\`, which puts tsflannel-standalone beside ${installed}`);
+
+      const off = errOf(await collect(spawn(installed, [], { env: noOverride }), conf({ agentSocket: '' }), performance.now()));
+      expect(off.msg).toBe(`tsflannel: cannot run the standalone plugin ${join(bin, 'tsflannel-standalone')}: no such file or directory`);
+      expect(off.details).toBe(`reinstall with \`tsflannel install\`, which puts tsflannel-standalone beside ${installed}`);
+
+      const bits = errOf(await runForwarder({ ...baseEnv, TSFLANNEL_STANDALONE: notExec }, conf({ agentSocket: sock })));
+      expect(bits.msg).toMatch(/not runnable: permission denied$/);
+      expect(bits.details).toBe(`start tsflanneld (its --cni-socket must be ${sock}), or make TSFLANNEL_STANDALONE name the standalone plugin (tsflannel-standalone)`);
+
+      const { CNI_COMMAND: _c, ...person } = noOverride;
+      const tool = await collect(spawn(installed, ['status'], { env: person }), '', performance.now());
+      expect(tool.status).toBe(1);
+      expect(tool.stderr).toBe(
+        `tsflannel: cannot run the standalone plugin ${join(bin, 'tsflannel-standalone')}: no such file or directory; reinstall with \`tsflannel install\`, which puts tsflannel-standalone beside ${installed}\n`,
+      );
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
   it('runs the standalone at once, with stdin untouched, when CNI_COMMAND is unset (a person running `tsflannel status`)', async () => {
     const { CNI_COMMAND: _omit, ...env } = baseEnv;
     const before = agent.connections;
