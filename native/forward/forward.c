@@ -45,6 +45,8 @@
 extern char **environ;
 
 #define DEFAULT_SOCKET "/run/tsflannel/cni.sock"
+/* sun_path's 108 bytes less the NUL, as src/plugin/config.ts bounds agentSocket. */
+#define MAX_SOCKET_PATH 107u
 /* The standalone plugin's limit; beyond it the standalone answers the error. */
 #define MAX_STDIN (1u << 20)
 /* src/plugin/main.ts: a bigger VERSION body names no version. */
@@ -621,7 +623,6 @@ static int dial(conn *c) {
   }
   memcpy(sa.sun_path, c->path, c->path_len);
   socklen_t sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + c->path_len + 1);
-  if (sa.sun_path[0] == '@') { sa.sun_path[0] = 0; sl--; } /* abstract, as in Go */
   int64_t deadline = now_ns() + CONNECT_TIMEOUT_NS;
   for (;;) {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -957,6 +958,12 @@ int main(int argc, char **argv) {
   if (r.s && r.s[0] == '"') {
     json_unquote(r.s, r.n, 0, &sock);
     if (sock.n == 0) exec_standalone(&in, NULL, 0);
+    /* A value the plugin's config refuses (src/plugin/config.ts: absolute,
+     * no NUL, at most 107 bytes) fails the call with error 7 wherever it
+     * runs: the standalone answers it, without a connection to a path
+     * relative to the runtime's working directory (or cut at a NUL by the
+     * kernel), a fallback line, or a fallbacks.log in that directory. */
+    if (sock.p[0] != '/' || memchr(sock.p, 0, sock.n) || sock.n > MAX_SOCKET_PATH) exec_standalone(&in, NULL, 0);
   } else buf_str(&sock, DEFAULT_SOCKET);
 
   conn c = {.fd = -1, .path = buf_cstr(&sock), .path_len = sock.n, .limit_ns = forward_timeout_ns()};

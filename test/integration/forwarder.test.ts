@@ -708,6 +708,47 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(agent.connections).toBe(before);
   });
 
+  it('never connects to an agentSocket the plugin\'s config refuses (relative, "@abstract", NUL inside, 108 bytes): no stderr line, no fallbacks.log in the runtime\'s cwd, and the standalone answers error 7; 107 bytes still connects', async () => {
+    agent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.from('from the agent'), exitCode: 0, stderr: '' }) };
+    const before = agent.connections;
+    const refused = ['cni.sock', `@tsf-fwd-abstract-${process.pid}`, `${agent.path}\u0000junk`, `/${'a'.repeat(107)}`];
+    for (const agentSocket of refused) {
+      const stdin = conf({ agentSocket });
+      // cwd = the agent's directory: a relative "cni.sock" names its socket from there.
+      const run = await collect(spawn(FORWARDER, [], { env: baseEnv, cwd: dir }), stdin, performance.now());
+      expect({ agentSocket, stderr: run.stderr, status: run.status }).toEqual({ agentSocket, stderr: '', status: FAKE_EXIT });
+      expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+    }
+    expect(agent.connections).toBe(before);
+    const cwd = mkdtempSync(join(tmpdir(), 'tsf-fwd-cwd-'));
+    try {
+      chmodSync(cwd, 0o755);
+      const real = await collect(
+        spawn(FORWARDER, [], { env: { ...baseEnv, TSFLANNEL_STANDALONE: STANDALONE_PLUGIN }, cwd }),
+        conf({ agentSocket: 'nothing-here.sock' }),
+        performance.now(),
+      );
+      expect(real.status).toBe(1);
+      expect(JSON.parse(real.stdout.toString('utf8'))).toMatchObject({ code: 7, msg: expect.stringContaining('"agentSocket" must be "" or an absolute path') });
+      expect(existsSync(join(cwd, 'fallbacks.log'))).toBe(false);
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
+    // The longest path the plugin accepts (107 bytes, sun_path's NUL after it) is served.
+    const longDir = mkdtempSync(join(tmpdir(), 'tsf-fwd-107-'));
+    const longAgent = new TestAgent(longDir, 'x'.repeat(107 - longDir.length - 1));
+    await longAgent.listen();
+    try {
+      expect(Buffer.byteLength(longAgent.path)).toBe(107);
+      longAgent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.from('ok'), exitCode: 0, stderr: '' }) };
+      const run = await runForwarder(baseEnv, conf({ agentSocket: longAgent.path }));
+      expect({ stdout: run.stdout.toString(), stderr: run.stderr, status: run.status }).toEqual({ stdout: 'ok', stderr: '', status: 0 });
+    } finally {
+      await longAgent.close();
+      rmSync(longDir, { recursive: true, force: true });
+    }
+  });
+
   it('decodes escapes in agentSocket (\\u00e9, \\", \\\\, a surrogate pair) to the exact socket path', async () => {
     const odd = mkdtempSync(join(tmpdir(), 'tsf-fwd-é-'));
     const oddAgent = new TestAgent(odd, 'a"b\\c-😀.sock');
