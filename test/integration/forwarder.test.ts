@@ -1,5 +1,5 @@
 // The static C forwarder (native/forward, installed as /opt/cni/bin/tsflannel)
-// against a small server implementing the agent's side of PROTOCOL.md, and
+// against a small server implementing the agent's side of the socket protocol (docs/architecture-cni-path.md), and
 // against a fake standalone plugin that reports the environment, arguments and
 // stdin it was exec'ed with. What it proves: the relay is exact, only CNI_* and
 // TSFLANNEL_* reach the agent, every failure of the agent ends in the
