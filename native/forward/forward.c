@@ -651,7 +651,13 @@ static int dial(conn *c) {
     }
     switch (e) {
     case ENOENT: c->reason = "no socket"; break;
-    case ECONNREFUSED: c->reason = "connection refused"; break;
+    case ECONNREFUSED: {
+      /* The kernel refuses a path that is no socket (a file, a directory,
+       * a FIFO) just as a socket nobody listens on: say which. */
+      struct stat st;
+      c->reason = stat(c->path, &st) == 0 && !S_ISSOCK(st.st_mode) ? "not a socket" : "connection refused";
+      break;
+    }
     case EACCES: case EPERM: c->reason = "permission denied"; break;
     case EAGAIN: case ETIMEDOUT: c->reason = "no connection within 1s"; break;
     default:

@@ -399,6 +399,22 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(run.stderr).toBe(`tsflannel: agent at ${dead} unavailable (connection refused), running standalone\n`);
   });
 
+  it('says "not a socket" (not "connection refused") when agentSocket names a file, a directory or a FIFO, on stderr and in fallbacks.log', async () => {
+    const file = join(dir, 'subnet.env');
+    writeFileSync(file, 'FLANNEL_NETWORK=10.244.0.0/16\n');
+    const sub = join(dir, 'a-directory');
+    mkdirSync(sub, { recursive: true });
+    const fifo = join(dir, 'a-fifo');
+    if (!existsSync(fifo)) expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    for (const path of [file, sub, fifo]) {
+      const stdin = conf({ agentSocket: path });
+      const run = await runForwarder(baseEnv, stdin);
+      expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+      expect(run.stderr).toBe(`tsflannel: agent at ${path} unavailable (not a socket), running standalone\n`);
+      expect(lastFallback()).toMatchObject({ socket: path, reason: 'not a socket' });
+    }
+  });
+
   it('waits the 1 s connect timeout for an agent whose backlog is full (stopped process), then falls back', async () => {
     const stuck = join(dir, 'stuck.sock');
     const child = spawn(
