@@ -529,8 +529,10 @@ static int64_t forward_timeout_ns(void) {
     }
     if (ok && !neg && v > 0) ms = (int64_t)v;
   }
-  /* time.Duration(ms) * time.Millisecond wraps like Go's int64 product. */
-  return (int64_t)((uint64_t)ms * 1000000u);
+  /* Past what int64 nanoseconds hold (292 years), as long as they hold: the
+   * Go forwarder's wrapping product made such a value negative, and every
+   * call skipped the agent at once. */
+  return ms > INT64_MAX / 1000000 ? INT64_MAX : ms * 1000000;
 }
 
 typedef struct {

@@ -521,6 +521,16 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(run.ms).toBeLessThan(15_000);
   });
 
+  it('waits for the agent, never skips it, when TSFLANNEL_FORWARD_TIMEOUT_MS is huge (past what nanoseconds in 64 bits hold): the call is served', async () => {
+    agent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.from('served'), exitCode: 0, stderr: '' }) };
+    for (const ms of ['9223372036854', '9223372036855', '10000000000000', '9223372036854775807']) {
+      const before = agent.requests.length;
+      const run = await runForwarder({ ...baseEnv, TSFLANNEL_FORWARD_TIMEOUT_MS: ms }, conf());
+      expect({ ms, stdout: run.stdout.toString(), stderr: run.stderr, status: run.status }).toEqual({ ms, stdout: 'served', stderr: '', status: 0 });
+      expect(agent.requests.length).toBe(before + 1);
+    }
+  });
+
   it('falls back on a malformed or missing answer (not an object, no or bad exit code, bad base64, trailing bytes, oversize frame, closed at once, half a header)', async () => {
     const bad: [Buffer, RegExp][] = [
       [frame('not an object'), /malformed answer/],
