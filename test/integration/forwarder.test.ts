@@ -241,6 +241,31 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(`${ldd.stdout}${ldd.stderr}`).toMatch(/not a dynamic executable/);
   });
 
+  it('builds with any CC alone (a cross compiler): the build strips at link time, so the host\'s strip never has to read a foreign ELF', () => {
+    const tree = mkdtempSync(join(tmpdir(), 'tsf-fwd-build-'));
+    try {
+      mkdirSync(join(tree, 'scripts'));
+      mkdirSync(join(tree, 'native'));
+      writeFileSync(join(tree, 'scripts/build-forward.sh'), readFileSync(join(REPO, 'scripts/build-forward.sh')));
+      spawnSync('cp', ['-r', join(REPO, 'native/forward'), join(tree, 'native/')]);
+      // A stand-in for aarch64-linux-gnu-gcc: gcc, then e_machine set to AArch64 (183),
+      // which x86 binutils' strip refuses ("Unable to recognise the format").
+      const cc = join(tree, 'fake-cross-gcc');
+      writeFileSync(
+        cc,
+        `#!/bin/sh\nset -e\nout=""; prev=""\nfor a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done\ngcc "$@"\nprintf '\\267\\000' | dd of="$out" bs=1 seek=18 conv=notrunc status=none\n`,
+        { mode: 0o755 },
+      );
+      const build = spawnSync('bash', [join(tree, 'scripts/build-forward.sh')], { env: { ...process.env, CC: cc }, encoding: 'utf8' });
+      expect({ status: build.status, stderr: build.stderr }).toEqual({ status: 0, stderr: '' });
+      const out = join(tree, 'native/build/tsflannel-forward');
+      expect(spawnSync('file', [out], { encoding: 'utf8' }).stdout).toMatch(/ARM aarch64.*stripped/);
+      expect(readFileSync(`${out}.cc`, 'utf8').trim()).toBe(cc);
+    } finally {
+      rmSync(tree, { recursive: true, force: true });
+    }
+  });
+
   it('relays the agent\'s stdout bytes, stderr text and exit code exactly', async () => {
     const stdout = Buffer.concat([Buffer.from('{"cniVersion":"1.0.0"}\n'), Buffer.from([0, 0xff, 0xfe, 10])]);
     agent.behaviour = { kind: 'answer', make: () => ({ stdout, exitCode: 3, stderr: 'agent: something to say\nsecond line\n' }) };
