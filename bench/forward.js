@@ -26,7 +26,7 @@ import { median, percentile, ratio } from './lib/stats.js';
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const REFERENCE = '/usr/lib/cni/bridge';
 
-// The agent's side of PROTOCOL.md reduced to an immediate fixed answer, in
+// The agent's side of the socket protocol (docs/architecture-cni-path.md) reduced to an immediate fixed answer, in
 // its own process as the real agent is.
 const STAND_IN = `
 const net = require('net');

@@ -45,6 +45,8 @@
 extern char **environ;
 
 #define DEFAULT_SOCKET "/run/tsflannel/cni.sock"
+/* sun_path's 108 bytes less the NUL, as src/plugin/config.ts bounds agentSocket. */
+#define MAX_SOCKET_PATH 107u
 /* The standalone plugin's limit; beyond it the standalone answers the error. */
 #define MAX_STDIN (1u << 20)
 /* src/plugin/main.ts: a bigger VERSION body names no version. */
@@ -300,22 +302,44 @@ static void drop_node_vars(char **env) {
   env[k] = NULL;
 }
 
+/* This executable's path (without a " (deleted)" suffix), or -1. */
+static int self_path(char self[PATH_MAX + 1]) {
+  ssize_t k = readlink("/proc/self/exe", self, PATH_MAX);
+  if (k <= 0) return -1;
+  self[k] = 0;
+  static const char deleted[] = " (deleted)";
+  size_t dl = sizeof deleted - 1;
+  if ((size_t)k >= dl && strcmp(self + k - dl, deleted) == 0) self[k - dl] = 0;
+  return 0;
+}
+
 /* TSFLANNEL_STANDALONE, else tsflannel-standalone in this executable's own
  * directory (where `tsflannel install` puts both). */
 static void standalone_path(buf *out) {
   const char *env = getenv("TSFLANNEL_STANDALONE");
   if (env && *env) { buf_str(out, env); return; }
   char self[PATH_MAX + 1];
-  ssize_t k = readlink("/proc/self/exe", self, PATH_MAX);
-  if (k <= 0) { buf_str(out, "/opt/cni/bin/" STANDALONE_NAME); return; }
-  self[k] = 0;
-  static const char deleted[] = " (deleted)";
-  size_t dl = sizeof deleted - 1;
-  if ((size_t)k >= dl && strcmp(self + k - dl, deleted) == 0) self[k - dl] = 0;
+  if (self_path(self) != 0) { buf_str(out, "/opt/cni/bin/" STANDALONE_NAME); return; }
   buf dir = {0};
   path_dir(&dir, self, strlen(self));
   path_join(out, buf_cstr(&dir), STANDALONE_NAME);
   free(dir.p);
+}
+
+/* What an operator does when the standalone cannot run (the runtime shows it
+ * after the error's msg): bring the agent back, if one was asked, or put the
+ * standalone where this forwarder looks for it. */
+static void standalone_fix(buf *b, const char *agent, size_t agent_len) {
+  if (agent_len) {
+    buf_str(b, "start tsflanneld (its --cni-socket must be ");
+    buf_add(b, agent, agent_len);
+    buf_str(b, "), or ");
+  }
+  const char *env = getenv("TSFLANNEL_STANDALONE");
+  char self[PATH_MAX + 1];
+  if (env && *env) buf_str(b, "make TSFLANNEL_STANDALONE name the standalone plugin (" STANDALONE_NAME ")");
+  else buf_fmt(b, "reinstall with `tsflannel install`, which puts " STANDALONE_NAME " beside %s",
+               self_path(self) == 0 ? self : "/opt/cni/bin/tsflannel");
 }
 
 /* A memfd (no filesystem needed) or, where memfd_create is unknown, an
@@ -391,9 +415,10 @@ static void exec_standalone(const buf *stdin_bytes, const char *agent, size_t ag
     e = errno;
   }
   if (why.n == 0) errno_text(&why, e);
-  buf msg = {0};
+  buf msg = {0}, fix = {0};
+  standalone_fix(&fix, agent, agent_len);
   if (!*env_or_empty("CNI_COMMAND")) {
-    buf_fmt(&msg, "tsflannel: cannot run the standalone plugin %s: %s\n", p, buf_cstr(&why));
+    buf_fmt(&msg, "tsflannel: cannot run the standalone plugin %s: %s; %s\n", p, buf_cstr(&why), buf_cstr(&fix));
     write_all(2, msg.p, msg.n);
     exit(1);
   }
@@ -408,6 +433,8 @@ static void exec_standalone(const buf *stdin_bytes, const char *agent, size_t ag
   json_quote_str(&out, version_for(requested_version(stdin_bytes, &tmp)));
   buf_str(&out, ",\"code\":999,\"msg\":");
   json_quote(&out, msg.p, msg.n);
+  buf_str(&out, ",\"details\":");
+  json_quote(&out, fix.p, fix.n);
   buf_str(&out, "}\n");
   write_all(1, out.p, out.n);
   exit(1);
@@ -502,8 +529,10 @@ static int64_t forward_timeout_ns(void) {
     }
     if (ok && !neg && v > 0) ms = (int64_t)v;
   }
-  /* time.Duration(ms) * time.Millisecond wraps like Go's int64 product. */
-  return (int64_t)((uint64_t)ms * 1000000u);
+  /* Past what int64 nanoseconds hold (292 years), as long as they hold: the
+   * Go forwarder's wrapping product made such a value negative, and every
+   * call skipped the agent at once. */
+  return ms > INT64_MAX / 1000000 ? INT64_MAX : ms * 1000000;
 }
 
 typedef struct {
@@ -596,7 +625,6 @@ static int dial(conn *c) {
   }
   memcpy(sa.sun_path, c->path, c->path_len);
   socklen_t sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + c->path_len + 1);
-  if (sa.sun_path[0] == '@') { sa.sun_path[0] = 0; sl--; } /* abstract, as in Go */
   int64_t deadline = now_ns() + CONNECT_TIMEOUT_NS;
   for (;;) {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -625,7 +653,13 @@ static int dial(conn *c) {
     }
     switch (e) {
     case ENOENT: c->reason = "no socket"; break;
-    case ECONNREFUSED: c->reason = "connection refused"; break;
+    case ECONNREFUSED: {
+      /* The kernel refuses a path that is no socket (a file, a directory,
+       * a FIFO) just as a socket nobody listens on: say which. */
+      struct stat st;
+      c->reason = stat(c->path, &st) == 0 && !S_ISSOCK(st.st_mode) ? "not a socket" : "connection refused";
+      break;
+    }
     case EACCES: case EPERM: c->reason = "permission denied"; break;
     case EAGAIN: case ETIMEDOUT: c->reason = "no connection within 1s"; break;
     default:
@@ -876,6 +910,20 @@ static int forward(conn *c, const buf *stdin_bytes, answer *a) {
   return 0;
 }
 
+/* The conf's agentSocket value as the plugin's config reads it
+ * (src/plugin/config.ts): the top-level member, else the one in flannel's
+ * delegate map, which docs/configuration.md promises for every tsflannel
+ * key. A top-level member of any value (null too) hides the delegate's, as
+ * the plugin's {...delegate, ...conf} merge does, so the forwarder and the
+ * config the agent or the standalone validates name one socket. */
+static raw agent_socket_member(const buf *in) {
+  raw r = top_level_member(in->p, in->n, "agentSocket");
+  if (r.s) return r;
+  raw d = top_level_member(in->p, in->n, "delegate");
+  if (d.s && d.s[0] == '{') return top_level_member(d.s, d.n, "agentSocket");
+  return r;
+}
+
 /* Opens /dev/null on any of fds 0–2 that is closed, so the agent's socket
  * can never become fd 2 and receive our stderr lines. */
 static void std_fds_open(void) {
@@ -914,10 +962,16 @@ int main(int argc, char **argv) {
   /* agentSocket: missing (or stdin not a JSON object, or not a string) means
    * the default; "" means never forward. */
   buf sock = {0};
-  raw r = top_level_member(in.p, in.n, "agentSocket");
+  raw r = agent_socket_member(&in);
   if (r.s && r.s[0] == '"') {
     json_unquote(r.s, r.n, 0, &sock);
     if (sock.n == 0) exec_standalone(&in, NULL, 0);
+    /* A value the plugin's config refuses (src/plugin/config.ts: absolute,
+     * no NUL, at most 107 bytes) fails the call with error 7 wherever it
+     * runs: the standalone answers it, without a connection to a path
+     * relative to the runtime's working directory (or cut at a NUL by the
+     * kernel), a fallback line, or a fallbacks.log in that directory. */
+    if (sock.p[0] != '/' || memchr(sock.p, 0, sock.n) || sock.n > MAX_SOCKET_PATH) exec_standalone(&in, NULL, 0);
   } else buf_str(&sock, DEFAULT_SOCKET);
 
   conn c = {.fd = -1, .path = buf_cstr(&sock), .path_len = sock.n, .limit_ns = forward_timeout_ns()};

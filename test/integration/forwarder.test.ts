@@ -1,5 +1,5 @@
 // The static C forwarder (native/forward, installed as /opt/cni/bin/tsflannel)
-// against a small server implementing the agent's side of PROTOCOL.md, and
+// against a small server implementing the agent's side of the socket protocol (docs/architecture-cni-path.md), and
 // against a fake standalone plugin that reports the environment, arguments and
 // stdin it was exec'ed with. What it proves: the relay is exact, only CNI_* and
 // TSFLANNEL_* reach the agent, every failure of the agent ends in the
@@ -15,6 +15,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { requireOrSkip } from '../helpers/require.js';
 import { programFor } from '../../src/main/dispatch.js';
+import { decodeConfig, netConfFromObject } from '../../src/cni/config.js';
+import { parsePluginConfig } from '../../src/plugin/config.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const FORWARDER = join(REPO, 'native/build/tsflannel-forward');
@@ -239,6 +241,31 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(`${ldd.stdout}${ldd.stderr}`).toMatch(/not a dynamic executable/);
   });
 
+  it('builds with any CC alone (a cross compiler): the build strips at link time, so the host\'s strip never has to read a foreign ELF', () => {
+    const tree = mkdtempSync(join(tmpdir(), 'tsf-fwd-build-'));
+    try {
+      mkdirSync(join(tree, 'scripts'));
+      mkdirSync(join(tree, 'native'));
+      writeFileSync(join(tree, 'scripts/build-forward.sh'), readFileSync(join(REPO, 'scripts/build-forward.sh')));
+      spawnSync('cp', ['-r', join(REPO, 'native/forward'), join(tree, 'native/')]);
+      // A stand-in for aarch64-linux-gnu-gcc: gcc, then e_machine set to AArch64 (183),
+      // which x86 binutils' strip refuses ("Unable to recognise the format").
+      const cc = join(tree, 'fake-cross-gcc');
+      writeFileSync(
+        cc,
+        `#!/bin/sh\nset -e\nout=""; prev=""\nfor a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done\ngcc "$@"\nprintf '\\267\\000' | dd of="$out" bs=1 seek=18 conv=notrunc status=none\n`,
+        { mode: 0o755 },
+      );
+      const build = spawnSync('bash', [join(tree, 'scripts/build-forward.sh')], { env: { ...process.env, CC: cc }, encoding: 'utf8' });
+      expect({ status: build.status, stderr: build.stderr }).toEqual({ status: 0, stderr: '' });
+      const out = join(tree, 'native/build/tsflannel-forward');
+      expect(spawnSync('file', [out], { encoding: 'utf8' }).stdout).toMatch(/ARM aarch64.*stripped/);
+      expect(readFileSync(`${out}.cc`, 'utf8').trim()).toBe(cc);
+    } finally {
+      rmSync(tree, { recursive: true, force: true });
+    }
+  });
+
   it('relays the agent\'s stdout bytes, stderr text and exit code exactly', async () => {
     const stdout = Buffer.concat([Buffer.from('{"cniVersion":"1.0.0"}\n'), Buffer.from([0, 0xff, 0xfe, 10])]);
     agent.behaviour = { kind: 'answer', make: () => ({ stdout, exitCode: 3, stderr: 'agent: something to say\nsecond line\n' }) };
@@ -397,6 +424,22 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(run.stderr).toBe(`tsflannel: agent at ${dead} unavailable (connection refused), running standalone\n`);
   });
 
+  it('says "not a socket" (not "connection refused") when agentSocket names a file, a directory or a FIFO, on stderr and in fallbacks.log', async () => {
+    const file = join(dir, 'subnet.env');
+    writeFileSync(file, 'FLANNEL_NETWORK=10.244.0.0/16\n');
+    const sub = join(dir, 'a-directory');
+    mkdirSync(sub, { recursive: true });
+    const fifo = join(dir, 'a-fifo');
+    if (!existsSync(fifo)) expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    for (const path of [file, sub, fifo]) {
+      const stdin = conf({ agentSocket: path });
+      const run = await runForwarder(baseEnv, stdin);
+      expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+      expect(run.stderr).toBe(`tsflannel: agent at ${path} unavailable (not a socket), running standalone\n`);
+      expect(lastFallback()).toMatchObject({ socket: path, reason: 'not a socket' });
+    }
+  });
+
   it('waits the 1 s connect timeout for an agent whose backlog is full (stopped process), then falls back', async () => {
     const stuck = join(dir, 'stuck.sock');
     const child = spawn(
@@ -503,6 +546,16 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(run.ms).toBeLessThan(15_000);
   });
 
+  it('waits for the agent, never skips it, when TSFLANNEL_FORWARD_TIMEOUT_MS is huge (past what nanoseconds in 64 bits hold): the call is served', async () => {
+    agent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.from('served'), exitCode: 0, stderr: '' }) };
+    for (const ms of ['9223372036854', '9223372036855', '10000000000000', '9223372036854775807']) {
+      const before = agent.requests.length;
+      const run = await runForwarder({ ...baseEnv, TSFLANNEL_FORWARD_TIMEOUT_MS: ms }, conf());
+      expect({ ms, stdout: run.stdout.toString(), stderr: run.stderr, status: run.status }).toEqual({ ms, stdout: 'served', stderr: '', status: 0 });
+      expect(agent.requests.length).toBe(before + 1);
+    }
+  });
+
   it('falls back on a malformed or missing answer (not an object, no or bad exit code, bad base64, trailing bytes, oversize frame, closed at once, half a header)', async () => {
     const bad: [Buffer, RegExp][] = [
       [frame('not an object'), /malformed answer/],
@@ -537,6 +590,43 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
     expect(err.msg).toContain(sock);
     expect(err.msg).toContain(missing);
     expect(run.stderr).toContain(`tsflannel: agent at ${sock} unavailable (no socket), running standalone\n`);
+  });
+
+  it('names the fix when the standalone cannot run: start tsflanneld or reinstall with `tsflannel install` (TSFLANNEL_STANDALONE when that names it), for a missing file, a file without x bits, agentSocket "" and a person\'s command', async () => {
+    const sock = join(dir, 'nothing-here.sock');
+    const notExec = join(dir, 'not-executable');
+    writeFileSync(notExec, '#!/bin/sh\nexit 0\n', { mode: 0o644 });
+    // The installed layout: the forwarder with no tsflannel-standalone beside it.
+    const bin = mkdtempSync(join(tmpdir(), 'tsf-fwd-bin-'));
+    const installed = join(bin, 'tsflannel');
+    writeFileSync(installed, readFileSync(FORWARDER), { mode: 0o755 });
+    const { TSFLANNEL_STANDALONE: _unset, ...noOverride } = baseEnv;
+    try {
+      const errOf = (run: Run) => {
+        expect(run.status).toBe(1);
+        return JSON.parse(run.stdout.toString('utf8')) as { code: number; msg: string; details?: string };
+      };
+      const missing = errOf(await collect(spawn(installed, [], { env: noOverride }), conf({ agentSocket: sock }), performance.now()));
+      expect(missing.msg).toBe(`tsflannel: agent at ${sock} unavailable and standalone plugin ${join(bin, 'tsflannel-standalone')} not runnable: no such file or directory`);
+      expect(missing.details).toBe(`start tsflanneld (its --cni-socket must be ${sock}), or reinstall with \`tsflannel install\`, which puts tsflannel-standalone beside ${installed}`);
+
+      const off = errOf(await collect(spawn(installed, [], { env: noOverride }), conf({ agentSocket: '' }), performance.now()));
+      expect(off.msg).toBe(`tsflannel: cannot run the standalone plugin ${join(bin, 'tsflannel-standalone')}: no such file or directory`);
+      expect(off.details).toBe(`reinstall with \`tsflannel install\`, which puts tsflannel-standalone beside ${installed}`);
+
+      const bits = errOf(await runForwarder({ ...baseEnv, TSFLANNEL_STANDALONE: notExec }, conf({ agentSocket: sock })));
+      expect(bits.msg).toMatch(/not runnable: permission denied$/);
+      expect(bits.details).toBe(`start tsflanneld (its --cni-socket must be ${sock}), or make TSFLANNEL_STANDALONE name the standalone plugin (tsflannel-standalone)`);
+
+      const { CNI_COMMAND: _c, ...person } = noOverride;
+      const tool = await collect(spawn(installed, ['status'], { env: person }), '', performance.now());
+      expect(tool.status).toBe(1);
+      expect(tool.stderr).toBe(
+        `tsflannel: cannot run the standalone plugin ${join(bin, 'tsflannel-standalone')}: no such file or directory; reinstall with \`tsflannel install\`, which puts tsflannel-standalone beside ${installed}\n`,
+      );
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 
   it('runs the standalone at once, with stdin untouched, when CNI_COMMAND is unset (a person running `tsflannel status`)', async () => {
@@ -636,6 +726,78 @@ describe('tsflannel-forward (static CNI forwarder)', () => {
       expect(run.stderr).toBe(`tsflannel: agent at ${missing} unavailable (no socket), running standalone\n`);
     }
     expect(agent.connections).toBe(before);
+  });
+
+  it('reads agentSocket from flannel\'s delegate map as the plugin\'s config does: used when the top level has none, "" there means never forward, the top level wins', async () => {
+    agent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.from('from the agent'), exitCode: 0, stderr: '' }) };
+    const missing = join(dir, 'delegate-top-level.sock');
+    // The plugin's own reading of each conf (src/plugin/config.ts), so the two cannot drift apart.
+    const pluginSocket = (stdin: string) => parsePluginConfig(netConfFromObject(decodeConfig(stdin), 'ADD')).agentSocket;
+
+    const viaDelegate = JSON.stringify({ cniVersion: '1.0.0', name: 'fwdtest', type: 'tsflannel', delegate: { hairpinMode: true, agentSocket: agent.path } });
+    expect(pluginSocket(viaDelegate)).toBe(agent.path);
+    let before = agent.connections;
+    const served = await runForwarder(baseEnv, viaDelegate);
+    expect(served.stderr).toBe('');
+    expect(served.stdout.toString()).toBe('from the agent');
+    expect(agent.connections).toBe(before + 1);
+
+    const offInDelegate = JSON.stringify({ cniVersion: '1.0.0', name: 'fwdtest', type: 'tsflannel', delegate: { agentSocket: '' } });
+    expect(pluginSocket(offInDelegate)).toBe('');
+    before = agent.connections;
+    const off = await runForwarder(baseEnv, offInDelegate);
+    expect(standaloneReport(off).stdinSha256).toBe(sha256(offInDelegate));
+    expect(off.stderr).toBe('');
+    expect(agent.connections).toBe(before);
+
+    const both = JSON.stringify({ cniVersion: '1.0.0', name: 'fwdtest', type: 'tsflannel', delegate: { agentSocket: agent.path }, agentSocket: missing });
+    expect(pluginSocket(both)).toBe(missing);
+    before = agent.connections;
+    const top = await runForwarder(baseEnv, both);
+    expect(standaloneReport(top).stdinSha256).toBe(sha256(both));
+    expect(top.stderr).toBe(`tsflannel: agent at ${missing} unavailable (no socket), running standalone\n`);
+    expect(agent.connections).toBe(before);
+  });
+
+  it('never connects to an agentSocket the plugin\'s config refuses (relative, "@abstract", NUL inside, 108 bytes): no stderr line, no fallbacks.log in the runtime\'s cwd, and the standalone answers error 7; 107 bytes still connects', async () => {
+    agent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.from('from the agent'), exitCode: 0, stderr: '' }) };
+    const before = agent.connections;
+    const refused = ['cni.sock', `@tsf-fwd-abstract-${process.pid}`, `${agent.path}\u0000junk`, `/${'a'.repeat(107)}`];
+    for (const agentSocket of refused) {
+      const stdin = conf({ agentSocket });
+      // cwd = the agent's directory: a relative "cni.sock" names its socket from there.
+      const run = await collect(spawn(FORWARDER, [], { env: baseEnv, cwd: dir }), stdin, performance.now());
+      expect({ agentSocket, stderr: run.stderr, status: run.status }).toEqual({ agentSocket, stderr: '', status: FAKE_EXIT });
+      expect(standaloneReport(run).stdinSha256).toBe(sha256(stdin));
+    }
+    expect(agent.connections).toBe(before);
+    const cwd = mkdtempSync(join(tmpdir(), 'tsf-fwd-cwd-'));
+    try {
+      chmodSync(cwd, 0o755);
+      const real = await collect(
+        spawn(FORWARDER, [], { env: { ...baseEnv, TSFLANNEL_STANDALONE: STANDALONE_PLUGIN }, cwd }),
+        conf({ agentSocket: 'nothing-here.sock' }),
+        performance.now(),
+      );
+      expect(real.status).toBe(1);
+      expect(JSON.parse(real.stdout.toString('utf8'))).toMatchObject({ code: 7, msg: expect.stringContaining('"agentSocket" must be "" or an absolute path') });
+      expect(existsSync(join(cwd, 'fallbacks.log'))).toBe(false);
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
+    // The longest path the plugin accepts (107 bytes, sun_path's NUL after it) is served.
+    const longDir = mkdtempSync(join(tmpdir(), 'tsf-fwd-107-'));
+    const longAgent = new TestAgent(longDir, 'x'.repeat(107 - longDir.length - 1));
+    await longAgent.listen();
+    try {
+      expect(Buffer.byteLength(longAgent.path)).toBe(107);
+      longAgent.behaviour = { kind: 'answer', make: () => ({ stdout: Buffer.from('ok'), exitCode: 0, stderr: '' }) };
+      const run = await runForwarder(baseEnv, conf({ agentSocket: longAgent.path }));
+      expect({ stdout: run.stdout.toString(), stderr: run.stderr, status: run.status }).toEqual({ stdout: 'ok', stderr: '', status: 0 });
+    } finally {
+      await longAgent.close();
+      rmSync(longDir, { recursive: true, force: true });
+    }
   });
 
   it('decodes escapes in agentSocket (\\u00e9, \\", \\\\, a surrogate pair) to the exact socket path', async () => {
