@@ -278,7 +278,13 @@ export class CniServer {
     metrics.inFlight += 1;
     let res: CniResponse;
     try {
-      res = await this.withDeadline(this.queue.run(attachmentKey(req.env), () => this.opts.pool.run(req.env, req.stdin)));
+      // A call still queued behind its attachment's earlier one when its
+      // deadline answers "try again" must not run later: by then the runtime
+      // may have retried it elsewhere (the standalone plugin) or deleted the
+      // pod, and a late ADD would make an attachment nobody deletes.
+      let expired = false;
+      const start = () => (expired ? Promise.resolve(errorResponse(ErrorCode.TryAgainLater, 'expired before it started')) : this.opts.pool.run(req.env, req.stdin));
+      res = await this.withDeadline(this.queue.run(attachmentKey(req.env), start), () => (expired = true));
     } catch (err) {
       res = errorResponse(ErrorCode.Internal, `tsflannel agent: ${(err as Error).message}`);
     } finally {
@@ -292,10 +298,11 @@ export class CniServer {
     this.answer(socket, res);
   }
 
-  private withDeadline(call: Promise<CniResponse>): Promise<CniResponse> {
+  private withDeadline(call: Promise<CniResponse>, onExpired: () => void): Promise<CniResponse> {
     const ms = this.opts.callTimeoutMs ?? 50_000;
     return new Promise<CniResponse>((resolve, reject) => {
       const timer = setTimeout(() => {
+        onExpired();
         this.opts.metrics.timeouts += 1;
         resolve(errorResponse(ErrorCode.TryAgainLater, `tsflannel agent: the call did not finish within ${ms} ms; try again`));
       }, ms);

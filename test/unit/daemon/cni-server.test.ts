@@ -75,6 +75,24 @@ describe('CNI socket server', () => {
     const next = await socketCall(path, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'fast', CNI_IFNAME: 'eth0' }, '{}');
     expect(next.stdout).toBe('done');
   });
+
+  it('never starts a call that waited past its deadline behind its attachment\'s earlier call (the runtime has retried it elsewhere by then)', async () => {
+    const started: string[] = [];
+    const path = await serve(async (env) => {
+      started.push(env.CNI_COMMAND!);
+      if (env.CNI_COMMAND === 'ADD') await sleep(1500);
+      return ok(env.CNI_COMMAND!);
+    }, 400);
+    const env = (command: string) => ({ CNI_COMMAND: command, CNI_CONTAINERID: 'stuck', CNI_IFNAME: 'eth0' });
+    const add = socketCall(path, env('ADD'), '{}');
+    await sleep(100);
+    // Queued behind the ADD, which holds the attachment past both deadlines.
+    const del = await socketCall(path, env('DEL'), '{}');
+    expect(del.json).toMatchObject({ code: 11 });
+    expect((await add).json).toMatchObject({ code: 11 });
+    await sleep(1600); // the ADD's handler ends; the expired DEL must not start after it
+    expect(started).toEqual(['ADD']);
+  });
 });
 
 describe('CNI worker pool', () => {
