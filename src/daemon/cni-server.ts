@@ -283,7 +283,8 @@ export class CniServer {
       // may have retried it elsewhere (the standalone plugin) or deleted the
       // pod, and a late ADD would make an attachment nobody deletes.
       let expired = false;
-      const start = () => (expired ? Promise.resolve(errorResponse(ErrorCode.TryAgainLater, 'expired before it started')) : this.opts.pool.run(req.env, req.stdin));
+      const start = (): Promise<CniResponse> =>
+        expired ? Promise.resolve(errorResponse(ErrorCode.TryAgainLater, 'expired before it started')) : this.opts.pool.run(req.env, req.stdin);
       res = await this.withDeadline(this.queue.run(attachmentKey(req.env), start), () => (expired = true));
     } catch (err) {
       res = errorResponse(ErrorCode.Internal, `tsflannel agent: ${(err as Error).message}`);
