@@ -59,6 +59,8 @@ export interface EtcdSubnetManagerOptions {
   coalesceMs?: number;
   /** keys per range request when listing leases, default 1000 */
   listPageSize?: number;
+  /** gRPC keepalive pings while a call is open, default every 30 s, answered within 10 s (as kube-apiserver's etcd client) */
+  keepalive?: { timeMs: number; timeoutMs: number };
 }
 
 /** Our own faults: retrying cannot help, so acquireLease gives up on them. */
@@ -103,6 +105,13 @@ const LIST_PAGE = 1000;
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 5_000;
 const NO_LEASE = '0';
+/**
+ * kube-apiserver's etcd client values. etcd refuses pings more often than
+ * its --grpc-keepalive-min-time (5 s by default) and, without an open call,
+ * any ping at all: pings go out only while a call (the lease watch) is open.
+ */
+const KEEPALIVE_TIME_MS = 30_000;
+const KEEPALIVE_TIMEOUT_MS = 10_000;
 
 interface StoredLease {
   key: string;
@@ -309,6 +318,16 @@ export class EtcdSubnetManager implements SubnetManager {
       // Unary calls get a deadline; the watch stream lives on, and keepAlive sets its own.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
       faultHandling: { host: () => hostBreaker(Math.min(1000, this.renewIntervalMs)) },
+      // A connection that dies without a FIN or RST (the etcd host lost power,
+      // a NAT or load balancer forgot the flow) is otherwise never noticed by
+      // the lease watch, which only reads: it would wait on it until TCP gives
+      // up on the unanswered renewals (about 15 min), seeing no lease change.
+      // A ping left unanswered closes it; the watch breaks and lists again
+      // over a new connection.
+      grpcOptions: {
+        'grpc.keepalive_time_ms': opts.keepalive?.timeMs ?? KEEPALIVE_TIME_MS,
+        'grpc.keepalive_timeout_ms': opts.keepalive?.timeoutMs ?? KEEPALIVE_TIMEOUT_MS,
+      },
     });
   }
 
