@@ -540,21 +540,28 @@ export class EtcdSubnetManager implements SubnetManager {
   /**
    * Our lease published under an address this node no longer has: it sits
    * on the subnet our subnet.env names and carries our VTEP MAC (the device
-   * keeps its MAC when its underlay address changes). Updated in place, it
-   * keeps the subnet, so pods keep their addresses.
+   * keeps its MAC when its underlay address changes) or, with WireGuard, our
+   * public key (kept in its key file). Updated in place, it keeps the
+   * subnet, so pods keep their addresses. host-gw publishes nothing of the
+   * kind, so its old lease cannot be told from another node's.
    */
   private formerSelf(entries: StoredLease[], attrs: LeaseAttrs): StoredLease | undefined {
     // An IPv6-only node is known by its IPv6 subnet and its IPv6 VTEP's MAC.
     const v6only = attrs.publicIP === '';
-    const macOf = (a: LeaseAttrs | undefined) => (v6only ? a?.backendV6Data?.VtepMAC : a?.backendData.VtepMAC)?.toLowerCase();
-    const mac = macOf(attrs);
+    const idOf = (a: LeaseAttrs | undefined): string | undefined => {
+      const data = v6only ? a?.backendV6Data : a?.backendData;
+      if (data?.VtepMAC) return `mac ${data.VtepMAC.toLowerCase()}`;
+      // WireGuard keys are base64: case matters.
+      return data?.PublicKey ? `key ${data.PublicKey}` : undefined;
+    };
+    const id = idOf(attrs);
     const previous = v6only ? this.previousIPv6Subnet : this.previousSubnet;
-    if (!mac || !previous) return undefined;
-    const former = entries.find((e) => (v6only ? e.ipv6Subnet : e.subnet) === previous && macOf(e.attrs) === mac);
+    if (!id || !previous) return undefined;
+    const former = entries.find((e) => (v6only ? e.ipv6Subnet : e.subnet) === previous && idOf(e.attrs) === id);
     if (former) {
       this.log.warn(
         { subnet: former.subnet, oldPublicIP: former.attrs?.publicIP, publicIP: attrs.publicIP },
-        'found this node\'s lease under an older public IP (same subnet and VTEP MAC); updating it in place',
+        `found this node's lease under an older public IP (same subnet and ${id.startsWith('mac') ? 'VTEP MAC' : 'WireGuard public key'}); updating it in place`,
       );
     }
     return former;
