@@ -231,8 +231,8 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-/** A loopback TCP forwarder to `target` (host:port on 127.0.0.1). */
-export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
+/** A loopback TCP forwarder to `target`: a port on 127.0.0.1, or a Unix socket path. */
+export async function startTcpProxy(target: number | string): Promise<TcpProxy> {
   const sockets = new Set<net.Socket>();
   const pairs = new Set<[net.Socket, net.Socket]>();
   let isCut = false;
@@ -243,7 +243,7 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
       return;
     }
     accepted++;
-    const upstream = net.connect(targetPort, '127.0.0.1');
+    const upstream = typeof target === 'number' ? net.connect(target, '127.0.0.1') : net.connect(target);
     const pair: [net.Socket, net.Socket] = [client, upstream];
     pairs.add(pair);
     client.on('close', () => pairs.delete(pair));

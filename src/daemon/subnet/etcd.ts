@@ -17,6 +17,7 @@ import {
   type IKeyValue,
   type IOptions,
 } from 'etcd3';
+import { InterceptingCall, type Interceptor } from '@grpc/grpc-js';
 import pino from 'pino';
 import { parseNetworkConfig } from '../config.js';
 import { etcdClientOptions, type EtcdSecurity } from './etcd-client.js';
@@ -218,6 +219,25 @@ export function decodeLeaseAttrs(value: string): LeaseAttrs | undefined {
   return attrs;
 }
 
+// ---------- etcd client ----------
+
+/**
+ * clientv3's WithRequireLeader on the lease watch, as flanneld asks for it:
+ * a member cut off from the rest of its cluster has no leader and receives
+ * no writes, so a watch on it would go quiet while the others carry on. With
+ * this metadata the member ends the watch once it has been without a leader
+ * for a few election timeouts, and the watch lists again on another member.
+ */
+const requireLeaderOnWatch: Interceptor = (options, nextCall) => {
+  if (options.method_definition.path !== '/etcdserverpb.Watch/Watch') return new InterceptingCall(nextCall(options));
+  return new InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      metadata.set('hasleader', 'true');
+      next(metadata, listener);
+    },
+  });
+};
+
 // ---------- small async helpers ----------
 
 /** Resolves true after `ms`, or false as soon as `signal` aborts. */
@@ -327,6 +347,7 @@ export class EtcdSubnetManager implements SubnetManager {
       grpcOptions: {
         'grpc.keepalive_time_ms': opts.keepalive?.timeMs ?? KEEPALIVE_TIME_MS,
         'grpc.keepalive_timeout_ms': opts.keepalive?.timeoutMs ?? KEEPALIVE_TIMEOUT_MS,
+        interceptors: [requireLeaderOnWatch],
       },
     });
   }
