@@ -345,7 +345,16 @@ export class Agent implements HealthSource {
       const lease = await sm.acquireLease(this.attrs, this.abort.signal);
       if (lease.subnet !== this.lease.subnet || lease.ipv6Subnet !== this.lease.ipv6Subnet) {
         this.exitForRestart(`this Node's pod CIDR changed from ${describeCidrs(this.lease)} to ${describeCidrs(lease)}`);
-      } else log.info({ subnet: lease.subnet, ipv6Subnet: lease.ipv6Subnet }, 'published our lease annotations again');
+      } else {
+        log.info({ subnet: lease.subnet, ipv6Subnet: lease.ipv6Subnet }, 'published our lease annotations again');
+        // A re-created Node may come with NetworkUnavailable=True (a kubelet whose
+        // cloud provider configures routes writes it, and the Node is then tainted
+        // network-unavailable): flannel's CompleteLease again, for the new object.
+        if (this.readiness.firstReconcileDone) {
+          this.markedReady = false;
+          void this.markLeaseReady();
+        }
+      }
     } catch (err) {
       if (!this.abort.signal.aborted) log.error({ err }, 'publishing our lease again failed; retrying at the next Node change');
     } finally {

@@ -155,12 +155,18 @@ describe.skipIf(requireOrSkip('kube-day2', { root: isRoot }))('day-2 events in K
     await eventually('k2\'s pod reaches the pod on the new podCIDR', 5000, () => ping(pods.get('k2-b')!.ns, fresh.ip));
   });
 
-  it('a Node re-created while the agent runs: same podCIDR, annotations published again; another podCIDR, the agent exits for a restart that takes it', async () => {
+  it('a Node re-created while the agent runs: same podCIDR, annotations and NetworkUnavailable=False published again; another podCIDR, the agent exits for a restart that takes it', async () => {
     const agent = agents.get('k1')!;
+    const networkUnavailable = () => kube.getNode('k1')?.status.conditions?.find((c) => c.type === 'NetworkUnavailable')?.status;
+    await eventually('k1 marked its network available at start', 10_000, () => networkUnavailable() === 'False');
     kube.deleteNode('k1');
     kube.addNode('k1', '10.244.3.0/24');
+    // What a kubelet whose cloud provider configures routes writes into a new Node (and the node
+    // lifecycle controller then taints it network-unavailable): flannel's CompleteLease clears it.
+    kube.setCondition('k1', { type: 'NetworkUnavailable', status: 'True', reason: 'NoRouteCreated' });
     await eventually('k1 published its annotations again', 10_000, () => kube.getNode('k1')?.metadata.annotations?.[`${ANN}/public-ip`] !== undefined);
     expect(log('k1')).toContain('publishing them again');
+    await eventually('the re-created Node marked NetworkUnavailable=False again', 10_000, () => networkUnavailable() === 'False');
     await eventually('k2 routes k1 again', 10_000, () => nexthopRoute('10.244.3.0/24', '10.244.3.0', 'flannel.1').test(sh('k2', 'ip', ['route'])));
     expect(agent.exitCode).toBeNull();
 

@@ -219,19 +219,34 @@ export interface TcpProxy {
   /** Drops every open connection and refuses new ones, as a partition would. */
   cut(): void;
   restore(): void;
+  /**
+   * Silently drops everything on the connections open now, in both
+   * directions, without closing them; new connections pass as before. What a
+   * client sees when its etcd host dies without a word, or a NAT or load
+   * balancer forgets the flow: no FIN, no RST, just nothing.
+   */
+  stall(): void;
+  /** connections accepted so far */
+  readonly accepted: number;
   close(): Promise<void>;
 }
 
-/** A loopback TCP forwarder to `target` (host:port on 127.0.0.1). */
-export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
+/** A loopback TCP forwarder to `target`: a port on 127.0.0.1, or a Unix socket path. */
+export async function startTcpProxy(target: number | string): Promise<TcpProxy> {
   const sockets = new Set<net.Socket>();
+  const pairs = new Set<[net.Socket, net.Socket]>();
   let isCut = false;
+  let accepted = 0;
   const server = net.createServer((client) => {
     if (isCut) {
       client.destroy();
       return;
     }
-    const upstream = net.connect(targetPort, '127.0.0.1');
+    accepted++;
+    const upstream = typeof target === 'number' ? net.connect(target, '127.0.0.1') : net.connect(target);
+    const pair: [net.Socket, net.Socket] = [client, upstream];
+    pairs.add(pair);
+    client.on('close', () => pairs.delete(pair));
     for (const s of [client, upstream]) {
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
@@ -256,6 +271,19 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
     },
     restore() {
       isCut = false;
+    },
+    stall() {
+      for (const [client, upstream] of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        // Keep reading (so the kernel keeps acknowledging) and throw it away.
+        client.on('data', () => undefined);
+        upstream.on('data', () => undefined);
+      }
+      pairs.clear();
+    },
+    get accepted() {
+      return accepted;
     },
     close() {
       dropAll();

@@ -176,6 +176,13 @@ export class FakeKube {
     }
   }
 
+  /** Sets one status condition (replacing one of its type), as a kubelet or controller would. */
+  setCondition(name: string, condition: FakeNodeCondition): FakeNode {
+    return this.mutate(name, true, (n) => {
+      n.status.conditions = [...(n.status.conditions ?? []).filter((c) => c.type !== condition.type), condition];
+    });
+  }
+
   /** A kubelet status heartbeat: only status.conditions[Ready].lastHeartbeatTime changes. */
   heartbeat(name: string, at = new Date()): FakeNode {
     return this.mutate(name, true, (n) => {

@@ -134,6 +134,32 @@ describe.skipIf(requireOrSkip('host-gw backend', { root: isRoot }))('host-gw bac
     expect(tsfNexthopLines(a.ns)).toEqual([]);
   });
 
+  it('never routes a lease onto a subnet this node still serves on cni0 (its own lease from before an address change)', async () => {
+    // Node a's address changed and its agent took a new subnet (host-gw leases carry nothing but the
+    // address, so the old one cannot be recognised); its old lease, on the subnet cni0 still serves
+    // for its old pods, names the old address on the same segment.
+    const { a } = nodes;
+    const moved = new HostGwBackend({ network: NETWORK, netns: nsPath(a.ns) });
+    await moved.prepare(a.ext);
+    await moved.configure({ ...a.lease, subnet: '10.244.5.0/24' });
+    const stale: Lease = { subnet: a.subnet, publicIP: '192.168.77.50', backendType: 'host-gw', backendData: {}, nodeName: 'a-before' };
+    const report = moved.reconcile([stale]);
+    expect(report.programmed).toBe(0);
+    expect(report.errors.join('\n')).toMatch(/10\.244\.1\.0\/24.*cni0/);
+    expect(podRoutes(a.ns)).toEqual(['10.244.1.0/24 dev cni0 proto kernel scope link src 10.244.1.1']);
+    expect(reachable(a.ns, '10.244.1.2')).toBe(true);
+    // Once cni0 no longer serves it (the old pods gone, the bridge moved), the subnet is routed as any peer's.
+    ip(a.ns, ['addr', 'del', '10.244.1.1/24', 'dev', 'cni0']);
+    try {
+      expect(moved.reconcile([stale]).added).toBe(1);
+      expect(podRoutes(a.ns)).toEqual(['10.244.1.0/24 nhid * via 192.168.77.50 dev eth0']);
+    } finally {
+      moved.reconcile([]);
+      ip(a.ns, ['addr', 'add', '10.244.1.1/24', 'dev', 'cni0']);
+    }
+    expect(podRoutes(a.ns)).toEqual(['10.244.1.0/24 dev cni0 proto kernel scope link src 10.244.1.1']);
+  });
+
   it('refuses to start behind NAT, and the factory builds both backends', async () => {
     const { a } = nodes;
     const natted = createBackend({ type: 'host-gw' }, { network: NETWORK, netns: nsPath(a.ns) });

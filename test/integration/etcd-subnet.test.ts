@@ -142,6 +142,23 @@ describe.skipIf(requireOrSkip('etcd subnet manager', { [`etcd (${ETCD_BIN})`]: h
     expect(await storedValue(prefix2, first.subnet)).toEqual(JSON.parse(rawValue('198.51.100.2', mac)));
   });
 
+  it('finds its WireGuard lease under an older public IP by the previous subnet and public key, and updates it in place', async () => {
+    const prefix = await network({ Network: '10.57.0.0/16', Backend: { Type: 'wireguard' } });
+    const wg = (i: number, key: string): LeaseAttrs => ({ publicIP: `198.51.100.${i}`, backendType: 'wireguard', backendData: { PublicKey: key } });
+    const key = 'kJmA0e6cXxS1y0bq3m1rQb0oO3WQ6xgqg1q2dM3YV2o=';
+    const old = await manager({ prefix, leaseTtlSeconds: 60 }).acquireLease(wg(1, key));
+    const again = await manager({ prefix, leaseTtlSeconds: 60 }).acquireLease(wg(31, key), undefined, { subnet: old.subnet });
+    expect(again.subnet).toBe(old.subnet);
+    const all = await suite.admin.getAll().prefix(`${prefix}/subnets/`).strings();
+    expect(Object.values(all).map((v) => JSON.parse(v) as unknown)).toEqual([
+      { PublicIP: '198.51.100.31', PublicIPv6: null, BackendType: 'wireguard', BackendData: { PublicKey: key } },
+    ]);
+    // Another key on that subnet is another node's lease: it is left alone.
+    const stranger = await manager({ prefix }).acquireLease(wg(32, 'OtherKeyAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='), undefined, { subnet: old.subnet });
+    expect(stranger.subnet).not.toBe(old.subnet);
+    expect((await storedValue(prefix, old.subnet))?.PublicIP).toBe('198.51.100.31');
+  });
+
   it('asks for the subnet passed at acquire time (subnet.env), logging that it reuses it', async () => {
     const prefix = await network({ Network: '10.52.0.0/16' });
     const { logger, lines } = captureLogger();

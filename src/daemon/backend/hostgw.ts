@@ -3,10 +3,10 @@
 // so leases from beyond a router are refused, not half-programmed. The IPv6
 // instance (family 6) routes each lease's IPv6 subnet via its PublicIPv6.
 import type { Logger } from 'pino';
-import type * as nl from '../../netlink/index.js';
+import * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, HostGwBackendConfig, Lease, ReconcileReport } from '../types.js';
-import type { Cidr, Family } from '../../net/ip.js';
-import { baseMetric, diffNexthops, diffRoutes, planHostGw, type RouteForm } from './plan.js';
+import { cidrContainsCidr, cidrOverlaps, parseCidr, type Cidr, type Family } from '../../net/ip.js';
+import { baseMetric, diffNexthops, diffRoutes, planHostGw, type RouteForm, type Skipped } from './plan.js';
 import { externalView, LeaseViews } from './family.js';
 import {
   checkExternal,
@@ -86,13 +86,50 @@ export class HostGwBackend implements Backend {
     return { mtu: this.ext.mtu };
   }
 
+  /**
+   * A route to a subnet that an interface of this node still serves (cni0
+   * keeps the old gateway while pods of the old subnet live) would replace
+   * the kernel's connected route and cut the node off those pods: the lease
+   * is this node's own from before an address change (host-gw leases carry
+   * nothing but the address, so nothing else tells it apart), or another
+   * node's on the subnet this node is moving off. It is routed once the
+   * address is gone.
+   */
+  private withoutServedSubnets(remote: Lease[]): { usable: Lease[]; skipped: Skipped[] } {
+    let served: { cidr: string; net: Cidr; dev: string }[];
+    try {
+      const names = new Map(nl.linkList(this.nsOpts).map((l) => [l.index, l.name]));
+      served = nl
+        .addrList({ ...this.nsOpts, family: this.family === 6 ? 'inet6' : 'inet' })
+        .flatMap((a) => {
+          const net = parseCidr(a.cidr, this.family);
+          return net && cidrContainsCidr(this.network, net) ? [{ cidr: a.cidr, net, dev: names.get(a.linkIndex) ?? `link ${a.linkIndex}` }] : [];
+        });
+    } catch (err) {
+      this.log.warn({ err: errorText(err) }, 'could not list the node\'s addresses');
+      return { usable: remote, skipped: [] };
+    }
+    if (served.length === 0) return { usable: remote, skipped: [] };
+    const usable: Lease[] = [];
+    const skipped: Skipped[] = [];
+    for (const lease of remote) {
+      // remote leases are this family's views already
+      const net = parseCidr(lease.subnet, this.family);
+      const on = net && served.find((s) => cidrOverlaps(s.net, net));
+      if (!on || (this.own && cidrOverlaps(this.own, net))) usable.push(lease);
+      else skipped.push({ lease, reason: `subnet is still served on this node by ${on.dev} (${on.cidr}); routed once that address is gone (this node's own lease from before an address change?)`, error: true });
+    }
+    return { usable, skipped };
+  }
+
   reconcile(leases: Lease[]): ReconcileReport {
     const remote = this.views.all(leases);
     const { ext, extCidr, own } = this;
     if (!ext || !extCidr || !own) throw new Error('HostGwBackend.reconcile called before prepare() and configure()');
     const report = emptyReport();
-    const plan = planHostGw(remote, planContext(this.network, own, ext, extCidr));
-    this.skipLog.record(plan.skipped, report);
+    const { usable, skipped } = this.withoutServedSubnets(remote);
+    const plan = planHostGw(usable, planContext(this.network, own, ext, extCidr));
+    this.skipLog.record([...skipped, ...plan.skipped], report);
     const devs: RouteDevices = { underlay: ext.name };
     let current;
     try {

@@ -17,6 +17,7 @@ import {
   type IKeyValue,
   type IOptions,
 } from 'etcd3';
+import { InterceptingCall, type Interceptor } from '@grpc/grpc-js';
 import pino from 'pino';
 import { parseNetworkConfig } from '../config.js';
 import { etcdClientOptions, type EtcdSecurity } from './etcd-client.js';
@@ -59,6 +60,8 @@ export interface EtcdSubnetManagerOptions {
   coalesceMs?: number;
   /** keys per range request when listing leases, default 1000 */
   listPageSize?: number;
+  /** gRPC keepalive pings while a call is open, default every 30 s, answered within 10 s (as kube-apiserver's etcd client) */
+  keepalive?: { timeMs: number; timeoutMs: number };
 }
 
 /** Our own faults: retrying cannot help, so acquireLease gives up on them. */
@@ -103,6 +106,13 @@ const LIST_PAGE = 1000;
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 5_000;
 const NO_LEASE = '0';
+/**
+ * kube-apiserver's etcd client values. etcd refuses pings more often than
+ * its --grpc-keepalive-min-time (5 s by default) and, without an open call,
+ * any ping at all: pings go out only while a call (the lease watch) is open.
+ */
+const KEEPALIVE_TIME_MS = 30_000;
+const KEEPALIVE_TIMEOUT_MS = 10_000;
 
 interface StoredLease {
   key: string;
@@ -209,6 +219,25 @@ export function decodeLeaseAttrs(value: string): LeaseAttrs | undefined {
   return attrs;
 }
 
+// ---------- etcd client ----------
+
+/**
+ * clientv3's WithRequireLeader on the lease watch, as flanneld asks for it:
+ * a member cut off from the rest of its cluster has no leader and receives
+ * no writes, so a watch on it would go quiet while the others carry on. With
+ * this metadata the member ends the watch once it has been without a leader
+ * for a few election timeouts, and the watch lists again on another member.
+ */
+const requireLeaderOnWatch: Interceptor = (options, nextCall) => {
+  if (options.method_definition.path !== '/etcdserverpb.Watch/Watch') return new InterceptingCall(nextCall(options));
+  return new InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      metadata.set('hasleader', 'true');
+      next(metadata, listener);
+    },
+  });
+};
+
 // ---------- small async helpers ----------
 
 /** Resolves true after `ms`, or false as soon as `signal` aborts. */
@@ -309,6 +338,17 @@ export class EtcdSubnetManager implements SubnetManager {
       // Unary calls get a deadline; the watch stream lives on, and keepAlive sets its own.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
       faultHandling: { host: () => hostBreaker(Math.min(1000, this.renewIntervalMs)) },
+      // A connection that dies without a FIN or RST (the etcd host lost power,
+      // a NAT or load balancer forgot the flow) is otherwise never noticed by
+      // the lease watch, which only reads: it would wait on it until TCP gives
+      // up on the unanswered renewals (about 15 min), seeing no lease change.
+      // A ping left unanswered closes it; the watch breaks and lists again
+      // over a new connection.
+      grpcOptions: {
+        'grpc.keepalive_time_ms': opts.keepalive?.timeMs ?? KEEPALIVE_TIME_MS,
+        'grpc.keepalive_timeout_ms': opts.keepalive?.timeoutMs ?? KEEPALIVE_TIMEOUT_MS,
+        interceptors: [requireLeaderOnWatch],
+      },
     });
   }
 
@@ -521,21 +561,28 @@ export class EtcdSubnetManager implements SubnetManager {
   /**
    * Our lease published under an address this node no longer has: it sits
    * on the subnet our subnet.env names and carries our VTEP MAC (the device
-   * keeps its MAC when its underlay address changes). Updated in place, it
-   * keeps the subnet, so pods keep their addresses.
+   * keeps its MAC when its underlay address changes) or, with WireGuard, our
+   * public key (kept in its key file). Updated in place, it keeps the
+   * subnet, so pods keep their addresses. host-gw publishes nothing of the
+   * kind, so its old lease cannot be told from another node's.
    */
   private formerSelf(entries: StoredLease[], attrs: LeaseAttrs): StoredLease | undefined {
     // An IPv6-only node is known by its IPv6 subnet and its IPv6 VTEP's MAC.
     const v6only = attrs.publicIP === '';
-    const macOf = (a: LeaseAttrs | undefined) => (v6only ? a?.backendV6Data?.VtepMAC : a?.backendData.VtepMAC)?.toLowerCase();
-    const mac = macOf(attrs);
+    const idOf = (a: LeaseAttrs | undefined): string | undefined => {
+      const data = v6only ? a?.backendV6Data : a?.backendData;
+      if (data?.VtepMAC) return `mac ${data.VtepMAC.toLowerCase()}`;
+      // WireGuard keys are base64: case matters.
+      return data?.PublicKey ? `key ${data.PublicKey}` : undefined;
+    };
+    const id = idOf(attrs);
     const previous = v6only ? this.previousIPv6Subnet : this.previousSubnet;
-    if (!mac || !previous) return undefined;
-    const former = entries.find((e) => (v6only ? e.ipv6Subnet : e.subnet) === previous && macOf(e.attrs) === mac);
+    if (!id || !previous) return undefined;
+    const former = entries.find((e) => (v6only ? e.ipv6Subnet : e.subnet) === previous && idOf(e.attrs) === id);
     if (former) {
       this.log.warn(
         { subnet: former.subnet, oldPublicIP: former.attrs?.publicIP, publicIP: attrs.publicIP },
-        'found this node\'s lease under an older public IP (same subnet and VTEP MAC); updating it in place',
+        `found this node's lease under an older public IP (same subnet and ${id.startsWith('mac') ? 'VTEP MAC' : 'WireGuard public key'}); updating it in place`,
       );
     }
     return former;
