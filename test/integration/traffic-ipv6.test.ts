@@ -10,6 +10,7 @@ import { cleanUpOtherMode, createTrafficManager, type TrafficManager, type Traff
 import { addNetns, cleanupAll, inNs, isRoot } from '../helpers/netns.js';
 import { ensureBlackholeRoute } from '../../src/daemon/traffic/blackhole.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { AGENT_BIN } from '../helpers/cni-agent.js';
 import { buildMasqTopology, seenSource, type MasqTopology } from '../helpers/masq-topology.js';
 
 const V4: TrafficRules = { network: '10.244.0.0/16', subnet: '10.244.1.0/24', ipMasq: true, forwardRules: true, randomFully: true };
@@ -102,6 +103,18 @@ describe.skipIf(requireOrSkip('IPv6 traffic rules (iptables mode)', { root: isRo
     expect(ip6tablesRules(t!.node, 'nat')).toEqual([]);
     expect(ip6tablesRules(t!.node, 'filter')).toEqual([]);
     expect(inNs(t!.node, 'iptables', ['-t', 'nat', '-S']).includes('FLANNEL')).toBe(false);
+  });
+
+  it('tsflanneld --cleanup (uninstall) removes the ip6tables chains and jumps too, not only the iptables ones', async () => {
+    for (const m of managers) await m.ensure();
+    expect(ip6tablesRules(t!.node, 'nat')).toHaveLength(8);
+    const out = spawnSync('ip', ['netns', 'exec', t!.node, process.execPath, AGENT_BIN, '--cleanup', '--log-level', 'warn'], { encoding: 'utf8', timeout: 60_000 });
+    expect(out.status, out.stderr).toBe(0);
+    expect(inNs(t!.node, 'iptables', ['-t', 'nat', '-S']).includes('FLANNEL')).toBe(false);
+    expect(inNs(t!.node, 'iptables', ['-S']).includes('FLANNEL')).toBe(false);
+    expect(ip6tablesRules(t!.node, 'nat')).toEqual([]);
+    expect(ip6tablesRules(t!.node, 'filter')).toEqual([]);
+    expect(seenSource(t!.pod, 'fd00:99::2')).toBeNull(); // FORWARD policy DROP: nothing accepts pod traffic any more
   });
 });
 

@@ -24,9 +24,17 @@ export function createTrafficManager(mode: TrafficMode, rules: TrafficRules, opt
 
 /** Removes the rules of the mode not in use; returns whether anything was there. */
 export async function cleanUpOtherMode(mode: TrafficMode, opts: TrafficManagerOptions = {}): Promise<boolean> {
+  return cleanUpMode(mode === 'nftables' ? 'iptables' : 'nftables', opts);
+}
+
+/**
+ * Removes every rule of one mode, both families, whatever network they were
+ * written for; returns whether anything was there.
+ */
+export async function cleanUpMode(mode: TrafficMode, opts: TrafficManagerOptions = {}): Promise<boolean> {
   const log = opts.logger ?? silentLogger;
-  if (mode === 'nftables') {
-    // flanneld in dual-stack also leaves FLANNEL chains in ip6tables
+  if (mode === 'iptables') {
+    // a dual-stack node (ours or flanneld's) also has FLANNEL chains in ip6tables
     const v4 = await cleanUpIptables(execRunner(toolCommand('iptables', opts.netns)), log);
     const v6 = await cleanUpIptables(execRunner(toolCommand('ip6tables', opts.netns)), log);
     return v4 || v6;
