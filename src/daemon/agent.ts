@@ -277,18 +277,18 @@ export class Agent implements HealthSource {
       log.warn({ err: (err as Error).message, mode }, 'could not remove the other traffic mode\'s rules');
     }
     const { ipMasq, iptablesForwardRules: forwardRules } = this.opts;
-    if (ipMasq || forwardRules) {
-      for (const { network, subnet } of scopes) {
-        const manager = createTrafficManager(
-          mode,
-          { network, subnet, ipMasq, forwardRules, randomFully: !this.opts.ipMasqFullyRandomDisable },
-          { logger: log },
-        );
-        this.traffic.push(manager);
-        await manager.ensure();
-      }
-      log.info({ mode, ipMasq, forwardRules, networks: scopes.map((s) => s.network) }, 'installed traffic rules');
+    // A manager even with both switches off: it removes what an earlier run
+    // with them on left (a FLANNEL-POSTRTG kept would go on masquerading).
+    for (const { network, subnet } of scopes) {
+      const manager = createTrafficManager(
+        mode,
+        { network, subnet, ipMasq, forwardRules, randomFully: !this.opts.ipMasqFullyRandomDisable },
+        { logger: log },
+      );
+      this.traffic.push(manager);
+      await manager.ensure();
     }
+    if (ipMasq || forwardRules) log.info({ mode, ipMasq, forwardRules, networks: scopes.map((s) => s.network) }, 'installed traffic rules');
     this.readiness.rulesInstalled = true;
   }
 

@@ -134,4 +134,26 @@ describe.skipIf(requireOrSkip('iptables', { root: isRoot }))('iptables rules in 
     await m.cleanUp();
     expect([...flannelLines(node, 'nat'), ...flannelLines(node, 'filter')]).toEqual([]);
   });
+
+  it('a restart without --ip-masq removes the FLANNEL-POSTRTG an earlier run left: pods leave with their own address again', async () => {
+    const on = { network: NETWORK, subnet: OWN, ipMasq: true, forwardRules: true, randomFully: true };
+    await new IptablesTrafficManager(on, { netns: node }).ensure();
+    expect(seenSource(pod, '192.168.99.2')).toBe('192.168.99.1');
+    const off = new IptablesTrafficManager({ ...on, ipMasq: false }, { netns: node });
+    await off.ensure();
+    expect(flannelLines(node, 'nat')).toEqual([]);
+    expect(flannelLines(node, 'filter')).toHaveLength(4);
+    expect(seenSource(pod, '192.168.99.2')).toBe('10.244.1.2');
+    expect(await off.check()).toEqual([]);
+    expect(await off.ensure()).toEqual([]);
+  });
+
+  it('with --ip-masq and --iptables-forward-rules both off, an earlier run\'s chains and jumps are removed too', async () => {
+    const on = { network: NETWORK, subnet: OWN, ipMasq: true, forwardRules: true, randomFully: true };
+    await new IptablesTrafficManager(on, { netns: node }).ensure();
+    expect(seenSource(pod, '192.168.99.2')).toBe('192.168.99.1');
+    await new IptablesTrafficManager({ ...on, ipMasq: false, forwardRules: false }, { netns: node }).ensure();
+    expect([...flannelLines(node, 'nat'), ...flannelLines(node, 'filter')]).toEqual([]);
+    expect(seenSource(pod, '192.168.99.2')).toBeNull(); // FORWARD policy DROP, and no FLANNEL-FWD to accept
+  });
 });

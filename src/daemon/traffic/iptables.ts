@@ -142,6 +142,8 @@ export class IptablesManager {
   private readonly run: IptablesRunner;
   private readonly log: Logger;
   private chains?: ChainSet[];
+  /** set once the chains of switched-off features (an earlier run's) are known gone */
+  private disabledGone = false;
   /** serializes ensure/remove so a slow periodic ensure never races another */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -166,6 +168,10 @@ export class IptablesManager {
   /** Installs what is missing and returns the rules it (re)installed. */
   ensure(): Promise<IptablesRule[]> {
     return this.serial(async () => {
+      if (!this.disabledGone) {
+        await this.removeDisabled();
+        this.disabledGone = true;
+      }
       const installed: IptablesRule[] = [];
       for (const set of await this.chainSets()) installed.push(...(await this.ensureChain(set)));
       if (installed.length > 0) {
@@ -204,6 +210,33 @@ export class IptablesManager {
     const next = this.queue.then(fn, fn);
     this.queue = next.catch(() => undefined);
     return next;
+  }
+
+  /**
+   * Deletes our chains of features that are off now (--ip-masq,
+   * --iptables-forward-rules) with their jumps: a run with the switch on left
+   * them, and a FLANNEL-POSTRTG kept after --ip-masq was turned off would go
+   * on masquerading every pod.
+   */
+  private async removeDisabled(): Promise<void> {
+    const enabled = new Set((await this.chainSets()).map((c) => c.chain));
+    const disabled = ALL_CHAINS.filter((set) => !enabled.has(set.chain));
+    // with both switches off the agent must not need iptables: none installed, nothing to remove
+    if (disabled.length === 0 || notInstalled(await this.run(['--version']))) return;
+    for (const set of disabled) {
+      let removed = false;
+      for (let i = 0; i < 100 && (await this.exists(set.jump)); i++) {
+        await this.must(['-t', set.table, '-D', set.jump.chain, ...set.jump.spec]);
+        removed = true;
+      }
+      const t = ['-t', set.table];
+      if ((await this.exec([...t, '-S', set.chain])).code === 0) {
+        await this.must([...t, '-F', set.chain]);
+        await this.must([...t, '-X', set.chain]);
+        removed = true;
+      }
+      if (removed) this.log.info({ chain: set.chain }, 'removed the chain of a switched-off feature and its jump');
+    }
   }
 
   private async chainSets(): Promise<ChainSet[]> {

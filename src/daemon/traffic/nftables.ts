@@ -160,6 +160,7 @@ export class NftablesTrafficManager implements TrafficManager {
 
   ensure(): Promise<string[]> {
     return this.serial(async () => {
+      if (this.nothingWanted()) return this.removeTable();
       const drift = this.expected ? await this.diff() : ['table not written by this agent yet'];
       if (drift.length === 0) return [];
       await this.apply();
@@ -170,6 +171,9 @@ export class NftablesTrafficManager implements TrafficManager {
 
   check(): Promise<string[]> {
     return this.serial(async () => {
+      if (this.nothingWanted()) {
+        return (await this.list()) === undefined ? [] : [`table ${this.table.join(' ')} exists, but neither --ip-masq nor --iptables-forward-rules is on`];
+      }
       if (!this.expected) {
         // Not applied by us yet: compare with what an apply would produce
         // only by presence; the exact text comes from the kernel after apply.
@@ -185,6 +189,24 @@ export class NftablesTrafficManager implements TrafficManager {
       await cleanUpNftables(this.run, this.log);
       this.expected = undefined;
     });
+  }
+
+  /** --ip-masq and --iptables-forward-rules both off: no table at all, not an empty one. */
+  private nothingWanted(): boolean {
+    return !this.rules.ipMasq && !this.rules.forwardRules;
+  }
+
+  /**
+   * Deletes the table an earlier run wrote with a switch on: its postrtg
+   * chain would go on masquerading every pod.
+   */
+  private async removeTable(): Promise<string[]> {
+    if ((await this.list()) === undefined) return [];
+    const t = this.table.join(' ');
+    const res = await this.run(['-f', '-'], `add table ${t}\ndelete table ${t}\n`);
+    if (res.code !== 0) throw new TrafficError(`nft: deleting table ${t} failed (exit ${res.code}): ${res.stderr.trim()}`);
+    this.log.info({ table: t }, 'deleted the flannel nftables table: --ip-masq and --iptables-forward-rules are off');
+    return [`removed table ${t}`];
   }
 
   /**
