@@ -61,6 +61,25 @@ export class IptablesError extends Error {
   override readonly name = 'IptablesError';
 }
 
+/**
+ * The answer of `-D`, `-C` or `-S` for a rule or chain that is not there:
+ * exit 1 (no such rule or chain), 2 (the jump's target chain is unknown), or
+ * a table this kernel cannot have (IPv6 disabled: nothing of ours either).
+ * Anything else (4: the xtables lock is held; -2: no iptables) is a failure,
+ * never "nothing there".
+ */
+function absent(res: RunResult): boolean {
+  if (res.code === 1 || res.code === 2) return true;
+  return res.code === 3 && /can't initialize|table does not exist|not supported by protocol/i.test(res.stderr);
+}
+
+function failure(tool: string, args: string[], res: RunResult): IptablesError {
+  if (notInstalled(res)) {
+    return new IptablesError(`${tool} not found: iptables mode (EnableNFTables off) needs it: install the iptables package, or set EnableNFTables`);
+  }
+  return new IptablesError(`${tool} ${args.map(quote).join(' ')} failed (exit ${res.code}): ${res.stderr.trim() || res.stdout.trim()}`);
+}
+
 /** Multicast is never masqueraded: 224.0.0.0/4, or ff00::/8 for IPv6. */
 export function multicastRange(family: Family): string {
   return family === 6 ? 'ff00::/8' : '224.0.0.0/4';
@@ -198,7 +217,7 @@ export class IptablesManager {
           await this.must(['-t', set.table, '-D', set.jump.chain, ...set.jump.spec]);
         }
         const t = ['-t', set.table];
-        if ((await this.exec([...t, '-S', set.chain])).code !== 0) continue;
+        if (!(await this.chainExists(set))) continue;
         await this.must([...t, '-F', set.chain]);
         await this.must([...t, '-X', set.chain]);
       }
@@ -230,7 +249,7 @@ export class IptablesManager {
         removed = true;
       }
       const t = ['-t', set.table];
-      if ((await this.exec([...t, '-S', set.chain])).code === 0) {
+      if (await this.chainExists(set)) {
         await this.must([...t, '-F', set.chain]);
         await this.must([...t, '-X', set.chain]);
         removed = true;
@@ -267,9 +286,7 @@ export class IptablesManager {
 
   private async must(args: string[]): Promise<RunResult> {
     const res = await this.exec(args);
-    if (res.code !== 0) {
-      throw new IptablesError(`${iptablesTool(this.family)} ${args.map(quote).join(' ')} failed (exit ${res.code}): ${res.stderr.trim() || res.stdout.trim()}`);
-    }
+    if (res.code !== 0) throw failure(iptablesTool(this.family), args, res);
     return res;
   }
 
@@ -278,8 +295,16 @@ export class IptablesManager {
     const args = ['-t', rule.table, '-C', rule.chain, ...rule.spec];
     const res = await this.exec(args);
     if (res.code === 0) return true;
-    if (res.code === 1 || res.code === 2) return false;
-    throw new IptablesError(`${iptablesTool(this.family)} ${args.map(quote).join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
+    if (absent(res)) return false;
+    throw failure(iptablesTool(this.family), args, res);
+  }
+
+  private async chainExists(set: ChainSet): Promise<boolean> {
+    const args = ['-t', set.table, '-S', set.chain];
+    const res = await this.exec(args);
+    if (res.code === 0) return true;
+    if (absent(res)) return false;
+    throw failure(iptablesTool(this.family), args, res);
   }
 
   private async ensureChain(set: ChainSet): Promise<IptablesRule[]> {
@@ -288,9 +313,7 @@ export class IptablesManager {
     let lines = 0;
     if (listing.code !== 0) {
       const created = await this.exec([...t, '-N', set.chain]);
-      if (created.code !== 0 && !/exists/i.test(created.stderr)) {
-        throw new IptablesError(`iptables -t ${set.table} -N ${set.chain} failed (exit ${created.code}): ${created.stderr.trim()}`);
-      }
+      if (created.code !== 0 && !/exists/i.test(created.stderr)) throw failure(iptablesTool(this.family), [...t, '-N', set.chain], created);
     } else {
       lines = listing.stdout.split('\n').filter((l) => l.startsWith('-A ')).length;
     }
@@ -345,19 +368,21 @@ export async function cleanUpIptables(run: IptablesRunner, log: Logger = silentL
   const version = await run(['--version']);
   if (version.code !== 0 && notInstalled(version)) return false;
   let removed = false;
-  const exec = async (args: string[]): Promise<RunResult> => run(['-w', '5', ...args]);
+  const tool = /ip6tables/.test(version.stdout + version.stderr) ? 'ip6tables' : 'iptables';
+  // Only "not there" (exit 1 or 2) ends a step quietly: a held xtables lock
+  // must fail the clean-up, not leave the chains while reporting success.
+  const exec = async (args: string[], quietWhenAbsent: boolean): Promise<boolean> => {
+    const res = await run(['-w', '5', ...args]);
+    if (res.code === 0) return true;
+    if (quietWhenAbsent && absent(res)) return false;
+    throw failure(tool, args, res);
+  };
   for (const set of ALL_CHAINS) {
     const t = ['-t', set.table];
-    for (let i = 0; i < 100; i++) {
-      const res = await exec([...t, '-D', set.jump.chain, ...set.jump.spec]);
-      if (res.code !== 0) break;
-      removed = true;
-    }
-    if ((await exec([...t, '-S', set.chain])).code !== 0) continue;
-    for (const step of [['-F', set.chain], ['-X', set.chain]]) {
-      const res = await exec([...t, ...step]);
-      if (res.code !== 0) throw new IptablesError(`iptables -t ${set.table} ${step.join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
-    }
+    for (let i = 0; i < 100 && (await exec([...t, '-D', set.jump.chain, ...set.jump.spec], true)); i++) removed = true;
+    if (!(await exec([...t, '-S', set.chain], true))) continue;
+    await exec([...t, '-F', set.chain], false);
+    await exec([...t, '-X', set.chain], false);
     removed = true;
   }
   if (removed) log.info('removed flannel iptables chains');
