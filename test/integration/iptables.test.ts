@@ -114,6 +114,30 @@ describe.skipIf(requireOrSkip('iptables', { root: isRoot }))('iptables rules in 
     expect(flannelLines(node, 'nat').filter((l) => l.includes('10.244.5.0/24'))).toEqual([]);
   });
 
+  it('a rebuild (a previous subnet\'s rules in the chain) never leaves the chain without its MASQUERADE between two iptables calls', async () => {
+    await manager().ensure();
+    const masqPresent = () => {
+      const res = spawnSync('ip', ['netns', 'exec', node, 'iptables', '-t', 'nat', '-S', 'FLANNEL-POSTRTG'], { encoding: 'utf8' });
+      return res.status !== 0 || res.stdout.includes('-s 10.244.0.0/16 ! -d 224.0.0.0/4');
+    };
+    let gaps = 0;
+    let calls = 0;
+    // the production runners, each call followed by a look at the kernel
+    const observed = (tool: string): IptablesRunner => async (args, input) => {
+      const res = spawnSync('ip', ['netns', 'exec', node, tool, ...args], { encoding: 'utf8', input: input ?? '' });
+      calls++;
+      if (!masqPresent()) gaps++;
+      return { code: res.status ?? -1, stdout: res.stdout, stderr: res.stderr };
+    };
+    const m = new IptablesManager({ network: NETWORK, subnet: '10.244.5.0/24', ipMasq: true, runner: observed('iptables'), restoreRunner: observed('iptables-restore') });
+    expect((await m.ensure()).length).toBeGreaterThan(0);
+    expect(flannelLines(node, 'nat').filter((l) => l.includes('10.244.5.0/24'))).toHaveLength(3);
+    expect(flannelLines(node, 'nat').filter((l) => l.startsWith('-A FLANNEL-POSTRTG'))).toHaveLength(6);
+    expect(calls).toBeGreaterThan(0);
+    expect(gaps).toBe(0);
+    expect((await manager().ensure()).length).toBe(6); // and back
+  });
+
   it('remove() leaves no FLANNEL chains or jumps, and may run twice', async () => {
     await manager().remove();
     expect(flannelLines(node, 'nat')).toEqual([]);

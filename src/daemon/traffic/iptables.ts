@@ -35,6 +35,12 @@ export interface IptablesManagerOptions {
   /** MASQUERADE with --random-fully; default: when the iptables version supports it (>= 1.6.2) */
   randomFully?: boolean;
   runner?: IptablesRunner;
+  /**
+   * runs iptables-restore (ip6tables-restore), input on stdin; default: from
+   * `binary`, or none with a custom `runner`, when a rebuild falls back to
+   * flush and append
+   */
+  restoreRunner?: IptablesRunner;
   /** command prefix, default ['iptables']; tests use ['ip', 'netns', 'exec', ns, 'iptables'] */
   binary?: string[];
   /** seconds to wait for the xtables lock */
@@ -159,6 +165,7 @@ export class IptablesManager {
   private readonly subnet: string;
   private readonly opts: IptablesManagerOptions;
   private readonly run: IptablesRunner;
+  private readonly restore?: IptablesRunner;
   private readonly log: Logger;
   private chains?: ChainSet[];
   /** set once the chains of switched-off features (an earlier run's) are known gone */
@@ -175,7 +182,10 @@ export class IptablesManager {
     this.network = canonicalCidr(network);
     this.subnet = canonicalCidr(subnet);
     this.opts = opts;
-    this.run = opts.runner ?? execRunner(opts.binary ?? [iptablesTool(this.family)]);
+    const binary = opts.binary ?? [iptablesTool(this.family)];
+    this.run = opts.runner ?? execRunner(binary);
+    const restore = opts.restoreRunner ?? (opts.runner ? undefined : execRunner(restoreCommand(binary)));
+    if (restore) this.restore = restore;
     this.log = (opts.logger ?? silentLogger).child({ component: iptablesTool(this.family) });
   }
 
@@ -299,6 +309,25 @@ export class IptablesManager {
     throw failure(iptablesTool(this.family), args, res);
   }
 
+  /**
+   * Replaces the chain's rules in one iptables-restore --noflush commit (a
+   * declared chain is flushed, the table's other chains are left alone): a
+   * flush followed by appends would let pods leave unmasqueraded, or be
+   * dropped by a FORWARD policy DROP, between the calls.
+   */
+  private async rebuild(set: ChainSet): Promise<void> {
+    const t = ['-t', set.table];
+    if (!this.restore) {
+      await this.must([...t, '-F', set.chain]);
+      for (const rule of set.rules) await this.must([...t, '-A', set.chain, ...rule.spec]);
+      return;
+    }
+    const payload = [`*${set.table}`, `:${set.chain} - [0:0]`, ...set.rules.map((r) => `-A ${set.chain} ${r.spec.map(quote).join(' ')}`), 'COMMIT', ''].join('\n');
+    const args = [...this.waitArgs(), '--noflush'];
+    const res = await this.restore(args, payload);
+    if (res.code !== 0) throw failure(`${iptablesTool(this.family)}-restore`, args, res);
+  }
+
   private async chainExists(set: ChainSet): Promise<boolean> {
     const args = ['-t', set.table, '-S', set.chain];
     const res = await this.exec(args);
@@ -324,11 +353,8 @@ export class IptablesManager {
       // Rules we do not expect (a previous subnet, copies, foreign rules)
       // sit in our chain: rebuild it in order rather than guess positions.
       this.log.warn({ chain: set.chain, lines }, 'chain holds unexpected rules; rebuilding it');
-      await this.must([...t, '-F', set.chain]);
-      for (const rule of set.rules) {
-        await this.must([...t, '-A', set.chain, ...rule.spec]);
-        installed.push(rule);
-      }
+      await this.rebuild(set);
+      installed.push(...set.rules);
     } else {
       // Insert each missing rule right after the present rules before it,
       // so the RETURNs stay ahead of the MASQUERADEs.
@@ -347,6 +373,12 @@ export class IptablesManager {
     }
     return installed;
   }
+}
+
+/** `[..., 'iptables']` → `[..., 'iptables-restore']` (same netns prefix). */
+export function restoreCommand(binary: string[]): string[] {
+  const tool = binary[binary.length - 1] ?? 'iptables';
+  return [...binary.slice(0, -1), `${tool}-restore`];
 }
 
 /** Every chain and jump flannel's iptables mode can leave, whatever its network. */
@@ -396,9 +428,11 @@ export class IptablesTrafficManager implements TrafficManager {
   private readonly run: IptablesRunner;
   private readonly log: Logger;
 
-  constructor(rules: TrafficRules, opts: { runner?: IptablesRunner; netns?: string; logger?: Logger } = {}) {
+  constructor(rules: TrafficRules, opts: { runner?: IptablesRunner; restoreRunner?: IptablesRunner; netns?: string; logger?: Logger } = {}) {
     const tool = iptablesTool(rules.network.includes(':') ? 6 : 4);
-    this.run = opts.runner ?? execRunner(opts.netns ? ['ip', 'netns', 'exec', opts.netns, tool] : [tool]);
+    const binary = opts.netns ? ['ip', 'netns', 'exec', opts.netns, tool] : [tool];
+    this.run = opts.runner ?? execRunner(binary);
+    const restoreRunner = opts.restoreRunner ?? (opts.runner ? undefined : execRunner(restoreCommand(binary)));
     this.log = opts.logger ?? silentLogger;
     this.manager = new IptablesManager({
       network: rules.network,
@@ -408,6 +442,7 @@ export class IptablesTrafficManager implements TrafficManager {
       // --random-fully only where iptables knows it (flannel's HasRandomFully)
       ...(rules.randomFully ? {} : { randomFully: false }),
       runner: this.run,
+      ...(restoreRunner ? { restoreRunner } : {}),
       logger: this.log,
     });
   }
