@@ -237,6 +237,11 @@ export class NftablesTrafficManager implements TrafficManager {
     const res = await this.run(['list', 'table', ...this.table]);
     if (res.code === 0) return listingLines(res.stdout);
     if (NO_TABLE.test(res.stderr)) return undefined;
+    if (notInstalled(res)) {
+      // with both switches off the agent must not need nft: none installed, no table
+      if (this.nothingWanted()) return undefined;
+      throw new TrafficError('nftables mode (EnableNFTables) needs the nft tool: install the nftables package');
+    }
     throw new TrafficError(`nft list table ${this.table.join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
   }
 

@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { cleanUpIptables, IptablesTrafficManager, type IptablesRunner } from '../../../src/daemon/traffic/iptables.js';
 import { NOT_INSTALLED } from '../../../src/daemon/traffic/exec.js';
+import { NftablesTrafficManager } from '../../../src/daemon/traffic/nftables.js';
 import type { RunResult } from '../../../src/daemon/traffic/types.js';
 
 const LOCKED: RunResult = { code: 4, stdout: '', stderr: 'Another app is currently holding the xtables lock. Stopped waiting after 5s.\n' };
@@ -42,5 +43,22 @@ describe('iptables mode without the iptables tool', () => {
       const tool = network.includes(':') ? 'ip6tables' : 'iptables';
       await expect(m.ensure()).rejects.toThrow(new RegExp(`^${tool} not found: .*install the iptables package`));
     }
+  });
+});
+
+describe('both switches off (--ip-masq and --iptables-forward-rules) on a node without the tools', () => {
+  const off = { network: '10.244.0.0/16', subnet: '10.244.1.0/24', ipMasq: false, forwardRules: false, randomFully: false };
+  const missing: IptablesRunner = async () => ({ code: NOT_INSTALLED, stdout: '', stderr: 'spawn nft ENOENT' });
+
+  it('iptables mode: ensure() and check() need no iptables', async () => {
+    const m = new IptablesTrafficManager(off, { runner: missing });
+    expect(await m.ensure()).toEqual([]);
+    expect(await m.check()).toEqual([]);
+  });
+
+  it('nftables mode: ensure() and check() need no nft', async () => {
+    const m = new NftablesTrafficManager(off, { runner: missing });
+    expect(await m.ensure()).toEqual([]);
+    expect(await m.check()).toEqual([]);
   });
 });
