@@ -18,7 +18,7 @@ import { defaultMetrics, type AgentMetrics } from './metrics.js';
 import { chooseExternalInterface } from './external.js';
 import { createBackend } from './backend/index.js';
 import { externalView } from './backend/family.js';
-import { cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficMode } from './traffic/index.js';
+import { cleanUpFamily, cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficMode } from './traffic/index.js';
 import { ensureBlackholeRoute } from './traffic/blackhole.js';
 import { startCniService, type CniService } from './cni-service.js';
 
@@ -289,6 +289,17 @@ export class Agent implements HealthSource {
       await manager.ensure();
     }
     if (ipMasq || forwardRules) log.info({ mode, ipMasq, forwardRules, networks: scopes.map((s) => s.network) }, 'installed traffic rules');
+    // A family this node no longer runs (dual-stack turned off, or IPv4):
+    // its rules from an earlier run would keep accepting and masquerading
+    // the old network.
+    for (const family of [4, 6] as const) {
+      if (this.backends.some((b) => b.family === family)) continue;
+      try {
+        if (await cleanUpFamily(mode, family, { logger: log })) log.info({ mode, family }, 'removed the rules of a family this node no longer runs');
+      } catch (err) {
+        log.warn({ err: (err as Error).message, mode, family }, 'could not remove the rules of a family this node no longer runs');
+      }
+    }
     this.readiness.rulesInstalled = true;
   }
 

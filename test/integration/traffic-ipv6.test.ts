@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficRules } from '../../src/daemon/traffic/index.js';
+import { cleanUpFamily, cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficRules } from '../../src/daemon/traffic/index.js';
 import { addNetns, cleanupAll, inNs, isRoot } from '../helpers/netns.js';
 import { ensureBlackholeRoute } from '../../src/daemon/traffic/blackhole.js';
 import { requireOrSkip } from '../helpers/require.js';
@@ -105,6 +105,17 @@ describe.skipIf(requireOrSkip('IPv6 traffic rules (iptables mode)', { root: isRo
     expect(inNs(t!.node, 'iptables', ['-t', 'nat', '-S']).includes('FLANNEL')).toBe(false);
   });
 
+  it('a node that left dual-stack: its IPv6 chains and jumps go, the IPv4 rules stay and keep working', async () => {
+    for (const m of managers) await m.ensure();
+    expect(await cleanUpFamily('iptables', 6, { netns: t!.node })).toBe(true);
+    expect(ip6tablesRules(t!.node, 'nat')).toEqual([]);
+    expect(ip6tablesRules(t!.node, 'filter')).toEqual([]);
+    expect(await managers[0]!.check()).toEqual([]);
+    expect(seenSource(t!.pod, '192.168.99.2')).toBe('192.168.99.1');
+    expect(seenSource(t!.pod, 'fd00:99::2')).toBeNull(); // IPv6 FORWARD policy DROP, no FLANNEL-FWD any more
+    expect(await cleanUpFamily('iptables', 6, { netns: t!.node })).toBe(false);
+  });
+
   it('tsflanneld --cleanup (uninstall) removes the ip6tables chains and jumps too, not only the iptables ones', async () => {
     for (const m of managers) await m.ensure();
     expect(ip6tablesRules(t!.node, 'nat')).toHaveLength(8);
@@ -165,6 +176,15 @@ describe.skipIf(requireOrSkip('IPv6 traffic rules (nftables mode)', { root: isRo
     expect(await managers[0]!.ensure()).toEqual([]);
     expect((await managers[1]!.ensure()).length).toBe(6);
     expect(decisions(t!)).toEqual(EXPECTED);
+  });
+
+  it('a node that left dual-stack: table ip6 flannel-ipv6 goes, ip flannel-ipv4 stays', async () => {
+    expect(listing('ip6', 'flannel-ipv6').length).toBeGreaterThan(0);
+    expect(await cleanUpFamily('nftables', 6, { netns: t!.node })).toBe(true);
+    expect(listing('ip6', 'flannel-ipv6')).toEqual([]);
+    expect(await managers[0]!.check()).toEqual([]);
+    expect(await cleanUpFamily('nftables', 6, { netns: t!.node })).toBe(false);
+    expect((await managers[1]!.ensure()).length).toBeGreaterThan(0); // back for the next test
   });
 
   it('a switch back to iptables removes both tables', async () => {

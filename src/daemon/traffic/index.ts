@@ -4,7 +4,8 @@
 import type { Logger } from 'pino';
 import { silentLogger } from '../backend/common.js';
 import { execRunner, toolCommand } from './exec.js';
-import { cleanUpIptables, IptablesTrafficManager } from './iptables.js';
+import type { Family } from '../../net/ip.js';
+import { cleanUpIptables, iptablesTool, IptablesTrafficManager } from './iptables.js';
 import { cleanUpNftables, NftablesTrafficManager } from './nftables.js';
 import type { TrafficManager, TrafficMode, TrafficRules } from './types.js';
 
@@ -40,4 +41,15 @@ export async function cleanUpMode(mode: TrafficMode, opts: TrafficManagerOptions
     return v4 || v6;
   }
   return cleanUpNftables(execRunner(toolCommand('nft', opts.netns)), log);
+}
+
+/**
+ * Removes one family's rules of a mode (its iptables or ip6tables chains, or
+ * its nftables table): what an earlier run left for a family the node no
+ * longer runs (dual-stack turned off). Returns whether anything was there.
+ */
+export async function cleanUpFamily(mode: TrafficMode, family: Family, opts: TrafficManagerOptions = {}): Promise<boolean> {
+  const log = opts.logger ?? silentLogger;
+  if (mode === 'iptables') return cleanUpIptables(execRunner(toolCommand(iptablesTool(family), opts.netns)), log);
+  return cleanUpNftables(execRunner(toolCommand('nft', opts.netns)), log, [family]);
 }

@@ -112,15 +112,17 @@ const NO_TABLE = /No such file or directory|does not exist/i;
 
 /**
  * Deletes flannel's nftables tables (both families, as flanneld's CleanUp
- * does) in one transaction. A host without nft has nothing to remove.
+ * does, or the families given) in one transaction. A host without nft has
+ * nothing to remove.
  */
-export async function cleanUpNftables(run: ToolRunner, log: Logger = silentLogger): Promise<boolean> {
+export async function cleanUpNftables(run: ToolRunner, log: Logger = silentLogger, families: readonly Family[] = [4, 6]): Promise<boolean> {
   const before = await run(['list', 'tables']);
   if (before.code !== 0) {
     if (notInstalled(before)) return false;
     throw new TrafficError(`nft list tables failed (exit ${before.code}): ${before.stderr.trim()}`);
   }
-  const present = [`ip ${NFT_TABLE}`, `ip6 ${NFT_TABLE_V6}`].filter((t) => before.stdout.includes(`table ${t}\n`) || before.stdout.trimEnd().endsWith(`table ${t}`));
+  const tables = families.map((f) => nftTable(f)).map((t) => `${t.family} ${t.name}`);
+  const present = tables.filter((t) => before.stdout.includes(`table ${t}\n`) || before.stdout.trimEnd().endsWith(`table ${t}`));
   if (present.length === 0) return false;
   const res = await run(['-f', '-'], present.map((t) => `delete table ${t}\n`).join(''));
   if (res.code !== 0) throw new TrafficError(`nft: deleting ${present.join(', ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
