@@ -104,6 +104,19 @@ describe.skipIf(requireOrSkip('iptables', { root: isRoot }))('iptables rules in 
     expect(seenSource(pod, '10.244.2.2')).toBe('10.244.1.2');
   });
 
+  it('puts a RETURN moved behind the MASQUERADEs (deleted and appended again by hand) back in its place: pod to pod keeps its source', async () => {
+    await manager().ensure();
+    const before = flannelLines(node, 'nat');
+    const ownToNet = ['-s', OWN, '-d', NETWORK, '-m', 'comment', '--comment', 'flanneld masq', '-j', 'RETURN'];
+    inNs(node, 'iptables', ['-t', 'nat', '-D', 'FLANNEL-POSTRTG', ...ownToNet]);
+    inNs(node, 'iptables', ['-t', 'nat', '-A', 'FLANNEL-POSTRTG', ...ownToNet]);
+    expect(seenSource(pod, '10.244.2.2')).toBe('10.244.2.1'); // masqueraded now: the RETURN comes too late
+    expect((await manager().ensure()).length).toBeGreaterThan(0);
+    expect(flannelLines(node, 'nat')).toEqual(before);
+    expect(seenSource(pod, '10.244.2.2')).toBe('10.244.1.2');
+    expect(await manager().ensure()).toEqual([]);
+  });
+
   it('rebuilds its chain when rules of a previous subnet are left in it', async () => {
     expect((await manager('10.244.5.0/24').ensure()).length).toBeGreaterThan(0);
     const nat = flannelLines(node, 'nat');

@@ -340,19 +340,22 @@ export class IptablesManager {
     const t = ['-t', set.table];
     const listing = await this.exec([...t, '-S', set.chain]);
     let lines = 0;
+    let disordered = false;
     if (listing.code !== 0) {
       const created = await this.exec([...t, '-N', set.chain]);
       if (created.code !== 0 && !/exists/i.test(created.stderr)) throw failure(iptablesTool(this.family), [...t, '-N', set.chain], created);
     } else {
       lines = listing.stdout.split('\n').filter((l) => l.startsWith('-A ')).length;
+      disordered = outOfOrder(listing.stdout, set);
     }
     const present: boolean[] = [];
     for (const rule of set.rules) present.push(await this.exists(rule));
     const installed: IptablesRule[] = [];
-    if (lines > present.filter(Boolean).length) {
+    if (lines > present.filter(Boolean).length || disordered) {
       // Rules we do not expect (a previous subnet, copies, foreign rules)
-      // sit in our chain: rebuild it in order rather than guess positions.
-      this.log.warn({ chain: set.chain, lines }, 'chain holds unexpected rules; rebuilding it');
+      // sit in our chain, or ours are out of order (a RETURN behind the
+      // MASQUERADEs is useless): rebuild it in order rather than guess positions.
+      this.log.warn({ chain: set.chain, lines, disordered }, 'chain holds unexpected or reordered rules; rebuilding it');
       await this.rebuild(set);
       installed.push(...set.rules);
     } else {
@@ -373,6 +376,18 @@ export class IptablesManager {
     }
     return installed;
   }
+}
+
+/**
+ * Whether our rules in a `-S <chain>` listing stand in another order than
+ * flannel's. Judged only when iptables prints every line as we write it
+ * (versions differ in how they print a match): an unknown line says nothing.
+ */
+export function outOfOrder(listing: string, set: ChainSet): boolean {
+  const want = set.rules.map((r) => `-A ${set.chain} ${r.spec.map(quote).join(' ')}`);
+  const seen = listing.split('\n').filter((l) => l.startsWith('-A ')).map((l) => want.indexOf(l.trim()));
+  if (seen.some((i) => i < 0)) return false;
+  return seen.some((i, k) => k > 0 && i < seen[k - 1]!);
 }
 
 /** `[..., 'iptables']` → `[..., 'iptables-restore']` (same netns prefix). */
