@@ -1,6 +1,7 @@
 // Picks the traffic manager for net-conf's EnableNFTables and removes what
 // the other mode left behind (flanneld does the same at start), so a mode
 // switch leaves no rules of the old mode.
+import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { silentLogger } from '../backend/common.js';
 import { execRunner, toolCommand } from './exec.js';
@@ -37,7 +38,7 @@ export async function cleanUpMode(mode: TrafficMode, opts: TrafficManagerOptions
   if (mode === 'iptables') {
     // a dual-stack node (ours or flanneld's) also has FLANNEL chains in ip6tables
     const v4 = await cleanUpIptables(execRunner(toolCommand('iptables', opts.netns)), log);
-    const v6 = await cleanUpIptables(execRunner(toolCommand('ip6tables', opts.netns)), log);
+    const v6 = ipv6Enabled() && (await cleanUpIptables(execRunner(toolCommand('ip6tables', opts.netns)), log));
     return v4 || v6;
   }
   return cleanUpNftables(execRunner(toolCommand('nft', opts.netns)), log);
@@ -50,6 +51,17 @@ export async function cleanUpMode(mode: TrafficMode, opts: TrafficManagerOptions
  */
 export async function cleanUpFamily(mode: TrafficMode, family: Family, opts: TrafficManagerOptions = {}): Promise<boolean> {
   const log = opts.logger ?? silentLogger;
-  if (mode === 'iptables') return cleanUpIptables(execRunner(toolCommand(iptablesTool(family), opts.netns)), log);
+  if (mode === 'iptables') {
+    if (family === 6 && !ipv6Enabled()) return false;
+    return cleanUpIptables(execRunner(toolCommand(iptablesTool(family), opts.netns)), log);
+  }
   return cleanUpNftables(execRunner(toolCommand('nft', opts.netns)), log, [family]);
+}
+
+/**
+ * A kernel booted with ipv6.disable=1 has no IPv6 (no /proc/net/if_inet6):
+ * no ip6tables rule can exist, and ip6tables would only fail.
+ */
+function ipv6Enabled(): boolean {
+  return existsSync('/proc/net/if_inet6');
 }
