@@ -98,6 +98,18 @@ describe.skipIf(requireOrSkip('IPv6 traffic rules (iptables mode)', { root: isRo
     expect(decisions(t!)).toEqual(EXPECTED);
   });
 
+  it('a new IPv6 subnet (an agent restarted with another lease) replaces the old subnet\'s rules through ip6tables-restore', async () => {
+    const moved = createTrafficManager('iptables', { ...V6, subnet: 'fd00:10:244:5::/64' }, { netns: t!.node });
+    expect((await moved.ensure()).length).toBe(6);
+    const nat = ip6tablesRules(t!.node, 'nat');
+    expect(nat.filter((l) => l.includes('fd00:10:244:1::/64'))).toEqual([]);
+    expect(nat.filter((l) => l.includes('fd00:10:244:5::/64'))).toHaveLength(3);
+    expect(nat.filter((l) => l.startsWith('-A FLANNEL-POSTRTG'))).toHaveLength(6);
+    expect(await moved.ensure()).toEqual([]);
+    expect((await managers[1]!.ensure()).length).toBe(6); // and back
+    expect(decisions(t!)).toEqual(EXPECTED);
+  });
+
   it('cleanUp removes the chains of both families', async () => {
     for (const m of managers) await m.cleanUp();
     expect(ip6tablesRules(t!.node, 'nat')).toEqual([]);
