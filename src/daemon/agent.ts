@@ -18,7 +18,7 @@ import { defaultMetrics, type AgentMetrics } from './metrics.js';
 import { chooseExternalInterface } from './external.js';
 import { createBackend } from './backend/index.js';
 import { externalView } from './backend/family.js';
-import { cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficMode } from './traffic/index.js';
+import { cleanUpFamily, cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficMode } from './traffic/index.js';
 import { ensureBlackholeRoute } from './traffic/blackhole.js';
 import { startCniService, type CniService } from './cni-service.js';
 
@@ -277,17 +277,28 @@ export class Agent implements HealthSource {
       log.warn({ err: (err as Error).message, mode }, 'could not remove the other traffic mode\'s rules');
     }
     const { ipMasq, iptablesForwardRules: forwardRules } = this.opts;
-    if (ipMasq || forwardRules) {
-      for (const { network, subnet } of scopes) {
-        const manager = createTrafficManager(
-          mode,
-          { network, subnet, ipMasq, forwardRules, randomFully: !this.opts.ipMasqFullyRandomDisable },
-          { logger: log },
-        );
-        this.traffic.push(manager);
-        await manager.ensure();
+    // A manager even with both switches off: it removes what an earlier run
+    // with them on left (a FLANNEL-POSTRTG kept would go on masquerading).
+    for (const { network, subnet } of scopes) {
+      const manager = createTrafficManager(
+        mode,
+        { network, subnet, ipMasq, forwardRules, randomFully: !this.opts.ipMasqFullyRandomDisable },
+        { logger: log },
+      );
+      this.traffic.push(manager);
+      await manager.ensure();
+    }
+    if (ipMasq || forwardRules) log.info({ mode, ipMasq, forwardRules, networks: scopes.map((s) => s.network) }, 'installed traffic rules');
+    // A family this node no longer runs (dual-stack turned off, or IPv4):
+    // its rules from an earlier run would keep accepting and masquerading
+    // the old network.
+    for (const family of [4, 6] as const) {
+      if (this.backends.some((b) => b.family === family)) continue;
+      try {
+        if (await cleanUpFamily(mode, family, { logger: log })) log.info({ mode, family }, 'removed the rules of a family this node no longer runs');
+      } catch (err) {
+        log.warn({ err: (err as Error).message, mode, family }, 'could not remove the rules of a family this node no longer runs');
       }
-      log.info({ mode, ipMasq, forwardRules, networks: scopes.map((s) => s.network) }, 'installed traffic rules');
     }
     this.readiness.rulesInstalled = true;
   }

@@ -4,18 +4,15 @@
 // in place, as flanneld does, so pods keep their masqueraded source while a
 // rolling update replaces the agent; only an uninstall should remove them.
 import type { Logger } from 'pino';
-import { createTrafficManager, type TrafficMode, type TrafficRules } from './traffic/index.js';
+import { cleanUpMode, type TrafficMode } from './traffic/index.js';
 import { flushOwnNexthops } from '../netlink/index.js';
 
-/**
- * Each mode's cleanUp removes its chains and tables whatever network they
- * were written for, so no subnet file is needed; these values stand in.
- */
-const ANY_RULES: TrafficRules = { network: '10.244.0.0/16', subnet: '10.244.0.0/24', ipMasq: true, forwardRules: true, randomFully: true };
 const MODES: readonly TrafficMode[] = ['iptables', 'nftables'];
 
 export async function cleanupRules(logger: Logger): Promise<void> {
-  for (const mode of MODES) await createTrafficManager(mode, ANY_RULES, { logger }).cleanUp();
+  // Both families of each mode, whatever network they were written for, so
+  // no subnet file is needed: a dual-stack node's ip6tables chains go too.
+  for (const mode of MODES) await cleanUpMode(mode, { logger });
   // Per-peer routes go through nexthops of tsflannel's protocol: deleting
   // those removes the routes on every device (host-gw and DirectRouting
   // ones on the underlay included), and nothing of anybody else's.

@@ -92,6 +92,20 @@ describe.skipIf(requireOrSkip('forward-drop', { root: isRoot, etcd: haveEtcd }))
     expect(execFileSync('ip', ['netns', 'exec', ns, 'iptables', '-S', 'FORWARD'], { encoding: 'utf8' })).toContain('-j FLANNEL-FWD');
     expect(ping(p1!.ns, p2!.ip)).toBe(true);
   }, 30_000);
+
+  it('an agent restarted with --iptables-forward-rules=false (and no --ip-masq) removes the FLANNEL-FWD an earlier run left', async () => {
+    const ns = cluster.node('n1').ns;
+    const [p1, p2] = pods;
+    const fwd = () => execFileSync('ip', ['netns', 'exec', ns, 'iptables', '-S'], { encoding: 'utf8' }).includes('FLANNEL-FWD');
+    expect(fwd()).toBe(true);
+    await cluster.stopAgent('n1', 'SIGTERM');
+    await cluster.startAgent('n1', ['--iptables-forward-rules=false']);
+    await eventually('n1 removes FLANNEL-FWD', 20_000, () => !fwd());
+    expect(ping(p1!.ns, p2!.ip)).toBe(false); // the node's own FORWARD policy (DROP) decides now
+    await cluster.stopAgent('n1', 'SIGTERM');
+    await cluster.startAgent('n1');
+    await eventually('n1 forwards again', 20_000, () => ping(p1!.ns, p2!.ip));
+  }, 60_000);
 });
 
 describe.skipIf(requireOrSkip('forward-drop', { root: isRoot, etcd: haveEtcd }))('a live agent\'s /healthz, /readyz and /metrics', () => {

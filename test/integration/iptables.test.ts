@@ -104,6 +104,19 @@ describe.skipIf(requireOrSkip('iptables', { root: isRoot }))('iptables rules in 
     expect(seenSource(pod, '10.244.2.2')).toBe('10.244.1.2');
   });
 
+  it('puts a RETURN moved behind the MASQUERADEs (deleted and appended again by hand) back in its place: pod to pod keeps its source', async () => {
+    await manager().ensure();
+    const before = flannelLines(node, 'nat');
+    const ownToNet = ['-s', OWN, '-d', NETWORK, '-m', 'comment', '--comment', 'flanneld masq', '-j', 'RETURN'];
+    inNs(node, 'iptables', ['-t', 'nat', '-D', 'FLANNEL-POSTRTG', ...ownToNet]);
+    inNs(node, 'iptables', ['-t', 'nat', '-A', 'FLANNEL-POSTRTG', ...ownToNet]);
+    expect(seenSource(pod, '10.244.2.2')).toBe('10.244.2.1'); // masqueraded now: the RETURN comes too late
+    expect((await manager().ensure()).length).toBeGreaterThan(0);
+    expect(flannelLines(node, 'nat')).toEqual(before);
+    expect(seenSource(pod, '10.244.2.2')).toBe('10.244.1.2');
+    expect(await manager().ensure()).toEqual([]);
+  });
+
   it('rebuilds its chain when rules of a previous subnet are left in it', async () => {
     expect((await manager('10.244.5.0/24').ensure()).length).toBeGreaterThan(0);
     const nat = flannelLines(node, 'nat');
@@ -112,6 +125,30 @@ describe.skipIf(requireOrSkip('iptables', { root: isRoot }))('iptables rules in 
     expect(nat.filter((l) => l.startsWith('-A FLANNEL-POSTRTG'))).toHaveLength(6);
     expect((await manager().ensure()).length).toBe(6); // and back
     expect(flannelLines(node, 'nat').filter((l) => l.includes('10.244.5.0/24'))).toEqual([]);
+  });
+
+  it('a rebuild (a previous subnet\'s rules in the chain) never leaves the chain without its MASQUERADE between two iptables calls', async () => {
+    await manager().ensure();
+    const masqPresent = () => {
+      const res = spawnSync('ip', ['netns', 'exec', node, 'iptables', '-t', 'nat', '-S', 'FLANNEL-POSTRTG'], { encoding: 'utf8' });
+      return res.status !== 0 || res.stdout.includes('-s 10.244.0.0/16 ! -d 224.0.0.0/4');
+    };
+    let gaps = 0;
+    let calls = 0;
+    // the production runners, each call followed by a look at the kernel
+    const observed = (tool: string): IptablesRunner => async (args, input) => {
+      const res = spawnSync('ip', ['netns', 'exec', node, tool, ...args], { encoding: 'utf8', input: input ?? '' });
+      calls++;
+      if (!masqPresent()) gaps++;
+      return { code: res.status ?? -1, stdout: res.stdout, stderr: res.stderr };
+    };
+    const m = new IptablesManager({ network: NETWORK, subnet: '10.244.5.0/24', ipMasq: true, runner: observed('iptables'), restoreRunner: observed('iptables-restore') });
+    expect((await m.ensure()).length).toBeGreaterThan(0);
+    expect(flannelLines(node, 'nat').filter((l) => l.includes('10.244.5.0/24'))).toHaveLength(3);
+    expect(flannelLines(node, 'nat').filter((l) => l.startsWith('-A FLANNEL-POSTRTG'))).toHaveLength(6);
+    expect(calls).toBeGreaterThan(0);
+    expect(gaps).toBe(0);
+    expect((await manager().ensure()).length).toBe(6); // and back
   });
 
   it('remove() leaves no FLANNEL chains or jumps, and may run twice', async () => {
@@ -133,5 +170,27 @@ describe.skipIf(requireOrSkip('iptables', { root: isRoot }))('iptables rules in 
     expect(seenSource(pod, '192.168.99.2')).toBe('192.168.99.1');
     await m.cleanUp();
     expect([...flannelLines(node, 'nat'), ...flannelLines(node, 'filter')]).toEqual([]);
+  });
+
+  it('a restart without --ip-masq removes the FLANNEL-POSTRTG an earlier run left: pods leave with their own address again', async () => {
+    const on = { network: NETWORK, subnet: OWN, ipMasq: true, forwardRules: true, randomFully: true };
+    await new IptablesTrafficManager(on, { netns: node }).ensure();
+    expect(seenSource(pod, '192.168.99.2')).toBe('192.168.99.1');
+    const off = new IptablesTrafficManager({ ...on, ipMasq: false }, { netns: node });
+    await off.ensure();
+    expect(flannelLines(node, 'nat')).toEqual([]);
+    expect(flannelLines(node, 'filter')).toHaveLength(4);
+    expect(seenSource(pod, '192.168.99.2')).toBe('10.244.1.2');
+    expect(await off.check()).toEqual([]);
+    expect(await off.ensure()).toEqual([]);
+  });
+
+  it('with --ip-masq and --iptables-forward-rules both off, an earlier run\'s chains and jumps are removed too', async () => {
+    const on = { network: NETWORK, subnet: OWN, ipMasq: true, forwardRules: true, randomFully: true };
+    await new IptablesTrafficManager(on, { netns: node }).ensure();
+    expect(seenSource(pod, '192.168.99.2')).toBe('192.168.99.1');
+    await new IptablesTrafficManager({ ...on, ipMasq: false, forwardRules: false }, { netns: node }).ensure();
+    expect([...flannelLines(node, 'nat'), ...flannelLines(node, 'filter')]).toEqual([]);
+    expect(seenSource(pod, '192.168.99.2')).toBeNull(); // FORWARD policy DROP, and no FLANNEL-FWD to accept
   });
 });

@@ -156,6 +156,19 @@ describe.skipIf(requireOrSkip('nftables', { root: isRoot, nft: haveNft }))('nfta
     expect(plain).not.toContain('fully-random');
   });
 
+  it('with --ip-masq and --iptables-forward-rules both off, the table an earlier run wrote is deleted (nothing masquerades)', async () => {
+    await nft().ensure();
+    expect(seenSource(pod, '192.168.99.2')).toBe('192.168.99.1');
+    const off = nft({ ...RULES, ipMasq: false, forwardRules: false });
+    expect((await off.ensure()).length).toBe(1);
+    expect(tableJson(node)).toBeNull();
+    expect(seenSource(pod, '192.168.99.2')).toBe('10.244.1.2');
+    expect(await off.check()).toEqual([]);
+    expect(await off.ensure()).toEqual([]);
+    inNs(node, 'nft', ['add', 'table', 'ip', 'flannel-ipv4']);
+    expect(await off.check()).toEqual(['table ip flannel-ipv4 exists, but neither --ip-masq nor --iptables-forward-rules is on']);
+  });
+
   it('switching to nftables removes the iptables chains and jumps; switching back removes both nftables tables', async () => {
     await new IptablesTrafficManager(RULES, { netns: node }).ensure();
     expect(iptablesFlannelLines(node).length).toBe(12);

@@ -6,10 +6,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficRules } from '../../src/daemon/traffic/index.js';
+import { cleanUpFamily, cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficRules } from '../../src/daemon/traffic/index.js';
 import { addNetns, cleanupAll, inNs, isRoot } from '../helpers/netns.js';
 import { ensureBlackholeRoute } from '../../src/daemon/traffic/blackhole.js';
 import { requireOrSkip } from '../helpers/require.js';
+import { AGENT_BIN } from '../helpers/cni-agent.js';
 import { buildMasqTopology, seenSource, type MasqTopology } from '../helpers/masq-topology.js';
 
 const V4: TrafficRules = { network: '10.244.0.0/16', subnet: '10.244.1.0/24', ipMasq: true, forwardRules: true, randomFully: true };
@@ -97,11 +98,46 @@ describe.skipIf(requireOrSkip('IPv6 traffic rules (iptables mode)', { root: isRo
     expect(decisions(t!)).toEqual(EXPECTED);
   });
 
+  it('a new IPv6 subnet (an agent restarted with another lease) replaces the old subnet\'s rules through ip6tables-restore', async () => {
+    const moved = createTrafficManager('iptables', { ...V6, subnet: 'fd00:10:244:5::/64' }, { netns: t!.node });
+    expect((await moved.ensure()).length).toBe(6);
+    const nat = ip6tablesRules(t!.node, 'nat');
+    expect(nat.filter((l) => l.includes('fd00:10:244:1::/64'))).toEqual([]);
+    expect(nat.filter((l) => l.includes('fd00:10:244:5::/64'))).toHaveLength(3);
+    expect(nat.filter((l) => l.startsWith('-A FLANNEL-POSTRTG'))).toHaveLength(6);
+    expect(await moved.ensure()).toEqual([]);
+    expect((await managers[1]!.ensure()).length).toBe(6); // and back
+    expect(decisions(t!)).toEqual(EXPECTED);
+  });
+
   it('cleanUp removes the chains of both families', async () => {
     for (const m of managers) await m.cleanUp();
     expect(ip6tablesRules(t!.node, 'nat')).toEqual([]);
     expect(ip6tablesRules(t!.node, 'filter')).toEqual([]);
     expect(inNs(t!.node, 'iptables', ['-t', 'nat', '-S']).includes('FLANNEL')).toBe(false);
+  });
+
+  it('a node that left dual-stack: its IPv6 chains and jumps go, the IPv4 rules stay and keep working', async () => {
+    for (const m of managers) await m.ensure();
+    expect(await cleanUpFamily('iptables', 6, { netns: t!.node })).toBe(true);
+    expect(ip6tablesRules(t!.node, 'nat')).toEqual([]);
+    expect(ip6tablesRules(t!.node, 'filter')).toEqual([]);
+    expect(await managers[0]!.check()).toEqual([]);
+    expect(seenSource(t!.pod, '192.168.99.2')).toBe('192.168.99.1');
+    expect(seenSource(t!.pod, 'fd00:99::2')).toBeNull(); // IPv6 FORWARD policy DROP, no FLANNEL-FWD any more
+    expect(await cleanUpFamily('iptables', 6, { netns: t!.node })).toBe(false);
+  });
+
+  it('tsflanneld --cleanup (uninstall) removes the ip6tables chains and jumps too, not only the iptables ones', async () => {
+    for (const m of managers) await m.ensure();
+    expect(ip6tablesRules(t!.node, 'nat')).toHaveLength(8);
+    const out = spawnSync('ip', ['netns', 'exec', t!.node, process.execPath, AGENT_BIN, '--cleanup', '--log-level', 'warn'], { encoding: 'utf8', timeout: 60_000 });
+    expect(out.status, out.stderr).toBe(0);
+    expect(inNs(t!.node, 'iptables', ['-t', 'nat', '-S']).includes('FLANNEL')).toBe(false);
+    expect(inNs(t!.node, 'iptables', ['-S']).includes('FLANNEL')).toBe(false);
+    expect(ip6tablesRules(t!.node, 'nat')).toEqual([]);
+    expect(ip6tablesRules(t!.node, 'filter')).toEqual([]);
+    expect(seenSource(t!.pod, 'fd00:99::2')).toBeNull(); // FORWARD policy DROP: nothing accepts pod traffic any more
   });
 });
 
@@ -152,6 +188,15 @@ describe.skipIf(requireOrSkip('IPv6 traffic rules (nftables mode)', { root: isRo
     expect(await managers[0]!.ensure()).toEqual([]);
     expect((await managers[1]!.ensure()).length).toBe(6);
     expect(decisions(t!)).toEqual(EXPECTED);
+  });
+
+  it('a node that left dual-stack: table ip6 flannel-ipv6 goes, ip flannel-ipv4 stays', async () => {
+    expect(listing('ip6', 'flannel-ipv6').length).toBeGreaterThan(0);
+    expect(await cleanUpFamily('nftables', 6, { netns: t!.node })).toBe(true);
+    expect(listing('ip6', 'flannel-ipv6')).toEqual([]);
+    expect(await managers[0]!.check()).toEqual([]);
+    expect(await cleanUpFamily('nftables', 6, { netns: t!.node })).toBe(false);
+    expect((await managers[1]!.ensure()).length).toBeGreaterThan(0); // back for the next test
   });
 
   it('a switch back to iptables removes both tables', async () => {

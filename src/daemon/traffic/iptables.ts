@@ -35,6 +35,12 @@ export interface IptablesManagerOptions {
   /** MASQUERADE with --random-fully; default: when the iptables version supports it (>= 1.6.2) */
   randomFully?: boolean;
   runner?: IptablesRunner;
+  /**
+   * runs iptables-restore (ip6tables-restore), input on stdin; default: from
+   * `binary`, or none with a custom `runner`, when a rebuild falls back to
+   * flush and append
+   */
+  restoreRunner?: IptablesRunner;
   /** command prefix, default ['iptables']; tests use ['ip', 'netns', 'exec', ns, 'iptables'] */
   binary?: string[];
   /** seconds to wait for the xtables lock */
@@ -59,6 +65,25 @@ export interface ChainSet {
 
 export class IptablesError extends Error {
   override readonly name = 'IptablesError';
+}
+
+/**
+ * The answer of `-D`, `-C` or `-S` for a rule or chain that is not there:
+ * exit 1 (no such rule or chain), 2 (the jump's target chain is unknown), or
+ * a table this kernel cannot have (IPv6 disabled: nothing of ours either).
+ * Anything else (4: the xtables lock is held; -2: no iptables) is a failure,
+ * never "nothing there".
+ */
+function absent(res: RunResult): boolean {
+  if (res.code === 1 || res.code === 2) return true;
+  return res.code === 3 && /can't initialize|table does not exist|not supported by protocol/i.test(res.stderr);
+}
+
+function failure(tool: string, args: string[], res: RunResult): IptablesError {
+  if (notInstalled(res)) {
+    return new IptablesError(`${tool} not found: iptables mode (EnableNFTables off) needs it: install the iptables package, or set EnableNFTables`);
+  }
+  return new IptablesError(`${tool} ${args.map(quote).join(' ')} failed (exit ${res.code}): ${res.stderr.trim() || res.stdout.trim()}`);
 }
 
 /** Multicast is never masqueraded: 224.0.0.0/4, or ff00::/8 for IPv6. */
@@ -140,8 +165,11 @@ export class IptablesManager {
   private readonly subnet: string;
   private readonly opts: IptablesManagerOptions;
   private readonly run: IptablesRunner;
+  private readonly restore?: IptablesRunner;
   private readonly log: Logger;
   private chains?: ChainSet[];
+  /** set once the chains of switched-off features (an earlier run's) are known gone */
+  private disabledGone = false;
   /** serializes ensure/remove so a slow periodic ensure never races another */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -154,7 +182,10 @@ export class IptablesManager {
     this.network = canonicalCidr(network);
     this.subnet = canonicalCidr(subnet);
     this.opts = opts;
-    this.run = opts.runner ?? execRunner(opts.binary ?? [iptablesTool(this.family)]);
+    const binary = opts.binary ?? [iptablesTool(this.family)];
+    this.run = opts.runner ?? execRunner(binary);
+    const restore = opts.restoreRunner ?? (opts.runner ? undefined : execRunner(restoreCommand(binary)));
+    if (restore) this.restore = restore;
     this.log = (opts.logger ?? silentLogger).child({ component: iptablesTool(this.family) });
   }
 
@@ -166,6 +197,10 @@ export class IptablesManager {
   /** Installs what is missing and returns the rules it (re)installed. */
   ensure(): Promise<IptablesRule[]> {
     return this.serial(async () => {
+      if (!this.disabledGone) {
+        await this.removeDisabled();
+        this.disabledGone = true;
+      }
       const installed: IptablesRule[] = [];
       for (const set of await this.chainSets()) installed.push(...(await this.ensureChain(set)));
       if (installed.length > 0) {
@@ -192,7 +227,7 @@ export class IptablesManager {
           await this.must(['-t', set.table, '-D', set.jump.chain, ...set.jump.spec]);
         }
         const t = ['-t', set.table];
-        if ((await this.exec([...t, '-S', set.chain])).code !== 0) continue;
+        if (!(await this.chainExists(set))) continue;
         await this.must([...t, '-F', set.chain]);
         await this.must([...t, '-X', set.chain]);
       }
@@ -204,6 +239,33 @@ export class IptablesManager {
     const next = this.queue.then(fn, fn);
     this.queue = next.catch(() => undefined);
     return next;
+  }
+
+  /**
+   * Deletes our chains of features that are off now (--ip-masq,
+   * --iptables-forward-rules) with their jumps: a run with the switch on left
+   * them, and a FLANNEL-POSTRTG kept after --ip-masq was turned off would go
+   * on masquerading every pod.
+   */
+  private async removeDisabled(): Promise<void> {
+    const enabled = new Set((await this.chainSets()).map((c) => c.chain));
+    const disabled = ALL_CHAINS.filter((set) => !enabled.has(set.chain));
+    // with both switches off the agent must not need iptables: none installed, nothing to remove
+    if (disabled.length === 0 || notInstalled(await this.run(['--version']))) return;
+    for (const set of disabled) {
+      let removed = false;
+      for (let i = 0; i < 100 && (await this.exists(set.jump)); i++) {
+        await this.must(['-t', set.table, '-D', set.jump.chain, ...set.jump.spec]);
+        removed = true;
+      }
+      const t = ['-t', set.table];
+      if (await this.chainExists(set)) {
+        await this.must([...t, '-F', set.chain]);
+        await this.must([...t, '-X', set.chain]);
+        removed = true;
+      }
+      if (removed) this.log.info({ chain: set.chain }, 'removed the chain of a switched-off feature and its jump');
+    }
   }
 
   private async chainSets(): Promise<ChainSet[]> {
@@ -234,9 +296,7 @@ export class IptablesManager {
 
   private async must(args: string[]): Promise<RunResult> {
     const res = await this.exec(args);
-    if (res.code !== 0) {
-      throw new IptablesError(`${iptablesTool(this.family)} ${args.map(quote).join(' ')} failed (exit ${res.code}): ${res.stderr.trim() || res.stdout.trim()}`);
-    }
+    if (res.code !== 0) throw failure(iptablesTool(this.family), args, res);
     return res;
   }
 
@@ -245,34 +305,59 @@ export class IptablesManager {
     const args = ['-t', rule.table, '-C', rule.chain, ...rule.spec];
     const res = await this.exec(args);
     if (res.code === 0) return true;
-    if (res.code === 1 || res.code === 2) return false;
-    throw new IptablesError(`${iptablesTool(this.family)} ${args.map(quote).join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
+    if (absent(res)) return false;
+    throw failure(iptablesTool(this.family), args, res);
+  }
+
+  /**
+   * Replaces the chain's rules in one iptables-restore --noflush commit (a
+   * declared chain is flushed, the table's other chains are left alone): a
+   * flush followed by appends would let pods leave unmasqueraded, or be
+   * dropped by a FORWARD policy DROP, between the calls.
+   */
+  private async rebuild(set: ChainSet): Promise<void> {
+    const t = ['-t', set.table];
+    if (!this.restore) {
+      await this.must([...t, '-F', set.chain]);
+      for (const rule of set.rules) await this.must([...t, '-A', set.chain, ...rule.spec]);
+      return;
+    }
+    const payload = [`*${set.table}`, `:${set.chain} - [0:0]`, ...set.rules.map((r) => `-A ${set.chain} ${r.spec.map(quote).join(' ')}`), 'COMMIT', ''].join('\n');
+    const args = [...this.waitArgs(), '--noflush'];
+    const res = await this.restore(args, payload);
+    if (res.code !== 0) throw failure(`${iptablesTool(this.family)}-restore`, args, res);
+  }
+
+  private async chainExists(set: ChainSet): Promise<boolean> {
+    const args = ['-t', set.table, '-S', set.chain];
+    const res = await this.exec(args);
+    if (res.code === 0) return true;
+    if (absent(res)) return false;
+    throw failure(iptablesTool(this.family), args, res);
   }
 
   private async ensureChain(set: ChainSet): Promise<IptablesRule[]> {
     const t = ['-t', set.table];
     const listing = await this.exec([...t, '-S', set.chain]);
     let lines = 0;
+    let disordered = false;
     if (listing.code !== 0) {
       const created = await this.exec([...t, '-N', set.chain]);
-      if (created.code !== 0 && !/exists/i.test(created.stderr)) {
-        throw new IptablesError(`iptables -t ${set.table} -N ${set.chain} failed (exit ${created.code}): ${created.stderr.trim()}`);
-      }
+      if (created.code !== 0 && !/exists/i.test(created.stderr)) throw failure(iptablesTool(this.family), [...t, '-N', set.chain], created);
     } else {
       lines = listing.stdout.split('\n').filter((l) => l.startsWith('-A ')).length;
+      disordered = outOfOrder(listing.stdout, set);
     }
     const present: boolean[] = [];
     for (const rule of set.rules) present.push(await this.exists(rule));
     const installed: IptablesRule[] = [];
-    if (lines > present.filter(Boolean).length) {
+    if (lines > present.filter(Boolean).length || disordered) {
       // Rules we do not expect (a previous subnet, copies, foreign rules)
-      // sit in our chain: rebuild it in order rather than guess positions.
-      this.log.warn({ chain: set.chain, lines }, 'chain holds unexpected rules; rebuilding it');
-      await this.must([...t, '-F', set.chain]);
-      for (const rule of set.rules) {
-        await this.must([...t, '-A', set.chain, ...rule.spec]);
-        installed.push(rule);
-      }
+      // sit in our chain, or ours are out of order (a RETURN behind the
+      // MASQUERADEs is useless): rebuild it in order rather than guess positions.
+      this.log.warn({ chain: set.chain, lines, disordered }, 'chain holds unexpected or reordered rules; rebuilding it');
+      await this.rebuild(set);
+      installed.push(...set.rules);
     } else {
       // Insert each missing rule right after the present rules before it,
       // so the RETURNs stay ahead of the MASQUERADEs.
@@ -291,6 +376,24 @@ export class IptablesManager {
     }
     return installed;
   }
+}
+
+/**
+ * Whether our rules in a `-S <chain>` listing stand in another order than
+ * flannel's. Judged only when iptables prints every line as we write it
+ * (versions differ in how they print a match): an unknown line says nothing.
+ */
+export function outOfOrder(listing: string, set: ChainSet): boolean {
+  const want = set.rules.map((r) => `-A ${set.chain} ${r.spec.map(quote).join(' ')}`);
+  const seen = listing.split('\n').filter((l) => l.startsWith('-A ')).map((l) => want.indexOf(l.trim()));
+  if (seen.some((i) => i < 0)) return false;
+  return seen.some((i, k) => k > 0 && i < seen[k - 1]!);
+}
+
+/** `[..., 'iptables']` → `[..., 'iptables-restore']` (same netns prefix). */
+export function restoreCommand(binary: string[]): string[] {
+  const tool = binary[binary.length - 1] ?? 'iptables';
+  return [...binary.slice(0, -1), `${tool}-restore`];
 }
 
 /** Every chain and jump flannel's iptables mode can leave, whatever its network. */
@@ -312,19 +415,21 @@ export async function cleanUpIptables(run: IptablesRunner, log: Logger = silentL
   const version = await run(['--version']);
   if (version.code !== 0 && notInstalled(version)) return false;
   let removed = false;
-  const exec = async (args: string[]): Promise<RunResult> => run(['-w', '5', ...args]);
+  const tool = /ip6tables/.test(version.stdout + version.stderr) ? 'ip6tables' : 'iptables';
+  // Only "not there" (exit 1 or 2) ends a step quietly: a held xtables lock
+  // must fail the clean-up, not leave the chains while reporting success.
+  const exec = async (args: string[], quietWhenAbsent: boolean): Promise<boolean> => {
+    const res = await run(['-w', '5', ...args]);
+    if (res.code === 0) return true;
+    if (quietWhenAbsent && absent(res)) return false;
+    throw failure(tool, args, res);
+  };
   for (const set of ALL_CHAINS) {
     const t = ['-t', set.table];
-    for (let i = 0; i < 100; i++) {
-      const res = await exec([...t, '-D', set.jump.chain, ...set.jump.spec]);
-      if (res.code !== 0) break;
-      removed = true;
-    }
-    if ((await exec([...t, '-S', set.chain])).code !== 0) continue;
-    for (const step of [['-F', set.chain], ['-X', set.chain]]) {
-      const res = await exec([...t, ...step]);
-      if (res.code !== 0) throw new IptablesError(`iptables -t ${set.table} ${step.join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
-    }
+    for (let i = 0; i < 100 && (await exec([...t, '-D', set.jump.chain, ...set.jump.spec], true)); i++) removed = true;
+    if (!(await exec([...t, '-S', set.chain], true))) continue;
+    await exec([...t, '-F', set.chain], false);
+    await exec([...t, '-X', set.chain], false);
     removed = true;
   }
   if (removed) log.info('removed flannel iptables chains');
@@ -338,9 +443,11 @@ export class IptablesTrafficManager implements TrafficManager {
   private readonly run: IptablesRunner;
   private readonly log: Logger;
 
-  constructor(rules: TrafficRules, opts: { runner?: IptablesRunner; netns?: string; logger?: Logger } = {}) {
+  constructor(rules: TrafficRules, opts: { runner?: IptablesRunner; restoreRunner?: IptablesRunner; netns?: string; logger?: Logger } = {}) {
     const tool = iptablesTool(rules.network.includes(':') ? 6 : 4);
-    this.run = opts.runner ?? execRunner(opts.netns ? ['ip', 'netns', 'exec', opts.netns, tool] : [tool]);
+    const binary = opts.netns ? ['ip', 'netns', 'exec', opts.netns, tool] : [tool];
+    this.run = opts.runner ?? execRunner(binary);
+    const restoreRunner = opts.restoreRunner ?? (opts.runner ? undefined : execRunner(restoreCommand(binary)));
     this.log = opts.logger ?? silentLogger;
     this.manager = new IptablesManager({
       network: rules.network,
@@ -350,6 +457,7 @@ export class IptablesTrafficManager implements TrafficManager {
       // --random-fully only where iptables knows it (flannel's HasRandomFully)
       ...(rules.randomFully ? {} : { randomFully: false }),
       runner: this.run,
+      ...(restoreRunner ? { restoreRunner } : {}),
       logger: this.log,
     });
   }

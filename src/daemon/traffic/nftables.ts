@@ -112,15 +112,17 @@ const NO_TABLE = /No such file or directory|does not exist/i;
 
 /**
  * Deletes flannel's nftables tables (both families, as flanneld's CleanUp
- * does) in one transaction. A host without nft has nothing to remove.
+ * does, or the families given) in one transaction. A host without nft has
+ * nothing to remove.
  */
-export async function cleanUpNftables(run: ToolRunner, log: Logger = silentLogger): Promise<boolean> {
+export async function cleanUpNftables(run: ToolRunner, log: Logger = silentLogger, families: readonly Family[] = [4, 6]): Promise<boolean> {
   const before = await run(['list', 'tables']);
   if (before.code !== 0) {
     if (notInstalled(before)) return false;
     throw new TrafficError(`nft list tables failed (exit ${before.code}): ${before.stderr.trim()}`);
   }
-  const present = [`ip ${NFT_TABLE}`, `ip6 ${NFT_TABLE_V6}`].filter((t) => before.stdout.includes(`table ${t}\n`) || before.stdout.trimEnd().endsWith(`table ${t}`));
+  const tables = families.map((f) => nftTable(f)).map((t) => `${t.family} ${t.name}`);
+  const present = tables.filter((t) => before.stdout.includes(`table ${t}\n`) || before.stdout.trimEnd().endsWith(`table ${t}`));
   if (present.length === 0) return false;
   const res = await run(['-f', '-'], present.map((t) => `delete table ${t}\n`).join(''));
   if (res.code !== 0) throw new TrafficError(`nft: deleting ${present.join(', ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
@@ -160,6 +162,7 @@ export class NftablesTrafficManager implements TrafficManager {
 
   ensure(): Promise<string[]> {
     return this.serial(async () => {
+      if (this.nothingWanted()) return this.removeTable();
       const drift = this.expected ? await this.diff() : ['table not written by this agent yet'];
       if (drift.length === 0) return [];
       await this.apply();
@@ -170,6 +173,9 @@ export class NftablesTrafficManager implements TrafficManager {
 
   check(): Promise<string[]> {
     return this.serial(async () => {
+      if (this.nothingWanted()) {
+        return (await this.list()) === undefined ? [] : [`table ${this.table.join(' ')} exists, but neither --ip-masq nor --iptables-forward-rules is on`];
+      }
       if (!this.expected) {
         // Not applied by us yet: compare with what an apply would produce
         // only by presence; the exact text comes from the kernel after apply.
@@ -185,6 +191,24 @@ export class NftablesTrafficManager implements TrafficManager {
       await cleanUpNftables(this.run, this.log);
       this.expected = undefined;
     });
+  }
+
+  /** --ip-masq and --iptables-forward-rules both off: no table at all, not an empty one. */
+  private nothingWanted(): boolean {
+    return !this.rules.ipMasq && !this.rules.forwardRules;
+  }
+
+  /**
+   * Deletes the table an earlier run wrote with a switch on: its postrtg
+   * chain would go on masquerading every pod.
+   */
+  private async removeTable(): Promise<string[]> {
+    if ((await this.list()) === undefined) return [];
+    const t = this.table.join(' ');
+    const res = await this.run(['-f', '-'], `add table ${t}\ndelete table ${t}\n`);
+    if (res.code !== 0) throw new TrafficError(`nft: deleting table ${t} failed (exit ${res.code}): ${res.stderr.trim()}`);
+    this.log.info({ table: t }, 'deleted the flannel nftables table: --ip-masq and --iptables-forward-rules are off');
+    return [`removed table ${t}`];
   }
 
   /**
@@ -215,6 +239,11 @@ export class NftablesTrafficManager implements TrafficManager {
     const res = await this.run(['list', 'table', ...this.table]);
     if (res.code === 0) return listingLines(res.stdout);
     if (NO_TABLE.test(res.stderr)) return undefined;
+    if (notInstalled(res)) {
+      // with both switches off the agent must not need nft: none installed, no table
+      if (this.nothingWanted()) return undefined;
+      throw new TrafficError('nftables mode (EnableNFTables) needs the nft tool: install the nftables package');
+    }
     throw new TrafficError(`nft list table ${this.table.join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
   }
 
