@@ -414,16 +414,38 @@ export async function gc(ctx: PluginContext): Promise<void> {
   if (removed.length > 0) log.info({ removed: removed.map((l) => `${l.ip} ${l.containerId}`) }, 'garbage collected');
 }
 
-/** Ready means: the agent wrote the subnet file and the pool has room. No bridge needed. */
+/**
+ * Ready means: ADD could serve a pod now. The agent wrote a valid subnet
+ * file, the config fits it (ranges inside the node subnet, routes of the
+ * node's families, a "bridge" name no other kind of link holds) and the
+ * pool has room. No bridge needed: ADD makes it. A node on which every
+ * ADD would fail must not report ready (kubelet would keep scheduling pods
+ * onto it).
+ */
 export async function status(ctx: PluginContext): Promise<void> {
   const { cfg } = prepare(ctx);
   let subnet: NodeSubnet;
   try {
     subnet = nodeSubnet(loadSubnetEnv(cfg.subnetFile), cfg.subnetFile);
   } catch (err) {
-    throw new CniError(ErrorCode.PluginNotAvailable, (err as Error).message, 'tsflanneld has not written the subnet file yet');
+    // The file's own hint when it has one: an invalid file was written, just not right.
+    const cni = err instanceof CniError ? err : undefined;
+    const hint = cni?.code === ErrorCode.IOFailure ? 'tsflanneld has not written the subnet file yet' : cni?.details;
+    throw new CniError(ErrorCode.PluginNotAvailable, (err as Error).message, hint);
   }
+  // ADD's checks before it touches anything, with its codes and words: a
+  // config that does not fit this node's subnet is 7 here as there.
+  if (cfg.ranges) checkRangesInSubnet(cfg.ranges, subnet);
+  podRoutes(routeFamilies(subnet, []), cfg.isDefaultGateway, cfg.routes);
   const ipam = ipamFor(cfg, subnet);
+  const link = nl.linkByName(cfg.bridge);
+  if (link && link.type !== 'bridge') {
+    throw new CniError(
+      ErrorCode.PluginNotAvailable,
+      `"bridge" names ${cfg.bridge}, which is a ${link.type} link, not a bridge: ADD cannot attach pods to it`,
+      `set "bridge" to another name, or remove the link ("ip link delete ${cfg.bridge}") if nothing uses it`,
+    );
+  }
   const stats = await ipam.stats();
   const full = stats.find((s) => s.free === 0);
   if (full) {
