@@ -5,7 +5,7 @@ import type { Result } from '../cni/result.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import * as nl from '../netlink/index.js';
 import type { HostLocalIpam } from '../ipam/index.js';
-import { isDefaultDst } from './network.js';
+import { isDefaultDst, isPeerOf } from './network.js';
 
 export interface CheckInput {
   env: CniEnv;
@@ -68,11 +68,18 @@ export async function checkAttachment(input: CheckInput): Promise<void> {
     if (!found) throw drift(`route ${r.dst}${r.gw ? ` via ${r.gw}` : ''} missing in ${env.ifname}'s netns`);
   }
 
+  // The pod is reachable only through an up host end of its own veth, on an
+  // up bridge: the spec asks CHECK to fail when the container is known to
+  // be unreachable, and a link set down leaves every address in place.
   const host = nl.linkByName(input.hostVeth);
   if (!host) throw drift(`host veth ${input.hostVeth} not found`);
+  if (!isPeerOf(pod, host)) throw drift(`interface ${env.ifname} in ${env.netns} is not the peer of host veth ${input.hostVeth}`);
+  if (!host.up) throw drift(`host veth ${input.hostVeth} is down`);
   const br = nl.linkByName(input.bridge);
   if (!br) throw drift(`bridge ${input.bridge} not found`);
+  if (br.type !== 'bridge') throw drift(`${input.bridge} is a ${br.type} link, not a bridge`);
   if (host.masterIndex !== br.index) throw drift(`host veth ${input.hostVeth} is not attached to ${input.bridge}`);
+  if (!br.up) throw drift(`bridge ${input.bridge} is down`);
   const onBridge = new Set(nl.addrList({ dev: input.bridge }).map((a) => a.cidr));
   for (const gw of input.gatewayCidrs) {
     if (!onBridge.has(gw)) throw drift(`bridge ${input.bridge} does not carry the gateway ${gw}`);

@@ -4,7 +4,7 @@
 // every ADD fails, a CHECK that passes a broken attachment, a cleanup that
 // cannot finish.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,6 +67,31 @@ describe.skipIf(requireOrSkip('plugin verbs', { root: isRoot }))('tsflannel verb
     const out = await status(bad);
     expect(out.json, out.stdout).toEqual(adding.json);
     expect(String(out.json?.msg)).toContain('fd00:99::/64');
+  });
+
+  it('CHECK fails while the pod cannot be reached: its host veth down, or the bridge down', async () => {
+    const pod = addNetns('vbchk');
+    const added = await add('vb-chk', pod);
+    expect(added.code, added.stdout + added.stderr).toBe(0);
+    const prevResult = added.json;
+    const hostVeth = (prevResult?.interfaces as { name: string }[])[1]!.name;
+    const check = () => call({ command: 'CHECK', containerId: 'vb-chk', netns: nsPath(pod), ifname: 'eth0', stdin: conf({ prevResult }) });
+    const ping = () => spawnSync('ip', ['netns', 'exec', pod, 'ping', '-c1', '-W1', '10.244.1.1']).status;
+    expect((await check()).code).toBe(0);
+    expect(ping()).toBe(0);
+    for (const dev of [hostVeth, 'cni0']) {
+      execFileSync('ip', ['-n', node, 'link', 'set', dev, 'down']);
+      try {
+        expect(ping(), `${dev} down`).not.toBe(0);
+        const out = await check();
+        expect(out.code, `${dev} down: ${out.stdout}`).toBe(1);
+        expect(String(out.json?.msg)).toContain(`${dev} is down`);
+      } finally {
+        execFileSync('ip', ['-n', node, 'link', 'set', dev, 'up']);
+      }
+    }
+    expect((await check()).code).toBe(0);
+    expect((await call({ command: 'DEL', containerId: 'vb-chk', netns: nsPath(pod), ifname: 'eth0', stdin: conf() })).code).toBe(0);
   });
 
   it('STATUS on an invalid subnet file says what is wrong with it, not that it was never written', async () => {
