@@ -8,7 +8,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { addNetns, cleanupAll, isRoot, nsPath } from '../helpers/netns.js';
+import { addNetns, cleanupAll, inNs, isRoot, nsPath } from '../helpers/netns.js';
+import { CNI_REF_DIR, haveRefPlugins, refPlugin } from '../helpers/reference.js';
 import { callPlugin, type CniCall } from '../helpers/plugin.js';
 import { requireOrSkip } from '../helpers/require.js';
 
@@ -92,6 +93,33 @@ describe.skipIf(requireOrSkip('plugin verbs', { root: isRoot }))('tsflannel verb
     }
     expect((await check()).code).toBe(0);
     expect((await call({ command: 'DEL', containerId: 'vb-chk', netns: nsPath(pod), ifname: 'eth0', stdin: conf() })).code).toBe(0);
+  });
+
+  describe.skipIf(requireOrSkip('CHECK after sbr', { [`the reference sbr plugin in ${CNI_REF_DIR}`]: haveRefPlugins('sbr') }))('chained before the reference sbr', () => {
+    it('CHECK tolerates the reference sbr plugin chained after it moving the pod routes to its own table, and still names a missing one', async () => {
+      const pod = addNetns('vbsbr');
+      // Debian's sbr speaks up to 1.0.0.
+      const v10 = conf({ cniVersion: '1.0.0' });
+      const added = await add('vb-sbr', pod, v10);
+      expect(added.code, added.stdout + added.stderr).toBe(0);
+      const sbrConf = { cniVersion: '1.0.0', name: netName, type: 'sbr', prevResult: added.json };
+      const sbr = await call({ command: 'ADD', containerId: 'vb-sbr', netns: nsPath(pod), ifname: 'eth0', stdin: sbrConf, bin: refPlugin('sbr') });
+      expect(sbr.code, sbr.stdout + sbr.stderr).toBe(0);
+      // sbr moved the routes out of the main table (the result it passes on lists them unchanged).
+      expect(inNs(pod, 'ip', ['route', 'show', 'table', 'main'])).not.toContain('10.244.0.0/16');
+      expect(inNs(pod, 'ip', ['route', 'show', 'table', 'all'])).toMatch(/10\.244\.0\.0\/16 via 10\.244\.1\.1 dev eth0 table \d+/);
+      const prevResult = sbr.json;
+      const check = () => call({ command: 'CHECK', containerId: 'vb-sbr', netns: nsPath(pod), ifname: 'eth0', stdin: { ...v10, prevResult } });
+      const ok = await check();
+      expect(ok.code, ok.stdout).toBe(0);
+      const table = /10\.244\.0\.0\/16 via 10\.244\.1\.1 dev eth0 table (\d+)/.exec(inNs(pod, 'ip', ['route', 'show', 'table', 'all']))![1]!;
+      execFileSync('ip', ['-n', pod, 'route', 'del', '10.244.0.0/16', 'via', '10.244.1.1', 'table', table]);
+      const bad = await check();
+      expect(bad.code).toBe(1);
+      expect(String(bad.json?.msg)).toContain('route 10.244.0.0/16 via 10.244.1.1 missing');
+      expect((await call({ command: 'DEL', containerId: 'vb-sbr', netns: nsPath(pod), ifname: 'eth0', stdin: sbrConf, bin: refPlugin('sbr') })).code).toBe(0);
+      expect((await call({ command: 'DEL', containerId: 'vb-sbr', netns: nsPath(pod), ifname: 'eth0', stdin: v10 })).code).toBe(0);
+    });
   });
 
   it('STATUS on an invalid subnet file says what is wrong with it, not that it was never written', async () => {
