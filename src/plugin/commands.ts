@@ -88,9 +88,13 @@ export function loadSubnetEnv(path: string): PodSubnetEnv {
   }
 }
 
-/** The IPAM store; without a subnet (DEL, GC) it can release but not allocate. */
+/**
+ * The IPAM store; without a subnet (DEL, GC) it can release but not
+ * allocate, and reads no ranges: a cleanup must not fail on ranges edited
+ * since the ADD into ones no ADD accepts.
+ */
 function ipamFor(cfg: PluginConfig, subnet: NodeSubnet | undefined): HostLocalIpam {
-  const rangeSets = subnet ? rangeSetsFor(cfg.ranges, subnet) : cfg.ranges;
+  const rangeSets = subnet ? rangeSetsFor(cfg.ranges, subnet) : undefined;
   return new HostLocalIpam({ dataDir: cfg.dataDir, network: cfg.network, rangeSets, lockTimeoutMs: cfg.lockTimeoutMs });
 }
 

@@ -5,10 +5,10 @@
 // cannot finish.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { addNetns, cleanupAll, inNs, isRoot, nsPath } from '../helpers/netns.js';
+import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { CNI_REF_DIR, haveRefPlugins, refPlugin } from '../helpers/reference.js';
 import { callPlugin, type CniCall } from '../helpers/plugin.js';
 import { requireOrSkip } from '../helpers/require.js';
@@ -120,6 +120,26 @@ describe.skipIf(requireOrSkip('plugin verbs', { root: isRoot }))('tsflannel verb
       expect((await call({ command: 'DEL', containerId: 'vb-sbr', netns: nsPath(pod), ifname: 'eth0', stdin: sbrConf, bin: refPlugin('sbr') })).code).toBe(0);
       expect((await call({ command: 'DEL', containerId: 'vb-sbr', netns: nsPath(pod), ifname: 'eth0', stdin: v10 })).code).toBe(0);
     });
+  });
+
+  it('DEL and GC still clean up after ipam.ranges was edited into ranges no ADD accepts (they need no ranges)', async () => {
+    const pod = addNetns('vbedit');
+    const added = await add('vb-edit', pod);
+    expect(added.code, added.stdout + added.stderr).toBe(0);
+    const leased = () => readdirSync(join(dataDir, netName)).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
+    expect(leased()).toHaveLength(1);
+    const edited = conf({ ipam: { ranges: [[{ subnet: '10.244.1.0/24', rangeStart: '10.245.0.1' }]] } });
+    expect((await add('vb-edit2', addNetns('vbedit2'), edited)).json?.code).toBe(7);
+    const out = await call({ command: 'DEL', containerId: 'vb-edit', netns: nsPath(pod), ifname: 'eth0', stdin: edited });
+    expect(out.code, out.stdout).toBe(0);
+    expect(leased()).toEqual([]);
+    expect(ipJson<{ ifname: string }[]>(pod, ['link', 'show']).map((l) => l.ifname)).toEqual(['lo']);
+    // GC of a stale attachment under the same edited config.
+    expect((await add('vb-edit3', addNetns('vbedit3'))).code).toBe(0);
+    expect(leased()).toHaveLength(1);
+    const gc = await call({ command: 'GC', stdin: { ...edited, 'cni.dev/valid-attachments': [] } });
+    expect(gc.code, gc.stdout).toBe(0);
+    expect(leased()).toEqual([]);
   });
 
   it('STATUS on an invalid subnet file says what is wrong with it, not that it was never written', async () => {
