@@ -583,10 +583,19 @@ func teardown(hostH *netlink.Handle, r podTeardownReq) (interface{}, error) {
 		return nil, err
 	}
 	if host != nil {
-		if err := deletePromptly(host); err != nil {
+		mine, err := hostEndOfPod(host, r)
+		if err != nil {
 			return nil, err
 		}
-		return podTeardownReply{Removed: "host"}, nil
+		if mine {
+			if err := deletePromptly(host); err != nil {
+				return nil, err
+			}
+			return podTeardownReply{Removed: "host"}, nil
+		}
+		// The name is another attachment's (the plugin derives it from a
+		// 32-bit digest): that pod keeps its link, and this attachment's
+		// own pod interface, if any, is removed below as without a host end.
 	}
 	if r.Netns == "" || !validIfname(r.Ifname) {
 		return podTeardownReply{Removed: "none"}, nil
@@ -617,6 +626,32 @@ func teardown(hostH *netlink.Handle, r podTeardownReq) (interface{}, error) {
 		}
 		return podTeardownReply{Removed: "pod"}, nil
 	})
+}
+
+// hostEndOfPod reports whether the host link named for the attachment is
+// the peer of its pod interface. Without a netns to look in (a second DEL,
+// a netns already gone) it cannot tell and says yes, as before; with one,
+// a link whose peer is not r.Ifname there is another pod's.
+func hostEndOfPod(host netlink.Link, r podTeardownReq) (bool, error) {
+	if r.Netns == "" || !validIfname(r.Ifname) || host.Type() != "veth" {
+		return true, nil
+	}
+	ns, err := openNetns(r.Netns)
+	if err != nil {
+		return true, nil
+	}
+	defer ns.Close()
+	out, err := inPodNetns(ns, r.Netns, func(podH *netlink.Handle) (interface{}, error) {
+		pod, err := linkOrNil(podH.LinkByName(r.Ifname))
+		if err != nil || pod == nil || pod.Type() != "veth" {
+			return false, err
+		}
+		return pod.Attrs().ParentIndex == host.Attrs().Index && host.Attrs().ParentIndex == pod.Attrs().Index, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return out.(bool), nil
 }
 
 func carriesAny(addrs []netlink.Addr, ips []string) bool {

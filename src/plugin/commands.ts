@@ -224,6 +224,7 @@ export async function add(ctx: PluginContext): Promise<Result> {
         log.info({ ...loggedIps(existing.ips), veth: hostName }, 'pod already attached');
         return resultOf(ctx, cfg, existing, routes);
       }
+      refuseForeignHostVeth(seen, hostName, netns, ifname);
       return withRollback(log, async (onUndo) => {
         const allocs: Allocation[] = await ipam.allocate(containerId, ifname, requested, { attachmentLocked: true });
         // Undo only what this call made: a lease it merely found stays (an
@@ -240,6 +241,25 @@ export async function add(ctx: PluginContext): Promise<Result> {
       });
     });
   });
+}
+
+/**
+ * The host veth name keeps 32 bits of a digest of (container ID, ifname),
+ * so two attachments on a node can share it (about one ADD in 2^32 / pods
+ * per node), and another plugin's random veth name can match it too. A
+ * device of that name is this attachment's own leftover (an interrupted
+ * ADD, which attachPod replaces) only when its peer is CNI_IFNAME in
+ * CNI_NETNS: both ends of a pair live and die together. Anything else
+ * belongs to another pod, which replacing it would cut off without a word;
+ * this ADD fails instead (kubelet retries with a new sandbox, so a new name).
+ */
+function refuseForeignHostVeth(seen: nl.PodInspection, hostName: string, netns: string, ifname: string): void {
+  if (!seen.host || (seen.pod && isPeerOf(seen.pod, seen.host))) return;
+  throw new CniError(
+    ErrorCode.Internal,
+    `host veth name ${hostName}, derived from this container ID and ${ifname}, is taken by a ${seen.host.type} link whose peer is not ${ifname} in ${clip(netns)}`,
+    'another attachment holds that name (a digest collision); refusing to replace it; retry with a new container ID',
+  );
 }
 
 /** Log fields of a pod's addresses: `ip` the first (as before dual-stack), `ips` all of them. */

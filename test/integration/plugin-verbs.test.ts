@@ -142,6 +142,31 @@ describe.skipIf(requireOrSkip('plugin verbs', { root: isRoot }))('tsflannel verb
     expect(leased()).toEqual([]);
   });
 
+  it('two attachments whose derived host veth names collide: the second ADD and its DEL leave the first pod attached', async () => {
+    // hostVethName keeps 32 bits of a digest: these two container IDs share "vethf179b43f" for eth0.
+    const [first, second] = ['col6777', 'col70256'];
+    const podA = addNetns('vbcola');
+    const podB = addNetns('vbcolb');
+    const a = await add(first, podA);
+    expect(a.code, a.stdout + a.stderr).toBe(0);
+    const hostVeth = (a.json?.interfaces as { name: string }[])[1]!.name;
+    expect(hostVeth).toBe('vethf179b43f');
+    const reaches = () => spawnSync('ip', ['netns', 'exec', podA, 'ping', '-c1', '-W2', '10.244.1.1']).status === 0;
+    expect(reaches()).toBe(true);
+    const b = await add(second, podB);
+    expect(b.code, b.stdout).toBe(1);
+    expect(String(b.json?.msg)).toContain(hostVeth);
+    // The runtime follows a failed ADD with a DEL.
+    const delB = await call({ command: 'DEL', containerId: second, netns: nsPath(podB), ifname: 'eth0', stdin: conf() });
+    expect(delB.code, delB.stdout).toBe(0);
+    expect(ipJson<{ ifname: string }[]>(podA, ['link', 'show']).map((l) => l.ifname)).toContain('eth0');
+    expect(reaches()).toBe(true);
+    const check = await call({ command: 'CHECK', containerId: first, netns: nsPath(podA), ifname: 'eth0', stdin: conf({ prevResult: a.json }) });
+    expect(check.code, check.stdout).toBe(0);
+    expect((await call({ command: 'DEL', containerId: first, netns: nsPath(podA), ifname: 'eth0', stdin: conf() })).code).toBe(0);
+    expect(ipJson<{ ifname: string }[]>(node, ['link', 'show']).map((l) => l.ifname)).not.toContain(hostVeth);
+  });
+
   it('STATUS on an invalid subnet file says what is wrong with it, not that it was never written', async () => {
     const badFile = join(dir, 'bad.env');
     writeFileSync(badFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.99.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
