@@ -629,16 +629,21 @@ func teardown(hostH *netlink.Handle, r podTeardownReq) (interface{}, error) {
 }
 
 // hostEndOfPod reports whether the host link named for the attachment is
-// the peer of its pod interface. Without a netns to look in (a second DEL,
-// a netns already gone) it cannot tell and says yes, as before; with one,
-// a link whose peer is not r.Ifname there is another pod's.
+// the peer of its pod interface: with a netns to look in, a link whose peer
+// is not r.Ifname there is another pod's. Without one (containerd's second
+// DEL, a netns already gone) it cannot tell: the link counts as this
+// attachment's only while the attachment still leases an address, since an
+// attachment that holds none (a DEL already ran, or its ADD failed) has no
+// link left of its own, as the reference bridge assumes for a DEL without
+// a netns.
 func hostEndOfPod(host netlink.Link, r podTeardownReq) (bool, error) {
+	cannotTell := len(r.Leased) > 0
 	if r.Netns == "" || !validIfname(r.Ifname) || host.Type() != "veth" {
-		return true, nil
+		return cannotTell, nil
 	}
 	ns, err := openNetns(r.Netns)
 	if err != nil {
-		return true, nil
+		return cannotTell, nil
 	}
 	defer ns.Close()
 	out, err := inPodNetns(ns, r.Netns, func(podH *netlink.Handle) (interface{}, error) {

@@ -254,7 +254,10 @@ export async function add(ctx: PluginContext): Promise<Result> {
  * this ADD fails instead (kubelet retries with a new sandbox, so a new name).
  */
 function refuseForeignHostVeth(seen: nl.PodInspection, hostName: string, netns: string, ifname: string): void {
-  if (!seen.host || (seen.pod && isPeerOf(seen.pod, seen.host))) return;
+  if (!seen.host) return;
+  // The inspection looks at the pod only when the host veth is on the bridge.
+  const pod = seen.pod ?? nl.linkByName(ifname, { netns });
+  if (pod && isPeerOf(pod, seen.host)) return;
   throw new CniError(
     ErrorCode.Internal,
     `host veth name ${hostName}, derived from this container ID and ${ifname}, is taken by a ${seen.host.type} link whose peer is not ${ifname} in ${clip(netns)}`,

@@ -159,6 +159,9 @@ describe.skipIf(requireOrSkip('plugin verbs', { root: isRoot }))('tsflannel verb
     // The runtime follows a failed ADD with a DEL.
     const delB = await call({ command: 'DEL', containerId: second, netns: nsPath(podB), ifname: 'eth0', stdin: conf() });
     expect(delB.code, delB.stdout).toBe(0);
+    // containerd's second DEL (RemovePodSandbox) comes without a netns.
+    const againB = await call({ command: 'DEL', containerId: second, netns: '', ifname: 'eth0', stdin: conf() });
+    expect(againB.code, againB.stdout).toBe(0);
     expect(ipJson<{ ifname: string }[]>(podA, ['link', 'show']).map((l) => l.ifname)).toContain('eth0');
     expect(reaches()).toBe(true);
     const check = await call({ command: 'CHECK', containerId: first, netns: nsPath(podA), ifname: 'eth0', stdin: conf({ prevResult: a.json }) });
