@@ -434,8 +434,12 @@ export async function gc(ctx: PluginContext): Promise<void> {
     throw new CniError(ErrorCode.InvalidNetworkConfig, 'GC needs "cni.dev/valid-attachments" in the network config');
   }
   const removed = await ipamFor(cfg, undefined).gc(valid.map((a) => ({ containerId: a.containerID, ifname: a.ifname })));
+  // A live attachment may share the derived name (a digest collision, with
+  // the stale one's veth long gone with its netns): its link stays.
+  const live = new Set(valid.map((a) => hostVethName(a.containerID, a.ifname)));
   for (const lease of removed) {
-    if (lease.ifname) nl.linkDelete(hostVethName(lease.containerId, lease.ifname));
+    const name = lease.ifname ? hostVethName(lease.containerId, lease.ifname) : undefined;
+    if (name && !live.has(name)) nl.linkDelete(name);
     dropPodRoute(cfg.bridge, lease.ip);
   }
   if (removed.length > 0) log.info({ removed: removed.map((l) => `${l.ip} ${l.containerId}`) }, 'garbage collected');

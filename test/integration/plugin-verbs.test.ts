@@ -170,6 +170,21 @@ describe.skipIf(requireOrSkip('plugin verbs', { root: isRoot }))('tsflannel verb
     expect(ipJson<{ ifname: string }[]>(node, ['link', 'show']).map((l) => l.ifname)).not.toContain(hostVeth);
   });
 
+  it('GC of a stale attachment whose derived host veth name a live one shares keeps the live pod attached', async () => {
+    const [live, stale] = ['col6777', 'col70256'];
+    const pod = addNetns('vbgccol');
+    const a = await add(live, pod);
+    expect(a.code, a.stdout + a.stderr).toBe(0);
+    // The stale attachment's netns (and so its veth) is gone; only its lease is left.
+    writeFileSync(join(dataDir, netName, '10.244.1.200'), `${stale}\r\neth0`, { mode: 0o600 });
+    const gc = await call({ command: 'GC', stdin: conf({ 'cni.dev/valid-attachments': [{ containerID: live, ifname: 'eth0' }] }) });
+    expect(gc.code, gc.stdout).toBe(0);
+    expect(readdirSync(join(dataDir, netName))).not.toContain('10.244.1.200');
+    expect(ipJson<{ ifname: string }[]>(pod, ['link', 'show']).map((l) => l.ifname)).toContain('eth0');
+    expect(spawnSync('ip', ['netns', 'exec', pod, 'ping', '-c1', '-W2', '10.244.1.1']).status).toBe(0);
+    expect((await call({ command: 'DEL', containerId: live, netns: nsPath(pod), ifname: 'eth0', stdin: conf() })).code).toBe(0);
+  });
+
   it('STATUS on an invalid subnet file says what is wrong with it, not that it was never written', async () => {
     const badFile = join(dir, 'bad.env');
     writeFileSync(badFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.99.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
