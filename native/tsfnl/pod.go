@@ -583,10 +583,19 @@ func teardown(hostH *netlink.Handle, r podTeardownReq) (interface{}, error) {
 		return nil, err
 	}
 	if host != nil {
-		if err := deletePromptly(host); err != nil {
+		mine, err := hostEndOfPod(host, r)
+		if err != nil {
 			return nil, err
 		}
-		return podTeardownReply{Removed: "host"}, nil
+		if mine {
+			if err := deletePromptly(host); err != nil {
+				return nil, err
+			}
+			return podTeardownReply{Removed: "host"}, nil
+		}
+		// The name is another attachment's (the plugin derives it from a
+		// 32-bit digest): that pod keeps its link, and this attachment's
+		// own pod interface, if any, is removed below as without a host end.
 	}
 	if r.Netns == "" || !validIfname(r.Ifname) {
 		return podTeardownReply{Removed: "none"}, nil
@@ -617,6 +626,37 @@ func teardown(hostH *netlink.Handle, r podTeardownReq) (interface{}, error) {
 		}
 		return podTeardownReply{Removed: "pod"}, nil
 	})
+}
+
+// hostEndOfPod reports whether the host link named for the attachment is
+// the peer of its pod interface: with a netns to look in, a link whose peer
+// is not r.Ifname there is another pod's. Without one (containerd's second
+// DEL, a netns already gone) it cannot tell: the link counts as this
+// attachment's only while the attachment still leases an address, since an
+// attachment that holds none (a DEL already ran, or its ADD failed) has no
+// link left of its own, as the reference bridge assumes for a DEL without
+// a netns.
+func hostEndOfPod(host netlink.Link, r podTeardownReq) (bool, error) {
+	cannotTell := len(r.Leased) > 0
+	if r.Netns == "" || !validIfname(r.Ifname) || host.Type() != "veth" {
+		return cannotTell, nil
+	}
+	ns, err := openNetns(r.Netns)
+	if err != nil {
+		return cannotTell, nil
+	}
+	defer ns.Close()
+	out, err := inPodNetns(ns, r.Netns, func(podH *netlink.Handle) (interface{}, error) {
+		pod, err := linkOrNil(podH.LinkByName(r.Ifname))
+		if err != nil || pod == nil || pod.Type() != "veth" {
+			return false, err
+		}
+		return pod.Attrs().ParentIndex == host.Attrs().Index && host.Attrs().ParentIndex == pod.Attrs().Index, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return out.(bool), nil
 }
 
 func carriesAny(addrs []netlink.Addr, ips []string) bool {

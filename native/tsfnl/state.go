@@ -228,8 +228,13 @@ func opRouteList(raw []byte) (interface{}, error) {
 	}
 	filter := &netlink.Route{Table: r.Table}
 	mask := netlink.RT_FILTER_TABLE
-	if r.Table == 0 {
+	switch {
+	case r.Table == 0:
 		filter.Table = unix.RT_TABLE_MAIN
+	case r.Table < 0:
+		// Every table: the table filter with RT_TABLE_UNSPEC keeps them all
+		// (without the filter the library drops all but main).
+		filter.Table = unix.RT_TABLE_UNSPEC
 	}
 	if l != nil {
 		filter.LinkIndex = l.Attrs().Index

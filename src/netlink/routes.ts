@@ -14,7 +14,7 @@ export function routeDelete(spec: RouteSpec): boolean {
 export interface RouteFilter extends InNetns {
   dev?: string;
   family?: 'inet' | 'inet6';
-  /** defaults to the main table */
+  /** defaults to the main table; -1 lists every table */
   table?: number;
 }
 

@@ -5,7 +5,7 @@ import type { Result } from '../cni/result.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import * as nl from '../netlink/index.js';
 import type { HostLocalIpam } from '../ipam/index.js';
-import { isDefaultDst } from './network.js';
+import { isDefaultDst, isPeerOf } from './network.js';
 
 export interface CheckInput {
   env: CniEnv;
@@ -55,24 +55,39 @@ export async function checkAttachment(input: CheckInput): Promise<void> {
   }
 
   const v6 = (prev.routes ?? []).some((r) => r.dst.includes(':'));
-  const routes = [
-    ...nl.routeList({ dev: env.ifname, family: 'inet', ...opts }),
-    ...(v6 ? nl.routeList({ dev: env.ifname, family: 'inet6', ...opts }) : []),
+  const listed = (table?: number) => [
+    ...nl.routeList({ dev: env.ifname, family: 'inet', table, ...opts }),
+    ...(v6 ? nl.routeList({ dev: env.ifname, family: 'inet6', table, ...opts }) : []),
   ];
+  const main = listed();
+  // A later plugin in the chain may have moved the routes to a table of its
+  // own (the reference sbr does, and passes the result on unchanged); the
+  // spec has CHECK tolerate that, so the other tables are read when the main
+  // one lacks a route.
+  let everyTable: nl.Route[] | undefined;
   for (const r of prev.routes ?? []) {
     const family = r.dst.includes(':');
     // A default route lists as 'default' (or as 0.0.0.0/0, ::/0); the gateway tells the families apart.
     const matchesDst = (dst: string) =>
       isDefaultDst(r.dst) ? isDefaultDst(dst) && (r.gw === undefined || r.gw.includes(':') === family) : dst === r.dst;
-    const found = routes.some((k) => matchesDst(k.dst) && (r.gw === undefined || k.gw === r.gw));
-    if (!found) throw drift(`route ${r.dst}${r.gw ? ` via ${r.gw}` : ''} missing in ${env.ifname}'s netns`);
+    const matches = (k: nl.Route) => matchesDst(k.dst) && (r.gw === undefined || k.gw === r.gw);
+    if (main.some(matches)) continue;
+    everyTable ??= listed(-1);
+    if (!everyTable.some(matches)) throw drift(`route ${r.dst}${r.gw ? ` via ${r.gw}` : ''} missing in ${env.ifname}'s netns`);
   }
 
+  // The pod is reachable only through an up host end of its own veth, on an
+  // up bridge: the spec asks CHECK to fail when the container is known to
+  // be unreachable, and a link set down leaves every address in place.
   const host = nl.linkByName(input.hostVeth);
   if (!host) throw drift(`host veth ${input.hostVeth} not found`);
+  if (!isPeerOf(pod, host)) throw drift(`interface ${env.ifname} in ${env.netns} is not the peer of host veth ${input.hostVeth}`);
+  if (!host.up) throw drift(`host veth ${input.hostVeth} is down`);
   const br = nl.linkByName(input.bridge);
   if (!br) throw drift(`bridge ${input.bridge} not found`);
+  if (br.type !== 'bridge') throw drift(`${input.bridge} is a ${br.type} link, not a bridge`);
   if (host.masterIndex !== br.index) throw drift(`host veth ${input.hostVeth} is not attached to ${input.bridge}`);
+  if (!br.up) throw drift(`bridge ${input.bridge} is down`);
   const onBridge = new Set(nl.addrList({ dev: input.bridge }).map((a) => a.cidr));
   for (const gw of input.gatewayCidrs) {
     if (!onBridge.has(gw)) throw drift(`bridge ${input.bridge} does not carry the gateway ${gw}`);

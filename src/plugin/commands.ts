@@ -88,9 +88,13 @@ export function loadSubnetEnv(path: string): PodSubnetEnv {
   }
 }
 
-/** The IPAM store; without a subnet (DEL, GC) it can release but not allocate. */
+/**
+ * The IPAM store; without a subnet (DEL, GC) it can release but not
+ * allocate, and reads no ranges: a cleanup must not fail on ranges edited
+ * since the ADD into ones no ADD accepts.
+ */
 function ipamFor(cfg: PluginConfig, subnet: NodeSubnet | undefined): HostLocalIpam {
-  const rangeSets = subnet ? rangeSetsFor(cfg.ranges, subnet) : cfg.ranges;
+  const rangeSets = subnet ? rangeSetsFor(cfg.ranges, subnet) : undefined;
   return new HostLocalIpam({ dataDir: cfg.dataDir, network: cfg.network, rangeSets, lockTimeoutMs: cfg.lockTimeoutMs });
 }
 
@@ -220,6 +224,7 @@ export async function add(ctx: PluginContext): Promise<Result> {
         log.info({ ...loggedIps(existing.ips), veth: hostName }, 'pod already attached');
         return resultOf(ctx, cfg, existing, routes);
       }
+      refuseForeignHostVeth(seen, hostName, netns, ifname);
       return withRollback(log, async (onUndo) => {
         const allocs: Allocation[] = await ipam.allocate(containerId, ifname, requested, { attachmentLocked: true });
         // Undo only what this call made: a lease it merely found stays (an
@@ -236,6 +241,28 @@ export async function add(ctx: PluginContext): Promise<Result> {
       });
     });
   });
+}
+
+/**
+ * The host veth name keeps 32 bits of a digest of (container ID, ifname),
+ * so two attachments on a node can share it (about one ADD in 2^32 / pods
+ * per node), and another plugin's random veth name can match it too. A
+ * device of that name is this attachment's own leftover (an interrupted
+ * ADD, which attachPod replaces) only when its peer is CNI_IFNAME in
+ * CNI_NETNS: both ends of a pair live and die together. Anything else
+ * belongs to another pod, which replacing it would cut off without a word;
+ * this ADD fails instead (kubelet retries with a new sandbox, so a new name).
+ */
+function refuseForeignHostVeth(seen: nl.PodInspection, hostName: string, netns: string, ifname: string): void {
+  if (!seen.host) return;
+  // The inspection looks at the pod only when the host veth is on the bridge.
+  const pod = seen.pod ?? nl.linkByName(ifname, { netns });
+  if (pod && isPeerOf(pod, seen.host)) return;
+  throw new CniError(
+    ErrorCode.Internal,
+    `host veth name ${hostName}, derived from this container ID and ${ifname}, is taken by a ${seen.host.type} link whose peer is not ${ifname} in ${clip(netns)}`,
+    'another attachment holds that name (a digest collision); refusing to replace it; retry with a new container ID',
+  );
 }
 
 /** Log fields of a pod's addresses: `ip` the first (as before dual-stack), `ips` all of them. */
@@ -407,23 +434,49 @@ export async function gc(ctx: PluginContext): Promise<void> {
     throw new CniError(ErrorCode.InvalidNetworkConfig, 'GC needs "cni.dev/valid-attachments" in the network config');
   }
   const removed = await ipamFor(cfg, undefined).gc(valid.map((a) => ({ containerId: a.containerID, ifname: a.ifname })));
+  // A live attachment may share the derived name (a digest collision, with
+  // the stale one's veth long gone with its netns): its link stays.
+  const live = new Set(valid.map((a) => hostVethName(a.containerID, a.ifname)));
   for (const lease of removed) {
-    if (lease.ifname) nl.linkDelete(hostVethName(lease.containerId, lease.ifname));
+    const name = lease.ifname ? hostVethName(lease.containerId, lease.ifname) : undefined;
+    if (name && !live.has(name)) nl.linkDelete(name);
     dropPodRoute(cfg.bridge, lease.ip);
   }
   if (removed.length > 0) log.info({ removed: removed.map((l) => `${l.ip} ${l.containerId}`) }, 'garbage collected');
 }
 
-/** Ready means: the agent wrote the subnet file and the pool has room. No bridge needed. */
+/**
+ * Ready means: ADD could serve a pod now. The agent wrote a valid subnet
+ * file, the config fits it (ranges inside the node subnet, routes of the
+ * node's families, a "bridge" name no other kind of link holds) and the
+ * pool has room. No bridge needed: ADD makes it. A node on which every
+ * ADD would fail must not report ready (kubelet would keep scheduling pods
+ * onto it).
+ */
 export async function status(ctx: PluginContext): Promise<void> {
   const { cfg } = prepare(ctx);
   let subnet: NodeSubnet;
   try {
     subnet = nodeSubnet(loadSubnetEnv(cfg.subnetFile), cfg.subnetFile);
   } catch (err) {
-    throw new CniError(ErrorCode.PluginNotAvailable, (err as Error).message, 'tsflanneld has not written the subnet file yet');
+    // The file's own hint when it has one: an invalid file was written, just not right.
+    const cni = err instanceof CniError ? err : undefined;
+    const hint = cni?.code === ErrorCode.IOFailure ? 'tsflanneld has not written the subnet file yet' : cni?.details;
+    throw new CniError(ErrorCode.PluginNotAvailable, (err as Error).message, hint);
   }
+  // ADD's checks before it touches anything, with its codes and words: a
+  // config that does not fit this node's subnet is 7 here as there.
+  if (cfg.ranges) checkRangesInSubnet(cfg.ranges, subnet);
+  podRoutes(routeFamilies(subnet, []), cfg.isDefaultGateway, cfg.routes);
   const ipam = ipamFor(cfg, subnet);
+  const link = nl.linkByName(cfg.bridge);
+  if (link && link.type !== 'bridge') {
+    throw new CniError(
+      ErrorCode.PluginNotAvailable,
+      `"bridge" names ${cfg.bridge}, which is a ${link.type} link, not a bridge: ADD cannot attach pods to it`,
+      `set "bridge" to another name, or remove the link ("ip link delete ${cfg.bridge}") if nothing uses it`,
+    );
+  }
   const stats = await ipam.stats();
   const full = stats.find((s) => s.free === 0);
   if (full) {
