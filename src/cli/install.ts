@@ -87,7 +87,13 @@ export function checkConflist(text: string, origin: string): void {
   if (typeof c.name !== 'string' || c.name === '') throw new InstallError(`${origin} has no "name"`);
   if (typeof c.cniVersion !== 'string') throw new InstallError(`${origin} has no "cniVersion"`);
   if (!Array.isArray(c.plugins) || c.plugins.length === 0) throw new InstallError(`${origin} has no "plugins" list`);
-  const types = c.plugins.map((p: unknown) => (typeof p === 'object' && p !== null ? (p as { type?: unknown }).type : undefined));
+  // libcni (containerd, CRI-O) refuses the whole list when any entry is not
+  // an object with a "type": the node would then have no pod network at all.
+  const types = c.plugins.map((p: unknown, i: number) => {
+    const type = typeof p === 'object' && p !== null && !Array.isArray(p) ? (p as { type?: unknown }).type : undefined;
+    if (typeof type !== 'string' || type === '') throw new InstallError(`${origin}: plugin ${i} has no "type" (the runtime would load no network from this file)`);
+    return type;
+  });
   if (!types.includes(BINARY_NAME)) throw new InstallError(`${origin} does not use the ${BINARY_NAME} plugin`);
 }
 

@@ -122,6 +122,25 @@ describe('tsflannel install', () => {
     expect(entries(t.conf)).toEqual([CONFLIST_NAME]);
   });
 
+  it('refuses a conflist with a plugin entry libcni cannot load (no "type", not an object): containerd would reject the whole file', () => {
+    const t = tempRoot();
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    const conf = join(t.conf, CONFLIST_NAME);
+    const bad = [
+      // a typo in the second plugin's key: libcni says "missing 'type'" and loads no network at all
+      '{"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"tsflannel"},{"Type":"portmap"}]}',
+      '{"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"tsflannel"},{"type":""}]}',
+      '{"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"tsflannel"},"portmap"]}',
+      '{"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"tsflannel"},{"type":7}]}',
+    ];
+    for (const text of bad) {
+      const file = join(t.root, 'bad.conflist');
+      writeFileSync(file, text);
+      expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, conflist: file }), text).toThrow(/plugin 1 /);
+      expect(readFileSync(conf).equals(canonical)).toBe(true);
+    }
+  });
+
   it('outside a single executable, asks for --source and --forwarder instead of copying node', () => {
     const t = tempRoot();
     expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf })).toThrow(/--source/);
