@@ -217,16 +217,22 @@ export function installConflist(text: string, confDir: string): { path: string; 
   return { path: dest, changed: true };
 }
 
-/** Runtimes load the first config file in lexical order, as libcni sorts them. */
+/**
+ * Runtimes load the first config file in lexical order, as libcni's
+ * ConfFiles lists them: every non-directory with one of these extensions,
+ * dot-files included (a config "hidden" by a leading dot still loads, and
+ * '.' sorts before the digits).
+ */
 export function shadowingConfigs(confDir: string): string[] {
-  let names: string[];
+  let entries;
   try {
-    names = readdirSync(confDir);
+    entries = readdirSync(confDir, { withFileTypes: true });
   } catch {
     return [];
   }
-  return names
-    .filter((n) => /\.(conflist|conf|json)$/.test(n) && !n.startsWith('.') && n < CONFLIST_NAME)
+  return entries
+    .filter((e) => !e.isDirectory() && /\.(conflist|conf|json)$/.test(e.name) && e.name < CONFLIST_NAME)
+    .map((e) => e.name)
     .sort();
 }
 

@@ -170,6 +170,17 @@ describe('tsflannel install', () => {
     const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
     expect(r.shadowedBy).toEqual(['05-other.conflist']);
   });
+
+  it('counts a config first as libcni does: a dot-file is loaded (and sorts before digits), a directory is not', () => {
+    const t = tempRoot();
+    mkdirSync(join(t.conf, '00-old.conf'), { recursive: true });
+    // "hidden" by renaming it: libcni (containerd, CRI-O) still loads it, and first
+    writeFileSync(join(t.conf, '.10-flannel.conflist'), '{}');
+    writeFileSync(join(t.conf, '05-other.json'), '{}');
+    writeFileSync(join(t.conf, '01-notes.txt'), 'not a config');
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    expect(r.shadowedBy).toEqual(['.10-flannel.conflist', '05-other.json']);
+  });
 });
 
 describe('the built-in conflist', () => {
