@@ -150,7 +150,7 @@ export function formatStatus(r: StatusReport, p: Paint): string {
     ['bridge', brText],
     ['vxlan', vxText],
     ...(r.wireguard || snapBackend === 'wireguard' ? [['wireguard', wireguardLine(r, p)] as [string, string]] : []),
-    ['sysctl', `ip_forward=${r.sysctl.ipForward ?? '?'} rp_filter ${rp}`],
+    ['sysctl', `ip_forward=${r.sysctl.ipForward ?? '?'}${r.ipv6 ? ` ipv6 forwarding=${r.sysctl.ipv6Forward ?? '?'}` : ''} rp_filter ${rp}`],
     ['iptables', iptablesLine(r.iptables)],
   ];
   if (r.ipv6) {

@@ -2,17 +2,34 @@
 // the FORWARD chain and flannel's masquerade rules.
 import { pass, problem, skip, type CheckResult, type DoctorInputs, type Facts } from './types.js';
 
+/**
+ * Forwarding for each family the node's subnet file has: IPv4 unless the
+ * node is IPv6-only, and net.ipv6.conf.all.forwarding when it has an IPv6
+ * subnet (the plugin sets both at ADD; anything may reset them later).
+ */
 export function checkIpForward(inputs: DoctorInputs): CheckResult {
   const id = 'ip-forward';
-  const v = inputs.state.sysctl.ipForward;
-  if (v === '1') return pass(id, 'net.ipv4.ip_forward = 1');
-  if (v === null) return problem(id, 'warn', 'cannot read net.ipv4.ip_forward', 'run doctor as root in the node\'s network namespace');
-  return problem(
-    id,
-    'fail',
-    `net.ipv4.ip_forward = ${v}: the node does not route between pods, flannel.1 and the outside`,
-    'sysctl -w net.ipv4.ip_forward=1 (persist it in /etc/sysctl.d/)',
-  );
+  const env = inputs.state.subnetFile.env;
+  const keys: { key: string; value: string | null | undefined; what: string }[] = [];
+  if (!env || env.subnet || !env.ipv6Subnet) {
+    keys.push({ key: 'net.ipv4.ip_forward', value: inputs.state.sysctl.ipForward, what: 'between pods, flannel.1 and the outside' });
+  }
+  if (env?.ipv6Subnet) {
+    keys.push({ key: 'net.ipv6.conf.all.forwarding', value: inputs.state.sysctl.ipv6Forward, what: 'the pods\' IPv6 traffic' });
+  }
+  const off = keys.filter((k) => k.value !== '1' && k.value !== null && k.value !== undefined);
+  if (off.length > 0) {
+    return problem(
+      id,
+      'fail',
+      off.map((k) => `${k.key} = ${k.value}: the node does not route ${k.what}`).join('; '),
+      `sysctl -w ${off.map((k) => `${k.key}=1`).join(' ')} (persist it in /etc/sysctl.d/)`,
+    );
+  }
+  const unread = keys.filter((k) => k.value !== '1');
+  if (unread.length > 0) return problem(id, 'warn', `cannot read ${unread.map((k) => k.key).join(', ')}`, 'run doctor as root in the node\'s network namespace');
+  const ipv6Only = env !== undefined && !env.subnet && Boolean(env.ipv6Subnet);
+  return pass(id, `${keys.map((k) => `${k.key} = 1`).join(', ')}${ipv6Only ? ' (IPv6-only node: IPv4 forwarding not needed)' : ''}`);
 }
 
 const RP_MODES: Record<number, string> = { 0: 'off', 1: 'strict', 2: 'loose' };

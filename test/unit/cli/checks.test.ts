@@ -434,6 +434,31 @@ describe('doctor checks (pure)', () => {
     expectOnly(loose, {});
   });
 
+  it('ip-forward on a node with an IPv6 subnet: IPv6 forwarding off fails; on an IPv6-only node IPv4 forwarding is not needed', () => {
+    const v6 = { vxlan: null, routes: [], neighbours: [], fdb: [] };
+    const dual = healthy();
+    dual.state.subnetFile.env = { ...dual.state.subnetFile.env!, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
+    dual.state.ipv6 = v6;
+    dual.state.sysctl.ipv6Forward = '0';
+    let r = results(dual).get('ip-forward')!;
+    expect(r.status).toBe('fail');
+    expect(r.message).toContain('net.ipv6.conf.all.forwarding = 0');
+    expect(r.fix).toContain('sysctl -w net.ipv6.conf.all.forwarding=1');
+    dual.state.sysctl.ipv6Forward = '1';
+    r = results(dual).get('ip-forward')!;
+    expect(r.status).toBe('pass');
+    expect(r.message).toContain('net.ipv6.conf.all.forwarding = 1');
+
+    const only = healthy();
+    only.state.subnetFile.env = { network: '', subnet: '', mtu: 1450, ipMasq: true, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
+    only.state.ipv6 = v6;
+    only.state.sysctl.ipForward = '0';
+    only.state.sysctl.ipv6Forward = '1';
+    expect(results(only).get('ip-forward')!.status).toBe('pass');
+    only.state.sysctl.ipv6Forward = '0';
+    expect(results(only).get('ip-forward')!.status).toBe('fail');
+  });
+
   it('forward-policy: DROP is fine with FLANNEL-FWD or equivalent FORWARD rules, fails without', () => {
     const drop = healthy();
     drop.state.iptables!.forwardPolicy = 'DROP';
