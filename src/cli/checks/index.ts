@@ -88,17 +88,29 @@ export async function snapshot(opts: NodeToolOptions): Promise<NodeSnapshot> {
 
 const RTT = /rtt min\/avg\/max\/mdev = ([\d.]+)\//;
 
-/** Pings every target through the node's own routes, all at once. */
-export async function pingAll(targets: string[], netns?: string): Promise<PingResult[]> {
-  return Promise.all(
-    targets.map(async (target) => {
-      const res = await run(netnsCommand(netns, ['ping', '-n', '-q', '-c', '2', '-i', '0.2', '-W', '1', target]), 5000);
+/**
+ * Pings in flight at once. One process per remote node all at once would be
+ * thousands of processes (and their pipes and memory) on a large cluster's
+ * node; 32 at a time still probe 1,000 healthy peers in about 10 s.
+ */
+export const PING_CONCURRENCY = 32;
+
+/** Pings every target through the node's own routes, PING_CONCURRENCY at a time; results in target order. */
+export async function pingAll(targets: string[], netns?: string, runner: typeof run = run): Promise<PingResult[]> {
+  const out: PingResult[] = new Array<PingResult>(targets.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < targets.length; i = next++) {
+      const target = targets[i]!;
+      const res = await runner(netnsCommand(netns, ['ping', '-n', '-q', '-c', '2', '-i', '0.2', '-W', '1', target]), 5000);
       const m = RTT.exec(res.stdout);
-      const out: PingResult = { target, ok: res.code === 0 };
-      if (m?.[1]) out.ms = Number(m[1]);
-      return out;
-    }),
-  );
+      const r: PingResult = { target, ok: res.code === 0 };
+      if (m?.[1]) r.ms = Number(m[1]);
+      out[i] = r;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PING_CONCURRENCY, targets.length) }, worker));
+  return out;
 }
 
 /**

@@ -2,7 +2,7 @@
 // probe results: a healthy three-node picture passes everything, and each
 // fault below fails (or warns) exactly the check that should name it.
 import { describe, expect, it } from 'vitest';
-import { evaluate, type CheckId, type CheckResult, type CheckStatus, type DoctorInputs } from '../../../src/cli/checks/index.js';
+import { evaluate, pingAll, PING_CONCURRENCY, type CheckId, type CheckResult, type CheckStatus, type DoctorInputs } from '../../../src/cli/checks/index.js';
 import { peerRows, staleEntries } from '../../../src/cli/checks/peers.js';
 import { deriveFacts } from '../../../src/cli/checks/types.js';
 import { effectiveRpFilter } from '../../../src/cli/checks/host.js';
@@ -609,5 +609,33 @@ describe('status rendering', () => {
     unread.state.sysctl.kernelRelease = '4.19.0';
     unread.state.sysctl.neighGcThresh = [null, null, null];
     expect(results(unread).get('kernel-limits')!.status).toBe('warn');
+  });
+});
+
+describe('doctor probes', () => {
+  it('pings a large cluster\'s VTEPs a bounded number at a time (one process each), and keeps every answer by target', async () => {
+    const targets = Array.from({ length: 300 }, (_, i) => `10.${(i >> 8) + 1}.${i & 255}.0`);
+    let inFlight = 0;
+    let most = 0;
+    const argvs: string[][] = [];
+    const runner = async (argv: string[]) => {
+      argvs.push(argv);
+      most = Math.max(most, ++inFlight);
+      await new Promise((r) => setTimeout(r, 1));
+      inFlight--;
+      const target = argv.at(-1)!;
+      // every third peer is silent
+      return targets.indexOf(target) % 3 === 0
+        ? { code: 1, stdout: '', stderr: '' }
+        : { code: 0, stdout: 'rtt min/avg/max/mdev = 0.120/0.150/0.180/0.030 ms\n', stderr: '' };
+    };
+    const res = await pingAll(targets, undefined, runner);
+    expect(argvs).toHaveLength(300);
+    // a few dozen processes at a time, not one per node of a 1,000-node cluster, and the pool is used
+    expect(most).toBeLessThanOrEqual(64);
+    expect(most).toBe(PING_CONCURRENCY);
+    expect(res.map((r) => r.target)).toEqual(targets);
+    expect(res.filter((r) => !r.ok).map((r) => r.target)).toEqual(targets.filter((_, i) => i % 3 === 0));
+    expect(res[1]).toEqual({ target: targets[1], ok: true, ms: 0.12 });
   });
 });
