@@ -244,4 +244,14 @@ describe('conf/kube-tsflannel.yml', () => {
     expect(CONFLIST_NAME).toBe('10-tsflannel.conflist');
     expect(agent.imagePullPolicy).toBe('IfNotPresent');
   });
+
+  it('has a Dockerfile the classic builder takes too (DOCKER_BUILDKIT=0, older Docker): no BuildKit-only flags or syntax', () => {
+    const dockerfile = readFileSync(repo('Dockerfile'), 'utf8');
+    const instructions = dockerfile.split('\n').filter((l) => /^[A-Z]+\s/.test(l));
+    for (const line of instructions) {
+      // COPY/ADD --chmod, --link; RUN --mount/--network/--security; heredocs
+      expect(line, line).not.toMatch(/^(COPY|ADD)\s.*--(chmod|link|parents|exclude)\b|^RUN\s+--|<<-?\s*['"]?\w+/);
+    }
+    expect(dockerfile).not.toMatch(/^# syntax=/m);
+  });
 });
