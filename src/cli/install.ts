@@ -138,6 +138,37 @@ function tempName(dest: string): string {
   return join(dirname(dest), `.${basename(dest)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
 }
 
+/** A temporary file older than this was left by an install that died (a running one fills its own in a second or two). */
+const STALE_TEMP_MS = 10 * 60_000;
+
+/**
+ * Removes what an interrupted install (node crash, killed init container)
+ * left next to `dest`: every run makes a new random temporary name, so
+ * nothing else would ever reuse or delete them, and each copy of the
+ * standalone is ~90 MB in the CNI bin dir.
+ */
+function removeStaleTemps(dest: string): void {
+  const dir = dirname(dest);
+  const prefix = `.${basename(dest)}.tmp-`;
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  const now = Date.now();
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !/^\d+-[0-9a-f]{8}$/.test(name.slice(prefix.length))) continue;
+    const path = join(dir, name);
+    try {
+      const st = statSync(path);
+      if (st.isFile() && now - st.mtimeMs > STALE_TEMP_MS) rmSync(path, { force: true });
+    } catch {
+      // gone already
+    }
+  }
+}
+
 function fsyncPath(path: string): void {
   const fd = openSync(path, 'r');
   try {
@@ -188,6 +219,7 @@ function readOrUndefined(path: string): Buffer | undefined {
 export function installBinary(source: string, binDir: string, name: string = BINARY_NAME): { path: string; changed: boolean } {
   mkdirSync(binDir, { recursive: true });
   const dest = join(binDir, name);
+  removeStaleTemps(dest);
   if (sameContent(source, dest) && (statSync(dest).mode & 0o111) !== 0) return { path: dest, changed: false };
   replaceAtomically(dest, (tmp) => copyFileSync(source, tmp, fsConstants.COPYFILE_EXCL), 0o755);
   return { path: dest, changed: true };
@@ -203,6 +235,7 @@ export function installIfMissing(source: string, binDir: string): { path: string
     // absent: install ours
   }
   mkdirSync(binDir, { recursive: true });
+  removeStaleTemps(dest);
   replaceAtomically(dest, (tmp) => copyFileSync(source, tmp, fsConstants.COPYFILE_EXCL), 0o755);
   return { path: dest, changed: true };
 }
@@ -211,6 +244,7 @@ export function installIfMissing(source: string, binDir: string): { path: string
 export function installConflist(text: string, confDir: string): { path: string; changed: boolean } {
   mkdirSync(confDir, { recursive: true });
   const dest = join(confDir, CONFLIST_NAME);
+  removeStaleTemps(dest);
   const want = Buffer.from(text, 'utf8');
   if (readOrUndefined(dest)?.equals(want)) return { path: dest, changed: false };
   replaceAtomically(dest, (tmp) => writeFileSync(tmp, want, { flag: 'wx', mode: 0o644 }), 0o644);

@@ -109,6 +109,27 @@ describe('tsflannel install', () => {
     expect(entries(t.conf)).toEqual([CONFLIST_NAME]);
   });
 
+  it('removes the temporary files an interrupted install left (a 90 MB copy each), but not one a running install is filling', () => {
+    const t = tempRoot();
+    mkdirSync(t.bin, { recursive: true });
+    mkdirSync(t.conf, { recursive: true });
+    const hourAgo = new Date(Date.now() - 3600_000);
+    const stale = [join(t.bin, `.${STANDALONE_NAME}.tmp-1-0badc0de`), join(t.bin, `.${BINARY_NAME}.tmp-1-0badc0de`), join(t.conf, `.${CONFLIST_NAME}.tmp-1-0badc0de`)];
+    for (const f of stale) {
+      writeFileSync(f, 'half a binary');
+      utimesSync(f, hourAgo, hourAgo);
+    }
+    const busy = join(t.bin, `.${STANDALONE_NAME}.tmp-9-feedf00d`);
+    writeFileSync(busy, 'being written right now');
+    // someone else's dot-file that merely looks similar stays
+    const foreign = join(t.bin, '.portmap.tmp-1-0badc0de');
+    writeFileSync(foreign, 'not ours');
+    utimesSync(foreign, hourAgo, hourAgo);
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    expect(entries(t.bin)).toEqual(['.portmap.tmp-1-0badc0de', `.${STANDALONE_NAME}.tmp-9-feedf00d`, BINARY_NAME, STANDALONE_NAME]);
+    expect(entries(t.conf)).toEqual([CONFLIST_NAME]);
+  });
+
   it('refuses a conflist that is not JSON or does not chain tsflannel, touching nothing', () => {
     const t = tempRoot();
     install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
