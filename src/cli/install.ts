@@ -24,6 +24,9 @@ import {
 import { basename, dirname, join } from 'node:path';
 import type { Argv } from 'yargs';
 import { inSea, seaTextAsset } from '../sea/assets.js';
+import { CniError } from '../cni/errors.js';
+import { netConfFromObject } from '../cni/config.js';
+import { parsePluginConfig } from '../plugin/config.js';
 
 export const BINARY_NAME = 'tsflannel';
 /** The standalone plugin beside the forwarder; the forwarder finds it by this name. */
@@ -94,7 +97,18 @@ export function checkConflist(text: string, origin: string): void {
     if (typeof type !== 'string' || type === '') throw new InstallError(`${origin}: plugin ${i} has no "type" (the runtime would load no network from this file)`);
     return type;
   });
-  if (!types.includes(BINARY_NAME)) throw new InstallError(`${origin} does not use the ${BINARY_NAME} plugin`);
+  const at = types.indexOf(BINARY_NAME);
+  if (at < 0) throw new InstallError(`${origin} does not use the ${BINARY_NAME} plugin`);
+  // The plugin's own reading of its entry, as the runtime passes it (name
+  // and cniVersion from the list): a config it refuses fails every pod ADD
+  // on the node, so the init container fails instead and keeps the old file.
+  const entry = { ...(c.plugins[at] as Record<string, unknown>), name: c.name, cniVersion: c.cniVersion };
+  try {
+    parsePluginConfig(netConfFromObject(entry, 'ADD'));
+  } catch (err) {
+    if (!(err instanceof CniError)) throw err;
+    throw new InstallError(`${origin}: the ${BINARY_NAME} plugin would refuse every pod with it: ${err.message}${err.details ? ` (${err.details})` : ''}`);
+  }
 }
 
 /** The forwarder to install, or a clear refusal. */

@@ -162,6 +162,28 @@ describe('tsflannel install', () => {
     }
   });
 
+  it('refuses a conflist whose tsflannel entry the plugin itself would refuse on every pod ADD, touching nothing', () => {
+    const t = tempRoot();
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    const conf = join(t.conf, CONFLIST_NAME);
+    const base = JSON.parse(canonical.toString('utf8')) as { name: string; cniVersion: string; plugins: Record<string, unknown>[] };
+    const variants: [string, (c: typeof base) => void, RegExp][] = [
+      ['a name with a space', (c) => (c.name = 'pod net'), /network name/],
+      ['a cniVersion the plugin does not speak', (c) => (c.cniVersion = '0.2.0'), /incompatible CNI versions/],
+      ['a bridge name the kernel refuses', (c) => (c.plugins[0]!.bridge = 'br/0'), /"bridge"/],
+      ['a relative agentSocket', (c) => (c.plugins[0]!.agentSocket = 'cni.sock'), /agentSocket/],
+      ['an MTU below IPv4\'s minimum', (c) => (c.plugins[0]!.mtu = 20), /mtu/],
+    ];
+    for (const [what, edit, message] of variants) {
+      const c = structuredClone(base);
+      edit(c);
+      const file = join(t.root, 'bad.conflist');
+      writeFileSync(file, JSON.stringify(c));
+      expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, conflist: file }), what).toThrow(message);
+      expect(readFileSync(conf).equals(canonical)).toBe(true);
+    }
+  });
+
   it('outside a single executable, asks for --source and --forwarder instead of copying node', () => {
     const t = tempRoot();
     expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf })).toThrow(/--source/);
