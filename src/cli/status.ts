@@ -138,9 +138,13 @@ export function formatStatus(r: StatusReport, p: Paint): string {
     : 'no bridge yet (created at the first pod ADD)';
   const vx = r.vxlan;
   const snapBackend = r.backend;
+  // An IPv6-only node's subnet file has no FLANNEL_SUBNET: it has no IPv4 flannel.1 to miss.
+  const ipv6Only = env !== undefined && !env.subnet && Boolean(env.ipv6Subnet);
   const vxText = vx
     ? `${vx.name} vni ${vx.vni} local ${vx.local || '-'} dev ${vx.dev ?? '-'} dstport ${vx.port} ${vx.learning ? 'learning' : 'nolearning'} mtu ${vx.mtu} mac ${vx.mac} ${vx.addresses.join(' ') || 'no address'} ${vx.up ? 'up' : p.red('DOWN')}`
-    : snapBackend === 'vxlan'
+    : ipv6Only
+      ? 'none (IPv6-only node)'
+      : snapBackend === 'vxlan'
       ? p.red('no flannel.N VXLAN device')
       : `none (${snapBackend} backend)`;
   const rp = Object.entries(r.sysctl.rpFilter).map(([k, v]) => `${k}=${v ?? '?'}`).join(' ');

@@ -587,6 +587,18 @@ describe('status rendering', () => {
     expect(lines).toContain('  10.244.1.2  c1         eth0    veth0a1b2c3d  yes (cni0, mtu 1450)');
     expect(lines).toContain('  10.244.1.9  dead       eth0    vethdeadbeef  NO (leaked lease?)');
   });
+  it('on an IPv6-only node, the missing IPv4 flannel.1 is no error: the IPv6 device is the one to show', () => {
+    const i = healthy();
+    i.state.subnetFile.env = { network: '', subnet: '', mtu: 1450, ipMasq: true, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
+    i.state.vxlan = null;
+    i.state.ipv6 = { vxlan: null, routes: [], neighbours: [], fdb: [] };
+    i.view = { source: 'none', origin: 'none' };
+    const facts = deriveFacts(i);
+    const report = buildStatus({ state: i.state, view: i.view, facts, rows: peerRows(i.state, facts) });
+    const lines = formatStatus(report, paintFor({ isTTY: false })).split('\n');
+    expect(lines).toContain('  vxlan       none (IPv6-only node)');
+    expect(lines).toContain('  vxlan (v6)  no flannel-v6.N VXLAN device');
+  });
   it('kernel-limits: before Linux 5.0, peers count against gc_thresh3: warns at 80%, fails at the limit; from 5.0 on it passes', () => {
     const withPeers = (n: number, release: string): DoctorInputs => {
       const i = healthy();
