@@ -167,7 +167,7 @@ export function formatStatus(r: StatusReport, p: Paint): string {
     rows.splice(4, 0, ['vxlan (v6)', v6Text]);
     rows.push(['ip6tables', iptablesLine(r.ipv6.ip6tables, 'ip6tables')]);
   }
-  if (r.cniPath) rows.push(['CNI calls', r.cniPath.answering ? cniPathLine(r.cniPath) : p.yellow(cniPathLine(r.cniPath))]);
+  if (r.cniPath) rows.push(['CNI calls', r.cniPath.answering || r.cniPath.kind === 'off' ? cniPathLine(r.cniPath) : p.yellow(cniPathLine(r.cniPath))]);
   for (const [k, v] of rows) out.push(`  ${k.padEnd(12)}${v}`);
 
   out.push('');
