@@ -99,7 +99,8 @@ function leaseLine(r: StatusReport): string {
   if (r.source.error) return `cannot read ${r.source.origin}: ${r.source.error}`;
   if (!r.lease) return `none found in ${r.source.origin}`;
   const l = r.lease;
-  const ttl = l.ttlSeconds !== undefined ? `, expires in ${ttlText(l.ttlSeconds)}` : '';
+  // etcd answers -1 for a lease that ran out between the read and the TTL query
+  const ttl = l.ttlSeconds === undefined ? '' : l.ttlSeconds < 0 ? ', expired' : `, expires in ${ttlText(l.ttlSeconds)}`;
   return `${l.subnet} for ${l.publicIP} (${r.source.kind} ${r.source.kind === 'etcd' ? 'key' : 'node'} ${l.nodeName ?? '?'}${ttl}), ${l.backendData.PublicKey ? `PublicKey ${l.backendData.PublicKey}` : `VtepMAC ${l.backendData.VtepMAC ?? '-'}`}`;
 }
 

@@ -125,7 +125,7 @@ export function checkLease(inputs: DoctorInputs, facts: Facts): CheckResult {
     );
   }
   const ttl = view.ttl?.[own.subnet];
-  const ttlText = ttl === undefined ? 'no TTL (reservation)' : `expires in ${humanTtl(ttl)}`;
+  const ttlText = ttl === undefined ? 'no TTL (reservation)' : ttl < 0 ? 'expired' : `expires in ${humanTtl(ttl)}`;
   return pass(id, `${own.subnet} held for ${own.publicIP} (key ${own.nodeName ?? own.subnet}, ${ttlText})`);
 }
 

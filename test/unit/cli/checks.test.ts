@@ -587,6 +587,14 @@ describe('status rendering', () => {
     expect(lines).toContain('  10.244.1.2  c1         eth0    veth0a1b2c3d  yes (cni0, mtu 1450)');
     expect(lines).toContain('  10.244.1.9  dead       eth0    vethdeadbeef  NO (leaked lease?)');
   });
+  it('a lease whose etcd TTL ran out (-1 from etcd) shows as expired, as doctor says, not as "-1m-1s"', () => {
+    const i = healthy();
+    i.view.ttl = { '10.244.1.0/24': -1 };
+    const facts = deriveFacts(i);
+    const report = buildStatus({ state: i.state, view: i.view, facts, rows: peerRows(i.state, facts) });
+    const lines = formatStatus(report, paintFor({ isTTY: false })).split('\n');
+    expect(lines).toContain('  lease       10.244.1.0/24 for 192.168.1.10 (etcd key 10.244.1.0-24, expired), VtepMAC aa:00:00:00:00:01');
+  });
   it('on an IPv6-only node, the missing IPv4 flannel.1 is no error: the IPv6 device is the one to show', () => {
     const i = healthy();
     i.state.subnetFile.env = { network: '', subnet: '', mtu: 1450, ipMasq: true, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
