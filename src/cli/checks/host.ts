@@ -1,6 +1,7 @@
 // Host settings the overlay depends on: forwarding, reverse-path filtering,
 // the FORWARD chain and flannel's masquerade rules.
-import { pass, problem, skip, type CheckResult, type DoctorInputs, type Facts } from './types.js';
+import { pass, problem, skip, type CheckResult, type DoctorInputs, type Facts, type IptablesProbe } from './types.js';
+import type { IptablesSnapshot } from '../../node/iptables.js';
 
 /**
  * Forwarding for each family the node's subnet file has: IPv4 unless the
@@ -76,31 +77,55 @@ function acceptsNetwork(lines: string[], network: string): boolean {
 }
 
 export function checkForwardPolicy(inputs: DoctorInputs, facts: Facts): CheckResult {
-  const id = 'forward-policy';
-  const ipt = inputs.state.iptables;
-  if (!ipt || !ipt.ok) return problem(id, 'warn', `cannot read iptables: ${ipt?.error ?? 'not read'}`, 'run doctor as root; install iptables');
+  return forwardPolicyResult({ id: 'forward-policy', tool: 'iptables', snapshot: inputs.state.iptables, network: facts.network, probe: inputs.iptables });
+}
+
+/**
+ * The same question for IPv6, on a node with an IPv6 subnet: ip6tables has a
+ * FORWARD chain of its own (Docker, for one, sets its policy to DROP), and
+ * the agent's FLANNEL-FWD there is what lets the pods' IPv6 traffic through.
+ */
+export function checkIpv6Forward(inputs: DoctorInputs): CheckResult {
+  const id = 'ipv6-forward';
+  const env = inputs.state.subnetFile.env;
+  if (!inputs.state.ipv6 || !env?.ipv6Subnet) return skip(id, 'IPv4-only node');
+  const probe = inputs.ipv6Rules;
+  if (!probe?.ok) return problem(id, 'warn', `cannot check the IPv6 forward rules: ${probe?.error ?? 'not read'}`, 'run doctor as root; install iptables (ip6tables) or nftables');
+  return forwardPolicyResult({ id, tool: 'ip6tables', snapshot: inputs.state.ipv6.ip6tables, network: env.ipv6Network, probe });
+}
+
+interface ForwardView {
+  id: 'forward-policy' | 'ipv6-forward';
+  tool: 'iptables' | 'ip6tables';
+  snapshot: IptablesSnapshot | undefined;
+  network: string | undefined;
+  probe: IptablesProbe;
+}
+
+function forwardPolicyResult({ id, tool, snapshot: ipt, network, probe }: ForwardView): CheckResult {
+  if (!ipt || !ipt.ok) return problem(id, 'warn', `cannot read ${tool}: ${ipt?.error ?? 'not read'}`, 'run doctor as root; install iptables');
   const policy = ipt.forwardPolicy ?? '?';
-  if (policy === 'ACCEPT') return pass(id, 'FORWARD policy ACCEPT');
-  const network = facts.network;
+  if (policy === 'ACCEPT') return pass(id, `${tool === 'iptables' ? '' : 'ip6tables '}FORWARD policy ACCEPT`);
   if (!network) return problem(id, 'warn', `FORWARD policy ${policy} and the cluster network is unknown`, 'give the subnet file or a lease source so doctor knows the network');
-  if (inputs.iptables.mode === 'nftables') {
+  const accept = `${tool} -A FORWARD -s ${network} -j ACCEPT && ${tool} -A FORWARD -d ${network} -j ACCEPT`;
+  if (probe.mode === 'nftables') {
     if (acceptsNetwork(ipt.forward, network)) return pass(id, `FORWARD policy ${policy}; FORWARD rules accept ${network}`);
     // an accept in table ip flannel-ipv4 ends only that chain; iptables' DROP policy still drops
     return problem(
       id,
       'fail',
-      `FORWARD policy ${policy} in iptables drops pod traffic through this node: the nftables forward chain's accept does not override it`,
-      `use iptables mode (EnableNFTables: false), or: iptables -A FORWARD -s ${network} -j ACCEPT && iptables -A FORWARD -d ${network} -j ACCEPT`,
+      `FORWARD policy ${policy} in ${tool} drops pod traffic through this node: the nftables forward chain's accept does not override it`,
+      `use iptables mode (EnableNFTables: false), or: ${accept}`,
     );
   }
-  if (inputs.iptables.forwardMissing.length === 0) return pass(id, `FORWARD policy ${policy}; FLANNEL-FWD accepts ${network}`);
+  if (probe.forwardMissing.length === 0) return pass(id, `FORWARD policy ${policy}; FLANNEL-FWD accepts ${network}`);
   if (acceptsNetwork(ipt.forward, network)) return pass(id, `FORWARD policy ${policy}; FORWARD rules accept ${network}`);
   return problem(
     id,
     'fail',
-    `FORWARD policy ${policy} and nothing accepts the pod network ${network}: pod traffic through this node is dropped`,
-    `restart tsflanneld (it installs FLANNEL-FWD), or: iptables -A FORWARD -s ${network} -j ACCEPT && iptables -A FORWARD -d ${network} -j ACCEPT`,
-    inputs.iptables.forwardMissing.map((r) => `missing: ${r}`),
+    `${tool === 'iptables' ? '' : 'ip6tables '}FORWARD policy ${policy} and nothing accepts the pod network ${network}: pod traffic through this node is dropped`,
+    `restart tsflanneld (it installs FLANNEL-FWD), or: ${accept}`,
+    probe.forwardMissing.map((r) => `missing: ${r}`),
   );
 }
 

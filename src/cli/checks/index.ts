@@ -4,7 +4,7 @@
 import { IptablesManager, ruleText } from '../../daemon/traffic/iptables.js';
 import { NFT_FORWARD_CHAIN, NFT_MASQ_CHAIN, NFT_TABLE, NFT_TABLE_V6, nftRules } from '../../daemon/traffic/nftables.js';
 import { netnsCommand, readNodeState, run, type NodeState } from '../../node/state.js';
-import { checkForwardPolicy, checkIpForward, checkMasquerade, checkRpFilter } from './host.js';
+import { checkForwardPolicy, checkIpForward, checkIpv6Forward, checkMasquerade, checkRpFilter } from './host.js';
 import { checkIpamCapacity, checkIpamLeaks } from './ipam.js';
 import { checkKernelLimits } from './limits.js';
 import type { NodeToolOptions } from './options.js';
@@ -42,7 +42,7 @@ export function evaluate(inputs: DoctorInputs): CheckResult[] {
     checkRpFilter(inputs, facts),
     checkForwardPolicy(inputs, facts),
     checkMasquerade(inputs, facts),
-    ...(inputs.state.ipv6 ? [checkIpv6Overlay(inputs, facts), checkIpv6Masquerade(inputs)] : []),
+    ...(inputs.state.ipv6 ? [checkIpv6Overlay(inputs, facts), checkIpv6Forward(inputs), checkIpv6Masquerade(inputs)] : []),
     checkIpamLeaks(inputs),
     checkIpamCapacity(inputs),
     ...(cniSocket ? [cniSocket] : []),
@@ -53,9 +53,9 @@ export function evaluate(inputs: DoctorInputs): CheckResult[] {
 
 /** The checks of the IPv4 overlay (flannel.1, its lease, cni0's IPv4 gateway, the IPv4 rules and pool). */
 const IPV4_OVERLAY_CHECKS = new Set<CheckResult['id']>([
-  'bridge-address', 'lease', 'vxlan-device', 'underlay-interface', 'mtu', 'peer-entries', 'stale-entries', 'vtep-reachability', 'masquerade', 'ipam-capacity',
+  'bridge-address', 'lease', 'vxlan-device', 'underlay-interface', 'mtu', 'peer-entries', 'stale-entries', 'vtep-reachability', 'forward-policy', 'masquerade', 'ipam-capacity',
 ]);
-const IPV6_ONLY = 'IPv6-only node (no FLANNEL_SUBNET): see ipv6-overlay and ipv6-masquerade';
+const IPV6_ONLY = 'IPv6-only node (no FLANNEL_SUBNET): see ipv6-overlay, ipv6-forward and ipv6-masquerade';
 
 /** An IPv6-only node: its subnet file has the IPv6 pair only. */
 function ipv6Only(state: NodeState): boolean {

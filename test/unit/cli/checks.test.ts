@@ -434,6 +434,30 @@ describe('doctor checks (pure)', () => {
     expectOnly(loose, {});
   });
 
+  it('ipv6-forward: an ip6tables FORWARD policy DROP without FLANNEL-FWD drops the pods\' IPv6 traffic; on an IPv6-only node the IPv4 FORWARD chain does not matter', () => {
+    const v6tables = (policy: string) => ({ ok: true, forwardPolicy: policy, forward: [], flannelFwd: null, flannelMasq: null });
+    const dual = healthy();
+    dual.state.subnetFile.env = { ...dual.state.subnetFile.env!, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
+    dual.state.sysctl.ipv6Forward = '1';
+    dual.state.ipv6 = { vxlan: null, routes: [], neighbours: [], fdb: [], ip6tables: v6tables('DROP') };
+    dual.ipv6Rules = { ok: true, forwardMissing: ['-A FLANNEL-FWD -s fd00:10:244::/56 -j ACCEPT'], masqMissing: [] };
+    let r = results(dual).get('ipv6-forward');
+    expect(r?.status, JSON.stringify(r)).toBe('fail');
+    expect(r!.fix).toContain('ip6tables -A FORWARD -s fd00:10:244::/56 -j ACCEPT');
+    dual.ipv6Rules.forwardMissing = [];
+    expect(results(dual).get('ipv6-forward')!.status).toBe('pass');
+    dual.state.ipv6.ip6tables = v6tables('ACCEPT');
+    dual.ipv6Rules.forwardMissing = ['-A FLANNEL-FWD -s fd00:10:244::/56 -j ACCEPT'];
+    expect(results(dual).get('ipv6-forward')!.status).toBe('pass');
+
+    const only = healthy();
+    only.state.subnetFile.env = { network: '', subnet: '', mtu: 1450, ipMasq: true, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
+    only.state.ipv6 = { vxlan: null, routes: [], neighbours: [], fdb: [], ip6tables: v6tables('ACCEPT') };
+    only.state.iptables!.forwardPolicy = 'DROP';
+    only.iptables.forwardMissing = ['-A FLANNEL-FWD -s 10.244.0.0/16 -j ACCEPT'];
+    expect(results(only).get('forward-policy')!.status).toBe('skip');
+  });
+
   it('ip-forward on a node with an IPv6 subnet: IPv6 forwarding off fails; on an IPv6-only node IPv4 forwarding is not needed', () => {
     const v6 = { vxlan: null, routes: [], neighbours: [], fdb: [] };
     const dual = healthy();
