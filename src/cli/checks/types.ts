@@ -54,6 +54,8 @@ export interface PingResult {
   ok: boolean;
   /** round trip of the fastest reply */
   ms?: number;
+  /** ping itself could not be run (not installed): the target was not probed */
+  error?: string;
 }
 
 export interface IptablesProbe {

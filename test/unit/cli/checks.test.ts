@@ -682,4 +682,20 @@ describe('doctor probes', () => {
     expect(res.filter((r) => !r.ok).map((r) => r.target)).toEqual(targets.filter((_, i) => i % 3 === 0));
     expect(res[1]).toEqual({ target: targets[1], ok: true, ms: 0.12 });
   });
+
+  it('a node without ping: the VTEPs are reported as not probed (WARN, install ping), not as unreachable (FAIL, UDP 8472 blocked)', async () => {
+    const inputs = healthy();
+    const missing = [
+      { code: -1, stdout: '', stderr: 'spawn ping ENOENT' },
+      { code: 1, stdout: '', stderr: 'exec of "ping" failed: No such file or directory\n' },
+      { code: 127, stdout: '', stderr: 'nsenter: failed to execute ping: No such file or directory\n' },
+    ];
+    for (const answer of missing) {
+      inputs.pings = await pingAll(['10.244.2.0', '10.244.3.0'], undefined, async () => answer);
+      const r = results(inputs).get('vtep-reachability')!;
+      expect(r.status, JSON.stringify(r)).toBe('warn');
+      expect(r.message).toContain('cannot run ping');
+      expect(r.fix).toContain('iputils-ping');
+    }
+  });
 });
