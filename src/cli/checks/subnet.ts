@@ -26,7 +26,10 @@ export function checkSubnetFile(inputs: DoctorInputs, facts: Facts): CheckResult
   }
   if (!file.env) return problem(id, 'fail', `${file.path} does not parse: ${file.error ?? 'unknown error'}`, RESTART_AGENT);
   const env = file.env;
-  const found = `FLANNEL_SUBNET=${env.subnet} FLANNEL_NETWORK=${env.network}`;
+  const v4 = env.subnet ? `FLANNEL_SUBNET=${env.subnet} FLANNEL_NETWORK=${env.network}` : '';
+  const v6 = env.ipv6Subnet ? `FLANNEL_IPV6_SUBNET=${env.ipv6Subnet} FLANNEL_IPV6_NETWORK=${env.ipv6Network ?? '?'}` : '';
+  // An IPv6-only file has no IPv4 pair; a dual-stack one shows the IPv4 pair, as before.
+  const found = v4 || v6 || `FLANNEL_SUBNET=${env.subnet} FLANNEL_NETWORK=${env.network}`;
   const wrong: string[] = [];
   const config = inputs.view.config;
   if (config && config.network !== env.network) {

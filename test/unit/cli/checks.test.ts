@@ -483,6 +483,16 @@ describe('doctor checks (pure)', () => {
     expect(results(only).get('ip-forward')!.status).toBe('fail');
   });
 
+  it('subnet-file on an IPv6-only node names the IPv6 pair it found, not an empty FLANNEL_SUBNET', () => {
+    const only = healthy();
+    only.state.subnetFile.env = { network: '', subnet: '', mtu: 1430, ipMasq: true, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
+    only.state.vxlan = null;
+    only.view = { source: 'none', origin: 'none' };
+    const r = results(only).get('subnet-file')!;
+    expect(r.status).toBe('pass');
+    expect(r.message).toMatch(/^FLANNEL_IPV6_SUBNET=fd00:10:244:1::1\/64 FLANNEL_IPV6_NETWORK=fd00:10:244::\/56 MTU=1430 IPMASQ=true; /);
+  });
+
   it('forward-policy: DROP is fine with FLANNEL-FWD or equivalent FORWARD rules, fails without', () => {
     const drop = healthy();
     drop.state.iptables!.forwardPolicy = 'DROP';
