@@ -222,6 +222,21 @@ function sameContent(a: string, b: string): boolean {
   }
 }
 
+/**
+ * Whether an identical file may stay as it is: it has the `need` bits, and
+ * no one but root can change it (no group/other write, no set-id bits: the
+ * runtime runs the plugin as root and trusts the config). Otherwise it is
+ * rewritten, which gives it our mode again.
+ */
+function safeMode(path: string, need: number): boolean {
+  try {
+    const mode = statSync(path).mode;
+    return (mode & need) === need && (mode & 0o7022) === 0;
+  } catch {
+    return false;
+  }
+}
+
 function readOrUndefined(path: string): Buffer | undefined {
   try {
     return readFileSync(path);
@@ -234,7 +249,7 @@ export function installBinary(source: string, binDir: string, name: string = BIN
   mkdirSync(binDir, { recursive: true });
   const dest = join(binDir, name);
   removeStaleTemps(dest);
-  if (sameContent(source, dest) && (statSync(dest).mode & 0o111) !== 0) return { path: dest, changed: false };
+  if (sameContent(source, dest) && safeMode(dest, 0o111)) return { path: dest, changed: false };
   replaceAtomically(dest, (tmp) => copyFileSync(source, tmp, fsConstants.COPYFILE_EXCL), 0o755);
   return { path: dest, changed: true };
 }
@@ -260,7 +275,7 @@ export function installConflist(text: string, confDir: string): { path: string; 
   const dest = join(confDir, CONFLIST_NAME);
   removeStaleTemps(dest);
   const want = Buffer.from(text, 'utf8');
-  if (readOrUndefined(dest)?.equals(want)) return { path: dest, changed: false };
+  if (readOrUndefined(dest)?.equals(want) && safeMode(dest, 0)) return { path: dest, changed: false };
   replaceAtomically(dest, (tmp) => writeFileSync(tmp, want, { flag: 'wx', mode: 0o644 }), 0o644);
   return { path: dest, changed: true };
 }

@@ -6,7 +6,7 @@
 // conf/10-tsflannel.conflist, which both chained plugins accept.
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BINARY_NAME, CONFLIST_NAME, InstallError, STANDALONE_NAME, defaultConflist, install, installIfMissing } from '../../src/cli/install.js';
@@ -92,6 +92,18 @@ describe('tsflannel install', () => {
       expect(after[i]!.ino).toBe(before[i]!.ino);
       expect(after[i]!.mtimeMs).toBe(past.getTime());
     }
+  });
+
+  it('puts back 0755 on an identical binary whose mode was changed (group- or world-writable code the runtime runs as root)', () => {
+    const t = tempRoot();
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    for (const name of [BINARY_NAME, STANDALONE_NAME]) chmodSync(join(t.bin, name), 0o777);
+    chmodSync(join(t.conf, CONFLIST_NAME), 0o666);
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    expect([r.binary.changed, r.standalone.changed, r.conflist.changed]).toEqual([true, true, true]);
+    for (const name of [BINARY_NAME, STANDALONE_NAME]) expect(statSync(join(t.bin, name)).mode & 0o7777).toBe(0o755);
+    expect(statSync(join(t.conf, CONFLIST_NAME)).mode & 0o7777).toBe(0o644);
+    expect(entries(t.bin)).toEqual([BINARY_NAME, STANDALONE_NAME]);
   });
 
   it('rewrites the conflist when its content differs, atomically and byte for byte', () => {
