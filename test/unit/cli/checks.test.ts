@@ -557,7 +557,15 @@ describe('doctor checks (pure)', () => {
 
     const full = healthy();
     full.state.ipam.free = 0;
-    expectOnly(full, { 'ipam-capacity': 'fail' });
+    expect(expectOnly(full, { 'ipam-capacity': 'fail' }).get('ipam-capacity')!.fix).toContain('SubnetLen');
+    // In Kubernetes mode the node's subnet is its podCIDR: net-conf.json's SubnetLen has no say in it
+    const kubeFull = healthy();
+    kubeFull.state.ipam.free = 0;
+    kubeFull.view = { ...kubeFull.view, source: 'kube' };
+    const kr = results(kubeFull).get('ipam-capacity')!;
+    expect(kr.status).toBe('fail');
+    expect(kr.fix).toContain('--node-cidr-mask-size');
+    expect(kr.fix).not.toContain('SubnetLen');
     const tight = healthy();
     tight.state.ipam.free = 10;
     expectOnly(tight, { 'ipam-capacity': 'warn' });
