@@ -5,6 +5,7 @@
 // forwarder execs when the agent is not answering), then the network config
 // into the CNI conf dir, each with an atomic rename, because the runtime may
 // exec the plugin or read the conf dir at any moment.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   closeSync,
@@ -59,7 +60,8 @@ export interface InstallResult {
   /** the standalone plugin, <bin>/tsflannel-standalone */
   standalone: { path: string; changed: boolean };
   conflist: { path: string; changed: boolean };
-  extraPlugins: { path: string; changed: boolean }[];
+  /** `replaced`: why the node's own plugin of that name gave way to ours */
+  extraPlugins: { path: string; changed: boolean; replaced?: string }[];
   /** conflists that sort before ours: a runtime uses the first one, not ours */
   shadowedBy: string[];
 }
@@ -254,19 +256,48 @@ export function installBinary(source: string, binDir: string, name: string = BIN
   return { path: dest, changed: true };
 }
 
-/** Copies a plugin the chain needs unless the node already has one by that name. */
-export function installIfMissing(source: string, binDir: string): { path: string; changed: boolean } {
+/**
+ * The CNI versions a plugin says it speaks (CNI_COMMAND=VERSION), or
+ * undefined when it does not answer here (a build for the host's libraries,
+ * say): then nothing is known against it.
+ */
+function supportedVersions(path: string, cniVersion: string): string[] | undefined {
+  try {
+    const out = execFileSync(path, [], {
+      input: JSON.stringify({ cniVersion }),
+      env: { CNI_COMMAND: 'VERSION', PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+      encoding: 'utf8',
+      timeout: 5000,
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    const v = (JSON.parse(out) as { supportedVersions?: unknown }).supportedVersions;
+    return Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Copies a plugin the chain needs unless the node already has one by that
+ * name that speaks the conflist's `cniVersion`: one that does not (CNI
+ * plugins before 1.0 stop at 0.4.0) would fail every pod ADD, and ours also
+ * speaks every older version, so replacing it breaks no other config.
+ */
+export function installIfMissing(source: string, binDir: string, cniVersion?: string): { path: string; changed: boolean; replaced?: string } {
   const dest = join(binDir, basename(source));
+  let replaced: string | undefined;
   try {
     statSync(dest);
-    return { path: dest, changed: false };
+    const speaks = cniVersion === undefined ? undefined : supportedVersions(dest, cniVersion);
+    if (speaks === undefined || speaks.includes(cniVersion!)) return { path: dest, changed: false };
+    replaced = `does not speak cniVersion ${cniVersion} (it speaks ${speaks.join(', ')})`;
   } catch {
     // absent: install ours
   }
   mkdirSync(binDir, { recursive: true });
   removeStaleTemps(dest);
   replaceAtomically(dest, (tmp) => copyFileSync(source, tmp, fsConstants.COPYFILE_EXCL), 0o755);
-  return { path: dest, changed: true };
+  return replaced ? { path: dest, changed: true, replaced } : { path: dest, changed: true };
 }
 
 /** Writes the conflist only when its bytes differ, so its mtime means "changed". */
@@ -309,7 +340,8 @@ export function install(opts: InstallOptions): InstallResult {
   // yet; and the standalone before the forwarder, which falls back to it.
   const standalone = installBinary(source, opts.cniBinDir, STANDALONE_NAME);
   const binary = installBinary(forwarder, opts.cniBinDir, BINARY_NAME);
-  const extraPlugins = extras.map((p) => installIfMissing(p, opts.cniBinDir));
+  const cniVersion = (JSON.parse(text) as { cniVersion: string }).cniVersion;
+  const extraPlugins = extras.map((p) => installIfMissing(p, opts.cniBinDir, cniVersion));
   const conflist = installConflist(text, opts.cniConfDir);
   return { binary, standalone, conflist, extraPlugins, shadowedBy: shadowingConfigs(opts.cniConfDir) };
 }
@@ -337,7 +369,7 @@ export function installCommand(cli: Argv): Argv {
           type: 'string',
           array: true,
           default: [] as string[],
-          describe: 'also install this plugin binary (e.g. portmap), but only where the bin dir has none by that name',
+          describe: 'also install this plugin binary (e.g. portmap), but only where the bin dir has none by that name (or one that does not speak the conflist\'s cniVersion)',
         }),
     (args) => {
       const opts: InstallOptions = { cniBinDir: args['cni-bin-dir'], cniConfDir: args['cni-conf-dir'] };
@@ -349,7 +381,9 @@ export function installCommand(cli: Argv): Argv {
       const say = (line: string) => process.stdout.write(`${line}\n`);
       say(`${result.standalone.changed ? 'installed' : 'unchanged'} ${result.standalone.path}`);
       say(`${result.binary.changed ? 'installed' : 'unchanged'} ${result.binary.path}`);
-      for (const p of result.extraPlugins) say(`${p.changed ? 'installed' : 'kept the node\'s own'} ${p.path}`);
+      for (const p of result.extraPlugins) {
+        say(p.replaced ? `replaced the node's own ${p.path}: it ${p.replaced}` : `${p.changed ? 'installed' : 'kept the node\'s own'} ${p.path}`);
+      }
       say(`${result.conflist.changed ? 'wrote' : 'unchanged'} ${result.conflist.path}`);
       if (result.shadowedBy.length > 0) {
         process.stderr.write(

@@ -217,6 +217,29 @@ describe('tsflannel install', () => {
     expect(readFileSync(first.path, 'utf8')).toBe('the node\'s own');
   });
 
+  it('replaces the node\'s own plugin when it does not speak the conflist\'s cniVersion (every pod ADD would fail in it), keeps one that does', () => {
+    const t = tempRoot();
+    mkdirSync(t.bin, { recursive: true });
+    const ours = join(t.root, 'portmap');
+    writeFileSync(ours, '#!/bin/sh\necho ours\n');
+    const answer = (versions: string[]) =>
+      `#!/bin/sh\ncat >/dev/null\n[ "$CNI_COMMAND" = VERSION ] && echo '${JSON.stringify({ cniVersion: '0.4.0', supportedVersions: versions })}'\n`;
+    const node = join(t.bin, 'portmap');
+    // CNI plugins before 1.0 (2021) stop at 0.4.0; the built-in conflist says 1.0.0
+    writeFileSync(node, answer(['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0']), { mode: 0o755 });
+    let r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
+    expect(r.extraPlugins).toEqual([{ path: node, changed: true, replaced: 'does not speak cniVersion 1.0.0 (it speaks 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0)' }]);
+    expect(readFileSync(node, 'utf8')).toBe('#!/bin/sh\necho ours\n');
+
+    writeFileSync(node, answer(['0.3.1', '0.4.0', '1.0.0']), { mode: 0o755 });
+    r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
+    expect(r.extraPlugins).toEqual([{ path: node, changed: false }]);
+    // one that cannot even answer VERSION here (a runtime-specific build?) is the node's business
+    writeFileSync(node, '#!/bin/sh\nexit 3\n', { mode: 0o755 });
+    r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
+    expect(r.extraPlugins).toEqual([{ path: node, changed: false }]);
+  });
+
   it('reports configs that sort first and so would win over ours', () => {
     const t = tempRoot();
     mkdirSync(t.conf, { recursive: true });
