@@ -60,8 +60,10 @@ RUN apt-get update \
 # sit beside kube-proxy's in the other one. On its first call this wrapper
 # picks the backend holding more rules (nft on a tie, Debian's default),
 # makes it the alternative, and runs the command; later calls skip it.
-COPY --chmod=0755 conf/image/iptables-wrapper /usr/sbin/iptables-wrapper
-RUN for t in iptables ip6tables; do \
+# (chmod in RUN: COPY --chmod needs BuildKit, and a checkout may lose the bit)
+COPY conf/image/iptables-wrapper /usr/sbin/iptables-wrapper
+RUN chmod 0755 /usr/sbin/iptables-wrapper \
+ && for t in iptables ip6tables; do \
       update-alternatives --install "/usr/sbin/$t" "$t" /usr/sbin/iptables-wrapper 100 \
         --slave "/usr/sbin/$t-restore" "$t-restore" /usr/sbin/iptables-wrapper \
         --slave "/usr/sbin/$t-save" "$t-save" /usr/sbin/iptables-wrapper; \

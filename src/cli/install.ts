@@ -5,6 +5,7 @@
 // forwarder execs when the agent is not answering), then the network config
 // into the CNI conf dir, each with an atomic rename, because the runtime may
 // exec the plugin or read the conf dir at any moment.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   closeSync,
@@ -24,6 +25,9 @@ import {
 import { basename, dirname, join } from 'node:path';
 import type { Argv } from 'yargs';
 import { inSea, seaTextAsset } from '../sea/assets.js';
+import { CniError } from '../cni/errors.js';
+import { netConfFromObject } from '../cni/config.js';
+import { parsePluginConfig } from '../plugin/config.js';
 
 export const BINARY_NAME = 'tsflannel';
 /** The standalone plugin beside the forwarder; the forwarder finds it by this name. */
@@ -56,7 +60,8 @@ export interface InstallResult {
   /** the standalone plugin, <bin>/tsflannel-standalone */
   standalone: { path: string; changed: boolean };
   conflist: { path: string; changed: boolean };
-  extraPlugins: { path: string; changed: boolean }[];
+  /** `replaced`: why the node's own plugin of that name gave way to ours */
+  extraPlugins: { path: string; changed: boolean; replaced?: string }[];
   /** conflists that sort before ours: a runtime uses the first one, not ours */
   shadowedBy: string[];
 }
@@ -87,8 +92,25 @@ export function checkConflist(text: string, origin: string): void {
   if (typeof c.name !== 'string' || c.name === '') throw new InstallError(`${origin} has no "name"`);
   if (typeof c.cniVersion !== 'string') throw new InstallError(`${origin} has no "cniVersion"`);
   if (!Array.isArray(c.plugins) || c.plugins.length === 0) throw new InstallError(`${origin} has no "plugins" list`);
-  const types = c.plugins.map((p: unknown) => (typeof p === 'object' && p !== null ? (p as { type?: unknown }).type : undefined));
-  if (!types.includes(BINARY_NAME)) throw new InstallError(`${origin} does not use the ${BINARY_NAME} plugin`);
+  // libcni (containerd, CRI-O) refuses the whole list when any entry is not
+  // an object with a "type": the node would then have no pod network at all.
+  const types = c.plugins.map((p: unknown, i: number) => {
+    const type = typeof p === 'object' && p !== null && !Array.isArray(p) ? (p as { type?: unknown }).type : undefined;
+    if (typeof type !== 'string' || type === '') throw new InstallError(`${origin}: plugin ${i} has no "type" (the runtime would load no network from this file)`);
+    return type;
+  });
+  const at = types.indexOf(BINARY_NAME);
+  if (at < 0) throw new InstallError(`${origin} does not use the ${BINARY_NAME} plugin`);
+  // The plugin's own reading of its entry, as the runtime passes it (name
+  // and cniVersion from the list): a config it refuses fails every pod ADD
+  // on the node, so the init container fails instead and keeps the old file.
+  const entry = { ...(c.plugins[at] as Record<string, unknown>), name: c.name, cniVersion: c.cniVersion };
+  try {
+    parsePluginConfig(netConfFromObject(entry, 'ADD'));
+  } catch (err) {
+    if (!(err instanceof CniError)) throw err;
+    throw new InstallError(`${origin}: the ${BINARY_NAME} plugin would refuse every pod with it: ${err.message}${err.details ? ` (${err.details})` : ''}`);
+  }
 }
 
 /** The forwarder to install, or a clear refusal. */
@@ -132,6 +154,37 @@ function tempName(dest: string): string {
   return join(dirname(dest), `.${basename(dest)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
 }
 
+/** A temporary file older than this was left by an install that died (a running one fills its own in a second or two). */
+const STALE_TEMP_MS = 10 * 60_000;
+
+/**
+ * Removes what an interrupted install (node crash, killed init container)
+ * left next to `dest`: every run makes a new random temporary name, so
+ * nothing else would ever reuse or delete them, and each copy of the
+ * standalone is ~90 MB in the CNI bin dir.
+ */
+function removeStaleTemps(dest: string): void {
+  const dir = dirname(dest);
+  const prefix = `.${basename(dest)}.tmp-`;
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  const now = Date.now();
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !/^\d+-[0-9a-f]{8}$/.test(name.slice(prefix.length))) continue;
+    const path = join(dir, name);
+    try {
+      const st = statSync(path);
+      if (st.isFile() && now - st.mtimeMs > STALE_TEMP_MS) rmSync(path, { force: true });
+    } catch {
+      // gone already
+    }
+  }
+}
+
 function fsyncPath(path: string): void {
   const fd = openSync(path, 'r');
   try {
@@ -171,6 +224,21 @@ function sameContent(a: string, b: string): boolean {
   }
 }
 
+/**
+ * Whether an identical file may stay as it is: it has the `need` bits, and
+ * no one but root can change it (no group/other write, no set-id bits: the
+ * runtime runs the plugin as root and trusts the config). Otherwise it is
+ * rewritten, which gives it our mode again.
+ */
+function safeMode(path: string, need: number): boolean {
+  try {
+    const mode = statSync(path).mode;
+    return (mode & need) === need && (mode & 0o7022) === 0;
+  } catch {
+    return false;
+  }
+}
+
 function readOrUndefined(path: string): Buffer | undefined {
   try {
     return readFileSync(path);
@@ -182,45 +250,83 @@ function readOrUndefined(path: string): Buffer | undefined {
 export function installBinary(source: string, binDir: string, name: string = BINARY_NAME): { path: string; changed: boolean } {
   mkdirSync(binDir, { recursive: true });
   const dest = join(binDir, name);
-  if (sameContent(source, dest) && (statSync(dest).mode & 0o111) !== 0) return { path: dest, changed: false };
+  removeStaleTemps(dest);
+  if (sameContent(source, dest) && safeMode(dest, 0o111)) return { path: dest, changed: false };
   replaceAtomically(dest, (tmp) => copyFileSync(source, tmp, fsConstants.COPYFILE_EXCL), 0o755);
   return { path: dest, changed: true };
 }
 
-/** Copies a plugin the chain needs unless the node already has one by that name. */
-export function installIfMissing(source: string, binDir: string): { path: string; changed: boolean } {
+/**
+ * The CNI versions a plugin says it speaks (CNI_COMMAND=VERSION), or
+ * undefined when it does not answer here (a build for the host's libraries,
+ * say): then nothing is known against it.
+ */
+function supportedVersions(path: string, cniVersion: string): string[] | undefined {
+  try {
+    const out = execFileSync(path, [], {
+      input: JSON.stringify({ cniVersion }),
+      env: { CNI_COMMAND: 'VERSION', PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+      encoding: 'utf8',
+      timeout: 5000,
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    const v = (JSON.parse(out) as { supportedVersions?: unknown }).supportedVersions;
+    return Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Copies a plugin the chain needs unless the node already has one by that
+ * name that speaks the conflist's `cniVersion`: one that does not (CNI
+ * plugins before 1.0 stop at 0.4.0) would fail every pod ADD, and ours also
+ * speaks every older version, so replacing it breaks no other config.
+ */
+export function installIfMissing(source: string, binDir: string, cniVersion?: string): { path: string; changed: boolean; replaced?: string } {
   const dest = join(binDir, basename(source));
+  let replaced: string | undefined;
   try {
     statSync(dest);
-    return { path: dest, changed: false };
+    const speaks = cniVersion === undefined ? undefined : supportedVersions(dest, cniVersion);
+    if (speaks === undefined || speaks.includes(cniVersion!)) return { path: dest, changed: false };
+    replaced = `does not speak cniVersion ${cniVersion} (it speaks ${speaks.join(', ')})`;
   } catch {
     // absent: install ours
   }
   mkdirSync(binDir, { recursive: true });
+  removeStaleTemps(dest);
   replaceAtomically(dest, (tmp) => copyFileSync(source, tmp, fsConstants.COPYFILE_EXCL), 0o755);
-  return { path: dest, changed: true };
+  return replaced ? { path: dest, changed: true, replaced } : { path: dest, changed: true };
 }
 
 /** Writes the conflist only when its bytes differ, so its mtime means "changed". */
 export function installConflist(text: string, confDir: string): { path: string; changed: boolean } {
   mkdirSync(confDir, { recursive: true });
   const dest = join(confDir, CONFLIST_NAME);
+  removeStaleTemps(dest);
   const want = Buffer.from(text, 'utf8');
-  if (readOrUndefined(dest)?.equals(want)) return { path: dest, changed: false };
+  if (readOrUndefined(dest)?.equals(want) && safeMode(dest, 0)) return { path: dest, changed: false };
   replaceAtomically(dest, (tmp) => writeFileSync(tmp, want, { flag: 'wx', mode: 0o644 }), 0o644);
   return { path: dest, changed: true };
 }
 
-/** Runtimes load the first config file in lexical order, as libcni sorts them. */
+/**
+ * Runtimes load the first config file in lexical order, as libcni's
+ * ConfFiles lists them: every non-directory with one of these extensions,
+ * dot-files included (a config "hidden" by a leading dot still loads, and
+ * '.' sorts before the digits).
+ */
 export function shadowingConfigs(confDir: string): string[] {
-  let names: string[];
+  let entries;
   try {
-    names = readdirSync(confDir);
+    entries = readdirSync(confDir, { withFileTypes: true });
   } catch {
     return [];
   }
-  return names
-    .filter((n) => /\.(conflist|conf|json)$/.test(n) && !n.startsWith('.') && n < CONFLIST_NAME)
+  return entries
+    .filter((e) => !e.isDirectory() && /\.(conflist|conf|json)$/.test(e.name) && e.name < CONFLIST_NAME)
+    .map((e) => e.name)
     .sort();
 }
 
@@ -234,7 +340,8 @@ export function install(opts: InstallOptions): InstallResult {
   // yet; and the standalone before the forwarder, which falls back to it.
   const standalone = installBinary(source, opts.cniBinDir, STANDALONE_NAME);
   const binary = installBinary(forwarder, opts.cniBinDir, BINARY_NAME);
-  const extraPlugins = extras.map((p) => installIfMissing(p, opts.cniBinDir));
+  const cniVersion = (JSON.parse(text) as { cniVersion: string }).cniVersion;
+  const extraPlugins = extras.map((p) => installIfMissing(p, opts.cniBinDir, cniVersion));
   const conflist = installConflist(text, opts.cniConfDir);
   return { binary, standalone, conflist, extraPlugins, shadowedBy: shadowingConfigs(opts.cniConfDir) };
 }
@@ -262,7 +369,7 @@ export function installCommand(cli: Argv): Argv {
           type: 'string',
           array: true,
           default: [] as string[],
-          describe: 'also install this plugin binary (e.g. portmap), but only where the bin dir has none by that name',
+          describe: 'also install this plugin binary (e.g. portmap), but only where the bin dir has none by that name (or one that does not speak the conflist\'s cniVersion)',
         }),
     (args) => {
       const opts: InstallOptions = { cniBinDir: args['cni-bin-dir'], cniConfDir: args['cni-conf-dir'] };
@@ -274,7 +381,9 @@ export function installCommand(cli: Argv): Argv {
       const say = (line: string) => process.stdout.write(`${line}\n`);
       say(`${result.standalone.changed ? 'installed' : 'unchanged'} ${result.standalone.path}`);
       say(`${result.binary.changed ? 'installed' : 'unchanged'} ${result.binary.path}`);
-      for (const p of result.extraPlugins) say(`${p.changed ? 'installed' : 'kept the node\'s own'} ${p.path}`);
+      for (const p of result.extraPlugins) {
+        say(p.replaced ? `replaced the node's own ${p.path}: it ${p.replaced}` : `${p.changed ? 'installed' : 'kept the node\'s own'} ${p.path}`);
+      }
       say(`${result.conflist.changed ? 'wrote' : 'unchanged'} ${result.conflist.path}`);
       if (result.shadowedBy.length > 0) {
         process.stderr.write(

@@ -99,7 +99,8 @@ function leaseLine(r: StatusReport): string {
   if (r.source.error) return `cannot read ${r.source.origin}: ${r.source.error}`;
   if (!r.lease) return `none found in ${r.source.origin}`;
   const l = r.lease;
-  const ttl = l.ttlSeconds !== undefined ? `, expires in ${ttlText(l.ttlSeconds)}` : '';
+  // etcd answers -1 for a lease that ran out between the read and the TTL query
+  const ttl = l.ttlSeconds === undefined ? '' : l.ttlSeconds < 0 ? ', expired' : `, expires in ${ttlText(l.ttlSeconds)}`;
   return `${l.subnet} for ${l.publicIP} (${r.source.kind} ${r.source.kind === 'etcd' ? 'key' : 'node'} ${l.nodeName ?? '?'}${ttl}), ${l.backendData.PublicKey ? `PublicKey ${l.backendData.PublicKey}` : `VtepMAC ${l.backendData.VtepMAC ?? '-'}`}`;
 }
 
@@ -138,9 +139,13 @@ export function formatStatus(r: StatusReport, p: Paint): string {
     : 'no bridge yet (created at the first pod ADD)';
   const vx = r.vxlan;
   const snapBackend = r.backend;
+  // An IPv6-only node's subnet file has no FLANNEL_SUBNET: it has no IPv4 flannel.1 to miss.
+  const ipv6Only = env !== undefined && !env.subnet && Boolean(env.ipv6Subnet);
   const vxText = vx
     ? `${vx.name} vni ${vx.vni} local ${vx.local || '-'} dev ${vx.dev ?? '-'} dstport ${vx.port} ${vx.learning ? 'learning' : 'nolearning'} mtu ${vx.mtu} mac ${vx.mac} ${vx.addresses.join(' ') || 'no address'} ${vx.up ? 'up' : p.red('DOWN')}`
-    : snapBackend === 'vxlan'
+    : ipv6Only
+      ? 'none (IPv6-only node)'
+      : snapBackend === 'vxlan'
       ? p.red('no flannel.N VXLAN device')
       : `none (${snapBackend} backend)`;
   const rp = Object.entries(r.sysctl.rpFilter).map(([k, v]) => `${k}=${v ?? '?'}`).join(' ');
@@ -150,7 +155,7 @@ export function formatStatus(r: StatusReport, p: Paint): string {
     ['bridge', brText],
     ['vxlan', vxText],
     ...(r.wireguard || snapBackend === 'wireguard' ? [['wireguard', wireguardLine(r, p)] as [string, string]] : []),
-    ['sysctl', `ip_forward=${r.sysctl.ipForward ?? '?'} rp_filter ${rp}`],
+    ['sysctl', `ip_forward=${r.sysctl.ipForward ?? '?'}${r.ipv6 ? ` ipv6 forwarding=${r.sysctl.ipv6Forward ?? '?'}` : ''} rp_filter ${rp}`],
     ['iptables', iptablesLine(r.iptables)],
   ];
   if (r.ipv6) {
@@ -163,7 +168,7 @@ export function formatStatus(r: StatusReport, p: Paint): string {
     rows.splice(4, 0, ['vxlan (v6)', v6Text]);
     rows.push(['ip6tables', iptablesLine(r.ipv6.ip6tables, 'ip6tables')]);
   }
-  if (r.cniPath) rows.push(['CNI calls', r.cniPath.answering ? cniPathLine(r.cniPath) : p.yellow(cniPathLine(r.cniPath))]);
+  if (r.cniPath) rows.push(['CNI calls', r.cniPath.answering || r.cniPath.kind === 'off' ? cniPathLine(r.cniPath) : p.yellow(cniPathLine(r.cniPath))]);
   for (const [k, v] of rows) out.push(`  ${k.padEnd(12)}${v}`);
 
   out.push('');

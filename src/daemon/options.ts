@@ -153,7 +153,7 @@ export const FLAGS: Record<string, Spec> = {
 
   'healthz-ip': { type: 'string', default: '127.0.0.1', group: G_ENDPOINTS, describe: 'address for /healthz, /readyz (and /metrics without --metrics-addr)' },
   'healthz-port': { type: 'number', default: 0, group: G_ENDPOINTS, describe: 'port for /healthz, /readyz and /metrics (0 = off)' },
-  'metrics-addr': { type: 'string', group: G_ENDPOINTS, describe: 'host:port serving /metrics on its own (e.g. $(HOST_IP):9465)' },
+  'metrics-addr': { type: 'string', group: G_ENDPOINTS, describe: 'host:port serving /metrics on its own (e.g. [$(HOST_IP)]:9465; an IPv6 host in brackets)' },
 
   'log-level': { type: 'string', default: 'info', alias: 'v', group: G_LOG, describe: `${LEVELS.join('|')}, or flannel's -v=N (0 info, 1-3 debug, 4+ trace)` },
   'log-format': { type: 'string', default: 'json', group: G_LOG, describe: 'json (one object a line, for collectors) or text (one readable line a line)' },

@@ -6,6 +6,8 @@ import * as nl from '../netlink/index.js';
 export interface SysctlState {
   /** net.ipv4.ip_forward, null when unreadable */
   ipForward: string | null;
+  /** net.ipv6.conf.all.forwarding (the plugin sets it for a node with an IPv6 subnet); null when unreadable, absent = not read */
+  ipv6Forward?: string | null;
   /** net.ipv4.conf.<name>.rp_filter for all, default, the VXLAN device and the bridge */
   rpFilter: Record<string, number | null>;
   /** net.ipv4.neigh.default.gc_thresh1..3 (null = unreadable, e.g. outside the initial netns); absent = not read */
@@ -36,6 +38,7 @@ export function readSysctls(ns: nl.InNetns, names: string[]): SysctlState {
   };
   return {
     ipForward: readSysctl('net/ipv4/ip_forward', ns),
+    ipv6Forward: readSysctl('net/ipv6/conf/all/forwarding', ns),
     rpFilter,
     neighGcThresh: [1, 2, 3].map((i) => num(`net/ipv4/neigh/default/gc_thresh${i}`)) as [number | null, number | null, number | null],
     kernelRelease: release(),

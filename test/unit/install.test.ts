@@ -6,7 +6,7 @@
 // conf/10-tsflannel.conflist, which both chained plugins accept.
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BINARY_NAME, CONFLIST_NAME, InstallError, STANDALONE_NAME, defaultConflist, install, installIfMissing } from '../../src/cli/install.js';
@@ -94,6 +94,18 @@ describe('tsflannel install', () => {
     }
   });
 
+  it('puts back 0755 on an identical binary whose mode was changed (group- or world-writable code the runtime runs as root)', () => {
+    const t = tempRoot();
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    for (const name of [BINARY_NAME, STANDALONE_NAME]) chmodSync(join(t.bin, name), 0o777);
+    chmodSync(join(t.conf, CONFLIST_NAME), 0o666);
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    expect([r.binary.changed, r.standalone.changed, r.conflist.changed]).toEqual([true, true, true]);
+    for (const name of [BINARY_NAME, STANDALONE_NAME]) expect(statSync(join(t.bin, name)).mode & 0o7777).toBe(0o755);
+    expect(statSync(join(t.conf, CONFLIST_NAME)).mode & 0o7777).toBe(0o644);
+    expect(entries(t.bin)).toEqual([BINARY_NAME, STANDALONE_NAME]);
+  });
+
   it('rewrites the conflist when its content differs, atomically and byte for byte', () => {
     const t = tempRoot();
     install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
@@ -109,6 +121,27 @@ describe('tsflannel install', () => {
     expect(entries(t.conf)).toEqual([CONFLIST_NAME]);
   });
 
+  it('removes the temporary files an interrupted install left (a 90 MB copy each), but not one a running install is filling', () => {
+    const t = tempRoot();
+    mkdirSync(t.bin, { recursive: true });
+    mkdirSync(t.conf, { recursive: true });
+    const hourAgo = new Date(Date.now() - 3600_000);
+    const stale = [join(t.bin, `.${STANDALONE_NAME}.tmp-1-0badc0de`), join(t.bin, `.${BINARY_NAME}.tmp-1-0badc0de`), join(t.conf, `.${CONFLIST_NAME}.tmp-1-0badc0de`)];
+    for (const f of stale) {
+      writeFileSync(f, 'half a binary');
+      utimesSync(f, hourAgo, hourAgo);
+    }
+    const busy = join(t.bin, `.${STANDALONE_NAME}.tmp-9-feedf00d`);
+    writeFileSync(busy, 'being written right now');
+    // someone else's dot-file that merely looks similar stays
+    const foreign = join(t.bin, '.portmap.tmp-1-0badc0de');
+    writeFileSync(foreign, 'not ours');
+    utimesSync(foreign, hourAgo, hourAgo);
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    expect(entries(t.bin)).toEqual(['.portmap.tmp-1-0badc0de', `.${STANDALONE_NAME}.tmp-9-feedf00d`, BINARY_NAME, STANDALONE_NAME]);
+    expect(entries(t.conf)).toEqual([CONFLIST_NAME]);
+  });
+
   it('refuses a conflist that is not JSON or does not chain tsflannel, touching nothing', () => {
     const t = tempRoot();
     install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
@@ -120,6 +153,47 @@ describe('tsflannel install', () => {
       expect(readFileSync(conf).equals(canonical)).toBe(true);
     }
     expect(entries(t.conf)).toEqual([CONFLIST_NAME]);
+  });
+
+  it('refuses a conflist with a plugin entry libcni cannot load (no "type", not an object): containerd would reject the whole file', () => {
+    const t = tempRoot();
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    const conf = join(t.conf, CONFLIST_NAME);
+    const bad = [
+      // a typo in the second plugin's key: libcni says "missing 'type'" and loads no network at all
+      '{"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"tsflannel"},{"Type":"portmap"}]}',
+      '{"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"tsflannel"},{"type":""}]}',
+      '{"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"tsflannel"},"portmap"]}',
+      '{"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"tsflannel"},{"type":7}]}',
+    ];
+    for (const text of bad) {
+      const file = join(t.root, 'bad.conflist');
+      writeFileSync(file, text);
+      expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, conflist: file }), text).toThrow(/plugin 1 /);
+      expect(readFileSync(conf).equals(canonical)).toBe(true);
+    }
+  });
+
+  it('refuses a conflist whose tsflannel entry the plugin itself would refuse on every pod ADD, touching nothing', () => {
+    const t = tempRoot();
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    const conf = join(t.conf, CONFLIST_NAME);
+    const base = JSON.parse(canonical.toString('utf8')) as { name: string; cniVersion: string; plugins: Record<string, unknown>[] };
+    const variants: [string, (c: typeof base) => void, RegExp][] = [
+      ['a name with a space', (c) => (c.name = 'pod net'), /network name/],
+      ['a cniVersion the plugin does not speak', (c) => (c.cniVersion = '0.2.0'), /incompatible CNI versions/],
+      ['a bridge name the kernel refuses', (c) => (c.plugins[0]!.bridge = 'br/0'), /"bridge"/],
+      ['a relative agentSocket', (c) => (c.plugins[0]!.agentSocket = 'cni.sock'), /agentSocket/],
+      ['an MTU below IPv4\'s minimum', (c) => (c.plugins[0]!.mtu = 20), /mtu/],
+    ];
+    for (const [what, edit, message] of variants) {
+      const c = structuredClone(base);
+      edit(c);
+      const file = join(t.root, 'bad.conflist');
+      writeFileSync(file, JSON.stringify(c));
+      expect(() => install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, conflist: file }), what).toThrow(message);
+      expect(readFileSync(conf).equals(canonical)).toBe(true);
+    }
   });
 
   it('outside a single executable, asks for --source and --forwarder instead of copying node', () => {
@@ -143,6 +217,29 @@ describe('tsflannel install', () => {
     expect(readFileSync(first.path, 'utf8')).toBe('the node\'s own');
   });
 
+  it('replaces the node\'s own plugin when it does not speak the conflist\'s cniVersion (every pod ADD would fail in it), keeps one that does', () => {
+    const t = tempRoot();
+    mkdirSync(t.bin, { recursive: true });
+    const ours = join(t.root, 'portmap');
+    writeFileSync(ours, '#!/bin/sh\necho ours\n');
+    const answer = (versions: string[]) =>
+      `#!/bin/sh\ncat >/dev/null\n[ "$CNI_COMMAND" = VERSION ] && echo '${JSON.stringify({ cniVersion: '0.4.0', supportedVersions: versions })}'\n`;
+    const node = join(t.bin, 'portmap');
+    // CNI plugins before 1.0 (2021) stop at 0.4.0; the built-in conflist says 1.0.0
+    writeFileSync(node, answer(['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0']), { mode: 0o755 });
+    let r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
+    expect(r.extraPlugins).toEqual([{ path: node, changed: true, replaced: 'does not speak cniVersion 1.0.0 (it speaks 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0)' }]);
+    expect(readFileSync(node, 'utf8')).toBe('#!/bin/sh\necho ours\n');
+
+    writeFileSync(node, answer(['0.3.1', '0.4.0', '1.0.0']), { mode: 0o755 });
+    r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
+    expect(r.extraPlugins).toEqual([{ path: node, changed: false }]);
+    // one that cannot even answer VERSION here (a runtime-specific build?) is the node's business
+    writeFileSync(node, '#!/bin/sh\nexit 3\n', { mode: 0o755 });
+    r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
+    expect(r.extraPlugins).toEqual([{ path: node, changed: false }]);
+  });
+
   it('reports configs that sort first and so would win over ours', () => {
     const t = tempRoot();
     mkdirSync(t.conf, { recursive: true });
@@ -150,6 +247,17 @@ describe('tsflannel install', () => {
     writeFileSync(join(t.conf, '99-late.conf'), '{}');
     const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
     expect(r.shadowedBy).toEqual(['05-other.conflist']);
+  });
+
+  it('counts a config first as libcni does: a dot-file is loaded (and sorts before digits), a directory is not', () => {
+    const t = tempRoot();
+    mkdirSync(join(t.conf, '00-old.conf'), { recursive: true });
+    // "hidden" by renaming it: libcni (containerd, CRI-O) still loads it, and first
+    writeFileSync(join(t.conf, '.10-flannel.conflist'), '{}');
+    writeFileSync(join(t.conf, '05-other.json'), '{}');
+    writeFileSync(join(t.conf, '01-notes.txt'), 'not a config');
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    expect(r.shadowedBy).toEqual(['.10-flannel.conflist', '05-other.json']);
   });
 });
 

@@ -168,19 +168,22 @@ describe('conf/kube-tsflannel.yml', () => {
     expect(pod.volumes!.map((v) => v.name).filter((n) => !mounted.has(n))).toEqual([]);
   });
 
-  it('configures the agent through FLANNELD_* env: /metrics on the node IP (downward API status.hostIP) at the documented port', () => {
+  it('configures the agent through FLANNELD_* env: /metrics on the node IP (downward API status.hostIP, IPv4 or IPv6) at the documented port', () => {
     const env = agent.env ?? [];
     expect(env).toContainEqual({ name: 'HOST_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } });
     const metricsAddr = env.find((e) => e.name === 'FLANNELD_METRICS_ADDR')!;
-    expect(metricsAddr.value).toBe('$(HOST_IP):9465');
+    expect(metricsAddr.value).toContain('$(HOST_IP)');
     // Kubernetes expands $(HOST_IP) only from variables defined before it
     expect(env.findIndex((e) => e.name === 'HOST_IP')).toBeLessThan(env.indexOf(metricsAddr));
-    // what the agent sees after the kubelet expanded it
-    const resolved: Record<string, string> = { NODE_NAME: 'node-a', HOST_IP: '192.168.8.4' };
-    for (const e of env) if (e.value !== undefined) resolved[e.name] = e.value.replace(/\$\((\w+)\)/g, (_m, v: string) => resolved[v] ?? '');
-    const argv = [...(agent.command ?? []).slice(1), ...(agent.args ?? [])];
-    const opts = parseAgentOptions(argv, resolved);
-    expect(opts.metricsAddr).toEqual({ host: '192.168.8.4', port: 9465 });
+    // what the agent sees after the kubelet expanded it: status.hostIP is an
+    // IPv6 address on an IPv6-only node (and on a dual-stack one whose first node IP is IPv6)
+    for (const hostIP of ['192.168.8.4', 'fd00:10:96::8:4']) {
+      const resolved: Record<string, string> = { NODE_NAME: 'node-a', HOST_IP: hostIP };
+      for (const e of env) if (e.value !== undefined) resolved[e.name] = e.value.replace(/\$\((\w+)\)/g, (_m, v: string) => resolved[v] ?? '');
+      const argv = [...(agent.command ?? []).slice(1), ...(agent.args ?? [])];
+      const opts = parseAgentOptions(argv, resolved);
+      expect(opts.metricsAddr, hostIP).toEqual({ host: hostIP, port: 9465 });
+    }
     expect(agent.ports).toContainEqual({ name: 'metrics', containerPort: 9465, protocol: 'TCP' });
     const annotations = one<V1DaemonSet>('DaemonSet').spec!.template.metadata!.annotations!;
     expect(annotations).toMatchObject({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': '9465', 'prometheus.io/path': '/metrics' });
@@ -240,5 +243,15 @@ describe('conf/kube-tsflannel.yml', () => {
     expect(dockerfile).toContain(`COPY --from=build ${plugin} ${plugin}`);
     expect(CONFLIST_NAME).toBe('10-tsflannel.conflist');
     expect(agent.imagePullPolicy).toBe('IfNotPresent');
+  });
+
+  it('has a Dockerfile the classic builder takes too (DOCKER_BUILDKIT=0, older Docker): no BuildKit-only flags or syntax', () => {
+    const dockerfile = readFileSync(repo('Dockerfile'), 'utf8');
+    const instructions = dockerfile.split('\n').filter((l) => /^[A-Z]+\s/.test(l));
+    for (const line of instructions) {
+      // COPY/ADD --chmod, --link; RUN --mount/--network/--security; heredocs
+      expect(line, line).not.toMatch(/^(COPY|ADD)\s.*--(chmod|link|parents|exclude)\b|^RUN\s+--|<<-?\s*['"]?\w+/);
+    }
+    expect(dockerfile).not.toMatch(/^# syntax=/m);
   });
 });

@@ -6,12 +6,12 @@ import { dirname, join } from 'node:path';
 import { createConnection } from 'node:net';
 import { decodeResponse, encodeRequest, FrameReader } from '../../daemon/cni-frame.js';
 import { statsFilePath, type CniStatsFile } from '../../daemon/cni-server.js';
-import type { CheckResult } from './types.js';
+import { skip, type CheckResult } from './types.js';
 
 export interface CniSocketState {
   path: string;
-  /** 'socket' when a socket file is there */
-  kind: 'missing' | 'socket' | 'other';
+  /** 'socket' when a socket file is there; 'off' for --cni-socket '' (the agent serves no socket, on purpose) */
+  kind: 'missing' | 'socket' | 'other' | 'off';
   mode?: number;
   uid?: number;
   /** the agent answered a VERSION call on it */
@@ -84,6 +84,9 @@ function readStats(path: string): CniStatsFile | undefined {
 }
 
 export async function readCniSocket(path: string, timeoutMs = 1000): Promise<CniSocketState> {
+  // '' is the agent's "no socket" (and the conflist's agentSocket ""): there
+  // is nothing to probe, and no directory to find a fallback log in.
+  if (path === '') return { path, kind: 'off', answering: false, fallbacks: { count: 0 } };
   let st;
   try {
     st = lstatSync(path);
@@ -120,6 +123,7 @@ function fallbackText(s: CniSocketState): string {
 
 /** One line for status: which path pod calls take, and why. */
 export function cniPathLine(s: CniSocketState): string {
+  if (s.kind === 'off') return 'standalone plugin on purpose (--cni-socket \'\': no agent socket, as with the conflist\'s "agentSocket": "")';
   if (s.answering) {
     const n = callsServed(s.stats);
     const by = Object.entries(s.stats?.calls ?? {}).map(([cmd, c]) => `${cmd} ${c.ok + c.error}`).join(', ');
@@ -132,6 +136,7 @@ export function checkCniSocket(s: CniSocketState | undefined): CheckResult | und
   if (!s) return undefined;
   const id = 'cni-socket' as const;
   const restart = 'restart tsflanneld (it recreates its socket root-only); its --cni-socket must equal the conflist\'s agentSocket';
+  if (s.kind === 'off') return skip(id, 'no agent socket to check (--cni-socket \'\'): pod calls run the standalone plugin on purpose');
   if (s.kind === 'missing') {
     return {
       id,

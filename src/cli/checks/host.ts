@@ -1,18 +1,36 @@
 // Host settings the overlay depends on: forwarding, reverse-path filtering,
 // the FORWARD chain and flannel's masquerade rules.
-import { pass, problem, skip, type CheckResult, type DoctorInputs, type Facts } from './types.js';
+import { pass, problem, skip, type CheckResult, type DoctorInputs, type Facts, type IptablesProbe } from './types.js';
+import type { IptablesSnapshot } from '../../node/iptables.js';
 
+/**
+ * Forwarding for each family the node's subnet file has: IPv4 unless the
+ * node is IPv6-only, and net.ipv6.conf.all.forwarding when it has an IPv6
+ * subnet (the plugin sets both at ADD; anything may reset them later).
+ */
 export function checkIpForward(inputs: DoctorInputs): CheckResult {
   const id = 'ip-forward';
-  const v = inputs.state.sysctl.ipForward;
-  if (v === '1') return pass(id, 'net.ipv4.ip_forward = 1');
-  if (v === null) return problem(id, 'warn', 'cannot read net.ipv4.ip_forward', 'run doctor as root in the node\'s network namespace');
-  return problem(
-    id,
-    'fail',
-    `net.ipv4.ip_forward = ${v}: the node does not route between pods, flannel.1 and the outside`,
-    'sysctl -w net.ipv4.ip_forward=1 (persist it in /etc/sysctl.d/)',
-  );
+  const env = inputs.state.subnetFile.env;
+  const keys: { key: string; value: string | null | undefined; what: string }[] = [];
+  if (!env || env.subnet || !env.ipv6Subnet) {
+    keys.push({ key: 'net.ipv4.ip_forward', value: inputs.state.sysctl.ipForward, what: 'between pods, flannel.1 and the outside' });
+  }
+  if (env?.ipv6Subnet) {
+    keys.push({ key: 'net.ipv6.conf.all.forwarding', value: inputs.state.sysctl.ipv6Forward, what: 'the pods\' IPv6 traffic' });
+  }
+  const off = keys.filter((k) => k.value !== '1' && k.value !== null && k.value !== undefined);
+  if (off.length > 0) {
+    return problem(
+      id,
+      'fail',
+      off.map((k) => `${k.key} = ${k.value}: the node does not route ${k.what}`).join('; '),
+      `sysctl -w ${off.map((k) => `${k.key}=1`).join(' ')} (persist it in /etc/sysctl.d/)`,
+    );
+  }
+  const unread = keys.filter((k) => k.value !== '1');
+  if (unread.length > 0) return problem(id, 'warn', `cannot read ${unread.map((k) => k.key).join(', ')}`, 'run doctor as root in the node\'s network namespace');
+  const ipv6Only = env !== undefined && !env.subnet && Boolean(env.ipv6Subnet);
+  return pass(id, `${keys.map((k) => `${k.key} = 1`).join(', ')}${ipv6Only ? ' (IPv6-only node: IPv4 forwarding not needed)' : ''}`);
 }
 
 const RP_MODES: Record<number, string> = { 0: 'off', 1: 'strict', 2: 'loose' };
@@ -59,31 +77,55 @@ function acceptsNetwork(lines: string[], network: string): boolean {
 }
 
 export function checkForwardPolicy(inputs: DoctorInputs, facts: Facts): CheckResult {
-  const id = 'forward-policy';
-  const ipt = inputs.state.iptables;
-  if (!ipt || !ipt.ok) return problem(id, 'warn', `cannot read iptables: ${ipt?.error ?? 'not read'}`, 'run doctor as root; install iptables');
+  return forwardPolicyResult({ id: 'forward-policy', tool: 'iptables', snapshot: inputs.state.iptables, network: facts.network, probe: inputs.iptables });
+}
+
+/**
+ * The same question for IPv6, on a node with an IPv6 subnet: ip6tables has a
+ * FORWARD chain of its own (Docker, for one, sets its policy to DROP), and
+ * the agent's FLANNEL-FWD there is what lets the pods' IPv6 traffic through.
+ */
+export function checkIpv6Forward(inputs: DoctorInputs): CheckResult {
+  const id = 'ipv6-forward';
+  const env = inputs.state.subnetFile.env;
+  if (!inputs.state.ipv6 || !env?.ipv6Subnet) return skip(id, 'IPv4-only node');
+  const probe = inputs.ipv6Rules;
+  if (!probe?.ok) return problem(id, 'warn', `cannot check the IPv6 forward rules: ${probe?.error ?? 'not read'}`, 'run doctor as root; install iptables (ip6tables) or nftables');
+  return forwardPolicyResult({ id, tool: 'ip6tables', snapshot: inputs.state.ipv6.ip6tables, network: env.ipv6Network, probe });
+}
+
+interface ForwardView {
+  id: 'forward-policy' | 'ipv6-forward';
+  tool: 'iptables' | 'ip6tables';
+  snapshot: IptablesSnapshot | undefined;
+  network: string | undefined;
+  probe: IptablesProbe;
+}
+
+function forwardPolicyResult({ id, tool, snapshot: ipt, network, probe }: ForwardView): CheckResult {
+  if (!ipt || !ipt.ok) return problem(id, 'warn', `cannot read ${tool}: ${ipt?.error ?? 'not read'}`, 'run doctor as root; install iptables');
   const policy = ipt.forwardPolicy ?? '?';
-  if (policy === 'ACCEPT') return pass(id, 'FORWARD policy ACCEPT');
-  const network = facts.network;
+  if (policy === 'ACCEPT') return pass(id, `${tool === 'iptables' ? '' : 'ip6tables '}FORWARD policy ACCEPT`);
   if (!network) return problem(id, 'warn', `FORWARD policy ${policy} and the cluster network is unknown`, 'give the subnet file or a lease source so doctor knows the network');
-  if (inputs.iptables.mode === 'nftables') {
+  const accept = `${tool} -A FORWARD -s ${network} -j ACCEPT && ${tool} -A FORWARD -d ${network} -j ACCEPT`;
+  if (probe.mode === 'nftables') {
     if (acceptsNetwork(ipt.forward, network)) return pass(id, `FORWARD policy ${policy}; FORWARD rules accept ${network}`);
     // an accept in table ip flannel-ipv4 ends only that chain; iptables' DROP policy still drops
     return problem(
       id,
       'fail',
-      `FORWARD policy ${policy} in iptables drops pod traffic through this node: the nftables forward chain's accept does not override it`,
-      `use iptables mode (EnableNFTables: false), or: iptables -A FORWARD -s ${network} -j ACCEPT && iptables -A FORWARD -d ${network} -j ACCEPT`,
+      `FORWARD policy ${policy} in ${tool} drops pod traffic through this node: the nftables forward chain's accept does not override it`,
+      `use iptables mode (EnableNFTables: false), or: ${accept}`,
     );
   }
-  if (inputs.iptables.forwardMissing.length === 0) return pass(id, `FORWARD policy ${policy}; FLANNEL-FWD accepts ${network}`);
+  if (probe.forwardMissing.length === 0) return pass(id, `FORWARD policy ${policy}; FLANNEL-FWD accepts ${network}`);
   if (acceptsNetwork(ipt.forward, network)) return pass(id, `FORWARD policy ${policy}; FORWARD rules accept ${network}`);
   return problem(
     id,
     'fail',
-    `FORWARD policy ${policy} and nothing accepts the pod network ${network}: pod traffic through this node is dropped`,
-    `restart tsflanneld (it installs FLANNEL-FWD), or: iptables -A FORWARD -s ${network} -j ACCEPT && iptables -A FORWARD -d ${network} -j ACCEPT`,
-    inputs.iptables.forwardMissing.map((r) => `missing: ${r}`),
+    `${tool === 'iptables' ? '' : 'ip6tables '}FORWARD policy ${policy} and nothing accepts the pod network ${network}: pod traffic through this node is dropped`,
+    `restart tsflanneld (it installs FLANNEL-FWD), or: ${accept}`,
+    probe.forwardMissing.map((r) => `missing: ${r}`),
   );
 }
 

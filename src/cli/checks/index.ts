@@ -4,7 +4,7 @@
 import { IptablesManager, ruleText } from '../../daemon/traffic/iptables.js';
 import { NFT_FORWARD_CHAIN, NFT_MASQ_CHAIN, NFT_TABLE, NFT_TABLE_V6, nftRules } from '../../daemon/traffic/nftables.js';
 import { netnsCommand, readNodeState, run, type NodeState } from '../../node/state.js';
-import { checkForwardPolicy, checkIpForward, checkMasquerade, checkRpFilter } from './host.js';
+import { checkForwardPolicy, checkIpForward, checkIpv6Forward, checkMasquerade, checkRpFilter } from './host.js';
 import { checkIpamCapacity, checkIpamLeaks } from './ipam.js';
 import { checkKernelLimits } from './limits.js';
 import type { NodeToolOptions } from './options.js';
@@ -42,7 +42,7 @@ export function evaluate(inputs: DoctorInputs): CheckResult[] {
     checkRpFilter(inputs, facts),
     checkForwardPolicy(inputs, facts),
     checkMasquerade(inputs, facts),
-    ...(inputs.state.ipv6 ? [checkIpv6Overlay(inputs, facts), checkIpv6Masquerade(inputs)] : []),
+    ...(inputs.state.ipv6 ? [checkIpv6Overlay(inputs, facts), checkIpv6Forward(inputs), checkIpv6Masquerade(inputs)] : []),
     checkIpamLeaks(inputs),
     checkIpamCapacity(inputs),
     ...(cniSocket ? [cniSocket] : []),
@@ -53,9 +53,9 @@ export function evaluate(inputs: DoctorInputs): CheckResult[] {
 
 /** The checks of the IPv4 overlay (flannel.1, its lease, cni0's IPv4 gateway, the IPv4 rules and pool). */
 const IPV4_OVERLAY_CHECKS = new Set<CheckResult['id']>([
-  'bridge-address', 'lease', 'vxlan-device', 'underlay-interface', 'mtu', 'peer-entries', 'stale-entries', 'vtep-reachability', 'masquerade', 'ipam-capacity',
+  'bridge-address', 'lease', 'vxlan-device', 'underlay-interface', 'mtu', 'peer-entries', 'stale-entries', 'vtep-reachability', 'forward-policy', 'masquerade', 'ipam-capacity',
 ]);
-const IPV6_ONLY = 'IPv6-only node (no FLANNEL_SUBNET): see ipv6-overlay and ipv6-masquerade';
+const IPV6_ONLY = 'IPv6-only node (no FLANNEL_SUBNET): see ipv6-overlay, ipv6-forward and ipv6-masquerade';
 
 /** An IPv6-only node: its subnet file has the IPv6 pair only. */
 function ipv6Only(state: NodeState): boolean {
@@ -88,17 +88,33 @@ export async function snapshot(opts: NodeToolOptions): Promise<NodeSnapshot> {
 
 const RTT = /rtt min\/avg\/max\/mdev = ([\d.]+)\//;
 
-/** Pings every target through the node's own routes, all at once. */
-export async function pingAll(targets: string[], netns?: string): Promise<PingResult[]> {
-  return Promise.all(
-    targets.map(async (target) => {
-      const res = await run(netnsCommand(netns, ['ping', '-n', '-q', '-c', '2', '-i', '0.2', '-W', '1', target]), 5000);
+/**
+ * Pings in flight at once. One process per remote node all at once would be
+ * thousands of processes (and their pipes and memory) on a large cluster's
+ * node; 32 at a time still probe 1,000 healthy peers in about 10 s.
+ */
+export const PING_CONCURRENCY = 32;
+
+/** Pings every target through the node's own routes, PING_CONCURRENCY at a time; results in target order. */
+export async function pingAll(targets: string[], netns?: string, runner: typeof run = run): Promise<PingResult[]> {
+  const out: PingResult[] = new Array<PingResult>(targets.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < targets.length; i = next++) {
+      const target = targets[i]!;
+      const res = await runner(netnsCommand(netns, ['ping', '-n', '-q', '-c', '2', '-i', '0.2', '-W', '1', target]), 5000);
       const m = RTT.exec(res.stdout);
-      const out: PingResult = { target, ok: res.code === 0 };
-      if (m?.[1]) out.ms = Number(m[1]);
-      return out;
-    }),
-  );
+      const r: PingResult = { target, ok: res.code === 0 };
+      if (m?.[1]) r.ms = Number(m[1]);
+      // spawn's ENOENT, or ip netns exec's / nsenter's report of the same
+      if (res.code !== 0 && (res.code === -1 || /exec of "ping" failed|failed to execute ping/.test(res.stderr))) {
+        r.error = res.stderr.trim().split('\n')[0] || 'ping could not be run';
+      }
+      out[i] = r;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PING_CONCURRENCY, targets.length) }, worker));
+  return out;
 }
 
 /**

@@ -34,7 +34,11 @@ export function checkIpamCapacity(inputs: DoctorInputs): CheckResult {
   const used = ipam.total - ipam.free;
   const text = `${ipam.free} of ${ipam.total} addresses free in ${env.subnet} (${used} leased)`;
   if (ipam.free === 0) {
-    return problem(id, 'fail', `${text}: new pods on this node fail`, 'free leaked addresses (see ipam-leaks), move pods away, or use a smaller SubnetLen (larger node subnets)');
+    // Kubernetes mode: the node's subnet is its podCIDR, sized by the controller manager, not by SubnetLen.
+    const larger = inputs.view.source === 'kube'
+      ? 'give nodes larger podCIDRs (kube-controller-manager --node-cidr-mask-size, for new nodes)'
+      : 'use a smaller SubnetLen (larger node subnets)';
+    return problem(id, 'fail', `${text}: new pods on this node fail`, `free leaked addresses (see ipam-leaks), move pods away, or ${larger}`);
   }
   if (ipam.free < Math.max(1, Math.ceil(ipam.total * 0.1))) {
     return problem(id, 'warn', `${text}: nearly exhausted`, 'free leaked addresses (see ipam-leaks) or move pods away');

@@ -12,6 +12,7 @@ import { DEFAULT_BRIDGE, DEFAULT_NETWORK_NAME } from '../../node/state.js';
 import { paintFor, type Paint } from './format.js';
 import { DEFAULT_TIMEOUT_MS, type LeaseSourceOptions } from './source.js';
 import { DEFAULT_CNI_SOCKET } from '../../daemon/cni-frame.js';
+import { DEFAULT_ANNOTATION_PREFIX } from '../../daemon/subnet/annotations.js';
 
 export interface NodeToolOptions {
   netns?: string;
@@ -44,6 +45,7 @@ function nodeToolOptions<T>(y: Argv<T>) {
     .option('kubeconfig-file', { type: 'string', describe: 'kubeconfig (default: in-cluster config, else $KUBECONFIG)' })
     .option('kube-api-url', { type: 'string', hidden: true, describe: 'API server URL without auth (tests only)' })
     .option('node-name', { type: 'string', describe: 'this Node\'s name in kube mode (default $NODE_NAME, else the hostname)' })
+    .option('kube-annotation-prefix', { type: 'string', default: DEFAULT_ANNOTATION_PREFIX, describe: 'prefix of the Node annotations holding the leases (tsflanneld --kube-annotation-prefix)' })
     .option('net-config-path', { type: 'string', default: '/etc/kube-flannel/net-conf.json', describe: 'net-conf.json (kube mode)' })
     .option('public-ip', { type: 'string', describe: 'the address this node\'s lease advertises, when tsflanneld runs with --public-ip' })
     .option('timeout', { type: 'number', default: DEFAULT_TIMEOUT_MS / 1000, describe: 'seconds to wait for etcd or the API server' })
@@ -104,6 +106,7 @@ export interface RawNodeToolArgs {
   'kubeconfig-file'?: string | undefined;
   'kube-api-url'?: string | undefined;
   'node-name'?: string | undefined;
+  'kube-annotation-prefix'?: string | undefined;
   'net-config-path': string;
   'public-ip'?: string | undefined;
   timeout: number;
@@ -153,6 +156,7 @@ export function parseNodeToolArgs(args: RawNodeToolArgs, env: NodeJS.ProcessEnv 
     };
     if (args['kubeconfig-file']) kube.kubeconfig = args['kubeconfig-file'];
     if (args['kube-api-url']) kube.apiServerUrl = args['kube-api-url'];
+    if (args['kube-annotation-prefix']) kube.annotationPrefix = args['kube-annotation-prefix'];
     source = kube;
   }
   const opts: NodeToolOptions = {

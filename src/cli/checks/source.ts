@@ -20,6 +20,8 @@ export interface KubeSourceOptions {
   netConfigPath: string;
   kubeconfig?: string;
   apiServerUrl?: string;
+  /** tsflanneld --kube-annotation-prefix; default flannel's */
+  annotationPrefix?: string;
 }
 
 export type LeaseSourceOptions = EtcdSourceOptions | KubeSourceOptions | { kind: 'none' };
@@ -186,7 +188,7 @@ async function readKube(opts: KubeSourceOptions, timeoutMs: number): Promise<Clu
     const families = { ipv4: view.config?.enableIPv4 ?? true, ipv6: view.config?.enableIPv6 ?? false };
     const primary = families.ipv4 ? 4 : 6;
     for (const n of list.items) {
-      const result = leaseFromNode(n, DEFAULT_ANNOTATION_PREFIX, families);
+      const result = leaseFromNode(n, opts.annotationPrefix ?? DEFAULT_ANNOTATION_PREFIX, families);
       if (result.lease) leases.push(result.lease);
       if (n.metadata?.name !== opts.nodeName) continue;
       node.found = true;

@@ -26,7 +26,10 @@ export function checkSubnetFile(inputs: DoctorInputs, facts: Facts): CheckResult
   }
   if (!file.env) return problem(id, 'fail', `${file.path} does not parse: ${file.error ?? 'unknown error'}`, RESTART_AGENT);
   const env = file.env;
-  const found = `FLANNEL_SUBNET=${env.subnet} FLANNEL_NETWORK=${env.network}`;
+  const v4 = env.subnet ? `FLANNEL_SUBNET=${env.subnet} FLANNEL_NETWORK=${env.network}` : '';
+  const v6 = env.ipv6Subnet ? `FLANNEL_IPV6_SUBNET=${env.ipv6Subnet} FLANNEL_IPV6_NETWORK=${env.ipv6Network ?? '?'}` : '';
+  // An IPv6-only file has no IPv4 pair; a dual-stack one shows the IPv4 pair, as before.
+  const found = v4 || v6 || `FLANNEL_SUBNET=${env.subnet} FLANNEL_NETWORK=${env.network}`;
   const wrong: string[] = [];
   const config = inputs.view.config;
   if (config && config.network !== env.network) {
@@ -125,7 +128,7 @@ export function checkLease(inputs: DoctorInputs, facts: Facts): CheckResult {
     );
   }
   const ttl = view.ttl?.[own.subnet];
-  const ttlText = ttl === undefined ? 'no TTL (reservation)' : `expires in ${humanTtl(ttl)}`;
+  const ttlText = ttl === undefined ? 'no TTL (reservation)' : ttl < 0 ? 'expired' : `expires in ${humanTtl(ttl)}`;
   return pass(id, `${own.subnet} held for ${own.publicIP} (key ${own.nodeName ?? own.subnet}, ${ttlText})`);
 }
 

@@ -32,7 +32,7 @@ export const CHECK_IDS = [
 ] as const;
 
 /** Checks of the IPv6 overlay: reported only on a node with an IPv6 subnet (or a flannel-v6 device). */
-export const IPV6_CHECK_IDS = ['ipv6-overlay', 'ipv6-masquerade'] as const;
+export const IPV6_CHECK_IDS = ['ipv6-overlay', 'ipv6-forward', 'ipv6-masquerade'] as const;
 
 export type CheckId = (typeof CHECK_IDS)[number] | (typeof IPV6_CHECK_IDS)[number];
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
@@ -54,6 +54,8 @@ export interface PingResult {
   ok: boolean;
   /** round trip of the fastest reply */
   ms?: number;
+  /** ping itself could not be run (not installed): the target was not probed */
+  error?: string;
 }
 
 export interface IptablesProbe {

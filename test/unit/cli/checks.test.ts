@@ -2,7 +2,7 @@
 // probe results: a healthy three-node picture passes everything, and each
 // fault below fails (or warns) exactly the check that should name it.
 import { describe, expect, it } from 'vitest';
-import { evaluate, type CheckId, type CheckResult, type CheckStatus, type DoctorInputs } from '../../../src/cli/checks/index.js';
+import { evaluate, pingAll, PING_CONCURRENCY, type CheckId, type CheckResult, type CheckStatus, type DoctorInputs } from '../../../src/cli/checks/index.js';
 import { peerRows, staleEntries } from '../../../src/cli/checks/peers.js';
 import { deriveFacts } from '../../../src/cli/checks/types.js';
 import { effectiveRpFilter } from '../../../src/cli/checks/host.js';
@@ -434,6 +434,65 @@ describe('doctor checks (pure)', () => {
     expectOnly(loose, {});
   });
 
+  it('ipv6-forward: an ip6tables FORWARD policy DROP without FLANNEL-FWD drops the pods\' IPv6 traffic; on an IPv6-only node the IPv4 FORWARD chain does not matter', () => {
+    const v6tables = (policy: string) => ({ ok: true, forwardPolicy: policy, forward: [], flannelFwd: null, flannelMasq: null });
+    const dual = healthy();
+    dual.state.subnetFile.env = { ...dual.state.subnetFile.env!, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
+    dual.state.sysctl.ipv6Forward = '1';
+    dual.state.ipv6 = { vxlan: null, routes: [], neighbours: [], fdb: [], ip6tables: v6tables('DROP') };
+    dual.ipv6Rules = { ok: true, forwardMissing: ['-A FLANNEL-FWD -s fd00:10:244::/56 -j ACCEPT'], masqMissing: [] };
+    let r = results(dual).get('ipv6-forward');
+    expect(r?.status, JSON.stringify(r)).toBe('fail');
+    expect(r!.fix).toContain('ip6tables -A FORWARD -s fd00:10:244::/56 -j ACCEPT');
+    dual.ipv6Rules.forwardMissing = [];
+    expect(results(dual).get('ipv6-forward')!.status).toBe('pass');
+    dual.state.ipv6.ip6tables = v6tables('ACCEPT');
+    dual.ipv6Rules.forwardMissing = ['-A FLANNEL-FWD -s fd00:10:244::/56 -j ACCEPT'];
+    expect(results(dual).get('ipv6-forward')!.status).toBe('pass');
+
+    const only = healthy();
+    only.state.subnetFile.env = { network: '', subnet: '', mtu: 1450, ipMasq: true, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
+    only.state.ipv6 = { vxlan: null, routes: [], neighbours: [], fdb: [], ip6tables: v6tables('ACCEPT') };
+    only.state.iptables!.forwardPolicy = 'DROP';
+    only.iptables.forwardMissing = ['-A FLANNEL-FWD -s 10.244.0.0/16 -j ACCEPT'];
+    expect(results(only).get('forward-policy')!.status).toBe('skip');
+  });
+
+  it('ip-forward on a node with an IPv6 subnet: IPv6 forwarding off fails; on an IPv6-only node IPv4 forwarding is not needed', () => {
+    const v6 = { vxlan: null, routes: [], neighbours: [], fdb: [] };
+    const dual = healthy();
+    dual.state.subnetFile.env = { ...dual.state.subnetFile.env!, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
+    dual.state.ipv6 = v6;
+    dual.state.sysctl.ipv6Forward = '0';
+    let r = results(dual).get('ip-forward')!;
+    expect(r.status).toBe('fail');
+    expect(r.message).toContain('net.ipv6.conf.all.forwarding = 0');
+    expect(r.fix).toContain('sysctl -w net.ipv6.conf.all.forwarding=1');
+    dual.state.sysctl.ipv6Forward = '1';
+    r = results(dual).get('ip-forward')!;
+    expect(r.status).toBe('pass');
+    expect(r.message).toContain('net.ipv6.conf.all.forwarding = 1');
+
+    const only = healthy();
+    only.state.subnetFile.env = { network: '', subnet: '', mtu: 1450, ipMasq: true, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
+    only.state.ipv6 = v6;
+    only.state.sysctl.ipForward = '0';
+    only.state.sysctl.ipv6Forward = '1';
+    expect(results(only).get('ip-forward')!.status).toBe('pass');
+    only.state.sysctl.ipv6Forward = '0';
+    expect(results(only).get('ip-forward')!.status).toBe('fail');
+  });
+
+  it('subnet-file on an IPv6-only node names the IPv6 pair it found, not an empty FLANNEL_SUBNET', () => {
+    const only = healthy();
+    only.state.subnetFile.env = { network: '', subnet: '', mtu: 1430, ipMasq: true, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
+    only.state.vxlan = null;
+    only.view = { source: 'none', origin: 'none' };
+    const r = results(only).get('subnet-file')!;
+    expect(r.status).toBe('pass');
+    expect(r.message).toMatch(/^FLANNEL_IPV6_SUBNET=fd00:10:244:1::1\/64 FLANNEL_IPV6_NETWORK=fd00:10:244::\/56 MTU=1430 IPMASQ=true; /);
+  });
+
   it('forward-policy: DROP is fine with FLANNEL-FWD or equivalent FORWARD rules, fails without', () => {
     const drop = healthy();
     drop.state.iptables!.forwardPolicy = 'DROP';
@@ -498,7 +557,15 @@ describe('doctor checks (pure)', () => {
 
     const full = healthy();
     full.state.ipam.free = 0;
-    expectOnly(full, { 'ipam-capacity': 'fail' });
+    expect(expectOnly(full, { 'ipam-capacity': 'fail' }).get('ipam-capacity')!.fix).toContain('SubnetLen');
+    // In Kubernetes mode the node's subnet is its podCIDR: net-conf.json's SubnetLen has no say in it
+    const kubeFull = healthy();
+    kubeFull.state.ipam.free = 0;
+    kubeFull.view = { ...kubeFull.view, source: 'kube' };
+    const kr = results(kubeFull).get('ipam-capacity')!;
+    expect(kr.status).toBe('fail');
+    expect(kr.fix).toContain('--node-cidr-mask-size');
+    expect(kr.fix).not.toContain('SubnetLen');
     const tight = healthy();
     tight.state.ipam.free = 10;
     expectOnly(tight, { 'ipam-capacity': 'warn' });
@@ -562,6 +629,26 @@ describe('status rendering', () => {
     expect(lines).toContain('  10.244.1.2  c1         eth0    veth0a1b2c3d  yes (cni0, mtu 1450)');
     expect(lines).toContain('  10.244.1.9  dead       eth0    vethdeadbeef  NO (leaked lease?)');
   });
+  it('a lease whose etcd TTL ran out (-1 from etcd) shows as expired, as doctor says, not as "-1m-1s"', () => {
+    const i = healthy();
+    i.view.ttl = { '10.244.1.0/24': -1 };
+    const facts = deriveFacts(i);
+    const report = buildStatus({ state: i.state, view: i.view, facts, rows: peerRows(i.state, facts) });
+    const lines = formatStatus(report, paintFor({ isTTY: false })).split('\n');
+    expect(lines).toContain('  lease       10.244.1.0/24 for 192.168.1.10 (etcd key 10.244.1.0-24, expired), VtepMAC aa:00:00:00:00:01');
+  });
+  it('on an IPv6-only node, the missing IPv4 flannel.1 is no error: the IPv6 device is the one to show', () => {
+    const i = healthy();
+    i.state.subnetFile.env = { network: '', subnet: '', mtu: 1450, ipMasq: true, ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:1::1/64' };
+    i.state.vxlan = null;
+    i.state.ipv6 = { vxlan: null, routes: [], neighbours: [], fdb: [] };
+    i.view = { source: 'none', origin: 'none' };
+    const facts = deriveFacts(i);
+    const report = buildStatus({ state: i.state, view: i.view, facts, rows: peerRows(i.state, facts) });
+    const lines = formatStatus(report, paintFor({ isTTY: false })).split('\n');
+    expect(lines).toContain('  vxlan       none (IPv6-only node)');
+    expect(lines).toContain('  vxlan (v6)  no flannel-v6.N VXLAN device');
+  });
   it('kernel-limits: before Linux 5.0, peers count against gc_thresh3: warns at 80%, fails at the limit; from 5.0 on it passes', () => {
     const withPeers = (n: number, release: string): DoctorInputs => {
       const i = healthy();
@@ -584,5 +671,49 @@ describe('status rendering', () => {
     unread.state.sysctl.kernelRelease = '4.19.0';
     unread.state.sysctl.neighGcThresh = [null, null, null];
     expect(results(unread).get('kernel-limits')!.status).toBe('warn');
+  });
+});
+
+describe('doctor probes', () => {
+  it('pings a large cluster\'s VTEPs a bounded number at a time (one process each), and keeps every answer by target', async () => {
+    const targets = Array.from({ length: 300 }, (_, i) => `10.${(i >> 8) + 1}.${i & 255}.0`);
+    let inFlight = 0;
+    let most = 0;
+    const argvs: string[][] = [];
+    const runner = async (argv: string[]) => {
+      argvs.push(argv);
+      most = Math.max(most, ++inFlight);
+      await new Promise((r) => setTimeout(r, 1));
+      inFlight--;
+      const target = argv.at(-1)!;
+      // every third peer is silent
+      return targets.indexOf(target) % 3 === 0
+        ? { code: 1, stdout: '', stderr: '' }
+        : { code: 0, stdout: 'rtt min/avg/max/mdev = 0.120/0.150/0.180/0.030 ms\n', stderr: '' };
+    };
+    const res = await pingAll(targets, undefined, runner);
+    expect(argvs).toHaveLength(300);
+    // a few dozen processes at a time, not one per node of a 1,000-node cluster, and the pool is used
+    expect(most).toBeLessThanOrEqual(64);
+    expect(most).toBe(PING_CONCURRENCY);
+    expect(res.map((r) => r.target)).toEqual(targets);
+    expect(res.filter((r) => !r.ok).map((r) => r.target)).toEqual(targets.filter((_, i) => i % 3 === 0));
+    expect(res[1]).toEqual({ target: targets[1], ok: true, ms: 0.12 });
+  });
+
+  it('a node without ping: the VTEPs are reported as not probed (WARN, install ping), not as unreachable (FAIL, UDP 8472 blocked)', async () => {
+    const inputs = healthy();
+    const missing = [
+      { code: -1, stdout: '', stderr: 'spawn ping ENOENT' },
+      { code: 1, stdout: '', stderr: 'exec of "ping" failed: No such file or directory\n' },
+      { code: 127, stdout: '', stderr: 'nsenter: failed to execute ping: No such file or directory\n' },
+    ];
+    for (const answer of missing) {
+      inputs.pings = await pingAll(['10.244.2.0', '10.244.3.0'], undefined, async () => answer);
+      const r = results(inputs).get('vtep-reachability')!;
+      expect(r.status, JSON.stringify(r)).toBe('warn');
+      expect(r.message).toContain('cannot run ping');
+      expect(r.fix).toContain('iputils-ping');
+    }
   });
 });

@@ -8,6 +8,20 @@ import { join } from 'node:path';
 import { createServer, type Server } from 'node:net';
 import { FakeKube } from '../../helpers/fake-kube.js';
 import { readClusterView } from '../../../src/cli/checks/source.js';
+import { parseNodeToolArgs, type RawNodeToolArgs } from '../../../src/cli/checks/options.js';
+
+const toolDefaults: RawNodeToolArgs = {
+  'subnet-file': '/run/flannel/subnet.env',
+  'data-dir': '/var/lib/cni/networks',
+  network: 'cbr0',
+  bridge: 'cni0',
+  'etcd-prefix': '/coreos.com/network',
+  'kube-subnet-mgr': false,
+  'kube-annotation-prefix': 'flannel.alpha.coreos.com',
+  'net-config-path': '/etc/kube-flannel/net-conf.json',
+  timeout: 3,
+  json: false,
+};
 
 const ann = (ip: string, mac: string) => ({
   'flannel.alpha.coreos.com/backend-data': JSON.stringify({ VNI: 1, VtepMAC: mac }),
@@ -47,6 +61,21 @@ describe('kube lease source', () => {
     expect(view.node).toEqual({ name: 'n1', found: true, podCIDR: '10.244.1.0/24' });
     // status and doctor only list: they never patch or watch.
     expect(kube.requests.map((r) => `${r.verb} ${r.resource}`)).toEqual(['list nodes']);
+  });
+
+  it('reads the annotations under the agent\'s --kube-annotation-prefix when given the same prefix', async () => {
+    const custom = Object.fromEntries(Object.entries(ann('192.168.1.12', '0a:00:00:00:00:03')).map(([k, v]) => [k.replace('flannel.alpha.coreos.com', 'net2.example.com'), v]));
+    kube.addNode('n3', '10.244.4.0/24', custom);
+    try {
+      const view = await readClusterView({ kind: 'kube', nodeName: 'n3', netConfigPath: netConf, apiServerUrl: kube.url, annotationPrefix: 'net2.example.com' });
+      expect(view.error).toBeUndefined();
+      expect(view.leases!.map((l) => [l.nodeName, l.subnet, l.publicIP])).toEqual([['n3', '10.244.4.0/24', '192.168.1.12']]);
+      expect(view.node).toEqual({ name: 'n3', found: true, podCIDR: '10.244.4.0/24' });
+      expect(parseNodeToolArgs({ ...toolDefaults, 'kube-subnet-mgr': true, 'kube-annotation-prefix': 'net2.example.com' }, { NODE_NAME: 'n3' }).source)
+        .toMatchObject({ kind: 'kube', annotationPrefix: 'net2.example.com' });
+    } finally {
+      kube.deleteNode('n3');
+    }
   });
 
   it('says why our Node has no lease: no podCIDR, or no annotations; and a missing net-conf.json', async () => {

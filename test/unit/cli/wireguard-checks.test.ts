@@ -165,6 +165,15 @@ describe('doctor on a wireguard node (pure)', () => {
     expect(c.details).toEqual(['node3 10.244.3.0/24 (192.168.2.12): ping 10.244.3.0 got no reply; no handshake ever']);
   });
 
+  it('wireguard-peers: a host without ping warns that the peers were not probed, instead of blaming UDP 51820', () => {
+    const i = healthy();
+    i.pings = i.pings.map((p) => ({ target: p.target, ok: false, error: 'spawn ping ENOENT' }));
+    const c = results(i).get('wireguard-peers')!;
+    expect(c.status, JSON.stringify(c)).toBe('warn');
+    expect(c.message).toContain('cannot run ping');
+    expect(c.fix).toContain('iputils-ping');
+  });
+
   it('mtu: flannel-wg above the underlay − 60 fails', () => {
     const i = healthy();
     i.state.wireguard!.device!.mtu = 1480;

@@ -6,7 +6,7 @@ import { CniError } from '../../../src/cni/errors.js';
 import { parsePluginConfig } from '../../../src/plugin/config.js';
 import { decodeRequest, decodeResponse, encodeRequest, encodeResponse, FrameError, FrameReader, MAX_FRAME } from '../../../src/daemon/cni-frame.js';
 import { handleCni } from '../../../src/plugin/handler.js';
-import { checkCniSocket, cniPathLine } from '../../../src/cli/checks/cni-socket.js';
+import { checkCniSocket, cniPathLine, readCniSocket } from '../../../src/cli/checks/cni-socket.js';
 
 const conf = (extra: Record<string, unknown>) =>
   parsePluginConfig(netConfFromObject({ cniVersion: '1.0.0', name: 'n', type: 'tsflannel', ...extra }, 'ADD'));
@@ -106,6 +106,14 @@ describe('doctor check cni-socket (pure)', () => {
     });
     expect(fellBack).toContain('standalone plugin');
     expect(fellBack).toContain('3 fallback(s) to the standalone logged, last 2026-11-29T12:00:00Z ADD: connect: no such file or directory');
+  });
+  it('--cni-socket \'\' (the agent\'s "socket off", the conflist\'s agentSocket "") means standalone on purpose: skipped, no restart advice, no file read', async () => {
+    const off = await readCniSocket('');
+    expect(off).toMatchObject({ path: '', kind: 'off', answering: false, fallbacks: { count: 0 } });
+    const r = checkCniSocket(off)!;
+    expect(r.status).toBe('skip');
+    expect(r.message).toContain('standalone plugin on purpose');
+    expect(cniPathLine(off)).toBe('standalone plugin on purpose (--cni-socket \'\': no agent socket, as with the conflist\'s "agentSocket": "")');
   });
   it('is not evaluated when the socket was not looked at', () => {
     expect(checkCniSocket(undefined)).toBeUndefined();
