@@ -18,7 +18,7 @@ import {
 import { compareAddresses, parseCidr } from '../../net/ip.js';
 import { kernelPeers, linkByName, type KernelRoute, type NodeState } from '../../node/state.js';
 import { wireguardRows } from './wireguard.js';
-import { count, pass, problem, skip, type CheckResult, type DoctorInputs, type Facts, type PingResult } from './types.js';
+import { count, pass, pingNotRun, problem, skip, type CheckResult, type DoctorInputs, type Facts, type PingResult } from './types.js';
 
 export type EntryStatus = 'ok' | 'missing' | 'wrong' | 'n/a';
 
@@ -371,16 +371,8 @@ export function checkVtepReachability(inputs: DoctorInputs, facts: Facts, rows: 
     } else failed.push(r);
   }
   const skipped = notPinged.map((r) => `${describePeer(r)}: not probed, its entries are incomplete (see peer-entries)`);
-  // No ping on this host says nothing about the tunnels.
-  const unrun = failed.map((r) => results.get(r.pingTarget!)?.error).filter((e): e is string => e !== undefined);
-  if (failed.length > 0 && unrun.length === failed.length) {
-    return problem(
-      id,
-      'warn',
-      `cannot run ping (${unrun[0]}): ${count(failed.length, 'remote VTEP')} not probed`,
-      'install ping (iputils-ping) on this host, or run doctor in the agent\'s pod (kubectl exec), which has it',
-    );
-  }
+  const notRun = pingNotRun(id, failed.map((r) => results.get(r.pingTarget!)?.error), 'remote VTEP');
+  if (notRun) return notRun;
   if (failed.length > 0) {
     const port = facts.backend.port;
     const noLease = facts.leases !== undefined && !facts.ownLease ? ' This node holds no lease, so the others have no route back to it.' : '';

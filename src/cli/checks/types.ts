@@ -170,6 +170,22 @@ export function problem(id: CheckId, status: 'warn' | 'fail', message: string, f
   return r;
 }
 
+/**
+ * A warning when none of the failed pings ran (no ping on this host), which
+ * says nothing about the tunnels; undefined when any of them did run.
+ * `errors` holds each failed target's PingResult.error.
+ */
+export function pingNotRun(id: CheckId, errors: readonly (string | undefined)[], noun: string): CheckResult | undefined {
+  const unrun = errors.filter((e): e is string => e !== undefined);
+  if (errors.length === 0 || unrun.length !== errors.length) return undefined;
+  return problem(
+    id,
+    'warn',
+    `cannot run ping (${unrun[0]}): ${count(errors.length, noun)} not probed`,
+    'install ping (iputils-ping) on this host, or run doctor in the agent\'s pod (kubectl exec), which has it',
+  );
+}
+
 /** "1 thing" / "2 things" */
 export function count(n: number, noun: string, plural = `${noun}s`): string {
   return `${n} ${n === 1 ? noun : plural}`;

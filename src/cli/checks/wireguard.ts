@@ -7,7 +7,7 @@ import { diffPeers, planPeers, type DesiredPeer, type DumpPeer } from '../../dae
 import { WIREGUARD_OVERHEAD_V4 } from '../../daemon/backend/wireguard.js';
 import { subnetOf, WIREGUARD_DEVICE, type NodeState } from '../../node/state.js';
 import type { PeerRow } from './peers.js';
-import { count, pass, problem, skip, type CheckResult, type DoctorInputs, type Facts } from './types.js';
+import { count, pass, pingNotRun, problem, skip, type CheckResult, type DoctorInputs, type Facts } from './types.js';
 
 /** WireGuard drops a session after 180 s without a new handshake (REJECT_AFTER_TIME). */
 export const HANDSHAKE_STALE_SECONDS = 180;
@@ -181,16 +181,8 @@ export function checkWireguardPeers(inputs: DoctorInputs, facts: Facts, rows: Pe
   const who = (r: PeerRow) => `${r.node ? `${r.node} ` : ''}${r.subnet}${r.publicIP ? ` (${r.publicIP})` : ''}`;
   const failed = targets.filter((r) => !pings.get(r.pingTarget!)?.ok);
   const ages = targets.map(age).filter((a): a is number => a !== undefined);
-  // No ping on this host says nothing about the peers.
-  const unrun = failed.map((r) => pings.get(r.pingTarget!)?.error).filter((e): e is string => e !== undefined);
-  if (failed.length > 0 && unrun.length === failed.length) {
-    return problem(
-      id,
-      'warn',
-      `cannot run ping (${unrun[0]}): ${count(failed.length, 'peer')} not probed`,
-      'install ping (iputils-ping) on this host, or run doctor in the agent\'s pod (kubectl exec), which has it',
-    );
-  }
+  const notRun = pingNotRun(id, failed.map((r) => pings.get(r.pingTarget!)?.error), 'peer');
+  if (notRun) return notRun;
   if (failed.length > 0) {
     const port = facts.backend.type === 'wireguard' ? facts.backend.listenPort : 51820;
     return problem(
