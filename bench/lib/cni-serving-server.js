@@ -16,6 +16,7 @@ import { unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { connectionHandler } from './cni-serving-conn.js';
 
 const [design, socketPath, repoRoot] = process.argv.slice(2);
 const DESIGNS = { hop4: { workers: 4 }, hop1: { workers: 1 }, single: { workers: 1, listens: true } };
@@ -54,20 +55,13 @@ for (let i = 0; i < spec.workers; i++) {
 }
 
 if (!spec.listens) {
-  const server = createServer({ allowHalfOpen: true }, (socket) => {
-    if (libcPeerCred(socket._handle.fd)?.uid !== 0) return socket.destroy();
-    const reader = new FrameReader();
-    socket.on('data', (chunk) => {
-      const body = reader.push(chunk);
-      if (body === undefined) return;
-      const req = decodeRequest(body);
-      const w = workers.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
-      const id = nextId++;
-      new Promise((resolve) => {
-        w.pending.set(id, resolve);
-        w.postMessage({ id, env: req.env, stdin: req.stdin });
-      }).then((res) => socket.end(encodeResponse(res)));
+  const serve = (env, stdin) => {
+    const w = workers.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+    const id = nextId++;
+    return new Promise((resolve) => {
+      w.pending.set(id, resolve);
+      w.postMessage({ id, env, stdin });
     });
-  });
-  server.listen(socketPath);
+  };
+  createServer({ allowHalfOpen: true }, connectionHandler({ FrameReader, decodeRequest, encodeResponse, libcPeerCred }, serve)).listen(socketPath);
 }

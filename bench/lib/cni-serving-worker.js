@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parentPort, workerData } from 'node:worker_threads';
+import { connectionHandler } from './cni-serving-conn.js';
 
 const mod = (p) => import(pathToFileURL(join(workerData.repoRoot, 'build', p)).href);
 const { handleCni, preloadHandler } = await mod('plugin/handler.js');
@@ -13,16 +14,8 @@ const { libcPeerCred } = await mod('netlink/ffi.js');
 await preloadHandler();
 
 if (workerData.listen) {
-  const server = createServer({ allowHalfOpen: true }, (socket) => {
-    if (libcPeerCred(socket._handle.fd)?.uid !== 0) return socket.destroy();
-    const reader = new FrameReader();
-    socket.on('data', (chunk) => {
-      const body = reader.push(chunk);
-      if (body === undefined) return;
-      const req = decodeRequest(body);
-      void handleCni({ env: req.env, stdin: req.stdin }).then((res) => socket.end(encodeResponse(res)));
-    });
-  });
+  const serve = (env, stdin) => handleCni({ env, stdin });
+  const server = createServer({ allowHalfOpen: true }, connectionHandler({ FrameReader, decodeRequest, encodeResponse, libcPeerCred }, serve));
   server.listen(workerData.listen, () => parentPort.postMessage({ ready: true }));
 } else {
   parentPort.on('message', (msg) => {
