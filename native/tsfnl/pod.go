@@ -630,12 +630,16 @@ func teardown(hostH *netlink.Handle, r podTeardownReq) (interface{}, error) {
 
 // hostEndOfPod reports whether the host link named for the attachment is
 // the peer of its pod interface: with a netns to look in, a link whose peer
-// is not r.Ifname there is another pod's. Without one (containerd's second
-// DEL, a netns already gone) it cannot tell: the link counts as this
-// attachment's only while the attachment still leases an address, since an
-// attachment that holds none (a DEL already ran, or its ADD failed) has no
-// link left of its own, as the reference bridge assumes for a DEL without
-// a netns.
+// is the veth r.Ifname there is this attachment's, and one whose peer is
+// another veth of that name is another pod's. Without a netns (containerd's
+// second DEL, a netns already gone), or with no veth r.Ifname in it (the
+// pod renamed or moved its interface, or the path now names another netns)
+// it cannot tell: the link counts as this attachment's only while the
+// attachment still leases an address, since an attachment that holds none
+// (a DEL already ran, or its ADD failed, as a refused colliding ADD does)
+// has no link left of its own, as the reference bridge assumes for a DEL
+// without a netns. Keeping the link while the lease is released would
+// leave it on the bridge answering for an address the next pod gets.
 func hostEndOfPod(host netlink.Link, r podTeardownReq) (bool, error) {
 	cannotTell := len(r.Leased) > 0
 	if r.Netns == "" || !validIfname(r.Ifname) || host.Type() != "veth" {
@@ -648,8 +652,11 @@ func hostEndOfPod(host netlink.Link, r podTeardownReq) (bool, error) {
 	defer ns.Close()
 	out, err := inPodNetns(ns, r.Netns, func(podH *netlink.Handle) (interface{}, error) {
 		pod, err := linkOrNil(podH.LinkByName(r.Ifname))
-		if err != nil || pod == nil || pod.Type() != "veth" {
+		if err != nil {
 			return false, err
+		}
+		if pod == nil || pod.Type() != "veth" {
+			return cannotTell, nil
 		}
 		return pod.Attrs().ParentIndex == host.Attrs().Index && host.Attrs().ParentIndex == pod.Attrs().Index, nil
 	})

@@ -5,7 +5,7 @@
 // cannot finish.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
@@ -26,6 +26,9 @@ describe.skipIf(requireOrSkip('plugin verbs', { root: isRoot }))('tsflannel verb
   const add = (id: string, pod: string, stdin: object = conf()) =>
     call({ command: 'ADD', containerId: id, netns: nsPath(pod), ifname: 'eth0', stdin });
   const status = (stdin: object = conf()) => call({ command: 'STATUS', stdin });
+  /** The lease files (addresses) host-local IPAM keeps for a container ID. */
+  const leasesOf = (id: string) => readdirSync(join(dataDir, netName))
+    .filter((f) => /^[\d.]+$|:/.test(f) && readFileSync(join(dataDir, netName, f), 'utf8').split('\r\n')[0] === id);
 
   beforeAll(() => {
     node = addNetns('vbnode');
@@ -183,6 +186,23 @@ describe.skipIf(requireOrSkip('plugin verbs', { root: isRoot }))('tsflannel verb
     expect(ipJson<{ ifname: string }[]>(pod, ['link', 'show']).map((l) => l.ifname)).toContain('eth0');
     expect(spawnSync('ip', ['netns', 'exec', pod, 'ping', '-c1', '-W2', '10.244.1.1']).status).toBe(0);
     expect((await call({ command: 'DEL', containerId: live, netns: nsPath(pod), ifname: 'eth0', stdin: conf() })).code).toBe(0);
+  });
+
+  it('DEL removes the host veth and the lease when the pod interface was renamed inside its netns', async () => {
+    const pod = addNetns('vbren');
+    const added = await add('vb-ren', pod);
+    expect(added.code, added.stdout + added.stderr).toBe(0);
+    const hostVeth = (added.json?.interfaces as { name: string }[])[1]!.name;
+    const leased = () => leasesOf('vb-ren');
+    expect(leased()).toHaveLength(1);
+    execFileSync('ip', ['-n', pod, 'link', 'set', 'eth0', 'down']);
+    execFileSync('ip', ['-n', pod, 'link', 'set', 'eth0', 'name', 'foo']);
+    const out = await call({ command: 'DEL', containerId: 'vb-ren', netns: nsPath(pod), ifname: 'eth0', stdin: conf() });
+    expect(out.code, out.stdout).toBe(0);
+    expect(leased()).toEqual([]);
+    // Left on cni0, it would still answer for an address IPAM now hands to the next pod.
+    expect(ipJson<{ ifname: string }[]>(node, ['link', 'show']).map((l) => l.ifname)).not.toContain(hostVeth);
+    expect(ipJson<{ ifname: string }[]>(pod, ['link', 'show']).map((l) => l.ifname)).toEqual(['lo']);
   });
 
   it('STATUS on an invalid subnet file says what is wrong with it, not that it was never written', async () => {
