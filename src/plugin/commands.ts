@@ -224,7 +224,7 @@ export async function add(ctx: PluginContext): Promise<Result> {
         log.info({ ...loggedIps(existing.ips), veth: hostName }, 'pod already attached');
         return resultOf(ctx, cfg, existing, routes);
       }
-      refuseForeignHostVeth(seen, hostName, netns, ifname);
+      await refuseForeignHostVeth(ipam, ctx.env, seen, hostName);
       return withRollback(log, async (onUndo) => {
         const allocs: Allocation[] = await ipam.allocate(containerId, ifname, requested, { attachmentLocked: true });
         // Undo only what this call made: a lease it merely found stays (an
@@ -247,17 +247,25 @@ export async function add(ctx: PluginContext): Promise<Result> {
  * The host veth name keeps 32 bits of a digest of (container ID, ifname),
  * so two attachments on a node can share it (about one ADD in 2^32 / pods
  * per node), and another plugin's random veth name can match it too. A
- * device of that name is this attachment's own leftover (an interrupted
- * ADD, which attachPod replaces) only when its peer is CNI_IFNAME in
- * CNI_NETNS: both ends of a pair live and die together. Anything else
- * belongs to another pod, which replacing it would cut off without a word;
- * this ADD fails instead (kubelet retries with a new sandbox, so a new name).
+ * device of that name is this attachment's own leftover, which attachPod
+ * replaces, when its peer is CNI_IFNAME in CNI_NETNS (an interrupted ADD:
+ * both ends of a pair live and die together), or when IPAM holds a lease
+ * for this (container ID, ifname): an ADD leases before it makes the pair
+ * and a DEL deletes the pair before it releases, so the link is then this
+ * attachment's own, left in an older netns (podman, or a hand-run ADD,
+ * reusing the container ID while that netns is still pinned). Anything
+ * else belongs to another pod, which replacing it would cut off without a
+ * word; this ADD fails instead (kubelet retries with a new sandbox, so a
+ * new name). A refused ADD leases nothing, so its retry is refused too.
  */
-function refuseForeignHostVeth(seen: nl.PodInspection, hostName: string, netns: string, ifname: string): void {
+async function refuseForeignHostVeth(ipam: HostLocalIpam, env: PluginContext['env'], seen: nl.PodInspection, hostName: string): Promise<void> {
+  const { containerId, netns, ifname } = env;
   if (!seen.host) return;
   // The inspection looks at the pod only when the host veth is on the bridge.
   const pod = seen.pod ?? nl.linkByName(ifname, { netns });
   if (pod && isPeerOf(pod, seen.host)) return;
+  // Read under the attachment's lock (held by add): no call of this attachment can change its leases meanwhile.
+  if ((await ipam.find(containerId, ifname, { attachmentLocked: true })).length > 0) return;
   throw new CniError(
     ErrorCode.Internal,
     `host veth name ${hostName}, derived from this container ID and ${ifname}, is taken by a ${seen.host.type} link whose peer is not ${ifname} in ${clip(netns)}`,

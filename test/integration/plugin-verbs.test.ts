@@ -159,6 +159,10 @@ describe.skipIf(requireOrSkip('plugin verbs', { root: isRoot }))('tsflannel verb
     const b = await add(second, podB);
     expect(b.code, b.stdout).toBe(1);
     expect(String(b.json?.msg)).toContain(hostVeth);
+    // The refused ADD leased nothing, so its retry is still another pod's collision, not a leftover of its own.
+    const retryB = await add(second, podB);
+    expect(retryB.code, retryB.stdout).toBe(1);
+    expect(leasesOf(second)).toEqual([]);
     // The runtime follows a failed ADD with a DEL.
     const delB = await call({ command: 'DEL', containerId: second, netns: nsPath(podB), ifname: 'eth0', stdin: conf() });
     expect(delB.code, delB.stdout).toBe(0);
@@ -170,6 +174,29 @@ describe.skipIf(requireOrSkip('plugin verbs', { root: isRoot }))('tsflannel verb
     const check = await call({ command: 'CHECK', containerId: first, netns: nsPath(podA), ifname: 'eth0', stdin: conf({ prevResult: a.json }) });
     expect(check.code, check.stdout).toBe(0);
     expect((await call({ command: 'DEL', containerId: first, netns: nsPath(podA), ifname: 'eth0', stdin: conf() })).code).toBe(0);
+    expect(ipJson<{ ifname: string }[]>(node, ['link', 'show']).map((l) => l.ifname)).not.toContain(hostVeth);
+  });
+
+  it('ADD retried with the same container ID into a new netns while the old one is still pinned moves the attachment there, keeping its one lease', async () => {
+    const [podA, podB] = [addNetns('vbrea'), addNetns('vbreb')];
+    const first = await add('vb-re', podA);
+    expect(first.code, first.stdout + first.stderr).toBe(0);
+    const hostVeth = (first.json?.interfaces as { name: string }[])[1]!.name;
+    const address = (first.json?.ips as { address: string }[])[0]!.address;
+    const again = await add('vb-re', podB);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect((again.json?.interfaces as { name: string }[])[1]!.name).toBe(hostVeth);
+    expect(leasesOf('vb-re')).toHaveLength(1);
+    // The old pair went with its leftover host end; the new one's peer is eth0 in B, carrying the lease.
+    expect(ipJson<{ ifname: string }[]>(podA, ['link', 'show']).map((l) => l.ifname)).toEqual(['lo']);
+    expect(inNs(podB, 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).toContain(address);
+    const peer = ipJson<{ ifname: string; link_index?: number }[]>(podB, ['link', 'show', 'eth0'])[0]!;
+    const host = ipJson<{ ifindex: number; master?: string }[]>(node, ['link', 'show', hostVeth])[0]!;
+    expect(peer.link_index).toBe(host.ifindex);
+    expect(host.master).toBe('cni0');
+    expect(spawnSync('ip', ['netns', 'exec', podB, 'ping', '-c1', '-W2', '10.244.1.1']).status).toBe(0);
+    expect((await call({ command: 'DEL', containerId: 'vb-re', netns: nsPath(podB), ifname: 'eth0', stdin: conf() })).code).toBe(0);
+    expect(leasesOf('vb-re')).toEqual([]);
     expect(ipJson<{ ifname: string }[]>(node, ['link', 'show']).map((l) => l.ifname)).not.toContain(hostVeth);
   });
 
