@@ -60,8 +60,11 @@ export interface InstallResult {
   /** the standalone plugin, <bin>/tsflannel-standalone */
   standalone: { path: string; changed: boolean };
   conflist: { path: string; changed: boolean };
-  /** `replaced`: why the node's own plugin of that name gave way to ours */
-  extraPlugins: { path: string; changed: boolean; replaced?: string }[];
+  /**
+   * `replaced`: why the node's own plugin of that name gave way to ours;
+   * `warning`: why the node's own stays although it cannot run the chain
+   */
+  extraPlugins: { path: string; changed: boolean; replaced?: string; warning?: string }[];
   /** conflists that sort before ours: a runtime uses the first one, not ours */
   shadowedBy: string[];
 }
@@ -280,10 +283,17 @@ function supportedVersions(path: string, cniVersion: string): string[] | undefin
 /**
  * Copies a plugin the chain needs unless the node already has one by that
  * name that speaks the conflist's `cniVersion`: one that does not (CNI
- * plugins before 1.0 stop at 0.4.0) would fail every pod ADD, and ours also
- * speaks every older version, so replacing it breaks no other config.
+ * plugins before 1.0 stop at 0.4.0) would fail every pod ADD. It is replaced
+ * only when ours is known to speak that version (ours also speaks every
+ * older one, so no other config breaks); when ours does not either, swapping
+ * would downgrade the node's binary without fixing a single ADD, and redo it
+ * on every run, so the node's stays and `warning` says what is needed.
  */
-export function installIfMissing(source: string, binDir: string, cniVersion?: string): { path: string; changed: boolean; replaced?: string } {
+export function installIfMissing(
+  source: string,
+  binDir: string,
+  cniVersion?: string,
+): { path: string; changed: boolean; replaced?: string; warning?: string } {
   const dest = join(binDir, basename(source));
   let replaced: string | undefined;
   try {
@@ -291,6 +301,12 @@ export function installIfMissing(source: string, binDir: string, cniVersion?: st
     const speaks = cniVersion === undefined ? undefined : supportedVersions(dest, cniVersion);
     if (speaks === undefined || speaks.includes(cniVersion!)) return { path: dest, changed: false };
     replaced = `does not speak cniVersion ${cniVersion} (it speaks ${speaks.join(', ')})`;
+    const oursSpeaks = supportedVersions(source, cniVersion!);
+    if (!oursSpeaks?.includes(cniVersion!)) {
+      const ours = oursSpeaks === undefined ? 'no VERSION answer' : oursSpeaks.join(', ');
+      const warning = `${replaced}, nor does ours (${ours}): the conflist's cniVersion ${cniVersion} needs a newer ${basename(source)}`;
+      return { path: dest, changed: false, warning };
+    }
   } catch {
     // absent: install ours
   }
@@ -383,6 +399,7 @@ export function installCommand(cli: Argv): Argv {
       say(`${result.binary.changed ? 'installed' : 'unchanged'} ${result.binary.path}`);
       for (const p of result.extraPlugins) {
         say(p.replaced ? `replaced the node's own ${p.path}: it ${p.replaced}` : `${p.changed ? 'installed' : 'kept the node\'s own'} ${p.path}`);
+        if (p.warning) process.stderr.write(`tsflannel: warning: the node's own ${p.path} ${p.warning}; every pod ADD fails in it\n`);
       }
       say(`${result.conflist.changed ? 'wrote' : 'unchanged'} ${result.conflist.path}`);
       if (result.shadowedBy.length > 0) {

@@ -28,6 +28,10 @@ function tempRoot(): { root: string; bin: string; conf: string; src: string; fwd
   return { root, bin: join(root, 'opt/cni/bin'), conf: join(root, 'etc/cni/net.d'), src, fwd };
 }
 
+/** A stand-in plugin that answers CNI_COMMAND=VERSION with `versions` (and prints `tag` otherwise). */
+const answer = (versions: string[], tag = 'node') =>
+  `#!/bin/sh\ncat >/dev/null\n[ "$CNI_COMMAND" = VERSION ] && echo '${JSON.stringify({ cniVersion: '0.4.0', supportedVersions: versions })}' && exit 0\necho ${tag}\n`;
+
 /** Nothing but the final names: no temporary file may be left behind. */
 const entries = (dir: string) => readdirSync(dir).sort();
 
@@ -221,15 +225,15 @@ describe('tsflannel install', () => {
     const t = tempRoot();
     mkdirSync(t.bin, { recursive: true });
     const ours = join(t.root, 'portmap');
-    writeFileSync(ours, '#!/bin/sh\necho ours\n');
-    const answer = (versions: string[]) =>
-      `#!/bin/sh\ncat >/dev/null\n[ "$CNI_COMMAND" = VERSION ] && echo '${JSON.stringify({ cniVersion: '0.4.0', supportedVersions: versions })}'\n`;
+    // the image's portmap: Debian's 1.1.1 speaks up to 1.0.0
+    const oursText = answer(['0.3.1', '0.4.0', '1.0.0'], 'ours');
+    writeFileSync(ours, oursText, { mode: 0o755 });
     const node = join(t.bin, 'portmap');
     // CNI plugins before 1.0 (2021) stop at 0.4.0; the built-in conflist says 1.0.0
     writeFileSync(node, answer(['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0']), { mode: 0o755 });
     let r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
     expect(r.extraPlugins).toEqual([{ path: node, changed: true, replaced: 'does not speak cniVersion 1.0.0 (it speaks 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0)' }]);
-    expect(readFileSync(node, 'utf8')).toBe('#!/bin/sh\necho ours\n');
+    expect(readFileSync(node, 'utf8')).toBe(oursText);
 
     writeFileSync(node, answer(['0.3.1', '0.4.0', '1.0.0']), { mode: 0o755 });
     r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
@@ -238,6 +242,42 @@ describe('tsflannel install', () => {
     writeFileSync(node, '#!/bin/sh\nexit 3\n', { mode: 0o755 });
     r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
     expect(r.extraPlugins).toEqual([{ path: node, changed: false }]);
+  });
+
+  it('keeps the node\'s own plugin, with a warning naming the version, when ours does not speak the conflist\'s cniVersion either (no downgrade, no rewrite on every run)', () => {
+    const t = tempRoot();
+    mkdirSync(t.bin, { recursive: true });
+    const conflist = join(t.root, 'cni-conf.json');
+    writeFileSync(conflist, readFileSync(new URL('../../conf/10-tsflannel.conflist', import.meta.url), 'utf8').replace('"cniVersion": "1.0.0"', '"cniVersion": "1.1.0"'));
+    expect(readFileSync(conflist, 'utf8')).toContain('"cniVersion": "1.1.0"');
+    const ours = join(t.root, 'portmap');
+    writeFileSync(ours, answer(['0.3.1', '0.4.0', '1.0.0'], 'ours'), { mode: 0o755 });
+    const node = join(t.bin, 'portmap');
+    // portmap 1.1 to 1.4 speaks up to 1.0.0 as well: neither can run a 1.1.0 chain
+    const nodeText = answer(['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0']);
+    writeFileSync(node, nodeText, { mode: 0o755 });
+    const before = statSync(node);
+    for (let run = 0; run < 2; run++) {
+      const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, conflist, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
+      expect(r.extraPlugins).toEqual([
+        {
+          path: node,
+          changed: false,
+          warning:
+            'does not speak cniVersion 1.1.0 (it speaks 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0), nor does ours (0.3.1, 0.4.0, 1.0.0): ' +
+            'the conflist\'s cniVersion 1.1.0 needs a newer portmap',
+        },
+      ]);
+    }
+    expect(readFileSync(node, 'utf8')).toBe(nodeText);
+    expect(statSync(node).ino).toBe(before.ino);
+
+    // ours answers nothing here: nothing is known to be better, so the node's stays
+    writeFileSync(ours, '#!/bin/sh\nexit 3\n', { mode: 0o755 });
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, conflist, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
+    expect(r.extraPlugins[0]).toMatchObject({ path: node, changed: false });
+    expect(r.extraPlugins[0]!.warning).toMatch(/nor does ours \(no VERSION answer\).*cniVersion 1\.1\.0 needs a newer portmap/);
+    expect(readFileSync(node, 'utf8')).toBe(nodeText);
   });
 
   it('reports configs that sort first and so would win over ours', () => {
