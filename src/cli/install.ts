@@ -231,7 +231,9 @@ function sameContent(a: string, b: string): boolean {
  * Whether an identical file may stay as it is: it has the `need` bits, and
  * no one but root can change it (no group/other write, no set-id bits: the
  * runtime runs the plugin as root and trusts the config). Otherwise it is
- * rewritten, which gives it our mode again.
+ * rewritten, which gives it our mode again. A binary needs only owner
+ * execute: the runtime runs it as root, so an admin's 0750 or 0700 is
+ * stricter than ours, not broken, and must not be undone on every install.
  */
 function safeMode(path: string, need: number): boolean {
   try {
@@ -254,7 +256,7 @@ export function installBinary(source: string, binDir: string, name: string = BIN
   mkdirSync(binDir, { recursive: true });
   const dest = join(binDir, name);
   removeStaleTemps(dest);
-  if (sameContent(source, dest) && safeMode(dest, 0o111)) return { path: dest, changed: false };
+  if (sameContent(source, dest) && safeMode(dest, 0o100)) return { path: dest, changed: false };
   replaceAtomically(dest, (tmp) => copyFileSync(source, tmp, fsConstants.COPYFILE_EXCL), 0o755);
   return { path: dest, changed: true };
 }

@@ -110,6 +110,28 @@ describe('tsflannel install', () => {
     expect(entries(t.bin)).toEqual([BINARY_NAME, STANDALONE_NAME]);
   });
 
+  it('keeps an identical binary an admin hardened to 0750 or 0700 (owner execute, nothing writable by others), rewrites one the owner cannot execute or with a set-id bit', () => {
+    const t = tempRoot();
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    const bin = join(t.bin, BINARY_NAME);
+    const standalone = join(t.bin, STANDALONE_NAME);
+    for (const mode of [0o750, 0o700, 0o550, 0o500]) {
+      chmodSync(bin, mode);
+      chmodSync(standalone, mode);
+      const before = [statSync(bin).ino, statSync(standalone).ino];
+      const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+      expect([mode.toString(8), r.binary.changed, r.standalone.changed]).toEqual([mode.toString(8), false, false]);
+      expect([statSync(bin).mode & 0o7777, statSync(standalone).mode & 0o7777]).toEqual([mode, mode]);
+      expect([statSync(bin).ino, statSync(standalone).ino]).toEqual(before);
+    }
+    for (const mode of [0o644, 0o655, 0o4755, 0o2750, 0o770]) {
+      chmodSync(bin, mode);
+      const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+      expect([mode.toString(8), r.binary.changed]).toEqual([mode.toString(8), true]);
+      expect(statSync(bin).mode & 0o7777).toBe(0o755);
+    }
+  });
+
   it('rewrites the conflist when its content differs, atomically and byte for byte', () => {
     const t = tempRoot();
     install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
