@@ -367,6 +367,23 @@ describe('tsflannel CLI (yargs)', () => {
     expect(readFileSync(join(t.conf, CONFLIST_NAME)).equals(canonical)).toBe(true);
   });
 
+  it('with Debian\'s real portmap (up to 1.0.0) and a 1.1.0 conflist, keeps the node\'s portmap and warns on stderr that 1.1.0 needs a newer portmap', async ({ skip }) => {
+    const ours = refPlugin('portmap');
+    if (!existsSync(ours)) return skipOrFail(skip, 'portmap for install --with-plugin', `no ${ours}`);
+    const t = tempRoot();
+    mkdirSync(t.bin, { recursive: true });
+    const node = join(t.bin, 'portmap');
+    const nodeText = answer(['0.3.1', '0.4.0', '1.0.0']);
+    writeFileSync(node, nodeText, { mode: 0o755 });
+    const custom = join(t.root, 'cm.conflist');
+    writeFileSync(custom, canonical.toString('utf8').replace('"cniVersion": "1.0.0"', '"cniVersion": "1.1.0"'));
+    await cliMain(['install', '--cni-bin-dir', t.bin, '--cni-conf-dir', t.conf, '--conflist', custom, '--source', t.src, '--forwarder', t.fwd, '--with-plugin', ours]);
+    expect(process.exitCode ?? 0).toBe(0);
+    expect(out).toContain(`kept the node's own ${node}`);
+    expect(err).toMatch(/warning: the node's own .*portmap does not speak cniVersion 1\.1\.0 .*nor does ours \([^)]*1\.0\.0\): the conflist's cniVersion 1\.1\.0 needs a newer portmap/);
+    expect(readFileSync(node, 'utf8')).toBe(nodeText);
+  });
+
   it('exits 1 with the reason when install fails, 2 on bad usage', async () => {
     const t = tempRoot();
     await cliMain(['install', '--cni-bin-dir', t.bin, '--cni-conf-dir', t.conf]);
