@@ -58,8 +58,11 @@ RUN apt-get update \
 
 # The agent's rules must land in the backend the node already uses, or they
 # sit beside kube-proxy's in the other one. On its first call this wrapper
-# picks the backend holding more rules (nft on a tie, Debian's default),
-# makes it the alternative, and runs the command; later calls skip it.
+# picks the backend kubelet's hint chains (KUBE-IPTABLES-HINT,
+# KUBE-KUBELET-CANARY in mangle) name, else the one holding more rules (nft
+# on a tie, Debian's default), makes it the alternative, and runs the
+# command; later calls skip it. Calls take turns under a flock:
+# update-alternatives fails when two run at once.
 # (chmod in RUN: COPY --chmod needs BuildKit, and a checkout may lose the bit)
 COPY conf/image/iptables-wrapper /usr/sbin/iptables-wrapper
 RUN chmod 0755 /usr/sbin/iptables-wrapper \
@@ -70,7 +73,8 @@ RUN chmod 0755 /usr/sbin/iptables-wrapper \
     done
 
 # portmap: the second plugin of the conflist; `tsflannel install --with-plugin`
-# puts it on nodes that have none.
+# puts it on nodes that have none, and replaces a node's own that cannot speak
+# the conflist's cniVersion when this one can (else it keeps the node's and warns).
 COPY --from=build /usr/lib/cni/portmap /usr/lib/cni/portmap
 COPY --from=build /src/dist/tsflannel /src/dist/tsflannel-forward /usr/local/bin/
 RUN ln -s tsflannel /usr/local/bin/tsflanneld

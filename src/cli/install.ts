@@ -60,8 +60,11 @@ export interface InstallResult {
   /** the standalone plugin, <bin>/tsflannel-standalone */
   standalone: { path: string; changed: boolean };
   conflist: { path: string; changed: boolean };
-  /** `replaced`: why the node's own plugin of that name gave way to ours */
-  extraPlugins: { path: string; changed: boolean; replaced?: string }[];
+  /**
+   * `replaced`: why the node's own plugin of that name gave way to ours;
+   * `warning`: why the node's own stays although it cannot run the chain
+   */
+  extraPlugins: { path: string; changed: boolean; replaced?: string; warning?: string }[];
   /** conflists that sort before ours: a runtime uses the first one, not ours */
   shadowedBy: string[];
 }
@@ -228,7 +231,9 @@ function sameContent(a: string, b: string): boolean {
  * Whether an identical file may stay as it is: it has the `need` bits, and
  * no one but root can change it (no group/other write, no set-id bits: the
  * runtime runs the plugin as root and trusts the config). Otherwise it is
- * rewritten, which gives it our mode again.
+ * rewritten, which gives it our mode again. A binary needs only owner
+ * execute: the runtime runs it as root, so an admin's 0750 or 0700 is
+ * stricter than ours, not broken, and must not be undone on every install.
  */
 function safeMode(path: string, need: number): boolean {
   try {
@@ -251,7 +256,7 @@ export function installBinary(source: string, binDir: string, name: string = BIN
   mkdirSync(binDir, { recursive: true });
   const dest = join(binDir, name);
   removeStaleTemps(dest);
-  if (sameContent(source, dest) && safeMode(dest, 0o111)) return { path: dest, changed: false };
+  if (sameContent(source, dest) && safeMode(dest, 0o100)) return { path: dest, changed: false };
   replaceAtomically(dest, (tmp) => copyFileSync(source, tmp, fsConstants.COPYFILE_EXCL), 0o755);
   return { path: dest, changed: true };
 }
@@ -280,10 +285,17 @@ function supportedVersions(path: string, cniVersion: string): string[] | undefin
 /**
  * Copies a plugin the chain needs unless the node already has one by that
  * name that speaks the conflist's `cniVersion`: one that does not (CNI
- * plugins before 1.0 stop at 0.4.0) would fail every pod ADD, and ours also
- * speaks every older version, so replacing it breaks no other config.
+ * plugins before 1.0 stop at 0.4.0) would fail every pod ADD. It is replaced
+ * only when ours is known to speak that version (ours also speaks every
+ * older one, so no other config breaks); when ours does not either, swapping
+ * would downgrade the node's binary without fixing a single ADD, and redo it
+ * on every run, so the node's stays and `warning` says what is needed.
  */
-export function installIfMissing(source: string, binDir: string, cniVersion?: string): { path: string; changed: boolean; replaced?: string } {
+export function installIfMissing(
+  source: string,
+  binDir: string,
+  cniVersion?: string,
+): { path: string; changed: boolean; replaced?: string; warning?: string } {
   const dest = join(binDir, basename(source));
   let replaced: string | undefined;
   try {
@@ -291,6 +303,12 @@ export function installIfMissing(source: string, binDir: string, cniVersion?: st
     const speaks = cniVersion === undefined ? undefined : supportedVersions(dest, cniVersion);
     if (speaks === undefined || speaks.includes(cniVersion!)) return { path: dest, changed: false };
     replaced = `does not speak cniVersion ${cniVersion} (it speaks ${speaks.join(', ')})`;
+    const oursSpeaks = supportedVersions(source, cniVersion!);
+    if (!oursSpeaks?.includes(cniVersion!)) {
+      const ours = oursSpeaks === undefined ? 'no VERSION answer' : oursSpeaks.join(', ');
+      const warning = `${replaced}, nor does ours (${ours}): the conflist's cniVersion ${cniVersion} needs a newer ${basename(source)}`;
+      return { path: dest, changed: false, warning };
+    }
   } catch {
     // absent: install ours
   }
@@ -383,6 +401,7 @@ export function installCommand(cli: Argv): Argv {
       say(`${result.binary.changed ? 'installed' : 'unchanged'} ${result.binary.path}`);
       for (const p of result.extraPlugins) {
         say(p.replaced ? `replaced the node's own ${p.path}: it ${p.replaced}` : `${p.changed ? 'installed' : 'kept the node\'s own'} ${p.path}`);
+        if (p.warning) process.stderr.write(`tsflannel: warning: the node's own ${p.path} ${p.warning}; every pod ADD fails in it\n`);
       }
       say(`${result.conflist.changed ? 'wrote' : 'unchanged'} ${result.conflist.path}`);
       if (result.shadowedBy.length > 0) {

@@ -28,6 +28,10 @@ function tempRoot(): { root: string; bin: string; conf: string; src: string; fwd
   return { root, bin: join(root, 'opt/cni/bin'), conf: join(root, 'etc/cni/net.d'), src, fwd };
 }
 
+/** A stand-in plugin that answers CNI_COMMAND=VERSION with `versions` (and prints `tag` otherwise). */
+const answer = (versions: string[], tag = 'node') =>
+  `#!/bin/sh\ncat >/dev/null\n[ "$CNI_COMMAND" = VERSION ] && echo '${JSON.stringify({ cniVersion: '0.4.0', supportedVersions: versions })}' && exit 0\necho ${tag}\n`;
+
 /** Nothing but the final names: no temporary file may be left behind. */
 const entries = (dir: string) => readdirSync(dir).sort();
 
@@ -104,6 +108,28 @@ describe('tsflannel install', () => {
     for (const name of [BINARY_NAME, STANDALONE_NAME]) expect(statSync(join(t.bin, name)).mode & 0o7777).toBe(0o755);
     expect(statSync(join(t.conf, CONFLIST_NAME)).mode & 0o7777).toBe(0o644);
     expect(entries(t.bin)).toEqual([BINARY_NAME, STANDALONE_NAME]);
+  });
+
+  it('keeps an identical binary an admin hardened to 0750 or 0700 (owner execute, nothing writable by others), rewrites one the owner cannot execute or with a set-id bit', () => {
+    const t = tempRoot();
+    install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+    const bin = join(t.bin, BINARY_NAME);
+    const standalone = join(t.bin, STANDALONE_NAME);
+    for (const mode of [0o750, 0o700, 0o550, 0o500]) {
+      chmodSync(bin, mode);
+      chmodSync(standalone, mode);
+      const before = [statSync(bin).ino, statSync(standalone).ino];
+      const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+      expect([mode.toString(8), r.binary.changed, r.standalone.changed]).toEqual([mode.toString(8), false, false]);
+      expect([statSync(bin).mode & 0o7777, statSync(standalone).mode & 0o7777]).toEqual([mode, mode]);
+      expect([statSync(bin).ino, statSync(standalone).ino]).toEqual(before);
+    }
+    for (const mode of [0o644, 0o655, 0o4755, 0o2750, 0o770]) {
+      chmodSync(bin, mode);
+      const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd });
+      expect([mode.toString(8), r.binary.changed]).toEqual([mode.toString(8), true]);
+      expect(statSync(bin).mode & 0o7777).toBe(0o755);
+    }
   });
 
   it('rewrites the conflist when its content differs, atomically and byte for byte', () => {
@@ -221,15 +247,15 @@ describe('tsflannel install', () => {
     const t = tempRoot();
     mkdirSync(t.bin, { recursive: true });
     const ours = join(t.root, 'portmap');
-    writeFileSync(ours, '#!/bin/sh\necho ours\n');
-    const answer = (versions: string[]) =>
-      `#!/bin/sh\ncat >/dev/null\n[ "$CNI_COMMAND" = VERSION ] && echo '${JSON.stringify({ cniVersion: '0.4.0', supportedVersions: versions })}'\n`;
+    // the image's portmap: Debian's 1.1.1 speaks up to 1.0.0
+    const oursText = answer(['0.3.1', '0.4.0', '1.0.0'], 'ours');
+    writeFileSync(ours, oursText, { mode: 0o755 });
     const node = join(t.bin, 'portmap');
     // CNI plugins before 1.0 (2021) stop at 0.4.0; the built-in conflist says 1.0.0
     writeFileSync(node, answer(['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0']), { mode: 0o755 });
     let r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
     expect(r.extraPlugins).toEqual([{ path: node, changed: true, replaced: 'does not speak cniVersion 1.0.0 (it speaks 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0)' }]);
-    expect(readFileSync(node, 'utf8')).toBe('#!/bin/sh\necho ours\n');
+    expect(readFileSync(node, 'utf8')).toBe(oursText);
 
     writeFileSync(node, answer(['0.3.1', '0.4.0', '1.0.0']), { mode: 0o755 });
     r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
@@ -238,6 +264,42 @@ describe('tsflannel install', () => {
     writeFileSync(node, '#!/bin/sh\nexit 3\n', { mode: 0o755 });
     r = install({ cniBinDir: t.bin, cniConfDir: t.conf, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
     expect(r.extraPlugins).toEqual([{ path: node, changed: false }]);
+  });
+
+  it('keeps the node\'s own plugin, with a warning naming the version, when ours does not speak the conflist\'s cniVersion either (no downgrade, no rewrite on every run)', () => {
+    const t = tempRoot();
+    mkdirSync(t.bin, { recursive: true });
+    const conflist = join(t.root, 'cni-conf.json');
+    writeFileSync(conflist, readFileSync(new URL('../../conf/10-tsflannel.conflist', import.meta.url), 'utf8').replace('"cniVersion": "1.0.0"', '"cniVersion": "1.1.0"'));
+    expect(readFileSync(conflist, 'utf8')).toContain('"cniVersion": "1.1.0"');
+    const ours = join(t.root, 'portmap');
+    writeFileSync(ours, answer(['0.3.1', '0.4.0', '1.0.0'], 'ours'), { mode: 0o755 });
+    const node = join(t.bin, 'portmap');
+    // portmap 1.1 to 1.4 speaks up to 1.0.0 as well: neither can run a 1.1.0 chain
+    const nodeText = answer(['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0']);
+    writeFileSync(node, nodeText, { mode: 0o755 });
+    const before = statSync(node);
+    for (let run = 0; run < 2; run++) {
+      const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, conflist, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
+      expect(r.extraPlugins).toEqual([
+        {
+          path: node,
+          changed: false,
+          warning:
+            'does not speak cniVersion 1.1.0 (it speaks 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0), nor does ours (0.3.1, 0.4.0, 1.0.0): ' +
+            'the conflist\'s cniVersion 1.1.0 needs a newer portmap',
+        },
+      ]);
+    }
+    expect(readFileSync(node, 'utf8')).toBe(nodeText);
+    expect(statSync(node).ino).toBe(before.ino);
+
+    // ours answers nothing here: nothing is known to be better, so the node's stays
+    writeFileSync(ours, '#!/bin/sh\nexit 3\n', { mode: 0o755 });
+    const r = install({ cniBinDir: t.bin, cniConfDir: t.conf, conflist, source: t.src, forwarder: t.fwd, extraPlugins: [ours] });
+    expect(r.extraPlugins[0]).toMatchObject({ path: node, changed: false });
+    expect(r.extraPlugins[0]!.warning).toMatch(/nor does ours \(no VERSION answer\).*cniVersion 1\.1\.0 needs a newer portmap/);
+    expect(readFileSync(node, 'utf8')).toBe(nodeText);
   });
 
   it('reports configs that sort first and so would win over ours', () => {
@@ -303,6 +365,23 @@ describe('tsflannel CLI (yargs)', () => {
     expect(out).toContain(`installed ${join(t.bin, BINARY_NAME)}`);
     expect(out).toContain(`wrote ${join(t.conf, CONFLIST_NAME)}`);
     expect(readFileSync(join(t.conf, CONFLIST_NAME)).equals(canonical)).toBe(true);
+  });
+
+  it('with Debian\'s real portmap (up to 1.0.0) and a 1.1.0 conflist, keeps the node\'s portmap and warns on stderr that 1.1.0 needs a newer portmap', async ({ skip }) => {
+    const ours = refPlugin('portmap');
+    if (!existsSync(ours)) return skipOrFail(skip, 'portmap for install --with-plugin', `no ${ours}`);
+    const t = tempRoot();
+    mkdirSync(t.bin, { recursive: true });
+    const node = join(t.bin, 'portmap');
+    const nodeText = answer(['0.3.1', '0.4.0', '1.0.0']);
+    writeFileSync(node, nodeText, { mode: 0o755 });
+    const custom = join(t.root, 'cm.conflist');
+    writeFileSync(custom, canonical.toString('utf8').replace('"cniVersion": "1.0.0"', '"cniVersion": "1.1.0"'));
+    await cliMain(['install', '--cni-bin-dir', t.bin, '--cni-conf-dir', t.conf, '--conflist', custom, '--source', t.src, '--forwarder', t.fwd, '--with-plugin', ours]);
+    expect(process.exitCode ?? 0).toBe(0);
+    expect(out).toContain(`kept the node's own ${node}`);
+    expect(err).toMatch(/warning: the node's own .*portmap does not speak cniVersion 1\.1\.0 .*nor does ours \([^)]*1\.0\.0\): the conflist's cniVersion 1\.1\.0 needs a newer portmap/);
+    expect(readFileSync(node, 'utf8')).toBe(nodeText);
   });
 
   it('exits 1 with the reason when install fails, 2 on bad usage', async () => {

@@ -245,6 +245,19 @@ describe('conf/kube-tsflannel.yml', () => {
     expect(agent.imagePullPolicy).toBe('IfNotPresent');
   });
 
+  it('describes the iptables wrapper and portmap in the Dockerfile as they work: the hint chains the wrapper reads, its lock, the replacement of an old portmap', () => {
+    const dockerfile = readFileSync(repo('Dockerfile'), 'utf8');
+    const wrapper = readFileSync(repo('conf/image/iptables-wrapper'), 'utf8');
+    const comments = dockerfile.split('\n').filter((l) => l.startsWith('#')).join(' ').replace(/#\s*/g, '');
+    const chains = /\^:\(([A-Z|-]+)\) /.exec(wrapper)?.[1]?.split('|');
+    expect(chains).toEqual(['KUBE-IPTABLES-HINT', 'KUBE-KUBELET-CANARY']);
+    for (const chain of chains!) expect(comments).toContain(chain);
+    expect(wrapper).toMatch(/^flock /m);
+    expect(comments).toMatch(/flock/);
+    // not only "on nodes that have none": one that cannot speak the conflist's cniVersion is replaced too
+    expect(comments).toMatch(/portmap[^.]*replaces a node's own that cannot speak\s+the conflist's cniVersion/);
+  });
+
   it('has a Dockerfile the classic builder takes too (DOCKER_BUILDKIT=0, older Docker): no BuildKit-only flags or syntax', () => {
     const dockerfile = readFileSync(repo('Dockerfile'), 'utf8');
     const instructions = dockerfile.split('\n').filter((l) => /^[A-Z]+\s/.test(l));

@@ -106,8 +106,10 @@ export async function pingAll(targets: string[], netns?: string, runner: typeof 
       const m = RTT.exec(res.stdout);
       const r: PingResult = { target, ok: res.code === 0 };
       if (m?.[1]) r.ms = Number(m[1]);
-      // spawn's ENOENT, or ip netns exec's / nsenter's report of the same
-      if (res.code !== 0 && (res.code === -1 || /exec of "ping" failed|failed to execute ping/.test(res.stderr))) {
+      // Only a ping that could not start means "not probed": spawn's ENOENT
+      // or EACCES, or ip netns exec's / nsenter's report of the same. One
+      // killed on its timeout ran and got no reply in time: a failed probe.
+      if (res.code !== 0 && (res.errno === 'ENOENT' || res.errno === 'EACCES' || /exec of "ping" failed|failed to execute ping/.test(res.stderr))) {
         r.error = res.stderr.trim().split('\n')[0] || 'ping could not be run';
       }
       out[i] = r;

@@ -10,7 +10,7 @@ import { buildStatus, formatStatus } from '../../../src/cli/status.js';
 import { paintFor } from '../../../src/cli/checks/format.js';
 import { parseNetworkConfig } from '../../../src/daemon/config.js';
 import type { Lease } from '../../../src/daemon/types.js';
-import type { NodeState } from '../../../src/node/state.js';
+import { run, type NodeState } from '../../../src/node/state.js';
 
 const MAC = { n1: 'aa:00:00:00:00:01', n2: 'ba:00:00:00:00:02', n3: 'cc:00:00:00:00:03' };
 
@@ -704,7 +704,8 @@ describe('doctor probes', () => {
   it('a node without ping: the VTEPs are reported as not probed (WARN, install ping), not as unreachable (FAIL, UDP 8472 blocked)', async () => {
     const inputs = healthy();
     const missing = [
-      { code: -1, stdout: '', stderr: 'spawn ping ENOENT' },
+      // what run() really answers for a binary that is not there
+      await run(['/nonexistent/tsf-ping', '-c', '1', '10.244.2.0']),
       { code: 1, stdout: '', stderr: 'exec of "ping" failed: No such file or directory\n' },
       { code: 127, stdout: '', stderr: 'nsenter: failed to execute ping: No such file or directory\n' },
     ];
@@ -715,5 +716,19 @@ describe('doctor probes', () => {
       expect(r.message).toContain('cannot run ping');
       expect(r.fix).toContain('iputils-ping');
     }
+  });
+
+  it('a ping killed by its own timeout is a failed probe (FAIL, no echo reply), not a missing ping (WARN, not probed)', async () => {
+    // run()'s real answer for a process it killed on its timeout, as a ping
+    // that hangs (a stalled nsenter, a DNS-less -n that never returns) gives
+    const killed = await run(['sleep', '5'], 200);
+    const pings = await pingAll(['10.244.2.0', '10.244.3.0'], undefined, async () => killed);
+    expect(pings.map((p) => [p.ok, p.error])).toEqual([[false, undefined], [false, undefined]]);
+    const inputs = healthy();
+    inputs.pings = pings;
+    const r = results(inputs).get('vtep-reachability')!;
+    expect(r.status, JSON.stringify(r)).toBe('fail');
+    expect(r.message).toContain('no echo reply');
+    expect(r.message).not.toContain('cannot run ping');
   });
 });
