@@ -18,7 +18,7 @@ import { defaultMetrics, type AgentMetrics } from './metrics.js';
 import { chooseExternalInterface } from './external.js';
 import { createBackend } from './backend/index.js';
 import { externalView } from './backend/family.js';
-import { cleanUpFamily, cleanUpOtherMode, createTrafficManager, type TrafficManager, type TrafficMode } from './traffic/index.js';
+import { cleanUpFamily, cleanUpOtherMode, createTrafficManager, ensureTrafficAtStart, type TrafficManager, type TrafficMode } from './traffic/index.js';
 import { ensureBlackholeRoute } from './traffic/blackhole.js';
 import { startCniService, type CniService } from './cni-service.js';
 
@@ -285,8 +285,9 @@ export class Agent implements HealthSource {
         { network, subnet, ipMasq, forwardRules, randomFully: !this.opts.ipMasqFullyRandomDisable },
         { logger: log },
       );
+      // Pushed first: the resync retries a removal that failed here.
       this.traffic.push(manager);
-      await manager.ensure();
+      await ensureTrafficAtStart(manager, { ipMasq, forwardRules }, log);
     }
     if (ipMasq || forwardRules) log.info({ mode, ipMasq, forwardRules, networks: scopes.map((s) => s.network) }, 'installed traffic rules');
     // A family this node no longer runs (dual-stack turned off, or IPv4):

@@ -45,10 +45,31 @@ export interface CniServerOptions {
   onCall?: (command: string, ok: boolean, seconds: number) => void;
   /** the whole request frame must arrive within this; default 10 s */
   frameTimeoutMs?: number;
-  /** a call's answer is sent within this (the forwarder waits 55 s); default 50 s */
+  /** a call's answer is sent within this (the forwarder waits 55 s; sooner when its TSFLANNEL_FORWARD_TIMEOUT_MS is lower); default 50 s */
   callTimeoutMs?: number;
   /** concurrent connections; more are closed at once and their forwarders run standalone */
   maxConnections?: number;
+}
+
+/** How long before the forwarder gives up the agent answers (its clock starts earlier, at connect). */
+const FORWARDER_MARGIN_MS = 1000;
+
+/**
+ * A call's deadline: the agent's own, or sooner when the forwarder that sent
+ * it falls back to the standalone plugin sooner (TSFLANNEL_FORWARD_TIMEOUT_MS,
+ * which it sends with its other TSFLANNEL_* variables). Past the forwarder's
+ * limit the call may already run there, so a queued call must not start;
+ * the margin lets the agent's "try again" arrive first. The value is read as
+ * the forwarder reads it (optional '+', decimal digits, above 0); anything it
+ * ignores leaves its 55 s default, which is longer than the agent's 50 s.
+ */
+export function callDeadlineMs(env: Record<string, string>, agentMs: number): number {
+  const text = env.TSFLANNEL_FORWARD_TIMEOUT_MS;
+  if (text === undefined || !/^\+?[0-9]+$/.test(text)) return agentMs;
+  const forwarderMs = Number(text);
+  if (!(forwarderMs > 0) || !Number.isFinite(forwarderMs)) return agentMs;
+  const margin = Math.min(FORWARDER_MARGIN_MS, Math.floor(forwarderMs / 2));
+  return Math.min(agentMs, forwarderMs - margin);
 }
 
 /** Beside the socket: what `tsflannel status` and doctor read about the calls served. */
@@ -285,7 +306,8 @@ export class CniServer {
       let expired = false;
       const start = (): Promise<CniResponse> =>
         expired ? Promise.resolve(errorResponse(ErrorCode.TryAgainLater, 'expired before it started')) : this.opts.pool.run(req.env, req.stdin);
-      res = await this.withDeadline(this.queue.run(attachmentKey(req.env), start), () => (expired = true));
+      const deadlineMs = callDeadlineMs(req.env, this.opts.callTimeoutMs ?? 50_000);
+      res = await this.withDeadline(this.queue.run(attachmentKey(req.env), start), deadlineMs, () => (expired = true));
     } catch (err) {
       res = errorResponse(ErrorCode.Internal, `tsflannel agent: ${(err as Error).message}`);
     } finally {
@@ -299,8 +321,7 @@ export class CniServer {
     this.answer(socket, res);
   }
 
-  private withDeadline(call: Promise<CniResponse>, onExpired: () => void): Promise<CniResponse> {
-    const ms = this.opts.callTimeoutMs ?? 50_000;
+  private withDeadline(call: Promise<CniResponse>, ms: number, onExpired: () => void): Promise<CniResponse> {
     return new Promise<CniResponse>((resolve, reject) => {
       const timer = setTimeout(() => {
         onExpired();

@@ -160,6 +160,28 @@ describe.skipIf(requireOrSkip('host-gw backend', { root: isRoot }))('host-gw bac
     expect(podRoutes(a.ns)).toEqual(['10.244.1.0/24 dev cni0 proto kernel scope link src 10.244.1.1']);
   });
 
+  it('routes a /24 lease inside a wider local address of the cluster network (a docker0-like bridge on a /20 does not block it)', () => {
+    // Only a local address of the SAME network as the lease would lose its connected route to a host-gw
+    // route; a wider one (docker0 172.17.0.1/16 in a 172.16.0.0/12 cluster, an underlay address inside the
+    // cluster network) stays, and the more specific /24 wins for the lease's pods.
+    const { a, b } = nodes;
+    const wide: Lease = { subnet: '10.244.17.0/24', publicIP: b.ext.publicIP, backendType: 'host-gw', backendData: {}, nodeName: 'b-wide' };
+    ip(a.ns, ['link', 'add', 'hgwide', 'type', 'bridge']);
+    try {
+      ip(a.ns, ['addr', 'add', '10.244.16.1/20', 'dev', 'hgwide']);
+      ip(a.ns, ['link', 'set', 'hgwide', 'up']);
+      const report = a.backend.reconcile([wide]);
+      expect(report.errors).toEqual([]);
+      expect(report).toMatchObject({ added: 1, programmed: 1 });
+      expect(podRoutes(a.ns)).toContain('10.244.17.0/24 nhid * via 192.168.77.2 dev eth0');
+      expect(inNs(a.ns, 'ip', ['route', 'get', '10.244.17.5'])).toContain('via 192.168.77.2 dev eth0');
+    } finally {
+      a.backend.reconcile([]);
+      ip(a.ns, ['link', 'del', 'hgwide']);
+    }
+    expect(podRoutes(a.ns)).toEqual(['10.244.1.0/24 dev cni0 proto kernel scope link src 10.244.1.1']);
+  });
+
   it('refuses to start behind NAT, and the factory builds both backends', async () => {
     const { a } = nodes;
     const natted = createBackend({ type: 'host-gw' }, { network: NETWORK, netns: nsPath(a.ns) });

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, HostGwBackendConfig, Lease, ReconcileReport } from '../types.js';
-import { cidrContainsCidr, cidrOverlaps, parseCidr, type Cidr, type Family } from '../../net/ip.js';
+import { cidrContainsCidr, cidrOverlaps, parseCidr, sameNetwork, type Cidr, type Family } from '../../net/ip.js';
 import { baseMetric, diffNexthops, diffRoutes, planHostGw, type RouteForm, type Skipped } from './plan.js';
 import { externalView, LeaseViews } from './family.js';
 import {
@@ -93,7 +93,11 @@ export class HostGwBackend implements Backend {
    * is this node's own from before an address change (host-gw leases carry
    * nothing but the address, so nothing else tells it apart), or another
    * node's on the subnet this node is moving off. It is routed once the
-   * address is gone.
+   * address is gone. Only an address of the SAME network counts: a host-gw
+   * route displaces a connected route of equal prefix only, and a wider one
+   * (docker0's 172.17.0.1/16 in a 172.16.0.0/12 cluster, an underlay address
+   * inside the cluster network) keeps its route while the /24 wins for the
+   * lease's pods, as it did before this check existed.
    */
   private withoutServedSubnets(remote: Lease[]): { usable: Lease[]; skipped: Skipped[] } {
     let served: { cidr: string; net: Cidr; dev: string }[];
@@ -115,7 +119,7 @@ export class HostGwBackend implements Backend {
     for (const lease of remote) {
       // remote leases are this family's views already
       const net = parseCidr(lease.subnet, this.family);
-      const on = net && served.find((s) => cidrOverlaps(s.net, net));
+      const on = net && served.find((s) => sameNetwork(s.net, net));
       if (!on || (this.own && cidrOverlaps(this.own, net))) usable.push(lease);
       else skipped.push({ lease, reason: `subnet is still served on this node by ${on.dev} (${on.cidr}); routed once that address is gone (this node's own lease from before an address change?)`, error: true });
     }

@@ -24,6 +24,37 @@ export function createTrafficManager(mode: TrafficMode, rules: TrafficRules, opt
   return mode === 'nftables' ? new NftablesTrafficManager(rules, opts) : new IptablesTrafficManager(rules, opts);
 }
 
+/**
+ * The agent's first ensure() of a manager. With --ip-masq and
+ * --iptables-forward-rules both off it only removes what an earlier run with
+ * a switch on left behind, and that must not stop an agent that wants no
+ * rules at all (a held xtables lock, an unexpected nft error): it warns and
+ * returns false, and the periodic resync runs ensure() again until the
+ * removal is done. With a switch on, a failure is thrown as before: the node
+ * would run without the forward accepts or masquerade it was asked for.
+ * Returns whether ensure() succeeded.
+ */
+export async function ensureTrafficAtStart(
+  manager: TrafficManager,
+  wanted: Pick<TrafficRules, 'ipMasq' | 'forwardRules'>,
+  log: Logger,
+): Promise<boolean> {
+  if (wanted.ipMasq || wanted.forwardRules) {
+    await manager.ensure();
+    return true;
+  }
+  try {
+    await manager.ensure();
+    return true;
+  } catch (err) {
+    log.warn(
+      { err: (err as Error).message, mode: manager.mode },
+      'could not remove the flannel rules of an earlier run (--ip-masq and --iptables-forward-rules are off); the resync retries',
+    );
+    return false;
+  }
+}
+
 /** Removes the rules of the mode not in use; returns whether anything was there. */
 export async function cleanUpOtherMode(mode: TrafficMode, opts: TrafficManagerOptions = {}): Promise<boolean> {
   return cleanUpMode(mode === 'nftables' ? 'iptables' : 'nftables', opts);

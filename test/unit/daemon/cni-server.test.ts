@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pino from 'pino';
-import { CniServer, newCniServerMetrics } from '../../../src/daemon/cni-server.js';
+import { callDeadlineMs, CniServer, newCniServerMetrics } from '../../../src/daemon/cni-server.js';
 import { WorkerPool } from '../../../src/daemon/cni-pool.js';
 import type { CniResponse } from '../../../src/plugin/handler.js';
 import { socketCall } from '../../helpers/cni-agent.js';
@@ -92,6 +92,43 @@ describe('CNI socket server', () => {
     expect((await add).json).toMatchObject({ code: 11 });
     await sleep(1600); // the ADD's handler ends; the expired DEL must not start after it
     expect(started).toEqual(['ADD']);
+  });
+
+  it('takes the forwarder\'s shorter TSFLANNEL_FORWARD_TIMEOUT_MS as the deadline (1 s less), so a queued call it gave up on never starts', async () => {
+    // The agent's own deadline (30 s here) is far off; the forwarder sent 3000 ms and runs the standalone
+    // plugin then, so the agent answers by 2000 ms and never starts the queued call afterwards.
+    const started: string[] = [];
+    const path = await serve(async (env) => {
+      started.push(env.CNI_COMMAND!);
+      if (env.CNI_COMMAND === 'ADD') await sleep(4000);
+      return ok(env.CNI_COMMAND!);
+    }, 30_000);
+    const env = (command: string) => ({ CNI_COMMAND: command, CNI_CONTAINERID: 'fwd', CNI_IFNAME: 'eth0', TSFLANNEL_FORWARD_TIMEOUT_MS: '3000' });
+    const add = socketCall(path, env('ADD'), '{}');
+    await sleep(100);
+    const t0 = Date.now();
+    const del = await socketCall(path, env('DEL'), '{}');
+    const waited = Date.now() - t0;
+    expect(del.json).toMatchObject({ code: 11, msg: expect.stringMatching(/2000 ms/) });
+    expect(waited).toBeLessThan(2900); // answered before this forwarder (3000 ms, started ~100 ms earlier) gave up
+    expect((await add).json).toMatchObject({ code: 11 });
+    await sleep(4000 - (Date.now() - t0) + 300); // the ADD's handler ends; the DEL must not start after it
+    expect(started).toEqual(['ADD']);
+  });
+});
+
+describe('call deadline from the forwarder\'s TSFLANNEL_FORWARD_TIMEOUT_MS', () => {
+  it('is the agent\'s own unless the forwarder\'s valid positive value, less 1 s (half below 2 s), is shorter', () => {
+    const d = (value: string | undefined, agent = 50_000) => callDeadlineMs(value === undefined ? {} : { TSFLANNEL_FORWARD_TIMEOUT_MS: value }, agent);
+    expect(d(undefined)).toBe(50_000);
+    expect(d('55000')).toBe(50_000); // the documented default: the agent's 50 s stays
+    expect(d('20000')).toBe(19_000);
+    expect(d('+20000')).toBe(19_000); // the forwarder parses as strconv.Atoi does
+    expect(d('1500')).toBe(750);
+    expect(d('1')).toBe(1);
+    expect(d('120000', 5_000)).toBe(5_000);
+    // what the forwarder ignores (its 55 s default then applies) changes nothing
+    for (const bad of ['', '0', '-5000', '5s', '1e3', ' 3000', '3000.5', '99999999999999999999999']) expect(d(bad)).toBe(50_000);
   });
 });
 

@@ -2,6 +2,8 @@
 // against a scripted runner (the kernel side is in test/integration/
 // iptables.test.ts): a run that failed is never taken for "nothing there".
 import { describe, expect, it } from 'vitest';
+import pino from 'pino';
+import { ensureTrafficAtStart } from '../../../src/daemon/traffic/index.js';
 import { cleanUpIptables, IptablesTrafficManager, type IptablesRunner } from '../../../src/daemon/traffic/iptables.js';
 import { NOT_INSTALLED } from '../../../src/daemon/traffic/exec.js';
 import { NftablesTrafficManager } from '../../../src/daemon/traffic/nftables.js';
@@ -60,5 +62,89 @@ describe('both switches off (--ip-masq and --iptables-forward-rules) on a node w
     const m = new NftablesTrafficManager(off, { runner: missing });
     expect(await m.ensure()).toEqual([]);
     expect(await m.check()).toEqual([]);
+  });
+});
+
+/** A pino logger whose lines land in `lines` (parsed). */
+function capturingLogger(): { log: pino.Logger; lines: { level: number; msg: string; err?: string }[] } {
+  const lines: { level: number; msg: string; err?: string }[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string; err?: string }) });
+  return { log, lines };
+}
+
+describe('agent start with both switches off: removing an earlier run\'s rules is best effort', () => {
+  const off = { network: '10.244.0.0/16', subnet: '10.244.1.0/24', ipMasq: false, forwardRules: false, randomFully: false };
+
+  /**
+   * An earlier run's FLANNEL-POSTRTG with its jump from POSTROUTING, behind an
+   * xtables lock held while `locked` is true; records every call.
+   */
+  function leftoverBehindLock(): { run: IptablesRunner; calls: string[][]; unlock: () => void } {
+    let locked = true;
+    let jump = true;
+    let chain = true;
+    const calls: string[][] = [];
+    const ok: RunResult = { code: 0, stdout: '', stderr: '' };
+    const absent: RunResult = { code: 1, stdout: '', stderr: 'iptables: No chain/target/match by that name.\n' };
+    const run: IptablesRunner = async (args) => {
+      calls.push(args);
+      if (args[0] === '--version') return VERSION;
+      if (locked) return LOCKED;
+      const t = args.indexOf('-t'); // after the lock-wait arguments
+      const [op, name] = [args[t + 2], args[t + 3]];
+      if (name === 'POSTROUTING' && op === '-C') return jump ? ok : absent;
+      if (name === 'POSTROUTING' && op === '-D') return (jump = false), ok;
+      if (name === 'FLANNEL-POSTRTG' && op === '-S') return chain ? ok : absent;
+      if (name === 'FLANNEL-POSTRTG' && (op === '-F' || op === '-X')) return op === '-X' && (chain = false), ok;
+      return absent;
+    };
+    return { run, calls, unlock: () => void (locked = false) };
+  }
+
+  it('iptables: a held xtables lock (exit 4) warns instead of failing the start, and the resync\'s ensure() removes the rules later', async () => {
+    const { run, calls, unlock } = leftoverBehindLock();
+    const m = new IptablesTrafficManager(off, { runner: run });
+    const { log, lines } = capturingLogger();
+    await expect(ensureTrafficAtStart(m, off, log)).resolves.toBe(false);
+    expect(lines.filter((l) => l.level === 40)).toEqual([
+      expect.objectContaining({ msg: expect.stringMatching(/resync retries/), err: expect.stringMatching(/xtables lock/) }),
+    ]);
+    // the resync: the lock is gone, ensure() retries the removal
+    unlock();
+    calls.length = 0;
+    await m.ensure();
+    const ran = calls.map((c) => c.slice(c.indexOf('-t')).slice(0, 4).join(' '));
+    expect(ran).toContain('-t nat -D POSTROUTING');
+    expect(ran).toContain('-t nat -X FLANNEL-POSTRTG');
+    // done once: later resyncs run nothing
+    calls.length = 0;
+    expect(await m.ensure()).toEqual([]);
+    expect(calls).toEqual([]);
+  });
+
+  it('iptables: with --ip-masq on, a held xtables lock still fails the start (the node would run without its masquerade)', async () => {
+    const { run } = leftoverBehindLock();
+    const on = { ...off, ipMasq: true };
+    const m = new IptablesTrafficManager(on, { runner: run });
+    await expect(ensureTrafficAtStart(m, on, capturingLogger().log)).rejects.toThrow(/xtables lock/);
+  });
+
+  it('nftables: an nft error deleting an earlier run\'s table warns instead of failing the start, and the resync deletes it', async () => {
+    let broken = true;
+    let table = true;
+    const run: IptablesRunner = async (args) => {
+      if (args[0] === 'list') return table ? { code: 0, stdout: 'table ip flannel {\n}\n', stderr: '' } : { code: 1, stdout: '', stderr: 'Error: No such file or directory\n' };
+      if (broken) return { code: 1, stdout: '', stderr: 'Error: Could not process rule: Device or resource busy\n' };
+      table = false;
+      return { code: 0, stdout: '', stderr: '' };
+    };
+    const m = new NftablesTrafficManager(off, { runner: run });
+    const { log, lines } = capturingLogger();
+    await expect(ensureTrafficAtStart(m, off, log)).resolves.toBe(false);
+    expect(lines.filter((l) => l.level === 40)).toEqual([expect.objectContaining({ err: expect.stringMatching(/deleting table .* failed \(exit 1\)/) })]);
+    broken = false;
+    expect(await m.ensure()).toEqual([expect.stringMatching(/^removed table /)]);
+    expect(table).toBe(false);
+    expect(await m.ensure()).toEqual([]);
   });
 });
