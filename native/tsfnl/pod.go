@@ -583,11 +583,7 @@ func teardown(hostH *netlink.Handle, r podTeardownReq) (interface{}, error) {
 		return nil, err
 	}
 	if host != nil {
-		mine, err := hostEndOfPod(host, r)
-		if err != nil {
-			return nil, err
-		}
-		if mine {
+		if hostEndOfPod(hostH, host, r) {
 			if err := deletePromptly(host); err != nil {
 				return nil, err
 			}
@@ -629,41 +625,36 @@ func teardown(hostH *netlink.Handle, r podTeardownReq) (interface{}, error) {
 }
 
 // hostEndOfPod reports whether the host link named for the attachment is
-// the peer of its pod interface: with a netns to look in, a link whose peer
-// is the veth r.Ifname there is this attachment's, and one whose peer is
-// another veth of that name is another pod's. Without a netns (containerd's
-// second DEL, a netns already gone), or with no veth r.Ifname in it (the
-// pod renamed or moved its interface, or the path now names another netns)
-// it cannot tell: the link counts as this attachment's only while the
-// attachment still leases an address, since an attachment that holds none
-// (a DEL already ran, or its ADD failed, as a refused colliding ADD does)
-// has no link left of its own, as the reference bridge assumes for a DEL
-// without a netns. Keeping the link while the lease is released would
-// leave it on the bridge answering for an address the next pod gets.
-func hostEndOfPod(host netlink.Link, r podTeardownReq) (bool, error) {
+// its own: a veth whose peer lives in the pod's netns (IFLA_LINK_NETNSID
+// against the id the host gives that netns, asked without entering it, so a
+// DEL costs no extra thread), where the pod may since have renamed or moved
+// the interface. A veth whose peer is elsewhere is another pod's (the
+// plugin derives the name from a 32-bit digest). Without a netns
+// (containerd's second DEL, a netns already gone) it cannot tell: the link
+// counts as this attachment's only while the attachment still leases an
+// address, since an attachment that holds none (a DEL already ran, or its
+// ADD failed, as a refused colliding ADD does) has no link left of its own,
+// as the reference bridge assumes for a DEL without a netns. Keeping the
+// link while the lease is released would leave it on the bridge answering
+// for an address the next pod gets. Two attachments of one pod whose names
+// collide are not told apart (both peers live in its netns).
+func hostEndOfPod(hostH *netlink.Handle, host netlink.Link, r podTeardownReq) bool {
 	cannotTell := len(r.Leased) > 0
-	if r.Netns == "" || !validIfname(r.Ifname) || host.Type() != "veth" {
-		return cannotTell, nil
+	if r.Netns == "" || host.Type() != "veth" {
+		return cannotTell
 	}
 	ns, err := openNetns(r.Netns)
 	if err != nil {
-		return cannotTell, nil
+		return cannotTell
 	}
 	defer ns.Close()
-	out, err := inPodNetns(ns, r.Netns, func(podH *netlink.Handle) (interface{}, error) {
-		pod, err := linkOrNil(podH.LinkByName(r.Ifname))
-		if err != nil {
-			return false, err
-		}
-		if pod == nil || pod.Type() != "veth" {
-			return cannotTell, nil
-		}
-		return pod.Attrs().ParentIndex == host.Attrs().Index && host.Attrs().ParentIndex == pod.Attrs().Index, nil
-	})
-	if err != nil {
-		return false, err
+	id, err := hostH.GetNetNsIdByFd(int(ns))
+	if err != nil || id < 0 {
+		// No id: no link of this host has its peer there (listing one
+		// assigns it), so the peer is not in the pod.
+		return err != nil && cannotTell
 	}
-	return out.(bool), nil
+	return host.Attrs().NetNsID == id
 }
 
 func carriesAny(addrs []netlink.Addr, ips []string) bool {
