@@ -6,23 +6,14 @@ import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseNodeToolArgs, type RawNodeToolArgs } from '../../../src/cli/checks/options.js';
+import { NODE_TOOL_DEFAULTS } from '../../helpers/node-tool.js';
 import { paintFor, table, visibleLength } from '../../../src/cli/checks/format.js';
 import { kernelPeers, netnsCommand, routeFor, subnetOf, type NodeState } from '../../../src/node/state.js';
 import { formatDoctor, summarize, type DoctorReport } from '../../../src/cli/doctor.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/tsflannel', import.meta.url));
 
-const defaults: RawNodeToolArgs = {
-  'subnet-file': '/run/flannel/subnet.env',
-  'data-dir': '/var/lib/cni/networks',
-  network: 'cbr0',
-  bridge: 'cni0',
-  'etcd-prefix': '/coreos.com/network',
-  'kube-subnet-mgr': false,
-  'net-config-path': '/etc/kube-flannel/net-conf.json',
-  timeout: 3,
-  json: false,
-};
+const defaults = NODE_TOOL_DEFAULTS;
 
 describe('status/doctor flags', () => {
   it('without a lease source flag, reads the kernel only', () => {

@@ -8,20 +8,10 @@ import { join } from 'node:path';
 import { createServer, type Server } from 'node:net';
 import { FakeKube } from '../../helpers/fake-kube.js';
 import { readClusterView } from '../../../src/cli/checks/source.js';
-import { parseNodeToolArgs, type RawNodeToolArgs } from '../../../src/cli/checks/options.js';
+import { parseNodeToolArgs } from '../../../src/cli/checks/options.js';
+import { NODE_TOOL_DEFAULTS } from '../../helpers/node-tool.js';
 
-const toolDefaults: RawNodeToolArgs = {
-  'subnet-file': '/run/flannel/subnet.env',
-  'data-dir': '/var/lib/cni/networks',
-  network: 'cbr0',
-  bridge: 'cni0',
-  'etcd-prefix': '/coreos.com/network',
-  'kube-subnet-mgr': false,
-  'kube-annotation-prefix': 'flannel.alpha.coreos.com',
-  'net-config-path': '/etc/kube-flannel/net-conf.json',
-  timeout: 3,
-  json: false,
-};
+const toolDefaults = NODE_TOOL_DEFAULTS;
 
 const ann = (ip: string, mac: string) => ({
   'flannel.alpha.coreos.com/backend-data': JSON.stringify({ VNI: 1, VtepMAC: mac }),
