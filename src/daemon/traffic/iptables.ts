@@ -222,15 +222,7 @@ export class IptablesManager {
   /** Deletes the jumps (every copy) and our chains; absent ones are fine. */
   remove(): Promise<void> {
     return this.serial(async () => {
-      for (const set of await this.chainSets()) {
-        for (let i = 0; i < 100 && (await this.exists(set.jump)); i++) {
-          await this.must(['-t', set.table, '-D', set.jump.chain, ...set.jump.spec]);
-        }
-        const t = ['-t', set.table];
-        if (!(await this.chainExists(set))) continue;
-        await this.must([...t, '-F', set.chain]);
-        await this.must([...t, '-X', set.chain]);
-      }
+      for (const set of await this.chainSets()) await this.dropChain(set);
       this.log.info('removed flannel iptables rules');
     });
   }
@@ -253,19 +245,21 @@ export class IptablesManager {
     // with both switches off the agent must not need iptables: none installed, nothing to remove
     if (disabled.length === 0 || notInstalled(await this.run(['--version']))) return;
     for (const set of disabled) {
-      let removed = false;
-      for (let i = 0; i < 100 && (await this.exists(set.jump)); i++) {
-        await this.must(['-t', set.table, '-D', set.jump.chain, ...set.jump.spec]);
-        removed = true;
-      }
-      const t = ['-t', set.table];
-      if (await this.chainExists(set)) {
-        await this.must([...t, '-F', set.chain]);
-        await this.must([...t, '-X', set.chain]);
-        removed = true;
-      }
-      if (removed) this.log.info({ chain: set.chain }, 'removed the chain of a switched-off feature and its jump');
+      if (await this.dropChain(set)) this.log.info({ chain: set.chain }, 'removed the chain of a switched-off feature and its jump');
     }
+  }
+
+  /** Deletes every copy of the chain's jump, then the chain; absent ones are fine. Returns whether anything was there. */
+  private async dropChain(set: ChainSet): Promise<boolean> {
+    let removed = false;
+    for (let i = 0; i < 100 && (await this.exists(set.jump)); i++) {
+      await this.must(['-t', set.table, '-D', set.jump.chain, ...set.jump.spec]);
+      removed = true;
+    }
+    if (!(await this.chainExists(set))) return removed;
+    await this.must(['-t', set.table, '-F', set.chain]);
+    await this.must(['-t', set.table, '-X', set.chain]);
+    return true;
   }
 
   private async chainSets(): Promise<ChainSet[]> {
@@ -391,7 +385,7 @@ export function outOfOrder(listing: string, set: ChainSet): boolean {
 }
 
 /** `[..., 'iptables']` → `[..., 'iptables-restore']` (same netns prefix). */
-export function restoreCommand(binary: string[]): string[] {
+function restoreCommand(binary: string[]): string[] {
   const tool = binary[binary.length - 1] ?? 'iptables';
   return [...binary.slice(0, -1), `${tool}-restore`];
 }
@@ -447,7 +441,6 @@ export class IptablesTrafficManager implements TrafficManager {
     const tool = iptablesTool(rules.network.includes(':') ? 6 : 4);
     const binary = opts.netns ? ['ip', 'netns', 'exec', opts.netns, tool] : [tool];
     this.run = opts.runner ?? execRunner(binary);
-    const restoreRunner = opts.restoreRunner ?? (opts.runner ? undefined : execRunner(restoreCommand(binary)));
     this.log = opts.logger ?? silentLogger;
     this.manager = new IptablesManager({
       network: rules.network,
@@ -456,8 +449,10 @@ export class IptablesTrafficManager implements TrafficManager {
       forwardRules: rules.forwardRules,
       // --random-fully only where iptables knows it (flannel's HasRandomFully)
       ...(rules.randomFully ? {} : { randomFully: false }),
-      runner: this.run,
-      ...(restoreRunner ? { restoreRunner } : {}),
+      binary,
+      // the restore runner follows `binary` unless a test gives runners
+      ...(opts.runner ? { runner: opts.runner } : {}),
+      ...(opts.restoreRunner ? { restoreRunner: opts.restoreRunner } : {}),
       logger: this.log,
     });
   }
