@@ -100,14 +100,13 @@ export class HostGwBackend implements Backend {
    * lease's pods, as it did before this check existed.
    */
   private withoutServedSubnets(remote: Lease[]): { usable: Lease[]; skipped: Skipped[] } {
-    let served: { cidr: string; net: Cidr; dev: string }[];
+    let served: { cidr: string; net: Cidr; linkIndex: number }[];
     try {
-      const names = new Map(nl.linkList(this.nsOpts).map((l) => [l.index, l.name]));
       served = nl
         .addrList({ ...this.nsOpts, family: this.family === 6 ? 'inet6' : 'inet' })
         .flatMap((a) => {
           const net = parseCidr(a.cidr, this.family);
-          return net && cidrContainsCidr(this.network, net) ? [{ cidr: a.cidr, net, dev: names.get(a.linkIndex) ?? `link ${a.linkIndex}` }] : [];
+          return net && cidrContainsCidr(this.network, net) ? [{ cidr: a.cidr, net, linkIndex: a.linkIndex }] : [];
         });
     } catch (err) {
       this.log.warn({ err: errorText(err) }, 'could not list the node\'s addresses');
@@ -115,14 +114,28 @@ export class HostGwBackend implements Backend {
     }
     if (served.length === 0) return { usable: remote, skipped: [] };
     const usable: Lease[] = [];
-    const skipped: Skipped[] = [];
+    const held: { lease: Lease; on: (typeof served)[number] }[] = [];
     for (const lease of remote) {
       // remote leases are this family's views already
       const net = parseCidr(lease.subnet, this.family);
       const on = net && served.find((s) => sameNetwork(s.net, net));
       if (!on || (this.own && cidrOverlaps(this.own, net))) usable.push(lease);
-      else skipped.push({ lease, reason: `subnet is still served on this node by ${on.dev} (${on.cidr}); routed once that address is gone (this node's own lease from before an address change?)`, error: true });
+      else held.push({ lease, on });
     }
+    if (held.length === 0) return { usable, skipped: [] };
+    // Device names for the message, read only when a lease is held back (rare): no link dump on other passes.
+    let names: Map<number, string>;
+    try {
+      names = new Map(nl.linkList(this.nsOpts).map((l) => [l.index, l.name]));
+    } catch (err) {
+      this.log.warn({ err: errorText(err) }, 'could not list the node\'s addresses');
+      return { usable: remote, skipped: [] };
+    }
+    const skipped: Skipped[] = held.map(({ lease, on }) => ({
+      lease,
+      reason: `subnet is still served on this node by ${names.get(on.linkIndex) ?? `link ${on.linkIndex}`} (${on.cidr}); routed once that address is gone (this node's own lease from before an address change?)`,
+      error: true,
+    }));
     return { usable, skipped };
   }
 
