@@ -14,16 +14,14 @@ export interface RunResult {
   code: number;
   stdout: string;
   stderr: string;
-  /** why the program could not be started at all (ENOENT, EACCES, ...) */
+  /** why the program could not be started at all (ENOENT, EACCES, ...); absent when it ran, a timeout included */
   errno?: string;
-  /** killed on its timeout: it ran, and did not finish in time */
-  timedOut?: boolean;
 }
 
 /**
  * Runs argv (no shell), never rejects: a program that did not start or did
- * not exit on its own is code -1; `errno` and `timedOut` tell the two apart
- * (a missing binary is not a probe that hung).
+ * not exit on its own is code -1; `errno` tells the two apart (a missing
+ * binary is not a probe that hung).
  */
 export function run(argv: string[], timeoutMs = 10_000): Promise<RunResult> {
   const [file, ...args] = argv;
@@ -32,7 +30,6 @@ export function run(argv: string[], timeoutMs = 10_000): Promise<RunResult> {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
       const res: RunResult = { code, stdout, stderr: stderr || (err && typeof err.code !== 'number' ? err.message : '') };
       if (typeof err?.code === 'string') res.errno = err.code;
-      if (err?.killed) res.timedOut = true;
       resolve(res);
     });
   });
