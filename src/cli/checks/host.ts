@@ -105,7 +105,9 @@ interface ForwardView {
 function forwardPolicyResult({ id, tool, snapshot: ipt, network, probe }: ForwardView): CheckResult {
   if (!ipt || !ipt.ok) return problem(id, 'warn', `cannot read ${tool}: ${ipt?.error ?? 'not read'}`, 'run doctor as root; install iptables');
   const policy = ipt.forwardPolicy ?? '?';
-  if (policy === 'ACCEPT') return pass(id, `${tool === 'iptables' ? '' : 'ip6tables '}FORWARD policy ACCEPT`);
+  // IPv4's messages stay as they were; IPv6's name their tool
+  const chain = `${tool === 'iptables' ? '' : 'ip6tables '}FORWARD`;
+  if (policy === 'ACCEPT') return pass(id, `${chain} policy ACCEPT`);
   if (!network) return problem(id, 'warn', `FORWARD policy ${policy} and the cluster network is unknown`, 'give the subnet file or a lease source so doctor knows the network');
   const accept = `${tool} -A FORWARD -s ${network} -j ACCEPT && ${tool} -A FORWARD -d ${network} -j ACCEPT`;
   if (probe.mode === 'nftables') {
@@ -123,7 +125,7 @@ function forwardPolicyResult({ id, tool, snapshot: ipt, network, probe }: Forwar
   return problem(
     id,
     'fail',
-    `${tool === 'iptables' ? '' : 'ip6tables '}FORWARD policy ${policy} and nothing accepts the pod network ${network}: pod traffic through this node is dropped`,
+    `${chain} policy ${policy} and nothing accepts the pod network ${network}: pod traffic through this node is dropped`,
     `restart tsflanneld (it installs FLANNEL-FWD), or: ${accept}`,
     probe.forwardMissing.map((r) => `missing: ${r}`),
   );
