@@ -54,17 +54,25 @@ export interface InstallOptions {
   extraPlugins?: string[];
 }
 
+/**
+ * A plugin the chain needs. `replaced`: why the node's own plugin of that
+ * name gave way to ours; `warning`: why the node's own stays although it
+ * cannot run the chain.
+ */
+export interface ExtraPlugin {
+  path: string;
+  changed: boolean;
+  replaced?: string;
+  warning?: string;
+}
+
 export interface InstallResult {
   /** the forwarder, <bin>/tsflannel */
   binary: { path: string; changed: boolean };
   /** the standalone plugin, <bin>/tsflannel-standalone */
   standalone: { path: string; changed: boolean };
   conflist: { path: string; changed: boolean };
-  /**
-   * `replaced`: why the node's own plugin of that name gave way to ours;
-   * `warning`: why the node's own stays although it cannot run the chain
-   */
-  extraPlugins: { path: string; changed: boolean; replaced?: string; warning?: string }[];
+  extraPlugins: ExtraPlugin[];
   /** conflists that sort before ours: a runtime uses the first one, not ours */
   shadowedBy: string[];
 }
@@ -295,7 +303,7 @@ export function installIfMissing(
   source: string,
   binDir: string,
   cniVersion?: string,
-): { path: string; changed: boolean; replaced?: string; warning?: string } {
+): ExtraPlugin {
   const dest = join(binDir, basename(source));
   let replaced: string | undefined;
   try {
