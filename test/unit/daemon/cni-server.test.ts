@@ -44,6 +44,17 @@ async function serve(run: (env: Record<string, string>) => Promise<CniResponse>,
   return path;
 }
 
+/** A server whose handler records each command it starts and holds every ADD for `addMs`. */
+async function serveHoldingAdd(addMs: number, callTimeoutMs: number): Promise<{ path: string; started: string[] }> {
+  const started: string[] = [];
+  const path = await serve(async (env) => {
+    started.push(env.CNI_COMMAND!);
+    if (env.CNI_COMMAND === 'ADD') await sleep(addMs);
+    return ok(env.CNI_COMMAND!);
+  }, callTimeoutMs);
+  return { path, started };
+}
+
 describe('CNI socket server', () => {
   it('runs calls for one attachment one after another, and other pods alongside', async () => {
     const log: string[] = [];
@@ -77,12 +88,7 @@ describe('CNI socket server', () => {
   });
 
   it('never starts a call that waited past its deadline behind its attachment\'s earlier call (the runtime has retried it elsewhere by then)', async () => {
-    const started: string[] = [];
-    const path = await serve(async (env) => {
-      started.push(env.CNI_COMMAND!);
-      if (env.CNI_COMMAND === 'ADD') await sleep(1500);
-      return ok(env.CNI_COMMAND!);
-    }, 400);
+    const { path, started } = await serveHoldingAdd(1500, 400);
     const env = (command: string) => ({ CNI_COMMAND: command, CNI_CONTAINERID: 'stuck', CNI_IFNAME: 'eth0' });
     const add = socketCall(path, env('ADD'), '{}');
     await sleep(100);
@@ -97,12 +103,7 @@ describe('CNI socket server', () => {
   it('takes the forwarder\'s shorter TSFLANNEL_FORWARD_TIMEOUT_MS as the deadline (1 s less), so a queued call it gave up on never starts', async () => {
     // The agent's own deadline (30 s here) is far off; the forwarder sent 3000 ms and runs the standalone
     // plugin then, so the agent answers by 2000 ms and never starts the queued call afterwards.
-    const started: string[] = [];
-    const path = await serve(async (env) => {
-      started.push(env.CNI_COMMAND!);
-      if (env.CNI_COMMAND === 'ADD') await sleep(4000);
-      return ok(env.CNI_COMMAND!);
-    }, 30_000);
+    const { path, started } = await serveHoldingAdd(4000, 30_000);
     const env = (command: string) => ({ CNI_COMMAND: command, CNI_CONTAINERID: 'fwd', CNI_IFNAME: 'eth0', TSFLANNEL_FORWARD_TIMEOUT_MS: '3000' });
     const add = socketCall(path, env('ADD'), '{}');
     await sleep(100);
