@@ -108,7 +108,7 @@ export class Agent implements HealthSource {
     // Before the lease: a pod call made while the agent starts gets the same
     // answer the standalone plugin would give, without a process start-up.
     if (this.opts.cniSocket) {
-      this.cni = await startCniService({ path: this.opts.cniSocket, workers: this.opts.cniWorkers, logger: log, metrics: this.metrics });
+      this.cni = await startCniService({ path: this.opts.cniSocket, workers: this.opts.cniWorkers, logger: log, log: { level: this.opts.logLevel, format: this.opts.logFormat }, metrics: this.metrics });
     }
     const config = await this.networkConfig();
     const ext = this.externalInterface(config);

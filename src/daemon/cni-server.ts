@@ -1,76 +1,58 @@
 // The agent's CNI socket: the second transport over the plugin handler (the
 // first is the standalone executable). The forwarder /opt/cni/bin/tsflannel
-// sends one frame per call (cni-frame.ts); this server checks the peer is
-// root, bounds the frame and the time, serializes calls per attachment,
-// runs the handler on a worker thread and answers one frame. No CNI logic
-// lives here.
+// sends one frame per call (cni-frame.ts). This module claims the socket
+// path, listens, and starts the threads that serve it (cni-pool.ts): an
+// acceptor that checks the peer is root and hands each connection to an
+// idle worker, which bounds the frame and the time, serializes calls per
+// attachment and runs the handler (cni-call.ts). The event loop does no
+// work per call; it reads the threads' counters for metrics and the stats
+// file, and answers calls stuck past their deadline. No CNI logic lives here.
 import { chmodSync, lstatSync, mkdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { createConnection } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { ErrorCode } from '../cni/errors.js';
-import type { CniResponse } from '../plugin/handler.js';
-import { decodeRequest, encodeResponse, errorResponse, FrameError, FrameReader } from './cni-frame.js';
-import type { WorkerPool } from './cni-pool.js';
+import { closeSocket, shutdownSocket, unixListen } from '../netlink/index.js';
+import { encodeResponse } from './cni-frame.js';
+import { lateAnswer, writeAnswer } from './cni-call.js';
+import { WorkerPool } from './cni-pool.js';
+import { CniShared, type CountedCommand } from './cni-shared.js';
+import type { LogFormat, LogLevel } from './options.js';
 
-export interface PeerCred {
-  pid: number;
-  uid: number;
-  gid: number;
-}
-
+/** Since the agent started (cni-shared.ts keeps them for every thread). */
 export interface CniServerMetrics {
   /** calls answered, per CNI_COMMAND and outcome (exit code 0 or not) */
-  calls: Map<string, { ok: number; error: number }>;
+  readonly calls: Map<string, { ok: number; error: number }>;
   /** connections refused because the peer is not root */
-  refused: number;
+  readonly refused: number;
   /** frames that were oversize, malformed or incomplete in time */
-  badFrames: number;
+  readonly badFrames: number;
   /** calls that ran past the call deadline */
-  timeouts: number;
-  inFlight: number;
-}
-
-export function newCniServerMetrics(): CniServerMetrics {
-  return { calls: new Map(), refused: 0, badFrames: 0, timeouts: 0, inFlight: 0 };
+  readonly timeouts: number;
+  readonly inFlight: number;
 }
 
 export interface CniServerOptions {
   path: string;
-  pool: Pick<WorkerPool, 'run'>;
-  peerCred: (fd: number) => PeerCred;
+  /** serving worker threads */
+  workers: number;
   logger: Logger;
-  metrics: CniServerMetrics;
-  /** called once per answered call (command as sent, or 'invalid') */
-  onCall?: (command: string, ok: boolean, seconds: number) => void;
+  /** the workers' own loggers (they write to stderr like the agent's) */
+  log: { level: LogLevel; format: LogFormat };
+  /** called for every answered call (at most a second late) */
+  onCall?: (command: CountedCommand, ok: boolean, seconds: number) => void;
   /** the whole request frame must arrive within this; default 10 s */
   frameTimeoutMs?: number;
   /** a call's answer is sent within this (the forwarder waits 55 s; sooner when its TSFLANNEL_FORWARD_TIMEOUT_MS is lower); default 50 s */
   callTimeoutMs?: number;
-  /** concurrent connections; more are closed at once and their forwarders run standalone */
-  maxConnections?: number;
+  /** connections waiting for a worker in the kernel's queue; more are refused and their forwarders run standalone */
+  backlog?: number;
+  onWarning?: (msg: string) => void;
+  /** tests: another worker script */
+  workerScript?: URL;
 }
 
-/** How long before the forwarder gives up the agent answers (its clock starts earlier, at connect). */
-const FORWARDER_MARGIN_MS = 1000;
-
-/**
- * A call's deadline: the agent's own, or sooner when the forwarder that sent
- * it falls back to the standalone plugin sooner (TSFLANNEL_FORWARD_TIMEOUT_MS,
- * which it sends with its other TSFLANNEL_* variables). Past the forwarder's
- * limit the call may already run there, so a queued call must not start;
- * the margin lets the agent's "try again" arrive first. The value is read as
- * the forwarder reads it (optional '+', decimal digits, above 0); anything it
- * ignores leaves its 55 s default, which is longer than the agent's 50 s.
- */
-export function callDeadlineMs(env: Record<string, string>, agentMs: number): number {
-  const text = env.TSFLANNEL_FORWARD_TIMEOUT_MS;
-  if (text === undefined || !/^\+?[0-9]+$/.test(text)) return agentMs;
-  const forwarderMs = Number(text);
-  if (!(forwarderMs > 0) || !Number.isFinite(forwarderMs)) return agentMs;
-  const margin = Math.min(FORWARDER_MARGIN_MS, Math.floor(forwarderMs / 2));
-  return Math.min(agentMs, forwarderMs - margin);
-}
+/** How often the event loop reads the threads' counters and checks deadlines. */
+const SWEEP_MS = 1000;
 
 /** Beside the socket: what `tsflannel status` and doctor read about the calls served. */
 export const STATS_FILE = 'cni-stats.json';
@@ -92,12 +74,6 @@ export function statsFilePath(socket: string): string {
 
 export class CniServerError extends Error {
   override readonly name = 'CniServerError';
-}
-
-/** The descriptor under a net.Socket: Node has no public accessor, nor SO_PEERCRED. */
-function socketFd(socket: Socket): number | undefined {
-  const handle = (socket as unknown as { _handle?: { fd?: unknown } })._handle;
-  return typeof handle?.fd === 'number' && handle.fd >= 0 ? handle.fd : undefined;
 }
 
 /** True when something accepts connections on `path` (another agent). */
@@ -148,211 +124,104 @@ async function claimPath(path: string, log: Logger): Promise<void> {
   unlinkSync(path);
 }
 
-/** Calls for one attachment run one after another; others run in parallel. */
-class AttachmentQueue {
-  private readonly tails = new Map<string, Promise<unknown>>();
-
-  run<T>(key: string | undefined, fn: () => Promise<T>): Promise<T> {
-    if (key === undefined) return fn();
-    const prev = this.tails.get(key);
-    // The usual case, no call in flight for this attachment: start at once
-    // instead of a turn of the microtask queue later.
-    const next = prev ? prev.then(fn, fn) : fn();
-    const tail: Promise<unknown> = next.then(
-      () => this.settled(key, tail),
-      () => this.settled(key, tail),
-    );
-    this.tails.set(key, tail);
-    return next;
-  }
-
-  private settled(key: string, tail: Promise<unknown>): void {
-    if (this.tails.get(key) === tail) this.tails.delete(key);
-  }
-}
-
-function attachmentKey(env: Record<string, string>): string | undefined {
-  const id = env.CNI_CONTAINERID ?? '';
-  if (id === '') return undefined;
-  return `${id}\n${env.CNI_IFNAME ?? ''}`;
-}
-
 export class CniServer {
-  private server?: Server;
+  private listenFd?: number;
   private ino?: number;
-  private readonly queue = new AttachmentQueue();
-  private readonly sockets = new Set<Socket>();
+  private pool?: WorkerPool;
+  private readonly shared: CniShared;
+  /** the counters, for metrics: read from the threads' shared state */
+  readonly metrics: CniServerMetrics;
   private readonly startedAt = new Date().toISOString();
-  private statsTimer: NodeJS.Timeout | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private statsWritten = -1;
 
-  constructor(private readonly opts: CniServerOptions) {}
+  constructor(private readonly opts: CniServerOptions) {
+    this.shared = new CniShared(opts.workers);
+    this.metrics = this.shared.metrics();
+  }
 
   async start(): Promise<void> {
     const { path, logger } = this.opts;
     await claimPath(path, logger);
-    const server = createServer({ allowHalfOpen: true }, (s) => this.accept(s));
-    server.maxConnections = this.opts.maxConnections ?? 128;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(path, () => {
-        server.off('error', reject);
-        resolve();
-      });
+    const fd = unixListen(path, this.opts.backlog ?? 128);
+    try {
+      chmodSync(path, 0o600);
+      this.ino = statSync(path).ino;
+    } catch (err) {
+      closeSocket(fd);
+      throw err;
+    }
+    this.listenFd = fd;
+    this.pool = new WorkerPool({
+      size: this.opts.workers,
+      shared: this.shared,
+      start: {
+        shared: this.shared.buffers,
+        listenFd: fd,
+        frameTimeoutMs: this.opts.frameTimeoutMs ?? 10_000,
+        callTimeoutMs: this.opts.callTimeoutMs ?? 50_000,
+        log: this.opts.log,
+      },
+      ...(this.opts.onWarning ? { onWarning: this.opts.onWarning } : {}),
+      ...(this.opts.workerScript ? { script: this.opts.workerScript } : {}),
     });
-    chmodSync(path, 0o600);
-    this.ino = statSync(path).ino;
-    server.on('error', (err) => logger.error({ err }, 'CNI socket error'));
-    this.server = server;
+    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_MS).unref();
     this.writeStats();
-    logger.info({ path }, 'serving CNI calls');
+    logger.info({ path, workers: this.opts.workers }, 'serving CNI calls');
   }
 
-  /** Stops accepting, lets answers in flight go out, removes our socket file. */
+  /** Resolves once every thread is up and has loaded the handler. */
+  ready(): Promise<void> {
+    return this.pool?.ready() ?? Promise.resolve();
+  }
+
+  /**
+   * Stops accepting; connections not yet served are closed unanswered (their
+   * forwarders run the standalone plugin); removes our socket file.
+   */
   async stop(): Promise<void> {
-    const server = this.server;
-    if (!server) return;
-    this.server = undefined;
-    clearTimeout(this.statsTimer);
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const s of this.sockets) s.destroy();
+    const fd = this.listenFd;
+    if (fd === undefined) return;
+    this.listenFd = undefined;
+    clearInterval(this.sweepTimer);
+    for (const orphan of this.shared.stop()) closeSocket(orphan);
+    shutdownSocket(fd);
+    await this.pool?.close();
+    closeSocket(fd);
     try {
       if (statSync(this.opts.path).ino === this.ino) unlinkSync(this.opts.path);
     } catch {
       // already gone
     }
+    this.drain();
+    this.writeStats();
   }
 
-  private accept(socket: Socket): void {
-    const { metrics } = this.opts;
-    this.sockets.add(socket);
-    socket.on('close', () => this.sockets.delete(socket));
-    socket.on('error', () => socket.destroy()); // the forwarder went away; nothing to answer
-    const refusal = this.checkPeer(socket);
-    if (refusal) {
-      metrics.refused += 1;
-      this.answer(socket, refusal);
-      return;
+  /** Durations of the calls answered since the last drain, to onCall. */
+  drain(): void {
+    const onCall = this.opts.onCall;
+    this.shared.drain((command, ok, seconds) => onCall?.(command, ok, seconds));
+  }
+
+  /**
+   * Once a second: durations to the metrics, the stats file when calls
+   * were answered, and "try again" for a call past its deadline whose
+   * worker is stuck in a synchronous call (its own timer answers it
+   * otherwise).
+   */
+  private sweep(): void {
+    for (const [, fd, limitMs] of this.shared.claimExpired(Date.now())) {
+      this.shared.add('timeouts');
+      writeAnswer(fd, encodeResponse(lateAnswer(limitMs)));
     }
-    const reader = new FrameReader();
-    const timer = setTimeout(() => {
-      stopReading();
-      metrics.badFrames += 1;
-      this.answer(socket, errorResponse(ErrorCode.InvalidEnvironment, 'tsflannel agent: the request frame did not arrive in time'));
-    }, this.opts.frameTimeoutMs ?? 10_000);
-    const onData = (chunk: Buffer) => {
-      let body: Buffer | undefined;
-      try {
-        body = reader.push(chunk);
-      } catch (err) {
-        stopReading();
-        metrics.badFrames += 1;
-        this.answer(socket, errorResponse(ErrorCode.InvalidEnvironment, `tsflannel agent: bad request frame: ${(err as Error).message}`));
-        return;
-      }
-      if (body === undefined) return;
-      stopReading();
-      void this.serve(socket, body);
-    };
-    const onEnd = () => {
-      stopReading();
-      metrics.badFrames += 1;
-      this.answer(socket, errorResponse(ErrorCode.InvalidEnvironment, 'tsflannel agent: bad request frame: connection closed before a complete frame'));
-    };
-    const stopReading = () => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('end', onEnd);
-      socket.resume(); // drain whatever else arrives; it is ignored
-    };
-    socket.on('data', onData);
-    socket.on('end', onEnd);
+    this.drain();
+    if (this.shared.changes !== this.statsWritten) this.writeStats();
   }
 
-  private checkPeer(socket: Socket): CniResponse | undefined {
-    const fd = socketFd(socket);
-    let uid: number;
-    try {
-      if (fd === undefined) throw new Error('no descriptor');
-      uid = this.opts.peerCred(fd).uid;
-    } catch (err) {
-      this.opts.logger.warn({ err }, 'cannot read the CNI peer credentials; refusing');
-      return errorResponse(ErrorCode.Internal, `tsflannel agent: cannot read peer credentials: ${(err as Error).message}`);
-    }
-    if (uid === 0) return undefined;
-    this.opts.logger.warn({ uid }, 'refused a CNI call from a non-root peer');
-    return errorResponse(ErrorCode.Internal, `tsflannel agent: peer uid ${uid} is not root`);
-  }
-
-  private async serve(socket: Socket, body: Buffer): Promise<void> {
-    const { metrics, logger } = this.opts;
-    let req;
-    try {
-      req = decodeRequest(body);
-    } catch (err) {
-      metrics.badFrames += 1;
-      const msg = err instanceof FrameError ? err.message : String(err);
-      this.answer(socket, errorResponse(ErrorCode.InvalidEnvironment, `tsflannel agent: bad request frame: ${msg}`));
-      return;
-    }
-    const command = req.env.CNI_COMMAND ?? '';
-    const started = Date.now();
-    metrics.inFlight += 1;
-    let res: CniResponse;
-    try {
-      // A call still queued behind its attachment's earlier one when its
-      // deadline answers "try again" must not run later: by then the runtime
-      // may have retried it elsewhere (the standalone plugin) or deleted the
-      // pod, and a late ADD would make an attachment nobody deletes.
-      let expired = false;
-      const start = (): Promise<CniResponse> =>
-        expired ? Promise.resolve(errorResponse(ErrorCode.TryAgainLater, 'expired before it started')) : this.opts.pool.run(req.env, req.stdin);
-      const deadlineMs = callDeadlineMs(req.env, this.opts.callTimeoutMs ?? 50_000);
-      res = await this.withDeadline(this.queue.run(attachmentKey(req.env), start), deadlineMs, () => (expired = true));
-    } catch (err) {
-      res = errorResponse(ErrorCode.Internal, `tsflannel agent: ${(err as Error).message}`);
-    } finally {
-      metrics.inFlight -= 1;
-    }
-    this.count(command, res.exitCode === 0);
-    this.opts.onCall?.(/^[A-Z]{1,10}$/.test(command) ? command : 'invalid', res.exitCode === 0, (Date.now() - started) / 1000);
-    const fields = { cmd: command, containerId: req.env.CNI_CONTAINERID, ifname: req.env.CNI_IFNAME, ms: Date.now() - started };
-    if (res.exitCode === 0) logger.debug(fields, 'CNI call served');
-    else logger.info({ ...fields, answer: res.stdout.toString('utf8').trim().slice(0, 500) }, 'CNI call failed');
-    this.answer(socket, res);
-  }
-
-  private withDeadline(call: Promise<CniResponse>, ms: number, onExpired: () => void): Promise<CniResponse> {
-    return new Promise<CniResponse>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        onExpired();
-        this.opts.metrics.timeouts += 1;
-        resolve(errorResponse(ErrorCode.TryAgainLater, `tsflannel agent: the call did not finish within ${ms} ms; try again`));
-      }, ms);
-      call.then(
-        (res) => {
-          clearTimeout(timer);
-          resolve(res);
-        },
-        (err: unknown) => {
-          clearTimeout(timer);
-          reject(err instanceof Error ? err : new Error(String(err)));
-        },
-      );
-    });
-  }
-
-  /** At most once a second, by rename: a reader sees the old file or the new one. */
-  private scheduleStats(): void {
-    if (this.statsTimer || !this.server) return;
-    this.statsTimer = setTimeout(() => {
-      this.statsTimer = undefined;
-      this.writeStats();
-    }, 1000);
-    this.statsTimer.unref();
-  }
-
+  /** By rename: a reader sees the old file or the new one. */
   private writeStats(): void {
-    const m = this.opts.metrics;
+    const m = this.metrics;
+    this.statsWritten = this.shared.changes;
     const body: CniStatsFile = {
       pid: process.pid,
       socket: this.opts.path,
@@ -371,25 +240,5 @@ export class CniServer {
     } catch (err) {
       this.opts.logger.debug({ err }, 'cannot write the CNI stats file');
     }
-  }
-
-  private count(command: string, ok: boolean): void {
-    const name = /^[A-Z]{1,10}$/.test(command) ? command : 'invalid';
-    const c = this.opts.metrics.calls.get(name) ?? { ok: 0, error: 0 };
-    if (ok) c.ok += 1;
-    else c.error += 1;
-    this.opts.metrics.calls.set(name, c);
-  }
-
-  private answer(socket: Socket, res: CniResponse): void {
-    this.scheduleStats();
-    if (socket.destroyed) return;
-    socket.end(encodeResponse(res));
-    // A peer that never closes its side must not hold the connection open.
-    // Cleared when the connection closes, as it does at once when the
-    // forwarder has read the answer: a timer left to fire 5 s after every
-    // call would wake the event loop once more per call.
-    const linger = setTimeout(() => socket.destroy(), 5000).unref();
-    socket.once('close', () => clearTimeout(linger));
   }
 }

@@ -143,7 +143,7 @@ async function serveCniOnly(opts: AgentOptions, logger: Logger): Promise<void> {
       : undefined;
   let cni;
   try {
-    cni = await startCniService({ path: opts.cniSocket, workers: opts.cniWorkers, logger, metrics });
+    cni = await startCniService({ path: opts.cniSocket, workers: opts.cniWorkers, logger, log: { level: opts.logLevel, format: opts.logFormat }, metrics });
   } catch (err) {
     logger.fatal({ err: (err as Error).message }, 'cannot serve CNI calls');
     health?.close();

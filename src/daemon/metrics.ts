@@ -25,6 +25,8 @@ export interface AgentMetrics {
   readonly watchRestarts: Counter<'source' | 'reason'>;
   readonly trafficRepairs: Counter<'mode'>;
   readonly leaseEvents: Counter<'source' | 'result'>;
+  /** Run before each scrape reads cniRequestDuration: the CNI threads' durations not yet observed (attachCniServer). */
+  beforeCniScrape?: () => void;
 }
 
 /** Hooks a subnet manager calls; kept tiny so managers stay free of prom-client. */
@@ -60,7 +62,7 @@ export function createAgentMetrics(opts: MetricsOptions = {}): AgentMetrics {
     labelNames: ['version', 'nodejs'],
     registers,
   }).set({ version: VERSION, nodejs: process.version }, 1);
-  return {
+  const m: AgentMetrics = {
     registry,
     // names up to 0.1.0, unchanged
     leasesKnown: new Gauge({ name: 'tsflannel_leases_known', help: 'Subnet leases known from the subnet manager, including this node.', registers }),
@@ -83,6 +85,9 @@ export function createAgentMetrics(opts: MetricsOptions = {}): AgentMetrics {
       labelNames: ['command', 'result'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
+      collect() {
+        m.beforeCniScrape?.();
+      },
     }),
     apiErrors: new Counter({
       name: 'tsflannel_api_errors_total',
@@ -109,6 +114,7 @@ export function createAgentMetrics(opts: MetricsOptions = {}): AgentMetrics {
       registers,
     }),
   };
+  return m;
 }
 
 let defaultInstance: AgentMetrics | undefined;
@@ -142,7 +148,8 @@ export async function timeCniRequest<T>(command: CniCommand, fn: () => Promise<T
  * refused (peer not root), bad frames, calls past their deadline, and the
  * calls being served now. Counts are since the agent started.
  */
-export function attachCniServer(m: AgentMetrics, s: CniServerMetrics): void {
+export function attachCniServer(m: AgentMetrics, s: CniServerMetrics, beforeScrape?: () => void): void {
+  if (beforeScrape) m.beforeCniScrape = beforeScrape;
   const registers = [m.registry];
   const gauge = (name: string, help: string, read: () => number) =>
     new Gauge({

@@ -217,6 +217,10 @@ type FlockFn = (fd: number, operation: number) => number;
 type FstatfsFn = (fd: number, buf: Buffer) => number;
 type IoctlFn = (fd: number, request: number) => number;
 type PrctlFn = (option: number, arg2: number, arg3: number, arg4: number, arg5: number) => number;
+type IntFn3 = (a: number, b: number, c: number) => number;
+type BindFn = (fd: number, addr: Buffer, len: number) => number;
+type AcceptFn = (fd: number, addr: null, len: null, flags: number) => number;
+type PollFn = (fds: Buffer, n: number, timeoutMs: number) => number;
 
 interface Libc {
   getsockopt: GetSockOpt;
@@ -224,6 +228,13 @@ interface Libc {
   fstatfs: FstatfsFn;
   ioctl: IoctlFn;
   prctl: PrctlFn;
+  socket: IntFn3;
+  bind: BindFn;
+  listen: (fd: number, backlog: number) => number;
+  accept4: AcceptFn;
+  poll: PollFn;
+  shutdown: (fd: number, how: number) => number;
+  close: (fd: number) => number;
 }
 
 /**
@@ -247,6 +258,13 @@ function loadLibc(): Libc | null {
         ioctl: lib.func('int ioctl(int, unsigned long)') as IoctlFn,
         // prctl is variadic; every option reads at most these four words.
         prctl: lib.func('int prctl(int, unsigned long, unsigned long, unsigned long, unsigned long)') as PrctlFn,
+        socket: lib.func('int socket(int, int, int)') as IntFn3,
+        bind: lib.func('int bind(int, void *, uint32_t)') as BindFn,
+        listen: lib.func('int listen(int, int)') as Libc['listen'],
+        accept4: lib.func('int accept4(int, void *, void *, int)') as AcceptFn,
+        poll: lib.func('int poll(void *, unsigned long, int)') as PollFn,
+        shutdown: lib.func('int shutdown(int, int)') as Libc['shutdown'],
+        close: lib.func('int close(int)') as Libc['close'],
       };
     } catch {
       libc = null;
@@ -306,6 +324,98 @@ export function libcFlockNow(fd: number, op: 'ex' | 'sh' | 'un'): boolean | unde
     if (err.code === os.errno.EAGAIN || err.code === os.errno.EWOULDBLOCK) return false;
     throw err;
   }
+}
+
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+const SOCK_CLOEXEC = 0o2000000;
+/** sun_path's size in struct sockaddr_un; the path and its NUL must fit. */
+const SUN_PATH = 108;
+
+function requireLibc(op: string): Libc {
+  const c = loadLibc();
+  if (!c) throw new NetlinkError(op, 'libc.so.6 cannot be loaded here', 'ENOSYS', os.errno.ENOSYS);
+  return c;
+}
+
+/**
+ * A listening Unix stream socket bound at `path`, made with libc rather
+ * than node:net: a blocking, close-on-exec descriptor that threads can wait
+ * on in accept(2) themselves, which libuv's event loop cannot share. The
+ * caller owns the descriptor (close it with fs.closeSync).
+ */
+export function unixListen(path: string, backlog: number): number {
+  const c = requireLibc('socket.listen');
+  const bytes = Buffer.from(path, 'utf8');
+  if (bytes.length >= SUN_PATH || bytes.includes(0)) throw new NetlinkError('socket.listen', `socket path ${JSON.stringify(path)} does not fit sockaddr_un`, 'EINVAL', os.errno.EINVAL);
+  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw libcError('socket.listen', 'socket(AF_UNIX)');
+  // struct sockaddr_un { sa_family_t sun_family; char sun_path[108]; } in the host's byte order.
+  const addr = Buffer.alloc(2 + SUN_PATH);
+  if (endianness() === 'LE') addr.writeUInt16LE(AF_UNIX, 0);
+  else addr.writeUInt16BE(AF_UNIX, 0);
+  bytes.copy(addr, 2);
+  if (c.bind(fd, addr, 2 + bytes.length + 1) !== 0 || c.listen(fd, backlog) !== 0) {
+    const err = libcError('socket.listen', `bind/listen on ${path}`);
+    c.close(fd);
+    throw err;
+  }
+  return fd;
+}
+
+/**
+ * Waits in accept(2) on a blocking listening socket for the next
+ * connection (close-on-exec). The kernel wakes one waiting thread per
+ * connection. undefined once the socket was shut down (shutdownSocket).
+ */
+export function unixAccept(fd: number): number | undefined {
+  const c = requireLibc('socket.accept');
+  for (;;) {
+    const conn = c.accept4(fd, null, null, SOCK_CLOEXEC);
+    if (conn >= 0) return conn;
+    const err = libcError('socket.accept', `accept4(${fd})`);
+    if (err.code === os.errno.EINTR || err.code === os.errno.ECONNABORTED) continue;
+    if (err.code === os.errno.EINVAL || err.code === os.errno.EBADF) return undefined;
+    throw err;
+  }
+}
+
+const POLLIN = 0x1;
+
+/** poll(2) for input on `fd` for up to `ms`: true when there is something to read (or the peer closed). */
+export function pollIn(fd: number, ms: number): boolean {
+  const c = requireLibc('socket.poll');
+  // struct pollfd { int fd; short events; short revents; }
+  const pfd = Buffer.alloc(8);
+  const le = endianness() === 'LE';
+  if (le) pfd.writeInt32LE(fd, 0);
+  else pfd.writeInt32BE(fd, 0);
+  if (le) pfd.writeInt16LE(POLLIN, 4);
+  else pfd.writeInt16BE(POLLIN, 4);
+  const until = Date.now() + ms;
+  for (;;) {
+    const n = c.poll(pfd, 1, Math.max(0, until - Date.now()));
+    if (n >= 0) return n > 0;
+    const err = libcError('socket.poll', `poll(${fd})`);
+    if (err.code !== os.errno.EINTR) throw err;
+  }
+}
+
+/**
+ * close(2) of a descriptor these functions made. Not fs.closeSync: a worker
+ * thread's closeSync of a descriptor fs did not open prints a process
+ * warning each time.
+ */
+export function closeSocket(fd: number): void {
+  requireLibc('socket.close').close(fd);
+}
+
+/**
+ * shutdown(2): 'both' wakes every thread waiting in accept(2) on a
+ * listening socket; 'write' tells a connected peer no more is coming.
+ */
+export function shutdownSocket(fd: number, how: 'write' | 'both' = 'both'): void {
+  requireLibc('socket.shutdown').shutdown(fd, how === 'write' ? 1 : 2);
 }
 
 /** struct statfs is 120 bytes on 64-bit Linux; f_type (a long) comes first. */

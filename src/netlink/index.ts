@@ -9,4 +9,4 @@ export * from './neighbours.js';
 export * from './system.js';
 export * from './batch.js';
 export * from './pod.js';
-export { preloadShim, traceShimCalls, type ShimCallTrace } from './ffi.js';
+export { closeSocket, pollIn, preloadShim, shutdownSocket, traceShimCalls, unixAccept, unixListen, type ShimCallTrace } from './ffi.js';

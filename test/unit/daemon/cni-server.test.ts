@@ -1,17 +1,22 @@
-// The CNI socket server's own logic with a fake handler pool: calls for one
-// attachment run one after another, calls for different pods overlap, a
-// slow call gets "try again" at the deadline, and a worker that dies fails
-// its calls and is replaced. No root, no kernel.
+// The CNI serving logic with fake connections and handlers, in one thread:
+// the idle stack hands out the worker that went idle last, calls for one
+// attachment run one after another across workers while other pods run
+// alongside, a slow call gets "try again" at its deadline (from the
+// worker's timer, or from the event loop's sweep when the worker is stuck),
+// a call that waited past its deadline never starts, counters and
+// durations reach the event loop, and a serving thread that dies is
+// replaced with its call answered. No root, no kernel.
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pino from 'pino';
-import { callDeadlineMs, CniServer, newCniServerMetrics } from '../../../src/daemon/cni-server.js';
+import { callDeadlineMs, serveConnection, type CallConnection, type CallContext } from '../../../src/daemon/cni-call.js';
+import { decodeResponse, FrameError } from '../../../src/daemon/cni-frame.js';
 import { WorkerPool } from '../../../src/daemon/cni-pool.js';
+import { CniShared } from '../../../src/daemon/cni-shared.js';
 import type { CniResponse } from '../../../src/plugin/handler.js';
-import { socketCall } from '../../helpers/cni-agent.js';
 
 const dirs: string[] = [];
 const stops: (() => Promise<void>)[] = [];
@@ -29,92 +34,177 @@ function tempDir(): string {
 const ok = (text: string): CniResponse => ({ stdout: Buffer.from(text), exitCode: 0, stderr: '' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function serve(run: (env: Record<string, string>) => Promise<CniResponse>, callTimeoutMs?: number) {
-  const path = join(tempDir(), 'run', 'cni.sock');
-  const server = new CniServer({
-    path,
-    pool: { run: (env) => run(env) },
-    peerCred: () => ({ pid: 1, uid: 0, gid: 0 }),
-    logger: pino({ level: 'silent' }),
-    metrics: newCniServerMetrics(),
-    ...(callTimeoutMs ? { callTimeoutMs } : {}),
+interface FakeCall {
+  /** the answer as the forwarder would decode it, once one was written */
+  answered: Promise<CniResponse>;
+  /** what serveConnection resolved with (the worker is free again) */
+  done: Promise<void>;
+  answers: number;
+}
+
+let nextFd = 1000;
+
+/** Runs one request on worker `worker` through serveConnection with a fake connection. */
+function call(ctx: Omit<CallContext, 'worker'>, worker: number, env: Record<string, string>, body?: Buffer | Error): FakeCall {
+  let resolve: (r: CniResponse) => void = () => undefined;
+  const answered = new Promise<CniResponse>((r) => (resolve = r));
+  const fake: FakeCall = { answered, done: Promise.resolve(), answers: 0 };
+  const conn: CallConnection = {
+    readFrame() {
+      if (body instanceof Error) throw body;
+      return body ?? Buffer.from(JSON.stringify({ v: 1, env, stdin: '' }));
+    },
+    answer(bytes) {
+      fake.answers += 1;
+      resolve(decodeResponse(bytes.subarray(4)));
+    },
+  };
+  fake.done = serveConnection({ ...ctx, worker }, nextFd++, conn);
+  return fake;
+}
+
+function context(run: CallContext['run'], callTimeoutMs = 50_000, workers = 4): Omit<CallContext, 'worker'> {
+  return { shared: new CniShared(workers), run, logger: pino({ level: 'silent' }), frameTimeoutMs: 10_000, callTimeoutMs };
+}
+
+const codeOf = (r: CniResponse) => (JSON.parse(r.stdout.toString()) as { code: number; msg: string });
+
+describe('CNI threads\' shared state', () => {
+  it('hands a connection to the worker that went idle last, and never to one taken off the stack', () => {
+    const s = new CniShared(4);
+    for (const i of [0, 1, 2, 3]) s.pushIdle(i);
+    expect(s.popIdle()).toBe(3);
+    s.pushIdle(3); // served one call and is idle again: it gets the next one too
+    expect(s.popIdle()).toBe(3);
+    s.removeIdle(2); // died
+    expect([s.popIdle(), s.popIdle(), s.popIdle()]).toEqual([1, 0, undefined]);
+    s.give(1, 42);
+    expect(s.take(1, 0)).toBe(42);
+    expect(s.take(1, 0)).toBeUndefined();
+    s.give(0, 7);
+    expect(s.stop()).toEqual([7]); // handed off but never taken: the server closes it
+    expect(s.take(0, 0)).toBe('stop');
   });
-  await server.start();
-  stops.push(() => server.stop());
-  return path;
-}
 
-/** A server whose handler records each command it starts and holds every ADD for `addMs`. */
-async function serveHoldingAdd(addMs: number, callTimeoutMs: number): Promise<{ path: string; started: string[] }> {
-  const started: string[] = [];
-  const path = await serve(async (env) => {
-    started.push(env.CNI_COMMAND!);
-    if (env.CNI_COMMAND === 'ADD') await sleep(addMs);
-    return ok(env.CNI_COMMAND!);
-  }, callTimeoutMs);
-  return { path, started };
-}
+  it('lets exactly one party claim a call: the worker or the deadline sweep', () => {
+    const s = new CniShared(2);
+    s.beginCall(0, 11, Date.now() - 1, 500);
+    s.beginCall(1, 12, Date.now() + 60_000, 50_000);
+    expect(s.claimExpired(Date.now())).toEqual([[0, 11, 500]]);
+    expect(s.claimCall(0, 11)).toBe(false); // the worker finishing later must not touch fd 11
+    expect(s.claimExpired(Date.now())).toEqual([]);
+    expect(s.claimCall(1, 12)).toBe(true);
+    expect(s.claimCurrent(1)).toBeUndefined();
+  });
 
-describe('CNI socket server', () => {
-  it('runs calls for one attachment one after another, and other pods alongside', async () => {
+  it('counts calls per command and outcome and queues their durations for the event loop', () => {
+    const s = new CniShared(2);
+    s.record(0, 'ADD', true, 0.01);
+    s.record(1, 'DEL', false, 0.02);
+    s.record(1, 'invalid', false, 0.03);
+    s.add('refused');
+    const seen: string[] = [];
+    s.drain((c, okay, sec) => seen.push(`${c} ${okay} ${sec}`));
+    expect(seen).toEqual(['ADD true 0.01', 'DEL false 0.02', 'invalid false 0.03']);
+    s.drain(() => seen.push('again'));
+    expect(seen).toHaveLength(3);
+    const m = s.metrics();
+    expect(Object.fromEntries(m.calls)).toEqual({ ADD: { ok: 1, error: 0 }, DEL: { ok: 0, error: 1 }, invalid: { ok: 0, error: 1 } });
+    expect(m.refused).toBe(1);
+  });
+});
+
+describe('CNI call serving', () => {
+  it('runs calls for one attachment one after another across workers, and other pods alongside', async () => {
     const log: string[] = [];
-    const path = await serve(async (env) => {
+    const ctx = context(async (env) => {
       const tag = `${env.CNI_CONTAINERID}/${env.CNI_IFNAME}`;
       log.push(`start ${tag}`);
       await sleep(150);
       log.push(`end ${tag}`);
       return ok(tag);
     });
-    const call = (id: string, ifname = 'eth0') => socketCall(path, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: id, CNI_IFNAME: ifname }, '{}');
-    await Promise.all([call('a'), call('a'), call('b'), call('a', 'net1')]);
-    // a/eth0 twice, in order; b and a/net1 started before the first a/eth0 ended
+    const env = (id: string, ifname = 'eth0') => ({ CNI_COMMAND: 'ADD', CNI_CONTAINERID: id, CNI_IFNAME: ifname });
+    const calls = [call(ctx, 0, env('a')), call(ctx, 1, env('a')), call(ctx, 2, env('b')), call(ctx, 3, env('a', 'net1'))];
+    const answers = await Promise.all(calls.map((c) => c.answered));
+    expect(answers.map((a) => a.stdout.toString())).toEqual(['a/eth0', 'a/eth0', 'b/eth0', 'a/net1']);
     const firstEnd = log.indexOf('end a/eth0');
     expect(log.filter((l) => l === 'start a/eth0')).toHaveLength(2);
     expect(log.lastIndexOf('start a/eth0')).toBeGreaterThan(firstEnd);
     expect(log.indexOf('start b/eth0')).toBeLessThan(firstEnd);
     expect(log.indexOf('start a/net1')).toBeLessThan(firstEnd);
+    await Promise.all(calls.map((c) => c.done));
+    expect(calls.map((c) => c.answers)).toEqual([1, 1, 1, 1]);
+    expect(ctx.shared.metrics().calls.get('ADD')).toEqual({ ok: 4, error: 0 });
+    expect(ctx.shared.metrics().inFlight).toBe(0);
   });
 
-  it('answers "try again" (code 11) at the call deadline and serves the next call', async () => {
-    const path = await serve(async (env) => {
+  it('answers "try again" (code 11) at the call deadline once, and serves the next call', async () => {
+    const ctx = context(async (env) => {
       if (env.CNI_CONTAINERID === 'slow') await sleep(1500);
       return ok('done');
     }, 300);
-    const slow = await socketCall(path, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'slow', CNI_IFNAME: 'eth0' }, '{}');
-    expect(slow.exitCode).toBe(1);
-    expect(slow.json).toMatchObject({ code: 11 });
-    const next = await socketCall(path, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'fast', CNI_IFNAME: 'eth0' }, '{}');
-    expect(next.stdout).toBe('done');
+    const t0 = Date.now();
+    const slow = call(ctx, 0, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'slow', CNI_IFNAME: 'eth0' });
+    const answer = await slow.answered;
+    expect(Date.now() - t0).toBeLessThan(1200);
+    expect(answer.exitCode).toBe(1);
+    expect(codeOf(answer)).toMatchObject({ code: 11, msg: expect.stringMatching(/300 ms/) });
+    const next = call(ctx, 1, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'fast', CNI_IFNAME: 'eth0' });
+    expect((await next.answered).stdout.toString()).toBe('done');
+    await slow.done; // the handler ended later: its result reached nobody, and nothing was written twice
+    expect(slow.answers).toBe(1);
+    expect(ctx.shared.metrics().timeouts).toBe(1);
+    expect(ctx.shared.metrics().calls.get('ADD')).toEqual({ ok: 1, error: 1 });
   });
 
   it('never starts a call that waited past its deadline behind its attachment\'s earlier call (the runtime has retried it elsewhere by then)', async () => {
-    const { path, started } = await serveHoldingAdd(1500, 400);
+    const started: string[] = [];
+    const ctx = context(async (env) => {
+      started.push(env.CNI_COMMAND!);
+      if (env.CNI_COMMAND === 'ADD') await sleep(1500);
+      return ok(env.CNI_COMMAND!);
+    }, 400);
     const env = (command: string) => ({ CNI_COMMAND: command, CNI_CONTAINERID: 'stuck', CNI_IFNAME: 'eth0' });
-    const add = socketCall(path, env('ADD'), '{}');
+    const add = call(ctx, 0, env('ADD'));
     await sleep(100);
-    // Queued behind the ADD, which holds the attachment past both deadlines.
-    const del = await socketCall(path, env('DEL'), '{}');
-    expect(del.json).toMatchObject({ code: 11 });
-    expect((await add).json).toMatchObject({ code: 11 });
-    await sleep(1600); // the ADD's handler ends; the expired DEL must not start after it
+    const del = call(ctx, 1, env('DEL')); // on another worker, behind the ADD
+    expect(codeOf(await del.answered)).toMatchObject({ code: 11 });
+    expect(codeOf(await add.answered)).toMatchObject({ code: 11 });
+    await add.done;
+    await del.done;
+    await sleep(100);
     expect(started).toEqual(['ADD']);
   });
 
   it('takes the forwarder\'s shorter TSFLANNEL_FORWARD_TIMEOUT_MS as the deadline (1 s less), so a queued call it gave up on never starts', async () => {
-    // The agent's own deadline (30 s here) is far off; the forwarder sent 3000 ms and runs the standalone
-    // plugin then, so the agent answers by 2000 ms and never starts the queued call afterwards.
-    const { path, started } = await serveHoldingAdd(4000, 30_000);
+    const started: string[] = [];
+    const ctx = context(async (env) => {
+      started.push(env.CNI_COMMAND!);
+      if (env.CNI_COMMAND === 'ADD') await sleep(4000);
+      return ok(env.CNI_COMMAND!);
+    }, 30_000);
     const env = (command: string) => ({ CNI_COMMAND: command, CNI_CONTAINERID: 'fwd', CNI_IFNAME: 'eth0', TSFLANNEL_FORWARD_TIMEOUT_MS: '3000' });
-    const add = socketCall(path, env('ADD'), '{}');
+    const add = call(ctx, 0, env('ADD'));
     await sleep(100);
     const t0 = Date.now();
-    const del = await socketCall(path, env('DEL'), '{}');
-    const waited = Date.now() - t0;
-    expect(del.json).toMatchObject({ code: 11, msg: expect.stringMatching(/2000 ms/) });
-    expect(waited).toBeLessThan(2900); // answered before this forwarder (3000 ms, started ~100 ms earlier) gave up
-    expect((await add).json).toMatchObject({ code: 11 });
-    await sleep(4000 - (Date.now() - t0) + 300); // the ADD's handler ends; the DEL must not start after it
+    const del = call(ctx, 1, env('DEL'));
+    const delAnswer = await del.answered;
+    expect(codeOf(delAnswer)).toMatchObject({ code: 11, msg: expect.stringMatching(/2000 ms/) });
+    expect(Date.now() - t0).toBeLessThan(2900); // before this forwarder (3000 ms, started ~100 ms earlier) gave up
+    expect(codeOf(await add.answered)).toMatchObject({ code: 11 });
+    await add.done;
+    await sleep(200);
     expect(started).toEqual(['ADD']);
+  });
+
+  it('answers a bad or late frame with CNI error 4 and counts it', async () => {
+    const ctx = context(async () => ok('never'));
+    const garbage = call(ctx, 0, {}, Buffer.from('\u0000not json'));
+    expect(codeOf(await garbage.answered)).toMatchObject({ code: 4, msg: expect.stringContaining('not JSON') });
+    const late = call(ctx, 0, {}, new FrameError('late'));
+    expect(codeOf(await late.answered)).toMatchObject({ code: 4, msg: 'tsflannel agent: the request frame did not arrive in time' });
+    expect(ctx.shared.metrics().badFrames).toBe(2);
   });
 });
 
@@ -133,29 +223,43 @@ describe('call deadline from the forwarder\'s TSFLANNEL_FORWARD_TIMEOUT_MS', () 
   });
 });
 
-describe('CNI worker pool', () => {
-  it('fails the calls of a worker that dies, and replaces it', async () => {
-    const script = join(tempDir(), 'worker.mjs');
+describe('CNI thread pool', () => {
+  it('replaces a serving worker that dies, takes it off the idle stack, and answers the call it had in hand', async () => {
+    const dir = tempDir();
+    const starts = join(dir, 'starts');
+    writeFileSync(starts, '');
+    const script = join(dir, 'worker.mjs');
+    // A serving worker 0 that goes idle, then dies on its first start; every start is recorded.
     writeFileSync(script, `
-      import { parentPort } from 'node:worker_threads';
-      parentPort.on('message', (m) => {
-        if (m.env.CRASH) process.exit(3);
-        parentPort.postMessage({ id: m.id, stdout: new TextEncoder().encode(m.env.CNI_COMMAND), exitCode: 0, stderr: '' });
-      });
+      import { appendFileSync } from 'node:fs';
+      import { parentPort, workerData } from 'node:worker_threads';
+      appendFileSync(${JSON.stringify(starts)}, workerData.role + workerData.index + '\\n');
       parentPort.postMessage({ ready: true });
+      parentPort.on('message', (m) => { if (m === 'die') process.exit(3); });
     `);
+    const shared = new CniShared(1);
     const warnings: string[] = [];
-    const pool = new WorkerPool({ size: 1, script: pathToFileURL(script), onWarning: (w) => warnings.push(w) });
+    const pool = new WorkerPool({
+      size: 1,
+      shared,
+      start: { shared: shared.buffers, listenFd: -1, frameTimeoutMs: 1000, callTimeoutMs: 1000, log: { level: 'silent' as 'fatal', format: 'json' } },
+      script: pathToFileURL(script),
+      onWarning: (w) => warnings.push(w),
+    });
     stops.push(() => pool.close());
     await pool.ready();
-    expect((await pool.run({ CNI_COMMAND: 'ADD' }, Buffer.alloc(0))).stdout.toString()).toBe('ADD');
-    await expect(pool.run({ CNI_COMMAND: 'ADD', CRASH: '1' }, Buffer.alloc(0))).rejects.toThrow(/exited with code 3/);
-    expect(warnings.join()).toContain('starting another');
-    let answer = '';
-    for (let i = 0; i < 50 && !answer; i++) {
-      answer = await pool.run({ CNI_COMMAND: 'DEL' }, Buffer.alloc(0)).then((r) => r.stdout.toString(), () => '');
-      if (!answer) await sleep(100);
-    }
-    expect(answer).toBe('DEL');
+    // Worker 0 is idle and serving a call on this descriptor (a file stands in for the connection).
+    shared.pushIdle(0);
+    const answerFile = join(dir, 'answer');
+    const fd = openSync(answerFile, 'w');
+    shared.beginCall(0, fd, Date.now() + 60_000, 50_000);
+    (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('die');
+    for (let i = 0; i < 50 && readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'serve0').length < 2; i++) await sleep(100);
+    expect(readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'serve0')).toHaveLength(2);
+    expect(warnings.join()).toMatch(/CNI worker died .*exited with code 3.*starting another/);
+    expect(shared.popIdle()).toBeUndefined(); // the dead worker was taken off the stack
+    const bytes = readFileSync(answerFile);
+    const answer = decodeResponse(bytes.subarray(4));
+    expect(codeOf(answer)).toMatchObject({ code: 999, msg: 'tsflannel agent: CNI worker exited with code 3' });
   });
 });

@@ -1,0 +1,333 @@
+// What the agent's CNI threads share, in SharedArrayBuffers: the event loop
+// takes no part in a call. One acceptor thread waits in accept(2) and hands
+// each connection to the idle serving worker that went idle last (a stack,
+// so a node with one call at a time keeps using one warm worker); workers
+// serialize calls per attachment through a table of the attachments they
+// serve; counters and call durations are written here and read by the
+// event loop for metrics and the stats file (cni-server.ts).
+import type { CniServerMetrics } from './cni-server.js';
+
+/** The commands counted per outcome; anything else counts as 'invalid'. */
+export const COUNTED_COMMANDS = ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION', 'invalid'] as const;
+export type CountedCommand = (typeof COUNTED_COMMANDS)[number];
+
+export function countedCommand(command: string): CountedCommand {
+  return (COUNTED_COMMANDS as readonly string[]).includes(command) ? (command as CountedCommand) : 'invalid';
+}
+
+/** Durations kept per worker until the event loop reads them (at most every second). */
+const RING = 1024;
+const EMPTY = -1;
+const STOP = -2;
+
+// Int32 header words.
+const LOCK = 0;
+const TOP = 1;
+const STOPPING = 2;
+const REFUSED = 3;
+const BAD_FRAMES = 4;
+const TIMEOUTS = 5;
+const IN_FLIGHT = 6;
+const ANSWERED = 7;
+const CALLS = 8; // COUNTED_COMMANDS.length × (ok, error)
+const HEADER = CALLS + COUNTED_COMMANDS.length * 2;
+// Per worker: idle stack entry, hand-off slot, the connection of the call it
+// serves, the attachment it holds, its duration ring's head and tail.
+const PER_WORKER = 6;
+
+export interface CniSharedBuffers {
+  ints: SharedArrayBuffer;
+  floats: SharedArrayBuffer;
+  workers: number;
+}
+
+export type Counter = 'refused' | 'badFrames' | 'timeouts' | 'inFlight';
+const COUNTER_WORD: Record<Counter, number> = { refused: REFUSED, badFrames: BAD_FRAMES, timeouts: TIMEOUTS, inFlight: IN_FLIGHT };
+
+// Node 20 has Atomics.waitAsync; this project's TypeScript lib (ES2022) does not declare it.
+type WaitAsync = (
+  a: Int32Array,
+  index: number,
+  value: number,
+  timeoutMs?: number,
+) => { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
+const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
+
+/** 32 bits of FNV-1a, never 0 (0 marks "no attachment"). */
+function keyHash(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return h === 0 ? 1 : h;
+}
+
+export class CniShared {
+  readonly buffers: CniSharedBuffers;
+  private readonly i32: Int32Array;
+  // Per worker: the call's deadline and its length (ms), then the duration ring (code, seconds).
+  private readonly f64: Float64Array;
+  readonly workers: number;
+
+  constructor(workersOrBuffers: number | CniSharedBuffers) {
+    if (typeof workersOrBuffers === 'number') {
+      const n = workersOrBuffers;
+      this.buffers = {
+        ints: new SharedArrayBuffer((HEADER + n * PER_WORKER) * 4),
+        floats: new SharedArrayBuffer(n * (2 + RING * 2) * 8),
+        workers: n,
+      };
+    } else {
+      this.buffers = workersOrBuffers;
+    }
+    this.workers = this.buffers.workers;
+    this.i32 = new Int32Array(this.buffers.ints);
+    this.f64 = new Float64Array(this.buffers.floats);
+    if (typeof workersOrBuffers === 'number') {
+      for (let i = 0; i < this.workers; i++) {
+        this.i32[this.slot(i)] = EMPTY;
+        this.i32[this.current(i)] = EMPTY;
+      }
+    }
+  }
+
+  private stack(i: number): number {
+    return HEADER + i;
+  }
+  private slot(i: number): number {
+    return HEADER + this.workers + i;
+  }
+  private current(i: number): number {
+    return HEADER + this.workers * 2 + i;
+  }
+  private busy(i: number): number {
+    return HEADER + this.workers * 3 + i;
+  }
+  private head(i: number): number {
+    return HEADER + this.workers * 4 + i;
+  }
+  private tail(i: number): number {
+    return HEADER + this.workers * 5 + i;
+  }
+  private ringAt(i: number, n: number): number {
+    return this.workers * 2 + (i * RING + (n & (RING - 1))) * 2;
+  }
+
+  // A spin lock for the few words of the idle stack and the attachment
+  // table; a holder preempted mid-section makes a waiter sleep, not spin.
+  private lock(word: number): void {
+    for (let spins = 0; Atomics.compareExchange(this.i32, word, 0, 1) !== 0; spins++) {
+      if (spins > 100) Atomics.wait(this.i32, word, 1, 1);
+    }
+  }
+  private unlock(word: number): void {
+    Atomics.store(this.i32, word, 0);
+    Atomics.notify(this.i32, word, 1);
+  }
+
+  // ---- hand-off ----
+
+  /** Worker `i` is idle: the next connection goes to it (last in, first out). */
+  pushIdle(i: number): void {
+    this.lock(LOCK);
+    const top = this.i32[TOP]!;
+    this.i32[this.stack(top)] = i;
+    this.i32[TOP] = top + 1;
+    this.unlock(LOCK);
+    Atomics.notify(this.i32, TOP);
+  }
+
+  /** The worker that went idle last, taken off the stack; undefined when none is idle. */
+  popIdle(): number | undefined {
+    this.lock(LOCK);
+    const top = this.i32[TOP]!;
+    const i = top > 0 ? this.i32[this.stack(top - 1)] : undefined;
+    if (top > 0) this.i32[TOP] = top - 1;
+    this.unlock(LOCK);
+    return i;
+  }
+
+  /** Takes a worker that died off the idle stack. */
+  removeIdle(i: number): void {
+    this.lock(LOCK);
+    const top = this.i32[TOP]!;
+    let w = 0;
+    for (let r = 0; r < top; r++) {
+      const v = this.i32[this.stack(r)]!;
+      if (v !== i) this.i32[this.stack(w++)] = v;
+    }
+    this.i32[TOP] = w;
+    this.unlock(LOCK);
+  }
+
+  /** The acceptor: waits up to `ms` while no worker is idle; true when one is. */
+  waitForIdle(ms: number): boolean {
+    if (Atomics.load(this.i32, TOP) === 0 && !this.stopping) Atomics.wait(this.i32, TOP, 0, ms);
+    return Atomics.load(this.i32, TOP) > 0;
+  }
+
+  /** The acceptor: connection `fd` is worker `i`'s to serve. */
+  give(i: number, fd: number): void {
+    Atomics.store(this.i32, this.slot(i), fd);
+    Atomics.notify(this.i32, this.slot(i));
+  }
+
+  /**
+   * Worker `i` waits up to `ms` for a connection: its descriptor, 'stop'
+   * when the server stops, undefined when the time ran out.
+   */
+  take(i: number, ms: number): number | 'stop' | undefined {
+    const at = this.slot(i);
+    if (Atomics.load(this.i32, at) === EMPTY) Atomics.wait(this.i32, at, EMPTY, ms);
+    const v = Atomics.exchange(this.i32, at, EMPTY);
+    if (v === STOP) return 'stop';
+    return v === EMPTY ? undefined : v;
+  }
+
+  /** Tells every thread to stop; returns connections handed off but not yet taken. */
+  stop(): number[] {
+    Atomics.store(this.i32, STOPPING, 1);
+    const orphans: number[] = [];
+    for (let i = 0; i < this.workers; i++) {
+      const v = Atomics.exchange(this.i32, this.slot(i), STOP);
+      if (v >= 0) orphans.push(v);
+      Atomics.notify(this.i32, this.slot(i));
+    }
+    Atomics.notify(this.i32, TOP);
+    return orphans;
+  }
+
+  get stopping(): boolean {
+    return Atomics.load(this.i32, STOPPING) === 1;
+  }
+
+  // ---- the call in progress, and who answers it ----
+
+  /** Worker `i` serves connection `fd` until `deadline` (epoch ms), a limit of `limitMs`. */
+  beginCall(i: number, fd: number, deadline: number, limitMs: number): void {
+    this.f64[i * 2] = deadline;
+    this.f64[i * 2 + 1] = limitMs;
+    Atomics.store(this.i32, this.current(i), fd);
+  }
+
+  /**
+   * Whoever claims the call answers it and closes its descriptor: the worker
+   * when its handler returns, or, at the deadline, its timer or the event
+   * loop's watchdog. Exactly one claim succeeds; the others must not touch
+   * the descriptor again (its number may already name another connection).
+   */
+  claimCall(i: number, fd: number): boolean {
+    return Atomics.compareExchange(this.i32, this.current(i), fd, EMPTY) === fd;
+  }
+
+  /** Calls past their deadline, claimed for the caller to answer: [worker, fd, limitMs]. */
+  claimExpired(now: number): [number, number, number][] {
+    const out: [number, number, number][] = [];
+    for (let i = 0; i < this.workers; i++) {
+      const fd = Atomics.load(this.i32, this.current(i));
+      if (fd < 0 || this.f64[i * 2]! > now) continue;
+      if (this.claimCall(i, fd)) out.push([i, fd, this.f64[i * 2 + 1]!]);
+    }
+    return out;
+  }
+
+  /** The call worker `i` was serving when it died, claimed; undefined when none. */
+  claimCurrent(i: number): number | undefined {
+    const fd = Atomics.load(this.i32, this.current(i));
+    return fd >= 0 && this.claimCall(i, fd) ? fd : undefined;
+  }
+
+  // ---- one call per attachment at a time ----
+
+  /**
+   * Worker `i` takes attachment `key`, waiting while another worker holds
+   * it; false when `deadline` passes first (the call must then not start).
+   */
+  async enter(i: number, key: string, deadline: number): Promise<boolean> {
+    const h = keyHash(key);
+    for (;;) {
+      this.lock(LOCK);
+      let holder = -1;
+      for (let j = 0; j < this.workers && holder < 0; j++) if (j !== i && this.i32[this.busy(j)] === h) holder = j;
+      if (holder < 0) this.i32[this.busy(i)] = h;
+      this.unlock(LOCK);
+      if (holder < 0) return true;
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      const w = waitAsync(this.i32, this.busy(holder), h, left);
+      if (w.async) await w.value;
+    }
+  }
+
+  /** Worker `i` lets its attachment go; a worker waiting for it goes on. */
+  leave(i: number): void {
+    Atomics.store(this.i32, this.busy(i), 0);
+    Atomics.notify(this.i32, this.busy(i));
+  }
+
+  // ---- counters and durations ----
+
+  add(counter: Counter, n = 1): void {
+    Atomics.add(this.i32, COUNTER_WORD[counter], n);
+  }
+
+  /** One answered call: counted, and its duration queued for the event loop. */
+  record(i: number, command: CountedCommand, ok: boolean, seconds: number): void {
+    const code = COUNTED_COMMANDS.indexOf(command) * 2 + (ok ? 0 : 1);
+    Atomics.add(this.i32, CALLS + code, 1);
+    Atomics.add(this.i32, ANSWERED, 1);
+    const head = Atomics.load(this.i32, this.head(i));
+    // A full ring (nobody read it for RING calls) drops the duration; the count above stays exact.
+    if (((head - Atomics.load(this.i32, this.tail(i))) | 0) >= RING) return;
+    const at = this.ringAt(i, head);
+    this.f64[at] = code;
+    this.f64[at + 1] = seconds;
+    Atomics.store(this.i32, this.head(i), (head + 1) | 0);
+  }
+
+  /** The event loop: every duration recorded since the last drain. */
+  drain(fn: (command: CountedCommand, ok: boolean, seconds: number) => void): void {
+    for (let i = 0; i < this.workers; i++) {
+      const head = Atomics.load(this.i32, this.head(i));
+      let tail = Atomics.load(this.i32, this.tail(i));
+      while (tail !== head) {
+        const at = this.ringAt(i, tail);
+        const code = this.f64[at]!;
+        fn(COUNTED_COMMANDS[code >> 1]!, (code & 1) === 0, this.f64[at + 1]!);
+        tail = (tail + 1) | 0;
+      }
+      Atomics.store(this.i32, this.tail(i), tail);
+    }
+  }
+
+  /** Grows with every call answered, refused or bad: the stats file is due when it moved. */
+  get changes(): number {
+    return Atomics.load(this.i32, ANSWERED) + Atomics.load(this.i32, REFUSED) + Atomics.load(this.i32, BAD_FRAMES) + Atomics.load(this.i32, TIMEOUTS);
+  }
+
+  /** The counters as the metrics and the stats file read them. */
+  metrics(): CniServerMetrics {
+    const read = (word: number) => Atomics.load(this.i32, word);
+    return {
+      get calls() {
+        const m = new Map<string, { ok: number; error: number }>();
+        COUNTED_COMMANDS.forEach((c, k) => {
+          const ok = read(CALLS + k * 2);
+          const error = read(CALLS + k * 2 + 1);
+          if (ok + error > 0) m.set(c, { ok, error });
+        });
+        return m;
+      },
+      get refused() {
+        return read(REFUSED);
+      },
+      get badFrames() {
+        return read(BAD_FRAMES);
+      },
+      get timeouts() {
+        return read(TIMEOUTS);
+      },
+      get inFlight() {
+        return read(IN_FLIGHT);
+      },
+    };
+  }
+}
