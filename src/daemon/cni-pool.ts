@@ -1,7 +1,6 @@
-// The CNI server's threads (cni-worker.ts): one acceptor and `size` serving
-// workers, all started with the agent; serving workers preload the handler,
-// so a call pays no module loading. A thread that dies is replaced; the call
-// a serving worker had in hand is answered with a CNI error.
+// The CNI server's worker threads (cni-worker.ts), started with the agent;
+// each preloads the handler, so a call pays no module loading. A worker that
+// dies is replaced, and the call it had in hand is answered with a CNI error.
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode } from '../cni/errors.js';
@@ -20,22 +19,19 @@ export const SEA_WORKER_ASSET = 'cni-worker.cjs';
 const QUICK_DEATH_MS = 2000;
 
 export interface PoolOptions {
-  /** serving workers */
   size: number;
   shared: CniShared;
-  /** what every thread is told, less its role, index and name */
-  start: Omit<WorkerStart, 'role' | 'index' | 'threadName'>;
+  /** what every worker is told, less its index and name */
+  start: Omit<WorkerStart, 'index' | 'threadName'>;
   onWarning?: (msg: string) => void;
   /** tests: another worker script */
   script?: URL;
 }
 
-/** The name a serving worker's thread takes: at most 15 bytes (the kernel's TASK_COMM_LEN). */
+/** The name a worker's thread takes: at most 15 bytes (the kernel's TASK_COMM_LEN). */
 export function workerThreadName(slot: number): string {
   return `tsf-cni-${slot}`.slice(0, 15);
 }
-
-export const ACCEPTOR_THREAD_NAME = 'tsf-cni-accept';
 
 interface Slot {
   worker: Worker;
@@ -48,21 +44,16 @@ export class WorkerPool {
   private closed = false;
 
   constructor(private readonly opts: PoolOptions) {
-    for (let i = 0; i <= opts.size; i++) this.slots.push(this.start(i));
+    for (let i = 0; i < opts.size; i++) this.slots.push(this.start(i));
   }
 
-  /** Resolves once every thread is up and every serving worker has loaded the handler. */
+  /** Resolves once every worker has loaded the handler. */
   async ready(): Promise<void> {
     await Promise.all(this.slots.map((s) => s.ready));
   }
 
-  private startData(index: number): WorkerStart {
-    const acceptor = index === this.opts.size;
-    return { ...this.opts.start, role: acceptor ? 'accept' : 'serve', index, threadName: acceptor ? ACCEPTOR_THREAD_NAME : workerThreadName(index) };
-  }
-
   private spawn(index: number): Worker {
-    const workerData = this.startData(index);
+    const workerData: WorkerStart = { ...this.opts.start, index, threadName: workerThreadName(index) };
     if (this.opts.script) return new Worker(this.opts.script, { workerData });
     if (inSea()) return new Worker(seaTextAsset(SEA_WORKER_ASSET), { eval: true, workerData });
     return new Worker(fileURLToPath(new URL('./cni-worker.js', import.meta.url)), { workerData });
@@ -86,9 +77,9 @@ export class WorkerPool {
       if (slot.dead) return;
       slot.dead = true;
       markFailed(err);
-      if (index < this.opts.size) this.orphaned(index, err);
+      this.orphaned(index, err);
       if (this.closed) return;
-      this.opts.onWarning?.(`CNI ${index < this.opts.size ? 'worker' : 'acceptor'} died (${err.message}); starting another`);
+      this.opts.onWarning?.(`CNI worker died (${err.message}); starting another`);
       const replace = () => {
         if (!this.closed && this.slots[index] === slot) this.slots[index] = this.start(index);
       };
@@ -101,10 +92,9 @@ export class WorkerPool {
     return slot;
   }
 
-  /** A serving worker died: no connection goes to it, and the one it served gets an answer. */
+  /** A worker died: the call it served gets an answer, and its attachment is free. */
   private orphaned(index: number, err: Error): void {
     const { shared } = this.opts;
-    shared.removeIdle(index);
     const fd = shared.claimCurrent(index);
     if (fd !== undefined) {
       shared.add('inFlight', -1);

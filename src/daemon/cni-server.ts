@@ -1,12 +1,12 @@
 // The agent's CNI socket: the second transport over the plugin handler (the
 // first is the standalone executable). The forwarder /opt/cni/bin/tsflannel
 // sends one frame per call (cni-frame.ts). This module claims the socket
-// path, listens, and starts the threads that serve it (cni-pool.ts): an
-// acceptor that checks the peer is root and hands each connection to an
-// idle worker, which bounds the frame and the time, serializes calls per
-// attachment and runs the handler (cni-call.ts). The event loop does no
-// work per call; it reads the threads' counters for metrics and the stats
-// file, and answers calls stuck past their deadline. No CNI logic lives here.
+// path, listens, and starts the worker threads that serve it (cni-pool.ts):
+// each accepts connections itself, checks the peer is root, bounds the
+// frame and the time, serializes calls per attachment and runs the handler
+// (cni-worker.ts, cni-call.ts). The event loop does no work per call; it
+// reads the workers' counters for metrics and the stats file, and answers
+// calls stuck past their deadline. No CNI logic lives here.
 import { chmodSync, lstatSync, mkdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -33,7 +33,7 @@ export interface CniServerMetrics {
 
 export interface CniServerOptions {
   path: string;
-  /** serving worker threads */
+  /** worker threads */
   workers: number;
   logger: Logger;
   /** the workers' own loggers (they write to stderr like the agent's) */
@@ -170,21 +170,22 @@ export class CniServer {
     logger.info({ path, workers: this.opts.workers }, 'serving CNI calls');
   }
 
-  /** Resolves once every thread is up and has loaded the handler. */
+  /** Resolves once every worker has loaded the handler. */
   ready(): Promise<void> {
     return this.pool?.ready() ?? Promise.resolve();
   }
 
   /**
-   * Stops accepting; connections not yet served are closed unanswered (their
-   * forwarders run the standalone plugin); removes our socket file.
+   * Stops accepting; connections still in the socket's queue are closed
+   * unanswered (their forwarders run the standalone plugin); removes our
+   * socket file.
    */
   async stop(): Promise<void> {
     const fd = this.listenFd;
     if (fd === undefined) return;
     this.listenFd = undefined;
     clearInterval(this.sweepTimer);
-    for (const orphan of this.shared.stop()) closeSocket(orphan);
+    this.shared.stop();
     shutdownSocket(fd);
     await this.pool?.close();
     closeSocket(fd);

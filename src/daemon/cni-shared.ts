@@ -1,10 +1,9 @@
-// What the agent's CNI threads share, in SharedArrayBuffers: the event loop
-// takes no part in a call. One acceptor thread waits in accept(2) and hands
-// each connection to the idle serving worker that went idle last (a stack,
-// so a node with one call at a time keeps using one warm worker); workers
-// serialize calls per attachment through a table of the attachments they
-// serve; counters and call durations are written here and read by the
-// event loop for metrics and the stats file (cni-server.ts).
+// What the agent's CNI threads share, in SharedArrayBuffers, so that the
+// event loop takes no part in a call: the call each worker serves (who
+// answers it is decided here), the attachments they hold (one call per
+// attachment at a time, across workers), and the counters and call
+// durations the event loop reads for metrics and the stats file
+// (cni-server.ts).
 import type { CniServerMetrics } from './cni-server.js';
 
 /** The commands counted per outcome; anything else counts as 'invalid'. */
@@ -18,11 +17,9 @@ export function countedCommand(command: string): CountedCommand {
 /** Durations kept per worker until the event loop reads them (at most every second). */
 const RING = 1024;
 const EMPTY = -1;
-const STOP = -2;
 
 // Int32 header words.
 const LOCK = 0;
-const TOP = 1;
 const STOPPING = 2;
 const REFUSED = 3;
 const BAD_FRAMES = 4;
@@ -31,9 +28,9 @@ const IN_FLIGHT = 6;
 const ANSWERED = 7;
 const CALLS = 8; // COUNTED_COMMANDS.length × (ok, error)
 const HEADER = CALLS + COUNTED_COMMANDS.length * 2;
-// Per worker: idle stack entry, hand-off slot, the connection of the call it
-// serves, the attachment it holds, its duration ring's head and tail.
-const PER_WORKER = 6;
+// Per worker: the connection of the call it serves, the attachment it
+// holds, its duration ring's head and tail.
+const PER_WORKER = 4;
 
 export interface CniSharedBuffers {
   ints: SharedArrayBuffer;
@@ -82,37 +79,28 @@ export class CniShared {
     this.i32 = new Int32Array(this.buffers.ints);
     this.f64 = new Float64Array(this.buffers.floats);
     if (typeof workersOrBuffers === 'number') {
-      for (let i = 0; i < this.workers; i++) {
-        this.i32[this.slot(i)] = EMPTY;
-        this.i32[this.current(i)] = EMPTY;
-      }
+      for (let i = 0; i < this.workers; i++) this.i32[this.current(i)] = EMPTY;
     }
   }
 
-  private stack(i: number): number {
+  private current(i: number): number {
     return HEADER + i;
   }
-  private slot(i: number): number {
+  private busy(i: number): number {
     return HEADER + this.workers + i;
   }
-  private current(i: number): number {
+  private head(i: number): number {
     return HEADER + this.workers * 2 + i;
   }
-  private busy(i: number): number {
-    return HEADER + this.workers * 3 + i;
-  }
-  private head(i: number): number {
-    return HEADER + this.workers * 4 + i;
-  }
   private tail(i: number): number {
-    return HEADER + this.workers * 5 + i;
+    return HEADER + this.workers * 3 + i;
   }
   private ringAt(i: number, n: number): number {
     return this.workers * 2 + (i * RING + (n & (RING - 1))) * 2;
   }
 
-  // A spin lock for the few words of the idle stack and the attachment
-  // table; a holder preempted mid-section makes a waiter sleep, not spin.
+  // A spin lock for the few words of the attachment table; a holder
+  // preempted mid-section makes a waiter sleep, not spin.
   private lock(word: number): void {
     for (let spins = 0; Atomics.compareExchange(this.i32, word, 0, 1) !== 0; spins++) {
       if (spins > 100) Atomics.wait(this.i32, word, 1, 1);
@@ -123,76 +111,9 @@ export class CniShared {
     Atomics.notify(this.i32, word, 1);
   }
 
-  // ---- hand-off ----
-
-  /** Worker `i` is idle: the next connection goes to it (last in, first out). */
-  pushIdle(i: number): void {
-    this.lock(LOCK);
-    const top = this.i32[TOP]!;
-    this.i32[this.stack(top)] = i;
-    this.i32[TOP] = top + 1;
-    this.unlock(LOCK);
-    Atomics.notify(this.i32, TOP);
-  }
-
-  /** The worker that went idle last, taken off the stack; undefined when none is idle. */
-  popIdle(): number | undefined {
-    this.lock(LOCK);
-    const top = this.i32[TOP]!;
-    const i = top > 0 ? this.i32[this.stack(top - 1)] : undefined;
-    if (top > 0) this.i32[TOP] = top - 1;
-    this.unlock(LOCK);
-    return i;
-  }
-
-  /** Takes a worker that died off the idle stack. */
-  removeIdle(i: number): void {
-    this.lock(LOCK);
-    const top = this.i32[TOP]!;
-    let w = 0;
-    for (let r = 0; r < top; r++) {
-      const v = this.i32[this.stack(r)]!;
-      if (v !== i) this.i32[this.stack(w++)] = v;
-    }
-    this.i32[TOP] = w;
-    this.unlock(LOCK);
-  }
-
-  /** The acceptor: waits up to `ms` while no worker is idle; true when one is. */
-  waitForIdle(ms: number): boolean {
-    if (Atomics.load(this.i32, TOP) === 0 && !this.stopping) Atomics.wait(this.i32, TOP, 0, ms);
-    return Atomics.load(this.i32, TOP) > 0;
-  }
-
-  /** The acceptor: connection `fd` is worker `i`'s to serve. */
-  give(i: number, fd: number): void {
-    Atomics.store(this.i32, this.slot(i), fd);
-    Atomics.notify(this.i32, this.slot(i));
-  }
-
-  /**
-   * Worker `i` waits up to `ms` for a connection: its descriptor, 'stop'
-   * when the server stops, undefined when the time ran out.
-   */
-  take(i: number, ms: number): number | 'stop' | undefined {
-    const at = this.slot(i);
-    if (Atomics.load(this.i32, at) === EMPTY) Atomics.wait(this.i32, at, EMPTY, ms);
-    const v = Atomics.exchange(this.i32, at, EMPTY);
-    if (v === STOP) return 'stop';
-    return v === EMPTY ? undefined : v;
-  }
-
-  /** Tells every thread to stop; returns connections handed off but not yet taken. */
-  stop(): number[] {
+  /** Tells every thread to stop once its call is answered. */
+  stop(): void {
     Atomics.store(this.i32, STOPPING, 1);
-    const orphans: number[] = [];
-    for (let i = 0; i < this.workers; i++) {
-      const v = Atomics.exchange(this.i32, this.slot(i), STOP);
-      if (v >= 0) orphans.push(v);
-      Atomics.notify(this.i32, this.slot(i));
-    }
-    Atomics.notify(this.i32, TOP);
-    return orphans;
   }
 
   get stopping(): boolean {

@@ -1,13 +1,10 @@
-// A thread of the agent's CNI server, in one of two roles (cni-pool.ts):
-//
-//   accept  waits in accept(2) on the socket, refuses peers that are not
-//           root, and hands each connection to the idle serving worker that
-//           went idle last (cni-shared.ts);
-//   serve   reads the request frame, runs the plugin handler and answers
-//           (cni-call.ts). The synchronous netlink calls of a pod's ADD or
-//           DEL (koffi blocks its thread) never stall the agent's event
-//           loop (health, metrics, reconcile), and the event loop does no
-//           work per call.
+// A worker thread of the agent's CNI server (cni-pool.ts): it waits for a
+// connection on the shared listening socket (listenWaiter: the kernel wakes
+// one waiting worker per connection, the first one made that is idle),
+// accepts it, refuses a peer that is not root, and serves the call
+// (cni-call.ts). The synchronous netlink calls of a pod's ADD or DEL (koffi
+// blocks its thread) never stall the agent's event loop (health, metrics,
+// reconcile), and the event loop does no work per call.
 //
 // Everything a call needs is loaded before the worker says it is ready.
 import { writeFileSync } from 'node:fs';
@@ -15,7 +12,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../cni/errors.js';
 import { handleCni, preloadHandler } from '../plugin/handler.js';
-import { peerCred, unixAccept } from '../netlink/index.js';
+import { listenWaiter, peerCred, unixAccept } from '../netlink/index.js';
 import { encodeResponse, errorResponse } from './cni-frame.js';
 import { fdConnection, serveConnection, writeAnswer } from './cni-call.js';
 import { CniShared, type CniSharedBuffers } from './cni-shared.js';
@@ -25,13 +22,12 @@ import type { WorkerReply } from './cni-pool.js';
 
 /** What a thread is told at start (workerData). */
 export interface WorkerStart {
-  role: 'accept' | 'serve';
-  /** the serving worker's index in the shared state (serve) */
+  /** this worker's index in the shared state */
   index: number;
-  /** the thread's name in ps/top (`tsf-cni-<index>`, `tsf-cni-accept`), so its CPU can be told from the main thread's */
+  /** the thread's name in ps/top (`tsf-cni-<index>`), so its CPU can be told from the main thread's */
   threadName: string;
   shared: CniSharedBuffers;
-  /** the listening socket (accept) */
+  /** the listening socket, non-blocking */
   listenFd: number;
   frameTimeoutMs: number;
   callTimeoutMs: number;
@@ -77,31 +73,6 @@ function refusal(fd: number, log: Logger): string | undefined {
   return `tsflannel agent: peer uid ${uid} is not root`;
 }
 
-async function acceptLoop(): Promise<void> {
-  let held: number | undefined;
-  while (!shared.stopping) {
-    // A connection is taken off the kernel's queue only once a worker can
-    // serve it; until then it waits there (the socket's backlog).
-    if (!shared.waitForIdle(IDLE_TURN_MS)) {
-      await turn();
-      continue;
-    }
-    const fd = held ?? unixAccept(start.listenFd);
-    held = undefined;
-    if (fd === undefined) return; // the socket was shut down: the server stops
-    const refused = refusal(fd, logger);
-    if (refused) {
-      shared.add('refused');
-      writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, refused)), true);
-      continue;
-    }
-    const worker = shared.popIdle();
-    // The idle worker died meanwhile: keep the connection for the next one.
-    if (worker === undefined) held = fd;
-    else shared.give(worker, fd);
-  }
-}
-
 async function serveLoop(): Promise<void> {
   const ctx = {
     worker: start.index,
@@ -111,31 +82,38 @@ async function serveLoop(): Promise<void> {
     frameTimeoutMs: start.frameTimeoutMs,
     callTimeoutMs: start.callTimeoutMs,
   };
-  shared.pushIdle(start.index);
-  for (;;) {
-    const fd = shared.take(start.index, IDLE_TURN_MS);
-    if (fd === 'stop') return;
-    if (fd === undefined) {
-      await turn();
-      continue;
+  const waiter = listenWaiter(start.listenFd);
+  try {
+    while (!shared.stopping) {
+      if (!waiter.wait(IDLE_TURN_MS)) {
+        await turn();
+        continue;
+      }
+      const fd = unixAccept(start.listenFd);
+      if (fd === 'closed') return; // the socket was shut down: the server stops
+      if (fd === 'again') continue; // another worker took it
+      const refused = refusal(fd, logger);
+      if (refused) {
+        shared.add('refused');
+        writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, refused)), true);
+        continue;
+      }
+      await serveConnection(ctx, fd, fdConnection(fd));
     }
-    await serveConnection(ctx, fd, fdConnection(fd));
-    if (shared.stopping) return;
-    shared.pushIdle(start.index);
+  } finally {
+    waiter.close();
   }
 }
 
 async function main(): Promise<void> {
   let warning: string | undefined;
-  if (start.role === 'serve') {
-    // A node without the shim still serves: the first call reports the error.
-    await preloadHandler().catch((err: unknown) => {
-      warning = `preloading the handler failed: ${(err as Error)?.message ?? String(err)}`;
-    });
-  }
+  // A node without the shim still serves: the first call reports the error.
+  await preloadHandler().catch((err: unknown) => {
+    warning = `preloading the handler failed: ${(err as Error)?.message ?? String(err)}`;
+  });
   nameThread();
   port!.postMessage({ ready: true, ...(warning ? { warning } : {}) } satisfies WorkerReply);
-  await (start.role === 'accept' ? acceptLoop() : serveLoop());
+  await serveLoop();
 }
 
 void main().catch((err: unknown) => {

@@ -233,6 +233,9 @@ interface Libc {
   listen: (fd: number, backlog: number) => number;
   accept4: AcceptFn;
   poll: PollFn;
+  epollCreate1: (flags: number) => number;
+  epollCtl: (epfd: number, op: number, fd: number, event: Buffer) => number;
+  epollWait: (epfd: number, events: Buffer, max: number, timeoutMs: number) => number;
   shutdown: (fd: number, how: number) => number;
   close: (fd: number) => number;
 }
@@ -263,6 +266,9 @@ function loadLibc(): Libc | null {
         listen: lib.func('int listen(int, int)') as Libc['listen'],
         accept4: lib.func('int accept4(int, void *, void *, int)') as AcceptFn,
         poll: lib.func('int poll(void *, unsigned long, int)') as PollFn,
+        epollCreate1: lib.func('int epoll_create1(int)') as Libc['epollCreate1'],
+        epollCtl: lib.func('int epoll_ctl(int, int, int, void *)') as Libc['epollCtl'],
+        epollWait: lib.func('int epoll_wait(int, void *, int, int)') as Libc['epollWait'],
         shutdown: lib.func('int shutdown(int, int)') as Libc['shutdown'],
         close: lib.func('int close(int)') as Libc['close'],
       };
@@ -338,17 +344,19 @@ function requireLibc(op: string): Libc {
   return c;
 }
 
+const SOCK_NONBLOCK = 0o4000;
+
 /**
  * A listening Unix stream socket bound at `path`, made with libc rather
- * than node:net: a blocking, close-on-exec descriptor that threads can wait
- * on in accept(2) themselves, which libuv's event loop cannot share. The
- * caller owns the descriptor (close it with fs.closeSync).
+ * than node:net: a non-blocking, close-on-exec descriptor that threads wait
+ * on themselves (listenWaiter) and accept from, which libuv's event loop
+ * cannot share. The caller owns the descriptor (closeSocket).
  */
 export function unixListen(path: string, backlog: number): number {
   const c = requireLibc('socket.listen');
   const bytes = Buffer.from(path, 'utf8');
   if (bytes.length >= SUN_PATH || bytes.includes(0)) throw new NetlinkError('socket.listen', `socket path ${JSON.stringify(path)} does not fit sockaddr_un`, 'EINVAL', os.errno.EINVAL);
-  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) throw libcError('socket.listen', 'socket(AF_UNIX)');
   // struct sockaddr_un { sa_family_t sun_family; char sun_path[108]; } in the host's byte order.
   const addr = Buffer.alloc(2 + SUN_PATH);
@@ -364,20 +372,69 @@ export function unixListen(path: string, backlog: number): number {
 }
 
 /**
- * Waits in accept(2) on a blocking listening socket for the next
- * connection (close-on-exec). The kernel wakes one waiting thread per
- * connection. undefined once the socket was shut down (shutdownSocket).
+ * The next connection on a non-blocking listening socket (a blocking,
+ * close-on-exec descriptor): 'again' when another thread took it first,
+ * 'closed' once the socket was shut down (shutdownSocket).
  */
-export function unixAccept(fd: number): number | undefined {
+export function unixAccept(fd: number): number | 'again' | 'closed' {
   const c = requireLibc('socket.accept');
   for (;;) {
     const conn = c.accept4(fd, null, null, SOCK_CLOEXEC);
     if (conn >= 0) return conn;
     const err = libcError('socket.accept', `accept4(${fd})`);
     if (err.code === os.errno.EINTR || err.code === os.errno.ECONNABORTED) continue;
-    if (err.code === os.errno.EINVAL || err.code === os.errno.EBADF) return undefined;
+    if (err.code === os.errno.EAGAIN || err.code === os.errno.EWOULDBLOCK) return 'again';
+    if (err.code === os.errno.EINVAL || err.code === os.errno.EBADF) return 'closed';
     throw err;
   }
+}
+
+const EPOLL_CLOEXEC = 0o2000000;
+const EPOLL_CTL_ADD = 1;
+const EPOLLIN = 0x1;
+const EPOLLEXCLUSIVE = 1 << 28;
+
+export interface ListenWaiter {
+  /** Blocks this thread up to `ms` for a connection to accept; true when one may be there. */
+  wait(ms: number): boolean;
+  close(): void;
+}
+
+/**
+ * One thread's wait for connections on a shared listening socket: its own
+ * epoll instance holding the socket with EPOLLEXCLUSIVE. The kernel then
+ * wakes one waiting thread per connection (no thundering herd), and always
+ * the first, in the order the waiters were made, that is waiting now: with
+ * calls one at a time the first worker takes them all and stays warm, and
+ * the next ones serve only while it is busy.
+ */
+export function listenWaiter(listenFd: number): ListenWaiter {
+  const c = requireLibc('socket.wait');
+  const epfd = c.epollCreate1(EPOLL_CLOEXEC);
+  if (epfd < 0) throw libcError('socket.wait', 'epoll_create1');
+  // struct epoll_event { uint32_t events; epoll_data_t data; }, packed (12 bytes) on x86-64, 16 elsewhere.
+  const ev = Buffer.alloc(16);
+  if (endianness() === 'LE') ev.writeUInt32LE((EPOLLIN | EPOLLEXCLUSIVE) >>> 0, 0);
+  else ev.writeUInt32BE((EPOLLIN | EPOLLEXCLUSIVE) >>> 0, 0);
+  if (c.epollCtl(epfd, EPOLL_CTL_ADD, listenFd, ev) !== 0) {
+    const err = libcError('socket.wait', `epoll_ctl(${listenFd})`);
+    c.close(epfd);
+    throw err;
+  }
+  const out = Buffer.alloc(16);
+  return {
+    wait(ms) {
+      for (;;) {
+        const n = c.epollWait(epfd, out, 1, ms);
+        if (n >= 0) return n > 0;
+        const err = libcError('socket.wait', 'epoll_wait');
+        if (err.code !== os.errno.EINTR) throw err;
+      }
+    },
+    close() {
+      c.close(epfd);
+    },
+  };
 }
 
 const POLLIN = 0x1;

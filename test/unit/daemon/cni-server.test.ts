@@ -1,5 +1,5 @@
 // The CNI serving logic with fake connections and handlers, in one thread:
-// the idle stack hands out the worker that went idle last, calls for one
+// calls for one
 // attachment run one after another across workers while other pods run
 // alongside, a slow call gets "try again" at its deadline (from the
 // worker's timer, or from the event loop's sweep when the worker is stuck),
@@ -70,22 +70,6 @@ function context(run: CallContext['run'], callTimeoutMs = 50_000, workers = 4): 
 const codeOf = (r: CniResponse) => (JSON.parse(r.stdout.toString()) as { code: number; msg: string });
 
 describe('CNI threads\' shared state', () => {
-  it('hands a connection to the worker that went idle last, and never to one taken off the stack', () => {
-    const s = new CniShared(4);
-    for (const i of [0, 1, 2, 3]) s.pushIdle(i);
-    expect(s.popIdle()).toBe(3);
-    s.pushIdle(3); // served one call and is idle again: it gets the next one too
-    expect(s.popIdle()).toBe(3);
-    s.removeIdle(2); // died
-    expect([s.popIdle(), s.popIdle(), s.popIdle()]).toEqual([1, 0, undefined]);
-    s.give(1, 42);
-    expect(s.take(1, 0)).toBe(42);
-    expect(s.take(1, 0)).toBeUndefined();
-    s.give(0, 7);
-    expect(s.stop()).toEqual([7]); // handed off but never taken: the server closes it
-    expect(s.take(0, 0)).toBe('stop');
-  });
-
   it('lets exactly one party claim a call: the worker or the deadline sweep', () => {
     const s = new CniShared(2);
     s.beginCall(0, 11, Date.now() - 1, 500);
@@ -224,20 +208,20 @@ describe('call deadline from the forwarder\'s TSFLANNEL_FORWARD_TIMEOUT_MS', () 
 });
 
 describe('CNI thread pool', () => {
-  it('replaces a serving worker that dies, takes it off the idle stack, and answers the call it had in hand', async () => {
+  it('replaces a worker that dies, answers the call it had in hand and frees its attachment', async () => {
     const dir = tempDir();
     const starts = join(dir, 'starts');
     writeFileSync(starts, '');
     const script = join(dir, 'worker.mjs');
-    // A serving worker 0 that goes idle, then dies on its first start; every start is recorded.
+    // A worker 0 that dies when told; every start is recorded.
     writeFileSync(script, `
       import { appendFileSync } from 'node:fs';
       import { parentPort, workerData } from 'node:worker_threads';
-      appendFileSync(${JSON.stringify(starts)}, workerData.role + workerData.index + '\\n');
+      appendFileSync(${JSON.stringify(starts)}, 'worker' + workerData.index + '\\n');
       parentPort.postMessage({ ready: true });
       parentPort.on('message', (m) => { if (m === 'die') process.exit(3); });
     `);
-    const shared = new CniShared(1);
+    const shared = new CniShared(2);
     const warnings: string[] = [];
     const pool = new WorkerPool({
       size: 1,
@@ -248,16 +232,16 @@ describe('CNI thread pool', () => {
     });
     stops.push(() => pool.close());
     await pool.ready();
-    // Worker 0 is idle and serving a call on this descriptor (a file stands in for the connection).
-    shared.pushIdle(0);
+    // Worker 0 holds an attachment and serves a call on this descriptor (a file stands in for the connection).
+    expect(await shared.enter(0, 'pod\neth0', Date.now() + 1000)).toBe(true);
     const answerFile = join(dir, 'answer');
     const fd = openSync(answerFile, 'w');
     shared.beginCall(0, fd, Date.now() + 60_000, 50_000);
     (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('die');
-    for (let i = 0; i < 50 && readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'serve0').length < 2; i++) await sleep(100);
-    expect(readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'serve0')).toHaveLength(2);
+    for (let i = 0; i < 50 && readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0').length < 2; i++) await sleep(100);
+    expect(readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0')).toHaveLength(2);
     expect(warnings.join()).toMatch(/CNI worker died .*exited with code 3.*starting another/);
-    expect(shared.popIdle()).toBeUndefined(); // the dead worker was taken off the stack
+    expect(await shared.enter(1, 'pod\neth0', Date.now() + 100)).toBe(true); // the dead worker's attachment is free
     const bytes = readFileSync(answerFile);
     const answer = decodeResponse(bytes.subarray(4));
     expect(codeOf(answer)).toMatchObject({ code: 999, msg: 'tsflannel agent: CNI worker exited with code 3' });
