@@ -87,7 +87,9 @@ const subnets = (calls: Lease[][]): string[] => (calls.at(-1) ?? []).map((l) => 
 describe('kube subnet manager on a watch connection that dies silently', () => {
   it('notices a silent watch within the idle timeout and resumes it without a re-list: a Node added after the stall is delivered', async () => {
     const { fake, proxy } = await cluster(500);
-    const calls = watch(proxy, { watchIdleTimeoutMs: 3000 });
+    const restarts: string[] = [];
+    const metrics = { apiError: () => undefined, watchRestart: (reason: string) => void restarts.push(reason) };
+    const calls = watch(proxy, { watchIdleTimeoutMs: 3000, metrics });
     await pollFor('the first list', () => subnets(calls).length === 2);
     await pollFor('the watch open', () => fake.openWatches === 1);
     const lists = fake.count('list');
@@ -106,6 +108,8 @@ describe('kube subnet manager on a watch connection that dies silently', () => {
     expect(proxy.accepted).toBeGreaterThan(connections);
     expect(fake.count('watch')).toBe(watches + 1);
     expect(fake.count('list')).toBe(lists);
+    // Counted as tsflannel_watch_restarts_total{reason="idle"}, not as an API error.
+    expect(restarts).toEqual(['idle']);
   }, 45_000);
 
   it('costs nothing while bookmarks arrive: a quiet but live watch is kept for many idle timeouts', async () => {
