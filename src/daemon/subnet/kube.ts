@@ -333,9 +333,7 @@ export class KubeSubnetManager implements SubnetManager {
       needList = end.kind !== 'closed' && end.kind !== 'idle';
       if (end.kind === 'error') this.log.warn({ err: end.error, retryInMs: delay }, 'Node watch failed; re-listing');
       else if (end.kind === 'expired') this.log.info({ reason: end.kind }, 'Node watch ended; re-listing');
-      else if (end.kind === 'idle') {
-        this.log.warn({ silentSeconds: this.watchIdleMs / 1000, resourceVersion }, 'no event or bookmark on the Node watch: presuming its connection dead, watching again from where it stopped');
-      }
+      else if (end.kind === 'idle') this.log.warn({ silentSeconds: this.watchIdleMs / 1000, resourceVersion }, 'no event or bookmark on the Node watch: presuming its connection dead, watching again from where it stopped');
       else this.log.debug({ resourceVersion }, 'Node watch ended; watching again from where it stopped');
       if (end.kind === 'error' || brief) {
         await pause(delay, sig);
