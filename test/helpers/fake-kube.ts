@@ -6,7 +6,8 @@
 // Test controls change Nodes behind the client's back, drop watch streams,
 // inject failures and record every request with its RBAC verb and resource.
 // At scale: thousands of Nodes, a bounded watch history that expires like the
-// API server's watch cache, BOOKMARK events for watches that allow them,
+// API server's watch cache, BOOKMARK events for watches that allow them (on
+// demand, and once a minute as kube-apiserver sends them),
 // status-only heartbeats, and bursts written to the watch streams at once.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
@@ -65,7 +66,7 @@ export interface FakeKubeOptions {
   historyLimit?: number;
   /**
    * Send every watch that allows them a BOOKMARK this often, as kube-apiserver's
-   * watch cache does about once a minute (its defaultBookmarkFrequency); default never.
+   * watch cache does (its defaultBookmarkFrequency, a minute, the default here); 0 = never.
    */
   bookmarkEveryMs?: number;
 }
@@ -456,8 +457,8 @@ export class FakeKube {
     if (this.corked) res.cork();
     const timeout = Number(query.timeoutSeconds);
     if (Number.isFinite(timeout) && timeout > 0) watcher.timer = setTimeout(() => this.endWatch(watcher, 'graceful'), timeout * 1000);
-    const every = this.opts.bookmarkEveryMs;
-    if (watcher.bookmarks && every !== undefined && every > 0) {
+    const every = this.opts.bookmarkEveryMs ?? 60_000;
+    if (watcher.bookmarks && every > 0) {
       watcher.ticker = setInterval(() => writeBookmark(res, this.rv), every);
     }
     this.watchers.add(watcher);
