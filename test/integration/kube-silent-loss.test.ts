@@ -122,6 +122,20 @@ describe('kube subnet manager on a watch connection that dies silently', () => {
     expect(fake.count('list')).toBe(1);
     expect(proxy.accepted).toBe(2);
   }, 30_000);
+
+  it('against an API server without periodic bookmarks, reopens a quiet watch once per idle timeout from where it stopped, never re-listing', async () => {
+    const { fake, proxy } = await cluster(0);
+    const calls = watch(proxy, { watchIdleTimeoutMs: 1000 });
+    await pollFor('the first list', () => subnets(calls).length === 2);
+    await new Promise((r) => setTimeout(r, 3500));
+    // About one watch per second of quiet: 4 in 3.5 s, give or take one for timing.
+    expect(fake.count('watch')).toBeGreaterThanOrEqual(3);
+    expect(fake.count('watch')).toBeLessThanOrEqual(5);
+    expect(fake.count('list')).toBe(1);
+    expect(fake.requests.filter((r) => r.verb === 'watch').every((r) => r.query.resourceVersion === fake.resourceVersion)).toBe(true);
+    fake.addNode('node-c', '10.244.3.0/24', annotations('192.168.50.3', '0a:00:00:00:00:0c'));
+    await pollFor('node-c delivered', () => subnets(calls).includes('10.244.3.0/24'), 5000, 20);
+  }, 30_000);
 });
 
 const AGENT = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
