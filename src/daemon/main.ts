@@ -18,6 +18,7 @@ async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: Age
       resyncSeconds: Math.max(opts.resyncSeconds, 300),
       annotationPrefix: opts.kubeAnnotationPrefix,
       setNodeNetworkUnavailable: opts.setNodeNetworkUnavailable,
+      watchIdleTimeoutMs: opts.kubeWatchIdleTimeoutSeconds * 1000,
       metrics: subnetMetrics(metrics, 'kube'),
       logger,
     };

@@ -37,6 +37,8 @@ export interface AgentOptions {
   kubeAnnotationPrefix: string;
   /** set the Node's NetworkUnavailable condition to False once ready (kube mode) */
   setNodeNetworkUnavailable: boolean;
+  /** a Node watch silent (no event, no bookmark) this long is presumed dead and opened again; 0 = never (kube mode) */
+  kubeWatchIdleTimeoutSeconds: number;
   /** etcd lease TTL; flannel uses 24 h */
   leaseTtlSeconds: number;
   /** seconds to keep programmed peers when our own lease vanished from the store (etcd wiped) */
@@ -124,6 +126,7 @@ export const FLAGS: Record<string, Spec> = {
   'kubeconfig-file': { type: 'string', group: G_SUBNET, describe: 'kubeconfig (default: in-cluster config, else $KUBECONFIG)' },
   'kube-api-url': { type: 'string', group: G_SUBNET, describe: 'Kubernetes API server URL (overrides the kubeconfig\'s server)' },
   'kube-annotation-prefix': { type: 'string', default: DEFAULT_ANNOTATION_PREFIX, group: G_SUBNET, describe: 'prefix of the Node annotations holding the lease' },
+  'kube-watch-idle-timeout': { type: 'number', default: 75, group: G_SUBNET, describe: 'seconds without an event or bookmark after which the Node watch is presumed on a dead connection and opened again; 0 = never (kube mode)' },
   'set-node-network-unavailable': { type: 'boolean', default: true, group: G_SUBNET, describe: 'set the Node condition NetworkUnavailable=False once ready (kube mode)' },
   'net-config-path': { type: 'string', default: '/etc/kube-flannel/net-conf.json', group: G_SUBNET, describe: 'net-conf.json (kube mode)' },
   'node-name': { type: 'string', group: G_SUBNET, describe: 'this Node\'s name (default $NODE_NAME, else the hostname)' },
@@ -228,6 +231,8 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
   if (!(resync > 0)) throw new OptionsError(`--resync-period (--iptables-resync) must be positive, got ${resync}`);
   const ttl = num('subnet-lease-ttl');
   if (!Number.isInteger(ttl) || ttl < 2) throw new OptionsError(`--subnet-lease-ttl must be an integer >= 2, got ${ttl}`);
+  const watchIdle = num('kube-watch-idle-timeout');
+  if (!(watchIdle >= 0) || !Number.isFinite(watchIdle)) throw new OptionsError(`--kube-watch-idle-timeout must be zero or more seconds, got ${watchIdle}`);
   const grace = num('store-loss-grace');
   if (!(grace >= 0)) throw new OptionsError(`--store-loss-grace must be zero or more seconds, got ${grace}`);
   const margin = num('subnet-lease-renew-margin');
@@ -289,6 +294,7 @@ export function parseAgentOptions(argv: string[], env: NodeJS.ProcessEnv): Agent
     nodeName: str('node-name') ?? optional(env.NODE_NAME) ?? hostname(),
     kubeAnnotationPrefix: String(parsed['kube-annotation-prefix']),
     setNodeNetworkUnavailable: bool('set-node-network-unavailable'),
+    kubeWatchIdleTimeoutSeconds: watchIdle,
     leaseTtlSeconds: ttl,
     subnetLeaseRenewMarginMinutes: margin,
     ipMasq: bool('ip-masq'),

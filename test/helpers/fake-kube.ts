@@ -6,7 +6,8 @@
 // Test controls change Nodes behind the client's back, drop watch streams,
 // inject failures and record every request with its RBAC verb and resource.
 // At scale: thousands of Nodes, a bounded watch history that expires like the
-// API server's watch cache, BOOKMARK events for watches that allow them,
+// API server's watch cache, BOOKMARK events for watches that allow them (on
+// demand, and once a minute as kube-apiserver sends them),
 // status-only heartbeats, and bursts written to the watch streams at once.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
@@ -63,6 +64,11 @@ export interface FakeKubeOptions {
   tls?: { key: string; cert: string };
   /** watch events kept for watches that resume; older resourceVersions get 410 Gone (default 1000) */
   historyLimit?: number;
+  /**
+   * Send every watch that allows them a BOOKMARK this often, as kube-apiserver's
+   * watch cache does (its defaultBookmarkFrequency, a minute, the default here); 0 = never.
+   */
+  bookmarkEveryMs?: number;
 }
 
 interface WatchEvent {
@@ -74,6 +80,8 @@ interface WatchEvent {
 interface Watcher {
   res: ServerResponse;
   timer?: NodeJS.Timeout;
+  /** periodic bookmarks (bookmarkEveryMs) */
+  ticker?: NodeJS.Timeout;
   /** the client sent allowWatchBookmarks=true */
   bookmarks: boolean;
 }
@@ -220,7 +228,7 @@ export class FakeKube {
     let sent = 0;
     for (const w of this.watchers) {
       if (!w.bookmarks) continue;
-      writeLine(w.res, { type: 'BOOKMARK', object: { kind: 'Node', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) } } });
+      writeBookmark(w.res, this.rv);
       sent++;
     }
     return sent;
@@ -332,6 +340,7 @@ export class FakeKube {
   private endWatch(w: Watcher, mode: 'graceful' | 'abrupt'): void {
     this.watchers.delete(w);
     if (w.timer) clearTimeout(w.timer);
+    if (w.ticker) clearInterval(w.ticker);
     if (mode === 'abrupt') w.res.destroy();
     else w.res.end();
   }
@@ -448,9 +457,14 @@ export class FakeKube {
     if (this.corked) res.cork();
     const timeout = Number(query.timeoutSeconds);
     if (Number.isFinite(timeout) && timeout > 0) watcher.timer = setTimeout(() => this.endWatch(watcher, 'graceful'), timeout * 1000);
+    const every = this.opts.bookmarkEveryMs ?? 60_000;
+    if (watcher.bookmarks && every > 0) {
+      watcher.ticker = setInterval(() => writeBookmark(res, this.rv), every);
+    }
     this.watchers.add(watcher);
     res.on('close', () => {
       if (watcher.timer) clearTimeout(watcher.timer);
+      if (watcher.ticker) clearInterval(watcher.ticker);
       this.watchers.delete(watcher);
     });
   }
@@ -526,6 +540,10 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 
 function writeEvent(res: ServerResponse, type: string, object: FakeNode): void {
   writeLine(res, { type, object: object as unknown as Json });
+}
+
+function writeBookmark(res: ServerResponse, rv: number): void {
+  writeLine(res, { type: 'BOOKMARK', object: { kind: 'Node', apiVersion: 'v1', metadata: { resourceVersion: String(rv) } } });
 }
 
 function writeLine(res: ServerResponse, value: JsonObject): void {

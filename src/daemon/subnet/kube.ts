@@ -66,6 +66,12 @@ export interface KubeSubnetManagerOptions {
   coalesceMs?: number;
   /** a list of Nodes not answered in full within this long is abandoned and retried, default 60 s (the API server's own request timeout) */
   listTimeoutMs?: number;
+  /**
+   * a Node watch that brings nothing (no event, no bookmark) for this long is
+   * presumed dead and opened again from where it stopped, default 75 s: the
+   * API server's watch cache sends a bookmark about once a minute; 0 = never
+   */
+  watchIdleTimeoutMs?: number;
   /** retry delays for API errors, doubling from initialMs to maxMs */
   backoff?: { initialMs?: number; maxMs?: number };
   /** patch the NetworkUnavailable=False condition as flannel does, default true */
@@ -84,7 +90,18 @@ const FATAL_CODES = new Set([400, 401, 403, 405, 415, 422]);
 
 const STRATEGIC_MERGE = setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch);
 
-type WatchEnd = { kind: 'stopped' } | { kind: 'closed' } | { kind: 'expired' } | { kind: 'error'; error: ErrorSummary };
+type WatchEnd = { kind: 'stopped' } | { kind: 'closed' } | { kind: 'idle' } | { kind: 'expired' } | { kind: 'error'; error: ErrorSummary };
+
+/**
+ * kube-apiserver's watch cache sends every watch that allows bookmarks one
+ * about once a minute (its defaultBookmarkFrequency), so a watch silent for
+ * longer than that, with some slack for a busy server, is on a connection that
+ * died without a FIN or RST (a NAT entry dropped, the server's host gone).
+ * client-go notices those with HTTP/2 pings (30 s idle, 15 s to answer);
+ * client-node speaks HTTP/1.1 and its TCP keepalive starts after 30 s but
+ * then probes at the kernel's pace (75 s apart, 9 of them: about 12 minutes).
+ */
+export const DEFAULT_WATCH_IDLE_TIMEOUT_MS = 75_000;
 
 /** What happened to the resourceVersion the next list starts from. */
 type ListFrom = 'cache' | 'quorum';
@@ -105,6 +122,7 @@ export class KubeSubnetManager implements SubnetManager {
   private readonly resyncMs: number;
   private readonly initialDelayMs: number;
   private readonly maxDelayMs: number;
+  private readonly watchIdleMs: number;
   private readonly closing = new AbortController();
   /** the families leases carry, from net-conf.json at acquire time */
   private families: LeaseFamilies = IPV4_ONLY;
@@ -117,6 +135,7 @@ export class KubeSubnetManager implements SubnetManager {
     this.resyncMs = Math.max(1, opts.resyncSeconds ?? 300) * 1000;
     this.initialDelayMs = opts.backoff?.initialMs ?? 250;
     this.maxDelayMs = Math.max(this.initialDelayMs, opts.backoff?.maxMs ?? 10_000);
+    this.watchIdleMs = opts.watchIdleTimeoutMs ?? DEFAULT_WATCH_IDLE_TIMEOUT_MS;
     const { config, source } = loadKubeConfig(opts, process.env);
     this.log.info({ source, server: config.getCurrentCluster()?.server }, 'using Kubernetes API');
     this.api = config.makeApiClient(CoreV1Api);
@@ -309,10 +328,12 @@ export class KubeSubnetManager implements SubnetManager {
       const brief = Date.now() - started < 1000;
       this.opts.metrics?.watchRestart(end.kind);
       if (end.kind === 'error') this.opts.metrics?.apiError('watch nodes');
-      // A watch the server ended resumes where it stopped; after an error or 410 Gone, list again.
-      needList = end.kind !== 'closed';
+      // A watch the server ended, or one gone silent, resumes where it stopped
+      // (the watch cache replays what it missed); after an error or 410 Gone, list again.
+      needList = end.kind !== 'closed' && end.kind !== 'idle';
       if (end.kind === 'error') this.log.warn({ err: end.error, retryInMs: delay }, 'Node watch failed; re-listing');
       else if (end.kind === 'expired') this.log.info({ reason: end.kind }, 'Node watch ended; re-listing');
+      else if (end.kind === 'idle') this.log.warn({ silentSeconds: this.watchIdleMs / 1000, resourceVersion }, 'no event or bookmark on the Node watch: presuming its connection dead, watching again from where it stopped');
       else this.log.debug({ resourceVersion }, 'Node watch ended; watching again from where it stopped');
       if (end.kind === 'error' || brief) {
         await pause(delay, sig);
@@ -405,7 +426,7 @@ export class KubeSubnetManager implements SubnetManager {
     }
   }
 
-  /** One watch from `resourceVersion` until it closes, fails, expires or `stop` aborts. */
+  /** One watch from `resourceVersion` until it closes, fails, expires, stays silent for watchIdleMs or `stop` aborts. */
   private watchOnce(
     resourceVersion: string,
     stop: AbortSignal,
@@ -415,21 +436,36 @@ export class KubeSubnetManager implements SubnetManager {
     return new Promise((resolve) => {
       let controller: AbortController | undefined;
       let finished = false;
+      let idleTimer: NodeJS.Timeout | undefined;
+      // One timer re-armed when it fires, not one per event: a burst of thousands of events costs a clock read each.
+      let lastHeard = performance.now();
+      const checkIdle = (): void => {
+        const quietMs = performance.now() - lastHeard;
+        if (quietMs >= this.watchIdleMs) return finish({ kind: 'idle' });
+        idleTimer = setTimeout(checkIdle, this.watchIdleMs - quietMs);
+      };
       const finish = (end: WatchEnd): void => {
         if (finished) return;
         finished = true;
+        clearTimeout(idleTimer);
         stop.removeEventListener('abort', onStop);
+        // A request still waiting for its response headers cannot be aborted
+        // (client-node hands out the controller only with the response): it is
+        // left to TCP to fail, and aborted then, while a new watch goes on.
         controller?.abort();
         resolve(end);
       };
       const onStop = (): void => finish({ kind: 'stopped' });
       if (stop.aborted) return finish({ kind: 'stopped' });
       stop.addEventListener('abort', onStop, { once: true });
+      // Counted from the request on: a connection dead before the response headers counts too.
+      if (this.watchIdleMs > 0) idleTimer = setTimeout(checkIdle, this.watchIdleMs);
 
       const query: Record<string, string | boolean> = { allowWatchBookmarks: true };
       if (resourceVersion) query.resourceVersion = resourceVersion;
       const handle = (type: string, object: unknown): void => {
         if (finished) return;
+        lastHeard = performance.now();
         if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') return onEvent(type, object as V1Node);
         if (type === 'ERROR') {
           const status = object as { code?: number; message?: string } | undefined;

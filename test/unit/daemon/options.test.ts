@@ -146,6 +146,13 @@ describe('tsflanneld options', () => {
     expect(() => parseAgentOptions(['--store-loss-grace', '-1'], {})).toThrow(/--store-loss-grace/);
   });
 
+  it('presumes a Node watch dead after 75 s without an event or bookmark by default; 0 turns that off, a negative value is refused', () => {
+    expect(parseAgentOptions([], {})).toMatchObject({ kubeWatchIdleTimeoutSeconds: 75 });
+    expect(parseAgentOptions(['--kube-watch-idle-timeout', '0'], {})).toMatchObject({ kubeWatchIdleTimeoutSeconds: 0 });
+    expect(parseAgentOptions([], { FLANNELD_KUBE_WATCH_IDLE_TIMEOUT: '120' })).toMatchObject({ kubeWatchIdleTimeoutSeconds: 120 });
+    expect(() => parseAgentOptions(['--kube-watch-idle-timeout', '-1'], {})).toThrow(/--kube-watch-idle-timeout/);
+  });
+
   it('rejects a bad value from the environment too, naming the flag', () => {
     expect(() => parseAgentOptions([], { FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '2000' })).toThrow(/--subnet-lease-renew-margin/);
   });
