@@ -108,7 +108,7 @@ describe.skipIf(requireOrSkip('pod MAC', { root: isRoot }))('tsflannel gives the
     }
   });
 
-  it('refuses a malformed, multicast or zero MAC before touching anything: code 7 from the config, 4 from CNI_ARGS, naming it', async () => {
+  it('refuses a malformed, multicast or zero MAC before touching anything: code 7 from the config, 4 from CNI_ARGS, naming it; DEL of the same config succeeds', async () => {
     const pod = addNetns('macbad');
     const cases: { stdin: object; args?: string; code: number; msg: string }[] = [
       { stdin: conf({ runtimeConfig: { mac: 'c2:11:22:33:44' } }), code: 7, msg: 'runtimeConfig.mac: invalid MAC address "c2:11:22:33:44"' },
@@ -123,6 +123,11 @@ describe.skipIf(requireOrSkip('pod MAC', { root: isRoot }))('tsflannel gives the
     }
     expect(linksIn(pod)).toEqual(['lo']);
     expect(leases()).toEqual([]);
+    // DEL reads no MAC: a bad request never blocks the cleanup.
+    for (const c of cases) {
+      const out = await call({ command: 'DEL', containerId: 'mac-bad', netns: nsPath(pod), ifname: 'eth0', stdin: c.stdin, ...(c.args ? { args: c.args } : {}) });
+      expect(out.code, out.stdout).toBe(0);
+    }
   });
 
   it('a retried ADD asking for the MAC eth0 has returns the attachment; one asking for another fails naming both and leaves the pod as it was', async () => {
