@@ -25,7 +25,7 @@ import (
 
 // ShimVersion is bumped whenever an op's request or reply shape changes, so a
 // stale .so next to newer TypeScript is detected at load time.
-const ShimVersion = 8
+const ShimVersion = 9
 
 type reply struct {
 	OK     bool        `json:"ok"`

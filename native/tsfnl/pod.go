@@ -290,6 +290,9 @@ type podSetupReq struct {
 	Sysctls   []podSysctl   `json:"sysctls,omitempty"`
 	Addresses []string      `json:"addresses"`
 	Routes    []podRouteReq `json:"routes"`
+	// MAC, when set, is the pod end's address from its birth (the runtime's
+	// requested MAC); empty lets the kernel pick a random one.
+	MAC string `json:"mac,omitempty"`
 }
 
 // podPlan is a request parsed in full before the kernel is touched, so a bad
@@ -299,6 +302,7 @@ type podPlan struct {
 	addrs   []*net.IPNet
 	routes  []*netlink.Route // LinkIndex filled in once the pod end exists
 	sysctls []podSysctl      // keys resolved to /proc/sys paths
+	mac     net.HardwareAddr // nil = the kernel's random one
 }
 
 func planPodSetup(r podSetupReq) (*podPlan, error) {
@@ -306,6 +310,13 @@ func planPodSetup(r podSetupReq) (*podPlan, error) {
 		return nil, fmt.Errorf("pod.setup needs netns, hostName, ifname and bridge (valid interface names): %w", syscall.EINVAL)
 	}
 	p := &podPlan{req: r}
+	if r.MAC != "" {
+		mac, err := planMAC(r.MAC)
+		if err != nil {
+			return nil, err
+		}
+		p.mac = mac
+	}
 	for _, c := range r.Addresses {
 		n, err := parseCIDR(c)
 		if err != nil {
@@ -328,6 +339,21 @@ func planPodSetup(r podSetupReq) (*podPlan, error) {
 		p.sysctls = append(p.sysctls, podSysctl{Key: path, Value: s.Value})
 	}
 	return p, nil
+}
+
+// planMAC reads a requested pod MAC: six bytes, unicast and not all zeros,
+// which is all a veth takes (the kernel refuses anything else with
+// EADDRNOTAVAIL or EINVAL). The plugin has checked it and names the source
+// in its error; this guard keeps a bad request from reaching the kernel.
+func planMAC(text string) (net.HardwareAddr, error) {
+	mac, err := net.ParseMAC(text)
+	if err != nil || len(mac) != 6 {
+		return nil, fmt.Errorf("bad pod MAC %q: %w", text, syscall.EINVAL)
+	}
+	if mac[0]&1 != 0 || string(mac) == string(make([]byte, 6)) {
+		return nil, fmt.Errorf("pod MAC %s is not a unicast address: %w", mac, syscall.EINVAL)
+	}
+	return mac, nil
 }
 
 // planRoute: a route via the pod interface; a /0 destination is the
@@ -424,6 +450,9 @@ func setupInPod(p *podPlan, ns netns.NsHandle, hostH, podH *netlink.Handle, br, 
 		},
 		PeerName:      r.Ifname,
 		PeerNamespace: netlink.NsFd(int(ns)),
+		// Set in the same request that makes the pair: the pod end never
+		// shows another address (nothing to undo when setting it fails).
+		PeerHardwareAddr: p.mac,
 	}
 	if err := hostH.LinkAdd(veth); err != nil {
 		if errors.Is(err, syscall.EEXIST) {

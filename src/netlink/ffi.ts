@@ -9,7 +9,7 @@ import { NetlinkError, type Errno } from './errors.js';
 import { AssetError, inSea, seaAssetPaths } from '../sea/assets.js';
 
 /** Bumped with native/tsfnl ShimVersion; a mismatch means a stale build. */
-const EXPECTED_SHIM_VERSION = 8;
+const EXPECTED_SHIM_VERSION = 9;
 
 type RawCall = (op: string, request: string) => string;
 

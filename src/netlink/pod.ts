@@ -73,6 +73,8 @@ export interface PodSetup extends PodAttachmentRef {
   /** addresses with prefix, either family, e.g. 10.244.1.5/24, fd00:10:244:1::5/64 */
   addresses: string[];
   routes: PodRoute[];
+  /** the pod end's MAC from its birth (six bytes, unicast); absent = the kernel's random one */
+  mac?: string;
 }
 
 /**

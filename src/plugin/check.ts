@@ -10,6 +10,8 @@ import { isDefaultDst, isPeerOf } from './network.js';
 export interface CheckInput {
   env: CniEnv;
   prev: Result;
+  /** the MAC the runtime asks for (canonical); the pod interface must carry it, whatever prevResult says */
+  mac?: string;
   bridge: string;
   /** one per family of the node */
   gatewayCidrs: string[];
@@ -47,6 +49,8 @@ export async function checkAttachment(input: CheckInput): Promise<void> {
   const pod = nl.linkByName(env.ifname, opts);
   if (!pod) throw drift(`interface ${env.ifname} not found in ${env.netns}`);
   if (want.mac && pod.mac !== want.mac) throw drift(`interface ${env.ifname} has MAC ${pod.mac}, expected ${want.mac}`);
+  // A chained plugin may pass the result on without the mac, so the request is checked on its own.
+  if (input.mac && pod.mac !== input.mac) throw drift(`interface ${env.ifname} has MAC ${pod.mac}, but ${input.mac} was asked for`);
   if (!pod.up) throw drift(`interface ${env.ifname} is down`);
 
   const have = new Set(nl.addrList({ dev: env.ifname, ...opts }).map((a) => a.cidr));

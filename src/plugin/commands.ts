@@ -19,6 +19,7 @@ import { applyPodRoutes, attachPod, bridgeAddressesIn, deletePodVeth, ensureBrid
 import { checkRangesInSubnet, nodeSubnet, rangeSetsFor, type NodeSubnet } from './subnet.js';
 import { cniErrorOf } from './errors.js';
 import { checkAttachment } from './check.js';
+import { requestedMac } from './mac.js';
 
 interface Prepared {
   cfg: PluginConfig;
@@ -26,7 +27,7 @@ interface Prepared {
 }
 
 /** CNI_ARGS keys tsflannel knows (Kubernetes runtimes send these, with IgnoreUnknown=1). */
-const KNOWN_ARGS = ['K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID', 'IP'];
+const KNOWN_ARGS = ['K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID', 'IP', 'MAC'];
 
 function prepare(ctx: PluginContext): Prepared {
   const cfg = parsePluginConfig(ctx.conf);
@@ -184,6 +185,21 @@ function checkRequestedHeld(requested: readonly Ip[], ips: Attached['ips']): voi
   }
 }
 
+/**
+ * A retried ADD finds the attachment whole; the pod's MAC is set only when
+ * the pair is made, so one asking for another MAC is refused, never
+ * answered with a result that claims it (changing it under a running pod
+ * would break its neighbours' ARP caches without a word).
+ */
+function checkRequestedMac(ifname: string, mac: string | undefined, pod: Link): void {
+  if (mac === undefined || pod.mac === mac) return;
+  throw new CniError(
+    ErrorCode.Internal,
+    `interface ${ifname} already has MAC ${pod.mac}, not the requested ${mac}`,
+    'delete the pod (CNI DEL) before asking for another MAC',
+  );
+}
+
 export async function add(ctx: PluginContext): Promise<Result> {
   const { cfg, log } = prepare(ctx);
   return reported(log, async () => {
@@ -191,7 +207,9 @@ export async function add(ctx: PluginContext): Promise<Result> {
     if (ifname === 'lo') throw new CniError(ErrorCode.InvalidEnvironment, 'CNI_IFNAME "lo" is the pod\'s loopback, not a name for its network interface');
     const subnet = nodeSubnet(loadSubnetEnv(cfg.subnetFile), cfg.subnetFile);
     if (cfg.ranges) checkRangesInSubnet(cfg.ranges, subnet);
-    const requested = requestedIps({ cniArgs: ctx.env.args, conf: ctx.conf.raw, runtimeConfig: ctx.conf.runtimeConfig });
+    const sources = { cniArgs: ctx.env.args, conf: ctx.conf.raw, runtimeConfig: ctx.conf.runtimeConfig };
+    const requested = requestedIps(sources);
+    const mac = requestedMac(sources);
     requireNetns(netns);
     const mtu = cfg.mtu ?? subnet.mtu;
     const ipam = ipamFor(cfg, subnet);
@@ -218,6 +236,7 @@ export async function add(ctx: PluginContext): Promise<Result> {
       const existing = await existingAttachment(ipam, ctx, bridge, seen);
       if (existing) {
         checkRequestedHeld(requested, existing.ips);
+        checkRequestedMac(ifname, mac, existing.pod);
         const routes = podRoutes(routeFamilies(subnet, existing.ips), cfg.isDefaultGateway, cfg.routes);
         // A retry may carry new routes; a bad one fails this call, never the pod.
         applyPodRoutes(netns, ifname, routes);
@@ -234,7 +253,7 @@ export async function add(ctx: PluginContext): Promise<Result> {
         const ips = allocs.map(({ address, gateway }) => ({ address, gateway }));
         const routes = podRoutes(routeFamilies(subnet, ips), cfg.isDefaultGateway, cfg.routes);
         // One shim call makes the pair and configures the pod; it leaves nothing behind when it fails.
-        const veth = attachPod(hostName, netns, ifname, mtu, cfg.bridge, cfg.hairpinMode, { addresses: ips.map((ip) => ip.address), routes });
+        const veth = attachPod(hostName, netns, ifname, mtu, cfg.bridge, cfg.hairpinMode, { addresses: ips.map((ip) => ip.address), routes, ...(mac ? { mac } : {}) });
         onUndo(() => nl.linkDelete(hostName));
         log.info({ ...loggedIps(ips), veth: hostName }, 'pod attached');
         return resultOf(ctx, cfg, { bridge, host: veth.host, pod: veth.pod, ips }, routes);
@@ -420,11 +439,13 @@ export async function check(ctx: PluginContext): Promise<void> {
   return reported(log, async () => {
     const prev = ctx.conf.prevResult;
     if (!prev) throw new CniError(ErrorCode.InvalidNetworkConfig, 'CHECK needs prevResult in the network config');
+    const mac = requestedMac({ cniArgs: ctx.env.args, conf: ctx.conf.raw, runtimeConfig: ctx.conf.runtimeConfig });
     requireNetns(ctx.env.netns);
     const subnet = nodeSubnet(loadSubnetEnv(cfg.subnetFile), cfg.subnetFile);
     await checkAttachment({
       env: ctx.env,
       prev,
+      ...(mac ? { mac } : {}),
       bridge: cfg.bridge,
       gatewayCidrs: subnet.families.map((f) => f.gatewayCidr),
       hostVeth: hostVethName(ctx.env.containerId, ctx.env.ifname),

@@ -142,14 +142,15 @@ export interface VethResult {
 /**
  * Makes one attachment in a single shim call (one entry into the pod's
  * netns): the veth pair with its peer born in the pod, the host end on the
- * bridge (hairpin, up), then in the pod arp_notify (as the reference bridge
- * plugin: a gratuitous ARP on link-up announces an address that an earlier
- * pod may have held), the addresses, link up and the routes. The caller
- * holds the attachment's lock, so a host veth of this name is a leftover of
- * an earlier, interrupted ADD of the same attachment: it is replaced (with
- * its pod end), so a retry never leaves a stray veth. An interface of this
- * name in the pod that is not that leftover's peer belongs to someone else:
- * code 4, untouched. On failure nothing of the pair is left.
+ * bridge (hairpin, up), the pod end born with the requested MAC if any,
+ * then in the pod arp_notify (as the reference bridge plugin: a gratuitous
+ * ARP on link-up announces an address that an earlier pod may have held),
+ * the addresses, link up and the routes. The caller holds the attachment's
+ * lock, so a host veth of this name is a leftover of an earlier, interrupted
+ * ADD of the same attachment: it is replaced (with its pod end), so a retry
+ * never leaves a stray veth. An interface of this name in the pod that is
+ * not that leftover's peer belongs to someone else: code 4, untouched. On
+ * failure nothing of the pair is left.
  */
 export function attachPod(
   hostName: string,
@@ -171,6 +172,7 @@ export function attachPod(
       sysctls: podSysctls(ifname, cfg.addresses),
       addresses: [...cfg.addresses],
       routes: [...cfg.routes],
+      ...(cfg.mac ? { mac: cfg.mac } : {}),
     });
     return { host, pod };
   } catch (err) {
@@ -203,6 +205,8 @@ export interface PodAddressing {
   /** the pod addresses with the subnet prefix, e.g. 10.244.1.5/24 and fd00:10:244:1::5/64 */
   addresses: string[];
   routes: PodRoute[];
+  /** the runtime's requested MAC for the pod interface (canonical, unicast); absent = the kernel's */
+  mac?: string;
 }
 
 export interface PodRoute {

@@ -221,6 +221,23 @@ describe.skipIf(requireOrSkip('netlink pod ops', { root: isRoot }))('shim pod op
     expect(linkNames(pod)).toEqual(['lo']);
   });
 
+  it('pod.setup gives the pod end the requested MAC from its birth and reports it; a MAC a veth cannot take is refused before the kernel is touched', () => {
+    const pod = newPod('podopmac');
+    const got = inNode<{ r: { pod: { mac: string }; host: { mac: string } }; multicast: { errno?: string; error?: string }; zero: { errno?: string }; long: { errno?: string } }>(`
+      out.multicast = attempt(() => nl.setupPod(${JSON.stringify(setupSpec(pod, 'vpodmac', { mac: '01:00:5e:00:00:01' }))}));
+      out.zero = attempt(() => nl.setupPod(${JSON.stringify(setupSpec(pod, 'vpodmac', { mac: '00:00:00:00:00:00' }))}));
+      out.long = attempt(() => nl.setupPod(${JSON.stringify(setupSpec(pod, 'vpodmac', { mac: '02:00:00:00:00:00:00:01' }))}));
+      out.r = nl.setupPod(${JSON.stringify(setupSpec(pod, 'vpodmac', { mac: '0a:58:0a:f4:01:05' }))});`);
+    expect(got.multicast).toMatchObject({ errno: 'EINVAL' });
+    expect(got.multicast.error).toMatch(/not a unicast address/);
+    expect(got.zero.errno).toBe('EINVAL');
+    expect(got.long.errno).toBe('EINVAL');
+    expect(got.r.pod.mac).toBe('0a:58:0a:f4:01:05');
+    expect(ipJson<IpLink[]>(pod, ['link', 'show', 'dev', 'eth0'])[0]!.address).toBe('0a:58:0a:f4:01:05');
+    // The host end keeps a kernel-chosen address of its own.
+    expect(got.r.host.mac).not.toBe('0a:58:0a:f4:01:05');
+  });
+
   it('pod.setup tags what the plugin maps to CNI errors: ifname taken (left untouched), bridge missing, not a netns; nothing is left behind', () => {
     const pod = newPod('podop5');
     execFileSync('ip', ['-n', pod, 'link', 'add', 'eth0', 'type', 'bridge']);
