@@ -65,6 +65,37 @@ describe('both switches off (--ip-masq and --iptables-forward-rules) on a node w
   });
 });
 
+/**
+ * Just enough of iptables for ensure(): chains made with -N, rules (`table
+ * chain spec`) checked with -C, inserted with -I, appended with -A, listed
+ * with -S; the lock-wait arguments before -t are skipped.
+ */
+function tinyIptables(): { run: IptablesRunner; rules: string[] } {
+  const chains = new Set(['filter FORWARD', 'nat POSTROUTING']);
+  const rules: string[] = [];
+  const ok = (stdout = ''): RunResult => ({ code: 0, stdout, stderr: '' });
+  const absent: RunResult = { code: 1, stdout: '', stderr: 'iptables: No chain/target/match by that name.\n' };
+  const run: IptablesRunner = async (all) => {
+    const args = all.slice(all.indexOf('-t'));
+    const [, table, op, chain, ...rest] = args;
+    const key = `${table} ${chain}`;
+    if (op === '-N') return chains.add(key), ok();
+    if (!chains.has(key)) return absent;
+    const inChain = rules.filter((r) => r.startsWith(`${key} `));
+    if (op === '-S') return ok(inChain.map((r) => `-A ${r.slice(key.length + 1)}\n`).join(''));
+    const rule = `${key} ${rest.slice(op === '-I' ? 1 : 0).join(' ')}`;
+    if (op === '-C') return rules.includes(rule) ? ok() : absent;
+    if (op === '-A') return rules.push(rule), ok();
+    if (op === '-I') {
+      const before = inChain[Number(rest[0]) - 1];
+      rules.splice(before === undefined ? rules.length : rules.indexOf(before), 0, rule);
+      return ok();
+    }
+    return absent;
+  };
+  return { run, rules };
+}
+
 /** A pino logger whose lines land in `lines` (parsed). */
 function capturingLogger(): { log: pino.Logger; lines: { level: number; msg: string; err?: string }[] } {
   const lines: { level: number; msg: string; err?: string }[] = [];
@@ -72,7 +103,7 @@ function capturingLogger(): { log: pino.Logger; lines: { level: number; msg: str
   return { log, lines };
 }
 
-describe('agent start with both switches off: removing an earlier run\'s rules is best effort', () => {
+describe('agent start: a failing first ensure() warns instead of stopping the agent, and the resync retries', () => {
   const off = { network: '10.244.0.0/16', subnet: '10.244.1.0/24', ipMasq: false, forwardRules: false, randomFully: false };
 
   /**
@@ -122,11 +153,24 @@ describe('agent start with both switches off: removing an earlier run\'s rules i
     expect(calls).toEqual([]);
   });
 
-  it('iptables: with --ip-masq on, a held xtables lock still fails the start (the node would run without its masquerade)', async () => {
-    const { run } = leftoverBehindLock();
-    const on = { ...off, ipMasq: true };
+  it('iptables: with --ip-masq on, a held xtables lock warns instead of failing the start, and the resync\'s ensure() installs the masquerade', async () => {
+    const table = tinyIptables();
+    let locked = true;
+    const run: IptablesRunner = async (args) => (args[0] === '--version' ? VERSION : locked ? LOCKED : table.run(args));
+    const on = { ...off, ipMasq: true, forwardRules: false };
     const m = new IptablesTrafficManager(on, { runner: run });
-    await expect(ensureTrafficAtStart(m, on, capturingLogger().log)).rejects.toThrow(/xtables lock/);
+    const { log, lines } = capturingLogger();
+    await expect(ensureTrafficAtStart(m, on, log)).resolves.toBe(false);
+    expect(lines.filter((l) => l.level === 40)).toEqual([
+      expect.objectContaining({ msg: expect.stringMatching(/could not install the traffic rules at start; the resync retries/), err: expect.stringMatching(/xtables lock/) }),
+    ]);
+    expect(table.rules).toEqual([]);
+    // the resync, the lock free again
+    locked = false;
+    expect(await m.ensure()).toHaveLength(7);
+    expect(table.rules).toContain('nat POSTROUTING -m comment --comment flanneld masq -j FLANNEL-POSTRTG');
+    expect(table.rules.filter((r) => r.startsWith('nat FLANNEL-POSTRTG ')).at(-1)).toMatch(/-j MASQUERADE$/);
+    expect(await m.ensure()).toEqual([]);
   });
 
   it('nftables: an nft error deleting an earlier run\'s table warns instead of failing the start, and the resync deletes it', async () => {
