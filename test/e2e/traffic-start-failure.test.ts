@@ -14,7 +14,7 @@ import { Cluster, type AgentProc } from '../../src/demo/cluster.js';
 import { ETCD_BIN, haveEtcd } from '../helpers/etcd.js';
 import { isRoot } from '../helpers/netns.js';
 import { requireOrSkip } from '../helpers/require.js';
-import { eventually } from '../helpers/eventually.js';
+import { eventually, timeUntil } from '../helpers/eventually.js';
 
 const HEALTHZ_PORT = 18082;
 const MASQ_JUMP = ['-m', 'comment', '--comment', 'flanneld masq', '-j', 'FLANNEL-POSTRTG'];
@@ -85,7 +85,8 @@ describe.skipIf(requireOrSkip('traffic start failure', { root: isRoot, [`etcd ($
 
     // The lock is free again: the next resync installs the rules, writes the subnet file, and the agent is ready.
     rmSync(lockHeld);
-    await eventually('n1 ready', 20_000, () => httpIn(ns, '/readyz').status === 200);
+    const ms = await timeUntil('n1 ready', 20_000, () => httpIn(ns, '/readyz').status === 200);
+    console.log(`traffic-start-failure: ${failures?.[1]} failed rule set-ups counted; ready ${ms} ms after the lock was freed (--resync-period 2)`);
     expect(iptables(ns, ['-t', 'nat', '-S', 'POSTROUTING'])).toContain('-j FLANNEL-POSTRTG');
     expect(iptables(ns, ['-t', 'nat', '-S', 'FLANNEL-POSTRTG'])).toContain('-j MASQUERADE');
     expect(existsSync(cluster.subnetFile('n1'))).toBe(true);
