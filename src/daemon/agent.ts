@@ -7,6 +7,7 @@
 // carries both halves.
 import type { Logger } from 'pino';
 import type { Server } from 'node:http';
+import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from './config.js';
 import type { AgentOptions } from './options.js';
@@ -148,6 +149,12 @@ export class Agent implements HealthSource {
       this.readiness.subnetFileWritten = true;
     } else {
       this.pendingSubnetFile = () => this.writeSubnetFile(config, lease, mtu);
+      // An earlier run's file naming another subnet would have pods wired
+      // on an address range that is not ours any more.
+      if ((prior.subnet && prior.subnet !== lease.subnet) || (prior.ipv6Subnet && prior.ipv6Subnet !== lease.ipv6Subnet)) {
+        rmSync(this.opts.subnetFile, { force: true });
+        log.warn({ file: this.opts.subnetFile, previous: prior.subnet ?? prior.ipv6Subnet }, 'removed the subnet file of the previous subnet; the new one is written once the traffic rules are in');
+      }
     }
 
     this.lastTick = Date.now();

@@ -1,12 +1,13 @@
 // An agent whose first rule set-up fails (the xtables lock held longer than
 // iptables waits) keeps running: it warns, counts the failure, stays alive
 // but not ready, holds the subnet file back (no pod is wired without its
-// masquerade), and the periodic resync installs the rules once iptables
-// answers again. iptables is failed through a wrapper in front of PATH, in
-// the agent's environment only.
+// masquerade; an earlier run's file naming another subnet is removed), and
+// the periodic resync installs the rules once iptables answers again.
+// iptables is failed through a wrapper in front of PATH, in the agent's
+// environment only.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,12 +62,13 @@ describe.skipIf(requireOrSkip('traffic start failure', { root: isRoot, [`etcd ($
 
   it('keeps running, alive but not ready and without a subnet file, then the resync installs the rules and it becomes ready', async () => {
     const ns = cluster.node('n1').ns;
-    // A fresh boot: no rules, no subnet file (/run is empty).
+    // No rules, and an earlier run's subnet file for a subnet that is not to be had any more.
     await cluster.stopAgent('n1', 'SIGKILL');
     iptables(ns, ['-t', 'nat', '-D', 'POSTROUTING', ...MASQ_JUMP]);
     iptables(ns, ['-t', 'nat', '-F', 'FLANNEL-POSTRTG']);
     iptables(ns, ['-t', 'nat', '-X', 'FLANNEL-POSTRTG']);
-    rmSync(cluster.subnetFile('n1'));
+    const file = cluster.subnetFile('n1');
+    writeFileSync(file, readFileSync(file, 'utf8').replace(/^FLANNEL_SUBNET=.*$/m, 'FLANNEL_SUBNET=10.99.0.1/24'));
     writeFileSync(lockHeld, '');
     const agent: AgentProc = await cluster.startAgent('n1', [], { PATH: `${dir}:${process.env.PATH ?? '/usr/sbin:/usr/bin'}` });
 
@@ -79,7 +81,9 @@ describe.skipIf(requireOrSkip('traffic start failure', { root: isRoot, [`etcd ($
     expect(exited(), `the agent exited: ${cluster.agentLog('n1').slice(-1500)}`).toBe(false);
     expect(httpIn(ns, '/healthz')).toEqual({ status: 200, body: 'ok: alive\n' });
     expect(httpIn(ns, '/readyz')).toEqual({ status: 503, body: 'not ready: waiting for rulesInstalled, subnetFileWritten, firstReconcileDone\n' });
-    expect(existsSync(cluster.subnetFile('n1'))).toBe(false);
+    // the old file is gone: no pod is wired on the old subnet, nor before the rules are in
+    expect(existsSync(file)).toBe(false);
+    expect(cluster.agentLog('n1')).toContain('removed the subnet file of the previous subnet');
     const failures = /^tsflannel_traffic_rule_failures_total\{mode="iptables"\} (\d+)$/m.exec(httpIn(ns, '/metrics').body);
     expect(Number(failures?.[1])).toBeGreaterThanOrEqual(2);
 
@@ -89,7 +93,7 @@ describe.skipIf(requireOrSkip('traffic start failure', { root: isRoot, [`etcd ($
     console.log(`traffic-start-failure: ${failures?.[1]} failed rule set-ups counted; ready ${ms} ms after the lock was freed (--resync-period 2)`);
     expect(iptables(ns, ['-t', 'nat', '-S', 'POSTROUTING'])).toContain('-j FLANNEL-POSTRTG');
     expect(iptables(ns, ['-t', 'nat', '-S', 'FLANNEL-POSTRTG'])).toContain('-j MASQUERADE');
-    expect(existsSync(cluster.subnetFile('n1'))).toBe(true);
+    expect(readFileSync(file, 'utf8')).toMatch(/^FLANNEL_SUBNET=10\.244\.\d+\.1\/24$/m);
     expect(cluster.agentLog('n1')).toContain('installed the traffic rules');
   }, 90_000);
 });
