@@ -7,6 +7,7 @@
 // carries both halves.
 import type { Logger } from 'pino';
 import type { Server } from 'node:http';
+import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from './config.js';
 import type { AgentOptions } from './options.js';
@@ -93,6 +94,8 @@ export class Agent implements HealthSource {
   /** when the running traffic-rule check started: /healthz reports one that is stuck */
   private rulesSince?: number;
   private cni?: CniService;
+  /** writes the subnet file; set while the rules that must come first failed at start */
+  private pendingSubnetFile?: () => void;
 
   constructor(
     private readonly opts: AgentOptions,
@@ -135,10 +138,24 @@ export class Agent implements HealthSource {
     // (with a VXLAN IPv6 underlay that is flannel-v6's, 70 below the underlay).
     for (const b of this.backends) mtu = Math.min(mtu, (await b.backend.configure(lease)).mtu);
     this.readiness.deviceReady = true;
-    await this.setUpTraffic(config.enableNFTables ? 'nftables' : 'iptables', this.trafficScopes(lease));
+    const rulesIn = await this.setUpTraffic(config.enableNFTables ? 'nftables' : 'iptables', this.trafficScopes(lease));
     this.ensureBlackhole();
-    this.writeSubnetFile(config, lease, mtu);
-    this.readiness.subnetFileWritten = true;
+    // The subnet file lets the plugin wire pods: it waits for the rules (a
+    // pod wired before them would leave unmasqueraded, or be dropped by a
+    // FORWARD policy DROP), and the resync writes it once they are in. Pods
+    // already running keep their local connectivity meanwhile.
+    if (rulesIn) {
+      this.writeSubnetFile(config, lease, mtu);
+      this.readiness.subnetFileWritten = true;
+    } else {
+      this.pendingSubnetFile = () => this.writeSubnetFile(config, lease, mtu);
+      // An earlier run's file naming another subnet would have pods wired
+      // on an address range that is not ours any more.
+      if ((prior.subnet && prior.subnet !== lease.subnet) || (prior.ipv6Subnet && prior.ipv6Subnet !== lease.ipv6Subnet)) {
+        rmSync(this.opts.subnetFile, { force: true });
+        log.warn({ file: this.opts.subnetFile, previous: prior.subnet ?? prior.ipv6Subnet }, 'removed the subnet file of the previous subnet; the new one is written once the traffic rules are in');
+      }
+    }
 
     this.lastTick = Date.now();
     this.timer = setInterval(() => void this.resync(), this.opts.resyncSeconds * 1000);
@@ -267,9 +284,11 @@ export class Agent implements HealthSource {
   /**
    * Removes the other mode's rules (a switch between iptables and nftables
    * leaves nothing behind, as in flanneld), then installs ours: forward
-   * accepts by default, the masquerade set with --ip-masq.
+   * accepts by default, the masquerade set with --ip-masq. A failure (a held
+   * xtables lock, a missing or failing tool) does not stop the agent: it is
+   * counted and the resync retries. Returns whether the wanted rules are in.
    */
-  private async setUpTraffic(mode: TrafficMode, scopes: { network: string; subnet: string }[]): Promise<void> {
+  private async setUpTraffic(mode: TrafficMode, scopes: { network: string; subnet: string }[]): Promise<boolean> {
     const log = this.deps.logger;
     try {
       if (await cleanUpOtherMode(mode, { logger: log })) log.info({ mode }, 'removed the rules of the other traffic mode');
@@ -279,6 +298,7 @@ export class Agent implements HealthSource {
     const { ipMasq, iptablesForwardRules: forwardRules } = this.opts;
     // A manager even with both switches off: it removes what an earlier run
     // with them on left (a FLANNEL-POSTRTG kept would go on masquerading).
+    let installed = true;
     for (const { network, subnet } of scopes) {
       const manager = createTrafficManager(
         mode,
@@ -287,9 +307,12 @@ export class Agent implements HealthSource {
       );
       // Pushed first: the resync retries a removal that failed here.
       this.traffic.push(manager);
-      await ensureTrafficAtStart(manager, { ipMasq, forwardRules }, log);
+      if (!(await ensureTrafficAtStart(manager, { ipMasq, forwardRules }, log))) {
+        this.metrics.trafficFailures.inc({ mode });
+        installed = false;
+      }
     }
-    if (ipMasq || forwardRules) log.info({ mode, ipMasq, forwardRules, networks: scopes.map((s) => s.network) }, 'installed traffic rules');
+    if ((ipMasq || forwardRules) && installed) log.info({ mode, ipMasq, forwardRules, networks: scopes.map((s) => s.network) }, 'installed traffic rules');
     // A family this node no longer runs (dual-stack turned off, or IPv4):
     // its rules from an earlier run would keep accepting and masquerading
     // the old network.
@@ -301,7 +324,10 @@ export class Agent implements HealthSource {
         log.warn({ err: (err as Error).message, mode, family }, 'could not remove the rules of a family this node no longer runs');
       }
     }
-    this.readiness.rulesInstalled = true;
+    // With both switches off no rule is wanted: an earlier run's leftovers
+    // that could not be removed yet hold nothing back.
+    this.readiness.rulesInstalled = installed || !(ipMasq || forwardRules);
+    return this.readiness.rulesInstalled;
   }
 
   /** One blackhole per family the node has a subnet of. */
@@ -315,6 +341,20 @@ export class Agent implements HealthSource {
         this.deps.logger.warn({ err: (err as Error).message, subnet }, 'could not ensure the blackhole route');
       }
     }
+  }
+
+  /** The subnet file held back at start, once the rules are in; then the first reconcile makes the agent ready. */
+  private writePendingSubnetFile(): void {
+    if (!this.pendingSubnetFile) return;
+    try {
+      this.pendingSubnetFile();
+    } catch (err) {
+      this.deps.logger.error({ err: (err as Error).message, file: this.opts.subnetFile }, 'could not write the subnet file; the resync retries');
+      return;
+    }
+    this.pendingSubnetFile = undefined;
+    this.readiness.subnetFileWritten = true;
+    this.reconcile('rules-installed');
   }
 
   private writeSubnetFile(config: NetworkConfig, lease: Lease, mtu: number): void {
@@ -511,19 +551,28 @@ export class Agent implements HealthSource {
     this.resyncing = true;
     this.rulesSince = Date.now();
     try {
+      let allIn = true;
       // Each family's rules apart: a failing iptables run must not leave the ip6tables rules unrepaired.
       for (const traffic of this.traffic) {
         try {
           const repaired = await traffic.ensure();
-          if (repaired.length > 0) {
+          // rules that failed at start and go in now are no repair of a change
+          if (repaired.length > 0 && this.readiness.rulesInstalled) {
             this.metrics.trafficRepairs.inc({ mode: traffic.mode });
             this.deps.logger.warn({ mode: traffic.mode, repaired }, 'traffic rules were changed; restored them');
           }
         } catch (err) {
+          allIn = false;
           this.metrics.reconcileErrors.inc();
+          this.metrics.trafficFailures.inc({ mode: traffic.mode });
           this.deps.logger.error({ err, mode: traffic.mode }, 'checking the traffic rules failed');
         }
       }
+      if (allIn && !this.readiness.rulesInstalled) {
+        this.readiness.rulesInstalled = true;
+        this.deps.logger.info({ modes: this.traffic.map((t) => t.mode) }, 'installed the traffic rules that failed at start');
+      }
+      if (this.readiness.rulesInstalled) this.writePendingSubnetFile();
     } finally {
       this.resyncing = false;
       this.rulesSince = undefined;

@@ -24,6 +24,7 @@ export interface AgentMetrics {
   readonly apiErrors: Counter<'source' | 'operation'>;
   readonly watchRestarts: Counter<'source' | 'reason'>;
   readonly trafficRepairs: Counter<'mode'>;
+  readonly trafficFailures: Counter<'mode'>;
   readonly leaseEvents: Counter<'source' | 'result'>;
   /** Run before each scrape reads cniRequestDuration: the CNI threads' durations not yet observed (attachCniServer). */
   beforeCniScrape?: () => void;
@@ -104,6 +105,12 @@ export function createAgentMetrics(opts: MetricsOptions = {}): AgentMetrics {
     trafficRepairs: new Counter({
       name: 'tsflannel_traffic_rule_repairs_total',
       help: 'Times the resync found forward/masquerade rules missing or changed and rewrote them.',
+      labelNames: ['mode'],
+      registers,
+    }),
+    trafficFailures: new Counter({
+      name: 'tsflannel_traffic_rule_failures_total',
+      help: 'Times installing or checking the forward/masquerade rules failed (at start or in a resync, e.g. a held xtables lock); the resync retries.',
       labelNames: ['mode'],
       registers,
     }),

@@ -246,7 +246,8 @@ export class Cluster {
     });
   }
 
-  async startAgent(name: string, extraArgs: string[] = []): Promise<AgentProc> {
+  /** `env`: added to the agent's environment (a test's PATH with a failing iptables in front). */
+  async startAgent(name: string, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<AgentProc> {
     const node = this.node(name);
     mkdirSync(this.nodeDir(name), { recursive: true });
     if (!this.agents.size || !this.bridges.some((b) => b.spawnargs.includes(node.ns))) {
@@ -270,8 +271,7 @@ export class Cluster {
       ...extraArgs,
     ];
     // flannel's default key path would be one file for every simulated node.
-    const env = { ...process.env, WIREGUARD_KEY_FILE: this.wireguardKeyFile(name) };
-    const child = spawn('nsenter', args, { stdio: ['ignore', 'ignore', 'pipe'], env });
+    const child = spawn('nsenter', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, WIREGUARD_KEY_FILE: this.wireguardKeyFile(name), ...env } });
     const chunks: string[] = [];
     child.stderr?.on('data', (d: Buffer) => {
       chunks.push(d.toString());

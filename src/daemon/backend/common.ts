@@ -3,7 +3,7 @@
 import pino, { type Logger } from 'pino';
 import * as nl from '../../netlink/index.js';
 import type { ExternalInterface, Lease, ReconcileReport } from '../types.js';
-import { parseCidr, parseIp, type Cidr, type Family } from '../../net/ip.js';
+import { cidrContainsCidr, cidrOverlaps, parseCidr, parseIp, sameNetwork, type Cidr, type Family } from '../../net/ip.js';
 import {
   describeLease,
   ownedRoute,
@@ -288,6 +288,74 @@ export class SkipLog {
     }
     this.seen = now;
   }
+}
+
+/** What withoutServedSubnets needs of a backend. */
+export interface ServedSubnetCheck {
+  family: Family;
+  /** the cluster network: only addresses inside it can collide with a lease */
+  network: Cidr;
+  /** our own subnet: a lease overlapping it is the planner's to refuse */
+  own: Cidr;
+  nsOpts: nl.InNetns;
+  log: Logger;
+}
+
+/**
+ * Holds back the leases on a subnet an interface of this node still serves.
+ * A route to such a subnet, through the underlay (host-gw) or flannel.1
+ * (VXLAN, `via <subnet>.0 onlink`), has the kernel's key of the connected
+ * route of that address (same prefix, table, metric 0), so writing it
+ * replaces that route, and removing it later does not bring it back: cni0
+ * keeps the old gateway while pods of the old subnet live, and the node
+ * would lose them. The lease is this node's own from before an address
+ * change (host-gw leases carry nothing but the address, so nothing else
+ * tells it apart), or another node's on the subnet this node is moving off.
+ * It is routed once the address is gone. Only an address of the SAME
+ * network counts: a wider one (docker0's 172.17.0.1/16 in a 172.16.0.0/12
+ * cluster, an underlay address inside the cluster network) keeps its route
+ * while the /24 wins for the lease's pods, and an overlay device's own
+ * /32 (or /128) makes no subnet route at all. Returns `remote` itself when
+ * nothing is held back.
+ */
+export function withoutServedSubnets(remote: Lease[], c: ServedSubnetCheck): { usable: Lease[]; skipped: Skipped[] } {
+  let served: { cidr: string; net: Cidr; linkIndex: number }[];
+  try {
+    served = nl
+      .addrList({ ...c.nsOpts, family: c.family === 6 ? 'inet6' : 'inet' })
+      .flatMap((a) => {
+        const net = parseCidr(a.cidr, c.family);
+        return net && cidrContainsCidr(c.network, net) ? [{ cidr: a.cidr, net, linkIndex: a.linkIndex }] : [];
+      });
+  } catch (err) {
+    c.log.warn({ err: errorText(err) }, 'could not list the node\'s addresses');
+    return { usable: remote, skipped: [] };
+  }
+  if (served.length === 0) return { usable: remote, skipped: [] };
+  const usable: Lease[] = [];
+  const held: { lease: Lease; on: (typeof served)[number] }[] = [];
+  for (const lease of remote) {
+    // remote leases are this family's views already
+    const net = parseCidr(lease.subnet, c.family);
+    const on = net && served.find((s) => sameNetwork(s.net, net));
+    if (!on || cidrOverlaps(c.own, net)) usable.push(lease);
+    else held.push({ lease, on });
+  }
+  if (held.length === 0) return { usable: remote, skipped: [] };
+  // Device names for the message, read only when a lease is held back (rare): no link dump on other passes.
+  let names: Map<number, string>;
+  try {
+    names = new Map(nl.linkList(c.nsOpts).map((l) => [l.index, l.name]));
+  } catch (err) {
+    c.log.warn({ err: errorText(err) }, 'could not list the node\'s addresses');
+    return { usable: remote, skipped: [] };
+  }
+  const skipped: Skipped[] = held.map(({ lease, on }) => ({
+    lease,
+    reason: `subnet is still served on this node by ${names.get(on.linkIndex) ?? `link ${on.linkIndex}`} (${on.cidr}); routed once that address is gone (this node's own subnet before an address or subnet change?)`,
+    error: true,
+  }));
+  return { usable, skipped };
 }
 
 export function leaseError(report: ReconcileReport, lease: Lease, what: string, err: unknown): void {

@@ -5,8 +5,8 @@
 import type { Logger } from 'pino';
 import * as nl from '../../netlink/index.js';
 import type { Backend, BackendData, ExternalInterface, HostGwBackendConfig, Lease, ReconcileReport } from '../types.js';
-import { cidrContainsCidr, cidrOverlaps, parseCidr, sameNetwork, type Cidr, type Family } from '../../net/ip.js';
-import { baseMetric, diffNexthops, diffRoutes, planHostGw, type RouteForm, type Skipped } from './plan.js';
+import type { Cidr, Family } from '../../net/ip.js';
+import { baseMetric, diffNexthops, diffRoutes, planHostGw, type RouteForm } from './plan.js';
 import { externalView, LeaseViews } from './family.js';
 import {
   checkExternal,
@@ -25,6 +25,7 @@ import {
   routeReplaceEntry,
   silentLogger,
   SkipLog,
+  withoutServedSubnets,
   type BatchOutcome,
   type RouteDevices,
 } from './common.js';
@@ -86,65 +87,12 @@ export class HostGwBackend implements Backend {
     return { mtu: this.ext.mtu };
   }
 
-  /**
-   * A route to a subnet that an interface of this node still serves (cni0
-   * keeps the old gateway while pods of the old subnet live) would replace
-   * the kernel's connected route and cut the node off those pods: the lease
-   * is this node's own from before an address change (host-gw leases carry
-   * nothing but the address, so nothing else tells it apart), or another
-   * node's on the subnet this node is moving off. It is routed once the
-   * address is gone. Only an address of the SAME network counts: a host-gw
-   * route displaces a connected route of equal prefix only, and a wider one
-   * (docker0's 172.17.0.1/16 in a 172.16.0.0/12 cluster, an underlay address
-   * inside the cluster network) keeps its route while the /24 wins for the
-   * lease's pods, as it did before this check existed.
-   */
-  private withoutServedSubnets(remote: Lease[]): { usable: Lease[]; skipped: Skipped[] } {
-    let served: { cidr: string; net: Cidr; linkIndex: number }[];
-    try {
-      served = nl
-        .addrList({ ...this.nsOpts, family: this.family === 6 ? 'inet6' : 'inet' })
-        .flatMap((a) => {
-          const net = parseCidr(a.cidr, this.family);
-          return net && cidrContainsCidr(this.network, net) ? [{ cidr: a.cidr, net, linkIndex: a.linkIndex }] : [];
-        });
-    } catch (err) {
-      this.log.warn({ err: errorText(err) }, 'could not list the node\'s addresses');
-      return { usable: remote, skipped: [] };
-    }
-    if (served.length === 0) return { usable: remote, skipped: [] };
-    const usable: Lease[] = [];
-    const held: { lease: Lease; on: (typeof served)[number] }[] = [];
-    for (const lease of remote) {
-      // remote leases are this family's views already
-      const net = parseCidr(lease.subnet, this.family);
-      const on = net && served.find((s) => sameNetwork(s.net, net));
-      if (!on || (this.own && cidrOverlaps(this.own, net))) usable.push(lease);
-      else held.push({ lease, on });
-    }
-    if (held.length === 0) return { usable, skipped: [] };
-    // Device names for the message, read only when a lease is held back (rare): no link dump on other passes.
-    let names: Map<number, string>;
-    try {
-      names = new Map(nl.linkList(this.nsOpts).map((l) => [l.index, l.name]));
-    } catch (err) {
-      this.log.warn({ err: errorText(err) }, 'could not list the node\'s addresses');
-      return { usable: remote, skipped: [] };
-    }
-    const skipped: Skipped[] = held.map(({ lease, on }) => ({
-      lease,
-      reason: `subnet is still served on this node by ${names.get(on.linkIndex) ?? `link ${on.linkIndex}`} (${on.cidr}); routed once that address is gone (this node's own lease from before an address change?)`,
-      error: true,
-    }));
-    return { usable, skipped };
-  }
-
   reconcile(leases: Lease[]): ReconcileReport {
     const remote = this.views.all(leases);
     const { ext, extCidr, own } = this;
     if (!ext || !extCidr || !own) throw new Error('HostGwBackend.reconcile called before prepare() and configure()');
     const report = emptyReport();
-    const { usable, skipped } = this.withoutServedSubnets(remote);
+    const { usable, skipped } = withoutServedSubnets(remote, { family: this.family, network: this.network, own, nsOpts: this.nsOpts, log: this.log });
     const plan = planHostGw(usable, planContext(this.network, own, ext, extCidr));
     this.skipLog.record([...skipped, ...plan.skipped], report);
     const devs: RouteDevices = { underlay: ext.name };

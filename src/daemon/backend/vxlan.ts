@@ -42,6 +42,7 @@ import {
   routeReplaceEntry,
   silentLogger,
   SkipLog,
+  withoutServedSubnets,
   type BatchOutcome,
   type RouteDevices,
 } from './common.js';
@@ -171,7 +172,7 @@ export class VxlanBackend implements Backend {
 
   reconcile(leases: Lease[]): ReconcileReport {
     const ctx = this.context('reconcile');
-    const remote = this.views.all(leases);
+    const { usable: remote, skipped: served } = this.withoutServed(this.views.all(leases));
     const report = emptyReport();
     const before = this.model;
     const beforePlans = this.modelPlans;
@@ -199,7 +200,7 @@ export class VxlanBackend implements Backend {
     let model: PeerModel;
     try {
       plan = this.planAll(remote, ctx);
-      this.skipLog.record(plan.skipped, report);
+      this.skipLog.record(served.length > 0 ? [...served, ...plan.skipped] : plan.skipped, report);
       // The peer model this pass leaves when every peer's writes succeed
       // (they nearly always do), built while the dump may still be running:
       // the last one when it came from these very plans with no event since.
@@ -278,7 +279,9 @@ export class VxlanBackend implements Backend {
     const model = this.model;
     if (!model) return this.reconcile(leases);
     const ctx = this.context('update');
-    const remote = this.views.all(leases);
+    const { usable: remote, skipped: served } = this.withoutServed(this.views.all(leases));
+    // a lease held back is reported (and routed once free) by the exact pass
+    if (served.length > 0) return this.reconcile(leases);
     const changes = model.changes(remote, (lease) => this.planOne(lease, ctx), Math.max(64, remote.length >> 4));
     if ('exact' in changes) {
       this.log.debug({ why: changes.exact }, 'lease change needs the exact pass');
@@ -319,6 +322,17 @@ export class VxlanBackend implements Backend {
     }
     report.programmed = model.programmed;
     return report;
+  }
+
+  /**
+   * The leases without those on a subnet a local interface still serves:
+   * cni0 keeping its old gateway after this node's subnet moved, while
+   * another node holds that subnet now (or this node's own old lease).
+   */
+  private withoutServed(remote: Lease[]): ReturnType<typeof withoutServedSubnets> {
+    const own = this.own;
+    if (!own) return { usable: remote, skipped: [] };
+    return withoutServedSubnets(remote, { family: this.family, network: this.network, own, nsOpts: this.nsOpts, log: this.log });
   }
 
   private context(what: string): PlanContext {

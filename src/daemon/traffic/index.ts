@@ -25,13 +25,14 @@ export function createTrafficManager(mode: TrafficMode, rules: TrafficRules, opt
 }
 
 /**
- * The agent's first ensure() of a manager. With --ip-masq and
- * --iptables-forward-rules both off it only removes what an earlier run with
- * a switch on left behind, and that must not stop an agent that wants no
- * rules at all (a held xtables lock, an unexpected nft error): it warns and
- * returns false, and the periodic resync runs ensure() again until the
- * removal is done. With a switch on, a failure is thrown as before: the node
- * would run without the forward accepts or masquerade it was asked for.
+ * The agent's first ensure() of a manager. It never stops the agent: a held
+ * xtables lock, an iptables or nft missing or failing for a moment must not
+ * take the node's routes and CNI service down with it (flanneld logs a
+ * failed rule bootstrap and lets its resync loop retry). It warns and
+ * returns false; the periodic resync runs ensure() again until the rules are
+ * in. With --ip-masq or --iptables-forward-rules on, the agent holds its
+ * readiness and the subnet file back meanwhile; with both off the only work
+ * was removing what an earlier run left, and nothing waits for that.
  * Returns whether ensure() succeeded.
  */
 export async function ensureTrafficAtStart(
@@ -39,17 +40,16 @@ export async function ensureTrafficAtStart(
   wanted: Pick<TrafficRules, 'ipMasq' | 'forwardRules'>,
   log: Logger,
 ): Promise<boolean> {
-  if (wanted.ipMasq || wanted.forwardRules) {
-    await manager.ensure();
-    return true;
-  }
   try {
     await manager.ensure();
     return true;
   } catch (err) {
+    const rulesWanted = wanted.ipMasq || wanted.forwardRules;
     log.warn(
-      { err: (err as Error).message, mode: manager.mode },
-      'could not remove the flannel rules of an earlier run (--ip-masq and --iptables-forward-rules are off); the resync retries',
+      { err: (err as Error).message, mode: manager.mode, ipMasq: wanted.ipMasq, forwardRules: wanted.forwardRules },
+      rulesWanted
+        ? 'could not install the traffic rules at start; the resync retries (not ready and no subnet file until they are in)'
+        : 'could not remove the flannel rules of an earlier run (--ip-masq and --iptables-forward-rules are off); the resync retries',
     );
     return false;
   }

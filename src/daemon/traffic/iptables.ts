@@ -142,6 +142,13 @@ export function flannelChains(opts: {
   return sets;
 }
 
+/** Seconds iptables waits for the xtables lock before it gives up (exit 4). */
+const DEFAULT_LOCK_WAIT_SECONDS = 5;
+
+function lockWait(seconds: number): string[] {
+  return ['-w', String(seconds)];
+}
+
 function quote(arg: string): string {
   return /^[A-Za-z0-9_./:!=+-]+$/.test(arg) ? arg : `"${arg.replace(/(["\\$`])/g, '\\$1')}"`;
 }
@@ -157,6 +164,31 @@ export function supportsRandomFully(versionText: string): boolean {
   if (!m) return false;
   const [maj, min, patch] = [Number(m[1]), Number(m[2]), Number(m[3])];
   return maj > 1 || (maj === 1 && (min > 6 || (min === 6 && patch >= 2)));
+}
+
+/**
+ * Deletes every copy of the chain's jump, then the chain; returns whether
+ * anything was there. The one removal of our chains: the manager's (a
+ * switched-off feature, remove()) and the clean-up's (tsflanneld --cleanup,
+ * a mode or family switch). `exec` runs the tool with its lock wait. Only
+ * "not there" (exit 1 or 2) ends a step quietly: a held xtables lock fails
+ * the removal, never leaves the chains while reporting nothing to remove.
+ */
+async function dropChain(set: ChainSet, exec: (args: string[]) => Promise<RunResult>, tool: string): Promise<boolean> {
+  const step = async (args: string[], quietWhenAbsent: boolean): Promise<boolean> => {
+    const res = await exec(args);
+    if (res.code === 0) return true;
+    if (quietWhenAbsent && absent(res)) return false;
+    throw failure(tool, args, res);
+  };
+  const t = ['-t', set.table];
+  let removed = false;
+  // -D until "no such rule": one call per copy, no -C before each
+  for (let i = 0; i < 100 && (await step([...t, '-D', set.jump.chain, ...set.jump.spec], true)); i++) removed = true;
+  if (!(await step([...t, '-S', set.chain], true))) return removed;
+  await step([...t, '-F', set.chain], false);
+  await step([...t, '-X', set.chain], false);
+  return true;
 }
 
 export class IptablesManager {
@@ -249,17 +281,8 @@ export class IptablesManager {
     }
   }
 
-  /** Deletes every copy of the chain's jump, then the chain; absent ones are fine. Returns whether anything was there. */
-  private async dropChain(set: ChainSet): Promise<boolean> {
-    let removed = false;
-    for (let i = 0; i < 100 && (await this.exists(set.jump)); i++) {
-      await this.must(['-t', set.table, '-D', set.jump.chain, ...set.jump.spec]);
-      removed = true;
-    }
-    if (!(await this.chainExists(set))) return removed;
-    await this.must(['-t', set.table, '-F', set.chain]);
-    await this.must(['-t', set.table, '-X', set.chain]);
-    return true;
+  private dropChain(set: ChainSet): Promise<boolean> {
+    return dropChain(set, (args) => this.exec(args), iptablesTool(this.family));
   }
 
   private async chainSets(): Promise<ChainSet[]> {
@@ -281,7 +304,7 @@ export class IptablesManager {
   }
 
   private waitArgs(): string[] {
-    return ['-w', String(this.opts.lockWaitSeconds ?? 5)];
+    return lockWait(this.opts.lockWaitSeconds ?? DEFAULT_LOCK_WAIT_SECONDS);
   }
 
   private exec(args: string[]): Promise<RunResult> {
@@ -320,14 +343,6 @@ export class IptablesManager {
     const args = [...this.waitArgs(), '--noflush'];
     const res = await this.restore(args, payload);
     if (res.code !== 0) throw failure(`${iptablesTool(this.family)}-restore`, args, res);
-  }
-
-  private async chainExists(set: ChainSet): Promise<boolean> {
-    const args = ['-t', set.table, '-S', set.chain];
-    const res = await this.exec(args);
-    if (res.code === 0) return true;
-    if (absent(res)) return false;
-    throw failure(iptablesTool(this.family), args, res);
   }
 
   private async ensureChain(set: ChainSet): Promise<IptablesRule[]> {
@@ -410,21 +425,8 @@ export async function cleanUpIptables(run: IptablesRunner, log: Logger = silentL
   if (version.code !== 0 && notInstalled(version)) return false;
   let removed = false;
   const tool = /ip6tables/.test(version.stdout + version.stderr) ? 'ip6tables' : 'iptables';
-  // Only "not there" (exit 1 or 2) ends a step quietly: a held xtables lock
-  // must fail the clean-up, not leave the chains while reporting success.
-  const exec = async (args: string[], quietWhenAbsent: boolean): Promise<boolean> => {
-    const res = await run(['-w', '5', ...args]);
-    if (res.code === 0) return true;
-    if (quietWhenAbsent && absent(res)) return false;
-    throw failure(tool, args, res);
-  };
   for (const set of ALL_CHAINS) {
-    const t = ['-t', set.table];
-    for (let i = 0; i < 100 && (await exec([...t, '-D', set.jump.chain, ...set.jump.spec], true)); i++) removed = true;
-    if (!(await exec([...t, '-S', set.chain], true))) continue;
-    await exec([...t, '-F', set.chain], false);
-    await exec([...t, '-X', set.chain], false);
-    removed = true;
+    if (await dropChain(set, (args) => run([...lockWait(DEFAULT_LOCK_WAIT_SECONDS), ...args]), tool)) removed = true;
   }
   if (removed) log.info('removed flannel iptables chains');
   return removed;

@@ -65,6 +65,44 @@ describe('both switches off (--ip-masq and --iptables-forward-rules) on a node w
   });
 });
 
+/**
+ * Just enough of iptables for ensure() and the clean-up: chains made with
+ * -N, flushed with -F, deleted with -X; rules (`table chain spec`, `seed`
+ * first) checked with -C, inserted with -I, appended with -A, deleted with
+ * -D, listed with -S; the lock-wait arguments before -t are skipped.
+ */
+function tinyIptables(seed: { chains?: string[]; rules?: string[] } = {}): { run: IptablesRunner; rules: string[] } {
+  const chains = new Set(['filter FORWARD', 'nat POSTROUTING', ...(seed.chains ?? [])]);
+  const rules: string[] = [...(seed.rules ?? [])];
+  const ok = (stdout = ''): RunResult => ({ code: 0, stdout, stderr: '' });
+  const absent: RunResult = { code: 1, stdout: '', stderr: 'iptables: No chain/target/match by that name.\n' };
+  const run: IptablesRunner = async (all) => {
+    const args = all.slice(all.indexOf('-t'));
+    const [, table, op, chain, ...rest] = args;
+    const key = `${table} ${chain}`;
+    if (op === '-N') return chains.add(key), ok();
+    if (!chains.has(key)) return absent;
+    const inChain = rules.filter((r) => r.startsWith(`${key} `));
+    if (op === '-S') return ok(inChain.map((r) => `-A ${r.slice(key.length + 1)}\n`).join(''));
+    const rule = `${key} ${rest.slice(op === '-I' ? 1 : 0).join(' ')}`;
+    if (op === '-C') return rules.includes(rule) ? ok() : absent;
+    if (op === '-D') return rules.includes(rule) ? (rules.splice(rules.indexOf(rule), 1), ok()) : absent;
+    if (op === '-F') {
+      for (const r of inChain) rules.splice(rules.indexOf(r), 1);
+      return ok();
+    }
+    if (op === '-X') return chains.delete(key), ok();
+    if (op === '-A') return rules.push(rule), ok();
+    if (op === '-I') {
+      const before = inChain[Number(rest[0]) - 1];
+      rules.splice(before === undefined ? rules.length : rules.indexOf(before), 0, rule);
+      return ok();
+    }
+    return absent;
+  };
+  return { run, rules };
+}
+
 /** A pino logger whose lines land in `lines` (parsed). */
 function capturingLogger(): { log: pino.Logger; lines: { level: number; msg: string; err?: string }[] } {
   const lines: { level: number; msg: string; err?: string }[] = [];
@@ -72,7 +110,7 @@ function capturingLogger(): { log: pino.Logger; lines: { level: number; msg: str
   return { log, lines };
 }
 
-describe('agent start with both switches off: removing an earlier run\'s rules is best effort', () => {
+describe('agent start: a failing first ensure() warns instead of stopping the agent, and the resync retries', () => {
   const off = { network: '10.244.0.0/16', subnet: '10.244.1.0/24', ipMasq: false, forwardRules: false, randomFully: false };
 
   /**
@@ -93,7 +131,7 @@ describe('agent start with both switches off: removing an earlier run\'s rules i
       const t = args.indexOf('-t'); // after the lock-wait arguments
       const [op, name] = [args[t + 2], args[t + 3]];
       if (name === 'POSTROUTING' && op === '-C') return jump ? ok : absent;
-      if (name === 'POSTROUTING' && op === '-D') return (jump = false), ok;
+      if (name === 'POSTROUTING' && op === '-D') return jump ? ((jump = false), ok) : absent;
       if (name === 'FLANNEL-POSTRTG' && op === '-S') return chain ? ok : absent;
       if (name === 'FLANNEL-POSTRTG' && (op === '-F' || op === '-X')) return op === '-X' && (chain = false), ok;
       return absent;
@@ -122,11 +160,24 @@ describe('agent start with both switches off: removing an earlier run\'s rules i
     expect(calls).toEqual([]);
   });
 
-  it('iptables: with --ip-masq on, a held xtables lock still fails the start (the node would run without its masquerade)', async () => {
-    const { run } = leftoverBehindLock();
-    const on = { ...off, ipMasq: true };
+  it('iptables: with --ip-masq on, a held xtables lock warns instead of failing the start, and the resync\'s ensure() installs the masquerade', async () => {
+    const table = tinyIptables();
+    let locked = true;
+    const run: IptablesRunner = async (args) => (args[0] === '--version' ? VERSION : locked ? LOCKED : table.run(args));
+    const on = { ...off, ipMasq: true, forwardRules: false };
     const m = new IptablesTrafficManager(on, { runner: run });
-    await expect(ensureTrafficAtStart(m, on, capturingLogger().log)).rejects.toThrow(/xtables lock/);
+    const { log, lines } = capturingLogger();
+    await expect(ensureTrafficAtStart(m, on, log)).resolves.toBe(false);
+    expect(lines.filter((l) => l.level === 40)).toEqual([
+      expect.objectContaining({ msg: expect.stringMatching(/could not install the traffic rules at start; the resync retries/), err: expect.stringMatching(/xtables lock/) }),
+    ]);
+    expect(table.rules).toEqual([]);
+    // the resync, the lock free again
+    locked = false;
+    expect(await m.ensure()).toHaveLength(7);
+    expect(table.rules).toContain('nat POSTROUTING -m comment --comment flanneld masq -j FLANNEL-POSTRTG');
+    expect(table.rules.filter((r) => r.startsWith('nat FLANNEL-POSTRTG ')).at(-1)).toMatch(/-j MASQUERADE$/);
+    expect(await m.ensure()).toEqual([]);
   });
 
   it('nftables: an nft error deleting an earlier run\'s table warns instead of failing the start, and the resync deletes it', async () => {
@@ -146,5 +197,46 @@ describe('agent start with both switches off: removing an earlier run\'s rules i
     expect(await m.ensure()).toEqual([expect.stringMatching(/^removed table /)]);
     expect(table).toBe(false);
     expect(await m.ensure()).toEqual([]);
+  });
+});
+
+describe('one removal of flannel\'s iptables chains', () => {
+  // An earlier run's FLANNEL-POSTRTG with two copies of its jump, and its FLANNEL-FWD.
+  const seed = {
+    chains: ['nat FLANNEL-POSTRTG', 'filter FLANNEL-FWD'],
+    rules: [
+      'nat POSTROUTING -m comment --comment flanneld masq -j FLANNEL-POSTRTG',
+      'nat POSTROUTING -m comment --comment flanneld masq -j FLANNEL-POSTRTG',
+      'nat FLANNEL-POSTRTG -s 10.244.0.0/16 -m comment --comment flanneld masq -j MASQUERADE',
+      'filter FORWARD -m comment --comment flanneld forward -j FLANNEL-FWD',
+      'filter FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment flanneld forward -j ACCEPT',
+    ],
+  };
+  const recorded = (): { run: IptablesRunner; calls: string[]; rules: string[] } => {
+    const table = tinyIptables(seed);
+    const calls: string[] = [];
+    const run: IptablesRunner = async (args) => {
+      calls.push(args.join(' '));
+      return args[0] === '--version' ? VERSION : table.run(args);
+    };
+    return { run, calls, rules: table.rules };
+  };
+
+  it('the agent removing switched-off chains and tsflanneld --cleanup run the same iptables calls: one -D per jump copy, then -S, -F, -X', async () => {
+    const agent = recorded();
+    await new IptablesTrafficManager({ ...seed, network: '10.244.0.0/16', subnet: '10.244.1.0/24', ipMasq: false, forwardRules: false, randomFully: false }, { runner: agent.run }).ensure();
+    const cleanup = recorded();
+    await expect(cleanUpIptables(cleanup.run)).resolves.toBe(true);
+    expect(agent.rules).toEqual([]);
+    expect(cleanup.rules).toEqual([]);
+    expect(agent.calls).toEqual(cleanup.calls);
+    expect(cleanup.calls.filter((c) => c.includes('-t nat'))).toEqual([
+      '-w 5 -t nat -D POSTROUTING -m comment --comment flanneld masq -j FLANNEL-POSTRTG',
+      '-w 5 -t nat -D POSTROUTING -m comment --comment flanneld masq -j FLANNEL-POSTRTG',
+      '-w 5 -t nat -D POSTROUTING -m comment --comment flanneld masq -j FLANNEL-POSTRTG',
+      '-w 5 -t nat -S FLANNEL-POSTRTG',
+      '-w 5 -t nat -F FLANNEL-POSTRTG',
+      '-w 5 -t nat -X FLANNEL-POSTRTG',
+    ]);
   });
 });
