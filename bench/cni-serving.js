@@ -21,9 +21,9 @@ import { startNsDriver } from './lib/ns-driver.js';
 import { ratio, summarize } from './lib/stats.js';
 
 const SERVER = fileURLToPath(new URL('./lib/cni-serving-server.js', import.meta.url));
-const DESIGNS = ['hop4', 'hop1', 'single'];
+const DESIGNS = (process.env.BENCH_SERVING_DESIGNS ?? 'hop4,hop1,single,accept').split(',');
 const CALLERS = 10;
-const FULL = { seq: 40, conc: 60, rounds: 4 };
+const FULL = { seq: Number(process.env.BENCH_SERVING_SEQ ?? 40), conc: 60, rounds: 4 };
 const QUICK = { seq: 10, conc: 20, rounds: 2 };
 
 function startServer(design, nodeNs, socket, repoRoot) {
@@ -52,10 +52,10 @@ export async function run(ctx) {
   if (!forwarder) throw new Error('no forwarder (run scripts/setup.sh)');
   const dir = tempDir('serving');
   const subnetFile = join(dir, 'subnet.env');
-  writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+  writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.16.1/20\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
   const pods = Math.max(n.seq, n.conc) + 1;
   const [nodeNs] = addNetns(['snode'], { lo: true });
-  const podNs = Object.fromEntries(DESIGNS.map((d) => [d, addNetns(Array.from({ length: pods }, (_, i) => `s${d}${i}`))]));
+  const podNs = Object.fromEntries(DESIGNS.map((d) => [d, addNetns(Array.from({ length: pods }, (_, i) => `s${d}-${i}`))]));
   const servers = {};
   const driver = startNsDriver(nodeNs);
   try {

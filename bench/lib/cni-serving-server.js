@@ -19,7 +19,7 @@ import { Worker } from 'node:worker_threads';
 import { connectionHandler } from './cni-serving-conn.js';
 
 const [design, socketPath, repoRoot] = process.argv.slice(2);
-const DESIGNS = { hop4: { workers: 4 }, hop1: { workers: 1 }, single: { workers: 1, listens: true } };
+const DESIGNS = { hop4: { workers: 4 }, hop1: { workers: 1 }, single: { workers: 1, listens: true }, accept: { workers: 4, accepts: true }, accept1: { workers: 1, accepts: true }, service: { workers: 0 } };
 const spec = DESIGNS[design];
 if (!spec) throw new Error(`unknown design ${design}; one of ${Object.keys(DESIGNS).join(', ')}`);
 const mod = (p) => import(pathToFileURL(join(repoRoot, 'build', p)).href);
@@ -31,12 +31,25 @@ try {
   // none left
 }
 
+if (design === 'service') {
+  // The agent's own CNI service (src/daemon/cni-service.ts): its queue,
+  // deadline, metrics and logging on the event loop, 4 workers.
+  const { startCniService } = await mod('daemon/cni-service.js');
+  const { createAgentMetrics } = await mod('daemon/metrics.js');
+  const { createAgentLogger } = await mod('daemon/logging.js');
+  const service = await startCniService({ path: socketPath, workers: 4, logger: createAgentLogger({ level: 'info', format: 'json' }), metrics: createAgentMetrics() });
+  await new Promise((r) => setTimeout(r, 1500));
+  process.stderr.write('ready\n');
+  await new Promise(() => undefined);
+  await service.stop();
+}
 const workerUrl = new URL('./cni-serving-worker.js', import.meta.url);
+const listenFd = spec.accepts ? (await import('./cni-serving-libc.js')).listenUnix(socketPath) : undefined;
 const workers = [];
 let readyCount = 0;
 let nextId = 1;
 for (let i = 0; i < spec.workers; i++) {
-  const w = new Worker(workerUrl, { workerData: { repoRoot, listen: spec.listens ? socketPath : undefined } });
+  const w = new Worker(workerUrl, { workerData: { repoRoot, listen: spec.listens ? socketPath : undefined, listenFd } });
   w.pending = new Map();
   w.on('message', (m) => {
     if (m.ready) {
@@ -54,7 +67,7 @@ for (let i = 0; i < spec.workers; i++) {
   workers.push(w);
 }
 
-if (!spec.listens) {
+if (!spec.listens && !spec.accepts) {
   const serve = (env, stdin) => {
     const w = workers.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
     const id = nextId++;

@@ -13,7 +13,25 @@ const { FrameReader, decodeRequest, encodeResponse } = await mod('daemon/cni-fra
 const { libcPeerCred } = await mod('netlink/ffi.js');
 await preloadHandler();
 
-if (workerData.listen) {
+if (workerData.listenFd !== undefined) {
+  const { accept, peerUid, readFrame, writeAll, closeFd } = await import('./cni-serving-libc.js');
+  parentPort.postMessage({ ready: true });
+  // Blocks this thread in accept(2) between calls; its event loop runs only
+  // inside a call (the handler's awaits).
+  for (;;) {
+    const fd = accept(workerData.listenFd);
+    try {
+      if (peerUid(fd) !== 0) continue;
+      const body = readFrame(fd);
+      if (!body) continue;
+      const req = decodeRequest(body);
+      const res = await handleCni({ env: req.env, stdin: req.stdin });
+      writeAll(fd, encodeResponse(res));
+    } finally {
+      closeFd(fd);
+    }
+  }
+} else if (workerData.listen) {
   const serve = (env, stdin) => handleCni({ env, stdin });
   const server = createServer({ allowHalfOpen: true }, connectionHandler({ FrameReader, decodeRequest, encodeResponse, libcPeerCred }, serve));
   server.listen(workerData.listen, () => parentPort.postMessage({ ready: true }));

@@ -151,7 +151,7 @@ export const FLAGS: Record<string, Spec> = {
   'resync-period': { type: 'number', default: 10, alias: 'iptables-resync', group: G_RULES, describe: 'seconds between full reconciliations of routes and rules (flannel: --iptables-resync)' },
 
   'cni-socket': { type: 'string', default: DEFAULT_CNI_SOCKET, group: G_CNI, describe: 'Unix socket serving CNI calls for /opt/cni/bin/tsflannel ("" = off; the conflist key agentSocket must match)' },
-  'cni-workers': { type: 'number', default: 4, group: G_CNI, describe: 'worker threads running CNI calls (a netlink call, e.g. deleting a veth, blocks its thread)' },
+  'cni-workers': { type: 'number', default: 4, group: G_CNI, describe: 'worker threads serving CNI calls, one call each at a time (a netlink call, e.g. deleting a veth, blocks its thread)' },
   'cni-only': { type: 'boolean', default: false, hidden: true, group: G_CNI, describe: 'serve CNI calls and /healthz only, with no subnet manager (tests, benchmarks)' },
 
   'healthz-ip': { type: 'string', default: '127.0.0.1', group: G_ENDPOINTS, describe: 'address for /healthz, /readyz (and /metrics without --metrics-addr)' },
