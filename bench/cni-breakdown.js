@@ -52,7 +52,7 @@ export async function run(ctx) {
   const [node] = addNetns(['bnode'], { lo: true });
   const pods = addNetns(Array.from({ length: n + 1 }, (_, i) => `bpod${i}`));
   try {
-    const json = execFileSync('ip', ['netns', 'exec', node, process.execPath, CHILD, ctx.repoRoot, dir, `${PREFIX}-bd`, ...pods.map(nsPath)], {
+    const json = execFileSync('ip', ['netns', 'exec', node, ...(process.env.BENCH_BREAKDOWN_WRAP ?? '').split(' ').filter(Boolean), process.execPath, ...(process.env.BENCH_BREAKDOWN_NODE_ARGS ?? '').split(' ').filter(Boolean), CHILD, ctx.repoRoot, dir, `${PREFIX}-bd`, ...pods.map(nsPath)], {
       encoding: 'utf8',
       maxBuffer: 64 << 20,
     });

@@ -317,7 +317,7 @@ export async function run(ctx) {
         rows: cpu,
         notes: [
           'Called process tree from the driver\'s cutime+cstime (10 ms ticks summed over the batch); the agent path adds the agent\'s own utime+stime growth over the batch (/proc/<pid>/stat, every thread) divided by its calls in that batch, less its idle rate times the batch\'s wall time (the idle share column; the rate is measured in a quiet window before the batches).',
-          `The agent path's CPU split per call: forwarder (the called process), agent main (the event loop: socket, frames, hand-offs), agent workers (threads tsf-cni-*: the handler and the shim calls made on them), agent other (V8's compiler and GC helpers, libuv, the Go runtime), agent ended threads (threads that exited during the batch: mostly the shim's throw-away threads that enter the pod's netns, with the kernel work done there). Idle rate ${(agent.idleRate * 1000).toFixed(1)} ms per second.`,
+          `The agent path's CPU split per call: forwarder (the called process), agent main (the event loop: nothing per call since the workers serve the socket themselves; metrics and the once-a-second sweep), agent workers (threads tsf-cni-*: accept, frame, the handler and the shim calls made on them), agent other (V8's compiler and GC helpers, libuv, the Go runtime), agent ended threads (threads that exited during the batch: mostly the shim's throw-away threads that enter the pod's netns, with the kernel work done there). Idle rate ${(agent.idleRate * 1000).toFixed(1)} ms per second.`,
         ],
       },
       { title: `CNI paths: throughput (${CALLERS} concurrent callers)`, rows: throughput },

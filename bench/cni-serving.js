@@ -1,14 +1,15 @@
 // How the agent's way of serving a CNI call costs against the alternatives,
-// in one interleaved run: the same handler and frame code behind three
-// serving designs (bench/lib/cni-serving-server.js: hop4 is the agent's, the
-// event loop handing each call to one of four worker threads; hop1 the same
-// with one worker; single, one worker thread that accepts and serves each
-// call itself), each called through the static forwarder like the agent.
-// Sequential calls rotate the designs call by call; 10-caller batches
-// alternate them. CPU per call is the server process's utime + stime growth
-// (every thread) plus the forwarder's, over the calls; the designs carry
-// none of the agent's metrics, queue or deadline, so the figures compare the
-// hand-offs, not the agent.
+// in one interleaved run: the same handler behind the serving designs of
+// bench/lib/cni-serving-server.js (agent: the agent's own CNI service, its
+// workers accepting and serving calls themselves; hop4: the design before,
+// the event loop handing each call to one of four worker threads; single:
+// one worker thread with node:net; bare: one worker blocked in accept(2)
+// with nothing else, the floor), each called through the static forwarder.
+// BENCH_SERVING_DESIGNS picks them (hop1 too); BENCH_SERVING_SEQ sets the
+// sequential calls per design. Sequential calls rotate the designs call by
+// call; 10-caller batches alternate them. CPU per call is the server
+// process's utime + stime growth (every thread) plus the forwarder's, over
+// the calls; ratios are against hop4.
 import { existsSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -21,10 +22,13 @@ import { startNsDriver } from './lib/ns-driver.js';
 import { ratio, summarize } from './lib/stats.js';
 
 const SERVER = fileURLToPath(new URL('./lib/cni-serving-server.js', import.meta.url));
-const DESIGNS = (process.env.BENCH_SERVING_DESIGNS ?? 'hop4,hop1,single,accept').split(',');
+const DESIGNS = (process.env.BENCH_SERVING_DESIGNS ?? 'agent,hop4,single,bare').split(',');
 const CALLERS = 10;
 const FULL = { seq: Number(process.env.BENCH_SERVING_SEQ ?? 40), conc: 60, rounds: 4 };
 const QUICK = { seq: 10, conc: 20, rounds: 2 };
+
+/** A design's name as a netns and container ID part: 'agent+single-threaded-gc' → 'agentsinglethreadedgc'. */
+const tag = (d) => d.replace(/[^A-Za-z0-9]/g, '');
 
 function startServer(design, nodeNs, socket, repoRoot) {
   const child = spawn('ip', ['netns', 'exec', nodeNs, process.execPath, SERVER, design, socket, repoRoot], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -55,14 +59,14 @@ export async function run(ctx) {
   writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.16.1/20\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
   const pods = Math.max(n.seq, n.conc) + 1;
   const [nodeNs] = addNetns(['snode'], { lo: true });
-  const podNs = Object.fromEntries(DESIGNS.map((d) => [d, addNetns(Array.from({ length: pods }, (_, i) => `s${d}-${i}`))]));
+  const podNs = Object.fromEntries(DESIGNS.map((d) => [d, addNetns(Array.from({ length: pods }, (_, i) => `s${tag(d)}-${i}`))]));
   const servers = {};
   const driver = startNsDriver(nodeNs);
   try {
-    for (const d of DESIGNS) servers[d] = await startServer(d, nodeNs, join(dir, `${d}.sock`), ctx.repoRoot);
-    const conf = (d) => ({ cniVersion: '1.0.0', name: `${PREFIX}-serving`, type: 'tsflannel', subnetFile, dataDir: join(dir, 'ipam'), agentSocket: join(dir, `${d}.sock`) });
+    for (const d of DESIGNS) servers[d] = await startServer(d, nodeNs, join(dir, `${tag(d)}.sock`), ctx.repoRoot);
+    const conf = (d) => ({ cniVersion: '1.0.0', name: `${PREFIX}-serving`, type: 'tsflannel', subnetFile, dataDir: join(dir, 'ipam'), agentSocket: join(dir, `${tag(d)}.sock`) });
     const job = (d, command, i) => {
-      const j = pluginJob(forwarder, { command, containerId: `${PREFIX}-${d}-${i}`, netns: nsPath(podNs[d][i]), ifname: 'eth0' }, conf(d));
+      const j = pluginJob(forwarder, { command, containerId: `${PREFIX}-${tag(d)}-${i}`, netns: nsPath(podNs[d][i]), ifname: 'eth0' }, conf(d));
       j.env = { ...j.env, TSFLANNEL_STANDALONE: join(ctx.repoRoot, 'dist', 'tsflannel') };
       return j;
     };
@@ -97,7 +101,7 @@ export async function run(ctx) {
       }
     }
     const mean = (xs, k) => xs.reduce((s, x) => s + x[k], 0) / xs.length;
-    const base = out.hop4;
+    const base = out.hop4 ?? out[DESIGNS[0]];
     const rows = DESIGNS.map((d) => {
       const o = out[d];
       const addMs = summarize(o.ADD.ms).median;
@@ -119,10 +123,10 @@ export async function run(ctx) {
       };
     });
     return {
-      title: 'CNI serving designs: the agent\'s hop to a worker (hop4) against one worker (hop1) and a worker that accepts itself (single)',
+      title: 'CNI serving designs: the agent\'s workers serving the socket themselves (agent) against the event loop\'s hop to a worker (hop4), one node:net worker (single) and the floor (bare)',
       rows,
       notes: [
-        `Each design a process in one node netns serving build/plugin/handler.js with the agent's frame code, called through ${forwarder}; one store and one cni0 for all.`,
+        `Each design a process in one node netns serving build/plugin/handler.js, called through ${forwarder}; one store and one cni0 for all.`,
         `Sequential: ${n.seq} ADDs then ${n.seq} DELs per design, rotating the designs call by call. ${CALLERS} callers: ${n.conc} calls per batch, ${n.rounds} rounds alternating the order; ops/s and CPU are means over the rounds.`,
         'CPU (ms) = the server process\'s utime + stime growth (10 ms ticks, every thread, those that ended too) plus the forwarder\'s, per call; no idle rate is subtracted (every design idles alike).',
       ],

@@ -1,16 +1,24 @@
 // One CNI serving design for bench/cni-serving.js, run inside a node netns:
 // `node cni-serving-server.js <design> <socket path>`. Each design serves
-// the plugin handler (build/plugin/handler.js) with the agent's frame code
-// (build/daemon/cni-frame.js) and SO_PEERCRED check, and nothing else (no
-// metrics, queue or deadline, which every design would pay alike):
+// the plugin handler (build/plugin/handler.js):
 //
-//   hop4    the agent's design: the event loop accepts and reads the frame,
-//           the least busy of 4 worker threads runs the handler
+//   agent   the agent's own CNI service (build/daemon/cni-service.js): 4
+//           workers each waiting on the socket through epoll and serving
+//           calls themselves, with its deadlines, attachment table,
+//           metrics and logging
+//   hop4    the agent's design before: the event loop accepts and reads the
+//           frame (node:net), the least busy of 4 worker threads runs the
+//           handler
 //   hop1    the same with one worker
-//   single  one worker thread listens, accepts and serves every call itself;
-//           the event loop does nothing per call
+//   single  one worker thread listens with node:net, accepts and serves
+//           every call itself; the event loop does nothing per call
+//   bare    one worker thread blocked in accept(2) through libc, serving
+//           each call itself with nothing else (no deadline, attachment
+//           table or metrics): the floor of any design
 //
-// Prints "ready" on stderr once every worker has loaded the handler.
+// hop4, hop1 and single use the agent's frame code and SO_PEERCRED check
+// and nothing else. Prints "ready" on stderr once every worker has loaded
+// the handler.
 import { createServer } from 'node:net';
 import { unlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,10 +26,13 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { connectionHandler } from './cni-serving-conn.js';
 
-const [design, socketPath, repoRoot] = process.argv.slice(2);
-const DESIGNS = { hop4: { workers: 4 }, hop1: { workers: 1 }, single: { workers: 1, listens: true }, accept: { workers: 4, accepts: true }, accept1: { workers: 1, accepts: true }, service: { workers: 0 } };
+const [designArg, socketPath, repoRoot] = process.argv.slice(2);
+// <design>+<v8 flag>: the same design with a V8 flag set first (process-wide, workers inherit it).
+const [design, ...v8flags] = designArg.split('+');
+if (v8flags.length) (await import('node:v8')).setFlagsFromString(v8flags.map((f) => `--${f}`).join(' '));
+const DESIGNS = { agent: { workers: 0 }, hop4: { workers: 4 }, hop1: { workers: 1 }, single: { workers: 1, listens: true }, bare: { workers: 1, accepts: true } };
 const spec = DESIGNS[design];
-if (!spec) throw new Error(`unknown design ${design}; one of ${Object.keys(DESIGNS).join(', ')}`);
+if (!spec) throw new Error(`unknown design ${designArg}; one of ${Object.keys(DESIGNS).join(', ')}`);
 const mod = (p) => import(pathToFileURL(join(repoRoot, 'build', p)).href);
 const { FrameReader, decodeRequest, encodeResponse } = await mod('daemon/cni-frame.js');
 const { libcPeerCred } = await mod('netlink/ffi.js');
@@ -31,17 +42,15 @@ try {
   // none left
 }
 
-if (design === 'service') {
-  // The agent's own CNI service (src/daemon/cni-service.ts): its queue,
-  // deadline, metrics and logging on the event loop, 4 workers.
+if (design === 'agent') {
   const { startCniService } = await mod('daemon/cni-service.js');
   const { createAgentMetrics } = await mod('daemon/metrics.js');
   const { createAgentLogger } = await mod('daemon/logging.js');
   const service = await startCniService({ path: socketPath, workers: 4, logger: createAgentLogger({ level: 'info', format: 'json' }), metrics: createAgentMetrics() });
-  await new Promise((r) => setTimeout(r, 1500));
+  await service.ready();
   process.stderr.write('ready\n');
+  process.on('SIGTERM', () => void service.stop().then(() => process.exit(0)));
   await new Promise(() => undefined);
-  await service.stop();
 }
 const workerUrl = new URL('./cni-serving-worker.js', import.meta.url);
 const listenFd = spec.accepts ? (await import('./cni-serving-libc.js')).listenUnix(socketPath) : undefined;
