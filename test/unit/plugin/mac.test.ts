@@ -3,21 +3,11 @@
 // args.cni.mac and CNI_ARGS MAC= (in that order, empty meaning unset), and
 // the addresses a veth cannot carry refused with the source named.
 import { describe, expect, it } from 'vitest';
-import { CniError } from '../../../src/cni/errors.js';
 import { nonUnicastReason, parseMac } from '../../../src/net/mac.js';
 import { requestedMac } from '../../../src/plugin/mac.js';
+import { cniErrorOf } from '../../helpers/cni-error.js';
 
 const none = { cniArgs: {}, conf: {}, runtimeConfig: {} };
-
-function cniError(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(CniError);
-    return err as CniError;
-  }
-  throw new Error('expected a CniError');
-}
 
 describe('parseMac: Go net.ParseMAC forms of six bytes, written as the kernel writes them', () => {
   it('reads colon, dash and dotted forms in any case into lowercase colon text', () => {
@@ -63,28 +53,28 @@ describe('requestedMac: one winner, in the reference bridge\'s order', () => {
   });
 
   it('refuses a malformed winner naming its source and value: code 7 from the config, 4 from CNI_ARGS', () => {
-    const rc = cniError(() => requestedMac({ ...none, runtimeConfig: { mac: 'c2:11:22:33:44' } }));
-    expect([rc.code, rc.message]).toEqual([7, 'runtimeConfig.mac: invalid MAC address "c2:11:22:33:44"']);
-    const args = cniError(() => requestedMac({ ...none, conf: { args: { cni: { mac: 'zz:11:22:33:44:55' } } } }));
-    expect([args.code, args.message]).toEqual([7, 'args.cni.mac: invalid MAC address "zz:11:22:33:44:55"']);
-    const env = cniError(() => requestedMac({ ...none, cniArgs: { MAC: '0a:58' } }));
-    expect([env.code, env.message]).toEqual([4, 'CNI_ARGS MAC: invalid MAC address "0a:58"']);
+    const rc = cniErrorOf(() => requestedMac({ ...none, runtimeConfig: { mac: 'c2:11:22:33:44' } }));
+    expect([rc.code, rc.msg]).toEqual([7, 'runtimeConfig.mac: invalid MAC address "c2:11:22:33:44"']);
+    const args = cniErrorOf(() => requestedMac({ ...none, conf: { args: { cni: { mac: 'zz:11:22:33:44:55' } } } }));
+    expect([args.code, args.msg]).toEqual([7, 'args.cni.mac: invalid MAC address "zz:11:22:33:44:55"']);
+    const env = cniErrorOf(() => requestedMac({ ...none, cniArgs: { MAC: '0a:58' } }));
+    expect([env.code, env.msg]).toEqual([4, 'CNI_ARGS MAC: invalid MAC address "0a:58"']);
   });
 
   it('refuses a multicast, broadcast or zero winner: a pod interface needs a unicast MAC', () => {
-    const multi = cniError(() => requestedMac({ ...none, runtimeConfig: { mac: '01:00:5E:00:00:01' } }));
-    expect([multi.code, multi.message]).toEqual([7, 'runtimeConfig.mac: 01:00:5e:00:00:01 is a multicast address; a pod interface needs a unicast MAC']);
-    const bcast = cniError(() => requestedMac({ ...none, cniArgs: { MAC: 'ff:ff:ff:ff:ff:ff' } }));
-    expect([bcast.code, bcast.message]).toEqual([4, 'CNI_ARGS MAC: ff:ff:ff:ff:ff:ff is a multicast address; a pod interface needs a unicast MAC']);
-    const zero = cniError(() => requestedMac({ ...none, conf: { args: { cni: { mac: '0000.0000.0000' } } } }));
-    expect([zero.code, zero.message]).toEqual([7, 'args.cni.mac: 00:00:00:00:00:00 is the all-zero address; a pod interface needs a unicast MAC']);
+    const multi = cniErrorOf(() => requestedMac({ ...none, runtimeConfig: { mac: '01:00:5E:00:00:01' } }));
+    expect([multi.code, multi.msg]).toEqual([7, 'runtimeConfig.mac: 01:00:5e:00:00:01 is a multicast address; a pod interface needs a unicast MAC']);
+    const bcast = cniErrorOf(() => requestedMac({ ...none, cniArgs: { MAC: 'ff:ff:ff:ff:ff:ff' } }));
+    expect([bcast.code, bcast.msg]).toEqual([4, 'CNI_ARGS MAC: ff:ff:ff:ff:ff:ff is a multicast address; a pod interface needs a unicast MAC']);
+    const zero = cniErrorOf(() => requestedMac({ ...none, conf: { args: { cni: { mac: '0000.0000.0000' } } } }));
+    expect([zero.code, zero.msg]).toEqual([7, 'args.cni.mac: 00:00:00:00:00:00 is the all-zero address; a pod interface needs a unicast MAC']);
   });
 
   it('refuses a config mac that is not a string wherever it sits, as the reference\'s JSON decoding does', () => {
-    const rc = cniError(() => requestedMac({ ...none, runtimeConfig: { mac: 42 } }));
-    expect([rc.code, rc.message]).toEqual([7, 'runtimeConfig.mac must be a string, got 42']);
-    const args = cniError(() => requestedMac({ ...none, conf: { args: { cni: { mac: ['0a:00:00:00:00:01'] } } }, runtimeConfig: { mac: '0a:00:00:00:00:02' } }));
-    expect([args.code, args.message]).toEqual([7, 'args.cni.mac must be a string, got ["0a:00:00:00:00:01"]']);
+    const rc = cniErrorOf(() => requestedMac({ ...none, runtimeConfig: { mac: 42 } }));
+    expect([rc.code, rc.msg]).toEqual([7, 'runtimeConfig.mac must be a string, got 42']);
+    const args = cniErrorOf(() => requestedMac({ ...none, conf: { args: { cni: { mac: ['0a:00:00:00:00:01'] } } }, runtimeConfig: { mac: '0a:00:00:00:00:02' } }));
+    expect([args.code, args.msg]).toEqual([7, 'args.cni.mac must be a string, got ["0a:00:00:00:00:01"]']);
   });
 
   it('reads an inherited "mac" as absent: only own keys of the decoded config count', () => {
