@@ -8,6 +8,8 @@ import { attachCniServer, type AgentMetrics } from './metrics.js';
 import type { LogFormat, LogLevel } from './options.js';
 
 export interface CniService {
+  /** resolves once every worker has loaded the handler */
+  ready(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -47,6 +49,7 @@ export async function startCniService(opts: CniServiceOptions): Promise<CniServi
     (err: unknown) => log.error({ err }, 'a CNI worker failed to start'),
   );
   return {
+    ready: () => server.ready(),
     stop: () => server.stop(),
   };
 }

@@ -163,7 +163,7 @@ export class HostLocalIpam {
     const key = leaseKey(id, dev);
     // Under the attachment's lock, its own leases are read before the
     // store lock (see AttachmentLockedOption); inside it, names only.
-    const mine = opts.attachmentLocked ? (await this.store.entries({ locked: false })).filter((e) => e.content === key) : undefined;
+    const mine = opts.attachmentLocked ? await this.ownLeases(key) : undefined;
     return this.store.withLock(async () => {
       const entries = mine ? await this.confirmedEntries(mine, key) : await this.store.entries();
       const created: string[] = [];
@@ -194,6 +194,22 @@ export class HostLocalIpam {
         throw err;
       }
     });
+  }
+
+  /**
+   * Under the attachment's lock: its leases, from its record when it has
+   * one (DiskStore.recordLeases), else from every lease on the node, which
+   * then becomes the record.
+   */
+  private async ownLeases(key: string): Promise<StoreEntry[]> {
+    const recorded = this.store.recordedLeases();
+    if (recorded !== undefined) return this.store.entriesNamed(recorded).filter((e) => e.content === key);
+    const mine = (await this.store.entries({ locked: false })).filter((e) => e.content === key);
+    this.store.recordLeases(
+      mine.map((e) => e.name),
+      true,
+    );
+    return mine;
   }
 
   /**
@@ -233,6 +249,7 @@ export class HostLocalIpam {
     for (const { value } of candidates(set, await this.store.lastReserved(idx))) {
       const ip: Ip = { family: set[0]!.family, value };
       if (taken.has(formatIp(ip))) continue;
+      this.store.recordLeases([formatIp(ip)]);
       // O_EXCL is the authority: a writer that ignores the lock still cannot double-book.
       if (!(await this.store.reserve(ip, key))) continue;
       created.push(formatIp(ip));
@@ -250,6 +267,7 @@ export class HostLocalIpam {
     const unavailable = () => new CniError(ErrorCode.Internal, `requested IP address ${text} is not available in range set ${rangeSetToString(set)}`);
     // The network address and the IPv4 broadcast are never a pod's, even inside rangeStart..rangeEnd.
     if (isReserved(set, r, ip.value)) throw unavailable();
+    this.store.recordLeases([text]);
     if (!(await this.store.reserve(ip, key))) throw unavailable();
     created.push(text);
     await this.store.setLastReserved(idx, ip);

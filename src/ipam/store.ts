@@ -2,7 +2,7 @@
 // <dataDir>/<network>/ holds one file per leased IP (named by the IP, content
 // `<id>\r\n<ifname>`), `last_reserved_ip.<set>` and an empty `lock` file that
 // both implementations flock(2) exclusively.
-import { closeSync, constants as fsc, fstatSync, ftruncateSync, linkSync, openSync, promises as fs, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Dirent } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, ftruncateSync, linkSync, openSync, promises as fs, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Dirent } from 'node:fs';
 import path from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CniError, ErrorCode } from '../cni/errors.js';
@@ -36,6 +36,41 @@ const sectionDeadline = new AsyncLocalStorage<number>();
 
 function currentDeadline(): number {
   return sectionDeadline.getStore() ?? Infinity;
+}
+
+/**
+ * An attachment's lock file doubles as the list of the lease files it made,
+ * so an ADD need not read every lease on the node to find its own (the
+ * reference host-local does: a cost that grows with the pods on the node).
+ * The record is this header, then one lease name a line, each written
+ * before its lease is linked, so a crash leaves a name too many, never one
+ * missing; a listed name counts only while its file holds the
+ * attachment's key. An empty lock file (made by an older tsflannel, or by
+ * a racing first call that has not taken the lock yet) says nothing: the
+ * holder then reads every lease, as before, and writes the record.
+ */
+const RECORD_HEADER = 'tsflannel-attachment 1\n';
+
+/** The attachment lock the running section holds, with its lease record. */
+interface HeldAttachment {
+  fd: number;
+  /** lease names recorded; undefined when the lock file holds no record */
+  names: string[] | undefined;
+  /** bytes in the file: where the next name goes */
+  size: number;
+}
+
+const heldAttachment = new AsyncLocalStorage<HeldAttachment>();
+
+/** The lock file's record, read through the held descriptor (created: this call made the file, empty). */
+function readRecord(fd: number, created: boolean): HeldAttachment {
+  const size = fstatSync(fd).size;
+  if (size === 0) return { fd, names: created ? [] : undefined, size };
+  const buf = Buffer.alloc(Math.min(size, 1 << 16));
+  const n = readSync(fd, buf, 0, buf.length, 0);
+  const text = buf.subarray(0, n).toString('utf8');
+  if (!text.startsWith(RECORD_HEADER)) return { fd, names: undefined, size };
+  return { fd, names: text.slice(RECORD_HEADER.length).split('\n').filter((l) => l !== ''), size };
 }
 
 /** One queue per lock path in this process. */
@@ -185,7 +220,40 @@ export class DiskStore {
   async withAttachmentLock<T>(containerId: string, ifname: string, forget: boolean, fn: () => Promise<T>): Promise<T> {
     const dir = this.pathFor(ATTACHMENT_DIR);
     this.ensureDir(dir);
-    return this.holdLock(path.join(dir, attachmentLockName(containerId, ifname)), 0o600, forget, fn);
+    return this.holdLock(path.join(dir, attachmentLockName(containerId, ifname)), 0o600, forget, fn, true);
+  }
+
+  /**
+   * Under an attachment's lock (withAttachmentLock): the lease names its
+   * record lists, or undefined when there is no record (read every lease).
+   */
+  recordedLeases(): readonly string[] | undefined {
+    return heldAttachment.getStore()?.names;
+  }
+
+  /**
+   * Under an attachment's lock: adds lease names to its record, before the
+   * leases are made. `complete`: the caller read every lease and these are
+   * all of the attachment's, so a file without a record gets one.
+   */
+  recordLeases(names: readonly string[], complete = false): void {
+    const held = heldAttachment.getStore();
+    if (!held) return;
+    let text = names.map((n) => `${n}\n`).join('');
+    if (held.names === undefined) {
+      if (!complete) return;
+      // Start the record; anything in the file (an older version's) is replaced.
+      ftruncateSync(held.fd, 0);
+      held.size = 0;
+      held.names = [];
+    }
+    if (text === '') return;
+    // A file this call made is empty until its first name.
+    if (held.size === 0) text = RECORD_HEADER + text;
+    const bytes = Buffer.from(text);
+    writeSync(held.fd, bytes, 0, bytes.length, held.size);
+    held.size += bytes.length;
+    held.names.push(...names);
   }
 
   /**
@@ -239,13 +307,13 @@ export class DiskStore {
   // section, were most of an ADD's time, and every other caller waited for
   // the lock meanwhile. What can wait long (a lock another process holds)
   // is bounded by lockTimeoutMs in the kernel's flock queue.
-  private async holdLock<T>(file: string, mode: number, forget: boolean, fn: () => Promise<T>): Promise<T> {
+  private async holdLock<T>(file: string, mode: number, forget: boolean, fn: () => Promise<T>, attachment = false): Promise<T> {
     // flock waits block this thread, so calls in one process queue here
     // first and never wait in the kernel on a lock their own process holds.
     return serialized(file, async () => {
       const deadline = Math.min(currentDeadline(), Date.now() + this.lockTimeoutMs);
       for (;;) {
-        const fd = this.openLock(file, mode);
+        const { fd, created } = attachment ? this.openAttachmentLock(file, mode) : { fd: this.openLock(file, mode), created: false };
         try {
           await this.lock(fd, file, deadline);
           // Removed (by a DEL) while we waited: the lock is on an orphan.
@@ -253,8 +321,9 @@ export class DiskStore {
           // The work under the lock gets the lock's own budget once more,
           // within any outer section's.
           const budget = Math.min(currentDeadline(), Date.now() + this.lockTimeoutMs);
+          const run = () => sectionDeadline.run(budget, fn);
           try {
-            return await sectionDeadline.run(budget, fn);
+            return await (attachment ? heldAttachment.run(readRecord(fd, created), run) : run());
           } finally {
             if (forget) rmQuietly(file);
             // Closing the descriptor (below) drops the flock: it is the only
@@ -268,9 +337,22 @@ export class DiskStore {
     });
   }
 
-  private openLock(file: string, mode: number): number {
+  /**
+   * An attachment's lock file, writable (it holds the lease record);
+   * `created` when this call made it, so it cannot be an older version's.
+   */
+  private openAttachmentLock(file: string, mode: number): { fd: number; created: boolean } {
     try {
-      return openRegularSync(file, fsc.O_CREAT | fsc.O_RDONLY, mode);
+      return { fd: openRegularSync(file, fsc.O_CREAT | fsc.O_EXCL | fsc.O_RDWR, mode), created: true };
+    } catch {
+      // There already (EEXIST), or not openable: openLock opens it or says why.
+      return { fd: this.openLock(file, mode, fsc.O_RDWR), created: false };
+    }
+  }
+
+  private openLock(file: string, mode: number, access: number = fsc.O_RDONLY): number {
+    try {
+      return openRegularSync(file, fsc.O_CREAT | access, mode);
     } catch (err) {
       if (err instanceof PathGuardError && err.reason === 'not-regular') {
         const how = err.errno === 'EISDIR' || err.message.includes('a directory') ? `rmdir ${file}` : `rm ${file}`;
@@ -322,16 +404,33 @@ export class DiskStore {
         out.push({ ip, name: d.name, content: '' });
         continue;
       }
-      const file = this.pathFor(d.name);
-      try {
-        out.push({ ip, name: d.name, content: readFileSync(file, 'utf8').trim() });
-      } catch (err) {
-        // Removed between readdir and read by a writer that does not lock.
-        if (hasCode(err, 'ENOENT')) continue;
-        throw ioError('read lease', file, err);
-      }
+      const entry = this.readEntry(d.name, ip);
+      if (entry) out.push(entry);
     }
     return out;
+  }
+
+  /** The lease files of these names that exist, with their contents; names that are not leases are skipped. */
+  entriesNamed(names: readonly string[]): StoreEntry[] {
+    const out: StoreEntry[] = [];
+    for (const name of new Set(names)) {
+      const ip = parseIp(name);
+      if (!ip || formatIp(ip) !== name) continue;
+      const entry = this.readEntry(name, ip);
+      if (entry) out.push(entry);
+    }
+    return out;
+  }
+
+  /** One lease file; undefined when it is gone (removed by a writer that does not lock). */
+  private readEntry(name: string, ip: Ip): StoreEntry | undefined {
+    const file = this.pathFor(name);
+    try {
+      return { ip, name, content: readFileSync(file, 'utf8').trim() };
+    } catch (err) {
+      if (hasCode(err, 'ENOENT')) return undefined;
+      throw ioError('read lease', file, err);
+    }
   }
 
   /**

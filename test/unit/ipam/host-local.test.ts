@@ -6,6 +6,7 @@ import path from 'node:path';
 import { CniError } from '../../../src/cni/errors.js';
 import { HostLocalIpam, type IpamConfig, type IpamRange } from '../../../src/ipam/index.js';
 import { flock, funlock } from '../../../src/netlink/index.js';
+import { attachmentLockName } from '../../../src/ipam/store.js';
 
 let dataDir: string;
 
@@ -134,6 +135,33 @@ describe('allocate', () => {
     expect(ips(taken)).toEqual(['10.9.0.3/29']);
     expect(mine).toEqual([{ address: '10.9.0.4/29', gateway: '10.9.0.1', rangeSet: 0, created: true }]);
     expect((await a.list()).map((l) => `${l.ip} ${l.containerId}`).sort()).toEqual(['10.9.0.3 c2', '10.9.0.4 c1']);
+  });
+
+  it('an attachment\'s lock file records the leases it made, so its retried ADD reads those and no other lease; an older version\'s empty lock file makes it read them all once and start the record', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
+    const locked = { attachmentLocked: true };
+    const lockFile = (id: string) => path.join(netDir(), 'attachments', attachmentLockName(id, 'eth0'));
+    const add = (id: string) => a.withAttachment(id, 'eth0', () => a.allocate(id, 'eth0', [], locked));
+    for (const id of ['p1', 'p2', 'p3']) await add(id);
+    expect(await readFile(lockFile('p2'), 'utf8')).toBe('tsflannel-attachment 1\n10.9.0.3\n');
+    // A lease of p2's that its record does not name (none of ours is made so:
+    // each name is written before its lease) is not read: the record is the list.
+    await writeFile(path.join(netDir(), '10.9.0.200'), 'p2\r\neth0');
+    expect(ips(await add('p2'))).toEqual(['10.9.0.3/24']);
+    expect(await readFile(lockFile('p2'), 'utf8')).toBe('tsflannel-attachment 1\n10.9.0.3\n');
+    // A recorded lease since given to another pod (GC, then a new ADD) is not p1's.
+    await rm(path.join(netDir(), '10.9.0.2'));
+    await writeFile(path.join(netDir(), '10.9.0.2'), 'other\r\neth0');
+    expect(ips(await add('p1'))).toEqual(['10.9.0.5/24']);
+    expect(await readFile(lockFile('p1'), 'utf8')).toBe('tsflannel-attachment 1\n10.9.0.2\n10.9.0.5\n');
+    // An attachment from before the record: its lease is found by reading every lease, and recorded.
+    await writeFile(path.join(netDir(), '10.9.0.150'), 'old\r\neth0');
+    await writeFile(lockFile('old'), '');
+    expect(await add('old')).toEqual([{ address: '10.9.0.150/24', gateway: '10.9.0.1', rangeSet: 0, created: false }]);
+    expect(await readFile(lockFile('old'), 'utf8')).toBe('tsflannel-attachment 1\n10.9.0.150\n');
+    // DEL forgets the attachment: its lock file, record and all, is gone.
+    await a.withAttachment('p3', 'eth0', () => a.release('p3', 'eth0'), true);
+    await expect(stat(lockFile('p3'))).rejects.toThrow(/ENOENT/);
   });
 
   it('rewrites its own 0600 last_reserved_ip in place (same inode, exact shorter text); replaces a symlink, a 0644 file or a hard link there instead of writing through it', async () => {
