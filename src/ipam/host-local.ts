@@ -163,7 +163,7 @@ export class HostLocalIpam {
     const key = leaseKey(id, dev);
     // Under the attachment's lock, its own leases are read before the
     // store lock (see AttachmentLockedOption); inside it, names only.
-    const mine = opts.attachmentLocked ? await this.ownLeases(key) : undefined;
+    const mine = opts.attachmentLocked ? await this.ownLeases(id, dev) : undefined;
     return this.store.withLock(async () => {
       const entries = mine ? await this.confirmedEntries(mine, key) : await this.store.entries();
       const created: string[] = [];
@@ -201,15 +201,17 @@ export class HostLocalIpam {
    * one (DiskStore.recordLeases), else from every lease on the node, which
    * then becomes the record.
    */
-  private async ownLeases(key: string): Promise<StoreEntry[]> {
-    const recorded = this.store.recordedLeases();
+  private async ownLeases(id: string, dev: string): Promise<StoreEntry[]> {
+    const key = leaseKey(id, dev);
+    const recorded = this.store.recordedLeases('none');
     if (recorded !== undefined) return this.store.entriesNamed(recorded).filter((e) => e.content === key);
-    const mine = (await this.store.entries({ locked: false })).filter((e) => e.content === key);
+    const all = await this.store.entries({ locked: false });
+    // The record names what a DEL must remove, legacy id-only leases too.
     this.store.recordLeases(
-      mine.map((e) => e.name),
+      matching(all, id, dev).map((e) => e.name),
       true,
     );
-    return mine;
+    return all.filter((e) => e.content === key);
   }
 
   /**
@@ -358,8 +360,13 @@ export class HostLocalIpam {
   async find(containerId: string, ifname: string, opts: AttachmentLockedOption = {}): Promise<LeaseRecord[]> {
     const id = validateContainerId(containerId);
     const dev = validateIfname(ifname);
-    // Its own leases cannot change under the attachment's lock: no store lock needed to read them.
-    if (opts.attachmentLocked) return matching(await this.store.entries({ locked: false }), id, dev).map(toRecord);
+    // Its own leases cannot change under the attachment's lock: no store lock
+    // needed to read them, and its record (when it has one) names them all.
+    if (opts.attachmentLocked) {
+      const recorded = this.store.recordedLeases('unknown');
+      const entries = recorded !== undefined ? this.store.entriesNamed(recorded) : await this.store.entries({ locked: false });
+      return matching(entries, id, dev).map(toRecord);
+    }
     return this.store.withLock(async () => matching(await this.store.entries(), id, dev).map(toRecord));
   }
 

@@ -58,6 +58,8 @@ interface HeldAttachment {
   names: string[] | undefined;
   /** bytes in the file: where the next name goes */
   size: number;
+  /** this call made the lock file */
+  fresh: boolean;
 }
 
 const heldAttachment = new AsyncLocalStorage<HeldAttachment>();
@@ -65,12 +67,12 @@ const heldAttachment = new AsyncLocalStorage<HeldAttachment>();
 /** The lock file's record, read through the held descriptor (created: this call made the file, empty). */
 function readRecord(fd: number, created: boolean): HeldAttachment {
   const size = fstatSync(fd).size;
-  if (size === 0) return { fd, names: created ? [] : undefined, size };
+  if (size === 0) return { fd, names: created ? [] : undefined, size, fresh: created };
   const buf = Buffer.alloc(Math.min(size, 1 << 16));
   const n = readSync(fd, buf, 0, buf.length, 0);
   const text = buf.subarray(0, n).toString('utf8');
-  if (!text.startsWith(RECORD_HEADER)) return { fd, names: undefined, size };
-  return { fd, names: text.slice(RECORD_HEADER.length).split('\n').filter((l) => l !== ''), size };
+  if (!text.startsWith(RECORD_HEADER)) return { fd, names: undefined, size, fresh: false };
+  return { fd, names: text.slice(RECORD_HEADER.length).split('\n').filter((l) => l !== ''), size, fresh: false };
 }
 
 /** One queue per lock path in this process. */
@@ -226,9 +228,15 @@ export class DiskStore {
   /**
    * Under an attachment's lock (withAttachmentLock): the lease names its
    * record lists, or undefined when there is no record (read every lease).
+   * A lock file this call made lists none, which an ADD may take as "no
+   * leases yet" (`fresh: 'none'`); a DEL must not (`fresh: 'unknown'`):
+   * leases can outlive a lock file someone removed, and a DEL that missed
+   * them would leak them.
    */
-  recordedLeases(): readonly string[] | undefined {
-    return heldAttachment.getStore()?.names;
+  recordedLeases(fresh: 'none' | 'unknown'): readonly string[] | undefined {
+    const held = heldAttachment.getStore();
+    if (held?.fresh && fresh === 'unknown' && held.names?.length === 0) return undefined;
+    return held?.names;
   }
 
   /**

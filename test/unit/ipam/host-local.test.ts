@@ -159,9 +159,12 @@ describe('allocate', () => {
     await writeFile(lockFile('old'), '');
     expect(await add('old')).toEqual([{ address: '10.9.0.150/24', gateway: '10.9.0.1', rangeSet: 0, created: false }]);
     expect(await readFile(lockFile('old'), 'utf8')).toBe('tsflannel-attachment 1\n10.9.0.150\n');
-    // DEL forgets the attachment: its lock file, record and all, is gone.
-    await a.withAttachment('p3', 'eth0', () => a.release('p3', 'eth0'), true);
-    await expect(stat(lockFile('p3'))).rejects.toThrow(/ENOENT/);
+    // DEL finds the leases through the record, or, with no lock file to hold one, by reading every lease.
+    const found = (id: string) => a.withAttachment(id, 'eth0', async () => (await a.find(id, 'eth0', locked)).map((l) => l.ip), true);
+    expect(await found('p3')).toEqual(['10.9.0.4']);
+    await expect(stat(lockFile('p3'))).rejects.toThrow(/ENOENT/); // DEL forgets the attachment, record and all
+    await rm(lockFile('p1'));
+    expect(await found('p1')).toEqual(['10.9.0.5']);
   });
 
   it('rewrites its own 0600 last_reserved_ip in place (same inode, exact shorter text); replaces a symlink, a 0644 file or a hard link there instead of writing through it', async () => {
