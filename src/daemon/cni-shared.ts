@@ -164,7 +164,12 @@ export class CniShared {
    */
   async enter(i: number, key: string, deadline: number): Promise<boolean> {
     const h = keyHash(key);
-    for (;;) {
+    for (let waited = false; ; waited = true) {
+      // After a wait, the deadline is checked again before the attachment is
+      // taken: the holder may leave after the deadline but before this
+      // thread saw its own timeout (busy or descheduled), and a call started
+      // then runs after the deadline's "try again" was sent.
+      if (waited && Date.now() >= deadline) return false;
       this.lock(LOCK);
       let holder = -1;
       for (let j = 0; j < this.workers && holder < 0; j++) if (j !== i && this.i32[this.busy(j)] === h) holder = j;

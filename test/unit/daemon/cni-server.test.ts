@@ -96,6 +96,20 @@ describe('CNI threads\' shared state', () => {
     expect(Object.fromEntries(m.calls)).toEqual({ ADD: { ok: 1, error: 0 }, DEL: { ok: 0, error: 1 }, invalid: { ok: 0, error: 1 } });
     expect(m.refused).toBe(1);
   });
+
+  it('does not let a call into its attachment once its deadline has passed, even when the holder left while the waiter\'s thread was busy', async () => {
+    const s = new CniShared(2);
+    expect(await s.enter(0, 'pod\neth0', Date.now() + 1000)).toBe(true);
+    const deadline = Date.now() + 50;
+    const waiting = s.enter(1, 'pod\neth0', deadline);
+    // The waiter's thread is busy past its deadline (a synchronous call, a
+    // loaded machine); the holder leaves before the waiter's timeout is seen.
+    while (Date.now() < deadline + 30);
+    s.leave(0);
+    expect(await waiting).toBe(false);
+    // and the attachment stays free for the next call
+    expect(await s.enter(0, 'pod\neth0', Date.now() + 100)).toBe(true);
+  });
 });
 
 describe('CNI call serving', () => {
