@@ -8,7 +8,7 @@ import { readSync, writeSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../cni/errors.js';
 import type { CniResponse } from '../plugin/handler.js';
-import { closeSocket, pollIn, shutdownSocket } from '../netlink/index.js';
+import { closeSocket, peerClosed, pollIn, shutdownSocket } from '../netlink/index.js';
 import { decodeRequest, encodeResponse, errorResponse, FrameError, MAX_FRAME } from './cni-frame.js';
 import { countedCommand, type CniShared } from './cni-shared.js';
 
@@ -17,6 +17,8 @@ export interface CallConnection {
   readFrame(deadline: number): Buffer;
   /** writes the answer frame and closes the connection; called once, by whoever claimed the call; `unread`: the request was not read whole */
   answer(bytes: Buffer, unread?: boolean): void;
+  /** the caller has closed the connection: nobody waits for this call any more */
+  peerGone(): boolean;
 }
 
 export interface CallContext {
@@ -85,6 +87,9 @@ export function fdConnection(fd: number): CallConnection {
     },
     answer(bytes, unread) {
       writeAnswer(fd, bytes, unread);
+    },
+    peerGone() {
+      return peerClosed(fd);
     },
   };
 }
@@ -161,6 +166,16 @@ async function serveRequest(ctx: CallContext, fd: number, conn: CallConnection, 
   if (key !== undefined && !(await shared.enter(worker, key, deadline))) {
     res = lateAnswer(limitMs);
     answerLate();
+  } else if (conn.peerGone()) {
+    // The caller left before the call started: a connection waits in the
+    // listening socket's queue while every worker is busy, with no clock
+    // running here (the agent's deadline starts once the frame is read,
+    // the forwarder's at connect). A forwarder that gave up has run the
+    // standalone plugin, or the runtime killed it and moved on (DEL,
+    // retry); running the call now would make an attachment nobody owns.
+    if (key !== undefined) shared.leave(worker);
+    res = errorResponse(ErrorCode.TryAgainLater, 'tsflannel agent: the caller left before the call started');
+    if (shared.claimCall(worker, fd)) conn.answer(encodeResponse(res));
   } else {
     const timer = setTimeout(answerLate, Math.max(0, deadline - Date.now()));
     try {

@@ -458,6 +458,32 @@ export function pollIn(fd: number, ms: number): boolean {
   }
 }
 
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
+
+/**
+ * Whether the peer of a connected Unix stream socket has closed it (or it is
+ * in error), without waiting and without reading: poll(2) reports POLLHUP
+ * only once both directions are shut, so a peer that only shut its write
+ * side (it still reads the answer) is not "closed".
+ */
+export function peerClosed(fd: number): boolean {
+  const c = requireLibc('socket.poll');
+  const pfd = Buffer.alloc(8); // struct pollfd; events 0: POLLHUP and POLLERR are always reported
+  if (endianness() === 'LE') pfd.writeInt32LE(fd, 0);
+  else pfd.writeInt32BE(fd, 0);
+  for (;;) {
+    const n = c.poll(pfd, 1, 0);
+    if (n === 0) return false;
+    if (n > 0) {
+      const revents = endianness() === 'LE' ? pfd.readInt16LE(6) : pfd.readInt16BE(6);
+      return (revents & (POLLHUP | POLLERR)) !== 0;
+    }
+    const err = libcError('socket.poll', `poll(${fd})`);
+    if (err.code !== os.errno.EINTR) throw err;
+  }
+}
+
 /**
  * close(2) of a descriptor these functions made. Not fs.closeSync: a worker
  * thread's closeSync of a descriptor fs did not open prints a process

@@ -3,12 +3,13 @@
 // leaked or held twice), and the agent-served plugin, the standalone plugin
 // and the reference host-local racing into one host-local store.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { callPlugin, PLUGIN_BIN, type CniOutcome } from '../helpers/plugin.js';
-import { FORWARDER_BIN, forwarderBuilt, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
+import { FORWARDER_BIN, forwarderBuilt, socketCall, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
 import { requireOrSkip } from '../helpers/require.js';
 
 const HOST_LOCAL = '/usr/lib/cni/host-local';
@@ -102,6 +103,51 @@ describe.skipIf(requireOrSkip('cni-agent-faults', { root: isRoot, 'the forwarder
     expect([...leaseOwners()]).toEqual([]);
     expect(veths()).toEqual([]);
   }, 240_000);
+
+  it('never runs a call whose forwarder gave up while it waited in the listen queue behind a busy worker', async () => {
+    agent = await startCniAgent({ socket, nodeNs: node, workers: 1 });
+    const podA = addNetns('qa');
+    const podB = addNetns('qb');
+    // Something else holds the store's lock for 6 s: the only worker blocks
+    // in flock (a synchronous wait) serving pod A's ADD.
+    mkdirSync(join(dataDir, netName), { recursive: true });
+    const holder = spawn('flock', ['-x', join(dataDir, netName, 'lock'), 'sleep', '6'], { stdio: 'ignore' });
+    const released = new Promise<void>((r) => holder.on('close', () => r()));
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const a = socketCall(
+        socket,
+        { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'queueA', CNI_NETNS: nsPath(podA), CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin' },
+        JSON.stringify({ ...conf(), lockTimeoutMs: 20_000 }),
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      // Pod B's forwarder waits 2 s (its connection sits in the socket's
+      // queue), then gives up; its fallback here does nothing.
+      const b = await callPlugin({
+        nodeNs: node,
+        bin: FORWARDER_BIN,
+        command: 'ADD',
+        containerId: 'queueB',
+        netns: nsPath(podB),
+        ifname: 'eth0',
+        stdin: conf(),
+        extraEnv: { TSFLANNEL_STANDALONE: '/bin/false', TSFLANNEL_FORWARD_TIMEOUT_MS: '2000' },
+      });
+      expect(b.stderr).toContain('running standalone');
+      expect((await a).exitCode, JSON.stringify(await a)).toBe(0);
+      await released;
+      await new Promise((r) => setTimeout(r, 2000)); // the worker is free again and takes pod B's connection
+      expect(inNs(podB, 'ip', ['-o', 'link', 'show'])).not.toContain('eth0');
+      expect([...leaseOwners().values()]).toEqual(['queueA/eth0']);
+      const del = await forward('DEL', 'queueA', nsPath(podA));
+      expect(del.code, del.stdout + del.stderr).toBe(0);
+      expect([...leaseOwners()]).toEqual([]);
+    } finally {
+      holder.kill('SIGKILL');
+      await agent?.stop();
+      agent = undefined;
+    }
+  }, 120_000);
 
   it.skipIf(requireOrSkip('cni-agent-faults', { 'reference host-local': existsSync(HOST_LOCAL) }))('agent-served, standalone and the reference host-local race into one store: every IP once', async () => {
     agent = await startCniAgent({ socket, nodeNs: node, workers: 2 });

@@ -58,6 +58,7 @@ function call(ctx: Omit<CallContext, 'worker'>, worker: number, env: Record<stri
       fake.answers += 1;
       resolve(decodeResponse(bytes.subarray(4)));
     },
+    peerGone: () => false,
   };
   fake.done = serveConnection({ ...ctx, worker }, nextFd++, conn);
   return fake;
