@@ -114,6 +114,9 @@ async function main(): Promise<void> {
   nameThread();
   port!.postMessage({ ready: true, ...(warning ? { warning } : {}) } satisfies WorkerReply);
   await serveLoop();
+  // The server is stopping and this thread's last call was answered: end
+  // now (the pool waits for it), whatever handles the handler left open.
+  process.exit(0);
 }
 
 void main().catch((err: unknown) => {

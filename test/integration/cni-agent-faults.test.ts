@@ -149,6 +149,39 @@ describe.skipIf(requireOrSkip('cni-agent-faults', { root: isRoot, 'the forwarder
     }
   }, 120_000);
 
+  it('SIGTERM lets the call a worker is serving finish with its own result, then the agent exits by itself', async () => {
+    const running = await startCniAgent({ socket, nodeNs: node, workers: 1 });
+    agent = running;
+    const pod = addNetns('st');
+    mkdirSync(join(dataDir, netName), { recursive: true });
+    // The call is at work (waiting for the store's lock, held 3 s) when the agent is told to stop.
+    const holder = spawn('flock', ['-x', join(dataDir, netName, 'lock'), 'sleep', '3'], { stdio: 'ignore' });
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const add = socketCall(
+        socket,
+        { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'stopping', CNI_NETNS: nsPath(pod), CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin' },
+        JSON.stringify({ ...conf(), lockTimeoutMs: 20_000 }),
+      );
+      await new Promise((r) => setTimeout(r, 700));
+      await running.stop('SIGTERM'); // SIGKILL after 10 s
+      agent = undefined;
+      const res = await add;
+      expect(res.exitCode, JSON.stringify(res)).toBe(0);
+      expect(inNs(pod, 'ip', ['-o', 'link', 'show'])).toContain('eth0');
+      expect(running.child.signalCode).toBeNull();
+      expect(running.child.exitCode).toBe(0);
+      // the agent is gone: the forwarder's fallback deletes it
+      const del = await forward('DEL', 'stopping', nsPath(pod));
+      expect(del.code, del.stdout + del.stderr).toBe(0);
+      expect([...leaseOwners()]).toEqual([]);
+    } finally {
+      holder.kill('SIGKILL');
+      await agent?.stop();
+      agent = undefined;
+    }
+  }, 120_000);
+
   it.skipIf(requireOrSkip('cni-agent-faults', { 'reference host-local': existsSync(HOST_LOCAL) }))('agent-served, standalone and the reference host-local race into one store: every IP once', async () => {
     agent = await startCniAgent({ socket, nodeNs: node, workers: 2 });
     const n = 12;
