@@ -120,28 +120,28 @@ export function writeAnswer(fd: number, bytes: Buffer, unread = false): void {
   }
 }
 
-function badFrame(ctx: CallContext, conn: CallConnection, err: unknown): void {
+function badFrame(ctx: CallContext, fd: number, conn: CallConnection, err: unknown): void {
   ctx.shared.add('badFrames');
   const msg = err instanceof FrameError ? err.message : String(err);
   const text = msg === 'late' ? 'tsflannel agent: the request frame did not arrive in time' : `tsflannel agent: bad request frame: ${msg}`;
-  conn.answer(encodeResponse(errorResponse(ErrorCode.InvalidEnvironment, text)), true);
+  if (ctx.shared.claimCall(ctx.worker, fd)) conn.answer(encodeResponse(errorResponse(ErrorCode.InvalidEnvironment, text)), true);
 }
 
 /** Serves connection `fd` to its end. Never throws. */
 export async function serveConnection(ctx: CallContext, fd: number, conn: CallConnection): Promise<void> {
   const { shared } = ctx;
-  shared.add('inFlight');
+  shared.accepted(ctx.worker, fd);
   try {
     let req;
     try {
       req = decodeRequest(conn.readFrame(Date.now() + ctx.frameTimeoutMs));
     } catch (err) {
-      badFrame(ctx, conn, err);
+      badFrame(ctx, fd, conn, err);
       return;
     }
     await serveRequest(ctx, fd, conn, req.env, req.stdin);
   } finally {
-    shared.add('inFlight', -1);
+    shared.served(ctx.worker);
   }
 }
 

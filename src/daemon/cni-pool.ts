@@ -99,10 +99,10 @@ export class WorkerPool {
   private orphaned(index: number, err: Error): void {
     const { shared } = this.opts;
     const fd = shared.claimCurrent(index);
-    if (fd !== undefined) {
-      shared.add('inFlight', -1);
-      writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, `tsflannel agent: ${err.message}`)));
-    }
+    if (fd !== undefined) writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, `tsflannel agent: ${err.message}`)));
+    // Also when its call was answered already (at the deadline, by the
+    // sweep): the thread that held it is gone.
+    shared.served(index);
     shared.leave(index);
   }
 

@@ -24,13 +24,14 @@ const STOPPING = 2;
 const REFUSED = 3;
 const BAD_FRAMES = 4;
 const TIMEOUTS = 5;
-const IN_FLIGHT = 6;
 const ANSWERED = 7;
 const CALLS = 8; // COUNTED_COMMANDS.length × (ok, error)
 const HEADER = CALLS + COUNTED_COMMANDS.length * 2;
 // Per worker: the connection of the call it serves, the attachment it
-// holds, its duration ring's head and tail.
-const PER_WORKER = 4;
+// holds, its duration ring's head and tail, whether it holds a connection
+// (the calls in flight are the workers that do: a dead worker's is cleared
+// by the pool, which a shared counter could not be).
+const PER_WORKER = 5;
 
 export interface CniSharedBuffers {
   ints: SharedArrayBuffer;
@@ -38,8 +39,8 @@ export interface CniSharedBuffers {
   workers: number;
 }
 
-export type Counter = 'refused' | 'badFrames' | 'timeouts' | 'inFlight';
-const COUNTER_WORD: Record<Counter, number> = { refused: REFUSED, badFrames: BAD_FRAMES, timeouts: TIMEOUTS, inFlight: IN_FLIGHT };
+export type Counter = 'refused' | 'badFrames' | 'timeouts';
+const COUNTER_WORD: Record<Counter, number> = { refused: REFUSED, badFrames: BAD_FRAMES, timeouts: TIMEOUTS };
 
 // Node 20 has Atomics.waitAsync; this project's TypeScript lib (ES2022) does not declare it.
 type WaitAsync = (
@@ -95,6 +96,9 @@ export class CniShared {
   private tail(i: number): number {
     return HEADER + this.workers * 3 + i;
   }
+  private serving(i: number): number {
+    return HEADER + this.workers * 4 + i;
+  }
   private ringAt(i: number, n: number): number {
     return this.workers * 2 + (i * RING + (n & (RING - 1))) * 2;
   }
@@ -121,6 +125,24 @@ export class CniShared {
   }
 
   // ---- the call in progress, and who answers it ----
+
+  /**
+   * Worker `i` accepted connection `fd`: from now until it is answered, the
+   * connection is the worker's call, so a worker that dies even while it
+   * reads the request frame leaves its connection to the pool to answer and
+   * close (claimCurrent) instead of open and unanswered. No deadline yet:
+   * the frame's read is bounded by the worker itself.
+   */
+  accepted(i: number, fd: number): void {
+    this.f64[i * 2] = Infinity;
+    Atomics.store(this.i32, this.current(i), fd);
+    Atomics.store(this.i32, this.serving(i), 1);
+  }
+
+  /** Worker `i` is done with its connection (answered by whoever claimed it): it no longer counts in flight. */
+  served(i: number): void {
+    Atomics.store(this.i32, this.serving(i), 0);
+  }
 
   /** Worker `i` serves connection `fd` until `deadline` (epoch ms), a limit of `limitMs`. */
   beginCall(i: number, fd: number, deadline: number, limitMs: number): void {
@@ -232,6 +254,8 @@ export class CniShared {
   /** The counters as the metrics and the stats file read them. */
   metrics(): CniServerMetrics {
     const read = (word: number) => Atomics.load(this.i32, word);
+    const workers = this.workers;
+    const serving = (i: number) => this.serving(i);
     return {
       get calls() {
         const m = new Map<string, { ok: number; error: number }>();
@@ -252,7 +276,9 @@ export class CniShared {
         return read(TIMEOUTS);
       },
       get inFlight() {
-        return read(IN_FLIGHT);
+        let n = 0;
+        for (let i = 0; i < workers; i++) n += read(serving(i));
+        return n;
       },
     };
   }

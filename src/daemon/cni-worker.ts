@@ -92,10 +92,12 @@ async function serveLoop(): Promise<void> {
       const fd = unixAccept(start.listenFd);
       if (fd === 'closed') return; // the socket was shut down: the server stops
       if (fd === 'again') continue; // another worker took it
+      shared.accepted(start.index, fd);
       const refused = refusal(fd, logger);
       if (refused) {
         shared.add('refused');
-        writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, refused)), true);
+        if (shared.claimCall(start.index, fd)) writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, refused)), true);
+        shared.served(start.index);
         continue;
       }
       await serveConnection(ctx, fd, fdConnection(fd));

@@ -7,7 +7,8 @@
 // durations reach the event loop, and a serving thread that dies is
 // replaced with its call answered. No root, no kernel.
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -15,6 +16,7 @@ import pino from 'pino';
 import { callDeadlineMs, serveConnection, type CallConnection, type CallContext } from '../../../src/daemon/cni-call.js';
 import { decodeResponse, FrameError } from '../../../src/daemon/cni-frame.js';
 import { WorkerPool } from '../../../src/daemon/cni-pool.js';
+import { CniServer } from '../../../src/daemon/cni-server.js';
 import { CniShared } from '../../../src/daemon/cni-shared.js';
 import type { CniResponse } from '../../../src/plugin/handler.js';
 
@@ -223,6 +225,42 @@ describe('call deadline from the forwarder\'s TSFLANNEL_FORWARD_TIMEOUT_MS', () 
 });
 
 describe('CNI thread pool', () => {
+  it('answers and closes a connection whose worker died while reading its request frame, and counts no call in flight after', async () => {
+    const dir = tempDir();
+    const path = join(dir, 'cni.sock');
+    const server = new CniServer({
+      path,
+      workers: 1,
+      logger: pino({ level: 'silent' }),
+      log: { level: 'fatal', format: 'json' },
+      frameTimeoutMs: 1500,
+      // the real serving thread, as built (scripts/setup.sh)
+      workerScript: new URL('../../../build/daemon/cni-worker.js', import.meta.url),
+    });
+    await server.start();
+    stops.push(() => server.stop());
+    await server.ready();
+    // A caller that connects and has not sent its frame yet.
+    const client = createConnection(path);
+    const chunks: Buffer[] = [];
+    client.on('data', (d: Buffer) => chunks.push(d));
+    const ended = new Promise<string>((resolve) => {
+      client.on('end', () => resolve('end'));
+      client.on('error', (e) => resolve(`error ${e.message}`));
+      setTimeout(() => resolve('no answer'), 6000);
+    });
+    for (let i = 0; i < 50 && server.metrics.inFlight === 0; i++) await sleep(20);
+    expect(server.metrics.inFlight).toBe(1);
+    // The thread dies while it waits for the frame (it ends when its read returns).
+    const pool = (server as unknown as { pool: { slots: { worker: { terminate(): Promise<number> } }[] } }).pool;
+    await pool.slots[0]!.worker.terminate();
+    expect(await ended).toBe('end');
+    const answer = decodeResponse(Buffer.concat(chunks).subarray(4));
+    expect(codeOf(answer)).toMatchObject({ code: 999, msg: expect.stringMatching(/CNI worker exited/) });
+    expect(server.metrics.inFlight).toBe(0);
+    client.destroy();
+  }, 20_000);
+
   it('replaces a worker that dies, answers the call it had in hand and frees its attachment', async () => {
     const dir = tempDir();
     const starts = join(dir, 'starts');
@@ -251,6 +289,7 @@ describe('CNI thread pool', () => {
     expect(await shared.enter(0, 'pod\neth0', Date.now() + 1000)).toBe(true);
     const answerFile = join(dir, 'answer');
     const fd = openSync(answerFile, 'w');
+    shared.accepted(0, fd);
     shared.beginCall(0, fd, Date.now() + 60_000, 50_000);
     (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('die');
     for (let i = 0; i < 50 && readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0').length < 2; i++) await sleep(100);
@@ -260,5 +299,20 @@ describe('CNI thread pool', () => {
     const bytes = readFileSync(answerFile);
     const answer = decodeResponse(bytes.subarray(4));
     expect(codeOf(answer)).toMatchObject({ code: 999, msg: 'tsflannel agent: CNI worker exited with code 3' });
+    expect(shared.metrics().inFlight).toBe(0);
+
+    // A call answered "try again" at its deadline by the event loop's sweep
+    // while its worker was stuck; then that worker dies: nothing to answer,
+    // and the call no longer counts as in flight.
+    const fd2 = openSync(join(dir, 'answer2'), 'w');
+    shared.accepted(0, fd2);
+    shared.beginCall(0, fd2, Date.now() - 1, 500);
+    expect(shared.claimExpired(Date.now())).toEqual([[0, fd2, 500]]);
+    closeSync(fd2); // as the sweep does once it has answered
+    (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('die');
+    for (let i = 0; i < 50 && readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0').length < 3; i++) await sleep(100);
+    expect(readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0')).toHaveLength(3);
+    expect(readFileSync(join(dir, 'answer2'))).toHaveLength(0); // the sweep's to answer, not the pool's
+    expect(shared.metrics().inFlight).toBe(0);
   });
 });
