@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
 import { callPlugin, PLUGIN_BIN, type CniOutcome } from '../helpers/plugin.js';
 import { FORWARDER_BIN, forwarderBuilt, socketCall, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
+import { execFileSync } from 'node:child_process';
 import { requireOrSkip } from '../helpers/require.js';
 
 const HOST_LOCAL = '/usr/lib/cni/host-local';
@@ -181,6 +182,37 @@ describe.skipIf(requireOrSkip('cni-agent-faults', { root: isRoot, 'the forwarder
       agent = undefined;
     }
   }, 120_000);
+
+  it('out of descriptors (EMFILE) for a while, the agent keeps its worker and serves the waiting call once it has them again', async () => {
+    const running = await startCniAgent({ socket, nodeNs: node, workers: 1 });
+    agent = running;
+    try {
+      // The agent's lowest free descriptor becomes its limit: accept(2) fails with EMFILE.
+      const open = new Set(readdirSync(`/proc/${running.pid}/fd`).map(Number));
+      let free = 0;
+      while (open.has(free)) free++;
+      // Only the soft limit: raising a hard limit again may be refused.
+      const [soft, hard] = /^Max open files\s+(\d+)\s+(\d+)/m.exec(readFileSync(`/proc/${running.pid}/limits`, 'utf8'))!.slice(1);
+      execFileSync('prlimit', ['--pid', String(running.pid), `--nofile=${free}:${hard}`]);
+      const call = socketCall(socket, { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}').then(
+        (r) => r,
+        (e: Error) => e,
+      );
+      await new Promise((r) => setTimeout(r, 1500));
+      try {
+        execFileSync('prlimit', ['--pid', String(running.pid), `--nofile=${soft}:${hard}`], { stdio: 'ignore' });
+      } catch {
+        // the agent is gone: the call's answer below says how
+      }
+      const res = await call;
+      expect(res instanceof Error ? res.message : res.exitCode, running.stderr()).toBe(0);
+      expect(running.child.exitCode).toBeNull();
+      expect(running.stderr()).not.toContain('CNI worker died');
+    } finally {
+      await agent?.stop();
+      agent = undefined;
+    }
+  }, 60_000);
 
   it.skipIf(requireOrSkip('cni-agent-faults', { 'reference host-local': existsSync(HOST_LOCAL) }))('agent-served, standalone and the reference host-local race into one store: every IP once', async () => {
     agent = await startCniAgent({ socket, nodeNs: node, workers: 2 });
