@@ -165,7 +165,11 @@ export class CniServer {
       ...(this.opts.onWarning ? { onWarning: this.opts.onWarning } : {}),
       ...(this.opts.workerScript ? { script: this.opts.workerScript } : {}),
     });
-    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_MS).unref();
+    // Not unref'd: the listening socket is no event-loop handle (the old
+    // node:net server was), so while the server runs this timer is what
+    // keeps the process alive when no worker thread is (one that died at
+    // start waits a second to be replaced); stop() clears it.
+    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_MS);
     this.writeStats();
     logger.info({ path, workers: this.opts.workers }, 'serving CNI calls');
   }

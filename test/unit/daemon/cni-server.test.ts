@@ -11,6 +11,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync }
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import pino from 'pino';
 import { callDeadlineMs, serveConnection, type CallConnection, type CallContext } from '../../../src/daemon/cni-call.js';
@@ -259,6 +260,31 @@ describe('CNI thread pool', () => {
     expect(codeOf(answer)).toMatchObject({ code: 999, msg: expect.stringMatching(/CNI worker exited/) });
     expect(server.metrics.inFlight).toBe(0);
     client.destroy();
+  }, 20_000);
+
+  it('keeps its process alive while a worker that died at once waits to be replaced (the socket is no event-loop handle)', async () => {
+    const dir = tempDir();
+    const script = join(dir, 'worker.mjs');
+    writeFileSync(script, 'process.exit(3);\n'); // dies at start: replaced only after a pause
+    const server = new URL('../../../build/daemon/cni-server.js', import.meta.url).href;
+    // A process that only serves CNI calls, as tsflanneld --cni-only without /healthz.
+    const program = `
+      const { CniServer } = await import(${JSON.stringify(server)});
+      const pino = (await import('pino')).default;
+      const s = new CniServer({ path: ${JSON.stringify(join(dir, 'cni.sock'))}, workers: 1, logger: pino({ level: 'silent' }),
+        log: { level: 'fatal', format: 'json' }, workerScript: new URL(${JSON.stringify(pathToFileURL(script).href)}) });
+      await s.start();
+      process.stdout.write('started\\n');
+      process.on('SIGTERM', () => s.stop().then(() => process.exit(0)));`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', program], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    stops.push(async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    });
+    await new Promise<void>((r) => child.stdout.once('data', () => r()));
+    const early = await Promise.race([exited.then((code) => `exited with code ${code}`), sleep(3000).then(() => 'alive')]);
+    expect(early).toBe('alive');
   }, 20_000);
 
   it('replaces a worker that dies, answers the call it had in hand and frees its attachment', async () => {
