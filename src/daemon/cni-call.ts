@@ -120,40 +120,41 @@ export function writeAnswer(fd: number, bytes: Buffer, unread = false): void {
   }
 }
 
-function badFrame(ctx: CallContext, fd: number, conn: CallConnection, err: unknown): void {
+function badFrame(ctx: CallContext, call: number, conn: CallConnection, err: unknown): void {
   ctx.shared.add('badFrames');
   const msg = err instanceof FrameError ? err.message : String(err);
   const text = msg === 'late' ? 'tsflannel agent: the request frame did not arrive in time' : `tsflannel agent: bad request frame: ${msg}`;
-  if (ctx.shared.claimCall(ctx.worker, fd)) conn.answer(encodeResponse(errorResponse(ErrorCode.InvalidEnvironment, text)), true);
+  if (ctx.shared.claimCall(ctx.worker, call)) conn.answer(encodeResponse(errorResponse(ErrorCode.InvalidEnvironment, text)), true);
 }
 
 /** Serves connection `fd` to its end. Never throws. */
 export async function serveConnection(ctx: CallContext, fd: number, conn: CallConnection): Promise<void> {
   const { shared } = ctx;
-  shared.accepted(ctx.worker, fd);
+  const call = shared.accepted(ctx.worker, fd);
   try {
     let req;
     try {
       req = decodeRequest(conn.readFrame(Date.now() + ctx.frameTimeoutMs));
     } catch (err) {
-      badFrame(ctx, fd, conn, err);
+      badFrame(ctx, call, conn, err);
       return;
     }
-    await serveRequest(ctx, fd, conn, req.env, req.stdin);
+    await serveRequest(ctx, call, conn, req.env, req.stdin);
   } finally {
     shared.served(ctx.worker);
   }
 }
 
-async function serveRequest(ctx: CallContext, fd: number, conn: CallConnection, env: Record<string, string>, stdin: Buffer): Promise<void> {
+/** `call`: the call's token in the shared state (CniShared.accepted). */
+async function serveRequest(ctx: CallContext, call: number, conn: CallConnection, env: Record<string, string>, stdin: Buffer): Promise<void> {
   const { shared, worker, logger } = ctx;
   const command = env.CNI_COMMAND ?? '';
   const started = Date.now();
   const limitMs = callDeadlineMs(env, ctx.callTimeoutMs);
   const deadline = started + limitMs;
-  shared.beginCall(worker, fd, deadline, limitMs);
+  shared.beginCall(worker, call, deadline, limitMs);
   const answerLate = () => {
-    if (!shared.claimCall(worker, fd)) return;
+    if (!shared.claimCall(worker, call)) return;
     shared.add('timeouts');
     conn.answer(encodeResponse(lateAnswer(limitMs)));
   };
@@ -175,7 +176,7 @@ async function serveRequest(ctx: CallContext, fd: number, conn: CallConnection, 
     // retry); running the call now would make an attachment nobody owns.
     if (key !== undefined) shared.leave(worker);
     res = errorResponse(ErrorCode.TryAgainLater, 'tsflannel agent: the caller left before the call started');
-    if (shared.claimCall(worker, fd)) conn.answer(encodeResponse(res));
+    if (shared.claimCall(worker, call)) conn.answer(encodeResponse(res));
   } else {
     const timer = setTimeout(answerLate, Math.max(0, deadline - Date.now()));
     try {
@@ -186,7 +187,7 @@ async function serveRequest(ctx: CallContext, fd: number, conn: CallConnection, 
       clearTimeout(timer);
       if (key !== undefined) shared.leave(worker);
     }
-    if (shared.claimCall(worker, fd)) conn.answer(encodeResponse(res));
+    if (shared.claimCall(worker, call)) conn.answer(encodeResponse(res));
     else res = lateAnswer(limitMs); // answered at the deadline; this result reached nobody
   }
   const ok = res.exitCode === 0;

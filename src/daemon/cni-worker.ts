@@ -113,11 +113,11 @@ async function serveLoop(): Promise<void> {
       }
       if (fd === 'closed') return; // the socket was shut down: the server stops
       if (fd === 'again') continue; // another worker took it
-      shared.accepted(start.index, fd);
+      const call = shared.accepted(start.index, fd);
       const refused = refusal(fd, logger);
       if (refused) {
         shared.add('refused');
-        if (shared.claimCall(start.index, fd)) writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, refused)), true);
+        if (shared.claimCall(start.index, call)) writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, refused)), true);
         shared.served(start.index);
         continue;
       }

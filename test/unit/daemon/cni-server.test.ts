@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import pino from 'pino';
 import { callDeadlineMs, serveConnection, type CallConnection, type CallContext } from '../../../src/daemon/cni-call.js';
 import { decodeResponse, FrameError } from '../../../src/daemon/cni-frame.js';
@@ -76,13 +77,59 @@ const codeOf = (r: CniResponse) => (JSON.parse(r.stdout.toString()) as { code: n
 describe('CNI threads\' shared state', () => {
   it('lets exactly one party claim a call: the worker or the deadline sweep', () => {
     const s = new CniShared(2);
-    s.beginCall(0, 11, Date.now() - 1, 500);
-    s.beginCall(1, 12, Date.now() + 60_000, 50_000);
+    const a = s.accepted(0, 11);
+    const b = s.accepted(1, 12);
+    s.beginCall(0, a, Date.now() - 1, 500);
+    s.beginCall(1, b, Date.now() + 60_000, 50_000);
     expect(s.claimExpired(Date.now())).toEqual([[0, 11, 500]]);
-    expect(s.claimCall(0, 11)).toBe(false); // the worker finishing later must not touch fd 11
+    expect(s.claimCall(0, a)).toBe(false); // the worker finishing later must not touch fd 11
     expect(s.claimExpired(Date.now())).toEqual([]);
-    expect(s.claimCall(1, 12)).toBe(true);
+    expect(s.claimCall(1, b)).toBe(true);
     expect(s.claimCurrent(1)).toBeUndefined();
+  });
+
+  it('lets the deadline sweep claim only the expired call it saw, never the next call its worker took on the same descriptor number', async () => {
+    // The worker thread (the build's shared state) answers calls as fast as
+    // it can, each time on descriptor 7, as a connection closed and the next
+    // accepted get the same lowest free number: one past its deadline, the
+    // next far from it. This thread sweeps meanwhile.
+    const s = new CniShared(1);
+    const flag = new Int32Array(new SharedArrayBuffer(8));
+    const shared = new URL('../../../build/daemon/cni-shared.js', import.meta.url).href;
+    const worker = new Worker(
+      `
+      const { workerData } = require('node:worker_threads');
+      import(${JSON.stringify(shared)}).then(({ CniShared }) => {
+        const s = new CniShared(workerData.buffers);
+        const flag = new Int32Array(workerData.flag);
+        let stolen = 0;
+        while (Atomics.load(flag, 0) === 0) {
+          const late = s.accepted(0, 7);
+          s.beginCall(0, late, 0, 1); // past its deadline: the sweep may take it
+          s.claimCall(0, late); // answered by its worker, unless the sweep took it
+          const next = s.accepted(0, 7);
+          s.beginCall(0, next, Infinity, 2); // the next call on descriptor 7, never expired
+          if (!s.claimCall(0, next)) stolen++;
+        }
+        Atomics.store(flag, 1, stolen);
+      });`,
+      { eval: true, workerData: { buffers: s.buffers, flag: flag.buffer } },
+    );
+    const exited = new Promise((r) => worker.once('exit', r));
+    await sleep(200);
+    let claims = 0;
+    const limits = new Set<number>();
+    for (const until = Date.now() + 800; Date.now() < until; ) {
+      for (const [, fd, limit] of s.claimExpired(Date.now())) {
+        claims++;
+        limits.add(limit);
+        expect(fd).toBe(7);
+      }
+    }
+    Atomics.store(flag, 0, 1);
+    await exited;
+    expect(claims).toBeGreaterThan(0);
+    expect({ stolen: Atomics.load(flag, 1), limits: [...limits] }).toEqual({ stolen: 0, limits: [1] });
   });
 
   it('counts calls per command and outcome and queues their durations for the event loop', () => {
@@ -315,8 +362,7 @@ describe('CNI thread pool', () => {
     expect(await shared.enter(0, 'pod\neth0', Date.now() + 1000)).toBe(true);
     const answerFile = join(dir, 'answer');
     const fd = openSync(answerFile, 'w');
-    shared.accepted(0, fd);
-    shared.beginCall(0, fd, Date.now() + 60_000, 50_000);
+    shared.beginCall(0, shared.accepted(0, fd), Date.now() + 60_000, 50_000);
     (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('die');
     for (let i = 0; i < 50 && readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0').length < 2; i++) await sleep(100);
     expect(readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0')).toHaveLength(2);
@@ -331,8 +377,7 @@ describe('CNI thread pool', () => {
     // while its worker was stuck; then that worker dies: nothing to answer,
     // and the call no longer counts as in flight.
     const fd2 = openSync(join(dir, 'answer2'), 'w');
-    shared.accepted(0, fd2);
-    shared.beginCall(0, fd2, Date.now() - 1, 500);
+    shared.beginCall(0, shared.accepted(0, fd2), Date.now() - 1, 500);
     expect(shared.claimExpired(Date.now())).toEqual([[0, fd2, 500]]);
     closeSync(fd2); // as the sweep does once it has answered
     (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('die');
