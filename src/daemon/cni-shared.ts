@@ -64,10 +64,11 @@ function keyHash(key: string): number {
 export class CniShared {
   readonly buffers: CniSharedBuffers;
   private readonly i32: Int32Array;
-  // Per worker: the call's deadline and its length (ms), then the duration ring (code, seconds).
+  // The floats buffer: per worker the call's deadline and its length (ms),
+  // through `timing`, then the duration rings (code, seconds) through f64.
   private readonly f64: Float64Array;
-  // The same per-worker deadline and length, read and written with Atomics
-  // only: the sweep must see a call's length whenever it sees its deadline.
+  // The deadlines and lengths, read and written with Atomics only: the
+  // sweep must see a call's length whenever it sees its deadline.
   private readonly timing: BigInt64Array;
   readonly workers: number;
 
