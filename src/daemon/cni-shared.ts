@@ -234,7 +234,18 @@ export class CniShared {
       const left = deadline - Date.now();
       if (left <= 0) return false;
       const w = waitAsync(this.i32, this.busy(holder), h, left);
-      if (w.async) await w.value;
+      if (!w.async) continue;
+      // Node does not count a pending Atomics.waitAsync as work that keeps
+      // the event loop alive: a worker thread waiting here has nothing else
+      // (it waits for connections synchronously), so its thread ended (code
+      // 0) and the pool answered the call "CNI worker exited". A timer for
+      // as long keeps it alive.
+      const keep = setTimeout(() => undefined, left);
+      try {
+        await w.value;
+      } finally {
+        clearTimeout(keep);
+      }
     }
   }
 

@@ -11,6 +11,7 @@ import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/n
 import { callPlugin, PLUGIN_BIN, type CniOutcome } from '../helpers/plugin.js';
 import { FORWARDER_BIN, forwarderBuilt, socketCall, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { requireOrSkip } from '../helpers/require.js';
 
 const HOST_LOCAL = '/usr/lib/cni/host-local';
@@ -149,6 +150,39 @@ describe.skipIf(requireOrSkip('cni-agent-faults', { root: isRoot, 'the forwarder
       agent = undefined;
     }
   }, 120_000);
+
+  it('serves a call that waits for its attachment\'s earlier call on another worker once that one ends, and keeps that worker thread', async () => {
+    agent = await startCniAgent({ socket, nodeNs: node, workers: 2 });
+    const pod = addNetns('wa');
+    const store = join(dataDir, netName);
+    mkdirSync(join(store, 'attachments'), { recursive: true });
+    // The first ADD of wa/eth0 waits 3 s for that attachment's lock (held here).
+    const holder = spawn('flock', ['-x', join(store, 'attachments', `${createHash('sha256').update('wa\neth0').digest('hex').slice(0, 32)}.lock`), 'sleep', '3'], { stdio: 'ignore' });
+    const held = new Promise<void>((r) => holder.on('close', () => r()));
+    const raw = (command: string) =>
+      socketCall(
+        socket,
+        { CNI_COMMAND: command, CNI_CONTAINERID: 'wa', CNI_NETNS: nsPath(pod), CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin' },
+        JSON.stringify({ ...conf(), lockTimeoutMs: 20_000 }),
+      );
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const add = raw('ADD');
+      await new Promise((r) => setTimeout(r, 300));
+      const del = raw('DEL'); // on the other worker, behind the ADD
+      const [a, d] = await Promise.all([add, del]);
+      expect(a.exitCode, JSON.stringify(a)).toBe(0);
+      expect(d.exitCode, JSON.stringify(d)).toBe(0);
+      expect(inNs(pod, 'ip', ['-o', 'link', 'show'])).not.toContain('eth0'); // the DEL ran after the ADD
+      expect([...leaseOwners()]).toEqual([]);
+      expect(agent.stderr()).not.toContain('CNI worker died');
+    } finally {
+      holder.kill('SIGKILL');
+      await held;
+      await agent?.stop();
+      agent = undefined;
+    }
+  }, 60_000);
 
   it('SIGTERM lets the call a worker is serving finish with its own result, then the agent exits by itself', async () => {
     const running = await startCniAgent({ socket, nodeNs: node, workers: 1 });
