@@ -46,13 +46,26 @@ const FORWARDER_MARGIN_MS = 1000;
  * ignores leaves its 55 s default, which is longer than the agent's 50 s.
  */
 export function callDeadlineMs(env: Record<string, string>, agentMs: number): number {
-  const text = env.TSFLANNEL_FORWARD_TIMEOUT_MS;
-  if (text === undefined || !/^\+?[0-9]+$/.test(text)) return agentMs;
-  const forwarderMs = Number(text);
-  if (!(forwarderMs > 0) || !Number.isFinite(forwarderMs)) return agentMs;
-  const margin = Math.min(FORWARDER_MARGIN_MS, Math.floor(forwarderMs / 2));
-  return Math.min(agentMs, forwarderMs - margin);
+  const forwarderMs = forwarderTimeoutMs(env);
+  if (forwarderMs === undefined) return agentMs;
+  return Math.min(agentMs, forwarderMs - forwarderMarginMs(env));
 }
+
+/** TSFLANNEL_FORWARD_TIMEOUT_MS as the forwarder reads it; undefined when it keeps its default. */
+function forwarderTimeoutMs(env: Record<string, string>): number | undefined {
+  const text = env.TSFLANNEL_FORWARD_TIMEOUT_MS;
+  if (text === undefined || !/^\+?[0-9]+$/.test(text)) return undefined;
+  const ms = Number(text);
+  return ms > 0 && Number.isFinite(ms) ? ms : undefined;
+}
+
+/** How long before the forwarder's deadline the agent answers: 1 s, half the forwarder's limit below 2 s. */
+export function forwarderMarginMs(env: Record<string, string>): number {
+  return Math.min(FORWARDER_MARGIN_MS, Math.floor((forwarderTimeoutMs(env) ?? FORWARDER_DEFAULT_MS) / 2));
+}
+
+/** The forwarder's own wait when TSFLANNEL_FORWARD_TIMEOUT_MS does not set it. */
+const FORWARDER_DEFAULT_MS = 55_000;
 
 export function attachmentKey(env: Record<string, string>): string | undefined {
   const id = env.CNI_CONTAINERID ?? '';
@@ -139,19 +152,31 @@ export async function serveConnection(ctx: CallContext, fd: number, conn: CallCo
       badFrame(ctx, call, conn, err);
       return;
     }
-    await serveRequest(ctx, call, conn, req.env, req.stdin);
+    await serveRequest(ctx, call, conn, req.env, req.stdin, req.deadline);
   } finally {
     shared.served(ctx.worker);
   }
 }
 
 /** `call`: the call's token in the shared state (CniShared.accepted). */
-async function serveRequest(ctx: CallContext, call: number, conn: CallConnection, env: Record<string, string>, stdin: Buffer): Promise<void> {
+/** `forwarderDeadline`: when the forwarder gives up (epoch ms), if it said. */
+async function serveRequest(
+  ctx: CallContext,
+  call: number,
+  conn: CallConnection,
+  env: Record<string, string>,
+  stdin: Buffer,
+  forwarderDeadline?: number,
+): Promise<void> {
   const { shared, worker, logger } = ctx;
   const command = env.CNI_COMMAND ?? '';
   const started = Date.now();
-  const limitMs = callDeadlineMs(env, ctx.callTimeoutMs);
-  const deadline = started + limitMs;
+  let deadline = started + callDeadlineMs(env, ctx.callTimeoutMs);
+  // The forwarder's clock started at connect, and the connection may have
+  // waited in the listen queue since, while every worker was busy: its own
+  // deadline, less the margin, bounds this one too.
+  if (forwarderDeadline !== undefined) deadline = Math.min(deadline, forwarderDeadline - forwarderMarginMs(env));
+  const limitMs = Math.max(0, deadline - started);
   shared.beginCall(worker, call, deadline, limitMs);
   const answerLate = () => {
     if (!shared.claimCall(worker, call)) return;
@@ -164,7 +189,8 @@ async function serveRequest(ctx: CallContext, call: number, conn: CallConnection
   // is answered "try again" and never starts: by then the runtime may have
   // retried it elsewhere (the standalone plugin) or deleted the pod, and a
   // late ADD would make an attachment nobody deletes.
-  if (key !== undefined && !(await shared.enter(worker, key, deadline))) {
+  if (limitMs === 0 || (key !== undefined && !(await shared.enter(worker, key, deadline)))) {
+    // (limitMs 0: the forwarder is about to give up; the call must not start.)
     res = lateAnswer(limitMs);
     answerLate();
   } else if (conn.peerGone()) {

@@ -184,6 +184,64 @@ describe.skipIf(requireOrSkip('cni-agent-faults', { root: isRoot, 'the forwarder
     }
   }, 60_000);
 
+  it('counts the time a call waited in the listen queue against its forwarder\'s deadline: the agent answers "try again" before the forwarder gives up', async () => {
+    agent = await startCniAgent({ socket, nodeNs: node, workers: 2 });
+    const pod = addNetns('dq');
+    const other = addNetns('do');
+    const store = join(dataDir, netName);
+    mkdirSync(join(store, 'attachments'), { recursive: true });
+    const attachmentLock = join(store, 'attachments', `${createHash('sha256').update('dlq\neth0').digest('hex').slice(0, 32)}.lock`);
+    // Worker 1 serves an ADD of attachment dlq/eth0 that waits 10 s for that
+    // attachment's lock; worker 2 an ADD of another pod that waits 3 s for
+    // the store's. Meanwhile dlq/eth0's next call (a forwarder that waits
+    // 6 s) sits in the socket's queue; taken at ~3 s, it then waits behind
+    // worker 1's.
+    const holders = [
+      spawn('flock', ['-x', attachmentLock, 'sleep', '10'], { stdio: 'ignore' }),
+      spawn('flock', ['-x', join(store, 'lock'), 'sleep', '3'], { stdio: 'ignore' }),
+    ];
+    const holdersDone = Promise.all(holders.map((h) => new Promise<void>((r) => h.on('close', () => r()))));
+    const raw = (id: string, netns: string) =>
+      socketCall(
+        socket,
+        { CNI_COMMAND: 'ADD', CNI_CONTAINERID: id, CNI_NETNS: nsPath(netns), CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin' },
+        JSON.stringify({ ...conf(), lockTimeoutMs: 20_000 }),
+      );
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const first = raw('dlq', pod);
+      await new Promise((r) => setTimeout(r, 100));
+      const blocker = raw('dlqother', other);
+      await new Promise((r) => setTimeout(r, 200));
+      const t0 = Date.now();
+      const queued = await callPlugin({
+        nodeNs: node,
+        bin: FORWARDER_BIN,
+        command: 'ADD',
+        containerId: 'dlq',
+        netns: nsPath(pod),
+        ifname: 'eth0',
+        stdin: { ...conf(), lockTimeoutMs: 20_000 },
+        extraEnv: { TSFLANNEL_STANDALONE: '/bin/false', TSFLANNEL_FORWARD_TIMEOUT_MS: '6000' },
+      });
+      expect(queued.stderr).not.toContain('running standalone');
+      expect(queued.json?.code, queued.stdout + queued.stderr).toBe(11);
+      expect(Date.now() - t0).toBeLessThan(6000);
+      expect((await first).exitCode).toBe(0);
+      expect((await blocker).exitCode).toBe(0);
+      for (const [id, ns] of [['dlq', pod], ['dlqother', other]] as const) {
+        const del = await forward('DEL', id, nsPath(ns));
+        expect(del.code, del.stdout + del.stderr).toBe(0);
+      }
+      expect([...leaseOwners()]).toEqual([]);
+    } finally {
+      for (const h of holders) h.kill('SIGKILL');
+      await holdersDone;
+      await agent?.stop();
+      agent = undefined;
+    }
+  }, 120_000);
+
   it('SIGTERM lets the call a worker is serving finish with its own result, then the agent exits by itself', async () => {
     const running = await startCniAgent({ socket, nodeNs: node, workers: 1 });
     agent = running;

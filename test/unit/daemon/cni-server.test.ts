@@ -247,6 +247,29 @@ describe('CNI call serving', () => {
     expect(started).toEqual(['ADD']);
   });
 
+  it('takes the deadline the forwarder sends with its frame, less 1 s: a call that waited in the listen queue is answered before its forwarder gives up, or never starts', async () => {
+    const started: string[] = [];
+    const ctx = context(async (env) => {
+      started.push(env.CNI_CONTAINERID!);
+      await sleep(2000);
+      return ok('done');
+    }, 30_000);
+    const frame = (id: string, deadline: unknown) =>
+      Buffer.from(JSON.stringify({ v: 1, env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: id, CNI_IFNAME: 'eth0' }, stdin: '', deadline }));
+    const t0 = Date.now();
+    // its forwarder gives up 1.5 s from now (it connected long ago)
+    const late = call(ctx, 0, {}, frame('soon', t0 + 1500));
+    expect(codeOf(await late.answered)).toMatchObject({ code: 11 });
+    expect(Date.now() - t0).toBeLessThan(1300);
+    // its forwarder gives up within the margin: the call never starts
+    const gone = call(ctx, 1, {}, frame('gone', Date.now() + 500));
+    expect(codeOf(await gone.answered)).toMatchObject({ code: 11 });
+    await Promise.all([late.done, gone.done]);
+    expect(started).toEqual(['soon']);
+    const bad = call(ctx, 2, {}, frame('bad', 'tomorrow'));
+    expect(codeOf(await bad.answered)).toMatchObject({ code: 4, msg: expect.stringContaining('"deadline"') });
+  });
+
   it('answers a bad or late frame with CNI error 4 and counts it', async () => {
     const ctx = context(async () => ok('never'));
     const garbage = call(ctx, 0, {}, Buffer.from('\u0000not json'));
