@@ -730,6 +730,32 @@ static void build_request(buf *f, const buf *stdin_bytes) {
   free(env);
 }
 
+/* Adds "deadline" to the request frame: when this forwarder gives up, in
+ * milliseconds since the epoch (CLOCK_REALTIME, the clock the agent reads
+ * on this node). The connection may wait in the agent's listen queue while
+ * its workers are busy, where no agent clock runs: without this the agent
+ * counted its deadline from reading the frame, answered after we had given
+ * up, and the call ran both there and in the standalone plugin. Nothing is
+ * added when we wait forever, or when the frame would pass MAX_FRAME. */
+static void add_deadline(buf *f, int64_t deadline, int64_t now) {
+  struct timespec ts;
+  if (deadline == INT64_MAX || clock_gettime(CLOCK_REALTIME, &ts) != 0) return;
+  int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + (deadline - now) / 1000000;
+  size_t body = f->n - 1; /* without the closing brace */
+  buf tail = {0};
+  buf_fmt(&tail, ",\"deadline\":%lld}", (long long)ms);
+  if (body + tail.n - 4 <= MAX_FRAME) {
+    f->n = body;
+    buf_add(f, tail.p, tail.n);
+    size_t len = f->n - 4;
+    f->p[0] = (unsigned char)(len >> 24);
+    f->p[1] = (unsigned char)(len >> 16);
+    f->p[2] = (unsigned char)(len >> 8);
+    f->p[3] = (unsigned char)len;
+  }
+  free(tail.p);
+}
+
 typedef struct {
   int64_t v;
   int has_exit;
@@ -882,6 +908,7 @@ static int forward(conn *c, const buf *stdin_bytes, answer *a) {
   if (check_agent(c) != 0) return -1;
   int64_t t = now_ns();
   c->deadline = c->limit_ns <= 0 ? t : c->limit_ns > INT64_MAX - t ? INT64_MAX : t + c->limit_ns;
+  add_deadline(&frame, c->deadline, t);
   if (send_all(c, frame.p, frame.n) != 0) return -1;
   free(frame.p);
   unsigned char head[4];

@@ -8,7 +8,7 @@ import { readSync, writeSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../cni/errors.js';
 import type { CniResponse } from '../plugin/handler.js';
-import { closeSocket, pollIn, shutdownSocket } from '../netlink/index.js';
+import { closeSocket, peerClosed, pollIn, shutdownSocket } from '../netlink/index.js';
 import { decodeRequest, encodeResponse, errorResponse, FrameError, MAX_FRAME } from './cni-frame.js';
 import { countedCommand, type CniShared } from './cni-shared.js';
 
@@ -17,6 +17,8 @@ export interface CallConnection {
   readFrame(deadline: number): Buffer;
   /** writes the answer frame and closes the connection; called once, by whoever claimed the call; `unread`: the request was not read whole */
   answer(bytes: Buffer, unread?: boolean): void;
+  /** the caller has closed the connection: nobody waits for this call any more */
+  peerGone(): boolean;
 }
 
 export interface CallContext {
@@ -44,13 +46,26 @@ const FORWARDER_MARGIN_MS = 1000;
  * ignores leaves its 55 s default, which is longer than the agent's 50 s.
  */
 export function callDeadlineMs(env: Record<string, string>, agentMs: number): number {
-  const text = env.TSFLANNEL_FORWARD_TIMEOUT_MS;
-  if (text === undefined || !/^\+?[0-9]+$/.test(text)) return agentMs;
-  const forwarderMs = Number(text);
-  if (!(forwarderMs > 0) || !Number.isFinite(forwarderMs)) return agentMs;
-  const margin = Math.min(FORWARDER_MARGIN_MS, Math.floor(forwarderMs / 2));
-  return Math.min(agentMs, forwarderMs - margin);
+  const forwarderMs = forwarderTimeoutMs(env);
+  if (forwarderMs === undefined) return agentMs;
+  return Math.min(agentMs, forwarderMs - forwarderMarginMs(env));
 }
+
+/** TSFLANNEL_FORWARD_TIMEOUT_MS as the forwarder reads it; undefined when it keeps its default. */
+function forwarderTimeoutMs(env: Record<string, string>): number | undefined {
+  const text = env.TSFLANNEL_FORWARD_TIMEOUT_MS;
+  if (text === undefined || !/^\+?[0-9]+$/.test(text)) return undefined;
+  const ms = Number(text);
+  return ms > 0 && Number.isFinite(ms) ? ms : undefined;
+}
+
+/** How long before the forwarder's deadline the agent answers: 1 s, half the forwarder's limit below 2 s. */
+export function forwarderMarginMs(env: Record<string, string>): number {
+  return Math.min(FORWARDER_MARGIN_MS, Math.floor((forwarderTimeoutMs(env) ?? FORWARDER_DEFAULT_MS) / 2));
+}
+
+/** The forwarder's own wait when TSFLANNEL_FORWARD_TIMEOUT_MS does not set it. */
+const FORWARDER_DEFAULT_MS = 55_000;
 
 export function attachmentKey(env: Record<string, string>): string | undefined {
   const id = env.CNI_CONTAINERID ?? '';
@@ -86,6 +101,9 @@ export function fdConnection(fd: number): CallConnection {
     answer(bytes, unread) {
       writeAnswer(fd, bytes, unread);
     },
+    peerGone() {
+      return peerClosed(fd);
+    },
   };
 }
 
@@ -115,40 +133,53 @@ export function writeAnswer(fd: number, bytes: Buffer, unread = false): void {
   }
 }
 
-function badFrame(ctx: CallContext, conn: CallConnection, err: unknown): void {
+function badFrame(ctx: CallContext, call: number, conn: CallConnection, err: unknown): void {
   ctx.shared.add('badFrames');
   const msg = err instanceof FrameError ? err.message : String(err);
   const text = msg === 'late' ? 'tsflannel agent: the request frame did not arrive in time' : `tsflannel agent: bad request frame: ${msg}`;
-  conn.answer(encodeResponse(errorResponse(ErrorCode.InvalidEnvironment, text)), true);
+  if (ctx.shared.claimCall(ctx.worker, call)) conn.answer(encodeResponse(errorResponse(ErrorCode.InvalidEnvironment, text)), true);
 }
 
 /** Serves connection `fd` to its end. Never throws. */
 export async function serveConnection(ctx: CallContext, fd: number, conn: CallConnection): Promise<void> {
   const { shared } = ctx;
-  shared.add('inFlight');
+  const call = shared.accepted(ctx.worker, fd);
   try {
     let req;
     try {
       req = decodeRequest(conn.readFrame(Date.now() + ctx.frameTimeoutMs));
     } catch (err) {
-      badFrame(ctx, conn, err);
+      badFrame(ctx, call, conn, err);
       return;
     }
-    await serveRequest(ctx, fd, conn, req.env, req.stdin);
+    await serveRequest(ctx, call, conn, req.env, req.stdin, req.deadline);
   } finally {
-    shared.add('inFlight', -1);
+    shared.served(ctx.worker);
   }
 }
 
-async function serveRequest(ctx: CallContext, fd: number, conn: CallConnection, env: Record<string, string>, stdin: Buffer): Promise<void> {
+/** `call`: the call's token in the shared state (CniShared.accepted). */
+/** `forwarderDeadline`: when the forwarder gives up (epoch ms), if it said. */
+async function serveRequest(
+  ctx: CallContext,
+  call: number,
+  conn: CallConnection,
+  env: Record<string, string>,
+  stdin: Buffer,
+  forwarderDeadline?: number,
+): Promise<void> {
   const { shared, worker, logger } = ctx;
   const command = env.CNI_COMMAND ?? '';
   const started = Date.now();
-  const limitMs = callDeadlineMs(env, ctx.callTimeoutMs);
-  const deadline = started + limitMs;
-  shared.beginCall(worker, fd, deadline, limitMs);
+  let deadline = started + callDeadlineMs(env, ctx.callTimeoutMs);
+  // The forwarder's clock started at connect, and the connection may have
+  // waited in the listen queue since, while every worker was busy: its own
+  // deadline, less the margin, bounds this one too.
+  if (forwarderDeadline !== undefined) deadline = Math.min(deadline, forwarderDeadline - forwarderMarginMs(env));
+  const limitMs = Math.max(0, deadline - started);
+  shared.beginCall(worker, call, deadline, limitMs);
   const answerLate = () => {
-    if (!shared.claimCall(worker, fd)) return;
+    if (!shared.claimCall(worker, call)) return;
     shared.add('timeouts');
     conn.answer(encodeResponse(lateAnswer(limitMs)));
   };
@@ -158,9 +189,20 @@ async function serveRequest(ctx: CallContext, fd: number, conn: CallConnection, 
   // is answered "try again" and never starts: by then the runtime may have
   // retried it elsewhere (the standalone plugin) or deleted the pod, and a
   // late ADD would make an attachment nobody deletes.
-  if (key !== undefined && !(await shared.enter(worker, key, deadline))) {
+  if (limitMs === 0 || (key !== undefined && !(await shared.enter(worker, key, deadline)))) {
+    // (limitMs 0: the forwarder is about to give up; the call must not start.)
     res = lateAnswer(limitMs);
     answerLate();
+  } else if (conn.peerGone()) {
+    // The caller left before the call started: a connection waits in the
+    // listening socket's queue while every worker is busy, with no clock
+    // running here (the agent's deadline starts once the frame is read,
+    // the forwarder's at connect). A forwarder that gave up has run the
+    // standalone plugin, or the runtime killed it and moved on (DEL,
+    // retry); running the call now would make an attachment nobody owns.
+    if (key !== undefined) shared.leave(worker);
+    res = errorResponse(ErrorCode.TryAgainLater, 'tsflannel agent: the caller left before the call started');
+    if (shared.claimCall(worker, call)) conn.answer(encodeResponse(res));
   } else {
     const timer = setTimeout(answerLate, Math.max(0, deadline - Date.now()));
     try {
@@ -171,7 +213,7 @@ async function serveRequest(ctx: CallContext, fd: number, conn: CallConnection, 
       clearTimeout(timer);
       if (key !== undefined) shared.leave(worker);
     }
-    if (shared.claimCall(worker, fd)) conn.answer(encodeResponse(res));
+    if (shared.claimCall(worker, call)) conn.answer(encodeResponse(res));
     else res = lateAnswer(limitMs); // answered at the deadline; this result reached nobody
   }
   const ok = res.exitCode === 0;

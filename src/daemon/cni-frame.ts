@@ -16,6 +16,8 @@ export const ENV_NAME = /^(CNI_|TSFLANNEL_)[^=\0]*$/;
 export interface CniFrameRequest {
   env: Record<string, string>;
   stdin: Buffer;
+  /** when the forwarder gives up (ms since the epoch); absent: it did not say */
+  deadline?: number;
 }
 
 export class FrameError extends Error {
@@ -63,7 +65,12 @@ export function decodeRequest(body: Buffer): CniFrameRequest {
   if (typeof raw.stdin !== 'string' || raw.stdin.length % 4 !== 0 || !BASE64.test(raw.stdin)) {
     throw new FrameError('request "stdin" is not base64');
   }
-  return { env, stdin: Buffer.from(raw.stdin, 'base64') };
+  const stdin = Buffer.from(raw.stdin, 'base64');
+  if (raw.deadline === undefined) return { env, stdin };
+  if (typeof raw.deadline !== 'number' || !Number.isSafeInteger(raw.deadline) || raw.deadline < 0) {
+    throw new FrameError('request "deadline" is not a time in milliseconds since the epoch');
+  }
+  return { env, stdin, deadline: raw.deadline };
 }
 
 /** Validates an answer body (used by the status and doctor probes). */

@@ -36,6 +36,8 @@ export function workerThreadName(slot: number): string {
 interface Slot {
   worker: Worker;
   ready: Promise<void>;
+  /** resolves when the thread has ended, however */
+  exited: Promise<void>;
   dead: boolean;
 }
 
@@ -67,7 +69,8 @@ export class WorkerPool {
       markReady = resolve;
       markFailed = reject;
     });
-    const slot: Slot = { worker, ready, dead: false };
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    const slot: Slot = { worker, ready, exited, dead: false };
     const started = Date.now();
     worker.on('message', (msg: WorkerReply) => {
       if (msg.warning) this.opts.onWarning?.(msg.warning);
@@ -96,15 +99,32 @@ export class WorkerPool {
   private orphaned(index: number, err: Error): void {
     const { shared } = this.opts;
     const fd = shared.claimCurrent(index);
-    if (fd !== undefined) {
-      shared.add('inFlight', -1);
-      writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, `tsflannel agent: ${err.message}`)));
-    }
+    if (fd !== undefined) writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, `tsflannel agent: ${err.message}`)));
+    // Also when its call was answered already (at the deadline, by the
+    // sweep): the thread that held it is gone.
+    shared.served(index);
     shared.leave(index);
   }
 
-  async close(): Promise<void> {
+  /**
+   * Ends the threads. With `graceMs`, after CniShared.stop(): each thread
+   * ends by itself once the call it serves is answered, and is terminated
+   * only if it has not within `graceMs`. Terminated at once, a thread drops
+   * its call mid-way (an ADD half made, answered only "worker exited"),
+   * which is what an agent being updated must not do to the pods starting
+   * meanwhile.
+   */
+  async close(graceMs = 0): Promise<void> {
     this.closed = true;
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    await Promise.all(
+      this.slots.map(async (s) => {
+        if (graceMs > 0) {
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([s.exited, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+          clearTimeout(timer);
+        }
+        await s.worker.terminate();
+      }),
+    );
   }
 }

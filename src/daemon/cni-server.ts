@@ -165,7 +165,11 @@ export class CniServer {
       ...(this.opts.onWarning ? { onWarning: this.opts.onWarning } : {}),
       ...(this.opts.workerScript ? { script: this.opts.workerScript } : {}),
     });
-    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_MS).unref();
+    // Not unref'd: the listening socket is no event-loop handle (the old
+    // node:net server was), so while the server runs this timer is what
+    // keeps the process alive when no worker thread is (one that died at
+    // start waits a second to be replaced); stop() clears it.
+    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_MS);
     this.writeStats();
     logger.info({ path, workers: this.opts.workers }, 'serving CNI calls');
   }
@@ -176,18 +180,22 @@ export class CniServer {
   }
 
   /**
-   * Stops accepting; connections still in the socket's queue are closed
-   * unanswered (their forwarders run the standalone plugin); removes our
-   * socket file.
+   * Stops accepting (a new connection is refused and its forwarder runs the
+   * standalone plugin); calls in progress finish and are answered, within
+   * their deadline (the sweep keeps answering a stuck one); connections
+   * still in the socket's queue are closed unanswered (their forwarders run
+   * the standalone plugin); removes our socket file.
    */
   async stop(): Promise<void> {
     const fd = this.listenFd;
     if (fd === undefined) return;
     this.listenFd = undefined;
-    clearInterval(this.sweepTimer);
     this.shared.stop();
     shutdownSocket(fd);
-    await this.pool?.close();
+    // Every call is answered by its deadline (its worker, or the sweep);
+    // a thread still busy a moment after that is stuck and is terminated.
+    await this.pool?.close((this.opts.callTimeoutMs ?? 50_000) + SWEEP_MS);
+    clearInterval(this.sweepTimer);
     closeSocket(fd);
     try {
       if (statSync(this.opts.path).ino === this.ino) unlinkSync(this.opts.path);

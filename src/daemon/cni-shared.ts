@@ -17,6 +17,8 @@ export function countedCommand(command: string): CountedCommand {
 /** Durations kept per worker until the event loop reads them (at most every second). */
 const RING = 1024;
 const EMPTY = -1;
+/** The deadline of a call whose frame is being read: none (the worker bounds the read). */
+const NO_DEADLINE = 2n ** 62n;
 
 // Int32 header words.
 const LOCK = 0;
@@ -24,13 +26,15 @@ const STOPPING = 2;
 const REFUSED = 3;
 const BAD_FRAMES = 4;
 const TIMEOUTS = 5;
-const IN_FLIGHT = 6;
 const ANSWERED = 7;
 const CALLS = 8; // COUNTED_COMMANDS.length × (ok, error)
 const HEADER = CALLS + COUNTED_COMMANDS.length * 2;
-// Per worker: the connection of the call it serves, the attachment it
-// holds, its duration ring's head and tail.
-const PER_WORKER = 4;
+// Per worker: the call it serves (a token, see accepted()), the attachment
+// it holds, its duration ring's head and tail, whether it holds a connection
+// (the calls in flight are the workers that do: a dead worker's is cleared
+// by the pool, which a shared counter could not be), the call's descriptor,
+// and the last token it gave.
+const PER_WORKER = 7;
 
 export interface CniSharedBuffers {
   ints: SharedArrayBuffer;
@@ -38,8 +42,8 @@ export interface CniSharedBuffers {
   workers: number;
 }
 
-export type Counter = 'refused' | 'badFrames' | 'timeouts' | 'inFlight';
-const COUNTER_WORD: Record<Counter, number> = { refused: REFUSED, badFrames: BAD_FRAMES, timeouts: TIMEOUTS, inFlight: IN_FLIGHT };
+export type Counter = 'refused' | 'badFrames' | 'timeouts';
+const COUNTER_WORD: Record<Counter, number> = { refused: REFUSED, badFrames: BAD_FRAMES, timeouts: TIMEOUTS };
 
 // Node 20 has Atomics.waitAsync; this project's TypeScript lib (ES2022) does not declare it.
 type WaitAsync = (
@@ -60,8 +64,12 @@ function keyHash(key: string): number {
 export class CniShared {
   readonly buffers: CniSharedBuffers;
   private readonly i32: Int32Array;
-  // Per worker: the call's deadline and its length (ms), then the duration ring (code, seconds).
+  // The floats buffer: per worker the call's deadline and its length (ms),
+  // through `timing`, then the duration rings (code, seconds) through f64.
   private readonly f64: Float64Array;
+  // The deadlines and lengths, read and written with Atomics only: the
+  // sweep must see a call's length whenever it sees its deadline.
+  private readonly timing: BigInt64Array;
   readonly workers: number;
 
   constructor(workersOrBuffers: number | CniSharedBuffers) {
@@ -78,6 +86,7 @@ export class CniShared {
     this.workers = this.buffers.workers;
     this.i32 = new Int32Array(this.buffers.ints);
     this.f64 = new Float64Array(this.buffers.floats);
+    this.timing = new BigInt64Array(this.buffers.floats, 0, this.workers * 2);
     if (typeof workersOrBuffers === 'number') {
       for (let i = 0; i < this.workers; i++) this.i32[this.current(i)] = EMPTY;
     }
@@ -94,6 +103,15 @@ export class CniShared {
   }
   private tail(i: number): number {
     return HEADER + this.workers * 3 + i;
+  }
+  private serving(i: number): number {
+    return HEADER + this.workers * 4 + i;
+  }
+  private fdOf(i: number): number {
+    return HEADER + this.workers * 5 + i;
+  }
+  private seq(i: number): number {
+    return HEADER + this.workers * 6 + i;
   }
   private ringAt(i: number, n: number): number {
     return this.workers * 2 + (i * RING + (n & (RING - 1))) * 2;
@@ -122,11 +140,41 @@ export class CniShared {
 
   // ---- the call in progress, and who answers it ----
 
-  /** Worker `i` serves connection `fd` until `deadline` (epoch ms), a limit of `limitMs`. */
-  beginCall(i: number, fd: number, deadline: number, limitMs: number): void {
-    this.f64[i * 2] = deadline;
-    this.f64[i * 2 + 1] = limitMs;
-    Atomics.store(this.i32, this.current(i), fd);
+  /**
+   * Worker `i` accepted connection `fd`: from now until it is answered, the
+   * connection is the worker's call, so a worker that dies even while it
+   * reads the request frame leaves its connection to the pool to answer and
+   * close (claimCurrent) instead of open and unanswered. No deadline yet:
+   * the frame's read is bounded by the worker itself.
+   */
+  accepted(i: number, fd: number): number {
+    // Claims name the call by a token, never by its descriptor: a closed
+    // descriptor's number comes back at the next accept(2), and a sweep
+    // that saw the expired call on fd 7 could otherwise claim (answer "try
+    // again" to, and close) the next call on fd 7, which is far from its
+    // deadline and running. Tokens grow per worker (a replaced thread goes
+    // on from its predecessor's) and wrap after 2^31 calls.
+    const token = (Atomics.load(this.i32, this.seq(i)) % 0x7fffffff) + 1;
+    Atomics.store(this.i32, this.seq(i), token);
+    Atomics.store(this.i32, this.fdOf(i), fd);
+    Atomics.store(this.timing, i * 2, NO_DEADLINE);
+    Atomics.store(this.i32, this.current(i), token);
+    Atomics.store(this.i32, this.serving(i), 1);
+    return token;
+  }
+
+  /** Worker `i` is done with its connection (answered by whoever claimed it): it no longer counts in flight. */
+  served(i: number): void {
+    Atomics.store(this.i32, this.serving(i), 0);
+  }
+
+  /** Worker `i` serves call `token` until `deadline` (epoch ms), a limit of `limitMs`. */
+  beginCall(i: number, token: number, deadline: number, limitMs: number): void {
+    // The length first: a sweep that sees the deadline sees it too.
+    Atomics.store(this.timing, i * 2 + 1, BigInt(Math.round(limitMs)));
+    Atomics.store(this.timing, i * 2, Number.isFinite(deadline) ? BigInt(Math.round(deadline)) : NO_DEADLINE);
+    // Publishes the deadline (an atomic write), unless the call was claimed meanwhile.
+    Atomics.compareExchange(this.i32, this.current(i), token, token);
   }
 
   /**
@@ -135,25 +183,32 @@ export class CniShared {
    * loop's watchdog. Exactly one claim succeeds; the others must not touch
    * the descriptor again (its number may already name another connection).
    */
-  claimCall(i: number, fd: number): boolean {
-    return Atomics.compareExchange(this.i32, this.current(i), fd, EMPTY) === fd;
+  claimCall(i: number, token: number): boolean {
+    return Atomics.compareExchange(this.i32, this.current(i), token, EMPTY) === token;
   }
 
   /** Calls past their deadline, claimed for the caller to answer: [worker, fd, limitMs]. */
   claimExpired(now: number): [number, number, number][] {
     const out: [number, number, number][] = [];
     for (let i = 0; i < this.workers; i++) {
-      const fd = Atomics.load(this.i32, this.current(i));
-      if (fd < 0 || this.f64[i * 2]! > now) continue;
-      if (this.claimCall(i, fd)) out.push([i, fd, this.f64[i * 2 + 1]!]);
+      const token = Atomics.load(this.i32, this.current(i));
+      if (token < 0) continue;
+      // Read before the claim: once it succeeds, the worker may already
+      // write its next call's. While `token` is current they are its own.
+      const fd = Atomics.load(this.i32, this.fdOf(i));
+      if (Atomics.load(this.timing, i * 2) > BigInt(Math.floor(now))) continue;
+      const limitMs = Number(Atomics.load(this.timing, i * 2 + 1));
+      if (this.claimCall(i, token)) out.push([i, fd, limitMs]);
     }
     return out;
   }
 
-  /** The call worker `i` was serving when it died, claimed; undefined when none. */
+  /** The descriptor of the call worker `i` was serving when it died, claimed; undefined when none. */
   claimCurrent(i: number): number | undefined {
-    const fd = Atomics.load(this.i32, this.current(i));
-    return fd >= 0 && this.claimCall(i, fd) ? fd : undefined;
+    const token = Atomics.load(this.i32, this.current(i));
+    if (token < 0) return undefined;
+    const fd = Atomics.load(this.i32, this.fdOf(i));
+    return this.claimCall(i, token) ? fd : undefined;
   }
 
   // ---- one call per attachment at a time ----
@@ -164,7 +219,12 @@ export class CniShared {
    */
   async enter(i: number, key: string, deadline: number): Promise<boolean> {
     const h = keyHash(key);
-    for (;;) {
+    for (let waited = false; ; waited = true) {
+      // After a wait, the deadline is checked again before the attachment is
+      // taken: the holder may leave after the deadline but before this
+      // thread saw its own timeout (busy or descheduled), and a call started
+      // then runs after the deadline's "try again" was sent.
+      if (waited && Date.now() >= deadline) return false;
       this.lock(LOCK);
       let holder = -1;
       for (let j = 0; j < this.workers && holder < 0; j++) if (j !== i && this.i32[this.busy(j)] === h) holder = j;
@@ -174,7 +234,18 @@ export class CniShared {
       const left = deadline - Date.now();
       if (left <= 0) return false;
       const w = waitAsync(this.i32, this.busy(holder), h, left);
-      if (w.async) await w.value;
+      if (!w.async) continue;
+      // Node does not count a pending Atomics.waitAsync as work that keeps
+      // the event loop alive: a worker thread waiting here has nothing else
+      // (it waits for connections synchronously), so its thread ended (code
+      // 0) and the pool answered the call "CNI worker exited". A timer for
+      // as long keeps it alive.
+      const keep = setTimeout(() => undefined, left);
+      try {
+        await w.value;
+      } finally {
+        clearTimeout(keep);
+      }
     }
   }
 
@@ -227,6 +298,8 @@ export class CniShared {
   /** The counters as the metrics and the stats file read them. */
   metrics(): CniServerMetrics {
     const read = (word: number) => Atomics.load(this.i32, word);
+    const workers = this.workers;
+    const serving = (i: number) => this.serving(i);
     return {
       get calls() {
         const m = new Map<string, { ok: number; error: number }>();
@@ -247,7 +320,9 @@ export class CniShared {
         return read(TIMEOUTS);
       },
       get inFlight() {
-        return read(IN_FLIGHT);
+        let n = 0;
+        for (let i = 0; i < workers; i++) n += read(serving(i));
+        return n;
       },
     };
   }

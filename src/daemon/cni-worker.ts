@@ -36,6 +36,10 @@ export interface WorkerStart {
 
 /** How long an idle thread blocks before it lets its event loop turn (timers, messages). */
 const IDLE_TURN_MS = 1000;
+/** The pause before accept(2) is tried again after it failed (EMFILE, ENFILE, ENOBUFS, ENOMEM). */
+const ACCEPT_RETRY_MS = 100;
+/** At most one log line per this while accept(2) keeps failing. */
+const ACCEPT_WARN_MS = 10_000;
 
 const port = parentPort;
 if (!port) throw new Error('cni-worker runs only as a worker thread');
@@ -43,6 +47,7 @@ const start = workerData as WorkerStart;
 const shared = new CniShared(start.shared);
 const logger = createAgentLogger({ level: start.log.level, format: start.log.format, base: { component: 'cni' } });
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
  * Names this thread (`ps -T`, `top -H`, /proc/<pid>/task/<tid>/comm), so an
@@ -83,19 +88,37 @@ async function serveLoop(): Promise<void> {
     callTimeoutMs: start.callTimeoutMs,
   };
   const waiter = listenWaiter(start.listenFd);
+  let warnedAt = -Infinity;
   try {
     while (!shared.stopping) {
       if (!waiter.wait(IDLE_TURN_MS)) {
         await turn();
         continue;
       }
-      const fd = unixAccept(start.listenFd);
+      let fd: ReturnType<typeof unixAccept>;
+      try {
+        fd = unixAccept(start.listenFd);
+      } catch (err) {
+        // Out of descriptors or memory: the connection stays in the queue
+        // until accept(2) succeeds. A thread that died here was replaced by
+        // one that could not even open its modules, and the agent in
+        // --cni-only mode exited once no thread was left; the old node:net
+        // server kept going. Wait, and try again.
+        if (Date.now() - warnedAt >= ACCEPT_WARN_MS) {
+          warnedAt = Date.now();
+          logger.warn({ err }, 'cannot accept a CNI connection; trying again');
+        }
+        await pause(ACCEPT_RETRY_MS);
+        continue;
+      }
       if (fd === 'closed') return; // the socket was shut down: the server stops
       if (fd === 'again') continue; // another worker took it
+      const call = shared.accepted(start.index, fd);
       const refused = refusal(fd, logger);
       if (refused) {
         shared.add('refused');
-        writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, refused)), true);
+        if (shared.claimCall(start.index, call)) writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, refused)), true);
+        shared.served(start.index);
         continue;
       }
       await serveConnection(ctx, fd, fdConnection(fd));
@@ -114,6 +137,9 @@ async function main(): Promise<void> {
   nameThread();
   port!.postMessage({ ready: true, ...(warning ? { warning } : {}) } satisfies WorkerReply);
   await serveLoop();
+  // The server is stopping and this thread's last call was answered: end
+  // now (the pool waits for it), whatever handles the handler left open.
+  process.exit(0);
 }
 
 void main().catch((err: unknown) => {

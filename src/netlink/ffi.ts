@@ -458,6 +458,32 @@ export function pollIn(fd: number, ms: number): boolean {
   }
 }
 
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
+
+/**
+ * Whether the peer of a connected Unix stream socket has closed it (or it is
+ * in error), without waiting and without reading: poll(2) reports POLLHUP
+ * only once both directions are shut, so a peer that only shut its write
+ * side (it still reads the answer) is not "closed".
+ */
+export function peerClosed(fd: number): boolean {
+  const c = requireLibc('socket.poll');
+  const pfd = Buffer.alloc(8); // struct pollfd; events 0: POLLHUP and POLLERR are always reported
+  if (endianness() === 'LE') pfd.writeInt32LE(fd, 0);
+  else pfd.writeInt32BE(fd, 0);
+  for (;;) {
+    const n = c.poll(pfd, 1, 0);
+    if (n === 0) return false;
+    if (n > 0) {
+      const revents = endianness() === 'LE' ? pfd.readInt16LE(6) : pfd.readInt16BE(6);
+      return (revents & (POLLHUP | POLLERR)) !== 0;
+    }
+    const err = libcError('socket.poll', `poll(${fd})`);
+    if (err.code !== os.errno.EINTR) throw err;
+  }
+}
+
 /**
  * close(2) of a descriptor these functions made. Not fs.closeSync: a worker
  * thread's closeSync of a descriptor fs did not open prints a process
@@ -475,8 +501,24 @@ export function shutdownSocket(fd: number, how: 'write' | 'both' = 'both'): void
   requireLibc('socket.shutdown').shutdown(fd, how === 'write' ? 1 : 2);
 }
 
-/** struct statfs is 120 bytes on 64-bit Linux; f_type (a long) comes first. */
+/** struct statfs is 120 bytes on 64-bit Linux; f_type comes first. */
 const STATFS_SIZE = 256;
+
+/** Architectures (process.arch) whose struct statfs has a 32-bit f_type: the 32-bit ones, and s390x (glibc: unsigned int). */
+const STATFS_TYPE_32: readonly string[] = ['arm', 'ia32', 'mips', 'mipsel', 'ppc', 's390', 's390x'];
+
+/**
+ * f_type of a struct statfs as fstatfs(2) filled it, for `arch` in its byte
+ * order. It is a long (__fsword_t) on 64-bit Linux, but 32 bits on 32-bit
+ * and on s390x: read as a 64-bit value there, the next field (f_bsize) came
+ * along and nsfs was never recognized, so every CNI_NETNS was "not a
+ * network namespace". Filesystem magics fit in 32 bits: the word holding
+ * the low half is read (the second one of a big-endian long).
+ */
+export function statfsType(buf: Buffer, arch: string = process.arch, le: boolean = endianness() === 'LE'): number {
+  const at = !le && !STATFS_TYPE_32.includes(arch) ? 4 : 0;
+  return le ? buf.readUInt32LE(at) : buf.readUInt32BE(at);
+}
 const NSFS_MAGIC = 0x6e736673;
 const NS_GET_NSTYPE = 0xb703;
 const CLONE_NEWNET = 0x40000000;
@@ -492,9 +534,7 @@ export function libcIsNetnsFd(fd: number): boolean | undefined {
   if (!c) return undefined;
   const buf = Buffer.alloc(STATFS_SIZE);
   if (c.fstatfs(fd, buf) !== 0) throw libcError('netns.check', `fstatfs(${fd})`);
-  // f_type in the host's byte order; nsfs's magic fits its low 32 bits.
-  const type = endianness() === 'LE' ? buf.readBigInt64LE(0) : buf.readBigInt64BE(0);
-  if (type !== BigInt(NSFS_MAGIC)) return false;
+  if (statfsType(buf) !== NSFS_MAGIC) return false;
   const nstype = c.ioctl(fd, NS_GET_NSTYPE);
   if (nstype < 0) throw libcError('netns.check', `ioctl(${fd}, NS_GET_NSTYPE)`);
   return nstype === CLONE_NEWNET;

@@ -9,4 +9,4 @@ export * from './neighbours.js';
 export * from './system.js';
 export * from './batch.js';
 export * from './pod.js';
-export { closeSocket, listenWaiter, pollIn, preloadShim, shutdownSocket, traceShimCalls, unixAccept, unixListen, type ListenWaiter, type ShimCallTrace } from './ffi.js';
+export { closeSocket, listenWaiter, peerClosed, pollIn, preloadShim, shutdownSocket, traceShimCalls, unixAccept, unixListen, type ListenWaiter, type ShimCallTrace } from './ffi.js';

@@ -7,14 +7,18 @@
 // durations reach the event loop, and a serving thread that dies is
 // replaced with its call answered. No root, no kernel.
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import pino from 'pino';
 import { callDeadlineMs, serveConnection, type CallConnection, type CallContext } from '../../../src/daemon/cni-call.js';
 import { decodeResponse, FrameError } from '../../../src/daemon/cni-frame.js';
 import { WorkerPool } from '../../../src/daemon/cni-pool.js';
+import { CniServer } from '../../../src/daemon/cni-server.js';
 import { CniShared } from '../../../src/daemon/cni-shared.js';
 import type { CniResponse } from '../../../src/plugin/handler.js';
 
@@ -58,6 +62,7 @@ function call(ctx: Omit<CallContext, 'worker'>, worker: number, env: Record<stri
       fake.answers += 1;
       resolve(decodeResponse(bytes.subarray(4)));
     },
+    peerGone: () => false,
   };
   fake.done = serveConnection({ ...ctx, worker }, nextFd++, conn);
   return fake;
@@ -72,13 +77,59 @@ const codeOf = (r: CniResponse) => (JSON.parse(r.stdout.toString()) as { code: n
 describe('CNI threads\' shared state', () => {
   it('lets exactly one party claim a call: the worker or the deadline sweep', () => {
     const s = new CniShared(2);
-    s.beginCall(0, 11, Date.now() - 1, 500);
-    s.beginCall(1, 12, Date.now() + 60_000, 50_000);
+    const a = s.accepted(0, 11);
+    const b = s.accepted(1, 12);
+    s.beginCall(0, a, Date.now() - 1, 500);
+    s.beginCall(1, b, Date.now() + 60_000, 50_000);
     expect(s.claimExpired(Date.now())).toEqual([[0, 11, 500]]);
-    expect(s.claimCall(0, 11)).toBe(false); // the worker finishing later must not touch fd 11
+    expect(s.claimCall(0, a)).toBe(false); // the worker finishing later must not touch fd 11
     expect(s.claimExpired(Date.now())).toEqual([]);
-    expect(s.claimCall(1, 12)).toBe(true);
+    expect(s.claimCall(1, b)).toBe(true);
     expect(s.claimCurrent(1)).toBeUndefined();
+  });
+
+  it('lets the deadline sweep claim only the expired call it saw, never the next call its worker took on the same descriptor number', async () => {
+    // The worker thread (the build's shared state) answers calls as fast as
+    // it can, each time on descriptor 7, as a connection closed and the next
+    // accepted get the same lowest free number: one past its deadline, the
+    // next far from it. This thread sweeps meanwhile.
+    const s = new CniShared(1);
+    const flag = new Int32Array(new SharedArrayBuffer(8));
+    const shared = new URL('../../../build/daemon/cni-shared.js', import.meta.url).href;
+    const worker = new Worker(
+      `
+      const { workerData } = require('node:worker_threads');
+      import(${JSON.stringify(shared)}).then(({ CniShared }) => {
+        const s = new CniShared(workerData.buffers);
+        const flag = new Int32Array(workerData.flag);
+        let stolen = 0;
+        while (Atomics.load(flag, 0) === 0) {
+          const late = s.accepted(0, 7);
+          s.beginCall(0, late, 0, 1); // past its deadline: the sweep may take it
+          s.claimCall(0, late); // answered by its worker, unless the sweep took it
+          const next = s.accepted(0, 7);
+          s.beginCall(0, next, Infinity, 2); // the next call on descriptor 7, never expired
+          if (!s.claimCall(0, next)) stolen++;
+        }
+        Atomics.store(flag, 1, stolen);
+      });`,
+      { eval: true, workerData: { buffers: s.buffers, flag: flag.buffer } },
+    );
+    const exited = new Promise((r) => worker.once('exit', r));
+    await sleep(200);
+    let claims = 0;
+    const limits = new Set<number>();
+    for (const until = Date.now() + 800; Date.now() < until; ) {
+      for (const [, fd, limit] of s.claimExpired(Date.now())) {
+        claims++;
+        limits.add(limit);
+        expect(fd).toBe(7);
+      }
+    }
+    Atomics.store(flag, 0, 1);
+    await exited;
+    expect(claims).toBeGreaterThan(0);
+    expect({ stolen: Atomics.load(flag, 1), limits: [...limits] }).toEqual({ stolen: 0, limits: [1] });
   });
 
   it('counts calls per command and outcome and queues their durations for the event loop', () => {
@@ -95,6 +146,20 @@ describe('CNI threads\' shared state', () => {
     const m = s.metrics();
     expect(Object.fromEntries(m.calls)).toEqual({ ADD: { ok: 1, error: 0 }, DEL: { ok: 0, error: 1 }, invalid: { ok: 0, error: 1 } });
     expect(m.refused).toBe(1);
+  });
+
+  it('does not let a call into its attachment once its deadline has passed, even when the holder left while the waiter\'s thread was busy', async () => {
+    const s = new CniShared(2);
+    expect(await s.enter(0, 'pod\neth0', Date.now() + 1000)).toBe(true);
+    const deadline = Date.now() + 50;
+    const waiting = s.enter(1, 'pod\neth0', deadline);
+    // The waiter's thread is busy past its deadline (a synchronous call, a
+    // loaded machine); the holder leaves before the waiter's timeout is seen.
+    while (Date.now() < deadline + 30);
+    s.leave(0);
+    expect(await waiting).toBe(false);
+    // and the attachment stays free for the next call
+    expect(await s.enter(0, 'pod\neth0', Date.now() + 100)).toBe(true);
   });
 });
 
@@ -182,6 +247,29 @@ describe('CNI call serving', () => {
     expect(started).toEqual(['ADD']);
   });
 
+  it('takes the deadline the forwarder sends with its frame, less 1 s: a call that waited in the listen queue is answered before its forwarder gives up, or never starts', async () => {
+    const started: string[] = [];
+    const ctx = context(async (env) => {
+      started.push(env.CNI_CONTAINERID!);
+      await sleep(2000);
+      return ok('done');
+    }, 30_000);
+    const frame = (id: string, deadline: unknown) =>
+      Buffer.from(JSON.stringify({ v: 1, env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: id, CNI_IFNAME: 'eth0' }, stdin: '', deadline }));
+    const t0 = Date.now();
+    // its forwarder gives up 1.5 s from now (it connected long ago)
+    const late = call(ctx, 0, {}, frame('soon', t0 + 1500));
+    expect(codeOf(await late.answered)).toMatchObject({ code: 11 });
+    expect(Date.now() - t0).toBeLessThan(1300);
+    // its forwarder gives up within the margin: the call never starts
+    const gone = call(ctx, 1, {}, frame('gone', Date.now() + 500));
+    expect(codeOf(await gone.answered)).toMatchObject({ code: 11 });
+    await Promise.all([late.done, gone.done]);
+    expect(started).toEqual(['soon']);
+    const bad = call(ctx, 2, {}, frame('bad', 'tomorrow'));
+    expect(codeOf(await bad.answered)).toMatchObject({ code: 4, msg: expect.stringContaining('"deadline"') });
+  });
+
   it('answers a bad or late frame with CNI error 4 and counts it', async () => {
     const ctx = context(async () => ok('never'));
     const garbage = call(ctx, 0, {}, Buffer.from('\u0000not json'));
@@ -208,6 +296,67 @@ describe('call deadline from the forwarder\'s TSFLANNEL_FORWARD_TIMEOUT_MS', () 
 });
 
 describe('CNI thread pool', () => {
+  it('answers and closes a connection whose worker died while reading its request frame, and counts no call in flight after', async () => {
+    const dir = tempDir();
+    const path = join(dir, 'cni.sock');
+    const server = new CniServer({
+      path,
+      workers: 1,
+      logger: pino({ level: 'silent' }),
+      log: { level: 'fatal', format: 'json' },
+      frameTimeoutMs: 1500,
+      // the real serving thread, as built (scripts/setup.sh)
+      workerScript: new URL('../../../build/daemon/cni-worker.js', import.meta.url),
+    });
+    await server.start();
+    stops.push(() => server.stop());
+    await server.ready();
+    // A caller that connects and has not sent its frame yet.
+    const client = createConnection(path);
+    const chunks: Buffer[] = [];
+    client.on('data', (d: Buffer) => chunks.push(d));
+    const ended = new Promise<string>((resolve) => {
+      client.on('end', () => resolve('end'));
+      client.on('error', (e) => resolve(`error ${e.message}`));
+      setTimeout(() => resolve('no answer'), 6000);
+    });
+    for (let i = 0; i < 50 && server.metrics.inFlight === 0; i++) await sleep(20);
+    expect(server.metrics.inFlight).toBe(1);
+    // The thread dies while it waits for the frame (it ends when its read returns).
+    const pool = (server as unknown as { pool: { slots: { worker: { terminate(): Promise<number> } }[] } }).pool;
+    await pool.slots[0]!.worker.terminate();
+    expect(await ended).toBe('end');
+    const answer = decodeResponse(Buffer.concat(chunks).subarray(4));
+    expect(codeOf(answer)).toMatchObject({ code: 999, msg: expect.stringMatching(/CNI worker exited/) });
+    expect(server.metrics.inFlight).toBe(0);
+    client.destroy();
+  }, 20_000);
+
+  it('keeps its process alive while a worker that died at once waits to be replaced (the socket is no event-loop handle)', async () => {
+    const dir = tempDir();
+    const script = join(dir, 'worker.mjs');
+    writeFileSync(script, 'process.exit(3);\n'); // dies at start: replaced only after a pause
+    const server = new URL('../../../build/daemon/cni-server.js', import.meta.url).href;
+    // A process that only serves CNI calls, as tsflanneld --cni-only without /healthz.
+    const program = `
+      const { CniServer } = await import(${JSON.stringify(server)});
+      const pino = (await import('pino')).default;
+      const s = new CniServer({ path: ${JSON.stringify(join(dir, 'cni.sock'))}, workers: 1, logger: pino({ level: 'silent' }),
+        log: { level: 'fatal', format: 'json' }, workerScript: new URL(${JSON.stringify(pathToFileURL(script).href)}) });
+      await s.start();
+      process.stdout.write('started\\n');
+      process.on('SIGTERM', () => s.stop().then(() => process.exit(0)));`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', program], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    stops.push(async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    });
+    await new Promise<void>((r) => child.stdout.once('data', () => r()));
+    const early = await Promise.race([exited.then((code) => `exited with code ${code}`), sleep(3000).then(() => 'alive')]);
+    expect(early).toBe('alive');
+  }, 20_000);
+
   it('replaces a worker that dies, answers the call it had in hand and frees its attachment', async () => {
     const dir = tempDir();
     const starts = join(dir, 'starts');
@@ -236,7 +385,7 @@ describe('CNI thread pool', () => {
     expect(await shared.enter(0, 'pod\neth0', Date.now() + 1000)).toBe(true);
     const answerFile = join(dir, 'answer');
     const fd = openSync(answerFile, 'w');
-    shared.beginCall(0, fd, Date.now() + 60_000, 50_000);
+    shared.beginCall(0, shared.accepted(0, fd), Date.now() + 60_000, 50_000);
     (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('die');
     for (let i = 0; i < 50 && readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0').length < 2; i++) await sleep(100);
     expect(readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0')).toHaveLength(2);
@@ -245,5 +394,19 @@ describe('CNI thread pool', () => {
     const bytes = readFileSync(answerFile);
     const answer = decodeResponse(bytes.subarray(4));
     expect(codeOf(answer)).toMatchObject({ code: 999, msg: 'tsflannel agent: CNI worker exited with code 3' });
+    expect(shared.metrics().inFlight).toBe(0);
+
+    // A call answered "try again" at its deadline by the event loop's sweep
+    // while its worker was stuck; then that worker dies: nothing to answer,
+    // and the call no longer counts as in flight.
+    const fd2 = openSync(join(dir, 'answer2'), 'w');
+    shared.beginCall(0, shared.accepted(0, fd2), Date.now() - 1, 500);
+    expect(shared.claimExpired(Date.now())).toEqual([[0, fd2, 500]]);
+    closeSync(fd2); // as the sweep does once it has answered
+    (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('die');
+    for (let i = 0; i < 50 && readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0').length < 3; i++) await sleep(100);
+    expect(readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0')).toHaveLength(3);
+    expect(readFileSync(join(dir, 'answer2'))).toHaveLength(0); // the sweep's to answer, not the pool's
+    expect(shared.metrics().inFlight).toBe(0);
   });
 });
