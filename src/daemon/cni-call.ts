@@ -78,7 +78,7 @@ export function lateAnswer(limitMs: number): CniResponse {
   return errorResponse(ErrorCode.TryAgainLater, `tsflannel agent: the call did not finish within ${limitMs} ms; try again`);
 }
 
-/** A connection accepted by the acceptor thread: blocking reads bounded by poll(2). */
+/** A connection a worker accepted: blocking reads bounded by poll(2). */
 export function fdConnection(fd: number): CallConnection {
   const readExact = (buf: Buffer, deadline: number): void => {
     for (let at = 0; at < buf.length; ) {

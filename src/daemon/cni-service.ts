@@ -35,7 +35,7 @@ export async function startCniService(opts: CniServiceOptions): Promise<CniServi
     ...(metrics ? { onCall: (command, ok, seconds) => metrics.cniRequestDuration.observe({ command, result: ok ? 'success' : 'error' }, seconds) } : {}),
   });
   if (metrics) attachCniServer(metrics, server.metrics, () => server.drain());
-  // The acceptor checks SO_PEERCRED with libc through koffi; a node where it
+  // The workers check SO_PEERCRED with libc through koffi; a node where it
   // cannot load fails here, at start, not at the first connection.
   sysctlGet('net.ipv4.ip_forward');
   // Listen at once; the workers load the handler meanwhile (a call that
