@@ -325,7 +325,11 @@ export function withoutServedSubnets(remote: Lease[], c: ServedSubnetCheck): { u
       .addrList({ ...c.nsOpts, family: c.family === 6 ? 'inet6' : 'inet' })
       .flatMap((a) => {
         const net = parseCidr(a.cidr, c.family);
-        return net && cidrContainsCidr(c.network, net) ? [{ cidr: a.cidr, net, linkIndex: a.linkIndex }] : [];
+        // Our own subnet's addresses (cni0's gateway, flannel.1's .0/32) can
+        // only match leases that overlap it, which the planner refuses anyway:
+        // left out here, the usual node has none left, and an event at
+        // 50,000 leases is not held up by a look at every lease.
+        return net && cidrContainsCidr(c.network, net) && !cidrOverlaps(c.own, net) ? [{ cidr: a.cidr, net, linkIndex: a.linkIndex }] : [];
       });
   } catch (err) {
     c.log.warn({ err: errorText(err) }, 'could not list the node\'s addresses');
