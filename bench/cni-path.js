@@ -29,8 +29,6 @@ import { ratio, summarize } from './lib/stats.js';
 const REF_BIN = '/usr/lib/cni/bridge';
 const CNI_PATH = '/usr/lib/cni';
 const CALLERS = 10;
-/** tsflanneld's --cni-workers default; TSFLANNEL_BENCH_CNI_WORKERS overrides it here. */
-const DEFAULT_WORKERS = 4;
 const FULL = { seq: 30, conc: 60, version: 30, idleMs: 3000 };
 const QUICK = { seq: 8, conc: 20, version: 8, idleMs: 1000 };
 
@@ -240,7 +238,8 @@ export async function run(ctx) {
   ctx.log(`node netns ${nodeNs}, ${podNs.length} pod netns; agent ${bins.agent.join(' ')}, standalone ${bins.standalone}`);
 
   const workers = Number(process.env.TSFLANNEL_BENCH_CNI_WORKERS || 0) || undefined;
-  const agent = await startCniAgent(bins.agent, nodeNs, socket, workers ?? DEFAULT_WORKERS);
+  // The agent's own --cni-workers default unless TSFLANNEL_BENCH_CNI_WORKERS is set.
+  const agent = await startCniAgent(bins.agent, nodeNs, socket, workers);
   const driver = startNsDriver(nodeNs);
   try {
     for (const c of cs) {
@@ -308,7 +307,7 @@ export async function run(ctx) {
         rows: latency,
         notes: [
           `One node netns; bridges cni0 (tsflannel, 10.244.1.0/24, shared by the agent and standalone paths and their one host-local store) and refbr0 (reference, 10.244.2.0/24), both MTU 1450, hairpin, default gateway; both exist before timing (one untimed warm-up ADD/DEL per path).`,
-          `agent = ${bins.forwarder} → ${bins.agent.join(' ')} --cni-only (${workers ?? DEFAULT_WORKERS} CNI worker threads); standalone = the same forwarder with agentSocket naming an unserved path, exec'ing ${bins.standalone}.`,
+          `agent = ${bins.forwarder} → ${bins.agent.join(' ')} --cni-only (${workers ?? 'its default number of, one per CPU from 2 to 4,'} CNI worker threads); standalone = the same forwarder with agentSocket naming an unserved path, exec'ing ${bins.standalone}.`,
           `Sequential: ${N.seq} ADDs then ${N.seq} DELs per path, rotating order (A R S, S R A). Concurrent: ${N.conc} per path with ${CALLERS} callers in A R S S R A blocks. Every call checked: exit 0, address in its subnet, the path it was meant to take; no address twice; no lease left.`,
         ],
       },

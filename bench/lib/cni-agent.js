@@ -30,9 +30,10 @@ function answers(socket) {
   });
 }
 
-/** Starts the agent in `nodeNs`; resolves with its pid once its socket answers a VERSION call. */
-export async function startCniAgent(agentCmd, nodeNs, socket, workers = 4) {
-  const child = spawn('ip', ['netns', 'exec', nodeNs, ...agentCmd, '--cni-only', '--cni-socket', socket, '--cni-workers', String(workers), '--log-level', process.env.TSFLANNEL_BENCH_AGENT_LOG ?? 'warn'], {
+/** Starts the agent in `nodeNs` (`workers`: its --cni-workers, else its default); resolves with its pid once its socket answers a VERSION call. */
+export async function startCniAgent(agentCmd, nodeNs, socket, workers) {
+  const workerArgs = workers === undefined ? [] : ['--cni-workers', String(workers)];
+  const child = spawn('ip', ['netns', 'exec', nodeNs, ...agentCmd, '--cni-only', '--cni-socket', socket, ...workerArgs, '--log-level', process.env.TSFLANNEL_BENCH_AGENT_LOG ?? 'warn'], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const stop = onCleanup('cni agent', () => {

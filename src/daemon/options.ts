@@ -2,7 +2,7 @@
 // variables (FLANNELD_<FLAG_IN_UPPER_SNAKE>, a flag on the command line wins)
 // where flannel has one. Groups: interface, subnet manager, etcd security,
 // traffic rules, endpoints, logging.
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import yargs from 'yargs';
 import { DEFAULT_SUBNET_FILE } from '../flannel/subnet-env.js';
 import { parseIp } from '../net/ip.js';
@@ -100,6 +100,8 @@ type Spec = {
   type: 'string' | 'boolean' | 'number';
   array?: boolean;
   default?: string | boolean | number | string[];
+  /** what --help shows for a default computed on this machine */
+  defaultDescription?: string;
   describe: string;
   alias?: string | string[];
   hidden?: boolean;
@@ -111,6 +113,19 @@ const G_SUBNET = 'Subnet manager:';
 const G_ETCD = 'etcd security:';
 const G_RULES = 'Traffic rules:';
 const G_CNI = 'CNI socket:';
+
+/**
+ * --cni-workers by default: one per CPU, at least 2 and at most 4. A call is
+ * CPU work between short netlink waits, and each worker warms its own copy of
+ * the handler's compiled code, so workers beyond the CPUs cost CPU without
+ * serving more: on 2 cores, 2 workers gave 1.65-1.73x the reference's ADDs per
+ * second against 1.47-1.48x with 4, at 0.47-0.48x its CPU per call against
+ * 0.57-0.59x (docs/benchmarks.md). Two at least, so one netlink call waiting
+ * in the kernel (a veth deletion waits for RCU) never stops every pod.
+ */
+export function defaultCniWorkers(cpus = availableParallelism()): number {
+  return Math.min(4, Math.max(2, cpus));
+}
 const G_ENDPOINTS = 'Health and metrics:';
 const G_LOG = 'Logging:';
 
@@ -151,7 +166,13 @@ export const FLAGS: Record<string, Spec> = {
   'resync-period': { type: 'number', default: 10, alias: 'iptables-resync', group: G_RULES, describe: 'seconds between full reconciliations of routes and rules (flannel: --iptables-resync)' },
 
   'cni-socket': { type: 'string', default: DEFAULT_CNI_SOCKET, group: G_CNI, describe: 'Unix socket serving CNI calls for /opt/cni/bin/tsflannel ("" = off; the conflist key agentSocket must match)' },
-  'cni-workers': { type: 'number', default: 4, group: G_CNI, describe: 'worker threads serving CNI calls, one call each at a time (a netlink call, e.g. deleting a veth, blocks its thread)' },
+  'cni-workers': {
+    type: 'number',
+    default: defaultCniWorkers(),
+    defaultDescription: 'the CPUs, 2 to 4',
+    group: G_CNI,
+    describe: 'worker threads serving CNI calls, one call each at a time (a netlink call, e.g. deleting a veth, blocks its thread)',
+  },
   'cni-only': { type: 'boolean', default: false, hidden: true, group: G_CNI, describe: 'serve CNI calls and /healthz only, with no subnet manager (tests, benchmarks)' },
 
   'healthz-ip': { type: 'string', default: '127.0.0.1', group: G_ENDPOINTS, describe: 'address for /healthz, /readyz (and /metrics without --metrics-addr)' },

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { envName, FLAGS, HelpShown, OptionsError, parseAgentOptions, VersionShown } from '../../../src/daemon/options.js';
+import { availableParallelism } from 'node:os';
+import { defaultCniWorkers, envName, FLAGS, HelpShown, OptionsError, parseAgentOptions, VersionShown } from '../../../src/daemon/options.js';
 import { VERSION } from '../../../src/version.js';
 
 describe('tsflanneld options', () => {
@@ -176,5 +177,13 @@ describe('tsflanneld options', () => {
     }
     const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
     expect(VERSION).toBe(pkg.version);
+  });
+});
+
+describe('--cni-workers default', () => {
+  it('is one worker per CPU, at least 2 (one netlink call waiting in the kernel never stops every pod) and at most 4', () => {
+    expect([1, 2, 3, 4, 16].map((cpus) => defaultCniWorkers(cpus))).toEqual([2, 2, 3, 4, 4]);
+    expect(parseAgentOptions([], { NODE_NAME: 'n1' }).cniWorkers).toBe(defaultCniWorkers(availableParallelism()));
+    expect(parseAgentOptions(['--cni-workers', '7'], { NODE_NAME: 'n1' }).cniWorkers).toBe(7);
   });
 });
