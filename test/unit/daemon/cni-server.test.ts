@@ -72,6 +72,17 @@ function context(run: CallContext['run'], callTimeoutMs = 50_000, workers = 4): 
   return { shared: new CniShared(workers), run, logger: pino({ level: 'silent' }), frameTimeoutMs: 10_000, callTimeoutMs };
 }
 
+/** A context whose handler records each command it starts and holds every ADD for `addMs`. */
+function holdingAdd(addMs: number, callTimeoutMs: number): { ctx: Omit<CallContext, 'worker'>; started: string[] } {
+  const started: string[] = [];
+  const ctx = context(async (env) => {
+    started.push(env.CNI_COMMAND!);
+    if (env.CNI_COMMAND === 'ADD') await sleep(addMs);
+    return ok(env.CNI_COMMAND!);
+  }, callTimeoutMs);
+  return { ctx, started };
+}
+
 const codeOf = (r: CniResponse) => (JSON.parse(r.stdout.toString()) as { code: number; msg: string });
 
 describe('CNI threads\' shared state', () => {
@@ -208,12 +219,7 @@ describe('CNI call serving', () => {
   });
 
   it('never starts a call that waited past its deadline behind its attachment\'s earlier call (the runtime has retried it elsewhere by then)', async () => {
-    const started: string[] = [];
-    const ctx = context(async (env) => {
-      started.push(env.CNI_COMMAND!);
-      if (env.CNI_COMMAND === 'ADD') await sleep(1500);
-      return ok(env.CNI_COMMAND!);
-    }, 400);
+    const { ctx, started } = holdingAdd(1500, 400);
     const env = (command: string) => ({ CNI_COMMAND: command, CNI_CONTAINERID: 'stuck', CNI_IFNAME: 'eth0' });
     const add = call(ctx, 0, env('ADD'));
     await sleep(100);
@@ -227,12 +233,7 @@ describe('CNI call serving', () => {
   });
 
   it('takes the forwarder\'s shorter TSFLANNEL_FORWARD_TIMEOUT_MS as the deadline (1 s less), so a queued call it gave up on never starts', async () => {
-    const started: string[] = [];
-    const ctx = context(async (env) => {
-      started.push(env.CNI_COMMAND!);
-      if (env.CNI_COMMAND === 'ADD') await sleep(4000);
-      return ok(env.CNI_COMMAND!);
-    }, 30_000);
+    const { ctx, started } = holdingAdd(4000, 30_000);
     const env = (command: string) => ({ CNI_COMMAND: command, CNI_CONTAINERID: 'fwd', CNI_IFNAME: 'eth0', TSFLANNEL_FORWARD_TIMEOUT_MS: '3000' });
     const add = call(ctx, 0, env('ADD'));
     await sleep(100);
