@@ -158,8 +158,10 @@ export async function serveConnection(ctx: CallContext, fd: number, conn: CallCo
   }
 }
 
-/** `call`: the call's token in the shared state (CniShared.accepted). */
-/** `forwarderDeadline`: when the forwarder gives up (epoch ms), if it said. */
+/**
+ * `call`: the call's token in the shared state (CniShared.accepted);
+ * `forwarderDeadline`: when the forwarder gives up (epoch ms), if it said.
+ */
 async function serveRequest(
   ctx: CallContext,
   call: number,

@@ -51,6 +51,9 @@ export interface CniServerOptions {
   workerScript?: URL;
 }
 
+const DEFAULT_FRAME_TIMEOUT_MS = 10_000;
+const DEFAULT_CALL_TIMEOUT_MS = 50_000;
+
 /** How often the event loop reads the threads' counters and checks deadlines. */
 const SWEEP_MS = 1000;
 
@@ -158,8 +161,8 @@ export class CniServer {
       start: {
         shared: this.shared.buffers,
         listenFd: fd,
-        frameTimeoutMs: this.opts.frameTimeoutMs ?? 10_000,
-        callTimeoutMs: this.opts.callTimeoutMs ?? 50_000,
+        frameTimeoutMs: this.opts.frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS,
+        callTimeoutMs: this.opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS,
         log: this.opts.log,
       },
       ...(this.opts.onWarning ? { onWarning: this.opts.onWarning } : {}),
@@ -194,7 +197,7 @@ export class CniServer {
     shutdownSocket(fd);
     // Every call is answered by its deadline (its worker, or the sweep);
     // a thread still busy a moment after that is stuck and is terminated.
-    await this.pool?.close((this.opts.callTimeoutMs ?? 50_000) + SWEEP_MS);
+    await this.pool?.close((this.opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS) + SWEEP_MS);
     clearInterval(this.sweepTimer);
     closeSocket(fd);
     try {

@@ -438,28 +438,40 @@ export function listenWaiter(listenFd: number): ListenWaiter {
 }
 
 const POLLIN = 0x1;
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
 
-/** poll(2) for input on `fd` for up to `ms`: true when there is something to read (or the peer closed). */
-export function pollIn(fd: number, ms: number): boolean {
+/**
+ * poll(2) of one descriptor for `events`, up to `ms` (EINTR retried within
+ * it): the events it reports, 0 when the time ran out. POLLHUP and POLLERR
+ * are reported whatever `events` asks for.
+ */
+function pollOne(fd: number, events: number, ms: number): number {
   const c = requireLibc('socket.poll');
-  // struct pollfd { int fd; short events; short revents; }
+  // struct pollfd { int fd; short events; short revents; } in the host's byte order
   const pfd = Buffer.alloc(8);
   const le = endianness() === 'LE';
-  if (le) pfd.writeInt32LE(fd, 0);
-  else pfd.writeInt32BE(fd, 0);
-  if (le) pfd.writeInt16LE(POLLIN, 4);
-  else pfd.writeInt16BE(POLLIN, 4);
+  if (le) {
+    pfd.writeInt32LE(fd, 0);
+    pfd.writeInt16LE(events, 4);
+  } else {
+    pfd.writeInt32BE(fd, 0);
+    pfd.writeInt16BE(events, 4);
+  }
   const until = Date.now() + ms;
   for (;;) {
     const n = c.poll(pfd, 1, Math.max(0, until - Date.now()));
-    if (n >= 0) return n > 0;
+    if (n === 0) return 0;
+    if (n > 0) return le ? pfd.readInt16LE(6) : pfd.readInt16BE(6);
     const err = libcError('socket.poll', `poll(${fd})`);
     if (err.code !== os.errno.EINTR) throw err;
   }
 }
 
-const POLLERR = 0x8;
-const POLLHUP = 0x10;
+/** poll(2) for input on `fd` for up to `ms`: true when there is something to read (or the peer closed). */
+export function pollIn(fd: number, ms: number): boolean {
+  return pollOne(fd, POLLIN, ms) !== 0;
+}
 
 /**
  * Whether the peer of a connected Unix stream socket has closed it (or it is
@@ -468,20 +480,7 @@ const POLLHUP = 0x10;
  * side (it still reads the answer) is not "closed".
  */
 export function peerClosed(fd: number): boolean {
-  const c = requireLibc('socket.poll');
-  const pfd = Buffer.alloc(8); // struct pollfd; events 0: POLLHUP and POLLERR are always reported
-  if (endianness() === 'LE') pfd.writeInt32LE(fd, 0);
-  else pfd.writeInt32BE(fd, 0);
-  for (;;) {
-    const n = c.poll(pfd, 1, 0);
-    if (n === 0) return false;
-    if (n > 0) {
-      const revents = endianness() === 'LE' ? pfd.readInt16LE(6) : pfd.readInt16BE(6);
-      return (revents & (POLLHUP | POLLERR)) !== 0;
-    }
-    const err = libcError('socket.poll', `poll(${fd})`);
-    if (err.code !== os.errno.EINTR) throw err;
-  }
+  return (pollOne(fd, 0, 0) & (POLLHUP | POLLERR)) !== 0;
 }
 
 /**
