@@ -432,9 +432,15 @@ export class DiskStore {
 
   /** One lease file; undefined when it is gone (removed by a writer that does not lock). */
   private readEntry(name: string, ip: Ip): StoreEntry | undefined {
+    const content = this.readLease(name);
+    return content === undefined ? undefined : { ip, name, content };
+  }
+
+  /** A lease file's content, trimmed; undefined when there is no such file. */
+  private readLease(name: string): string | undefined {
     const file = this.pathFor(name);
     try {
-      return { ip, name, content: readFileSync(file, 'utf8').trim() };
+      return readFileSync(file, 'utf8').trim();
     } catch (err) {
       if (hasCode(err, 'ENOENT')) return undefined;
       throw ioError('read lease', file, err);
@@ -475,13 +481,7 @@ export class DiskStore {
 
   /** One lease file's content, trimmed; undefined when there is no such lease. */
   async leaseContent(name: string): Promise<string | undefined> {
-    const file = this.pathFor(name);
-    try {
-      return readFileSync(file, 'utf8').trim();
-    } catch (err) {
-      if (hasCode(err, 'ENOENT')) return undefined;
-      throw ioError('read lease', file, err);
-    }
+    return this.readLease(name);
   }
 
   /** Deletes a lease file; a file that is already gone counts as removed. */
