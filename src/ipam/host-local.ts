@@ -202,16 +202,22 @@ export class HostLocalIpam {
    * then becomes the record.
    */
   private async ownLeases(id: string, dev: string): Promise<StoreEntry[]> {
-    const key = leaseKey(id, dev);
-    const recorded = this.store.recordedLeases('none');
-    if (recorded !== undefined) return this.store.entriesNamed(recorded).filter((e) => e.content === key);
-    const all = await this.store.entries({ locked: false });
+    const { entries, recorded } = await this.attachmentEntries('none');
     // The record names what a DEL must remove, legacy id-only leases too.
-    this.store.recordLeases(
-      matching(all, id, dev).map((e) => e.name),
-      true,
-    );
-    return all.filter((e) => e.content === key);
+    if (!recorded) this.store.recordLeases(matching(entries, id, dev).map((e) => e.name), true);
+    const key = leaseKey(id, dev);
+    return entries.filter((e) => e.content === key);
+  }
+
+  /**
+   * Under the attachment's lock, without the store lock: the leases its
+   * record names (`recorded`), or, with no record, every lease on the node.
+   * `fresh`: see DiskStore.recordedLeases.
+   */
+  private async attachmentEntries(fresh: 'none' | 'unknown'): Promise<{ entries: StoreEntry[]; recorded: boolean }> {
+    const names = this.store.recordedLeases(fresh);
+    if (names !== undefined) return { entries: this.store.entriesNamed(names), recorded: true };
+    return { entries: await this.store.entries({ locked: false }), recorded: false };
   }
 
   /**
@@ -362,11 +368,7 @@ export class HostLocalIpam {
     const dev = validateIfname(ifname);
     // Its own leases cannot change under the attachment's lock: no store lock
     // needed to read them, and its record (when it has one) names them all.
-    if (opts.attachmentLocked) {
-      const recorded = this.store.recordedLeases('unknown');
-      const entries = recorded !== undefined ? this.store.entriesNamed(recorded) : await this.store.entries({ locked: false });
-      return matching(entries, id, dev).map(toRecord);
-    }
+    if (opts.attachmentLocked) return matching((await this.attachmentEntries('unknown')).entries, id, dev).map(toRecord);
     return this.store.withLock(async () => matching(await this.store.entries(), id, dev).map(toRecord));
   }
 
