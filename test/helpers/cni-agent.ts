@@ -3,7 +3,8 @@
 // the subnet file themselves), the forwarder that calls it, and a raw socket
 // client for the protocol's own tests.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { createConnection } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { PLUGIN_BIN } from './plugin.js';
@@ -11,6 +12,18 @@ import { PLUGIN_BIN } from './plugin.js';
 export const AGENT_BIN = fileURLToPath(new URL('../../bin/tsflanneld', import.meta.url));
 export const FORWARDER_BIN = fileURLToPath(new URL('../../native/build/tsflannel-forward', import.meta.url));
 export const forwarderBuilt = existsSync(FORWARDER_BIN);
+
+/**
+ * Lays out `binDir` as `tsflannel install` does: the forwarder (a copy) as
+ * `tsflannel`, the standalone plugin beside it as `tsflannel-standalone` (a
+ * symlink; the forwarder finds it beside its own real path). Returns binDir.
+ */
+export function installForwarder(binDir: string, standalone: string = PLUGIN_BIN): string {
+  mkdirSync(binDir, { recursive: true });
+  copyFileSync(FORWARDER_BIN, join(binDir, 'tsflannel'));
+  symlinkSync(standalone, join(binDir, 'tsflannel-standalone'));
+  return binDir;
+}
 
 /** How a suite reaches the plugin: the standalone executable, or the forwarder with or without an agent. */
 export interface CniPath {

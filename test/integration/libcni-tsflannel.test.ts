@@ -7,7 +7,7 @@
 // alone as tsflannel.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/netns.js';
@@ -15,7 +15,7 @@ import { buildCnitool, runCnitool, type CnitoolOptions } from '../helpers/cnitoo
 import { callPlugin, PLUGIN_BIN } from '../helpers/plugin.js';
 import { CNI_REF_DIR, haveRefPlugins } from '../helpers/reference.js';
 import { requireOrSkip } from '../helpers/require.js';
-import { FORWARDER_BIN, forwarderBuilt, startCniAgent, STANDALONE, VIA_AGENT, VIA_FALLBACK, type CniPath, type RunningAgent } from '../helpers/cni-agent.js';
+import { forwarderBuilt, installForwarder, startCniAgent, STANDALONE, VIA_AGENT, VIA_FALLBACK, type CniPath, type RunningAgent } from '../helpers/cni-agent.js';
 
 const REF = CNI_REF_DIR;
 
@@ -50,15 +50,13 @@ describe.skipIf(requireOrSkip('libcni chain', { root: isRoot, [`reference portma
     cacheDir = join(dir, 'cache');
     dataDir = join(dir, 'ipam');
     subnetFile = join(dir, 'subnet.env');
-    mkdirSync(binDir);
     mkdirSync(netconfDir);
     agentSocket = join(dir, 'run', 'cni.sock');
     if (path === STANDALONE) {
+      mkdirSync(binDir);
       symlinkSync(PLUGIN_BIN, join(binDir, 'tsflannel'));
     } else {
-      // As installed: the forwarder finds tsflannel-standalone beside itself.
-      copyFileSync(FORWARDER_BIN, join(binDir, 'tsflannel'));
-      symlinkSync(PLUGIN_BIN, join(binDir, 'tsflannel-standalone'));
+      installForwarder(binDir);
     }
     writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
     writeFileSync(join(netconfDir, '10-tsflannel.conflist'), JSON.stringify({

@@ -6,7 +6,7 @@
 // goes the way a runtime does: libcni (tsf-cnitool) with a conflist declaring
 // the capability, through the forwarder to an agent serving the CNI socket.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -15,8 +15,7 @@ import { callPlugin, isLeaseFile, type CniCall } from '../helpers/plugin.js';
 import { CNI_REF_DIR, haveRefPlugins, refPlugin } from '../helpers/reference.js';
 import { requireOrSkip } from '../helpers/require.js';
 import { buildCnitool, runCnitool, type CnitoolOptions } from '../helpers/cnitool.js';
-import { FORWARDER_BIN, forwarderBuilt, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
-import { PLUGIN_BIN } from '../helpers/plugin.js';
+import { forwarderBuilt, installForwarder, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
 
 const SUBNET_ENV = 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
 
@@ -212,11 +211,8 @@ describe.skipIf(requireOrSkip('pod MAC through libcni', {
     dataDir = join(dir, 'ipam');
     subnetFile = join(dir, 'subnet.env');
     agentSocket = join(dir, 'run', 'cni.sock');
-    mkdirSync(binDir);
+    installForwarder(binDir);
     mkdirSync(netconfDir);
-    // As installed: the forwarder as tsflannel, the standalone beside it.
-    copyFileSync(FORWARDER_BIN, join(binDir, 'tsflannel'));
-    execFileSync('ln', ['-s', PLUGIN_BIN, join(binDir, 'tsflannel-standalone')]);
     writeFileSync(subnetFile, SUBNET_ENV);
     agent = await startCniAgent({ socket: agentSocket, nodeNs: node });
   }, 60_000);

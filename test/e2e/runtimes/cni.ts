@@ -5,22 +5,17 @@
 // portmap, loopback, bridge and host-local (copies, so the dir still works
 // when bind-mounted over /usr/lib/cni), and conflists for tsflannel and for
 // the reference bridge chain.
-import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CNI_REF_DIR } from '../../helpers/reference.js';
+import { installForwarder } from '../../helpers/cni-agent.js';
 
-export const PLUGIN_BIN = fileURLToPath(new URL('../../../bin/tsflannel', import.meta.url));
-export const FORWARDER_BIN = fileURLToPath(new URL('../../../native/build/tsflannel-forward', import.meta.url));
 export const REFERENCE_DIR = CNI_REF_DIR;
 const REFERENCE_PLUGINS = ['portmap', 'loopback', 'bridge', 'host-local'];
 
 /** Creates `dir` with the plugins a runtime needs; returns it. */
 export function makeBinDir(dir: string): string {
-  mkdirSync(dir, { recursive: true });
-  // A copy: the forwarder finds the standalone beside its own real path.
-  copyFileSync(FORWARDER_BIN, join(dir, 'tsflannel'));
-  symlinkSync(PLUGIN_BIN, join(dir, 'tsflannel-standalone'));
+  installForwarder(dir);
   for (const p of REFERENCE_PLUGINS) copyFileSync(join(REFERENCE_DIR, p), join(dir, p));
   return dir;
 }
