@@ -94,6 +94,9 @@ describe.skipIf(requireOrSkip('traffic start failure', { root: isRoot, [`etcd ($
     expect(iptables(ns, ['-t', 'nat', '-S', 'POSTROUTING'])).toContain('-j FLANNEL-POSTRTG');
     expect(iptables(ns, ['-t', 'nat', '-S', 'FLANNEL-POSTRTG'])).toContain('-j MASQUERADE');
     expect(readFileSync(file, 'utf8')).toMatch(/^FLANNEL_SUBNET=10\.244\.\d+\.1\/24$/m);
-    expect(cluster.agentLog('n1')).toContain('installed the traffic rules');
+    // The agent wrote its line before it became ready; this process reads the
+    // agent's stderr pipe only when its event loop turns, and the checks above
+    // run synchronously (curl and iptables through execFileSync).
+    await eventually('n1 logs that the rules are in', 5_000, () => cluster.agentLog('n1').includes('installed the traffic rules'));
   }, 90_000);
 });
