@@ -9,9 +9,9 @@
 //
 // Every call is a process exec'd by a driver inside one node netns with only
 // PATH and CNI_* (plus TSFLANNEL_STANDALONE) in its environment, spawn to
-// exit. CPU per call is the called process tree's (the driver's cutime +
-// cstime) plus, on the agent path, the agent's share: the growth of its
-// utime + stime (/proc/<pid>/stat, all threads) over the batch, less what
+// exit. CPU per call is the called process tree's (the driver's
+// getrusage(RUSAGE_CHILDREN)) plus, on the agent path, the agent's share: the
+// growth of its process CPU clock (all threads, exact) over the batch, less what
 // the agent spends idle in that time (its rate measured in an idle window
 // before the batches: timers and metrics, paid whether or not calls come),
 // divided by the agent calls in it; the agent's share is also split by
@@ -70,10 +70,7 @@ async function idleRate(pid, ms) {
   await new Promise((r) => setTimeout(r, ms));
   const after = agentCpuSnapshot(pid);
   const split = agentCpuSplit(pid, before, after);
-  // The live threads' exact run times: the process's own figure counts in
-  // 10 ms ticks, too coarse for a window this short.
-  const live = split.main + split.workers + split.other;
-  return { rate: live / (after.at - before.at), split, ms: after.at - before.at };
+  return { rate: split.total / (after.at - before.at), split, ms: after.at - before.at };
 }
 
 function contenders(bins, dir) {
@@ -315,7 +312,7 @@ export async function run(ctx) {
         title: 'CNI paths: CPU per call (ms, user+system)',
         rows: cpu,
         notes: [
-          'Called process tree from the driver\'s cutime+cstime (10 ms ticks summed over the batch); the agent path adds the agent\'s own utime+stime growth over the batch (/proc/<pid>/stat, every thread) divided by its calls in that batch, less its idle rate times the batch\'s wall time (the idle share column; the rate is measured in a quiet window before the batches).',
+          'Called process tree from each called process\'s own rusage (the driver, bench/driver) over the batch; the agent path adds the growth of the agent\'s process CPU clock over the batch (every thread, those that ended too; both exact, bench/lib/cpu-clock.js) divided by its calls in that batch, less its idle rate times the batch\'s wall time (the idle share column; the rate is measured in a quiet window before the batches).',
           `The agent path's CPU split per call: forwarder (the called process), agent main (the event loop: nothing per call since the workers serve the socket themselves; metrics and the once-a-second sweep), agent workers (threads tsf-cni-*: accept, frame, the handler and the shim calls made on them), agent other (V8's compiler and GC helpers, libuv, the Go runtime), agent ended threads (threads that exited during the batch: mostly the shim's throw-away threads that enter the pod's netns, with the kernel work done there). Idle rate ${(agent.idleRate * 1000).toFixed(1)} ms per second.`,
         ],
       },

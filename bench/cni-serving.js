@@ -128,7 +128,7 @@ export async function run(ctx) {
       notes: [
         `Each design a process in one node netns serving build/plugin/handler.js, called through ${forwarder}; one store and one cni0 for all.`,
         `Sequential: ${n.seq} ADDs then ${n.seq} DELs per design, rotating the designs call by call. ${CALLERS} callers: ${n.conc} calls per batch, ${n.rounds} rounds alternating the order; ops/s and CPU are means over the rounds.`,
-        'CPU (ms) = the server process\'s utime + stime growth (10 ms ticks, every thread, those that ended too) plus the forwarder\'s, per call; no idle rate is subtracted (every design idles alike).',
+        'CPU (ms) = the server process\'s CPU clock growth (exact, every thread, those that ended too) plus the forwarder\'s, per call; no idle rate is subtracted (every design idles alike).',
       ],
     };
   } finally {

@@ -376,7 +376,7 @@ export async function run(ctx) {
           `Each ADD gets a fresh pod netns made before timing. A driver inside the node netns execs the plugin binary directly (bin/tsflannel via its #!/usr/bin/env node line), as a runtime does, with only PATH and CNI_* in its environment; the time is spawn() to exit.`,
           `Sequential: ${N.seq} ADDs then ${N.seq} DELs per plugin, alternating plugins (ABBA). VERSION: ${N.version} per plugin with podman's dummy env.`,
           `Concurrent: ${N.conc} ops per plugin with ${CALLERS} callers, run as two blocks of ${Math.ceil(N.conc / 2)} in ABBA order.`,
-          `CPU/call = mean user+system ms of the plugin process and its children (/proc cutime+cstime of the driver, 10 ms ticks summed over the batch); unlike wall time it barely moves with other load on the machine.`,
+          `CPU/call = mean user+system ms of the plugin process and its children (each called process's own rusage (the driver, bench/driver) over the batch); unlike wall time it barely moves with other load on the machine.`,
           `Ratio = tsflannel / reference. Checked: every call exit 0, each ADD's address in its subnet, distinct addresses under concurrency, no veth or lease left after the DELs.`,
         ],
       },

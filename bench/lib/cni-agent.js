@@ -5,6 +5,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { onCleanup } from './cleanup.js';
+import { processCpuMs } from './cpu-clock.js';
 
 /**
  * The shipped single executable when packaged, else node + bin/tsflanneld
@@ -49,17 +50,13 @@ export async function startCniAgent(agentCmd, nodeNs, socket, workers) {
 }
 
 
-const TICK_MS = 10; // USER_HZ = 100 on Linux
-
-/** The agent process's utime + stime (ms, every thread, those that ended included), from /proc/<pid>/stat. */
+/** The agent process's CPU time (ms, every thread, those that ended included; exact: cpu-clock.js). */
 export function agentCpuMs(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * TICK_MS; // utime, stime (fields 14, 15)
+  return processCpuMs(pid);
 }
 
 /**
- * One look at the agent's CPU: the whole process (ms, clock ticks) and each
+ * One look at the agent's CPU: the whole process (ms, exact) and each
  * live thread's run time (ms, /proc/<pid>/task/<tid>/schedstat, exact) with
  * its name.
  */

@@ -1,13 +1,22 @@
 // A long-lived helper process inside a network namespace that spawns and
-// times jobs there. Running the timed processes through `ip netns exec` one
-// by one would add ip's own fork/exec and mount-namespace set-up to every
-// figure; with the driver, that cost is paid once, before timing starts.
-import { spawn } from 'node:child_process';
+// times jobs there (bench/driver/main.go: it starts processes as a Go
+// container runtime does, and reads each child's own CPU time). Running the
+// timed processes through `ip netns exec` one by one would add ip's own
+// fork/exec and mount-namespace set-up to every figure; with the driver, that
+// cost is paid once, before timing starts.
+import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { onCleanup } from './cleanup.js';
 
-const CHILD = fileURLToPath(new URL('./ns-driver-child.js', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const DRIVER = 'build/bench-driver';
+
+/** The driver's binary, built (only when its source changed) with the shim's GOPATH-mode script. */
+function driverBinary() {
+  execFileSync('bash', ['scripts/go-build.sh', 'bench/driver', DRIVER], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+  return `${ROOT}${DRIVER}`;
+}
 
 /**
  * @typedef {import('./spawn.js').Job} Job
@@ -21,7 +30,7 @@ const CHILD = fileURLToPath(new URL('./ns-driver-child.js', import.meta.url));
  * @returns {NsDriver}
  */
 export function startNsDriver(ns) {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, CHILD], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn('ip', ['netns', 'exec', ns, driverBinary()], { stdio: ['pipe', 'pipe', 'inherit'] });
   const unregister = onCleanup(`driver in ${ns}`, () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
