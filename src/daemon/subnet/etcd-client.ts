@@ -216,10 +216,11 @@ export async function checkEtcdAccess(endpoints: string[], sec: EtcdSecurity, ke
     onRetry?.(text, attempt);
     // A server that takes the connection and never finishes TLS (a hung
     // etcd) costs a socket per attempt: grpc-js has no handshake timeout and
-    // close() leaves a pending handshake to the server. Deadlines in a row
-    // space the attempts out further, up to 12 times the usual interval.
-    const wait = deadlines > 0 ? maxRetryMs * 2 ** Math.min(deadlines - 1, 4) : retryMs * 2 ** Math.min(attempt - 1, 16);
-    await pause(Math.min(wait, deadlines > 0 ? 12 * maxRetryMs : maxRetryMs), signal);
+    // close() leaves a pending handshake to the server. From the second
+    // deadline in a row (one is a loaded host as often as not) the attempts
+    // are spaced out further, up to 12 times the usual interval.
+    const wait = deadlines > 1 ? maxRetryMs * 2 ** Math.min(deadlines - 2, 4) : retryMs * 2 ** Math.min(attempt - 1, 16);
+    await pause(Math.min(wait, deadlines > 1 ? 12 * maxRetryMs : maxRetryMs), signal);
   }
   return false;
 }

@@ -170,6 +170,33 @@ describe.skipIf(requireOrSkip('etcd access check', { openssl: haveOpenssl }))('c
     expect(reasons[4]).not.toMatch(/ECONNREFUSED/);
   });
 
+  it('attempts that keep running into their deadline (a server that never finishes TLS) are no verdict and are spaced out further', async () => {
+    const sockets: net.Socket[] = [];
+    const port = await listen(net.createServer((socket) => sockets.push(socket)));
+    const ac = new AbortController();
+    const at: number[] = [];
+    const reasons: string[] = [];
+    const verdict = await checkEtcdAccess([`https://127.0.0.1:${port}`], stranger(), KEY, {
+      timeoutMs: 100,
+      retryMs: 10,
+      maxRetryMs: 50,
+      signal: ac.signal,
+      onRetry: (reason) => {
+        reasons.push(reason);
+        at.push(Date.now());
+        if (reasons.length === 6) ac.abort();
+      },
+    });
+    expect(verdict).toBe(false);
+    for (const r of reasons) expect(r).toMatch(/deadline/i);
+    // pauses 10, 50, 100, 200, 400 ms after the 1st to 5th deadline (the first as usual, then doubling)
+    expect(at[5]! - at[4]!).toBeGreaterThanOrEqual(400);
+    expect(at[4]! - at[3]!).toBeGreaterThanOrEqual(200);
+    // each attempt's connection stays with the server: grpc-js has no TLS handshake timeout
+    expect(sockets.length).toBe(6);
+    for (const sock of sockets) sock.destroy();
+  });
+
   it('stops promptly when stopped during a pending attempt, although the attempt would wait 30 s for its deadline', async () => {
     // a listener that takes the connection and never answers (a hung etcd)
     const sockets: net.Socket[] = [];
