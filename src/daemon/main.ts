@@ -7,7 +7,7 @@ import { createAgentLogger } from './logging.js';
 import { defaultMetrics, subnetMetrics, type AgentMetrics } from './metrics.js';
 import { VERSION } from '../version.js';
 
-async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: AgentMetrics): Promise<SubnetManager> {
+async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: AgentMetrics, stopping: AbortSignal): Promise<SubnetManager> {
   if (opts.kubeSubnetMgr) {
     const { KubeSubnetManager } = await import('./subnet/kube.js');
     const kubeOpts: ConstructorParameters<typeof KubeSubnetManager>[0] = {
@@ -34,8 +34,13 @@ async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: Age
   }
   // A wrong CA, a missing client certificate or a wrong password never heals:
   // find out and exit naming the flag (etcd merely down is retried as usual).
-  // Alongside start-up, not before it: a restart must not wait on this.
-  checkEtcdAccess(opts.etcdEndpoints, opts.etcd, `${opts.etcdPrefix.replace(/\/+$/, '')}/config`).catch((err: unknown) => {
+  // Alongside start-up, not before it: a restart must not wait on this. It
+  // goes on until it has a verdict (etcd down now may come up rejecting us),
+  // and ends when the agent stops.
+  checkEtcdAccess(opts.etcdEndpoints, opts.etcd, `${opts.etcdPrefix.replace(/\/+$/, '')}/config`, {
+    signal: stopping,
+    onRetry: (reason, attempt) => logger.debug({ reason, attempt }, 'etcd access check: no verdict yet; checking again'),
+  }).catch((err: unknown) => {
     if ((err as Error).name === 'EtcdAccessError') logger.fatal(`etcd: ${(err as Error).message}`);
     else logger.fatal({ err }, 'etcd access check failed');
     process.exit(1);
@@ -89,8 +94,10 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   logger.info({ version: VERSION }, 'tsflanneld starting');
   const metrics = defaultMetrics();
   let subnetManager: SubnetManager;
+  // ends background work the agent started beside itself (the etcd access check)
+  const stopChecks = new AbortController();
   try {
-    subnetManager = await subnetManagerFor(opts, logger, metrics);
+    subnetManager = await subnetManagerFor(opts, logger, metrics, stopChecks.signal);
   } catch (err) {
     const name = (err as Error).name;
     // settings problems get one line naming the flag, no stack
@@ -104,6 +111,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
+    stopChecks.abort();
     // Rules stay too: a pod's new connections must stay masqueraded until the
     // next agent is up. `tsflanneld --cleanup` removes them on uninstall.
     logger.info({ signal }, 'shutting down; routes, leases and iptables rules stay in place');
@@ -123,6 +131,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   } catch (err) {
     if (stopping) return;
     logger.fatal({ err }, 'tsflanneld failed');
+    stopChecks.abort();
     await agent.stop(false).catch(() => undefined);
     process.exit(1);
   }

@@ -78,7 +78,8 @@ class Node {
   private server?: Server;
   readonly dir = mkdtempSync(join(tmpdir(), 'tsf-etcdsec-'));
 
-  async start(label: string, etcdPort: number): Promise<void> {
+  /** `etcdPort` undefined: the node's 127.0.0.1:2379 answers but leads nowhere until serve(). */
+  async start(label: string, etcdPort?: number): Promise<void> {
     this.ns = addNetns(label);
     const ipn = (args: string[]) => execFileSync('ip', ['-n', this.ns, ...args]);
     // an underlay with an address and a default route; the peer end stays in the same netns
@@ -88,13 +89,18 @@ class Node {
     ipn(['link', 'set', 'eth0', 'up']);
     ipn(['route', 'add', 'default', 'dev', 'eth0']);
     const socket = join(this.dir, 'etcd.sock');
-    this.server = await bridgeUnixToTcp(socket, '127.0.0.1', etcdPort);
+    if (etcdPort !== undefined) await this.serve(etcdPort);
     const child = spawn('ip', ['netns', 'exec', this.ns, process.execPath, PORT_BRIDGE, '127.0.0.1', '2379', socket], { stdio: ['ignore', 'pipe', 'inherit'] });
     this.bridgeProc = child;
     await new Promise<void>((resolve, reject) => {
       child.stdout!.once('data', () => resolve());
       child.once('exit', (code) => reject(new Error(`port bridge exited ${code}`)));
     });
+  }
+
+  /** Connects the node's 127.0.0.1:2379 to etcd. */
+  async serve(etcdPort: number): Promise<void> {
+    this.server = await bridgeUnixToTcp(join(this.dir, 'etcd.sock'), '127.0.0.1', etcdPort);
   }
 
   stop(): void {
@@ -114,6 +120,7 @@ describe.skipIf(requireOrSkip('etcd-secure', { root: isRoot, etcd: haveEtcd, ope
   let pki: TestPki;
   let etcd: EtcdServer;
   const node = new Node();
+  const lateNode = new Node();
   const managers: EtcdSubnetManager[] = [];
   let agent: ChildProcess | undefined;
 
@@ -127,11 +134,13 @@ describe.skipIf(requireOrSkip('etcd-secure', { root: isRoot, etcd: haveEtcd, ope
     await admin.put(`${PREFIX}/config`).value(NET_CONF);
     admin.close();
     await node.start('etcdtls', etcd.clientPort);
+    await lateNode.start('etcdlate');
   }, 60_000);
   afterAll(async () => {
     if (agent?.pid) agent.kill('SIGKILL');
     for (const m of managers) await m.close();
     node.stop();
+    lateNode.stop();
     cleanupAll();
     await etcd?.stop();
     pki?.remove();
@@ -182,6 +191,17 @@ describe.skipIf(requireOrSkip('etcd-secure', { root: isRoot, etcd: haveEtcd, ope
   it('a client certificate from a CA etcd does not trust: exits 1 naming --etcd-certfile', async () => {
     const run = await runAgentToExit(['--etcd-endpoints', 'https://127.0.0.1:2379', '--etcd-cafile', pki.caFile, '--etcd-certfile', pki.strangerCert, '--etcd-keyfile', pki.strangerKey, '--log-format', 'text'], {}, node.ns);
     expect(run.code).toBe(1);
+    expect(oneFatalLine(run.stderr)).toMatch(/rejected the client certificate --etcd-certfile .*stranger\.pem/);
+  }, 40_000);
+
+  it('etcd out of reach at start, then reachable and rejecting the client certificate: the agent still exits 1 naming --etcd-certfile', async () => {
+    // the node's 127.0.0.1:2379 takes connections and closes them (no etcd behind it) for 4 s
+    const reachable = new Promise<void>((resolve) => setTimeout(() => void lateNode.serve(etcd.clientPort).then(resolve), 4000));
+    const started = Date.now();
+    const run = await runAgentToExit(['--etcd-endpoints', 'https://127.0.0.1:2379', '--etcd-cafile', pki.caFile, '--etcd-certfile', pki.strangerCert, '--etcd-keyfile', pki.strangerKey, '--log-format', 'text'], {}, lateNode.ns);
+    await reachable;
+    expect(run.code).toBe(1);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(4000);
     expect(oneFatalLine(run.stderr)).toMatch(/rejected the client certificate --etcd-certfile .*stranger\.pem/);
   }, 40_000);
 

@@ -109,33 +109,118 @@ export function describeAccessError(err: unknown, sec: EtcdSecurity): string | u
   return undefined;
 }
 
+/** How an attempt failed that did not name a setting. */
+type FailureKind = 'refused' | 'dropped' | 'other';
+
 /**
- * Reads `key` with these settings. Throws EtcdAccessError for settings that
- * retrying cannot fix; other failures (etcd not up yet) resolve to false so
- * the caller's usual retries go on. A slow first connection (a loaded host)
- * can end in a bare deadline before the TLS verdict arrives, so an
- * unexplained failure is tried again, up to `attempts` times.
+ * refused: nothing listens (etcd down, restarting, not started yet).
+ * dropped: the connection closed or reset after the TLS handshake, before
+ * etcd said anything: the words grpc-js uses once TLS is up and the HTTP/2
+ * session is being set up (a TLS 1.3 server checks our certificate after
+ * the handshake is over on our side, and may close without an alert, or
+ * its alert may be lost in a proxy). A hang-up before TLS (a proxy with no
+ * etcd behind it, `connect ECONNRESET`) is not a drop.
  */
-export async function checkEtcdAccess(endpoints: string[], sec: EtcdSecurity, key: string, timeoutMs = 5000, attempts = 3): Promise<boolean> {
+function failureKind(text: string): FailureKind {
+  if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH/.test(text)) return 'refused';
+  if (/before secure TLS connection was established|connect ECONNRESET/.test(text)) return 'other';
+  if (/Failed to connect|Connection closed before starting HTTP\/2 handshake|read ECONNRESET|socket hang up|Connection dropped|EPIPE/.test(text)) return 'dropped';
+  return 'other';
+}
+
+export interface AccessCheckOptions {
+  /** deadline of one attempt */
+  timeoutMs?: number;
+  /** first pause between attempts; it doubles up to maxRetryMs */
+  retryMs?: number;
+  maxRetryMs?: number;
+  /** drops after the handshake in a row, with a client certificate, that mean etcd rejects it */
+  dropsForVerdict?: number;
+  /** the agent stops: the check ends with false */
+  signal?: AbortSignal;
+  /** an attempt without a verdict; the reason is the error's text */
+  onRetry?: (reason: string, attempt: number) => void;
+}
+
+/** Resolves after `ms` or at once when `signal` aborts; its timer never keeps the process alive. */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    timer.unref();
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** One read with a fresh client: true, or the error; a stop closes the client at once. */
+async function attemptRead(options: ReturnType<typeof etcdClientOptions>, key: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<true | { err: unknown }> {
+  const client = new Etcd3({
+    ...options,
+    dialTimeout: timeoutMs,
+    defaultCallOptions: () => ({ deadline: Date.now() + timeoutMs }),
+  });
+  const stop = () => client.close();
+  signal?.addEventListener('abort', stop, { once: true });
+  try {
+    await client.get(key).string();
+    return true;
+  } catch (err) {
+    return { err };
+  } finally {
+    signal?.removeEventListener('abort', stop);
+    client.close();
+  }
+}
+
+/**
+ * Reads `key` with these settings until there is a verdict: true when the
+ * read works; EtcdAccessError for settings that retrying cannot fix; false
+ * only when `signal` stops the check first. Anything else (etcd refusing
+ * connections because it is down or restarting, a bare deadline on a loaded
+ * host) is no verdict: it tries again, quickly at first, then every
+ * maxRetryMs, so an etcd that comes up later with TLS that rejects us still
+ * ends in the error naming the flag. With a client certificate, a
+ * connection dropped right after the handshake on dropsForVerdict attempts
+ * in a row is etcd rejecting that certificate (a refused or other failure in
+ * between starts the count again: etcd restarting is not a rejection).
+ */
+export async function checkEtcdAccess(endpoints: string[], sec: EtcdSecurity, key: string, opts: AccessCheckOptions = {}): Promise<boolean> {
+  const { timeoutMs = 5000, retryMs = 250, maxRetryMs = 5000, dropsForVerdict = 3, signal, onRetry } = opts;
   const options = etcdClientOptions(endpoints, sec);
-  for (let attempt = 1; attempt <= attempts; attempt++) {
-    const client = new Etcd3({
-      ...options,
-      dialTimeout: timeoutMs,
-      defaultCallOptions: () => ({ deadline: Date.now() + timeoutMs }),
-    });
-    try {
-      await client.get(key).string();
-      return true;
-    } catch (err) {
-      const problem = describeAccessError(err, sec);
-      if (problem) throw new EtcdAccessError(problem);
-      // refused outright: etcd is not there yet, nothing more to learn now
-      if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN/.test(messages(err))) return false;
-    } finally {
-      client.close();
+  let drops = 0;
+  let deadlines = 0;
+  for (let attempt = 1; !signal?.aborted; attempt++) {
+    const result = await attemptRead(options, key, timeoutMs, signal);
+    if (result === true) return true;
+    if (signal?.aborted) break;
+    const problem = describeAccessError(result.err, sec);
+    if (problem) throw new EtcdAccessError(problem);
+    const text = messages(result.err);
+    const kind = failureKind(text);
+    // a bare deadline says nothing either way: it neither counts nor resets
+    const deadline = kind !== 'dropped' && /deadline/i.test(text);
+    if (kind === 'dropped') drops++;
+    else if (!deadline) drops = 0;
+    deadlines = deadline ? deadlines + 1 : 0;
+    if (sec.certFile && drops >= dropsForVerdict) {
+      throw new EtcdAccessError(
+        `etcd rejected the client certificate --etcd-certfile ${sec.certFile} (signed by a CA etcd trusts?): ` +
+          `it closed the connection right after the TLS handshake on ${drops} attempts in a row (${text.slice(0, 160)})`,
+      );
     }
-    if (attempt < attempts) await new Promise((r) => setTimeout(r, 250 * attempt));
+    onRetry?.(text, attempt);
+    // A server that takes the connection and never finishes TLS (a hung
+    // etcd) costs a socket per attempt: grpc-js has no handshake timeout and
+    // close() leaves a pending handshake to the server. From the second
+    // deadline in a row (one is a loaded host as often as not) the attempts
+    // are spaced out further, up to 12 times the usual interval.
+    const wait = deadlines > 1 ? maxRetryMs * 2 ** Math.min(deadlines - 2, 4) : retryMs * 2 ** Math.min(attempt - 1, 16);
+    await pause(Math.min(wait, deadlines > 1 ? 12 * maxRetryMs : maxRetryMs), signal);
   }
   return false;
 }
