@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { closeSocket, shutdownSocket, unixListen } from '../netlink/index.js';
 import { encodeResponse } from './cni-frame.js';
 import { lateAnswer, writeAnswer } from './cni-call.js';
-import { WorkerPool } from './cni-pool.js';
+import { SPARE_WORKERS, WorkerPool } from './cni-pool.js';
 import { CniShared, type CountedCommand } from './cni-shared.js';
 import type { LogFormat, LogLevel } from './options.js';
 
@@ -29,6 +29,10 @@ export interface CniServerMetrics {
   /** calls that ran past the call deadline */
   readonly timeouts: number;
   readonly inFlight: number;
+  /** CNI worker threads running now: the base ones and any spare (cni-pool.ts) */
+  readonly threads: number;
+  /** spare threads started because every thread was busy and one was stalled */
+  readonly sparesStarted: number;
 }
 
 export interface CniServerOptions {
@@ -49,6 +53,8 @@ export interface CniServerOptions {
   onWarning?: (msg: string) => void;
   /** tests: another worker script */
   workerScript?: URL;
+  /** tests: how long a spare thread stays idle before it ends (cni-pool.ts SPARE_IDLE_MS) */
+  spareIdleMs?: number;
 }
 
 const DEFAULT_FRAME_TIMEOUT_MS = 10_000;
@@ -139,7 +145,8 @@ export class CniServer {
   private statsWritten = -1;
 
   constructor(private readonly opts: CniServerOptions) {
-    this.shared = new CniShared(opts.workers);
+    // Slots for the spare threads too: the shared memory is sized once.
+    this.shared = new CniShared(opts.workers + SPARE_WORKERS);
     this.metrics = this.shared.metrics();
   }
 
@@ -157,6 +164,8 @@ export class CniServer {
     this.listenFd = fd;
     this.pool = new WorkerPool({
       size: this.opts.workers,
+      spares: SPARE_WORKERS,
+      ...(this.opts.spareIdleMs !== undefined ? { spareIdleMs: this.opts.spareIdleMs } : {}),
       shared: this.shared,
       start: {
         shared: this.shared.buffers,

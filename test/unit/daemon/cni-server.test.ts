@@ -172,6 +172,21 @@ describe('CNI threads\' shared state', () => {
     // and the attachment stays free for the next call
     expect(await s.enter(0, 'pod\neth0', Date.now() + 100)).toBe(true);
   });
+
+  it('marks a worker stalled while its call waits for its attachment\'s earlier call, and tells its thread once', async () => {
+    const s = new CniShared(2);
+    const told: number[] = [];
+    s.onStall = (i) => told.push(i);
+    expect(await s.enter(0, 'pod\neth0', Date.now() + 1000)).toBe(true);
+    expect(s.isStalled(0)).toBe(false); // a free attachment: no mark, no message
+    const waiting = s.enter(1, 'pod\neth0', Date.now() + 2000);
+    await sleep(50);
+    expect(s.isStalled(1)).toBe(true);
+    s.leave(0);
+    expect(await waiting).toBe(true);
+    expect(s.isStalled(1)).toBe(false);
+    expect(told).toEqual([1]);
+  });
 });
 
 describe('CNI call serving', () => {
@@ -410,4 +425,118 @@ describe('CNI thread pool', () => {
     expect(readFileSync(join(dir, 'answer2'))).toHaveLength(0); // the sweep's to answer, not the pool's
     expect(shared.metrics().inFlight).toBe(0);
   });
+
+  it('starts a spare thread only while every thread is busy and one is stalled, up to its bound; a spare that ends by itself (code 0) frees its slot, with no warning and no replacement', async () => {
+    const dir = tempDir();
+    const starts = join(dir, 'starts');
+    writeFileSync(starts, '');
+    const script = join(dir, 'worker.mjs');
+    // Records its start; says it stalled when told; a spare ends (code 0) after its idle time.
+    writeFileSync(script, `
+      import { appendFileSync } from 'node:fs';
+      import { parentPort, workerData } from 'node:worker_threads';
+      appendFileSync(${JSON.stringify(starts)}, workerData.index + (workerData.idleExitMs === undefined ? '' : ' spare ' + workerData.idleExitMs) + '\\n');
+      parentPort.postMessage({ ready: true });
+      parentPort.on('message', (m) => {
+        if (m === 'stalled') parentPort.postMessage({ stalled: true });
+        if (m === 'retire') process.exit(0);
+      });
+    `);
+    const shared = new CniShared(3);
+    const warnings: string[] = [];
+    const pool = new WorkerPool({
+      size: 1,
+      spares: 2,
+      spareIdleMs: 12_345,
+      shared,
+      start: { shared: shared.buffers, listenFd: -1, frameTimeoutMs: 1000, callTimeoutMs: 1000, log: { level: 'silent' as 'fatal', format: 'json' } },
+      script: pathToFileURL(script),
+      onWarning: (w) => warnings.push(w),
+    });
+    stops.push(() => pool.close());
+    await pool.ready();
+    const worker = (i: number) => (pool as unknown as { slots: ({ worker: { postMessage(m: string): void } } | undefined)[] }).slots[i]!.worker;
+    const started = () => readFileSync(starts, 'utf8').trim().split('\n');
+    const m = shared.metrics();
+    expect({ threads: m.threads, spares: m.sparesStarted }).toEqual({ threads: 1, spares: 0 });
+
+    // Busy but not stalled (a call at work): no spare, whatever it says.
+    shared.accepted(0, 100);
+    worker(0).postMessage('stalled');
+    await sleep(300);
+    expect(started()).toEqual(['0']);
+    // Stalled and no thread free: a spare, told its idle time.
+    shared.stall(0);
+    worker(0).postMessage('stalled');
+    for (let i = 0; i < 50 && started().length < 2; i++) await sleep(50);
+    expect(started()).toEqual(['0', '1 spare 12345']);
+    await sleep(300);
+    expect(started()).toHaveLength(2); // the spare is free: nothing more
+    // The spare becomes busy while worker 0 is still stalled: the pool's
+    // check (it goes on while a thread is stalled) starts the second spare.
+    shared.accepted(1, 101);
+    for (let i = 0; i < 50 && started().length < 3; i++) await sleep(50);
+    expect(started()).toEqual(['0', '1 spare 12345', '2 spare 12345']);
+    shared.accepted(2, 102);
+    await sleep(300);
+    expect(started()).toHaveLength(3); // at its bound
+    expect({ threads: m.threads, spares: m.sparesStarted }).toEqual({ threads: 3, spares: 2 });
+
+    // A spare that retires (code 0) frees its slot: no warning, no replacement while nothing stalls.
+    shared.unstall(0);
+    shared.served(1);
+    shared.served(2);
+    worker(1).postMessage('retire');
+    worker(2).postMessage('retire');
+    for (let i = 0; i < 50 && m.threads > 1; i++) await sleep(50);
+    expect(m.threads).toBe(1);
+    await sleep(300);
+    expect(started()).toHaveLength(3);
+    expect(warnings).toEqual([]);
+  });
+
+  it('with its only worker reading a silent caller\'s frame, serves another call on a spare thread, which ends by itself once idle', async () => {
+    const dir = tempDir();
+    const path = join(dir, 'cni.sock');
+    const server = new CniServer({
+      path,
+      workers: 1,
+      logger: pino({ level: 'silent' }),
+      log: { level: 'fatal', format: 'json' },
+      frameTimeoutMs: 8000,
+      spareIdleMs: 1500,
+      workerScript: new URL('../../../build/daemon/cni-worker.js', import.meta.url),
+    });
+    await server.start();
+    stops.push(() => server.stop());
+    await server.ready();
+    const m = server.metrics;
+    expect(m.threads).toBe(1);
+    const silent = createConnection(path);
+    silent.on('error', () => undefined);
+    const version = () =>
+      new Promise<CniResponse>((resolve, reject) => {
+        const c = createConnection(path);
+        const chunks: Buffer[] = [];
+        c.on('data', (d: Buffer) => chunks.push(d));
+        c.on('error', reject);
+        c.on('end', () => resolve(decodeResponse(Buffer.concat(chunks).subarray(4))));
+        const body = Buffer.from(JSON.stringify({ v: 1, env: { CNI_COMMAND: 'VERSION' }, stdin: Buffer.from('{"cniVersion":"1.0.0"}').toString('base64') }));
+        const head = Buffer.alloc(4);
+        head.writeUInt32BE(body.length);
+        c.end(Buffer.concat([head, body]));
+      });
+    for (let i = 0; i < 50 && m.inFlight === 0; i++) await sleep(20);
+    const t0 = Date.now();
+    const answer = await version();
+    const ms = Date.now() - t0;
+    expect(answer.exitCode, answer.stdout.toString()).toBe(0);
+    expect(ms).toBeLessThan(3000); // not the silent caller's 8 s frame bound
+    expect({ threads: m.threads, spares: m.sparesStarted }).toEqual({ threads: 2, spares: 1 });
+    silent.destroy();
+    // Idle for 1.5 s (checked at its once-a-second turn): the spare ends; the base worker stays.
+    for (let i = 0; i < 100 && m.threads > 1; i++) await sleep(50);
+    expect(m.threads).toBe(1);
+    expect((await version()).exitCode).toBe(0);
+  }, 30_000);
 });
