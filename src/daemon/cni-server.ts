@@ -142,6 +142,8 @@ export class CniServer {
   readonly metrics: CniServerMetrics;
   private readonly startedAt = new Date().toISOString();
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** set by a sweep that saw a call due before the next one */
+  private deadlineTimer: NodeJS.Timeout | undefined;
   private statsWritten = -1;
 
   constructor(private readonly opts: CniServerOptions) {
@@ -208,6 +210,7 @@ export class CniServer {
     // a thread still busy a moment after that is stuck and is terminated.
     await this.pool?.close((this.opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS) + SWEEP_MS);
     clearInterval(this.sweepTimer);
+    clearTimeout(this.deadlineTimer);
     closeSocket(fd);
     try {
       if (statSync(this.opts.path).ino === this.ino) unlinkSync(this.opts.path);
@@ -231,12 +234,33 @@ export class CniServer {
    * otherwise).
    */
   private sweep(): void {
-    for (const [, fd, limitMs] of this.shared.claimExpired(Date.now())) {
+    this.answerExpired();
+    this.drain();
+    if (this.shared.changes !== this.statsWritten) this.writeStats();
+  }
+
+  /**
+   * "Try again" for the calls past their deadline. A call due before the
+   * next sweep gets a timer at its deadline, so a stuck worker's caller is
+   * answered on time, not up to a second late; a call is seen by a sweep
+   * only once it has run that long (most never are), so this is no work
+   * per call. (A call whose whole limit is under a second may still
+   * start and end between two sweeps: its answer can be that late.)
+   */
+  private answerExpired(): void {
+    clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
+    const now = Date.now();
+    for (const [, fd, limitMs] of this.shared.claimExpired(now)) {
       this.shared.add('timeouts');
       writeAnswer(fd, encodeResponse(lateAnswer(limitMs)));
     }
-    this.drain();
-    if (this.shared.changes !== this.statsWritten) this.writeStats();
+    const next = this.shared.nextDeadline();
+    if (next < now + SWEEP_MS) {
+      // claimExpired takes deadlines to the whole millisecond: one more.
+      this.deadlineTimer = setTimeout(() => this.answerExpired(), Math.max(0, next - Date.now()) + 1);
+      this.deadlineTimer.unref();
+    }
   }
 
   /** By rename: a reader sees the old file or the new one. */

@@ -215,6 +215,17 @@ export class CniShared {
     return out;
   }
 
+  /** The earliest deadline (epoch ms) of a call being served; Infinity when none has one. */
+  nextDeadline(): number {
+    let next = NO_DEADLINE;
+    for (let i = 0; i < this.workers; i++) {
+      if (Atomics.load(this.i32, this.current(i)) < 0) continue;
+      const d = Atomics.load(this.timing, i * 2);
+      if (d < next) next = d;
+    }
+    return next === NO_DEADLINE ? Infinity : Number(next);
+  }
+
   /** The descriptor of the call worker `i` was serving when it died, claimed; undefined when none. */
   claimCurrent(i: number): number | undefined {
     const token = Atomics.load(this.i32, this.current(i));

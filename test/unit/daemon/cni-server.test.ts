@@ -539,4 +539,37 @@ describe('CNI thread pool', () => {
     expect(m.threads).toBe(1);
     expect((await version()).exitCode).toBe(0);
   }, 30_000);
+
+  it('answers "try again" for a call whose worker is stuck at its deadline, not up to a second after it (the once-a-second sweep)', async () => {
+    const dir = tempDir();
+    const script = join(dir, 'worker.mjs');
+    // A thread that says it is ready and then serves nothing: its call is "stuck".
+    writeFileSync(script, `import { parentPort } from 'node:worker_threads'; parentPort.postMessage({ ready: true }); setInterval(() => {}, 1000);`);
+    const server = new CniServer({
+      path: join(dir, 'cni.sock'),
+      workers: 1,
+      logger: pino({ level: 'silent' }),
+      log: { level: 'fatal', format: 'json' },
+      callTimeoutMs: 2000,
+      workerScript: pathToFileURL(script),
+    });
+    await server.start();
+    const t = Date.now(); // the sweeps run near t + k s
+    stops.push(() => server.stop());
+    await server.ready();
+    const shared = (server as unknown as { shared: CniShared }).shared;
+    // The call starts just after a sweep; its deadline falls 0.3 s after
+    // the next one, which sees it still running: the one after would
+    // answer it 0.7 s late.
+    await sleep(t + 1100 - Date.now());
+    const answerFile = join(dir, 'answer');
+    const fd = openSync(answerFile, 'w');
+    const deadline = t + 2300;
+    shared.beginCall(0, shared.accepted(0, fd), deadline, 1200);
+    while (readFileSync(answerFile).length === 0 && Date.now() < t + 4000) await sleep(10);
+    const late = Date.now() - deadline;
+    expect(codeOf(decodeResponse(readFileSync(answerFile).subarray(4)))).toMatchObject({ code: 11, msg: expect.stringMatching(/1200 ms/) });
+    expect(late).toBeLessThan(250);
+    expect(server.metrics.timeouts).toBe(1);
+  }, 20_000);
 });
