@@ -203,6 +203,7 @@ async function serveRequest(
 ): Promise<void> {
   const { shared, worker, logger } = ctx;
   const command = env.CNI_COMMAND ?? '';
+  const counted = countedCommand(command);
   const started = Date.now();
   let deadline = started + callDeadlineMs(env, ctx.callTimeoutMs);
   // The forwarder's clock started at connect, and the connection may have
@@ -210,7 +211,7 @@ async function serveRequest(
   // deadline, less the margin, bounds this one too.
   if (forwarderDeadline !== undefined) deadline = Math.min(deadline, forwarderDeadline - forwarderMarginMs(env));
   const limitMs = Math.max(0, deadline - started);
-  shared.beginCall(worker, call, deadline, limitMs);
+  shared.beginCall(worker, call, deadline, limitMs, counted);
   const answerLate = () => {
     if (!shared.claimCall(worker, call)) return;
     shared.add('timeouts');
@@ -251,7 +252,7 @@ async function serveRequest(
   }
   const ok = res.exitCode === 0;
   const ms = Date.now() - started;
-  shared.record(worker, countedCommand(command), ok, ms / 1000);
+  shared.record(worker, counted, ok, ms / 1000);
   const fields = { cmd: command, containerId: env.CNI_CONTAINERID, ifname: env.CNI_IFNAME, ms };
   if (ok) logger.debug(fields, 'CNI call served');
   else logger.info({ ...fields, answer: res.stdout.toString('utf8').trim().slice(0, 500) }, 'CNI call failed');

@@ -193,8 +193,13 @@ export class WorkerPool {
   /** A worker died: the call it served gets an answer, and its attachment is free. */
   private orphaned(index: number, err: Error): void {
     const { shared } = this.opts;
-    const fd = shared.claimCurrent(index);
-    if (fd !== undefined) writeAnswer(fd, encodeResponse(errorResponse(ErrorCode.Internal, `tsflannel agent: ${err.message}`)));
+    const call = shared.claimCurrent(index);
+    if (call) {
+      writeAnswer(call.fd, encodeResponse(errorResponse(ErrorCode.Internal, `tsflannel agent: ${err.message}`)));
+      // Counted as its worker would have (its ring is free: the thread is
+      // gone and a replacement is not started yet).
+      shared.record(index, call.command, false, call.seconds);
+    }
     // Also when its call was answered already (at the deadline, by the
     // sweep): the thread that held it is gone.
     shared.served(index);

@@ -36,8 +36,10 @@ const HEADER = CALLS + COUNTED_COMMANDS.length * 2;
 // it holds, its duration ring's head and tail, whether it holds a connection
 // (the calls in flight are the workers that do: a dead worker's is cleared
 // by the pool, which a shared counter could not be), the call's descriptor,
-// the last token it gave, and whether it is stalled (see stall()).
-const PER_WORKER = 8;
+// the last token it gave, whether it is stalled (see stall()), and its
+// call's command (an index in COUNTED_COMMANDS; -1 while the frame is read),
+// so a call the pool answers for a dead worker is counted as its own.
+const PER_WORKER = 9;
 
 export interface CniSharedBuffers {
   ints: SharedArrayBuffer;
@@ -125,6 +127,9 @@ export class CniShared {
   private stalledWord(i: number): number {
     return HEADER + this.workers * 7 + i;
   }
+  private commandOf(i: number): number {
+    return HEADER + this.workers * 8 + i;
+  }
   private ringAt(i: number, n: number): number {
     return this.workers * 2 + (i * RING + (n & (RING - 1))) * 2;
   }
@@ -169,6 +174,7 @@ export class CniShared {
     const token = (Atomics.load(this.i32, this.seq(i)) % 0x7fffffff) + 1;
     Atomics.store(this.i32, this.seq(i), token);
     Atomics.store(this.i32, this.fdOf(i), fd);
+    Atomics.store(this.i32, this.commandOf(i), -1);
     Atomics.store(this.timing, i * 2, NO_DEADLINE);
     Atomics.store(this.i32, this.current(i), token);
     Atomics.store(this.i32, this.serving(i), 1);
@@ -180,8 +186,9 @@ export class CniShared {
     Atomics.store(this.i32, this.serving(i), 0);
   }
 
-  /** Worker `i` serves call `token` until `deadline` (epoch ms), a limit of `limitMs`. */
-  beginCall(i: number, token: number, deadline: number, limitMs: number): void {
+  /** Worker `i` serves call `token` (a `command`) until `deadline` (epoch ms), a limit of `limitMs`. */
+  beginCall(i: number, token: number, deadline: number, limitMs: number, command: CountedCommand = 'invalid'): void {
+    Atomics.store(this.i32, this.commandOf(i), COUNTED_COMMANDS.indexOf(command));
     // The length first: a sweep that sees the deadline sees it too.
     Atomics.store(this.timing, i * 2 + 1, BigInt(Math.round(limitMs)));
     Atomics.store(this.timing, i * 2, Number.isFinite(deadline) ? BigInt(Math.round(deadline)) : NO_DEADLINE);
@@ -226,12 +233,26 @@ export class CniShared {
     return next === NO_DEADLINE ? Infinity : Number(next);
   }
 
-  /** The descriptor of the call worker `i` was serving when it died, claimed; undefined when none. */
-  claimCurrent(i: number): number | undefined {
+  /**
+   * The call worker `i` was serving when it died, claimed: its descriptor,
+   * command ('invalid' when its frame was not read) and how long it ran
+   * (0 s then: its start is not kept); undefined when none.
+   */
+  claimCurrent(i: number, now = Date.now()): { fd: number; command: CountedCommand; seconds: number } | undefined {
     const token = Atomics.load(this.i32, this.current(i));
     if (token < 0) return undefined;
     const fd = Atomics.load(this.i32, this.fdOf(i));
-    return this.claimCall(i, token) ? fd : undefined;
+    const code = Atomics.load(this.i32, this.commandOf(i));
+    const deadline = Atomics.load(this.timing, i * 2);
+    const limitMs = Atomics.load(this.timing, i * 2 + 1);
+    if (!this.claimCall(i, token)) return undefined;
+    const begun = code >= 0 && deadline !== NO_DEADLINE;
+    return {
+      fd,
+      command: begun ? COUNTED_COMMANDS[code]! : 'invalid',
+      // the call began at its deadline less its limit
+      seconds: begun ? Math.max(0, now - Number(deadline - limitMs)) / 1000 : 0,
+    };
   }
 
   /** Worker `i` serves a connection now (from accept to answer). */

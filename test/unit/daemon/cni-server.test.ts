@@ -572,4 +572,50 @@ describe('CNI thread pool', () => {
     expect(late).toBeLessThan(250);
     expect(server.metrics.timeouts).toBe(1);
   }, 20_000);
+
+  it('counts a call answered for a dead worker in the call counters and durations: as an error of its command, or "invalid" when its frame was not read yet', async () => {
+    const dir = tempDir();
+    const script = join(dir, 'worker.mjs');
+    writeFileSync(script, `
+      import { parentPort } from 'node:worker_threads';
+      parentPort.postMessage({ ready: true });
+      parentPort.on('message', (m) => { if (m === 'die') process.exit(3); });
+    `);
+    const shared = new CniShared(1);
+    const pool = new WorkerPool({
+      size: 1,
+      shared,
+      start: { shared: shared.buffers, listenFd: -1, frameTimeoutMs: 1000, callTimeoutMs: 1000, log: { level: 'silent' as 'fatal', format: 'json' } },
+      script: pathToFileURL(script),
+    });
+    stops.push(() => pool.close());
+    type Slot = { worker: { postMessage(m: string): void }; exited: Promise<void>; ready: Promise<void> };
+    let last: Slot | undefined;
+    const die = async () => {
+      const slots = (pool as unknown as { slots: Slot[] }).slots;
+      for (let i = 0; i < 100 && slots[0] === last; i++) await sleep(50); // its replacement
+      const slot = slots[0]!;
+      last = slot;
+      await slot.ready;
+      slot.worker.postMessage('die');
+      await slot.exited;
+      await sleep(50);
+    };
+    // An ADD that has run 0.3 s when its worker dies.
+    const fd = openSync(join(dir, 'answer'), 'w');
+    shared.beginCall(0, shared.accepted(0, fd), Date.now() + 49_700, 50_000, 'ADD');
+    await die();
+    expect(codeOf(decodeResponse(readFileSync(join(dir, 'answer')).subarray(4)))).toMatchObject({ code: 999 });
+    // A connection whose frame its worker was still reading.
+    const fd2 = openSync(join(dir, 'answer2'), 'w');
+    shared.accepted(0, fd2);
+    await die();
+    expect(codeOf(decodeResponse(readFileSync(join(dir, 'answer2')).subarray(4)))).toMatchObject({ code: 999 });
+    expect(Object.fromEntries(shared.metrics().calls)).toEqual({ ADD: { ok: 0, error: 1 }, invalid: { ok: 0, error: 1 } });
+    const seen: [string, boolean, number][] = [];
+    shared.drain((c, okay, sec) => seen.push([c, okay, sec]));
+    expect(seen.map(([c, okay]) => `${c} ${okay}`)).toEqual(['ADD false', 'invalid false']);
+    expect(seen[0]![2]).toBeGreaterThanOrEqual(0.3);
+    expect(seen[0]![2]).toBeLessThan(5);
+  }, 20_000);
 });
