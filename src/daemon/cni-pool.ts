@@ -75,6 +75,8 @@ export class WorkerPool {
   private readonly slots: (Slot | undefined)[] = [];
   private closed = false;
   private stallTimer: NodeJS.Timeout | undefined;
+  /** no spare starts before this (epoch ms): one died at once (no crash loop) */
+  private sparesPausedUntil = 0;
 
   constructor(private readonly opts: PoolOptions) {
     const spares = opts.spares ?? 0;
@@ -142,7 +144,10 @@ export class WorkerPool {
         // Not replaced: one is started again when a stall needs it. Code 0
         // is a spare that was idle long enough and ended by itself.
         if (this.slots[index] === slot) this.slots[index] = undefined;
-        if (!this.closed && code !== 0) this.opts.onWarning?.(`CNI spare worker died (${err.message})`);
+        if (!this.closed && code !== 0) {
+          this.opts.onWarning?.(`CNI spare worker died (${err.message})`);
+          if (Date.now() - started < QUICK_DEATH_MS) this.sparesPausedUntil = Date.now() + 1000;
+        }
         this.checkStalls();
         return;
       }
@@ -185,7 +190,7 @@ export class WorkerPool {
       else if (shared.isStalled(i)) stalled = true;
     });
     if (!stalled) return;
-    if (!free && spareSlot >= 0) this.slots[spareSlot] = this.start(spareSlot, true);
+    if (!free && spareSlot >= 0 && Date.now() >= this.sparesPausedUntil) this.slots[spareSlot] = this.start(spareSlot, true);
     this.stallTimer = setTimeout(() => this.checkStalls(), STALL_CHECK_MS);
     this.stallTimer.unref();
   }

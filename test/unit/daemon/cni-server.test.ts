@@ -618,4 +618,41 @@ describe('CNI thread pool', () => {
     expect(seen[0]![2]).toBeGreaterThanOrEqual(0.3);
     expect(seen[0]![2]).toBeLessThan(5);
   }, 20_000);
+
+  it('does not start spare threads in a loop when each dies at once: one a second while the stall lasts', async () => {
+    const dir = tempDir();
+    const starts = join(dir, 'starts');
+    writeFileSync(starts, '');
+    const script = join(dir, 'worker.mjs');
+    // The base worker says it stalled when told; every spare dies at start.
+    writeFileSync(script, `
+      import { appendFileSync } from 'node:fs';
+      import { parentPort, workerData } from 'node:worker_threads';
+      appendFileSync(${JSON.stringify(starts)}, workerData.index + '\\n');
+      if (workerData.idleExitMs !== undefined) process.exit(3);
+      parentPort.postMessage({ ready: true });
+      parentPort.on('message', (m) => { if (m === 'stalled') parentPort.postMessage({ stalled: true }); });
+    `);
+    const shared = new CniShared(2);
+    const warnings: string[] = [];
+    const pool = new WorkerPool({
+      size: 1,
+      spares: 1,
+      shared,
+      start: { shared: shared.buffers, listenFd: -1, frameTimeoutMs: 1000, callTimeoutMs: 1000, log: { level: 'silent' as 'fatal', format: 'json' } },
+      script: pathToFileURL(script),
+      onWarning: (w) => warnings.push(w),
+    });
+    stops.push(() => pool.close());
+    await pool.ready();
+    shared.accepted(0, 100);
+    shared.stall(0);
+    (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('stalled');
+    await sleep(2500);
+    shared.unstall(0);
+    const spares = readFileSync(starts, 'utf8').trim().split('\n').filter((l) => l === '1').length;
+    expect(spares).toBeGreaterThanOrEqual(2);
+    expect(spares).toBeLessThanOrEqual(4);
+    expect(warnings[0]).toMatch(/CNI spare worker died .*code 3/);
+  }, 20_000);
 });
