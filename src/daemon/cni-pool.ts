@@ -23,7 +23,7 @@ const QUICK_DEATH_MS = 2000;
  * is parked behind its attachment's earlier call, or reading a slow
  * sender's frame, does no work but is held; with every thread busy and one
  * such, another pod's call would queue until that call ends (up to its 50 s
- * deadline). A spare serves meanwhile. Bounded: each is a thread with its
+ * deadline). A spare serves meanwhile, one per stalled thread. Bounded: each is a thread with its
  * own heap (about 20 MB), and a node where this many calls stall at once
  * has a problem more threads do not fix; past it, calls queue as before.
  */
@@ -167,17 +167,21 @@ export class WorkerPool {
 
   /**
    * A thread said its call stalled (rare), or the check is still running
-   * since one did: with every thread busy and one of them stalled, start a
-   * spare, unless one is starting (it will be free at once) or all are
-   * running. Then check again shortly while any thread is stalled: a call
-   * stalled while others were free, and they may all be busy now.
+   * since one did: with every thread busy and fewer spares than stalled
+   * threads, start a spare, unless one is starting (it will be free at
+   * once) or all are running. So the threads at work are never fewer than
+   * --cni-workers for long, and never more: beyond that, threads would only
+   * share the CPU the calls need. Then check again shortly while any thread
+   * is stalled: a call stalled while others were free, and they may all be
+   * busy now.
    */
   private checkStalls(): void {
     clearTimeout(this.stallTimer);
     this.stallTimer = undefined;
     const { shared } = this.opts;
     if (this.closed || shared.stopping) return;
-    let stalled = false;
+    let stalled = 0;
+    let spares = 0;
     let free = false;
     let spareSlot = -1;
     this.slots.forEach((s, i) => {
@@ -186,11 +190,14 @@ export class WorkerPool {
         return;
       }
       if (s.dead) return;
+      if (s.spare) spares++;
       if (!s.up || !shared.isServing(i)) free = true;
-      else if (shared.isStalled(i)) stalled = true;
+      else if (shared.isStalled(i)) stalled++;
     });
-    if (!stalled) return;
-    if (!free && spareSlot >= 0 && Date.now() >= this.sparesPausedUntil) this.slots[spareSlot] = this.start(spareSlot, true);
+    if (stalled === 0) return;
+    if (!free && spares < stalled && spareSlot >= 0 && Date.now() >= this.sparesPausedUntil) {
+      this.slots[spareSlot] = this.start(spareSlot, true);
+    }
     this.stallTimer = setTimeout(() => this.checkStalls(), STALL_CHECK_MS);
     this.stallTimer.unref();
   }

@@ -250,6 +250,48 @@ describe.skipIf(requireOrSkip('cni-agent-faults', { root: isRoot, 'the forwarder
     expect([...leaseOwners()]).toEqual([]);
   }, 60_000);
 
+  it('SIGTERM lets a spare thread finish its call too: every call in progress ends with its own result, then the agent exits by itself', async () => {
+    const running = await startCniAgent({ socket, nodeNs: node, workers: 2 });
+    agent = running;
+    const held = addNetns('th');
+    const other = addNetns('to');
+    // Base workers: an ADD stuck 4 s on its attachment's lock, and its DEL parked behind it.
+    holdLock(attachmentLock('termheld'), 4);
+    await sleep(300);
+    const add = direct('ADD', 'termheld', held);
+    await sleep(300);
+    const del = direct('DEL', 'termheld', held);
+    await sleep(700);
+    // The spare: another pod's ADD, waiting 3 s for the store's lock.
+    holdLock(storeLock(), 3);
+    await sleep(200);
+    const third = direct('ADD', 'termother', other);
+    await sleep(500);
+    const threads = () =>
+      readdirSync(`/proc/${running.pid}/task`).map((t) => {
+        try {
+          return readFileSync(`/proc/${running.pid}/task/${t}/comm`, 'utf8').trim();
+        } catch {
+          return '';
+        }
+      });
+    // (Go runtime threads a worker starts take its name too: the names, once each.)
+    expect([...new Set(threads().filter((n) => n.startsWith('tsf-cni-')))].sort()).toEqual(['tsf-cni-0', 'tsf-cni-1', 'tsf-cni-2']);
+    await running.stop('SIGTERM'); // SIGKILL after 10 s
+    agent = undefined;
+    const [a, d, t] = await Promise.all([add, del, third]);
+    expect(a.exitCode, JSON.stringify(a)).toBe(0);
+    expect(d.exitCode, JSON.stringify(d)).toBe(0);
+    expect(t.exitCode, JSON.stringify(t)).toBe(0);
+    expect(running.child.signalCode).toBeNull();
+    expect(running.child.exitCode).toBe(0);
+    expect(inNs(other, 'ip', ['-o', 'link', 'show'])).toContain('eth0');
+    // the agent is gone: the forwarder's fallback deletes it
+    const r = await forward('DEL', 'termother', nsPath(other));
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect([...leaseOwners()]).toEqual([]);
+  }, 60_000);
+
   it('counts the time a call waited in the listen queue against its forwarder\'s deadline: the agent answers "try again" before the forwarder gives up', async () => {
     agent = await startCniAgent({ socket, nodeNs: node, workers: 2 });
     const pod = addNetns('dq');

@@ -426,7 +426,7 @@ describe('CNI thread pool', () => {
     expect(shared.metrics().inFlight).toBe(0);
   });
 
-  it('starts a spare thread only while every thread is busy and one is stalled, up to its bound; a spare that ends by itself (code 0) frees its slot, with no warning and no replacement', async () => {
+  it('starts a spare thread only while every thread is busy and fewer spares run than threads are stalled, up to its bound; a spare that ends by itself (code 0) frees its slot, with no warning and no replacement', async () => {
     const dir = tempDir();
     const starts = join(dir, 'starts');
     writeFileSync(starts, '');
@@ -472,18 +472,24 @@ describe('CNI thread pool', () => {
     expect(started()).toEqual(['0', '1 spare 12345']);
     await sleep(300);
     expect(started()).toHaveLength(2); // the spare is free: nothing more
-    // The spare becomes busy while worker 0 is still stalled: the pool's
-    // check (it goes on while a thread is stalled) starts the second spare.
+    // The spare becomes busy with work while worker 0 is still stalled: no
+    // second spare (threads at work: as many as --cni-workers already).
     shared.accepted(1, 101);
+    await sleep(300);
+    expect(started()).toHaveLength(2);
+    // Its call stalls too: the pool's check (it goes on while a thread is
+    // stalled, without a message) starts the second spare.
+    shared.stall(1);
     for (let i = 0; i < 50 && started().length < 3; i++) await sleep(50);
     expect(started()).toEqual(['0', '1 spare 12345', '2 spare 12345']);
     shared.accepted(2, 102);
+    shared.stall(2);
     await sleep(300);
     expect(started()).toHaveLength(3); // at its bound
     expect({ threads: m.threads, spares: m.sparesStarted }).toEqual({ threads: 3, spares: 2 });
 
     // A spare that retires (code 0) frees its slot: no warning, no replacement while nothing stalls.
-    shared.unstall(0);
+    for (const i of [0, 1, 2]) shared.unstall(i);
     shared.served(1);
     shared.served(2);
     worker(1).postMessage('retire');
