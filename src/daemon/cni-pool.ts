@@ -1,6 +1,9 @@
 // The CNI server's worker threads (cni-worker.ts), started with the agent;
 // each preloads the handler, so a call pays no module loading. A worker that
 // dies is replaced, and the call it had in hand is answered with a CNI error.
+// While every thread is busy and some are stalled (a call parked behind its
+// attachment's earlier call, a slow sender), spare threads serve the other
+// pods' calls, and end once idle.
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode } from '../cni/errors.js';

@@ -5,8 +5,9 @@
 // each accepts connections itself, checks the peer is root, bounds the
 // frame and the time, serializes calls per attachment and runs the handler
 // (cni-worker.ts, cni-call.ts). The event loop does no work per call; it
-// reads the workers' counters for metrics and the stats file, and answers
-// calls stuck past their deadline. No CNI logic lives here.
+// reads the workers' counters for metrics and the stats file, answers
+// calls stuck past their deadline, and (in the pool) starts a spare thread
+// when a worker says it stalled. No CNI logic lives here.
 import { chmodSync, lstatSync, mkdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { dirname, join } from 'node:path';
