@@ -13,8 +13,12 @@ import { decodeRequest, encodeResponse, errorResponse, FrameError, MAX_FRAME } f
 import { countedCommand, type CniShared } from './cni-shared.js';
 
 export interface CallConnection {
-  /** the request frame's body; throws a FrameError when it is bad, cut short or late */
-  readFrame(deadline: number): Buffer;
+  /**
+   * The request frame's body; throws a FrameError when it is bad, cut short
+   * or late. `slow` is called once when the frame is not whole after
+   * SLOW_FRAME_MS (the thread then waits on its sender, not on work).
+   */
+  readFrame(deadline: number, slow?: () => void): Buffer;
   /** writes the answer frame and closes the connection; called once, by whoever claimed the call; `unread`: the request was not read whole */
   answer(bytes: Buffer, unread?: boolean): void;
   /** the caller has closed the connection: nobody waits for this call any more */
@@ -78,24 +82,43 @@ export function lateAnswer(limitMs: number): CniResponse {
   return errorResponse(ErrorCode.TryAgainLater, `tsflannel agent: the call did not finish within ${limitMs} ms; try again`);
 }
 
+/**
+ * A frame not whole after this is a slow sender's: its worker counts as
+ * stalled. A forwarder writes its frame at once, so a frame takes well
+ * under a millisecond; this is long enough that a busy machine does not
+ * make spare threads, and short against the 10 s the read may take.
+ */
+export const SLOW_FRAME_MS = 100;
+
 /** A connection a worker accepted: blocking reads bounded by poll(2). */
 export function fdConnection(fd: number): CallConnection {
-  const readExact = (buf: Buffer, deadline: number): void => {
+  const readExact = (buf: Buffer, deadline: number, slow: { at: number; fn?: (() => void) | undefined }): void => {
     for (let at = 0; at < buf.length; ) {
-      if (!pollIn(fd, Math.max(0, deadline - Date.now()))) throw new FrameError('late');
+      // Until the frame is slow, poll only until then (the same one poll
+      // when the bytes are there, as they nearly always are).
+      let ready = false;
+      if (slow.fn && slow.at < deadline) {
+        ready = pollIn(fd, Math.max(0, slow.at - Date.now()));
+        if (!ready) {
+          slow.fn();
+          slow.fn = undefined;
+        }
+      }
+      if (!ready && !pollIn(fd, Math.max(0, deadline - Date.now()))) throw new FrameError('late');
       const n = readSync(fd, buf, at, buf.length - at, null);
       if (n === 0) throw new FrameError('connection closed before a complete frame');
       at += n;
     }
   };
   return {
-    readFrame(deadline) {
+    readFrame(deadline, onSlow) {
+      const slow = { at: Date.now() + SLOW_FRAME_MS, fn: onSlow };
       const head = Buffer.alloc(4);
-      readExact(head, deadline);
+      readExact(head, deadline, slow);
       const n = head.readUInt32BE(0);
       if (n > MAX_FRAME) throw new FrameError(`frame of ${n} bytes is over the ${MAX_FRAME}-byte limit`);
       const body = Buffer.alloc(n);
-      readExact(body, deadline);
+      readExact(body, deadline, slow);
       return body;
     },
     answer(bytes, unread) {
@@ -144,13 +167,21 @@ function badFrame(ctx: CallContext, call: number, conn: CallConnection, err: unk
 export async function serveConnection(ctx: CallContext, fd: number, conn: CallConnection): Promise<void> {
   const { shared } = ctx;
   const call = shared.accepted(ctx.worker, fd);
+  let slow = false;
   try {
     let req;
     try {
-      req = decodeRequest(conn.readFrame(Date.now() + ctx.frameTimeoutMs));
+      req = decodeRequest(
+        conn.readFrame(Date.now() + ctx.frameTimeoutMs, () => {
+          slow = true;
+          shared.stall(ctx.worker);
+        }),
+      );
     } catch (err) {
       badFrame(ctx, call, conn, err);
       return;
+    } finally {
+      if (slow) shared.unstall(ctx.worker);
     }
     await serveRequest(ctx, call, conn, req.env, req.stdin, req.deadline);
   } finally {
@@ -172,6 +203,7 @@ async function serveRequest(
 ): Promise<void> {
   const { shared, worker, logger } = ctx;
   const command = env.CNI_COMMAND ?? '';
+  const counted = countedCommand(command);
   const started = Date.now();
   let deadline = started + callDeadlineMs(env, ctx.callTimeoutMs);
   // The forwarder's clock started at connect, and the connection may have
@@ -179,7 +211,7 @@ async function serveRequest(
   // deadline, less the margin, bounds this one too.
   if (forwarderDeadline !== undefined) deadline = Math.min(deadline, forwarderDeadline - forwarderMarginMs(env));
   const limitMs = Math.max(0, deadline - started);
-  shared.beginCall(worker, call, deadline, limitMs);
+  shared.beginCall(worker, call, deadline, limitMs, counted);
   const answerLate = () => {
     if (!shared.claimCall(worker, call)) return;
     shared.add('timeouts');
@@ -220,7 +252,7 @@ async function serveRequest(
   }
   const ok = res.exitCode === 0;
   const ms = Date.now() - started;
-  shared.record(worker, countedCommand(command), ok, ms / 1000);
+  shared.record(worker, counted, ok, ms / 1000);
   const fields = { cmd: command, containerId: env.CNI_CONTAINERID, ifname: env.CNI_IFNAME, ms };
   if (ok) logger.debug(fields, 'CNI call served');
   else logger.info({ ...fields, answer: res.stdout.toString('utf8').trim().slice(0, 500) }, 'CNI call failed');

@@ -5,8 +5,9 @@
 // each accepts connections itself, checks the peer is root, bounds the
 // frame and the time, serializes calls per attachment and runs the handler
 // (cni-worker.ts, cni-call.ts). The event loop does no work per call; it
-// reads the workers' counters for metrics and the stats file, and answers
-// calls stuck past their deadline. No CNI logic lives here.
+// reads the workers' counters for metrics and the stats file, answers
+// calls stuck past their deadline, and (in the pool) starts a spare thread
+// when a worker says it stalled. No CNI logic lives here.
 import { chmodSync, lstatSync, mkdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -14,7 +15,7 @@ import type { Logger } from 'pino';
 import { closeSocket, shutdownSocket, unixListen } from '../netlink/index.js';
 import { encodeResponse } from './cni-frame.js';
 import { lateAnswer, writeAnswer } from './cni-call.js';
-import { WorkerPool } from './cni-pool.js';
+import { SPARE_WORKERS, WorkerPool } from './cni-pool.js';
 import { CniShared, type CountedCommand } from './cni-shared.js';
 import type { LogFormat, LogLevel } from './options.js';
 
@@ -29,6 +30,10 @@ export interface CniServerMetrics {
   /** calls that ran past the call deadline */
   readonly timeouts: number;
   readonly inFlight: number;
+  /** CNI worker threads running now: the base ones and any spare (cni-pool.ts) */
+  readonly threads: number;
+  /** spare threads started because every thread was busy and one was stalled */
+  readonly sparesStarted: number;
 }
 
 export interface CniServerOptions {
@@ -49,6 +54,8 @@ export interface CniServerOptions {
   onWarning?: (msg: string) => void;
   /** tests: another worker script */
   workerScript?: URL;
+  /** tests: how long a spare thread stays idle before it ends (cni-pool.ts SPARE_IDLE_MS) */
+  spareIdleMs?: number;
 }
 
 const DEFAULT_FRAME_TIMEOUT_MS = 10_000;
@@ -136,10 +143,13 @@ export class CniServer {
   readonly metrics: CniServerMetrics;
   private readonly startedAt = new Date().toISOString();
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** set by a sweep that saw a call due before the next one */
+  private deadlineTimer: NodeJS.Timeout | undefined;
   private statsWritten = -1;
 
   constructor(private readonly opts: CniServerOptions) {
-    this.shared = new CniShared(opts.workers);
+    // Slots for the spare threads too: the shared memory is sized once.
+    this.shared = new CniShared(opts.workers + SPARE_WORKERS);
     this.metrics = this.shared.metrics();
   }
 
@@ -157,6 +167,8 @@ export class CniServer {
     this.listenFd = fd;
     this.pool = new WorkerPool({
       size: this.opts.workers,
+      spares: SPARE_WORKERS,
+      ...(this.opts.spareIdleMs !== undefined ? { spareIdleMs: this.opts.spareIdleMs } : {}),
       shared: this.shared,
       start: {
         shared: this.shared.buffers,
@@ -199,6 +211,7 @@ export class CniServer {
     // a thread still busy a moment after that is stuck and is terminated.
     await this.pool?.close((this.opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS) + SWEEP_MS);
     clearInterval(this.sweepTimer);
+    clearTimeout(this.deadlineTimer);
     closeSocket(fd);
     try {
       if (statSync(this.opts.path).ino === this.ino) unlinkSync(this.opts.path);
@@ -222,12 +235,33 @@ export class CniServer {
    * otherwise).
    */
   private sweep(): void {
-    for (const [, fd, limitMs] of this.shared.claimExpired(Date.now())) {
+    this.answerExpired();
+    this.drain();
+    if (this.shared.changes !== this.statsWritten) this.writeStats();
+  }
+
+  /**
+   * "Try again" for the calls past their deadline. A call due before the
+   * next sweep gets a timer at its deadline, so a stuck worker's caller is
+   * answered on time, not up to a second late; a call is seen by a sweep
+   * only once it has run that long (most never are), so this is no work
+   * per call. (A call whose whole limit is under a second may still
+   * start and end between two sweeps: its answer can be that late.)
+   */
+  private answerExpired(): void {
+    clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
+    const now = Date.now();
+    for (const [, fd, limitMs] of this.shared.claimExpired(now)) {
       this.shared.add('timeouts');
       writeAnswer(fd, encodeResponse(lateAnswer(limitMs)));
     }
-    this.drain();
-    if (this.shared.changes !== this.statsWritten) this.writeStats();
+    const next = this.shared.nextDeadline();
+    if (next < now + SWEEP_MS) {
+      // claimExpired takes deadlines to the whole millisecond: one more.
+      this.deadlineTimer = setTimeout(() => this.answerExpired(), Math.max(0, next - Date.now()) + 1);
+      this.deadlineTimer.unref();
+    }
   }
 
   /** By rename: a reader sees the old file or the new one. */

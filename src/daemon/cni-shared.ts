@@ -23,17 +23,23 @@ const NO_DEADLINE = 2n ** 62n;
 // Int32 header words.
 const LOCK = 0;
 const STOPPING = 1;
-const REFUSED = 2;
-const BAD_FRAMES = 3;
-const TIMEOUTS = 4;
-const CALLS = 5; // COUNTED_COMMANDS.length × (ok, error)
+// The pool's (cni-pool.ts): threads running now, spare threads started.
+// Before REFUSED: `changes` sums from there, and these are no calls.
+const THREADS = 2;
+const SPARES = 3;
+const REFUSED = 4;
+const BAD_FRAMES = 5;
+const TIMEOUTS = 6;
+const CALLS = 7; // COUNTED_COMMANDS.length × (ok, error)
 const HEADER = CALLS + COUNTED_COMMANDS.length * 2;
 // Per worker: the call it serves (a token, see accepted()), the attachment
 // it holds, its duration ring's head and tail, whether it holds a connection
 // (the calls in flight are the workers that do: a dead worker's is cleared
 // by the pool, which a shared counter could not be), the call's descriptor,
-// and the last token it gave.
-const PER_WORKER = 7;
+// the last token it gave, whether it is stalled (see stall()), and its
+// call's command (an index in COUNTED_COMMANDS; -1 while the frame is read),
+// so a call the pool answers for a dead worker is counted as its own.
+const PER_WORKER = 9;
 
 export interface CniSharedBuffers {
   ints: SharedArrayBuffer;
@@ -41,8 +47,8 @@ export interface CniSharedBuffers {
   workers: number;
 }
 
-export type Counter = 'refused' | 'badFrames' | 'timeouts';
-const COUNTER_WORD: Record<Counter, number> = { refused: REFUSED, badFrames: BAD_FRAMES, timeouts: TIMEOUTS };
+export type Counter = 'refused' | 'badFrames' | 'timeouts' | 'threads' | 'spares';
+const COUNTER_WORD: Record<Counter, number> = { refused: REFUSED, badFrames: BAD_FRAMES, timeouts: TIMEOUTS, threads: THREADS, spares: SPARES };
 
 // Node 20 has Atomics.waitAsync; this project's TypeScript lib (ES2022) does not declare it.
 type WaitAsync = (
@@ -70,6 +76,12 @@ export class CniShared {
   // sweep must see a call's length whenever it sees its deadline.
   private readonly timing: BigInt64Array;
   readonly workers: number;
+  /**
+   * Set in a worker thread: told when this thread's call stalls (stall()),
+   * which is rare, so the pool learns of it at once without the event loop
+   * watching every call.
+   */
+  onStall?: (i: number) => void;
 
   constructor(workersOrBuffers: number | CniSharedBuffers) {
     if (typeof workersOrBuffers === 'number') {
@@ -111,6 +123,12 @@ export class CniShared {
   }
   private seq(i: number): number {
     return HEADER + this.workers * 6 + i;
+  }
+  private stalledWord(i: number): number {
+    return HEADER + this.workers * 7 + i;
+  }
+  private commandOf(i: number): number {
+    return HEADER + this.workers * 8 + i;
   }
   private ringAt(i: number, n: number): number {
     return this.workers * 2 + (i * RING + (n & (RING - 1))) * 2;
@@ -156,6 +174,7 @@ export class CniShared {
     const token = (Atomics.load(this.i32, this.seq(i)) % 0x7fffffff) + 1;
     Atomics.store(this.i32, this.seq(i), token);
     Atomics.store(this.i32, this.fdOf(i), fd);
+    Atomics.store(this.i32, this.commandOf(i), -1);
     Atomics.store(this.timing, i * 2, NO_DEADLINE);
     Atomics.store(this.i32, this.current(i), token);
     Atomics.store(this.i32, this.serving(i), 1);
@@ -167,8 +186,9 @@ export class CniShared {
     Atomics.store(this.i32, this.serving(i), 0);
   }
 
-  /** Worker `i` serves call `token` until `deadline` (epoch ms), a limit of `limitMs`. */
-  beginCall(i: number, token: number, deadline: number, limitMs: number): void {
+  /** Worker `i` serves call `token` (a `command`) until `deadline` (epoch ms), a limit of `limitMs`. */
+  beginCall(i: number, token: number, deadline: number, limitMs: number, command: CountedCommand = 'invalid'): void {
+    Atomics.store(this.i32, this.commandOf(i), COUNTED_COMMANDS.indexOf(command));
     // The length first: a sweep that sees the deadline sees it too.
     Atomics.store(this.timing, i * 2 + 1, BigInt(Math.round(limitMs)));
     Atomics.store(this.timing, i * 2, Number.isFinite(deadline) ? BigInt(Math.round(deadline)) : NO_DEADLINE);
@@ -202,12 +222,63 @@ export class CniShared {
     return out;
   }
 
-  /** The descriptor of the call worker `i` was serving when it died, claimed; undefined when none. */
-  claimCurrent(i: number): number | undefined {
+  /** The earliest deadline (epoch ms) of a call being served; Infinity when none has one. */
+  nextDeadline(): number {
+    let next = NO_DEADLINE;
+    for (let i = 0; i < this.workers; i++) {
+      if (Atomics.load(this.i32, this.current(i)) < 0) continue;
+      const d = Atomics.load(this.timing, i * 2);
+      if (d < next) next = d;
+    }
+    return next === NO_DEADLINE ? Infinity : Number(next);
+  }
+
+  /**
+   * The call worker `i` was serving when it died, claimed: its descriptor,
+   * command ('invalid' when its frame was not read) and how long it ran
+   * (0 s then: its start is not kept); undefined when none.
+   */
+  claimCurrent(i: number, now = Date.now()): { fd: number; command: CountedCommand; seconds: number } | undefined {
     const token = Atomics.load(this.i32, this.current(i));
     if (token < 0) return undefined;
     const fd = Atomics.load(this.i32, this.fdOf(i));
-    return this.claimCall(i, token) ? fd : undefined;
+    const code = Atomics.load(this.i32, this.commandOf(i));
+    const deadline = Atomics.load(this.timing, i * 2);
+    const limitMs = Atomics.load(this.timing, i * 2 + 1);
+    if (!this.claimCall(i, token)) return undefined;
+    const begun = code >= 0 && deadline !== NO_DEADLINE;
+    return {
+      fd,
+      command: begun ? COUNTED_COMMANDS[code]! : 'invalid',
+      // the call began at its deadline less its limit
+      seconds: begun ? Math.max(0, now - Number(deadline - limitMs)) / 1000 : 0,
+    };
+  }
+
+  /** Worker `i` serves a connection now (from accept to answer). */
+  isServing(i: number): boolean {
+    return Atomics.load(this.i32, this.serving(i)) === 1;
+  }
+
+  // ---- stalls: a thread held by a call that is not working ----
+
+  /**
+   * Worker `i`'s thread waits on someone else, not on work of its own: its
+   * call is parked behind its attachment's earlier call (enter), or its
+   * frame's sender is slow. The pool (cni-pool.ts) may start a spare thread
+   * so that other pods' calls do not queue behind it.
+   */
+  stall(i: number): void {
+    Atomics.store(this.i32, this.stalledWord(i), 1);
+    this.onStall?.(i);
+  }
+
+  unstall(i: number): void {
+    Atomics.store(this.i32, this.stalledWord(i), 0);
+  }
+
+  isStalled(i: number): boolean {
+    return Atomics.load(this.i32, this.stalledWord(i)) === 1;
   }
 
   // ---- one call per attachment at a time ----
@@ -215,36 +286,46 @@ export class CniShared {
   /**
    * Worker `i` takes attachment `key`, waiting while another worker holds
    * it; false when `deadline` passes first (the call must then not start).
+   * While it waits, the worker is marked stalled (stall()).
    */
   async enter(i: number, key: string, deadline: number): Promise<boolean> {
     const h = keyHash(key);
-    for (let waited = false; ; waited = true) {
-      // After a wait, the deadline is checked again before the attachment is
-      // taken: the holder may leave after the deadline but before this
-      // thread saw its own timeout (busy or descheduled), and a call started
-      // then runs after the deadline's "try again" was sent.
-      if (waited && Date.now() >= deadline) return false;
-      this.lock(LOCK);
-      let holder = -1;
-      for (let j = 0; j < this.workers && holder < 0; j++) if (j !== i && this.i32[this.busy(j)] === h) holder = j;
-      if (holder < 0) this.i32[this.busy(i)] = h;
-      this.unlock(LOCK);
-      if (holder < 0) return true;
-      const left = deadline - Date.now();
-      if (left <= 0) return false;
-      const w = waitAsync(this.i32, this.busy(holder), h, left);
-      if (!w.async) continue;
-      // Node does not count a pending Atomics.waitAsync as work that keeps
-      // the event loop alive: a worker thread waiting here has nothing else
-      // (it waits for connections synchronously), so its thread ended (code
-      // 0) and the pool answered the call "CNI worker exited". A timer for
-      // as long keeps it alive.
-      const keep = setTimeout(() => undefined, left);
-      try {
-        await w.value;
-      } finally {
-        clearTimeout(keep);
+    let parked = false;
+    try {
+      for (let waited = false; ; waited = true) {
+        // After a wait, the deadline is checked again before the attachment is
+        // taken: the holder may leave after the deadline but before this
+        // thread saw its own timeout (busy or descheduled), and a call started
+        // then runs after the deadline's "try again" was sent.
+        if (waited && Date.now() >= deadline) return false;
+        this.lock(LOCK);
+        let holder = -1;
+        for (let j = 0; j < this.workers && holder < 0; j++) if (j !== i && this.i32[this.busy(j)] === h) holder = j;
+        if (holder < 0) this.i32[this.busy(i)] = h;
+        this.unlock(LOCK);
+        if (holder < 0) return true;
+        const left = deadline - Date.now();
+        if (left <= 0) return false;
+        const w = waitAsync(this.i32, this.busy(holder), h, left);
+        if (!w.async) continue;
+        // This thread now waits on another call: other pods' calls must
+        // not queue behind it (the pool may start a spare thread).
+        if (!parked) this.stall(i);
+        parked = true;
+        // Node does not count a pending Atomics.waitAsync as work that keeps
+        // the event loop alive: a worker thread waiting here has nothing else
+        // (it waits for connections synchronously), so its thread ended (code
+        // 0) and the pool answered the call "CNI worker exited". A timer for
+        // as long keeps it alive.
+        const keep = setTimeout(() => undefined, left);
+        try {
+          await w.value;
+        } finally {
+          clearTimeout(keep);
+        }
       }
+    } finally {
+      if (parked) this.unstall(i);
     }
   }
 
@@ -258,6 +339,10 @@ export class CniShared {
 
   add(counter: Counter, n = 1): void {
     Atomics.add(this.i32, COUNTER_WORD[counter], n);
+  }
+
+  count(counter: Counter): number {
+    return Atomics.load(this.i32, COUNTER_WORD[counter]);
   }
 
   /** One answered call: counted, and its duration queued for the event loop. */
@@ -318,6 +403,12 @@ export class CniShared {
       },
       get timeouts() {
         return read(TIMEOUTS);
+      },
+      get threads() {
+        return read(THREADS);
+      },
+      get sparesStarted() {
+        return read(SPARES);
       },
       get inFlight() {
         let n = 0;

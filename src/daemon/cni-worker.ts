@@ -32,6 +32,8 @@ export interface WorkerStart {
   frameTimeoutMs: number;
   callTimeoutMs: number;
   log: { level: LogLevel; format: LogFormat };
+  /** a spare thread (cni-pool.ts): it ends by itself once it has served no call for this long */
+  idleExitMs?: number;
 }
 
 /** How long an idle thread blocks before it lets its event loop turn (timers, messages). */
@@ -45,6 +47,9 @@ const port = parentPort;
 if (!port) throw new Error('cni-worker runs only as a worker thread');
 const start = workerData as WorkerStart;
 const shared = new CniShared(start.shared);
+// A stall is rare (a call parked behind its attachment's earlier call, a
+// slow sender): the pool hears of it at once and may start a spare thread.
+shared.onStall = () => port!.postMessage({ stalled: true } satisfies WorkerReply);
 const logger = createAgentLogger({ level: start.log.level, format: start.log.format, base: { component: 'cni' } });
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -89,9 +94,16 @@ async function serveLoop(): Promise<void> {
   };
   const waiter = listenWaiter(start.listenFd);
   let warnedAt = -Infinity;
+  let idleSince = Date.now();
   try {
     while (!shared.stopping) {
       if (!waiter.wait(IDLE_TURN_MS)) {
+        // A spare that has not been needed for a while ends (the pool
+        // starts another when a stall needs one). A connection that came
+        // meanwhile stays queued for the other threads: their epolls are
+        // ahead of a spare's on the socket (EPOLLEXCLUSIVE), so it was
+        // offered to them first, and level-triggered, they take it.
+        if (start.idleExitMs !== undefined && Date.now() - idleSince >= start.idleExitMs) return;
         await turn();
         continue;
       }
@@ -122,6 +134,7 @@ async function serveLoop(): Promise<void> {
         continue;
       }
       await serveConnection(ctx, fd, fdConnection(fd));
+      idleSince = Date.now();
     }
   } finally {
     waiter.close();

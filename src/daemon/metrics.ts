@@ -167,6 +167,8 @@ export function attachCniServer(m: AgentMetrics, s: CniServerMetrics, beforeScra
         this.set(read());
       },
     });
+  gauge('tsflannel_cni_threads', 'CNI worker threads running now: the --cni-workers ones and any spare.', () => s.threads);
+  gauge('tsflannel_cni_spare_threads_started', 'Spare CNI threads started since start, each because every thread was busy and one was stalled.', () => s.sparesStarted);
   gauge('tsflannel_cni_in_flight', 'CNI calls being served on the agent socket now.', () => s.inFlight);
   gauge('tsflannel_cni_refused_connections', 'CNI connections refused since start because the peer is not root.', () => s.refused);
   gauge('tsflannel_cni_bad_frames', 'CNI request frames since start that were oversize, malformed or late.', () => s.badFrames);

@@ -11,6 +11,7 @@ import { addNetns, cleanupAll, inNs, ipJson, isRoot, nsPath } from '../helpers/n
 import { callPlugin, PLUGIN_BIN, type CniOutcome } from '../helpers/plugin.js';
 import { FORWARDER_BIN, forwarderBuilt, socketCall, startCniAgent, type RunningAgent } from '../helpers/cni-agent.js';
 import { execFileSync } from 'node:child_process';
+import { createConnection } from 'node:net';
 import { requireOrSkip } from '../helpers/require.js';
 import { attachmentLockName } from '../../src/ipam/store.js';
 
@@ -182,6 +183,113 @@ describe.skipIf(requireOrSkip('cni-agent-faults', { root: isRoot, 'the forwarder
     expect(inNs(pod, 'ip', ['-o', 'link', 'show'])).not.toContain('eth0'); // the DEL ran after the ADD
     expect([...leaseOwners()]).toEqual([]);
     expect(running.stderr()).not.toContain('CNI worker died');
+  }, 60_000);
+
+  it('serves another pod\'s ADD at once while both base workers are held: one by a call stuck on its attachment\'s lock, one by a call parked behind it', async () => {
+    const running = await startCniAgent({ socket, nodeNs: node, workers: 2 });
+    agent = running;
+    const held = addNetns('sh');
+    const other = addNetns('so');
+    const ref = addNetns('sr');
+    // What an ADD costs here with a free worker: the bound below is that plus well under a second.
+    let t0 = Date.now();
+    expect((await direct('ADD', 'stallref', ref)).exitCode).toBe(0);
+    const refMs = Date.now() - t0;
+    // Worker 1: an ADD of sh/eth0 waits 8 s for its attachment's lock (held
+    // here). Worker 2: that attachment's DEL, parked until the ADD ends.
+    const released = holdLock(attachmentLock('stallheld'), 8);
+    await sleep(300);
+    const add = direct('ADD', 'stallheld', held);
+    await sleep(300);
+    const del = direct('DEL', 'stallheld', held);
+    await sleep(300);
+    t0 = Date.now();
+    const third = await direct('ADD', 'stallother', other);
+    const ms = Date.now() - t0;
+    expect(third.exitCode, JSON.stringify(third)).toBe(0);
+    expect(ms, `a free-worker ADD took ${refMs} ms`).toBeLessThan(refMs + 1000);
+    await released;
+    const [a, d] = await Promise.all([add, del]);
+    expect(a.exitCode, JSON.stringify(a)).toBe(0);
+    expect(d.exitCode, JSON.stringify(d)).toBe(0);
+    expect(inNs(held, 'ip', ['-o', 'link', 'show'])).not.toContain('eth0'); // the DEL still ran after the ADD
+    for (const [id, ns] of [['stallother', other], ['stallref', ref]] as const) {
+      const r = await direct('DEL', id, ns);
+      expect(r.exitCode, JSON.stringify(r)).toBe(0);
+    }
+    expect([...leaseOwners()]).toEqual([]);
+    expect(running.stderr()).not.toContain('CNI worker died');
+  }, 60_000);
+
+  it('serves another pod\'s ADD at once while both base workers read a frame from a sender that stalls mid-frame', async () => {
+    agent = await startCniAgent({ socket, nodeNs: node, workers: 2 });
+    const pod = addNetns('sf');
+    const ref = addNetns('sg');
+    let t0 = Date.now();
+    expect((await direct('ADD', 'slowref', ref)).exitCode).toBe(0);
+    const refMs = Date.now() - t0;
+    // Two callers send 2 bytes of a frame's 4-byte length and stop: each
+    // holds a worker for the 10 s frame bound.
+    const slow = [0, 1].map(() => {
+      const c = createConnection(socket);
+      c.on('error', () => undefined);
+      c.on('connect', () => c.write(Buffer.from([0, 0])));
+      return c;
+    });
+    await sleep(500);
+    t0 = Date.now();
+    const r = await direct('ADD', 'slowother', pod);
+    const ms = Date.now() - t0;
+    for (const c of slow) c.destroy();
+    expect(r.exitCode, JSON.stringify(r)).toBe(0);
+    expect(ms, `a free-worker ADD took ${refMs} ms`).toBeLessThan(refMs + 1000);
+    for (const [id, ns] of [['slowother', pod], ['slowref', ref]] as const) {
+      const d = await direct('DEL', id, ns);
+      expect(d.exitCode, JSON.stringify(d)).toBe(0);
+    }
+    expect([...leaseOwners()]).toEqual([]);
+  }, 60_000);
+
+  it('SIGTERM lets a spare thread finish its call too: every call in progress ends with its own result, then the agent exits by itself', async () => {
+    const running = await startCniAgent({ socket, nodeNs: node, workers: 2 });
+    agent = running;
+    const held = addNetns('th');
+    const other = addNetns('to');
+    // Base workers: an ADD stuck 4 s on its attachment's lock, and its DEL parked behind it.
+    holdLock(attachmentLock('termheld'), 4);
+    await sleep(300);
+    const add = direct('ADD', 'termheld', held);
+    await sleep(300);
+    const del = direct('DEL', 'termheld', held);
+    await sleep(700);
+    // The spare: another pod's ADD, waiting 3 s for the store's lock.
+    holdLock(storeLock(), 3);
+    await sleep(200);
+    const third = direct('ADD', 'termother', other);
+    await sleep(500);
+    const threads = () =>
+      readdirSync(`/proc/${running.pid}/task`).map((t) => {
+        try {
+          return readFileSync(`/proc/${running.pid}/task/${t}/comm`, 'utf8').trim();
+        } catch {
+          return '';
+        }
+      });
+    // (Go runtime threads a worker starts take its name too: the names, once each.)
+    expect([...new Set(threads().filter((n) => n.startsWith('tsf-cni-')))].sort()).toEqual(['tsf-cni-0', 'tsf-cni-1', 'tsf-cni-2']);
+    await running.stop('SIGTERM'); // SIGKILL after 10 s
+    agent = undefined;
+    const [a, d, t] = await Promise.all([add, del, third]);
+    expect(a.exitCode, JSON.stringify(a)).toBe(0);
+    expect(d.exitCode, JSON.stringify(d)).toBe(0);
+    expect(t.exitCode, JSON.stringify(t)).toBe(0);
+    expect(running.child.signalCode).toBeNull();
+    expect(running.child.exitCode).toBe(0);
+    expect(inNs(other, 'ip', ['-o', 'link', 'show'])).toContain('eth0');
+    // the agent is gone: the forwarder's fallback deletes it
+    const r = await forward('DEL', 'termother', nsPath(other));
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect([...leaseOwners()]).toEqual([]);
   }, 60_000);
 
   it('counts the time a call waited in the listen queue against its forwarder\'s deadline: the agent answers "try again" before the forwarder gives up', async () => {

@@ -138,7 +138,7 @@ describe.skipIf(requireOrSkip('cni-socket', { root: isRoot }))('tsflanneld CNI s
     const got = names();
     expect(got).toContain('tsf-cni-0');
     expect(got).toContain('tsf-cni-1');
-    expect(got).not.toContain('tsf-cni-2'); // --cni-workers 2
+    expect(got).not.toContain('tsf-cni-2'); // --cni-workers 2, and no call stalled: no spare
     // The main thread (tid = pid) keeps the process's name.
     expect(readFileSync(`/proc/${agent!.pid}/task/${agent!.pid}/comm`, 'utf8').trim()).not.toMatch(/^tsf-cni-/);
   });
@@ -225,6 +225,11 @@ describe.skipIf(requireOrSkip('cni-socket', { root: isRoot }))('tsflanneld CNI s
     expect(text).toMatch(/tsflannel_cni_request_duration_seconds_count\{command="DEL",result="success"\} ([5-9]\d|\d{3,})/);
     expect(text).toMatch(/tsflannel_cni_bad_frames [1-9]/);
     expect(text).toMatch(/tsflannel_cni_refused_connections [1-9]/);
+    // --cni-workers 2, and any spare a slow frame above started (each ends by itself after 30 s idle)
+    const threads = Number(/^tsflannel_cni_threads (\d+)$/m.exec(text)?.[1]);
+    const spares = Number(/^tsflannel_cni_spare_threads_started (\d+)$/m.exec(text)?.[1]);
+    expect(threads).toBeGreaterThanOrEqual(2);
+    expect(threads).toBeLessThanOrEqual(2 + spares);
     expect(text).toMatch(/process_cpu_seconds_total \d/);
   });
 

@@ -172,6 +172,21 @@ describe('CNI threads\' shared state', () => {
     // and the attachment stays free for the next call
     expect(await s.enter(0, 'pod\neth0', Date.now() + 100)).toBe(true);
   });
+
+  it('marks a worker stalled while its call waits for its attachment\'s earlier call, and tells its thread once', async () => {
+    const s = new CniShared(2);
+    const told: number[] = [];
+    s.onStall = (i) => told.push(i);
+    expect(await s.enter(0, 'pod\neth0', Date.now() + 1000)).toBe(true);
+    expect(s.isStalled(0)).toBe(false); // a free attachment: no mark, no message
+    const waiting = s.enter(1, 'pod\neth0', Date.now() + 2000);
+    await sleep(50);
+    expect(s.isStalled(1)).toBe(true);
+    s.leave(0);
+    expect(await waiting).toBe(true);
+    expect(s.isStalled(1)).toBe(false);
+    expect(told).toEqual([1]);
+  });
 });
 
 describe('CNI call serving', () => {
@@ -410,4 +425,240 @@ describe('CNI thread pool', () => {
     expect(readFileSync(join(dir, 'answer2'))).toHaveLength(0); // the sweep's to answer, not the pool's
     expect(shared.metrics().inFlight).toBe(0);
   });
+
+  it('starts a spare thread only while every thread is busy and fewer spares run than threads are stalled, up to its bound; a spare that ends by itself (code 0) frees its slot, with no warning and no replacement', async () => {
+    const dir = tempDir();
+    const starts = join(dir, 'starts');
+    writeFileSync(starts, '');
+    const script = join(dir, 'worker.mjs');
+    // Records its start; says it stalled when told; a spare ends (code 0) after its idle time.
+    writeFileSync(script, `
+      import { appendFileSync } from 'node:fs';
+      import { parentPort, workerData } from 'node:worker_threads';
+      appendFileSync(${JSON.stringify(starts)}, workerData.index + (workerData.idleExitMs === undefined ? '' : ' spare ' + workerData.idleExitMs) + '\\n');
+      parentPort.postMessage({ ready: true });
+      parentPort.on('message', (m) => {
+        if (m === 'stalled') parentPort.postMessage({ stalled: true });
+        if (m === 'retire') process.exit(0);
+      });
+    `);
+    const shared = new CniShared(3);
+    const warnings: string[] = [];
+    const pool = new WorkerPool({
+      size: 1,
+      spares: 2,
+      spareIdleMs: 12_345,
+      shared,
+      start: { shared: shared.buffers, listenFd: -1, frameTimeoutMs: 1000, callTimeoutMs: 1000, log: { level: 'silent' as 'fatal', format: 'json' } },
+      script: pathToFileURL(script),
+      onWarning: (w) => warnings.push(w),
+    });
+    stops.push(() => pool.close());
+    await pool.ready();
+    const worker = (i: number) => (pool as unknown as { slots: ({ worker: { postMessage(m: string): void } } | undefined)[] }).slots[i]!.worker;
+    const started = () => readFileSync(starts, 'utf8').trim().split('\n');
+    const m = shared.metrics();
+    expect({ threads: m.threads, spares: m.sparesStarted }).toEqual({ threads: 1, spares: 0 });
+
+    // Busy but not stalled (a call at work): no spare, whatever it says.
+    shared.accepted(0, 100);
+    worker(0).postMessage('stalled');
+    await sleep(300);
+    expect(started()).toEqual(['0']);
+    // Stalled and no thread free: a spare, told its idle time.
+    shared.stall(0);
+    worker(0).postMessage('stalled');
+    for (let i = 0; i < 50 && started().length < 2; i++) await sleep(50);
+    expect(started()).toEqual(['0', '1 spare 12345']);
+    await sleep(300);
+    expect(started()).toHaveLength(2); // the spare is free: nothing more
+    // The spare becomes busy with work while worker 0 is still stalled: no
+    // second spare (threads at work: as many as --cni-workers already).
+    shared.accepted(1, 101);
+    await sleep(300);
+    expect(started()).toHaveLength(2);
+    // Its call stalls too: the pool's check (it goes on while a thread is
+    // stalled, without a message) starts the second spare.
+    shared.stall(1);
+    for (let i = 0; i < 50 && started().length < 3; i++) await sleep(50);
+    expect(started()).toEqual(['0', '1 spare 12345', '2 spare 12345']);
+    shared.accepted(2, 102);
+    shared.stall(2);
+    await sleep(300);
+    expect(started()).toHaveLength(3); // at its bound
+    expect({ threads: m.threads, spares: m.sparesStarted }).toEqual({ threads: 3, spares: 2 });
+
+    // A spare that retires (code 0) frees its slot: no warning, no replacement while nothing stalls.
+    for (const i of [0, 1, 2]) shared.unstall(i);
+    shared.served(1);
+    shared.served(2);
+    worker(1).postMessage('retire');
+    worker(2).postMessage('retire');
+    for (let i = 0; i < 50 && m.threads > 1; i++) await sleep(50);
+    expect(m.threads).toBe(1);
+    await sleep(300);
+    expect(started()).toHaveLength(3);
+    expect(warnings).toEqual([]);
+  });
+
+  it('with its only worker reading a silent caller\'s frame, serves another call on a spare thread, which ends by itself once idle', async () => {
+    const dir = tempDir();
+    const path = join(dir, 'cni.sock');
+    const server = new CniServer({
+      path,
+      workers: 1,
+      logger: pino({ level: 'silent' }),
+      log: { level: 'fatal', format: 'json' },
+      frameTimeoutMs: 8000,
+      spareIdleMs: 1500,
+      workerScript: new URL('../../../build/daemon/cni-worker.js', import.meta.url),
+    });
+    await server.start();
+    stops.push(() => server.stop());
+    await server.ready();
+    const m = server.metrics;
+    expect(m.threads).toBe(1);
+    const silent = createConnection(path);
+    silent.on('error', () => undefined);
+    const version = () =>
+      new Promise<CniResponse>((resolve, reject) => {
+        const c = createConnection(path);
+        const chunks: Buffer[] = [];
+        c.on('data', (d: Buffer) => chunks.push(d));
+        c.on('error', reject);
+        c.on('end', () => resolve(decodeResponse(Buffer.concat(chunks).subarray(4))));
+        const body = Buffer.from(JSON.stringify({ v: 1, env: { CNI_COMMAND: 'VERSION' }, stdin: Buffer.from('{"cniVersion":"1.0.0"}').toString('base64') }));
+        const head = Buffer.alloc(4);
+        head.writeUInt32BE(body.length);
+        c.end(Buffer.concat([head, body]));
+      });
+    for (let i = 0; i < 50 && m.inFlight === 0; i++) await sleep(20);
+    const t0 = Date.now();
+    const answer = await version();
+    const ms = Date.now() - t0;
+    expect(answer.exitCode, answer.stdout.toString()).toBe(0);
+    expect(ms).toBeLessThan(3000); // not the silent caller's 8 s frame bound
+    expect({ threads: m.threads, spares: m.sparesStarted }).toEqual({ threads: 2, spares: 1 });
+    silent.destroy();
+    // Idle for 1.5 s (checked at its once-a-second turn): the spare ends; the base worker stays.
+    for (let i = 0; i < 100 && m.threads > 1; i++) await sleep(50);
+    expect(m.threads).toBe(1);
+    expect((await version()).exitCode).toBe(0);
+  }, 30_000);
+
+  it('answers "try again" for a call whose worker is stuck at its deadline, not up to a second after it (the once-a-second sweep)', async () => {
+    const dir = tempDir();
+    const script = join(dir, 'worker.mjs');
+    // A thread that says it is ready and then serves nothing: its call is "stuck".
+    writeFileSync(script, `import { parentPort } from 'node:worker_threads'; parentPort.postMessage({ ready: true }); setInterval(() => {}, 1000);`);
+    const server = new CniServer({
+      path: join(dir, 'cni.sock'),
+      workers: 1,
+      logger: pino({ level: 'silent' }),
+      log: { level: 'fatal', format: 'json' },
+      callTimeoutMs: 2000,
+      workerScript: pathToFileURL(script),
+    });
+    await server.start();
+    const t = Date.now(); // the sweeps run near t + k s
+    stops.push(() => server.stop());
+    await server.ready();
+    const shared = (server as unknown as { shared: CniShared }).shared;
+    // The call starts just after a sweep; its deadline falls 0.3 s after
+    // the next one, which sees it still running: the one after would
+    // answer it 0.7 s late.
+    await sleep(t + 1100 - Date.now());
+    const answerFile = join(dir, 'answer');
+    const fd = openSync(answerFile, 'w');
+    const deadline = t + 2300;
+    shared.beginCall(0, shared.accepted(0, fd), deadline, 1200);
+    while (readFileSync(answerFile).length === 0 && Date.now() < t + 4000) await sleep(10);
+    const late = Date.now() - deadline;
+    expect(codeOf(decodeResponse(readFileSync(answerFile).subarray(4)))).toMatchObject({ code: 11, msg: expect.stringMatching(/1200 ms/) });
+    expect(late).toBeLessThan(250);
+    expect(server.metrics.timeouts).toBe(1);
+  }, 20_000);
+
+  it('counts a call answered for a dead worker in the call counters and durations: as an error of its command, or "invalid" when its frame was not read yet', async () => {
+    const dir = tempDir();
+    const script = join(dir, 'worker.mjs');
+    writeFileSync(script, `
+      import { parentPort } from 'node:worker_threads';
+      parentPort.postMessage({ ready: true });
+      parentPort.on('message', (m) => { if (m === 'die') process.exit(3); });
+    `);
+    const shared = new CniShared(1);
+    const pool = new WorkerPool({
+      size: 1,
+      shared,
+      start: { shared: shared.buffers, listenFd: -1, frameTimeoutMs: 1000, callTimeoutMs: 1000, log: { level: 'silent' as 'fatal', format: 'json' } },
+      script: pathToFileURL(script),
+    });
+    stops.push(() => pool.close());
+    type Slot = { worker: { postMessage(m: string): void }; exited: Promise<void>; ready: Promise<void> };
+    let last: Slot | undefined;
+    const die = async () => {
+      const slots = (pool as unknown as { slots: Slot[] }).slots;
+      for (let i = 0; i < 100 && slots[0] === last; i++) await sleep(50); // its replacement
+      const slot = slots[0]!;
+      last = slot;
+      await slot.ready;
+      slot.worker.postMessage('die');
+      await slot.exited;
+      await sleep(50);
+    };
+    // An ADD that has run 0.3 s when its worker dies.
+    const fd = openSync(join(dir, 'answer'), 'w');
+    shared.beginCall(0, shared.accepted(0, fd), Date.now() + 49_700, 50_000, 'ADD');
+    await die();
+    expect(codeOf(decodeResponse(readFileSync(join(dir, 'answer')).subarray(4)))).toMatchObject({ code: 999 });
+    // A connection whose frame its worker was still reading.
+    const fd2 = openSync(join(dir, 'answer2'), 'w');
+    shared.accepted(0, fd2);
+    await die();
+    expect(codeOf(decodeResponse(readFileSync(join(dir, 'answer2')).subarray(4)))).toMatchObject({ code: 999 });
+    expect(Object.fromEntries(shared.metrics().calls)).toEqual({ ADD: { ok: 0, error: 1 }, invalid: { ok: 0, error: 1 } });
+    const seen: [string, boolean, number][] = [];
+    shared.drain((c, okay, sec) => seen.push([c, okay, sec]));
+    expect(seen.map(([c, okay]) => `${c} ${okay}`)).toEqual(['ADD false', 'invalid false']);
+    expect(seen[0]![2]).toBeGreaterThanOrEqual(0.3);
+    expect(seen[0]![2]).toBeLessThan(5);
+  }, 20_000);
+
+  it('does not start spare threads in a loop when each dies at once: one a second while the stall lasts', async () => {
+    const dir = tempDir();
+    const starts = join(dir, 'starts');
+    writeFileSync(starts, '');
+    const script = join(dir, 'worker.mjs');
+    // The base worker says it stalled when told; every spare dies at start.
+    writeFileSync(script, `
+      import { appendFileSync } from 'node:fs';
+      import { parentPort, workerData } from 'node:worker_threads';
+      appendFileSync(${JSON.stringify(starts)}, workerData.index + '\\n');
+      if (workerData.idleExitMs !== undefined) process.exit(3);
+      parentPort.postMessage({ ready: true });
+      parentPort.on('message', (m) => { if (m === 'stalled') parentPort.postMessage({ stalled: true }); });
+    `);
+    const shared = new CniShared(2);
+    const warnings: string[] = [];
+    const pool = new WorkerPool({
+      size: 1,
+      spares: 1,
+      shared,
+      start: { shared: shared.buffers, listenFd: -1, frameTimeoutMs: 1000, callTimeoutMs: 1000, log: { level: 'silent' as 'fatal', format: 'json' } },
+      script: pathToFileURL(script),
+      onWarning: (w) => warnings.push(w),
+    });
+    stops.push(() => pool.close());
+    await pool.ready();
+    shared.accepted(0, 100);
+    shared.stall(0);
+    (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('stalled');
+    await sleep(2500);
+    shared.unstall(0);
+    const spares = readFileSync(starts, 'utf8').trim().split('\n').filter((l) => l === '1').length;
+    expect(spares).toBeGreaterThanOrEqual(2);
+    expect(spares).toBeLessThanOrEqual(4);
+    expect(warnings[0]).toMatch(/CNI spare worker died .*code 3/);
+  }, 20_000);
 });
