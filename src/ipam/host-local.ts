@@ -54,11 +54,13 @@ export interface PoolStats {
  * `attachmentLocked`: the caller runs inside withAttachment() for this
  * (id, ifname). Leases of an attachment are made and removed only by calls
  * holding its lock (ours, agent-served or standalone; the reference plugin
- * serves other containers), so they are looked up without the store lock:
- * the read of every lease on the node happens outside the lock that every
- * call on the node waits for, which then covers only what other attachments
- * change. A lease found so is read again under the store lock before it
- * counts (allocate, releaseFound): a GC may have removed it meanwhile.
+ * serves other containers), so they are looked up without the store lock
+ * (from the attachment's record, DiskStore.recordLeases): the store lock,
+ * which every call on the node waits for, then covers only what other
+ * attachments change. A lease found so is read again under the store lock
+ * before it counts (allocate, releaseFound): a GC may have removed it
+ * meanwhile. Such an ADD or DEL does not list the store at all in the
+ * common case (see allocateIn and releaseFound).
  */
 export interface AttachmentLockedOption {
   attachmentLocked?: boolean;
@@ -66,6 +68,25 @@ export interface AttachmentLockedOption {
 
 export const DEFAULT_DATA_DIR = '/var/lib/cni/networks';
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
+
+/**
+ * How many round-robin candidates in a row an ADD finds taken, one lstat
+ * each, before it lists the whole store once and skips the taken ones from
+ * that list: a sparse range (the common case: the address after the last
+ * one handed out is free) costs one lstat, a dense one a single readdir
+ * rather than up to 254 (a /24) or 65,534 (a /16) probes.
+ */
+const PROBES_BEFORE_LISTING = 8;
+
+/**
+ * What an allocation knows of the store under its lock: the attachment's
+ * own leases (with their key), and, once the store has been listed, every
+ * lease's name; without a listing each candidate is looked up on its own.
+ */
+interface Known {
+  own: readonly StoreEntry[];
+  taken?: Set<string>;
+}
 
 /** libcni's rule for container IDs and network names. */
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
@@ -165,7 +186,7 @@ export class HostLocalIpam {
     // store lock (see AttachmentLockedOption); inside it, names only.
     const mine = opts.attachmentLocked ? await this.ownLeases(id, dev) : undefined;
     return this.store.withLock(async () => {
-      const entries = mine ? await this.confirmedEntries(mine, key) : await this.store.entries();
+      const known = mine ? { own: await this.confirmed(mine, key) } : HostLocalIpam.listed(await this.store.entries());
       const created: string[] = [];
       // One entry per address, as the reference keys them by text.
       const pending = new Map(requested.map((ip) => [formatIp(ip), ip]));
@@ -174,7 +195,7 @@ export class HostLocalIpam {
         for (const [idx, set] of this.rangeSets.entries()) {
           const wanted = takeRequested(pending, set);
           try {
-            out.push(await this.allocateIn(idx, set, entries, key, created, wanted));
+            out.push(await this.allocateIn(idx, set, known, key, created, wanted));
           } catch (err) {
             if (!(err instanceof CniError) || wanted === undefined) throw err;
             throw new CniError(err.code, `failed to allocate for range ${idx}: ${err.message}`, err.details);
@@ -221,28 +242,39 @@ export class HostLocalIpam {
   }
 
   /**
-   * Under the store lock: every lease's name (content ''), with the
-   * attachment's own leases, read before the lock, read once more each and
-   * kept only if still its own (a GC may have removed one meanwhile).
+   * Under the store lock: the attachment's own leases, read before the
+   * lock, read once more each and kept only if still its own (a GC may
+   * have removed one meanwhile, or the reference given its address away).
+   * No other lease is read or listed here.
    */
-  private async confirmedEntries(mine: readonly StoreEntry[], key: string): Promise<StoreEntry[]> {
-    const entries = await this.store.entries({ contents: false });
-    for (const m of mine) {
-      const at = entries.findIndex((e) => e.name === m.name);
-      if (at >= 0 && (await this.store.leaseContent(m.name)) === key) entries[at] = { ...entries[at]!, content: key };
-    }
-    return entries;
+  private async confirmed(mine: readonly StoreEntry[], key: string): Promise<StoreEntry[]> {
+    const out: StoreEntry[] = [];
+    for (const m of mine) if ((await this.store.leaseContent(m.name)) === key) out.push({ ...m, content: key });
+    return out;
   }
 
+  /** What a full read of the store under the lock tells an allocation. */
+  private static listed(entries: readonly StoreEntry[]): Known {
+    return { own: entries, taken: new Set(entries.map((e) => e.name)) };
+  }
+
+  /**
+   * One address of range set `idx`: the attachment's own, the requested
+   * one, or the next free one in the reference's round-robin order
+   * (`candidates` from last_reserved_ip). link(2) in reserve() is the
+   * authority on what is taken; `known.taken`, or an lstat per candidate
+   * until the store is listed (PROBES_BEFORE_LISTING), only spares writing
+   * a temp file for an address that is visibly taken.
+   */
   private async allocateIn(
     idx: number,
     set: RangeSet,
-    entries: StoreEntry[],
+    known: Known,
     key: string,
     created: string[],
     wanted?: Ip,
   ): Promise<Allocation> {
-    const held = entries.find((e) => e.content === key && rangeIndexOf(set, e.ip) >= 0);
+    const held = known.own.find((e) => e.content === key && rangeIndexOf(set, e.ip) >= 0);
     if (held && (wanted === undefined || held.ip.value === wanted.value)) return this.allocation(idx, set, held.ip, false);
     if (held) {
       throw new CniError(
@@ -253,14 +285,28 @@ export class HostLocalIpam {
     }
     if (wanted) return this.reserveRequested(idx, set, key, created, wanted);
 
-    const taken = new Set(entries.map((e) => e.name));
+    let seenTaken = 0;
+    // After PROBES_BEFORE_LISTING taken candidates the range is dense: list it once.
+    const sawTaken = async (): Promise<void> => {
+      if (!known.taken && ++seenTaken >= PROBES_BEFORE_LISTING) known.taken = HostLocalIpam.listed(await this.store.entries({ contents: false })).taken;
+    };
+    const skip = async (name: string): Promise<boolean> => {
+      if (known.taken) return known.taken.has(name);
+      if (!this.store.exists(name)) return false;
+      await sawTaken();
+      return true;
+    };
     for (const { value } of candidates(set, await this.store.lastReserved(idx))) {
       const ip: Ip = { family: set[0]!.family, value };
-      if (taken.has(formatIp(ip))) continue;
-      this.store.recordLeases([formatIp(ip)]);
-      // O_EXCL is the authority: a writer that ignores the lock still cannot double-book.
-      if (!(await this.store.reserve(ip, key))) continue;
-      created.push(formatIp(ip));
+      const name = formatIp(ip);
+      if (await skip(name)) continue;
+      this.store.recordLeases([name]);
+      // link(2) is the authority: a name made since the check (or by a writer that ignores the lock) still cannot double-book.
+      if (!(await this.store.reserve(ip, key))) {
+        await sawTaken();
+        continue;
+      }
+      created.push(name);
       await this.store.setLastReserved(idx, ip);
       return this.allocation(idx, set, ip, true);
     }
@@ -349,9 +395,11 @@ export class HostLocalIpam {
     const key = leaseKey(id, validateIfname(ifname));
     // Taken even with nothing to release: a broken store (its lock path a
     // directory, say) is reported by DEL too, with the fix; and a temp file
-    // a killed ADD of this attachment left is swept (names only, no reads).
+    // a killed ADD of this attachment left is removed: under the
+    // attachment's lock it has the attachment's name (one unlink, no
+    // listing of the store); else every stale temp file is swept (names only).
     return this.store.withLock(async () => {
-      await this.store.sweepTemps();
+      if (!this.store.sweepOwnTemp()) await this.store.sweepTemps();
       const removed: string[] = [];
       for (const ip of ips) {
         const content = await this.store.leaseContent(ip);

@@ -2,7 +2,7 @@
 // <dataDir>/<network>/ holds one file per leased IP (named by the IP, content
 // `<id>\r\n<ifname>`), `last_reserved_ip.<set>` and an empty `lock` file that
 // both implementations flock(2) exclusively.
-import { closeSync, constants as fsc, fstatSync, ftruncateSync, linkSync, openSync, promises as fs, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Dirent } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, ftruncateSync, linkSync, lstatSync, openSync, promises as fs, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Dirent } from 'node:fs';
 import path from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CniError, ErrorCode } from '../cni/errors.js';
@@ -18,6 +18,8 @@ const LAST_RESERVED_PREFIX = 'last_reserved_ip.';
 /** Per-attachment lock files live here, apart from the leases. */
 const ATTACHMENT_DIR = 'attachments';
 const ATTACHMENT_LOCK = /^[0-9a-f]{32}\.lock$/;
+/** The digest part of an attachment's lock file name. */
+const ATTACHMENT_DIGEST_CHARS = 32;
 
 /**
  * The lock file of one attachment. A digest, because a container ID may be
@@ -60,19 +62,23 @@ interface HeldAttachment {
   size: number;
   /** this call made the lock file */
   fresh: boolean;
+  /** the network directory whose attachment lock this is */
+  dir: string;
+  /** the attachment's digest (its lock file's name): names its lease temp file */
+  digest: string;
 }
 
 const heldAttachment = new AsyncLocalStorage<HeldAttachment>();
 
 /** The lock file's record, read through the held descriptor (created: this call made the file, empty). */
-function readRecord(fd: number, created: boolean): HeldAttachment {
+function readRecord(fd: number, created: boolean, dir: string, digest: string): HeldAttachment {
   const size = fstatSync(fd).size;
-  if (size === 0) return { fd, names: created ? [] : undefined, size, fresh: created };
+  if (size === 0) return { fd, names: created ? [] : undefined, size, fresh: created, dir, digest };
   const buf = Buffer.alloc(Math.min(size, 1 << 16));
   const n = readSync(fd, buf, 0, buf.length, 0);
   const text = buf.subarray(0, n).toString('utf8');
-  if (!text.startsWith(RECORD_HEADER)) return { fd, names: undefined, size, fresh: false };
-  return { fd, names: text.slice(RECORD_HEADER.length).split('\n').filter((l) => l !== ''), size, fresh: false };
+  if (!text.startsWith(RECORD_HEADER)) return { fd, names: undefined, size, fresh: false, dir, digest };
+  return { fd, names: text.slice(RECORD_HEADER.length).split('\n').filter((l) => l !== ''), size, fresh: false, dir, digest };
 }
 
 /** One queue per lock path in this process. */
@@ -99,8 +105,12 @@ function sameFile(fd: number, file: string): boolean {
     return false;
   }
 }
-/** Temp files are made only under the lock, so one seen by a lock holder was left by a killed process. */
-const STALE_TEMP = /^\.(?:lease|last_reserved_ip\.\d+)\.\d+\.[0-9a-f]+\.tmp$/;
+/**
+ * Temp files are made only under the lock, so one seen by a lock holder was
+ * left by a killed process: `.<kind>.<pid>.<tag>.tmp`, or an attachment's
+ * own lease temp file, `.lease.<digest>.tmp` (see attachmentTempName).
+ */
+const STALE_TEMP = /^\.(?:lease\.[0-9a-f]{32}|(?:lease|last_reserved_ip\.\d+)\.\d+\.[0-9a-f]+)\.tmp$/;
 
 /**
  * This process's (or worker thread's) temp-name tag: random once, then a
@@ -120,6 +130,19 @@ let tempSeq = 0;
 function tempName(kind: string): string {
   tempSeq = (tempSeq + 1) % 0x100000000;
   return `.${kind}.${process.pid}.${TEMP_TAG}${tempSeq.toString(16).padStart(8, '0')}.tmp`;
+}
+
+/**
+ * The lease temp file of a call that holds an attachment's lock: named
+ * after the attachment, not the process, because only one call per
+ * attachment runs at a time on the node (any process), so the name is its
+ * own; and its DEL then removes what a killed ADD of it left with one
+ * unlink, instead of listing the directory for every stale temp file on
+ * every DEL. Calls without an attachment lock (GC, tests, tools) keep
+ * tempName's per-process names.
+ */
+function attachmentTempName(digest: string): string {
+  return `.lease.${digest}.tmp`;
 }
 
 /** One lease file: its IP and its content with surrounding whitespace trimmed. */
@@ -143,7 +166,8 @@ function rmQuietly(file: string): void {
   try {
     unlinkSync(file);
   } catch {
-    // a temp file left behind is removed by the next lock holder (STALE_TEMP)
+    // a temp file left behind is removed by the attachment's next call
+    // (attachmentTempName), or else by the next listing under the lock (STALE_TEMP)
   }
 }
 
@@ -222,7 +246,8 @@ export class DiskStore {
   async withAttachmentLock<T>(containerId: string, ifname: string, forget: boolean, fn: () => Promise<T>): Promise<T> {
     const dir = this.pathFor(ATTACHMENT_DIR);
     this.ensureDir(dir);
-    return this.holdLock(path.join(dir, attachmentLockName(containerId, ifname)), 0o600, forget, fn, true);
+    const name = attachmentLockName(containerId, ifname);
+    return this.holdLock(path.join(dir, name), 0o600, forget, fn, name.slice(0, ATTACHMENT_DIGEST_CHARS));
   }
 
   /**
@@ -315,13 +340,13 @@ export class DiskStore {
   // section, were most of an ADD's time, and every other caller waited for
   // the lock meanwhile. What can wait long (a lock another process holds)
   // is bounded by lockTimeoutMs in the kernel's flock queue.
-  private async holdLock<T>(file: string, mode: number, forget: boolean, fn: () => Promise<T>, attachment = false): Promise<T> {
+  private async holdLock<T>(file: string, mode: number, forget: boolean, fn: () => Promise<T>, attachment?: string): Promise<T> {
     // flock waits block this thread, so calls in one process queue here
     // first and never wait in the kernel on a lock their own process holds.
     return serialized(file, async () => {
       const deadline = Math.min(currentDeadline(), Date.now() + this.lockTimeoutMs);
       for (;;) {
-        const { fd, created } = attachment ? this.openAttachmentLock(file, mode) : { fd: this.openLock(file, mode), created: false };
+        const { fd, created } = attachment !== undefined ? this.openAttachmentLock(file, mode) : { fd: this.openLock(file, mode), created: false };
         try {
           await this.lock(fd, file, deadline);
           // Removed (by a DEL) while we waited: the lock is on an orphan.
@@ -331,7 +356,7 @@ export class DiskStore {
           const budget = Math.min(currentDeadline(), Date.now() + this.lockTimeoutMs);
           const run = () => sectionDeadline.run(budget, fn);
           try {
-            return await (attachment ? heldAttachment.run(readRecord(fd, created), run) : run());
+            return await (attachment !== undefined ? heldAttachment.run(readRecord(fd, created, this.dir, attachment), run) : run());
           } finally {
             if (forget) rmQuietly(file);
             // Closing the descriptor (below) drops the flock: it is the only
@@ -456,9 +481,10 @@ export class DiskStore {
    */
   async reserve(ip: Ip, key: string): Promise<boolean> {
     const file = this.pathFor(formatIp(ip));
-    const tmp = this.pathFor(tempName('lease'));
+    const own = this.ownTemp();
+    const tmp = this.pathFor(own ?? tempName('lease'));
     try {
-      writeFileSync(tmp, key, { mode: 0o600, flag: 'wx' });
+      this.writeTemp(tmp, key, own !== undefined);
     } catch (err) {
       rmQuietly(tmp);
       throw ioError('write lease', tmp, err);
@@ -474,9 +500,58 @@ export class DiskStore {
     return true;
   }
 
+  /**
+   * Creates a temp file (O_EXCL: never through a link or symlink someone
+   * put there). An attachment's own temp name that exists already was left
+   * by a killed call of that attachment (no other call uses the name):
+   * removed, and made again.
+   */
+  private writeTemp(tmp: string, text: string, ownName: boolean): void {
+    try {
+      writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+    } catch (err) {
+      if (!ownName || !hasCode(err, 'EEXIST')) throw err;
+      unlinkSync(tmp);
+      writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+    }
+  }
+
+  /** The lease temp file name of the attachment whose lock this call holds in this store, if any. */
+  private ownTemp(): string | undefined {
+    const held = heldAttachment.getStore();
+    return held?.dir === this.dir ? attachmentTempName(held.digest) : undefined;
+  }
+
+  /**
+   * Whether a file of this name exists (of any type: a name that is not a
+   * lease file still makes link(2) fail); one lstat, far cheaper than
+   * writing a temp file to learn it from link(2), which stays the authority.
+   */
+  exists(name: string): boolean {
+    const file = this.pathFor(name);
+    try {
+      return lstatSync(file, { throwIfNoEntry: false }) !== undefined;
+    } catch (err) {
+      throw ioError('look up', file, err);
+    }
+  }
+
   /** Under the lock: removes temp files killed writers left (entries() does it too). */
   async sweepTemps(): Promise<void> {
     await this.entries({ contents: false });
+  }
+
+  /**
+   * Under the lock: removes the temp file a killed ADD of the attachment
+   * whose lock this call holds may have left (one unlink, no listing);
+   * false when the call holds no attachment lock here, and the caller
+   * sweeps with sweepTemps instead.
+   */
+  sweepOwnTemp(): boolean {
+    const own = this.ownTemp();
+    if (own === undefined) return false;
+    rmQuietly(this.pathFor(own));
+    return true;
   }
 
   /** One lease file's content, trimmed; undefined when there is no such lease. */

@@ -93,13 +93,18 @@ async function leaseFiles(): Promise<Map<string, string>> {
 const CHILD_SCRIPT = `
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-const [bundle, cfg, id, ifname, barrier] = process.argv.slice(2);
+const [bundle, cfg, id, ifname, barrier, how] = process.argv.slice(2);
 const { HostLocalIpam } = await import(bundle);
 const ipam = new HostLocalIpam(JSON.parse(cfg));
 process.stderr.write('ready\\n');
 while (!existsSync(barrier)) await sleep(2);
 try {
-  process.stdout.write(JSON.stringify({ ok: true, allocations: await ipam.allocate(id, ifname) }));
+  // 'attachment': as the plugin's ADD runs it (src/plugin/commands.ts): under
+  // the attachment's lock, probing candidates instead of listing the store.
+  const allocations = how === 'attachment'
+    ? await ipam.withAttachment(id, ifname, () => ipam.allocate(id, ifname, [], { attachmentLocked: true }))
+    : await ipam.allocate(id, ifname);
+  process.stdout.write(JSON.stringify({ ok: true, allocations }));
 } catch (err) {
   process.stdout.write(JSON.stringify({ ok: false, code: err.code, msg: err.message }));
   process.exitCode = 1;
@@ -210,14 +215,17 @@ describe.skipIf(requireOrSkip('host-local interop', { [REFERENCE]: haveReference
     expect(alloc!.address).toBe('10.77.0.2/24');
   });
 
-  it('20 reference ADDs and 20 of ours racing on one store never share an IP', async () => {
+  it.each([
+    ['as the plugin runs them (attachment lock, candidates probed, no listing)', 'attachment'],
+    ['without the attachment lock (the store listed)', 'store'],
+  ])('20 reference ADDs and 20 of ours racing on one store never share an IP: ours %s', async (_how, how) => {
     const N = 20;
     const barrier = path.join(dataDir, 'go');
     const cfg: IpamConfig = { dataDir, network, rangeSets: [[{ subnet: SUBNET }]] };
     const env = { PATH: process.env.PATH, TSFLANNEL_NETLINK_LIB: SHIM };
     const bundleUrl = pathToFileURL(path.join(bundleDir, 'ipam.mjs')).href;
     const children = Array.from({ length: N }, (_, i) =>
-      run(process.execPath, [path.join(bundleDir, 'child.mjs'), bundleUrl, JSON.stringify(cfg), `ours-${i}`, 'eth0', barrier], env),
+      run(process.execPath, [path.join(bundleDir, 'child.mjs'), bundleUrl, JSON.stringify(cfg), `ours-${i}`, 'eth0', barrier, how], env),
     );
     try {
       // Hold everyone at the barrier so the races really overlap.

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { chmod, link, lstat, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile, open } from 'node:fs/promises';
+import { chmod, link, lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile, open } from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -167,6 +167,44 @@ describe('allocate', () => {
     expect(await found('p1')).toEqual(['10.9.0.5']);
   });
 
+  it('attachmentLocked: a lease made by hand (not under our lock) where the round-robin goes next is skipped, in the reference\'s order; a dense range still gives its one free address', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
+    const add = (id: string) => a.withAttachment(id, 'eth0', () => a.allocate(id, 'eth0', [], { attachmentLocked: true }));
+    expect(ips(await add('p1'))).toEqual(['10.9.0.2/24']);
+    // The reference host-local (or a hand) took .3 and .4 after our last reservation.
+    await writeFile(path.join(netDir(), '10.9.0.3'), 'ref3\r\neth0');
+    await writeFile(path.join(netDir(), '10.9.0.4'), 'ref4\r\neth0');
+    expect(ips(await add('p2'))).toEqual(['10.9.0.5/24']);
+    expect(await readFile(path.join(netDir(), 'last_reserved_ip.0'), 'utf8')).toBe('10.9.0.5');
+    // Near the end of the range: past .254 the round goes back to .2 (taken), then .3 ... .
+    await writeFile(path.join(netDir(), 'last_reserved_ip.0'), '10.9.0.253');
+    await writeFile(path.join(netDir(), '10.9.0.254'), 'ref254\r\neth0');
+    expect(ips(await add('p3'))).toEqual(['10.9.0.6/24']);
+    // Dense: every address but .100 taken; the round-robin from .6 still gets there.
+    for (let host = 7; host <= 253; host++) if (host !== 100) await writeFile(path.join(netDir(), `10.9.0.${host}`), `ref${host}\r\neth0`);
+    expect(ips(await add('p4'))).toEqual(['10.9.0.100/24']);
+    const err = await cniErr(add('p5'));
+    expect(err.code).toBe(11);
+    expect(err.message).toMatch(/no IP addresses available/);
+    // A link(2) that loses (the name appeared after the check) is no lease of ours either.
+    expect((await a.list()).filter((l) => l.containerId.startsWith('p')).map((l) => l.ip)).toEqual(['10.9.0.100', '10.9.0.2', '10.9.0.5', '10.9.0.6']);
+  });
+
+  it('attachmentLocked: concurrent ADDs of 40 pods in one process, with leases of other pods scattered in the range, never share an address', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/26' }]]);
+    await mkdir(netDir());
+    for (const host of [3, 4, 9, 10, 11, 12, 13, 14, 15, 16, 17, 30]) await writeFile(path.join(netDir(), `10.9.0.${host}`), `ref${host}\r\neth0`);
+    const add = (id: string) => a.withAttachment(id, 'eth0', () => a.allocate(id, 'eth0', [], { attachmentLocked: true }));
+    const got = (await Promise.all(Array.from({ length: 40 }, (_, i) => add(`c${i}`)))).map((r) => r[0]!.address);
+    expect(new Set(got).size).toBe(40);
+    const leases = await a.list();
+    expect(leases.length).toBe(52);
+    expect(new Set(leases.map((l) => l.ip)).size).toBe(52);
+    // The 61 usable addresses of a /26 minus 52 leases: 9 left, all reachable.
+    expect((await Promise.all(Array.from({ length: 9 }, (_, i) => add(`d${i}`)))).length).toBe(9);
+    expect((await cniErr(add('e0'))).code).toBe(11);
+  });
+
   it('rewrites its own 0600 last_reserved_ip in place (same inode, exact shorter text); replaces a symlink, a 0644 file or a hard link there instead of writing through it', async () => {
     const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
     const last = path.join(netDir(), 'last_reserved_ip.0');
@@ -306,6 +344,35 @@ describe('release, find, list', () => {
     expect(await a.releaseFound('old', 'eth0', (await a.find('old', 'eth0')).map((l) => l.ip))).toEqual(['10.9.0.5']);
     expect(await a.releaseFound('nobody', 'eth0', [])).toEqual([]);
     await expect(a.releaseFound('c2', 'eth0', ['../escape'])).rejects.toThrow(/outside/);
+  });
+
+  it('a killed ADD\'s temp file: the one named after the attachment is removed by its DEL and replaced by its retried ADD; one with another name (an older tsflannel\'s) by the next GC', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
+    const locked = { attachmentLocked: true };
+    const add = (id: string) => a.withAttachment(id, 'eth0', () => a.allocate(id, 'eth0', [], locked));
+    const del = (id: string) =>
+      a.withAttachment(id, 'eth0', async () => a.releaseFound(id, 'eth0', (await a.find(id, 'eth0', locked)).map((l) => l.ip)), true);
+    const ownTemp = (id: string) => path.join(netDir(), `.lease.${attachmentLockName(id, 'eth0').slice(0, 32)}.tmp`);
+    const oldTemp = path.join(netDir(), '.lease.4242.0badc0de00000001.tmp');
+    const exists = (file: string) => stat(file).then(() => true, () => false);
+    expect(ips(await add('p1'))).toEqual(['10.9.0.2/24']);
+    // What an ADD killed between writing its temp file and linking it leaves.
+    await writeFile(ownTemp('p1'), 'p1\r\neth0', { mode: 0o600 });
+    await writeFile(ownTemp('p2'), 'p2\r\neth0', { mode: 0o600 });
+    await writeFile(oldTemp, 'p9\r\neth0', { mode: 0o600 });
+    expect(await del('p1')).toEqual(['10.9.0.2']);
+    expect(await exists(ownTemp('p1'))).toBe(false);
+    // The retried ADD of p2 writes its temp file afresh and removes it.
+    expect(ips(await add('p2'))).toEqual(['10.9.0.3/24']);
+    expect(await exists(ownTemp('p2'))).toBe(false);
+    expect(await exists(oldTemp)).toBe(true);
+    // Neither is a lease to a lister, and a GC sweeps the rest.
+    expect((await a.list()).map((l) => l.ip)).toEqual(['10.9.0.3']);
+    await writeFile(ownTemp('p3'), 'p3\r\neth0', { mode: 0o600 });
+    expect((await a.gc([{ containerId: 'p2', ifname: 'eth0' }])).map((l) => l.ip)).toEqual([]);
+    expect(await exists(oldTemp)).toBe(false);
+    expect(await exists(ownTemp('p3'))).toBe(false);
+    expect((await readdir(netDir())).sort()).toEqual(['10.9.0.3', 'attachments', 'last_reserved_ip.0', 'lock']);
   });
 
   it('treats releasing an unknown container as success', async () => {
