@@ -76,4 +76,18 @@ describe('a pod\'s ADD and DEL do not list the store in the common case', () => 
     expect((await pod(a, 'dense').add())[0]!.address).toBe('10.9.0.200/24');
     expect(listings()).toBe(1);
   });
+
+  it('dual-stack: a dense IPv4 set and a sparse IPv6 set cost one listing between them, and each set gets its next free address', async () => {
+    const a = new HostLocalIpam({ dataDir, network: 'net1', rangeSets: [[{ subnet: '10.9.0.0/27' }], [{ subnet: 'fd00:9::/120' }]] });
+    expect((await pod(a, 'first').add()).map((x) => x.address)).toEqual(['10.9.0.2/27', 'fd00:9::2/120']);
+    for (let host = 3; host <= 29; host++) await writeFile(path.join(netDir(), `10.9.0.${host}`), `ref${host}\r\neth0`);
+    await writeFile(path.join(netDir(), 'fd00:9::3'), 'ref\r\neth0');
+    listed.length = 0;
+    expect((await pod(a, 'dual').add()).map((x) => x.address)).toEqual(['10.9.0.30/27', 'fd00:9::4/120']);
+    expect(listings()).toBe(1);
+    listed.length = 0;
+    // Its DEL releases both without a listing.
+    expect((await pod(a, 'dual').del()).sort()).toEqual(['10.9.0.30', 'fd00:9::4']);
+    expect(listings()).toBe(0);
+  });
 });
