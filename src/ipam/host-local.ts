@@ -183,7 +183,8 @@ export class HostLocalIpam {
     const dev = validateIfname(ifname);
     const key = leaseKey(id, dev);
     // Under the attachment's lock, its own leases are read before the
-    // store lock (see AttachmentLockedOption); inside it, names only.
+    // store lock (see AttachmentLockedOption); inside it, only those are
+    // read again, and no other lease is read or listed in the common case.
     const mine = opts.attachmentLocked ? await this.ownLeases(id, dev) : undefined;
     return this.store.withLock(async () => {
       const known = mine ? { own: await this.confirmed(mine, key) } : HostLocalIpam.listed(await this.store.entries());

@@ -420,9 +420,10 @@ export async function del(ctx: PluginContext): Promise<void> {
       containerId,
       ifname,
       async () => {
-        // One read of the whole store per DEL, outside the store lock (this
-        // attachment's leases change only under its lock, held here): the
-        // leases found are released after the veth is gone, each read again.
+        // The attachment's leases, from its record (the whole store is read
+        // only when it has none), outside the store lock (this attachment's
+        // leases change only under its lock, held here): the leases found
+        // are released after the veth is gone, each read again.
         const leased = (await ipam.find(containerId, ifname, { attachmentLocked: true })).map((l) => l.ip);
         // The teardown also drops the pod's MTU route (capOlderPods), if it has one.
         deletePodVeth(hostVethName(containerId, ifname), netns, ifname, leased, log, { dev: cfg.bridge, dsts: leased.map(hostRoute) });
