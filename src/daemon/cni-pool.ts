@@ -80,7 +80,7 @@ export class WorkerPool {
   private stallTimer: NodeJS.Timeout | undefined;
   /** no spare starts before this (epoch ms): one died at once (no crash loop) */
   private sparesPausedUntil = 0;
-  /** the last spare could not be started: said once, until one starts again */
+  /** a spare could not be started during this stall: said once, until one starts or the stall ends */
   private spareStartFailed = false;
 
   constructor(private readonly opts: PoolOptions) {
@@ -209,7 +209,10 @@ export class WorkerPool {
       if (!s.up || !shared.isServing(i)) free = true;
       else if (shared.isStalled(i)) stalled++;
     });
-    if (stalled === 0) return;
+    if (stalled === 0) {
+      this.spareStartFailed = false; // the next stall's failure is news again
+      return;
+    }
     if (!free && spares < stalled && spareSlot >= 0 && Date.now() >= this.sparesPausedUntil) this.startSpare(spareSlot);
     this.stallTimer = setTimeout(() => this.checkStalls(), STALL_CHECK_MS);
     this.stallTimer.unref();
@@ -221,8 +224,7 @@ export class WorkerPool {
    * or RLIMIT_NPROC), which is when spares are wanted: a node under strain.
    * Thrown from here, in a message handler or the check's timer, it ended
    * the agent. The calls queue as they would without spares, and the check
-   * tries again in a second while the stall lasts; one warning per run of
-   * failures.
+   * tries again in a second while the stall lasts; one warning per stall.
    */
   private startSpare(index: number): void {
     try {
