@@ -88,7 +88,17 @@ export class WorkerPool {
     if (opts.size + spares > opts.shared.workers) throw new Error(`the shared state has ${opts.shared.workers} slots, not ${opts.size} + ${spares}`);
     // The base threads first: EPOLLEXCLUSIVE wakes the first one made that
     // is idle, so they keep taking the calls, and spares only the rest.
-    for (let i = 0; i < opts.size; i++) this.slots.push(this.start(i, false));
+    try {
+      for (let i = 0; i < opts.size; i++) this.slots.push(this.start(i, false));
+    } catch (err) {
+      // A thread the kernel would not make (EAGAIN at the task limit): the
+      // server fails to start, so the threads made already must end too.
+      // Left running, they served the socket with nobody answering calls
+      // past their deadline, and kept an agent in --cni-only from exiting.
+      this.closed = true;
+      for (const s of this.slots) void s?.worker.terminate();
+      throw err;
+    }
     for (let i = 0; i < spares; i++) this.slots.push(undefined);
   }
 

@@ -165,4 +165,42 @@ describe.skipIf(requireOrSkip('CNI pool at the task limit', { root: isRoot, 'prl
     expect(p.starts()).toEqual(['0', '0']);
     expect(p.child.exitCode).toBeNull();
   }, 20_000);
+
+  it('a CNI server whose threads cannot all be made at start fails to start and leaves no thread serving and no socket: its process (--cni-only) ends by itself', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tsf-cnilimit-'));
+    dirs.push(dir);
+    chmodSync(dir, 0o777);
+    const script = join(dir, 'worker.mjs');
+    writeFileSync(script, `import { parentPort } from 'node:worker_threads'; parentPort.postMessage({ ready: true }); setInterval(() => undefined, 1000);`);
+    const path = join(dir, 'cni.sock');
+    const program = `
+      const { execFileSync } = await import('node:child_process');
+      const { CniServer } = await import(${JSON.stringify(new URL('../../../build/daemon/cni-server.js', import.meta.url).href)});
+      const quiet = { info() {}, warn() {}, debug() {}, error() {} };
+      // One more thread for user nobody from now on (ps counts itself).
+      const tasks = execFileSync('ps', ['-L', '-u', '${NOBODY}', '--no-headers'], { encoding: 'utf8' }).split('\\n').filter(Boolean).length - 1;
+      execFileSync('prlimit', ['--pid', String(process.pid), '--nproc=' + (tasks + 1) + ':']);
+      const server = new CniServer({ path: ${JSON.stringify(path)}, workers: 3, logger: quiet, log: { level: 'fatal', format: 'json' },
+        workerScript: new URL(${JSON.stringify(pathToFileURL(script).href)}) });
+      try {
+        await server.start();
+        process.stdout.write('started\\n');
+      } catch (err) {
+        process.stdout.write('start failed: ' + err.code + '\\n');
+        process.exitCode = 1; // as tsflanneld --cni-only does
+      }`;
+    const main = join(dir, 'main.mjs');
+    writeFileSync(main, program);
+    const child = spawn(process.execPath, [main], { uid: NOBODY, gid: NOBODY, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<string>((r) => child.once('exit', (code) => r(`exited with code ${code}`)));
+    for (let i = 0; i < 100 && out === '' && child.exitCode === null; i++) await sleep(50);
+    expect(out, err).toBe('start failed: ERR_WORKER_INIT_FAILED\n');
+    expect(await Promise.race([exited, sleep(3000).then(() => 'still running')])).toBe('exited with code 1');
+    expect(existsSync(path)).toBe(false);
+  }, 20_000);
 });
