@@ -80,13 +80,25 @@ export class WorkerPool {
   private stallTimer: NodeJS.Timeout | undefined;
   /** no spare starts before this (epoch ms): one died at once (no crash loop) */
   private sparesPausedUntil = 0;
+  /** a spare could not be started during this stall: said once, until one starts or the stall ends */
+  private spareStartFailed = false;
 
   constructor(private readonly opts: PoolOptions) {
     const spares = opts.spares ?? 0;
     if (opts.size + spares > opts.shared.workers) throw new Error(`the shared state has ${opts.shared.workers} slots, not ${opts.size} + ${spares}`);
     // The base threads first: EPOLLEXCLUSIVE wakes the first one made that
     // is idle, so they keep taking the calls, and spares only the rest.
-    for (let i = 0; i < opts.size; i++) this.slots.push(this.start(i, false));
+    try {
+      for (let i = 0; i < opts.size; i++) this.slots.push(this.start(i, false));
+    } catch (err) {
+      // A thread the kernel would not make (EAGAIN at the task limit): the
+      // server fails to start, so the threads made already must end too.
+      // Left running, they served the socket with nobody answering calls
+      // past their deadline, and kept an agent in --cni-only from exiting.
+      this.closed = true;
+      for (const s of this.slots) void s?.worker.terminate();
+      throw err;
+    }
     for (let i = 0; i < spares; i++) this.slots.push(undefined);
   }
 
@@ -156,8 +168,18 @@ export class WorkerPool {
       }
       if (this.closed) return;
       this.opts.onWarning?.(`CNI worker died (${err.message}); starting another`);
+      let refused = false;
       const replace = () => {
-        if (!this.closed && this.slots[index] === slot) this.slots[index] = this.start(index, false);
+        if (this.closed || this.slots[index] !== slot) return;
+        try {
+          this.slots[index] = this.start(index, false);
+        } catch (startErr) {
+          // The kernel made no thread (see startSpare): try again each
+          // second, said once (the sweep keeps an agent in --cni-only alive).
+          if (!refused) this.opts.onWarning?.(`cannot start a CNI worker thread (${(startErr as Error).message}); trying again each second`);
+          refused = true;
+          setTimeout(replace, 1000).unref();
+        }
       };
       if (Date.now() - started < QUICK_DEATH_MS) setTimeout(replace, 1000).unref();
       else replace();
@@ -197,12 +219,32 @@ export class WorkerPool {
       if (!s.up || !shared.isServing(i)) free = true;
       else if (shared.isStalled(i)) stalled++;
     });
-    if (stalled === 0) return;
-    if (!free && spares < stalled && spareSlot >= 0 && Date.now() >= this.sparesPausedUntil) {
-      this.slots[spareSlot] = this.start(spareSlot, true);
+    if (stalled === 0) {
+      this.spareStartFailed = false; // the next stall's failure is news again
+      return;
     }
+    if (!free && spares < stalled && spareSlot >= 0 && Date.now() >= this.sparesPausedUntil) this.startSpare(spareSlot);
     this.stallTimer = setTimeout(() => this.checkStalls(), STALL_CHECK_MS);
     this.stallTimer.unref();
+  }
+
+  /**
+   * A spare in slot `index`. `new Worker` throws at once when the kernel
+   * makes no thread (ERR_WORKER_INIT_FAILED, EAGAIN: the pod's pids limit
+   * or RLIMIT_NPROC), which is when spares are wanted: a node under strain.
+   * Thrown from here, in a message handler or the check's timer, it ended
+   * the agent. The calls queue as they would without spares, and the check
+   * tries again in a second while the stall lasts; one warning per stall.
+   */
+  private startSpare(index: number): void {
+    try {
+      this.slots[index] = this.start(index, true);
+      this.spareStartFailed = false;
+    } catch (err) {
+      if (!this.spareStartFailed) this.opts.onWarning?.(`cannot start a CNI spare thread (${(err as Error).message}); calls queue meanwhile, trying again each second while a thread is stalled`);
+      this.spareStartFailed = true;
+      this.sparesPausedUntil = Date.now() + 1000;
+    }
   }
 
   /** A worker died: the call it served gets an answer, and its attachment is free. */

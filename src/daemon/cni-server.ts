@@ -164,8 +164,27 @@ export class CniServer {
       closeSocket(fd);
       throw err;
     }
+    try {
+      this.pool = this.startPool(fd);
+    } catch (err) {
+      // No thread runs (the pool ended those it made): neither may the
+      // socket, or forwarders would queue on it instead of falling back.
+      closeSocket(fd);
+      this.removeSocketFile();
+      throw err;
+    }
     this.listenFd = fd;
-    this.pool = new WorkerPool({
+    // Not unref'd: the listening socket is no event-loop handle (the old
+    // node:net server was), so while the server runs this timer is what
+    // keeps the process alive when no worker thread is (one that died at
+    // start waits a second to be replaced); stop() clears it.
+    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_MS);
+    this.writeStats();
+    logger.info({ path, workers: this.opts.workers }, 'serving CNI calls');
+  }
+
+  private startPool(fd: number): WorkerPool {
+    return new WorkerPool({
       size: this.opts.workers,
       spares: SPARE_WORKERS,
       ...(this.opts.spareIdleMs !== undefined ? { spareIdleMs: this.opts.spareIdleMs } : {}),
@@ -180,13 +199,15 @@ export class CniServer {
       ...(this.opts.onWarning ? { onWarning: this.opts.onWarning } : {}),
       ...(this.opts.workerScript ? { script: this.opts.workerScript } : {}),
     });
-    // Not unref'd: the listening socket is no event-loop handle (the old
-    // node:net server was), so while the server runs this timer is what
-    // keeps the process alive when no worker thread is (one that died at
-    // start waits a second to be replaced); stop() clears it.
-    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_MS);
-    this.writeStats();
-    logger.info({ path, workers: this.opts.workers }, 'serving CNI calls');
+  }
+
+  /** Our socket file, unless another agent's has replaced it since. */
+  private removeSocketFile(): void {
+    try {
+      if (statSync(this.opts.path).ino === this.ino) unlinkSync(this.opts.path);
+    } catch {
+      // already gone
+    }
   }
 
   /** Resolves once every worker has loaded the handler. */
@@ -213,11 +234,7 @@ export class CniServer {
     clearInterval(this.sweepTimer);
     clearTimeout(this.deadlineTimer);
     closeSocket(fd);
-    try {
-      if (statSync(this.opts.path).ino === this.ino) unlinkSync(this.opts.path);
-    } catch {
-      // already gone
-    }
+    this.removeSocketFile();
     this.drain();
     this.writeStats();
   }

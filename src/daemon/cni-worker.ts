@@ -12,7 +12,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../cni/errors.js';
 import { handleCni, preloadHandler } from '../plugin/handler.js';
-import { listenWaiter, peerCred, unixAccept } from '../netlink/index.js';
+import { listenWaiter, peerCred, unixAccept, type ListenWaiter } from '../netlink/index.js';
 import { encodeResponse, errorResponse } from './cni-frame.js';
 import { fdConnection, serveConnection, writeAnswer } from './cni-call.js';
 import { CniShared, type CniSharedBuffers } from './cni-shared.js';
@@ -83,6 +83,28 @@ function refusal(fd: number, log: Logger): string | undefined {
   return `tsflannel agent: peer uid ${uid} is not root`;
 }
 
+/**
+ * A spare's place on the listening socket, taken again at the back. The
+ * kernel wakes the first idle waiter in the order they were added
+ * (EPOLLEXCLUSIVE), and spares must come after the base threads, so they
+ * take calls only while those are busy. A base thread that was replaced
+ * while a spare ran waits behind it: the spare took every call while idle,
+ * never idled out, and the replacement served nothing. After each call,
+ * a spare moves behind whoever came since. The new place is taken before
+ * the old one is left, so no connection is missed; on failure (no
+ * descriptor for the epoll) the spare keeps its place.
+ */
+function requeue(waiter: ListenWaiter): ListenWaiter {
+  let next: ListenWaiter;
+  try {
+    next = listenWaiter(start.listenFd);
+  } catch {
+    return waiter;
+  }
+  waiter.close();
+  return next;
+}
+
 async function serveLoop(): Promise<void> {
   const ctx = {
     worker: start.index,
@@ -92,7 +114,7 @@ async function serveLoop(): Promise<void> {
     frameTimeoutMs: start.frameTimeoutMs,
     callTimeoutMs: start.callTimeoutMs,
   };
-  const waiter = listenWaiter(start.listenFd);
+  let waiter = listenWaiter(start.listenFd);
   let warnedAt = -Infinity;
   let idleSince = Date.now();
   try {
@@ -135,6 +157,7 @@ async function serveLoop(): Promise<void> {
       }
       await serveConnection(ctx, fd, fdConnection(fd));
       idleSince = Date.now();
+      if (start.idleExitMs !== undefined) waiter = requeue(waiter);
     }
   } finally {
     waiter.close();

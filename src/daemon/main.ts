@@ -36,9 +36,16 @@ async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: Age
   // find out and exit naming the flag (etcd merely down is retried as usual).
   // Alongside start-up, not before it: a restart must not wait on this. It
   // goes on until it has a verdict (etcd down now may come up rejecting us),
-  // and ends when the agent stops.
+  // and ends when the agent stops, or once the agent's own client has read
+  // the config: the settings work then. A verdict after that would be
+  // wrong: with a client certificate, drops after the handshake count as
+  // a rejection, and an etcd restarting behind a TLS-terminating proxy
+  // drops connections that way; the check, still going because its early
+  // attempts had no verdict, made an agent that had its lease exit.
+  const checking = new AbortController();
+  stopping.addEventListener('abort', () => checking.abort(), { once: true });
   checkEtcdAccess(opts.etcdEndpoints, opts.etcd, `${opts.etcdPrefix.replace(/\/+$/, '')}/config`, {
-    signal: stopping,
+    signal: checking.signal,
     onRetry: (reason, attempt) => logger.debug({ reason, attempt }, 'etcd access check: no verdict yet; checking again'),
   }).catch((err: unknown) => {
     if ((err as Error).name === 'EtcdAccessError') logger.fatal(`etcd: ${(err as Error).message}`);
@@ -53,6 +60,7 @@ async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: Age
     // flannel's margin is in minutes; a TTL shorter than it (tests) keeps the manager's default
     ...(opts.subnetLeaseRenewMarginMinutes * 60 < opts.leaseTtlSeconds ? { renewMarginSeconds: opts.subnetLeaseRenewMarginMinutes * 60 } : {}),
     nodeName: opts.nodeName,
+    onConfigRead: () => checking.abort(),
     metrics: subnetMetrics(metrics, 'etcd'),
     logger,
     // Another node took our subnet while we were cut off: like flanneld, stop

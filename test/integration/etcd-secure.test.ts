@@ -7,14 +7,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import type { Server } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createSecureContext, TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { EtcdSubnetManager } from '../../src/daemon/subnet/etcd.js';
 import { checkEtcdAccess, EtcdAccessError } from '../../src/daemon/subnet/etcd-client.js';
 import type { Lease } from '../../src/daemon/types.js';
-import { bridgeUnixToTcp } from '../../src/demo/port-bridge.js';
+import { bridgeUnixToTcp, pipe } from '../../src/demo/port-bridge.js';
 import { makePki, type TestPki } from '../helpers/certs.js';
 import { haveEtcd, startEtcd, type EtcdServer } from '../helpers/etcd.js';
 import { addNetns, cleanupAll, isRoot } from '../helpers/netns.js';
@@ -103,6 +104,16 @@ class Node {
     this.server = await bridgeUnixToTcp(join(this.dir, 'etcd.sock'), '127.0.0.1', etcdPort);
   }
 
+  /** Serves the node's 127.0.0.1:2379 with `handler` (a relay that misbehaves on purpose) instead of etcd. */
+  async relay(handler: (client: Socket) => void): Promise<void> {
+    const server = createServer(handler);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(join(this.dir, 'etcd.sock'), () => resolve());
+    });
+    this.server = server;
+  }
+
   stop(): void {
     if (this.bridgeProc?.pid) this.bridgeProc.kill();
     this.server?.close();
@@ -121,6 +132,7 @@ describe.skipIf(requireOrSkip('etcd-secure', { root: isRoot, etcd: haveEtcd, ope
   let etcd: EtcdServer;
   const node = new Node();
   const lateNode = new Node();
+  const flakyNode = new Node();
   const managers: EtcdSubnetManager[] = [];
   let agent: ChildProcess | undefined;
 
@@ -135,12 +147,14 @@ describe.skipIf(requireOrSkip('etcd-secure', { root: isRoot, etcd: haveEtcd, ope
     admin.close();
     await node.start('etcdtls', etcd.clientPort);
     await lateNode.start('etcdlate');
+    await flakyNode.start('etcdflaky');
   }, 60_000);
   afterAll(async () => {
     if (agent?.pid) agent.kill('SIGKILL');
     for (const m of managers) await m.close();
     node.stop();
     lateNode.stop();
+    flakyNode.stop();
     cleanupAll();
     await etcd?.stop();
     pki?.remove();
@@ -204,6 +218,65 @@ describe.skipIf(requireOrSkip('etcd-secure', { root: isRoot, etcd: haveEtcd, ope
     expect(Date.now() - started).toBeGreaterThanOrEqual(4000);
     expect(oneFatalLine(run.stderr)).toMatch(/rejected the client certificate --etcd-certfile .*stranger\.pem/);
   }, 40_000);
+
+  it('etcd restarting behind a TLS-terminating proxy after the agent got its lease: handshakes that end in a close do not make the working agent exit', async () => {
+    // The agent's own client connects once and keeps its connection; the
+    // access check makes a new one per attempt. The check's attempts before
+    // the agent got in fail without a verdict (the relay hangs up before
+    // TLS: a proxy whose etcd is not there), the agent's client gets through
+    // and takes its lease. Then etcd restarts behind a proxy that terminates
+    // TLS: for 8 s every connection is closed right after the handshake (the
+    // open one is cut too), then etcd is back.
+    const context = createSecureContext({ key: readFileSync(pki.serverKey), cert: readFileSync(pki.serverCert) });
+    const forwarded: Socket[] = [];
+    let phase: 'starting' | 'restarting' | 'up' = 'starting';
+    let connections = 0;
+    let closedAfterHandshake = 0;
+    await flakyNode.relay((client) => {
+      client.on('error', () => undefined);
+      connections++;
+      // the first connection is the check's (made first); the second, the agent's client
+      if (phase === 'up' || (phase === 'starting' && connections === 2)) {
+        forwarded.push(client);
+        return pipe(client, connect(etcd.clientPort, '127.0.0.1'));
+      }
+      if (phase === 'starting') return void client.destroy();
+      const tlsSocket = new TLSSocket(client, { isServer: true, secureContext: context, requestCert: true, rejectUnauthorized: false, ALPNProtocols: ['h2'] });
+      tlsSocket.on('error', () => undefined);
+      tlsSocket.once('secure', () => {
+        closedAfterHandshake++;
+        tlsSocket.destroy();
+      });
+    });
+    const subnetFile = join(flakyNode.dir, 'subnet.env');
+    let stderr = '';
+    const child = spawn('ip', ['netns', 'exec', flakyNode.ns, process.execPath, AGENT,
+      '--etcd-endpoints', 'https://127.0.0.1:2379', '--etcd-cafile', pki.caFile, '--etcd-certfile', pki.clientCert, '--etcd-keyfile', pki.clientKey,
+      '--iface', 'eth0', '--subnet-file', subnetFile, '--node-name', 'flaky-node', '--log-format', 'text', '--cni-socket', ''], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    try {
+      const leaseBy = Date.now() + 20_000;
+      while (!stderr.includes('acquired lease') && Date.now() < leaseBy && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+      expect(stderr).toContain('acquired lease');
+      phase = 'restarting';
+      for (const s of forwarded.splice(0)) s.destroy();
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 8000))]);
+      phase = 'up';
+      // etcd is back: the agent must still be there, and ready
+      const readyBy = Date.now() + 20_000;
+      while (!stderr.includes('ready: first reconcile done') && Date.now() < readyBy && child.exitCode === null) await new Promise((r) => setTimeout(r, 200));
+      expect(stderr.split('\n').filter((l) => /FATAL/.test(l))).toEqual([]);
+      expect(child.exitCode).toBeNull();
+      expect(stderr).toContain('ready: first reconcile done');
+      expect(closedAfterHandshake).toBeGreaterThan(0);
+    } finally {
+      child.kill('SIGTERM');
+      const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(killer);
+    }
+  }, 70_000);
 
   it('an unreadable --etcd-keyfile: exits 1 naming the flag and the path', async () => {
     const run = await runAgentToExit(['--etcd-endpoints', 'https://127.0.0.1:2379', '--etcd-cafile', pki.caFile, '--etcd-certfile', pki.clientCert, '--etcd-keyfile', join(pki.dir, 'nope.key'), '--log-format', 'text'], {}, node.ns);

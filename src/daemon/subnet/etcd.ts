@@ -48,6 +48,12 @@ export interface EtcdSubnetManagerOptions {
    * should too. Renewal stops.
    */
   onLeaseLost?: (reason: string) => void;
+  /**
+   * Called after each read of the network configuration that etcd answered
+   * (the key there or not): these TLS files and credentials work, which is
+   * all the start-up access check (main.ts) could find out.
+   */
+  onConfigRead?: () => void;
   /** random source for picking among free subnets (tests) */
   random?: () => number;
   /** deadline of each etcd request, default 5000 ms */
@@ -358,6 +364,7 @@ export class EtcdSubnetManager implements SubnetManager {
 
   async getNetworkConfig(): Promise<NetworkConfig> {
     const text = await this.client.get(this.configKey).string();
+    this.opts.onConfigRead?.();
     if (text === null) {
       throw new SubnetError(`no network configuration in etcd at ${this.configKey} (written with the etcd v3 API?)`);
     }

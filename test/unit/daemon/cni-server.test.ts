@@ -546,6 +546,72 @@ describe('CNI thread pool', () => {
     expect((await version()).exitCode).toBe(0);
   }, 30_000);
 
+  it('after a base thread was replaced while a spare ran, calls go to the base thread again and the spare ends once idle (it queues on the socket behind the replacement)', async () => {
+    const dir = tempDir();
+    const path = join(dir, 'cni.sock');
+    const server = new CniServer({
+      path,
+      workers: 1,
+      logger: pino({ level: 'silent' }),
+      log: { level: 'fatal', format: 'json' },
+      frameTimeoutMs: 8000,
+      spareIdleMs: 3000,
+      workerScript: new URL('../../../build/daemon/cni-worker.js', import.meta.url),
+    });
+    await server.start();
+    stops.push(() => server.stop());
+    await server.ready();
+    const m = server.metrics;
+    const version = () =>
+      new Promise<CniResponse>((resolve, reject) => {
+        const c = createConnection(path);
+        const chunks: Buffer[] = [];
+        c.on('data', (d: Buffer) => chunks.push(d));
+        c.on('error', reject);
+        c.on('end', () => resolve(decodeResponse(Buffer.concat(chunks).subarray(4))));
+        const body = Buffer.from(JSON.stringify({ v: 1, env: { CNI_COMMAND: 'VERSION' }, stdin: Buffer.from('{"cniVersion":"1.0.0"}').toString('base64') }));
+        const head = Buffer.alloc(4);
+        head.writeUInt32BE(body.length);
+        c.end(Buffer.concat([head, body]));
+      });
+    // The base thread reads a silent caller's frame: a spare serves a call meanwhile.
+    const silent = createConnection(path);
+    silent.on('error', () => undefined);
+    for (let i = 0; i < 50 && m.inFlight === 0; i++) await sleep(20);
+    expect((await version()).exitCode).toBe(0);
+    expect({ threads: m.threads, spares: m.sparesStarted }).toEqual({ threads: 2, spares: 1 });
+    silent.destroy();
+    for (let i = 0; i < 50 && m.inFlight > 0; i++) await sleep(20);
+    // The base thread dies (between calls) and is replaced while the spare runs.
+    type PoolSlot = { worker: { terminate(): Promise<number> }; up: boolean };
+    const slots = (server as unknown as { pool: { slots: (PoolSlot | undefined)[] } }).pool.slots;
+    const base = slots[0]!;
+    await base.worker.terminate();
+    for (let i = 0; i < 100 && (slots[0] === base || !slots[0]?.up); i++) await sleep(50);
+    expect(slots[0]).not.toBe(base);
+    expect(m.threads).toBe(2); // the spare is still there
+    await sleep(100); // the replacement waits on the socket now
+    // A call every 250 ms, far less than the spare's idle time apart: the
+    // replacement takes them (the spare at most one), so the spare is idle
+    // and ends (checked at its once-a-second turn).
+    let calling = true;
+    const answers: number[] = [];
+    const caller = (async () => {
+      while (calling) {
+        answers.push((await version()).exitCode);
+        await sleep(250);
+      }
+    })();
+    const until = Date.now() + 8000;
+    while (m.threads > 1 && Date.now() < until) await sleep(50);
+    calling = false;
+    await caller;
+    expect(m.threads).toBe(1);
+    expect(m.sparesStarted).toBe(1);
+    expect(answers.length).toBeGreaterThan(4);
+    expect(answers.every((c) => c === 0)).toBe(true);
+  }, 30_000);
+
   it('answers "try again" for a call whose worker is stuck at its deadline, not up to a second after it (the once-a-second sweep)', async () => {
     const dir = tempDir();
     const script = join(dir, 'worker.mjs');
