@@ -47,7 +47,9 @@ async function subnetManagerFor(opts: AgentOptions, logger: Logger, metrics: Age
   checkEtcdAccess(opts.etcdEndpoints, opts.etcd, `${opts.etcdPrefix.replace(/\/+$/, '')}/config`, {
     signal: checking.signal,
     onRetry: (reason, attempt) => logger.debug({ reason, attempt }, 'etcd access check: no verdict yet; checking again'),
-  }).catch((err: unknown) => {
+  }).then((verdict) => {
+    if (!verdict && !checking.signal.aborted) logger.warn('etcd access check: etcd took connections but never answered; stopped checking (the subnet manager keeps trying)');
+  }, (err: unknown) => {
     if ((err as Error).name === 'EtcdAccessError') logger.fatal(`etcd: ${(err as Error).message}`);
     else logger.fatal({ err }, 'etcd access check failed');
     process.exit(1);

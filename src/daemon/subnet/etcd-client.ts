@@ -136,6 +136,8 @@ export interface AccessCheckOptions {
   maxRetryMs?: number;
   /** drops after the handshake in a row, with a client certificate, that mean etcd rejects it */
   dropsForVerdict?: number;
+  /** deadlines in a row after which the check gives up (resolves false): see checkEtcdAccess */
+  maxDeadlines?: number;
   /** the agent stops: the check ends with false */
   signal?: AbortSignal;
   /** an attempt without a verdict; the reason is the error's text */
@@ -188,9 +190,11 @@ async function attemptRead(options: ReturnType<typeof etcdClientOptions>, key: s
  * connection dropped right after the handshake on dropsForVerdict attempts
  * in a row is etcd rejecting that certificate (a refused or other failure in
  * between starts the count again: etcd restarting is not a rejection).
+ * It also resolves false, without a verdict, after maxDeadlines attempts in
+ * a row ran into their deadline (a hung etcd).
  */
 export async function checkEtcdAccess(endpoints: string[], sec: EtcdSecurity, key: string, opts: AccessCheckOptions = {}): Promise<boolean> {
-  const { timeoutMs = 5000, retryMs = 250, maxRetryMs = 5000, dropsForVerdict = 3, signal, onRetry } = opts;
+  const { timeoutMs = 5000, retryMs = 250, maxRetryMs = 5000, dropsForVerdict = 3, maxDeadlines = 10, signal, onRetry } = opts;
   const options = etcdClientOptions(endpoints, sec);
   let drops = 0;
   let deadlines = 0;
@@ -213,6 +217,11 @@ export async function checkEtcdAccess(endpoints: string[], sec: EtcdSecurity, ke
           `it closed the connection right after the TLS handshake on ${drops} attempts in a row (${text.slice(0, 160)})`,
       );
     }
+    // An etcd that takes connections and never finishes TLS (hung) leaves
+    // each attempt's socket open (below), and it may hang for days: after
+    // this many in a row (about 6 minutes with the defaults) the check
+    // stops; the subnet manager's own client goes on trying and reporting.
+    if (deadlines >= maxDeadlines) return false;
     onRetry?.(text, attempt);
     // A server that takes the connection and never finishes TLS (a hung
     // etcd) costs a socket per attempt: grpc-js has no handshake timeout and

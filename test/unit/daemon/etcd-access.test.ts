@@ -197,6 +197,24 @@ describe.skipIf(requireOrSkip('etcd access check', { openssl: haveOpenssl }))('c
     for (const sock of sockets) sock.destroy();
   });
 
+  it('gives up, without a verdict, after maxDeadlines attempts in a row ran into their deadline (a hung etcd), so it stops leaving sockets behind', async () => {
+    const sockets: net.Socket[] = [];
+    const port = await listen(net.createServer((socket) => sockets.push(socket)));
+    const retries: string[] = [];
+    const verdict = await checkEtcdAccess([`https://127.0.0.1:${port}`], stranger(), KEY, {
+      timeoutMs: 100,
+      retryMs: 10,
+      maxRetryMs: 20,
+      maxDeadlines: 3,
+      onRetry: (reason) => retries.push(reason),
+    });
+    expect(verdict).toBe(false);
+    // two attempts were retried, the third ended the check
+    expect(retries).toHaveLength(2);
+    expect(sockets).toHaveLength(3);
+    for (const sock of sockets) sock.destroy();
+  });
+
   it('stops promptly when stopped during a pending attempt, although the attempt would wait 30 s for its deadline', async () => {
     // a listener that takes the connection and never answers (a hung etcd)
     const sockets: net.Socket[] = [];
