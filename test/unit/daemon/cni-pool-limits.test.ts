@@ -31,6 +31,16 @@ afterEach(async () => {
 });
 
 /** Threads (tasks) of user nobody now: what RLIMIT_NPROC counts. */
+/** Runs the script `main` as nobody (registered for clean-up), collecting its output. */
+function spawnAsNobody(main: string, dir: string, stdin: 'pipe' | 'ignore') {
+  const child = spawn(process.execPath, [main], { uid: NOBODY, gid: NOBODY, cwd: dir, stdio: [stdin, 'pipe', 'pipe'] });
+  children.push(child);
+  const output = { out: '', err: '' };
+  child.stdout!.on('data', (d: Buffer) => (output.out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (output.err += d.toString()));
+  return { child, output };
+}
+
 function nobodyTasks(): number {
   return execFileSync('ps', ['-L', '-u', String(NOBODY), '--no-headers'], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
 }
@@ -109,21 +119,16 @@ async function poolProcess(): Promise<PoolProcess> {
     process.stdout.write('ready\\n');`;
   const main = join(dir, 'main.mjs');
   writeFileSync(main, program);
-  const child = spawn(process.execPath, [main], { uid: NOBODY, gid: NOBODY, cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
-  children.push(child);
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const { child, output } = spawnAsNobody(main, dir, 'pipe');
   const exited = new Promise<string>((r) =>
-    child.once('exit', (code, signal) => r(`exited (code ${code}, signal ${signal}): ${err.split('\n').filter((l) => /Error|code:/.test(l)).join(' / ')}`)),
+    child.once('exit', (code, signal) => r(`exited (code ${code}, signal ${signal}): ${output.err.split('\n').filter((l) => /Error|code:/.test(l)).join(' / ')}`)),
   );
-  for (let i = 0; i < 100 && !out.includes('ready') && child.exitCode === null; i++) await sleep(50);
-  expect(out, err).toContain('ready');
+  for (let i = 0; i < 100 && !output.out.includes('ready') && child.exitCode === null; i++) await sleep(50);
+  expect(output.out, output.err).toContain('ready');
   return {
     child,
     starts: () => readFileSync(starts, 'utf8').trim().split('\n'),
-    warnings: () => out.split('\n').filter((l) => l.startsWith('warning: ')),
+    warnings: () => output.out.split('\n').filter((l) => l.startsWith('warning: ')),
     exited,
     send: (command) => child.stdin!.write(`${command}\n`),
   };
@@ -191,15 +196,10 @@ describe.skipIf(requireOrSkip('CNI pool at the task limit', { root: isRoot, 'prl
       }`;
     const main = join(dir, 'main.mjs');
     writeFileSync(main, program);
-    const child = spawn(process.execPath, [main], { uid: NOBODY, gid: NOBODY, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    let out = '';
-    let err = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const { child, output } = spawnAsNobody(main, dir, 'ignore');
     const exited = new Promise<string>((r) => child.once('exit', (code) => r(`exited with code ${code}`)));
-    for (let i = 0; i < 100 && out === '' && child.exitCode === null; i++) await sleep(50);
-    expect(out, err).toBe('start failed: ERR_WORKER_INIT_FAILED\n');
+    for (let i = 0; i < 100 && output.out === '' && child.exitCode === null; i++) await sleep(50);
+    expect(output.out, output.err).toBe('start failed: ERR_WORKER_INIT_FAILED\n');
     expect(await Promise.race([exited, sleep(3000).then(() => 'still running')])).toBe('exited with code 1');
     expect(existsSync(path)).toBe(false);
   }, 20_000);

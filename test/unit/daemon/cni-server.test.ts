@@ -85,6 +85,36 @@ function holdingAdd(addMs: number, callTimeoutMs: number): { ctx: Omit<CallConte
 
 const codeOf = (r: CniResponse) => (JSON.parse(r.stdout.toString()) as { code: number; msg: string });
 
+/** A real CNI server with one worker (the built handler) and spares that end after `spareIdleMs` idle; a VERSION call to it. */
+async function oneWorkerServer(spareIdleMs: number): Promise<{ server: CniServer; path: string; version: () => Promise<CniResponse> }> {
+  const path = join(tempDir(), 'cni.sock');
+  const server = new CniServer({
+    path,
+    workers: 1,
+    logger: pino({ level: 'silent' }),
+    log: { level: 'fatal', format: 'json' },
+    frameTimeoutMs: 8000,
+    spareIdleMs,
+    workerScript: new URL('../../../build/daemon/cni-worker.js', import.meta.url),
+  });
+  await server.start();
+  stops.push(() => server.stop());
+  await server.ready();
+  const version = () =>
+    new Promise<CniResponse>((resolve, reject) => {
+      const c = createConnection(path);
+      const chunks: Buffer[] = [];
+      c.on('data', (d: Buffer) => chunks.push(d));
+      c.on('error', reject);
+      c.on('end', () => resolve(decodeResponse(Buffer.concat(chunks).subarray(4))));
+      const body = Buffer.from(JSON.stringify({ v: 1, env: { CNI_COMMAND: 'VERSION' }, stdin: Buffer.from('{"cniVersion":"1.0.0"}').toString('base64') }));
+      const head = Buffer.alloc(4);
+      head.writeUInt32BE(body.length);
+      c.end(Buffer.concat([head, body]));
+    });
+  return { server, path, version };
+}
+
 describe('CNI threads\' shared state', () => {
   it('lets exactly one party claim a call: the worker or the deadline sweep', () => {
     const s = new CniShared(2);
@@ -502,36 +532,11 @@ describe('CNI thread pool', () => {
   });
 
   it('with its only worker reading a silent caller\'s frame, serves another call on a spare thread, which ends by itself once idle', async () => {
-    const dir = tempDir();
-    const path = join(dir, 'cni.sock');
-    const server = new CniServer({
-      path,
-      workers: 1,
-      logger: pino({ level: 'silent' }),
-      log: { level: 'fatal', format: 'json' },
-      frameTimeoutMs: 8000,
-      spareIdleMs: 1500,
-      workerScript: new URL('../../../build/daemon/cni-worker.js', import.meta.url),
-    });
-    await server.start();
-    stops.push(() => server.stop());
-    await server.ready();
+    const { server, path, version } = await oneWorkerServer(1500);
     const m = server.metrics;
     expect(m.threads).toBe(1);
     const silent = createConnection(path);
     silent.on('error', () => undefined);
-    const version = () =>
-      new Promise<CniResponse>((resolve, reject) => {
-        const c = createConnection(path);
-        const chunks: Buffer[] = [];
-        c.on('data', (d: Buffer) => chunks.push(d));
-        c.on('error', reject);
-        c.on('end', () => resolve(decodeResponse(Buffer.concat(chunks).subarray(4))));
-        const body = Buffer.from(JSON.stringify({ v: 1, env: { CNI_COMMAND: 'VERSION' }, stdin: Buffer.from('{"cniVersion":"1.0.0"}').toString('base64') }));
-        const head = Buffer.alloc(4);
-        head.writeUInt32BE(body.length);
-        c.end(Buffer.concat([head, body]));
-      });
     for (let i = 0; i < 50 && m.inFlight === 0; i++) await sleep(20);
     const t0 = Date.now();
     const answer = await version();
@@ -547,33 +552,8 @@ describe('CNI thread pool', () => {
   }, 30_000);
 
   it('after a base thread was replaced while a spare ran, calls go to the base thread again and the spare ends once idle (it queues on the socket behind the replacement)', async () => {
-    const dir = tempDir();
-    const path = join(dir, 'cni.sock');
-    const server = new CniServer({
-      path,
-      workers: 1,
-      logger: pino({ level: 'silent' }),
-      log: { level: 'fatal', format: 'json' },
-      frameTimeoutMs: 8000,
-      spareIdleMs: 3000,
-      workerScript: new URL('../../../build/daemon/cni-worker.js', import.meta.url),
-    });
-    await server.start();
-    stops.push(() => server.stop());
-    await server.ready();
+    const { server, path, version } = await oneWorkerServer(3000);
     const m = server.metrics;
-    const version = () =>
-      new Promise<CniResponse>((resolve, reject) => {
-        const c = createConnection(path);
-        const chunks: Buffer[] = [];
-        c.on('data', (d: Buffer) => chunks.push(d));
-        c.on('error', reject);
-        c.on('end', () => resolve(decodeResponse(Buffer.concat(chunks).subarray(4))));
-        const body = Buffer.from(JSON.stringify({ v: 1, env: { CNI_COMMAND: 'VERSION' }, stdin: Buffer.from('{"cniVersion":"1.0.0"}').toString('base64') }));
-        const head = Buffer.alloc(4);
-        head.writeUInt32BE(body.length);
-        c.end(Buffer.concat([head, body]));
-      });
     // The base thread reads a silent caller's frame: a spare serves a call meanwhile.
     const silent = createConnection(path);
     silent.on('error', () => undefined);
