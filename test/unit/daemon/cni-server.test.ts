@@ -85,6 +85,34 @@ function holdingAdd(addMs: number, callTimeoutMs: number): { ctx: Omit<CallConte
 
 const codeOf = (r: CniResponse) => (JSON.parse(r.stdout.toString()) as { code: number; msg: string });
 
+/**
+ * A WorkerPool of one fake worker thread (module `script(startsFile)`, the
+ * file's path as a JSON string, for the module to record starts in) over a
+ * CniShared of `slots` slots; closed after the test.
+ */
+async function fakePool(script: (starts: string) => string, opts: { slots: number; spares?: number; spareIdleMs?: number }) {
+  const dir = tempDir();
+  const startsFile = join(dir, 'starts');
+  writeFileSync(startsFile, '');
+  const file = join(dir, 'worker.mjs');
+  writeFileSync(file, script(JSON.stringify(startsFile)));
+  const shared = new CniShared(opts.slots);
+  const warnings: string[] = [];
+  const pool = new WorkerPool({
+    size: 1,
+    ...(opts.spares === undefined ? {} : { spares: opts.spares }),
+    ...(opts.spareIdleMs === undefined ? {} : { spareIdleMs: opts.spareIdleMs }),
+    shared,
+    start: { shared: shared.buffers, listenFd: -1, frameTimeoutMs: 1000, callTimeoutMs: 1000, log: { level: 'silent' as 'fatal', format: 'json' } },
+    script: pathToFileURL(file),
+    onWarning: (w) => warnings.push(w),
+  });
+  stops.push(() => pool.close());
+  const worker = (i: number) => (pool as unknown as { slots: ({ worker: { postMessage(m: string): void } } | undefined)[] }).slots[i]!.worker;
+  const starts = () => readFileSync(startsFile, 'utf8').trim().split('\n');
+  return { dir, pool, shared, warnings, worker, starts };
+}
+
 /** A real CNI server with one worker (the built handler) and spares that end after `spareIdleMs` idle; a VERSION call to it. */
 async function oneWorkerServer(spareIdleMs: number): Promise<{ server: CniServer; path: string; version: () => Promise<CniResponse> }> {
   const path = join(tempDir(), 'cni.sock');
@@ -404,37 +432,26 @@ describe('CNI thread pool', () => {
   }, 20_000);
 
   it('replaces a worker that dies, answers the call it had in hand and frees its attachment', async () => {
-    const dir = tempDir();
-    const starts = join(dir, 'starts');
-    writeFileSync(starts, '');
-    const script = join(dir, 'worker.mjs');
     // A worker 0 that dies when told; every start is recorded.
-    writeFileSync(script, `
+    const { dir, pool, shared, warnings, worker, starts } = await fakePool(
+      (startsFile) => `
       import { appendFileSync } from 'node:fs';
       import { parentPort, workerData } from 'node:worker_threads';
-      appendFileSync(${JSON.stringify(starts)}, 'worker' + workerData.index + '\\n');
+      appendFileSync(${startsFile}, 'worker' + workerData.index + '\\n');
       parentPort.postMessage({ ready: true });
       parentPort.on('message', (m) => { if (m === 'die') process.exit(3); });
-    `);
-    const shared = new CniShared(2);
-    const warnings: string[] = [];
-    const pool = new WorkerPool({
-      size: 1,
-      shared,
-      start: { shared: shared.buffers, listenFd: -1, frameTimeoutMs: 1000, callTimeoutMs: 1000, log: { level: 'silent' as 'fatal', format: 'json' } },
-      script: pathToFileURL(script),
-      onWarning: (w) => warnings.push(w),
-    });
-    stops.push(() => pool.close());
+    `,
+      { slots: 2 },
+    );
     await pool.ready();
     // Worker 0 holds an attachment and serves a call on this descriptor (a file stands in for the connection).
     expect(await shared.enter(0, 'pod\neth0', Date.now() + 1000)).toBe(true);
     const answerFile = join(dir, 'answer');
     const fd = openSync(answerFile, 'w');
     shared.beginCall(0, shared.accepted(0, fd), Date.now() + 60_000, 50_000);
-    (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('die');
-    for (let i = 0; i < 50 && readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0').length < 2; i++) await sleep(100);
-    expect(readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0')).toHaveLength(2);
+    worker(0).postMessage('die');
+    for (let i = 0; i < 50 && starts().filter((l) => l === 'worker0').length < 2; i++) await sleep(100);
+    expect(starts().filter((l) => l === 'worker0')).toHaveLength(2);
     expect(warnings.join()).toMatch(/CNI worker died .*exited with code 3.*starting another/);
     expect(await shared.enter(1, 'pod\neth0', Date.now() + 100)).toBe(true); // the dead worker's attachment is free
     const bytes = readFileSync(answerFile);
@@ -449,44 +466,29 @@ describe('CNI thread pool', () => {
     shared.beginCall(0, shared.accepted(0, fd2), Date.now() - 1, 500);
     expect(shared.claimExpired(Date.now())).toEqual([[0, fd2, 500]]);
     closeSync(fd2); // as the sweep does once it has answered
-    (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('die');
-    for (let i = 0; i < 50 && readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0').length < 3; i++) await sleep(100);
-    expect(readFileSync(starts, 'utf8').split('\n').filter((l) => l === 'worker0')).toHaveLength(3);
+    worker(0).postMessage('die');
+    for (let i = 0; i < 50 && starts().filter((l) => l === 'worker0').length < 3; i++) await sleep(100);
+    expect(starts().filter((l) => l === 'worker0')).toHaveLength(3);
     expect(readFileSync(join(dir, 'answer2'))).toHaveLength(0); // the sweep's to answer, not the pool's
     expect(shared.metrics().inFlight).toBe(0);
   });
 
   it('starts a spare thread only while every thread is busy and fewer spares run than threads are stalled, up to its bound; a spare that ends by itself (code 0) frees its slot, with no warning and no replacement', async () => {
-    const dir = tempDir();
-    const starts = join(dir, 'starts');
-    writeFileSync(starts, '');
-    const script = join(dir, 'worker.mjs');
     // Records its start; says it stalled when told; a spare ends (code 0) after its idle time.
-    writeFileSync(script, `
+    const { pool, shared, warnings, worker, starts: started } = await fakePool(
+      (startsFile) => `
       import { appendFileSync } from 'node:fs';
       import { parentPort, workerData } from 'node:worker_threads';
-      appendFileSync(${JSON.stringify(starts)}, workerData.index + (workerData.idleExitMs === undefined ? '' : ' spare ' + workerData.idleExitMs) + '\\n');
+      appendFileSync(${startsFile}, workerData.index + (workerData.idleExitMs === undefined ? '' : ' spare ' + workerData.idleExitMs) + '\\n');
       parentPort.postMessage({ ready: true });
       parentPort.on('message', (m) => {
         if (m === 'stalled') parentPort.postMessage({ stalled: true });
         if (m === 'retire') process.exit(0);
       });
-    `);
-    const shared = new CniShared(3);
-    const warnings: string[] = [];
-    const pool = new WorkerPool({
-      size: 1,
-      spares: 2,
-      spareIdleMs: 12_345,
-      shared,
-      start: { shared: shared.buffers, listenFd: -1, frameTimeoutMs: 1000, callTimeoutMs: 1000, log: { level: 'silent' as 'fatal', format: 'json' } },
-      script: pathToFileURL(script),
-      onWarning: (w) => warnings.push(w),
-    });
-    stops.push(() => pool.close());
+    `,
+      { slots: 3, spares: 2, spareIdleMs: 12_345 },
+    );
     await pool.ready();
-    const worker = (i: number) => (pool as unknown as { slots: ({ worker: { postMessage(m: string): void } } | undefined)[] }).slots[i]!.worker;
-    const started = () => readFileSync(starts, 'utf8').trim().split('\n');
     const m = shared.metrics();
     expect({ threads: m.threads, spares: m.sparesStarted }).toEqual({ threads: 1, spares: 0 });
 
@@ -672,37 +674,25 @@ describe('CNI thread pool', () => {
   }, 20_000);
 
   it('does not start spare threads in a loop when each dies at once: one a second while the stall lasts', async () => {
-    const dir = tempDir();
-    const starts = join(dir, 'starts');
-    writeFileSync(starts, '');
-    const script = join(dir, 'worker.mjs');
     // The base worker says it stalled when told; every spare dies at start.
-    writeFileSync(script, `
+    const { pool, shared, warnings, worker, starts } = await fakePool(
+      (startsFile) => `
       import { appendFileSync } from 'node:fs';
       import { parentPort, workerData } from 'node:worker_threads';
-      appendFileSync(${JSON.stringify(starts)}, workerData.index + '\\n');
+      appendFileSync(${startsFile}, workerData.index + '\\n');
       if (workerData.idleExitMs !== undefined) process.exit(3);
       parentPort.postMessage({ ready: true });
       parentPort.on('message', (m) => { if (m === 'stalled') parentPort.postMessage({ stalled: true }); });
-    `);
-    const shared = new CniShared(2);
-    const warnings: string[] = [];
-    const pool = new WorkerPool({
-      size: 1,
-      spares: 1,
-      shared,
-      start: { shared: shared.buffers, listenFd: -1, frameTimeoutMs: 1000, callTimeoutMs: 1000, log: { level: 'silent' as 'fatal', format: 'json' } },
-      script: pathToFileURL(script),
-      onWarning: (w) => warnings.push(w),
-    });
-    stops.push(() => pool.close());
+    `,
+      { slots: 2, spares: 1 },
+    );
     await pool.ready();
     shared.accepted(0, 100);
     shared.stall(0);
-    (pool as unknown as { slots: { worker: { postMessage(m: string): void } }[] }).slots[0]!.worker.postMessage('stalled');
+    worker(0).postMessage('stalled');
     await sleep(2500);
     shared.unstall(0);
-    const spares = readFileSync(starts, 'utf8').trim().split('\n').filter((l) => l === '1').length;
+    const spares = starts().filter((l) => l === '1').length;
     expect(spares).toBeGreaterThanOrEqual(2);
     expect(spares).toBeLessThanOrEqual(4);
     expect(warnings[0]).toMatch(/CNI spare worker died .*code 3/);
