@@ -240,8 +240,8 @@ export class DiskStore {
    * that every call for it, in any process, runs one after the other: two
    * ADDs of one pod never both create its veth, and an ADD racing a DEL ends
    * either attached or gone. `forget` removes the lock file under the lock
-   * (DEL: the attachment is gone); a waiter that then gets the removed file
-   * opens the new one instead.
+   * once `fn` succeeded (DEL: the attachment is gone); a waiter that then
+   * gets the removed file opens the new one instead.
    */
   async withAttachmentLock<T>(containerId: string, ifname: string, forget: boolean, fn: () => Promise<T>): Promise<T> {
     const dir = this.pathFor(ATTACHMENT_DIR);
@@ -355,14 +355,20 @@ export class DiskStore {
           // within any outer section's.
           const budget = Math.min(currentDeadline(), Date.now() + this.lockTimeoutMs);
           const run = () => sectionDeadline.run(budget, fn);
-          try {
-            return await (attachment !== undefined ? heldAttachment.run(readRecord(fd, created, this.dir, attachment), run) : run());
-          } finally {
-            if (forget) rmQuietly(file);
-            // Closing the descriptor (below) drops the flock: it is the only
-            // descriptor of this open file (opened O_CLOEXEC, never shared),
-            // so no LOCK_UN call is needed first.
-          }
+          const out = await (attachment !== undefined ? heldAttachment.run(readRecord(fd, created, this.dir, attachment), run) : run());
+          // Only a call that succeeded forgets the attachment: a DEL that
+          // failed (a veth it could not delete, the store lock timing out)
+          // may leave its leases, and its lock file is their record. Removed,
+          // the next call would make a fresh one, and a fresh lock file tells
+          // an ADD "no leases yet": an ADD of the same attachment (podman
+          // restarting a container whose teardown failed) would then lease a
+          // second address and leak the first, which no DEL reading the new
+          // record would find. A DEL retried finds the record as it was.
+          if (forget) rmQuietly(file);
+          // Closing the descriptor (below) drops the flock: it is the only
+          // descriptor of this open file (opened O_CLOEXEC, never shared),
+          // so no LOCK_UN call is needed first.
+          return out;
         } finally {
           closeSync(fd);
         }

@@ -167,6 +167,23 @@ describe('allocate', () => {
     expect(await found('p1')).toEqual(['10.9.0.5']);
   });
 
+  it('a DEL that fails keeps the attachment\'s lock file and its record, so the next ADD of that attachment gets its lease back instead of leasing a second address', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
+    const locked = { attachmentLocked: true };
+    const lockFile = path.join(netDir(), 'attachments', attachmentLockName('p1', 'eth0'));
+    const add = () => a.withAttachment('p1', 'eth0', () => a.allocate('p1', 'eth0', [], locked));
+    expect(ips(await add())).toEqual(['10.9.0.2/24']);
+    // A DEL (forget: true) that fails before it released anything: a veth
+    // teardown error, or the store lock timing out (code 11).
+    await expect(
+      a.withAttachment('p1', 'eth0', async () => Promise.reject(new CniError(11, 'timed out waiting for lock')), true),
+    ).rejects.toThrow(/timed out/);
+    // podman restarts a container under the same ID after a failed teardown.
+    expect(await add()).toEqual([{ address: '10.9.0.2/24', gateway: '10.9.0.1', rangeSet: 0, created: false }]);
+    expect(await readFile(lockFile, 'utf8')).toBe('tsflannel-attachment 1\n10.9.0.2\n');
+    expect((await a.list()).map((l) => `${l.ip} ${l.containerId}`)).toEqual(['10.9.0.2 p1']);
+  });
+
   it('attachmentLocked: a lease made by hand (not under our lock) where the round-robin goes next is skipped, in the reference\'s order; a dense range still gives its one free address', async () => {
     const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
     const add = (id: string) => a.withAttachment(id, 'eth0', () => a.allocate(id, 'eth0', [], { attachmentLocked: true }));
