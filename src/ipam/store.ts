@@ -467,14 +467,38 @@ export class DiskStore {
     return content === undefined ? undefined : { ip, name, content };
   }
 
-  /** A lease file's content, trimmed; undefined when there is no such file. */
+  /**
+   * A lease file's content, trimmed; undefined when there is no lease file
+   * of that name. Only a regular file is a lease, as in a listing
+   * (entries): a name read without a listing (an attachment's record, which
+   * names every address its ADD tried, a directory, symlink or FIFO there
+   * included, since a listing does not show them as taken) must not fail
+   * the call (a directory), be taken for the attachment's own lease (a
+   * symlink to it), or wait forever for a writer (a FIFO): opened without
+   * following a symlink and without blocking, then checked.
+   */
   private readLease(name: string): string | undefined {
     const file = this.pathFor(name);
+    let fd: number;
     try {
-      return readFileSync(file, 'utf8').trim();
+      fd = openSync(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
     } catch (err) {
-      if (hasCode(err, 'ENOENT')) return undefined;
+      // ELOOP: a symlink (O_NOFOLLOW).
+      if (hasCode(err, 'ENOENT') || hasCode(err, 'ELOOP')) return undefined;
       throw ioError('read lease', file, err);
+    }
+    try {
+      // The fstat readFileSync would make anyway: no extra call per lease.
+      const st = fstatSync(fd);
+      if (!st.isFile()) return undefined;
+      const buf = Buffer.allocUnsafe(st.size);
+      let n = 0;
+      for (let got = 1; n < buf.length && got > 0; n += got) got = readSync(fd, buf, n, buf.length - n, n);
+      return buf.toString('utf8', 0, n).trim();
+    } catch (err) {
+      throw ioError('read lease', file, err);
+    } finally {
+      closeSync(fd);
     }
   }
 

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chmod, link, lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile, open } from 'node:fs/promises';
+import { spawn, execFileSync } from 'node:child_process';
 import { constants as fsc } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -182,6 +183,54 @@ describe('allocate', () => {
     expect(await add()).toEqual([{ address: '10.9.0.2/24', gateway: '10.9.0.1', rangeSet: 0, created: false }]);
     expect(await readFile(lockFile, 'utf8')).toBe('tsflannel-attachment 1\n10.9.0.2\n');
     expect((await a.list()).map((l) => `${l.ip} ${l.containerId}`)).toEqual(['10.9.0.2 p1']);
+  });
+
+  it('attachmentLocked: a directory, a symlink or a FIFO at an address a dense ADD tried (so its record names it) is no lease: its retried ADD and its DEL neither fail on it, take it for theirs, nor wait on the FIFO', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
+    const locked = { attachmentLocked: true };
+    const add = (id: string) => a.withAttachment(id, 'eth0', () => a.allocate(id, 'eth0', [], locked));
+    const del = (id: string) =>
+      a.withAttachment(id, 'eth0', async () => a.releaseFound(id, 'eth0', (await a.find(id, 'eth0', locked)).map((l) => l.ip)), true);
+    const at = (host: number) => path.join(netDir(), `10.9.0.${host}`);
+    expect(ips(await add('p1'))).toEqual(['10.9.0.2/24']);
+    // Eight taken in a row: the ADD lists the store, which shows lease files
+    // only, so it tries the odd names below (link(2) fails on each) and
+    // records each name first, as it does every name it tries.
+    for (let host = 3; host <= 10; host++) await writeFile(at(host), `hand${host}\r\neth0`);
+    await mkdir(at(11));
+    await symlink('10.9.0.14', at(12)); // dangling now; later it points at p2's own lease
+    execFileSync('mkfifo', [at(13)]);
+    expect(ips(await add('p2'))).toEqual(['10.9.0.14/24']);
+    expect(await readFile(path.join(netDir(), 'attachments', attachmentLockName('p2', 'eth0')), 'utf8')).toBe(
+      'tsflannel-attachment 1\n10.9.0.11\n10.9.0.12\n10.9.0.13\n10.9.0.14\n',
+    );
+    // Whoever opens the FIFO to read it waits for a writer: this process is
+    // one, so a reader is let go at once (never a hung test) and reported.
+    const watcher = spawn(process.execPath, [
+      '-e',
+      `const fs = require('node:fs');
+       process.stdout.write('ready\\n');
+       setInterval(() => {
+         try { fs.closeSync(fs.openSync(process.argv[1], fs.constants.O_WRONLY | fs.constants.O_NONBLOCK)); process.stdout.write('a reader waited on the FIFO\\n'); }
+         catch {}
+       }, 10);`,
+      at(13),
+    ]);
+    let waited = '';
+    watcher.stdout.on('data', (b: Buffer) => (waited += b.toString()));
+    const closed = new Promise((resolve) => watcher.on('close', resolve));
+    await new Promise<void>((resolve) => watcher.stdout.once('data', () => resolve()));
+    try {
+      expect(await add('p2')).toEqual([{ address: '10.9.0.14/24', gateway: '10.9.0.1', rangeSet: 0, created: false }]);
+      expect(await del('p2')).toEqual(['10.9.0.14']);
+    } finally {
+      watcher.kill();
+      await closed;
+    }
+    expect(waited).toBe('ready\n');
+    expect((await lstat(at(11))).isDirectory()).toBe(true);
+    expect((await lstat(at(12))).isSymbolicLink()).toBe(true);
+    expect((await lstat(at(13))).isFIFO()).toBe(true);
   });
 
   it('attachmentLocked: a lease made by hand (not under our lock) where the round-robin goes next is skipped, in the reference\'s order; a dense range still gives its one free address', async () => {
