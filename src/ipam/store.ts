@@ -2,7 +2,7 @@
 // <dataDir>/<network>/ holds one file per leased IP (named by the IP, content
 // `<id>\r\n<ifname>`), `last_reserved_ip.<set>` and an empty `lock` file that
 // both implementations flock(2) exclusively.
-import { closeSync, constants as fsc, fstatSync, ftruncateSync, linkSync, lstatSync, openSync, promises as fs, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Dirent } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, ftruncateSync, linkSync, lstatSync, openSync, promises as fs, readdirSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Dirent } from 'node:fs';
 import path from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CniError, ErrorCode } from '../cni/errors.js';
@@ -193,6 +193,34 @@ function rewriteInPlace(file: string, text: string): boolean {
     return true;
   } catch {
     return false;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * A small file's content, trimmed, when it is a regular file; undefined
+ * when there is none or something else is there (a directory, a symlink, a
+ * FIFO): opened without following a symlink and without blocking (a FIFO
+ * would wait in open(2) for a writer for ever), then checked. Same calls as
+ * readFileSync (open, fstat, read, close). Other errors throw.
+ */
+function readRegular(file: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch (err) {
+    // ELOOP: a symlink (O_NOFOLLOW).
+    if (hasCode(err, 'ENOENT') || hasCode(err, 'ELOOP')) return undefined;
+    throw err;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return undefined;
+    const buf = Buffer.allocUnsafe(st.size);
+    let n = 0;
+    for (let got = 1; n < buf.length && got > 0; n += got) got = readSync(fd, buf, n, buf.length - n, n);
+    return buf.toString('utf8', 0, n).trim();
   } finally {
     closeSync(fd);
   }
@@ -474,31 +502,14 @@ export class DiskStore {
    * names every address its ADD tried, a directory, symlink or FIFO there
    * included, since a listing does not show them as taken) must not fail
    * the call (a directory), be taken for the attachment's own lease (a
-   * symlink to it), or wait forever for a writer (a FIFO): opened without
-   * following a symlink and without blocking, then checked.
+   * symlink to it), or wait forever for a writer (a FIFO).
    */
   private readLease(name: string): string | undefined {
     const file = this.pathFor(name);
-    let fd: number;
     try {
-      fd = openSync(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
-    } catch (err) {
-      // ELOOP: a symlink (O_NOFOLLOW).
-      if (hasCode(err, 'ENOENT') || hasCode(err, 'ELOOP')) return undefined;
-      throw ioError('read lease', file, err);
-    }
-    try {
-      // The fstat readFileSync would make anyway: no extra call per lease.
-      const st = fstatSync(fd);
-      if (!st.isFile()) return undefined;
-      const buf = Buffer.allocUnsafe(st.size);
-      let n = 0;
-      for (let got = 1; n < buf.length && got > 0; n += got) got = readSync(fd, buf, n, buf.length - n, n);
-      return buf.toString('utf8', 0, n).trim();
+      return readRegular(file);
     } catch (err) {
       throw ioError('read lease', file, err);
-    } finally {
-      closeSync(fd);
     }
   }
 
@@ -602,7 +613,10 @@ export class DiskStore {
   /** The last IP handed out from range set `set`; unreadable or garbage means "none" (round-robin just restarts). */
   async lastReserved(set: number): Promise<Ip | undefined> {
     try {
-      return parseIp(readFileSync(this.pathFor(`${LAST_RESERVED_PREFIX}${set}`), 'utf8').trim());
+      // Never through readFileSync: a FIFO there would block the ADD in
+      // open(2), holding the store lock every call on the node waits for.
+      const text = readRegular(this.pathFor(`${LAST_RESERVED_PREFIX}${set}`));
+      return text === undefined ? undefined : parseIp(text);
     } catch {
       return undefined;
     }

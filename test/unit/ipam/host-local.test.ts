@@ -35,6 +35,35 @@ async function cniErr(p: Promise<unknown> | (() => unknown)): Promise<CniError> 
   throw new Error('expected a CniError');
 }
 
+/**
+ * Whoever opens a FIFO to read it waits for a writer: this watcher process
+ * is one, so a reader is let go at once (never a hung test); stop() says
+ * how many waited.
+ */
+async function watchFifo(fifo: string): Promise<{ stop: () => Promise<string> }> {
+  const watcher = spawn(process.execPath, [
+    '-e',
+    `const fs = require('node:fs');
+     process.stdout.write('ready\\n');
+     setInterval(() => {
+       try { fs.closeSync(fs.openSync(process.argv[1], fs.constants.O_WRONLY | fs.constants.O_NONBLOCK)); process.stdout.write('a reader waited on the FIFO\\n'); }
+       catch {}
+     }, 10);`,
+    fifo,
+  ]);
+  let out = '';
+  watcher.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  const closed = new Promise((resolve) => watcher.on('close', resolve));
+  await new Promise<void>((resolve) => watcher.stdout.once('data', () => resolve()));
+  return {
+    stop: async () => {
+      watcher.kill();
+      await closed;
+      return out.replace('ready\n', '');
+    },
+  };
+}
+
 describe('HostLocalIpam construction', () => {
   it.each<[IpamRange[][], RegExp]>([
     [[[{ subnet: '10.0.0.1/24' }]], /host bits set/],
@@ -204,30 +233,13 @@ describe('allocate', () => {
     expect(await readFile(path.join(netDir(), 'attachments', attachmentLockName('p2', 'eth0')), 'utf8')).toBe(
       'tsflannel-attachment 1\n10.9.0.11\n10.9.0.12\n10.9.0.13\n10.9.0.14\n',
     );
-    // Whoever opens the FIFO to read it waits for a writer: this process is
-    // one, so a reader is let go at once (never a hung test) and reported.
-    const watcher = spawn(process.execPath, [
-      '-e',
-      `const fs = require('node:fs');
-       process.stdout.write('ready\\n');
-       setInterval(() => {
-         try { fs.closeSync(fs.openSync(process.argv[1], fs.constants.O_WRONLY | fs.constants.O_NONBLOCK)); process.stdout.write('a reader waited on the FIFO\\n'); }
-         catch {}
-       }, 10);`,
-      at(13),
-    ]);
-    let waited = '';
-    watcher.stdout.on('data', (b: Buffer) => (waited += b.toString()));
-    const closed = new Promise((resolve) => watcher.on('close', resolve));
-    await new Promise<void>((resolve) => watcher.stdout.once('data', () => resolve()));
+    const readers = await watchFifo(at(13));
     try {
       expect(await add('p2')).toEqual([{ address: '10.9.0.14/24', gateway: '10.9.0.1', rangeSet: 0, created: false }]);
       expect(await del('p2')).toEqual(['10.9.0.14']);
     } finally {
-      watcher.kill();
-      await closed;
+      expect(await readers.stop()).toBe('');
     }
-    expect(waited).toBe('ready\n');
     expect((await lstat(at(11))).isDirectory()).toBe(true);
     expect((await lstat(at(12))).isSymbolicLink()).toBe(true);
     expect((await lstat(at(13))).isFIFO()).toBe(true);
@@ -308,6 +320,21 @@ describe('allocate', () => {
     expect(await readFile(linked, 'utf8')).toBe('10.9.0.20');
     expect((await stat(last)).nlink).toBe(1);
     expect(await readFile(last, 'utf8')).toBe('10.9.0.21');
+  });
+
+  it('a FIFO at last_reserved_ip is not waited on (the store lock held meanwhile would stop every pod on the node): the round starts at the range start and a plain file replaces it', async () => {
+    const a = ipam();
+    const lastFile = path.join(netDir(), 'last_reserved_ip.0');
+    await mkdir(netDir(), { recursive: true });
+    execFileSync('mkfifo', [lastFile]);
+    const readers = await watchFifo(lastFile);
+    try {
+      expect(ips(await a.withAttachment('c1', 'eth0', () => a.allocate('c1', 'eth0', [], { attachmentLocked: true })))).toEqual(['10.9.0.2/29']);
+    } finally {
+      expect(await readers.stop()).toBe('');
+    }
+    expect((await lstat(lastFile)).isFile()).toBe(true);
+    expect(await readFile(lastFile, 'utf8')).toBe('10.9.0.2');
   });
 
   it('allocates one IP per range set (dual stack)', async () => {
