@@ -2,7 +2,7 @@
 // <dataDir>/<network>/ holds one file per leased IP (named by the IP, content
 // `<id>\r\n<ifname>`), `last_reserved_ip.<set>` and an empty `lock` file that
 // both implementations flock(2) exclusively.
-import { closeSync, constants as fsc, fstatSync, ftruncateSync, linkSync, lstatSync, openSync, promises as fs, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Dirent } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, ftruncateSync, linkSync, lstatSync, openSync, promises as fs, readdirSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Dirent } from 'node:fs';
 import path from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CniError, ErrorCode } from '../cni/errors.js';
@@ -198,6 +198,34 @@ function rewriteInPlace(file: string, text: string): boolean {
   }
 }
 
+/**
+ * A small file's content, trimmed, when it is a regular file; undefined
+ * when there is none or something else is there (a directory, a symlink, a
+ * FIFO): opened without following a symlink and without blocking (a FIFO
+ * would wait in open(2) for a writer for ever), then checked. Same calls as
+ * readFileSync (open, fstat, read, close). Other errors throw.
+ */
+function readRegular(file: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch (err) {
+    // ELOOP: a symlink (O_NOFOLLOW).
+    if (hasCode(err, 'ENOENT') || hasCode(err, 'ELOOP')) return undefined;
+    throw err;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return undefined;
+    const buf = Buffer.allocUnsafe(st.size);
+    let n = 0;
+    for (let got = 1; n < buf.length && got > 0; n += got) got = readSync(fd, buf, n, buf.length - n, n);
+    return buf.toString('utf8', 0, n).trim();
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function hasCode(err: unknown, code: string): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
 }
@@ -240,8 +268,8 @@ export class DiskStore {
    * that every call for it, in any process, runs one after the other: two
    * ADDs of one pod never both create its veth, and an ADD racing a DEL ends
    * either attached or gone. `forget` removes the lock file under the lock
-   * (DEL: the attachment is gone); a waiter that then gets the removed file
-   * opens the new one instead.
+   * once `fn` succeeded (DEL: the attachment is gone); a waiter that then
+   * gets the removed file opens the new one instead.
    */
   async withAttachmentLock<T>(containerId: string, ifname: string, forget: boolean, fn: () => Promise<T>): Promise<T> {
     const dir = this.pathFor(ATTACHMENT_DIR);
@@ -355,14 +383,20 @@ export class DiskStore {
           // within any outer section's.
           const budget = Math.min(currentDeadline(), Date.now() + this.lockTimeoutMs);
           const run = () => sectionDeadline.run(budget, fn);
-          try {
-            return await (attachment !== undefined ? heldAttachment.run(readRecord(fd, created, this.dir, attachment), run) : run());
-          } finally {
-            if (forget) rmQuietly(file);
-            // Closing the descriptor (below) drops the flock: it is the only
-            // descriptor of this open file (opened O_CLOEXEC, never shared),
-            // so no LOCK_UN call is needed first.
-          }
+          const out = await (attachment !== undefined ? heldAttachment.run(readRecord(fd, created, this.dir, attachment), run) : run());
+          // Only a call that succeeded forgets the attachment: a DEL that
+          // failed (a veth it could not delete, the store lock timing out)
+          // may leave its leases, and its lock file is their record. Removed,
+          // the next call would make a fresh one, and a fresh lock file tells
+          // an ADD "no leases yet": an ADD of the same attachment (podman
+          // restarting a container whose teardown failed) would then lease a
+          // second address and leak the first, which no DEL reading the new
+          // record would find. A DEL retried finds the record as it was.
+          if (forget) rmQuietly(file);
+          // Closing the descriptor (below) drops the flock: it is the only
+          // descriptor of this open file (opened O_CLOEXEC, never shared),
+          // so no LOCK_UN call is needed first.
+          return out;
         } finally {
           closeSync(fd);
         }
@@ -461,13 +495,20 @@ export class DiskStore {
     return content === undefined ? undefined : { ip, name, content };
   }
 
-  /** A lease file's content, trimmed; undefined when there is no such file. */
+  /**
+   * A lease file's content, trimmed; undefined when there is no lease file
+   * of that name. Only a regular file is a lease, as in a listing
+   * (entries): a name read without a listing (an attachment's record, which
+   * names every address its ADD tried, a directory, symlink or FIFO there
+   * included, since a listing does not show them as taken) must not fail
+   * the call (a directory), be taken for the attachment's own lease (a
+   * symlink to it), or wait forever for a writer (a FIFO).
+   */
   private readLease(name: string): string | undefined {
     const file = this.pathFor(name);
     try {
-      return readFileSync(file, 'utf8').trim();
+      return readRegular(file);
     } catch (err) {
-      if (hasCode(err, 'ENOENT')) return undefined;
       throw ioError('read lease', file, err);
     }
   }
@@ -572,7 +613,10 @@ export class DiskStore {
   /** The last IP handed out from range set `set`; unreadable or garbage means "none" (round-robin just restarts). */
   async lastReserved(set: number): Promise<Ip | undefined> {
     try {
-      return parseIp(readFileSync(this.pathFor(`${LAST_RESERVED_PREFIX}${set}`), 'utf8').trim());
+      // Never through readFileSync: a FIFO there would block the ADD in
+      // open(2), holding the store lock every call on the node waits for.
+      const text = readRegular(this.pathFor(`${LAST_RESERVED_PREFIX}${set}`));
+      return text === undefined ? undefined : parseIp(text);
     } catch {
       return undefined;
     }

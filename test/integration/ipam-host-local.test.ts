@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
-import { HostLocalIpam, type Allocation, type IpamConfig } from '../../src/ipam/index.js';
+import { HostLocalIpam, type Allocation, type IpamConfig, type IpamRange } from '../../src/ipam/index.js';
 import { flock, funlock } from '../../src/netlink/index.js';
 import { refPlugin } from '../helpers/reference.js';
 import { requireOrSkip } from '../helpers/require.js';
@@ -213,6 +213,55 @@ describe.skipIf(requireOrSkip('host-local interop', { [REFERENCE]: haveReference
     expect(Date.now() - started).toBeGreaterThan(500);
     expect((await holder.done).code).toBe(0);
     expect(alloc!.address).toBe('10.77.0.2/24');
+  });
+
+  it.each<[string, IpamRange[][], number]>([
+    ['a /29, wrapping onto its own leases', [[{ subnet: '10.77.0.0/29' }]], 14],
+    ['a /27 from rangeStart .5: past 8 taken in a row the store is listed', [[{ subnet: '10.77.0.0/27', rangeStart: '10.77.0.5' }]], 48],
+    ['rangeStart..rangeEnd inside a /24', [[{ subnet: '10.77.0.0/24', rangeStart: '10.77.0.250', rangeEnd: '10.77.0.254' }]], 14],
+    ['two ranges in one set', [[{ subnet: '10.77.0.0/24', rangeStart: '10.77.0.252' }, { subnet: '10.77.1.0/29' }]], 20],
+    ['a gateway inside the range', [[{ subnet: '10.77.0.0/28', gateway: '10.77.0.5' }]], 20],
+    ['IPv6', [[{ subnet: 'fd77::/125' }]], 14],
+    ['dual-stack', [[{ subnet: '10.77.0.0/29' }], [{ subnet: 'fd77::/124' }]], 14],
+  ])('the plugin\'s ADD gives the address the reference host-local gives, through DELs, wrap-around and a full range (code 11), each in a store of its own: %s', async (_name, ranges, adds) => {
+    const refDir = await mkdtemp(path.join(tmpdir(), 'tsf-ipam-ref-'));
+    try {
+      const conf = JSON.stringify({ cniVersion: '1.0.0', name: network, type: 'host-local', ipam: { type: 'host-local', dataDir: refDir, ranges } });
+      const theirs = async (command: 'ADD' | 'DEL', id: string): Promise<string> => {
+        const env = { PATH: process.env.PATH, CNI_COMMAND: command, CNI_CONTAINERID: id, CNI_NETNS: '/var/run/netns/tsf-ipam-unused', CNI_IFNAME: 'eth0', CNI_PATH: path.dirname(REFERENCE) };
+        const r = await run(REFERENCE, [], env, conf).done;
+        if (r.code !== 0) return /no IP addresses available/.test(r.stdout) ? 'full' : `error ${r.stdout}`;
+        return command === 'DEL' ? 'ok' : (JSON.parse(r.stdout) as { ips: { address: string }[] }).ips.map((ip) => ip.address).join(' ');
+      };
+      const ipam = new HostLocalIpam({ dataDir, network, rangeSets: ranges });
+      const locked = { attachmentLocked: true };
+      // As src/plugin/commands.ts runs them: under the attachment's lock.
+      const mine = async (command: 'ADD' | 'DEL', id: string): Promise<string> => {
+        try {
+          if (command === 'DEL') {
+            await ipam.withAttachment(id, 'eth0', async () => ipam.releaseFound(id, 'eth0', (await ipam.find(id, 'eth0', locked)).map((l) => l.ip)), true);
+            return 'ok';
+          }
+          return (await ipam.withAttachment(id, 'eth0', () => ipam.allocate(id, 'eth0', [], locked))).map((a) => a.address).join(' ');
+        } catch (err) {
+          return (err as { code?: unknown }).code === 11 ? 'full' : `error ${(err as Error).message}`;
+        }
+      };
+      const ops: ['ADD' | 'DEL', string][] = [];
+      for (let i = 0; i < adds; i++) {
+        ops.push(['ADD', `p${i}`]);
+        if (i % 3 === 2) ops.push(['DEL', `p${i - 1}`]);
+      }
+      const [ours, reference] = [[] as string[], [] as string[]];
+      for (const [command, id] of ops) {
+        ours.push(`${command} ${id}: ${await mine(command, id)}`);
+        reference.push(`${command} ${id}: ${await theirs(command, id)}`);
+      }
+      expect(ours).toEqual(reference);
+      expect(reference.some((line) => line.endsWith(': full'))).toBe(true);
+    } finally {
+      await rm(refDir, { recursive: true, force: true });
+    }
   });
 
   it.each([

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chmod, link, lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile, open } from 'node:fs/promises';
+import { spawn, execFileSync } from 'node:child_process';
 import { constants as fsc } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -32,6 +33,35 @@ async function cniErr(p: Promise<unknown> | (() => unknown)): Promise<CniError> 
     return err as CniError;
   }
   throw new Error('expected a CniError');
+}
+
+/**
+ * Whoever opens a FIFO to read it waits for a writer: this watcher process
+ * is one, so a reader is let go at once (never a hung test); stop() says
+ * how many waited.
+ */
+async function watchFifo(fifo: string): Promise<{ stop: () => Promise<string> }> {
+  const watcher = spawn(process.execPath, [
+    '-e',
+    `const fs = require('node:fs');
+     process.stdout.write('ready\\n');
+     setInterval(() => {
+       try { fs.closeSync(fs.openSync(process.argv[1], fs.constants.O_WRONLY | fs.constants.O_NONBLOCK)); process.stdout.write('a reader waited on the FIFO\\n'); }
+       catch {}
+     }, 10);`,
+    fifo,
+  ]);
+  let out = '';
+  watcher.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  const closed = new Promise((resolve) => watcher.on('close', resolve));
+  await new Promise<void>((resolve) => watcher.stdout.once('data', () => resolve()));
+  return {
+    stop: async () => {
+      watcher.kill();
+      await closed;
+      return out.replace('ready\n', '');
+    },
+  };
 }
 
 describe('HostLocalIpam construction', () => {
@@ -167,6 +197,54 @@ describe('allocate', () => {
     expect(await found('p1')).toEqual(['10.9.0.5']);
   });
 
+  it('a DEL that fails keeps the attachment\'s lock file and its record, so the next ADD of that attachment gets its lease back instead of leasing a second address', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
+    const locked = { attachmentLocked: true };
+    const lockFile = path.join(netDir(), 'attachments', attachmentLockName('p1', 'eth0'));
+    const add = () => a.withAttachment('p1', 'eth0', () => a.allocate('p1', 'eth0', [], locked));
+    expect(ips(await add())).toEqual(['10.9.0.2/24']);
+    // A DEL (forget: true) that fails before it released anything: a veth
+    // teardown error, or the store lock timing out (code 11).
+    await expect(
+      a.withAttachment('p1', 'eth0', async () => Promise.reject(new CniError(11, 'timed out waiting for lock')), true),
+    ).rejects.toThrow(/timed out/);
+    // podman restarts a container under the same ID after a failed teardown.
+    expect(await add()).toEqual([{ address: '10.9.0.2/24', gateway: '10.9.0.1', rangeSet: 0, created: false }]);
+    expect(await readFile(lockFile, 'utf8')).toBe('tsflannel-attachment 1\n10.9.0.2\n');
+    expect((await a.list()).map((l) => `${l.ip} ${l.containerId}`)).toEqual(['10.9.0.2 p1']);
+  });
+
+  it('attachmentLocked: a directory, a symlink or a FIFO at an address a dense ADD tried (so its record names it) is no lease: its retried ADD and its DEL neither fail on it, take it for theirs, nor wait on the FIFO', async () => {
+    const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
+    const locked = { attachmentLocked: true };
+    const add = (id: string) => a.withAttachment(id, 'eth0', () => a.allocate(id, 'eth0', [], locked));
+    const del = (id: string) =>
+      a.withAttachment(id, 'eth0', async () => a.releaseFound(id, 'eth0', (await a.find(id, 'eth0', locked)).map((l) => l.ip)), true);
+    const at = (host: number) => path.join(netDir(), `10.9.0.${host}`);
+    expect(ips(await add('p1'))).toEqual(['10.9.0.2/24']);
+    // Eight taken in a row: the ADD lists the store, which shows lease files
+    // only, so it tries the odd names below (link(2) fails on each) and
+    // records each name first, as it does every name it tries.
+    for (let host = 3; host <= 10; host++) await writeFile(at(host), `hand${host}\r\neth0`);
+    await mkdir(at(11));
+    await symlink('10.9.0.14', at(12)); // dangling now; later it points at p2's own lease
+    execFileSync('mkfifo', [at(13)]);
+    expect(ips(await add('p2'))).toEqual(['10.9.0.14/24']);
+    expect(await readFile(path.join(netDir(), 'attachments', attachmentLockName('p2', 'eth0')), 'utf8')).toBe(
+      'tsflannel-attachment 1\n10.9.0.11\n10.9.0.12\n10.9.0.13\n10.9.0.14\n',
+    );
+    const readers = await watchFifo(at(13));
+    try {
+      expect(await add('p2')).toEqual([{ address: '10.9.0.14/24', gateway: '10.9.0.1', rangeSet: 0, created: false }]);
+      expect(await del('p2')).toEqual(['10.9.0.14']);
+    } finally {
+      expect(await readers.stop()).toBe('');
+    }
+    expect((await lstat(at(11))).isDirectory()).toBe(true);
+    expect((await lstat(at(12))).isSymbolicLink()).toBe(true);
+    expect((await lstat(at(13))).isFIFO()).toBe(true);
+  });
+
   it('attachmentLocked: a lease made by hand (not under our lock) where the round-robin goes next is skipped, in the reference\'s order; a dense range still gives its one free address', async () => {
     const a = ipam([[{ subnet: '10.9.0.0/24' }]]);
     const add = (id: string) => a.withAttachment(id, 'eth0', () => a.allocate(id, 'eth0', [], { attachmentLocked: true }));
@@ -242,6 +320,21 @@ describe('allocate', () => {
     expect(await readFile(linked, 'utf8')).toBe('10.9.0.20');
     expect((await stat(last)).nlink).toBe(1);
     expect(await readFile(last, 'utf8')).toBe('10.9.0.21');
+  });
+
+  it('a FIFO at last_reserved_ip is not waited on (the store lock held meanwhile would stop every pod on the node): the round starts at the range start and a plain file replaces it', async () => {
+    const a = ipam();
+    const lastFile = path.join(netDir(), 'last_reserved_ip.0');
+    await mkdir(netDir(), { recursive: true });
+    execFileSync('mkfifo', [lastFile]);
+    const readers = await watchFifo(lastFile);
+    try {
+      expect(ips(await a.withAttachment('c1', 'eth0', () => a.allocate('c1', 'eth0', [], { attachmentLocked: true })))).toEqual(['10.9.0.2/29']);
+    } finally {
+      expect(await readers.stop()).toBe('');
+    }
+    expect((await lstat(lastFile)).isFile()).toBe(true);
+    expect(await readFile(lastFile, 'utf8')).toBe('10.9.0.2');
   });
 
   it('allocates one IP per range set (dual stack)', async () => {
