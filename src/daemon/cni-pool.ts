@@ -26,9 +26,10 @@ const QUICK_DEATH_MS = 2000;
  * is parked behind its attachment's earlier call, or reading a slow
  * sender's frame, does no work but is held; with every thread busy and one
  * such, another pod's call would queue until that call ends (up to its 50 s
- * deadline). A spare serves meanwhile, one per stalled thread. Bounded: each is a thread with its
- * own heap (about 20 MB), and a node where this many calls stall at once
- * has a problem more threads do not fix; past it, calls queue as before.
+ * deadline). A spare serves meanwhile, one per stalled thread. Bounded:
+ * each is a thread with its own heap (about 20 MB), and a node where this
+ * many calls stall at once has a problem more threads do not fix; past it,
+ * calls queue as before.
  */
 export const SPARE_WORKERS = 4;
 
