@@ -190,16 +190,22 @@ async function attemptRead(options: ReturnType<typeof etcdClientOptions>, key: s
  * connection dropped right after the handshake on dropsForVerdict attempts
  * in a row is etcd rejecting that certificate (a refused or other failure in
  * between starts the count again: etcd restarting is not a rejection).
- * It also resolves false, without a verdict, after maxDeadlines attempts in
- * a row ran into their deadline (a hung etcd).
+ * Each endpoint is tried in turn, with its own counts. The check also
+ * resolves false, without a verdict, once every endpoint has run into its
+ * deadline on maxDeadlines attempts in a row (a hung etcd).
  */
 export async function checkEtcdAccess(endpoints: string[], sec: EtcdSecurity, key: string, opts: AccessCheckOptions = {}): Promise<boolean> {
   const { timeoutMs = 5000, retryMs = 250, maxRetryMs = 5000, dropsForVerdict = 3, maxDeadlines = 10, signal, onRetry } = opts;
-  const options = etcdClientOptions(endpoints, sec);
-  let drops = 0;
-  let deadlines = 0;
-  for (let attempt = 1; !signal?.aborted; attempt++) {
-    const result = await attemptRead(options, key, timeoutMs, signal);
+  etcdClientOptions(endpoints, sec); // the settings' own errors first, whatever the endpoints say
+  // One endpoint per attempt, in turn, each with its own counts: a client
+  // over all of them picks one per attempt, and one refusing (down) between
+  // the drops of another (rejecting the certificate) reset the count, so
+  // that pair never gave a verdict.
+  const states = endpoints.map((endpoint) => ({ endpoint, drops: 0, deadlines: 0 }));
+  let live = states;
+  for (let attempt = 1; !signal?.aborted && live.length > 0; attempt++) {
+    const state = live[(attempt - 1) % live.length]!;
+    const result = await attemptRead(etcdClientOptions([state.endpoint], sec), key, timeoutMs, signal);
     if (result === true) return true;
     if (signal?.aborted) break;
     const problem = describeAccessError(result.err, sec);
@@ -208,26 +214,31 @@ export async function checkEtcdAccess(endpoints: string[], sec: EtcdSecurity, ke
     const kind = failureKind(text);
     // a bare deadline says nothing either way: it neither counts nor resets
     const deadline = kind !== 'dropped' && /deadline/i.test(text);
-    if (kind === 'dropped') drops++;
-    else if (!deadline) drops = 0;
-    deadlines = deadline ? deadlines + 1 : 0;
-    if (sec.certFile && drops >= dropsForVerdict) {
+    if (kind === 'dropped') state.drops++;
+    else if (!deadline) state.drops = 0;
+    state.deadlines = deadline ? state.deadlines + 1 : 0;
+    if (sec.certFile && state.drops >= dropsForVerdict) {
       throw new EtcdAccessError(
         `etcd rejected the client certificate --etcd-certfile ${sec.certFile} (signed by a CA etcd trusts?): ` +
-          `it closed the connection right after the TLS handshake on ${drops} attempts in a row (${text.slice(0, 160)})`,
+          `${state.endpoint} closed the connection right after the TLS handshake on ${state.drops} attempts in a row (${text.slice(0, 160)})`,
       );
     }
     // An etcd that takes connections and never finishes TLS (hung) leaves
     // each attempt's socket open (below), and it may hang for days: after
-    // this many in a row (about 6 minutes with the defaults) the check
-    // stops; the subnet manager's own client goes on trying and reporting.
-    if (deadlines >= maxDeadlines) return false;
+    // this many in a row (about 6 minutes with the defaults) the endpoint
+    // is no longer tried, and with none left the check stops; the subnet
+    // manager's own client goes on trying and reporting.
+    if (state.deadlines >= maxDeadlines) {
+      live = live.filter((s) => s !== state);
+      continue;
+    }
     onRetry?.(text, attempt);
     // A server that takes the connection and never finishes TLS (a hung
     // etcd) costs a socket per attempt: grpc-js has no handshake timeout and
     // close() leaves a pending handshake to the server. From the second
     // deadline in a row (one is a loaded host as often as not) the attempts
     // are spaced out further, up to 12 times the usual interval.
+    const { deadlines } = state;
     const wait = deadlines > 1 ? maxRetryMs * 2 ** Math.min(deadlines - 2, 4) : retryMs * 2 ** Math.min(attempt - 1, 16);
     await pause(Math.min(wait, deadlines > 1 ? 12 * maxRetryMs : maxRetryMs), signal);
   }

@@ -170,6 +170,20 @@ describe.skipIf(requireOrSkip('etcd access check', { openssl: haveOpenssl }))('c
     expect(reasons[4]).not.toMatch(/ECONNREFUSED/);
   });
 
+  it('two endpoints, one down (refused) and one dropping every connection after the handshake: each endpoint keeps its own count, so the check still ends naming --etcd-certfile', async () => {
+    const down = await freePort();
+    const server = await dropAfterHandshake('end');
+    const reasons: string[] = [];
+    const check = checkEtcdAccess([`https://127.0.0.1:${down}`, `https://127.0.0.1:${server.port}`], stranger(), KEY, {
+      retryMs: 10,
+      maxRetryMs: 20,
+      onRetry: (reason) => reasons.push(reason),
+    });
+    await expect(check).rejects.toThrow(new RegExp(`rejected the client certificate --etcd-certfile .*127\\.0\\.0\\.1:${server.port} closed`));
+    // the endpoints alternate: refused, dropped, refused, dropped, refused, then the third drop
+    expect(reasons.filter((r) => /ECONNREFUSED/.test(r)).length).toBeGreaterThanOrEqual(2);
+  });
+
   it('attempts that keep running into their deadline (a server that never finishes TLS) are no verdict and are spaced out further', async () => {
     const sockets: net.Socket[] = [];
     const port = await listen(net.createServer((socket) => sockets.push(socket)));
