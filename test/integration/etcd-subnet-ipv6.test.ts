@@ -140,11 +140,14 @@ describe.skipIf(requireOrSkip('etcd subnet manager, IPv6', { [`etcd (${ETCD_BIN}
     expect([again.subnet, again.ipv6Subnet]).toEqual([before.subnet, before.ipv6Subnet]);
     expect(again.backendV6Data?.VtepMAC).toBe('0a:00:00:00:06:ee');
 
-    const remembered = await manager({ prefix }).acquireLease(dualAttrs(2), undefined, { subnet: '10.60.77.0/24', ipv6Subnet: 'fd00:60:0:77::/64' });
-    expect([remembered.subnet, remembered.ipv6Subnet]).toEqual(['10.60.77.0/24', 'fd00:60:0:77::/64']);
+    // Two remembered pairs the first agent's (random) subnets are not: it
+    // took 10.60.78.0/24 in one CI run, and the IPv4 half was then taken.
+    const [a, b] = [77, 78, 79, 80].filter((n) => before.subnet !== `10.60.${n}.0/24` && before.ipv6Subnet !== `fd00:60:0:${n}::/64`);
+    const remembered = await manager({ prefix }).acquireLease(dualAttrs(2), undefined, { subnet: `10.60.${a}.0/24`, ipv6Subnet: `fd00:60:0:${a}::/64` });
+    expect([remembered.subnet, remembered.ipv6Subnet]).toEqual([`10.60.${a}.0/24`, `fd00:60:0:${a}::/64`]);
     // Someone else's IPv6 subnet is never handed out again.
-    const clash = await manager({ prefix }).acquireLease(dualAttrs(3), undefined, { subnet: '10.60.78.0/24', ipv6Subnet: before.ipv6Subnet! });
-    expect(clash.subnet).toBe('10.60.78.0/24');
+    const clash = await manager({ prefix }).acquireLease(dualAttrs(3), undefined, { subnet: `10.60.${b}.0/24`, ipv6Subnet: before.ipv6Subnet! });
+    expect(clash.subnet).toBe(`10.60.${b}.0/24`);
     expect([before.ipv6Subnet, remembered.ipv6Subnet]).not.toContain(clash.ipv6Subnet);
   });
 
