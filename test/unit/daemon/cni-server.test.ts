@@ -113,16 +113,20 @@ async function fakePool(script: (starts: string) => string, opts: { slots: numbe
   return { dir, pool, shared, warnings, worker, starts };
 }
 
-/** A real CNI server with one worker (the built handler) and spares that end after `spareIdleMs` idle; a VERSION call to it. */
-async function oneWorkerServer(spareIdleMs: number): Promise<{ server: CniServer; path: string; version: () => Promise<CniResponse> }> {
+/**
+ * A real CNI server with one worker (the serving thread as built by
+ * scripts/setup.sh) and its spares (ending after `spareIdleMs` idle when
+ * given); a VERSION call to it.
+ */
+async function oneWorkerServer(opts: { frameTimeoutMs?: number; spareIdleMs?: number } = {}): Promise<{ server: CniServer; path: string; version: () => Promise<CniResponse> }> {
   const path = join(tempDir(), 'cni.sock');
   const server = new CniServer({
     path,
     workers: 1,
     logger: pino({ level: 'silent' }),
     log: { level: 'fatal', format: 'json' },
-    frameTimeoutMs: 8000,
-    spareIdleMs,
+    frameTimeoutMs: opts.frameTimeoutMs ?? 8000,
+    ...(opts.spareIdleMs === undefined ? {} : { spareIdleMs: opts.spareIdleMs }),
     workerScript: new URL('../../../build/daemon/cni-worker.js', import.meta.url),
   });
   await server.start();
@@ -371,20 +375,7 @@ describe('call deadline from the forwarder\'s TSFLANNEL_FORWARD_TIMEOUT_MS', () 
 
 describe('CNI thread pool', () => {
   it('answers and closes a connection whose worker died while reading its request frame, and counts no call in flight after', async () => {
-    const dir = tempDir();
-    const path = join(dir, 'cni.sock');
-    const server = new CniServer({
-      path,
-      workers: 1,
-      logger: pino({ level: 'silent' }),
-      log: { level: 'fatal', format: 'json' },
-      frameTimeoutMs: 1500,
-      // the real serving thread, as built (scripts/setup.sh)
-      workerScript: new URL('../../../build/daemon/cni-worker.js', import.meta.url),
-    });
-    await server.start();
-    stops.push(() => server.stop());
-    await server.ready();
+    const { server, path } = await oneWorkerServer({ frameTimeoutMs: 1500 });
     // A caller that connects and has not sent its frame yet.
     const client = createConnection(path);
     const chunks: Buffer[] = [];
@@ -534,7 +525,7 @@ describe('CNI thread pool', () => {
   });
 
   it('with its only worker reading a silent caller\'s frame, serves another call on a spare thread, which ends by itself once idle', async () => {
-    const { server, path, version } = await oneWorkerServer(1500);
+    const { server, path, version } = await oneWorkerServer({ spareIdleMs: 1500 });
     const m = server.metrics;
     expect(m.threads).toBe(1);
     const silent = createConnection(path);
@@ -554,7 +545,7 @@ describe('CNI thread pool', () => {
   }, 30_000);
 
   it('after a base thread was replaced while a spare ran, calls go to the base thread again and the spare ends once idle (it queues on the socket behind the replacement)', async () => {
-    const { server, path, version } = await oneWorkerServer(3000);
+    const { server, path, version } = await oneWorkerServer({ spareIdleMs: 3000 });
     const m = server.metrics;
     // The base thread reads a silent caller's frame: a spare serves a call meanwhile.
     const silent = createConnection(path);
