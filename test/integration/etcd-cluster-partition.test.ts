@@ -46,7 +46,8 @@ describe.skipIf(requireOrSkip('etcd cluster partition', { root: isRoot, [`etcd (
       logger: pino({ level: 'silent' }),
     });
     managers.push(manager);
-    const own = await manager.acquireLease({ publicIP: '198.51.100.1', backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: '0a:00:00:00:00:01' } });
+    // Our own subnet is fixed (subnet.env's), apart from the one written by hand below (a random one was 1 in 250).
+    const own = await manager.acquireLease({ publicIP: '198.51.100.1', backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: '0a:00:00:00:00:01' } }, undefined, { subnet: '10.49.1.0/24' });
     const seen: Lease[][] = [];
     const abort = new AbortController();
     const watching = manager.watchLeases((l) => seen.push(l), abort.signal);
