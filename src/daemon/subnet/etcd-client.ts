@@ -196,16 +196,16 @@ async function attemptRead(options: ReturnType<typeof etcdClientOptions>, key: s
  */
 export async function checkEtcdAccess(endpoints: string[], sec: EtcdSecurity, key: string, opts: AccessCheckOptions = {}): Promise<boolean> {
   const { timeoutMs = 5000, retryMs = 250, maxRetryMs = 5000, dropsForVerdict = 3, maxDeadlines = 10, signal, onRetry } = opts;
-  etcdClientOptions(endpoints, sec); // the settings' own errors first, whatever the endpoints say
+  // The settings' own errors first, and their files read once.
+  const options = etcdClientOptions(endpoints, sec);
   // One endpoint per attempt, in turn, each with its own counts: a client
   // over all of them picks one per attempt, and one refusing (down) between
   // the drops of another (rejecting the certificate) reset the count, so
   // that pair never gave a verdict.
-  const states = endpoints.map((endpoint) => ({ endpoint, drops: 0, deadlines: 0 }));
-  let live = states;
+  let live = endpoints.map((endpoint) => ({ endpoint, drops: 0, deadlines: 0 }));
   for (let attempt = 1; !signal?.aborted && live.length > 0; attempt++) {
     const state = live[(attempt - 1) % live.length]!;
-    const result = await attemptRead(etcdClientOptions([state.endpoint], sec), key, timeoutMs, signal);
+    const result = await attemptRead({ ...options, hosts: [state.endpoint] }, key, timeoutMs, signal);
     if (result === true) return true;
     if (signal?.aborted) break;
     const problem = describeAccessError(result.err, sec);
