@@ -15,7 +15,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describeFailure, pluginJob } from './lib/cni.js';
-import { agentCpuMs } from './lib/cni-agent.js';
+import { processCpuMs } from './lib/cpu-clock.js';
 import { onCleanup } from './lib/cleanup.js';
 import { addNetns, delNetns, nsPath, PREFIX, tempDir } from './lib/netns.js';
 import { startNsDriver } from './lib/ns-driver.js';
@@ -80,11 +80,11 @@ export async function run(ctx) {
       for (let i = 0; i < n.seq; i++) {
         const order = DESIGNS.map((_, k) => DESIGNS[(i + k) % DESIGNS.length]);
         for (const d of order) {
-          const before = agentCpuMs(servers[d].pid);
+          const before = processCpuMs(servers[d].pid);
           const got = await driver.run([job(d, command, i)]);
           checked(d, got.results);
           out[d][command].ms.push(got.results[0].ms);
-          out[d][command].cpu += agentCpuMs(servers[d].pid) - before + got.cpuMs;
+          out[d][command].cpu += processCpuMs(servers[d].pid) - before + got.cpuMs;
         }
       }
     }
@@ -93,10 +93,10 @@ export async function run(ctx) {
       const order = r % 2 ? [...DESIGNS].reverse() : DESIGNS;
       for (const command of ['ADD', 'DEL']) {
         for (const d of order) {
-          const before = agentCpuMs(servers[d].pid);
+          const before = processCpuMs(servers[d].pid);
           const got = await driver.run(Array.from({ length: n.conc }, (_, i) => job(d, command, i)), CALLERS);
           checked(d, got.results);
-          out[d].conc[command].push({ opsPerSec: (n.conc / got.wallMs) * 1000, cpu: (agentCpuMs(servers[d].pid) - before + got.cpuMs) / n.conc });
+          out[d].conc[command].push({ opsPerSec: (n.conc / got.wallMs) * 1000, cpu: (processCpuMs(servers[d].pid) - before + got.cpuMs) / n.conc });
         }
       }
     }

@@ -50,11 +50,6 @@ export async function startCniAgent(agentCmd, nodeNs, socket, workers) {
 }
 
 
-/** The agent process's CPU time (ms, every thread, those that ended included; exact: cpu-clock.js). */
-export function agentCpuMs(pid) {
-  return processCpuMs(pid);
-}
-
 /**
  * One look at the agent's CPU: the whole process (ms, exact) and each
  * live thread's run time (ms, /proc/<pid>/task/<tid>/schedstat, exact) with
@@ -71,7 +66,7 @@ export function agentCpuSnapshot(pid) {
       // the thread ended between the listing and the read
     }
   }
-  return { at: Date.now(), totalMs: agentCpuMs(pid), threads };
+  return { at: Date.now(), totalMs: processCpuMs(pid), threads };
 }
 
 /**
