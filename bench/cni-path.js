@@ -151,6 +151,15 @@ async function sequential(driver, cs, agent, jobFor, n) {
   return by;
 }
 
+/** `n` sequential ADDs of `podFor(c, i)` per contender, then their DELs, each checked (`what` names them in errors). */
+async function sequentialAddDel(driver, cs, agent, podFor, n, what) {
+  const add = await sequential(driver, cs, agent, (c, i) => job(c, 'ADD', podFor(c, i)), n);
+  for (const c of cs) requireOk(`${what} ADD`, c, add[c.key].results, true);
+  const del = await sequential(driver, cs, agent, (c, i) => job(c, 'DEL', podFor(c, i)), n);
+  for (const c of cs) requireOk(`${what} DEL`, c, del[c.key].results, false);
+  return [add, del];
+}
+
 /** `n` calls per contender with CALLERS callers, in A R S S R A blocks of n/2. */
 async function concurrent(driver, cs, agent, jobFor, n) {
   const half = Math.ceil(n / 2);
@@ -259,10 +268,7 @@ export async function run(ctx) {
     // Both are measured: the fresh agent's first calls, then, after more
     // untimed calls, the running agent's, which the targets are judged on.
     const freshPod = (c, i) => ({ ...pods[c.key].seq[i], id: `${pods[c.key].seq[i].id}-f` });
-    const freshAdd = await sequential(driver, cs, agent, (c, i) => job(c, 'ADD', freshPod(c, i)), N.seq);
-    for (const c of cs) requireOk('fresh sequential ADD', c, freshAdd[c.key].results, true);
-    const freshDel = await sequential(driver, cs, agent, (c, i) => job(c, 'DEL', freshPod(c, i)), N.seq);
-    for (const c of cs) requireOk('fresh sequential DEL', c, freshDel[c.key].results, false);
+    const [freshAdd, freshDel] = await sequentialAddDel(driver, cs, agent, freshPod, N.seq, 'fresh sequential');
     const agentPath = cs.find((c) => c.key === 'A');
     for (let i = 0; i < N.warm; i++) {
       const pod = { ...pods.A.warm, id: `${pods.A.warm.id}-${i}` };
@@ -271,10 +277,7 @@ export async function run(ctx) {
       requireOk('warm-up ADD/DEL', agentPath, results.slice(1), false);
     }
     ctx.log(`${N.warm} more untimed ADD/DEL pairs on the agent path; sequential ADD/DEL ×${N.seq} per path`);
-    const seqAdd = await sequential(driver, cs, agent, (c, i) => job(c, 'ADD', pods[c.key].seq[i]), N.seq);
-    for (const c of cs) requireOk('sequential ADD', c, seqAdd[c.key].results, true);
-    const seqDel = await sequential(driver, cs, agent, (c, i) => job(c, 'DEL', pods[c.key].seq[i]), N.seq);
-    for (const c of cs) requireOk('sequential DEL', c, seqDel[c.key].results, false);
+    const [seqAdd, seqDel] = await sequentialAddDel(driver, cs, agent, (c, i) => pods[c.key].seq[i], N.seq, 'sequential');
 
     ctx.log(`${CALLERS} concurrent callers, ADD/DEL ×${N.conc} per path`);
     const concAdd = await concurrent(driver, cs, agent, (c, i) => job(c, 'ADD', pods[c.key].conc[i]), N.conc);
