@@ -5,10 +5,10 @@
 // start-up, socket, framing, worker hand-off) is what bench/cni-path.js's
 // agent median adds on top of this one's.
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { addNetns, delNetns, nsPath, PREFIX, tempDir } from './lib/netns.js';
 import { summarize } from './lib/stats.js';
+import { writeSubnetEnv } from './lib/cni.js';
 
 const CHILD = fileURLToPath(new URL('./lib/cni-breakdown-child.js', import.meta.url));
 const FULL = 30;
@@ -48,7 +48,7 @@ function rows(calls) {
 export async function run(ctx) {
   const n = ctx.quick ? QUICK : FULL;
   const dir = tempDir('breakdown');
-  writeFileSync(`${dir}/subnet.env`, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+  writeSubnetEnv(`${dir}/subnet.env`);
   const [node] = addNetns(['bnode'], { lo: true });
   const pods = addNetns(Array.from({ length: n + 1 }, (_, i) => `bpod${i}`));
   try {

@@ -18,9 +18,9 @@
 // thread (event loop, CNI workers, other threads, threads that ended). The
 // contenders alternate within each batch (A R S, S R A, ...), and the
 // concurrent runs go in A R S S R A blocks.
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { describeFailure, pluginJob } from './lib/cni.js';
+import { describeFailure, pluginJob, writeSubnetEnv } from './lib/cni.js';
 import { agentCommand, agentCpuSnapshot, agentCpuSplit, startCniAgent } from './lib/cni-agent.js';
 import { addNetns, delNetns, nsPath, PREFIX, tempDir } from './lib/netns.js';
 import { startNsDriver } from './lib/ns-driver.js';
@@ -77,7 +77,7 @@ async function idleRate(pid, ms) {
 
 function contenders(bins, dir) {
   const subnetFile = join(dir, 'subnet.env');
-  writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+  writeSubnetEnv(subnetFile);
   const tsfConf = (agentSocket) => ({
     cniVersion: '1.0.0', name: `${PREFIX}-tsf`, type: 'tsflannel', subnetFile, dataDir: join(dir, 'tsf-ipam'), agentSocket,
   });

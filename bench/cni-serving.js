@@ -10,11 +10,11 @@
 // call; 10-caller batches alternate them. CPU per call is the server
 // process's utime + stime growth (every thread) plus the forwarder's, over
 // the calls; ratios are against hop4.
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describeFailure, pluginJob } from './lib/cni.js';
+import { describeFailure, pluginJob, writeSubnetEnv } from './lib/cni.js';
 import { processCpuMs } from './lib/cpu-clock.js';
 import { onCleanup } from './lib/cleanup.js';
 import { addNetns, delNetns, nsPath, PREFIX, tempDir } from './lib/netns.js';
@@ -56,7 +56,7 @@ export async function run(ctx) {
   if (!forwarder) throw new Error('no forwarder (run scripts/setup.sh)');
   const dir = tempDir('serving');
   const subnetFile = join(dir, 'subnet.env');
-  writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.16.1/20\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+  writeSubnetEnv(subnetFile, '10.244.16.1/20');
   const pods = Math.max(n.seq, n.conc) + 1;
   const [nodeNs] = addNetns(['snode'], { lo: true });
   const podNs = Object.fromEntries(DESIGNS.map((d) => [d, addNetns(Array.from({ length: pods }, (_, i) => `s${tag(d)}-${i}`))]));

@@ -5,9 +5,8 @@
 // of a fresh agent's first calls, while V8 still compiles the handler, and
 // where the figure settles (what bench/cni-path.js judges the targets on
 // after its untimed warm-up calls).
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describeFailure, pluginJob } from './lib/cni.js';
+import { describeFailure, pluginJob, writeSubnetEnv } from './lib/cni.js';
 import { agentCommand, agentCpuSnapshot, agentCpuSplit, startCniAgent } from './lib/cni-agent.js';
 import { addNetns, delNetns, nsPath, PREFIX, tempDir } from './lib/netns.js';
 import { startNsDriver } from './lib/ns-driver.js';
@@ -24,7 +23,7 @@ export async function run(ctx) {
   const N = ctx.quick ? QUICK : FULL;
   const dir = tempDir('warmup');
   const subnetFile = join(dir, 'subnet.env');
-  writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+  writeSubnetEnv(subnetFile);
   const socket = join(dir, 'run', 'cni.sock');
   const conf = { cniVersion: '1.0.0', name: `${PREFIX}-wu`, type: 'tsflannel', subnetFile, dataDir: join(dir, 'ipam'), agentSocket: socket };
   const forwarder = join(ctx.repoRoot, 'dist', 'tsflannel-forward');

@@ -12,13 +12,14 @@
 // The containerd, image and CRI helpers are the runtime tests' own
 // (test/e2e/runtimes/*.ts), bundled on the fly with esbuild.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { onCleanup } from './lib/cleanup.js';
 import { agentCommand, startCniAgent } from './lib/cni-agent.js';
 import { addNetns, nsPath, PREFIX, tempDir } from './lib/netns.js';
 import { ratio, summarize } from './lib/stats.js';
+import { writeSubnetEnv } from './lib/cni.js';
 
 // The warm-up pods also bring the agent, started for this module, past its
 // first calls: a fresh agent's handler costs more while V8 compiles it, for
@@ -96,7 +97,7 @@ export async function run(ctx) {
   const images = await kit.buildImages(join(dir, 'images'));
   const binDir = kit.makeBinDir(join(dir, 'bin'));
   const subnetFile = join(dir, 'subnet.env');
-  writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+  writeSubnetEnv(subnetFile);
   const contenders = [
     {
       key: 'T', label: 'tsflannel', subnetPrefix: '10.244.1.', leaseDir: join(dir, 'tsf-ipam', 'benchnet'),

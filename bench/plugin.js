@@ -10,9 +10,9 @@
 // hits both alike: sequential calls alternate T R R T ..., and the
 // concurrent runs go in ABBA blocks. Ratios are tsflannel / reference.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { describeFailure, pluginJob } from './lib/cni.js';
+import { describeFailure, pluginJob, writeSubnetEnv } from './lib/cni.js';
 import { addNetns, delNetns, nsPath, PREFIX, tempDir } from './lib/netns.js';
 import { startNsDriver } from './lib/ns-driver.js';
 import { ratio, summarize } from './lib/stats.js';
@@ -34,10 +34,7 @@ const QUICK = { seq: 5, conc: 20, version: 5, startup: 5 };
 /** The two contenders with their configs; the reference mirrors tsflannel's settings. */
 function contenders(repoRoot, dir) {
   const subnetFile = join(dir, 'subnet.env');
-  writeFileSync(
-    subnetFile,
-    'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n',
-  );
+  writeSubnetEnv(subnetFile);
   /** @type {Contender} */
   const tsf = {
     key: 'T',

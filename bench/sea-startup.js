@@ -9,11 +9,11 @@
 //   node bench/run.js sea-startup          through the runner (bench/run.js)
 //   node bench/sea-startup.js [--runs N]   alone (ADD/DEL needs root)
 import { spawnSync } from 'node:child_process';
-import { symlinkSync, writeFileSync } from 'node:fs';
+import { symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { installSignalCleanup, runCleanups } from './lib/cleanup.js';
-import { describeFailure, pluginJob } from './lib/cni.js';
+import { describeFailure, pluginJob, writeSubnetEnv } from './lib/cni.js';
 import { addNetns, nsPath, tempDir } from './lib/netns.js';
 import { startNsDriver } from './lib/ns-driver.js';
 import { median, percentile, ratio } from './lib/stats.js';
@@ -72,7 +72,7 @@ async function addDelSamples(paths, runs, env, work) {
   const names = ['standalone (single executable)', 'node dist/bundle', 'reference bridge+host-local'];
   const pods = addNetns(names.flatMap((_, v) => Array.from({ length: rounds }, (__, i) => `seapod${v}x${i}`)));
   const subnetFile = join(work, 'subnet.env');
-  writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+  writeSubnetEnv(subnetFile, '10.244.3.1/24');
   // The standalone never tries the agent: no agentSocket, as on a node whose agent is down.
   const tsfConf = { cniVersion: '1.0.0', name: 'tsfbench', type: 'tsflannel', subnetFile, dataDir: join(work, 'networks'), agentSocket: '' };
   const refConf = {

@@ -1,5 +1,6 @@
 // Building CNI invocations as jobs for spawn.js / ns-driver.js: the CNI_*
 // environment a runtime sets and the network config on stdin.
+import { writeFileSync } from 'node:fs';
 
 /**
  * @typedef {{ command: string, containerId?: string, netns?: string, ifname?: string, args?: string, path?: string }} CniEnvSpec
@@ -45,4 +46,9 @@ export function describeFailure(r) {
     // stdout was not JSON; stderr says more
   }
   return `exit ${r.code}${r.signal ? ` signal ${r.signal}` : ''}: ${detail}`;
+}
+
+/** A flanneld subnet.env at `file` for the 10.244.0.0/16 cluster network: this node's `subnet` (its gateway address), MTU 1450, masquerade on. */
+export function writeSubnetEnv(file, subnet = '10.244.1.1/24') {
+  writeFileSync(file, `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=${subnet}\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n`);
 }
