@@ -341,10 +341,6 @@ export class CniShared {
     Atomics.add(this.i32, COUNTER_WORD[counter], n);
   }
 
-  count(counter: Counter): number {
-    return Atomics.load(this.i32, COUNTER_WORD[counter]);
-  }
-
   /** One answered call: counted, and its duration queued for the event loop. */
   record(i: number, command: CountedCommand, ok: boolean, seconds: number): void {
     const code = COUNTED_COMMANDS.indexOf(command) * 2 + (ok ? 0 : 1);
